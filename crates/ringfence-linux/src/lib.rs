@@ -1,9 +1,21 @@
 //! The Linux sandbox: namespaces, mounts, seccomp, capabilities and limits.
 //! This is the only ringfence crate that makes raw system calls; everything here is a small safe
-//! function over one syscall step, named in the order the steps happen.
+//! function over one syscall step. Files in the order the steps happen: `plan` (what to mount),
+//! `protect` (finding protected entries), `sandbox` (clone and setup), `mounts`, `limits`,
+//! `caps`, `seccomp`, `reaper` (PID 1), `supervise` (the host side while it runs).
 #![cfg(target_os = "linux")]
 
+pub mod caps;
 pub mod error;
+pub mod limits;
+pub mod mounts;
+pub mod plan;
+pub mod probe;
+pub mod protect;
+pub mod reaper;
+pub mod sandbox;
 pub mod seccomp;
+pub mod supervise;
+pub mod sys;
 
 pub use error::Error;

@@ -1,1 +1,117 @@
-pub fn x(){}
+//! Policy for ringfence: the settings file format (a strict superset of srt's), layered loading
+//! (managed > user > project > command line), validation, and the environment filter.
+//! Pure logic: no syscalls and no async; the filesystem is only read to load files and expand globs.
+
+mod env;
+mod error;
+mod limits;
+mod load;
+mod paths;
+mod settings;
+
+use std::fmt;
+
+pub use env::{EnvPolicy, DEFAULT_ENV_DENY};
+pub use error::Error;
+pub use limits::{format_size, parse_size, Limits};
+pub use load::{load, CliRules, LoadOptions, Policy};
+pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
+pub use settings::{
+    parse_settings, AwsPairSettings, ByteSize, CredentialEnvVarSettings, CredentialFileSettings,
+    CredentialMode, CredentialSettings, DecodeFormat, EnvSettings, FilesystemSettings, GitSettings,
+    LimitSettings, MitmProxySettings, NetworkSettings, OnExtractNoMatch, ParentProxySettings,
+    RipgrepSettings, SeccompSettings, Settings, Sigv4Policy, Sigv4Settings, SrtWinSettings,
+    TlsTerminateSettings, WindowsSettings,
+};
+
+/// File names that are never writable inside a writable root, at any depth, existing or not:
+/// a compromised agent could use them to run code outside the sandbox later.
+pub const PROTECTED_FILE_NAMES: &[&str] = &[
+    ".bashrc",
+    ".bash_profile",
+    ".zshrc",
+    ".zprofile",
+    ".profile",
+    ".gitconfig",
+    ".gitmodules",
+    ".ripgreprc",
+    ".mcp.json",
+    ".envrc",
+    ".ringfence.json",
+    ".srt-settings.json",
+];
+
+/// Directory names whose whole subtree is never writable (editor configuration that can run tasks).
+pub const PROTECTED_DIR_NAMES: &[&str] = &[".vscode", ".idea", ".cursor", ".codex"];
+
+/// `(parent, child)` pairs protected wherever the parent directory occurs; `.git/config` is
+/// released by `allowGitConfig`.
+pub const PROTECTED_NESTED: &[(&str, &str)] = &[
+    (".claude", "commands"),
+    (".claude", "agents"),
+    (".claude", "settings.json"),
+    (".claude", "settings.local.json"),
+    (".git", "hooks"),
+    (".git", "config"),
+];
+
+/// Where a setting came from. Earlier variants take precedence over later ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Layer {
+    /// Administrator settings (`/etc/ringfence/managed.json`); lower layers cannot loosen them.
+    Managed,
+    /// The user's own settings (`~/.config/ringfence/settings.json`, `~/.srt-settings.json` or `-s FILE`).
+    User,
+    /// `.ringfence.json` in the working directory; may only add restrictions.
+    Project,
+    /// Options given on the command line (`--allow-write` and friends).
+    CommandLine,
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Layer::Managed => "managed",
+            Layer::User => "user",
+            Layer::Project => "project",
+            Layer::CommandLine => "command line",
+        })
+    }
+}
+
+/// JSON Schema of one settings file, generated from the Rust types (for `ringfence schema` and
+/// editors).
+pub fn schema() -> serde_json::Value {
+    let root = schemars::schema_for!(Settings);
+    serde_json::to_value(root).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn layer_display() {
+        assert_eq!(Layer::Managed.to_string(), "managed");
+        assert_eq!(Layer::User.to_string(), "user");
+        assert_eq!(Layer::Project.to_string(), "project");
+        assert_eq!(Layer::CommandLine.to_string(), "command line");
+        assert!(Layer::Managed < Layer::User && Layer::Project < Layer::CommandLine);
+    }
+
+    #[test]
+    fn schema_is_strict_and_documented() {
+        let s = schema();
+        assert_eq!(s["additionalProperties"], serde_json::json!(false));
+        let fs = &s["definitions"]["FilesystemSettings"];
+        assert_eq!(fs["additionalProperties"], serde_json::json!(false));
+        assert!(fs["properties"]["allowWrite"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("writ"));
+        assert!(s["properties"]["limits"].is_object());
+        assert!(s["properties"]["env"].is_object());
+        assert!(s["definitions"]["ByteSize"]["anyOf"].is_array());
+    }
+}

@@ -1,1 +1,313 @@
-fn main(){}
+//! `ringfence`: run a command inside OS-level boundaries it cannot leave.
+//! The binary is glue: command-line parsing, the srt-compatible entry point, and output.
+
+mod doctor;
+mod prepare;
+mod runs;
+mod srt;
+
+use std::ffi::CString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use ringfence_linux::sandbox::{self, Spec};
+use ringfence_linux::supervise::{self, Outcome};
+use ringfence_policy::CliRules;
+
+use prepare::{Prepared, Sources};
+
+/// Our own failures (bad policy, missing kernel feature, setup failure).
+pub const EXIT_OWN_ERROR: u8 = 125;
+
+#[derive(Parser)]
+#[command(
+    name = "ringfence",
+    version,
+    about = "Run a command inside OS-level boundaries it and its children cannot leave"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a command in a sandbox: ringfence run [OPTIONS] -- COMMAND [ARGS...] | -c 'SHELL STRING'
+    Run(RunArgs),
+    /// Show the kernel features found and what ringfence will do on this machine.
+    Doctor,
+    /// Print the JSON Schema of the policy file.
+    Schema,
+    /// Print the merged policy, the layer each rule came from, and the mount plan it produces.
+    Explain(PolicyArgs),
+}
+
+#[derive(Args, Clone, Default)]
+pub struct PolicyArgs {
+    /// Policy file (replaces the user settings layer).
+    #[arg(short = 's', long = "settings", value_name = "FILE")]
+    settings: Option<PathBuf>,
+    /// Allow writing PATH (repeatable).
+    #[arg(long = "allow-write", value_name = "PATH")]
+    allow_write: Vec<String>,
+    /// Deny writing PATH, even inside an allowed one (repeatable).
+    #[arg(long = "deny-write", value_name = "PATH")]
+    deny_write: Vec<String>,
+    /// Deny reading PATH (repeatable).
+    #[arg(long = "deny-read", value_name = "PATH")]
+    deny_read: Vec<String>,
+    /// Re-allow reading PATH inside a denied one (repeatable).
+    #[arg(long = "allow-read", value_name = "PATH")]
+    allow_read: Vec<String>,
+}
+
+impl PolicyArgs {
+    fn sources(&self) -> Sources {
+        Sources {
+            settings: self.settings.clone(),
+            cli: CliRules {
+                allow_write: self.allow_write.clone(),
+                deny_write: self.deny_write.clone(),
+                deny_read: self.deny_read.clone(),
+                allow_read: self.allow_read.clone(),
+            },
+            srt: false,
+        }
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Print the effective policy and the mount plan to stderr.
+    #[arg(short = 'd', long = "debug")]
+    debug: bool,
+    /// The run's name (unique on this machine); generated when absent.
+    #[arg(long = "name", value_name = "NAME")]
+    name: Option<String>,
+    /// Run this string with /bin/bash -c (or /bin/sh -c where bash is missing).
+    #[arg(short = 'c', value_name = "SHELL STRING", conflicts_with = "command")]
+    shell: Option<String>,
+    /// The command and its arguments.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+/// What `run` needs, whichever command line it came from.
+pub struct RunRequest {
+    pub sources: Sources,
+    pub debug: bool,
+    pub name: Option<String>,
+    pub argv: Vec<Vec<u8>>,
+}
+
+pub fn shell_argv(script: &str) -> Vec<Vec<u8>> {
+    let shell = if std::path::Path::new("/bin/bash").exists() {
+        "/bin/bash"
+    } else {
+        "/bin/sh"
+    };
+    vec![shell.into(), b"-c".to_vec(), script.as_bytes().to_vec()]
+}
+
+fn main() -> ExitCode {
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|f| f.to_os_string()));
+    if invoked_as.as_deref() == Some(std::ffi::OsStr::new("srt")) {
+        return finish(srt::main());
+    }
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => {
+            let argv = match (&args.shell, args.command.is_empty()) {
+                (Some(s), _) => shell_argv(s),
+                (None, false) => args.command.iter().map(|a| a.as_bytes().to_vec()).collect(),
+                (None, true) => {
+                    eprintln!(
+                        "ringfence: no command given; use `ringfence run -- COMMAND [ARGS...]` or `ringfence run -c 'SHELL STRING'`"
+                    );
+                    return ExitCode::from(EXIT_OWN_ERROR);
+                }
+            };
+            run(RunRequest {
+                sources: args.policy.sources(),
+                debug: args.debug,
+                name: args.name,
+                argv,
+            })
+        }
+        Command::Doctor => doctor::main().map(|()| 0),
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&ringfence_policy::schema()).unwrap_or_default()
+            );
+            Ok(0)
+        }
+        Command::Explain(p) => explain(&p.sources()).map(|()| 0),
+    };
+    finish(result)
+}
+
+fn finish(result: Result<i32>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("ringfence: {e:#}");
+            ExitCode::from(EXIT_OWN_ERROR)
+        }
+    }
+}
+
+fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let pol = &p.policy;
+    writeln!(out, "settings files:")?;
+    if pol.files.is_empty() {
+        writeln!(out, "  (none)")?;
+    }
+    for (layer, f) in &pol.files {
+        writeln!(out, "  {layer:<12} {}", f.display())?;
+    }
+    for (title, rules) in [
+        ("denyRead", &pol.deny_read),
+        ("allowRead", &pol.allow_read),
+        ("allowWrite", &pol.allow_write),
+        ("denyWrite", &pol.deny_write),
+    ] {
+        writeln!(out, "{title}:")?;
+        for r in rules.iter() {
+            writeln!(
+                out,
+                "  {:<40} from {} ({}){}",
+                r.path.display(),
+                r.layer,
+                r.origin,
+                if r.pattern != r.path.to_string_lossy() {
+                    format!(", written {}", r.pattern)
+                } else {
+                    String::new()
+                }
+            )?;
+        }
+    }
+    writeln!(out, "allowGitConfig: {}", pol.allow_git_config)?;
+    writeln!(
+        out,
+        "unix sockets: {}",
+        if pol.allow_all_unix_sockets {
+            "allowed (network.allowAllUnixSockets)"
+        } else {
+            "blocked"
+        }
+    )?;
+    writeln!(out, "network: none (an empty network namespace with its own loopback)")?;
+    let l = &pol.limits;
+    writeln!(
+        out,
+        "limits: pids {}, memory {} (address space per process), openFiles {}, tmpSize {}, cpuSeconds {}, wallSeconds {}, fileSize {}",
+        l.pids,
+        ringfence_policy::format_size(l.memory),
+        l.open_files,
+        ringfence_policy::format_size(l.tmp_size),
+        l.cpu_seconds.map_or("none".into(), |v| v.to_string()),
+        l.wall_seconds.map_or("none".into(), |v| v.to_string()),
+        l.file_size.map_or("none".into(), ringfence_policy::format_size),
+    )?;
+    writeln!(
+        out,
+        "environment removed: {}",
+        if p.env_removed.is_empty() {
+            "(nothing)".to_string()
+        } else {
+            p.env_removed.join(", ")
+        }
+    )?;
+    writeln!(
+        out,
+        "protected entries found: {} (scanned {} directories, {} entries in {} ms)",
+        p.protected.len(),
+        p.scan.dirs,
+        p.scan.entries,
+        p.scan.micros / 1000
+    )?;
+    writeln!(out, "mount plan:")?;
+    write!(out, "{}", p.plan)?;
+    for n in &pol.notes {
+        writeln!(out, "note: {n}")?;
+    }
+    Ok(())
+}
+
+fn explain(sources: &Sources) -> Result<()> {
+    let p = prepare::prepare(sources)?;
+    print_policy(&p, &mut std::io::stdout().lock()).context("writing to stdout")
+}
+
+pub fn run(req: RunRequest) -> Result<i32> {
+    let prepared = prepare::prepare(&req.sources)?;
+    if req.debug {
+        print_policy(&prepared, &mut std::io::stderr().lock()).context("writing to stderr")?;
+    }
+    for n in &prepared.policy.notes {
+        if req.debug {
+            continue;
+        }
+        if n.contains("skipped") || n.contains("does not exist") {
+            eprintln!("ringfence: note: {n}");
+        }
+    }
+    let argv: Vec<CString> = req
+        .argv
+        .iter()
+        .map(|a| CString::new(a.clone()).context("a command argument contains a NUL byte"))
+        .collect::<Result<_>>()?;
+    if argv.is_empty() {
+        bail!("no command given");
+    }
+    let record = runs::Record::start(req.name.as_deref(), &req.argv, &prepared.cwd)?;
+    let pty = [
+        supervise::is_tty(0),
+        supervise::is_tty(0) && supervise::is_tty(1),
+        supervise::is_tty(0) && supervise::is_tty(2),
+    ];
+    let spec = Spec {
+        argv,
+        env: prepared.env,
+        cwd: prepared.cwd.clone(),
+        plan: prepared.plan,
+        seccomp: prepared.seccomp,
+        limits: prepared.limits,
+        hostname: "ringfence".into(),
+        pty,
+    };
+    let winsize = if pty[0] {
+        supervise::host_winsize()
+    } else {
+        None
+    };
+    let sb = match sandbox::spawn(&spec, winsize) {
+        Ok(sb) => sb,
+        Err(e) => {
+            record.finish(None);
+            return Err(anyhow::anyhow!("setting up the sandbox: {e}"));
+        }
+    };
+    let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
+    let outcome = supervise::wait(sb, wall);
+    record.finish(Some(outcome));
+    match outcome {
+        Outcome::TimedOut => eprintln!(
+            "ringfence: limits.wallSeconds ({} s) reached; the sandbox was killed",
+            prepared.policy.limits.wall_seconds.unwrap_or(0)
+        ),
+        Outcome::Lost => bail!("the sandbox ended without reporting the command's status"),
+        _ => {}
+    }
+    Ok(outcome.code())
+}

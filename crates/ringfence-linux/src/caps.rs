@@ -1,0 +1,59 @@
+//! Dropping every capability: bounding set, ambient set, then effective, permitted and
+//! inheritable, so nothing the sandbox runs can regain one (no_new_privs does the rest).
+
+use std::io;
+
+use crate::error::{Error, Result};
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
+}
+
+pub fn drop_all() -> Result<()> {
+    let err = |step| {
+        move |source| Error::Syscall { step, source }
+    };
+    for cap in 0..=last_cap() {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {
+            let e = io::Error::last_os_error();
+            // EINVAL: a capability number this kernel does not know; nothing to drop.
+            if e.raw_os_error() != Some(libc::EINVAL) {
+                return Err(err("drop bounding capability")(e));
+            }
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } < 0 {
+        return Err(err("clear ambient capabilities")(io::Error::last_os_error()));
+    }
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData::default(); 2];
+    // SAFETY: header and data are valid capset arguments for version 3 (two data elements).
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) } < 0 {
+        return Err(err("clear capabilities")(io::Error::last_os_error()));
+    }
+    Ok(())
+}

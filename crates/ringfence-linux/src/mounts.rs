@@ -1,0 +1,445 @@
+//! Carrying out a [`MountPlan`] inside the sandbox's new mount namespace: a private tmpfs as the
+//! staging root, the host tree reachable at `/oldroot`, the sandbox's view assembled at `/newroot`,
+//! then pivot into it and detach the host tree. Binds use the new mount API so that attributes are
+//! set on the detached copy before it is attached, and targets are opened without following a
+//! final symlink.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::plan::{Kind, MountPlan, Step};
+use crate::sys::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+
+const STAGE: &str = "/tmp";
+const NEWROOT: &str = "/newroot";
+const OLDROOT: &str = "/oldroot";
+const EMPTY_FILE: &str = "/empty";
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+/// Device nodes bound from the host into the sandbox's /dev.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Kernel knobs under /proc that stay read-only, and files hidden outright.
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+const PROC_HIDDEN: &[&str] = &["kcore", "keys", "timer_list", "sched_debug", "kallsyms"];
+
+fn path_err<'a>(step: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Path {
+        step,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn in_new(p: &Path) -> PathBuf {
+    join_abs(Path::new(NEWROOT), p)
+}
+
+fn in_old(p: &Path) -> PathBuf {
+    join_abs(Path::new(OLDROOT), p)
+}
+
+fn join_abs(base: &Path, p: &Path) -> PathBuf {
+    base.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// A detached copy of the mount tree at `src` (`AT_RECURSIVE` for the whole subtree).
+fn clone_tree(src: &Path, recursive: bool) -> Result<OwnedFd> {
+    let c = sys::cstring(src).map_err(path_err("open_tree", src))?;
+    let flags = OPEN_TREE_CLONE
+        | libc::O_CLOEXEC as libc::c_uint
+        | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: c is a valid string; the returned fd is checked before it is owned.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(path_err("open_tree", src)(io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+fn setattr_fd(fd: &OwnedFd, recursive: bool, set: u64, clear: u64, what: &Path) -> Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = libc::AT_EMPTY_PATH as libc::c_uint | if recursive { AT_RECURSIVE } else { 0 };
+    // SAFETY: fd is valid, the empty path is a NUL-terminated string and attr is a valid
+    // mount_attr whose size is passed alongside.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r < 0 {
+        return Err(path_err("mount_setattr", what)(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Attaches the detached tree `tree` onto the object `target` refers to.
+fn attach(tree: &OwnedFd, target: &OwnedFd, what: &Path) -> Result<()> {
+    // SAFETY: both fds are valid; empty paths are NUL-terminated strings.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(path_err("move_mount", what)(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Binds `src` onto `dst` (not following a final symlink at `dst`), with `set`/`clear` mount
+/// attributes applied to the copy before it becomes visible.
+fn bind(src: &Path, dst: &Path, recursive: bool, set: u64, clear: u64) -> Result<()> {
+    let tree = clone_tree(src, recursive)?;
+    setattr_fd(&tree, recursive, set, clear, dst)?;
+    let target = sys::open_path_nofollow(dst).map_err(path_err("open", dst))?;
+    attach(&tree, &target, dst)
+}
+
+fn mount_tmpfs(dst: &Path, options: &str, flags: libc::c_ulong) -> Result<()> {
+    sys::mount(
+        Some(Path::new("tmpfs")),
+        dst,
+        Some("tmpfs"),
+        flags | libc::MS_NOSUID | libc::MS_NODEV,
+        Some(options),
+    )
+    .map_err(path_err("mount tmpfs", dst))
+}
+
+/// Makes the mount whose root is at `path` read-only (not its submounts).
+fn make_read_only(path: &Path) -> Result<()> {
+    let fd = sys::open_path_nofollow(path).map_err(path_err("open", path))?;
+    setattr_fd(&fd, false, MOUNT_ATTR_RDONLY, 0, path)
+}
+
+/// Creates an empty mount point for `kind` at `path` and its missing parents (only ever inside a
+/// tmpfs of the sandbox's own).
+fn make_mount_point(path: &Path, kind: Kind) -> Result<()> {
+    if path.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)
+            .map_err(path_err("mkdir", parent))?;
+    }
+    match kind {
+        Kind::Dir => fs::DirBuilder::new()
+            .mode(0o755)
+            .create(path)
+            .map_err(path_err("mkdir", path)),
+        Kind::File => fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o444)
+            .open(path)
+            .map(drop)
+            .map_err(path_err("create", path)),
+    }
+}
+
+fn kind_of(p: &Path) -> Kind {
+    match fs::metadata(p) {
+        Ok(m) if m.is_dir() => Kind::Dir,
+        _ => Kind::File,
+    }
+}
+
+/// Stage 1: private propagation, staging tmpfs, pivot into it. Afterwards the host tree is at
+/// /oldroot and the sandbox's view is built at /newroot.
+pub fn stage() -> Result<()> {
+    sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
+        .map_err(path_err("make private", Path::new("/")))?;
+    mount_tmpfs(Path::new(STAGE), "mode=0755,size=1m", 0)?;
+    for d in ["newroot", "oldroot"] {
+        let p = Path::new(STAGE).join(d);
+        fs::DirBuilder::new()
+            .mode(0o755)
+            .create(&p)
+            .map_err(path_err("mkdir", &p))?;
+    }
+    let empty = Path::new(STAGE).join("empty");
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o444)
+        .open(&empty)
+        .map_err(path_err("create", &empty))?;
+    let old = Path::new(STAGE).join("oldroot");
+    sys::pivot_root(Path::new(STAGE), &old).map_err(path_err("pivot_root", Path::new(STAGE)))?;
+    std::env::set_current_dir("/").map_err(path_err("chdir", Path::new("/")))?;
+    Ok(())
+}
+
+/// Stage 2: carries out every step of the plan at /newroot.
+pub fn apply(plan: &MountPlan) -> Result<()> {
+    let mut hidden_dirs: Vec<OwnedFd> = Vec::new();
+    for step in &plan.steps {
+        match step {
+            Step::RootReadOnly => {
+                let tree = clone_tree(Path::new(OLDROOT), true)?;
+                setattr_fd(
+                    &tree,
+                    true,
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                    0,
+                    Path::new("/"),
+                )?;
+                let target =
+                    sys::open_path_nofollow(Path::new(NEWROOT)).map_err(path_err("open", Path::new(NEWROOT)))?;
+                attach(&tree, &target, Path::new("/"))?;
+            }
+            Step::Dev => dev()?,
+            Step::Proc => proc_fs()?,
+            Step::Tmp { size } => {
+                let dst = in_new(Path::new("/tmp"));
+                mount_tmpfs(&dst, &format!("mode=1777,size={size}"), 0)?;
+            }
+            Step::Writable { path } => {
+                let dst = in_new(path);
+                make_mount_point(&dst, kind_of(&in_old(path)))?;
+                bind(
+                    &in_old(path),
+                    &dst,
+                    true,
+                    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                    MOUNT_ATTR_RDONLY,
+                )?;
+            }
+            Step::HideDir { path } => {
+                let dst = in_new(path);
+                mount_tmpfs(&dst, "mode=0755,size=64k", libc::MS_NOEXEC)?;
+                hidden_dirs.push(sys::open_path_nofollow(&dst).map_err(path_err("open", &dst))?);
+            }
+            Step::HideFile { path } => {
+                bind(
+                    Path::new(EMPTY_FILE),
+                    &in_new(path),
+                    false,
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                    0,
+                )?;
+            }
+            Step::Reopen {
+                path,
+                kind,
+                writable,
+            } => {
+                let dst = in_new(path);
+                make_mount_point(&dst, *kind)?;
+                let (set, clear) = if *writable {
+                    (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY)
+                } else {
+                    (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0)
+                };
+                bind(&in_old(path), &dst, true, set, clear)?;
+            }
+            Step::Pin { path } => {
+                let dst = in_new(path);
+                bind(&dst, &dst, true, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0)?;
+            }
+            Step::ReadOnly { path, .. } => {
+                let dst = in_new(path);
+                let is_symlink = dst
+                    .symlink_metadata()
+                    .map(|m| m.file_type().is_symlink())
+                    .map_err(path_err("lstat", &dst))?;
+                let src = if is_symlink {
+                    PathBuf::from(EMPTY_FILE)
+                } else {
+                    dst.clone()
+                };
+                bind(
+                    &src,
+                    &dst,
+                    true,
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                    0,
+                )?;
+            }
+        }
+    }
+    for fd in &hidden_dirs {
+        setattr_fd(fd, false, MOUNT_ATTR_RDONLY, 0, Path::new("(hidden directory)"))?;
+    }
+    Ok(())
+}
+
+fn dev() -> Result<()> {
+    let dev = in_new(Path::new("/dev"));
+    mount_tmpfs(&dev, "mode=0755,size=64k", libc::MS_NOEXEC)?;
+    for name in DEVICES {
+        let dst = dev.join(name);
+        make_mount_point(&dst, Kind::File)?;
+        let src = in_old(&Path::new("/dev").join(name));
+        // Device nodes keep their host mount's flags (no nodev), but never become executable.
+        let tree = clone_tree(&src, false)?;
+        setattr_fd(&tree, false, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, 0, &dst)?;
+        let target = sys::open_path_nofollow(&dst).map_err(path_err("open", &dst))?;
+        attach(&tree, &target, &dst)?;
+    }
+    for (link, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+        ("ptmx", "pts/ptmx"),
+    ] {
+        let p = dev.join(link);
+        std::os::unix::fs::symlink(target, &p).map_err(path_err("symlink", &p))?;
+    }
+    let pts = dev.join("pts");
+    make_mount_point(&pts, Kind::Dir)?;
+    sys::mount(
+        Some(Path::new("devpts")),
+        &pts,
+        Some("devpts"),
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .map_err(path_err("mount devpts", &pts))?;
+    let shm = dev.join("shm");
+    make_mount_point(&shm, Kind::Dir)?;
+    mount_tmpfs(&shm, "mode=1777,size=64m", 0)?;
+    make_read_only(&dev)
+}
+
+fn proc_fs() -> Result<()> {
+    let proc_dir = in_new(Path::new("/proc"));
+    sys::mount(
+        Some(Path::new("proc")),
+        &proc_dir,
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+    .map_err(path_err("mount proc", &proc_dir))?;
+    for name in PROC_READ_ONLY {
+        let p = proc_dir.join(name);
+        if p.symlink_metadata().is_err() {
+            continue;
+        }
+        bind(
+            &p,
+            &p,
+            true,
+            MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+            0,
+        )?;
+    }
+    for name in PROC_HIDDEN {
+        let p = proc_dir.join(name);
+        match p.symlink_metadata() {
+            Err(_) => continue,
+            Ok(m) if m.is_dir() => mount_tmpfs(&p, "mode=0555,size=4k", libc::MS_RDONLY)?,
+            Ok(_) => bind(
+                Path::new(EMPTY_FILE),
+                &p,
+                false,
+                MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                0,
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// Stage 3: make /newroot the root and drop the host tree and the staging tmpfs.
+pub fn enter() -> Result<()> {
+    let new = Path::new(NEWROOT);
+    std::env::set_current_dir(new).map_err(path_err("chdir", new))?;
+    sys::pivot_root(Path::new("."), Path::new(".")).map_err(path_err("pivot_root", new))?;
+    sys::umount_detach(Path::new(".")).map_err(path_err("detach old root", Path::new("/")))?;
+    std::env::set_current_dir("/").map_err(path_err("chdir", Path::new("/")))?;
+    Ok(())
+}
+
+/// Brings the loopback interface of the new network namespace up.
+pub fn loopback_up() -> Result<()> {
+    let err = |source| Error::Syscall {
+        step: "bring up lo",
+        source,
+    };
+    // SAFETY: socket with integer arguments; the result is checked before it is owned.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: ifr is a valid ifreq for SIOCSIFFLAGS.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } < 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Opens a new pseudo-terminal in the sandbox's own devpts (after `enter`). Returns the master
+/// and the path of the slave.
+pub fn open_pty() -> Result<(OwnedFd, CString)> {
+    let err = |source| Error::Syscall {
+        step: "open pseudo-terminal",
+        source,
+    };
+    let master = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/pts/ptmx")
+        .map_err(err)?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK takes a pointer to an int.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } < 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes the pty number to an unsigned int.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) } < 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    let slave = CString::new(format!("/dev/pts/{n}"))
+        .map_err(|_| err(io::Error::from_raw_os_error(libc::EINVAL)))?;
+    Ok((OwnedFd::from(master), slave))
+}

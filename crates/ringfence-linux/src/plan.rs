@@ -1,0 +1,327 @@
+//! The mount plan: the ordered list of mounts that turns the host tree into the sandbox's view.
+//! Building it is a pure function of the resolved policy and of what exists on disk (passed in as
+//! a lookup), so the exact plan can be unit-tested and printed by `explain` before anything runs.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// What a path is on the host, following symlinks (mounts follow them too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// Why a path is made read-only inside a writable root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reason {
+    DenyWrite,
+    Protected,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// The whole host tree, recursively read-only, nosuid and nodev.
+    RootReadOnly,
+    /// A minimal /dev: null, zero, full, random, urandom, tty, a private devpts and /dev/shm.
+    Dev,
+    /// A fresh /proc for the sandbox's PID namespace, with the kernel knobs read-only.
+    Proc,
+    /// A private /tmp of at most `size` bytes.
+    Tmp { size: u64 },
+    /// A host path bound read-write.
+    Writable { path: PathBuf },
+    /// A denied directory replaced by an empty read-only directory.
+    HideDir { path: PathBuf },
+    /// A denied file replaced by an empty read-only file.
+    HideFile { path: PathBuf },
+    /// A path inside a hidden area re-opened from the host (read-write when it is also writable).
+    Reopen {
+        path: PathBuf,
+        kind: Kind,
+        writable: bool,
+    },
+    /// A directory bound onto itself so that it cannot be renamed or removed while the run lasts.
+    Pin { path: PathBuf },
+    /// A path bound onto itself read-only.
+    ReadOnly { path: PathBuf, reason: Reason },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountPlan {
+    pub steps: Vec<Step>,
+    /// Rules that produced no mount, with the reason (shown by `explain` and `--debug`).
+    pub skipped: Vec<String>,
+}
+
+/// Inputs to the plan: absolute, normalised paths.
+#[derive(Clone, Debug, Default)]
+pub struct PlanInput {
+    pub deny_read: Vec<PathBuf>,
+    pub allow_read: Vec<PathBuf>,
+    pub allow_write: Vec<PathBuf>,
+    pub deny_write: Vec<PathBuf>,
+    /// Existing protected entries inside writable roots.
+    pub protected: Vec<PathBuf>,
+    pub tmp_size: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct PlanError(pub String);
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+fn depth(p: &Path) -> usize {
+    p.components().count()
+}
+
+fn under(p: &Path, root: &Path) -> bool {
+    p.starts_with(root)
+}
+
+/// Read visibility of `p` from the read rules: the longest rule that contains it decides,
+/// allowRead winning a tie; no rule means visible.
+fn visible(p: &Path, deny: &[PathBuf], allow: &[PathBuf]) -> bool {
+    let best_deny = deny.iter().filter(|d| under(p, d)).map(|d| depth(d)).max();
+    let best_allow = allow.iter().filter(|a| under(p, a)).map(|a| depth(a)).max();
+    match (best_deny, best_allow) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(d), Some(a)) => a >= d,
+    }
+}
+
+fn sorted_unique(v: &[PathBuf]) -> Vec<PathBuf> {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| depth(a).cmp(&depth(b)).then(a.cmp(b)));
+    v.dedup();
+    v
+}
+
+/// Paths the sandbox always gets from its own mounts; rules may not re-bind them.
+const OWN_MOUNTS: &[&str] = &["/proc", "/dev"];
+
+/// Builds the plan. `kind` reports what exists on the host (None: nothing there).
+pub fn build(
+    input: &PlanInput,
+    kind: &dyn Fn(&Path) -> Option<Kind>,
+) -> Result<MountPlan, PlanError> {
+    let mut plan = MountPlan::default();
+    for p in input
+        .allow_write
+        .iter()
+        .chain(&input.allow_read)
+        .chain(&input.deny_read)
+        .chain(&input.deny_write)
+    {
+        if !p.is_absolute() {
+            return Err(PlanError(format!("{}: not an absolute path", p.display())));
+        }
+    }
+    for p in &input.allow_write {
+        if p == Path::new("/") {
+            return Err(PlanError(
+                "allowWrite: \"/\" would make the whole host writable; name the directories instead"
+                    .into(),
+            ));
+        }
+        if let Some(own) = OWN_MOUNTS.iter().find(|o| under(p, Path::new(o))) {
+            return Err(PlanError(format!(
+                "allowWrite: {}: {own} is the sandbox's own; it cannot be bound from the host",
+                p.display()
+            )));
+        }
+    }
+
+    let deny_write = sorted_unique(&input.deny_write);
+    // Deny beats allow: a writable root inside a denied one is not writable.
+    let mut writable = Vec::new();
+    for w in sorted_unique(&input.allow_write) {
+        if let Some(d) = deny_write.iter().find(|d| under(&w, d)) {
+            plan.skipped.push(format!(
+                "allowWrite {}: inside denyWrite {}",
+                w.display(),
+                d.display()
+            ));
+            continue;
+        }
+        if kind(&w).is_none() {
+            plan.skipped.push(format!("allowWrite {}: does not exist", w.display()));
+            continue;
+        }
+        writable.push(w);
+    }
+    let is_writable = |p: &Path| writable.iter().any(|w| under(p, w));
+    let host_tmp = writable.iter().any(|w| w == Path::new("/tmp"));
+
+    plan.steps.push(Step::RootReadOnly);
+    plan.steps.push(Step::Dev);
+    plan.steps.push(Step::Proc);
+    if !host_tmp {
+        plan.steps.push(Step::Tmp {
+            size: input.tmp_size,
+        });
+    }
+    for w in &writable {
+        // A writable root nested in another one is already covered by the outer bind.
+        if writable.iter().any(|o| o != w && under(w, o)) {
+            continue;
+        }
+        plan.steps.push(Step::Writable { path: w.clone() });
+    }
+
+    // Read rules, outermost first, so re-opened paths are mounted on top of their hidden parent.
+    let deny_read = sorted_unique(&input.deny_read);
+    let allow_read = sorted_unique(&input.allow_read);
+    let mut read_rules: Vec<(PathBuf, bool)> = deny_read
+        .iter()
+        .map(|p| (p.clone(), true))
+        .chain(allow_read.iter().map(|p| (p.clone(), false)))
+        .collect();
+    read_rules.sort_by(|a, b| depth(&a.0).cmp(&depth(&b.0)).then(a.0.cmp(&b.0)));
+    for (path, is_deny) in read_rules {
+        let parent_visible = match path.parent() {
+            Some(parent) => visible(parent, &deny_read, &allow_read),
+            None => true,
+        };
+        let Some(k) = kind(&path) else {
+            plan.skipped.push(format!(
+                "{} {}: does not exist",
+                if is_deny { "denyRead" } else { "allowRead" },
+                path.display()
+            ));
+            continue;
+        };
+        if is_deny {
+            if !parent_visible {
+                continue;
+            }
+            // An allowRead of the very same path wins over the deny.
+            if allow_read.contains(&path) {
+                continue;
+            }
+            plan.steps.push(match k {
+                Kind::Dir => Step::HideDir { path },
+                Kind::File => Step::HideFile { path },
+            });
+        } else if !parent_visible {
+            let writable = is_writable(&path);
+            plan.steps.push(Step::Reopen {
+                path,
+                kind: k,
+                writable,
+            });
+        }
+    }
+    let is_visible = |p: &Path| visible(p, &deny_read, &allow_read);
+
+    // Protected entries: pin every directory between the writable root and the entry so that no
+    // ancestor can be renamed away and recreated, then make the entry itself read-only.
+    let mut pins: Vec<PathBuf> = Vec::new();
+    let mut read_only: Vec<(PathBuf, Reason)> = Vec::new();
+    for p in sorted_unique(&input.protected) {
+        let Some(root) = writable
+            .iter()
+            .filter(|w| under(&p, w))
+            .max_by_key(|w| depth(w))
+        else {
+            continue;
+        };
+        if !is_visible(&p) || kind(&p).is_none() {
+            continue;
+        }
+        let mut a = p.parent();
+        while let Some(dir) = a {
+            if dir == root.as_path() || !under(dir, root) {
+                break;
+            }
+            pins.push(dir.to_path_buf());
+            a = dir.parent();
+        }
+        read_only.push((p, Reason::Protected));
+    }
+    for d in &deny_write {
+        if !is_writable(d) {
+            continue; // read-only already
+        }
+        if !is_visible(d) {
+            continue;
+        }
+        if kind(d).is_none() {
+            plan.skipped.push(format!(
+                "denyWrite {}: does not exist yet (it can be created)",
+                d.display()
+            ));
+            continue;
+        }
+        read_only.push((d.clone(), Reason::DenyWrite));
+    }
+    pins.sort_by(|a, b| depth(a).cmp(&depth(b)).then(a.cmp(b)));
+    pins.dedup();
+    for p in pins {
+        if read_only.iter().any(|(r, _)| under(&p, r)) {
+            continue;
+        }
+        plan.steps.push(Step::Pin { path: p });
+    }
+    read_only.sort_by(|a, b| depth(&a.0).cmp(&depth(&b.0)).then(a.0.cmp(&b.0)));
+    read_only.dedup_by(|a, b| a.0 == b.0);
+    let mut done: Vec<PathBuf> = Vec::new();
+    for (path, reason) in read_only {
+        // Inside a path already read-only (recursively): nothing to add.
+        if done.iter().any(|d| under(&path, d)) {
+            continue;
+        }
+        done.push(path.clone());
+        plan.steps.push(Step::ReadOnly { path, reason });
+    }
+    Ok(plan)
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::RootReadOnly => write!(f, "read-only  /  (host tree, nosuid, nodev)"),
+            Step::Dev => write!(f, "minimal    /dev"),
+            Step::Proc => write!(f, "fresh      /proc"),
+            Step::Tmp { size } => write!(f, "tmpfs      /tmp  ({} MiB)", size >> 20),
+            Step::Writable { path } => write!(f, "writable   {}", path.display()),
+            Step::HideDir { path } => write!(f, "hidden     {}  (empty directory)", path.display()),
+            Step::HideFile { path } => write!(f, "hidden     {}  (empty file)", path.display()),
+            Step::Reopen { path, writable, .. } => write!(
+                f,
+                "re-opened  {}{}",
+                path.display(),
+                if *writable { "  (writable)" } else { "" }
+            ),
+            Step::Pin { path } => write!(f, "pinned     {}  (cannot be renamed)", path.display()),
+            Step::ReadOnly { path, reason } => write!(
+                f,
+                "read-only  {}  ({})",
+                path.display(),
+                match reason {
+                    Reason::DenyWrite => "denyWrite",
+                    Reason::Protected => "protected",
+                }
+            ),
+        }
+    }
+}
+
+impl fmt::Display for MountPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.steps {
+            writeln!(f, "  {s}")?;
+        }
+        for s in &self.skipped {
+            writeln!(f, "  skipped    {s}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,359 @@
+//! Creating the sandbox: one clone() into new user, mount, PID, network, IPC, UTS and cgroup
+//! namespaces from a single-threaded supervisor. The child maps nothing itself: the supervisor
+//! writes its uid/gid maps, then the child builds the filesystem view, hardens itself and becomes
+//! the PID-1 reaper that runs the command (see `reaper`).
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+use crate::limits::{self, Resource};
+use crate::plan::MountPlan;
+use crate::{caps, mounts, reaper, seccomp, sys};
+
+/// Everything the sandbox needs, prepared before the clone.
+#[derive(Debug)]
+pub struct Spec {
+    /// The program (searched in the sandbox's PATH when it has no slash) and its arguments.
+    pub argv: Vec<CString>,
+    /// The command's environment, `NAME=value`.
+    pub env: Vec<CString>,
+    /// Working directory inside the sandbox.
+    pub cwd: PathBuf,
+    pub plan: MountPlan,
+    pub seccomp: Vec<libc::sock_filter>,
+    pub limits: Vec<(Resource, u64)>,
+    pub hostname: String,
+    /// Which of stdin, stdout and stderr get the sandbox's own pseudo-terminal; all false: none.
+    pub pty: [bool; 3],
+}
+
+/// A started sandbox, seen from the supervisor.
+pub struct Sandbox {
+    /// Host pid of the sandbox's PID 1.
+    pub pid: libc::pid_t,
+    /// Control channel to PID 1: setup errors, readiness, the command's status.
+    pub channel: OwnedFd,
+    /// Master side of the sandbox's pseudo-terminal, when one was asked for.
+    pub pty_master: Option<OwnedFd>,
+}
+
+pub(crate) const MSG_ERROR: u8 = b'E';
+pub(crate) const MSG_READY: u8 = b'R';
+pub(crate) const MSG_EXITED: u8 = b'X';
+pub(crate) const MSG_SIGNALED: u8 = b'S';
+
+const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP;
+
+/// The uid and gid the command has inside: the caller's own, except that root outside is mapped
+/// to `nobody` inside.
+pub fn inside_ids() -> (u32, u32) {
+    if sys::getuid() == 0 {
+        (65534, 65534)
+    } else {
+        (sys::getuid(), sys::getgid())
+    }
+}
+
+fn threads() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Starts the sandbox. Must be called while the process has a single thread.
+pub fn spawn(spec: &Spec, winsize: Option<libc::winsize>) -> Result<Sandbox> {
+    if threads() != Some(1) {
+        return Err(Error::Setup(
+            "the sandbox must be created from a single-threaded process".into(),
+        ));
+    }
+    let root_caller = sys::getuid() == 0;
+    let (ours, theirs) = sys::seqpacket_pair().map_err(|source| Error::Syscall {
+        step: "socketpair",
+        source,
+    })?;
+    // SAFETY: the process is single-threaded (checked above), so the child may run arbitrary
+    // code until it execs or exits; a null stack makes clone behave like fork.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (NAMESPACES | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        let source = io::Error::last_os_error();
+        return Err(Error::Setup(format!(
+            "creating the sandbox's namespaces (user, mount, pid, network, ipc, uts, cgroup): {source}"
+        )));
+    }
+    if pid == 0 {
+        drop(ours);
+        child(spec, theirs, root_caller);
+    }
+    let pid = pid as libc::pid_t;
+    drop(theirs);
+    let sandbox = Sandbox {
+        pid,
+        channel: ours,
+        pty_master: None,
+    };
+    let result = write_id_maps(pid).and_then(|()| {
+        let mut go = [0u8; 8];
+        if let Some(ws) = winsize {
+            go[0..2].copy_from_slice(&ws.ws_row.to_ne_bytes());
+            go[2..4].copy_from_slice(&ws.ws_col.to_ne_bytes());
+            go[4..6].copy_from_slice(&ws.ws_xpixel.to_ne_bytes());
+            go[6..8].copy_from_slice(&ws.ws_ypixel.to_ne_bytes());
+        }
+        sys::write_all(&sandbox.channel, &go).map_err(|source| Error::Syscall {
+            step: "start sandbox",
+            source,
+        })
+    });
+    match result.and_then(|()| recv_ready(&sandbox.channel)) {
+        Ok(master) => Ok(Sandbox {
+            pty_master: master,
+            ..sandbox
+        }),
+        Err(e) => {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            reap(pid);
+            Err(e)
+        }
+    }
+}
+
+fn reap(pid: libc::pid_t) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid status pointer.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+}
+
+fn write_id_maps(pid: libc::pid_t) -> Result<()> {
+    let (in_uid, in_gid) = inside_ids();
+    let (uid, gid) = (sys::getuid(), sys::getgid());
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let write = |name: &str, text: String| {
+        let p = proc.join(name);
+        sys::write_file(&p, text.as_bytes()).map_err(|source| Error::Path {
+            step: "write",
+            path: p,
+            source,
+        })
+    };
+    if uid != 0 {
+        write("setgroups", "deny".into())?;
+    }
+    write("gid_map", format!("{in_gid} {gid} 1\n"))?;
+    write("uid_map", format!("{in_uid} {uid} 1\n"))
+}
+
+/// Waits for PID 1 to report that setup is complete; returns the pty master if one was sent.
+fn recv_ready(channel: &OwnedFd) -> Result<Option<OwnedFd>> {
+    let mut buf = [0u8; 4096];
+    let (n, fd) = recv_with_fd(channel.as_raw_fd(), &mut buf).map_err(|source| Error::Syscall {
+        step: "wait for sandbox setup",
+        source,
+    })?;
+    match buf.first() {
+        Some(&MSG_READY) if n >= 1 => Ok(fd),
+        Some(&MSG_ERROR) if n >= 1 => Err(Error::Setup(
+            String::from_utf8_lossy(&buf[1..n]).into_owned(),
+        )),
+        _ => Err(Error::Setup(
+            "the sandbox ended during setup without saying why".into(),
+        )),
+    }
+}
+
+/// Receives one message and at most one descriptor passed with it.
+pub(crate) fn recv_with_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    use std::os::fd::FromRawFd;
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut cmsg = [0u64; 8];
+    // SAFETY: msghdr is plain old data; zeroed is valid before the fields are set.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
+    msg.msg_controllen = std::mem::size_of_val(&cmsg);
+    let n = loop {
+        // SAFETY: msg points to valid buffers that outlive the call.
+        let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    let mut received = None;
+    // SAFETY: msg was filled by recvmsg; the CMSG macros walk within msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const libc::c_int;
+                let count = ((*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<libc::c_int>();
+                for i in 0..count {
+                    let raw = std::ptr::read_unaligned(data.add(i));
+                    let owned = OwnedFd::from_raw_fd(raw);
+                    if received.is_none() {
+                        received = Some(owned);
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok((n, received))
+}
+
+pub(crate) fn send_with_fd(fd: RawFd, buf: &[u8], pass: Option<RawFd>) -> io::Result<()> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let mut cmsg = [0u64; 8];
+    // SAFETY: msghdr is plain old data; zeroed is valid before the fields are set.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if let Some(pass) = pass {
+        msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+        // SAFETY: the control buffer is large enough for one cmsg carrying one int.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut libc::c_int, pass);
+        }
+    }
+    // SAFETY: msg points to valid buffers that outlive the call.
+    if unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The sandbox side: runs as PID 1 of the new namespaces and never returns.
+fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
+    let fd = channel.as_raw_fd();
+    match setup(spec, fd, root_caller) {
+        Ok(setup) => reaper::run(spec, channel, setup),
+        Err(e) => {
+            let mut msg = vec![MSG_ERROR];
+            msg.extend_from_slice(e.to_string().as_bytes());
+            let _ = send_with_fd(fd, &msg, None);
+            // SAFETY: _exit ends the child without running the parent's destructors.
+            unsafe { libc::_exit(125) }
+        }
+    }
+}
+
+pub(crate) struct Ready {
+    pub pty_slave: Option<CString>,
+}
+
+fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
+    // If the supervisor dies from here on, so does the sandbox (and with PID 1, all of it).
+    sys::set_pdeathsig(libc::SIGKILL).map_err(|source| Error::Syscall {
+        step: "PR_SET_PDEATHSIG",
+        source,
+    })?;
+    let mut go = [0u8; 8];
+    let n = sys::read_some(channel, &mut go).map_err(|source| Error::Syscall {
+        step: "wait for id maps",
+        source,
+    })?;
+    if n != go.len() {
+        // The supervisor is gone before the maps were written.
+        // SAFETY: _exit ends the child at once.
+        unsafe { libc::_exit(125) }
+    }
+    if sys::getuid() == 0 {
+        return Err(Error::Setup(
+            "the sandbox's user would be root inside its namespace; refusing".into(),
+        ));
+    }
+    if root_caller {
+        // Root's supplementary groups must not follow it in (only root may drop them).
+        // SAFETY: setgroups with an empty list.
+        if unsafe { libc::setgroups(0, std::ptr::null()) } < 0 {
+            return Err(Error::Syscall {
+                step: "setgroups",
+                source: io::Error::last_os_error(),
+            });
+        }
+    }
+    sys::sethostname(&spec.hostname).map_err(|source| Error::Syscall {
+        step: "sethostname",
+        source,
+    })?;
+    mounts::stage()?;
+    mounts::apply(&spec.plan)?;
+    mounts::enter()?;
+    mounts::loopback_up()?;
+    std::env::set_current_dir(&spec.cwd).map_err(|source| Error::Path {
+        step: "enter working directory",
+        path: spec.cwd.clone(),
+        source,
+    })?;
+    let mut pty_slave = None;
+    let mut master = None;
+    if spec.pty.iter().any(|&b| b) {
+        let (m, s) = mounts::open_pty()?;
+        let ws = libc::winsize {
+            ws_row: u16::from_ne_bytes([go[0], go[1]]),
+            ws_col: u16::from_ne_bytes([go[2], go[3]]),
+            ws_xpixel: u16::from_ne_bytes([go[4], go[5]]),
+            ws_ypixel: u16::from_ne_bytes([go[6], go[7]]),
+        };
+        if ws.ws_row != 0 || ws.ws_col != 0 {
+            // SAFETY: TIOCSWINSZ reads a winsize struct.
+            unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        }
+        pty_slave = Some(s);
+        master = Some(m);
+    }
+    for (resource, value) in &spec.limits {
+        limits::set(*resource, *value)?;
+    }
+    caps::drop_all()?;
+    sys::set_pdeathsig(libc::SIGKILL).map_err(|source| Error::Syscall {
+        step: "PR_SET_PDEATHSIG",
+        source,
+    })?;
+    seccomp::install(&spec.seccomp)?;
+    send_with_fd(channel, &[MSG_READY], master.as_ref().map(|m| m.as_raw_fd())).map_err(
+        |source| Error::Syscall {
+            step: "report ready",
+            source,
+        },
+    )?;
+    drop(master);
+    Ok(Ready { pty_slave })
+}

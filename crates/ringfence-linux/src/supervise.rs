@@ -1,0 +1,266 @@
+//! The supervisor's side of a running sandbox: relays the terminal, forwards signals, enforces the
+//! wall-clock limit and collects the command's status from PID 1.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED};
+use crate::sys;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command exited with this status.
+    Exited(i32),
+    /// The command was killed by this signal.
+    Signaled(i32),
+    /// The wall-clock limit was reached and the sandbox was killed.
+    TimedOut,
+    /// PID 1 ended without reporting (killed from outside).
+    Lost,
+}
+
+impl Outcome {
+    /// The exit status a shell would show: the command's own, 128+N for signal N.
+    pub fn code(self) -> i32 {
+        match self {
+            Outcome::Exited(c) => c,
+            Outcome::Signaled(s) => 128 + s,
+            Outcome::TimedOut => 128 + libc::SIGKILL,
+            Outcome::Lost => 125,
+        }
+    }
+}
+
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let b = sig as u8;
+        // SAFETY: write is async-signal-safe; the buffer is one valid byte.
+        unsafe { libc::write(fd, &b as *const u8 as *const libc::c_void, 1) };
+    }
+}
+
+const SUPERVISOR_SIGNALS: &[libc::c_int] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGWINCH,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+struct RawMode {
+    fd: RawFd,
+    saved: libc::termios,
+}
+
+impl RawMode {
+    fn enter(fd: RawFd) -> Option<RawMode> {
+        // SAFETY: termios is plain data filled by tcgetattr.
+        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is a terminal; saved is a valid termios.
+        if unsafe { libc::tcgetattr(fd, &mut saved) } < 0 {
+            return None;
+        }
+        let mut raw = saved;
+        // SAFETY: raw is a valid termios.
+        unsafe { libc::cfmakeraw(&mut raw) };
+        // SAFETY: fd is a terminal; raw is a valid termios.
+        unsafe { libc::tcsetattr(fd, libc::TCSADRAIN, &raw) };
+        Some(RawMode { fd, saved })
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        // SAFETY: restoring the attributes saved from this terminal.
+        unsafe { libc::tcsetattr(self.fd, libc::TCSADRAIN, &self.saved) };
+    }
+}
+
+/// The host terminal's window size, from the first of stdin, stdout, stderr that is a terminal.
+pub fn host_winsize() -> Option<libc::winsize> {
+    for fd in 0..3 {
+        // SAFETY: winsize is plain data filled by TIOCGWINSZ.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ writes a winsize.
+        if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 {
+            return Some(ws);
+        }
+    }
+    None
+}
+
+pub fn is_tty(fd: RawFd) -> bool {
+    // SAFETY: isatty with an integer fd.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl with integer arguments.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+}
+
+/// Runs until the command ends; returns its outcome. The sandbox is gone when this returns.
+pub fn wait(sandbox: Sandbox, wall: Option<Duration>) -> Outcome {
+    let (sig_read, sig_write) = match sys::pipe() {
+        Ok(p) => p,
+        Err(_) => return kill_and_reap(&sandbox, Outcome::Lost),
+    };
+    SIGNAL_PIPE.store(sig_write.as_raw_fd(), Ordering::Relaxed);
+    for &sig in SUPERVISOR_SIGNALS {
+        // SAFETY: on_signal is an async-signal-safe extern "C" handler.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    let master: Option<&OwnedFd> = sandbox.pty_master.as_ref();
+    let _raw = match master {
+        Some(_) if is_tty(0) => RawMode::enter(0),
+        _ => None,
+    };
+    if let Some(m) = master {
+        set_nonblocking(m.as_raw_fd());
+    }
+    let deadline = wall.map(|w| Instant::now() + w);
+    let mut stdin_open = master.is_some();
+    let mut master_open = master.is_some();
+    let mut buf = vec![0u8; 64 * 1024];
+    let outcome = loop {
+        let mut fds = vec![
+            libc::pollfd {
+                fd: sandbox.channel.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sig_read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        if let (Some(m), true) = (master, master_open) {
+            fds.push(libc::pollfd {
+                fd: m.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        if stdin_open {
+            fds.push(libc::pollfd {
+                fd: 0,
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let timeout = match deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break kill_and_reap(&sandbox, Outcome::TimedOut);
+                }
+                left.as_millis().min(i32::MAX as u128) as i32
+            }
+            None => -1,
+        };
+        // SAFETY: fds is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break kill_and_reap(&sandbox, Outcome::Lost);
+        }
+        for pfd in &fds[2..] {
+            if pfd.revents == 0 {
+                continue;
+            }
+            if Some(pfd.fd) == master.map(|m| m.as_raw_fd()) {
+                match sys::read_some(pfd.fd, &mut buf) {
+                    Ok(0) | Err(_) => master_open = false,
+                    Ok(k) => {
+                        let _ = sys::write_all(&std::io::stdout(), &buf[..k]);
+                    }
+                }
+            } else if pfd.fd == 0 {
+                match sys::read_some(0, &mut buf) {
+                    Ok(0) | Err(_) => stdin_open = false,
+                    Ok(k) => {
+                        if let Some(m) = master {
+                            let _ = sys::write_all(m, &buf[..k]);
+                        }
+                    }
+                }
+            }
+        }
+        if fds[1].revents != 0 {
+            let mut sigs = [0u8; 64];
+            let k = sys::read_some(sig_read.as_raw_fd(), &mut sigs).unwrap_or(0);
+            for &s in &sigs[..k] {
+                let s = s as libc::c_int;
+                if s == libc::SIGWINCH {
+                    if let (Some(m), Some(ws)) = (master, host_winsize()) {
+                        // SAFETY: TIOCSWINSZ reads a valid winsize.
+                        unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                    }
+                } else {
+                    let _ = sys::kill(sandbox.pid, s);
+                }
+            }
+        }
+        if fds[0].revents != 0 {
+            let mut msg = [0u8; 64];
+            let got = recv_with_fd(sandbox.channel.as_raw_fd(), &mut msg);
+            let outcome = match got {
+                Ok((5, _)) if msg[0] == MSG_EXITED || msg[0] == MSG_SIGNALED => {
+                    let v = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
+                    if msg[0] == MSG_EXITED {
+                        Outcome::Exited(v)
+                    } else {
+                        Outcome::Signaled(v)
+                    }
+                }
+                _ => Outcome::Lost,
+            };
+            break kill_and_reap(&sandbox, outcome);
+        }
+    };
+    // Whatever the command wrote last to its terminal.
+    if let (Some(m), true) = (master, master_open) {
+        while let Ok(k) = sys::read_some(m.as_raw_fd(), &mut buf) {
+            if k == 0 {
+                break;
+            }
+            let _ = sys::write_all(&std::io::stdout(), &buf[..k]);
+        }
+    }
+    SIGNAL_PIPE.store(-1, Ordering::Relaxed);
+    outcome
+}
+
+/// Makes sure PID 1 (and with it every process of the sandbox) is gone, then reaps it.
+fn kill_and_reap(sandbox: &Sandbox, outcome: Outcome) -> Outcome {
+    // PID 1 exits by itself after reporting; killing it is harmless then and needed otherwise.
+    let _ = sys::kill(sandbox.pid, libc::SIGKILL);
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(sandbox.pid, &mut status, 0) };
+        if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
+    outcome
+}

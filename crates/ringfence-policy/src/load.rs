@@ -1,0 +1,903 @@
+//! Loading and merging the policy layers: managed > user > project > command line.
+//! Lists are unions that keep each rule's layer; this is where a project file is held to
+//! restrictions only and where lower layers are stopped from loosening managed settings.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::env::wildcard_match;
+use crate::limits::merge_limits;
+use crate::paths::{is_within, resolve_rules, RuleKind, RuleSource};
+use crate::settings::{parse_settings, CredentialMode, Settings};
+use crate::{EnvPolicy, Error, Layer, Limits, PathRule};
+
+/// Filesystem rules given on the command line (the lowest layer), as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CliRules {
+    pub allow_write: Vec<String>,
+    pub deny_write: Vec<String>,
+    pub deny_read: Vec<String>,
+    pub allow_read: Vec<String>,
+}
+
+/// Where to find the settings layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Working directory: base of relative paths and home of the project file.
+    pub cwd: PathBuf,
+    /// Home directory, for `~`.
+    pub home: PathBuf,
+    /// Managed settings; used if the file exists.
+    pub managed: PathBuf,
+    /// Candidate user settings files; the first that exists is used.
+    pub user: Vec<PathBuf>,
+    /// `-s FILE`: replaces the user layer; must exist, be readable and non-empty.
+    pub settings: Option<PathBuf>,
+    /// The project file; `None` means `cwd/.ringfence.json`. Used if it exists.
+    pub project: Option<PathBuf>,
+    /// Rules from the command line.
+    pub cli: CliRules,
+}
+
+impl LoadOptions {
+    /// The default locations for a working directory and home directory.
+    pub fn new(cwd: PathBuf, home: PathBuf) -> Self {
+        LoadOptions {
+            managed: PathBuf::from("/etc/ringfence/managed.json"),
+            user: vec![
+                home.join(".config/ringfence/settings.json"),
+                home.join(".srt-settings.json"),
+            ],
+            settings: None,
+            project: Some(cwd.join(".ringfence.json")),
+            cli: CliRules::default(),
+            cwd,
+            home,
+        }
+    }
+}
+
+/// The merged policy of all layers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Paths that cannot be read. Includes `credentials.files` entries (srt).
+    pub deny_read: Vec<PathRule>,
+    /// Paths re-allowed for reading inside denied areas.
+    pub allow_read: Vec<PathRule>,
+    /// Paths where writing is allowed.
+    pub allow_write: Vec<PathRule>,
+    /// Paths where writing is denied; beats `allow_write`.
+    pub deny_write: Vec<PathRule>,
+    pub allow_git_config: bool,
+    pub allow_all_unix_sockets: bool,
+    pub allow_local_binding: bool,
+    /// Allowed domain patterns, srt syntax, union of all layers in layer order.
+    pub allowed_domains: Vec<String>,
+    /// Denied domain patterns, srt syntax; checked first.
+    pub denied_domains: Vec<String>,
+    pub env: EnvPolicy,
+    pub limits: Limits,
+    /// The settings files that were loaded, in layer order.
+    pub files: Vec<(Layer, PathBuf)>,
+    /// Non-fatal remarks for the user (skipped paths, srt keys without effect).
+    pub notes: Vec<String>,
+}
+
+/// Reads a settings file. `Ok(None)` only when it does not exist and is optional.
+fn read_settings(path: &Path, required: bool) -> Result<Option<Settings>, Error> {
+    let text = match fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(source) => {
+            return Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    if text.trim().is_empty() {
+        return Err(Error::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    parse_settings(&text, &path.display().to_string()).map(Some)
+}
+
+/// Loads, validates and merges every layer. Any error means nothing may run.
+pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
+    let mut layers: Vec<(Layer, PathBuf, Settings)> = Vec::new();
+    if let Some(s) = read_settings(&opts.managed, false)? {
+        layers.push((Layer::Managed, opts.managed.clone(), s));
+    }
+    if let Some(path) = &opts.settings {
+        if let Some(s) = read_settings(path, true)? {
+            layers.push((Layer::User, path.clone(), s));
+        }
+    } else {
+        for path in &opts.user {
+            if let Some(s) = read_settings(path, false)? {
+                layers.push((Layer::User, path.clone(), s));
+                break;
+            }
+        }
+    }
+    let project = opts
+        .project
+        .clone()
+        .unwrap_or_else(|| opts.cwd.join(".ringfence.json"));
+    let mut notes = Vec::new();
+    if layers.iter().any(|(_, p, _)| same_file(p, &project)) {
+        notes.push(format!(
+            "{}: already loaded as a higher layer; not read again as the project file",
+            project.display()
+        ));
+    } else if let Some(s) = read_settings(&project, false)? {
+        layers.push((Layer::Project, project, s));
+    }
+    let mut merge = Merge::new(opts);
+    merge.policy.notes = notes;
+    for (layer, path, settings) in &layers {
+        merge.apply(*layer, path, settings)?;
+    }
+    merge.apply_cli(&opts.cli)?;
+    Ok(merge.policy)
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// The three booleans that lower layers may switch on unless the managed layer says `false`.
+const SWITCHES: [&str; 3] = [
+    "filesystem.allowGitConfig",
+    "network.allowAllUnixSockets",
+    "network.allowLocalBinding",
+];
+
+struct Merge<'a> {
+    opts: &'a LoadOptions,
+    policy: Policy,
+    /// Switches the managed layer set to `false` explicitly.
+    managed_off: [bool; 3],
+    /// Limits the managed layer set (maxima for the others).
+    managed_limits: [Option<u64>; 7],
+    /// `env.deny` patterns of the managed layer.
+    managed_env_deny: Vec<String>,
+    /// `env.set` of the managed layer.
+    managed_env_set: BTreeMap<String, String>,
+    /// Origin of the managed file, for messages.
+    managed_origin: String,
+}
+
+impl<'a> Merge<'a> {
+    fn new(opts: &'a LoadOptions) -> Self {
+        Merge {
+            opts,
+            policy: Policy::default(),
+            managed_off: [false; 3],
+            managed_limits: [None; 7],
+            managed_env_deny: Vec::new(),
+            managed_env_set: BTreeMap::new(),
+            managed_origin: opts.managed.display().to_string(),
+        }
+    }
+
+    fn source<'b>(&'b self, layer: Layer, origin: &'b str, key: &'b str) -> RuleSource<'b> {
+        RuleSource {
+            layer,
+            origin,
+            key,
+            cwd: &self.opts.cwd,
+            home: &self.opts.home,
+        }
+    }
+
+    fn apply(&mut self, layer: Layer, path: &Path, s: &Settings) -> Result<(), Error> {
+        let origin = path.display().to_string();
+        let origin = origin.as_str();
+        if layer == Layer::Project {
+            if let Some(key) = s.widening_keys().first() {
+                let hint = match *key {
+                    "filesystem.allowWrite" => {
+                        "move this to ~/.config/ringfence/settings.json or pass --allow-write"
+                    }
+                    "filesystem.allowRead" => {
+                        "move this to ~/.config/ringfence/settings.json or pass --allow-read"
+                    }
+                    _ => "move this to ~/.config/ringfence/settings.json",
+                };
+                return Err(Error::ProjectWidens {
+                    origin: origin.to_string(),
+                    key: key.to_string(),
+                    hint: hint.to_string(),
+                });
+            }
+        }
+        self.policy.files.push((layer, path.to_path_buf()));
+
+        let fs = &s.filesystem;
+        let mut notes = Vec::new();
+        let deny_read = resolve_rules(
+            &fs.deny_read,
+            RuleKind::Deny,
+            &self.source(layer, origin, "filesystem.denyRead"),
+            &mut notes,
+        )?;
+        let allow_read = resolve_rules(
+            &fs.allow_read,
+            RuleKind::Allow,
+            &self.source(layer, origin, "filesystem.allowRead"),
+            &mut notes,
+        )?;
+        let allow_write = resolve_rules(
+            &fs.allow_write,
+            RuleKind::Allow,
+            &self.source(layer, origin, "filesystem.allowWrite"),
+            &mut notes,
+        )?;
+        let deny_write = resolve_rules(
+            &fs.deny_write,
+            RuleKind::Deny,
+            &self.source(layer, origin, "filesystem.denyWrite"),
+            &mut notes,
+        )?;
+        let mut cred_deny = Vec::new();
+        if let Some(c) = &s.credentials {
+            for (i, f) in c.files.iter().flatten().enumerate() {
+                let key = format!("credentials.files[{i}].path");
+                if f.mode == CredentialMode::Mask {
+                    notes.push(format!(
+                        "{origin}: {key}: masking is not supported yet; {} is denied for reading instead",
+                        f.path
+                    ));
+                }
+                let src = self.source(layer, origin, &key);
+                let mut rules = resolve_rules(
+                    std::slice::from_ref(&f.path),
+                    RuleKind::Deny,
+                    &src,
+                    &mut notes,
+                )?;
+                cred_deny.append(&mut rules);
+            }
+            for (i, v) in c.env_vars.iter().flatten().enumerate() {
+                if v.mode == CredentialMode::Mask {
+                    notes.push(format!(
+                        "{origin}: credentials.envVars[{i}]: masking is not supported yet; {} is removed from the environment instead",
+                        v.name
+                    ));
+                }
+                self.policy.env.deny.push(v.name.clone());
+            }
+        }
+        if layer != Layer::Managed {
+            self.check_managed_read(origin, "filesystem.allowRead", &allow_read)?;
+        }
+        self.policy.deny_read.extend(deny_read);
+        self.policy.deny_read.extend(cred_deny);
+        self.policy.allow_read.extend(allow_read);
+        self.policy.allow_write.extend(allow_write);
+        self.policy.deny_write.extend(deny_write);
+
+        let values = [
+            fs.allow_git_config,
+            s.network.allow_all_unix_sockets,
+            s.network.allow_local_binding,
+        ];
+        for (i, v) in values.into_iter().enumerate() {
+            match (layer, v) {
+                (Layer::Managed, Some(false)) => self.managed_off[i] = true,
+                (_, Some(true)) if self.managed_off[i] => {
+                    return Err(Error::ManagedConflict {
+                        origin: origin.to_string(),
+                        key: SWITCHES[i].to_string(),
+                        message: format!("{} sets it to false", self.managed_origin),
+                    })
+                }
+                _ => {}
+            }
+        }
+        self.policy.allow_git_config |= values[0] == Some(true);
+        self.policy.allow_all_unix_sockets |= values[1] == Some(true);
+        self.policy.allow_local_binding |= values[2] == Some(true);
+
+        union(&mut self.policy.allowed_domains, &s.network.allowed_domains);
+        union(&mut self.policy.denied_domains, &s.network.denied_domains);
+
+        self.merge_env(layer, origin, s)?;
+        merge_limits(
+            &mut self.policy.limits,
+            &mut self.managed_limits,
+            layer,
+            origin,
+            &s.limits,
+        )?;
+
+        for key in s.inert_keys() {
+            notes.push(format!(
+                "{origin}: {key}: accepted for srt compatibility; no effect in ringfence"
+            ));
+        }
+        self.policy.notes.append(&mut notes);
+        Ok(())
+    }
+
+    fn merge_env(&mut self, layer: Layer, origin: &str, s: &Settings) -> Result<(), Error> {
+        if layer == Layer::Managed {
+            self.managed_env_set.extend(s.env.set.clone());
+        }
+        for (name, value) in &s.env.set {
+            if layer == Layer::Managed {
+                break;
+            }
+            let conflict = |message: String| Error::ManagedConflict {
+                origin: origin.to_string(),
+                key: format!("env.set.{name}"),
+                message,
+            };
+            if let Some(p) = self
+                .managed_env_deny
+                .iter()
+                .find(|p| wildcard_match(p, name))
+            {
+                return Err(conflict(format!(
+                    "{} denies variables matching \"{p}\"",
+                    self.managed_origin
+                )));
+            }
+            if let Some(managed) = self.managed_env_set.get(name) {
+                if managed != value {
+                    return Err(conflict(format!(
+                        "{} sets it to \"{managed}\"",
+                        self.managed_origin
+                    )));
+                }
+            }
+        }
+        let env = &mut self.policy.env;
+        for (name, value) in &s.env.set {
+            env.set.entry(name.clone()).or_insert_with(|| value.clone());
+        }
+        union(&mut env.allow, &s.env.allow);
+        union(&mut env.deny, &s.env.deny);
+        if layer == Layer::Managed {
+            self.managed_env_deny = env.deny.clone();
+        }
+        Ok(())
+    }
+
+    /// An allowRead from a lower layer must not re-open what the managed layer denies.
+    fn check_managed_read(&self, origin: &str, key: &str, rules: &[PathRule]) -> Result<(), Error> {
+        for rule in rules {
+            let managed = self
+                .policy
+                .deny_read
+                .iter()
+                .filter(|d| d.layer == Layer::Managed)
+                .find(|d| is_within(&rule.path, &d.path));
+            if let Some(d) = managed {
+                return Err(Error::ManagedConflict {
+                    origin: origin.to_string(),
+                    key: key.to_string(),
+                    message: format!(
+                        "{} (from \"{}\") lies inside {}, which {} denies for reading (\"{}\")",
+                        rule.path.display(),
+                        rule.pattern,
+                        d.path.display(),
+                        d.origin,
+                        d.pattern
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_cli(&mut self, cli: &CliRules) -> Result<(), Error> {
+        let mut notes = Vec::new();
+        let lists: [(&str, &[String], RuleKind); 4] = [
+            ("--deny-read", &cli.deny_read, RuleKind::Deny),
+            ("--allow-read", &cli.allow_read, RuleKind::Allow),
+            ("--allow-write", &cli.allow_write, RuleKind::Allow),
+            ("--deny-write", &cli.deny_write, RuleKind::Deny),
+        ];
+        for (option, list, kind) in lists {
+            // Each entry gets its own call so a message names the option alone.
+            let mut rules = Vec::new();
+            for w in list {
+                let src = self.source(Layer::CommandLine, option, option);
+                rules.extend(resolve_rules(
+                    std::slice::from_ref(w),
+                    kind,
+                    &src,
+                    &mut notes,
+                )?);
+            }
+            let target = match option {
+                "--deny-read" => &mut self.policy.deny_read,
+                "--allow-read" => {
+                    self.check_managed_read(option, option, &rules)?;
+                    &mut self.policy.allow_read
+                }
+                "--allow-write" => &mut self.policy.allow_write,
+                _ => &mut self.policy.deny_write,
+            };
+            target.extend(rules);
+        }
+        self.policy.notes.append(&mut notes);
+        Ok(())
+    }
+}
+
+/// Appends the entries of `new` that `list` does not hold yet.
+fn union(list: &mut Vec<String>, new: &[String]) {
+    for n in new {
+        if !list.contains(n) {
+            list.push(n.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::paths::tests::{running_as_root, TempDir};
+
+    /// A home, a project directory and a managed file location inside one temp dir.
+    struct Env {
+        t: TempDir,
+        opts: LoadOptions,
+    }
+
+    impl Env {
+        fn new() -> Self {
+            let t = TempDir::new();
+            let home = t.mkdir("home");
+            let cwd = t.mkdir("home/proj");
+            let mut opts = LoadOptions::new(cwd, home);
+            opts.managed = t.0.join("etc/managed.json");
+            Env { t, opts }
+        }
+        fn managed(&self, text: &str) -> &Self {
+            self.write(&self.opts.managed, text)
+        }
+        fn user(&self, text: &str) -> &Self {
+            self.write(&self.opts.user[0], text)
+        }
+        fn project(&self, text: &str) -> &Self {
+            self.write(&self.opts.cwd.join(".ringfence.json"), text)
+        }
+        fn write(&self, path: &Path, text: &str) -> &Self {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+            self
+        }
+        fn load(&self) -> Result<Policy, Error> {
+            load(&self.opts)
+        }
+        fn err(&self) -> String {
+            self.load().unwrap_err().to_string()
+        }
+    }
+
+    fn paths(rules: &[PathRule]) -> Vec<PathBuf> {
+        rules.iter().map(|r| r.path.clone()).collect()
+    }
+
+    #[test]
+    fn no_files_gives_defaults() {
+        let e = Env::new();
+        let p = e.load().unwrap();
+        assert_eq!(p, Policy::default());
+    }
+
+    #[test]
+    fn empty_and_unreadable_files_are_errors() {
+        let e = Env::new();
+        e.user("  \n");
+        assert!(matches!(e.load(), Err(Error::Empty { .. })));
+        assert!(e.err().contains("settings.json: the file is empty"));
+        e.user("{}");
+        e.project("\n");
+        assert!(matches!(e.load(), Err(Error::Empty { .. })));
+        e.project("{}");
+        e.managed("");
+        assert!(matches!(e.load(), Err(Error::Empty { .. })));
+        fs::remove_file(&e.opts.managed).unwrap();
+        // A directory where the file should be cannot be read.
+        fs::create_dir_all(&e.opts.managed).unwrap();
+        assert!(matches!(e.load(), Err(Error::Read { .. })));
+        fs::remove_dir(&e.opts.managed).unwrap();
+        e.load().unwrap();
+        if running_as_root() {
+            println!("skipped: running as root (unreadable-file check)");
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            let f = e.opts.cwd.join(".ringfence.json");
+            fs::set_permissions(&f, fs::Permissions::from_mode(0o000)).unwrap();
+            let msg = e.err();
+            assert!(msg.starts_with("cannot read settings file"), "{msg}");
+            fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+
+    #[test]
+    fn settings_option_replaces_user_layer_and_must_exist() {
+        let mut e = Env::new();
+        e.user(r#"{"filesystem": {"allowWrite": ["."]}}"#);
+        let s = e.t.0.join("other.json");
+        e.opts.settings = Some(s.clone());
+        assert!(matches!(e.load(), Err(Error::Read { .. })));
+        e.write(&s, "");
+        assert!(matches!(e.load(), Err(Error::Empty { .. })));
+        e.write(&s, r#"{"filesystem": {"denyWrite": ["x"]}}"#);
+        let p = e.load().unwrap();
+        assert!(p.allow_write.is_empty());
+        assert_eq!(p.files, vec![(Layer::User, s)]);
+    }
+
+    #[test]
+    fn first_existing_user_file_is_used() {
+        let e = Env::new();
+        e.write(
+            &e.opts.user[1],
+            r#"{"network": {"allowedDomains": ["srt.example.com"]}}"#,
+        );
+        let p = e.load().unwrap();
+        assert_eq!(p.allowed_domains, ["srt.example.com"]);
+        assert_eq!(p.files, vec![(Layer::User, e.opts.user[1].clone())]);
+        e.user(r#"{"network": {"allowedDomains": ["rf.example.com"]}}"#);
+        let p = e.load().unwrap();
+        assert_eq!(p.allowed_domains, ["rf.example.com"]);
+    }
+
+    #[test]
+    fn layers_merge_in_order_and_keep_their_origin() {
+        let mut e = Env::new();
+        let home = e.opts.home.clone();
+        let cwd = e.opts.cwd.clone();
+        fs::create_dir_all(home.join("cache")).unwrap();
+        e.managed(r#"{"filesystem": {"denyRead": ["~/.ssh"]}, "network": {"deniedDomains": ["evil.com"]}}"#);
+        e.user(r#"{"filesystem": {"allowWrite": [".", "~/cache", "~/gone"], "denyRead": ["~/.aws"]},
+                   "network": {"allowedDomains": ["github.com"], "deniedDomains": ["evil.com", "bad.com"]}}"#);
+        e.project(
+            r#"{"filesystem": {"denyWrite": ["secrets", "../proj/./keys"], "denyRead": [".env"]},
+                      "network": {"deniedDomains": ["x.com"]}}"#,
+        );
+        e.opts.cli.allow_write = vec!["/tmp".into()];
+        e.opts.cli.deny_read = vec!["~/.netrc".into()];
+        let p = e.load().unwrap();
+        assert_eq!(
+            paths(&p.allow_write),
+            [cwd.clone(), home.join("cache"), PathBuf::from("/tmp")]
+        );
+        assert_eq!(
+            p.allow_write.iter().map(|r| r.layer).collect::<Vec<_>>(),
+            [Layer::User, Layer::User, Layer::CommandLine]
+        );
+        assert_eq!(p.allow_write[2].origin, "--allow-write");
+        assert_eq!(p.allow_write[0].pattern, ".");
+        assert_eq!(
+            paths(&p.deny_read),
+            [
+                home.join(".ssh"),
+                home.join(".aws"),
+                cwd.join(".env"),
+                home.join(".netrc")
+            ]
+        );
+        assert_eq!(p.deny_read[0].layer, Layer::Managed);
+        assert_eq!(p.deny_read[0].origin, e.opts.managed.display().to_string());
+        assert_eq!(p.deny_read[3].layer, Layer::CommandLine);
+        assert_eq!(
+            paths(&p.deny_write),
+            [cwd.join("secrets"), cwd.join("keys")]
+        );
+        assert_eq!(p.deny_write[0].layer, Layer::Project);
+        assert_eq!(p.denied_domains, ["evil.com", "bad.com", "x.com"]);
+        assert_eq!(p.allowed_domains, ["github.com"]);
+        assert_eq!(
+            p.files.iter().map(|f| f.0).collect::<Vec<_>>(),
+            [Layer::Managed, Layer::User, Layer::Project]
+        );
+        assert!(p
+            .notes
+            .iter()
+            .any(|n| n.contains("filesystem.allowWrite[2]")
+                && n.contains("gone does not exist; skipped")));
+    }
+
+    #[test]
+    fn globs_expand_within_a_layer() {
+        let e = Env::new();
+        let cwd = e.opts.cwd.clone();
+        for f in [".env", ".env.local", "src/.env", "README"] {
+            fs::create_dir_all(cwd.join(f).parent().unwrap()).unwrap();
+            fs::write(cwd.join(f), "x").unwrap();
+        }
+        e.project(r#"{"filesystem": {"denyRead": ["**/.env*", "*.nothing"]}}"#);
+        let p = e.load().unwrap();
+        assert_eq!(
+            paths(&p.deny_read),
+            [
+                cwd.join(".env"),
+                cwd.join(".env.local"),
+                cwd.join("src/.env")
+            ]
+        );
+        assert!(p.deny_read.iter().all(|r| r.pattern == "**/.env*"));
+        assert!(p
+            .notes
+            .iter()
+            .any(|n| n.contains("filesystem.denyRead[1]: \"*.nothing\" matches nothing")));
+    }
+
+    #[test]
+    fn unreadable_dir_in_a_glob_fails_the_load() {
+        use std::os::unix::fs::PermissionsExt;
+        if running_as_root() {
+            println!("skipped: running as root (root can read any directory)");
+            return;
+        }
+        let e = Env::new();
+        let closed = e.opts.cwd.join("closed");
+        fs::create_dir_all(&closed).unwrap();
+        fs::set_permissions(&closed, fs::Permissions::from_mode(0o000)).unwrap();
+        e.project(r#"{"filesystem": {"denyRead": ["**/*.pem"]}}"#);
+        let msg = e.err();
+        assert!(
+            msg.contains(".ringfence.json: filesystem.denyRead[0]: cannot expand **/*.pem:"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!("{} cannot be read", closed.display())),
+            "{msg}"
+        );
+        fs::set_permissions(&closed, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn project_may_only_restrict() {
+        let e = Env::new();
+        let cases = [
+            (r#"{"filesystem": {"allowWrite": ["."]}}"#, "filesystem.allowWrite: a project file may only add restrictions; move this to ~/.config/ringfence/settings.json or pass --allow-write"),
+            (r#"{"filesystem": {"allowRead": ["."]}}"#, "filesystem.allowRead: a project file may only add restrictions; move this to ~/.config/ringfence/settings.json or pass --allow-read"),
+            (r#"{"filesystem": {"allowGitConfig": true}}"#, "filesystem.allowGitConfig: a project file"),
+            (r#"{"network": {"allowedDomains": ["a.com"]}}"#, "network.allowedDomains: a project file"),
+            (r#"{"network": {"allowAllUnixSockets": true}}"#, "network.allowAllUnixSockets: a project file"),
+            (r#"{"network": {"allowLocalBinding": true}}"#, "network.allowLocalBinding: a project file"),
+            (r#"{"network": {"allowUnixSockets": ["/run/x.sock"]}}"#, "network.allowUnixSockets: a project file"),
+            (r#"{"network": {"httpProxyPort": 8080}}"#, "network.httpProxyPort: a project file"),
+            (r#"{"env": {"allow": ["AWS_*"]}}"#, "env.allow: a project file"),
+            (r#"{"env": {"set": {"A": "b"}}}"#, "env.set: a project file"),
+            (r#"{"limits": {"pids": 2048}}"#, "limits.pids: a project file may only add restrictions; 2048 would raise the limit of 1024"),
+            (r#"{"limits": {"memory": "16G"}}"#, "limits.memory: a project file may only add restrictions; 16G would raise the limit of 8G"),
+        ];
+        for (text, expected) in cases {
+            e.project(text);
+            let msg = e.err();
+            let project = e.opts.cwd.join(".ringfence.json");
+            assert!(
+                msg.starts_with(&format!("{}: ", project.display())),
+                "{msg}"
+            );
+            assert!(msg.contains(expected), "{text}: {msg}");
+            assert!(matches!(e.load(), Err(Error::ProjectWidens { .. })));
+        }
+        // Restrictions, explicit false and empty srt lists are fine.
+        e.project(r#"{"network": {"allowedDomains": [], "deniedDomains": ["a.com"], "allowLocalBinding": false},
+                      "filesystem": {"denyRead": [], "allowWrite": [], "denyWrite": [], "allowGitConfig": false},
+                      "env": {"deny": ["MY_*"]},
+                      "limits": {"pids": 100, "memory": "1G", "cpuSeconds": 999999, "tmpSize": "1G"}}"#);
+        let p = e.load().unwrap();
+        assert_eq!(p.limits.pids, 100);
+        assert_eq!(p.limits.memory, 1 << 30);
+        assert_eq!(p.limits.cpu_seconds, Some(999999));
+        assert_eq!(p.env.deny, ["MY_*"]);
+    }
+
+    #[test]
+    fn project_limits_compare_with_the_layers_above() {
+        let e = Env::new();
+        e.user(r#"{"limits": {"pids": 4096, "cpuSeconds": 60}}"#);
+        e.project(r#"{"limits": {"pids": 2048}}"#);
+        assert_eq!(e.load().unwrap().limits.pids, 2048);
+        e.project(r#"{"limits": {"cpuSeconds": 61}}"#);
+        assert!(e.err().contains("limits.cpuSeconds: a project file may only add restrictions; 61 would raise the limit of 60"));
+        e.project(r#"{"limits": {"cpuSeconds": 30}}"#);
+        assert_eq!(e.load().unwrap().limits.cpu_seconds, Some(30));
+    }
+
+    #[test]
+    fn booleans_are_true_if_any_allowed_layer_says_so() {
+        let e = Env::new();
+        e.user(
+            r#"{"filesystem": {"allowGitConfig": true}, "network": {"allowLocalBinding": true}}"#,
+        );
+        let p = e.load().unwrap();
+        assert!(p.allow_git_config && p.allow_local_binding && !p.allow_all_unix_sockets);
+        e.managed(r#"{"network": {"allowAllUnixSockets": true}}"#);
+        let p = e.load().unwrap();
+        assert!(p.allow_all_unix_sockets);
+    }
+
+    #[test]
+    fn managed_false_cannot_be_switched_on() {
+        let e = Env::new();
+        e.managed(r#"{"filesystem": {"allowGitConfig": false}}"#);
+        e.user(r#"{"filesystem": {"allowGitConfig": true}}"#);
+        let msg = e.err();
+        assert!(
+            msg.contains("settings.json: filesystem.allowGitConfig: "),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("managed.json sets it to false; managed settings cannot be loosened"),
+            "{msg}"
+        );
+        assert!(matches!(e.load(), Err(Error::ManagedConflict { .. })));
+        e.managed(r#"{"network": {"allowLocalBinding": false}}"#);
+        let p = e.load().unwrap();
+        assert!(p.allow_git_config);
+        e.user(r#"{"network": {"allowLocalBinding": true}}"#);
+        assert!(e.err().contains("network.allowLocalBinding"));
+    }
+
+    #[test]
+    fn managed_deny_read_cannot_be_reopened() {
+        let mut e = Env::new();
+        let ssh = e.opts.home.join(".ssh");
+        fs::create_dir_all(&ssh).unwrap();
+        fs::write(ssh.join("config"), "x").unwrap();
+        e.managed(r#"{"filesystem": {"denyRead": ["~/.ssh"], "allowRead": ["~/.ssh/config"]}}"#);
+        // The managed layer may re-allow inside its own deny.
+        assert_eq!(e.load().unwrap().allow_read.len(), 1);
+        e.user(r#"{"filesystem": {"allowRead": ["~/.ssh/config"]}}"#);
+        let msg = e.err();
+        assert!(
+            msg.contains("settings.json: filesystem.allowRead: "),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&format!(
+                "{} (from \"~/.ssh/config\") lies inside {}",
+                ssh.join("config").display(),
+                ssh.display()
+            )),
+            "{msg}"
+        );
+        assert!(msg.contains("managed settings cannot be loosened"), "{msg}");
+        e.user(r#"{"filesystem": {"allowRead": ["~/.ssh"]}}"#);
+        assert!(matches!(e.load(), Err(Error::ManagedConflict { .. })));
+        e.user("{}");
+        e.opts.cli.allow_read = vec!["~/.ssh/config".into()];
+        let msg = e.err();
+        assert!(msg.starts_with("--allow-read: --allow-read: "), "{msg}");
+        // An allowRead of a parent of the denied path is not inside it.
+        e.opts.cli.allow_read = vec!["~".into()];
+        e.load().unwrap();
+    }
+
+    #[test]
+    fn managed_limits_are_maxima() {
+        let e = Env::new();
+        e.managed(r#"{"limits": {"memory": "4G", "cpuSeconds": 600}}"#);
+        e.user(r#"{"limits": {"memory": "2G"}}"#);
+        let p = e.load().unwrap();
+        assert_eq!(p.limits.memory, 2 << 30);
+        assert_eq!(p.limits.cpu_seconds, Some(600));
+        e.user(r#"{"limits": {"memory": "16G"}}"#);
+        let msg = e.err();
+        assert!(msg.contains("settings.json: limits.memory: 16G is above the managed maximum 4G; managed settings cannot be loosened"), "{msg}");
+        e.user(r#"{"limits": {"cpuSeconds": 601}}"#);
+        assert!(e
+            .err()
+            .contains("limits.cpuSeconds: 601 is above the managed maximum 600"));
+        // The user may raise a default the managed layer left alone.
+        e.user(r#"{"limits": {"pids": 9999}}"#);
+        assert_eq!(e.load().unwrap().limits.pids, 9999);
+    }
+
+    #[test]
+    fn env_merge_and_managed_deny() {
+        let e = Env::new();
+        e.managed(r#"{"env": {"deny": ["CORP_*"], "set": {"CORP_MODE": "x", "LANG": "C"}}}"#);
+        e.user(r#"{"env": {"allow": ["CORP_TOKEN", "AWS_PROFILE"], "set": {"EDITOR": "vi", "LANG": "C"}}}"#);
+        e.project(r#"{"env": {"deny": ["PROJ_*"]}}"#);
+        let p = e.load().unwrap();
+        assert_eq!(p.env.deny, ["CORP_*", "PROJ_*"]);
+        assert_eq!(p.env.allow, ["CORP_TOKEN", "AWS_PROFILE"]);
+        assert_eq!(p.env.set.len(), 3);
+        let (kept, removed) = p.env.filter(vec![
+            ("CORP_TOKEN".into(), "t".into()),
+            ("AWS_PROFILE".into(), "dev".into()),
+            ("PROJ_X".into(), "1".into()),
+            ("HOME".into(), "/h".into()),
+        ]);
+        assert_eq!(removed, ["CORP_TOKEN", "PROJ_X"]);
+        assert_eq!(kept.len(), 5); // AWS_PROFILE, HOME + 3 set
+        e.user(r#"{"env": {"set": {"corp_x": "1"}}}"#);
+        let msg = e.err();
+        assert!(msg.contains("env.set.corp_x: "), "{msg}");
+        assert!(
+            msg.contains(
+                "denies variables matching \"CORP_*\"; managed settings cannot be loosened"
+            ),
+            "{msg}"
+        );
+        e.user(r#"{"env": {"set": {"LANG": "de_DE"}}}"#);
+        assert!(e.err().contains("env.set.LANG: "));
+    }
+
+    #[test]
+    fn srt_file_loads_with_notes() {
+        let e = Env::new();
+        fs::create_dir_all(e.opts.home.join(".ssh")).unwrap();
+        fs::write(e.opts.home.join(".ssh/config"), "x").unwrap();
+        e.write(&e.opts.user[1], crate::settings::tests::SRT_EVERY_KEY);
+        let p = e.load().unwrap();
+        let home = &e.opts.home;
+        assert_eq!(
+            paths(&p.deny_read),
+            [home.join(".ssh"), home.join(".netrc"), home.join(".aws")]
+        );
+        assert_eq!(paths(&p.allow_read), [home.join(".ssh/config")]);
+        assert_eq!(paths(&p.allow_write), vec![e.opts.cwd.clone()]);
+        assert!(p.allow_git_config && p.allow_local_binding && !p.allow_all_unix_sockets);
+        assert!(p.env.deny.contains(&"MY_SERVICE".to_string()));
+        let origin = e.opts.user[1].display().to_string();
+        for key in [
+            "ripgrep",
+            "mandatoryDenySearchDepth",
+            "ignoreViolations",
+            "allowPty",
+            "network.httpProxyPort",
+            "network.socksProxyPort",
+            "network.mitmProxy",
+            "network.allowUnixSockets",
+        ] {
+            let want =
+                format!("{origin}: {key}: accepted for srt compatibility; no effect in ringfence");
+            assert!(
+                p.notes.contains(&want),
+                "missing note {want}: {:?}",
+                p.notes
+            );
+        }
+        assert!(p
+            .notes
+            .iter()
+            .any(|n| n.contains("credentials.files[0].path: masking is not supported yet")));
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let e = Env::new();
+        e.user(r#"{"filesystem": {"allowWrtie": ["."]}}"#);
+        let want = format!(
+            "{}: filesystem.allowWrtie: unknown key",
+            e.opts.user[0].display()
+        );
+        assert!(e.err().starts_with(&want), "{}", e.err());
+        e.user(r#"{"filesystem": {"allowWrite": ["~bob/x"]}}"#);
+        assert!(e
+            .err()
+            .contains("filesystem.allowWrite[0]: \"~bob/x\": only"));
+    }
+
+    #[test]
+    fn project_given_as_settings_is_read_once() {
+        let mut e = Env::new();
+        e.project(r#"{"filesystem": {"allowWrite": ["."]}}"#);
+        e.opts.settings = Some(e.opts.cwd.join(".ringfence.json"));
+        let p = e.load().unwrap();
+        assert_eq!(p.files.len(), 1);
+        assert_eq!(p.allow_write.len(), 1);
+    }
+}

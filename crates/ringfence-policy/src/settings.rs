@@ -1,0 +1,1177 @@
+//! The settings file: the serde types of one JSON document and its strict parsing.
+//! Every key of srt's settings format is accepted; ringfence adds `env` and `limits`.
+//! Checks that need more than one file (layers, paths on disk) live in `load`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use schemars::gen::SchemaGenerator;
+use schemars::schema::{InstanceType, Schema, SchemaObject, SubschemaValidation};
+use schemars::JsonSchema;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::limits::parse_size;
+use crate::Error;
+
+/// One settings file. Every key is optional; `{}` is a valid file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Settings {
+    /// URL or path of the JSON Schema of this file, for editors. Ignored.
+    #[serde(rename = "$schema")]
+    pub schema: Option<String>,
+    /// Network restrictions. Nothing is reachable unless allowed here.
+    #[serde(default)]
+    pub network: NetworkSettings,
+    /// Filesystem restrictions: reads are allowed except what is denied; writes only where allowed.
+    #[serde(default)]
+    pub filesystem: FilesystemSettings,
+    /// Credential files and environment variables to protect (srt). Files with mode "deny" are
+    /// denied for reading; in ringfence "mask" currently behaves like "deny".
+    pub credentials: Option<CredentialSettings>,
+    /// srt: map of command patterns to paths whose violations are not reported. No effect in ringfence.
+    pub ignore_violations: Option<BTreeMap<String, Vec<String>>>,
+    /// srt: weaker sandbox for nested containers. ringfence never weakens the sandbox silently,
+    /// so `true` is refused.
+    pub enable_weaker_nested_sandbox: Option<bool>,
+    /// srt (macOS only): allow com.apple.trustd.agent. No effect in ringfence.
+    pub enable_weaker_network_isolation: Option<bool>,
+    /// srt (macOS only): allow sending Apple Events. No effect in ringfence.
+    pub allow_apple_events: Option<bool>,
+    /// srt: ripgrep command used to find protected files. ringfence needs no ripgrep; no effect.
+    pub ripgrep: Option<RipgrepSettings>,
+    /// srt: depth of the protected-file search (1-10). ringfence protects files at any depth; no effect.
+    #[schemars(range(min = 1, max = 10))]
+    pub mandatory_deny_search_depth: Option<u64>,
+    /// srt (macOS only): allow pseudo-terminal operations. No effect in ringfence.
+    pub allow_pty: Option<bool>,
+    /// srt: paths of its seccomp helper binaries. No effect in ringfence.
+    pub seccomp: Option<SeccompSettings>,
+    /// srt: path of the bubblewrap binary. ringfence needs no bubblewrap; no effect.
+    pub bwrap_path: Option<String>,
+    /// srt: path of the socat binary. ringfence needs no socat; no effect.
+    pub socat_path: Option<String>,
+    /// srt: path of its JVM proxy agent. No effect in ringfence.
+    pub java_agent_jar_path: Option<String>,
+    /// srt: Windows-specific settings. No effect in ringfence.
+    pub windows: Option<WindowsSettings>,
+    /// srt: git configuration injected into the sandbox. Not yet supported; no effect.
+    pub git: Option<GitSettings>,
+    /// Environment passed to the sandboxed command (ringfence).
+    #[serde(default)]
+    pub env: EnvSettings,
+    /// Resource limits (ringfence). Managed values are maxima; a project file may only lower them.
+    #[serde(default)]
+    pub limits: LimitSettings,
+}
+
+/// The `network` section.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkSettings {
+    /// Domains that may be reached, e.g. "github.com", "*.npmjs.org", "api.example.com:443".
+    /// Empty means no network access.
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// Domains that are never reached; checked before allowedDomains. A bare "*" denies all.
+    #[serde(default)]
+    pub denied_domains: Vec<String>,
+    /// srt: reason shown when a deniedDomains entry blocks a connection, keyed by that entry.
+    pub denied_domain_reasons: Option<BTreeMap<String, String>>,
+    /// srt: deny hosts outside allowedDomains without asking.
+    pub strict_allowlist: Option<bool>,
+    /// srt: IP addresses or CIDR ranges an allowed host name must not resolve to.
+    pub denied_resolved_addresses: Option<Vec<String>>,
+    /// srt (macOS only): unix socket paths that may be connected to. No effect yet in ringfence.
+    pub allow_unix_sockets: Option<Vec<String>>,
+    /// Allow connecting to any unix socket (default: false).
+    pub allow_all_unix_sockets: Option<bool>,
+    /// Allow binding to local ports (default: false).
+    pub allow_local_binding: Option<bool>,
+    /// srt (macOS only): XPC/Mach service names that may be looked up. No effect in ringfence.
+    pub allow_mach_lookup: Option<Vec<String>>,
+    /// srt: port of an external HTTP proxy to use instead of the built-in one. No effect yet.
+    #[serde(default, deserialize_with = "port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub http_proxy_port: Option<u16>,
+    /// srt: port of an external SOCKS proxy to use instead of the built-in one. No effect yet.
+    #[serde(default, deserialize_with = "port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub socks_proxy_port: Option<u16>,
+    /// srt: route some domains through an upstream MITM proxy on a unix socket. No effect yet.
+    pub mitm_proxy: Option<MitmProxySettings>,
+    /// srt: in-process TLS termination. No effect yet.
+    pub tls_terminate: Option<TlsTerminateSettings>,
+    /// srt: upstream HTTP proxy for outbound connections. No effect yet.
+    pub parent_proxy: Option<ParentProxySettings>,
+}
+
+/// `network.mitmProxy`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MitmProxySettings {
+    /// Unix socket path of the MITM proxy.
+    pub socket_path: String,
+    /// Domains routed through it.
+    pub domains: Vec<String>,
+}
+
+/// `network.tlsTerminate`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsTerminateSettings {
+    /// PEM CA certificate used to sign per-host certificates.
+    pub ca_cert_path: Option<String>,
+    /// PEM private key of caCertPath.
+    pub ca_key_path: Option<String>,
+    /// Domains whose HTTPS connections are tunnelled instead of terminated.
+    pub exclude_domains: Option<Vec<String>>,
+    /// Extra CA certificates added to the sandbox's trust bundle.
+    pub extra_ca_cert_paths: Option<Vec<String>>,
+}
+
+/// `network.parentProxy`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ParentProxySettings {
+    /// Upstream proxy URL for plain HTTP.
+    pub http: Option<String>,
+    /// Upstream proxy URL for HTTPS (CONNECT).
+    pub https: Option<String>,
+    /// Comma-separated NO_PROXY list.
+    pub no_proxy: Option<String>,
+}
+
+/// The `filesystem` section. Paths may be absolute, relative to the working directory, or
+/// start with `~`; `*`, `**`, `?` and `[...]` are expanded when the policy is loaded.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FilesystemSettings {
+    /// srt: turn off all filesystem enforcement. ringfence refuses `true`.
+    pub disabled: Option<bool>,
+    /// Paths that cannot be read (nor listed).
+    #[serde(default)]
+    pub deny_read: Vec<String>,
+    /// Paths re-allowed for reading inside a denied area.
+    #[serde(default)]
+    pub allow_read: Vec<String>,
+    /// Paths where writing is allowed. Everything else is read-only.
+    #[serde(default)]
+    pub allow_write: Vec<String>,
+    /// Paths where writing is denied even inside allowWrite.
+    #[serde(default)]
+    pub deny_write: Vec<String>,
+    /// Allow writing `.git/config` (default: false); `.git/hooks` stays protected.
+    pub allow_git_config: Option<bool>,
+}
+
+/// The `credentials` section (srt).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CredentialSettings {
+    /// Credential files or directories to protect.
+    pub files: Option<Vec<CredentialFileSettings>>,
+    /// Environment variables to protect.
+    pub env_vars: Option<Vec<CredentialEnvVarSettings>>,
+    /// srt: allow credential substitution over plain HTTP. No effect in ringfence.
+    pub allow_plaintext_inject: Option<bool>,
+    /// srt: pairs of masked variables used for AWS SigV4 re-signing. No effect in ringfence.
+    pub aws_pairs: Option<Vec<AwsPairSettings>>,
+    /// srt: policies for SigV4 request shapes that cannot be re-signed. No effect in ringfence.
+    pub sigv4: Option<Sigv4Settings>,
+}
+
+/// How a declared credential is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CredentialMode {
+    /// Not readable / not passed at all.
+    Deny,
+    /// srt replaces the value with a placeholder; ringfence currently denies it instead.
+    Mask,
+}
+
+/// What srt does when an `extract` pattern matches nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnExtractNoMatch {
+    Warn,
+    Deny,
+    Error,
+}
+
+/// Encoded credential formats srt can look inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DecodeFormat {
+    Jwt,
+}
+
+/// One entry of `credentials.files`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CredentialFileSettings {
+    /// Path of the credential file or directory (same forms as filesystem.denyRead).
+    pub path: String,
+    /// "deny" or "mask".
+    pub mode: CredentialMode,
+    /// srt: regex whose first group is the secret to mask.
+    pub extract: Option<String>,
+    /// srt: what to do when extract matches nothing.
+    pub on_extract_no_match: Option<OnExtractNoMatch>,
+    /// srt: decode the value before masking.
+    pub decode: Option<DecodeFormat>,
+    /// srt: JWT claims to mask.
+    pub mask_claims: Option<Vec<String>>,
+    /// srt: also mask verbatim copies of the secret.
+    pub mask_duplicates: Option<bool>,
+    /// srt: hosts the real value is sent to.
+    pub inject_hosts: Option<Vec<String>>,
+}
+
+/// One entry of `credentials.envVars`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CredentialEnvVarSettings {
+    /// Name of the environment variable.
+    pub name: String,
+    /// "deny" or "mask"; in ringfence both remove the variable.
+    pub mode: CredentialMode,
+    /// srt: regex whose first group is the secret to mask.
+    pub extract: Option<String>,
+    /// srt: what to do when extract matches nothing.
+    pub on_extract_no_match: Option<OnExtractNoMatch>,
+    /// srt: decode the value before masking.
+    pub decode: Option<DecodeFormat>,
+    /// srt: JWT claims to mask.
+    pub mask_claims: Option<Vec<String>>,
+    /// srt: hosts the real value is sent to.
+    pub inject_hosts: Option<Vec<String>>,
+}
+
+/// One entry of `credentials.awsPairs`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AwsPairSettings {
+    /// Variable holding the access key id.
+    pub access_key_id_var: String,
+    /// Variable holding the secret access key.
+    pub secret_access_key_var: String,
+    /// Variable holding the session token.
+    pub session_token_var: Option<String>,
+}
+
+/// `credentials.sigv4`.
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Sigv4Settings {
+    /// Policy for aws-chunked streaming uploads.
+    pub streaming: Option<Sigv4Policy>,
+    /// Policy for presigned URLs.
+    pub presigned: Option<Sigv4Policy>,
+    /// Policy for SigV4A signatures.
+    pub sigv4a: Option<Sigv4Policy>,
+}
+
+/// "deny" or "passthrough".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Sigv4Policy {
+    Deny,
+    Passthrough,
+}
+
+/// `ripgrep` (srt).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RipgrepSettings {
+    /// The ripgrep command.
+    pub command: String,
+    /// Arguments passed before ripgrep's own.
+    pub args: Option<Vec<String>>,
+    /// argv[0] override.
+    pub argv0: Option<String>,
+}
+
+/// `seccomp` (srt).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SeccompSettings {
+    /// Path of the apply-seccomp binary.
+    pub apply_path: Option<String>,
+    /// argv[0] for a multicall binary.
+    pub argv0: Option<String>,
+}
+
+/// `windows` (srt).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WindowsSettings {
+    /// Name of the sandbox user account.
+    pub sandbox_user: Option<String>,
+    /// WFP sublayer GUID.
+    pub sublayer_guid: Option<String>,
+    /// Deprecated alias of sublayerGuid.
+    pub wfp_sublayer_guid: Option<String>,
+    /// Inclusive [low, high] port range of the proxy listeners.
+    pub proxy_port_range: Option<(u16, u16)>,
+    /// How to find the srt-win helper.
+    pub srt_win: Option<SrtWinSettings>,
+}
+
+/// `windows.srtWin` (srt).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SrtWinSettings {
+    /// Path of the srt-win binary.
+    pub path: String,
+}
+
+/// `git` (srt).
+#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GitSettings {
+    /// Directories git treats as `safe.directory`.
+    pub safe_directories: Option<Vec<String>>,
+}
+
+/// The `env` section (ringfence). Patterns match variable names case-insensitively; `*` matches
+/// any run of characters. Credential-looking variables are removed by default.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EnvSettings {
+    /// Patterns of variables to pass even though they look like credentials. Not allowed in a
+    /// project file; an explicit deny (any layer) still wins.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Patterns of further variables to remove.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Variables to set inside the sandbox. Not allowed in a project file.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+}
+
+/// The `limits` section (ringfence). Sizes are a number of bytes or a string like "512M", "4G".
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LimitSettings {
+    /// Maximum number of processes and threads (default 1024).
+    #[serde(default, deserialize_with = "positive")]
+    #[schemars(range(min = 1))]
+    pub pids: Option<u64>,
+    /// Maximum memory (default "8G").
+    pub memory: Option<ByteSize>,
+    /// CPU time in seconds (default: unlimited).
+    #[serde(default, deserialize_with = "positive")]
+    #[schemars(range(min = 1))]
+    pub cpu_seconds: Option<u64>,
+    /// Wall-clock time in seconds (default: unlimited).
+    #[serde(default, deserialize_with = "positive")]
+    #[schemars(range(min = 1))]
+    pub wall_seconds: Option<u64>,
+    /// Maximum open file descriptors per process (default 4096).
+    #[serde(default, deserialize_with = "positive")]
+    #[schemars(range(min = 1))]
+    pub open_files: Option<u64>,
+    /// Largest file a process may write (default: unlimited).
+    pub file_size: Option<ByteSize>,
+    /// Size of the scratch space /tmp (default "1G").
+    pub tmp_size: Option<ByteSize>,
+}
+
+/// A byte count: a positive integer, or a string like "512M", "4G" (K, M, G, T are powers of 1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+const SIZE_EXPECTED: &str = "expected a positive byte count or a size like \"512M\" or \"4G\"";
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(SIZE_EXPECTED)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                if v == 0 {
+                    return Err(E::custom(SIZE_EXPECTED));
+                }
+                Ok(ByteSize(v))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<ByteSize, E> {
+                Err(E::custom(SIZE_EXPECTED))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<ByteSize, E> {
+                Err(E::custom(SIZE_EXPECTED))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                parse_size(v).map(ByteSize).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> String {
+        "ByteSize".to_string()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let mut number = SchemaObject {
+            instance_type: Some(InstanceType::Integer.into()),
+            ..Default::default()
+        };
+        number.number().minimum = Some(1.0);
+        let mut text = SchemaObject {
+            instance_type: Some(InstanceType::String.into()),
+            ..Default::default()
+        };
+        text.string().pattern = Some("^[0-9]+([KkMmGgTt]([iI]?[bB])?|[bB])?$".to_string());
+        let mut schema = SchemaObject::default();
+        schema.metadata().description = Some(
+            "A number of bytes, or a string like \"512M\" or \"4G\" (powers of 1024).".to_string(),
+        );
+        schema.subschemas = Some(Box::new(SubschemaValidation {
+            any_of: Some(vec![number.into(), text.into()]),
+            ..Default::default()
+        }));
+        schema.into()
+    }
+}
+
+fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    struct V;
+    const EXPECTED: &str = "expected a positive integer";
+    impl<'a> Visitor<'a> for V {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(EXPECTED)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Option<u64>, E> {
+            Ok(None)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<u64>, E> {
+            if v == 0 {
+                return Err(E::custom(EXPECTED));
+            }
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Option<u64>, E> {
+            Err(E::custom(EXPECTED))
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Option<u64>, E> {
+            Err(E::custom(EXPECTED))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Option<u64>, E> {
+            Err(E::custom(EXPECTED))
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Option<u64>, E> {
+            Err(E::custom(EXPECTED))
+        }
+        fn visit_seq<A: de::SeqAccess<'a>>(self, _: A) -> Result<Option<u64>, A::Error> {
+            Err(de::Error::custom(EXPECTED))
+        }
+        fn visit_map<A: de::MapAccess<'a>>(self, _: A) -> Result<Option<u64>, A::Error> {
+            Err(de::Error::custom(EXPECTED))
+        }
+    }
+    d.deserialize_any(V)
+}
+
+fn port<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    const EXPECTED: &str = "expected a port number from 1 to 65535";
+    match positive(d) {
+        Ok(Some(v)) => u16::try_from(v)
+            .map(Some)
+            .map_err(|_| de::Error::custom(EXPECTED)),
+        Ok(None) => Ok(None),
+        Err(_) => Err(de::Error::custom(EXPECTED)),
+    }
+}
+
+/// Parses one settings file strictly. `origin` names the file in error messages.
+pub fn parse_settings(text: &str, origin: &str) -> Result<Settings, Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let settings: Settings = match serde_path_to_error::deserialize(&mut de) {
+        Ok(s) => s,
+        Err(e) => return Err(convert_error(e, origin)),
+    };
+    if let Err(e) = de.end() {
+        return Err(Error::Syntax {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        });
+    }
+    settings.validate(origin)?;
+    Ok(settings)
+}
+
+fn convert_error(e: serde_path_to_error::Error<serde_json::Error>, origin: &str) -> Error {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    if !inner.is_data() {
+        return Error::Syntax {
+            origin: origin.to_string(),
+            message: inner.to_string(),
+        };
+    }
+    let mut message = inner.to_string();
+    let position = format!(" at line {} column {}", inner.line(), inner.column());
+    if let Some(stripped) = message.strip_suffix(&position) {
+        message = stripped.to_string();
+    }
+    let mut key = if path == "." { String::new() } else { path };
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        // serde's text: unknown field `x`, expected one of `a`, `b` (or: there are no fields)
+        let mut parts = rest.splitn(2, '`');
+        let field = parts.next().unwrap_or_default().to_string();
+        let expected: Vec<&str> = parts
+            .next()
+            .unwrap_or_default()
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .collect();
+        if key.rsplit('.').next() != Some(field.as_str()) {
+            key = if key.is_empty() {
+                field.clone()
+            } else {
+                format!("{key}.{field}")
+            };
+        }
+        message = match closest(&field, &expected) {
+            Some(s) => format!("unknown key (did you mean \"{s}\"?)"),
+            None => "unknown key".to_string(),
+        };
+    } else if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let mut parts = rest.splitn(2, '`');
+        let found = parts.next().unwrap_or_default();
+        let expected: Vec<&str> = parts
+            .next()
+            .unwrap_or_default()
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .collect();
+        message = format!("\"{found}\" is not one of \"{}\"", expected.join("\", \""));
+    } else if let Some(rest) = message.strip_prefix("missing field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        message = format!("missing required key \"{field}\"");
+    }
+    if key.is_empty() {
+        if message.contains("expected struct Settings") {
+            message = "the file must hold a JSON object".to_string();
+        }
+        key = "(top level)".to_string();
+    }
+    Error::Invalid {
+        origin: origin.to_string(),
+        key,
+        message,
+    }
+}
+
+/// The expected key closest to a misspelt one, if it is close enough to be a likely typo.
+fn closest<'a>(found: &str, expected: &[&'a str]) -> Option<&'a str> {
+    let found = found.to_ascii_lowercase();
+    expected
+        .iter()
+        .map(|e| (edit_distance(&found, &e.to_ascii_lowercase()), *e))
+        .filter(|(d, e)| *d <= 2.max(e.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, e)| e)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Light validation of a domain pattern: what a proxy can match, not a URL.
+pub(crate) fn check_domain(entry: &str, allow_any: bool) -> Result<(), String> {
+    if entry.is_empty() {
+        return Err("a domain cannot be empty".to_string());
+    }
+    if entry.chars().any(char::is_whitespace) {
+        return Err(format!("\"{entry}\" contains whitespace"));
+    }
+    if entry.contains("://") {
+        return Err(format!(
+            "\"{entry}\" is a URL; write only the host name, e.g. \"example.com\""
+        ));
+    }
+    if entry.contains('/') || entry.contains('@') {
+        return Err(format!(
+            "\"{entry}\" is not a domain; write only the host name, e.g. \"example.com\""
+        ));
+    }
+    let host = if entry.starts_with('[') {
+        entry
+    } else {
+        entry.rsplit_once(':').map_or(entry, |(h, _)| h)
+    };
+    if host == "*" && !allow_any {
+        return Err(format!(
+            "\"{entry}\" would allow every domain; list the domains instead"
+        ));
+    }
+    Ok(())
+}
+
+fn check_env_pattern(p: &str) -> Result<(), String> {
+    if p.is_empty() {
+        Err("a variable name pattern cannot be empty".to_string())
+    } else if p.contains('=') || p.contains('\0') {
+        Err(format!("\"{p}\" is not a variable name pattern"))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_env_name(p: &str) -> Result<(), String> {
+    let mut chars = p.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{p}\" is not a variable name (letters, digits and _, not starting with a digit)"
+        ))
+    }
+}
+
+impl Settings {
+    /// Checks values that the types alone cannot express.
+    fn validate(&self, origin: &str) -> Result<(), Error> {
+        let inv = |key: String, message: String| Error::invalid(origin, key, message);
+        if self.enable_weaker_nested_sandbox == Some(true) {
+            return Err(inv(
+                "enableWeakerNestedSandbox".into(),
+                "ringfence never runs a weaker sandbox; remove this key (nested use needs \
+                 unprivileged user namespaces inside the container)"
+                    .into(),
+            ));
+        }
+        let fs = &self.filesystem;
+        if fs.disabled == Some(true) {
+            return Err(inv(
+                "filesystem.disabled".into(),
+                "ringfence never turns filesystem enforcement off; remove this key and allow \
+                 the paths the command needs with filesystem.allowWrite"
+                    .into(),
+            ));
+        }
+        for (name, list) in [
+            ("denyRead", &fs.deny_read),
+            ("allowRead", &fs.allow_read),
+            ("allowWrite", &fs.allow_write),
+            ("denyWrite", &fs.deny_write),
+        ] {
+            for (i, p) in list.iter().enumerate() {
+                if p.is_empty() {
+                    return Err(inv(
+                        format!("filesystem.{name}[{i}]"),
+                        "a path cannot be empty".into(),
+                    ));
+                }
+            }
+        }
+        let net = &self.network;
+        let domain_lists: [(&str, &[String], bool); 2] = [
+            ("network.allowedDomains", &net.allowed_domains, false),
+            ("network.deniedDomains", &net.denied_domains, true),
+        ];
+        for (key, list, any) in domain_lists {
+            for (i, d) in list.iter().enumerate() {
+                check_domain(d, any).map_err(|m| inv(format!("{key}[{i}]"), m))?;
+            }
+        }
+        if let Some(m) = &net.mitm_proxy {
+            for (i, d) in m.domains.iter().enumerate() {
+                check_domain(d, false)
+                    .map_err(|msg| inv(format!("network.mitmProxy.domains[{i}]"), msg))?;
+            }
+        }
+        if let Some(t) = &net.tls_terminate {
+            for (i, d) in t.exclude_domains.iter().flatten().enumerate() {
+                check_domain(d, false)
+                    .map_err(|m| inv(format!("network.tlsTerminate.excludeDomains[{i}]"), m))?;
+            }
+        }
+        if let Some(d) = self.mandatory_deny_search_depth {
+            if !(1..=10).contains(&d) {
+                return Err(inv(
+                    "mandatoryDenySearchDepth".into(),
+                    "expected an integer from 1 to 10".into(),
+                ));
+            }
+        }
+        if let Some(c) = &self.credentials {
+            for (i, f) in c.files.iter().flatten().enumerate() {
+                if f.path.is_empty() {
+                    return Err(inv(
+                        format!("credentials.files[{i}].path"),
+                        "a path cannot be empty".into(),
+                    ));
+                }
+                for (j, d) in f.inject_hosts.iter().flatten().enumerate() {
+                    check_domain(d, false)
+                        .map_err(|m| inv(format!("credentials.files[{i}].injectHosts[{j}]"), m))?;
+                }
+            }
+            for (i, v) in c.env_vars.iter().flatten().enumerate() {
+                check_env_name(&v.name)
+                    .map_err(|m| inv(format!("credentials.envVars[{i}].name"), m))?;
+                for (j, d) in v.inject_hosts.iter().flatten().enumerate() {
+                    check_domain(d, false).map_err(|m| {
+                        inv(format!("credentials.envVars[{i}].injectHosts[{j}]"), m)
+                    })?;
+                }
+            }
+        }
+        for (key, list) in [("env.allow", &self.env.allow), ("env.deny", &self.env.deny)] {
+            for (i, p) in list.iter().enumerate() {
+                check_env_pattern(p).map_err(|m| inv(format!("{key}[{i}]"), m))?;
+            }
+        }
+        for name in self.env.set.keys() {
+            check_env_name(name).map_err(|m| inv(format!("env.set.{name}"), m))?;
+        }
+        for (name, value) in &self.env.set {
+            if value.contains('\0') {
+                return Err(inv(
+                    format!("env.set.{name}"),
+                    "a value cannot contain a NUL character".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Key paths present in this file that srt knows but that have no effect in ringfence.
+    pub(crate) fn inert_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut add = |present: bool, key: &'static str| {
+            if present {
+                keys.push(key);
+            }
+        };
+        let n = &self.network;
+        add(
+            n.denied_domain_reasons.is_some(),
+            "network.deniedDomainReasons",
+        );
+        add(n.strict_allowlist.is_some(), "network.strictAllowlist");
+        add(
+            n.denied_resolved_addresses.is_some(),
+            "network.deniedResolvedAddresses",
+        );
+        add(n.allow_unix_sockets.is_some(), "network.allowUnixSockets");
+        add(n.allow_mach_lookup.is_some(), "network.allowMachLookup");
+        add(n.http_proxy_port.is_some(), "network.httpProxyPort");
+        add(n.socks_proxy_port.is_some(), "network.socksProxyPort");
+        add(n.mitm_proxy.is_some(), "network.mitmProxy");
+        add(n.tls_terminate.is_some(), "network.tlsTerminate");
+        add(n.parent_proxy.is_some(), "network.parentProxy");
+        if let Some(c) = &self.credentials {
+            add(
+                c.allow_plaintext_inject.is_some(),
+                "credentials.allowPlaintextInject",
+            );
+            add(c.aws_pairs.is_some(), "credentials.awsPairs");
+            add(c.sigv4.is_some(), "credentials.sigv4");
+        }
+        add(self.ignore_violations.is_some(), "ignoreViolations");
+        add(
+            self.enable_weaker_network_isolation.is_some(),
+            "enableWeakerNetworkIsolation",
+        );
+        add(self.allow_apple_events.is_some(), "allowAppleEvents");
+        add(self.ripgrep.is_some(), "ripgrep");
+        add(
+            self.mandatory_deny_search_depth.is_some(),
+            "mandatoryDenySearchDepth",
+        );
+        add(self.allow_pty.is_some(), "allowPty");
+        add(self.seccomp.is_some(), "seccomp");
+        add(self.bwrap_path.is_some(), "bwrapPath");
+        add(self.socat_path.is_some(), "socatPath");
+        add(self.java_agent_jar_path.is_some(), "javaAgentJarPath");
+        add(self.windows.is_some(), "windows");
+        add(self.git.is_some(), "git");
+        keys
+    }
+
+    /// Key paths present in this file that would widen access; a project file may not use them.
+    pub(crate) fn widening_keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut add = |present: bool, key: &'static str| {
+            if present {
+                keys.push(key);
+            }
+        };
+        let fs = &self.filesystem;
+        add(!fs.allow_write.is_empty(), "filesystem.allowWrite");
+        add(!fs.allow_read.is_empty(), "filesystem.allowRead");
+        add(
+            fs.allow_git_config == Some(true),
+            "filesystem.allowGitConfig",
+        );
+        let n = &self.network;
+        add(!n.allowed_domains.is_empty(), "network.allowedDomains");
+        add(
+            n.allow_unix_sockets.as_ref().is_some_and(|v| !v.is_empty()),
+            "network.allowUnixSockets",
+        );
+        add(
+            n.allow_all_unix_sockets == Some(true),
+            "network.allowAllUnixSockets",
+        );
+        add(
+            n.allow_local_binding == Some(true),
+            "network.allowLocalBinding",
+        );
+        add(
+            n.allow_mach_lookup.as_ref().is_some_and(|v| !v.is_empty()),
+            "network.allowMachLookup",
+        );
+        add(n.http_proxy_port.is_some(), "network.httpProxyPort");
+        add(n.socks_proxy_port.is_some(), "network.socksProxyPort");
+        add(n.mitm_proxy.is_some(), "network.mitmProxy");
+        add(n.parent_proxy.is_some(), "network.parentProxy");
+        add(
+            self.credentials
+                .as_ref()
+                .is_some_and(|c| c.allow_plaintext_inject == Some(true)),
+            "credentials.allowPlaintextInject",
+        );
+        add(
+            self.enable_weaker_network_isolation == Some(true),
+            "enableWeakerNetworkIsolation",
+        );
+        add(self.allow_apple_events == Some(true), "allowAppleEvents");
+        add(self.allow_pty == Some(true), "allowPty");
+        add(!self.env.allow.is_empty(), "env.allow");
+        add(!self.env.set.is_empty(), "env.set");
+        keys
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse_settings(text, "/home/u/x.json")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn empty_object_is_fine() {
+        assert_eq!(parse_settings("{}", "x").unwrap(), Settings::default());
+        assert_eq!(
+            parse_settings(" {\n} \n", "x").unwrap(),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_name_the_full_path() {
+        assert_eq!(
+            err(r#"{"filesystem": {"allowWrtie": []}}"#),
+            "/home/u/x.json: filesystem.allowWrtie: unknown key (did you mean \"allowWrite\"?)"
+        );
+        assert_eq!(err(r#"{"bogus": 1}"#), "/home/u/x.json: bogus: unknown key");
+        assert_eq!(
+            err(r#"{"network": {"mitmProxy": {"socketPath": "/s", "domains": [], "x": 1}}}"#),
+            "/home/u/x.json: network.mitmProxy.x: unknown key"
+        );
+        assert_eq!(
+            err(r#"{"credentials": {"files": [{"path": "a", "mode": "deny", "injectHost": []}]}}"#),
+            "/home/u/x.json: credentials.files[0].injectHost: unknown key (did you mean \"injectHosts\"?)"
+        );
+        assert_eq!(
+            err(r#"{"limits": {"pid": 3}}"#),
+            "/home/u/x.json: limits.pid: unknown key (did you mean \"pids\"?)"
+        );
+        assert_eq!(
+            err(r#"{"env": {"allow": [], "sets": {}}}"#),
+            "/home/u/x.json: env.sets: unknown key (did you mean \"set\"?)"
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_path() {
+        assert_eq!(
+            err(r#"{"limits": {"pids": "many"}}"#),
+            "/home/u/x.json: limits.pids: expected a positive integer"
+        );
+        assert_eq!(
+            err(r#"{"limits": {"pids": 0}}"#),
+            "/home/u/x.json: limits.pids: expected a positive integer"
+        );
+        assert_eq!(
+            err(r#"{"limits": {"openFiles": -3}}"#),
+            "/home/u/x.json: limits.openFiles: expected a positive integer"
+        );
+        assert_eq!(
+            err(r#"{"limits": {"cpuSeconds": 1.5}}"#),
+            "/home/u/x.json: limits.cpuSeconds: expected a positive integer"
+        );
+        assert!(err(r#"{"limits": {"memory": "lots"}}"#)
+            .starts_with("/home/u/x.json: limits.memory: expected a size like"));
+        assert!(err(r#"{"limits": {"memory": true}}"#)
+            .starts_with("/home/u/x.json: limits.memory: invalid type: boolean `true`"));
+        assert!(err(r#"{"filesystem": {"allowGitConfig": "yes"}}"#).starts_with(
+            "/home/u/x.json: filesystem.allowGitConfig: invalid type: string \"yes\", expected a boolean"
+        ));
+        assert!(err(r#"{"filesystem": {"denyRead": "/x"}}"#)
+            .starts_with("/home/u/x.json: filesystem.denyRead: invalid type: string"));
+        assert!(err(r#"{"filesystem": {"denyRead": ["/x", 3]}}"#)
+            .starts_with("/home/u/x.json: filesystem.denyRead[1]: invalid type: integer"));
+        assert_eq!(
+            err(r#"{"network": {"httpProxyPort": 70000}}"#),
+            "/home/u/x.json: network.httpProxyPort: expected a port number from 1 to 65535"
+        );
+        assert_eq!(
+            err(r#"{"credentials": {"files": [{"path": "a", "mode": "hide"}]}}"#),
+            "/home/u/x.json: credentials.files[0].mode: \"hide\" is not one of \"deny\", \"mask\""
+        );
+        assert_eq!(
+            err(r#"{"ripgrep": {}}"#),
+            "/home/u/x.json: ripgrep: missing required key \"command\""
+        );
+        assert_eq!(
+            err("[]"),
+            "/home/u/x.json: (top level): the file must hold a JSON object"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_duplicates() {
+        assert!(err("{").starts_with("/home/u/x.json: not valid JSON: EOF"));
+        assert!(err("{} {}").starts_with("/home/u/x.json: not valid JSON: trailing characters"));
+        assert!(err(r#"{"env": {}, "env": {}}"#).contains("duplicate field `env`"));
+    }
+
+    #[test]
+    fn weakening_options_are_refused() {
+        let e = err(r#"{"enableWeakerNestedSandbox": true}"#);
+        assert!(
+            e.starts_with(
+                "/home/u/x.json: enableWeakerNestedSandbox: ringfence never runs a weaker sandbox"
+            ),
+            "{e}"
+        );
+        parse_settings(r#"{"enableWeakerNestedSandbox": false}"#, "x").unwrap();
+        assert!(err(r#"{"filesystem": {"disabled": true}}"#)
+            .starts_with("/home/u/x.json: filesystem.disabled: ringfence never turns"));
+    }
+
+    #[test]
+    fn sizes_and_limits() {
+        let s = parse_settings(
+            r#"{"limits": {"pids": 10, "memory": "512M", "cpuSeconds": 60, "wallSeconds": 600,
+                "openFiles": 100, "fileSize": 1048576, "tmpSize": "2G"}}"#,
+            "x",
+        )
+        .unwrap();
+        let l = s.limits;
+        assert_eq!(l.pids, Some(10));
+        assert_eq!(l.memory, Some(ByteSize(512 << 20)));
+        assert_eq!(l.file_size, Some(ByteSize(1 << 20)));
+        assert_eq!(l.tmp_size, Some(ByteSize(2 << 30)));
+        assert_eq!(
+            (l.cpu_seconds, l.wall_seconds, l.open_files),
+            (Some(60), Some(600), Some(100))
+        );
+        assert!(err(r#"{"limits": {"tmpSize": 0}}"#)
+            .contains("limits.tmpSize: expected a positive byte count"));
+        assert!(
+            err(r#"{"limits": {"fileSize": "1.5G"}}"#).contains("limits.fileSize: expected a size")
+        );
+    }
+
+    #[test]
+    fn domains_are_checked_lightly() {
+        parse_settings(
+            r#"{"network": {"allowedDomains": ["github.com", "*.npmjs.org", "api.example.com:443", "[::1]:8080", "localhost"],
+                "deniedDomains": ["*", "*:22", "evil.com"]}}"#,
+            "x",
+        )
+        .unwrap();
+        assert!(
+            err(r#"{"network": {"allowedDomains": ["https://github.com"]}}"#).starts_with(
+                "/home/u/x.json: network.allowedDomains[0]: \"https://github.com\" is a URL"
+            )
+        );
+        assert!(
+            err(r#"{"network": {"allowedDomains": ["ok.com", "github.com/x"]}}"#)
+                .starts_with("/home/u/x.json: network.allowedDomains[1]:")
+        );
+        assert!(err(r#"{"network": {"allowedDomains": ["a b.com"]}}"#).contains("whitespace"));
+        assert!(err(r#"{"network": {"allowedDomains": [""]}}"#).contains("cannot be empty"));
+        assert!(err(r#"{"network": {"allowedDomains": ["*"]}}"#).contains("every domain"));
+        assert!(err(
+            r#"{"network": {"mitmProxy": {"socketPath": "/s", "domains": ["http://x"]}}}"#
+        )
+        .contains("network.mitmProxy.domains[0]"));
+    }
+
+    #[test]
+    fn env_section_is_checked() {
+        let s = parse_settings(
+            r#"{"env": {"allow": ["AWS_PROFILE"], "deny": ["FOO_*"], "set": {"LANG": "C.UTF-8"}}}"#,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(s.env.allow, ["AWS_PROFILE"]);
+        assert_eq!(s.env.set["LANG"], "C.UTF-8");
+        assert!(
+            err(r#"{"env": {"set": {"A=B": "x"}}}"#).starts_with("/home/u/x.json: env.set.A=B:")
+        );
+        assert!(err(r#"{"env": {"deny": [""]}}"#).starts_with("/home/u/x.json: env.deny[0]:"));
+        assert!(
+            err(r#"{"credentials": {"envVars": [{"name": "1X", "mode": "deny"}]}}"#)
+                .starts_with("/home/u/x.json: credentials.envVars[0].name:")
+        );
+    }
+
+    /// An srt settings file that uses every key srt knows.
+    pub(crate) const SRT_EVERY_KEY: &str = r#"{
+      "network": {
+        "allowedDomains": ["github.com", "*.npmjs.org", "api.example.com:443", "[::1]:3000"],
+        "deniedDomains": ["evil.example.com", "*:22"],
+        "deniedDomainReasons": {"*:22": "no ssh"},
+        "strictAllowlist": true,
+        "deniedResolvedAddresses": ["10.0.0.0/8"],
+        "allowUnixSockets": ["/var/run/docker.sock"],
+        "allowAllUnixSockets": false,
+        "allowLocalBinding": true,
+        "allowMachLookup": ["com.example.*"],
+        "httpProxyPort": 3128,
+        "socksProxyPort": 1080,
+        "mitmProxy": {"socketPath": "/tmp/mitm.sock", "domains": ["api.example.com"]},
+        "tlsTerminate": {"caCertPath": "/ca.pem", "caKeyPath": "/ca.key",
+                         "excludeDomains": ["mtls.example.com"], "extraCaCertPaths": ["/extra.pem"]},
+        "parentProxy": {"http": "http://proxy:3128", "https": "http://proxy:3128", "noProxy": "localhost"}
+      },
+      "filesystem": {
+        "disabled": false,
+        "denyRead": ["~/.ssh"],
+        "allowRead": ["~/.ssh/config"],
+        "allowWrite": ["."],
+        "denyWrite": ["./secrets"],
+        "allowGitConfig": true
+      },
+      "credentials": {
+        "files": [
+          {"path": "~/.netrc", "mode": "mask", "extract": "password (\\S+)", "onExtractNoMatch": "deny",
+           "decode": "jwt", "maskClaims": ["sub"], "maskDuplicates": true, "injectHosts": ["api.example.com"]},
+          {"path": "~/.aws", "mode": "deny"}
+        ],
+        "envVars": [
+          {"name": "MY_SERVICE", "mode": "mask", "extract": "(.*)", "onExtractNoMatch": "warn",
+           "decode": "jwt", "maskClaims": ["secret"], "injectHosts": ["api.example.com"]},
+          {"name": "AWS_ACCESS_KEY_ID", "mode": "mask"},
+          {"name": "AWS_SECRET_ACCESS_KEY", "mode": "mask"}
+        ],
+        "allowPlaintextInject": false,
+        "awsPairs": [{"accessKeyIdVar": "AWS_ACCESS_KEY_ID", "secretAccessKeyVar": "AWS_SECRET_ACCESS_KEY",
+                      "sessionTokenVar": "AWS_SESSION_TOKEN"}],
+        "sigv4": {"streaming": "deny", "presigned": "passthrough", "sigv4a": "deny"}
+      },
+      "ignoreViolations": {"*": ["/usr/bin"], "git push": ["/tmp"]},
+      "enableWeakerNestedSandbox": false,
+      "enableWeakerNetworkIsolation": false,
+      "allowAppleEvents": false,
+      "ripgrep": {"command": "rg", "args": ["--hidden"], "argv0": "rg"},
+      "mandatoryDenySearchDepth": 3,
+      "allowPty": false,
+      "seccomp": {"applyPath": "/usr/lib/apply-seccomp", "argv0": "apply-seccomp"},
+      "bwrapPath": "/usr/bin/bwrap",
+      "socatPath": "/usr/bin/socat",
+      "javaAgentJarPath": "/opt/srt-proxy-agent.jar",
+      "windows": {"sandboxUser": "srt-sandbox", "sublayerGuid": "6f9b1c2e-0000-4000-8000-000000000001",
+                  "wfpSublayerGuid": "6f9b1c2e-0000-4000-8000-000000000001",
+                  "proxyPortRange": [60080, 60089], "srtWin": {"path": "C:\\srt-win.exe"}},
+      "git": {"safeDirectories": ["/repo"]}
+    }"#;
+
+    #[test]
+    fn srt_file_with_every_key_parses() {
+        let s = parse_settings(SRT_EVERY_KEY, "srt.json").unwrap();
+        assert_eq!(s.network.allowed_domains.len(), 4);
+        assert_eq!(s.network.http_proxy_port, Some(3128));
+        assert_eq!(s.filesystem.allow_git_config, Some(true));
+        let c = s.credentials.as_ref().unwrap();
+        assert_eq!(c.files.as_ref().unwrap()[0].mode, CredentialMode::Mask);
+        assert_eq!(
+            c.sigv4.as_ref().unwrap().presigned,
+            Some(Sigv4Policy::Passthrough)
+        );
+        assert_eq!(
+            s.windows.as_ref().unwrap().proxy_port_range,
+            Some((60080, 60089))
+        );
+        let inert = s.inert_keys();
+        for k in [
+            "ripgrep",
+            "mandatoryDenySearchDepth",
+            "allowPty",
+            "ignoreViolations",
+            "network.httpProxyPort",
+            "network.mitmProxy",
+            "network.allowUnixSockets",
+        ] {
+            assert!(inert.contains(&k), "{k} missing from {inert:?}");
+        }
+    }
+
+    #[test]
+    fn srt_minimal_file_parses() {
+        let s = parse_settings(
+            r#"{"network": {"allowedDomains": [], "deniedDomains": []},
+                "filesystem": {"denyRead": [], "allowWrite": [], "denyWrite": []}}"#,
+            "x",
+        )
+        .unwrap();
+        assert!(s.widening_keys().is_empty());
+    }
+
+    #[test]
+    fn schema_has_byte_size_and_ranges() {
+        let v = crate::schema();
+        assert_eq!(
+            v["definitions"]["LimitSettings"]["properties"]["pids"]["minimum"],
+            1.0
+        );
+        assert!(v["properties"]["$schema"].is_object());
+    }
+
+    #[test]
+    fn closest_key() {
+        assert_eq!(
+            closest("allowwrite", &["allowWrite", "denyWrite"]),
+            Some("allowWrite")
+        );
+        assert_eq!(closest("zzzzzz", &["allowWrite"]), None);
+    }
+}

@@ -1,0 +1,207 @@
+//! From command-line options to a ready-to-start sandbox: load the policy layers, resolve the
+//! paths against the real filesystem, find protected entries in the writable roots, and build
+//! the mount plan, the seccomp filter, the limits and the environment. `run` and `explain` share
+//! this, so what `explain` prints is what `run` does.
+
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ringfence_linux::limits::Resource;
+use ringfence_linux::plan::{self, Kind, MountPlan, PlanInput};
+use ringfence_linux::protect::{self, ProtectedNames};
+use ringfence_linux::seccomp;
+use ringfence_policy::{CliRules, LoadOptions, Policy};
+
+/// Policy sources as given on the command line.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    pub settings: Option<PathBuf>,
+    pub cli: CliRules,
+    /// srt mode: the user layer is `~/.srt-settings.json` only (or `-s FILE`).
+    pub srt: bool,
+}
+
+pub struct Prepared {
+    pub policy: Policy,
+    pub plan: MountPlan,
+    pub cwd: PathBuf,
+    /// Existing protected entries found in the writable roots.
+    pub protected: Vec<PathBuf>,
+    pub scan: ScanStats,
+    pub seccomp: Vec<libc::sock_filter>,
+    pub limits: Vec<(Resource, u64)>,
+    pub env_removed: Vec<String>,
+    pub env: Vec<CString>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ScanStats {
+    pub dirs: usize,
+    pub entries: usize,
+    pub micros: u128,
+}
+
+pub fn home() -> Result<PathBuf> {
+    match std::env::var_os("HOME") {
+        Some(h) if !h.is_empty() => Ok(PathBuf::from(h)),
+        _ => bail!("HOME is not set; it is needed to find the user settings and expand `~`"),
+    }
+}
+
+pub fn load_policy(src: &Sources) -> Result<(Policy, PathBuf)> {
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let home = home()?;
+    let mut opts = LoadOptions::new(cwd.clone(), home.clone());
+    if src.srt {
+        opts.user = vec![home.join(".srt-settings.json")];
+    }
+    opts.settings = src.settings.clone();
+    opts.cli = src.cli.clone();
+    let policy = ringfence_policy::load(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((policy, cwd))
+}
+
+/// The real path of `p` when it exists (mounts act on real paths), else `p` itself.
+fn real(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn kind(p: &Path) -> Option<Kind> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => Some(Kind::Dir),
+        Ok(_) => Some(Kind::File),
+        // A dangling symlink is still an entry that can be covered.
+        Err(_) => std::fs::symlink_metadata(p).ok().map(|_| Kind::File),
+    }
+}
+
+pub fn prepare(src: &Sources) -> Result<Prepared> {
+    let (policy, cwd) = load_policy(src)?;
+    if !policy.allowed_domains.is_empty() {
+        bail!(
+            "network.allowedDomains: network access is not available in this version of ringfence; \
+             the sandbox has no network at all. Remove the allowed domains ({}) to run without network.",
+            policy.allowed_domains.join(", ")
+        );
+    }
+    let paths = |rules: &[ringfence_policy::PathRule]| -> Vec<PathBuf> {
+        rules.iter().map(|r| real(&r.path)).collect()
+    };
+    let allow_write = paths(&policy.allow_write);
+    let home = home()?;
+
+    // Protected entries: every writable root is scanned completely.
+    let nested: Vec<(&str, &str)> = ringfence_policy::PROTECTED_NESTED
+        .iter()
+        .copied()
+        .filter(|&(p, n)| !(policy.allow_git_config && p == ".git" && n == "config"))
+        .collect();
+    let names: Vec<&str> = ringfence_policy::PROTECTED_FILE_NAMES
+        .iter()
+        .chain(ringfence_policy::PROTECTED_DIR_NAMES)
+        .copied()
+        .collect();
+    let protected_names = ProtectedNames {
+        names: &names,
+        nested: &nested,
+    };
+    let started = Instant::now();
+    let mut found = protect::Found::default();
+    for root in &allow_write {
+        if !root.is_dir() {
+            continue;
+        }
+        protect::scan(root, &protected_names, &mut found).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot scan {} for protected files ({}); a writable root must be fully readable",
+                e.path.display(),
+                e.source
+            )
+        })?;
+    }
+    let scan = ScanStats {
+        dirs: found.dirs_scanned,
+        entries: found.entries_scanned,
+        micros: started.elapsed().as_micros(),
+    };
+    let mut protected = found.paths;
+    // ringfence's and srt's own settings files are protected wherever they are.
+    for p in [
+        home.join(".config/ringfence"),
+        home.join(".srt-settings.json"),
+        PathBuf::from("/etc/ringfence"),
+    ] {
+        if p.symlink_metadata().is_ok() && allow_write.iter().any(|w| p.starts_with(w)) {
+            protected.push(p);
+        }
+    }
+    // A protected symlink's target is protected too when it lies in a writable root.
+    let targets: Vec<PathBuf> = protected
+        .iter()
+        .filter(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()))
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .filter(|t| allow_write.iter().any(|w| t.starts_with(w)))
+        .collect();
+    protected.extend(targets);
+    protected.sort();
+    protected.dedup();
+
+    let input = PlanInput {
+        deny_read: paths(&policy.deny_read),
+        allow_read: paths(&policy.allow_read),
+        allow_write,
+        deny_write: paths(&policy.deny_write),
+        protected: protected.clone(),
+        tmp_size: policy.limits.tmp_size,
+    };
+    let plan = plan::build(&input, &kind).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let seccomp = seccomp::build(&seccomp::FilterOptions {
+        allow_unix_sockets: policy.allow_all_unix_sockets,
+    });
+
+    let l = &policy.limits;
+    let mut limits = vec![
+        (Resource::Processes, l.pids),
+        (Resource::AddressSpace, l.memory),
+        (Resource::OpenFiles, l.open_files),
+        (Resource::CoreSize, 0),
+    ];
+    if let Some(c) = l.cpu_seconds {
+        limits.push((Resource::CpuSeconds, c));
+    }
+    if let Some(f) = l.file_size {
+        limits.push((Resource::FileSize, f));
+    }
+
+    let host_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let (kept, env_removed) = policy.env.filter(host_env);
+    let mut env = Vec::with_capacity(kept.len() + 1);
+    for (k, v) in kept {
+        if k == "RINGFENCE_SANDBOX" {
+            continue;
+        }
+        let mut kv = k.as_bytes().to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        if let Ok(c) = CString::new(kv) {
+            env.push(c);
+        }
+    }
+    env.push(CString::new("RINGFENCE_SANDBOX=1").context("environment")?);
+
+    Ok(Prepared {
+        policy,
+        plan,
+        cwd,
+        protected,
+        scan,
+        seccomp,
+        limits,
+        env_removed,
+        env,
+    })
+}

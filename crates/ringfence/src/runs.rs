@@ -1,0 +1,101 @@
+//! Run records: every run has a name, unique on this machine, and a small JSON record under the
+//! state directory (`$XDG_STATE_HOME/ringfence/runs/NAME.json`) that later commands refer to.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use ringfence_linux::supervise::Outcome;
+
+pub fn state_dir() -> Result<PathBuf> {
+    let base = match std::env::var_os("XDG_STATE_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => crate::prepare::home()?.join(".local/state"),
+    };
+    Ok(base.join("ringfence"))
+}
+
+pub struct Record {
+    path: PathBuf,
+    value: serde_json::Value,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Record {
+    /// Claims the run's name; refuses a name that is already taken.
+    pub fn start(name: Option<&str>, argv: &[Vec<u8>], cwd: &Path) -> Result<Record> {
+        let dir = state_dir()?.join("runs");
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let generated;
+        let name = match name {
+            Some(n) => {
+                if !valid_name(n) {
+                    bail!("--name {n:?}: use 1 to 64 letters, digits, '-', '_' or '.', not starting with '.'");
+                }
+                n
+            }
+            None => {
+                generated = format!("run-{}-{}", now(), std::process::id());
+                &generated
+            }
+        };
+        let path = dir.join(format!("{name}.json"));
+        let value = serde_json::json!({
+            "name": name,
+            "argv": argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>(),
+            "cwd": cwd.display().to_string(),
+            "supervisorPid": std::process::id(),
+            "started": now(),
+        });
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    anyhow::anyhow!("--name {name}: a run with this name already exists ({})", path.display())
+                } else {
+                    anyhow::anyhow!("creating {}: {e}", path.display())
+                }
+            })?;
+        f.write_all(value.to_string().as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Record { path, value })
+    }
+
+    /// Records how the run ended (`None`: it never started).
+    pub fn finish(mut self, outcome: Option<Outcome>) {
+        let status = match outcome {
+            None => serde_json::json!({"setupFailed": true}),
+            Some(Outcome::Exited(c)) => serde_json::json!({"exit": c}),
+            Some(Outcome::Signaled(s)) => serde_json::json!({"signal": s}),
+            Some(Outcome::TimedOut) => serde_json::json!({"timedOut": true}),
+            Some(Outcome::Lost) => serde_json::json!({"lost": true}),
+        };
+        self.value["ended"] = now().into();
+        self.value["status"] = status;
+        let tmp = self.path.with_extension("json.tmp");
+        if fs::write(&tmp, self.value.to_string()).is_ok() {
+            let _ = fs::rename(&tmp, &self.path);
+        }
+    }
+}
