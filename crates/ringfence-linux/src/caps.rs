@@ -29,9 +29,7 @@ fn last_cap() -> u32 {
 }
 
 pub fn drop_all() -> Result<()> {
-    let err = |step| {
-        move |source| Error::Syscall { step, source }
-    };
+    let err = |step| move |source| Error::Syscall { step, source };
     for cap in 0..=last_cap() {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) } < 0 {
@@ -43,7 +41,16 @@ pub fn drop_all() -> Result<()> {
         }
     }
     // SAFETY: prctl with integer arguments only.
-    if unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) } < 0 {
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } < 0
+    {
         return Err(err("clear ambient capabilities")(io::Error::last_os_error()));
     }
     let mut header = CapHeader {
@@ -52,7 +59,14 @@ pub fn drop_all() -> Result<()> {
     };
     let data = [CapData::default(); 2];
     // SAFETY: header and data are valid capset arguments for version 3 (two data elements).
-    if unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) } < 0 {
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    } < 0
+    {
         return Err(err("clear capabilities")(io::Error::last_os_error()));
     }
     Ok(())

@@ -184,8 +184,14 @@ fn kind_of(p: &Path) -> Kind {
 /// Stage 1: private propagation, staging tmpfs, pivot into it. Afterwards the host tree is at
 /// /oldroot and the sandbox's view is built at /newroot.
 pub fn stage() -> Result<()> {
-    sys::mount(None, Path::new("/"), None, libc::MS_REC | libc::MS_PRIVATE, None)
-        .map_err(path_err("make private", Path::new("/")))?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(path_err("make private", Path::new("/")))?;
     mount_tmpfs(Path::new(STAGE), "mode=0755,size=1m", 0)?;
     for d in ["newroot", "oldroot"] {
         let p = Path::new(STAGE).join(d);
@@ -221,8 +227,8 @@ pub fn apply(plan: &MountPlan) -> Result<()> {
                     0,
                     Path::new("/"),
                 )?;
-                let target =
-                    sys::open_path_nofollow(Path::new(NEWROOT)).map_err(path_err("open", Path::new(NEWROOT)))?;
+                let target = sys::open_path_nofollow(Path::new(NEWROOT))
+                    .map_err(path_err("open", Path::new(NEWROOT)))?;
                 attach(&tree, &target, Path::new("/"))?;
             }
             Step::Dev => dev()?,
@@ -296,7 +302,13 @@ pub fn apply(plan: &MountPlan) -> Result<()> {
         }
     }
     for fd in &hidden_dirs {
-        setattr_fd(fd, false, MOUNT_ATTR_RDONLY, 0, Path::new("(hidden directory)"))?;
+        setattr_fd(
+            fd,
+            false,
+            MOUNT_ATTR_RDONLY,
+            0,
+            Path::new("(hidden directory)"),
+        )?;
     }
     Ok(())
 }

@@ -152,7 +152,8 @@ pub fn build(
             continue;
         }
         if kind(&w).is_none() {
-            plan.skipped.push(format!("allowWrite {}: does not exist", w.display()));
+            plan.skipped
+                .push(format!("allowWrite {}: does not exist", w.display()));
             continue;
         }
         writable.push(w);
@@ -185,7 +186,17 @@ pub fn build(
         .chain(allow_read.iter().map(|p| (p.clone(), false)))
         .collect();
     read_rules.sort_by(|a, b| depth(&a.0).cmp(&depth(&b.0)).then(a.0.cmp(&b.0)));
+    // With a private /tmp, host paths under it are not there at all unless bound writable.
+    let shadowed = |p: &Path| !host_tmp && under(p, Path::new("/tmp")) && !is_writable(p);
     for (path, is_deny) in read_rules {
+        if shadowed(&path) {
+            plan.skipped.push(format!(
+                "{} {}: not visible anyway (the sandbox's /tmp is private)",
+                if is_deny { "denyRead" } else { "allowRead" },
+                path.display()
+            ));
+            continue;
+        }
         let parent_visible = match path.parent() {
             Some(parent) => visible(parent, &deny_read, &allow_read),
             None => true,

@@ -28,14 +28,23 @@ fn in_child(f: impl FnOnce() -> i32) -> i32 {
 }
 
 fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(255) & 0xff
+    std::io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(255)
+        & 0xff
 }
 
 /// Whether this user can create a user namespace (with mount, PID and network namespaces).
 pub fn user_namespaces() -> Result<(), String> {
     let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET;
     // SAFETY: unshare with integer flags, in a throw-away child.
-    let code = in_child(|| if unsafe { libc::unshare(flags) } < 0 { errno() } else { 0 });
+    let code = in_child(|| {
+        if unsafe { libc::unshare(flags) } < 0 {
+            errno()
+        } else {
+            0
+        }
+    });
     if code == 0 {
         Ok(())
     } else {

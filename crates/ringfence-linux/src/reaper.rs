@@ -122,7 +122,11 @@ fn command(spec: &Spec, pty_slave: Option<&CString>, mask: &libc::sigset_t) -> !
         // SAFETY: slave is a valid path string.
         let fd = unsafe { libc::open(slave.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if fd < 0 {
-            fail(126, "opening the sandbox's terminal", std::io::Error::last_os_error());
+            fail(
+                126,
+                "opening the sandbox's terminal",
+                std::io::Error::last_os_error(),
+            );
         }
         // SAFETY: fd is our new terminal; making it the controlling terminal of our session.
         unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) };
@@ -138,13 +142,19 @@ fn command(spec: &Spec, pty_slave: Option<&CString>, mask: &libc::sigset_t) -> !
     let argv = sys::cstr_ptrs(&spec.argv);
     let envp = sys::cstr_ptrs(&spec.env);
     let Some(program) = spec.argv.first() else {
-        fail(125, "empty command", std::io::Error::from_raw_os_error(libc::EINVAL));
+        fail(
+            125,
+            "empty command",
+            std::io::Error::from_raw_os_error(libc::EINVAL),
+        );
     };
     let mut last_error = libc::ENOENT;
     for candidate in candidates(program, &spec.env) {
         // SAFETY: candidate, argv and envp are NUL-terminated and live until execve returns.
         unsafe { libc::execve(candidate.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-        let e = std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOENT);
+        let e = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::ENOENT);
         match e {
             libc::ENOENT | libc::ENOTDIR => {}
             _ => last_error = e,

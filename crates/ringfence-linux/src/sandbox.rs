@@ -348,12 +348,15 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
         source,
     })?;
     seccomp::install(&spec.seccomp)?;
-    send_with_fd(channel, &[MSG_READY], master.as_ref().map(|m| m.as_raw_fd())).map_err(
-        |source| Error::Syscall {
-            step: "report ready",
-            source,
-        },
-    )?;
+    send_with_fd(
+        channel,
+        &[MSG_READY],
+        master.as_ref().map(|m| m.as_raw_fd()),
+    )
+    .map_err(|source| Error::Syscall {
+        step: "report ready",
+        source,
+    })?;
     drop(master);
     Ok(Ready { pty_slave })
 }

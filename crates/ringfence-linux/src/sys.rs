@@ -189,7 +189,13 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn write_all(fd: &impl AsRawFd, mut buf: &[u8]) -> io::Result<()> {
     while !buf.is_empty() {
         // SAFETY: buf is a valid readable slice of buf.len() bytes.
-        let n = unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr() as *const libc::c_void, buf.len()) };
+        let n = unsafe {
+            libc::write(
+                fd.as_raw_fd(),
+                buf.as_ptr() as *const libc::c_void,
+                buf.len(),
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

@@ -381,9 +381,14 @@ impl<'a> Merge<'a> {
                 .filter(|d| d.layer == Layer::Managed)
                 .find(|d| is_within(&rule.path, &d.path));
             if let Some(d) = managed {
+                let key = if rule.layer == Layer::CommandLine {
+                    rule.pattern.clone()
+                } else {
+                    key.to_string()
+                };
                 return Err(Error::ManagedConflict {
                     origin: origin.to_string(),
-                    key: key.to_string(),
+                    key,
                     message: format!(
                         "{} (from \"{}\") lies inside {}, which {} denies for reading (\"{}\")",
                         rule.path.display(),
@@ -778,10 +783,17 @@ mod tests {
         e.user("{}");
         e.opts.cli.allow_read = vec!["~/.ssh/config".into()];
         let msg = e.err();
-        assert!(msg.starts_with("--allow-read: --allow-read: "), "{msg}");
+        assert!(msg.starts_with("--allow-read: ~/.ssh/config: "), "{msg}");
         // An allowRead of a parent of the denied path is not inside it.
         e.opts.cli.allow_read = vec!["~".into()];
         e.load().unwrap();
+        e.opts.cli.allow_write = vec!["nowhere".into()];
+        let p = e.load().unwrap();
+        let want = format!(
+            "--allow-write: nowhere: {} does not exist; skipped",
+            e.opts.cwd.join("nowhere").display()
+        );
+        assert!(p.notes.contains(&want), "{:?}", p.notes);
     }
 
     #[test]

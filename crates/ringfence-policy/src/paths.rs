@@ -268,8 +268,9 @@ pub(crate) fn resolve_rules(
 ) -> Result<Vec<PathRule>, Error> {
     let mut rules = Vec::new();
     for (i, w) in written.iter().enumerate() {
-        let key = if written.len() == 1 && src.origin.starts_with("--") {
-            src.key.to_string()
+        // On the command line the option is the origin and the value itself is the key.
+        let key = if src.layer == Layer::CommandLine {
+            w.clone()
         } else {
             format!("{}[{i}]", src.key)
         };

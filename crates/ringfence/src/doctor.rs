@@ -11,50 +11,89 @@ pub fn main() -> Result<()> {
     println!("ringfence {}", env!("CARGO_PKG_VERSION"));
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!("kernel: Linux {}", release.trim());
-    println!("user: uid {} gid {}", ringfence_linux::sys::getuid(), ringfence_linux::sys::getgid());
+    println!(
+        "user: uid {} gid {}",
+        ringfence_linux::sys::getuid(),
+        ringfence_linux::sys::getgid()
+    );
     println!("features:");
     let mut required_ok = true;
     match probe::user_namespaces() {
-        Ok(()) => line(true, "user namespaces", "available (with mount, PID and network namespaces)"),
+        Ok(()) => line(
+            true,
+            "user namespaces",
+            "available (with mount, PID and network namespaces)",
+        ),
         Err(e) => {
             required_ok = false;
             line(false, "user namespaces", &format!("unavailable: {e}; ringfence cannot run here (check kernel.unprivileged_userns_clone / user.max_user_namespaces / AppArmor userns restrictions)"));
         }
     }
     match probe::mount_api() {
-        Ok(()) => line(true, "mount API (open_tree, move_mount, mount_setattr)", "available"),
+        Ok(()) => line(
+            true,
+            "mount API (open_tree, move_mount, mount_setattr)",
+            "available",
+        ),
         Err(e) => {
             required_ok = false;
             line(false, "mount API", &e);
         }
     }
     match probe::seccomp_actions() {
-        Some(a) => line(true, "seccomp filters", &format!("available (actions: {a})")),
+        Some(a) => line(
+            true,
+            "seccomp filters",
+            &format!("available (actions: {a})"),
+        ),
         None => {
             required_ok = false;
-            line(false, "seccomp filters", "unavailable; ringfence refuses to run without them");
+            line(
+                false,
+                "seccomp filters",
+                "unavailable; ringfence refuses to run without them",
+            );
         }
     }
     match probe::overlay_in_user_namespace() {
         Ok(()) => line(true, "overlayfs in a user namespace", "available"),
-        Err(e) => line(false, "overlayfs in a user namespace", &format!("unavailable: {e} (only needed for overlay mode)")),
+        Err(e) => line(
+            false,
+            "overlayfs in a user namespace",
+            &format!("unavailable: {e} (only needed for overlay mode)"),
+        ),
     }
     let cg = probe::cgroups();
     if cg.is_empty() {
         line(false, "cgroups", "none mounted");
     }
     for m in &cg {
-        let ctl = if m.controllers.is_empty() { "no controllers".to_string() } else { m.controllers.join(",") };
+        let ctl = if m.controllers.is_empty() {
+            "no controllers".to_string()
+        } else {
+            m.controllers.join(",")
+        };
         line(
             true,
             &format!("cgroup v{} at {}", m.version, m.path),
-            &format!("{ctl}; {}", if m.writable { "this user can create groups" } else { "not writable by this user" }),
+            &format!(
+                "{ctl}; {}",
+                if m.writable {
+                    "this user can create groups"
+                } else {
+                    "not writable by this user"
+                }
+            ),
         );
     }
-    println!("landlock: not used (mounts in a private mount namespace enforce the filesystem policy)");
+    println!(
+        "landlock: not used (mounts in a private mount namespace enforce the filesystem policy)"
+    );
     println!("what ringfence will do here:");
     if required_ok {
-        println!("  - run commands in new user, mount, PID, network, IPC, UTS and cgroup namespaces");
+        println!(
+            "  - run commands in new user, mount, PID, network, IPC, UTS and cgroup namespaces"
+        );
         println!("  - filesystem: read-only host tree, writable binds, hidden denied paths, protected files read-only");
         println!("  - network: none (empty network namespace with its own loopback)");
         println!("  - seccomp filter, no capabilities, no_new_privs");

@@ -206,7 +206,10 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
             "blocked"
         }
     )?;
-    writeln!(out, "network: none (an empty network namespace with its own loopback)")?;
+    writeln!(
+        out,
+        "network: none (an empty network namespace with its own loopback)"
+    )?;
     let l = &pol.limits;
     writeln!(
         out,

@@ -141,7 +141,10 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     // A protected symlink's target is protected too when it lies in a writable root.
     let targets: Vec<PathBuf> = protected
         .iter()
-        .filter(|p| p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()))
+        .filter(|p| {
+            p.symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+        })
         .filter_map(|p| std::fs::canonicalize(p).ok())
         .filter(|t| allow_write.iter().any(|w| t.starts_with(w)))
         .collect();

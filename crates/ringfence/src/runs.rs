@@ -72,7 +72,10 @@ impl Record {
             .open(&path)
             .map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    anyhow::anyhow!("--name {name}: a run with this name already exists ({})", path.display())
+                    anyhow::anyhow!(
+                        "--name {name}: a run with this name already exists ({})",
+                        path.display()
+                    )
                 } else {
                     anyhow::anyhow!("creating {}: {e}", path.display())
                 }

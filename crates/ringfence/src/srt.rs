@@ -58,7 +58,9 @@ pub fn main() -> Result<i32> {
     let argv = match (script, command.is_empty()) {
         (Some(s), _) => shell_argv(&s),
         (None, false) => command,
-        (None, true) => bail!("no command specified; use -c <command> or provide command arguments"),
+        (None, true) => {
+            bail!("no command specified; use -c <command> or provide command arguments")
+        }
     };
     run(RunRequest {
         sources,
