@@ -37,8 +37,8 @@ fn errno() -> i32 {
 /// Whether this user can create a user namespace (with mount, PID and network namespaces).
 pub fn user_namespaces() -> Result<(), String> {
     let flags = libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWNET;
-    // SAFETY: unshare with integer flags, in a throw-away child.
     let code = in_child(|| {
+        // SAFETY: unshare with integer flags, in a throw-away child.
         if unsafe { libc::unshare(flags) } < 0 {
             errno()
         } else {
