@@ -7,6 +7,7 @@
 
 pub mod caps;
 pub mod error;
+pub mod guard;
 pub mod limits;
 pub mod mounts;
 pub mod plan;

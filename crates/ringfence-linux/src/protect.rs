@@ -17,6 +17,8 @@ pub struct ProtectedNames<'a> {
 #[derive(Debug, Default)]
 pub struct Found {
     pub paths: Vec<PathBuf>,
+    /// Protected paths that do not exist yet (a core.hooksPath directory not yet created).
+    pub missing: Vec<PathBuf>,
     pub dirs_scanned: usize,
     pub entries_scanned: usize,
 }
@@ -56,8 +58,10 @@ pub fn scan(root: &Path, names: &ProtectedNames<'_>, found: &mut Found) -> Resul
                 continue;
             }
             if name == ".git" && ty.is_dir() {
-                if let Some(hooks) = hooks_path(&dir, &entry.path()) {
-                    found.paths.push(hooks);
+                match hooks_path(&dir, &entry.path()) {
+                    Some((hooks, true)) => found.paths.push(hooks),
+                    Some((hooks, false)) => found.missing.push(hooks),
+                    None => {}
                 }
             }
             if ty.is_dir() {
@@ -80,8 +84,8 @@ fn is_protected(parent: &OsStr, name: &OsStr, names: &ProtectedNames<'_>) -> boo
 }
 
 /// Reads `core.hooksPath` from a repository's config; returns the directory it names, resolved
-/// against the work tree, when it exists.
-fn hooks_path(worktree: &Path, git_dir: &Path) -> Option<PathBuf> {
+/// against the work tree, and whether it exists.
+fn hooks_path(worktree: &Path, git_dir: &Path) -> Option<(PathBuf, bool)> {
     let text = fs::read_to_string(git_dir.join("config")).ok()?;
     let value = core_hooks_path(&text)?;
     let p = if let Some(rest) = value.strip_prefix("~/") {
@@ -89,7 +93,8 @@ fn hooks_path(worktree: &Path, git_dir: &Path) -> Option<PathBuf> {
     } else {
         worktree.join(value)
     };
-    p.symlink_metadata().ok().map(|_| p)
+    let exists = p.symlink_metadata().is_ok();
+    Some((p, exists))
 }
 
 /// The value of `hooksPath` in the `[core]` section of a git config file.

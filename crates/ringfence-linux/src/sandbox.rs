@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::guard::{self, Guard, GuardRules};
 use crate::limits::{self, Resource};
 use crate::plan::MountPlan;
 use crate::{caps, mounts, reaper, seccomp, sys};
@@ -28,6 +29,8 @@ pub struct Spec {
     pub hostname: String,
     /// Which of stdin, stdout and stderr get the sandbox's own pseudo-terminal; all false: none.
     pub pty: [bool; 3],
+    /// Names that may not be created in the writable roots (see `guard`).
+    pub guard: Option<GuardRules>,
 }
 
 /// A started sandbox, seen from the supervisor.
@@ -38,6 +41,8 @@ pub struct Sandbox {
     pub channel: OwnedFd,
     /// Master side of the sandbox's pseudo-terminal, when one was asked for.
     pub pty_master: Option<OwnedFd>,
+    /// The creation guard's listener and agent channel.
+    pub guard: Option<Guard>,
 }
 
 pub(crate) const MSG_ERROR: u8 = b'E';
@@ -111,6 +116,7 @@ pub fn spawn(spec: &Spec, winsize: Option<libc::winsize>) -> Result<Sandbox> {
         pid,
         channel: ours,
         pty_master: None,
+        guard: None,
     };
     let result = write_id_maps(pid).and_then(|()| {
         let mut go = [0u8; 8];
@@ -126,8 +132,9 @@ pub fn spawn(spec: &Spec, winsize: Option<libc::winsize>) -> Result<Sandbox> {
         })
     });
     match result.and_then(|()| recv_ready(&sandbox.channel)) {
-        Ok(master) => Ok(Sandbox {
-            pty_master: master,
+        Ok((pty_master, guard)) => Ok(Sandbox {
+            pty_master,
+            guard,
             ..sandbox
         }),
         Err(e) => {
@@ -163,15 +170,32 @@ fn write_id_maps(pid: libc::pid_t) -> Result<()> {
     write("uid_map", format!("{in_uid} {uid} 1\n"))
 }
 
-/// Waits for PID 1 to report that setup is complete; returns the pty master if one was sent.
-fn recv_ready(channel: &OwnedFd) -> Result<Option<OwnedFd>> {
+/// Waits for PID 1 to report that setup is complete; returns the pty master and the creation
+/// guard when they were asked for.
+fn recv_ready(channel: &OwnedFd) -> Result<(Option<OwnedFd>, Option<Guard>)> {
     let mut buf = [0u8; 4096];
-    let (n, fd) = recv_with_fd(channel.as_raw_fd(), &mut buf).map_err(|source| Error::Syscall {
+    let (n, fds) = recv_fds(channel.as_raw_fd(), &mut buf).map_err(|source| Error::Syscall {
         step: "wait for sandbox setup",
         source,
     })?;
     match buf.first() {
-        Some(&MSG_READY) if n >= 1 => Ok(fd),
+        Some(&MSG_READY) if n >= 3 => {
+            let mut fds = fds.into_iter();
+            let master = if buf[1] == 1 { fds.next() } else { None };
+            let guard = if buf[2] == 1 {
+                match (fds.next(), fds.next()) {
+                    (Some(listener), Some(agent)) => Some(Guard::new(listener, agent)),
+                    _ => {
+                        return Err(Error::Setup(
+                            "the creation guard's descriptors did not arrive".into(),
+                        ))
+                    }
+                }
+            } else {
+                None
+            };
+            Ok((master, guard))
+        }
         Some(&MSG_ERROR) if n >= 1 => Err(Error::Setup(
             String::from_utf8_lossy(&buf[1..n]).into_owned(),
         )),
@@ -183,6 +207,17 @@ fn recv_ready(channel: &OwnedFd) -> Result<Option<OwnedFd>> {
 
 /// Receives one message and at most one descriptor passed with it.
 pub(crate) fn recv_with_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
+    let (n, fds) = recv_fds(fd, buf)?;
+    Ok((n, fds.into_iter().next()))
+}
+
+pub(crate) fn send_with_fd(fd: RawFd, buf: &[u8], pass: Option<RawFd>) -> io::Result<()> {
+    let fds: Vec<RawFd> = pass.into_iter().collect();
+    send_fds(fd, buf, &fds)
+}
+
+/// Receives one message and the descriptors passed with it (at most 8).
+pub(crate) fn recv_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     use std::os::fd::FromRawFd;
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
@@ -206,7 +241,7 @@ pub(crate) fn recv_with_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Opti
             return Err(e);
         }
     };
-    let mut received = None;
+    let mut received = Vec::new();
     // SAFETY: msg was filled by recvmsg; the CMSG macros walk within msg_controllen.
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
@@ -217,10 +252,7 @@ pub(crate) fn recv_with_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Opti
                     / std::mem::size_of::<libc::c_int>();
                 for i in 0..count {
                     let raw = std::ptr::read_unaligned(data.add(i));
-                    let owned = OwnedFd::from_raw_fd(raw);
-                    if received.is_none() {
-                        received = Some(owned);
-                    }
+                    received.push(OwnedFd::from_raw_fd(raw));
                 }
             }
             c = libc::CMSG_NXTHDR(&msg, c);
@@ -229,7 +261,11 @@ pub(crate) fn recv_with_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Opti
     Ok((n, received))
 }
 
-pub(crate) fn send_with_fd(fd: RawFd, buf: &[u8], pass: Option<RawFd>) -> io::Result<()> {
+/// Sends one message with the given descriptors (at most 8).
+pub(crate) fn send_fds(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<()> {
+    if pass.len() > 8 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
@@ -239,17 +275,21 @@ pub(crate) fn send_with_fd(fd: RawFd, buf: &[u8], pass: Option<RawFd>) -> io::Re
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    if let Some(pass) = pass {
+    if !pass.is_empty() {
+        let bytes = std::mem::size_of_val(pass) as u32;
         msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
         // SAFETY: CMSG_SPACE is a pure size computation.
-        msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
-        // SAFETY: the control buffer is large enough for one cmsg carrying one int.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(bytes) } as usize;
+        // SAFETY: the control buffer (64 bytes) holds one cmsg carrying up to 8 ints.
         unsafe {
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;
             (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
-            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut libc::c_int, pass);
+            (*c).cmsg_len = libc::CMSG_LEN(bytes) as usize;
+            let data = libc::CMSG_DATA(c) as *mut libc::c_int;
+            for (i, &f) in pass.iter().enumerate() {
+                std::ptr::write_unaligned(data.add(i), f);
+            }
         }
     }
     // SAFETY: msg points to valid buffers that outlive the call.
@@ -272,6 +312,47 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
             unsafe { libc::_exit(125) }
         }
     }
+}
+
+/// Forks the guard's agent (which stays outside the guard filter), then installs the guard
+/// filter on PID 1 so that the command inherits it. Returns the listener and the supervisor's
+/// end of the agent channel.
+fn start_guard(
+    rules: &GuardRules,
+    channel: RawFd,
+    (sup_end, agent_end): (OwnedFd, OwnedFd),
+) -> Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: PID 1 is single-threaded; the child runs the agent loop and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::Syscall {
+            step: "fork the creation guard's agent",
+            source: io::Error::last_os_error(),
+        });
+    }
+    if pid == 0 {
+        // The agent keeps only its channel; stdio goes to /dev/null.
+        // SAFETY: closing the supervisor channel in the child; the parent keeps its copy.
+        unsafe { libc::close(channel) };
+        drop(sup_end);
+        // SAFETY: a constant path; the fd is checked.
+        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if null >= 0 {
+            for t in 0..3 {
+                let _ = sys::dup2(null, t);
+            }
+        }
+        let keep = agent_end.as_raw_fd();
+        let _ = sys::dup2(keep, 3);
+        let _ = sys::close_from(4);
+        // SAFETY: fd 3 is now the agent's channel and owned only here.
+        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) };
+        std::mem::forget(agent_end);
+        guard::agent(rules, sock);
+    }
+    drop(agent_end);
+    let listener = seccomp::install_with_listener(&seccomp::build_guard())?;
+    Ok((listener, sup_end))
 }
 
 pub(crate) struct Ready {
@@ -347,16 +428,34 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
         step: "PR_SET_PDEATHSIG",
         source,
     })?;
+    // The agent's channel is a SEQPACKET pair, which the main filter refuses to create.
+    let guard_pair = match &spec.guard {
+        Some(_) => Some(sys::seqpacket_pair().map_err(|source| Error::Syscall {
+            step: "socketpair for the creation guard",
+            source,
+        })?),
+        None => None,
+    };
     seccomp::install(&spec.seccomp)?;
-    send_with_fd(
-        channel,
-        &[MSG_READY],
-        master.as_ref().map(|m| m.as_raw_fd()),
-    )
-    .map_err(|source| Error::Syscall {
+    let mut pass: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
+    let guard_fds = match (&spec.guard, guard_pair) {
+        (Some(rules), Some(pair)) => Some(start_guard(rules, channel, pair)?),
+        _ => None,
+    };
+    if let Some((listener, agent)) = &guard_fds {
+        pass.push(listener.as_raw_fd());
+        pass.push(agent.as_raw_fd());
+    }
+    let msg = [
+        MSG_READY,
+        u8::from(master.is_some()),
+        u8::from(guard_fds.is_some()),
+    ];
+    send_fds(channel, &msg, &pass).map_err(|source| Error::Syscall {
         step: "report ready",
         source,
     })?;
     drop(master);
+    drop(guard_fds);
     Ok(Ready { pty_slave })
 }

@@ -253,6 +253,92 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
     a.finish()
 }
 
+/// Syscalls that create a name in the filesystem, sent to the supervisor's creation guard.
+/// `open`/`openat` only when O_CREAT is set; `openat2` hides its flags in memory the filter
+/// cannot read, so it answers ENOSYS and libc falls back to `openat`.
+#[cfg(target_arch = "x86_64")]
+const CREATING: &[c_long] = &[
+    libc::SYS_mkdir,
+    libc::SYS_mkdirat,
+    libc::SYS_mknod,
+    libc::SYS_mknodat,
+    libc::SYS_symlink,
+    libc::SYS_symlinkat,
+    libc::SYS_link,
+    libc::SYS_linkat,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_creat,
+];
+#[cfg(target_arch = "aarch64")]
+const CREATING: &[c_long] = &[
+    libc::SYS_mkdirat,
+    libc::SYS_mknodat,
+    libc::SYS_symlinkat,
+    libc::SYS_linkat,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+];
+
+/// The creation guard's filter: every syscall that could create a protected name goes to the
+/// user-notification listener; everything else is allowed (the main filter still applies).
+pub fn build_guard() -> Vec<sock_filter> {
+    let notify = libc::SECCOMP_RET_USER_NOTIF;
+    let mut a = Assembler::default();
+    a.load(OFFSET_ARCH);
+    a.ret_unless(JEQ_K, arch::AUDIT_ARCH, RET_KILL_PROCESS);
+    a.load(OFFSET_NR);
+    a.ret_if(JEQ_K, nr(libc::SYS_openat2), ret_errno(libc::ENOSYS));
+    for &syscall in CREATING {
+        a.ret_if(JEQ_K, nr(syscall), notify);
+    }
+    a.on_syscall(libc::SYS_openat, |a| {
+        a.load(arg_low(2));
+        a.ret_if(JSET_K, libc::O_CREAT as u32, notify);
+        a.ret(RET_ALLOW);
+    });
+    #[cfg(target_arch = "x86_64")]
+    a.on_syscall(libc::SYS_open, |a| {
+        a.load(arg_low(1));
+        a.ret_if(JSET_K, libc::O_CREAT as u32, notify);
+        a.ret(RET_ALLOW);
+    });
+    a.ret(RET_ALLOW);
+    a.finish()
+}
+
+/// Installs `prog` with a user-notification listener and returns the listener.
+pub fn install_with_listener(prog: &[sock_filter]) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let len = u16::try_from(prog.len()).map_err(|_| Error::Seccomp {
+        step: "filter length",
+        source: io::Error::from_raw_os_error(libc::E2BIG),
+    })?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: prog.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points to `len` initialized instructions that outlive the call; the
+    // kernel copies the program and returns a new descriptor, checked before it is owned.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if rc < 0 {
+        return Err(Error::Seccomp {
+            step: "install creation guard (user notification)",
+            source: io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: rc is a fresh listener descriptor owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(rc as i32) })
+}
+
 /// Sets no_new_privs (which lets an unprivileged process install a filter, and keeps setuid
 /// binaries from gaining privileges the filter was not written for), then installs `prog` for
 /// the calling thread and every process it starts from now on.

@@ -110,7 +110,7 @@ fn set_nonblocking(fd: RawFd) {
 }
 
 /// Runs until the command ends; returns its outcome. The sandbox is gone when this returns.
-pub fn wait(sandbox: Sandbox, wall: Option<Duration>) -> Outcome {
+pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> Outcome {
     let (sig_read, sig_write) = match sys::pipe() {
         Ok(p) => p,
         Err(_) => return kill_and_reap(&sandbox, Outcome::Lost),
@@ -126,6 +126,8 @@ pub fn wait(sandbox: Sandbox, wall: Option<Duration>) -> Outcome {
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
+    let mut guard = sandbox.guard.take();
+    let mut agent_open = true;
     let master: Option<&OwnedFd> = sandbox.pty_master.as_ref();
     let _raw = match master {
         Some(_) if is_tty(0) => RawMode::enter(0),
@@ -151,6 +153,20 @@ pub fn wait(sandbox: Sandbox, wall: Option<Duration>) -> Outcome {
                 revents: 0,
             },
         ];
+        let guard_at = fds.len();
+        if let Some(g) = &guard {
+            fds.push(libc::pollfd {
+                fd: g.listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            fds.push(libc::pollfd {
+                fd: if agent_open { g.agent.as_raw_fd() } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let io_at = fds.len();
         if let (Some(m), true) = (master, master_open) {
             fds.push(libc::pollfd {
                 fd: m.as_raw_fd(),
@@ -183,7 +199,21 @@ pub fn wait(sandbox: Sandbox, wall: Option<Duration>) -> Outcome {
             }
             break kill_and_reap(&sandbox, Outcome::Lost);
         }
-        for pfd in &fds[2..] {
+        if let Some(g) = guard.as_mut() {
+            if fds[guard_at + 1].revents != 0 {
+                agent_open = g.on_agent_reply();
+            }
+            if fds[guard_at].revents & libc::POLLIN != 0 {
+                g.on_notification();
+            }
+        }
+        if guard.is_some()
+            && fds[guard_at].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+        {
+            // Nothing in the sandbox holds the guard filter any more.
+            guard = None;
+        }
+        for pfd in &fds[io_at..] {
             if pfd.revents == 0 {
                 continue;
             }

@@ -239,6 +239,20 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
         p.scan.entries,
         p.scan.micros / 1000
     )?;
+    match &p.guard {
+        Some(g) => writeln!(
+            out,
+            "creation guard: on ({} names, {} nested names, {} paths not yet created) in {} writable roots",
+            g.names.len(),
+            g.nested.len(),
+            g.paths.len(),
+            g.roots.len()
+        )?,
+        None => writeln!(out, "creation guard: off (nothing is writable but private scratch)")?,
+    }
+    for n in &p.not_yet {
+        writeln!(out, "  may not be created: {}", n.display())?;
+    }
     writeln!(out, "mount plan:")?;
     write!(out, "{}", p.plan)?;
     for n in &pol.notes {
@@ -288,6 +302,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
         limits: prepared.limits,
         hostname: "ringfence".into(),
         pty,
+        guard: prepared.guard,
     };
     let winsize = if pty[0] {
         supervise::host_winsize()

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use ringfence_linux::guard::GuardRules;
 use ringfence_linux::limits::Resource;
-use ringfence_linux::plan::{self, Kind, MountPlan, PlanInput};
+use ringfence_linux::plan::{self, Kind, MountPlan, PlanInput, Step};
 use ringfence_linux::protect::{self, ProtectedNames};
 use ringfence_linux::seccomp;
 use ringfence_policy::{CliRules, LoadOptions, Policy};
@@ -35,6 +36,9 @@ pub struct Prepared {
     pub limits: Vec<(Resource, u64)>,
     pub env_removed: Vec<String>,
     pub env: Vec<CString>,
+    pub guard: Option<GuardRules>,
+    /// Protected paths that do not exist yet (kept from being created by the guard).
+    pub not_yet: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -128,14 +132,21 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         micros: started.elapsed().as_micros(),
     };
     let mut protected = found.paths;
+    let mut not_yet: Vec<PathBuf> = found.missing;
     // ringfence's and srt's own settings files are protected wherever they are.
     for p in [
         home.join(".config/ringfence"),
         home.join(".srt-settings.json"),
         PathBuf::from("/etc/ringfence"),
+        crate::runs::state_dir()?,
     ] {
-        if p.symlink_metadata().is_ok() && allow_write.iter().any(|w| p.starts_with(w)) {
+        if !allow_write.iter().any(|w| p.starts_with(w)) {
+            continue;
+        }
+        if p.symlink_metadata().is_ok() {
             protected.push(p);
+        } else {
+            not_yet.push(p);
         }
     }
     // A protected symlink's target is protected too when it lies in a writable root.
@@ -161,6 +172,36 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         tmp_size: policy.limits.tmp_size,
     };
     let plan = plan::build(&input, &kind).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    // Names that do not exist yet are kept from being created by the creation guard.
+    for d in &input.deny_write {
+        if d.symlink_metadata().is_err() {
+            not_yet.push(d.clone());
+        }
+    }
+    let writable_roots: Vec<PathBuf> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Writable { path } => Some(path.clone()),
+            Step::Reopen {
+                path,
+                writable: true,
+                ..
+            } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    let guard = (!writable_roots.is_empty()).then(|| GuardRules {
+        names: names.iter().map(|s| s.to_string()).collect(),
+        nested: nested
+            .iter()
+            .map(|(p, n)| (p.to_string(), n.to_string()))
+            .collect(),
+        parents: vec![".git".into(), ".claude".into()],
+        paths: not_yet.clone(),
+        roots: writable_roots,
+    });
 
     let seccomp = seccomp::build(&seccomp::FilterOptions {
         allow_unix_sockets: policy.allow_all_unix_sockets,
@@ -206,5 +247,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         limits,
         env_removed,
         env,
+        guard,
+        not_yet,
     })
 }

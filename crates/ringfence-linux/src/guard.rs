@@ -1,0 +1,750 @@
+//! The creation guard: protected names that do not exist yet cannot be created, at any depth of
+//! a writable root, and nothing is created in the user's tree to reserve them.
+//!
+//! Every syscall that creates a name (open with O_CREAT, mkdir, mknod, symlink, link, rename)
+//! stops on a seccomp user notification. The supervisor copies the path strings out of the
+//! caller's memory once and hands them, with the caller's directory descriptors, to the agent: a
+//! process inside the sandbox (its mounts, root, uid, no capabilities) that is not itself under
+//! the guard. The agent resolves the parent directory, checks the final name against the rules,
+//! and performs the operation itself on the strings it was given; an opened file is injected into
+//! the caller (SECCOMP_IOCTL_NOTIF_ADDFD). The caller's syscall is never simply continued, so a
+//! second thread rewriting the path after the check changes nothing.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsStr};
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::sandbox::{recv_fds, send_fds};
+
+/// What may not be created inside the writable roots.
+#[derive(Clone, Debug, Default)]
+pub struct GuardRules {
+    /// Final names that may never be created (files and directories alike).
+    pub names: Vec<String>,
+    /// (parent name, name) pairs, e.g. (".git", "hooks").
+    pub nested: Vec<(String, String)>,
+    /// Names that may be created as directories but not as files or symlinks, nor by renaming
+    /// something to them (`.git`, `.claude`): a `.git` file or symlink could point git at hooks.
+    pub parents: Vec<String>,
+    /// Absolute paths (and everything under them) that may not be created: missing hook
+    /// directories named by core.hooksPath, denyWrite paths that do not exist yet.
+    pub paths: Vec<PathBuf>,
+    /// The writable roots; outside them nothing is writable anyway (or it is private scratch).
+    pub roots: Vec<PathBuf>,
+}
+
+const OP_OPEN: u8 = 1;
+const OP_MKDIR: u8 = 2;
+const OP_MKNOD: u8 = 3;
+const OP_SYMLINK: u8 = 4;
+const OP_LINK: u8 = 5;
+const OP_RENAME: u8 = 6;
+
+/// One request from the supervisor to the agent.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Request {
+    id: u64,
+    op: u8,
+    flags: i32,
+    mode: u32,
+    umask: u32,
+    dev: u64,
+    path1: Vec<u8>,
+    path2: Vec<u8>,
+}
+
+impl Request {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(37 + self.path1.len() + self.path2.len());
+        v.extend_from_slice(&self.id.to_ne_bytes());
+        v.push(self.op);
+        v.extend_from_slice(&self.flags.to_ne_bytes());
+        v.extend_from_slice(&self.mode.to_ne_bytes());
+        v.extend_from_slice(&self.umask.to_ne_bytes());
+        v.extend_from_slice(&self.dev.to_ne_bytes());
+        v.extend_from_slice(&(self.path1.len() as u32).to_ne_bytes());
+        v.extend_from_slice(&self.path1);
+        v.extend_from_slice(&self.path2);
+        v
+    }
+
+    fn decode(b: &[u8]) -> Option<Request> {
+        let u32_at = |i: usize| Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?));
+        let u64_at = |i: usize| Some(u64::from_ne_bytes(b.get(i..i + 8)?.try_into().ok()?));
+        let len1 = u32_at(29)? as usize;
+        let rest = b.get(33..)?;
+        Some(Request {
+            id: u64_at(0)?,
+            op: *b.get(8)?,
+            flags: u32_at(9)? as i32,
+            mode: u32_at(13)?,
+            umask: u32_at(17)?,
+            dev: u64_at(21)?,
+            path1: rest.get(..len1)?.to_vec(),
+            path2: rest.get(len1..)?.to_vec(),
+        })
+    }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
+}
+
+fn cstr(b: &[u8]) -> Result<CString, i32> {
+    CString::new(b).map_err(|_| libc::EINVAL)
+}
+
+/// The agent's answer: `result` >= 0 on success, -errno on failure.
+fn reply(sock: RawFd, id: u64, result: i64, fd: Option<&OwnedFd>) {
+    let mut msg = id.to_ne_bytes().to_vec();
+    msg.extend_from_slice(&result.to_ne_bytes());
+    let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
+    let _ = send_fds(sock, &msg, &fds);
+}
+
+impl GuardRules {
+    fn under_root(&self, p: &Path) -> bool {
+        self.roots.iter().any(|r| p.starts_with(r))
+    }
+
+    /// Whether creating `name` in the directory `parent` (its path in the sandbox) is refused.
+    /// `as_dir`: the new entry is a directory made by mkdir.
+    fn refuses(&self, parent: &Path, name: &[u8], as_dir: bool) -> bool {
+        let full = parent.join(OsStr::from_bytes(name));
+        if !self.under_root(&full) {
+            return false;
+        }
+        let Ok(name) = std::str::from_utf8(name) else {
+            return false;
+        };
+        if self.names.iter().any(|n| n == name) {
+            return true;
+        }
+        let parent_name = parent
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if self
+            .nested
+            .iter()
+            .any(|(p, n)| p == parent_name && n == name)
+        {
+            return true;
+        }
+        if !as_dir && self.parents.iter().any(|p| p == name) {
+            return true;
+        }
+        self.paths.iter().any(|p| full.starts_with(p))
+    }
+}
+
+/// The parent directory of `path` (relative to `dir`), opened, with its path and the final name.
+fn resolve_parent(dir: RawFd, path: &[u8]) -> Result<(OwnedFd, PathBuf, Vec<u8>), i32> {
+    let mut p = path;
+    while p.len() > 1 && p.ends_with(b"/") {
+        p = &p[..p.len() - 1];
+    }
+    let (parent, name): (&[u8], &[u8]) = match p.iter().rposition(|&b| b == b'/') {
+        Some(0) => (b"/", &p[1..]),
+        Some(i) => (&p[..i], &p[i + 1..]),
+        None => (b".", p),
+    };
+    if name.is_empty() || name == b"." || name == b".." {
+        return Err(libc::EEXIST);
+    }
+    let c = cstr(parent)?;
+    // SAFETY: c is a valid string; the fd is checked before it is owned.
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: fd is fresh and owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let where_ =
+        fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|_| libc::EIO)?;
+    Ok((fd, where_, name.to_vec()))
+}
+
+/// Symlink target of `name` in `dir`, or None when it is not a symlink (or does not exist).
+fn symlink_target(dir: RawFd, name: &CString) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: buf is a valid writable buffer of the given length.
+    let n = unsafe {
+        libc::readlinkat(
+            dir,
+            name.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+fn is_fifo(dir: RawFd, name: &CString) -> bool {
+    // SAFETY: stat is plain data filled by fstatat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: name is a valid string and st a valid stat buffer.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
+}
+
+struct Agent<'a> {
+    rules: &'a GuardRules,
+    sock: RawFd,
+}
+
+impl Agent<'_> {
+    fn serve(&self, req: &Request, dir1: RawFd, dir2: RawFd) {
+        // SAFETY: umask only changes this process's file creation mask.
+        unsafe { libc::umask(req.umask as libc::mode_t) };
+        let r = match req.op {
+            OP_OPEN => return self.open(req, dir1),
+            OP_MKDIR => self.simple(dir1, &req.path1, true, |d, n| {
+                // SAFETY: n is a valid string; d a directory fd.
+                unsafe { libc::mkdirat(d, n.as_ptr(), req.mode as libc::mode_t) }
+            }),
+            OP_MKNOD => self.simple(dir1, &req.path1, false, |d, n| {
+                // SAFETY: n is a valid string; d a directory fd.
+                unsafe { libc::mknodat(d, n.as_ptr(), req.mode as libc::mode_t, req.dev) }
+            }),
+            OP_SYMLINK => match cstr(&req.path1) {
+                Ok(target) => self.simple(dir2, &req.path2, false, |d, n| {
+                    // SAFETY: target and n are valid strings; d a directory fd.
+                    unsafe { libc::symlinkat(target.as_ptr(), d, n.as_ptr()) }
+                }),
+                Err(e) => Err(e),
+            },
+            OP_LINK => match cstr(&req.path1) {
+                Ok(old) => self.simple(dir2, &req.path2, false, |d, n| {
+                    // SAFETY: old and n are valid strings; dir1 and d are directory fds.
+                    unsafe { libc::linkat(dir1, old.as_ptr(), d, n.as_ptr(), req.flags) }
+                }),
+                Err(e) => Err(e),
+            },
+            OP_RENAME => self.rename(req, dir1, dir2),
+            _ => Err(libc::ENOSYS),
+        };
+        reply(
+            self.sock,
+            req.id,
+            r.map_or_else(|e| -(e as i64), |v| v as i64),
+            None,
+        );
+    }
+
+    fn simple(
+        &self,
+        dir: RawFd,
+        path: &[u8],
+        as_dir: bool,
+        f: impl FnOnce(RawFd, &CString) -> libc::c_int,
+    ) -> Result<i32, i32> {
+        let (parent, where_, name) = resolve_parent(dir, path)?;
+        if self.rules.refuses(&where_, &name, as_dir) {
+            return Err(libc::EACCES);
+        }
+        let n = cstr(&name)?;
+        if f(parent.as_raw_fd(), &n) < 0 {
+            return Err(errno());
+        }
+        Ok(0)
+    }
+
+    fn rename(&self, req: &Request, dir1: RawFd, dir2: RawFd) -> Result<i32, i32> {
+        let (old_parent, old_where, old_name) = resolve_parent(dir1, &req.path1)?;
+        let (new_parent, new_where, new_name) = resolve_parent(dir2, &req.path2)?;
+        // Neither a protected name, nor a name that would make one appear (a directory renamed
+        // to `.git` with a `hooks` inside), may be the target; with RENAME_EXCHANGE both are.
+        if self.rules.refuses(&new_where, &new_name, false)
+            || self.rules.refuses(&old_where, &old_name, false)
+        {
+            return Err(libc::EACCES);
+        }
+        let (o, n) = (cstr(&old_name)?, cstr(&new_name)?);
+        // SAFETY: both names are valid strings and both parents directory fds.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_renameat2,
+                old_parent.as_raw_fd(),
+                o.as_ptr(),
+                new_parent.as_raw_fd(),
+                n.as_ptr(),
+                req.flags as libc::c_uint,
+            )
+        };
+        if r < 0 {
+            return Err(errno());
+        }
+        Ok(0)
+    }
+
+    fn open(&self, req: &Request, dir: RawFd) {
+        let result = self.open_inner(req, dir);
+        match result {
+            Ok(Some(fd)) => reply(self.sock, req.id, 0, Some(&fd)),
+            Ok(None) => {} // answered by a child
+            Err(e) => reply(self.sock, req.id, -(e as i64), None),
+        }
+    }
+
+    fn open_inner(&self, req: &Request, dir: RawFd) -> Result<Option<OwnedFd>, i32> {
+        let mut path = req.path1.clone();
+        let mut base: Option<OwnedFd> = None;
+        // Follow a final symlink ourselves (as open would without O_EXCL), so that the name that
+        // is checked is the name that gets created.
+        for _ in 0..40 {
+            let start = base.as_ref().map_or(dir, |b| b.as_raw_fd());
+            let (parent, where_, name) = resolve_parent(start, &path)?;
+            if self.rules.refuses(&where_, &name, false) {
+                return Err(libc::EACCES);
+            }
+            let n = cstr(&name)?;
+            let excl = req.flags & libc::O_EXCL != 0;
+            let nofollow = req.flags & libc::O_NOFOLLOW != 0;
+            if !excl && !nofollow {
+                if let Some(target) = symlink_target(parent.as_raw_fd(), &n) {
+                    path = target;
+                    base = Some(parent);
+                    continue;
+                }
+            }
+            let flags = (req.flags | libc::O_NOFOLLOW) & !libc::O_CLOEXEC | libc::O_CLOEXEC;
+            if req.flags & libc::O_NONBLOCK == 0 && is_fifo(parent.as_raw_fd(), &n) {
+                // Opening a FIFO blocks until the other end opens: do it in a child so that
+                // the agent keeps serving.
+                // SAFETY: the agent is single-threaded; the child only opens, replies and exits.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    // SAFETY: n is a valid string, parent a directory fd.
+                    let fd =
+                        unsafe { libc::openat(parent.as_raw_fd(), n.as_ptr(), flags, req.mode) };
+                    if fd < 0 {
+                        reply(self.sock, req.id, -(errno() as i64), None);
+                    } else {
+                        // SAFETY: fd is fresh and owned by nobody else.
+                        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                        reply(self.sock, req.id, 0, Some(&fd));
+                    }
+                    // SAFETY: _exit ends the child.
+                    unsafe { libc::_exit(0) }
+                }
+                if pid < 0 {
+                    return Err(errno());
+                }
+                return Ok(None);
+            }
+            // SAFETY: n is a valid string, parent a directory fd.
+            let fd = unsafe { libc::openat(parent.as_raw_fd(), n.as_ptr(), flags, req.mode) };
+            if fd < 0 {
+                return Err(errno());
+            }
+            // SAFETY: fd is fresh and owned by nobody else.
+            return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+        }
+        Err(libc::ELOOP)
+    }
+}
+
+/// The agent's main loop (inside the sandbox, after capabilities are dropped, before the guard
+/// filter is installed). Returns when the supervisor goes away.
+pub fn agent(rules: &GuardRules, sock: OwnedFd) -> ! {
+    // Nothing in the sandbox may read or write this process's memory or descriptors.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    // SAFETY: SIGCHLD ignored: FIFO helper children are reaped automatically.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+    let agent = Agent {
+        rules,
+        sock: sock.as_raw_fd(),
+    };
+    let mut buf = vec![0u8; 2 * libc::PATH_MAX as usize + 64];
+    loop {
+        let (n, fds) = match recv_fds(sock.as_raw_fd(), &mut buf) {
+            Ok((0, _)) | Err(_) => break,
+            Ok(v) => v,
+        };
+        let Some(req) = Request::decode(&buf[..n]) else {
+            continue;
+        };
+        let d1 = fds.first().map_or(libc::AT_FDCWD, |f| f.as_raw_fd());
+        let d2 = fds.get(1).map_or(d1, |f| f.as_raw_fd());
+        agent.serve(&req, d1, d2);
+    }
+    // SAFETY: _exit ends the agent.
+    unsafe { libc::_exit(0) }
+}
+
+/// The supervisor's side of the guard.
+pub struct Guard {
+    pub listener: OwnedFd,
+    pub agent: OwnedFd,
+    /// Notifications handed to the agent, with the fd flags an opened file gets in the caller.
+    pending: HashMap<u64, u32>,
+}
+
+/// Copies a NUL-terminated string out of another process's memory.
+fn read_string(mem: &fs::File, addr: u64) -> Result<Vec<u8>, i32> {
+    if addr == 0 {
+        return Err(libc::EFAULT);
+    }
+    let mut out = Vec::new();
+    let mut at = addr;
+    let mut chunk = [0u8; 256];
+    while out.len() < libc::PATH_MAX as usize {
+        // Never read across a page boundary in one go: the next page may be unmapped.
+        let to_page_end = 4096 - (at % 4096) as usize;
+        let want = chunk.len().min(to_page_end);
+        let n = mem
+            .read_at(&mut chunk[..want], at)
+            .map_err(|_| libc::EFAULT)?;
+        if n == 0 {
+            return Err(libc::EFAULT);
+        }
+        if let Some(z) = chunk[..n].iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..z]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&chunk[..n]);
+        at += n as u64;
+    }
+    Err(libc::ENAMETOOLONG)
+}
+
+fn open_dir_of(pid: u32, dirfd: i32) -> Result<OwnedFd, i32> {
+    let p = if dirfd == libc::AT_FDCWD {
+        format!("/proc/{pid}/cwd")
+    } else {
+        format!("/proc/{pid}/fd/{dirfd}")
+    };
+    let c = cstr(p.as_bytes())?;
+    // SAFETY: c is a valid string; the fd is checked before it is owned.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        let e = errno();
+        return Err(if e == libc::ENOENT { libc::EBADF } else { e });
+    }
+    // SAFETY: fd is fresh and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn umask_of(pid: u32) -> u32 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+impl Guard {
+    pub fn new(listener: OwnedFd, agent: OwnedFd) -> Guard {
+        Guard {
+            listener,
+            agent,
+            pending: HashMap::new(),
+        }
+    }
+
+    fn id_valid(&self, id: u64) -> bool {
+        // SAFETY: the ioctl reads a u64 id.
+        unsafe {
+            libc::ioctl(
+                self.listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+                &id,
+            ) == 0
+        }
+    }
+
+    fn respond(&self, id: u64, result: i64) {
+        let resp = libc::seccomp_notif_resp {
+            id,
+            val: if result >= 0 { result } else { 0 },
+            error: if result >= 0 { 0 } else { result as i32 },
+            flags: 0,
+        };
+        // SAFETY: resp is a valid seccomp_notif_resp; failure means the caller is gone.
+        unsafe {
+            libc::ioctl(
+                self.listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND,
+                &resp,
+            )
+        };
+    }
+
+    /// Takes one notification from the kernel and passes it on to the agent (or answers it).
+    pub fn on_notification(&mut self) {
+        // SAFETY: seccomp_notif is plain data; the kernel requires it zeroed.
+        let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: n is a valid buffer for SECCOMP_IOCTL_NOTIF_RECV.
+        if unsafe {
+            libc::ioctl(
+                self.listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_RECV,
+                &mut n,
+            )
+        } < 0
+        {
+            return;
+        }
+        match self.build(&n) {
+            Ok((req, fds)) => {
+                let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+                if !self.id_valid(n.id) {
+                    return;
+                }
+                if send_fds(self.agent.as_raw_fd(), &req.encode(), &raw).is_err() {
+                    // No agent: nothing gets created.
+                    self.respond(n.id, -(libc::EACCES as i64));
+                    return;
+                }
+                let cloexec = if req.op == OP_OPEN && req.flags & libc::O_CLOEXEC != 0 {
+                    libc::O_CLOEXEC as u32
+                } else {
+                    0
+                };
+                self.pending.insert(n.id, cloexec);
+            }
+            Err(e) => self.respond(n.id, -(e as i64)),
+        }
+    }
+
+    fn build(&self, n: &libc::seccomp_notif) -> Result<(Request, Vec<OwnedFd>), i32> {
+        let pid = n.pid;
+        let a = n.data.args;
+        let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(|_| libc::EPERM)?;
+        let s = |addr: u64| read_string(&mem, addr);
+        let fd = |v: u64| v as u32 as i32;
+        let nr = n.data.nr as libc::c_long;
+        let mut req = Request {
+            id: n.id,
+            umask: umask_of(pid),
+            ..Request::default()
+        };
+        let dirs: Vec<i32>;
+        #[cfg(target_arch = "x86_64")]
+        let legacy = true;
+        #[cfg(not(target_arch = "x86_64"))]
+        let legacy = false;
+        match nr {
+            libc::SYS_openat => {
+                req.op = OP_OPEN;
+                req.path1 = s(a[1])?;
+                req.flags = a[2] as i32;
+                req.mode = a[3] as u32;
+                dirs = vec![fd(a[0])];
+            }
+            libc::SYS_mkdirat => {
+                req.op = OP_MKDIR;
+                req.path1 = s(a[1])?;
+                req.mode = a[2] as u32;
+                dirs = vec![fd(a[0])];
+            }
+            libc::SYS_mknodat => {
+                req.op = OP_MKNOD;
+                req.path1 = s(a[1])?;
+                req.mode = a[2] as u32;
+                req.dev = a[3];
+                dirs = vec![fd(a[0])];
+            }
+            libc::SYS_symlinkat => {
+                req.op = OP_SYMLINK;
+                req.path1 = s(a[0])?;
+                req.path2 = s(a[2])?;
+                dirs = vec![libc::AT_FDCWD, fd(a[1])];
+            }
+            libc::SYS_linkat => {
+                req.op = OP_LINK;
+                req.path1 = s(a[1])?;
+                req.path2 = s(a[3])?;
+                req.flags = a[4] as i32;
+                dirs = vec![fd(a[0]), fd(a[2])];
+            }
+            libc::SYS_renameat | libc::SYS_renameat2 => {
+                req.op = OP_RENAME;
+                req.path1 = s(a[1])?;
+                req.path2 = s(a[3])?;
+                req.flags = if nr == libc::SYS_renameat2 {
+                    a[4] as i32
+                } else {
+                    0
+                };
+                dirs = vec![fd(a[0]), fd(a[2])];
+            }
+            _ if legacy => {
+                #[cfg(target_arch = "x86_64")]
+                match nr {
+                    libc::SYS_open => {
+                        req.op = OP_OPEN;
+                        req.path1 = s(a[0])?;
+                        req.flags = a[1] as i32;
+                        req.mode = a[2] as u32;
+                    }
+                    libc::SYS_creat => {
+                        req.op = OP_OPEN;
+                        req.path1 = s(a[0])?;
+                        req.flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
+                        req.mode = a[1] as u32;
+                    }
+                    libc::SYS_mkdir => {
+                        req.op = OP_MKDIR;
+                        req.path1 = s(a[0])?;
+                        req.mode = a[1] as u32;
+                    }
+                    libc::SYS_mknod => {
+                        req.op = OP_MKNOD;
+                        req.path1 = s(a[0])?;
+                        req.mode = a[1] as u32;
+                        req.dev = a[2];
+                    }
+                    libc::SYS_symlink => {
+                        req.op = OP_SYMLINK;
+                        req.path1 = s(a[0])?;
+                        req.path2 = s(a[1])?;
+                    }
+                    libc::SYS_link => {
+                        req.op = OP_LINK;
+                        req.path1 = s(a[0])?;
+                        req.path2 = s(a[1])?;
+                    }
+                    libc::SYS_rename => {
+                        req.op = OP_RENAME;
+                        req.path1 = s(a[0])?;
+                        req.path2 = s(a[1])?;
+                    }
+                    _ => return Err(libc::ENOSYS),
+                }
+                dirs = vec![libc::AT_FDCWD, libc::AT_FDCWD];
+            }
+            _ => return Err(libc::ENOSYS),
+        }
+        let mut fds = Vec::with_capacity(2);
+        for d in dirs {
+            fds.push(open_dir_of(pid, d)?);
+        }
+        Ok((req, fds))
+    }
+
+    /// Takes the agent's answer and completes the caller's syscall with it.
+    /// Returns false when the agent is gone.
+    pub fn on_agent_reply(&mut self) -> bool {
+        let mut buf = [0u8; 32];
+        let (n, fds) = match recv_fds(self.agent.as_raw_fd(), &mut buf) {
+            Ok((0, _)) | Err(_) => {
+                // Fail closed: whatever was waiting is refused.
+                for (id, _) in std::mem::take(&mut self.pending) {
+                    self.respond(id, -(libc::EACCES as i64));
+                }
+                return false;
+            }
+            Ok(v) => v,
+        };
+        if n < 16 {
+            return true;
+        }
+        let id = u64::from_ne_bytes(buf[0..8].try_into().unwrap_or_default());
+        let result = i64::from_ne_bytes(buf[8..16].try_into().unwrap_or_default());
+        let Some(newfd_flags) = self.pending.remove(&id) else {
+            return true;
+        };
+        match fds.first() {
+            Some(fd) if result >= 0 => {
+                let addfd = libc::seccomp_notif_addfd {
+                    id,
+                    flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
+                    srcfd: fd.as_raw_fd() as u32,
+                    newfd: 0,
+                    newfd_flags,
+                };
+                // SAFETY: addfd is a valid seccomp_notif_addfd; with FLAG_SEND the kernel
+                // installs the fd in the caller and completes its syscall with the fd number.
+                unsafe {
+                    libc::ioctl(
+                        self.listener.as_raw_fd(),
+                        libc::SECCOMP_IOCTL_NOTIF_ADDFD,
+                        &addfd,
+                    )
+                };
+            }
+            _ => self.respond(id, result),
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn rules() -> GuardRules {
+        GuardRules {
+            names: vec![".bashrc".into(), ".vscode".into()],
+            nested: vec![(".git".into(), "hooks".into())],
+            parents: vec![".git".into()],
+            paths: vec![PathBuf::from("/w/repo/myhooks")],
+            roots: vec![PathBuf::from("/w")],
+        }
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let r = Request {
+            id: 7,
+            op: OP_RENAME,
+            flags: -3,
+            mode: 0o644,
+            umask: 0o22,
+            dev: 9,
+            path1: b"a/b".to_vec(),
+            path2: b"c".to_vec(),
+        };
+        assert_eq!(Request::decode(&r.encode()), Some(r));
+        assert_eq!(Request::decode(b"short"), None);
+    }
+
+    #[test]
+    fn refusals() {
+        let g = rules();
+        let w = Path::new("/w/x/y");
+        assert!(g.refuses(w, b".bashrc", false));
+        assert!(g.refuses(w, b".vscode", true));
+        assert!(!g.refuses(w, b"bashrc", false));
+        assert!(g.refuses(Path::new("/w/p/.git"), b"hooks", true));
+        assert!(!g.refuses(Path::new("/w/p/git"), b"hooks", true));
+        assert!(
+            !g.refuses(w, b".git", true),
+            "git init makes .git directories"
+        );
+        assert!(
+            g.refuses(w, b".git", false),
+            "a .git file or symlink could point at hooks"
+        );
+        assert!(g.refuses(Path::new("/w/repo"), b"myhooks", true));
+        assert!(g.refuses(Path::new("/w/repo/myhooks"), b"pre-commit", false));
+        assert!(
+            !g.refuses(Path::new("/tmp"), b".bashrc", false),
+            "outside the writable roots"
+        );
+    }
+}

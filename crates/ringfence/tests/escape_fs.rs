@@ -1,0 +1,455 @@
+//! Filesystem escapes tried from inside a real sandbox: reading denied secrets by every route,
+//! writing outside the allowed roots, and tampering with protected files.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{sh, TestDir};
+
+const SECRET: &str = "RF-SECRET-MARKER-7f3a";
+
+/// A test dir with `secret/key.txt` (denied) and `work/` (writable).
+fn secret_fixture(name: &str) -> TestDir {
+    let dir = TestDir::new(name);
+    dir.write("secret/key.txt", &format!("{SECRET}\n"));
+    dir.write("secret/sub/more.txt", &format!("{SECRET}\n"));
+    dir.mkdir("work");
+    // The fixture itself must hold the secret, so the sandbox is what hides it.
+    assert!(dir.read("secret/key.txt").contains(SECRET));
+    dir
+}
+
+fn deny_secret_file(dir: &TestDir) -> Vec<String> {
+    vec![
+        "--deny-read".into(),
+        dir.s("secret/key.txt"),
+        "--allow-write".into(),
+        dir.s("work"),
+    ]
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn denied_file_reads_empty() {
+    let dir = secret_fixture("deny-file");
+    let a = deny_secret_file(&dir);
+    let out = sh(
+        &args(&a),
+        &format!("cat '{}'; echo done", dir.s("secret/key.txt")),
+    );
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+}
+
+#[test]
+fn denied_file_through_symlink_made_inside() {
+    let dir = secret_fixture("deny-symlink");
+    let a = deny_secret_file(&dir);
+    let script = format!(
+        "ln -s '{target}' '{work}/abs' && ln -s ../secret/key.txt '{work}/rel' && \
+         cat '{work}/abs' '{work}/rel'; readlink -f '{work}/rel'; echo done",
+        target = dir.s("secret/key.txt"),
+        work = dir.s("work"),
+    );
+    let out = sh(&args(&a), &script);
+    let stdout = out.ok();
+    assert!(!stdout.contains(SECRET), "{out:#?}");
+    assert!(stdout.ends_with("done\n"), "{out:#?}");
+    // The links were really made (the writable root works), so the read went through them.
+    assert!(dir.join("work/abs").symlink_metadata().is_ok());
+}
+
+#[test]
+fn denied_file_through_dotdot_paths() {
+    let dir = secret_fixture("deny-dotdot");
+    let a = deny_secret_file(&dir);
+    let script = format!(
+        "cat '{root}/secret/sub/../key.txt' '{root}/work/../secret/./key.txt'; \
+         cd '{root}/secret/sub' && cat ../key.txt ../../secret/key.txt; echo done",
+        root = dir.s(""),
+    );
+    let out = sh(&args(&a), &script);
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+}
+
+#[test]
+fn denied_file_through_proc_self_root() {
+    let dir = secret_fixture("deny-proc-self");
+    let a = deny_secret_file(&dir);
+    let script = format!(
+        "cat '/proc/self/root{p}'; cat \"/proc/$$/root{p}\"; echo done",
+        p = dir.s("secret/key.txt"),
+    );
+    let out = sh(&args(&a), &script);
+    assert!(!out.stdout.contains(SECRET), "{out:#?}");
+    assert!(out.stdout.ends_with("done\n"), "{out:#?}");
+}
+
+#[test]
+fn denied_file_through_proc_1_root() {
+    let dir = secret_fixture("deny-proc-1");
+    let a = deny_secret_file(&dir);
+    let script = format!(
+        "cat '/proc/1/root{p}'; cat '/proc/1/cwd{p}'; ls /proc/1/root/ >/dev/null; echo done",
+        p = dir.s("secret/key.txt"),
+    );
+    let out = sh(&args(&a), &script);
+    assert!(!out.stdout.contains(SECRET), "{out:#?}");
+    assert!(out.stdout.ends_with("done\n"), "{out:#?}");
+}
+
+#[test]
+fn denied_directory_lists_empty() {
+    let dir = secret_fixture("deny-dir");
+    let script = format!(
+        "ls -A '{d}'; echo listed; cat '{d}/key.txt' '{d}/sub/more.txt' 2>/dev/null; echo done",
+        d = dir.s("secret"),
+    );
+    let out = sh(&["--deny-read", &dir.s("secret")], &script);
+    assert_eq!(out.ok(), "listed\ndone\n", "{out:#?}");
+}
+
+#[test]
+fn allow_read_reopens_inside_denied_directory() {
+    let dir = secret_fixture("deny-reallow");
+    dir.write("secret/public/readme.txt", "public\n");
+    let script = format!(
+        "cat '{d}/public/readme.txt'; cat '{d}/key.txt'; echo done",
+        d = dir.s("secret"),
+    );
+    let out = sh(
+        &[
+            "--deny-read",
+            &dir.s("secret"),
+            "--allow-read",
+            &dir.s("secret/public"),
+        ],
+        &script,
+    );
+    assert_eq!(out.ok(), "public\ndone\n", "{out:#?}");
+}
+
+#[test]
+fn hard_link_to_denied_file_fails() {
+    let dir = TestDir::new("deny-hardlink");
+    dir.write("work/key.txt", &format!("{SECRET}\n"));
+    dir.write("outside.txt", &format!("{SECRET}\n"));
+    let script = format!(
+        "ln '{w}/key.txt' '{w}/hl1'; echo ln1=$?; ln '{o}' '{w}/hl2'; echo ln2=$?; \
+         cat '{w}/hl1' '{w}/hl2' 2>/dev/null; echo done",
+        w = dir.s("work"),
+        o = dir.s("outside.txt"),
+    );
+    let out = sh(
+        &[
+            "--allow-write",
+            &dir.s("work"),
+            "--deny-read",
+            &dir.s("work/key.txt"),
+            "--deny-read",
+            &dir.s("outside.txt"),
+        ],
+        &script,
+    );
+    let stdout = out.ok();
+    assert!(!stdout.contains(SECRET), "{out:#?}");
+    assert!(!stdout.contains("ln1=0"), "{out:#?}");
+    assert!(!stdout.contains("ln2=0"), "{out:#?}");
+    assert!(!dir.join("work/hl1").exists());
+    assert!(!dir.join("work/hl2").exists());
+}
+
+#[test]
+fn host_process_environ_is_invisible() {
+    let marker = common::unique("RFHOSTENVMARK");
+    let mut host = std::process::Command::new("sleep")
+        .arg("30")
+        .env("RF_HOST_MARKER", &marker)
+        .spawn()
+        .unwrap();
+    let pid = host.id();
+    // The marker is really readable on the host.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(String::from_utf8_lossy(&environ).contains(&marker));
+
+    // Split the marker so the script's own command line does not contain it.
+    let (head, tail) = marker.split_at(6);
+    let script = format!(
+        "test -e /proc/{pid} && echo pid-visible; \
+         cat /proc/{pid}/environ 2>/dev/null | tr '\\0' '\\n' | grep -c RF_HOST_MARKER; \
+         grep -l -a \"{head}\"\"{tail}\" /proc/[0-9]*/environ 2>/dev/null; \
+         ls /proc | grep -c '^[0-9]'; echo done"
+    );
+    let out = sh(&[], &script);
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let stdout = out.ok();
+    assert!(!stdout.contains("pid-visible"), "{out:#?}");
+    assert!(!stdout.contains("/environ"), "{out:#?}");
+    assert!(!stdout.contains(&marker), "{out:#?}");
+    // Only the sandbox's own handful of processes are visible.
+    let lines: Vec<&str> = stdout.lines().collect();
+    let count: u32 = lines[lines.len() - 2].parse().unwrap();
+    assert!(count < 10, "too many processes visible: {out:#?}");
+}
+
+#[test]
+fn write_outside_allowed_roots_is_erofs() {
+    let dir = TestDir::new("erofs");
+    dir.mkdir("work");
+    dir.write("ro/existing.txt", "original\n");
+    let script = format!(
+        "echo x > '{ro}/new.txt'; echo x >> '{ro}/existing.txt'; rm -f '{ro}/existing.txt'; \
+         mkdir '{ro}/d'; touch /usr/rf-test-file; echo ok > '{w}/ok.txt'; echo done",
+        ro = dir.s("ro"),
+        w = dir.s("work"),
+    );
+    let out = sh(&["--allow-write", &dir.s("work")], &script);
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    let erofs = out.stderr.matches("Read-only file system").count();
+    assert!(erofs >= 5, "expected EROFS for each write: {out:#?}");
+    assert!(!dir.join("ro/new.txt").exists());
+    assert!(!dir.join("ro/d").exists());
+    assert!(!std::path::Path::new("/usr/rf-test-file").exists());
+    assert_eq!(dir.read("ro/existing.txt"), "original\n");
+    assert_eq!(dir.read("work/ok.txt"), "ok\n");
+}
+
+#[test]
+fn deny_write_inside_allowed_root() {
+    let dir = TestDir::new("deny-write");
+    dir.write("work/locked/file.txt", "original\n");
+    let script = format!(
+        "echo x > '{w}/locked/new.txt'; echo x >> '{w}/locked/file.txt'; \
+         rm -rf '{w}/locked'; mv '{w}/locked' '{w}/moved'; echo ok > '{w}/ok.txt'; echo done",
+        w = dir.s("work"),
+    );
+    let out = sh(
+        &[
+            "--allow-write",
+            &dir.s("work"),
+            "--deny-write",
+            &dir.s("work/locked"),
+        ],
+        &script,
+    );
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    assert!(out.stderr.contains("Read-only file system"), "{out:#?}");
+    assert!(!dir.join("work/locked/new.txt").exists());
+    assert!(!dir.join("work/moved").exists());
+    assert_eq!(dir.read("work/locked/file.txt"), "original\n");
+    assert_eq!(dir.read("work/ok.txt"), "ok\n");
+}
+
+/// Tries to modify, replace, remove and rename the protected file `rel` (inside the writable
+/// root `work/`) and checks on the host that it is unchanged.
+fn assert_protected_file(name: &str, rel: &str) {
+    let dir = TestDir::new(name);
+    let original = format!("original {rel}\n");
+    dir.write(&format!("work/{rel}"), &original);
+    dir.write("work/unrelated.txt", "u\n");
+    let f = dir.s(&format!("work/{rel}"));
+    let script = format!(
+        "echo evil >> '{f}'; echo evil > '{f}'; printf evil | dd of='{f}' conv=notrunc 2>/dev/null; \
+         truncate -s 0 '{f}'; chmod 777 '{f}'; rm -f '{f}'; mv '{f}' '{f}.moved'; \
+         echo evil > '{f}.new' && mv -f '{f}.new' '{f}'; ln -sf /etc/passwd '{f}'; \
+         echo ok >> '{u}'; echo done",
+        u = dir.s("work/unrelated.txt"),
+    );
+    let out = sh(&["--allow-write", &dir.s("work")], &script);
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    let host = dir.join(format!("work/{rel}"));
+    let meta = host.symlink_metadata().unwrap();
+    assert!(meta.is_file(), "{rel} was replaced: {out:#?}");
+    assert_eq!(
+        std::fs::read_to_string(&host).unwrap(),
+        original,
+        "{out:#?}"
+    );
+    assert!(!dir.join(format!("work/{rel}.moved")).exists());
+    // The writable root itself still works.
+    assert_eq!(dir.read("work/unrelated.txt"), "u\nok\n");
+}
+
+#[test]
+fn protected_bashrc_deep_inside_writable_root() {
+    assert_protected_file("prot-bashrc", "a/b/c/d/.bashrc");
+}
+
+#[test]
+fn protected_git_hook() {
+    assert_protected_file("prot-hook", "repo/.git/hooks/pre-commit");
+}
+
+#[test]
+fn protected_git_config() {
+    assert_protected_file("prot-gitconfig", "repo/.git/config");
+}
+
+#[test]
+fn protected_vscode_settings() {
+    assert_protected_file("prot-vscode", "proj/.vscode/settings.json");
+}
+
+#[test]
+fn protected_claude_settings() {
+    assert_protected_file("prot-claude", "proj/.claude/settings.json");
+}
+
+#[test]
+fn protected_other_rc_and_agent_files() {
+    for rel in [
+        ".bash_profile",
+        ".zshrc",
+        ".zprofile",
+        ".profile",
+        ".gitconfig",
+        "sub/.gitmodules",
+        "sub/.ripgreprc",
+        "sub/.mcp.json",
+        "sub/.envrc",
+        "sub/.ringfence.json",
+        "sub/.srt-settings.json",
+        "sub/.idea/workspace.xml",
+        "sub/.cursor/mcp.json",
+        "sub/.codex/config.toml",
+        "sub/.claude/settings.local.json",
+        "sub/.claude/commands/run.md",
+        "sub/.claude/agents/a.md",
+    ] {
+        assert_protected_file("prot-other", rel);
+    }
+}
+
+#[test]
+fn protected_directories_refuse_new_entries() {
+    let dir = TestDir::new("prot-dirs");
+    for d in [
+        "repo/.git/hooks",
+        "proj/.vscode",
+        "proj/.claude/commands",
+        "proj/.idea",
+    ] {
+        dir.write(&format!("work/{d}/existing"), "x\n");
+    }
+    let mut script = String::new();
+    for d in [
+        "repo/.git/hooks",
+        "proj/.vscode",
+        "proj/.claude/commands",
+        "proj/.idea",
+    ] {
+        script.push_str(&format!(
+            "echo evil > '{p}/post-checkout'; mkdir '{p}/newdir'; ",
+            p = dir.s(&format!("work/{d}"))
+        ));
+    }
+    script.push_str("echo done");
+    let out = sh(&["--allow-write", &dir.s("work")], &script);
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    for d in [
+        "repo/.git/hooks",
+        "proj/.vscode",
+        "proj/.claude/commands",
+        "proj/.idea",
+    ] {
+        assert!(
+            !dir.join(format!("work/{d}/post-checkout")).exists(),
+            "{d}: {out:#?}"
+        );
+        assert!(!dir.join(format!("work/{d}/newdir")).exists(), "{d}");
+    }
+}
+
+#[test]
+fn protected_core_hooks_path_directory() {
+    let dir = TestDir::new("prot-hookspath");
+    dir.write("work/repo/.git/config", "[core]\n\thooksPath = myhooks\n");
+    dir.write("work/repo/myhooks/pre-commit", "original\n");
+    let h = dir.s("work/repo/myhooks");
+    let script = format!(
+        "echo evil >> '{h}/pre-commit'; echo evil > '{h}/post-checkout'; rm -f '{h}/pre-commit'; \
+         mv '{h}' '{h}.moved'; echo done"
+    );
+    let out = sh(&["--allow-write", &dir.s("work")], &script);
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    assert_eq!(dir.read("work/repo/myhooks/pre-commit"), "original\n");
+    assert!(!dir.join("work/repo/myhooks/post-checkout").exists());
+    assert!(!dir.join("work/repo/myhooks.moved").exists());
+}
+
+#[test]
+fn renaming_parent_of_protected_entry_is_ebusy() {
+    let dir = TestDir::new("prot-rename");
+    let Some(probe) = common::probe(&dir) else {
+        return;
+    };
+    dir.write("work/a/b/.bashrc", "original\n");
+    dir.write("work/repo/.git/hooks/pre-commit", "hook\n");
+    let w = dir.s("work");
+    let same_mount = [
+        format!("rename={w}/a,{w}/z"),
+        format!("rename={w}/a/b,{w}/a/c"),
+        format!("rename={w}/repo/.git,{w}/repo/.git2"),
+        format!("rename={w}/repo,{w}/repo2"),
+        format!("rename={w}/a/b/.bashrc,{w}/a/b/x"),
+    ];
+    // Moving a mount point out of its parent mount fails earlier, with EXDEV.
+    let cross_mount = [
+        format!("rename={w}/a/b,{w}/y"),
+        format!("rename={w}/repo/.git/hooks,{w}/hooks"),
+    ];
+    let probes: Vec<&str> = same_mount
+        .iter()
+        .chain(&cross_mount)
+        .map(String::as_str)
+        .collect();
+    let out = common::run_probe(&["--allow-write", &w], &probe, &probes);
+    for p in &same_mount {
+        assert_eq!(out.errno(p), libc::EBUSY, "{p}: {out:#?}");
+    }
+    for p in &cross_mount {
+        assert_eq!(out.errno(p), libc::EXDEV, "{p}: {out:#?}");
+    }
+    assert_eq!(dir.read("work/a/b/.bashrc"), "original\n");
+    assert_eq!(dir.read("work/repo/.git/hooks/pre-commit"), "hook\n");
+    for gone in ["z", "y", "a/c", "a/b/x", "repo/.git2", "repo2", "hooks"] {
+        assert!(!dir.join(format!("work/{gone}")).exists(), "{gone}");
+    }
+}
+
+#[test]
+fn mv_of_parent_of_protected_entry_keeps_it() {
+    let dir = TestDir::new("prot-mv");
+    dir.write("work/a/b/.bashrc", "original\n");
+    let w = dir.s("work");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!("mv '{w}/a' '{w}/z'; echo rc1=$?; mv '{w}/a/b' '{w}/a/c'; echo rc2=$?"),
+    );
+    assert_eq!(out.ok(), "rc1=1\nrc2=1\n", "{out:#?}");
+    assert!(out.stderr.contains("Device or resource busy"), "{out:#?}");
+    assert_eq!(dir.read("work/a/b/.bashrc"), "original\n");
+}
+
+#[test]
+fn rm_rf_parent_of_protected_entry_keeps_it() {
+    let dir = TestDir::new("prot-rmrf");
+    dir.write("work/a/b/.bashrc", "original\n");
+    dir.write("work/a/b/other.txt", "other\n");
+    dir.write("work/repo/.git/config", "[core]\n");
+    let w = dir.s("work");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!("rm -rf '{w}/a' '{w}/repo'; echo rc=$?"),
+    );
+    let stdout = out.ok();
+    assert!(
+        !stdout.contains("rc=0"),
+        "rm -rf should report failure: {out:#?}"
+    );
+    assert_eq!(dir.read("work/a/b/.bashrc"), "original\n");
+    assert_eq!(dir.read("work/repo/.git/config"), "[core]\n");
+}
