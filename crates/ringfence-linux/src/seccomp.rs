@@ -325,7 +325,10 @@ pub fn install_with_listener(prog: &[sock_filter]) -> Result<std::os::fd::OwnedF
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            // WAIT_KILLABLE_RECV: once the supervisor has taken a notification, only a fatal
+            // signal interrupts the caller, so an operation the agent performed is never
+            // restarted and performed twice.
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
             &fprog as *const libc::sock_fprog,
         )
     };

@@ -107,6 +107,7 @@ fn inherited_fds_are_closed() {
     let out = run(Command::new("/bin/sh")
         .arg("-c")
         .arg(&script)
+        .current_dir("/")
         .stdin(Stdio::null()));
     let stdout = out.ok();
     let mut lines = stdout.lines();
@@ -152,9 +153,9 @@ fn shell_fork_bomb_terminates() {
     let dir = TestDir::new("forkbomb-sh");
     let settings = dir.settings(r#"{"limits":{"pids":32,"wallSeconds":5}}"#);
     let marker = common::unique_number();
-    // A bounded bomb: each level starts two more, 12 levels deep.
+    // A bounded bomb: each level starts two more, 10 levels deep.
     let script = format!(
-        "b() {{ [ \"$1\" -gt 12 ] && exec sleep 100.{marker}; b $(($1+1)) & b $(($1+1)) & wait; }}; \
+        "b() {{ [ \"$1\" -gt 10 ] && exec sleep 100.{marker}; b $(($1+1)) & b $(($1+1)) & wait; }}; \
          b 0 2>/dev/null; echo finished"
     );
     let start = Instant::now();

@@ -27,6 +27,9 @@ pub fn bin() -> PathBuf {
 pub fn ringfence(args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
     cmd.arg("run").args(args);
+    // The sandbox starts in the caller's directory; the test binary may run from under /tmp,
+    // which is private inside, so start from a directory every sandbox can see.
+    cmd.current_dir("/");
     cmd.stdin(Stdio::null());
     cmd
 }
