@@ -6,6 +6,7 @@
 #![cfg(target_os = "linux")]
 
 pub mod caps;
+pub mod cgroup;
 pub mod error;
 pub mod guard;
 pub mod limits;

@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
+use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
 use crate::guard::{self, Guard, GuardRules};
 use crate::limits::{self, Resource};
@@ -77,7 +78,11 @@ fn threads() -> Option<u64> {
 }
 
 /// Starts the sandbox. Must be called while the process has a single thread.
-pub fn spawn(spec: &Spec, winsize: Option<libc::winsize>) -> Result<Sandbox> {
+pub fn spawn(
+    spec: &Spec,
+    winsize: Option<libc::winsize>,
+    cgroups: Option<&Cgroups>,
+) -> Result<Sandbox> {
     if threads() != Some(1) {
         return Err(Error::Setup(
             "the sandbox must be created from a single-threaded process".into(),
@@ -118,7 +123,11 @@ pub fn spawn(spec: &Spec, winsize: Option<libc::winsize>) -> Result<Sandbox> {
         pty_master: None,
         guard: None,
     };
-    let result = write_id_maps(pid).and_then(|()| {
+    let joined = match cgroups {
+        Some(c) => c.add(pid),
+        None => Ok(()),
+    };
+    let result = joined.and_then(|()| write_id_maps(pid)).and_then(|()| {
         let mut go = [0u8; 8];
         if let Some(ws) = winsize {
             go[0..2].copy_from_slice(&ws.ws_row.to_ne_bytes());

@@ -97,7 +97,11 @@ pub fn main() -> Result<()> {
         println!("  - filesystem: read-only host tree, writable binds, hidden denied paths, protected files read-only");
         println!("  - network: none (empty network namespace with its own loopback)");
         println!("  - seccomp filter, no capabilities, no_new_privs");
-        println!("  - limits: rlimits (RLIMIT_NPROC, RLIMIT_AS, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp; cgroups are not used yet");
+        let mech = ringfence_linux::cgroup::detect();
+        match mech {
+            ringfence_linux::cgroup::Mechanism::Rlimits => println!("  - limits: rlimits (RLIMIT_NPROC, RLIMIT_AS per process, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp; no cgroup is writable by this user"),
+            _ => println!("  - limits: {} for processes and memory of the whole sandbox, plus rlimits (RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp", mech.describe()),
+        }
     } else {
         println!("  - nothing: a required feature is missing (see FAIL above); `ringfence run` exits 125");
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use ringfence_linux::cgroup::Cgroups;
 use ringfence_linux::sandbox::{self, Spec};
 use ringfence_linux::supervise::{self, Outcome};
 use ringfence_policy::CliRules;
@@ -211,9 +212,10 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
         "network: none (an empty network namespace with its own loopback)"
     )?;
     let l = &pol.limits;
+    writeln!(out, "limits enforced by: {}", p.mechanism.describe())?;
     writeln!(
         out,
-        "limits: pids {}, memory {} (address space per process), openFiles {}, tmpSize {}, cpuSeconds {}, wallSeconds {}, fileSize {}",
+        "limits: pids {}, memory {}, openFiles {}, tmpSize {}, cpuSeconds {}, wallSeconds {}, fileSize {}",
         l.pids,
         ringfence_policy::format_size(l.memory),
         l.open_files,
@@ -309,15 +311,31 @@ pub fn run(req: RunRequest) -> Result<i32> {
     } else {
         None
     };
-    let sb = match sandbox::spawn(&spec, winsize) {
+    let groups = match Cgroups::create(&prepared.mechanism, record.name(), prepared.cgroup_limits) {
+        Ok(g) => g,
+        Err(e) => {
+            record.finish(None);
+            return Err(anyhow::anyhow!(
+                "creating the run's cgroups ({}): {e}",
+                prepared.mechanism.describe()
+            ));
+        }
+    };
+    let sb = match sandbox::spawn(&spec, winsize, groups.as_ref()) {
         Ok(sb) => sb,
         Err(e) => {
+            if let Some(g) = &groups {
+                g.remove();
+            }
             record.finish(None);
             return Err(anyhow::anyhow!("setting up the sandbox: {e}"));
         }
     };
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
     let outcome = supervise::wait(sb, wall);
+    if let Some(g) = &groups {
+        g.remove();
+    }
     record.finish(Some(outcome));
     match outcome {
         Outcome::TimedOut => eprintln!(

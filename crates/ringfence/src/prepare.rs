@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use ringfence_linux::cgroup::{self, CgroupLimits, Mechanism};
 use ringfence_linux::guard::GuardRules;
 use ringfence_linux::limits::Resource;
 use ringfence_linux::plan::{self, Kind, MountPlan, PlanInput, Step};
@@ -39,6 +40,8 @@ pub struct Prepared {
     pub guard: Option<GuardRules>,
     /// Protected paths that do not exist yet (kept from being created by the guard).
     pub not_yet: Vec<PathBuf>,
+    pub mechanism: Mechanism,
+    pub cgroup_limits: CgroupLimits,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -173,6 +176,8 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     };
     let plan = plan::build(&input, &kind).map_err(|e| anyhow::anyhow!("{e}"))?;
 
+    check_cwd_visible(&cwd, &plan)?;
+
     // Names that do not exist yet are kept from being created by the creation guard.
     for d in &input.deny_write {
         if d.symlink_metadata().is_err() {
@@ -208,12 +213,20 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     });
 
     let l = &policy.limits;
+    let mechanism = cgroup::detect();
+    // The address space of each process is bounded in every mode, so a single oversized
+    // allocation fails with ENOMEM alike for every user; a memory cgroup, where there is one,
+    // bounds the sandbox as a whole on top of that.
     let mut limits = vec![
         (Resource::Processes, l.pids),
-        (Resource::AddressSpace, l.memory),
         (Resource::OpenFiles, l.open_files),
         (Resource::CoreSize, 0),
+        (Resource::AddressSpace, l.memory),
     ];
+    let cgroup_limits = CgroupLimits {
+        pids: l.pids,
+        memory: l.memory,
+    };
     if let Some(c) = l.cpu_seconds {
         limits.push((Resource::CpuSeconds, c));
     }
@@ -249,5 +262,37 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         env,
         guard,
         not_yet,
+        mechanism,
+        cgroup_limits,
     })
+}
+
+/// The command starts in the caller's working directory, so it must exist inside.
+fn check_cwd_visible(cwd: &Path, plan: &MountPlan) -> Result<()> {
+    let bound = |p: &Path| {
+        plan.steps.iter().any(|s| match s {
+            Step::Writable { path } | Step::Reopen { path, .. } => {
+                cwd.starts_with(path) && path.starts_with(p)
+            }
+            _ => false,
+        })
+    };
+    for s in &plan.steps {
+        match s {
+            Step::Tmp { .. } if cwd.starts_with("/tmp") && !bound(Path::new("/tmp")) => bail!(
+                "the working directory {} is under /tmp, which is private inside the sandbox; \
+                 run from another directory, or pass --allow-write {} to share it",
+                cwd.display(),
+                cwd.display()
+            ),
+            Step::HideDir { path } if cwd.starts_with(path) && !bound(path) => bail!(
+                "the working directory {} is inside {}, which denyRead hides; \
+                 run from another directory or re-open it with allowRead",
+                cwd.display(),
+                path.display()
+            ),
+            _ => {}
+        }
+    }
+    Ok(())
 }

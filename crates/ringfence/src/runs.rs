@@ -85,6 +85,10 @@ impl Record {
         Ok(Record { path, value })
     }
 
+    pub fn name(&self) -> &str {
+        self.value["name"].as_str().unwrap_or_default()
+    }
+
     /// Records how the run ended (`None`: it never started).
     pub fn finish(mut self, outcome: Option<Outcome>) {
         let status = match outcome {

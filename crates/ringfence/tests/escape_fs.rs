@@ -170,9 +170,17 @@ fn host_process_environ_is_invisible() {
         .spawn()
         .unwrap();
     let pid = host.id();
-    // The marker is really readable on the host.
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-    assert!(String::from_utf8_lossy(&environ).contains(&marker));
+    // The marker is really readable on the host (once the child has exec'd).
+    let mut seen = false;
+    for _ in 0..200 {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        if String::from_utf8_lossy(&environ).contains(&marker) {
+            seen = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(seen, "the host process never showed its marker");
 
     // Split the marker so the script's own command line does not contain it.
     let (head, tail) = marker.split_at(6);

@@ -161,7 +161,12 @@ fn shell_fork_bomb_terminates() {
     let start = Instant::now();
     let out = sh(&["-s", &settings], &script);
     assert!(start.elapsed() < Duration::from_secs(30), "{out:#?}");
-    assert_ne!(out.code(), 0, "the bomb should be stopped: {out:#?}");
+    // Stopped either by the pids limit (forks fail and the script finishes) or, when some
+    // branch reached the sleeping leaves, by wallSeconds: never by running free.
+    assert!(
+        (out.code() == 0 && out.stdout.contains("finished")) || out.code() == 137,
+        "the bomb should be contained: {out:#?}"
+    );
     std::thread::sleep(Duration::from_millis(200));
     let still = common::host_process_with(&format!("sleep 100.{marker}"));
     assert!(still.is_empty(), "bomb processes survive: {still:?}");
