@@ -103,8 +103,16 @@ fn cstr(b: &[u8]) -> Result<CString, i32> {
 
 /// The agent's answer: `result` >= 0 on success, -errno on failure.
 fn reply(sock: RawFd, id: u64, result: i64, fd: Option<&OwnedFd>) {
+    reply_refused(sock, id, result, fd, None)
+}
+
+/// As `reply`; `refused` names the path a rule refused (reported to the user at exit).
+fn reply_refused(sock: RawFd, id: u64, result: i64, fd: Option<&OwnedFd>, refused: Option<&[u8]>) {
     let mut msg = id.to_ne_bytes().to_vec();
     msg.extend_from_slice(&result.to_ne_bytes());
+    if let Some(p) = refused {
+        msg.extend_from_slice(p);
+    }
     let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
     let _ = send_fds(sock, &msg, &fds);
 }
@@ -208,9 +216,28 @@ fn is_fifo(dir: RawFd, name: &CString) -> bool {
 struct Agent<'a> {
     rules: &'a GuardRules,
     sock: RawFd,
+    /// The path the last rule refusal was about, sent with the answer.
+    refused: std::cell::RefCell<Option<Vec<u8>>>,
 }
 
 impl Agent<'_> {
+    /// Refuses (EACCES) creating `name` in `parent` when a rule says so, noting the path.
+    fn check(&self, parent: &Path, name: &[u8], as_dir: bool) -> Result<(), i32> {
+        if self.rules.refuses(parent, name, as_dir) {
+            let mut p = parent.as_os_str().as_bytes().to_vec();
+            p.push(b'/');
+            p.extend_from_slice(name);
+            *self.refused.borrow_mut() = Some(p);
+            return Err(libc::EACCES);
+        }
+        Ok(())
+    }
+
+    fn answer(&self, id: u64, result: i64, fd: Option<&OwnedFd>) {
+        let refused = self.refused.borrow_mut().take();
+        reply_refused(self.sock, id, result, fd, refused.as_deref());
+    }
+
     fn serve(&self, req: &Request, dir1: RawFd, dir2: RawFd) {
         // SAFETY: umask only changes this process's file creation mask.
         unsafe { libc::umask(req.umask as libc::mode_t) };
@@ -241,12 +268,7 @@ impl Agent<'_> {
             OP_RENAME => self.rename(req, dir1, dir2),
             _ => Err(libc::ENOSYS),
         };
-        reply(
-            self.sock,
-            req.id,
-            r.map_or_else(|e| -(e as i64), |v| v as i64),
-            None,
-        );
+        self.answer(req.id, r.map_or_else(|e| -(e as i64), |v| v as i64), None);
     }
 
     fn simple(
@@ -257,9 +279,7 @@ impl Agent<'_> {
         f: impl FnOnce(RawFd, &CString) -> libc::c_int,
     ) -> Result<i32, i32> {
         let (parent, where_, name) = resolve_parent(dir, path)?;
-        if self.rules.refuses(&where_, &name, as_dir) {
-            return Err(libc::EACCES);
-        }
+        self.check(&where_, &name, as_dir)?;
         let n = cstr(&name)?;
         if f(parent.as_raw_fd(), &n) < 0 {
             return Err(errno());
@@ -272,11 +292,8 @@ impl Agent<'_> {
         let (new_parent, new_where, new_name) = resolve_parent(dir2, &req.path2)?;
         // Neither a protected name, nor a name that would make one appear (a directory renamed
         // to `.git` with a `hooks` inside), may be the target; with RENAME_EXCHANGE both are.
-        if self.rules.refuses(&new_where, &new_name, false)
-            || self.rules.refuses(&old_where, &old_name, false)
-        {
-            return Err(libc::EACCES);
-        }
+        self.check(&new_where, &new_name, false)?;
+        self.check(&old_where, &old_name, false)?;
         let (o, n) = (cstr(&old_name)?, cstr(&new_name)?);
         // SAFETY: both names are valid strings and both parents directory fds.
         let r = unsafe {
@@ -298,9 +315,9 @@ impl Agent<'_> {
     fn open(&self, req: &Request, dir: RawFd) {
         let result = self.open_inner(req, dir);
         match result {
-            Ok(Some(fd)) => reply(self.sock, req.id, 0, Some(&fd)),
+            Ok(Some(fd)) => self.answer(req.id, 0, Some(&fd)),
             Ok(None) => {} // answered by a child
-            Err(e) => reply(self.sock, req.id, -(e as i64), None),
+            Err(e) => self.answer(req.id, -(e as i64), None),
         }
     }
 
@@ -312,9 +329,7 @@ impl Agent<'_> {
         for _ in 0..40 {
             let start = base.as_ref().map_or(dir, |b| b.as_raw_fd());
             let (parent, where_, name) = resolve_parent(start, &path)?;
-            if self.rules.refuses(&where_, &name, false) {
-                return Err(libc::EACCES);
-            }
+            self.check(&where_, &name, false)?;
             let n = cstr(&name)?;
             let excl = req.flags & libc::O_EXCL != 0;
             let nofollow = req.flags & libc::O_NOFOLLOW != 0;
@@ -373,6 +388,7 @@ pub fn agent(rules: &GuardRules, sock: OwnedFd) -> ! {
     let agent = Agent {
         rules,
         sock: sock.as_raw_fd(),
+        refused: std::cell::RefCell::new(None),
     };
     let mut buf = vec![0u8; 2 * libc::PATH_MAX as usize + 64];
     loop {
@@ -397,6 +413,15 @@ pub struct Guard {
     pub agent: OwnedFd,
     /// Notifications handed to the agent, with the fd flags an opened file gets in the caller.
     pending: HashMap<u64, u32>,
+    pub report: GuardReport,
+}
+
+/// What the guard refused during a run.
+#[derive(Debug, Default, Clone)]
+pub struct GuardReport {
+    pub refused: u64,
+    /// The first few refused paths, as the sandbox saw them.
+    pub examples: Vec<PathBuf>,
 }
 
 /// Copies a NUL-terminated string out of another process's memory.
@@ -489,6 +514,7 @@ impl Guard {
             listener,
             agent,
             pending: HashMap::new(),
+            report: GuardReport::default(),
         }
     }
 
@@ -691,7 +717,7 @@ impl Guard {
     /// Takes the agent's answer and completes the caller's syscall with it.
     /// Returns false when the agent is gone.
     pub fn on_agent_reply(&mut self) -> bool {
-        let mut buf = [0u8; 32];
+        let mut buf = vec![0u8; 32 + libc::PATH_MAX as usize * 2];
         let (n, fds) = match recv_fds(self.agent.as_raw_fd(), &mut buf) {
             Ok((0, _)) | Err(_) => {
                 // Fail closed: whatever was waiting is refused.
@@ -710,6 +736,14 @@ impl Guard {
         let Some(newfd_flags) = self.pending.remove(&id) else {
             return true;
         };
+        if n > 16 {
+            self.report.refused += 1;
+            if self.report.examples.len() < 5 {
+                self.report
+                    .examples
+                    .push(PathBuf::from(OsStr::from_bytes(&buf[16..n])));
+            }
+        }
         match fds.first() {
             Some(fd) if result >= 0 => {
                 let addfd = libc::seccomp_notif_addfd {

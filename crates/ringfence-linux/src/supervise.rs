@@ -6,6 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::guard::GuardReport;
 use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED};
 use crate::sys;
 
@@ -110,10 +111,15 @@ fn set_nonblocking(fd: RawFd) {
 }
 
 /// Runs until the command ends; returns its outcome. The sandbox is gone when this returns.
-pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> Outcome {
+pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> (Outcome, GuardReport) {
     let (sig_read, sig_write) = match sys::pipe() {
         Ok(p) => p,
-        Err(_) => return kill_and_reap(&sandbox, Outcome::Lost),
+        Err(_) => {
+            return (
+                kill_and_reap(&sandbox, Outcome::Lost),
+                GuardReport::default(),
+            )
+        }
     };
     SIGNAL_PIPE.store(sig_write.as_raw_fd(), Ordering::Relaxed);
     for &sig in SUPERVISOR_SIGNALS {
@@ -127,6 +133,7 @@ pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> Outcome {
         }
     }
     let mut guard = sandbox.guard.take();
+    let mut report = GuardReport::default();
     let mut agent_open = true;
     let master: Option<&OwnedFd> = sandbox.pty_master.as_ref();
     let _raw = match master {
@@ -211,7 +218,9 @@ pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> Outcome {
             && fds[guard_at].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
         {
             // Nothing in the sandbox holds the guard filter any more.
-            guard = None;
+            if let Some(g) = guard.take() {
+                report = g.report;
+            }
         }
         for pfd in &fds[io_at..] {
             if pfd.revents == 0 {
@@ -277,7 +286,10 @@ pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> Outcome {
         }
     }
     SIGNAL_PIPE.store(-1, Ordering::Relaxed);
-    outcome
+    if let Some(g) = guard {
+        report = g.report;
+    }
+    (outcome, report)
 }
 
 /// Makes sure PID 1 (and with it every process of the sandbox) is gone, then reaps it.

@@ -332,11 +332,25 @@ pub fn run(req: RunRequest) -> Result<i32> {
         }
     };
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
-    let outcome = supervise::wait(sb, wall);
+    let (outcome, refused) = supervise::wait(sb, wall);
     if let Some(g) = &groups {
         g.remove();
     }
     record.finish(Some(outcome));
+    if refused.refused > 0 {
+        let examples: Vec<String> = refused
+            .examples
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        eprintln!(
+            "ringfence: refused to create {} protected path{} ({}{}); protected names cannot be created inside writable roots (see `ringfence explain`)",
+            refused.refused,
+            if refused.refused == 1 { "" } else { "s" },
+            examples.join(", "),
+            if refused.refused as usize > examples.len() { ", ..." } else { "" }
+        );
+    }
     match outcome {
         Outcome::TimedOut => eprintln!(
             "ringfence: limits.wallSeconds ({} s) reached; the sandbox was killed",

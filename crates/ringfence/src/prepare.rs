@@ -236,9 +236,27 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
 
     let host_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let (kept, env_removed) = policy.env.filter(host_env);
-    let mut env = Vec::with_capacity(kept.len() + 1);
+    let mut env = Vec::with_capacity(kept.len() + 4);
+    // New repositories get no template hooks: `.git/hooks` may not be created inside writable
+    // roots, and git would otherwise fail to copy its sample hooks. Passed as one more
+    // `GIT_CONFIG_*` entry so that the caller's own entries keep working.
+    let git_count: usize = kept
+        .iter()
+        .find(|(k, _)| k == "GIT_CONFIG_COUNT")
+        .and_then(|(_, v)| v.to_str()?.parse().ok())
+        .unwrap_or(0);
+    if guard.is_some() {
+        env.push(
+            CString::new(format!("GIT_CONFIG_COUNT={}", git_count + 1)).context("environment")?,
+        );
+        env.push(
+            CString::new(format!("GIT_CONFIG_KEY_{git_count}=init.templateDir"))
+                .context("environment")?,
+        );
+        env.push(CString::new(format!("GIT_CONFIG_VALUE_{git_count}=")).context("environment")?);
+    }
     for (k, v) in kept {
-        if k == "RINGFENCE_SANDBOX" {
+        if k == "RINGFENCE_SANDBOX" || (guard.is_some() && k == "GIT_CONFIG_COUNT") {
             continue;
         }
         let mut kv = k.as_bytes().to_vec();

@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Startup benchmark: ringfence vs bubblewrap vs srt (Anthropic's sandbox-runtime), all in one run.
+#   - wall time of a sandboxed `true` (median and p90 of N warm runs) and the ratios
+#   - peak memory of the ringfence supervisor
+#   - cost of protected-file handling on a writable root of 100,000 files
+# Measures, never asserts. Everything it creates is removed at exit.
+#
+# Usage: bench/startup.sh            (from any directory)
+# Environment: RUNS (default 30), TREE_RUNS (default 10), TREE_FILES (default 100000),
+#   SRT_CLI (path to srt's dist/cli.js; otherwise installed with npm into a temporary dir),
+#   NO_SRT=1 to leave srt out.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUNS="${RUNS:-30}"
+TREE_RUNS="${TREE_RUNS:-10}"
+TREE_FILES="${TREE_FILES:-100000}"
+
+WORK=""
+TREE=""
+# srt leaves /tmp/srt-mux-*.sock behind; remove the ones that appear during this run.
+SRT_SOCKS_BEFORE="$(ls -d /tmp/srt-mux-*.sock 2>/dev/null || true)"
+cleanup() {
+  local s
+  for s in /tmp/srt-mux-*.sock; do
+    [ -e "$s" ] || continue
+    grep -qxF -- "$s" <<<"$SRT_SOCKS_BEFORE" || rm -f -- "$s"
+  done
+  [ -n "$TREE" ] && rm -rf -- "$TREE"
+  [ -n "$WORK" ] && rm -rf -- "$WORK"
+  return 0
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+WORK="$(mktemp -d /tmp/ringfence-bench.XXXXXX)"
+
+echo "==> building ringfence (release)"
+(cd "$ROOT" && cargo build --release -q -p ringfence)
+RF="$ROOT/target/release/ringfence"
+
+# Run from a directory that exists inside the sandbox too (the sandbox's /tmp is private).
+cd /
+
+# --- srt ----------------------------------------------------------------------
+SRT=()
+if [ "${NO_SRT:-0}" != 1 ]; then
+  if [ -z "${SRT_CLI:-}" ] && command -v npm >/dev/null && command -v node >/dev/null; then
+    echo "==> installing @anthropic-ai/sandbox-runtime with npm into $WORK/srt"
+    if npm install --prefix "$WORK/srt" --no-audit --no-fund --loglevel=error \
+        @anthropic-ai/sandbox-runtime >/dev/null 2>"$WORK/npm.log"; then
+      SRT_CLI="$WORK/srt/node_modules/@anthropic-ai/sandbox-runtime/dist/cli.js"
+    else
+      echo "    npm install failed (srt left out):"; sed 's/^/    /' "$WORK/npm.log" | tail -5
+    fi
+  fi
+  if [ -n "${SRT_CLI:-}" ] && [ -f "$SRT_CLI" ]; then
+    # srt reads ~/.srt-settings.json by default; give it an explicit empty policy instead.
+    echo '{"network":{"allowedDomains":[],"deniedDomains":[]},"filesystem":{"denyRead":[],"allowWrite":[],"denyWrite":[]}}' >"$WORK/srt-settings.json"
+    SRT=(node "$SRT_CLI" -s "$WORK/srt-settings.json" true)
+    if ! "${SRT[@]}" >/dev/null 2>"$WORK/srt.err"; then
+      echo "    srt cannot run here (it needs bubblewrap, socat and ripgrep: apt-get install socat ripgrep); left out:"
+      sed 's/^/    /' "$WORK/srt.err" | tail -3
+      SRT=()
+    else
+      SRT_VERSION="$(python3 -c 'import json, os, sys; print(json.load(open(os.path.join(os.path.dirname(sys.argv[1]), "..", "package.json")))["version"])' "$SRT_CLI" 2>/dev/null || echo '?')"
+    fi
+  elif [ -z "${SRT_CLI:-}" ]; then
+    echo "    npm/node not found: srt left out"
+  fi
+fi
+
+BWRAP=()
+if command -v bwrap >/dev/null; then
+  BWRAP=(bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc true)
+else
+  echo "    bwrap not found: bubblewrap left out (apt-get install bubblewrap)"
+fi
+
+# --- the protected-file tree (outside /tmp: the sandbox's /tmp is private) ------
+TREE_BASE="/var/tmp"
+[ -w "$TREE_BASE" ] || TREE_BASE="${HOME:-/var/tmp}/.cache"
+mkdir -p "$TREE_BASE"
+TREE="$(mktemp -d "$TREE_BASE/ringfence-bench-tree.XXXXXX")"
+echo "==> generating a tree of $TREE_FILES files in $TREE"
+python3 - "$TREE" "$TREE_FILES" <<'EOF'
+import os, sys
+root, total = sys.argv[1], int(sys.argv[2])
+dirs = max(1, total // 10)          # ~10 files per directory
+top = max(1, int(dirs ** 0.5))
+made = 0
+protected = 0
+for d in range(dirs):
+    path = os.path.join(root, f"d{d % top:03d}", f"s{d // top:04d}")
+    os.makedirs(path, exist_ok=True)
+    for f in range(10):
+        if made >= total:
+            break
+        open(os.path.join(path, f"f{f}.txt"), "w").close()
+        made += 1
+    if d % 100 == 0:     # a repository every 100 directories
+        os.makedirs(os.path.join(path, ".git", "hooks"), exist_ok=True)
+        open(os.path.join(path, ".git", "hooks", "pre-commit"), "w").close()
+        protected += 1
+    if d % 250 == 0:     # a shell rc file every 250 directories
+        open(os.path.join(path, ".bashrc"), "w").close()
+        protected += 1
+print(f"    {made} files in {dirs} directories, {protected} protected entries planted")
+EOF
+
+# --- timing -------------------------------------------------------------------
+cat >"$WORK/timeit.py" <<'EOF'
+"""timeit.py RUNS WARMUP -- CMD...: time CMD (stdout/stderr discarded); print 'median p90 failures' in ms."""
+import subprocess, sys, time
+runs, warm = int(sys.argv[1]), int(sys.argv[2])
+cmd = sys.argv[sys.argv.index("--") + 1:]
+for _ in range(warm):
+    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+times, failures = [], 0
+for _ in range(runs):
+    t0 = time.perf_counter()
+    rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    times.append((time.perf_counter() - t0) * 1000)
+    failures += rc != 0
+times.sort()
+median = times[len(times) // 2] if len(times) % 2 else (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
+p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+print(f"{median:.2f} {p90:.2f} {failures}")
+EOF
+declare -A MED P90
+measure() { # measure KEY LABEL RUNS CMD...
+  local key="$1" label="$2" runs="$3"; shift 3
+  local out med p90 fails
+  out="$(python3 "$WORK/timeit.py" "$runs" 3 -- "$@")"
+  read -r med p90 fails <<<"$out"
+  MED[$key]="$med"; P90[$key]="$p90"
+  printf '  %-44s median %8.2f ms   p90 %8.2f ms' "$label" "$med" "$p90"
+  [ "$fails" = 0 ] && echo || echo "   ($fails of $runs runs FAILED)"
+}
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
+
+echo
+echo "==> startup of a sandboxed 'true' ($RUNS warm runs each, $(nproc) CPUs, $(uname -r))"
+measure rf "ringfence run -- true" "$RUNS" "$RF" run -- true
+[ "${#BWRAP[@]}" -gt 0 ] && measure bwrap "bwrap --unshare-all ... true" "$RUNS" "${BWRAP[@]}"
+[ "${#SRT[@]}" -gt 0 ] && measure srt "srt true (srt ${SRT_VERSION:-?})" "$RUNS" "${SRT[@]}"
+
+echo
+echo "==> protected-file handling ($TREE_RUNS warm runs each)"
+measure t0 "ringfence run -- true" "$TREE_RUNS" "$RF" run -- true
+measure t1 "ringfence run --allow-write TREE -- true" "$TREE_RUNS" "$RF" run --allow-write "$TREE" -- true
+SCAN_LINE="$("$RF" explain --allow-write "$TREE" 2>&1 | grep -m1 'protected entries found' || true)"
+echo "  explain: ${SCAN_LINE:-"(no 'protected entries found' line)"}"
+FIND_MS="$(python3 -c '
+import subprocess, sys, time
+t = time.perf_counter()
+subprocess.run(["find", sys.argv[1], "-name", ".bashrc"], stdout=subprocess.DEVNULL)
+print(f"{(time.perf_counter() - t) * 1000:.0f}")' "$TREE")"
+echo "  for reference, a warm 'find TREE -name .bashrc' takes $FIND_MS ms"
+SCAN_MS="$(sed -n 's/.* in \([0-9.]*\) ms.*/\1/p' <<<"$SCAN_LINE")"
+
+# --- cost of the creation guard (every file creation in a writable root is checked) ----------
+echo
+echo "==> creating 10,000 files in a writable root (creation guard cost; 3 runs each)"
+mkdir -p "$TREE/create"
+CREATE='import os, sys
+d = sys.argv[1]
+for i in range(10000):
+    open(os.path.join(d, "n%d" % i), "w").close()
+for i in range(10000):
+    os.unlink(os.path.join(d, "n%d" % i))'
+measure c_rf "ringfence run --allow-write DIR -- python3" 3 "$RF" run --allow-write "$TREE/create" -- python3 -c "$CREATE" "$TREE/create"
+[ "${#BWRAP[@]}" -gt 0 ] && measure c_bw "bwrap --bind DIR DIR python3" 3 bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc --bind "$TREE/create" "$TREE/create" python3 -c "$CREATE" "$TREE/create"
+measure c_host "python3 (no sandbox)" 3 python3 -c "$CREATE" "$TREE/create"
+
+# --- peak memory of the supervisor ---------------------------------------------
+echo
+echo "==> peak memory"
+cat >"$WORK/peak.py" <<'EOF'
+"""peak.py CMD...: run CMD (a command that sleeps ~1 s) and read the launched process's VmHWM
+while it waits (the supervisor's own peak, not its children's)."""
+import subprocess, sys, time
+p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(0.6)
+hwm = "?"
+try:
+    for line in open(f"/proc/{p.pid}/status"):
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1])
+except OSError:
+    pass
+p.wait()
+print(hwm)
+EOF
+mib() { python3 -c "import sys; print(f'{int(sys.argv[1])/1024:.1f}')" "$1" 2>/dev/null || echo '?'; }
+RF_HWM="$(python3 "$WORK/peak.py" "$RF" run -- sleep 1)"
+printf '  %-44s supervisor VmHWM %5s MiB\n' "ringfence run -- sleep 1" "$(mib "$RF_HWM")"
+RF_TREE_HWM="$(python3 "$WORK/peak.py" "$RF" run --allow-write "$TREE" -- sleep 1)"
+printf '  %-44s supervisor VmHWM %5s MiB\n' "ringfence run --allow-write TREE -- sleep 1" "$(mib "$RF_TREE_HWM")"
+if [ -x /usr/bin/time ] && /usr/bin/time -v -o "$WORK/time.txt" "$RF" run -- true >/dev/null 2>&1; then
+  TV="$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$WORK/time.txt")"
+  printf '  %-44s /usr/bin/time -v max RSS %5s MiB\n' "ringfence run -- true" "$(mib "$TV")"
+fi
+if [ "${#SRT[@]}" -gt 0 ]; then
+  SRT_HWM="$(python3 "$WORK/peak.py" node "$SRT_CLI" -s "$WORK/srt-settings.json" sleep 1)"
+  printf '  %-44s node VmHWM %5s MiB\n' "srt sleep 1" "$(mib "$SRT_HWM")"
+fi
+
+# --- summary --------------------------------------------------------------------
+K_RF=rf; K_BW=bwrap; K_SRT=srt
+echo
+echo "==> summary (target in brackets; measured, not asserted)"
+if [ -n "${MED[$K_BW]:-}" ]; then
+  printf '  ringfence / bwrap median        %6sx   [<= 1.3x]\n' "$(ratio "${MED[$K_RF]}" "${MED[$K_BW]}")"
+fi
+if [ -n "${MED[$K_SRT]:-}" ]; then
+  printf '  srt / ringfence median          %6sx   [>= 30x]\n' "$(ratio "${MED[$K_SRT]}" "${MED[$K_RF]}")"
+fi
+printf '  supervisor peak memory          %6s MiB [< 10 MiB]\n' "$(mib "$RF_HWM")"
+K_T0=t0; K_T1=t1
+printf '  protected-file handling, %d files: +%.1f ms wall (scan %s ms)   [< 50 ms]\n' \
+  "$TREE_FILES" "$(python3 -c "print(${MED[$K_T1]} - ${MED[$K_T0]})")" "${SCAN_MS:-?}"
+if [ -n "${MED[c_bw]:-}" ]; then
+  printf '  creating+removing 10,000 files: ringfence / bwrap %sx (creation guard)\n' "$(ratio "${MED[c_rf]}" "${MED[c_bw]}")"
+fi
