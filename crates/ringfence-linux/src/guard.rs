@@ -2,24 +2,24 @@
 //! a writable root, and nothing is created in the user's tree to reserve them.
 //!
 //! Every syscall that creates a name (open with O_CREAT, mkdir, mknod, symlink, link, rename)
-//! stops on a seccomp user notification. The supervisor copies the path strings out of the
-//! caller's memory once and hands them, with the caller's directory descriptors, to the agent: a
-//! process inside the sandbox (its mounts, root, uid, no capabilities) that is not itself under
-//! the guard. The agent resolves the parent directory, checks the final name against the rules,
-//! and performs the operation itself on the strings it was given; an opened file is injected into
-//! the caller (SECCOMP_IOCTL_NOTIF_ADDFD). The caller's syscall is never simply continued, so a
-//! second thread rewriting the path after the check changes nothing.
+//! stops on a seccomp user notification, answered by the sandbox's PID 1: it is inside the
+//! sandbox (its mounts, root, uid, no capabilities), it is not itself under the guard, and as
+//! the ancestor of every process there it may read their memory even under Yama's ptrace
+//! restrictions. It copies the path strings out of the caller's memory once, resolves the
+//! parent directory, checks the final name against the rules, and performs the operation itself
+//! on the strings it copied; an opened file is injected into the caller
+//! (SECCOMP_IOCTL_NOTIF_ADDFD). The caller's syscall is never simply continued, so a second
+//! thread rewriting the path after the check changes nothing. Refusals are reported to the
+//! supervisor, which lists them when the run ends.
 
-use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::sandbox::{recv_fds, send_fds};
+use crate::sandbox::send_fds;
 
 /// What may not be created inside the writable roots.
 #[derive(Clone, Debug, Default)]
@@ -58,39 +58,6 @@ struct Request {
     path2: Vec<u8>,
 }
 
-impl Request {
-    fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(37 + self.path1.len() + self.path2.len());
-        v.extend_from_slice(&self.id.to_ne_bytes());
-        v.push(self.op);
-        v.extend_from_slice(&self.flags.to_ne_bytes());
-        v.extend_from_slice(&self.mode.to_ne_bytes());
-        v.extend_from_slice(&self.umask.to_ne_bytes());
-        v.extend_from_slice(&self.dev.to_ne_bytes());
-        v.extend_from_slice(&(self.path1.len() as u32).to_ne_bytes());
-        v.extend_from_slice(&self.path1);
-        v.extend_from_slice(&self.path2);
-        v
-    }
-
-    fn decode(b: &[u8]) -> Option<Request> {
-        let u32_at = |i: usize| Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?));
-        let u64_at = |i: usize| Some(u64::from_ne_bytes(b.get(i..i + 8)?.try_into().ok()?));
-        let len1 = u32_at(29)? as usize;
-        let rest = b.get(33..)?;
-        Some(Request {
-            id: u64_at(0)?,
-            op: *b.get(8)?,
-            flags: u32_at(9)? as i32,
-            mode: u32_at(13)?,
-            umask: u32_at(17)?,
-            dev: u64_at(21)?,
-            path1: rest.get(..len1)?.to_vec(),
-            path2: rest.get(len1..)?.to_vec(),
-        })
-    }
-}
-
 fn errno() -> i32 {
     io::Error::last_os_error()
         .raw_os_error()
@@ -99,22 +66,6 @@ fn errno() -> i32 {
 
 fn cstr(b: &[u8]) -> Result<CString, i32> {
     CString::new(b).map_err(|_| libc::EINVAL)
-}
-
-/// The agent's answer: `result` >= 0 on success, -errno on failure.
-fn reply(sock: RawFd, id: u64, result: i64, fd: Option<&OwnedFd>) {
-    reply_refused(sock, id, result, fd, None)
-}
-
-/// As `reply`; `refused` names the path a rule refused (reported to the user at exit).
-fn reply_refused(sock: RawFd, id: u64, result: i64, fd: Option<&OwnedFd>, refused: Option<&[u8]>) {
-    let mut msg = id.to_ne_bytes().to_vec();
-    msg.extend_from_slice(&result.to_ne_bytes());
-    if let Some(p) = refused {
-        msg.extend_from_slice(p);
-    }
-    let fds: Vec<RawFd> = fd.iter().map(|f| f.as_raw_fd()).collect();
-    let _ = send_fds(sock, &msg, &fds);
 }
 
 impl GuardRules {
@@ -186,39 +137,64 @@ fn resolve_parent(dir: RawFd, path: &[u8]) -> Result<(OwnedFd, PathBuf, Vec<u8>)
     Ok((fd, where_, name.to_vec()))
 }
 
-/// Symlink target of `name` in `dir`, or None when it is not a symlink (or does not exist).
-fn symlink_target(dir: RawFd, name: &CString) -> Option<Vec<u8>> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    // SAFETY: buf is a valid writable buffer of the given length.
-    let n = unsafe {
-        libc::readlinkat(
-            dir,
-            name.as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return None;
-    }
-    buf.truncate(n as usize);
-    Some(buf)
+/// What is at `name` in `dir` now, without following a final symlink.
+enum Existing {
+    Nothing,
+    Symlink(Vec<u8>),
+    Fifo,
+    Other,
 }
 
-fn is_fifo(dir: RawFd, name: &CString) -> bool {
+fn existing(dir: RawFd, name: &CString) -> Existing {
     // SAFETY: stat is plain data filled by fstatat.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: name is a valid string and st a valid stat buffer.
-    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
+    if unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } < 0 {
+        return Existing::Nothing;
+    }
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFIFO => Existing::Fifo,
+        libc::S_IFLNK => {
+            let mut buf = vec![0u8; libc::PATH_MAX as usize];
+            // SAFETY: buf is a valid writable buffer of the given length.
+            let n = unsafe {
+                libc::readlinkat(
+                    dir,
+                    name.as_ptr(),
+                    buf.as_mut_ptr() as *mut libc::c_char,
+                    buf.len(),
+                )
+            };
+            if n < 0 {
+                return Existing::Other;
+            }
+            buf.truncate(n as usize);
+            Existing::Symlink(buf)
+        }
+        _ => Existing::Other,
+    }
 }
 
-struct Agent<'a> {
+/// PID 1's side of the guard: answers notifications from `listener`, reports refusals on
+/// `report` (the channel to the supervisor).
+pub struct Agent<'a> {
     rules: &'a GuardRules,
-    sock: RawFd,
-    /// The path the last rule refusal was about, sent with the answer.
+    listener: RawFd,
+    report: RawFd,
+    /// The path the last rule refusal was about.
     refused: std::cell::RefCell<Option<Vec<u8>>>,
+    /// Per caller: its memory, open (opening /proc/<pid>/mem costs more than the rest of a
+    /// request), and its umask once read.
+    callers: std::cell::RefCell<std::collections::HashMap<u32, Caller>>,
 }
+
+struct Caller {
+    mem: fs::File,
+    umask: Option<u32>,
+}
+
+/// Message tag of a refusal report on the supervisor channel.
+pub const MSG_REFUSED: u8 = b'D';
 
 impl Agent<'_> {
     /// Refuses (EACCES) creating `name` in `parent` when a rule says so, noting the path.
@@ -233,9 +209,35 @@ impl Agent<'_> {
         Ok(())
     }
 
-    fn answer(&self, id: u64, result: i64, fd: Option<&OwnedFd>) {
-        let refused = self.refused.borrow_mut().take();
-        reply_refused(self.sock, id, result, fd, refused.as_deref());
+    /// Completes the caller's syscall: with `fd` installed in the caller, or with `result`
+    /// (>= 0, or -errno).
+    fn answer(&self, req: &Request, result: i64, fd: Option<&OwnedFd>) {
+        if let Some(path) = self.refused.borrow_mut().take() {
+            let mut msg = vec![MSG_REFUSED];
+            msg.extend_from_slice(&path);
+            let _ = send_fds(self.report, &msg, &[]);
+        }
+        match fd {
+            Some(fd) if result >= 0 => {
+                let newfd_flags = if req.flags & libc::O_CLOEXEC != 0 {
+                    libc::O_CLOEXEC as u32
+                } else {
+                    0
+                };
+                let addfd = libc::seccomp_notif_addfd {
+                    id: req.id,
+                    flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
+                    srcfd: fd.as_raw_fd() as u32,
+                    newfd: 0,
+                    newfd_flags,
+                };
+                // SAFETY: addfd is a valid seccomp_notif_addfd; with FLAG_SEND the kernel
+                // installs the fd in the caller and completes its syscall with the fd number.
+                // A failure means the caller is gone.
+                unsafe { libc::ioctl(self.listener, libc::SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) };
+            }
+            _ => respond(self.listener, req.id, result),
+        }
     }
 
     fn serve(&self, req: &Request, dir1: RawFd, dir2: RawFd) {
@@ -268,7 +270,7 @@ impl Agent<'_> {
             OP_RENAME => self.rename(req, dir1, dir2),
             _ => Err(libc::ENOSYS),
         };
-        self.answer(req.id, r.map_or_else(|e| -(e as i64), |v| v as i64), None);
+        self.answer(req, r.map_or_else(|e| -(e as i64), |v| v as i64), None);
     }
 
     fn simple(
@@ -315,9 +317,9 @@ impl Agent<'_> {
     fn open(&self, req: &Request, dir: RawFd) {
         let result = self.open_inner(req, dir);
         match result {
-            Ok(Some(fd)) => self.answer(req.id, 0, Some(&fd)),
+            Ok(Some(fd)) => self.answer(req, 0, Some(&fd)),
             Ok(None) => {} // answered by a child
-            Err(e) => self.answer(req.id, -(e as i64), None),
+            Err(e) => self.answer(req, -(e as i64), None),
         }
     }
 
@@ -333,15 +335,14 @@ impl Agent<'_> {
             let n = cstr(&name)?;
             let excl = req.flags & libc::O_EXCL != 0;
             let nofollow = req.flags & libc::O_NOFOLLOW != 0;
-            if !excl && !nofollow {
-                if let Some(target) = symlink_target(parent.as_raw_fd(), &n) {
-                    path = target;
-                    base = Some(parent);
-                    continue;
-                }
+            let there = existing(parent.as_raw_fd(), &n);
+            if let (Existing::Symlink(target), false, false) = (&there, excl, nofollow) {
+                path = target.clone();
+                base = Some(parent);
+                continue;
             }
             let flags = (req.flags | libc::O_NOFOLLOW) & !libc::O_CLOEXEC | libc::O_CLOEXEC;
-            if req.flags & libc::O_NONBLOCK == 0 && is_fifo(parent.as_raw_fd(), &n) {
+            if req.flags & libc::O_NONBLOCK == 0 && matches!(there, Existing::Fifo) {
                 // Opening a FIFO blocks until the other end opens: do it in a child so that
                 // the agent keeps serving.
                 // SAFETY: the agent is single-threaded; the child only opens, replies and exits.
@@ -351,11 +352,11 @@ impl Agent<'_> {
                     let fd =
                         unsafe { libc::openat(parent.as_raw_fd(), n.as_ptr(), flags, req.mode) };
                     if fd < 0 {
-                        reply(self.sock, req.id, -(errno() as i64), None);
+                        self.answer(req, -(errno() as i64), None);
                     } else {
                         // SAFETY: fd is fresh and owned by nobody else.
                         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                        reply(self.sock, req.id, 0, Some(&fd));
+                        self.answer(req, 0, Some(&fd));
                     }
                     // SAFETY: _exit ends the child.
                     unsafe { libc::_exit(0) }
@@ -377,43 +378,94 @@ impl Agent<'_> {
     }
 }
 
-/// The agent's main loop (inside the sandbox, after capabilities are dropped, before the guard
-/// filter is installed). Returns when the supervisor goes away.
-pub fn agent(rules: &GuardRules, sock: OwnedFd) -> ! {
-    // Nothing in the sandbox may read or write this process's memory or descriptors.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    // SAFETY: SIGCHLD ignored: FIFO helper children are reaped automatically.
-    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
-    let agent = Agent {
-        rules,
-        sock: sock.as_raw_fd(),
-        refused: std::cell::RefCell::new(None),
-    };
-    let mut buf = vec![0u8; 2 * libc::PATH_MAX as usize + 64];
-    loop {
-        let (n, fds) = match recv_fds(sock.as_raw_fd(), &mut buf) {
-            Ok((0, _)) | Err(_) => break,
-            Ok(v) => v,
+impl<'a> Agent<'a> {
+    pub fn new(rules: &'a GuardRules, listener: &OwnedFd, report: RawFd) -> Agent<'a> {
+        // Wake the caller on the CPU that answers it (Linux 6.6+): a notification is a round
+        // trip, and this shortens it. Older kernels refuse; nothing depends on it.
+        const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
+        // SAFETY: the ioctl takes the flags by value.
+        unsafe {
+            libc::ioctl(
+                listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
+            )
         };
-        let Some(req) = Request::decode(&buf[..n]) else {
-            continue;
-        };
-        let d1 = fds.first().map_or(libc::AT_FDCWD, |f| f.as_raw_fd());
-        let d2 = fds.get(1).map_or(d1, |f| f.as_raw_fd());
-        agent.serve(&req, d1, d2);
+        Agent {
+            rules,
+            listener: listener.as_raw_fd(),
+            report,
+            refused: std::cell::RefCell::new(None),
+            callers: std::cell::RefCell::new(std::collections::HashMap::new()),
+        }
     }
-    // SAFETY: _exit ends the agent.
-    unsafe { libc::_exit(0) }
+
+    /// Takes one notification from the kernel and answers it.
+    pub fn handle_one(&self) {
+        // SAFETY: seccomp_notif is plain data; the kernel requires it zeroed.
+        let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: n is a valid buffer for SECCOMP_IOCTL_NOTIF_RECV.
+        if unsafe { libc::ioctl(self.listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n) } < 0 {
+            return;
+        }
+        if n.data.nr as libc::c_long == libc::SYS_umask {
+            // umask is shared by threads and inherited: forget every cached value, then let
+            // the call run (it has no pointer argument to race on).
+            for c in self.callers.borrow_mut().values_mut() {
+                c.umask = None;
+            }
+            let resp = libc::seccomp_notif_resp {
+                id: n.id,
+                val: 0,
+                error: 0,
+                flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+            };
+            // SAFETY: resp is a valid seccomp_notif_resp.
+            unsafe { libc::ioctl(self.listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+            return;
+        }
+        let built = self.with_caller(n.pid, |caller| build(&n, caller));
+        match built {
+            Ok((req, fds)) => {
+                // The pid could have been reused while its memory was read: check the
+                // notification is still the caller's before acting on what was read.
+                if !id_valid(self.listener, n.id) {
+                    return;
+                }
+                let d1 = fds.first().map_or(libc::AT_FDCWD, |f| f.as_raw_fd());
+                let d2 = fds.get(1).map_or(d1, |f| f.as_raw_fd());
+                self.serve(&req, d1, d2);
+            }
+            Err(e) => respond(self.listener, n.id, -(e as i64)),
+        }
+    }
 }
 
-/// The supervisor's side of the guard.
-pub struct Guard {
-    pub listener: OwnedFd,
-    pub agent: OwnedFd,
-    /// Notifications handed to the agent, with the fd flags an opened file gets in the caller.
-    pending: HashMap<u64, u32>,
-    pub report: GuardReport,
+impl Agent<'_> {
+    /// Runs `f` with the caller's memory and umask; when reading its memory fails on a cached
+    /// descriptor (the pid exec'd or was reused), reopens it and tries once more.
+    fn with_caller<T>(
+        &self,
+        pid: u32,
+        f: impl Fn(&mut Caller) -> Result<T, i32>,
+    ) -> Result<T, i32> {
+        let mut callers = self.callers.borrow_mut();
+        if let Some(c) = callers.get_mut(&pid) {
+            match f(c) {
+                Err(libc::EFAULT) => {}
+                other => return other,
+            }
+        }
+        if callers.len() > 4096 {
+            callers.clear();
+        }
+        let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(|_| libc::EPERM)?;
+        callers.insert(pid, Caller { mem, umask: None });
+        match callers.get_mut(&pid) {
+            Some(c) => f(c),
+            None => Err(libc::EFAULT),
+        }
+    }
 }
 
 /// What the guard refused during a run.
@@ -424,14 +476,40 @@ pub struct GuardReport {
     pub examples: Vec<PathBuf>,
 }
 
+impl GuardReport {
+    pub fn add(&mut self, path: &[u8]) {
+        self.refused += 1;
+        if self.examples.len() < 5 {
+            self.examples.push(PathBuf::from(OsStr::from_bytes(path)));
+        }
+    }
+}
+
+fn id_valid(listener: RawFd, id: u64) -> bool {
+    // SAFETY: the ioctl reads a u64 id.
+    unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &id) == 0 }
+}
+
+fn respond(listener: RawFd, id: u64, result: i64) {
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: if result >= 0 { result } else { 0 },
+        error: if result >= 0 { 0 } else { result as i32 },
+        flags: 0,
+    };
+    // SAFETY: resp is a valid seccomp_notif_resp; failure means the caller is gone.
+    unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+}
+
 /// Copies a NUL-terminated string out of another process's memory.
 fn read_string(mem: &fs::File, addr: u64) -> Result<Vec<u8>, i32> {
+    use std::os::unix::fs::FileExt;
     if addr == 0 {
         return Err(libc::EFAULT);
     }
     let mut out = Vec::new();
     let mut at = addr;
-    let mut chunk = [0u8; 256];
+    let mut chunk = [0u8; 512];
     while out.len() < libc::PATH_MAX as usize {
         // Never read across a page boundary in one go: the next page may be unmapped.
         let to_page_end = 4096 - (at % 4096) as usize;
@@ -469,26 +547,32 @@ fn open_dir_of(pid: u32, dirfd: i32) -> Result<OwnedFd, i32> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// The caller's umask and its pid inside the sandbox's PID namespace.
-fn status_of(pid: u32) -> Result<(u32, u32), i32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).map_err(|_| libc::ESRCH)?;
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name));
-    let umask = field("Umask:")
+/// The caller's umask, read with one read(2) (the file is generated on each read).
+fn umask_of(pid: u32) -> Result<u32, i32> {
+    let c = cstr(format!("/proc/{pid}/status").as_bytes())?;
+    // SAFETY: c is a valid string; the fd is checked and owned below.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(libc::ESRCH);
+    }
+    // SAFETY: fd was just opened and is owned here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut buf = [0u8; 4096];
+    let n = crate::sys::read_some(fd.as_raw_fd(), &mut buf).map_err(|_| libc::ESRCH)?;
+    let status = std::str::from_utf8(&buf[..n]).map_err(|_| libc::EIO)?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
         .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        .ok_or(libc::EIO)?;
-    let inner = field("NSpid:")
-        .and_then(|v| v.split_whitespace().last())
-        .and_then(|v| v.parse().ok())
-        .ok_or(libc::EIO)?;
-    Ok((umask, inner))
+        .ok_or(libc::EIO)
 }
 
-/// `/proc/self/...` and `/proc/thread-self/...` mean the caller, not the agent: name it.
-fn for_caller(path: Vec<u8>, inner_pid: u32) -> Vec<u8> {
+/// `/proc/self/...` and `/proc/thread-self/...` mean the caller, not PID 1: name it.
+fn for_caller(path: Vec<u8>, pid: u32) -> Vec<u8> {
     for prefix in [&b"/proc/self"[..], b"/proc/thread-self"] {
         if let Some(rest) = path.strip_prefix(prefix) {
             if rest.is_empty() || rest.starts_with(b"/") {
-                let mut v = format!("/proc/{inner_pid}").into_bytes();
+                let mut v = format!("/proc/{pid}").into_bytes();
                 v.extend_from_slice(rest);
                 return v;
             }
@@ -497,276 +581,143 @@ fn for_caller(path: Vec<u8>, inner_pid: u32) -> Vec<u8> {
     path
 }
 
-impl Guard {
-    pub fn new(listener: OwnedFd, agent: OwnedFd) -> Guard {
-        // Wake the caller on the CPU that answers it (Linux 6.6+): a notification is a
-        // round trip, and this roughly halves it. Older kernels refuse; nothing depends on it.
-        const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
-        // SAFETY: the ioctl takes the flags by value.
-        unsafe {
-            libc::ioctl(
-                listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-                SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP,
-            )
-        };
-        Guard {
-            listener,
-            agent,
-            pending: HashMap::new(),
-            report: GuardReport::default(),
+/// The request a notification stands for, with the caller's directories opened.
+fn build(n: &libc::seccomp_notif, caller: &mut Caller) -> Result<(Request, Vec<OwnedFd>), i32> {
+    let pid = n.pid;
+    let a = n.data.args;
+    let umask = match caller.umask {
+        Some(u) => u,
+        None => {
+            let u = umask_of(pid)?;
+            caller.umask = Some(u);
+            u
         }
-    }
-
-    fn id_valid(&self, id: u64) -> bool {
-        // SAFETY: the ioctl reads a u64 id.
-        unsafe {
-            libc::ioctl(
-                self.listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-                &id,
-            ) == 0
+    };
+    let mem = &caller.mem;
+    let s = |addr: u64| read_string(mem, addr);
+    let fd = |v: u64| v as u32 as i32;
+    let nr = n.data.nr as libc::c_long;
+    let mut req = Request {
+        id: n.id,
+        umask,
+        ..Request::default()
+    };
+    let dirs: Vec<i32>;
+    #[cfg(target_arch = "x86_64")]
+    let legacy = true;
+    #[cfg(not(target_arch = "x86_64"))]
+    let legacy = false;
+    match nr {
+        libc::SYS_openat => {
+            req.op = OP_OPEN;
+            req.path1 = s(a[1])?;
+            req.flags = a[2] as i32;
+            req.mode = a[3] as u32;
+            dirs = vec![fd(a[0])];
         }
-    }
-
-    fn respond(&self, id: u64, result: i64) {
-        let resp = libc::seccomp_notif_resp {
-            id,
-            val: if result >= 0 { result } else { 0 },
-            error: if result >= 0 { 0 } else { result as i32 },
-            flags: 0,
-        };
-        // SAFETY: resp is a valid seccomp_notif_resp; failure means the caller is gone.
-        unsafe {
-            libc::ioctl(
-                self.listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_SEND,
-                &resp,
-            )
-        };
-    }
-
-    /// Takes one notification from the kernel and passes it on to the agent (or answers it).
-    pub fn on_notification(&mut self) {
-        // SAFETY: seccomp_notif is plain data; the kernel requires it zeroed.
-        let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-        // SAFETY: n is a valid buffer for SECCOMP_IOCTL_NOTIF_RECV.
-        if unsafe {
-            libc::ioctl(
-                self.listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_RECV,
-                &mut n,
-            )
-        } < 0
-        {
-            return;
+        libc::SYS_mkdirat => {
+            req.op = OP_MKDIR;
+            req.path1 = s(a[1])?;
+            req.mode = a[2] as u32;
+            dirs = vec![fd(a[0])];
         }
-        match self.build(&n) {
-            Ok((req, fds)) => {
-                let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
-                if !self.id_valid(n.id) {
-                    return;
-                }
-                if send_fds(self.agent.as_raw_fd(), &req.encode(), &raw).is_err() {
-                    // No agent: nothing gets created.
-                    self.respond(n.id, -(libc::EACCES as i64));
-                    return;
-                }
-                let cloexec = if req.op == OP_OPEN && req.flags & libc::O_CLOEXEC != 0 {
-                    libc::O_CLOEXEC as u32
-                } else {
-                    0
-                };
-                self.pending.insert(n.id, cloexec);
-            }
-            Err(e) => self.respond(n.id, -(e as i64)),
+        libc::SYS_mknodat => {
+            req.op = OP_MKNOD;
+            req.path1 = s(a[1])?;
+            req.mode = a[2] as u32;
+            req.dev = a[3];
+            dirs = vec![fd(a[0])];
         }
-    }
-
-    fn build(&self, n: &libc::seccomp_notif) -> Result<(Request, Vec<OwnedFd>), i32> {
-        let pid = n.pid;
-        let a = n.data.args;
-        let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(|_| libc::EPERM)?;
-        let s = |addr: u64| read_string(&mem, addr);
-        let fd = |v: u64| v as u32 as i32;
-        let nr = n.data.nr as libc::c_long;
-        let (umask, inner_pid) = status_of(pid)?;
-        let mut req = Request {
-            id: n.id,
-            umask,
-            ..Request::default()
-        };
-        let dirs: Vec<i32>;
-        #[cfg(target_arch = "x86_64")]
-        let legacy = true;
-        #[cfg(not(target_arch = "x86_64"))]
-        let legacy = false;
-        match nr {
-            libc::SYS_openat => {
-                req.op = OP_OPEN;
-                req.path1 = s(a[1])?;
-                req.flags = a[2] as i32;
-                req.mode = a[3] as u32;
-                dirs = vec![fd(a[0])];
-            }
-            libc::SYS_mkdirat => {
-                req.op = OP_MKDIR;
-                req.path1 = s(a[1])?;
-                req.mode = a[2] as u32;
-                dirs = vec![fd(a[0])];
-            }
-            libc::SYS_mknodat => {
-                req.op = OP_MKNOD;
-                req.path1 = s(a[1])?;
-                req.mode = a[2] as u32;
-                req.dev = a[3];
-                dirs = vec![fd(a[0])];
-            }
-            libc::SYS_symlinkat => {
-                req.op = OP_SYMLINK;
-                req.path1 = s(a[0])?;
-                req.path2 = s(a[2])?;
-                dirs = vec![libc::AT_FDCWD, fd(a[1])];
-            }
-            libc::SYS_linkat => {
-                req.op = OP_LINK;
-                req.path1 = s(a[1])?;
-                req.path2 = s(a[3])?;
-                req.flags = a[4] as i32;
-                dirs = vec![fd(a[0]), fd(a[2])];
-            }
-            libc::SYS_renameat | libc::SYS_renameat2 => {
-                req.op = OP_RENAME;
-                req.path1 = s(a[1])?;
-                req.path2 = s(a[3])?;
-                req.flags = if nr == libc::SYS_renameat2 {
-                    a[4] as i32
-                } else {
-                    0
-                };
-                dirs = vec![fd(a[0]), fd(a[2])];
-            }
-            _ if legacy => {
-                #[cfg(target_arch = "x86_64")]
-                match nr {
-                    libc::SYS_open => {
-                        req.op = OP_OPEN;
-                        req.path1 = s(a[0])?;
-                        req.flags = a[1] as i32;
-                        req.mode = a[2] as u32;
-                    }
-                    libc::SYS_creat => {
-                        req.op = OP_OPEN;
-                        req.path1 = s(a[0])?;
-                        req.flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
-                        req.mode = a[1] as u32;
-                    }
-                    libc::SYS_mkdir => {
-                        req.op = OP_MKDIR;
-                        req.path1 = s(a[0])?;
-                        req.mode = a[1] as u32;
-                    }
-                    libc::SYS_mknod => {
-                        req.op = OP_MKNOD;
-                        req.path1 = s(a[0])?;
-                        req.mode = a[1] as u32;
-                        req.dev = a[2];
-                    }
-                    libc::SYS_symlink => {
-                        req.op = OP_SYMLINK;
-                        req.path1 = s(a[0])?;
-                        req.path2 = s(a[1])?;
-                    }
-                    libc::SYS_link => {
-                        req.op = OP_LINK;
-                        req.path1 = s(a[0])?;
-                        req.path2 = s(a[1])?;
-                    }
-                    libc::SYS_rename => {
-                        req.op = OP_RENAME;
-                        req.path1 = s(a[0])?;
-                        req.path2 = s(a[1])?;
-                    }
-                    _ => return Err(libc::ENOSYS),
-                }
-                dirs = vec![libc::AT_FDCWD, libc::AT_FDCWD];
-            }
-            _ => return Err(libc::ENOSYS),
+        libc::SYS_symlinkat => {
+            req.op = OP_SYMLINK;
+            req.path1 = s(a[0])?;
+            req.path2 = s(a[2])?;
+            dirs = vec![libc::AT_FDCWD, fd(a[1])];
         }
-        req.path1 = for_caller(std::mem::take(&mut req.path1), inner_pid);
-        req.path2 = for_caller(std::mem::take(&mut req.path2), inner_pid);
-        // The directory each path is relative to. An absolute path ignores it (as the kernel
-        // does, even when the descriptor is not valid), and a symlink's target is never
-        // resolved, so the caller's cwd stands in for those.
-        let resolved: [Option<&[u8]>; 2] = match req.op {
-            OP_SYMLINK => [None, Some(&req.path2)],
-            OP_LINK | OP_RENAME => [Some(&req.path1), Some(&req.path2)],
-            _ => [Some(&req.path1), None],
-        };
-        let mut fds = Vec::with_capacity(2);
-        for (d, p) in dirs.into_iter().zip(resolved) {
-            let d = match p {
-                Some(p) if !p.starts_with(b"/") => d,
-                _ => libc::AT_FDCWD,
+        libc::SYS_linkat => {
+            req.op = OP_LINK;
+            req.path1 = s(a[1])?;
+            req.path2 = s(a[3])?;
+            req.flags = a[4] as i32;
+            dirs = vec![fd(a[0]), fd(a[2])];
+        }
+        libc::SYS_renameat | libc::SYS_renameat2 => {
+            req.op = OP_RENAME;
+            req.path1 = s(a[1])?;
+            req.path2 = s(a[3])?;
+            req.flags = if nr == libc::SYS_renameat2 {
+                a[4] as i32
+            } else {
+                0
             };
-            fds.push(open_dir_of(pid, d)?);
+            dirs = vec![fd(a[0]), fd(a[2])];
         }
-        Ok((req, fds))
-    }
-
-    /// Takes the agent's answer and completes the caller's syscall with it.
-    /// Returns false when the agent is gone.
-    pub fn on_agent_reply(&mut self) -> bool {
-        let mut buf = vec![0u8; 32 + libc::PATH_MAX as usize * 2];
-        let (n, fds) = match recv_fds(self.agent.as_raw_fd(), &mut buf) {
-            Ok((0, _)) | Err(_) => {
-                // Fail closed: whatever was waiting is refused.
-                for (id, _) in std::mem::take(&mut self.pending) {
-                    self.respond(id, -(libc::EACCES as i64));
+        _ if legacy => {
+            #[cfg(target_arch = "x86_64")]
+            match nr {
+                libc::SYS_open => {
+                    req.op = OP_OPEN;
+                    req.path1 = s(a[0])?;
+                    req.flags = a[1] as i32;
+                    req.mode = a[2] as u32;
                 }
-                return false;
+                libc::SYS_creat => {
+                    req.op = OP_OPEN;
+                    req.path1 = s(a[0])?;
+                    req.flags = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
+                    req.mode = a[1] as u32;
+                }
+                libc::SYS_mkdir => {
+                    req.op = OP_MKDIR;
+                    req.path1 = s(a[0])?;
+                    req.mode = a[1] as u32;
+                }
+                libc::SYS_mknod => {
+                    req.op = OP_MKNOD;
+                    req.path1 = s(a[0])?;
+                    req.mode = a[1] as u32;
+                    req.dev = a[2];
+                }
+                libc::SYS_symlink => {
+                    req.op = OP_SYMLINK;
+                    req.path1 = s(a[0])?;
+                    req.path2 = s(a[1])?;
+                }
+                libc::SYS_link => {
+                    req.op = OP_LINK;
+                    req.path1 = s(a[0])?;
+                    req.path2 = s(a[1])?;
+                }
+                libc::SYS_rename => {
+                    req.op = OP_RENAME;
+                    req.path1 = s(a[0])?;
+                    req.path2 = s(a[1])?;
+                }
+                _ => return Err(libc::ENOSYS),
             }
-            Ok(v) => v,
-        };
-        if n < 16 {
-            return true;
+            dirs = vec![libc::AT_FDCWD, libc::AT_FDCWD];
         }
-        let id = u64::from_ne_bytes(buf[0..8].try_into().unwrap_or_default());
-        let result = i64::from_ne_bytes(buf[8..16].try_into().unwrap_or_default());
-        let Some(newfd_flags) = self.pending.remove(&id) else {
-            return true;
-        };
-        if n > 16 {
-            self.report.refused += 1;
-            if self.report.examples.len() < 5 {
-                self.report
-                    .examples
-                    .push(PathBuf::from(OsStr::from_bytes(&buf[16..n])));
-            }
-        }
-        match fds.first() {
-            Some(fd) if result >= 0 => {
-                let addfd = libc::seccomp_notif_addfd {
-                    id,
-                    flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
-                    srcfd: fd.as_raw_fd() as u32,
-                    newfd: 0,
-                    newfd_flags,
-                };
-                // SAFETY: addfd is a valid seccomp_notif_addfd; with FLAG_SEND the kernel
-                // installs the fd in the caller and completes its syscall with the fd number.
-                unsafe {
-                    libc::ioctl(
-                        self.listener.as_raw_fd(),
-                        libc::SECCOMP_IOCTL_NOTIF_ADDFD,
-                        &addfd,
-                    )
-                };
-            }
-            _ => self.respond(id, result),
-        }
-        true
+        _ => return Err(libc::ENOSYS),
     }
+    req.path1 = for_caller(std::mem::take(&mut req.path1), pid);
+    req.path2 = for_caller(std::mem::take(&mut req.path2), pid);
+    // The directory each path is relative to. An absolute path ignores it (as the kernel
+    // does, even when the descriptor is not valid), and a symlink's target is never
+    // resolved, so the caller's cwd stands in for those.
+    let resolved: [Option<&[u8]>; 2] = match req.op {
+        OP_SYMLINK => [None, Some(&req.path2)],
+        OP_LINK | OP_RENAME => [Some(&req.path1), Some(&req.path2)],
+        _ => [Some(&req.path1), None],
+    };
+    let mut fds = Vec::with_capacity(2);
+    for (d, p) in dirs.into_iter().zip(resolved) {
+        let d = match p {
+            Some(p) if !p.starts_with(b"/") => d,
+            _ => libc::AT_FDCWD,
+        };
+        fds.push(open_dir_of(pid, d)?);
+    }
+    Ok((req, fds))
 }
 
 #[cfg(test)]
@@ -782,22 +733,6 @@ mod tests {
             paths: vec![PathBuf::from("/w/repo/myhooks")],
             roots: vec![PathBuf::from("/w")],
         }
-    }
-
-    #[test]
-    fn request_round_trips() {
-        let r = Request {
-            id: 7,
-            op: OP_RENAME,
-            flags: -3,
-            mode: 0o644,
-            umask: 0o22,
-            dev: 9,
-            path1: b"a/b".to_vec(),
-            path2: b"c".to_vec(),
-        };
-        assert_eq!(Request::decode(&r.encode()), Some(r));
-        assert_eq!(Request::decode(b"short"), None);
     }
 
     #[test]

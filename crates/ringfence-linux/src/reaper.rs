@@ -6,8 +6,9 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use crate::sandbox::{send_with_fd, Ready, Spec, MSG_EXITED, MSG_SIGNALED};
-use crate::sys;
+use crate::guard::Agent;
+use crate::sandbox::{recv_fds, send_fds, send_with_fd, Ready, Spec, MSG_EXITED, MSG_SIGNALED};
+use crate::{seccomp, sys};
 
 static COMMAND_PID: AtomicI32 = AtomicI32::new(0);
 
@@ -43,7 +44,42 @@ fn block_all() -> libc::sigset_t {
     }
 }
 
+static CHILD_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_child(_: libc::c_int) {
+    let fd = CHILD_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let b = 0u8;
+        // SAFETY: write is async-signal-safe; the buffer is one valid byte.
+        unsafe { libc::write(fd, &b as *const u8 as *const libc::c_void, 1) };
+    }
+}
+
+fn handle(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: handler is an async-signal-safe extern "C" function.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut());
+    }
+}
+
 pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
+    // The command installs the creation guard on itself and hands PID 1 the listener over
+    // this pair (a stream pair: the main filter allows those).
+    let guard_pair = match spec.guard {
+        Some(_) => match stream_pair() {
+            Ok(p) => Some(p),
+            Err(_) => report(&channel, MSG_EXITED, 125),
+        },
+        None => None,
+    };
+    let (wake_read, wake_write) = match sys::pipe() {
+        Ok(p) => p,
+        Err(_) => report(&channel, MSG_EXITED, 125),
+    };
     let old_mask = block_all();
     // SAFETY: the process is single-threaded; the child only execs or exits.
     let pid = unsafe { libc::fork() };
@@ -52,36 +88,83 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
     }
     if pid == 0 {
         drop(channel);
-        command(spec, ready.pty_slave.as_ref(), &old_mask);
+        drop((wake_read, wake_write));
+        let guard_end = guard_pair.map(|(_, theirs)| theirs);
+        command(spec, ready.pty_slave.as_ref(), &old_mask, guard_end);
     }
     COMMAND_PID.store(pid, Ordering::Relaxed);
     // The reaper itself: not dumpable, so nothing in the sandbox can read its memory or fds.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    CHILD_PIPE.store(wake_write.as_raw_fd(), Ordering::Relaxed);
     for &sig in FORWARDED {
-        // SAFETY: forward is an async-signal-safe extern "C" handler.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = forward as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
-        }
+        handle(sig, forward);
     }
+    handle(libc::SIGCHLD, on_child);
     // SAFETY: restoring the previous signal mask.
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
 
+    let listener = guard_pair.and_then(|(ours, theirs)| {
+        drop(theirs);
+        let mut b = [0u8; 1];
+        // A command that died before installing the guard sends nothing: no listener.
+        recv_fds(ours.as_raw_fd(), &mut b)
+            .ok()
+            .and_then(|(_, fds)| fds.into_iter().next())
+    });
+    let agent = match (&spec.guard, &listener) {
+        (Some(rules), Some(l)) => Some(Agent::new(rules, l, channel.as_raw_fd())),
+        _ => None,
+    };
+
     let mut status = 0;
-    loop {
-        let mut st = 0;
-        // SAFETY: waitpid with a valid status pointer.
-        let r = unsafe { libc::waitpid(-1, &mut st, 0) };
-        if r == pid {
-            status = st;
-            break;
+    let mut listening = agent.is_some();
+    'outer: loop {
+        loop {
+            let mut st = 0;
+            // SAFETY: waitpid with a valid status pointer.
+            let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if r == pid {
+                status = st;
+                break 'outer;
+            }
+            if r <= 0 {
+                if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD) {
+                    break 'outer;
+                }
+                break;
+            }
         }
-        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            break;
+        let mut fds = [
+            libc::pollfd {
+                fd: wake_read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: match (&listener, listening) {
+                    (Some(l), true) => l.as_raw_fd(),
+                    _ => -1,
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfd.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if n < 0 {
+            continue;
+        }
+        if fds[0].revents != 0 {
+            let mut buf = [0u8; 64];
+            let _ = sys::read_some(wake_read.as_raw_fd(), &mut buf);
+        }
+        if fds[1].revents & libc::POLLIN != 0 {
+            if let Some(a) = &agent {
+                a.handle_one();
+            }
+        } else if fds[1].revents != 0 {
+            listening = false;
         }
     }
     COMMAND_PID.store(0, Ordering::Relaxed);
@@ -96,6 +179,25 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
     report(&channel, MSG_EXITED, libc::WEXITSTATUS(status));
 }
 
+fn stream_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: fds is a valid array of two ints for socketpair to fill.
+    if unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 fn report(channel: &OwnedFd, kind: u8, value: i32) -> ! {
     let mut msg = vec![kind];
     msg.extend_from_slice(&value.to_ne_bytes());
@@ -106,7 +208,12 @@ fn report(channel: &OwnedFd, kind: u8, value: i32) -> ! {
 
 /// The command's process: new session, its terminal, no inherited descriptors, default signal
 /// handling, then exec. Exits 127 when the program is not found and 126 when it cannot run.
-fn command(spec: &Spec, pty_slave: Option<&CString>, mask: &libc::sigset_t) -> ! {
+fn command(
+    spec: &Spec,
+    pty_slave: Option<&CString>,
+    mask: &libc::sigset_t,
+    guard: Option<OwnedFd>,
+) -> ! {
     for sig in 1..libc::SIGRTMIN() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
@@ -133,6 +240,25 @@ fn command(spec: &Spec, pty_slave: Option<&CString>, mask: &libc::sigset_t) -> !
         for (target, wanted) in spec.pty.iter().enumerate() {
             if *wanted {
                 let _ = sys::dup2(fd, target as i32);
+            }
+        }
+    }
+    if let Some(sock) = guard {
+        // Last step before exec: from here on every creating syscall waits for PID 1.
+        match seccomp::install_with_listener(&seccomp::build_guard()) {
+            Ok(listener) => {
+                if send_fds(sock.as_raw_fd(), &[0], &[listener.as_raw_fd()]).is_err() {
+                    fail(
+                        125,
+                        "handing over the creation guard",
+                        std::io::Error::last_os_error(),
+                    );
+                }
+            }
+            Err(e) => {
+                eprintln!("ringfence: {e}");
+                // SAFETY: _exit ends the process at once.
+                unsafe { libc::_exit(125) }
             }
         }
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
-use crate::guard::{self, Guard, GuardRules};
+use crate::guard::GuardRules;
 use crate::limits::{self, Resource};
 use crate::plan::MountPlan;
 use crate::{caps, mounts, reaper, seccomp, sys};
@@ -42,8 +42,6 @@ pub struct Sandbox {
     pub channel: OwnedFd,
     /// Master side of the sandbox's pseudo-terminal, when one was asked for.
     pub pty_master: Option<OwnedFd>,
-    /// The creation guard's listener and agent channel.
-    pub guard: Option<Guard>,
 }
 
 pub(crate) const MSG_ERROR: u8 = b'E';
@@ -121,7 +119,6 @@ pub fn spawn(
         pid,
         channel: ours,
         pty_master: None,
-        guard: None,
     };
     let joined = match cgroups {
         Some(c) => c.add(pid),
@@ -141,9 +138,8 @@ pub fn spawn(
         })
     });
     match result.and_then(|()| recv_ready(&sandbox.channel)) {
-        Ok((pty_master, guard)) => Ok(Sandbox {
+        Ok(pty_master) => Ok(Sandbox {
             pty_master,
-            guard,
             ..sandbox
         }),
         Err(e) => {
@@ -179,32 +175,20 @@ fn write_id_maps(pid: libc::pid_t) -> Result<()> {
     write("uid_map", format!("{in_uid} {uid} 1\n"))
 }
 
-/// Waits for PID 1 to report that setup is complete; returns the pty master and the creation
-/// guard when they were asked for.
-fn recv_ready(channel: &OwnedFd) -> Result<(Option<OwnedFd>, Option<Guard>)> {
+/// Waits for PID 1 to report that setup is complete; returns the pty master when one was
+/// asked for.
+fn recv_ready(channel: &OwnedFd) -> Result<Option<OwnedFd>> {
     let mut buf = [0u8; 4096];
     let (n, fds) = recv_fds(channel.as_raw_fd(), &mut buf).map_err(|source| Error::Syscall {
         step: "wait for sandbox setup",
         source,
     })?;
     match buf.first() {
-        Some(&MSG_READY) if n >= 3 => {
-            let mut fds = fds.into_iter();
-            let master = if buf[1] == 1 { fds.next() } else { None };
-            let guard = if buf[2] == 1 {
-                match (fds.next(), fds.next()) {
-                    (Some(listener), Some(agent)) => Some(Guard::new(listener, agent)),
-                    _ => {
-                        return Err(Error::Setup(
-                            "the creation guard's descriptors did not arrive".into(),
-                        ))
-                    }
-                }
-            } else {
-                None
-            };
-            Ok((master, guard))
-        }
+        Some(&MSG_READY) if n >= 2 => Ok(if buf[1] == 1 {
+            fds.into_iter().next()
+        } else {
+            None
+        }),
         Some(&MSG_ERROR) if n >= 1 => Err(Error::Setup(
             String::from_utf8_lossy(&buf[1..n]).into_owned(),
         )),
@@ -323,47 +307,6 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
     }
 }
 
-/// Forks the guard's agent (which stays outside the guard filter), then installs the guard
-/// filter on PID 1 so that the command inherits it. Returns the listener and the supervisor's
-/// end of the agent channel.
-fn start_guard(
-    rules: &GuardRules,
-    channel: RawFd,
-    (sup_end, agent_end): (OwnedFd, OwnedFd),
-) -> Result<(OwnedFd, OwnedFd)> {
-    // SAFETY: PID 1 is single-threaded; the child runs the agent loop and exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(Error::Syscall {
-            step: "fork the creation guard's agent",
-            source: io::Error::last_os_error(),
-        });
-    }
-    if pid == 0 {
-        // The agent keeps only its channel; stdio goes to /dev/null.
-        // SAFETY: closing the supervisor channel in the child; the parent keeps its copy.
-        unsafe { libc::close(channel) };
-        drop(sup_end);
-        // SAFETY: a constant path; the fd is checked.
-        let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
-        if null >= 0 {
-            for t in 0..3 {
-                let _ = sys::dup2(null, t);
-            }
-        }
-        let keep = agent_end.as_raw_fd();
-        let _ = sys::dup2(keep, 3);
-        let _ = sys::close_from(4);
-        // SAFETY: fd 3 is now the agent's channel and owned only here.
-        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3) };
-        std::mem::forget(agent_end);
-        guard::agent(rules, sock);
-    }
-    drop(agent_end);
-    let listener = seccomp::install_with_listener(&seccomp::build_guard())?;
-    Ok((listener, sup_end))
-}
-
 pub(crate) struct Ready {
     pub pty_slave: Option<CString>,
 }
@@ -437,34 +380,13 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
         step: "PR_SET_PDEATHSIG",
         source,
     })?;
-    // The agent's channel is a SEQPACKET pair, which the main filter refuses to create.
-    let guard_pair = match &spec.guard {
-        Some(_) => Some(sys::seqpacket_pair().map_err(|source| Error::Syscall {
-            step: "socketpair for the creation guard",
-            source,
-        })?),
-        None => None,
-    };
     seccomp::install(&spec.seccomp)?;
-    let mut pass: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
-    let guard_fds = match (&spec.guard, guard_pair) {
-        (Some(rules), Some(pair)) => Some(start_guard(rules, channel, pair)?),
-        _ => None,
-    };
-    if let Some((listener, agent)) = &guard_fds {
-        pass.push(listener.as_raw_fd());
-        pass.push(agent.as_raw_fd());
-    }
-    let msg = [
-        MSG_READY,
-        u8::from(master.is_some()),
-        u8::from(guard_fds.is_some()),
-    ];
+    let pass: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
+    let msg = [MSG_READY, u8::from(master.is_some())];
     send_fds(channel, &msg, &pass).map_err(|source| Error::Syscall {
         step: "report ready",
         source,
     })?;
     drop(master);
-    drop(guard_fds);
     Ok(Ready { pty_slave })
 }

@@ -290,6 +290,8 @@ pub fn build_guard() -> Vec<sock_filter> {
     a.ret_unless(JEQ_K, arch::AUDIT_ARCH, RET_KILL_PROCESS);
     a.load(OFFSET_NR);
     a.ret_if(JEQ_K, nr(libc::SYS_openat2), ret_errno(libc::ENOSYS));
+    // umask changes go past the guard so that it can apply the caller's current value.
+    a.ret_if(JEQ_K, nr(libc::SYS_umask), notify);
     for &syscall in CREATING {
         a.ret_if(JEQ_K, nr(syscall), notify);
     }

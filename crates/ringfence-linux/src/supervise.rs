@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::guard::GuardReport;
+use crate::guard::{GuardReport, MSG_REFUSED};
 use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED};
 use crate::sys;
 
@@ -111,7 +111,7 @@ fn set_nonblocking(fd: RawFd) {
 }
 
 /// Runs until the command ends; returns its outcome. The sandbox is gone when this returns.
-pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> (Outcome, GuardReport) {
+pub fn wait(sandbox: Sandbox, wall: Option<Duration>) -> (Outcome, GuardReport) {
     let (sig_read, sig_write) = match sys::pipe() {
         Ok(p) => p,
         Err(_) => {
@@ -132,9 +132,7 @@ pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> (Outcome, GuardRepo
             libc::sigaction(sig, &sa, std::ptr::null_mut());
         }
     }
-    let mut guard = sandbox.guard.take();
     let mut report = GuardReport::default();
-    let mut agent_open = true;
     let master: Option<&OwnedFd> = sandbox.pty_master.as_ref();
     let _raw = match master {
         Some(_) if is_tty(0) => RawMode::enter(0),
@@ -160,19 +158,6 @@ pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> (Outcome, GuardRepo
                 revents: 0,
             },
         ];
-        let guard_at = fds.len();
-        if let Some(g) = &guard {
-            fds.push(libc::pollfd {
-                fd: g.listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-            fds.push(libc::pollfd {
-                fd: if agent_open { g.agent.as_raw_fd() } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
         let io_at = fds.len();
         if let (Some(m), true) = (master, master_open) {
             fds.push(libc::pollfd {
@@ -205,22 +190,6 @@ pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> (Outcome, GuardRepo
                 continue;
             }
             break kill_and_reap(&sandbox, Outcome::Lost);
-        }
-        if let Some(g) = guard.as_mut() {
-            if fds[guard_at + 1].revents != 0 {
-                agent_open = g.on_agent_reply();
-            }
-            if fds[guard_at].revents & libc::POLLIN != 0 {
-                g.on_notification();
-            }
-        }
-        if guard.is_some()
-            && fds[guard_at].revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
-        {
-            // Nothing in the sandbox holds the guard filter any more.
-            if let Some(g) = guard.take() {
-                report = g.report;
-            }
         }
         for pfd in &fds[io_at..] {
             if pfd.revents == 0 {
@@ -260,8 +229,14 @@ pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> (Outcome, GuardRepo
             }
         }
         if fds[0].revents != 0 {
-            let mut msg = [0u8; 64];
+            let mut msg = [0u8; 8192];
             let got = recv_with_fd(sandbox.channel.as_raw_fd(), &mut msg);
+            if let Ok((n, _)) = got {
+                if n >= 1 && msg[0] == MSG_REFUSED {
+                    report.add(&msg[1..n]);
+                    continue;
+                }
+            }
             let outcome = match got {
                 Ok((5, _)) if msg[0] == MSG_EXITED || msg[0] == MSG_SIGNALED => {
                     let v = i32::from_ne_bytes([msg[1], msg[2], msg[3], msg[4]]);
@@ -286,9 +261,6 @@ pub fn wait(mut sandbox: Sandbox, wall: Option<Duration>) -> (Outcome, GuardRepo
         }
     }
     SIGNAL_PIPE.store(-1, Ordering::Relaxed);
-    if let Some(g) = guard {
-        report = g.report;
-    }
     (outcome, report)
 }
 
