@@ -2,9 +2,12 @@
 //! at any depth inside the writable roots, before the sandbox starts. Nothing is created in the
 //! user's tree: entries that exist are mounted read-only, and their ancestors pinned.
 
-use std::ffi::OsStr;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// The names to look for. Files and directories alike are protected by their final name; nested
@@ -29,44 +32,296 @@ pub struct WalkError {
     pub source: io::Error,
 }
 
+/// What one directory held at the last scan: enough to skip reading it again while its inode
+/// and change time (and those of its repository config) are what they were.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DirRecord {
+    stamp: Stamp,
+    /// `.git/config` of a repository whose work tree this directory is.
+    git_config: Option<Stamp>,
+    subdirs: Vec<OsString>,
+    protected: Vec<OsString>,
+    /// `core.hooksPath` values of the repository here, resolved.
+    hooks: Vec<PathBuf>,
+}
+
+/// Inode and change time: any entry added, removed or renamed in a directory changes its ctime,
+/// and ctime cannot be set from user space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+fn stamp(p: &Path) -> Option<Stamp> {
+    let m = fs::symlink_metadata(p).ok()?;
+    Some(Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        ctime: m.ctime(),
+        ctime_nsec: m.ctime_nsec(),
+    })
+}
+
+/// Scan results of earlier runs, keyed by directory path; see [`scan`].
+#[derive(Debug)]
+pub struct ScanCache {
+    dirs: HashMap<PathBuf, DirRecord>,
+    /// Directories read again during this scan (the rest came from the cache).
+    pub reread: usize,
+    /// Directories changed less than this many seconds ago are not cached (negative: cache
+    /// everything, for tests).
+    pub settle_secs: i64,
+}
+
+impl Default for ScanCache {
+    fn default() -> Self {
+        ScanCache {
+            dirs: HashMap::new(),
+            reread: 0,
+            settle_secs: 2,
+        }
+    }
+}
+
+const CACHE_MAGIC: &[u8] = b"ringfence-scan-cache-v1\n";
+
+impl ScanCache {
+    /// Loads a cache file; a missing or unreadable one is an empty cache (it only saves work).
+    pub fn load(path: &Path) -> ScanCache {
+        let mut cache = ScanCache::default();
+        if let Ok(bytes) = fs::read(path) {
+            if let Some(dirs) = decode(&bytes) {
+                cache.dirs = dirs;
+            }
+        }
+        cache
+    }
+
+    /// Writes the cache atomically (write aside, rename).
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        fs::write(&tmp, encode(&self.dirs))?;
+        fs::rename(&tmp, path)
+    }
+}
+
+fn put(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn put_stamp(out: &mut Vec<u8>, s: &Stamp) {
+    for v in [s.dev, s.ino, s.ctime as u64, s.ctime_nsec as u64] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn encode(dirs: &HashMap<PathBuf, DirRecord>) -> Vec<u8> {
+    let mut out = CACHE_MAGIC.to_vec();
+    for (path, r) in dirs {
+        put(&mut out, path.as_os_str().as_bytes());
+        put_stamp(&mut out, &r.stamp);
+        match &r.git_config {
+            Some(s) => {
+                out.push(1);
+                put_stamp(&mut out, s);
+            }
+            None => out.push(0),
+        }
+        for list in [&r.subdirs, &r.protected] {
+            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for n in list.iter() {
+                put(&mut out, n.as_bytes());
+            }
+        }
+        out.extend_from_slice(&(r.hooks.len() as u32).to_le_bytes());
+        for h in &r.hooks {
+            put(&mut out, h.as_os_str().as_bytes());
+        }
+    }
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn stamp(&mut self) -> Option<Stamp> {
+        Some(Stamp {
+            dev: self.u64()?,
+            ino: self.u64()?,
+            ctime: self.u64()? as i64,
+            ctime_nsec: self.u64()? as i64,
+        })
+    }
+    fn names(&mut self) -> Option<Vec<OsString>> {
+        let n = self.u32()? as usize;
+        (0..n)
+            .map(|_| self.bytes().map(|b| OsStr::from_bytes(b).to_os_string()))
+            .collect()
+    }
+}
+
+fn decode(bytes: &[u8]) -> Option<HashMap<PathBuf, DirRecord>> {
+    let mut r = Reader(bytes.strip_prefix(CACHE_MAGIC)?);
+    let mut dirs = HashMap::new();
+    while !r.0.is_empty() {
+        let path = PathBuf::from(OsStr::from_bytes(r.bytes()?));
+        let stamp = r.stamp()?;
+        let git_config = match r.take(1)?[0] {
+            1 => Some(r.stamp()?),
+            _ => None,
+        };
+        let subdirs = r.names()?;
+        let protected = r.names()?;
+        let hooks = r.names()?.into_iter().map(PathBuf::from).collect();
+        dirs.insert(
+            path,
+            DirRecord {
+                stamp,
+                git_config,
+                subdirs,
+                protected,
+                hooks,
+            },
+        );
+    }
+    Some(dirs)
+}
+
+/// Reads one directory and records what matters in it.
+fn read_one(
+    dir: &Path,
+    stamp: Stamp,
+    names: &ProtectedNames<'_>,
+    found: &mut Found,
+) -> Result<DirRecord, WalkError> {
+    let rd = fs::read_dir(dir).map_err(|source| WalkError {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let parent_name = dir.file_name().unwrap_or_default();
+    let mut rec = DirRecord {
+        stamp,
+        git_config: None,
+        subdirs: Vec::new(),
+        protected: Vec::new(),
+        hooks: Vec::new(),
+    };
+    for entry in rd {
+        let entry = entry.map_err(|source| WalkError {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        found.entries_scanned += 1;
+        let name = entry.file_name();
+        let ty = entry.file_type().map_err(|source| WalkError {
+            path: entry.path(),
+            source,
+        })?;
+        if is_protected(parent_name, &name, names) {
+            // Nothing inside a read-only protected directory needs a mount of its own.
+            rec.protected.push(name);
+            continue;
+        }
+        if name == ".git" && ty.is_dir() {
+            rec.git_config = Some(stamp_or_missing(&entry.path().join("config")));
+            if let Some(h) = hooks_path(dir, &entry.path()) {
+                rec.hooks.push(h);
+            }
+        }
+        if ty.is_dir() {
+            rec.subdirs.push(name);
+        }
+    }
+    Ok(rec)
+}
+
+/// A stamp that also stands for "not there" (all zero).
+fn stamp_or_missing(p: &Path) -> Stamp {
+    stamp(p).unwrap_or(Stamp {
+        dev: 0,
+        ino: 0,
+        ctime: 0,
+        ctime_nsec: 0,
+    })
+}
+
 /// Walks `root` without following symlinks and returns every protected entry in it.
-/// `core.hooksPath` of each repository found is protected too.
+/// `core.hooksPath` of each repository found is protected too. A directory whose stamp matches
+/// `cache` is not read again; everything read is put back into `cache`. Directories changed
+/// within the last two seconds are not cached, since a change in the same clock tick on a
+/// coarse-timestamp filesystem would not show.
 /// An unreadable directory is an error: a tree that cannot be scanned cannot be protected.
-pub fn scan(root: &Path, names: &ProtectedNames<'_>, found: &mut Found) -> Result<(), WalkError> {
+pub fn scan(
+    root: &Path,
+    names: &ProtectedNames<'_>,
+    cache: &mut ScanCache,
+    found: &mut Found,
+) -> Result<(), WalkError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(i64::MAX);
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         found.dirs_scanned += 1;
-        let rd = fs::read_dir(&dir).map_err(|source| WalkError {
-            path: dir.clone(),
-            source,
-        })?;
-        let parent_name = dir.file_name().unwrap_or_default();
-        for entry in rd {
-            let entry = entry.map_err(|source| WalkError {
-                path: dir.clone(),
-                source,
-            })?;
-            found.entries_scanned += 1;
-            let name = entry.file_name();
-            let ty = entry.file_type().map_err(|source| WalkError {
-                path: entry.path(),
-                source,
-            })?;
-            if is_protected(parent_name, &name, names) {
-                found.paths.push(entry.path());
-                // Nothing inside a read-only protected directory needs a mount of its own.
-                continue;
-            }
-            if name == ".git" && ty.is_dir() {
-                match hooks_path(&dir, &entry.path()) {
-                    Some((hooks, true)) => found.paths.push(hooks),
-                    Some((hooks, false)) => found.missing.push(hooks),
-                    None => {}
+        let Some(st) = stamp(&dir) else {
+            return Err(WalkError {
+                path: dir,
+                source: io::Error::last_os_error(),
+            });
+        };
+        let cached = cache.dirs.get(&dir).filter(|r| {
+            r.stamp == st
+                && r.git_config
+                    .is_none_or(|c| c == stamp_or_missing(&dir.join(".git/config")))
+        });
+        let rec = match cached {
+            Some(r) => r.clone(),
+            None => {
+                cache.reread += 1;
+                let r = read_one(&dir, st, names, found)?;
+                if cache.settle_secs < 0 || st.ctime < now - cache.settle_secs {
+                    cache.dirs.insert(dir.clone(), r.clone());
+                } else {
+                    cache.dirs.remove(&dir);
                 }
+                r
             }
-            if ty.is_dir() {
-                stack.push(entry.path());
+        };
+        for p in &rec.protected {
+            found.paths.push(dir.join(p));
+        }
+        for h in &rec.hooks {
+            if h.symlink_metadata().is_ok() {
+                found.paths.push(h.clone());
+            } else {
+                found.missing.push(h.clone());
             }
+        }
+        for s in &rec.subdirs {
+            stack.push(dir.join(s));
         }
     }
     Ok(())
@@ -84,8 +339,8 @@ fn is_protected(parent: &OsStr, name: &OsStr, names: &ProtectedNames<'_>) -> boo
 }
 
 /// Reads `core.hooksPath` from a repository's config; returns the directory it names, resolved
-/// against the work tree, and whether it exists.
-fn hooks_path(worktree: &Path, git_dir: &Path) -> Option<(PathBuf, bool)> {
+/// against the work tree.
+fn hooks_path(worktree: &Path, git_dir: &Path) -> Option<PathBuf> {
     let text = fs::read_to_string(git_dir.join("config")).ok()?;
     let value = core_hooks_path(&text)?;
     let p = if let Some(rest) = value.strip_prefix("~/") {
@@ -93,8 +348,7 @@ fn hooks_path(worktree: &Path, git_dir: &Path) -> Option<(PathBuf, bool)> {
     } else {
         worktree.join(value)
     };
-    let exists = p.symlink_metadata().is_ok();
-    Some((p, exists))
+    Some(p)
 }
 
 /// The value of `hooksPath` in the `[core]` section of a git config file.
@@ -145,7 +399,7 @@ mod tests {
         fs::create_dir_all(base.join(".vscode/inner")).unwrap();
         std::os::unix::fs::symlink("nowhere", base.join("a/.bashrc")).unwrap();
         let mut found = Found::default();
-        scan(&base, &NAMES, &mut found).unwrap();
+        scan(&base, &NAMES, &mut ScanCache::default(), &mut found).unwrap();
         let mut got: Vec<_> = found
             .paths
             .iter()
@@ -165,6 +419,66 @@ mod tests {
         .collect();
         assert_eq!(got, want);
         fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn cache_skips_unchanged_directories_and_sees_changes() {
+        let base = std::env::temp_dir().join(format!("rf-protect-cache-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(base.join("a/b/c")).unwrap();
+        fs::create_dir_all(base.join("x/.git")).unwrap();
+        fs::write(base.join("a/b/.bashrc"), "").unwrap();
+        let file =
+            std::env::temp_dir().join(format!("rf-protect-cache-{}.bin", std::process::id()));
+        let run = |cache: &mut ScanCache| {
+            let mut found = Found::default();
+            scan(&base, &NAMES, cache, &mut found).unwrap();
+            let mut p: Vec<_> = found
+                .paths
+                .iter()
+                .map(|p| p.strip_prefix(&base).unwrap().to_path_buf())
+                .collect();
+            p.sort();
+            p
+        };
+        let mut cache = ScanCache {
+            settle_secs: -1,
+            ..ScanCache::default()
+        };
+        let first = run(&mut cache);
+        assert_eq!(first, vec![PathBuf::from("a/b/.bashrc")]);
+        cache.save(&file).unwrap();
+
+        let mut cache = ScanCache::load(&file);
+        cache.settle_secs = -1;
+        assert_eq!(run(&mut cache), first);
+        assert_eq!(cache.reread, 0, "nothing changed, nothing read again");
+
+        // A new protected entry deep down, and a hooks path configured in place.
+        fs::create_dir(base.join("a/b/c/.vscode")).unwrap();
+        fs::write(base.join("x/.git/config"), "[core]\nhooksPath = h\n").unwrap();
+        fs::create_dir(base.join("x/h")).unwrap();
+        let mut cache = ScanCache::load(&file);
+        cache.settle_secs = -1;
+        let mut got = run(&mut cache);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                PathBuf::from("a/b/.bashrc"),
+                PathBuf::from("a/b/c/.vscode"),
+                PathBuf::from("x/.git/config"),
+                PathBuf::from("x/h")
+            ]
+        );
+        assert!(cache.reread >= 2 && cache.reread < 6, "{}", cache.reread);
+
+        // A damaged cache file is an empty cache, not an error.
+        fs::write(&file, b"garbage").unwrap();
+        let mut cache = ScanCache::load(&file);
+        assert_eq!(run(&mut cache).len(), 4);
+        fs::remove_dir_all(&base).unwrap();
+        fs::remove_file(&file).unwrap();
     }
 
     #[test]

@@ -13,7 +13,7 @@ use ringfence_linux::cgroup::{self, CgroupLimits, Mechanism};
 use ringfence_linux::guard::GuardRules;
 use ringfence_linux::limits::Resource;
 use ringfence_linux::plan::{self, Kind, MountPlan, PlanInput, Step};
-use ringfence_linux::protect::{self, ProtectedNames};
+use ringfence_linux::protect::{self, ProtectedNames, ScanCache};
 use ringfence_linux::seccomp;
 use ringfence_policy::{CliRules, LoadOptions, Policy};
 
@@ -47,6 +47,8 @@ pub struct Prepared {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ScanStats {
     pub dirs: usize,
+    /// Directories read (the others were unchanged since the cached scan).
+    pub reread: usize,
     pub entries: usize,
     pub micros: u128,
 }
@@ -117,21 +119,33 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     };
     let started = Instant::now();
     let mut found = protect::Found::default();
+    let cache_dir = crate::runs::state_dir()?.join("scan-cache");
+    let mut reread = 0;
     for root in &allow_write {
         if !root.is_dir() {
             continue;
         }
-        protect::scan(root, &protected_names, &mut found).map_err(|e| {
+        // One cache file per root and set of protected names (allowGitConfig changes it).
+        let key = cache_key(root, &names, &nested);
+        let cache_file = cache_dir.join(format!("{key:016x}"));
+        let mut cache = ScanCache::load(&cache_file);
+        protect::scan(root, &protected_names, &mut cache, &mut found).map_err(|e| {
             anyhow::anyhow!(
                 "cannot scan {} for protected files ({}); a writable root must be fully readable",
                 e.path.display(),
                 e.source
             )
         })?;
+        reread += cache.reread;
+        if cache.reread > 0 {
+            // The cache only saves work: failing to write it is not an error.
+            let _ = std::fs::create_dir_all(&cache_dir).and_then(|()| cache.save(&cache_file));
+        }
     }
     let scan = ScanStats {
         dirs: found.dirs_scanned,
         entries: found.entries_scanned,
+        reread,
         micros: started.elapsed().as_micros(),
     };
     let mut protected = found.paths;
@@ -313,4 +327,24 @@ fn check_cwd_visible(cwd: &Path, plan: &MountPlan) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// FNV-1a over the root and the protected names: the scan cache's file name.
+fn cache_key(root: &Path, names: &[&str], nested: &[(&str, &str)]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |b: &[u8]| {
+        for &x in b.iter().chain(&[0u8]) {
+            h ^= u64::from(x);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(root.as_os_str().as_bytes());
+    for n in names {
+        feed(n.as_bytes());
+    }
+    for (p, n) in nested {
+        feed(p.as_bytes());
+        feed(n.as_bytes());
+    }
+    h
 }
