@@ -124,6 +124,13 @@ fn main() -> ExitCode {
         return finish(srt::main());
     }
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run(_)) {
+        // Printing commands end quietly when their reader goes away (`doctor | head`), like
+        // other command-line tools; `run` keeps SIGPIPE ignored so that a closed stdout never
+        // kills the supervisor of a running sandbox.
+        // SAFETY: restoring the default disposition of one signal.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Run(args) => {
             let argv = match (&args.shell, args.command.is_empty()) {

@@ -90,9 +90,16 @@ fn kind(p: &Path) -> Option<Kind> {
 pub fn prepare(src: &Sources) -> Result<Prepared> {
     let (policy, cwd) = load_policy(src)?;
     if !policy.allowed_domains.is_empty() {
+        let files: Vec<String> = policy
+            .files
+            .iter()
+            .map(|(_, f)| f.display().to_string())
+            .collect();
         bail!(
-            "network.allowedDomains: network access is not available in this version of ringfence; \
-             the sandbox has no network at all. Remove the allowed domains ({}) to run without network.",
+            "{}: network.allowedDomains: network access is not available in this version of \
+             ringfence; the sandbox has no network at all. Remove the allowed domains ({}) to run \
+             without network.",
+            if files.is_empty() { "settings".to_string() } else { files.join(", ") },
             policy.allowed_domains.join(", ")
         );
     }
