@@ -88,34 +88,53 @@ fn write(path: &Path, value: &str) -> Result<()> {
     })
 }
 
-/// Removes groups of earlier runs that have no process left (their supervisor was killed).
-fn sweep(parent: &Path) {
+/// Removes groups of earlier runs that have no process left and whose run is not live (their
+/// supervisor was killed before it could remove them). Returns how many were removed.
+fn sweep_dir(parent: &Path, is_live: &dyn Fn(&str) -> bool) -> usize {
     let Ok(rd) = fs::read_dir(parent) else {
-        return;
+        return 0;
     };
-    let stale = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    let mut removed = 0;
     for e in rd.flatten() {
         let p = e.path();
-        // A group younger than a minute may belong to a run that is still starting.
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t < stale);
-        if !old {
+        if !p.is_dir() {
+            continue;
+        }
+        let name = e.file_name();
+        if is_live(&name.to_string_lossy()) {
             continue;
         }
         let empty = fs::read_to_string(p.join("cgroup.procs"))
             .map(|s| s.trim().is_empty())
             .unwrap_or(false);
-        if empty {
-            let _ = fs::remove_dir(&p);
+        if empty && fs::remove_dir(&p).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Removes the leftovers of runs whose supervisor died, in every hierarchy of `mech`.
+pub fn sweep(mech: &Mechanism, is_live: &dyn Fn(&str) -> bool) -> usize {
+    match mech {
+        Mechanism::Rlimits => 0,
+        Mechanism::V2(base) => sweep_dir(&base.join("ringfence"), is_live),
+        Mechanism::V1 { pids, memory } => {
+            sweep_dir(&pids.join("ringfence"), is_live)
+                + sweep_dir(&memory.join("ringfence"), is_live)
         }
     }
 }
 
 impl Cgroups {
     /// Creates the run's groups with their limits (nothing when the mechanism is rlimits).
-    pub fn create(mech: &Mechanism, run: &str, limits: CgroupLimits) -> Result<Option<Cgroups>> {
+    pub fn create(
+        mech: &Mechanism,
+        run: &str,
+        limits: CgroupLimits,
+        is_live: &dyn Fn(&str) -> bool,
+    ) -> Result<Option<Cgroups>> {
+        sweep(mech, is_live);
         let mut dirs = Vec::new();
         let mut settings: Vec<(PathBuf, &str, String)> = Vec::new();
         match mech {
@@ -194,7 +213,6 @@ fn mkdir_group(parent: &Path, dir: &Path) -> Result<()> {
             });
         }
     }
-    sweep(parent);
     fs::create_dir(dir).map_err(|source| Error::Path {
         step: "create cgroup",
         path: dir.to_path_buf(),

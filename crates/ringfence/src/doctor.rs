@@ -86,6 +86,11 @@ pub fn main() -> Result<()> {
             ),
         );
     }
+    let removed =
+        ringfence_linux::cgroup::sweep(&ringfence_linux::cgroup::detect(), &crate::runs::is_live);
+    if removed > 0 {
+        println!("leftovers: removed {removed} cgroup(s) of runs whose supervisor was killed");
+    }
     println!(
         "landlock: not used (mounts in a private mount namespace enforce the filesystem policy)"
     );

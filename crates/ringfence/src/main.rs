@@ -323,7 +323,12 @@ pub fn run(req: RunRequest) -> Result<i32> {
     } else {
         None
     };
-    let groups = match Cgroups::create(&prepared.mechanism, record.name(), prepared.cgroup_limits) {
+    let groups = match Cgroups::create(
+        &prepared.mechanism,
+        record.name(),
+        prepared.cgroup_limits,
+        &runs::is_live,
+    ) {
         Ok(g) => g,
         Err(e) => {
             record.finish(None);

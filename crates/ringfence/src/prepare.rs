@@ -99,7 +99,11 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             "{}: network.allowedDomains: network access is not available in this version of \
              ringfence; the sandbox has no network at all. Remove the allowed domains ({}) to run \
              without network.",
-            if files.is_empty() { "settings".to_string() } else { files.join(", ") },
+            if files.is_empty() {
+                "settings".to_string()
+            } else {
+                files.join(", ")
+            },
             policy.allowed_domains.join(", ")
         );
     }

@@ -106,3 +106,25 @@ impl Record {
         }
     }
 }
+
+/// Whether the run `name` may still be using its resources: its record exists, has not ended,
+/// and its supervisor process is alive.
+pub fn is_live(name: &str) -> bool {
+    let Ok(dir) = state_dir() else {
+        return true;
+    };
+    let Ok(text) = fs::read_to_string(dir.join("runs").join(format!("{name}.json"))) else {
+        return false;
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return true;
+    };
+    if v.get("ended").is_some() {
+        return false;
+    }
+    match v.get("supervisorPid").and_then(|p| p.as_u64()) {
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        Some(pid) => unsafe { libc::kill(pid as libc::pid_t, 0) == 0 },
+        None => true,
+    }
+}

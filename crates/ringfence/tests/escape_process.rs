@@ -367,3 +367,57 @@ fn host_loopback_tcp_server_unreachable() {
         "a connection arrived from inside"
     );
 }
+
+#[test]
+fn killing_the_supervisor_kills_the_whole_sandbox() {
+    let marker = common::unique_number();
+    let name = format!("killed-supervisor-{marker}");
+    let mut child = common::ringfence(&["--name", &name])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            &format!("sleep 1000.{marker} & setsid sleep 1000.{marker} & sleep 1000.{marker}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let needle = format!("sleep 1000.{marker}");
+    let start = Instant::now();
+    while common::host_process_with(&needle).len() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the sandboxed processes never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SIGKILL: the supervisor gets no chance to clean up.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let start = Instant::now();
+    loop {
+        let still = common::host_process_with(&needle);
+        if still.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "processes of the run survive their supervisor: {still:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Where the run had cgroups, the next run removes the leftovers.
+    let out = run(&mut common::ringfence(&["--", "true"]));
+    assert_eq!(out.code(), 0, "{out:#?}");
+    for hierarchy in [
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/memory",
+        "/sys/fs/cgroup",
+    ] {
+        let left = std::path::Path::new(hierarchy)
+            .join("ringfence")
+            .join(&name);
+        assert!(!left.exists(), "leftover cgroup {}", left.display());
+    }
+}
