@@ -336,3 +336,254 @@ impl fmt::Display for MountPlan {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn p(s: &str) -> PathBuf {
+        PathBuf::from(s)
+    }
+
+    /// A fake filesystem: directories and files that "exist".
+    fn fs(
+        dirs: &'static [&'static str],
+        files: &'static [&'static str],
+    ) -> impl Fn(&Path) -> Option<Kind> {
+        move |q: &Path| {
+            if dirs.iter().any(|d| Path::new(d) == q) {
+                Some(Kind::Dir)
+            } else if files.iter().any(|f| Path::new(f) == q) {
+                Some(Kind::File)
+            } else {
+                None
+            }
+        }
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn nothing_writable() {
+        let plan = build(
+            &PlanInput {
+                tmp_size: GIB,
+                ..PlanInput::default()
+            },
+            &fs(&[], &[]),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::RootReadOnly,
+                Step::Dev,
+                Step::Proc,
+                Step::Tmp { size: GIB }
+            ]
+        );
+    }
+
+    #[test]
+    fn writable_root_with_deny_write_and_protected_entries() {
+        let input = PlanInput {
+            allow_write: vec![p("/home/u/proj"), p("/home/u/proj/sub")],
+            deny_write: vec![p("/home/u/proj/secrets"), p("/home/u/proj/new")],
+            protected: vec![p("/home/u/proj/a/b/.bashrc"), p("/home/u/proj/.git/hooks")],
+            tmp_size: GIB,
+            ..PlanInput::default()
+        };
+        let plan = build(
+            &input,
+            &fs(
+                &[
+                    "/home/u/proj",
+                    "/home/u/proj/sub",
+                    "/home/u/proj/secrets",
+                    "/home/u/proj/.git/hooks",
+                ],
+                &["/home/u/proj/a/b/.bashrc"],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::RootReadOnly,
+                Step::Dev,
+                Step::Proc,
+                Step::Tmp { size: GIB },
+                // The nested writable root is covered by the outer bind.
+                Step::Writable {
+                    path: p("/home/u/proj")
+                },
+                // Outermost first, so that each pin holds the ones below it.
+                Step::Pin {
+                    path: p("/home/u/proj/.git")
+                },
+                Step::Pin {
+                    path: p("/home/u/proj/a")
+                },
+                Step::Pin {
+                    path: p("/home/u/proj/a/b")
+                },
+                // Shallowest first.
+                Step::ReadOnly {
+                    path: p("/home/u/proj/secrets"),
+                    reason: Reason::DenyWrite
+                },
+                Step::ReadOnly {
+                    path: p("/home/u/proj/.git/hooks"),
+                    reason: Reason::Protected
+                },
+                Step::ReadOnly {
+                    path: p("/home/u/proj/a/b/.bashrc"),
+                    reason: Reason::Protected
+                },
+            ]
+        );
+        assert_eq!(
+            plan.skipped,
+            vec!["denyWrite /home/u/proj/new: does not exist yet (it can be created)".to_string()]
+        );
+    }
+
+    #[test]
+    fn deny_beats_allow_for_writable_roots() {
+        let input = PlanInput {
+            allow_write: vec![p("/data/x/y")],
+            deny_write: vec![p("/data/x")],
+            tmp_size: GIB,
+            ..PlanInput::default()
+        };
+        let plan = build(&input, &fs(&["/data/x", "/data/x/y"], &[])).unwrap();
+        assert!(!plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::Writable { .. })));
+        assert_eq!(
+            plan.skipped,
+            vec!["allowWrite /data/x/y: inside denyWrite /data/x".to_string()]
+        );
+    }
+
+    #[test]
+    fn read_rules_nest_outermost_first() {
+        let input = PlanInput {
+            deny_read: vec![p("/home/u"), p("/home/u/proj/.env"), p("/home/u/.ssh")],
+            allow_read: vec![p("/home/u/proj")],
+            allow_write: vec![p("/home/u/proj")],
+            tmp_size: GIB,
+            ..PlanInput::default()
+        };
+        let plan = build(
+            &input,
+            &fs(
+                &["/home/u", "/home/u/proj", "/home/u/.ssh"],
+                &["/home/u/proj/.env"],
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.steps[4..],
+            [
+                Step::Writable {
+                    path: p("/home/u/proj")
+                },
+                Step::HideDir { path: p("/home/u") },
+                // ~/.ssh is inside the hidden home already: no mount of its own.
+                Step::Reopen {
+                    path: p("/home/u/proj"),
+                    kind: Kind::Dir,
+                    writable: true
+                },
+                Step::HideFile {
+                    path: p("/home/u/proj/.env")
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn private_tmp_and_host_tmp() {
+        let input = PlanInput {
+            deny_read: vec![p("/tmp/secret")],
+            allow_write: vec![p("/tmp/shared")],
+            tmp_size: 16 << 20,
+            ..PlanInput::default()
+        };
+        let plan = build(&input, &fs(&["/tmp/shared"], &["/tmp/secret"])).unwrap();
+        assert_eq!(
+            plan.steps[3..],
+            [
+                Step::Tmp { size: 16 << 20 },
+                Step::Writable {
+                    path: p("/tmp/shared")
+                },
+            ]
+        );
+        assert_eq!(
+            plan.skipped,
+            vec![
+                "denyRead /tmp/secret: not visible anyway (the sandbox's /tmp is private)"
+                    .to_string()
+            ]
+        );
+
+        // Allowing /tmp itself shares the host's /tmp instead of a private one.
+        let input = PlanInput {
+            allow_write: vec![p("/tmp")],
+            tmp_size: GIB,
+            ..PlanInput::default()
+        };
+        let plan = build(&input, &fs(&["/tmp"], &[])).unwrap();
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::RootReadOnly,
+                Step::Dev,
+                Step::Proc,
+                Step::Writable { path: p("/tmp") }
+            ]
+        );
+    }
+
+    #[test]
+    fn refused_inputs() {
+        let bad = |allow: &str| {
+            build(
+                &PlanInput {
+                    allow_write: vec![p(allow)],
+                    ..PlanInput::default()
+                },
+                &fs(&["/", "/proc/sys", "/dev/shm"], &[]),
+            )
+            .unwrap_err()
+            .0
+        };
+        assert!(bad("/").contains("whole host writable"));
+        assert!(bad("/proc/sys").contains("/proc is the sandbox's own"));
+        assert!(bad("/dev/shm").contains("/dev is the sandbox's own"));
+        assert!(bad("relative").contains("not an absolute path"));
+    }
+
+    #[test]
+    fn missing_paths_are_skipped_with_a_reason() {
+        let input = PlanInput {
+            allow_write: vec![p("/nope")],
+            deny_read: vec![p("/gone")],
+            tmp_size: GIB,
+            ..PlanInput::default()
+        };
+        let plan = build(&input, &fs(&[], &[])).unwrap();
+        assert_eq!(plan.steps.len(), 4);
+        assert_eq!(
+            plan.skipped,
+            vec![
+                "allowWrite /nope: does not exist".to_string(),
+                "denyRead /gone: does not exist".to_string()
+            ]
+        );
+    }
+}
