@@ -16,7 +16,7 @@ use std::ffi::{CString, OsStr};
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::sandbox::send_fds;
@@ -49,6 +49,8 @@ const OP_RENAME: u8 = 6;
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Request {
     id: u64,
+    /// The calling thread, in the sandbox's PID namespace.
+    pid: u32,
     op: u8,
     flags: i32,
     mode: u32,
@@ -135,6 +137,37 @@ fn resolve_parent(dir: RawFd, path: &[u8]) -> Result<(OwnedFd, PathBuf, Vec<u8>)
     let where_ =
         fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|_| libc::EIO)?;
     Ok((fd, where_, name.to_vec()))
+}
+
+fn on_procfs(fd: RawFd) -> bool {
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    // SAFETY: statfs is plain data filled by fstatfs.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is a valid descriptor and st a valid buffer.
+    unsafe { libc::fstatfs(fd, &mut st) == 0 && st.f_type as i64 == PROC_SUPER_MAGIC }
+}
+
+/// When `parent/name` is one of PID 1's own /proc entries, the same entry of the caller.
+fn own_proc_path(parent: &Path, name: &[u8], caller: u32) -> Option<Vec<u8>> {
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
+    let rest = parent.strip_prefix(format!("/proc/{me}")).ok()?;
+    let rest = match rest.strip_prefix(format!("task/{me}")) {
+        Ok(r) => r.to_path_buf(),
+        Err(_) => rest.to_path_buf(),
+    };
+    let mut out = PathBuf::from(format!("/proc/{caller}")).join(rest);
+    out.push(OsStr::from_bytes(name));
+    Some(out.into_os_string().into_vec())
+}
+
+/// Whether `name` in `dir`, following symlinks (and /proc's magic links), is a FIFO or pipe.
+fn follows_to_fifo(dir: RawFd, name: &CString) -> bool {
+    // SAFETY: stat is plain data filled by fstatat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: name is a valid string and st a valid stat buffer.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, 0) };
+    r == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO
 }
 
 /// What is at `name` in `dir` now, without following a final symlink.
@@ -331,18 +364,37 @@ impl Agent<'_> {
         for _ in 0..40 {
             let start = base.as_ref().map_or(dir, |b| b.as_raw_fd());
             let (parent, where_, name) = resolve_parent(start, &path)?;
-            self.check(&where_, &name, false)?;
             let n = cstr(&name)?;
-            let excl = req.flags & libc::O_EXCL != 0;
-            let nofollow = req.flags & libc::O_NOFOLLOW != 0;
-            let there = existing(parent.as_raw_fd(), &n);
-            if let (Existing::Symlink(target), false, false) = (&there, excl, nofollow) {
-                path = target.clone();
-                base = Some(parent);
-                continue;
-            }
-            let flags = (req.flags | libc::O_NOFOLLOW) & !libc::O_CLOEXEC | libc::O_CLOEXEC;
-            if req.flags & libc::O_NONBLOCK == 0 && matches!(there, Existing::Fifo) {
+            let (flags, fifo) = if on_procfs(parent.as_raw_fd()) {
+                // Reached through /proc/self, /proc/thread-self or /dev/fd, which the kernel
+                // resolved in PID 1's context: they stand for the caller.
+                if let Some(own) = own_proc_path(&where_, &name, req.pid) {
+                    path = own;
+                    base = None;
+                    continue;
+                }
+                // Nothing can be created in /proc; its magic links (fd/N) must be followed by
+                // the kernel, as the caller's own open would.
+                let fifo =
+                    req.flags & libc::O_NONBLOCK == 0 && follows_to_fifo(parent.as_raw_fd(), &n);
+                (req.flags | libc::O_CLOEXEC, fifo)
+            } else {
+                self.check(&where_, &name, false)?;
+                let excl = req.flags & libc::O_EXCL != 0;
+                let nofollow = req.flags & libc::O_NOFOLLOW != 0;
+                let there = existing(parent.as_raw_fd(), &n);
+                if let (Existing::Symlink(target), false, false) = (&there, excl, nofollow) {
+                    path = target.clone();
+                    base = Some(parent);
+                    continue;
+                }
+                let fifo = req.flags & libc::O_NONBLOCK == 0 && matches!(there, Existing::Fifo);
+                (
+                    (req.flags | libc::O_NOFOLLOW) & !libc::O_CLOEXEC | libc::O_CLOEXEC,
+                    fifo,
+                )
+            };
+            if fifo {
                 // Opening a FIFO blocks until the other end opens: do it in a child so that
                 // the agent keeps serving.
                 // SAFETY: the agent is single-threaded; the child only opens, replies and exits.
@@ -599,6 +651,7 @@ fn build(n: &libc::seccomp_notif, caller: &mut Caller) -> Result<(Request, Vec<O
     let nr = n.data.nr as libc::c_long;
     let mut req = Request {
         id: n.id,
+        pid,
         umask,
         ..Request::default()
     };
