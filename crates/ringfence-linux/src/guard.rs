@@ -44,6 +44,7 @@ const OP_MKNOD: u8 = 3;
 const OP_SYMLINK: u8 = 4;
 const OP_LINK: u8 = 5;
 const OP_RENAME: u8 = 6;
+const OP_BIND: u8 = 7;
 
 /// One request from the supervisor to the agent.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -322,6 +323,54 @@ impl Agent<'_> {
         Ok(0)
     }
 
+    /// bind(2) on a duplicate of the caller's socket. A unix socket path is a new name: its
+    /// parent is resolved once and the bind happens inside it by the final name alone.
+    fn bind(&self, req: &Request, sock: RawFd) {
+        let r = self.bind_inner(req, sock);
+        self.answer(req, r.map_or_else(|e| -(e as i64), |v| v as i64), None);
+    }
+
+    fn bind_inner(&self, req: &Request, sock: RawFd) -> Result<i32, i32> {
+        let addr = &req.path1;
+        let family = addr
+            .get(..2)
+            .map(|b| u16::from_ne_bytes([b[0], b[1]]) as i32)
+            .ok_or(libc::EINVAL)?;
+        let path = addr.get(2..).unwrap_or_default();
+        let path = &path[..path.iter().position(|&b| b == 0).unwrap_or(path.len())];
+        let do_bind = |ptr: *const libc::sockaddr, len: usize| {
+            // SAFETY: ptr points to `len` readable bytes of a socket address we own.
+            if unsafe { libc::bind(sock, ptr, len as libc::socklen_t) } < 0 {
+                Err(errno())
+            } else {
+                Ok(0)
+            }
+        };
+        if family != libc::AF_UNIX || path.is_empty() {
+            // Not a path: an inet address, an abstract or an autobound unix address.
+            return do_bind(addr.as_ptr() as *const libc::sockaddr, addr.len());
+        }
+        let (parent, where_, name) = resolve_parent(libc::AT_FDCWD, path)?;
+        self.check(&where_, &name, false)?;
+        // SAFETY: sockaddr_un is plain data; zeroed is valid.
+        let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        if name.len() >= sun.sun_path.len() {
+            return Err(libc::ENAMETOOLONG);
+        }
+        sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        for (d, s) in sun.sun_path.iter_mut().zip(&name) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: fchdir to the parent directory we resolved and hold.
+        if unsafe { libc::fchdir(parent.as_raw_fd()) } < 0 {
+            return Err(errno());
+        }
+        do_bind(
+            &sun as *const libc::sockaddr_un as *const libc::sockaddr,
+            std::mem::size_of::<libc::sa_family_t>() + name.len() + 1,
+        )
+    }
+
     fn rename(&self, req: &Request, dir1: RawFd, dir2: RawFd) -> Result<i32, i32> {
         let (old_parent, old_where, old_name) = resolve_parent(dir1, &req.path1)?;
         let (new_parent, new_where, new_name) = resolve_parent(dir2, &req.path2)?;
@@ -478,7 +527,7 @@ impl<'a> Agent<'a> {
         }
         let built = self.with_caller(n.pid, |caller| build(&n, caller));
         match built {
-            Ok((req, fds)) => {
+            Ok((req, fds, cwd)) => {
                 // The pid could have been reused while its memory was read: check the
                 // notification is still the caller's before acting on what was read.
                 if !id_valid(self.listener, n.id) {
@@ -486,7 +535,17 @@ impl<'a> Agent<'a> {
                 }
                 let d1 = fds.first().map_or(libc::AT_FDCWD, |f| f.as_raw_fd());
                 let d2 = fds.get(1).map_or(d1, |f| f.as_raw_fd());
-                self.serve(&req, d1, d2);
+                // Work from the caller's directory, so that paths the kernel resolves through
+                // /proc/self/cwd land where the caller's own call would.
+                // SAFETY: fchdir to a directory descriptor we hold.
+                unsafe { libc::fchdir(cwd.as_raw_fd()) };
+                if req.op == OP_BIND {
+                    self.bind(&req, d1);
+                } else {
+                    self.serve(&req, d1, d2);
+                }
+                // SAFETY: a constant path.
+                unsafe { libc::chdir(c"/".as_ptr()) };
             }
             Err(e) => respond(self.listener, n.id, -(e as i64)),
         }
@@ -633,8 +692,49 @@ fn for_caller(path: Vec<u8>, pid: u32) -> Vec<u8> {
     path
 }
 
-/// The request a notification stands for, with the caller's directories opened.
-fn build(n: &libc::seccomp_notif, caller: &mut Caller) -> Result<(Request, Vec<OwnedFd>), i32> {
+/// A duplicate of descriptor `fd` of thread `tid` (pidfd_getfd, allowed to PID 1 only).
+fn take_fd(tid: u32, fd: i32) -> Result<OwnedFd, i32> {
+    const PIDFD_THREAD: libc::c_int = libc::O_EXCL;
+    // SAFETY: pidfd_open with integer arguments; the result is checked.
+    let mut pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
+    if pidfd < 0 {
+        // SAFETY: as above, for kernels without PIDFD_THREAD (a thread-group leader only).
+        pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, 0) };
+    }
+    if pidfd < 0 {
+        return Err(libc::ESRCH);
+    }
+    // SAFETY: pidfd is a fresh descriptor owned by nobody else.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    // SAFETY: pidfd_getfd with integer arguments; the result is checked.
+    let got = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if got < 0 {
+        let e = errno();
+        return Err(if e == libc::EBADF {
+            libc::EBADF
+        } else {
+            libc::EPERM
+        });
+    }
+    // SAFETY: got is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(got as i32) })
+}
+
+/// Reads `len` bytes of the caller's memory at `addr`.
+fn read_bytes(mem: &fs::File, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; len];
+    mem.read_exact_at(&mut buf, addr)
+        .map_err(|_| libc::EFAULT)?;
+    Ok(buf)
+}
+
+/// The request a notification stands for, the caller's directories (and, for bind, its
+/// socket), and the caller's working directory.
+fn build(
+    n: &libc::seccomp_notif,
+    caller: &mut Caller,
+) -> Result<(Request, Vec<OwnedFd>, OwnedFd), i32> {
     let pid = n.pid;
     let a = n.data.args;
     let umask = match caller.umask {
@@ -660,6 +760,14 @@ fn build(n: &libc::seccomp_notif, caller: &mut Caller) -> Result<(Request, Vec<O
     let legacy = true;
     #[cfg(not(target_arch = "x86_64"))]
     let legacy = false;
+    let cwd = open_dir_of(pid, libc::AT_FDCWD)?;
+    if nr == libc::SYS_bind {
+        let len = (a[2] as u32 as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+        req.op = OP_BIND;
+        req.path1 = read_bytes(mem, a[1], len)?;
+        let sock = take_fd(pid, fd(a[0]))?;
+        return Ok((req, vec![sock], cwd));
+    }
     match nr {
         libc::SYS_openat => {
             req.op = OP_OPEN;
@@ -752,7 +860,10 @@ fn build(n: &libc::seccomp_notif, caller: &mut Caller) -> Result<(Request, Vec<O
         }
         _ => return Err(libc::ENOSYS),
     }
-    req.path1 = for_caller(std::mem::take(&mut req.path1), pid);
+    // A symlink's target is stored as written, never rewritten.
+    if req.op != OP_SYMLINK {
+        req.path1 = for_caller(std::mem::take(&mut req.path1), pid);
+    }
     req.path2 = for_caller(std::mem::take(&mut req.path2), pid);
     // The directory each path is relative to. An absolute path ignores it (as the kernel
     // does, even when the descriptor is not valid), and a symlink's target is never
@@ -770,7 +881,7 @@ fn build(n: &libc::seccomp_notif, caller: &mut Caller) -> Result<(Request, Vec<O
         };
         fds.push(open_dir_of(pid, d)?);
     }
-    Ok((req, fds))
+    Ok((req, fds, cwd))
 }
 
 #[cfg(test)]

@@ -1,0 +1,698 @@
+//! The creation guard under attack, from inside real sandboxes: umask, a second thread racing
+//! the path, symlinks, O_TMPFILE, directory descriptors, renames, FIFOs, volume, git, and the
+//! exit report. Every check of "nothing was created" is made on the host.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{find_in_path, have, ringfence, run, run_for, sh, skip, TestDir};
+
+/// The race and syscall probe's source, compiled at test time (see `guard_probe`).
+const GUARD_PROBE_SOURCE: &str = include_str!("probes/guard_race.c");
+
+/// Final names that may never be created in a writable root.
+const PROTECTED: &[&str] = &[
+    ".bashrc",
+    ".bash_profile",
+    ".zshrc",
+    ".zprofile",
+    ".profile",
+    ".gitconfig",
+    ".gitmodules",
+    ".ripgreprc",
+    ".mcp.json",
+    ".envrc",
+    ".ringfence.json",
+    ".srt-settings.json",
+    ".vscode",
+    ".idea",
+    ".cursor",
+    ".codex",
+];
+
+const PYTHON: &str = "/usr/bin/python3";
+
+/// Compiles guard_race.c into `dir`; `None` (after a visible skip notice) without a compiler.
+fn guard_probe(dir: &TestDir) -> Option<String> {
+    let Some(cc) = find_in_path("cc").or_else(|| find_in_path("gcc")) else {
+        skip("no C compiler (cc) to build the guard probe");
+        return None;
+    };
+    let src = dir.write("probe-src/guard_race.c", GUARD_PROBE_SOURCE);
+    let out = dir.join("probe-bin/guard_race");
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let outcome = run(Command::new(cc)
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&out)
+        .arg(&src));
+    assert!(
+        outcome.success(),
+        "compiling guard_race.c failed: {outcome:#?}"
+    );
+    Some(out.to_str().unwrap().to_string())
+}
+
+fn python() -> bool {
+    if std::path::Path::new(PYTHON).is_file() {
+        return true;
+    }
+    skip("no /usr/bin/python3");
+    false
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The names in `dir` (not recursive).
+fn names(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Panics when any protected name exists anywhere under `dir` (symlinks included).
+fn assert_no_protected(dir: &std::path::Path, context: &dyn std::fmt::Debug) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(
+            !PROTECTED.contains(&name.as_str()),
+            "{} was created: {context:#?}",
+            entry.path().display()
+        );
+        let ty = entry.file_type().unwrap();
+        if ty.is_dir() {
+            if name == ".git" {
+                assert!(
+                    !entry.path().join("hooks").exists(),
+                    "{}/hooks was created: {context:#?}",
+                    entry.path().display()
+                );
+            }
+            assert_no_protected(&entry.path(), context);
+        }
+    }
+}
+
+// --- 1. umask ------------------------------------------------------------------------------
+
+#[test]
+fn umask_is_honoured_by_files_and_directories() {
+    let dir = TestDir::new("guard-umask");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!(
+            "cd '{w}' && umask 077 && touch f600 && umask 002 && mkdir d775 && \
+             umask 022 && mkdir d755 && touch f644 && umask 027 && mkdir -p p/q && echo done"
+        ),
+    );
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    assert_eq!(mode(&dir.join("work/f600")), 0o600);
+    assert_eq!(mode(&dir.join("work/d775")), 0o775);
+    assert_eq!(mode(&dir.join("work/d755")), 0o755);
+    assert_eq!(mode(&dir.join("work/f644")), 0o644);
+    assert_eq!(mode(&dir.join("work/p/q")), 0o750);
+}
+
+#[test]
+fn umask_change_in_the_same_process_applies_to_the_next_creation() {
+    // Redirections are opened by the shell itself: one process, its umask changed between
+    // creations (a cached umask would give every file the first one).
+    let dir = TestDir::new("guard-umask-same");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!(
+            "cd '{w}' && umask 077 && : > s600 && umask 022 && : > s644 && umask 002 && \
+             : > s664 && umask 077 && : > t600 && echo done"
+        ),
+    );
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    for (name, want) in [
+        ("s600", 0o600),
+        ("s644", 0o644),
+        ("s664", 0o664),
+        ("t600", 0o600),
+    ] {
+        assert_eq!(mode(&dir.join(format!("work/{name}"))), want, "{name}");
+    }
+    if !python() {
+        return;
+    }
+    // The same within one python process, for open, mkdir and mknod (mkfifo).
+    let script = format!(
+        "import os\nos.chdir('{w}')\n\
+         for m in (0o077, 0o022, 0o002, 0o027):\n\
+         \x20   os.umask(m)\n\
+         \x20   os.close(os.open('py-f-%03o' % m, os.O_CREAT | os.O_WRONLY, 0o666))\n\
+         \x20   os.mkdir('py-d-%03o' % m, 0o777)\n\
+         \x20   os.mkfifo('py-p-%03o' % m, 0o666)\n\
+         print('done')\n"
+    );
+    let out = run(ringfence(&["--allow-write", &w]).args(["--", PYTHON, "-c", &script]));
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    for m in [0o077u32, 0o022, 0o002, 0o027] {
+        assert_eq!(
+            mode(&dir.join(format!("work/py-f-{m:03o}"))),
+            0o666 & !m,
+            "file with umask {m:03o}"
+        );
+        assert_eq!(
+            mode(&dir.join(format!("work/py-d-{m:03o}"))),
+            0o777 & !m,
+            "directory with umask {m:03o}"
+        );
+        assert_eq!(
+            mode(&dir.join(format!("work/py-p-{m:03o}"))),
+            0o666 & !m,
+            "fifo with umask {m:03o}"
+        );
+    }
+}
+
+#[test]
+fn umask_of_a_thread_changed_by_another_thread_applies() {
+    // umask is shared by the threads of a process: a change made by one applies to the
+    // creations of the other (a cache keyed by thread id would miss it).
+    if !python() {
+        return;
+    }
+    let dir = TestDir::new("guard-umask-thread");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let script = format!(
+        "import os, threading\nos.chdir('{w}')\nos.umask(0o022)\n\
+         ev1, ev2 = threading.Event(), threading.Event()\n\
+         def worker():\n\
+         \x20   os.close(os.open('a644', os.O_CREAT | os.O_WRONLY, 0o666))\n\
+         \x20   ev1.set(); ev2.wait()\n\
+         \x20   os.close(os.open('b600', os.O_CREAT | os.O_WRONLY, 0o666))\n\
+         t = threading.Thread(target=worker); t.start()\n\
+         ev1.wait(); os.umask(0o077); ev2.set(); t.join()\nprint('done')\n"
+    );
+    let out = run(ringfence(&["--allow-write", &w]).args(["--", PYTHON, "-c", &script]));
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    assert_eq!(mode(&dir.join("work/a644")), 0o644);
+    assert_eq!(mode(&dir.join("work/b600")), 0o600);
+}
+
+// --- 2. the race ---------------------------------------------------------------------------
+
+fn race(op: &str, iters: u32) {
+    let dir = TestDir::new(&format!("guard-race-{op}"));
+    let Some(probe) = guard_probe(&dir) else {
+        return;
+    };
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let out = run_for(
+        ringfence(&["--allow-write", &w]).args(["--", &probe, "race", &w, op, &iters.to_string()]),
+        Duration::from_secs(240),
+    );
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert_no_protected(&dir.join("work"), &out);
+    let ok = names(&dir.join("work"))
+        .iter()
+        .filter(|n| n.starts_with("ok-"))
+        .count();
+    assert!(
+        ok > 0,
+        "no ok-* entry was created: the race did not run: {out:#?}"
+    );
+    eprintln!("race {op}: {} ; {ok} ok-* entries", out.stdout.trim());
+}
+
+#[test]
+fn race_open_flipping_path_never_creates_bashrc() {
+    race("open", 30_000);
+}
+
+#[test]
+fn race_mkdir_flipping_path_never_creates_bashrc() {
+    race("mkdir", 30_000);
+}
+
+#[test]
+fn race_rename_flipping_path_never_creates_bashrc() {
+    race("rename", 15_000);
+}
+
+#[test]
+fn race_symlink_flipping_path_never_creates_bashrc() {
+    race("symlink", 30_000);
+}
+
+#[test]
+fn race_link_flipping_path_never_creates_bashrc() {
+    race("link", 15_000);
+}
+
+// --- 3. symlinks ---------------------------------------------------------------------------
+
+#[test]
+fn writing_through_symlinks_to_protected_names_is_refused() {
+    let dir = TestDir::new("guard-symlinks");
+    let w = dir.s("work");
+    dir.mkdir("work/sub");
+    let script = format!(
+        "cd '{w}' || exit 99\n\
+         ln -s .bashrc link && {{ echo x > link; echo \"link=$?\"; }}\n\
+         ln -s b a && ln -s .zshrc b && {{ echo x > a; echo \"chain=$?\"; }}\n\
+         ln -s ../.profile sub/l && {{ echo x > sub/l; echo \"up=$?\"; }}\n\
+         ln -s '{w}/.envrc' absl && {{ echo x > absl; echo \"abs=$?\"; }}\n\
+         ln -s .git g && mkdir .git && {{ mkdir g/hooks; echo \"hooks=$?\"; }}\n\
+         ln -s sub/../.gitconfig dots && {{ echo x >> dots; echo \"dots=$?\"; }}\n\
+         ln -s ok-target fine && echo y > fine && cat ok-target\n"
+    );
+    let out = sh(&["--allow-write", &w], &script);
+    assert_eq!(out.code(), 0, "{out:#?}");
+    for key in ["link", "chain", "up", "abs", "hooks", "dots"] {
+        let line = out
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key}= line: {out:#?}"));
+        assert_ne!(line, "0", "{key} succeeded: {out:#?}");
+    }
+    assert!(out.stdout.ends_with("y\n"), "{out:#?}");
+    assert_no_protected(&dir.join("work"), &out);
+    assert!(dir.join("work/.git").is_dir(), "mkdir .git is allowed");
+}
+
+#[test]
+fn symlink_target_naming_proc_self_is_stored_verbatim() {
+    // A symlink's target is text the kernel stores as given; `/proc/self` in it names whoever
+    // follows the link later, not the process that made it.
+    let dir = TestDir::new("guard-symlink-verbatim");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!("cd '{w}' && ln -s /proc/self/cwd c && ln -s /proc/self/fd/0 in && echo done"),
+    );
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    assert_eq!(
+        std::fs::read_link(dir.join("work/c")).unwrap(),
+        std::path::Path::new("/proc/self/cwd"),
+        "{out:#?}"
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("work/in")).unwrap(),
+        std::path::Path::new("/proc/self/fd/0"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn creating_through_a_symlink_to_proc_self_cwd_uses_the_callers_cwd() {
+    // `/proc/self` reached through a symlink names the process that follows it: without the
+    // guard, `cd sub; echo > ../c/x` with c -> /proc/self/cwd creates sub/x.
+    let dir = TestDir::new("guard-proc-self-link");
+    let w = dir.s("work");
+    dir.mkdir("work/sub");
+    std::os::unix::fs::symlink("/proc/self/cwd", dir.join("work/c")).unwrap();
+    let out = sh(
+        &["--allow-write", &w],
+        &format!(
+            "cd '{w}/sub' && echo hi > ../c/through && cat through; \
+             echo x > ../c/.bashrc; echo \"bashrc=$?\""
+        ),
+    );
+    // The failed redirection's status is the shell's choice (dash: 2, bash: 1); not 0.
+    assert!(out.stdout.starts_with("hi\nbashrc="), "{out:#?}");
+    assert!(!out.stdout.contains("bashrc=0"), "{out:#?}");
+    assert_eq!(dir.read("work/sub/through"), "hi\n");
+    assert!(
+        !dir.join("work/through").exists(),
+        "created in the wrong directory"
+    );
+    assert_no_protected(&dir.join("work"), &out);
+}
+
+// --- 4. O_TMPFILE + linkat ---------------------------------------------------------------
+
+#[test]
+fn tmpfile_linked_by_proc_fd_works_but_not_to_a_protected_name() {
+    let dir = TestDir::new("guard-tmpfile");
+    let Some(probe) = guard_probe(&dir) else {
+        return;
+    };
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let out = common::run_probe(&["--allow-write", &w], &probe, &["tmpfile", &w, "linked"]);
+    if out.errno("tmpfile") == libc::EOPNOTSUPP {
+        skip("the filesystem of the test directory has no O_TMPFILE");
+        return;
+    }
+    assert_eq!(out.errno("tmpfile"), 0, "{out:#?}");
+    assert_eq!(out.errno("link"), 0, "{out:#?}");
+    assert_eq!(dir.read("work/linked"), "tmpdata\n");
+
+    let out = common::run_probe(&["--allow-write", &w], &probe, &["tmpfile", &w, ".bashrc"]);
+    assert_eq!(out.errno("tmpfile"), 0, "{out:#?}");
+    assert_eq!(out.errno("link"), libc::EACCES, "{out:#?}");
+    assert!(!dir.join("work/.bashrc").exists(), "{out:#?}");
+    assert!(out.stderr.contains("refused to create"), "{out:#?}");
+
+    if !python() {
+        return;
+    }
+    // os.link calls link(2), which does not follow /proc/self/fd/N: linkat through ctypes.
+    let script = format!(
+        "import os, ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n\
+         def link(fd, dst):\n\
+         \x20   r = libc.linkat(-100, f'/proc/self/fd/{{fd}}'.encode(), -100, dst.encode(), 0x400)\n\
+         \x20   return 0 if r == 0 else ctypes.get_errno()\n\
+         fd = os.open('{w}', os.O_TMPFILE | os.O_WRONLY, 0o644)\nos.write(fd, b'py\\n')\n\
+         assert link(fd, '{w}/pylinked') == 0\n\
+         fd2 = os.open('{w}', os.O_TMPFILE | os.O_WRONLY, 0o644)\n\
+         print('refused' if link(fd2, '{w}/.mcp.json') == 13 else 'linked')\n"
+    );
+    let out = run(ringfence(&["--allow-write", &w]).args(["--", PYTHON, "-c", &script]));
+    assert_eq!(out.ok(), "refused\n", "{out:#?}");
+    assert_eq!(dir.read("work/pylinked"), "py\n");
+    assert_no_protected(&dir.join("work"), &out);
+}
+
+// --- 5. directory descriptors, renames ---------------------------------------------------
+
+#[test]
+fn openat_relative_to_a_dirfd_and_absolute_with_an_invalid_dirfd() {
+    let dir = TestDir::new("guard-dirfd");
+    let Some(probe) = guard_probe(&dir) else {
+        return;
+    };
+    let w = dir.s("work");
+    dir.mkdir("work/sub");
+    let out = common::run_probe(&["--allow-write", &w], &probe, &["dirfd", &w]);
+    for (name, want) in [
+        ("openat_rel_ok", 0),
+        ("openat_rel_bashrc", libc::EACCES),
+        ("openat_rel_sub_profile", libc::EACCES),
+        ("mkdirat_rel_ok", 0),
+        ("mkdirat_rel_vscode", libc::EACCES),
+        ("openat_badfd_abs_ok", 0),
+        ("openat_badfd_abs_zshrc", libc::EACCES),
+        ("openat_badfd_rel", libc::EBADF),
+        ("openat_filefd_rel", libc::ENOTDIR),
+    ] {
+        assert_eq!(out.errno(name), want, "{name}: {out:#?}");
+    }
+    assert!(dir.join("work/rel-ok").is_file());
+    assert!(dir.join("work/dir-ok").is_dir());
+    assert!(dir.join("work/abs-ok").is_file());
+    assert_no_protected(&dir.join("work"), &out);
+
+    if !python() {
+        return;
+    }
+    let script = format!(
+        "import os\nd = os.open('{w}/sub', os.O_RDONLY | os.O_DIRECTORY)\n\
+         os.close(os.open('py-ok', os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=d))\n\
+         try:\n\
+         \x20   os.open('.gitmodules', os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=d)\n\
+         \x20   print('created')\n\
+         except PermissionError:\n\
+         \x20   print('refused')\n"
+    );
+    let out = run(ringfence(&["--allow-write", &w]).args(["--", PYTHON, "-c", &script]));
+    assert_eq!(out.ok(), "refused\n", "{out:#?}");
+    assert!(dir.join("work/sub/py-ok").is_file());
+    assert_no_protected(&dir.join("work"), &out);
+}
+
+#[test]
+fn rename_exchange_and_noreplace_with_a_protected_name_are_refused() {
+    let dir = TestDir::new("guard-exchange");
+    let Some(probe) = guard_probe(&dir) else {
+        return;
+    };
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let out = common::run_probe(&["--allow-write", &w], &probe, &["exchange", &w]);
+    assert_ne!(out.errno("exchange"), 0, "{out:#?}");
+    assert_ne!(out.errno("exchange_rev"), 0, "{out:#?}");
+    assert_ne!(out.errno("noreplace"), 0, "{out:#?}");
+    assert_eq!(out.errno("noreplace_ok"), 0, "{out:#?}");
+    assert_eq!(dir.read("work/renamed-ok"), "normal\n");
+    assert_no_protected(&dir.join("work"), &out);
+
+    // With a .bashrc that exists, exchanging would swap attacker content into it.
+    let dir = TestDir::new("guard-exchange-existing");
+    let w = dir.s("work");
+    dir.write("work/.bashrc", "original\n");
+    let out = common::run_probe(&["--allow-write", &w], &probe, &["exchange", &w]);
+    assert_ne!(out.errno("exchange"), 0, "{out:#?}");
+    assert_ne!(out.errno("exchange_rev"), 0, "{out:#?}");
+    assert_eq!(dir.read("work/.bashrc"), "original\n", "{out:#?}");
+}
+
+#[test]
+fn directory_with_hooks_cannot_be_renamed_to_git() {
+    let dir = TestDir::new("guard-rename-git");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!(
+            "cd '{w}' && mkdir -p d/hooks && echo '#!/bin/sh' > d/hooks/pre-commit && \
+             mkdir -p r && {{ mv d r/.git; echo \"mv=$?\"; }}; \
+             mkdir -p e/hooks && {{ mv -T e .claude; echo \"claude=$?\"; }}; \
+             echo f > f && {{ mv f .git; echo \"file=$?\"; }}"
+        ),
+    );
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert!(!out.stdout.contains("mv=0"), "{out:#?}");
+    assert!(!out.stdout.contains("claude=0"), "{out:#?}");
+    assert!(!out.stdout.contains("file=0"), "{out:#?}");
+    assert!(!dir.join("work/r/.git").exists(), "{out:#?}");
+    assert!(!dir.join("work/.claude").exists(), "{out:#?}");
+    assert!(!dir.join("work/.git").exists(), "{out:#?}");
+    assert!(dir.join("work/d/hooks/pre-commit").is_file());
+}
+
+#[test]
+fn mv_from_private_tmp_does_not_bring_in_a_bashrc() {
+    // /tmp is another filesystem: mv falls back to copying, one creation at a time.
+    let dir = TestDir::new("guard-mv-tmp");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!(
+            "mkdir -p /tmp/t/sub /tmp/t/.git/hooks && echo evil > /tmp/t/sub/.bashrc && \
+             echo ok > /tmp/t/sub/ok && echo h > /tmp/t/.git/hooks/post-checkout && \
+             echo e > /tmp/t/.envrc && cat /tmp/t/sub/.bashrc && \
+             {{ mv /tmp/t '{w}/t'; echo \"mv=$?\"; }}"
+        ),
+    );
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert!(
+        out.stdout.starts_with("evil\n"),
+        "outside the roots nothing is refused: {out:#?}"
+    );
+    assert_eq!(dir.read("work/t/sub/ok"), "ok\n", "{out:#?}");
+    assert_no_protected(&dir.join("work"), &out);
+}
+
+// --- 6. FIFO -------------------------------------------------------------------------------
+
+#[test]
+fn fifo_in_a_writable_root_does_not_deadlock() {
+    let dir = TestDir::new("guard-fifo");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let settings = dir.settings(r#"{"limits":{"wallSeconds":30}}"#);
+    let out = run_for(
+        ringfence(&["-s", &settings, "--allow-write", &w]).args([
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!(
+                "cd '{w}' && mkfifo p && (cat p > out &) ; echo hi > p; \
+                 i=0; while [ ! -s out ] && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done; \
+                 cat out; mkfifo q && {{ cat q > out2 & }} && echo two > q && wait && cat out2"
+            ),
+        ]),
+        Duration::from_secs(50),
+    );
+    assert_eq!(out.ok(), "hi\ntwo\n", "{out:#?}");
+    assert_eq!(dir.read("work/out"), "hi\n");
+}
+
+#[test]
+fn fifo_opened_by_both_ends_with_o_creat_does_not_deadlock() {
+    // Both ends go through the guard (O_CREAT on an existing FIFO): the agent must keep serving
+    // while the first open waits for the second.
+    if !python() {
+        return;
+    }
+    let dir = TestDir::new("guard-fifo-both");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let settings = dir.settings(r#"{"limits":{"wallSeconds":30}}"#);
+    let script = format!(
+        "import os\nos.chdir('{w}')\nos.mkfifo('p')\n\
+         if os.fork() == 0:\n\
+         \x20   fd = os.open('p', os.O_CREAT | os.O_RDONLY)\n\
+         \x20   data = os.read(fd, 100)\n\
+         \x20   open('got', 'wb').write(data)\n\
+         \x20   os._exit(0)\n\
+         fd = os.open('p', os.O_CREAT | os.O_WRONLY)\nos.write(fd, b'ping')\nos.close(fd)\n\
+         os.wait()\nprint(open('got').read())\n"
+    );
+    let out = run_for(
+        ringfence(&["-s", &settings, "--allow-write", &w]).args(["--", PYTHON, "-c", &script]),
+        Duration::from_secs(50),
+    );
+    assert_eq!(out.ok(), "ping\n", "{out:#?}");
+}
+
+// --- 7. volume -----------------------------------------------------------------------------
+
+#[test]
+fn two_thousand_files_are_all_created_with_their_content() {
+    let dir = TestDir::new("guard-many");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let out = run_for(
+        ringfence(&["--allow-write", &w]).args([
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!(
+                "cd '{w}' && i=0; while [ $i -lt 2000 ]; do echo \"content $i\" > f$i || exit 1; \
+                 i=$((i+1)); done; echo done"
+            ),
+        ]),
+        Duration::from_secs(120),
+    );
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    for i in 0..2000 {
+        assert_eq!(dir.read(&format!("work/f{i}")), format!("content {i}\n"));
+    }
+    assert_eq!(names(&dir.join("work")).len(), 2000);
+}
+
+// --- 8. git --------------------------------------------------------------------------------
+
+#[test]
+fn git_init_commit_and_clone_work_with_allow_git_config() {
+    if !have("git") {
+        skip("no git");
+        return;
+    }
+    let dir = TestDir::new("guard-git");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let settings = dir.settings(r#"{"filesystem":{"allowGitConfig":true}}"#);
+    let git = "git -c user.name=t -c user.email=t@example.com -c init.defaultBranch=main";
+    let out = sh(
+        &["-s", &settings, "--allow-write", &w],
+        &format!(
+            "set -e; cd '{w}'; {git} init -q repo; cd repo; echo hello > a.txt; {git} add a.txt; \
+             {git} commit -q -m first; cd ..; {git} clone -q repo clone; cat clone/a.txt; \
+             {git} -C clone log --format=%s"
+        ),
+    );
+    assert_eq!(out.ok(), "hello\nfirst\n", "{out:#?}");
+    for repo in ["repo", "clone"] {
+        assert!(dir.join(format!("work/{repo}/.git/config")).is_file());
+        assert!(
+            !dir.join(format!("work/{repo}/.git/hooks")).exists(),
+            "{repo}/.git/hooks was created: {out:#?}"
+        );
+    }
+    assert_eq!(dir.read("work/clone/a.txt"), "hello\n");
+}
+
+#[test]
+fn git_init_without_allow_git_config_fails_and_is_reported() {
+    if !have("git") {
+        skip("no git");
+        return;
+    }
+    let dir = TestDir::new("guard-git-denied");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!("cd '{w}' && git init -q repo"),
+    );
+    assert_ne!(out.code(), 0, "{out:#?}");
+    assert!(out.stderr.contains("refused to create"), "{out:#?}");
+    assert!(!dir.join("work/repo/.git/config").exists(), "{out:#?}");
+    assert!(!dir.join("work/repo/.git/hooks").exists(), "{out:#?}");
+}
+
+// --- 9. the exit report ------------------------------------------------------------------
+
+#[test]
+fn exit_report_names_the_refused_path() {
+    let dir = TestDir::new("guard-report");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!("cd '{w}' && touch .bashrc"),
+    );
+    assert_ne!(out.code(), 0, "{out:#?}");
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("ringfence: refused to create"))
+        .unwrap_or_else(|| panic!("no report: {out:#?}"));
+    assert!(
+        line.contains("refused to create 1 protected path "),
+        "{line}"
+    );
+    assert!(line.contains(&format!("{w}/.bashrc")), "{line}");
+
+    // Nothing refused, nothing reported; creations in /tmp are never refused.
+    let out = sh(
+        &["--allow-write", &w],
+        &format!("cd '{w}' && touch fine && touch /tmp/.bashrc && echo ok"),
+    );
+    assert_eq!(out.ok(), "ok\n", "{out:#?}");
+    assert!(!out.stderr.contains("refused to create"), "{out:#?}");
+}
+
+// --- other creating syscalls ---------------------------------------------------------------
+
+#[test]
+fn unix_socket_bind_cannot_create_a_protected_name() {
+    // bind(2) of an AF_UNIX socket creates a name like mknod does.
+    if !python() {
+        return;
+    }
+    let dir = TestDir::new("guard-bind");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let settings = dir.settings(r#"{"network":{"allowAllUnixSockets":true}}"#);
+    let script = format!(
+        "import socket\nfor name in ('ok.sock', '.bashrc', '.envrc'):\n\
+         \x20   s = socket.socket(socket.AF_UNIX)\n\
+         \x20   try:\n\
+         \x20       s.bind('{w}/' + name); print(name, 'bound')\n\
+         \x20   except OSError as e:\n\
+         \x20       print(name, 'errno', e.errno)\n"
+    );
+    let out =
+        run(ringfence(&["-s", &settings, "--allow-write", &w]).args(["--", PYTHON, "-c", &script]));
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert!(out.stdout.contains("ok.sock bound"), "{out:#?}");
+    assert_no_protected(&dir.join("work"), &out);
+}
