@@ -21,6 +21,9 @@ struct CapData {
 
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
+/// From <linux/capability.h>.
+pub const CAP_SYS_PTRACE: u32 = 19;
+
 fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -28,7 +31,15 @@ fn last_cap() -> u32 {
         .unwrap_or(63)
 }
 
+/// Drops every capability.
 pub fn drop_all() -> Result<()> {
+    drop_all_but(None)
+}
+
+/// Drops every capability from the bounding and ambient sets, and all but `keep` from the
+/// effective and permitted sets (nothing inheritable). A kept capability does not survive an
+/// exec: the bounding set is empty and the ids inside are not 0.
+pub fn drop_all_but(keep: Option<u32>) -> Result<()> {
     let err = |step| move |source| Error::Syscall { step, source };
     for cap in 0..=last_cap() {
         // SAFETY: prctl with integer arguments only.
@@ -57,7 +68,12 @@ pub fn drop_all() -> Result<()> {
         version: CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let data = [CapData::default(); 2];
+    let mut data = [CapData::default(); 2];
+    if let Some(cap) = keep {
+        let (i, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
+        data[i].effective = bit;
+        data[i].permitted = bit;
+    }
     // SAFETY: header and data are valid capset arguments for version 3 (two data elements).
     if unsafe {
         libc::syscall(
@@ -68,6 +84,31 @@ pub fn drop_all() -> Result<()> {
     } < 0
     {
         return Err(err("clear capabilities")(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Clears the effective, permitted and inheritable sets (no bounding-set change, which would
+/// need CAP_SETPCAP).
+pub fn clear() -> Result<()> {
+    let mut header = CapHeader {
+        version: CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData::default(); 2];
+    // SAFETY: header and data are valid capset arguments for version 3 (two data elements).
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    } < 0
+    {
+        return Err(Error::Syscall {
+            step: "clear capabilities",
+            source: io::Error::last_os_error(),
+        });
     }
     Ok(())
 }

@@ -162,6 +162,13 @@ fn own_proc_path(parent: &Path, name: &[u8], caller: u32) -> Option<Vec<u8>> {
     Some(out.into_os_string().into_vec())
 }
 
+/// `/proc/<pid>/fd/<n>` of the caller itself: the descriptor number.
+fn caller_fd(path: &[u8], pid: u32) -> Option<i32> {
+    let prefix = format!("/proc/{pid}/fd/");
+    let rest = path.strip_prefix(prefix.as_bytes())?;
+    std::str::from_utf8(rest).ok()?.parse().ok()
+}
+
 /// Whether `name` in `dir`, following symlinks (and /proc's magic links), is a FIFO or pipe.
 fn follows_to_fifo(dir: RawFd, name: &CString) -> bool {
     // SAFETY: stat is plain data filled by fstatat.
@@ -217,14 +224,6 @@ pub struct Agent<'a> {
     report: RawFd,
     /// The path the last rule refusal was about.
     refused: std::cell::RefCell<Option<Vec<u8>>>,
-    /// Per caller: its memory, open (opening /proc/<pid>/mem costs more than the rest of a
-    /// request), and its umask once read.
-    callers: std::cell::RefCell<std::collections::HashMap<u32, Caller>>,
-}
-
-struct Caller {
-    mem: fs::File,
-    umask: Option<u32>,
 }
 
 /// Message tag of a refusal report on the supervisor channel.
@@ -405,12 +404,65 @@ impl Agent<'_> {
         }
     }
 
+    /// Opening a FIFO blocks until the other end opens: do it in a child so that PID 1 keeps
+    /// serving. The child answers the caller itself.
+    fn open_in_child(
+        &self,
+        req: &Request,
+        dir: RawFd,
+        name: &CString,
+        flags: i32,
+    ) -> Result<Option<OwnedFd>, i32> {
+        // SAFETY: PID 1 is single-threaded; the child only opens, answers and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: name is a valid string, dir a directory fd (or AT_FDCWD).
+            let fd = unsafe { libc::openat(dir, name.as_ptr(), flags, req.mode) };
+            if fd < 0 {
+                self.answer(req, -(errno() as i64), None);
+            } else {
+                // SAFETY: fd is fresh and owned by nobody else.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                self.answer(req, 0, Some(&fd));
+            }
+            // SAFETY: _exit ends the child.
+            unsafe { libc::_exit(0) }
+        }
+        if pid < 0 {
+            return Err(errno());
+        }
+        Ok(None)
+    }
+
     fn open_inner(&self, req: &Request, dir: RawFd) -> Result<Option<OwnedFd>, i32> {
         let mut path = req.path1.clone();
         let mut base: Option<OwnedFd> = None;
         // Follow a final symlink ourselves (as open would without O_EXCL), so that the name that
         // is checked is the name that gets created.
         for _ in 0..40 {
+            if let Some(n) = caller_fd(&path, req.pid) {
+                // The caller's own descriptor (/dev/stdout and the like): reopen a duplicate
+                // through PID 1's /proc/self, which works whatever the caller's dumpability.
+                let fd = take_fd(req.pid, n)?;
+                let own = cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())?;
+                let fifo =
+                    req.flags & libc::O_NONBLOCK == 0 && follows_to_fifo(libc::AT_FDCWD, &own);
+                if fifo {
+                    return self.open_in_child(
+                        req,
+                        libc::AT_FDCWD,
+                        &own,
+                        req.flags | libc::O_CLOEXEC,
+                    );
+                }
+                // SAFETY: own is a valid path string.
+                let r = unsafe { libc::open(own.as_ptr(), req.flags | libc::O_CLOEXEC, req.mode) };
+                if r < 0 {
+                    return Err(errno());
+                }
+                // SAFETY: r is a fresh descriptor owned by nobody else.
+                return Ok(Some(unsafe { OwnedFd::from_raw_fd(r) }));
+            }
             let start = base.as_ref().map_or(dir, |b| b.as_raw_fd());
             let (parent, where_, name) = resolve_parent(start, &path)?;
             let n = cstr(&name)?;
@@ -444,28 +496,7 @@ impl Agent<'_> {
                 )
             };
             if fifo {
-                // Opening a FIFO blocks until the other end opens: do it in a child so that
-                // the agent keeps serving.
-                // SAFETY: the agent is single-threaded; the child only opens, replies and exits.
-                let pid = unsafe { libc::fork() };
-                if pid == 0 {
-                    // SAFETY: n is a valid string, parent a directory fd.
-                    let fd =
-                        unsafe { libc::openat(parent.as_raw_fd(), n.as_ptr(), flags, req.mode) };
-                    if fd < 0 {
-                        self.answer(req, -(errno() as i64), None);
-                    } else {
-                        // SAFETY: fd is fresh and owned by nobody else.
-                        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                        self.answer(req, 0, Some(&fd));
-                    }
-                    // SAFETY: _exit ends the child.
-                    unsafe { libc::_exit(0) }
-                }
-                if pid < 0 {
-                    return Err(errno());
-                }
-                return Ok(None);
+                return self.open_in_child(req, parent.as_raw_fd(), &n, flags);
             }
             // SAFETY: n is a valid string, parent a directory fd.
             let fd = unsafe { libc::openat(parent.as_raw_fd(), n.as_ptr(), flags, req.mode) };
@@ -497,7 +528,6 @@ impl<'a> Agent<'a> {
             listener: listener.as_raw_fd(),
             report,
             refused: std::cell::RefCell::new(None),
-            callers: std::cell::RefCell::new(std::collections::HashMap::new()),
         }
     }
 
@@ -509,24 +539,7 @@ impl<'a> Agent<'a> {
         if unsafe { libc::ioctl(self.listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n) } < 0 {
             return;
         }
-        if n.data.nr as libc::c_long == libc::SYS_umask {
-            // umask is shared by threads and inherited: forget every cached value, then let
-            // the call run (it has no pointer argument to race on).
-            for c in self.callers.borrow_mut().values_mut() {
-                c.umask = None;
-            }
-            let resp = libc::seccomp_notif_resp {
-                id: n.id,
-                val: 0,
-                error: 0,
-                flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-            };
-            // SAFETY: resp is a valid seccomp_notif_resp.
-            unsafe { libc::ioctl(self.listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
-            return;
-        }
-        let built = self.with_caller(n.pid, |caller| build(&n, caller));
-        match built {
+        match build(&n) {
             Ok((req, fds, cwd)) => {
                 // The pid could have been reused while its memory was read: check the
                 // notification is still the caller's before acting on what was read.
@@ -548,33 +561,6 @@ impl<'a> Agent<'a> {
                 unsafe { libc::chdir(c"/".as_ptr()) };
             }
             Err(e) => respond(self.listener, n.id, -(e as i64)),
-        }
-    }
-}
-
-impl Agent<'_> {
-    /// Runs `f` with the caller's memory and umask; when reading its memory fails on a cached
-    /// descriptor (the pid exec'd or was reused), reopens it and tries once more.
-    fn with_caller<T>(
-        &self,
-        pid: u32,
-        f: impl Fn(&mut Caller) -> Result<T, i32>,
-    ) -> Result<T, i32> {
-        let mut callers = self.callers.borrow_mut();
-        if let Some(c) = callers.get_mut(&pid) {
-            match f(c) {
-                Err(libc::EFAULT) => {}
-                other => return other,
-            }
-        }
-        if callers.len() > 4096 {
-            callers.clear();
-        }
-        let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(|_| libc::EPERM)?;
-        callers.insert(pid, Caller { mem, umask: None });
-        match callers.get_mut(&pid) {
-            Some(c) => f(c),
-            None => Err(libc::EFAULT),
         }
     }
 }
@@ -612,9 +598,28 @@ fn respond(listener: RawFd, id: u64, result: i64) {
     unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
 }
 
-/// Copies a NUL-terminated string out of another process's memory.
-fn read_string(mem: &fs::File, addr: u64) -> Result<Vec<u8>, i32> {
-    use std::os::unix::fs::FileExt;
+/// Reads the caller's memory at `addr` into `buf` (process_vm_readv: no /proc file to open,
+/// and it works for callers that made themselves non-dumpable, PID 1 holding CAP_SYS_PTRACE).
+fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> Result<usize, i32> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: local describes our own writable buffer; the kernel checks the remote range
+    // against the caller's mappings.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    if n <= 0 {
+        return Err(libc::EFAULT);
+    }
+    Ok(n as usize)
+}
+
+/// Copies a NUL-terminated string out of the caller's memory.
+fn read_string(pid: u32, addr: u64) -> Result<Vec<u8>, i32> {
     if addr == 0 {
         return Err(libc::EFAULT);
     }
@@ -625,12 +630,7 @@ fn read_string(mem: &fs::File, addr: u64) -> Result<Vec<u8>, i32> {
         // Never read across a page boundary in one go: the next page may be unmapped.
         let to_page_end = 4096 - (at % 4096) as usize;
         let want = chunk.len().min(to_page_end);
-        let n = mem
-            .read_at(&mut chunk[..want], at)
-            .map_err(|_| libc::EFAULT)?;
-        if n == 0 {
-            return Err(libc::EFAULT);
-        }
+        let n = read_mem(pid, at, &mut chunk[..want])?;
         if let Some(z) = chunk[..n].iter().position(|&b| b == 0) {
             out.extend_from_slice(&chunk[..z]);
             return Ok(out);
@@ -641,18 +641,17 @@ fn read_string(mem: &fs::File, addr: u64) -> Result<Vec<u8>, i32> {
     Err(libc::ENAMETOOLONG)
 }
 
+/// The directory a path argument is relative to: the caller's cwd for AT_FDCWD, else a
+/// duplicate of its descriptor.
 fn open_dir_of(pid: u32, dirfd: i32) -> Result<OwnedFd, i32> {
-    let p = if dirfd == libc::AT_FDCWD {
-        format!("/proc/{pid}/cwd")
-    } else {
-        format!("/proc/{pid}/fd/{dirfd}")
-    };
-    let c = cstr(p.as_bytes())?;
+    if dirfd != libc::AT_FDCWD {
+        return take_fd(pid, dirfd);
+    }
+    let c = cstr(format!("/proc/{pid}/cwd").as_bytes())?;
     // SAFETY: c is a valid string; the fd is checked before it is owned.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
     if fd < 0 {
-        let e = errno();
-        return Err(if e == libc::ENOENT { libc::EBADF } else { e });
+        return Err(libc::ESRCH);
     }
     // SAFETY: fd is fresh and owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
@@ -721,32 +720,22 @@ fn take_fd(tid: u32, fd: i32) -> Result<OwnedFd, i32> {
 }
 
 /// Reads `len` bytes of the caller's memory at `addr`.
-fn read_bytes(mem: &fs::File, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
-    use std::os::unix::fs::FileExt;
+fn read_bytes(pid: u32, addr: u64, len: usize) -> Result<Vec<u8>, i32> {
     let mut buf = vec![0u8; len];
-    mem.read_exact_at(&mut buf, addr)
-        .map_err(|_| libc::EFAULT)?;
+    let mut done = 0;
+    while done < len {
+        done += read_mem(pid, addr + done as u64, &mut buf[done..])?;
+    }
     Ok(buf)
 }
 
 /// The request a notification stands for, the caller's directories (and, for bind, its
 /// socket), and the caller's working directory.
-fn build(
-    n: &libc::seccomp_notif,
-    caller: &mut Caller,
-) -> Result<(Request, Vec<OwnedFd>, OwnedFd), i32> {
+fn build(n: &libc::seccomp_notif) -> Result<(Request, Vec<OwnedFd>, OwnedFd), i32> {
     let pid = n.pid;
     let a = n.data.args;
-    let umask = match caller.umask {
-        Some(u) => u,
-        None => {
-            let u = umask_of(pid)?;
-            caller.umask = Some(u);
-            u
-        }
-    };
-    let mem = &caller.mem;
-    let s = |addr: u64| read_string(mem, addr);
+    let umask = umask_of(pid)?;
+    let s = |addr: u64| read_string(pid, addr);
     let fd = |v: u64| v as u32 as i32;
     let nr = n.data.nr as libc::c_long;
     let mut req = Request {
@@ -764,7 +753,7 @@ fn build(
     if nr == libc::SYS_bind {
         let len = (a[2] as u32 as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
         req.op = OP_BIND;
-        req.path1 = read_bytes(mem, a[1], len)?;
+        req.path1 = read_bytes(pid, a[1], len)?;
         let sock = take_fd(pid, fd(a[0]))?;
         return Ok((req, vec![sock], cwd));
     }

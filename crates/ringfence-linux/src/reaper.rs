@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::guard::Agent;
 use crate::sandbox::{recv_fds, send_fds, send_with_fd, Ready, Spec, MSG_EXITED, MSG_SIGNALED};
-use crate::{seccomp, sys};
+use crate::{caps, seccomp, sys};
 
 static COMMAND_PID: AtomicI32 = AtomicI32::new(0);
 
@@ -242,6 +242,13 @@ fn command(
                 let _ = sys::dup2(fd, target as i32);
             }
         }
+    }
+    if let Err(e) = caps::clear() {
+        fail(
+            125,
+            "dropping capabilities",
+            std::io::Error::other(e.to_string()),
+        );
     }
     if let Some(sock) = guard {
         // Last step before exec: from here on every creating syscall waits for PID 1.

@@ -375,7 +375,10 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
     for (resource, value) in &spec.limits {
         limits::set(*resource, *value)?;
     }
-    caps::drop_all()?;
+    // PID 1 answers the creation guard: it keeps CAP_SYS_PTRACE (in the sandbox's user
+    // namespace only) to read the memory of callers that made themselves non-dumpable, as
+    // ssh-agent and gpg-agent do. The command drops it before exec.
+    caps::drop_all_but(spec.guard.as_ref().map(|_| caps::CAP_SYS_PTRACE))?;
     sys::set_pdeathsig(libc::SIGKILL).map_err(|source| Error::Syscall {
         step: "PR_SET_PDEATHSIG",
         source,

@@ -15,10 +15,11 @@ pub struct FilterOptions {
     /// Allow `socket(AF_UNIX, ..)` and every kind of `socketpair(AF_UNIX, ..)`. Without it only
     /// `socketpair(AF_UNIX, SOCK_STREAM, ..)` is allowed, which reaches nothing outside the pair.
     pub allow_unix_sockets: bool,
-    /// Allow `pidfd_getfd`: only for the sandbox's PID 1 when it runs the creation guard (which
-    /// binds sockets on the caller's behalf); the guard's own filter denies it to everything
-    /// else in the sandbox.
-    pub allow_pidfd_getfd: bool,
+    /// Allow `pidfd_getfd` and `process_vm_readv`: only for the sandbox's PID 1 when it answers
+    /// the creation guard (it reads callers' path arguments and takes their directory and
+    /// socket descriptors); the guard's own filter denies both to everything else in the
+    /// sandbox.
+    pub guard_pid1: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -178,7 +179,7 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
     // can read; `clone3` keeps them in memory it cannot.
     a.ret_if(JEQ_K, nr(libc::SYS_clone3), ret_errno(libc::ENOSYS));
     for &syscall in DENIED.iter().chain(arch::DENIED) {
-        if syscall == libc::SYS_pidfd_getfd && opts.allow_pidfd_getfd {
+        if opts.guard_pid1 && GUARD_PID1.contains(&syscall) {
             continue;
         }
         a.ret_if(JEQ_K, nr(syscall), eperm);
@@ -260,6 +261,9 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
     a.finish()
 }
 
+/// What the main filter lets PID 1 do when it answers the creation guard.
+const GUARD_PID1: &[c_long] = &[libc::SYS_pidfd_getfd, libc::SYS_process_vm_readv];
+
 /// Syscalls that create a name in the filesystem, sent to the supervisor's creation guard.
 /// `open`/`openat` only when O_CREAT is set; `openat2` hides its flags in memory the filter
 /// cannot read, so it answers ENOSYS and libc falls back to `openat`.
@@ -297,13 +301,14 @@ pub fn build_guard() -> Vec<sock_filter> {
     a.ret_unless(JEQ_K, arch::AUDIT_ARCH, RET_KILL_PROCESS);
     a.load(OFFSET_NR);
     a.ret_if(JEQ_K, nr(libc::SYS_openat2), ret_errno(libc::ENOSYS));
-    // umask changes go past the guard so that it can apply the caller's current value.
-    a.ret_if(JEQ_K, nr(libc::SYS_umask), notify);
     // bind can create a unix socket file; the filter cannot see the address, so every bind
     // goes to the guard, which binds a duplicate of the caller's socket itself.
     a.ret_if(JEQ_K, nr(libc::SYS_bind), notify);
-    // Only PID 1 (which answers the guard) may take descriptors from other processes.
-    a.ret_if(JEQ_K, nr(libc::SYS_pidfd_getfd), ret_errno(libc::EPERM));
+    // Only PID 1 (which answers the guard) may take descriptors from other processes or read
+    // their memory.
+    for &syscall in GUARD_PID1 {
+        a.ret_if(JEQ_K, nr(syscall), ret_errno(libc::EPERM));
+    }
     for &syscall in CREATING {
         a.ret_if(JEQ_K, nr(syscall), notify);
     }
@@ -530,11 +535,11 @@ mod tests {
 
     const STRICT: FilterOptions = FilterOptions {
         allow_unix_sockets: false,
-        allow_pidfd_getfd: false,
+        guard_pid1: false,
     };
     const WITH_UNIX: FilterOptions = FilterOptions {
         allow_unix_sockets: true,
-        allow_pidfd_getfd: false,
+        guard_pid1: false,
     };
 
     /// The classic BPF subset `build` emits, run the way the kernel runs a seccomp filter.

@@ -696,3 +696,46 @@ fn unix_socket_bind_cannot_create_a_protected_name() {
     assert!(out.stdout.contains("ok.sock bound"), "{out:#?}");
     assert_no_protected(&dir.join("work"), &out);
 }
+
+#[test]
+fn non_dumpable_callers_can_create_files_and_bind_sockets() {
+    // ssh-agent and gpg-agent make themselves non-dumpable; the guard must still read their
+    // path arguments and take their descriptors.
+    if !python() {
+        return;
+    }
+    let dir = TestDir::new("guard-nondumpable");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let settings = dir.settings(r#"{"network":{"allowAllUnixSockets":true}}"#);
+    let script = format!(
+        r#"
+import ctypes, os, socket
+assert ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) == 0
+os.chdir("{w}")
+open("plain", "w").write("x")
+fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+os.close(os.open("viadirfd", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
+s = socket.socket(socket.AF_UNIX)
+s.bind("agent.sock")
+try:
+    open(".bashrc", "w")
+    print("bashrc created")
+except PermissionError:
+    print("bashrc refused")
+print("done")
+"#
+    );
+    let out = run(ringfence(&["-s", &settings, "--allow-write", &w]).args([
+        "--",
+        "/usr/bin/python3",
+        "-c",
+        &script,
+    ]));
+    assert_eq!(out.stdout, "bashrc refused\ndone\n", "{out:#?}");
+    assert_eq!(dir.read("work/plain"), "x");
+    assert!(dir.join("work/viadirfd").exists());
+    let sock = std::fs::symlink_metadata(dir.join("work/agent.sock")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(&sock.file_type()));
+    assert!(!dir.join("work/.bashrc").exists());
+}
