@@ -101,3 +101,56 @@ fn debug_prints_policy_and_mount_plan() {
     assert!(out.stderr.contains("mount plan:"), "{out:#?}");
     assert!(out.stderr.contains(&dir.s("work")), "{out:#?}");
 }
+
+/// Runs ringfence on a pseudo-terminal (driven by python3's pty module): the command must get a
+/// terminal of its own (not the caller's), see the window size, and get SIGINT from Ctrl-C.
+#[test]
+fn terminal_is_the_sandboxs_own_and_ctrl_c_reaches_the_command() {
+    if !std::path::Path::new("/usr/bin/python3").is_file() {
+        common::skip("no /usr/bin/python3");
+        return;
+    }
+    let driver = r#"
+import os, pty, struct, fcntl, termios, time, sys
+pid, fd = pty.fork()
+if pid == 0:
+    os.chdir("/")
+    os.execv(sys.argv[1], [sys.argv[1], "run", "--", "/bin/sh", "-c",
+        "tty; stty size; trap 'echo got-sigint; exit 7' INT; echo ready; while :; do sleep 0.1; done"])
+fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+out = b""
+deadline = time.time() + 20
+sent = False
+while time.time() < deadline:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+    if b"ready" in out and not sent:
+        os.write(fd, b"\x03")
+        sent = True
+_, status = os.waitpid(pid, 0)
+print(repr(out.decode(errors="replace")))
+print("status", os.waitstatus_to_exitcode(status))
+"#;
+    let bin = common::bin();
+    let out = run(std::process::Command::new("/usr/bin/python3")
+        .args(["-c", driver])
+        .arg(&bin)
+        .current_dir("/"));
+    let text = out.stdout.clone();
+    // The command's terminal is a pty of the sandbox's own devpts, not the caller's.
+    assert!(text.contains("/dev/pts/0"), "{out:#?}");
+    assert!(
+        text.contains("33 101"),
+        "window size not passed on: {out:#?}"
+    );
+    assert!(
+        text.contains("got-sigint"),
+        "Ctrl-C did not reach the command: {out:#?}"
+    );
+    assert!(text.contains("status 7"), "{out:#?}");
+}
