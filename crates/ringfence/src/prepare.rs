@@ -162,12 +162,17 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     let mut protected = found.paths;
     let mut not_yet: Vec<PathBuf> = found.missing;
     // ringfence's and srt's own settings files are protected wherever they are.
+    // ... and so is every settings file this run loaded (`-s FILE` may live in the project).
+    let loaded: Vec<PathBuf> = policy.files.iter().map(|(_, f)| real(f)).collect();
     for p in [
         home.join(".config/ringfence"),
         home.join(".srt-settings.json"),
         PathBuf::from("/etc/ringfence"),
         crate::runs::state_dir()?,
-    ] {
+    ]
+    .into_iter()
+    .chain(loaded)
+    {
         if !allow_write.iter().any(|w| p.starts_with(w)) {
             continue;
         }

@@ -457,3 +457,22 @@ fn rm_rf_parent_of_protected_entry_keeps_it() {
     assert_eq!(dir.read("work/a/b/.bashrc"), "original\n");
     assert_eq!(dir.read("work/repo/.git/config"), "[core]\n");
 }
+
+#[test]
+fn the_settings_file_in_use_is_read_only_inside() {
+    let dir = TestDir::new("settings-in-root");
+    dir.mkdir("work");
+    let settings = dir.join("work/policy.json");
+    std::fs::write(&settings, r#"{"limits":{"pids":500}}"#).unwrap();
+    let w = dir.s("work");
+    let out = sh(
+        &["-s", settings.to_str().unwrap(), "--allow-write", &w],
+        &format!("echo '{{}}' > '{w}/policy.json'; echo rc=$?; touch '{w}/ok' && echo made"),
+    );
+    assert!(out.stdout.contains("made"), "{out:#?}");
+    assert!(!out.stdout.contains("rc=0"), "{out:#?}");
+    assert_eq!(
+        std::fs::read_to_string(&settings).unwrap(),
+        r#"{"limits":{"pids":500}}"#
+    );
+}
