@@ -31,8 +31,13 @@ pub struct GuardRules {
     /// Names that may be created as directories but not as files or symlinks, nor by renaming
     /// something to them (`.git`, `.claude`): a `.git` file or symlink could point git at hooks.
     pub parents: Vec<String>,
+    /// Names refused anywhere inside a `.git` directory, at any depth: they decide what git
+    /// runs (`hooks`, `config`, `commondir`, `gitdir`, ...), also for submodules
+    /// (`.git/modules/<name>/`) and worktrees (`.git/worktrees/<name>/`).
+    pub git_internal: Vec<String>,
     /// Absolute paths (and everything under them) that may not be created: missing hook
-    /// directories named by core.hooksPath, denyWrite paths that do not exist yet.
+    /// directories named by core.hooksPath, denyWrite paths that do not exist yet. Renaming or
+    /// symlinking something onto one of their parents is refused too.
     pub paths: Vec<PathBuf>,
     /// The writable roots; outside them nothing is writable anyway (or it is private scratch).
     pub roots: Vec<PathBuf>,
@@ -76,12 +81,20 @@ impl GuardRules {
         self.roots.iter().any(|r| p.starts_with(r))
     }
 
-    /// Whether creating `name` in the directory `parent` (its path in the sandbox) is refused.
-    /// `as_dir`: the new entry is a directory made by mkdir.
-    fn refuses(&self, parent: &Path, name: &[u8], as_dir: bool) -> bool {
+    /// Whether creating `name` in the directory `parent` (its path in the sandbox) as `what`
+    /// is refused.
+    fn refuses(&self, parent: &Path, name: &[u8], what: Creation) -> bool {
         let full = parent.join(OsStr::from_bytes(name));
         if !self.under_root(&full) {
             return false;
+        }
+        if self.paths.iter().any(|p| full.starts_with(p)) {
+            return true;
+        }
+        // A directory put in place whole (renamed or symlinked) could bring a protected path
+        // below it into existence.
+        if what == Creation::Link && self.paths.iter().any(|p| p.starts_with(&full)) {
+            return true;
         }
         let Ok(name) = std::str::from_utf8(name) else {
             return false;
@@ -100,11 +113,24 @@ impl GuardRules {
         {
             return true;
         }
-        if !as_dir && self.parents.iter().any(|p| p == name) {
+        if parent.components().any(|c| c.as_os_str() == ".git")
+            && self.git_internal.iter().any(|n| n == name)
+        {
             return true;
         }
-        self.paths.iter().any(|p| full.starts_with(p))
+        what != Creation::Dir && self.parents.iter().any(|p| p == name)
     }
+}
+
+/// How a name comes into existence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Creation {
+    /// A file, node or socket: nothing can be below it.
+    File,
+    /// An empty directory (mkdir).
+    Dir,
+    /// A symlink, a rename target or a hard link: whatever it points to or holds appears there.
+    Link,
 }
 
 /// The parent directory of `path` (relative to `dir`), opened, with its path and the final name.
@@ -231,8 +257,8 @@ pub const MSG_REFUSED: u8 = b'D';
 
 impl Agent<'_> {
     /// Refuses (EACCES) creating `name` in `parent` when a rule says so, noting the path.
-    fn check(&self, parent: &Path, name: &[u8], as_dir: bool) -> Result<(), i32> {
-        if self.rules.refuses(parent, name, as_dir) {
+    fn check(&self, parent: &Path, name: &[u8], what: Creation) -> Result<(), i32> {
+        if self.rules.refuses(parent, name, what) {
             let mut p = parent.as_os_str().as_bytes().to_vec();
             p.push(b'/');
             p.extend_from_slice(name);
@@ -278,23 +304,23 @@ impl Agent<'_> {
         unsafe { libc::umask(req.umask as libc::mode_t) };
         let r = match req.op {
             OP_OPEN => return self.open(req, dir1),
-            OP_MKDIR => self.simple(dir1, &req.path1, true, |d, n| {
+            OP_MKDIR => self.simple(dir1, &req.path1, Creation::Dir, |d, n| {
                 // SAFETY: n is a valid string; d a directory fd.
                 unsafe { libc::mkdirat(d, n.as_ptr(), req.mode as libc::mode_t) }
             }),
-            OP_MKNOD => self.simple(dir1, &req.path1, false, |d, n| {
+            OP_MKNOD => self.simple(dir1, &req.path1, Creation::File, |d, n| {
                 // SAFETY: n is a valid string; d a directory fd.
                 unsafe { libc::mknodat(d, n.as_ptr(), req.mode as libc::mode_t, req.dev) }
             }),
             OP_SYMLINK => match cstr(&req.path1) {
-                Ok(target) => self.simple(dir2, &req.path2, false, |d, n| {
+                Ok(target) => self.simple(dir2, &req.path2, Creation::Link, |d, n| {
                     // SAFETY: target and n are valid strings; d a directory fd.
                     unsafe { libc::symlinkat(target.as_ptr(), d, n.as_ptr()) }
                 }),
                 Err(e) => Err(e),
             },
             OP_LINK => match cstr(&req.path1) {
-                Ok(old) => self.simple(dir2, &req.path2, false, |d, n| {
+                Ok(old) => self.simple(dir2, &req.path2, Creation::Link, |d, n| {
                     // SAFETY: old and n are valid strings; dir1 and d are directory fds.
                     unsafe { libc::linkat(dir1, old.as_ptr(), d, n.as_ptr(), req.flags) }
                 }),
@@ -310,11 +336,11 @@ impl Agent<'_> {
         &self,
         dir: RawFd,
         path: &[u8],
-        as_dir: bool,
+        what: Creation,
         f: impl FnOnce(RawFd, &CString) -> libc::c_int,
     ) -> Result<i32, i32> {
         let (parent, where_, name) = resolve_parent(dir, path)?;
-        self.check(&where_, &name, as_dir)?;
+        self.check(&where_, &name, what)?;
         let n = cstr(&name)?;
         if f(parent.as_raw_fd(), &n) < 0 {
             return Err(errno());
@@ -350,7 +376,7 @@ impl Agent<'_> {
             return do_bind(addr.as_ptr() as *const libc::sockaddr, addr.len());
         }
         let (parent, where_, name) = resolve_parent(libc::AT_FDCWD, path)?;
-        self.check(&where_, &name, false)?;
+        self.check(&where_, &name, Creation::File)?;
         // SAFETY: sockaddr_un is plain data; zeroed is valid.
         let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         if name.len() >= sun.sun_path.len() {
@@ -375,8 +401,8 @@ impl Agent<'_> {
         let (new_parent, new_where, new_name) = resolve_parent(dir2, &req.path2)?;
         // Neither a protected name, nor a name that would make one appear (a directory renamed
         // to `.git` with a `hooks` inside), may be the target; with RENAME_EXCHANGE both are.
-        self.check(&new_where, &new_name, false)?;
-        self.check(&old_where, &old_name, false)?;
+        self.check(&new_where, &new_name, Creation::Link)?;
+        self.check(&old_where, &old_name, Creation::File)?;
         let (o, n) = (cstr(&old_name)?, cstr(&new_name)?);
         // SAFETY: both names are valid strings and both parents directory fds.
         let r = unsafe {
@@ -480,7 +506,7 @@ impl Agent<'_> {
                     req.flags & libc::O_NONBLOCK == 0 && follows_to_fifo(parent.as_raw_fd(), &n);
                 (req.flags | libc::O_CLOEXEC, fifo)
             } else {
-                self.check(&where_, &name, false)?;
+                self.check(&where_, &name, Creation::File)?;
                 let excl = req.flags & libc::O_EXCL != 0;
                 let nofollow = req.flags & libc::O_NOFOLLOW != 0;
                 let there = existing(parent.as_raw_fd(), &n);
@@ -883,32 +909,50 @@ mod tests {
             names: vec![".bashrc".into(), ".vscode".into()],
             nested: vec![(".git".into(), "hooks".into())],
             parents: vec![".git".into()],
-            paths: vec![PathBuf::from("/w/repo/myhooks")],
+            git_internal: vec!["hooks".into(), "commondir".into()],
+            paths: vec![
+                PathBuf::from("/w/repo/myhooks"),
+                PathBuf::from("/w/a/b/key"),
+            ],
             roots: vec![PathBuf::from("/w")],
         }
     }
 
     #[test]
     fn refusals() {
+        use Creation::{Dir, File, Link};
         let g = rules();
         let w = Path::new("/w/x/y");
-        assert!(g.refuses(w, b".bashrc", false));
-        assert!(g.refuses(w, b".vscode", true));
-        assert!(!g.refuses(w, b"bashrc", false));
-        assert!(g.refuses(Path::new("/w/p/.git"), b"hooks", true));
-        assert!(!g.refuses(Path::new("/w/p/git"), b"hooks", true));
+        assert!(g.refuses(w, b".bashrc", File));
+        assert!(g.refuses(w, b".vscode", Dir));
+        assert!(!g.refuses(w, b"bashrc", File));
+        assert!(g.refuses(Path::new("/w/p/.git"), b"hooks", Dir));
+        assert!(!g.refuses(Path::new("/w/p/git"), b"hooks", Dir));
         assert!(
-            !g.refuses(w, b".git", true),
+            !g.refuses(w, b".git", Dir),
             "git init makes .git directories"
         );
         assert!(
-            g.refuses(w, b".git", false),
+            g.refuses(w, b".git", File),
             "a .git file or symlink could point at hooks"
         );
-        assert!(g.refuses(Path::new("/w/repo"), b"myhooks", true));
-        assert!(g.refuses(Path::new("/w/repo/myhooks"), b"pre-commit", false));
+        assert!(g.refuses(w, b".git", Link));
+        assert!(g.refuses(Path::new("/w/repo"), b"myhooks", Dir));
+        assert!(g.refuses(Path::new("/w/repo/myhooks"), b"pre-commit", File));
+        // Anywhere inside a git directory: submodules, worktrees, commondir redirection.
+        assert!(g.refuses(Path::new("/w/p/.git/modules/sub"), b"hooks", Dir));
+        assert!(g.refuses(Path::new("/w/p/.git"), b"commondir", File));
+        assert!(g.refuses(Path::new("/w/p/.git/worktrees/t"), b"commondir", File));
+        assert!(!g.refuses(Path::new("/w/p/.git/objects"), b"ab", Dir));
+        // Parents of a protected path that does not exist yet: mkdir is fine (empty), a
+        // rename or symlink could bring the protected path with it.
+        assert!(!g.refuses(Path::new("/w/a"), b"b", Dir));
+        assert!(g.refuses(Path::new("/w/a"), b"b", Link));
+        assert!(g.refuses(Path::new("/w"), b"a", Link));
+        assert!(g.refuses(Path::new("/w/a/b"), b"key", File));
+        assert!(!g.refuses(Path::new("/w/a"), b"bb", Link));
         assert!(
-            !g.refuses(Path::new("/tmp"), b".bashrc", false),
+            !g.refuses(Path::new("/tmp"), b".bashrc", File),
             "outside the writable roots"
         );
     }

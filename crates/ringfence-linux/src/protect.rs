@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 pub struct ProtectedNames<'a> {
     pub names: &'a [&'a str],
     pub nested: &'a [(&'a str, &'a str)],
+    /// Names protected at any depth inside a `.git` directory.
+    pub git_internal: &'a [&'a str],
 }
 
 #[derive(Debug, Default)]
@@ -221,6 +223,7 @@ fn read_one(
         source,
     })?;
     let parent_name = dir.file_name().unwrap_or_default();
+    let in_git = dir.components().any(|c| c.as_os_str() == ".git");
     let mut rec = DirRecord {
         stamp,
         git_config: None,
@@ -239,7 +242,12 @@ fn read_one(
             path: entry.path(),
             source,
         })?;
-        if is_protected(parent_name, &name, names) {
+        if is_protected(parent_name, &name, names)
+            || (in_git
+                && name
+                    .to_str()
+                    .is_some_and(|n| names.git_internal.contains(&n)))
+        {
             // Nothing inside a read-only protected directory needs a mount of its own.
             rec.protected.push(name);
             continue;
@@ -385,6 +393,7 @@ mod tests {
     const NAMES: ProtectedNames<'static> = ProtectedNames {
         names: &[".bashrc", ".vscode"],
         nested: &[(".git", "hooks"), (".git", "config")],
+        git_internal: &["hooks", "config", "commondir"],
     };
 
     #[test]
@@ -398,6 +407,8 @@ mod tests {
         fs::write(deep.join(".bashrc"), "").unwrap();
         fs::create_dir_all(base.join(".vscode/inner")).unwrap();
         std::os::unix::fs::symlink("nowhere", base.join("a/.bashrc")).unwrap();
+        fs::create_dir_all(deep.join(".git/modules/sub/hooks")).unwrap();
+        fs::write(deep.join(".git/modules/sub/commondir"), "../..").unwrap();
         let mut found = Found::default();
         scan(&base, &NAMES, &mut ScanCache::default(), &mut found).unwrap();
         let mut got: Vec<_> = found
@@ -412,6 +423,8 @@ mod tests {
             "a/b/c/d/e/.bashrc",
             "a/b/c/d/e/.git/config",
             "a/b/c/d/e/.git/hooks",
+            "a/b/c/d/e/.git/modules/sub/commondir",
+            "a/b/c/d/e/.git/modules/sub/hooks",
             "a/b/c/d/e/myhooks",
         ]
         .iter()

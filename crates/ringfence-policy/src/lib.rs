@@ -55,6 +55,13 @@ pub const PROTECTED_NESTED: &[(&str, &str)] = &[
     (".git", "config"),
 ];
 
+/// Names protected anywhere inside a `.git` directory, at any depth (submodules live in
+/// `.git/modules/<name>/`, worktrees in `.git/worktrees/<name>/`): they decide what git runs or
+/// where it takes its configuration from. `config` and `config.worktree` are released by
+/// `allowGitConfig`.
+pub const GIT_INTERNAL_NAMES: &[&str] =
+    &["hooks", "config", "config.worktree", "commondir", "gitdir"];
+
 /// Where a setting came from. Earlier variants take precedence over later ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Layer {

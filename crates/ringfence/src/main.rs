@@ -358,7 +358,9 @@ pub fn run(req: RunRequest) -> Result<i32> {
         let examples: Vec<String> = refused
             .examples
             .iter()
-            .map(|p| p.display().to_string())
+            // Paths come from the sandbox: escape control characters before they reach the
+            // user's terminal.
+            .map(|p| p.display().to_string().escape_debug().to_string())
             .collect();
         eprintln!(
             "ringfence: refused to create {} protected path{} ({}{}); protected names cannot be created inside writable roots (see `ringfence explain`)",

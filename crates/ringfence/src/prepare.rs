@@ -107,6 +107,13 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             policy.allowed_domains.join(", ")
         );
     }
+    if policy.allow_all_unix_sockets && ringfence_linux::sys::getuid() == 0 {
+        bail!(
+            "network.allowAllUnixSockets: refused for a root caller: the sandbox keeps root's \
+             host identity for file access, so unix sockets would reach host services as root \
+             (e.g. /run/docker.sock). Run ringfence as an unprivileged user to allow unix sockets."
+        );
+    }
     let paths = |rules: &[ringfence_policy::PathRule]| -> Vec<PathBuf> {
         rules.iter().map(|r| real(&r.path)).collect()
     };
@@ -124,9 +131,15 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         .chain(ringfence_policy::PROTECTED_DIR_NAMES)
         .copied()
         .collect();
+    let git_internal: Vec<&str> = ringfence_policy::GIT_INTERNAL_NAMES
+        .iter()
+        .copied()
+        .filter(|n| !(policy.allow_git_config && matches!(*n, "config" | "config.worktree")))
+        .collect();
     let protected_names = ProtectedNames {
         names: &names,
         nested: &nested,
+        git_internal: &git_internal,
     };
     let started = Instant::now();
     let mut found = protect::Found::default();
@@ -137,7 +150,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             continue;
         }
         // One cache file per root and set of protected names (allowGitConfig changes it).
-        let key = cache_key(root, &names, &nested);
+        let key = cache_key(root, &names, &nested, &git_internal);
         let cache_file = cache_dir.join(format!("{key:016x}"));
         let mut cache = ScanCache::load(&cache_file);
         protect::scan(root, &protected_names, &mut cache, &mut found).map_err(|e| {
@@ -234,6 +247,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             .map(|(p, n)| (p.to_string(), n.to_string()))
             .collect(),
         parents: vec![".git".into(), ".claude".into()],
+        git_internal: git_internal.iter().map(|s| s.to_string()).collect(),
         paths: not_yet.clone(),
         roots: writable_roots,
     });
@@ -347,7 +361,7 @@ fn check_cwd_visible(cwd: &Path, plan: &MountPlan) -> Result<()> {
 }
 
 /// FNV-1a over the root and the protected names: the scan cache's file name.
-fn cache_key(root: &Path, names: &[&str], nested: &[(&str, &str)]) -> u64 {
+fn cache_key(root: &Path, names: &[&str], nested: &[(&str, &str)], git: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |b: &[u8]| {
         for &x in b.iter().chain(&[0u8]) {
@@ -361,6 +375,10 @@ fn cache_key(root: &Path, names: &[&str], nested: &[(&str, &str)]) -> u64 {
     }
     for (p, n) in nested {
         feed(p.as_bytes());
+        feed(n.as_bytes());
+    }
+    feed(b"git");
+    for n in git {
         feed(n.as_bytes());
     }
     h

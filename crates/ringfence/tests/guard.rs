@@ -681,17 +681,17 @@ fn unix_socket_bind_cannot_create_a_protected_name() {
     let dir = TestDir::new("guard-bind");
     let w = dir.s("work");
     dir.mkdir("work");
-    let settings = dir.settings(r#"{"network":{"allowAllUnixSockets":true}}"#);
+    // A socketpair (allowed without allowAllUnixSockets, and for root callers) can be bound to
+    // a path like any unix socket.
     let script = format!(
         "import socket\nfor name in ('ok.sock', '.bashrc', '.envrc'):\n\
-         \x20   s = socket.socket(socket.AF_UNIX)\n\
+         \x20   s, _ = socket.socketpair()\n\
          \x20   try:\n\
          \x20       s.bind('{w}/' + name); print(name, 'bound')\n\
          \x20   except OSError as e:\n\
          \x20       print(name, 'errno', e.errno)\n"
     );
-    let out =
-        run(ringfence(&["-s", &settings, "--allow-write", &w]).args(["--", PYTHON, "-c", &script]));
+    let out = run(ringfence(&["--allow-write", &w]).args(["--", PYTHON, "-c", &script]));
     assert_eq!(out.code(), 0, "{out:#?}");
     assert!(out.stdout.contains("ok.sock bound"), "{out:#?}");
     assert_no_protected(&dir.join("work"), &out);
@@ -707,7 +707,6 @@ fn non_dumpable_callers_can_create_files_and_bind_sockets() {
     let dir = TestDir::new("guard-nondumpable");
     let w = dir.s("work");
     dir.mkdir("work");
-    let settings = dir.settings(r#"{"network":{"allowAllUnixSockets":true}}"#);
     let script = format!(
         r#"
 import ctypes, os, socket
@@ -716,7 +715,7 @@ os.chdir("{w}")
 open("plain", "w").write("x")
 fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
 os.close(os.open("viadirfd", os.O_CREAT | os.O_WRONLY, 0o600, dir_fd=fd))
-s = socket.socket(socket.AF_UNIX)
+s, _ = socket.socketpair()
 s.bind("agent.sock")
 try:
     open(".bashrc", "w")
@@ -726,16 +725,70 @@ except PermissionError:
 print("done")
 "#
     );
-    let out = run(ringfence(&["-s", &settings, "--allow-write", &w]).args([
-        "--",
-        "/usr/bin/python3",
-        "-c",
-        &script,
-    ]));
+    let out =
+        run(ringfence(&["--allow-write", &w]).args(["--", "/usr/bin/python3", "-c", &script]));
     assert_eq!(out.stdout, "bashrc refused\ndone\n", "{out:#?}");
     assert_eq!(dir.read("work/plain"), "x");
     assert!(dir.join("work/viadirfd").exists());
     let sock = std::fs::symlink_metadata(dir.join("work/agent.sock")).unwrap();
     assert!(std::os::unix::fs::FileTypeExt::is_socket(&sock.file_type()));
     assert!(!dir.join("work/.bashrc").exists());
+}
+
+#[test]
+fn git_directory_redirection_and_submodule_hooks_are_refused() {
+    // git takes config and hooks from wherever `.git/commondir` points, and a submodule's
+    // git directory lives in `.git/modules/<name>/`: both are protected inside any `.git`.
+    let dir = TestDir::new("guard-commondir");
+    let w = dir.s("work");
+    dir.mkdir("work/.git/objects");
+    dir.mkdir("work/.git/modules/sub/objects");
+    dir.mkdir("work/.git/worktrees/t");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!(
+            "cd '{w}'; echo ../evil > .git/commondir; echo c1=$?; \
+             mkdir .git/modules/sub/hooks; echo c2=$?; \
+             echo x > .git/modules/sub/config; echo c3=$?; \
+             echo ../x > .git/worktrees/t/commondir; echo c4=$?; \
+             echo x > .git/worktrees/t/gitdir; echo c5=$?; \
+             mkdir -p .git/modules/sub/refs && echo ok > .git/modules/sub/refs/x && echo c6=ok"
+        ),
+    );
+    for c in ["c1=0", "c2=0", "c3=0", "c4=0", "c5=0"] {
+        assert!(!out.stdout.contains(c), "{c}: {out:#?}");
+    }
+    assert!(out.stdout.contains("c6=ok"), "{out:#?}");
+    for p in [
+        "work/.git/commondir",
+        "work/.git/modules/sub/hooks",
+        "work/.git/modules/sub/config",
+        "work/.git/worktrees/t/commondir",
+        "work/.git/worktrees/t/gitdir",
+    ] {
+        assert!(!dir.join(p).exists(), "{p} was created: {out:#?}");
+    }
+}
+
+#[test]
+fn a_parent_renamed_or_symlinked_into_place_cannot_bring_a_denied_path() {
+    // denyWrite names a file that does not exist yet: building it elsewhere and renaming its
+    // directory into place must not work either.
+    let dir = TestDir::new("guard-rename-parent");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let denied = format!("{w}/secrets/key");
+    let out = sh(
+        &["--allow-write", &w, "--deny-write", &denied],
+        &format!(
+            "cd '{w}'; mkdir -p t && echo pwned > t/key; mv t secrets; echo r1=$?; \
+             ln -s t secrets; echo r2=$?; mkdir secrets && echo made-dir; \
+             echo x > secrets/key; echo r3=$?"
+        ),
+    );
+    for c in ["r1=0", "r2=0", "r3=0"] {
+        assert!(!out.stdout.contains(c), "{c}: {out:#?}");
+    }
+    assert!(out.stdout.contains("made-dir"), "{out:#?}");
+    assert!(!dir.join("work/secrets/key").exists(), "{out:#?}");
 }
