@@ -500,6 +500,11 @@ impl Agent<'_> {
                     base = None;
                     continue;
                 }
+                // PID 1 may read every process in the sandbox (it holds CAP_SYS_PTRACE there);
+                // on a caller's behalf it opens only the caller's own entries.
+                if !where_.starts_with(format!("/proc/{}", req.pid)) {
+                    return Err(libc::EACCES);
+                }
                 // Nothing can be created in /proc; its magic links (fd/N) must be followed by
                 // the kernel, as the caller's own open would.
                 let fifo =

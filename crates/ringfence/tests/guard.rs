@@ -792,3 +792,35 @@ fn a_parent_renamed_or_symlinked_into_place_cannot_bring_a_denied_path() {
     assert!(out.stdout.contains("made-dir"), "{out:#?}");
     assert!(!dir.join("work/secrets/key").exists(), "{out:#?}");
 }
+
+#[test]
+fn the_guard_does_not_open_other_processes_proc_files_for_a_caller() {
+    // PID 1 may read every process in the sandbox; a caller asking it (open with O_CREAT) for
+    // another process's memory must get what it would get itself.
+    if !python() {
+        return;
+    }
+    let dir = TestDir::new("guard-proc-deputy");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let script = r#"
+import ctypes, os, sys, time
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # non-dumpable, like ssh-agent
+    os.write(w, b"x")
+    time.sleep(30)
+    os._exit(0)
+os.read(r, 1)
+for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY | os.O_CREAT):
+    try:
+        os.close(os.open("/proc/%d/mem" % pid, flags))
+        print("opened")
+    except OSError as e:
+        print("errno", e.errno)
+os.kill(pid, 9)
+"#;
+    let out = run(ringfence(&["--allow-write", &w]).args(["--", PYTHON, "-c", script]));
+    assert_eq!(out.stdout, "errno 13\nerrno 13\n", "{out:#?}");
+}
