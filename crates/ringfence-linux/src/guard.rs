@@ -272,7 +272,15 @@ impl Agent<'_> {
     /// (>= 0, or -errno).
     fn answer(&self, req: &Request, result: i64, fd: Option<&OwnedFd>) {
         if let Some(path) = self.refused.borrow_mut().take() {
-            let mut msg = vec![MSG_REFUSED];
+            let program = fs::read(format!("/proc/{}/comm", req.pid)).unwrap_or_default();
+            let program = program.strip_suffix(b"\n").unwrap_or(&program);
+            let mut msg = vec![MSG_REFUSED, req.op];
+            msg.extend_from_slice(&req.pid.to_ne_bytes());
+            let mut comm = [0u8; 16];
+            for (d, s) in comm.iter_mut().zip(program) {
+                *d = *s;
+            }
+            msg.extend_from_slice(&comm);
             msg.extend_from_slice(&path);
             let _ = send_fds(self.report, &msg, &[]);
         }
@@ -596,6 +604,44 @@ impl<'a> Agent<'a> {
     }
 }
 
+/// One refused creation, as reported to the supervisor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// The operation: open, mkdir, mknod, symlink, link, rename, bind.
+    pub op: &'static str,
+    /// The caller, in the sandbox's PID namespace.
+    pub pid: u32,
+    /// The caller's program name (its `comm`).
+    pub program: String,
+    /// The path as the sandbox saw it.
+    pub path: PathBuf,
+}
+
+impl Denial {
+    /// Decodes a refusal report (the message after its tag byte).
+    pub fn decode(b: &[u8]) -> Option<Denial> {
+        let op = match *b.first()? {
+            OP_OPEN => "open",
+            OP_MKDIR => "mkdir",
+            OP_MKNOD => "mknod",
+            OP_SYMLINK => "symlink",
+            OP_LINK => "link",
+            OP_RENAME => "rename",
+            OP_BIND => "bind",
+            _ => "create",
+        };
+        let pid = u32::from_ne_bytes(b.get(1..5)?.try_into().ok()?);
+        let comm = b.get(5..21)?;
+        let comm = &comm[..comm.iter().position(|&c| c == 0).unwrap_or(comm.len())];
+        Some(Denial {
+            op,
+            pid,
+            program: String::from_utf8_lossy(comm).into_owned(),
+            path: PathBuf::from(OsStr::from_bytes(b.get(21..)?)),
+        })
+    }
+}
+
 /// What the guard refused during a run.
 #[derive(Debug, Default, Clone)]
 pub struct GuardReport {
@@ -605,10 +651,10 @@ pub struct GuardReport {
 }
 
 impl GuardReport {
-    pub fn add(&mut self, path: &[u8]) {
+    pub fn add(&mut self, d: &Denial) {
         self.refused += 1;
         if self.examples.len() < 5 {
-            self.examples.push(PathBuf::from(OsStr::from_bytes(path)));
+            self.examples.push(d.path.clone());
         }
     }
 }

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::guard::{GuardReport, MSG_REFUSED};
+use crate::guard::{Denial, GuardReport, MSG_REFUSED};
 use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED};
 use crate::sys;
 
@@ -111,7 +111,12 @@ fn set_nonblocking(fd: RawFd) {
 }
 
 /// Runs until the command ends; returns its outcome. The sandbox is gone when this returns.
-pub fn wait(sandbox: Sandbox, wall: Option<Duration>) -> (Outcome, GuardReport) {
+/// `on_denied` sees every refusal of the creation guard as it arrives.
+pub fn wait(
+    sandbox: Sandbox,
+    wall: Option<Duration>,
+    on_denied: &mut dyn FnMut(&Denial),
+) -> (Outcome, GuardReport) {
     let (sig_read, sig_write) = match sys::pipe() {
         Ok(p) => p,
         Err(_) => {
@@ -233,7 +238,10 @@ pub fn wait(sandbox: Sandbox, wall: Option<Duration>) -> (Outcome, GuardReport) 
             let got = recv_with_fd(sandbox.channel.as_raw_fd(), &mut msg);
             if let Ok((n, _)) = got {
                 if n >= 1 && msg[0] == MSG_REFUSED {
-                    report.add(&msg[1..n]);
+                    if let Some(d) = Denial::decode(&msg[1..n]) {
+                        report.add(&d);
+                        on_denied(&d);
+                    }
                     continue;
                 }
             }

@@ -1,6 +1,7 @@
 //! `ringfence`: run a command inside OS-level boundaries it cannot leave.
 //! The binary is glue: command-line parsing, the srt-compatible entry point, and output.
 
+mod activity;
 mod doctor;
 mod prepare;
 mod runs;
@@ -44,6 +45,34 @@ enum Command {
     Schema,
     /// Print the merged policy, the layer each rule came from, and the mount plan it produces.
     Explain(PolicyArgs),
+    /// List runs (newest first), show a run's activity log, or verify its hash chain.
+    Log(LogArgs),
+}
+
+#[derive(Args)]
+struct LogArgs {
+    #[command(subcommand)]
+    action: Option<LogAction>,
+}
+
+#[derive(Subcommand)]
+enum LogAction {
+    /// Print a run's events.
+    Show {
+        /// The run's name.
+        run: String,
+        /// Only events of this kind (fs, run, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        /// JSON lines instead of a readable timeline.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a run's log: exit 0 when intact, 1 naming the first broken line.
+    Verify {
+        /// The run's name.
+        run: String,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -90,6 +119,9 @@ struct RunArgs {
     /// The run's name (unique on this machine); generated when absent.
     #[arg(long = "name", value_name = "NAME")]
     name: Option<String>,
+    /// Write the activity log here instead of the state directory.
+    #[arg(long = "log", value_name = "FILE")]
+    log: Option<PathBuf>,
     /// Run this string with /bin/bash -c (or /bin/sh -c where bash is missing).
     #[arg(short = 'c', value_name = "SHELL STRING", conflicts_with = "command")]
     shell: Option<String>,
@@ -103,6 +135,7 @@ pub struct RunRequest {
     pub sources: Sources,
     pub debug: bool,
     pub name: Option<String>,
+    pub log: Option<PathBuf>,
     pub argv: Vec<Vec<u8>>,
 }
 
@@ -147,6 +180,7 @@ fn main() -> ExitCode {
                 sources: args.policy.sources(),
                 debug: args.debug,
                 name: args.name,
+                log: args.log,
                 argv,
             })
         }
@@ -159,6 +193,13 @@ fn main() -> ExitCode {
             Ok(0)
         }
         Command::Explain(p) => explain(&p.sources()).map(|()| 0),
+        Command::Log(l) => match l.action {
+            None => activity::list().map(|()| 0),
+            Some(LogAction::Show { run, kind, json }) => {
+                activity::show(&run, kind.as_deref(), json).map(|()| 0)
+            }
+            Some(LogAction::Verify { run }) => activity::verify(&run),
+        },
     };
     finish(result)
 }
@@ -298,6 +339,29 @@ pub fn run(req: RunRequest) -> Result<i32> {
         bail!("no command given");
     }
     let record = runs::Record::start(req.name.as_deref(), &req.argv, &prepared.cwd)?;
+    let log_path = match &req.log {
+        Some(p) => p.clone(),
+        None => activity::default_path(record.name())?,
+    };
+    let mut log = match activity::Activity::start(log_path, record.name(), &req.argv, &prepared) {
+        Ok(l) => l,
+        Err(e) => {
+            record.finish(None);
+            return Err(e);
+        }
+    };
+    // Closes the log and the run record together.
+    let close = |log: activity::Activity, record: runs::Record, outcome: Option<Outcome>| {
+        let path = log.path.clone();
+        let (hash, denied) = log.end(outcome);
+        let mut extra = serde_json::Map::new();
+        extra.insert("log".into(), path.display().to_string().into());
+        if let Some(h) = hash {
+            extra.insert("logHash".into(), h.into());
+        }
+        extra.insert("denied".into(), denied.into());
+        record.finish_with(outcome, extra);
+    };
     // Give back what scanning a large tree allocated before the sandbox is cloned from this
     // process: a smaller image is quicker to clone and to move into the run's cgroups.
     // SAFETY: malloc_trim only releases free heap memory.
@@ -331,7 +395,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     ) {
         Ok(g) => g,
         Err(e) => {
-            record.finish(None);
+            close(log, record, None);
             return Err(anyhow::anyhow!(
                 "creating the run's cgroups ({}): {e}",
                 prepared.mechanism.describe()
@@ -344,16 +408,17 @@ pub fn run(req: RunRequest) -> Result<i32> {
             if let Some(g) = &groups {
                 g.remove();
             }
-            record.finish(None);
+            close(log, record, None);
             return Err(anyhow::anyhow!("setting up the sandbox: {e}"));
         }
     };
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
-    let (outcome, refused) = supervise::wait(sb, wall);
+    let (outcome, refused) = supervise::wait(sb, wall, &mut |d| log.denied(d));
     if let Some(g) = &groups {
         g.remove();
     }
-    record.finish(Some(outcome));
+    let run_name = record.name().to_string();
+    close(log, record, Some(outcome));
     if refused.refused > 0 {
         let examples: Vec<String> = refused
             .examples
@@ -363,7 +428,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
             .map(|p| p.display().to_string().escape_debug().to_string())
             .collect();
         eprintln!(
-            "ringfence: refused to create {} protected path{} ({}{}); protected names cannot be created inside writable roots (see `ringfence explain`)",
+            "ringfence: refused to create {} protected path{} ({}{}); protected names cannot be created inside writable roots; see `ringfence log show {run_name}`",
             refused.refused,
             if refused.refused == 1 { "" } else { "s" },
             examples.join(", "),

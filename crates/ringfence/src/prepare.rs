@@ -209,8 +209,14 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     protected.sort();
     protected.dedup();
 
+    // The state directory (run records, activity logs, scan cache) is not readable inside.
+    let mut deny_read = paths(&policy.deny_read);
+    let state = crate::runs::state_dir()?;
+    if state.exists() {
+        deny_read.push(real(&state));
+    }
     let input = PlanInput {
-        deny_read: paths(&policy.deny_read),
+        deny_read,
         allow_read: paths(&policy.allow_read),
         allow_write,
         deny_write: paths(&policy.deny_write),

@@ -90,7 +90,19 @@ impl Record {
     }
 
     /// Records how the run ended (`None`: it never started).
-    pub fn finish(mut self, outcome: Option<Outcome>) {
+    pub fn finish(self, outcome: Option<Outcome>) {
+        self.finish_with(outcome, serde_json::Map::new())
+    }
+
+    /// As `finish`, adding `extra` fields (the activity log's path and final hash).
+    pub fn finish_with(
+        mut self,
+        outcome: Option<Outcome>,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) {
+        for (k, v) in extra {
+            self.value[k] = v;
+        }
         let status = match outcome {
             None => serde_json::json!({"setupFailed": true}),
             Some(Outcome::Exited(c)) => serde_json::json!({"exit": c}),

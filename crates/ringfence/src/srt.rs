@@ -66,6 +66,7 @@ pub fn main() -> Result<i32> {
         sources,
         debug,
         name: None,
+        log: None,
         argv,
     })
 }
