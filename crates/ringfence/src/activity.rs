@@ -157,10 +157,7 @@ fn runs_dir() -> Result<PathBuf> {
 }
 
 fn record(name: &str) -> Result<Value> {
-    let p = runs_dir()?.join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&p)
-        .with_context(|| format!("no run named {name} ({})", p.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a run record", p.display()))
+    crate::runs::load(name)
 }
 
 fn log_path(name: &str, rec: &Value) -> Result<PathBuf> {
@@ -172,17 +169,7 @@ fn log_path(name: &str, rec: &Value) -> Result<PathBuf> {
 
 /// `ringfence log`: runs, newest first.
 pub fn list() -> Result<()> {
-    let dir = runs_dir()?;
-    let mut runs: Vec<Value> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .flatten()
-            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-            .filter_map(|t| serde_json::from_str(&t).ok())
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    runs.sort_by_key(|r| std::cmp::Reverse(r["started"].as_u64().unwrap_or(0)));
+    let runs = crate::runs::all()?;
     println!(
         "{:<32} {:<10} {:>8} {:>7}  COMMAND",
         "RUN", "STATUS", "SECONDS", "DENIED"
@@ -313,4 +300,37 @@ pub fn verify(name: &str) -> Result<i32> {
 /// Where a run's log goes by default.
 pub fn default_path(run: &str) -> Result<PathBuf> {
     Ok(runs_dir()?.join(format!("{run}.jsonl")))
+}
+
+/// `ringfence log follow [RUN]`: prints a live run's events as they are written (the newest
+/// live run when none is named), until its `run.end`.
+pub fn follow(name: Option<&str>) -> Result<()> {
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => crate::runs::all()?
+            .into_iter()
+            .find(|r| {
+                r["status"].is_null() && crate::runs::is_live(r["name"].as_str().unwrap_or(""))
+            })
+            .and_then(|r| r["name"].as_str().map(String::from))
+            .context("no live run to follow")?,
+    };
+    let rec = record(&name)?;
+    let path = log_path(&name, &rec)?;
+    let mut shown = 0usize;
+    loop {
+        let events = ringfence_audit::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for e in &events[shown.min(events.len())..] {
+            println!("{}", Value::Object(e.clone()));
+            if e.get("kind").and_then(Value::as_str) == Some("run.end") {
+                return Ok(());
+            }
+        }
+        shown = events.len();
+        if !crate::runs::is_live(&name) {
+            // The supervisor is gone without closing the log.
+            bail!("run {name} ended without run.end (its supervisor was killed)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

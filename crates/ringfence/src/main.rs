@@ -2,6 +2,7 @@
 //! The binary is glue: command-line parsing, the srt-compatible entry point, and output.
 
 mod activity;
+mod control;
 mod doctor;
 mod prepare;
 mod runs;
@@ -47,6 +48,23 @@ enum Command {
     Explain(PolicyArgs),
     /// List runs (newest first), show a run's activity log, or verify its hash chain.
     Log(LogArgs),
+    /// List the sandboxes running now.
+    Ps,
+    /// End a running sandbox (SIGTERM to its command, SIGKILL after 5 seconds).
+    Stop {
+        /// The run's name.
+        run: String,
+    },
+    /// Freeze every process of a running sandbox.
+    Pause {
+        /// The run's name.
+        run: String,
+    },
+    /// Thaw a paused sandbox.
+    Resume {
+        /// The run's name.
+        run: String,
+    },
 }
 
 #[derive(Args)]
@@ -72,6 +90,11 @@ enum LogAction {
     Verify {
         /// The run's name.
         run: String,
+    },
+    /// Print a live run's events as they happen (the newest live run when none is named).
+    Follow {
+        /// The run's name.
+        run: Option<String>,
     },
 }
 
@@ -199,7 +222,12 @@ fn main() -> ExitCode {
                 activity::show(&run, kind.as_deref(), json).map(|()| 0)
             }
             Some(LogAction::Verify { run }) => activity::verify(&run),
+            Some(LogAction::Follow { run }) => activity::follow(run.as_deref()).map(|()| 0),
         },
+        Command::Ps => control::ps().map(|()| 0),
+        Command::Stop { run } => control::stop(&run).map(|()| 0),
+        Command::Pause { run } => control::signal_all(&run, libc::SIGSTOP).map(|()| 0),
+        Command::Resume { run } => control::signal_all(&run, libc::SIGCONT).map(|()| 0),
     };
     finish(result)
 }
@@ -338,7 +366,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     if argv.is_empty() {
         bail!("no command given");
     }
-    let record = runs::Record::start(req.name.as_deref(), &req.argv, &prepared.cwd)?;
+    let mut record = runs::Record::start(req.name.as_deref(), &req.argv, &prepared.cwd)?;
     let log_path = match &req.log {
         Some(p) => p.clone(),
         None => activity::default_path(record.name())?,
@@ -350,6 +378,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
             return Err(e);
         }
     };
+    record.set("log", log.path.display().to_string().into());
     // Closes the log and the run record together.
     let close = |log: activity::Activity, record: runs::Record, outcome: Option<Outcome>| {
         let path = log.path.clone();
@@ -412,6 +441,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
             return Err(anyhow::anyhow!("setting up the sandbox: {e}"));
         }
     };
+    record.set("sandboxPid", sb.pid.into());
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
     let (outcome, refused) = supervise::wait(sb, wall, &mut |d| log.denied(d));
     if let Some(g) = &groups {

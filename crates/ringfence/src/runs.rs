@@ -85,6 +85,20 @@ impl Record {
         Ok(Record { path, value })
     }
 
+    /// Records `key` (the log's path, the sandbox's PID 1 for `pause` and `resume`) while the
+    /// run goes on.
+    pub fn set(&mut self, key: &str, value: serde_json::Value) {
+        self.value[key] = value;
+        self.save();
+    }
+
+    fn save(&self) {
+        let tmp = self.path.with_extension("json.tmp");
+        if fs::write(&tmp, self.value.to_string()).is_ok() {
+            let _ = fs::rename(&tmp, &self.path);
+        }
+    }
+
     pub fn name(&self) -> &str {
         self.value["name"].as_str().unwrap_or_default()
     }
@@ -112,10 +126,7 @@ impl Record {
         };
         self.value["ended"] = now().into();
         self.value["status"] = status;
-        let tmp = self.path.with_extension("json.tmp");
-        if fs::write(&tmp, self.value.to_string()).is_ok() {
-            let _ = fs::rename(&tmp, &self.path);
-        }
+        self.save();
     }
 }
 
@@ -139,4 +150,28 @@ pub fn is_live(name: &str) -> bool {
         Some(pid) => unsafe { libc::kill(pid as libc::pid_t, 0) == 0 },
         None => true,
     }
+}
+
+/// The record of run `name`.
+pub fn load(name: &str) -> Result<serde_json::Value> {
+    let p = state_dir()?.join("runs").join(format!("{name}.json"));
+    let text =
+        fs::read_to_string(&p).with_context(|| format!("no run named {name} ({})", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a run record", p.display()))
+}
+
+/// Every run record, newest first.
+pub fn all() -> Result<Vec<serde_json::Value>> {
+    let dir = state_dir()?.join("runs");
+    let mut runs: Vec<serde_json::Value> = match fs::read_dir(&dir) {
+        Ok(rd) => rd
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| fs::read_to_string(e.path()).ok())
+            .filter_map(|t| serde_json::from_str(&t).ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    runs.sort_by_key(|r| std::cmp::Reverse(r["started"].as_u64().unwrap_or(0)));
+    Ok(runs)
 }

@@ -10,7 +10,9 @@ use common::{run, TestDir};
 
 fn rf(state: &str) -> Command {
     let mut c = Command::new(common::bin());
-    c.env("XDG_STATE_HOME", state).current_dir("/");
+    c.env("XDG_STATE_HOME", state)
+        .current_dir("/")
+        .stdin(std::process::Stdio::null());
     c
 }
 
@@ -95,4 +97,87 @@ fn denied_creations_are_logged_and_the_chain_verifies() {
     write(&lines);
     let ok = run(rf(&state).args(["log", "verify", &name]));
     assert_eq!(ok.code(), 0, "{ok:#?}");
+}
+
+fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(") ").next()?.chars().next()
+}
+
+#[test]
+fn ps_pause_resume_follow_and_stop_a_live_run() {
+    let dir = TestDir::new("control");
+    dir.mkdir("state");
+    let state = dir.s("state");
+    let marker = common::unique_number();
+    let name = format!("ctl-{marker}");
+    let mut child = rf(&state)
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--",
+            "sh",
+            "-c",
+            &format!("while :; do sleep 0.05; done; : {marker}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let ps = run(rf(&state).args(["ps"]));
+        if ps.stdout.contains(&name) {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("the run ended before it was listed: {status}: {err}");
+        }
+        assert!(start.elapsed().as_secs() < 20, "never listed: {ps:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let follower = rf(&state)
+        .args(["log", "follow", &name])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // The supervisor and the sandbox's PID 1 carry the same command line; the shell is the
+    // one whose program is sh.
+    let shell: Vec<u32> = common::host_process_with(&format!(": {marker}"))
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sh\0"))
+        })
+        .collect();
+    assert_eq!(shell.len(), 1, "{shell:?}");
+    let paused = run(rf(&state).args(["pause", &name]));
+    assert!(paused.stdout.contains("paused"), "{paused:#?}");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(state_of(shell[0]), Some('T'), "the command is not stopped");
+    let resumed = run(rf(&state).args(["resume", &name]));
+    assert!(resumed.stdout.contains("resumed"), "{resumed:#?}");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_ne!(
+        state_of(shell[0]),
+        Some('T'),
+        "the command is still stopped"
+    );
+
+    let stopped = run(rf(&state).args(["stop", &name]));
+    assert!(stopped.stdout.contains("stopped"), "{stopped:#?}");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    let followed = common::wait(follower, std::time::Duration::from_secs(10));
+    let kinds: Vec<String> = followed
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
+        .collect();
+    assert_eq!(kinds, ["\"run.start\"", "\"run.end\""], "{followed:#?}");
+    let ps = run(rf(&state).args(["ps"]));
+    assert!(!ps.stdout.contains(&name), "{ps:#?}");
 }

@@ -1,0 +1,110 @@
+//! Controlling running sandboxes from outside: `ps`, `stop`, `pause` and `resume`, by the run's
+//! name. A run is live while its record has not ended and its supervisor process exists.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::runs;
+
+fn live(name: &str) -> Result<Value> {
+    let r = runs::load(name)?;
+    if !r["status"].is_null() || !runs::is_live(name) {
+        bail!("run {name} is not running");
+    }
+    Ok(r)
+}
+
+fn pid_of(r: &Value, key: &str) -> Result<libc::pid_t> {
+    r[key]
+        .as_i64()
+        .map(|p| p as libc::pid_t)
+        .with_context(|| format!("the run record has no {key} yet (the sandbox is starting)"))
+}
+
+pub fn ps() -> Result<()> {
+    println!("{:<32} {:>8} {:>8}  COMMAND", "RUN", "PID", "SECONDS");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for r in runs::all()? {
+        let name = r["name"].as_str().unwrap_or("");
+        if !r["status"].is_null() || !runs::is_live(name) {
+            continue;
+        }
+        let argv: Vec<&str> = r["argv"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let cmd = argv.join(" ").escape_debug().to_string();
+        println!(
+            "{:<32} {:>8} {:>8}  {}",
+            name,
+            r["supervisorPid"],
+            now.saturating_sub(r["started"].as_u64().unwrap_or(now)),
+            cmd.chars().take(60).collect::<String>()
+        );
+    }
+    Ok(())
+}
+
+/// SIGTERM to the supervisor (which passes it to the command), SIGKILL after 5 seconds (which
+/// ends the whole sandbox with it).
+pub fn stop(name: &str) -> Result<()> {
+    let r = live(name)?;
+    let sup = pid_of(&r, "supervisorPid")?;
+    // SAFETY: kill with integer arguments.
+    unsafe { libc::kill(sup, libc::SIGTERM) };
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if !runs::is_live(name) {
+            println!("{name}: stopped");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: kill with integer arguments.
+    unsafe { libc::kill(sup, libc::SIGKILL) };
+    println!("{name}: killed (it did not end within 5 seconds of SIGTERM)");
+    Ok(())
+}
+
+/// The pid namespace of a process, as the `ns/pid` link names it.
+fn pid_ns(pid: i32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+}
+
+/// Sends `sig` to every process of the sandbox (SIGSTOP to pause, SIGCONT to resume): all
+/// processes whose PID namespace is the one of the sandbox's PID 1.
+pub fn signal_all(name: &str, sig: libc::c_int) -> Result<()> {
+    let r = live(name)?;
+    let pid1 = pid_of(&r, "sandboxPid")?;
+    let ns = pid_ns(pid1).context("the sandbox's PID 1 is gone")?;
+    let mut seen = std::collections::HashSet::new();
+    // Twice: a process forked while the first pass ran is caught by the second.
+    for _ in 0..2 {
+        for e in std::fs::read_dir("/proc")
+            .context("reading /proc")?
+            .flatten()
+        {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if pid_ns(pid).as_ref() == Some(&ns) {
+                // SAFETY: kill with integer arguments.
+                if unsafe { libc::kill(pid, sig) } == 0 {
+                    seen.insert(pid);
+                }
+            }
+        }
+    }
+    let what = if sig == libc::SIGSTOP {
+        "paused"
+    } else {
+        "resumed"
+    };
+    println!("{name}: {what} ({} processes)", seen.len());
+    Ok(())
+}
