@@ -88,9 +88,15 @@ fn write(path: &Path, value: &str) -> Result<()> {
     })
 }
 
-/// Removes groups of earlier runs that have no process left and whose run is not live (their
-/// supervisor was killed before it could remove them). Returns how many were removed.
-fn sweep_dir(parent: &Path, is_live: &dyn Fn(&str) -> bool) -> usize {
+/// The group directory's name: the supervisor's pid first, so that a sweep can tell a group
+/// whose supervisor is gone from one that is still being set up.
+fn group_name(run: &str) -> String {
+    format!("{}-{run}", std::process::id())
+}
+
+/// Removes groups whose supervisor is gone and that have no process left (the supervisor was
+/// killed before it could remove them). Returns how many were removed.
+fn sweep_dir(parent: &Path) -> usize {
     let Ok(rd) = fs::read_dir(parent) else {
         return 0;
     };
@@ -101,7 +107,15 @@ fn sweep_dir(parent: &Path, is_live: &dyn Fn(&str) -> bool) -> usize {
             continue;
         }
         let name = e.file_name();
-        if is_live(&name.to_string_lossy()) {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        if unsafe { libc::kill(pid, 0) } == 0 {
             continue;
         }
         let empty = fs::read_to_string(p.join("cgroup.procs"))
@@ -115,26 +129,21 @@ fn sweep_dir(parent: &Path, is_live: &dyn Fn(&str) -> bool) -> usize {
 }
 
 /// Removes the leftovers of runs whose supervisor died, in every hierarchy of `mech`.
-pub fn sweep(mech: &Mechanism, is_live: &dyn Fn(&str) -> bool) -> usize {
+pub fn sweep(mech: &Mechanism) -> usize {
     match mech {
         Mechanism::Rlimits => 0,
-        Mechanism::V2(base) => sweep_dir(&base.join("ringfence"), is_live),
+        Mechanism::V2(base) => sweep_dir(&base.join("ringfence")),
         Mechanism::V1 { pids, memory } => {
-            sweep_dir(&pids.join("ringfence"), is_live)
-                + sweep_dir(&memory.join("ringfence"), is_live)
+            sweep_dir(&pids.join("ringfence")) + sweep_dir(&memory.join("ringfence"))
         }
     }
 }
 
 impl Cgroups {
     /// Creates the run's groups with their limits (nothing when the mechanism is rlimits).
-    pub fn create(
-        mech: &Mechanism,
-        run: &str,
-        limits: CgroupLimits,
-        is_live: &dyn Fn(&str) -> bool,
-    ) -> Result<Option<Cgroups>> {
-        sweep(mech, is_live);
+    pub fn create(mech: &Mechanism, run: &str, limits: CgroupLimits) -> Result<Option<Cgroups>> {
+        sweep(mech);
+        let run = &group_name(run);
         let mut dirs = Vec::new();
         let mut settings: Vec<(PathBuf, &str, String)> = Vec::new();
         match mech {

@@ -86,8 +86,7 @@ pub fn main() -> Result<()> {
             ),
         );
     }
-    let removed =
-        ringfence_linux::cgroup::sweep(&ringfence_linux::cgroup::detect(), &crate::runs::is_live);
+    let removed = ringfence_linux::cgroup::sweep(&ringfence_linux::cgroup::detect());
     if removed > 0 {
         println!("leftovers: removed {removed} cgroup(s) of runs whose supervisor was killed");
     }

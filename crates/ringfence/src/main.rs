@@ -416,12 +416,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     } else {
         None
     };
-    let groups = match Cgroups::create(
-        &prepared.mechanism,
-        record.name(),
-        prepared.cgroup_limits,
-        &runs::is_live,
-    ) {
+    let groups = match Cgroups::create(&prepared.mechanism, record.name(), prepared.cgroup_limits) {
         Ok(g) => g,
         Err(e) => {
             close(log, record, None);

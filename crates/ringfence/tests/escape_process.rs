@@ -407,17 +407,29 @@ fn killing_the_supervisor_kills_the_whole_sandbox() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Where the run had cgroups, the next run removes the leftovers.
-    let out = run(&mut common::ringfence(&["--", "true"]));
-    assert_eq!(out.code(), 0, "{out:#?}");
-    for hierarchy in [
-        "/sys/fs/cgroup/pids",
-        "/sys/fs/cgroup/memory",
-        "/sys/fs/cgroup",
-    ] {
-        let left = std::path::Path::new(hierarchy)
-            .join("ringfence")
-            .join(&name);
-        assert!(!left.exists(), "leftover cgroup {}", left.display());
+    // Where the run had cgroups (named <supervisor pid>-<run>), a later run removes the
+    // leftovers once they are empty.
+    let suffix = format!("-{name}");
+    let leftovers = || -> Vec<std::path::PathBuf> {
+        [
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup",
+        ]
+        .iter()
+        .filter_map(|h| std::fs::read_dir(std::path::Path::new(h).join("ringfence")).ok())
+        .flat_map(|rd| rd.flatten())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+        .map(|e| e.path())
+        .collect()
+    };
+    for _ in 0..20 {
+        let out = run(&mut common::ringfence(&["--", "true"]));
+        assert_eq!(out.code(), 0, "{out:#?}");
+        if leftovers().is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(leftovers().is_empty(), "leftover cgroups {:?}", leftovers());
 }
