@@ -245,7 +245,8 @@ fn existing(dir: RawFd, name: &CString) -> Existing {
 /// PID 1's side of the guard: answers notifications from `listener`, reports refusals on
 /// `report` (the channel to the supervisor).
 pub struct Agent<'a> {
-    rules: &'a GuardRules,
+    /// The creation guard's rules; None when nothing is writable (only exec reports).
+    rules: Option<&'a GuardRules>,
     listener: RawFd,
     report: RawFd,
     /// The path the last rule refusal was about.
@@ -258,7 +259,8 @@ pub const MSG_REFUSED: u8 = b'D';
 impl Agent<'_> {
     /// Refuses (EACCES) creating `name` in `parent` when a rule says so, noting the path.
     fn check(&self, parent: &Path, name: &[u8], what: Creation) -> Result<(), i32> {
-        if self.rules.refuses(parent, name, what) {
+        // Without rules the filter sends no creating call here; refuse if one comes anyway.
+        if self.rules.is_none_or(|r| r.refuses(parent, name, what)) {
             let mut p = parent.as_os_str().as_bytes().to_vec();
             p.push(b'/');
             p.extend_from_slice(name);
@@ -550,7 +552,7 @@ impl Agent<'_> {
 }
 
 impl<'a> Agent<'a> {
-    pub fn new(rules: &'a GuardRules, listener: &OwnedFd, report: RawFd) -> Agent<'a> {
+    pub fn new(rules: Option<&'a GuardRules>, listener: &OwnedFd, report: RawFd) -> Agent<'a> {
         // Wake the caller on the CPU that answers it (Linux 6.6+): a notification is a round
         // trip, and this shortens it. Older kernels refuse; nothing depends on it.
         const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
@@ -578,6 +580,11 @@ impl<'a> Agent<'a> {
         if unsafe { libc::ioctl(self.listener, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut n) } < 0 {
             return;
         }
+        let nr = n.data.nr as libc::c_long;
+        if nr == libc::SYS_execve || nr == libc::SYS_execveat {
+            self.report_exec(&n);
+            return;
+        }
         match build(&n) {
             Ok((req, fds, cwd)) => {
                 // The pid could have been reused while its memory was read: check the
@@ -601,6 +608,95 @@ impl<'a> Agent<'a> {
             }
             Err(e) => respond(self.listener, n.id, -(e as i64)),
         }
+    }
+}
+
+/// Message tag of an exec report on the supervisor channel.
+pub const MSG_EXEC: u8 = b'C';
+
+/// At most this many arguments of an exec are recorded.
+const EXEC_ARGS: usize = 64;
+
+impl Agent<'_> {
+    /// Records an exec for the activity log and lets it proceed. This is observation only:
+    /// the mounts and the main filter enforce, and a racing thread could make the recorded
+    /// strings differ from what the kernel then runs.
+    fn report_exec(&self, n: &libc::seccomp_notif) {
+        let a = n.data.args;
+        let (path, argv) = if n.data.nr as libc::c_long == libc::SYS_execveat {
+            (a[1], a[2])
+        } else {
+            (a[0], a[1])
+        };
+        let file = read_string(n.pid, path).unwrap_or_default();
+        // A shell's PATH search tries directories until one works: record only the program
+        // that exists and is executable.
+        let full = if file.starts_with(b"/") {
+            file.clone()
+        } else {
+            let mut v = format!("/proc/{}/cwd/", n.pid).into_bytes();
+            v.extend_from_slice(&file);
+            v
+        };
+        // SAFETY: access with a NUL-terminated path.
+        let runnable =
+            cstr(&full).is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0);
+        if runnable {
+            self.send_exec(n, &file, argv);
+        }
+        let resp = libc::seccomp_notif_resp {
+            id: n.id,
+            val: 0,
+            error: 0,
+            flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        };
+        // SAFETY: resp is a valid seccomp_notif_resp.
+        unsafe { libc::ioctl(self.listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+    }
+
+    fn send_exec(&self, n: &libc::seccomp_notif, file: &[u8], argv: u64) {
+        let mut msg = vec![MSG_EXEC];
+        msg.extend_from_slice(&n.pid.to_ne_bytes());
+        msg.extend_from_slice(file);
+        for i in 0..EXEC_ARGS {
+            let mut p = [0u8; 8];
+            if argv == 0 || read_mem(n.pid, argv + 8 * i as u64, &mut p).is_err() {
+                break;
+            }
+            let ptr = u64::from_ne_bytes(p);
+            if ptr == 0 {
+                break;
+            }
+            msg.push(0);
+            msg.extend_from_slice(&read_string(n.pid, ptr).unwrap_or_default());
+            if msg.len() > 16 * 1024 {
+                break;
+            }
+        }
+        let _ = send_fds(self.report, &msg, &[]);
+    }
+}
+
+/// An exec seen in the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exec {
+    pub pid: u32,
+    pub path: String,
+    pub argv: Vec<String>,
+}
+
+impl Exec {
+    pub fn decode(b: &[u8]) -> Option<Exec> {
+        let pid = u32::from_ne_bytes(b.get(0..4)?.try_into().ok()?);
+        let mut parts = b.get(4..)?.split(|&c| c == 0);
+        let path = String::from_utf8_lossy(parts.next()?).into_owned();
+        Some(Exec {
+            pid,
+            path,
+            argv: parts
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect(),
+        })
     }
 }
 

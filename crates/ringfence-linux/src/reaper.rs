@@ -69,12 +69,9 @@ fn handle(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) {
 pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
     // The command installs the creation guard on itself and hands PID 1 the listener over
     // this pair (a stream pair: the main filter allows those).
-    let guard_pair = match spec.guard {
-        Some(_) => match stream_pair() {
-            Ok(p) => Some(p),
-            Err(_) => report(&channel, MSG_EXITED, 125),
-        },
-        None => None,
+    let guard_pair = match stream_pair() {
+        Ok(p) => Some(p),
+        Err(_) => report(&channel, MSG_EXITED, 125),
     };
     let (wake_read, wake_write) = match sys::pipe() {
         Ok(p) => p,
@@ -112,10 +109,9 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
             .ok()
             .and_then(|(_, fds)| fds.into_iter().next())
     });
-    let agent = match (&spec.guard, &listener) {
-        (Some(rules), Some(l)) => Some(Agent::new(rules, l, channel.as_raw_fd())),
-        _ => None,
-    };
+    let agent = listener
+        .as_ref()
+        .map(|l| Agent::new(spec.guard.as_ref(), l, channel.as_raw_fd()));
 
     let mut status = 0;
     let mut listening = agent.is_some();
@@ -252,7 +248,7 @@ fn command(
     }
     if let Some(sock) = guard {
         // Last step before exec: from here on every creating syscall waits for PID 1.
-        match seccomp::install_with_listener(&seccomp::build_guard()) {
+        match seccomp::install_with_listener(&seccomp::build_guard(spec.guard.is_some())) {
             Ok(listener) => {
                 if send_fds(sock.as_raw_fd(), &[0], &[listener.as_raw_fd()]).is_err() {
                     fail(

@@ -294,6 +294,13 @@ pub(crate) fn send_fds(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<()> 
 
 /// The sandbox side: runs as PID 1 of the new namespaces and never returns.
 fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
+    // The supervisor holds some signals while it starts the sandbox; nothing here inherits that.
+    // SAFETY: an empty set, replacing this process's signal mask.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
     let fd = channel.as_raw_fd();
     match setup(spec, fd, root_caller) {
         Ok(setup) => reaper::run(spec, channel, setup),
@@ -375,10 +382,10 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
     for (resource, value) in &spec.limits {
         limits::set(*resource, *value)?;
     }
-    // PID 1 answers the creation guard: it keeps CAP_SYS_PTRACE (in the sandbox's user
-    // namespace only) to read the memory of callers that made themselves non-dumpable, as
-    // ssh-agent and gpg-agent do. The command drops it before exec.
-    caps::drop_all_but(spec.guard.as_ref().map(|_| caps::CAP_SYS_PTRACE))?;
+    // PID 1 answers the guard filter (exec reports, creation guard): it keeps CAP_SYS_PTRACE
+    // (in the sandbox's user namespace only) to read the memory of callers that made themselves
+    // non-dumpable, as ssh-agent and gpg-agent do. The command drops it before exec.
+    caps::drop_all_but(Some(caps::CAP_SYS_PTRACE))?;
     sys::set_pdeathsig(libc::SIGKILL).map_err(|source| Error::Syscall {
         step: "PR_SET_PDEATHSIG",
         source,

@@ -292,23 +292,30 @@ const CREATING: &[c_long] = &[
     libc::SYS_renameat2,
 ];
 
-/// The creation guard's filter: every syscall that could create a protected name goes to the
-/// user-notification listener; everything else is allowed (the main filter still applies).
-pub fn build_guard() -> Vec<sock_filter> {
+/// The filter PID 1 answers: every `execve` is reported (observation only, for the activity
+/// log) and, with `creation`, every syscall that could create a protected name goes to the
+/// creation guard. Everything else is allowed (the main filter still applies).
+pub fn build_guard(creation: bool) -> Vec<sock_filter> {
     let notify = libc::SECCOMP_RET_USER_NOTIF;
     let mut a = Assembler::default();
     a.load(OFFSET_ARCH);
     a.ret_unless(JEQ_K, arch::AUDIT_ARCH, RET_KILL_PROCESS);
     a.load(OFFSET_NR);
-    a.ret_if(JEQ_K, nr(libc::SYS_openat2), ret_errno(libc::ENOSYS));
-    // bind can create a unix socket file; the filter cannot see the address, so every bind
-    // goes to the guard, which binds a duplicate of the caller's socket itself.
-    a.ret_if(JEQ_K, nr(libc::SYS_bind), notify);
-    // Only PID 1 (which answers the guard) may take descriptors from other processes or read
+    // Only PID 1 (which answers this filter) may take descriptors from other processes or read
     // their memory.
     for &syscall in GUARD_PID1 {
         a.ret_if(JEQ_K, nr(syscall), ret_errno(libc::EPERM));
     }
+    a.ret_if(JEQ_K, nr(libc::SYS_execve), notify);
+    a.ret_if(JEQ_K, nr(libc::SYS_execveat), notify);
+    if !creation {
+        a.ret(RET_ALLOW);
+        return a.finish();
+    }
+    a.ret_if(JEQ_K, nr(libc::SYS_openat2), ret_errno(libc::ENOSYS));
+    // bind can create a unix socket file; the filter cannot see the address, so every bind
+    // goes to the guard, which binds a duplicate of the caller's socket itself.
+    a.ret_if(JEQ_K, nr(libc::SYS_bind), notify);
     for &syscall in CREATING {
         a.ret_if(JEQ_K, nr(syscall), notify);
     }

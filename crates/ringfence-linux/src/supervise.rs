@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::guard::{Denial, GuardReport, MSG_REFUSED};
+use crate::guard::{Denial, Exec, GuardReport, MSG_EXEC, MSG_REFUSED};
 use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED};
 use crate::sys;
 
@@ -84,6 +84,26 @@ impl Drop for RawMode {
     }
 }
 
+fn signal_set(sigs: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Holds the signals the supervisor forwards until `wait` is ready to forward them: one that
+/// arrives while the sandbox starts stays pending instead of killing the supervisor.
+pub fn hold_signals() {
+    let set = signal_set(SUPERVISOR_SIGNALS);
+    // SAFETY: blocking signals of this thread with a valid set.
+    unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+}
+
 /// The host terminal's window size, from the first of stdin, stdout, stderr that is a terminal.
 pub fn host_winsize() -> Option<libc::winsize> {
     for fd in 0..3 {
@@ -111,11 +131,17 @@ fn set_nonblocking(fd: RawFd) {
 }
 
 /// Runs until the command ends; returns its outcome. The sandbox is gone when this returns.
-/// `on_denied` sees every refusal of the creation guard as it arrives.
+/// What the sandbox's PID 1 reports while the command runs.
+pub enum Report<'a> {
+    Denied(&'a Denial),
+    Exec(&'a Exec),
+}
+
+/// `on_report` sees every refusal of the creation guard and every exec as they arrive.
 pub fn wait(
     sandbox: Sandbox,
     wall: Option<Duration>,
-    on_denied: &mut dyn FnMut(&Denial),
+    on_report: &mut dyn FnMut(Report<'_>),
 ) -> (Outcome, GuardReport) {
     let (sig_read, sig_write) = match sys::pipe() {
         Ok(p) => p,
@@ -138,6 +164,10 @@ pub fn wait(
         }
     }
     let mut report = GuardReport::default();
+    // Handlers are in place: signals held while the sandbox started are delivered now.
+    let set = signal_set(SUPERVISOR_SIGNALS);
+    // SAFETY: unblocking signals of this thread with a valid set.
+    unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     let master: Option<&OwnedFd> = sandbox.pty_master.as_ref();
     let _raw = match master {
         Some(_) if is_tty(0) => RawMode::enter(0),
@@ -234,13 +264,19 @@ pub fn wait(
             }
         }
         if fds[0].revents != 0 {
-            let mut msg = [0u8; 8192];
+            let mut msg = vec![0u8; 32 * 1024];
             let got = recv_with_fd(sandbox.channel.as_raw_fd(), &mut msg);
             if let Ok((n, _)) = got {
                 if n >= 1 && msg[0] == MSG_REFUSED {
                     if let Some(d) = Denial::decode(&msg[1..n]) {
                         report.add(&d);
-                        on_denied(&d);
+                        on_report(Report::Denied(&d));
+                    }
+                    continue;
+                }
+                if n >= 1 && msg[0] == MSG_EXEC {
+                    if let Some(e) = Exec::decode(&msg[1..n]) {
+                        on_report(Report::Exec(&e));
                     }
                     continue;
                 }

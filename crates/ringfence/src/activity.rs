@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ringfence_audit::{LogWriter, Verdict};
-use ringfence_linux::guard::Denial;
+use ringfence_linux::guard::{Denial, Exec};
 use ringfence_linux::supervise::Outcome;
 use serde_json::{json, Map, Value};
 
@@ -53,6 +53,7 @@ pub struct Activity {
     pub path: PathBuf,
     started: Instant,
     denied: u64,
+    execs: u64,
     /// A write error is reported once at the end; the run is never stopped for it.
     failed: Option<String>,
 }
@@ -89,8 +90,17 @@ impl Activity {
             path,
             started: Instant::now(),
             denied: 0,
+            execs: 0,
             failed: None,
         })
+    }
+
+    pub fn exec(&mut self, e: &Exec) {
+        self.execs += 1;
+        let fields = json!({"pid": e.pid, "path": e.path, "argv": e.argv});
+        if let Err(err) = self.log.write("exec", obj(fields)) {
+            self.failed.get_or_insert(err.to_string());
+        }
     }
 
     pub fn denied(&mut self, d: &Denial) {
@@ -119,7 +129,7 @@ impl Activity {
             "wallMs": self.started.elapsed().as_millis() as u64,
             "cpuMs": cpu_ms,
             "peakMemoryKiB": ru.ru_maxrss,
-            "counts": {"fs.denied": self.denied},
+            "counts": {"fs.denied": self.denied, "exec": self.execs},
         });
         match outcome {
             Some(Outcome::Exited(c)) => fields["exit"] = c.into(),
@@ -255,6 +265,19 @@ pub fn show(name: &str, kind: Option<&str>, as_json: bool) -> Result<()> {
                 e["program"].as_str().unwrap_or(""),
                 e["pid"],
                 e["reason"].as_str().unwrap_or("")
+            ),
+            "exec" => format!(
+                "{} (pid {}): {}",
+                e["path"].as_str().unwrap_or(""),
+                e["pid"],
+                e["argv"]
+                    .as_array()
+                    .map(|a| a
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" "))
+                    .unwrap_or_default()
             ),
             "run.end" => format!(
                 "{} after {} ms, cpu {} ms, peak {} KiB, {} denied",

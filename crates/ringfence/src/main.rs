@@ -426,6 +426,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
             ));
         }
     };
+    supervise::hold_signals();
     let sb = match sandbox::spawn(&spec, winsize, groups.as_ref()) {
         Ok(sb) => sb,
         Err(e) => {
@@ -438,7 +439,10 @@ pub fn run(req: RunRequest) -> Result<i32> {
     };
     record.set("sandboxPid", sb.pid.into());
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
-    let (outcome, refused) = supervise::wait(sb, wall, &mut |d| log.denied(d));
+    let (outcome, refused) = supervise::wait(sb, wall, &mut |r| match r {
+        supervise::Report::Denied(d) => log.denied(d),
+        supervise::Report::Exec(e) => log.exec(e),
+    });
     if let Some(g) = &groups {
         g.remove();
     }

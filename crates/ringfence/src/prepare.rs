@@ -260,7 +260,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
 
     let seccomp = seccomp::build(&seccomp::FilterOptions {
         allow_unix_sockets: policy.allow_all_unix_sockets,
-        guard_pid1: guard.is_some(),
+        guard_pid1: true,
     });
 
     let l = &policy.limits;
