@@ -12,6 +12,47 @@ use sha2::{Digest, Sha256};
 /// Version of the event format; `ringfence schema --events` documents it.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// JSON Schema of one line of the activity log (`ringfence schema --events`).
+pub fn events_schema() -> Value {
+    let common = serde_json::json!({
+        "kind": {"type": "string", "description": "run.start, exec, fs.denied or run.end"},
+        "ts": {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"},
+        "run": {"type": "string", "description": "the run's name"},
+        "seq": {"type": "integer", "minimum": 0, "description": "0 for the first line, then +1"},
+        "prev": {"type": "string", "description": "hash of the previous line (64 zeros on the first)"},
+        "hash": {"type": "string", "description": "SHA-256 of prev, a newline, and this line's JSON without hash (keys sorted)"}
+    });
+    serde_json::json!({
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "ringfence activity log event",
+        "version": FORMAT_VERSION,
+        "type": "object",
+        "required": ["kind", "ts", "run", "seq", "prev", "hash"],
+        "properties": common,
+        "oneOf": [
+            {"properties": {"kind": {"const": "run.start"}, "version": {"type": "integer"},
+                "argv": {"type": "array", "items": {"type": "string"}}, "cwd": {"type": "string"},
+                "uid": {"type": "integer"}, "policyDigest": {"type": "string"},
+                "policy": {"type": "object"}, "protections": {"type": "object"}},
+             "required": ["argv", "cwd", "uid", "policyDigest", "policy", "protections"]},
+            {"properties": {"kind": {"const": "exec"}, "pid": {"type": "integer"},
+                "path": {"type": "string"}, "argv": {"type": "array", "items": {"type": "string"}}},
+             "required": ["pid", "path", "argv"]},
+            {"properties": {"kind": {"const": "fs.denied"},
+                "op": {"enum": ["open", "mkdir", "mknod", "symlink", "link", "rename", "bind", "create"]},
+                "path": {"type": "string"}, "pid": {"type": "integer"}, "program": {"type": "string"},
+                "reason": {"type": "string"}},
+             "required": ["op", "path", "pid", "program", "reason"]},
+            {"properties": {"kind": {"const": "run.end"}, "exit": {"type": "integer"},
+                "signal": {"type": "integer"}, "timedOut": {"type": "boolean"},
+                "lost": {"type": "boolean"}, "setupFailed": {"type": "boolean"},
+                "wallMs": {"type": "integer"}, "cpuMs": {"type": "integer"},
+                "peakMemoryKiB": {"type": "integer"}, "counts": {"type": "object"}},
+             "required": ["wallMs", "cpuMs", "peakMemoryKiB", "counts"]}
+        ]
+    })
+}
+
 /// The hash a chain starts from.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

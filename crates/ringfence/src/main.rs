@@ -42,8 +42,12 @@ enum Command {
     Run(RunArgs),
     /// Show the kernel features found and what ringfence will do on this machine.
     Doctor,
-    /// Print the JSON Schema of the policy file.
-    Schema,
+    /// Print the JSON Schema of the policy file (or, with --events, of activity log events).
+    Schema {
+        /// The schema of the activity log's events instead.
+        #[arg(long)]
+        events: bool,
+    },
     /// Print the merged policy, the layer each rule came from, and the mount plan it produces.
     Explain(PolicyArgs),
     /// List runs (newest first), show a run's activity log, or verify its hash chain.
@@ -208,10 +212,15 @@ fn main() -> ExitCode {
             })
         }
         Command::Doctor => doctor::main().map(|()| 0),
-        Command::Schema => {
+        Command::Schema { events } => {
+            let schema = if events {
+                ringfence_audit::events_schema()
+            } else {
+                ringfence_policy::schema()
+            };
             println!(
                 "{}",
-                serde_json::to_string_pretty(&ringfence_policy::schema()).unwrap_or_default()
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
             );
             Ok(0)
         }
