@@ -71,32 +71,56 @@ pub fn stop(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The pid namespace of a process, as the `ns/pid` link names it.
-fn pid_ns(pid: i32) -> Option<std::path::PathBuf> {
-    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
-}
-
-/// Sends `sig` to every process of the sandbox (SIGSTOP to pause, SIGCONT to resume): all
-/// processes whose PID namespace is the one of the sandbox's PID 1.
-pub fn signal_all(name: &str, sig: libc::c_int) -> Result<()> {
-    let r = live(name)?;
-    let pid1 = pid_of(&r, "sandboxPid")?;
-    let ns = pid_ns(pid1).context("the sandbox's PID 1 is gone")?;
-    let mut seen = std::collections::HashSet::new();
-    // Twice: a process forked while the first pass ran is caught by the second.
-    for _ in 0..2 {
-        for e in std::fs::read_dir("/proc")
-            .context("reading /proc")?
-            .flatten()
-        {
+/// The sandbox's processes: its PID 1 and every descendant (orphans are re-parented to PID 1
+/// inside the sandbox, so nothing escapes the walk). Parent links come from /proc/<pid>/stat,
+/// which is readable even for PID 1, which is not dumpable.
+fn sandbox_processes(pid1: i32) -> Vec<i32> {
+    let mut parent = std::collections::HashMap::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
             let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
-            if pid_ns(pid).as_ref() == Some(&ns) {
-                // SAFETY: kill with integer arguments.
-                if unsafe { libc::kill(pid, sig) } == 0 {
-                    seen.insert(pid);
-                }
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // The fields after the command name, which may contain spaces and parentheses.
+            let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+                continue;
+            };
+            if let Some(ppid) = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<i32>().ok())
+            {
+                parent.insert(pid, ppid);
+            }
+        }
+    }
+    let mut found = vec![pid1];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent.iter().filter(|(_, &pp)| pp == p).map(|(&c, _)| c));
+        i += 1;
+    }
+    found
+}
+
+/// Sends `sig` to every process of the sandbox (SIGSTOP to pause, SIGCONT to resume).
+pub fn signal_all(name: &str, sig: libc::c_int) -> Result<()> {
+    let r = live(name)?;
+    let pid1 = pid_of(&r, "sandboxPid")?;
+    if !std::path::Path::new(&format!("/proc/{pid1}")).exists() {
+        bail!("the sandbox's PID 1 is gone");
+    }
+    let mut seen = std::collections::HashSet::new();
+    // Twice: a process forked while the first pass ran is caught by the second.
+    for _ in 0..2 {
+        for pid in sandbox_processes(pid1) {
+            // SAFETY: kill with integer arguments.
+            if unsafe { libc::kill(pid, sig) } == 0 {
+                seen.insert(pid);
             }
         }
     }
