@@ -64,38 +64,20 @@ pub fn drop_all_but(keep: Option<u32>) -> Result<()> {
     {
         return Err(err("clear ambient capabilities")(io::Error::last_os_error()));
     }
-    let mut header = CapHeader {
-        version: CAPABILITY_VERSION_3,
-        pid: 0,
-    };
     let mut data = [CapData::default(); 2];
     if let Some(cap) = keep {
         let (i, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
         data[i].effective = bit;
         data[i].permitted = bit;
     }
-    // SAFETY: header and data are valid capset arguments for version 3 (two data elements).
-    if unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut CapHeader,
-            data.as_ptr(),
-        )
-    } < 0
-    {
-        return Err(err("clear capabilities")(io::Error::last_os_error()));
-    }
-    Ok(())
+    capset(&data)
 }
 
-/// Clears the effective, permitted and inheritable sets (no bounding-set change, which would
-/// need CAP_SETPCAP).
-pub fn clear() -> Result<()> {
+fn capset(data: &[CapData; 2]) -> Result<()> {
     let mut header = CapHeader {
         version: CAPABILITY_VERSION_3,
         pid: 0,
     };
-    let data = [CapData::default(); 2];
     // SAFETY: header and data are valid capset arguments for version 3 (two data elements).
     if unsafe {
         libc::syscall(
@@ -106,9 +88,15 @@ pub fn clear() -> Result<()> {
     } < 0
     {
         return Err(Error::Syscall {
-            step: "clear capabilities",
+            step: "set capabilities",
             source: io::Error::last_os_error(),
         });
     }
     Ok(())
+}
+
+/// Clears the effective, permitted and inheritable sets (no bounding-set change, which would
+/// need CAP_SETPCAP).
+pub fn clear() -> Result<()> {
+    capset(&[CapData::default(); 2])
 }

@@ -67,43 +67,10 @@ pub fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
         .map(drop)
 }
 
-/// struct mount_attr from <linux/mount.h>.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
+/// Mount attributes (<linux/mount.h>), for mount_setattr(2).
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
-const AT_RECURSIVE: libc::c_uint = 0x8000;
-
-/// mount_setattr(2) on `path` (not following a final symlink), optionally for the whole subtree.
-pub fn mount_setattr(path: &Path, recursive: bool, set: u64, clear: u64) -> io::Result<()> {
-    let cpath = cstring(path)?;
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: clear,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let flags = if recursive { AT_RECURSIVE } else { 0 } | libc::AT_NO_AUTOMOUNT as libc::c_uint;
-    // SAFETY: cpath is a valid string and attr a valid mount_attr whose size is passed alongside.
-    check_long(unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            cpath.as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    })
-    .map(drop)
-}
 
 pub fn write_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     std::fs::write(path, contents)
