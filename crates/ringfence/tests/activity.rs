@@ -180,18 +180,40 @@ fn ps_pause_resume_follow_and_stop_a_live_run() {
         })
         .collect();
     assert_eq!(shell.len(), 1, "{shell:?}");
+    // Paused: the loop makes no progress (no new `sleep` is started). A process that was
+    // waiting for PID 1 when it was stopped stays blocked rather than stopped, so progress,
+    // not the `T` state, is what is checked.
+    let sleeps = || -> Vec<u32> {
+        let mut v: Vec<u32> = common::host_process_with("sleep 0.05")
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.to_string()))
+                    .and_then(|r| r.split_whitespace().nth(1).map(String::from))
+                    .is_some_and(|pp| pp == shell[0].to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    };
     let paused = run(rf(&state).args(["pause", &name]));
     assert!(paused.stdout.contains("paused"), "{paused:#?}");
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert_eq!(state_of(shell[0]), Some('T'), "the command is not stopped");
+    let before = sleeps();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(sleeps(), before, "the loop went on while paused");
+    assert_ne!(state_of(shell[0]), Some('R'), "the command is running");
     let resumed = run(rf(&state).args(["resume", &name]));
     assert!(resumed.stdout.contains("resumed"), "{resumed:#?}");
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    assert_ne!(
-        state_of(shell[0]),
-        Some('T'),
-        "the command is still stopped"
-    );
+    let start = std::time::Instant::now();
+    while sleeps() == before {
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "the loop did not go on after resume"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 
     let stopped = run(rf(&state).args(["stop", &name]));
     assert!(stopped.stdout.contains("stopped"), "{stopped:#?}");
