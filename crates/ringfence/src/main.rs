@@ -149,6 +149,10 @@ struct RunArgs {
     /// Write the activity log here instead of the state directory.
     #[arg(long = "log", value_name = "FILE")]
     log: Option<PathBuf>,
+    /// After the command, append what was denied to stderr as srt-compatible
+    /// <sandbox_violations> lines (for agents that show stderr to the model).
+    #[arg(long = "violations-report", value_name = "WHERE", value_parser = ["stderr"])]
+    violations_report: Option<String>,
     /// Run this string with /bin/bash -c (or /bin/sh -c where bash is missing).
     #[arg(short = 'c', value_name = "SHELL STRING", conflicts_with = "command")]
     shell: Option<String>,
@@ -163,6 +167,7 @@ pub struct RunRequest {
     pub debug: bool,
     pub name: Option<String>,
     pub log: Option<PathBuf>,
+    pub violations_to_stderr: bool,
     pub argv: Vec<Vec<u8>>,
 }
 
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
                 debug: args.debug,
                 name: args.name,
                 log: args.log,
+                violations_to_stderr: args.violations_report.is_some(),
                 argv,
             })
         }
@@ -448,8 +454,20 @@ pub fn run(req: RunRequest) -> Result<i32> {
     };
     record.set("sandboxPid", sb.pid.into());
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
+    // The lines of an srt-style violations report, bounded (the log keeps them all).
+    const REPORT_LINES: usize = 200;
+    let mut violations: Vec<String> = Vec::new();
+    let mut unreported = 0u64;
     let (outcome, refused) = supervise::wait(sb, wall, &mut |r| match r {
-        supervise::Report::Denied(d) => log.denied(d),
+        supervise::Report::Denied(d) => {
+            log.denied(d);
+            if violations.len() < REPORT_LINES {
+                let path = d.path.display().to_string();
+                violations.push(format!("deny {} {}", d.op, path.escape_debug()));
+            } else {
+                unreported += 1;
+            }
+        }
         supervise::Report::Exec(e) => log.exec(e),
     });
     if let Some(g) = &groups {
@@ -472,6 +490,20 @@ pub fn run(req: RunRequest) -> Result<i32> {
             examples.join(", "),
             if refused.refused as usize > examples.len() { ", ..." } else { "" }
         );
+    }
+    if req.violations_to_stderr && !violations.is_empty() {
+        let mut block = String::from("\n<sandbox_violations>\n");
+        for v in &violations {
+            block.push_str(v);
+            block.push('\n');
+        }
+        if unreported > 0 {
+            block.push_str(&format!(
+                "... and {unreported} more (ringfence log show {run_name})\n"
+            ));
+        }
+        block.push_str("</sandbox_violations>");
+        eprintln!("{block}");
     }
     match outcome {
         Outcome::TimedOut => eprintln!(

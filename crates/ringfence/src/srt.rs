@@ -67,6 +67,7 @@ pub fn main() -> Result<i32> {
         debug,
         name: None,
         log: None,
+        violations_to_stderr: false,
         argv,
     })
 }

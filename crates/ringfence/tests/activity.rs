@@ -230,3 +230,39 @@ fn ps_pause_resume_follow_and_stop_a_live_run() {
     let ps = run(rf(&state).args(["ps"]));
     assert!(!ps.stdout.contains(&name), "{ps:#?}");
 }
+
+#[test]
+fn violations_report_appends_srt_style_lines_to_stderr() {
+    let dir = TestDir::new("violations");
+    dir.mkdir("work");
+    dir.mkdir("state");
+    let w = dir.s("work");
+    let state = dir.s("state");
+    let out = run(rf(&state).args([
+        "run",
+        "--violations-report",
+        "stderr",
+        "--allow-write",
+        &w,
+        "--",
+        "sh",
+        "-c",
+        &format!("touch '{w}/.envrc' 2>/dev/null; echo ok > '{w}/fine'"),
+    ]));
+    assert_eq!(out.code(), 0, "{out:#?}");
+    let expected = format!("\n<sandbox_violations>\ndeny open {w}/.envrc\n</sandbox_violations>\n");
+    assert!(out.stderr.ends_with(&expected), "{out:#?}");
+
+    // Nothing denied: no block at all.
+    let quiet = run(rf(&state).args([
+        "run",
+        "--violations-report",
+        "stderr",
+        "--allow-write",
+        &w,
+        "--",
+        "true",
+    ]));
+    assert_eq!(quiet.code(), 0, "{quiet:#?}");
+    assert!(!quiet.stderr.contains("sandbox_violations"), "{quiet:#?}");
+}
