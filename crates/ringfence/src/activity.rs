@@ -162,10 +162,6 @@ impl Activity {
     }
 }
 
-fn runs_dir() -> Result<PathBuf> {
-    Ok(crate::runs::state_dir()?.join("runs"))
-}
-
 fn record(name: &str) -> Result<Value> {
     crate::runs::load(name)
 }
@@ -318,11 +314,6 @@ pub fn verify(name: &str) -> Result<i32> {
             Ok(1)
         }
     }
-}
-
-/// Where a run's log goes by default.
-pub fn default_path(run: &str) -> Result<PathBuf> {
-    Ok(runs_dir()?.join(format!("{run}.jsonl")))
 }
 
 /// `ringfence log follow [RUN]`: prints a live run's events as they are written (the newest

@@ -110,10 +110,11 @@ fn sandbox_processes(pid1: i32) -> Vec<i32> {
 /// Sends `sig` to every process of the sandbox (SIGSTOP to pause, SIGCONT to resume).
 pub fn signal_all(name: &str, sig: libc::c_int) -> Result<()> {
     let r = live(name)?;
-    let pid1 = pid_of(&r, "sandboxPid")?;
-    if !std::path::Path::new(&format!("/proc/{pid1}")).exists() {
-        bail!("the sandbox's PID 1 is gone");
-    }
+    let supervisor = pid_of(&r, "supervisorPid")?;
+    // The supervisor has one child: the sandbox's PID 1.
+    let Some(pid1) = sandbox_processes(supervisor).get(1).copied() else {
+        bail!("run {name} has no sandbox (it is starting or ending)");
+    };
     let mut seen = std::collections::HashSet::new();
     // Twice: a process forked while the first pass ran is caught by the second.
     for _ in 0..2 {

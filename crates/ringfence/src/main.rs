@@ -381,25 +381,24 @@ pub fn run(req: RunRequest) -> Result<i32> {
     if argv.is_empty() {
         bail!("no command given");
     }
-    let mut record = runs::Record::start(req.name.as_deref(), &req.argv, &prepared.cwd)?;
-    let log_path = match &req.log {
-        Some(p) => p.clone(),
-        None => activity::default_path(record.name())?,
-    };
-    let mut log = match activity::Activity::start(log_path, record.name(), &req.argv, &prepared) {
-        Ok(l) => l,
-        Err(e) => {
-            record.finish(None);
-            return Err(e);
-        }
-    };
-    record.set("log", log.path.display().to_string().into());
+    let record = runs::Record::start(
+        req.name.as_deref(),
+        &req.argv,
+        &prepared.cwd,
+        req.log.as_deref(),
+    )?;
+    let mut log =
+        match activity::Activity::start(record.log_path(), record.name(), &req.argv, &prepared) {
+            Ok(l) => l,
+            Err(e) => {
+                record.finish(None);
+                return Err(e);
+            }
+        };
     // Closes the log and the run record together.
     let close = |log: activity::Activity, record: runs::Record, outcome: Option<Outcome>| {
-        let path = log.path.clone();
         let (hash, denied) = log.end(outcome);
         let mut extra = serde_json::Map::new();
-        extra.insert("log".into(), path.display().to_string().into());
         if let Some(h) = hash {
             extra.insert("logHash".into(), h.into());
         }
@@ -452,7 +451,6 @@ pub fn run(req: RunRequest) -> Result<i32> {
             return Err(anyhow::anyhow!("setting up the sandbox: {e}"));
         }
     };
-    record.set("sandboxPid", sb.pid.into());
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
     // The lines of an srt-style violations report, bounded (the log keeps them all).
     const REPORT_LINES: usize = 200;

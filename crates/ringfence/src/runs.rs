@@ -40,8 +40,14 @@ fn now() -> u64 {
 }
 
 impl Record {
-    /// Claims the run's name; refuses a name that is already taken.
-    pub fn start(name: Option<&str>, argv: &[Vec<u8>], cwd: &Path) -> Result<Record> {
+    /// Claims the run's name; refuses a name that is already taken. The record names the
+    /// activity log: `log`, or `runs/NAME.jsonl` in the state directory.
+    pub fn start(
+        name: Option<&str>,
+        argv: &[Vec<u8>],
+        cwd: &Path,
+        log: Option<&Path>,
+    ) -> Result<Record> {
         let dir = state_dir()?.join("runs");
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let generated;
@@ -58,7 +64,12 @@ impl Record {
             }
         };
         let path = dir.join(format!("{name}.json"));
+        let log = match log {
+            Some(l) => l.to_path_buf(),
+            None => dir.join(format!("{name}.jsonl")),
+        };
         let value = serde_json::json!({
+            "log": log.display().to_string(),
             "name": name,
             "argv": argv.iter().map(|a| String::from_utf8_lossy(a).into_owned()).collect::<Vec<_>>(),
             "cwd": cwd.display().to_string(),
@@ -85,11 +96,9 @@ impl Record {
         Ok(Record { path, value })
     }
 
-    /// Records `key` (the log's path, the sandbox's PID 1 for `pause` and `resume`) while the
-    /// run goes on.
-    pub fn set(&mut self, key: &str, value: serde_json::Value) {
-        self.value[key] = value;
-        self.save();
+    /// Where this run's activity log goes.
+    pub fn log_path(&self) -> PathBuf {
+        PathBuf::from(self.value["log"].as_str().unwrap_or_default())
     }
 
     fn save(&self) {
