@@ -137,9 +137,13 @@ fn ps_pause_resume_follow_and_stop_a_live_run() {
     let state = dir.s("state");
     let marker = common::unique_number();
     let name = format!("ctl-{marker}");
+    // A bound, so that a failing assertion below never leaves the loop running for long.
+    let settings = dir.settings(r#"{"limits":{"wallSeconds":60}}"#);
     let mut child = rf(&state)
         .args([
             "run",
+            "-s",
+            &settings,
             "--name",
             &name,
             "--",
