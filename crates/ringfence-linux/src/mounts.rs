@@ -61,7 +61,10 @@ fn clone_tree(src: &Path, recursive: bool) -> Result<OwnedFd> {
     // SAFETY: c is a valid string; the returned fd is checked before it is owned.
     let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
     if fd < 0 {
-        return Err(path_err("open_tree", src)(io::Error::last_os_error()));
+        return Err(path_err(
+            "open_tree (new mount API, Linux 5.12 or newer)",
+            src,
+        )(io::Error::last_os_error()));
     }
     // SAFETY: fd is a fresh descriptor owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })

@@ -360,7 +360,7 @@ pub fn install_with_listener(prog: &[sock_filter]) -> Result<std::os::fd::OwnedF
     };
     if rc < 0 {
         return Err(Error::Seccomp {
-            step: "install creation guard (user notification)",
+            step: "install the guard filter (seccomp user notification with SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV, Linux 5.19 or newer)",
             source: io::Error::last_os_error(),
         });
     }
