@@ -141,52 +141,66 @@ pub fn sweep(mech: &Mechanism) -> usize {
 
 impl Cgroups {
     /// Creates the run's groups with their limits (nothing when the mechanism is rlimits).
+    /// On any failure the groups created so far are removed again.
     pub fn create(mech: &Mechanism, run: &str, limits: CgroupLimits) -> Result<Option<Cgroups>> {
+        if *mech == Mechanism::Rlimits {
+            return Ok(None);
+        }
         sweep(mech);
-        let run = &group_name(run);
-        let mut dirs = Vec::new();
-        let mut settings: Vec<(PathBuf, &str, String)> = Vec::new();
-        match mech {
-            Mechanism::Rlimits => return Ok(None),
-            Mechanism::V2(base) => {
-                let parent = base.join("ringfence");
-                let dir = parent.join(run);
-                mkdir_group(&parent, &dir)?;
-                // Children of `ringfence` need the controllers too.
-                write(&parent.join("cgroup.subtree_control"), "+pids +memory")?;
-                settings.push((dir.clone(), "pids.max", limits.pids.to_string()));
-                settings.push((dir.clone(), "memory.max", limits.memory.to_string()));
-                settings.push((dir.clone(), "memory.swap.max", "0".into()));
-                dirs.push(dir);
-            }
-            Mechanism::V1 { pids, memory } => {
-                for (base, file, value) in [
-                    (pids, "pids.max", limits.pids.to_string()),
-                    (memory, "memory.limit_in_bytes", limits.memory.to_string()),
-                ] {
-                    let parent = base.join("ringfence");
-                    let dir = parent.join(run);
-                    mkdir_group(&parent, &dir)?;
-                    settings.push((dir.clone(), file, value));
-                    dirs.push(dir);
-                }
+        let mut groups = Cgroups {
+            dirs: Vec::new(),
+            procs_files: Vec::new(),
+        };
+        match groups.populate(mech, &group_name(run), limits) {
+            Ok(()) => Ok(Some(groups)),
+            Err(e) => {
+                groups.remove();
+                Err(e)
             }
         }
-        let groups = Cgroups {
-            procs_files: dirs.iter().map(|d| d.join("cgroup.procs")).collect(),
-            dirs,
+    }
+
+    fn populate(&mut self, mech: &Mechanism, run: &str, limits: CgroupLimits) -> Result<()> {
+        let mut settings: Vec<(PathBuf, &str, String)> = Vec::new();
+        let mut make = |base: &Path| -> Result<PathBuf> {
+            let parent = base.join("ringfence");
+            let dir = parent.join(run);
+            mkdir_group(&parent, &dir)?;
+            self.procs_files.push(dir.join("cgroup.procs"));
+            self.dirs.push(dir.clone());
+            Ok(dir)
         };
+        match mech {
+            Mechanism::Rlimits => {}
+            Mechanism::V2(base) => {
+                let dir = make(base)?;
+                // Children of `ringfence` need the controllers too.
+                write(
+                    &base.join("ringfence/cgroup.subtree_control"),
+                    "+pids +memory",
+                )?;
+                settings.push((dir.clone(), "pids.max", limits.pids.to_string()));
+                settings.push((dir.clone(), "memory.max", limits.memory.to_string()));
+                settings.push((dir, "memory.swap.max", "0".into()));
+            }
+            Mechanism::V1 { pids, memory } => {
+                settings.push((make(pids)?, "pids.max", limits.pids.to_string()));
+                let memory_dir = make(memory)?;
+                settings.push((
+                    memory_dir,
+                    "memory.limit_in_bytes",
+                    limits.memory.to_string(),
+                ));
+            }
+        }
         for (dir, file, value) in settings {
             let p = dir.join(file);
             if file == "memory.swap.max" && !p.exists() {
                 continue;
             }
-            if let Err(e) = write(&p, &value) {
-                groups.remove();
-                return Err(e);
-            }
+            write(&p, &value)?;
         }
-        Ok(Some(groups))
+        Ok(())
     }
 
     /// Moves `pid` (and so everything it starts later) into the groups.

@@ -242,17 +242,12 @@ pub fn show(name: &str, kind: Option<&str>, as_json: bool) -> Result<()> {
         let detail = match k {
             "run.start" => format!(
                 "{} (cwd {}, policy {})",
-                e["argv"]
-                    .as_array()
-                    .map(|a| a
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" "))
-                    .unwrap_or_default(),
+                joined(&e["argv"]),
                 e["cwd"].as_str().unwrap_or(""),
-                &e["policyDigest"].as_str().unwrap_or("")
-                    [..12.min(e["policyDigest"].as_str().unwrap_or("").len())]
+                e["policyDigest"]
+                    .as_str()
+                    .and_then(|d| d.get(..12))
+                    .unwrap_or("")
             ),
             "fs.denied" => format!(
                 "{} {} by {} (pid {}): {}",
@@ -266,14 +261,7 @@ pub fn show(name: &str, kind: Option<&str>, as_json: bool) -> Result<()> {
                 "{} (pid {}): {}",
                 e["path"].as_str().unwrap_or(""),
                 e["pid"],
-                e["argv"]
-                    .as_array()
-                    .map(|a| a
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" "))
-                    .unwrap_or_default()
+                joined(&e["argv"])
             ),
             "run.end" => format!(
                 "{} after {} ms, cpu {} ms, peak {} KiB, {} denied",
@@ -347,4 +335,16 @@ pub fn follow(name: Option<&str>) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// A JSON array of strings, joined with spaces (an argv for display).
+fn joined(v: &Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
