@@ -57,6 +57,11 @@ pub fn stop(name: &str) -> Result<()> {
     let sup = pid_of(&r, "supervisorPid")?;
     // SAFETY: kill with integer arguments.
     unsafe { libc::kill(sup, libc::SIGTERM) };
+    // A paused sandbox could not act on the SIGTERM passed on to it: thaw it.
+    for pid in sandbox_processes(sup).into_iter().skip(1) {
+        // SAFETY: kill with integer arguments.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         if !runs::is_live(name) {

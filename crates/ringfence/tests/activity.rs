@@ -219,6 +219,9 @@ fn ps_pause_resume_follow_and_stop_a_live_run() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 
+    // Stopping a paused run works too: the SIGTERM reaches the command once it is thawed.
+    let paused = run(rf(&state).args(["pause", &name]));
+    assert!(paused.stdout.contains("paused"), "{paused:#?}");
     let stopped = run(rf(&state).args(["stop", &name]));
     assert!(stopped.stdout.contains("stopped"), "{stopped:#?}");
     let status = child.wait().unwrap();
