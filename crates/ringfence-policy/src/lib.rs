@@ -14,7 +14,7 @@ use std::fmt;
 pub use env::{EnvPolicy, DEFAULT_ENV_DENY};
 pub use error::Error;
 pub use limits::{format_size, parse_size, Limits};
-pub use load::{load, CliRules, LoadOptions, Policy};
+pub use load::{load, CliRules, LoadOptions, Policy, ASK_TIMEOUT_SECONDS};
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
 pub use settings::{
     parse_settings, AwsPairSettings, ByteSize, CredentialEnvVarSettings, CredentialFileSettings,

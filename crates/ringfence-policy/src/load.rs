@@ -77,6 +77,17 @@ pub struct Policy {
     pub allowed_domains: Vec<String>,
     /// Denied domain patterns, srt syntax; checked first.
     pub denied_domains: Vec<String>,
+    /// Reasons shown for deniedDomains entries, keyed by the entry; a higher layer's wins.
+    pub denied_domain_reasons: BTreeMap<String, String>,
+    /// Addresses and CIDR ranges an allowed host name must not resolve to, all layers.
+    pub denied_resolved_addresses: Vec<String>,
+    /// `network.strictAllowlist` in some layer: never ask.
+    pub strict_allowlist: bool,
+    /// Ask about hosts in neither list (`network.ask`, and no layer sets strictAllowlist).
+    pub ask: bool,
+    /// Seconds a connection waits for an answer (`network.askTimeoutSeconds`; the lowest
+    /// wins); `None` means [`ASK_TIMEOUT_SECONDS`].
+    pub ask_timeout_seconds: Option<u64>,
     pub env: EnvPolicy,
     pub limits: Limits,
     /// The settings files that were loaded, in layer order.
@@ -143,6 +154,30 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
     }
     merge.apply_cli(&opts.cli)?;
     Ok(merge.policy)
+}
+
+/// Default of `network.askTimeoutSeconds`.
+pub const ASK_TIMEOUT_SECONDS: u64 = 60;
+
+/// The network keys beyond the domain lists. `strictAllowlist` in any layer switches asking
+/// off for good (srt: it makes the allow list the whole answer).
+fn merge_network_extras(p: &mut Policy, n: &crate::settings::NetworkSettings) {
+    for (entry, reason) in n.denied_domain_reasons.iter().flatten() {
+        p.denied_domain_reasons
+            .entry(entry.clone())
+            .or_insert_with(|| reason.clone());
+    }
+    union(
+        &mut p.denied_resolved_addresses,
+        n.denied_resolved_addresses.as_deref().unwrap_or_default(),
+    );
+    if n.strict_allowlist == Some(true) {
+        p.strict_allowlist = true;
+    }
+    p.ask = (p.ask || n.ask == Some(true)) && !p.strict_allowlist;
+    if let Some(t) = n.ask_timeout_seconds {
+        p.ask_timeout_seconds = Some(p.ask_timeout_seconds.map_or(t, |old| old.min(t)));
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -308,6 +343,7 @@ impl<'a> Merge<'a> {
 
         union(&mut self.policy.allowed_domains, &s.network.allowed_domains);
         union(&mut self.policy.denied_domains, &s.network.denied_domains);
+        merge_network_extras(&mut self.policy, &s.network);
 
         self.merge_env(layer, origin, s)?;
         merge_limits(
@@ -911,5 +947,37 @@ mod tests {
         let p = e.load().unwrap();
         assert_eq!(p.files.len(), 1);
         assert_eq!(p.allow_write.len(), 1);
+    }
+
+    #[test]
+    fn network_extras_merge() {
+        let e = Env::new();
+        let p = e.load().unwrap();
+        assert!(!p.ask && !p.strict_allowlist);
+        assert_eq!(p.ask_timeout_seconds, None);
+        e.managed(
+            r#"{"network": {"deniedDomains": ["evil.com"], "deniedDomainReasons": {"evil.com": "managed"},
+                "deniedResolvedAddresses": ["10.0.0.0/8"], "askTimeoutSeconds": 30}}"#,
+        );
+        e.user(
+            r#"{"network": {"ask": true, "askTimeoutSeconds": 90, "deniedDomainReasons": {"evil.com": "user", "x.com": "x"},
+                "deniedResolvedAddresses": ["192.168.0.0/16", "10.0.0.0/8"]}}"#,
+        );
+        let p = e.load().unwrap();
+        assert!(p.ask);
+        assert_eq!(p.ask_timeout_seconds, Some(30));
+        assert_eq!(p.denied_domain_reasons["evil.com"], "managed");
+        assert_eq!(p.denied_domain_reasons["x.com"], "x");
+        assert_eq!(
+            p.denied_resolved_addresses,
+            ["10.0.0.0/8", "192.168.0.0/16"]
+        );
+        // strictAllowlist anywhere means never ask.
+        e.project(r#"{"network": {"strictAllowlist": true}}"#);
+        let p = e.load().unwrap();
+        assert!(!p.ask && p.strict_allowlist);
+        // A project file cannot turn asking on.
+        e.project(r#"{"network": {"ask": true}}"#);
+        assert!(e.err().contains("network.ask"), "{}", e.err());
     }
 }

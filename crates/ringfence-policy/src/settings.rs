@@ -83,6 +83,11 @@ pub struct NetworkSettings {
     pub strict_allowlist: Option<bool>,
     /// srt: IP addresses or CIDR ranges an allowed host name must not resolve to.
     pub denied_resolved_addresses: Option<Vec<String>>,
+    /// Ask about hosts in neither list instead of denying them (ringfence; default false).
+    /// strictAllowlist in any layer turns asking off; a project file cannot turn it on.
+    pub ask: Option<bool>,
+    /// Seconds a connection waits for an answer before it is denied (ringfence; default 60).
+    pub ask_timeout_seconds: Option<u64>,
     /// srt (macOS only): unix socket paths that may be connected to. No effect yet in ringfence.
     pub allow_unix_sockets: Option<Vec<String>>,
     /// Allow connecting to any unix socket (default: false).
@@ -631,6 +636,27 @@ pub(crate) fn check_domain(entry: &str, allow_any: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// An IP address or a CIDR range (`10.0.0.0/8`, `fd00::/8`).
+pub(crate) fn check_address_range(entry: &str) -> Result<(), String> {
+    let (addr, len) = match entry.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (entry, None),
+    };
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("\"{entry}\" is not an IP address or CIDR range"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    match len.map(|l| l.parse::<u8>()) {
+        None => Ok(()),
+        Some(Ok(l)) if l <= max && len.is_some_and(|s| s.bytes().all(|b| b.is_ascii_digit())) => {
+            Ok(())
+        }
+        Some(_) => Err(format!(
+            "\"{entry}\": the prefix length must be a number from 0 to {max}"
+        )),
+    }
+}
+
 fn check_env_pattern(p: &str) -> Result<(), String> {
     if p.is_empty() {
         Err("a variable name pattern cannot be empty".to_string())
@@ -700,6 +726,16 @@ impl Settings {
             for (i, d) in list.iter().enumerate() {
                 check_domain(d, any).map_err(|m| inv(format!("{key}[{i}]"), m))?;
             }
+        }
+        for (i, a) in net.denied_resolved_addresses.iter().flatten().enumerate() {
+            check_address_range(a)
+                .map_err(|m| inv(format!("network.deniedResolvedAddresses[{i}]"), m))?;
+        }
+        if net.ask_timeout_seconds == Some(0) {
+            return Err(inv(
+                "network.askTimeoutSeconds".into(),
+                "expected a number of seconds above 0".into(),
+            ));
         }
         if let Some(m) = &net.mitm_proxy {
             for (i, d) in m.domains.iter().enumerate() {
@@ -772,15 +808,6 @@ impl Settings {
             }
         };
         let n = &self.network;
-        add(
-            n.denied_domain_reasons.is_some(),
-            "network.deniedDomainReasons",
-        );
-        add(n.strict_allowlist.is_some(), "network.strictAllowlist");
-        add(
-            n.denied_resolved_addresses.is_some(),
-            "network.deniedResolvedAddresses",
-        );
         add(n.allow_unix_sockets.is_some(), "network.allowUnixSockets");
         add(n.allow_mach_lookup.is_some(), "network.allowMachLookup");
         add(n.http_proxy_port.is_some(), "network.httpProxyPort");
@@ -854,6 +881,7 @@ impl Settings {
         add(n.socks_proxy_port.is_some(), "network.socksProxyPort");
         add(n.mitm_proxy.is_some(), "network.mitmProxy");
         add(n.parent_proxy.is_some(), "network.parentProxy");
+        add(n.ask == Some(true), "network.ask");
         add(
             self.credentials
                 .as_ref()
@@ -1173,5 +1201,33 @@ pub(crate) mod tests {
             Some("allowWrite")
         );
         assert_eq!(closest("zzzzzz", &["allowWrite"]), None);
+    }
+
+    #[test]
+    fn network_ask_and_resolved_addresses_are_checked() {
+        let s = parse_settings(
+            r#"{"network": {"ask": true, "askTimeoutSeconds": 5,
+                "deniedResolvedAddresses": ["10.0.0.0/8", "fd00::/8", "192.0.2.1"]}}"#,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(s.network.ask, Some(true));
+        assert_eq!(s.network.ask_timeout_seconds, Some(5));
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0/+8",
+            "fd00::/129",
+            "example.com",
+            "10.0.0/8",
+        ] {
+            let text = format!(r#"{{"network": {{"deniedResolvedAddresses": ["{bad}"]}}}}"#);
+            assert!(
+                err(&text).starts_with("/home/u/x.json: network.deniedResolvedAddresses[0]: "),
+                "{bad}: {}",
+                err(&text)
+            );
+        }
+        assert!(err(r#"{"network": {"askTimeoutSeconds": 0}}"#)
+            .contains("network.askTimeoutSeconds: expected a number of seconds above 0"));
     }
 }

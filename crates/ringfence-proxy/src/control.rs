@@ -1,0 +1,302 @@
+//! The control channel (`--control-fd N`): JSON lines both ways between the proxy and a
+//! program that embeds ringfence. Reading applies policy updates and answers; writing sends
+//! questions. One JSON object per line, UTF-8, `\n`-terminated.
+//!
+//! To ringfence:
+//! - `{"type":"answer","id":7,"answer":"once"}`: answers question 7 (`once`, `always`, `deny`).
+//! - `{"type":"allow","host":"api.example.com","port":443}`: allows a host (`port` optional).
+//! - `{"type":"policy","network":{...}}`: replaces the network policy with this `network`
+//!   section (the settings file's syntax: allowedDomains, deniedDomains, deniedDomainReasons,
+//!   deniedResolvedAddresses, strictAllowlist, ask, askTimeoutSeconds).
+//! - srt's format: a line that is a whole settings document (no `type` key) is read like a
+//!   settings file; its `network` section replaces the network policy as above. Other sections
+//!   take effect only in a new run.
+//!
+//! From ringfence:
+//! - `{"type":"ask","id":7,"host":"x.com","port":443,"protocol":"connect","client":null}`:
+//!   the connection waits for the answer; no answer within the ask timeout means deny, and
+//!   `{"type":"expired","id":7}` follows.
+//! - `{"type":"error","message":"..."}`: a line that was not understood; the policy in force
+//!   stays as it was.
+//! - `{"type":"decision",...}`: a decision record, when the owner forwards them
+//!   ([`Control::send_decision`]).
+//!
+//! An invalid line never changes the policy. End of input leaves the last policy in force.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::proxy::{AskAnswer, AskQuery, DecisionRecord, Proxy};
+use crate::{Error, NetPolicy};
+
+/// The read side of a control channel.
+pub type ControlReader = Box<dyn AsyncRead + Send + Unpin>;
+/// The write side of a control channel.
+pub type ControlWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Longest line accepted from the channel, bytes.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Opens an inherited descriptor as a control channel. A socket is read and written; a pipe
+/// or file only in the direction it was opened for (a read-only channel can update the policy
+/// but questions cannot be sent over it, so they are denied).
+pub fn open_fd(fd: OwnedFd) -> Result<(Option<ControlReader>, Option<ControlWriter>), Error> {
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| Error::Io { what, source }
+    };
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata().map_err(io("inspecting the control fd"))?;
+    use std::os::unix::fs::FileTypeExt;
+    if meta.file_type().is_socket() {
+        let sock = std::os::unix::net::UnixStream::from(OwnedFd::from(file));
+        sock.set_nonblocking(true)
+            .map_err(io("setting the control socket non-blocking"))?;
+        let sock =
+            tokio::net::UnixStream::from_std(sock).map_err(io("registering the control socket"))?;
+        let (r, w) = sock.into_split();
+        return Ok((Some(Box::new(r)), Some(Box::new(w))));
+    }
+    // SAFETY: F_GETFL on a descriptor we own.
+    let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(Error::Io {
+            what: "reading the control fd's flags".into(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let mode = flags & libc::O_ACCMODE;
+    let readable = mode == libc::O_RDONLY || mode == libc::O_RDWR;
+    let writable = mode == libc::O_WRONLY || mode == libc::O_RDWR;
+    let writer: Option<ControlWriter> = if writable {
+        let dup = file.try_clone().map_err(io("duplicating the control fd"))?;
+        Some(Box::new(tokio::fs::File::from_std(dup)))
+    } else {
+        None
+    };
+    let reader: Option<ControlReader> = if readable {
+        Some(Box::new(tokio::fs::File::from_std(file)))
+    } else {
+        None
+    };
+    Ok((reader, writer))
+}
+
+/// Questions out, answers and updates in.
+pub struct Control {
+    out: Option<mpsc::UnboundedSender<String>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<AskAnswer>>>,
+    next_id: AtomicU64,
+    timeout: Duration,
+}
+
+impl Control {
+    /// Starts the writer task (call within a tokio runtime). `timeout` bounds each question.
+    pub fn start(writer: Option<ControlWriter>, timeout: Duration) -> Arc<Control> {
+        let out = writer.map(|mut w| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            tokio::spawn(async move {
+                while let Some(line) = rx.recv().await {
+                    if w.write_all(line.as_bytes()).await.is_err() || w.flush().await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tx
+        });
+        Arc::new(Control {
+            out,
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            timeout,
+        })
+    }
+
+    fn send(&self, v: Value) -> bool {
+        match &self.out {
+            Some(tx) => tx.send(format!("{v}\n")).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Forwards a decision record as a `decision` line.
+    pub fn send_decision(&self, d: &DecisionRecord) {
+        let mut v = d.to_json();
+        if let Value::Object(m) = &mut v {
+            m.insert("type".into(), "decision".into());
+        }
+        self.send(v);
+    }
+
+    /// Asks over the channel; `Deny` when it cannot be written, is closed, or stays silent
+    /// for the timeout. Fits [`crate::Hooks::ask`].
+    pub fn ask(self: &Arc<Self>, q: AskQuery) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let id = this.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            this.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, tx);
+            let sent = this.send(json!({
+                "type": "ask", "id": id, "host": q.host, "port": q.port,
+                "protocol": q.protocol.as_str(), "client": q.client,
+            }));
+            let answer = if sent {
+                tokio::time::timeout(this.timeout, rx).await
+            } else {
+                Ok(Ok(AskAnswer::Deny))
+            };
+            let removed = this
+                .pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id)
+                .is_some();
+            match answer {
+                Ok(Ok(a)) => a,
+                _ => {
+                    if removed && sent {
+                        this.send(json!({"type": "expired", "id": id}));
+                    }
+                    AskAnswer::Deny
+                }
+            }
+        })
+    }
+
+    /// Reads lines until end of input, applying each to `proxy`. Invalid lines are reported on
+    /// the channel and to `on_invalid`, and change nothing.
+    pub async fn run_reader(
+        self: Arc<Self>,
+        reader: ControlReader,
+        proxy: Arc<Proxy>,
+        on_invalid: impl Fn(&Error) + Send,
+    ) -> Result<(), Error> {
+        let mut lines = BufReader::new(reader);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = (&mut lines)
+                .take(MAX_LINE as u64 + 1)
+                .read_until(b'\n', &mut buf)
+                .await
+                .map_err(|source| Error::Io {
+                    what: "reading the control channel".into(),
+                    source,
+                })?;
+            if n == 0 {
+                return Ok(());
+            }
+            let result = if buf.len() > MAX_LINE {
+                // Skip the rest of the line.
+                let mut rest = Vec::new();
+                let _ = lines.read_until(b'\n', &mut rest).await;
+                Err(Error::Control(format!("line longer than {MAX_LINE} bytes")))
+            } else {
+                match std::str::from_utf8(&buf) {
+                    Ok(text) if text.trim().is_empty() => Ok(()),
+                    Ok(text) => self.apply(text.trim(), &proxy),
+                    Err(_) => Err(Error::Control("not UTF-8".into())),
+                }
+            };
+            if let Err(e) = result {
+                self.send(json!({"type": "error", "message": e.to_string()}));
+                on_invalid(&e);
+            }
+        }
+    }
+
+    /// Applies one line.
+    pub fn apply(&self, line: &str, proxy: &Proxy) -> Result<(), Error> {
+        let bad = |m: String| Error::Control(m);
+        let v: Value = serde_json::from_str(line).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad("expected a JSON object".into()))?;
+        let current = proxy.policy();
+        match obj.get("type").map(|t| t.as_str()) {
+            None => {
+                let settings = ringfence_policy::parse_settings(line, "control line")
+                    .map_err(|e| bad(e.to_string()))?;
+                let p = NetPolicy::from_network(
+                    &settings.network,
+                    settings.network.ask.unwrap_or(current.ask_enabled()),
+                    current.ask_timeout(),
+                )?;
+                proxy.set_policy(p);
+                Ok(())
+            }
+            Some(Some("policy")) => {
+                let network = obj
+                    .get("network")
+                    .ok_or_else(|| bad("\"policy\" needs a \"network\" object".into()))?;
+                let doc = json!({"network": network}).to_string();
+                let settings = ringfence_policy::parse_settings(&doc, "control line")
+                    .map_err(|e| bad(e.to_string()))?;
+                let n = &settings.network;
+                let timeout = n
+                    .ask_timeout_seconds
+                    .map_or(current.ask_timeout(), Duration::from_secs);
+                let p =
+                    NetPolicy::from_network(n, n.ask.unwrap_or(current.ask_enabled()), timeout)?;
+                proxy.set_policy(p);
+                Ok(())
+            }
+            Some(Some("allow")) => {
+                let host = obj
+                    .get("host")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad("\"allow\" needs a \"host\" string".into()))?;
+                let port = match obj.get("port") {
+                    None | Some(Value::Null) => None,
+                    Some(p) => Some(
+                        p.as_u64()
+                            .filter(|p| (1..=65535).contains(p))
+                            .ok_or_else(|| bad("\"port\" must be from 1 to 65535".into()))?
+                            as u16,
+                    ),
+                };
+                proxy.allow_host(host, port)
+            }
+            Some(Some("answer")) => {
+                let id = obj
+                    .get("id")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| bad("\"answer\" needs a numeric \"id\"".into()))?;
+                let answer = match obj.get("answer").and_then(Value::as_str) {
+                    Some("once") => AskAnswer::Once,
+                    Some("always") => AskAnswer::Always,
+                    Some("deny") => AskAnswer::Deny,
+                    _ => {
+                        return Err(bad(
+                            "\"answer\" must be \"once\", \"always\" or \"deny\"".into()
+                        ))
+                    }
+                };
+                let tx = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id)
+                    .ok_or_else(|| bad(format!("no open question with id {id}")))?;
+                let _ = tx.send(answer);
+                Ok(())
+            }
+            Some(other) => Err(bad(format!(
+                "unknown type {}",
+                other.map_or("(not a string)".to_string(), |s| format!("\"{s}\""))
+            ))),
+        }
+    }
+}

@@ -1,0 +1,517 @@
+//! The proxy's shared state and the steps every protocol goes through: decide (policy, then
+//! asking), resolve once, drop refused addresses, connect, record.
+
+#![allow(dead_code)] // the protocol modules come next
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use crate::host::{normalize_host, Host};
+use crate::policy::{NetPolicy, Verdict};
+use crate::Error;
+
+/// How a client reached the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// An absolute-form `http://` request, forwarded by the proxy.
+    Http,
+    /// An HTTP CONNECT tunnel.
+    Connect,
+    /// A SOCKS5 CONNECT tunnel.
+    Socks5,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Connect => "connect",
+            Protocol::Socks5 => "socks5",
+        }
+    }
+}
+
+/// The answer to a question about a host in neither list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AskAnswer {
+    /// Allow this connection only.
+    Once,
+    /// Allow `host:port` from now on (the proxy adds the entry itself; writing it to a
+    /// settings file is the caller's job).
+    Always,
+    Deny,
+}
+
+impl AskAnswer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AskAnswer::Once => "once",
+            AskAnswer::Always => "always",
+            AskAnswer::Deny => "deny",
+        }
+    }
+}
+
+/// A question about a host in neither list; the connection waits for the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AskQuery {
+    /// The host in canonical form (lowercase, punycode, IPv6 in brackets).
+    pub host: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// The client's identity (proxy user name), if it gave one.
+    pub client: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Denied,
+}
+
+/// One decision: reported when a request or tunnel ends, or at once when it is denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// Canonical host, or the name as written (escaped) when it was malformed.
+    pub host: String,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub decision: Decision,
+    /// The policy entry that decided, if one did.
+    pub rule: Option<String>,
+    /// Why it was denied (one line).
+    pub reason: Option<String>,
+    /// The answer, when the user was asked.
+    pub asked: Option<AskAnswer>,
+    /// Proxy user name (SOCKS5 username or Proxy-Authorization user).
+    pub client: Option<String>,
+    /// The client's address as the proxy saw it.
+    pub peer: Option<SocketAddr>,
+    /// The address connected to.
+    pub resolved: Option<SocketAddr>,
+    /// An allowed connection that failed upstream (lookup, connect, protocol).
+    pub error: Option<String>,
+    /// Bytes from the client to the destination and back (bodies and tunnelled data).
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration: Duration,
+}
+
+impl DecisionRecord {
+    /// The record as a JSON object (camelCase keys), for logs and the control channel.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "host": self.host,
+            "port": self.port,
+            "protocol": self.protocol.as_str(),
+            "decision": match self.decision { Decision::Allowed => "allow", Decision::Denied => "deny" },
+            "bytesUp": self.bytes_up,
+            "bytesDown": self.bytes_down,
+            "durationMs": self.duration.as_millis() as u64,
+        });
+        let opt = [
+            ("rule", self.rule.clone()),
+            ("reason", self.reason.clone()),
+            ("asked", self.asked.map(|a| a.as_str().to_string())),
+            ("client", self.client.clone()),
+            ("peer", self.peer.map(|p| p.to_string())),
+            ("resolved", self.resolved.map(|p| p.to_string())),
+            ("error", self.error.clone()),
+        ];
+        if let Value::Object(m) = &mut v {
+            for (k, val) in opt {
+                if let Some(val) = val {
+                    m.insert(k.into(), val.into());
+                }
+            }
+        }
+        v
+    }
+}
+
+/// What the proxy's owner provides: a sink for decisions and someone to ask.
+pub trait Hooks: Send + Sync + 'static {
+    /// Called once per request or tunnel when it ends, or when it is denied.
+    fn record(&self, d: &DecisionRecord);
+    /// Called for a host in neither list when asking is enabled. The proxy denies when the
+    /// answer does not come within the policy's ask timeout. Concurrent connections to the
+    /// same host and port share one question.
+    fn ask(&self, q: AskQuery) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>>;
+}
+
+/// Parsing limits and timeouts. Anything beyond a limit is refused, never truncated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request or response head (request line + headers), bytes.
+    pub max_head_bytes: usize,
+    /// Most header fields in one head.
+    pub max_headers: usize,
+    /// Longest chunk-size line of a chunked body, bytes.
+    pub max_chunk_line: usize,
+    /// Time a client has to send a complete request head (and a SOCKS5 client its request).
+    pub head_timeout: Duration,
+    /// Time to establish the upstream TCP connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+            max_chunk_line: 4096,
+            head_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+type Waiting = Vec<oneshot::Sender<AskAnswer>>;
+
+/// The egress proxy. Shared by all its connections; the policy can be replaced while it runs.
+pub struct Proxy {
+    policy: RwLock<Arc<NetPolicy>>,
+    hooks: Arc<dyn Hooks>,
+    own_addrs: Vec<IpAddr>,
+    pub(crate) limits: Limits,
+    /// Questions in flight, with the connections waiting for the same answer.
+    asking: Mutex<HashMap<(Host, u16), Waiting>>,
+}
+
+/// A destination the policy allowed.
+pub(crate) struct Allowed {
+    pub host: Host,
+    pub rule: Option<String>,
+    pub asked: Option<AskAnswer>,
+}
+
+/// A refusal, with what the record needs.
+pub(crate) struct Refused {
+    pub host: String,
+    pub rule: Option<String>,
+    pub reason: String,
+    pub asked: Option<AskAnswer>,
+}
+
+/// Why no upstream connection was made for an allowed destination.
+pub(crate) enum ConnectError {
+    /// Every address the name resolved to is refused: a policy block.
+    Refused(String),
+    /// Lookup or connect failed: a network error.
+    Failed(String),
+}
+
+impl Proxy {
+    /// A proxy with the default [`Limits`]. Reads this host's interface addresses once.
+    pub fn new(policy: NetPolicy, hooks: Arc<dyn Hooks>) -> Arc<Proxy> {
+        Self::with_limits(policy, hooks, Limits::default())
+    }
+
+    pub fn with_limits(policy: NetPolicy, hooks: Arc<dyn Hooks>, limits: Limits) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            policy: RwLock::new(Arc::new(policy)),
+            hooks,
+            own_addrs: interface_addresses(),
+            limits,
+            asking: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<NetPolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the policy; connections already open keep going, new ones use it.
+    pub fn set_policy(&self, policy: NetPolicy) {
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(policy);
+    }
+
+    /// Allows `host` (on `port`, or any port) from now on.
+    pub fn allow_host(&self, host: &str, port: Option<u16>) -> Result<(), Error> {
+        let mut guard = self.policy.write().unwrap_or_else(PoisonError::into_inner);
+        let mut p = NetPolicy::clone(&guard);
+        p.allow(host, port)?;
+        *guard = Arc::new(p);
+        Ok(())
+    }
+
+    pub(crate) fn record(&self, d: &DecisionRecord) {
+        self.hooks.record(d);
+    }
+
+    /// Accepts on an already-bound listener until accepting fails or the future is dropped.
+    /// The first byte of a connection picks the protocol: 0x05 is SOCKS5, anything else HTTP.
+    /// Must be called within a tokio runtime.
+    pub async fn serve(self: Arc<Self>, listener: std::net::TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                // Out of descriptors or a client gone before accept: keep serving.
+                Err(e) if is_transient(&e) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let proxy = self.clone();
+            tokio::spawn(async move {
+                let _ = stream.set_nodelay(true);
+                let mut first = [0u8; 1];
+                let n =
+                    match tokio::time::timeout(proxy.limits.head_timeout, stream.peek(&mut first))
+                        .await
+                    {
+                        Ok(Ok(n)) => n,
+                        _ => return,
+                    };
+                if n == 0 {
+                    return;
+                }
+                if first[0] == 0x05 {
+                    crate::socks::serve(&proxy, stream, peer).await;
+                } else {
+                    crate::http::serve(&proxy, stream, peer).await;
+                }
+            });
+        }
+    }
+
+    /// The policy's decision for a destination, asking when the policy says so.
+    pub(crate) async fn authorize(
+        &self,
+        raw_host: &str,
+        port: u16,
+        protocol: Protocol,
+        client: Option<&str>,
+    ) -> Result<Allowed, Refused> {
+        let host = match normalize_host(raw_host) {
+            Ok(h) => h,
+            Err(reason) => {
+                return Err(Refused {
+                    host: raw_host.escape_debug().to_string(),
+                    rule: None,
+                    reason: format!("malformed host: {reason}"),
+                    asked: None,
+                })
+            }
+        };
+        let policy = self.policy();
+        match policy.decide_host(&host, port) {
+            Verdict::Allow { rule } => Ok(Allowed {
+                host,
+                rule: Some(rule),
+                asked: None,
+            }),
+            Verdict::Deny { rule, reason } => Err(Refused {
+                host: host.to_string(),
+                rule,
+                reason,
+                asked: None,
+            }),
+            Verdict::Unlisted if !policy.ask_enabled() => Err(Refused {
+                host: host.to_string(),
+                rule: None,
+                reason: "host is not on the allow list".into(),
+                asked: None,
+            }),
+            Verdict::Unlisted => {
+                let answer = self
+                    .ask(&host, port, protocol, client, policy.ask_timeout())
+                    .await;
+                match answer {
+                    AskAnswer::Once | AskAnswer::Always => Ok(Allowed {
+                        host,
+                        rule: None,
+                        asked: Some(answer),
+                    }),
+                    AskAnswer::Deny => Err(Refused {
+                        host: host.to_string(),
+                        rule: None,
+                        reason: "not allowed when asked (or no answer in time)".into(),
+                        asked: Some(answer),
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn ask(
+        &self,
+        host: &Host,
+        port: u16,
+        protocol: Protocol,
+        client: Option<&str>,
+        timeout: Duration,
+    ) -> AskAnswer {
+        let key = (host.clone(), port);
+        let waiter = {
+            let mut asking = self.asking.lock().unwrap_or_else(PoisonError::into_inner);
+            match asking.get_mut(&key) {
+                Some(list) => {
+                    let (tx, rx) = oneshot::channel();
+                    list.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    asking.insert(key.clone(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = waiter {
+            return rx.await.unwrap_or(AskAnswer::Deny);
+        }
+        let q = AskQuery {
+            host: host.to_string(),
+            port,
+            protocol,
+            client: client.map(str::to_string),
+        };
+        let answer = tokio::time::timeout(timeout, self.hooks.ask(q))
+            .await
+            .unwrap_or(AskAnswer::Deny);
+        if answer == AskAnswer::Always {
+            let name = match host {
+                Host::Name(n) => n.clone(),
+                Host::Ip(ip) => ip.to_string(),
+            };
+            // The host was normalised already, so this cannot fail; if it did, the answer
+            // still holds for this connection.
+            let _ = self.allow_host(&name, Some(port));
+        }
+        let waiting = self
+            .asking
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key)
+            .unwrap_or_default();
+        for tx in waiting {
+            let _ = tx.send(answer);
+        }
+        answer
+    }
+
+    /// Resolves once (names only), drops refused addresses, connects to the first address that
+    /// passed and answers.
+    pub(crate) async fn connect(
+        &self,
+        host: &Host,
+        port: u16,
+    ) -> Result<(TcpStream, SocketAddr), ConnectError> {
+        let candidates: Vec<SocketAddr> = match host {
+            // A literal was judged by the policy itself (host services need an explicit
+            // IP-and-port entry there).
+            Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+            Host::Name(name) => {
+                let found: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), port))
+                    .await
+                    .map_err(|e| ConnectError::Failed(format!("cannot resolve {name}: {e}")))?
+                    .collect();
+                if found.is_empty() {
+                    return Err(ConnectError::Failed(format!("{name} has no addresses")));
+                }
+                let policy = self.policy();
+                let mut passed = Vec::new();
+                let mut refused = Vec::new();
+                for a in found {
+                    match policy.refuse_resolved(a.ip(), &self.own_addrs) {
+                        None => passed.push(a),
+                        Some(why) => refused.push(format!("{} ({why})", a.ip())),
+                    }
+                }
+                if passed.is_empty() {
+                    return Err(ConnectError::Refused(format!(
+                        "{name} resolves only to refused addresses: {}",
+                        refused.join(", ")
+                    )));
+                }
+                passed
+            }
+        };
+        let mut last = String::new();
+        for a in candidates {
+            match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(a)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    return Ok((s, a));
+                }
+                Ok(Err(e)) => last = format!("connecting to {a}: {e}"),
+                Err(_) => last = format!("connecting to {a}: timed out"),
+            }
+        }
+        Err(ConnectError::Failed(last))
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::ECONNABORTED)
+    ) || e.kind() == io::ErrorKind::ConnectionAborted
+}
+
+/// This host's interface addresses (getifaddrs); empty if they cannot be read.
+fn interface_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head we own and free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: cur is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: the family is AF_INET, so this is a sockaddr_in.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                out.push(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: the family is AF_INET6, so this is a sockaddr_in6.
+                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: head came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+/// Elapsed time since `start`, for records.
+pub(crate) fn since(start: Instant) -> Duration {
+    start.elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn interface_addresses_include_loopback() {
+        let a = interface_addresses();
+        assert!(a.iter().any(|ip| ip.is_loopback()), "{a:?}");
+    }
+}
