@@ -50,6 +50,9 @@ const OP_SYMLINK: u8 = 4;
 const OP_LINK: u8 = 5;
 const OP_RENAME: u8 = 6;
 const OP_BIND: u8 = 7;
+/// Set on the op byte of a report when the kernel refused the write (a read-only mount: the
+/// path is outside the writable roots) rather than a rule.
+const READ_ONLY: u8 = 0x80;
 
 /// One request from the supervisor to the agent.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -251,6 +254,8 @@ pub struct Agent<'a> {
     report: RawFd,
     /// The path the last rule refusal was about.
     refused: std::cell::RefCell<Option<Vec<u8>>>,
+    /// The noted refusal came from a read-only mount (EROFS), not from a rule.
+    read_only: std::cell::Cell<bool>,
 }
 
 /// Message tag of a refusal report on the supervisor channel.
@@ -265,9 +270,26 @@ impl Agent<'_> {
             p.push(b'/');
             p.extend_from_slice(name);
             *self.refused.borrow_mut() = Some(p);
+            self.read_only.set(false);
             return Err(libc::EACCES);
         }
         Ok(())
+    }
+
+    /// The errno of a failed creation; EROFS (the path is outside the writable roots) is noted
+    /// for the activity log. The mount already refused it: this only reports.
+    fn failed(&self, parent: &Path, name: &[u8]) -> i32 {
+        let e = errno();
+        if e == libc::EROFS && self.refused.borrow().is_none() {
+            let mut p = parent.as_os_str().as_bytes().to_vec();
+            if p.last() != Some(&b'/') {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            *self.refused.borrow_mut() = Some(p);
+            self.read_only.set(true);
+        }
+        e
     }
 
     /// Completes the caller's syscall: with `fd` installed in the caller, or with `result`
@@ -276,7 +298,12 @@ impl Agent<'_> {
         if let Some(path) = self.refused.borrow_mut().take() {
             let program = fs::read(format!("/proc/{}/comm", req.pid)).unwrap_or_default();
             let program = program.strip_suffix(b"\n").unwrap_or(&program);
-            let mut msg = vec![MSG_REFUSED, req.op];
+            let op = if self.read_only.take() {
+                req.op | READ_ONLY
+            } else {
+                req.op
+            };
+            let mut msg = vec![MSG_REFUSED, op];
             msg.extend_from_slice(&req.pid.to_ne_bytes());
             let mut comm = [0u8; 16];
             for (d, s) in comm.iter_mut().zip(program) {
@@ -353,7 +380,7 @@ impl Agent<'_> {
         self.check(&where_, &name, what)?;
         let n = cstr(&name)?;
         if f(parent.as_raw_fd(), &n) < 0 {
-            return Err(errno());
+            return Err(self.failed(&where_, &name));
         }
         Ok(0)
     }
@@ -426,7 +453,7 @@ impl Agent<'_> {
             )
         };
         if r < 0 {
-            return Err(errno());
+            return Err(self.failed(&new_where, &new_name));
         }
         Ok(0)
     }
@@ -542,7 +569,7 @@ impl Agent<'_> {
             // SAFETY: n is a valid string, parent a directory fd.
             let fd = unsafe { libc::openat(parent.as_raw_fd(), n.as_ptr(), flags, req.mode) };
             if fd < 0 {
-                return Err(errno());
+                return Err(self.failed(&where_, &name));
             }
             // SAFETY: fd is fresh and owned by nobody else.
             return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
@@ -569,6 +596,7 @@ impl<'a> Agent<'a> {
             listener: listener.as_raw_fd(),
             report,
             refused: std::cell::RefCell::new(None),
+            read_only: std::cell::Cell::new(false),
         }
     }
 
@@ -705,6 +733,8 @@ impl Exec {
 pub struct Denial {
     /// The operation: open, mkdir, mknod, symlink, link, rename, bind.
     pub op: &'static str,
+    /// Refused by a read-only mount (outside the writable roots), not by a protection rule.
+    pub read_only: bool,
     /// The caller, in the sandbox's PID namespace.
     pub pid: u32,
     /// The caller's program name (its `comm`).
@@ -716,7 +746,8 @@ pub struct Denial {
 impl Denial {
     /// Decodes a refusal report (the message after its tag byte).
     pub fn decode(b: &[u8]) -> Option<Denial> {
-        let op = match *b.first()? {
+        let read_only = b.first()? & READ_ONLY != 0;
+        let op = match b.first()? & !READ_ONLY {
             OP_OPEN => "open",
             OP_MKDIR => "mkdir",
             OP_MKNOD => "mknod",
@@ -731,6 +762,7 @@ impl Denial {
         let comm = &comm[..comm.iter().position(|&c| c == 0).unwrap_or(comm.len())];
         Some(Denial {
             op,
+            read_only,
             pid,
             program: String::from_utf8_lossy(comm).into_owned(),
             path: PathBuf::from(OsStr::from_bytes(b.get(21..)?)),
@@ -741,13 +773,20 @@ impl Denial {
 /// What the guard refused during a run.
 #[derive(Debug, Default, Clone)]
 pub struct GuardReport {
+    /// Protected names refused.
     pub refused: u64,
+    /// Creations refused by read-only mounts.
+    pub read_only: u64,
     /// The first few refused paths, as the sandbox saw them.
     pub examples: Vec<PathBuf>,
 }
 
 impl GuardReport {
     pub fn add(&mut self, d: &Denial) {
+        if d.read_only {
+            self.read_only += 1;
+            return;
+        }
         self.refused += 1;
         if self.examples.len() < 5 {
             self.examples.push(d.path.clone());

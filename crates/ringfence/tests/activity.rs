@@ -177,12 +177,21 @@ fn ps_pause_resume_follow_and_stop_a_live_run() {
 
     // The supervisor and the sandbox's PID 1 carry the same command line; the shell is the
     // one whose program is sh.
-    let shell: Vec<u32> = common::host_process_with(&format!(": {marker}"))
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sh\0"))
-        })
-        .collect();
+    // Listed as soon as its record exists: the shell may still be starting.
+    let find_shell = || -> Vec<u32> {
+        common::host_process_with(&format!(": {marker}"))
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sh\0"))
+            })
+            .collect()
+    };
+    let start = std::time::Instant::now();
+    let mut shell = find_shell();
+    while shell.is_empty() && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        shell = find_shell();
+    }
     assert_eq!(shell.len(), 1, "{shell:?}");
     // Paused: the loop makes no progress (no new `sleep` is started). A process that was
     // waiting for PID 1 when it was stopped stays blocked rather than stopped, so progress,
