@@ -604,9 +604,9 @@ pub fn run(req: RunRequest) -> Result<i32> {
     }
     if refused.read_only > 0 {
         eprintln!(
-            "ringfence: {} write{} outside the writable roots refused (read-only); see `ringfence log show {run_name} --kind fs`",
+            "ringfence: refused {} write{} outside the writable roots (read-only); see `ringfence log show {run_name} --kind fs`",
             refused.read_only,
-            if refused.read_only == 1 { " was" } else { "s were" },
+            if refused.read_only == 1 { "" } else { "s" },
         );
     }
     if req.violations_to_stderr && !violations.is_empty() {

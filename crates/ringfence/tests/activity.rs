@@ -177,7 +177,8 @@ fn ps_pause_resume_follow_and_stop_a_live_run() {
 
     // The supervisor and the sandbox's PID 1 carry the same command line; the shell is the
     // one whose program is sh.
-    // Listed as soon as its record exists: the shell may still be starting.
+    // Listed as soon as its record exists: the shell may still be starting (and for a moment
+    // after each fork, its child carries the same command line).
     let find_shell = || -> Vec<u32> {
         common::host_process_with(&format!(": {marker}"))
             .into_iter()
@@ -188,7 +189,7 @@ fn ps_pause_resume_follow_and_stop_a_live_run() {
     };
     let start = std::time::Instant::now();
     let mut shell = find_shell();
-    while shell.is_empty() && start.elapsed().as_secs() < 10 {
+    while shell.len() != 1 && start.elapsed().as_secs() < 10 {
         std::thread::sleep(std::time::Duration::from_millis(20));
         shell = find_shell();
     }
@@ -281,4 +282,57 @@ fn violations_report_appends_srt_style_lines_to_stderr() {
     ]));
     assert_eq!(quiet.code(), 0, "{quiet:#?}");
     assert!(!quiet.stderr.contains("sandbox_violations"), "{quiet:#?}");
+}
+
+/// A write that a read-only mount refuses (outside the writable roots) is recorded too, with
+/// the path as the sandbox saw it; the mount, not the report, is what refuses it.
+#[test]
+fn writes_outside_the_writable_roots_are_logged() {
+    let dir = TestDir::new("activity-erofs");
+    dir.mkdir("work");
+    dir.mkdir("state");
+    let w = dir.s("work");
+    let state = dir.s("state");
+    let name = format!("erofs-{}", common::unique_number());
+    let outside = dir.s("outside-file");
+    let out = run(rf(&state).args([
+        "run",
+        "--name",
+        &name,
+        "--allow-write",
+        &w,
+        "--",
+        "sh",
+        "-c",
+        &format!("touch '{outside}'; mkdir /etc/ringfence-test-dir; echo ok > '{w}/inside'"),
+    ]));
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert!(!dir.join("outside-file").exists());
+    assert_eq!(dir.read("work/inside"), "ok\n");
+    assert!(
+        out.stderr
+            .contains("refused 2 writes outside the writable roots (read-only)"),
+        "{out:#?}"
+    );
+    let show = run(rf(&state).args(["log", "show", &name, "--json", "--kind", "fs"]));
+    let events: Vec<serde_json::Value> = show
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let paths: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["op"].as_str().unwrap(), e["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("open", outside.as_str()),
+            ("mkdir", "/etc/ringfence-test-dir")
+        ],
+        "{events:#?}"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e["reason"] == "outside the writable roots (read-only)"));
 }
