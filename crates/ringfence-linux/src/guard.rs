@@ -256,6 +256,8 @@ pub struct Agent<'a> {
     refused: std::cell::RefCell<Option<Vec<u8>>>,
     /// The noted refusal came from a read-only mount (EROFS), not from a rule.
     read_only: std::cell::Cell<bool>,
+    /// Reports not sent because the channel to the supervisor was full.
+    dropped: std::cell::Cell<u64>,
 }
 
 /// Message tag of a refusal report on the supervisor channel.
@@ -311,7 +313,7 @@ impl Agent<'_> {
             }
             msg.extend_from_slice(&comm);
             msg.extend_from_slice(&path);
-            let _ = send_fds(self.report, &msg, &[]);
+            self.send_report(&msg);
         }
         match fd {
             Some(fd) if result >= 0 => {
@@ -597,6 +599,7 @@ impl<'a> Agent<'a> {
             report,
             refused: std::cell::RefCell::new(None),
             read_only: std::cell::Cell::new(false),
+            dropped: std::cell::Cell::new(0),
         }
     }
 
@@ -641,6 +644,23 @@ impl<'a> Agent<'a> {
 
 /// Message tag of an exec report on the supervisor channel.
 pub const MSG_EXEC: u8 = b'C';
+
+/// Message tag of a count of reports that were dropped (a u64 follows).
+pub const MSG_DROPPED: u8 = b'L';
+
+/// Sends one report without waiting: a full channel (the supervisor is behind) must never
+/// hold up the sandboxed program.
+fn send_now(fd: RawFd, msg: &[u8]) -> bool {
+    // SAFETY: msg is a valid buffer of msg.len() bytes.
+    unsafe {
+        libc::send(
+            fd,
+            msg.as_ptr() as *const libc::c_void,
+            msg.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        ) >= 0
+    }
+}
 
 /// At most this many arguments of an exec are recorded.
 const EXEC_ARGS: usize = 64;
@@ -701,7 +721,35 @@ impl Agent<'_> {
                 break;
             }
         }
-        let _ = send_fds(self.report, &msg, &[]);
+        self.send_report(&msg);
+    }
+
+    /// Sends a report if the channel has room, else counts it as dropped; the count goes out
+    /// with the next report that fits, and at the end (`flush_dropped`).
+    fn send_report(&self, msg: &[u8]) {
+        let dropped = self.dropped.get();
+        if dropped > 0 {
+            let mut m = vec![MSG_DROPPED];
+            m.extend_from_slice(&dropped.to_ne_bytes());
+            if !send_now(self.report, &m) {
+                self.dropped.set(dropped + 1);
+                return;
+            }
+            self.dropped.set(0);
+        }
+        if !send_now(self.report, msg) {
+            self.dropped.set(self.dropped.get() + 1);
+        }
+    }
+
+    /// Reports the reports that were dropped and not yet counted, waiting for room.
+    pub fn flush_dropped(&self) {
+        let dropped = self.dropped.replace(0);
+        if dropped > 0 {
+            let mut m = vec![MSG_DROPPED];
+            m.extend_from_slice(&dropped.to_ne_bytes());
+            let _ = send_fds(self.report, &m, &[]);
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::guard::{Denial, Exec, GuardReport, MSG_EXEC, MSG_REFUSED};
+use crate::guard::{Denial, Exec, GuardReport, MSG_DROPPED, MSG_EXEC, MSG_REFUSED};
 use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED};
 use crate::sys;
 
@@ -215,6 +215,8 @@ fn show_prompt(p: &Prompt) {
 pub enum Report<'a> {
     Denied(&'a Denial),
     Exec(&'a Exec),
+    /// This many reports were dropped because the supervisor fell behind.
+    Dropped(u64),
 }
 
 /// `on_report` sees every refusal of the creation guard and every exec as they arrive.
@@ -419,6 +421,12 @@ pub fn wait(
                         report.add(&d);
                         on_report(Report::Denied(&d));
                     }
+                    continue;
+                }
+                if n == 9 && msg[0] == MSG_DROPPED {
+                    let mut c = [0u8; 8];
+                    c.copy_from_slice(&msg[1..9]);
+                    on_report(Report::Dropped(u64::from_ne_bytes(c)));
                     continue;
                 }
                 if n >= 1 && msg[0] == MSG_EXEC {

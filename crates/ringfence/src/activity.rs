@@ -56,6 +56,7 @@ pub struct Activity {
     execs: u64,
     net_allowed: u64,
     net_denied: u64,
+    dropped: u64,
     ended: bool,
     /// A write error is reported once at the end; the run is never stopped for it.
     failed: Option<String>,
@@ -96,6 +97,7 @@ impl Activity {
             execs: 0,
             net_allowed: 0,
             net_denied: 0,
+            dropped: 0,
             ended: false,
             failed: None,
         })
@@ -125,6 +127,13 @@ impl Activity {
         if let Err(e) = self.log.write("fs.denied", obj(fields)) {
             self.failed.get_or_insert(e.to_string());
         }
+    }
+
+    /// Reports the sandbox could not deliver (the supervisor fell behind): counted, never
+    /// silently lost.
+    pub fn dropped(&mut self, n: u64) {
+        self.dropped += n;
+        self.event("events.dropped", json!({ "count": n }));
     }
 
     /// One decision of the egress proxy (`net.decision`).
@@ -173,6 +182,7 @@ impl Activity {
                 "exec": self.execs,
                 "net.allowed": self.net_allowed,
                 "net.denied": self.net_denied,
+                "dropped": self.dropped,
             },
         });
         match outcome {

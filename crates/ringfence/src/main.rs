@@ -541,6 +541,11 @@ pub fn run(req: RunRequest) -> Result<i32> {
                     l.exec(e);
                 }
             }
+            supervise::Report::Dropped(n) => {
+                if let Ok(mut l) = log.lock() {
+                    l.dropped(n);
+                }
+            }
         },
         prompts.as_deref(),
     );

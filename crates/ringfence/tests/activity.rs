@@ -336,3 +336,75 @@ fn writes_outside_the_writable_roots_are_logged() {
         .iter()
         .all(|e| e["reason"] == "outside the writable roots (read-only)"));
 }
+
+/// A supervisor that falls behind never holds up the sandbox: reports that do not fit are
+/// dropped and counted, and the log says how many.
+#[test]
+fn a_stalled_supervisor_drops_reports_and_counts_them() {
+    let dir = TestDir::new("activity-dropped");
+    dir.mkdir("work");
+    dir.mkdir("state");
+    let w = dir.s("work");
+    let state = dir.s("state");
+    let name = format!("drop-{}", common::unique_number());
+    let mut child = rf(&state)
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--allow-write",
+            &w,
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "while [ ! -e '{w}/go' ]; do sleep 0.02; done; \
+                 i=0; while [ $i -lt 1500 ]; do /bin/true; i=$((i+1)); done; echo done > '{w}/done'"
+            ),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let supervisor = child.id() as i32;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill with integer arguments, on our own child.
+    unsafe { libc::kill(supervisor, libc::SIGSTOP) };
+    std::fs::write(dir.join("work/go"), "").unwrap();
+    let start = std::time::Instant::now();
+    while !dir.join("work/done").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let finished_while_stalled = dir.join("work/done").exists();
+    // SAFETY: as above.
+    unsafe { libc::kill(supervisor, libc::SIGCONT) };
+    let out = common::wait(child, common::RUN_TIMEOUT);
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert!(
+        finished_while_stalled,
+        "the sandbox was held up by a stopped supervisor"
+    );
+    let show = run(rf(&state).args(["log", "show", &name, "--json"]));
+    let events: Vec<serde_json::Value> = show
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dropped: u64 = events
+        .iter()
+        .filter(|e| e["kind"] == "events.dropped")
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    let end = events.iter().find(|e| e["kind"] == "run.end").unwrap();
+    assert!(dropped > 0, "nothing was dropped: {end:#?}");
+    assert_eq!(end["counts"]["dropped"], dropped, "{end:#?}");
+    let trues = events
+        .iter()
+        .filter(|e| e["kind"] == "exec" && e["path"] == "/bin/true")
+        .count() as u64;
+    // Every exec is either in the log or in the dropped count (the count also covers the
+    // sleeps of the wait loop, and the shell itself).
+    assert!(trues + dropped >= 1500, "{trues} + {dropped} < 1500");
+    let verify = run(rf(&state).args(["log", "verify", &name]));
+    assert_eq!(verify.code(), 0, "{verify:#?}");
+}
