@@ -347,7 +347,7 @@ fn a_stalled_supervisor_drops_reports_and_counts_them() {
     let w = dir.s("work");
     let state = dir.s("state");
     let name = format!("drop-{}", common::unique_number());
-    let mut child = rf(&state)
+    let child = rf(&state)
         .args([
             "run",
             "--name",
