@@ -1,15 +1,13 @@
 //! The proxy's shared state and the steps every protocol goes through: decide (policy, then
 //! asking), resolve once, drop refused addresses, connect, record.
 
-#![allow(dead_code)] // the protocol modules come next
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -497,11 +495,6 @@ fn interface_addresses() -> Vec<IpAddr> {
     // SAFETY: head came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
     out
-}
-
-/// Elapsed time since `start`, for records.
-pub(crate) fn since(start: Instant) -> Duration {
-    start.elapsed()
 }
 
 #[cfg(test)]
