@@ -5,6 +5,7 @@ mod activity;
 mod control;
 mod doctor;
 mod prepare;
+mod proxy_cmd;
 mod runs;
 mod srt;
 
@@ -69,6 +70,8 @@ enum Command {
         /// The run's name.
         run: String,
     },
+    /// Run the egress proxy on its own: ringfence proxy [-s FILE] --listen ADDR
+    Proxy(proxy_cmd::ProxyArgs),
 }
 
 #[derive(Args)]
@@ -189,7 +192,7 @@ fn main() -> ExitCode {
         return finish(srt::main());
     }
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Proxy(_)) {
         // Printing commands end quietly when their reader goes away (`doctor | head`), like
         // other command-line tools; `run` keeps SIGPIPE ignored so that a closed stdout never
         // kills the supervisor of a running sandbox.
@@ -243,6 +246,7 @@ fn main() -> ExitCode {
         Command::Stop { run } => control::stop(&run).map(|()| 0),
         Command::Pause { run } => control::signal_all(&run, libc::SIGSTOP).map(|()| 0),
         Command::Resume { run } => control::signal_all(&run, libc::SIGCONT).map(|()| 0),
+        Command::Proxy(args) => proxy_cmd::main(args),
     };
     finish(result)
 }
