@@ -327,6 +327,21 @@ impl Proxy {
                 reason: "host is not on the allow list".into(),
                 asked: None,
             }),
+            // Host services are reached only through an explicit entry, never by a click.
+            Verdict::Unlisted if matches!(host, Host::Ip(ip) if crate::local_kind(ip).is_some()) => {
+                let kind = match host {
+                    Host::Ip(ip) => crate::local_kind(ip).unwrap_or_default(),
+                    Host::Name(_) => "",
+                };
+                Err(Refused {
+                    reason: format!(
+                        "{host} is a {kind}; only an allowedDomains entry with its port reaches it"
+                    ),
+                    host: host.to_string(),
+                    rule: None,
+                    asked: None,
+                })
+            }
             Verdict::Unlisted => {
                 let answer = self
                     .ask(&host, port, protocol, client, policy.ask_timeout())
