@@ -91,6 +91,27 @@ pub fn open_fd(fd: OwnedFd) -> Result<(Option<ControlReader>, Option<ControlWrit
     Ok((reader, writer))
 }
 
+/// A question that has been sent; `expired` follows unless it was answered.
+struct OpenQuestion {
+    control: Arc<Control>,
+    id: u64,
+}
+
+impl Drop for OpenQuestion {
+    fn drop(&mut self) {
+        let unanswered = self
+            .control
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id)
+            .is_some();
+        if unanswered {
+            self.control.send(json!({"type": "expired", "id": self.id}));
+        }
+    }
+}
+
 /// Questions out, answers and updates in.
 pub struct Control {
     out: Option<mpsc::UnboundedSender<String>>,
@@ -148,29 +169,22 @@ impl Control {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(id, tx);
+            // Withdraws the question however this future ends (answered, timed out, or
+            // dropped because the connection went away).
+            let _open = OpenQuestion {
+                control: this.clone(),
+                id,
+            };
             let sent = this.send(json!({
                 "type": "ask", "id": id, "host": q.host, "port": q.port,
                 "protocol": q.protocol.as_str(), "client": q.client,
             }));
-            let answer = if sent {
-                tokio::time::timeout(this.timeout, rx).await
-            } else {
-                Ok(Ok(AskAnswer::Deny))
-            };
-            let removed = this
-                .pending
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&id)
-                .is_some();
-            match answer {
+            if !sent {
+                return AskAnswer::Deny;
+            }
+            match tokio::time::timeout(this.timeout, rx).await {
                 Ok(Ok(a)) => a,
-                _ => {
-                    if removed && sent {
-                        this.send(json!({"type": "expired", "id": id}));
-                    }
-                    AskAnswer::Deny
-                }
+                _ => AskAnswer::Deny,
             }
         })
     }

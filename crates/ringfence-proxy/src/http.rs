@@ -1,10 +1,978 @@
-//! HTTP/1.1 proxying: CONNECT tunnels and absolute-form `http://` requests.
+//! HTTP/1.1 proxying: CONNECT tunnels and absolute-form `http://` requests, parsed strictly.
+//! A request that could be read two ways (both Content-Length and Transfer-Encoding, repeated
+//! Content-Length, bare LF line ends, obsolete line folding, bytes not allowed in a header, a
+//! Host header that disagrees with the target) is refused with 400 and never forwarded.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::proxy::Proxy;
+use crate::host::{normalize_host, split_host_port, Host};
+use crate::proxy::{ConnectError, Decision, DecisionRecord, Limits, Protocol, Proxy};
 
-pub(crate) async fn serve(_proxy: &Arc<Proxy>, _stream: TcpStream, _peer: SocketAddr) {}
+/// Buffer size for bodies and tunnels.
+pub(crate) const BUF: usize = 64 * 1024;
+
+/// Header fields that concern one connection only (RFC 9110 7.6.1), plus the proxy's own.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// A refusal before anything was forwarded.
+struct Reject {
+    status: u16,
+    message: String,
+}
+
+fn reject(status: u16, message: impl Into<String>) -> Reject {
+    Reject {
+        status,
+        message: message.into(),
+    }
+}
+
+struct Head {
+    method: String,
+    target: String,
+    minor: u8,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Head {
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+    fn connection_has(&self, token: &str) -> bool {
+        self.all("connection").any(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    }
+}
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the sender closes (responses only).
+    Close,
+}
+
+/// Reads one message head (up to and including the empty line). `Ok(None)` at a clean end of
+/// input before any byte of a head.
+async fn read_head<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    limits: &Limits,
+) -> Result<Option<Vec<u8>>, Reject> {
+    let mut head = Vec::with_capacity(1024);
+    let mut skipped = 0;
+    loop {
+        let room = limits.max_head_bytes.saturating_sub(head.len()) as u64 + 1;
+        let start = head.len();
+        let n = (&mut *r)
+            .take(room)
+            .read_until(b'\n', &mut head)
+            .await
+            .map_err(|e| reject(400, format!("reading the request: {e}")))?;
+        if n == 0 {
+            if head.is_empty() {
+                return Ok(None);
+            }
+            return Err(reject(400, "connection closed inside the request head"));
+        }
+        if head.len() > limits.max_head_bytes {
+            return Err(reject(
+                431,
+                format!("request head larger than {} bytes", limits.max_head_bytes),
+            ));
+        }
+        let line = &head[start..];
+        if !line.ends_with(b"\r\n") {
+            return Err(reject(400, "line not ended by CRLF"));
+        }
+        if line == b"\r\n" {
+            if start == 0 {
+                // Tolerate a stray CRLF between requests (RFC 9112 2.2), a few times.
+                head.clear();
+                skipped += 1;
+                if skipped > 4 {
+                    return Err(reject(400, "empty lines instead of a request"));
+                }
+                continue;
+            }
+            return Ok(Some(head));
+        }
+        if line[..line.len() - 2].contains(&b'\r') {
+            return Err(reject(400, "bare CR in the request head"));
+        }
+    }
+}
+
+fn parse_request(buf: &[u8], limits: &Limits) -> Result<Head, Reject> {
+    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n == buf.len() => {}
+        Ok(_) => return Err(reject(400, "malformed request head")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(reject(
+                431,
+                format!("more than {} header fields", limits.max_headers),
+            ))
+        }
+        Err(e) => return Err(reject(400, format!("malformed request: {e}"))),
+    }
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(reject(400, "malformed request line"));
+    };
+    Ok(Head {
+        method: method.to_string(),
+        target: target.to_string(),
+        minor,
+        headers: req
+            .headers
+            .iter()
+            .map(|h| (h.name.to_string(), h.value.to_vec()))
+            .collect(),
+    })
+}
+
+/// The body framing of a request or response, refusing ambiguous combinations.
+fn framing(head: &Head, is_response: bool) -> Result<Framing, String> {
+    let te: Vec<&[u8]> = head.all("transfer-encoding").collect();
+    let cl: Vec<&[u8]> = head.all("content-length").collect();
+    if !te.is_empty() && !cl.is_empty() {
+        return Err("both Content-Length and Transfer-Encoding".into());
+    }
+    if !te.is_empty() {
+        if head.minor == 0 {
+            return Err("Transfer-Encoding in an HTTP/1.0 message".into());
+        }
+        let value = String::from_utf8_lossy(te[te.len() - 1]).trim().to_string();
+        if te.len() == 1 && value.eq_ignore_ascii_case("chunked") {
+            return Ok(Framing::Chunked);
+        }
+        if is_response
+            && value
+                .rsplit(',')
+                .next()
+                .is_some_and(|last| !last.trim().eq_ignore_ascii_case("chunked"))
+        {
+            return Ok(Framing::Close);
+        }
+        return Err("unsupported Transfer-Encoding (only \"chunked\" alone)".into());
+    }
+    match cl.as_slice() {
+        [] => Ok(if is_response {
+            Framing::Close
+        } else {
+            Framing::None
+        }),
+        [v] if !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit) => {
+            let n: u64 = String::from_utf8_lossy(v)
+                .parse()
+                .map_err(|_| "invalid Content-Length".to_string())?;
+            Ok(Framing::Length(n))
+        }
+        [_] => Err("invalid Content-Length".into()),
+        _ => Err("more than one Content-Length".into()),
+    }
+}
+
+/// The proxy user name from `Proxy-Authorization: Basic ...`, if any.
+fn client_identity(head: &Head) -> Option<String> {
+    let v = head.all("proxy-authorization").next()?;
+    let v = std::str::from_utf8(v).ok()?.trim();
+    let (scheme, cred) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64_decode(cred.trim())?;
+    let text = String::from_utf8(raw).ok()?;
+    let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
+    (!user.is_empty()).then(|| user.escape_debug().to_string())
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().take_while(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+/// Writes an error response and ends the connection. `blocked` marks a policy decision.
+async fn respond<W: AsyncWrite + Unpin>(w: &mut W, status: u16, message: &str, blocked: bool) {
+    let body = format!("ringfence: {}\n", message.replace(['\r', '\n'], " "));
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    if blocked {
+        head.push_str("X-Proxy-Error: blocked-by-ringfence\r\n");
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    let _ = w.write_all(head.as_bytes()).await;
+    let _ = w.shutdown().await;
+}
+
+/// An upstream connection kept between requests of one client connection.
+struct Upstream {
+    key: (Host, u16),
+    addr: SocketAddr,
+    r: BufReader<OwnedReadHalf>,
+    w: OwnedWriteHalf,
+}
+
+/// What the record of one request needs besides the counts.
+struct Ctx<'a> {
+    proxy: &'a Proxy,
+    peer: SocketAddr,
+    client: Option<String>,
+    started: Instant,
+}
+
+impl Ctx<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        host: String,
+        port: u16,
+        protocol: Protocol,
+        decision: Decision,
+        rule: Option<String>,
+        reason: Option<String>,
+        asked: Option<crate::AskAnswer>,
+        resolved: Option<SocketAddr>,
+        error: Option<String>,
+        bytes: (u64, u64),
+    ) {
+        self.proxy.record(&DecisionRecord {
+            host,
+            port,
+            protocol,
+            decision,
+            rule,
+            reason,
+            asked,
+            client: self.client.clone(),
+            peer: Some(self.peer),
+            resolved,
+            error,
+            bytes_up: bytes.0,
+            bytes_down: bytes.1,
+            duration: self.started.elapsed(),
+        });
+    }
+}
+
+pub(crate) async fn serve(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
+    let limits = proxy.limits;
+    let (r, mut cw) = stream.into_split();
+    let mut cr = BufReader::with_capacity(BUF, r);
+    let mut upstream: Option<Upstream> = None;
+    loop {
+        let head =
+            match tokio::time::timeout(limits.head_timeout, read_head(&mut cr, &limits)).await {
+                Ok(Ok(Some(h))) => h,
+                Ok(Ok(None)) => return,
+                Ok(Err(e)) => return respond(&mut cw, e.status, &e.message, false).await,
+                Err(_) => return respond(&mut cw, 400, "no complete request in time", false).await,
+            };
+        let head = match parse_request(&head, &limits) {
+            Ok(h) => h,
+            Err(e) => return respond(&mut cw, e.status, &e.message, false).await,
+        };
+        let ctx = Ctx {
+            proxy,
+            peer,
+            client: client_identity(&head),
+            started: Instant::now(),
+        };
+        if head.method == "CONNECT" {
+            drop(upstream.take());
+            return connect(ctx, head, cr, cw).await;
+        }
+        match forward(&ctx, &head, &mut cr, &mut cw, &mut upstream).await {
+            Ok(true) => continue,
+            Ok(false) => return,
+            Err(e) => return respond(&mut cw, e.status, &e.message, e.status == 403).await,
+        }
+    }
+}
+
+/// CONNECT: decide, connect, answer 200, then relay bytes both ways.
+async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw: OwnedWriteHalf) {
+    let (host, port) = match split_host_port(&head.target) {
+        Ok((h, Some(p))) => (h.to_string(), p),
+        _ => return respond(&mut cw, 400, "CONNECT needs host:port as its target", false).await,
+    };
+    if framing(&head, false) != Ok(Framing::None) {
+        return respond(&mut cw, 400, "CONNECT with a body", false).await;
+    }
+    let p = Protocol::Connect;
+    let allowed = match ctx
+        .proxy
+        .authorize(&host, port, p, ctx.client.as_deref())
+        .await
+    {
+        Ok(a) => a,
+        Err(r) => {
+            let msg = format!("{}:{port} is not allowed: {}", r.host, r.reason);
+            ctx.record(
+                r.host,
+                port,
+                p,
+                Decision::Denied,
+                r.rule,
+                Some(r.reason),
+                r.asked,
+                None,
+                None,
+                (0, 0),
+            );
+            return respond(&mut cw, 403, &msg, true).await;
+        }
+    };
+    let shown = allowed.host.to_string();
+    let (mut up, addr) = match ctx.proxy.connect(&allowed.host, port).await {
+        Ok(c) => c,
+        Err(ConnectError::Refused(reason)) => {
+            let msg = format!("{shown}:{port} is not allowed: {reason}");
+            ctx.record(
+                shown,
+                port,
+                p,
+                Decision::Denied,
+                allowed.rule,
+                Some(reason),
+                allowed.asked,
+                None,
+                None,
+                (0, 0),
+            );
+            return respond(&mut cw, 403, &msg, true).await;
+        }
+        Err(ConnectError::Failed(e)) => {
+            ctx.record(
+                shown,
+                port,
+                p,
+                Decision::Allowed,
+                allowed.rule,
+                None,
+                allowed.asked,
+                None,
+                Some(e.clone()),
+                (0, 0),
+            );
+            return respond(&mut cw, 502, &e, false).await;
+        }
+    };
+    if cw
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // Bytes the client sent after the head (e.g. a TLS ClientHello) go first.
+    let early = cr.buffer().to_vec();
+    let mut up_bytes = early.len() as u64;
+    if !early.is_empty() && up.write_all(&early).await.is_err() {
+        return;
+    }
+    let Ok(mut client) = cr.into_inner().reunite(cw) else {
+        return;
+    };
+    let (a, b) = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, BUF, BUF)
+        .await
+        .unwrap_or((0, 0));
+    up_bytes += a;
+    ctx.record(
+        shown,
+        port,
+        p,
+        Decision::Allowed,
+        allowed.rule,
+        None,
+        allowed.asked,
+        Some(addr),
+        None,
+        (up_bytes, b),
+    );
+}
+
+/// The parts of an absolute-form `http://` target.
+fn absolute_target(target: &str) -> Result<(String, u16, String), Reject> {
+    if target.starts_with('/') {
+        return Err(reject(
+            400,
+            "origin-form request: this is a proxy; send absolute URLs (http://host/path) or use CONNECT",
+        ));
+    }
+    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(reject(400, "https:// URLs go through CONNECT"));
+    }
+    if !lower.starts_with("http://") {
+        return Err(reject(400, "the request target must be an http:// URL"));
+    }
+    let rest = &target[7..];
+    if rest.contains('#') {
+        return Err(reject(400, "a fragment in the request target"));
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if authority.contains('@') {
+        return Err(reject(400, "user information in the request target"));
+    }
+    let (host, port) =
+        split_host_port(authority).map_err(|e| reject(400, format!("request target: {e}")))?;
+    if host.is_empty() {
+        return Err(reject(400, "the request target has no host"));
+    }
+    let path = if path.is_empty() {
+        "/".to_string()
+    } else if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path.to_string()
+    };
+    Ok((host.to_string(), port.unwrap_or(80), path))
+}
+
+/// Checks the Host header against the target: the same host and port, one header only.
+fn check_host_header(head: &Head, host: &str, port: u16) -> Result<(), Reject> {
+    let values: Vec<&[u8]> = head.all("host").collect();
+    let value = match values.as_slice() {
+        [] if head.minor == 0 => return Ok(()),
+        [] => return Err(reject(400, "no Host header")),
+        [v] => std::str::from_utf8(v).map_err(|_| reject(400, "Host header is not ASCII"))?,
+        _ => return Err(reject(400, "more than one Host header")),
+    };
+    let mismatch = || reject(400, "the Host header does not match the request target");
+    let (h, p) = split_host_port(value.trim()).map_err(|_| mismatch())?;
+    let same_host = match (normalize_host(h), normalize_host(host)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if !same_host || p.unwrap_or(80) != port {
+        return Err(mismatch());
+    }
+    Ok(())
+}
+
+/// The head to send on: hop-by-hop fields (and those named in Connection) removed.
+fn forwarded_fields(head: &Head) -> Vec<(&str, &[u8])> {
+    let named: Vec<String> = head
+        .all("connection")
+        .flat_map(|v| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    head.headers
+        .iter()
+        .filter(|(n, _)| {
+            let n = n.to_ascii_lowercase();
+            !HOP_BY_HOP.contains(&n.as_str()) && !named.contains(&n)
+        })
+        .map(|(n, v)| (n.as_str(), v.as_slice()))
+        .collect()
+}
+
+/// One absolute-form request: decide, forward, relay the response. `Ok(true)` when the client
+/// connection can carry another request.
+async fn forward(
+    ctx: &Ctx<'_>,
+    head: &Head,
+    cr: &mut BufReader<OwnedReadHalf>,
+    cw: &mut OwnedWriteHalf,
+    upstream: &mut Option<Upstream>,
+) -> Result<bool, Reject> {
+    let limits = ctx.proxy.limits;
+    let (host, port, path) = absolute_target(&head.target)?;
+    check_host_header(head, &host, port)?;
+    let body = framing(head, false).map_err(|m| reject(400, m))?;
+    let p = Protocol::Http;
+    let allowed = match ctx
+        .proxy
+        .authorize(&host, port, p, ctx.client.as_deref())
+        .await
+    {
+        Ok(a) => a,
+        Err(r) => {
+            let msg = format!("{}:{port} is not allowed: {}", r.host, r.reason);
+            ctx.record(
+                r.host,
+                port,
+                p,
+                Decision::Denied,
+                r.rule,
+                Some(r.reason),
+                r.asked,
+                None,
+                None,
+                (0, 0),
+            );
+            return Err(reject(403, msg));
+        }
+    };
+    let shown = allowed.host.to_string();
+    let key = (allowed.host.clone(), port);
+    if upstream.as_ref().is_some_and(|u| u.key != key) {
+        *upstream = None;
+    }
+    if upstream.is_none() {
+        match ctx.proxy.connect(&allowed.host, port).await {
+            Ok((s, addr)) => {
+                let (r, w) = s.into_split();
+                *upstream = Some(Upstream {
+                    key,
+                    addr,
+                    r: BufReader::with_capacity(BUF, r),
+                    w,
+                });
+            }
+            Err(ConnectError::Refused(reason)) => {
+                let msg = format!("{shown}:{port} is not allowed: {reason}");
+                ctx.record(
+                    shown,
+                    port,
+                    p,
+                    Decision::Denied,
+                    allowed.rule,
+                    Some(reason),
+                    allowed.asked,
+                    None,
+                    None,
+                    (0, 0),
+                );
+                return Err(reject(403, msg));
+            }
+            Err(ConnectError::Failed(e)) => {
+                ctx.record(
+                    shown,
+                    port,
+                    p,
+                    Decision::Allowed,
+                    allowed.rule,
+                    None,
+                    allowed.asked,
+                    None,
+                    Some(e.clone()),
+                    (0, 0),
+                );
+                return Err(reject(502, e));
+            }
+        }
+    }
+    let Some(up) = upstream.as_mut() else {
+        return Ok(false);
+    };
+    let addr = up.addr;
+    let client_close =
+        head.connection_has("close") || (head.minor == 0 && !head.connection_has("keep-alive"));
+
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(format!("{} {} HTTP/1.{}\r\n", head.method, path, head.minor).as_bytes());
+    for (n, v) in forwarded_fields(head) {
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let result = relay(up, &out, head, body, cr, cw, &limits).await;
+    match result {
+        Ok((up_bytes, down_bytes, reuse_upstream, close_client)) => {
+            if !reuse_upstream {
+                *upstream = None;
+            }
+            ctx.record(
+                shown,
+                port,
+                p,
+                Decision::Allowed,
+                allowed.rule,
+                None,
+                allowed.asked,
+                Some(addr),
+                None,
+                (up_bytes, down_bytes),
+            );
+            if close_client || client_close {
+                let _ = cw.shutdown().await;
+                return Ok(false);
+            }
+            Ok(true)
+        }
+        Err(RelayError::BeforeResponse(e)) => {
+            *upstream = None;
+            ctx.record(
+                shown,
+                port,
+                p,
+                Decision::Allowed,
+                allowed.rule,
+                None,
+                allowed.asked,
+                Some(addr),
+                Some(e.clone()),
+                (0, 0),
+            );
+            Err(reject(502, e))
+        }
+        Err(RelayError::Midway(e)) => {
+            *upstream = None;
+            ctx.record(
+                shown,
+                port,
+                p,
+                Decision::Allowed,
+                allowed.rule,
+                None,
+                allowed.asked,
+                Some(addr),
+                Some(e),
+                (0, 0),
+            );
+            Ok(false)
+        }
+    }
+}
+
+enum RelayError {
+    /// Nothing of the response was sent yet: the client gets a 502.
+    BeforeResponse(String),
+    /// Part of the response went out: the connection is closed.
+    Midway(String),
+}
+
+/// Sends the request head and body, then relays the response. Returns the body bytes each
+/// way, whether the upstream connection can be reused, and whether the client connection
+/// must be closed.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    up: &mut Upstream,
+    out: &[u8],
+    head: &Head,
+    body: Framing,
+    cr: &mut BufReader<OwnedReadHalf>,
+    cw: &mut OwnedWriteHalf,
+    limits: &Limits,
+) -> Result<(u64, u64, bool, bool), RelayError> {
+    let before = |e: std::io::Error| RelayError::BeforeResponse(format!("upstream: {e}"));
+    up.w.write_all(out).await.map_err(before)?;
+    let up_bytes = match body {
+        Framing::None | Framing::Close => 0,
+        Framing::Length(n) => copy_exact(cr, &mut up.w, n)
+            .await
+            .map_err(|e| RelayError::Midway(format!("request body: {e}")))?,
+        Framing::Chunked => copy_chunked(cr, &mut up.w, limits)
+            .await
+            .map_err(|e| RelayError::Midway(format!("request body: {e}")))?,
+    };
+    loop {
+        let raw = match read_head(&mut up.r, limits).await {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                return Err(RelayError::BeforeResponse(
+                    "the server closed the connection without a response".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(RelayError::BeforeResponse(format!(
+                    "malformed response: {}",
+                    e.message
+                )))
+            }
+        };
+        let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut resp = httparse::Response::new(&mut fields);
+        match resp.parse(&raw) {
+            Ok(httparse::Status::Complete(n)) if n == raw.len() => {}
+            _ => return Err(RelayError::BeforeResponse("malformed response head".into())),
+        }
+        let code = resp.code.unwrap_or(0);
+        let resp_head = Head {
+            method: String::new(),
+            target: resp.reason.unwrap_or("").to_string(),
+            minor: resp.version.unwrap_or(1),
+            headers: resp
+                .headers
+                .iter()
+                .map(|h| (h.name.to_string(), h.value.to_vec()))
+                .collect(),
+        };
+        if code == 101 {
+            return Err(RelayError::BeforeResponse(
+                "the server switched protocols, which this proxy does not relay for http:// requests"
+                    .into(),
+            ));
+        }
+        let interim = (100..200).contains(&code);
+        let framing = if interim || head.method == "HEAD" || code == 204 || code == 304 {
+            Framing::None
+        } else {
+            framing(&resp_head, true)
+                .map_err(|m| RelayError::BeforeResponse(format!("response: {m}")))?
+        };
+        let close_client = framing == Framing::Close;
+        let mut h = Vec::with_capacity(raw.len());
+        h.extend_from_slice(
+            format!(
+                "HTTP/1.{} {} {}\r\n",
+                resp_head.minor, code, resp_head.target
+            )
+            .as_bytes(),
+        );
+        for (n, v) in forwarded_fields(&resp_head) {
+            h.extend_from_slice(n.as_bytes());
+            h.extend_from_slice(b": ");
+            h.extend_from_slice(v);
+            h.extend_from_slice(b"\r\n");
+        }
+        if close_client {
+            h.extend_from_slice(b"Connection: close\r\n");
+        }
+        h.extend_from_slice(b"\r\n");
+        let mid = |e: std::io::Error| RelayError::Midway(format!("response: {e}"));
+        cw.write_all(&h).await.map_err(mid)?;
+        if interim {
+            continue;
+        }
+        let down = match framing {
+            Framing::None => 0,
+            Framing::Length(n) => copy_exact(&mut up.r, cw, n).await.map_err(mid)?,
+            Framing::Chunked => copy_chunked(&mut up.r, cw, limits).await.map_err(mid)?,
+            Framing::Close => tokio::io::copy_buf(&mut up.r, cw).await.map_err(mid)?,
+        };
+        let reuse = framing != Framing::Close
+            && !resp_head.connection_has("close")
+            && (resp_head.minor == 1 || resp_head.connection_has("keep-alive"));
+        return Ok((up_bytes, down, reuse, close_client));
+    }
+}
+
+async fn copy_exact<R, W>(r: &mut BufReader<R>, w: &mut W, n: u64) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let copied = tokio::io::copy_buf(&mut (&mut *r).take(n), w).await?;
+    if copied != n {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!("body ended after {copied} of {n} bytes"),
+        ));
+    }
+    Ok(copied)
+}
+
+/// Relays a chunked body unchanged while checking its syntax; returns the data bytes.
+async fn copy_chunked<R, W>(
+    r: &mut BufReader<R>,
+    w: &mut W,
+    limits: &Limits,
+) -> std::io::Result<u64>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut total = 0u64;
+    let mut line = Vec::with_capacity(64);
+    loop {
+        line.clear();
+        read_crlf_line(r, &mut line, limits.max_chunk_line).await?;
+        let text = &line[..line.len() - 2];
+        let size_part = text.split(|&b| b == b';').next().unwrap_or_default();
+        if size_part.is_empty()
+            || size_part.len() > 15
+            || !size_part.iter().all(u8::is_ascii_hexdigit)
+        {
+            return Err(bad("malformed chunk size"));
+        }
+        let size = u64::from_str_radix(&String::from_utf8_lossy(size_part), 16)
+            .map_err(|_| bad("malformed chunk size"))?;
+        w.write_all(&line).await?;
+        if size == 0 {
+            let mut trailer_bytes = 0;
+            loop {
+                line.clear();
+                read_crlf_line(r, &mut line, limits.max_chunk_line).await?;
+                trailer_bytes += line.len();
+                if trailer_bytes > limits.max_head_bytes {
+                    return Err(bad("trailer section too large"));
+                }
+                w.write_all(&line).await?;
+                if line == b"\r\n" {
+                    return Ok(total);
+                }
+            }
+        }
+        total += copy_exact(r, w, size).await?;
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf).await?;
+        if &crlf != b"\r\n" {
+            return Err(bad("chunk data not followed by CRLF"));
+        }
+        w.write_all(&crlf).await?;
+    }
+}
+
+async fn read_crlf_line<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<()> {
+    (&mut *r).take(max as u64).read_until(b'\n', line).await?;
+    if !line.ends_with(b"\r\n") || line[..line.len() - 2].contains(&b'\r') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "malformed line in a chunked body",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn head(text: &str) -> Result<Head, Reject> {
+        parse_request(text.as_bytes(), &Limits::default())
+    }
+
+    #[test]
+    fn framing_rules() {
+        let f = |t: &str| framing(&head(t).ok().unwrap(), false);
+        assert_eq!(
+            f("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(Framing::None)
+        );
+        assert_eq!(
+            f("POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\n\r\n"),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            f("POST http://a/ HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n"),
+            Ok(Framing::Chunked)
+        );
+        for bad in [
+            "POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST http://a/ HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST http://a/ HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            "POST http://a/ HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST http://a/ HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST http://a/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(f(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_heads() {
+        for bad in [
+            "GET http://a/ HTTP/1.1\r\nHost : a\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nHo\x01st: a\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nHost: a\x00b\r\n\r\n",
+            "GET http://a/ HTTP/1.1\r\nX: 1\r\n folded\r\n\r\n",
+            "GET  http://a/ HTTP/1.1\r\n\r\n",
+            "GET http://a/ HTTP/2.0\r\n\r\n",
+            "G@T http://a/ HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(head(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn targets_and_host_headers() {
+        assert_eq!(
+            absolute_target("http://Example.com:8080/x?y").ok().unwrap(),
+            ("Example.com".into(), 8080, "/x?y".into())
+        );
+        assert_eq!(
+            absolute_target("http://a.com?q").ok().unwrap(),
+            ("a.com".into(), 80, "/?q".into())
+        );
+        assert_eq!(absolute_target("/x").err().unwrap().status, 400);
+        assert!(absolute_target("http://allowed.com@evil.com/").is_err());
+        assert!(absolute_target("https://a.com/").is_err());
+        assert!(absolute_target("ftp://a.com/").is_err());
+        let h = head("GET http://a.com/ HTTP/1.1\r\nHost: A.COM.:80\r\n\r\n")
+            .ok()
+            .unwrap();
+        assert!(check_host_header(&h, "a.com", 80).is_ok());
+        assert!(check_host_header(&h, "b.com", 80).is_err());
+        assert!(check_host_header(&h, "a.com", 8080).is_err());
+        let two = head("GET http://a.com/ HTTP/1.1\r\nHost: a.com\r\nHost: a.com\r\n\r\n")
+            .ok()
+            .unwrap();
+        assert!(check_host_header(&two, "a.com", 80).is_err());
+    }
+
+    #[test]
+    fn identity_and_hop_by_hop() {
+        // "agent-7:secret"
+        let h = head(
+            "GET http://a/ HTTP/1.1\r\nProxy-Authorization: Basic YWdlbnQtNzpzZWNyZXQ=\r\nConnection: close, X-Drop\r\nX-Drop: 1\r\nKeep-Alive: 5\r\nX-Keep: 2\r\n\r\n",
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(client_identity(&h).as_deref(), Some("agent-7"));
+        let names: Vec<&str> = forwarded_fields(&h).iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["X-Keep"]);
+    }
+}

@@ -1,15 +1,13 @@
 //! The proxy's shared state and the steps every protocol goes through: decide (policy, then
 //! asking), resolve once, drop refused addresses, connect, record.
 
-#![allow(dead_code)] // the protocol modules come next
-
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
@@ -329,6 +327,21 @@ impl Proxy {
                 reason: "host is not on the allow list".into(),
                 asked: None,
             }),
+            // Host services are reached only through an explicit entry, never by a click.
+            Verdict::Unlisted if matches!(host, Host::Ip(ip) if crate::local_kind(ip).is_some()) => {
+                let kind = match host {
+                    Host::Ip(ip) => crate::local_kind(ip).unwrap_or_default(),
+                    Host::Name(_) => "",
+                };
+                Err(Refused {
+                    reason: format!(
+                        "{host} is a {kind}; only an allowedDomains entry with its port reaches it"
+                    ),
+                    host: host.to_string(),
+                    rule: None,
+                    asked: None,
+                })
+            }
             Verdict::Unlisted => {
                 let answer = self
                     .ask(&host, port, protocol, client, policy.ask_timeout())
@@ -497,11 +510,6 @@ fn interface_addresses() -> Vec<IpAddr> {
     // SAFETY: head came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(head) };
     out
-}
-
-/// Elapsed time since `start`, for records.
-pub(crate) fn since(start: Instant) -> Duration {
-    start.elapsed()
 }
 
 #[cfg(test)]

@@ -1,11 +1,219 @@
-//! SOCKS5 (RFC 1928) CONNECT, with username/password authentication (RFC 1929) used only to
-//! name the client.
+//! SOCKS5 (RFC 1928) CONNECT with domain, IPv4 and IPv6 destinations. Username/password
+//! authentication (RFC 1929) is accepted with any password and only names the client. BIND and
+//! UDP ASSOCIATE get "command not supported"; a policy refusal gets "connection not allowed by
+//! ruleset".
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::proxy::Proxy;
+use crate::http::BUF;
+use crate::proxy::{ConnectError, Decision, DecisionRecord, Protocol, Proxy};
 
-pub(crate) async fn serve(_proxy: &Arc<Proxy>, _stream: TcpStream, _peer: SocketAddr) {}
+const SUCCEEDED: u8 = 0x00;
+const GENERAL_FAILURE: u8 = 0x01;
+const NOT_ALLOWED: u8 = 0x02;
+const HOST_UNREACHABLE: u8 = 0x04;
+const CONNECTION_REFUSED: u8 = 0x05;
+const COMMAND_NOT_SUPPORTED: u8 = 0x07;
+const ADDRESS_TYPE_NOT_SUPPORTED: u8 = 0x08;
+
+struct Request {
+    host: String,
+    port: u16,
+    client: Option<String>,
+}
+
+/// Greeting, authentication and request. `Err(Some(code))` asks for a reply first.
+async fn handshake(s: &mut TcpStream) -> Result<Request, Option<u8>> {
+    let mut b = [0u8; 2];
+    s.read_exact(&mut b).await.map_err(|_| None)?;
+    if b[0] != 5 || b[1] == 0 {
+        return Err(None);
+    }
+    let mut methods = vec![0u8; usize::from(b[1])];
+    s.read_exact(&mut methods).await.map_err(|_| None)?;
+    let method = if methods.contains(&0x02) {
+        0x02
+    } else if methods.contains(&0x00) {
+        0x00
+    } else {
+        let _ = s.write_all(&[5, 0xff]).await;
+        return Err(None);
+    };
+    s.write_all(&[5, method]).await.map_err(|_| None)?;
+    let mut client = None;
+    if method == 0x02 {
+        let mut v = [0u8; 2];
+        s.read_exact(&mut v).await.map_err(|_| None)?;
+        if v[0] != 1 {
+            return Err(None);
+        }
+        let mut user = vec![0u8; usize::from(v[1])];
+        s.read_exact(&mut user).await.map_err(|_| None)?;
+        let mut plen = [0u8; 1];
+        s.read_exact(&mut plen).await.map_err(|_| None)?;
+        let mut pass = vec![0u8; usize::from(plen[0])];
+        s.read_exact(&mut pass).await.map_err(|_| None)?;
+        s.write_all(&[1, 0]).await.map_err(|_| None)?;
+        if !user.is_empty() {
+            client = Some(String::from_utf8_lossy(&user).escape_debug().to_string());
+        }
+    }
+    let mut req = [0u8; 4];
+    s.read_exact(&mut req).await.map_err(|_| None)?;
+    if req[0] != 5 {
+        return Err(None);
+    }
+    let host = match req[3] {
+        1 => {
+            let mut a = [0u8; 4];
+            s.read_exact(&mut a).await.map_err(|_| None)?;
+            Ipv4Addr::from(a).to_string()
+        }
+        3 => {
+            let mut len = [0u8; 1];
+            s.read_exact(&mut len).await.map_err(|_| None)?;
+            let mut name = vec![0u8; usize::from(len[0])];
+            s.read_exact(&mut name).await.map_err(|_| None)?;
+            // Not UTF-8: kept lossy; the NUL and control bytes fail normalisation later.
+            String::from_utf8_lossy(&name).into_owned()
+        }
+        4 => {
+            let mut a = [0u8; 16];
+            s.read_exact(&mut a).await.map_err(|_| None)?;
+            format!("[{}]", Ipv6Addr::from(a))
+        }
+        _ => return Err(Some(ADDRESS_TYPE_NOT_SUPPORTED)),
+    };
+    let mut port = [0u8; 2];
+    s.read_exact(&mut port).await.map_err(|_| None)?;
+    if req[1] != 1 {
+        return Err(Some(COMMAND_NOT_SUPPORTED));
+    }
+    let port = u16::from_be_bytes(port);
+    if port == 0 {
+        return Err(Some(NOT_ALLOWED));
+    }
+    Ok(Request { host, port, client })
+}
+
+async fn reply(s: &mut TcpStream, code: u8, bound: Option<SocketAddr>) {
+    let mut msg = vec![5, code, 0];
+    match bound.map(|a| (a.ip(), a.port())) {
+        Some((IpAddr::V6(ip), port)) => {
+            msg.push(4);
+            msg.extend_from_slice(&ip.octets());
+            msg.extend_from_slice(&port.to_be_bytes());
+        }
+        Some((IpAddr::V4(ip), port)) => {
+            msg.push(1);
+            msg.extend_from_slice(&ip.octets());
+            msg.extend_from_slice(&port.to_be_bytes());
+        }
+        None => msg.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0]),
+    }
+    let _ = s.write_all(&msg).await;
+}
+
+pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr) {
+    let req = match tokio::time::timeout(proxy.limits.head_timeout, handshake(&mut stream)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(Some(code))) => return reply(&mut stream, code, None).await,
+        _ => return,
+    };
+    let started = Instant::now();
+    let p = Protocol::Socks5;
+    let record =
+        |host: String, decision, rule, reason, asked, resolved, error, bytes: (u64, u64)| {
+            proxy.record(&DecisionRecord {
+                host,
+                port: req.port,
+                protocol: p,
+                decision,
+                rule,
+                reason,
+                asked,
+                client: req.client.clone(),
+                peer: Some(peer),
+                resolved,
+                error,
+                bytes_up: bytes.0,
+                bytes_down: bytes.1,
+                duration: started.elapsed(),
+            })
+        };
+    let allowed = match proxy
+        .authorize(&req.host, req.port, p, req.client.as_deref())
+        .await
+    {
+        Ok(a) => a,
+        Err(r) => {
+            record(
+                r.host,
+                Decision::Denied,
+                r.rule,
+                Some(r.reason),
+                r.asked,
+                None,
+                None,
+                (0, 0),
+            );
+            return reply(&mut stream, NOT_ALLOWED, None).await;
+        }
+    };
+    let shown = allowed.host.to_string();
+    let (mut up, addr) = match proxy.connect(&allowed.host, req.port).await {
+        Ok(c) => c,
+        Err(ConnectError::Refused(reason)) => {
+            record(
+                shown,
+                Decision::Denied,
+                allowed.rule,
+                Some(reason),
+                allowed.asked,
+                None,
+                None,
+                (0, 0),
+            );
+            return reply(&mut stream, NOT_ALLOWED, None).await;
+        }
+        Err(ConnectError::Failed(e)) => {
+            let code = if e.contains("refused") {
+                CONNECTION_REFUSED
+            } else if e.contains("resolve") || e.contains("no addresses") {
+                HOST_UNREACHABLE
+            } else {
+                GENERAL_FAILURE
+            };
+            record(
+                shown,
+                Decision::Allowed,
+                allowed.rule,
+                None,
+                allowed.asked,
+                None,
+                Some(e),
+                (0, 0),
+            );
+            return reply(&mut stream, code, None).await;
+        }
+    };
+    reply(&mut stream, SUCCEEDED, up.local_addr().ok()).await;
+    let (a, b) = tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut up, BUF, BUF)
+        .await
+        .unwrap_or((0, 0));
+    record(
+        shown,
+        Decision::Allowed,
+        allowed.rule,
+        None,
+        allowed.asked,
+        Some(addr),
+        None,
+        (a, b),
+    );
+}

@@ -8,6 +8,7 @@ mod doctor;
 mod netenv;
 mod netrun;
 mod prepare;
+mod proxy_cmd;
 mod runs;
 mod srt;
 
@@ -82,6 +83,8 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3128")]
         proxy: String,
     },
+    /// Run the egress proxy on its own: ringfence proxy [-s FILE] --listen ADDR
+    Proxy(proxy_cmd::ProxyArgs),
 }
 
 #[derive(Args)]
@@ -207,7 +210,7 @@ fn main() -> ExitCode {
         return finish(srt::main());
     }
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Run(_)) {
+    if !matches!(cli.command, Command::Run(_) | Command::Proxy(_)) {
         // Printing commands end quietly when their reader goes away (`doctor | head`), like
         // other command-line tools; `run` keeps SIGPIPE ignored so that a closed stdout never
         // kills the supervisor of a running sandbox.
@@ -263,6 +266,7 @@ fn main() -> ExitCode {
         Command::Pause { run } => control::pause(&run, true).map(|()| 0),
         Command::Resume { run } => control::pause(&run, false).map(|()| 0),
         Command::Connect { host, port, proxy } => connect::connect(&host, port, &proxy),
+        Command::Proxy(args) => proxy_cmd::main(args),
     };
     finish(result)
 }

@@ -1,0 +1,556 @@
+//! End-to-end tests of `ringfence proxy`: a small HTTP upstream on 127.0.0.1, the proxy on a
+//! free loopback port, driven with curl (HTTP, CONNECT, SOCKS5) and with raw sockets for
+//! malformed and smuggling-style requests. Every refusal test also checks that nothing reached
+//! the upstream, and each has an accepted twin, so that a proxy that refuses everything fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A loopback HTTP/1.1 server that answers every request with 200 and the path, and keeps
+/// the heads it received.
+struct Upstream {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let h = heads.clone();
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                let h = h.clone();
+                std::thread::spawn(move || serve_upstream(s, h));
+            }
+        });
+        Upstream { port, heads }
+    }
+
+    fn count(&self) -> usize {
+        self.heads.lock().unwrap().len()
+    }
+}
+
+fn serve_upstream(s: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let lower = head.to_ascii_lowercase();
+        let mut body = Vec::new();
+        if let Some(cl) = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+        {
+            body.resize(cl.trim().parse().unwrap(), 0);
+            r.read_exact(&mut body).unwrap();
+        } else if lower.contains("transfer-encoding: chunked") {
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                let n = usize::from_str_radix(line.trim(), 16).unwrap();
+                let mut chunk = vec![0; n + 2];
+                r.read_exact(&mut chunk).unwrap();
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
+        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+        heads.lock().unwrap().push(head);
+        let text = format!("upstream-ok {path} {}", String::from_utf8_lossy(&body));
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{text}",
+            text.len()
+        );
+        if w.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A running `ringfence proxy`, killed when dropped.
+struct Gateway {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+    /// The other end of `--control-fd 3`, when one was given.
+    control: Option<BufReader<UnixStream>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Gateway {
+    fn start(settings: &str, with_control: bool) -> Gateway {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ringfence-proxy-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("settings.json");
+        std::fs::write(&file, settings).unwrap();
+        let log = dir.join("decisions.log");
+        let mut cmd = Command::new(common::bin());
+        cmd.arg("proxy")
+            .arg("-s")
+            .arg(&file)
+            .args(["--listen", "127.0.0.1:0", "--log"])
+            .arg(&log)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut control = None;
+        if with_control {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            use std::os::fd::{AsRawFd, IntoRawFd};
+            let fd = theirs.into_raw_fd();
+            use std::os::unix::process::CommandExt;
+            // SAFETY: dup2 and close are async-signal-safe; fd stays open in the parent
+            // until the child has been spawned.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::dup2(fd, 3) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            cmd.args(["--control-fd", "3"]);
+            let child = cmd.spawn().unwrap();
+            // SAFETY: closing our copy of the child's end.
+            unsafe { libc::close(fd) };
+            ours.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let _ = ours.as_raw_fd();
+            control = Some(BufReader::new(ours));
+            return Self::finish(child, dir, control);
+        }
+        let child = cmd.spawn().unwrap();
+        Self::finish(child, dir, control)
+    }
+
+    fn finish(mut child: Child, dir: PathBuf, control: Option<BufReader<UnixStream>>) -> Gateway {
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        err.read_line(&mut line).unwrap();
+        let port = line
+            .split("listening on 127.0.0.1:")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no listening line: {line:?}"));
+        // Keep draining stderr so the proxy never blocks on it.
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = err.read_to_string(&mut rest);
+        });
+        Gateway {
+            child,
+            port,
+            dir,
+            control,
+        }
+    }
+
+    fn proxy_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Decision lines written so far.
+    fn decisions(&self) -> Vec<serde_json::Value> {
+        // Lines are flushed as soon as the writer's queue is empty.
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::read_to_string(self.dir.join("decisions.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Sends raw bytes and returns everything the proxy answers before closing (or 5 s).
+    fn raw(&self, bytes: &[u8]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(bytes).unwrap();
+        let _ = s.shutdown(Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "20", "--noproxy", ""])
+        .args(args)
+        .env_remove("http_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn need_curl() -> bool {
+    if common::have("curl") {
+        return true;
+    }
+    common::skip("curl is not installed (apt-get install curl)");
+    false
+}
+
+#[test]
+fn curl_http_connect_and_socks5_allowed_and_denied() {
+    if !need_curl() {
+        return;
+    }
+    let up = Upstream::start();
+    let gw = Gateway::start(
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{}"], "deniedDomains": ["bad.example"],
+                "deniedDomainReasons": {{"bad.example": "use the internal mirror"}}}}}}"#,
+            up.port
+        ),
+        false,
+    );
+    let target = format!("http://127.0.0.1:{}/hello", up.port);
+    let px = gw.proxy_url();
+    let socks = format!("socks5h://agent-1:pw@127.0.0.1:{}", gw.port);
+    let socks_plain = format!("socks5://127.0.0.1:{}", gw.port);
+    for args in [
+        vec!["-x", px.as_str(), target.as_str()],
+        vec!["-p", "-x", px.as_str(), target.as_str()],
+        vec!["--proxy", socks.as_str(), target.as_str()],
+        vec!["--proxy", socks_plain.as_str(), target.as_str()],
+    ] {
+        let o = curl(&args);
+        assert_eq!(text(&o), "upstream-ok /hello ", "{args:?}: {o:?}");
+    }
+    assert_eq!(up.count(), 4);
+
+    // The same upstream on a port the policy does not list.
+    let other = Upstream::start();
+    let denied_target = format!("http://127.0.0.1:{}/x", other.port);
+    let o = curl(&["-i", "-x", &px, &denied_target]);
+    let out = text(&o);
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    assert!(out.contains("X-Proxy-Error: blocked-by-ringfence"), "{out}");
+    let o = curl(&["-i", "-x", &px, "http://bad.example/"]);
+    assert!(text(&o).contains("bad.example:80 is not allowed: use the internal mirror"));
+    let o = curl(&["-p", "-x", &px, "http://bad.example/"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("403"), "{o:?}");
+    let o = curl(&["--proxy", &socks, &denied_target]);
+    assert_eq!(o.status.code(), Some(97), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("(2)"), "{o:?}");
+    assert_eq!(other.count(), 0);
+
+    let d = gw.decisions();
+    let by_agent: Vec<_> = d.iter().filter(|e| e["client"] == "agent-1").collect();
+    assert_eq!(by_agent.len(), 2, "{d:?}");
+    assert_eq!(by_agent[0]["decision"], "allow");
+    assert_eq!(by_agent[0]["protocol"], "socks5");
+    assert_eq!(by_agent[1]["decision"], "deny");
+    assert!(d.iter().all(|e| e["kind"] == "net.decision"));
+    let denied = d
+        .iter()
+        .find(|e| e["host"] == "bad.example")
+        .expect("a decision for bad.example");
+    assert_eq!(denied["rule"], "bad.example");
+}
+
+#[test]
+fn names_resolving_to_loopback_are_refused() {
+    if !need_curl() {
+        return;
+    }
+    let up = Upstream::start();
+    let gw = Gateway::start(
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["localhost", "127.0.0.1:{}", "127.0.0.2"]}}}}"#,
+            up.port
+        ),
+        false,
+    );
+    let px = gw.proxy_url();
+    for url in [
+        format!("http://localhost:{}/", up.port),
+        format!("http://LOCALHOST.:{}/", up.port),
+        // Allowed as a literal, but without a port: host services need one.
+        format!("http://127.0.0.2:{}/", up.port),
+        // Spellings of 127.0.0.1 on a port the entry does not name.
+        format!("http://2130706433:{}/", up.port + 1),
+    ] {
+        let o = curl(&["-i", "-x", &px, &url]);
+        let out = text(&o);
+        assert!(out.starts_with("HTTP/1.1 403"), "{url}: {out}");
+    }
+    let o = curl(&["-i", "-x", &px, &format!("http://localhost:{}/", up.port)]);
+    assert!(text(&o).contains("loopback"), "{}", text(&o));
+    let o = curl(&[
+        "--proxy",
+        &format!("socks5h://127.0.0.1:{}", gw.port),
+        &format!("http://localhost:{}/", up.port),
+    ]);
+    assert_eq!(o.status.code(), Some(97));
+    assert_eq!(up.count(), 0);
+    // Other spellings of the allowed literal and port are the same destination.
+    for host in ["2130706433", "127.1", "0x7f.0.0.1", "0177.0.0.1"] {
+        let o = curl(&["-x", &px, &format!("http://{host}:{}/s", up.port)]);
+        assert_eq!(text(&o), "upstream-ok /s ", "{host}");
+    }
+}
+
+#[test]
+fn malformed_and_smuggling_requests_are_refused() {
+    let up = Upstream::start();
+    let gw = Gateway::start(
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{}"]}}}}"#,
+            up.port
+        ),
+        false,
+    );
+    let t = format!("127.0.0.1:{}", up.port);
+    // Accepted twins first: the same shapes, well formed.
+    let ok = gw.raw(
+        format!("POST http://{t}/a HTTP/1.1\r\nHost: {t}\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc").as_bytes(),
+    );
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.ends_with("upstream-ok /a abc"), "{ok}");
+    let ok = gw.raw(
+        format!("POST http://{t}/c HTTP/1.1\r\nHost: {t}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n").as_bytes(),
+    );
+    assert!(ok.ends_with("upstream-ok /c abc"), "{ok}");
+    // Two requests on one connection (keep-alive to the proxy and to the upstream).
+    let two = gw.raw(
+        format!("GET http://{t}/1 HTTP/1.1\r\nHost: {t}\r\n\r\nGET http://{t}/2 HTTP/1.1\r\nHost: {t}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    assert!(
+        two.contains("upstream-ok /1") && two.contains("upstream-ok /2"),
+        "{two}"
+    );
+    let seen = up.count();
+    assert_eq!(seen, 4);
+    let last = up.heads.lock().unwrap()[3].clone();
+    assert!(last.starts_with("GET /2 HTTP/1.1\r\n"), "{last}");
+    assert!(!last.to_ascii_lowercase().contains("connection:"), "{last}");
+
+    let big = "a".repeat(70 * 1024);
+    let cases: Vec<(String, &str)> = vec![
+        (format!("POST http://{t}/ HTTP/1.1\r\nHost: {t}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"), "400"),
+        (format!("POST http://{t}/ HTTP/1.1\r\nHost: {t}\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"), "400"),
+        (format!("POST http://{t}/ HTTP/1.1\r\nHost: {t}\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc"), "400"),
+        (format!("POST http://{t}/ HTTP/1.1\r\nHost: {t}\r\nTransfer-Encoding: xchunked\r\n\r\n"), "400"),
+        (format!("GET http://{t}/ HTTP/1.1\r\nHost: {t}\r\nX-Bad: a\x01b\r\n\r\n"), "400"),
+        (format!("GET http://{t}/ HTTP/1.1\r\nHost: {t}\r\nX Bad: 1\r\n\r\n"), "400"),
+        (format!("GET http://{t}/ HTTP/1.1\r\nHost: {t}\r\nX-Fold: 1\r\n folded\r\n\r\n"), "400"),
+        (format!("GET http://{t}/ HTTP/1.1\nHost: {t}\n\n"), "400"),
+        (format!("GET http://{t}/ HTTP/1.1\r\nHost: {t}\r\nX-Big: {big}\r\n\r\n"), "431"),
+        (format!("GET / HTTP/1.1\r\nHost: {t}\r\n\r\n"), "400"),
+        (format!("GET http://{t}/ HTTP/1.1\r\nHost: evil.example\r\n\r\n"), "400"),
+        (format!("GET http://{t}/ HTTP/1.1\r\nHost: {t}\r\nHost: {t}\r\n\r\n"), "400"),
+        (format!("GET http://{t}/ HTTP/1.1\r\n\r\n"), "400"),
+        (format!("GET http://x@{t}/ HTTP/1.1\r\nHost: {t}\r\n\r\n"), "400"),
+        (format!("GET  http://{t}/ HTTP/1.1\r\nHost: {t}\r\n\r\n"), "400"),
+        (format!("GET http://{t}/ HTTP/9.9\r\nHost: {t}\r\n\r\n"), "400"),
+        ("garbage\r\n\r\n".to_string(), "400"),
+    ];
+    for (req, status) in &cases {
+        let out = gw.raw(req.as_bytes());
+        assert!(
+            out.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{:?} -> {out:?}",
+            &req[..req.len().min(120)]
+        );
+        assert!(!out.contains("blocked-by-ringfence"), "{out}");
+    }
+    assert_eq!(up.count(), seen, "a refused request reached the upstream");
+}
+
+#[test]
+fn socks5_commands_and_address_types() {
+    let up = Upstream::start();
+    let gw = Gateway::start(
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{}"]}}}}"#,
+            up.port
+        ),
+        false,
+    );
+    let socks = |req: &[u8]| -> Vec<u8> {
+        let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&[5, 1, 0]).unwrap();
+        let mut m = [0u8; 2];
+        s.read_exact(&mut m).unwrap();
+        assert_eq!(m, [5, 0]);
+        s.write_all(req).unwrap();
+        let mut r = [0u8; 10];
+        let n = s.read(&mut r).unwrap();
+        r[..n].to_vec()
+    };
+    let p = up.port.to_be_bytes();
+    // CONNECT to the allowed IPv4 literal succeeds; BIND and UDP ASSOCIATE are refused with
+    // "command not supported"; IPv6 loopback is not allowed by the ruleset.
+    assert_eq!(socks(&[5, 1, 0, 1, 127, 0, 0, 1, p[0], p[1]])[1], 0x00);
+    assert_eq!(socks(&[5, 2, 0, 1, 127, 0, 0, 1, p[0], p[1]])[1], 0x07);
+    assert_eq!(socks(&[5, 3, 0, 1, 127, 0, 0, 1, p[0], p[1]])[1], 0x07);
+    let mut v6 = vec![5, 1, 0, 4];
+    v6.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    v6.extend_from_slice(&p);
+    assert_eq!(socks(&v6)[1], 0x02);
+    // A domain with a NUL byte is malformed, so not allowed.
+    let name = b"127.0.0.1\0.evil";
+    let mut d = vec![5, 1, 0, 3, name.len() as u8];
+    d.extend_from_slice(name);
+    d.extend_from_slice(&p);
+    assert_eq!(socks(&d)[1], 0x02);
+    // An unknown address type.
+    assert_eq!(socks(&[5, 1, 0, 9, 0, 0])[1], 0x08);
+}
+
+/// Reads the next JSON line from the control channel.
+fn next_line(c: &mut BufReader<UnixStream>) -> serde_json::Value {
+    let mut line = String::new();
+    c.read_line(&mut line).expect("a control line in time");
+    serde_json::from_str(&line).unwrap()
+}
+
+#[test]
+fn ask_flow_and_live_updates_over_control_fd() {
+    if !need_curl() {
+        return;
+    }
+    let up = Upstream::start();
+    let mut gw = Gateway::start(
+        r#"{"network": {"ask": true, "askTimeoutSeconds": 2, "allowedDomains": [], "deniedDomains": []}}"#,
+        true,
+    );
+    let px = gw.proxy_url();
+    let url = format!("http://localhost:{}/", up.port);
+    let ask_once = |gw: &mut Gateway, answer: &str| {
+        let px = px.clone();
+        let url = url.clone();
+        let h = std::thread::spawn(move || curl(&["-i", "-x", &px, &url]));
+        let c = gw.control.as_mut().unwrap();
+        let q = next_line(c);
+        assert_eq!(q["type"], "ask", "{q}");
+        assert_eq!(q["host"], "localhost");
+        assert_eq!(q["port"], up.port);
+        assert_eq!(q["protocol"], "http");
+        let line = format!(
+            "{{\"type\":\"answer\",\"id\":{},\"answer\":\"{answer}\"}}\n",
+            q["id"]
+        );
+        c.get_mut().write_all(line.as_bytes()).unwrap();
+        text(&h.join().unwrap())
+    };
+    // Denied by the user.
+    let out = ask_once(&mut gw, "deny");
+    assert!(out.contains("not allowed when asked"), "{out}");
+    // Allowed once: the policy lets it through, and the resolved-address check still refuses
+    // loopback.
+    let out = ask_once(&mut gw, "once");
+    assert!(out.contains("resolves only to refused addresses"), "{out}");
+    // No answer: denied after the timeout, and the question is withdrawn.
+    let out = curl(&["-i", "-x", &px, &url]);
+    assert!(out.status.success());
+    assert!(
+        text(&out).contains("not allowed when asked"),
+        "{}",
+        text(&out)
+    );
+    let c = gw.control.as_mut().unwrap();
+    assert_eq!(next_line(c)["type"], "ask");
+    assert_eq!(next_line(c)["type"], "expired");
+    // Literal host-service addresses are never asked about.
+    let lit = format!("http://127.0.0.1:{}/", up.port);
+    let out = text(&curl(&["-i", "-x", &px, &lit]));
+    assert!(out.contains("loopback address"), "{out}");
+    // A live update (our line format), then srt's (a whole settings document), then an
+    // invalid line that changes nothing.
+    c.get_mut()
+        .write_all(
+            format!(
+                "{{\"type\":\"allow\",\"host\":\"127.0.0.1\",\"port\":{}}}\n",
+                up.port
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        text(&curl(&["-x", &px, &format!("{lit}a")])),
+        "upstream-ok /a "
+    );
+    c.get_mut()
+        .write_all(b"{\"network\":{\"allowedDomains\":[],\"deniedDomains\":[\"*\"]},\"filesystem\":{\"denyRead\":[],\"allowWrite\":[],\"denyWrite\":[]}}\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let out = text(&curl(&["-i", "-x", &px, &format!("{lit}b")]));
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    c.get_mut().write_all(b"{\"type\":\"nonsense\"}\n").unwrap();
+    let e = next_line(c);
+    assert_eq!(e["type"], "error");
+    assert!(e["message"].as_str().unwrap().contains("nonsense"), "{e}");
+    let out = text(&curl(&["-i", "-x", &px, &format!("{lit}c")]));
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    assert_eq!(up.count(), 1);
+}
+
+#[test]
+fn bad_settings_exit_125() {
+    let dir = std::env::temp_dir().join(format!("ringfence-proxy-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("s.json");
+    std::fs::write(&file, r#"{"network": {"allowedDomains": ["a..b"]}}"#).unwrap();
+    let o = Command::new(common::bin())
+        .arg("proxy")
+        .arg("-s")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("network.allowedDomains: \"a..b\""), "{err}");
+}
