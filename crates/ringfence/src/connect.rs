@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::FromRawFd;
 
 use anyhow::{bail, Context, Result};
 
@@ -32,6 +33,23 @@ fn read_head(stream: &mut TcpStream) -> Result<(String, String, Vec<u8>)> {
             bail!("the proxy closed the connection before answering");
         }
         buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Copies until end of input or an error, writing each chunk as soon as it is read.
+fn pump(from: &mut impl Read, to: &mut impl Write) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
     }
 }
 
@@ -84,19 +102,23 @@ pub fn connect(host: &str, port: u16, proxy: &str) -> Result<i32> {
             }
         );
     }
-    let mut out = std::io::stdout().lock();
+    // Plain reads and writes on the raw descriptors: std's stdout flushes only at newlines,
+    // and a tunnel carries binary data in both directions at once.
+    // SAFETY: fds 0 and 1 stay open for the life of the process; ManuallyDrop keeps them from
+    // being closed here.
+    let mut out = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) });
+    // SAFETY: as above.
+    let mut input = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
     out.write_all(&rest).context("writing to stdout")?;
-    out.flush().context("writing to stdout")?;
-    drop(out);
     let mut upstream = stream
         .try_clone()
         .context("duplicating the tunnel socket")?;
     // stdin -> tunnel on its own thread; the tunnel's end ends the process.
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut upstream);
+        pump(&mut *input, &mut upstream);
         let _ = upstream.shutdown(Shutdown::Write);
     });
-    let _ = std::io::copy(&mut stream, &mut std::io::stdout().lock());
+    pump(&mut stream, &mut *out);
     Ok(0)
 }
 

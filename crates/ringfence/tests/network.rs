@@ -431,7 +431,8 @@ fn git_over_ssh_through_the_proxycommand() {
 }
 
 /// The ask flow through `--control-fd`: a host in neither list makes the connection wait for
-/// the program on the other end; its answer decides, and every step is in the log.
+/// the program on the other end; its answer decides, live policy updates take effect at once,
+/// and every step is in the log.
 #[test]
 fn control_fd_asks_and_the_answer_decides() {
     use std::os::fd::AsRawFd;
@@ -449,9 +450,13 @@ fn control_fd_asks_and_the_answer_decides() {
     let name = format!("net-{}", common::unique_number());
     let (ours, theirs) = UnixStream::pair().unwrap();
     let fd = theirs.as_raw_fd();
+    // 1. a name in neither list: asked, denied by the answer; 2. an IP literal allowed by a
+    // live update sent with that answer; 3. asked again, allowed once, and still refused
+    // because the name resolves to loopback.
     let script = format!(
-        "curl -sS --noproxy '' http://127.0.0.1:{port}/first; \
-         curl -sS -o /dev/null -w '%{{http_code}}\\n' --noproxy '' http://127.0.0.1:{other}/second"
+        "curl -sS -o /dev/null -w 'first=%{{http_code}}\\n' --noproxy '' -x http://127.0.0.1:3128 http://localhost:{port}/first; \
+         curl -sS --noproxy '' http://127.0.0.1:{port}/second; \
+         curl -sS -o /dev/null -w 'third=%{{http_code}}\\n' --noproxy '' -x http://127.0.0.1:3128 http://localhost:{other}/third"
     );
     let mut cmd = rf(&dir);
     cmd.args([
@@ -478,7 +483,6 @@ fn control_fd_asks_and_the_answer_decides() {
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
     drop(theirs);
-    // Answer the first question "once" and the second "deny".
     let answerer = thread::spawn(move || {
         let mut questions = Vec::new();
         let mut w = ours.try_clone().unwrap();
@@ -489,7 +493,10 @@ fn control_fd_asks_and_the_answer_decides() {
             if v["type"] != "ask" {
                 continue;
             }
-            let answer = if questions.is_empty() { "once" } else { "deny" };
+            if questions.is_empty() {
+                writeln!(w, r#"{{"type":"allow","host":"127.0.0.1","port":{port}}}"#).unwrap();
+            }
+            let answer = if questions.is_empty() { "deny" } else { "once" };
             questions.push(v.clone());
             writeln!(
                 w,
@@ -503,11 +510,13 @@ fn control_fd_asks_and_the_answer_decides() {
     let out = common::wait(child, common::RUN_TIMEOUT);
     let questions = answerer.join().unwrap();
     let stdout = out.ok();
-    assert!(stdout.contains("upstream saw /first\n"), "{out:#?}");
-    assert!(stdout.contains("403"), "{out:#?}");
-    assert!(!stdout.contains("upstream saw /second"), "{out:#?}");
+    assert!(stdout.contains("first=403\n"), "{out:#?}");
+    assert!(stdout.contains("upstream saw /second\n"), "{out:#?}");
+    assert!(stdout.contains("third=403\n"), "{out:#?}");
+    assert!(!stdout.contains("upstream saw /first"), "{out:#?}");
+    assert!(!stdout.contains("upstream saw /third"), "{out:#?}");
     assert_eq!(questions.len(), 2, "{questions:#?}");
-    assert_eq!(questions[0]["host"], "127.0.0.1", "{questions:#?}");
+    assert_eq!(questions[0]["host"], "localhost", "{questions:#?}");
     assert_eq!(questions[0]["port"], port, "{questions:#?}");
     assert_eq!(questions[1]["port"], other, "{questions:#?}");
     let ev = events(&dir, &name);
@@ -522,7 +531,7 @@ fn control_fd_asks_and_the_answer_decides() {
         .filter(|e| e["kind"] == "answer")
         .map(|e| e["answer"].as_str().unwrap())
         .collect();
-    assert_eq!(answers, ["once", "deny"], "{ev:#?}");
+    assert_eq!(answers, ["deny", "once"], "{ev:#?}");
 }
 
 /// Without a terminal or a control channel there is nobody to ask: an unlisted host is denied
