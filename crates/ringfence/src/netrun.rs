@@ -94,11 +94,21 @@ impl Hooks for RunHooks {
             }
             if a == AskAnswer::Always {
                 if let Some(file) = &settings {
-                    if let Err(e) = remember(file, &host) {
-                        eprintln!(
-                            "ringfence: could not add {host} to {}: {e:#}\r",
+                    // The entry the proxy now allows: this host and port.
+                    let entry = format!("{host}:{port}");
+                    match remember(file, &entry) {
+                        Ok(()) => {
+                            if let Ok(mut log) = log.lock() {
+                                log.event(
+                                    "policy.update",
+                                    json!({"source": "answer", "allowed": entry, "file": file}),
+                                );
+                            }
+                        }
+                        Err(e) => eprintln!(
+                            "ringfence: could not add {entry} to {}: {e:#}\r",
                             file.display()
-                        );
+                        ),
                     }
                 }
             }

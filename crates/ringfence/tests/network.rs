@@ -549,3 +549,106 @@ fn asking_without_anyone_to_ask_denies() {
     let out = run(rf(&dir).args(["run", "-s", &settings, "-c", &script]));
     assert_eq!(out.ok().trim(), "403", "{out:#?}");
 }
+
+/// Runs `script` under ringfence on a pseudo-terminal; answers the first question with `key`
+/// and then types a line for the sandbox. Returns everything the terminal showed.
+fn on_a_terminal(dir: &TestDir, settings: &str, script: &str, key: &str) -> common::Outcome {
+    let driver = r#"
+import os, pty, sys, time
+key = sys.argv[1].encode()
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+out = b""
+deadline = time.time() + 30
+answered = False
+while time.time() < deadline:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+    if not answered and b"allow?" in out and b"[d] deny" in out:
+        os.write(fd, key)
+        time.sleep(0.3)
+        os.write(fd, b"hello\r")
+        answered = True
+os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+"#;
+    let bin = common::bin();
+    run(Command::new("python3")
+        .args([
+            "-c",
+            driver,
+            key,
+            bin.to_str().unwrap(),
+            "run",
+            "-s",
+            settings,
+            "-c",
+            script,
+        ])
+        .env("XDG_STATE_HOME", dir.s("state"))
+        .env("HOME", dir.s("home"))
+        .current_dir("/"))
+}
+
+/// On a terminal, the question goes to the person at the host terminal (the supervisor's
+/// side of the relay, not the sandbox's pty): the key typed answers it and the connection
+/// waits meanwhile.
+#[test]
+fn the_terminal_is_asked_and_the_key_decides() {
+    if !need_curl() {
+        return;
+    }
+    let port = upstream();
+    let (dir, settings) = setup(
+        "net-ask-tty",
+        r#"{"network": {"ask": true, "askTimeoutSeconds": 20}}"#,
+    );
+    let script = format!(
+        "curl -sS -o /dev/null -w 'code=%{{http_code}}\\n' --noproxy '' -x http://127.0.0.1:3128 http://localhost:{port}/x; \
+         read -r line; echo \"sandbox read: $line\""
+    );
+    let out = on_a_terminal(&dir, &settings, &script, "d");
+    let text = out.ok();
+    assert!(
+        text.contains(&format!("connect to localhost:{port} (http); allow?")),
+        "{out:#?}"
+    );
+    assert!(text.contains("code=403"), "{out:#?}");
+    // The answer key went to the question only; the next line reached the sandbox whole.
+    assert!(text.contains("sandbox read: hello"), "{out:#?}");
+    assert!(!text.contains("sandbox read: dhello"), "{out:#?}");
+}
+
+/// "Always" is written to the user's settings file (here the -s file) and not asked again.
+#[test]
+fn always_is_remembered_in_the_settings_file() {
+    if !need_curl() {
+        return;
+    }
+    let port = upstream();
+    let (dir, settings) = setup(
+        "net-ask-always",
+        r#"{"network": {"ask": true, "askTimeoutSeconds": 20}}"#,
+    );
+    let script = format!(
+        "for p in a b; do curl -sS -o /dev/null --noproxy '' -x http://127.0.0.1:3128 http://localhost:{port}/$p; done; \
+         read -r line; echo \"sandbox read: $line\""
+    );
+    let out = on_a_terminal(&dir, &settings, &script, "a");
+    let text = out.ok();
+    assert_eq!(text.matches("allow?").count(), 1, "{out:#?}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+    assert_eq!(
+        saved["network"]["allowedDomains"],
+        serde_json::json!([format!("localhost:{port}")]),
+        "{saved:#}"
+    );
+    assert_eq!(saved["network"]["ask"], true, "{saved:#}");
+}
