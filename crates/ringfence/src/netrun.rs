@@ -241,12 +241,30 @@ impl Network {
         if let (Some(c), Some(reader)) = (control, reader) {
             let p = proxy.clone();
             runtime.spawn(async move {
+                let applied_log = log.clone();
                 let result = c
-                    .run_reader(reader, p, move |e| {
-                        if let Ok(mut l) = log.lock() {
-                            l.event("policy.invalid", json!({"error": e.to_string()}));
-                        }
-                    })
+                    .run_reader(
+                        reader,
+                        p,
+                        move |line| {
+                            // Answers are logged as `answer`; everything else changed the policy.
+                            let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                            if v.get("type").and_then(Value::as_str) == Some("answer") {
+                                return;
+                            }
+                            if let Ok(mut l) = applied_log.lock() {
+                                l.event(
+                                    "policy.update",
+                                    json!({"source": "control-fd", "update": v}),
+                                );
+                            }
+                        },
+                        move |e| {
+                            if let Ok(mut l) = log.lock() {
+                                l.event("policy.invalid", json!({"error": e.to_string()}));
+                            }
+                        },
+                    )
                     .await;
                 if let Err(e) = result {
                     eprintln!("ringfence: --control-fd: {e}\r");

@@ -532,6 +532,10 @@ fn control_fd_asks_and_the_answer_decides() {
         .map(|e| e["answer"].as_str().unwrap())
         .collect();
     assert_eq!(answers, ["deny", "once"], "{ev:#?}");
+    let updates: Vec<_> = ev.iter().filter(|e| e["kind"] == "policy.update").collect();
+    assert_eq!(updates.len(), 1, "{ev:#?}");
+    assert_eq!(updates[0]["source"], "control-fd", "{updates:#?}");
+    assert_eq!(updates[0]["update"]["port"], port, "{updates:#?}");
 }
 
 /// Without a terminal or a control channel there is nobody to ask: an unlisted host is denied
