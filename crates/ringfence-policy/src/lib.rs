@@ -2,6 +2,7 @@
 //! (managed > user > project > command line), validation, and the environment filter.
 //! Pure logic: no syscalls and no async; the filesystem is only read to load files and expand globs.
 
+mod commands;
 mod env;
 mod error;
 mod limits;
@@ -11,6 +12,7 @@ mod settings;
 
 use std::fmt;
 
+pub use commands::{CommandRule, CommandWord, DefaultMode, Permissions, RuleList};
 pub use env::{EnvPolicy, DEFAULT_ENV_DENY};
 pub use error::Error;
 pub use limits::{format_size, parse_size, Limits};
@@ -20,8 +22,8 @@ pub use settings::{
     parse_settings, AwsPairSettings, ByteSize, CredentialEnvVarSettings, CredentialFileSettings,
     CredentialMode, CredentialSettings, DecodeFormat, EnvSettings, FilesystemSettings, GitSettings,
     LimitSettings, MitmProxySettings, NetworkSettings, OnExtractNoMatch, ParentProxySettings,
-    RipgrepSettings, SeccompSettings, Settings, Sigv4Policy, Sigv4Settings, SrtWinSettings,
-    TlsTerminateSettings, WindowsSettings,
+    PermissionSettings, RipgrepSettings, SeccompSettings, Settings, Sigv4Policy, Sigv4Settings,
+    SrtWinSettings, TlsTerminateSettings, WindowsSettings,
 };
 
 /// File names that are never writable inside a writable root, at any depth, existing or not:
