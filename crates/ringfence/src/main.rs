@@ -2,6 +2,7 @@
 //! The binary is glue: command-line parsing, the srt-compatible entry point, and output.
 
 mod activity;
+mod check;
 mod control;
 mod doctor;
 mod prepare;
@@ -40,6 +41,9 @@ struct Cli {
 enum Command {
     /// Run a command in a sandbox: ringfence run [OPTIONS] -- COMMAND [ARGS...] | -c 'SHELL STRING'
     Run(RunArgs),
+    /// Decide whether a shell string may run under the policy's permissions: exit 0 allow,
+    /// 1 ask, 2 deny. ringfence check [-s FILE] [--json] -- 'COMMAND STRING' | -c 'COMMAND STRING'
+    Check(check::CheckArgs),
     /// Show the kernel features found and what ringfence will do on this machine.
     Doctor,
     /// Print the JSON Schema of the policy file (or, with --events, of activity log events).
@@ -156,6 +160,10 @@ struct RunArgs {
     /// Run this string with /bin/bash -c (or /bin/sh -c where bash is missing).
     #[arg(short = 'c', value_name = "SHELL STRING", conflicts_with = "command")]
     shell: Option<String>,
+    /// Check the -c string against the policy's permissions first: deny refuses, ask asks on
+    /// the terminal (refused without one).
+    #[arg(long = "check", requires = "shell")]
+    check: bool,
     /// The command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -208,6 +216,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_OWN_ERROR);
                 }
             };
+            if let (true, Some(script)) = (args.check, &args.shell) {
+                if let Err(e) = check::before_run(&args.policy.sources(), script) {
+                    return finish(Err(e));
+                }
+            }
             run(RunRequest {
                 sources: args.policy.sources(),
                 debug: args.debug,
@@ -217,6 +230,7 @@ fn main() -> ExitCode {
                 argv,
             })
         }
+        Command::Check(args) => check::main(args),
         Command::Doctor => doctor::main().map(|()| 0),
         Command::Schema { events } => {
             let schema = if events {
