@@ -431,7 +431,8 @@ fn operands_with_values<'a>(args: &'a [Word], with_value: &str) -> Vec<&'a Word>
             break;
         }
         if t.starts_with('-') && t.len() > 1 && args[i].known {
-            if !t.starts_with("--") && t.len() == 2 && t[1..].chars().all(|c| with_value.contains(c)) {
+            // In a cluster (`-fL`), an option that takes a value takes the next word if it is last.
+            if !t.starts_with("--") && t.ends_with(|c| with_value.contains(c)) {
                 i += 1;
             }
         } else {
@@ -679,7 +680,7 @@ pub(crate) fn domain_allowed(host: &str, ctx: &Context) -> bool {
 fn pipelines(cmds: &[Cmd], out: &mut Out) {
     for (i, c) in cmds.iter().enumerate() {
         let Some((id, stage)) = c.pipe else { continue };
-        if !c.code_from_stdin {
+        if !c.code_from_stdin || c.stdin_analysed {
             continue;
         }
         // The first command of each earlier stage (wrapped commands share the stage).
@@ -704,7 +705,7 @@ fn pipelines(cmds: &[Cmd], out: &mut Out) {
                     format!("runs code decoded by `{}` (piped into `{runner}`): it cannot be checked before it runs", words_text(&e.argv)),
                     c.span,
                 );
-            } else if SHELLS.contains(&name(c)) && matches!(n, "echo" | "printf") {
+            } else if SHELLS.contains(&name(c)) && matches!(n, "echo" | "printf") && estage + 1 == stage {
                 out.add(
                     FindingKind::Obfuscation,
                     Level::Ask,

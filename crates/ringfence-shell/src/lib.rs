@@ -250,6 +250,8 @@ pub fn analyse(command: &str, ctx: &Context) -> Analysis {
             .map(|w| w.known.then_some(w.text.as_str()))
             .collect();
         let mut decision: Option<Decision> = None;
+        // A command whose name is unknown already asks; rules could only "maybe" match it.
+        let name_known = argv.first().is_some_and(|w| w.is_some());
         let mut note = |rule: &CommandRule, list: RuleList, uncertain: bool| {
             matched.push(RuleMatch {
                 rule: rule.text.clone(),
@@ -267,13 +269,13 @@ pub fn analyse(command: &str, ctx: &Context) -> Analysis {
             if rule.matches(&argv, false) {
                 note(rule, RuleList::Deny, false);
                 decision = decision.max(Some(Decision::Deny));
-            } else if rule.matches(&argv, true) {
+            } else if name_known && rule.matches(&argv, true) {
                 note(rule, RuleList::Deny, true);
                 decision = decision.max(Some(Decision::Ask));
             }
         }
         for rule in &perms.ask {
-            if rule.matches(&argv, true) {
+            if rule.matches(&argv, false) || (name_known && rule.matches(&argv, true)) {
                 note(rule, RuleList::Ask, !rule.matches(&argv, false));
                 decision = decision.max(Some(Decision::Ask));
             }

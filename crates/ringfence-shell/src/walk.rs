@@ -72,6 +72,10 @@ pub(crate) struct Cmd {
     pub remote: bool,
     /// Runs code read from its standard input (a shell or interpreter without a script).
     pub code_from_stdin: bool,
+    /// The code it reads from the pipe was known and analysed (`echo 'ls' | sh`).
+    pub stdin_analysed: bool,
+    /// Its here-document or here-string, when known.
+    stdin_text: Option<(String, Span, Option<usize>)>,
 }
 
 /// A redirection to or from a file.
@@ -322,12 +326,14 @@ impl<'c> Walker<'c> {
                 self.next_pipe += 1;
                 let mut stage = 0;
                 let mut c = n.walk();
+                let first = self.cmds.len();
                 for child in n.named_children(&mut c) {
                     let mut s = scope.clone();
                     s.pipe = Some((id, stage));
                     self.stmt(f, child, &mut s);
                     stage += 1;
                 }
+                self.piped_scripts(f, id, first, scope);
             }
             "subshell" | "command_substitution" | "process_substitution" => {
                 let mut s = scope.clone();
@@ -503,10 +509,59 @@ impl<'c> Walker<'c> {
         if id.is_none() {
             scope.cwd = body_scope.cwd;
         }
+        let first = self.cmds.len();
         for (i, stage) in pipe_stages.into_iter().enumerate() {
             let mut s = scope.clone();
             s.pipe = id.map(|id| (id, i as u32 + 1));
             self.stmt(f, stage, &mut s);
+        }
+        if let Some(id) = id {
+            self.piped_scripts(f, id, first.saturating_sub(1), scope);
+        }
+    }
+
+    /// `echo 'cmd' | sh`, `printf 'cmd' | bash`, `cat <<EOF | sh`: the code a shell reads from
+    /// the pipe is known, so it is analysed like `sh -c`.
+    fn piped_scripts(&mut self, f: &Frame, id: u32, from: usize, scope: &Scope) {
+        let mut k = from.min(self.cmds.len());
+        while k < self.cmds.len() {
+            let c = &self.cmds[k];
+            let consumer = match c.pipe {
+                Some((pid, stage)) if pid == id && stage > 0 && c.code_from_stdin => stage,
+                _ => {
+                    k += 1;
+                    continue;
+                }
+            };
+            let is_shell = c
+                .argv
+                .first()
+                .is_some_and(|w| wrappers::SHELLS.contains(&w.text.rsplit('/').next().unwrap_or("")));
+            let producer = self.cmds[from..k]
+                .iter()
+                .rev()
+                .find(|p| p.pipe == Some((id, consumer - 1)) && p.via.is_none_or(|v| v < from));
+            let code = producer.and_then(|p| {
+                let name = p.argv.first().map(|w| w.text.as_str()).unwrap_or("");
+                let args = &p.argv[1..];
+                match name {
+                    "echo" if args.iter().all(|w| w.known && !w.text.starts_with('-')) => {
+                        Some(args.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "))
+                    }
+                    "printf" if args.len() == 1 && args[0].known && !args[0].text.contains(['%', '\\']) => {
+                        Some(args[0].text.clone())
+                    }
+                    "cat" if args.is_empty() => p.stdin_text.as_ref().map(|t| t.0.clone()),
+                    _ => None,
+                }
+            });
+            if let (true, Some(code)) = (is_shell, code) {
+                self.cmds[k].stdin_analysed = true;
+                self.cmds[k].wrapper = true;
+                let w = Word::synthetic(&code, true, self.cmds[k].span);
+                self.string(f, &w, k, f.remote, scope);
+            }
+            k += 1;
         }
     }
 
@@ -557,6 +612,12 @@ impl<'c> Walker<'c> {
             pipe: scope.pipe,
             remote: f.remote,
             code_from_stdin: false,
+            stdin_analysed: false,
+            stdin_text: match &stdin {
+                Some(Stdin::Text(t, sp, ex)) => Some((t.clone(), *sp, *ex)),
+                Some(Stdin::Word(w)) if w.known => Some((w.text.clone(), w.span, w.exact)),
+                _ => None,
+            },
         });
         if !first.known {
             if !first.subst.is_empty() {
@@ -597,7 +658,8 @@ impl<'c> Walker<'c> {
             );
             return;
         }
-        for u in wrappers::unwrap(&name, &argv[1..], span) {
+        let input = if name == "xargs" { self.find_input(scope.pipe) } else { None };
+        for u in wrappers::unwrap(&name, &argv[1..], span, input.as_deref()) {
             match u {
                 Unwrap::Run(inner) => {
                     self.cmds[idx].wrapper = true;
@@ -688,6 +750,27 @@ impl<'c> Walker<'c> {
                 Unwrap::Incomplete(reason) => self.incomplete(reason, span),
             }
         }
+    }
+
+    /// The starting directory of a `find` in the previous stage of this pipeline.
+    fn find_input(&self, pipe: Option<(u32, u32)>) -> Option<String> {
+        let (id, stage) = pipe?;
+        let before = stage.checked_sub(1)?;
+        let prev = self
+            .cmds
+            .iter()
+            .rev()
+            .find(|c| c.pipe == Some((id, before)) && c.via.is_none())?;
+        let args = prev.argv.get(1..)?;
+        if !prev.argv.first()?.is("find") {
+            return None;
+        }
+        let start = args.first()?;
+        if !start.known || start.glob || start.text.starts_with('-') {
+            // `find` without a path searches the working directory.
+            return args.first().filter(|a| a.text.starts_with('-')).map(|_| ".".to_string());
+        }
+        Some(start.text.clone())
     }
 
     fn too_deep(&mut self, span: Span) {

@@ -110,7 +110,10 @@ fn join(words: &[Word], span: Span) -> Word {
 
 pub(crate) const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish"];
 
-pub(crate) fn unwrap(name: &str, args: &[Word], span: Span) -> Vec<Unwrap> {
+/// `input`: what the command reads on standard input, when known to be paths below a
+/// directory (`find DIR ... | xargs CMD`): that directory.
+#[allow(clippy::too_many_lines)]
+pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>) -> Vec<Unwrap> {
     match name {
         "sudo" => {
             let i = operands(args, "ugCDprtTUh", &[
@@ -260,16 +263,20 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span) -> Vec<Unwrap> {
             } else {
                 vec![Word::synthetic("echo", true, span)]
             };
-            // The arguments come from standard input: unknown until it runs.
+            // The arguments come from standard input: unknown until it runs, unless they are
+            // paths that `find DIR` prints.
+            let from_input = match input {
+                Some(dir) => Word::synthetic(&format!("{}/{{}}", dir.trim_end_matches('/')), true, span),
+                None => Word::synthetic("{stdin}", false, span),
+            };
             if replace {
                 for w in inner.iter_mut().skip(1) {
-                    if w.text.contains("{}") {
-                        w.known = false;
-                        w.prefix = w.text.split("{}").next().unwrap_or("").to_string();
+                    if w.text == "{}" {
+                        *w = Word { span: w.span, ..from_input.clone() };
                     }
                 }
             } else {
-                inner.push(Word::synthetic("{stdin}", false, span));
+                inner.push(from_input);
             }
             vec![Unwrap::Run(inner)]
         }
@@ -374,10 +381,10 @@ fn find_exec(args: &[Word]) -> Vec<Unwrap> {
             let mut j = i + 1;
             while j < args.len() && !(args[j].is(";") || args[j].is("+")) {
                 let mut w = args[j].clone();
-                if w.text.contains("{}") {
+                if w.text == "{}" {
                     // Each file find reports: a path below the starting point.
                     match &start {
-                        Some(s) if s.known && w.text == "{}" => {
+                        Some(s) if s.known => {
                             w.text = format!("{}/{{}}", s.text.trim_end_matches('/'));
                             w.prefix = w.text.clone();
                             w.glob = false;
