@@ -186,7 +186,7 @@ fn write_target(w: &Word, cwd: Option<&Path>, ctx: &Context, out: &mut Out, verb
     if is_device(&p) {
         out.add(FindingKind::Destructive, Level::Deny, format!("{verb} the device {shown}: this overwrites a disk or memory"), w.span);
     } else if is_scratch(&p) {
-    } else if persistence_path(&p, ctx) {
+    } else if persistence_path(&p, ctx) && verb != "changes the mode or owner of" {
         out.add(FindingKind::Persistence, Level::Ask, format!("{verb} {shown}: a place that runs or admits code later (persistence)"), w.span);
     } else if let Some(name) = protected(&p, ctx) {
         out.add(
@@ -329,7 +329,7 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
                         }
                     }
                 }
-                write_target(t, cwd, ctx, out, "changes");
+                write_target(t, cwd, ctx, out, "changes the mode or owner of");
             }
         }
         "curl" | "wget" | "http" | "https" | "xh" | "aria2c" => {
@@ -342,6 +342,36 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
             }
         }
         "git" => git(c, ctx, out),
+        "gh" => {
+            let ops = operands(args);
+            let sub = ops.first().map(|w| w.text.as_str()).unwrap_or("");
+            let action = ops.get(1).map(|w| w.text.as_str()).unwrap_or("");
+            let changes = matches!(
+                action,
+                "create" | "merge" | "close" | "delete" | "edit" | "comment" | "review" | "reopen"
+                    | "ready" | "upload" | "set" | "fork" | "rename" | "archive" | "run" | "cancel"
+                    | "rerun" | "enable" | "disable" | "lock" | "transfer" | "sync"
+            ) && sub != "api"
+                || sub == "api" && args.iter().any(|a| a.is("-X") || a.is("--method") || a.is("-f") || a.is("-F") || a.text.starts_with("--field") || a.text.starts_with("--raw-field"));
+            if changes {
+                publish(c, ctx, out, Some("api.github.com"), "changes state on GitHub");
+            }
+        }
+        "npm" | "pnpm" | "yarn" | "cargo" | "twine" | "poetry" | "gem" | "docker" | "podman" => {
+            let ops = operands(args);
+            let sub = ops.first().map(|w| w.text.as_str()).unwrap_or("");
+            let host = match (n, sub) {
+                ("npm" | "pnpm" | "yarn", "publish" | "unpublish" | "deprecate") => Some("registry.npmjs.org"),
+                ("cargo", "publish" | "yank" | "owner") => Some("crates.io"),
+                ("twine", "upload") | ("poetry", "publish") => Some("upload.pypi.org"),
+                ("gem", "push" | "yank") => Some("rubygems.org"),
+                ("docker" | "podman", "push") => None,
+                _ => None,
+            };
+            if matches!((n, sub), ("docker" | "podman", "push")) || host.is_some() {
+                publish(c, ctx, out, host, "publishes a package or image");
+            }
+        }
         "ssh" | "scp" | "sftp" | "mosh" => {
             let ops = operands_with_values(args, "BbcDEeFIiJLlmOopQRSWwPS");
             let hosts: Vec<String> = if n == "ssh" || n == "mosh" || n == "sftp" {
@@ -562,9 +592,32 @@ fn git(c: &Cmd, ctx: &Context, out: &mut Out) {
         }
         _ => {}
     }
-    if sub.is("push") {
+    if sub.is("push") && !long_flag(rest, &["--dry-run"]) && !short_flag(rest, 'n') {
         let hosts: Vec<String> = operands(rest).iter().filter_map(|w| git_url_host(&w.text)).collect();
-        network_hosts(c, ctx, out, hosts);
+        // The remote is usually a name (`origin`) whose address is in .git/config: unknown here.
+        match hosts.first() {
+            Some(h) => publish(c, ctx, out, Some(h), "pushes commits"),
+            None => publish(c, ctx, out, None, "pushes commits to a remote"),
+        }
+    }
+}
+
+/// Publishing leaves the sandbox when the destination is reachable (or not known).
+fn publish(c: &Cmd, ctx: &Context, out: &mut Out, host: Option<&str>, what: &str) {
+    let text = words_text(&c.argv);
+    match host {
+        Some(h) if !domain_allowed(h, ctx) => out.add(
+            FindingKind::Network,
+            Level::Info,
+            format!("`{text}` {what} on {h}, which is not in allowedDomains (the sandbox blocks it)"),
+            c.span,
+        ),
+        _ => out.add(
+            FindingKind::Publish,
+            Level::Ask,
+            format!("`{text}` {what}, outside the sandbox"),
+            c.span,
+        ),
     }
 }
 

@@ -62,6 +62,8 @@ pub enum FindingKind {
     Obfuscation,
     Network,
     RemoteExecution,
+    /// Publishes or changes something on a server the sandbox lets it reach (push, publish).
+    Publish,
     ReadDenied,
     Persistence,
     ForkBomb,

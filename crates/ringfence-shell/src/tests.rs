@@ -108,12 +108,12 @@ fn default_modes() {
 
 #[test]
 fn unknown_words_may_match_deny_rules() {
-    let c = ctx(DefaultMode::Sandboxed, &["Bash(git push:*)"], &[], &["Bash(git push --force:*)"]);
-    let a = analyse("git push $FLAGS", &c);
+    let c = ctx(DefaultMode::Ask, &["Bash(git fetch:*)"], &[], &["Bash(git fetch --all:*)"]);
+    let a = analyse("git fetch $FLAGS", &c);
     assert_eq!(a.decision, Decision::Ask);
     assert!(a.matched.iter().any(|m| m.list == "deny" && m.uncertain));
-    assert_eq!(analyse("git push --force", &c).decision, Decision::Deny);
-    assert_eq!(analyse("git push origin", &c).decision, Decision::Allow);
+    assert_eq!(analyse("git fetch --all", &c).decision, Decision::Deny);
+    assert_eq!(analyse("git fetch origin", &c).decision, Decision::Allow);
 }
 
 fn kinds(cmd: &str, c: &Context) -> Vec<(FindingKind, Level)> {
@@ -149,9 +149,15 @@ fn findings_table() {
         ("git reset --hard HEAD~3", vec![(Destructive, Level::Ask)]),
         ("git clean -fdx", vec![(Destructive, Level::Ask)]),
         ("git clean -n", vec![]),
-        ("git push --force origin main", vec![(Destructive, Level::Ask)]),
-        ("git push origin +main", vec![(Destructive, Level::Ask)]),
-        ("git push origin main", vec![]),
+        ("git push --force origin main", vec![(Destructive, Level::Ask), (Publish, Level::Ask)]),
+        ("git push origin +main", vec![(Destructive, Level::Ask), (Publish, Level::Ask)]),
+        ("git push origin main", vec![(Publish, Level::Ask)]),
+        ("git push --dry-run origin main", vec![]),
+        ("git push https://gitlab.com/a/b main", vec![(Network, Level::Info)]),
+        ("npm publish", vec![(Publish, Level::Ask)]),
+        ("cargo publish", vec![(Network, Level::Info)]),
+        ("gh pr create --fill", vec![(Network, Level::Info)]),
+        ("gh pr view 3", vec![]),
         ("git checkout -- .", vec![(Destructive, Level::Ask)]),
         ("git checkout -b feature", vec![]),
         ("dd if=/dev/zero of=/dev/sda bs=1M", vec![(Destructive, Level::Deny)]),

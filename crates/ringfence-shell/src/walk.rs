@@ -765,12 +765,14 @@ impl<'c> Walker<'c> {
         if !prev.argv.first()?.is("find") {
             return None;
         }
-        let start = args.first()?;
-        if !start.known || start.glob || start.text.starts_with('-') {
+        let start = match args.first() {
             // `find` without a path searches the working directory.
-            return args.first().filter(|a| a.text.starts_with('-')).map(|_| ".".to_string());
-        }
-        Some(start.text.clone())
+            Some(a) if a.text.starts_with('-') => Word::synthetic(".", true, a.span),
+            None => Word::synthetic(".", true, prev.span),
+            Some(a) if a.known && !a.glob => a.clone(),
+            Some(_) => return None,
+        };
+        Some(wrappers::find_output(&start, args))
     }
 
     fn too_deep(&mut self, span: Span) {

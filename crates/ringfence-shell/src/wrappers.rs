@@ -266,7 +266,7 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
             // The arguments come from standard input: unknown until it runs, unless they are
             // paths that `find DIR` prints.
             let from_input = match input {
-                Some(dir) => Word::synthetic(&format!("{}/{{}}", dir.trim_end_matches('/')), true, span),
+                Some(each) => Word::synthetic(each, true, span),
                 None => Word::synthetic("{stdin}", false, span),
             };
             if replace {
@@ -373,6 +373,7 @@ fn find_exec(args: &[Word]) -> Vec<Unwrap> {
         .find(|w| !w.text.starts_with('-') && w.text != "(" && w.text != "!")
         .filter(|_| !args.first().is_some_and(|w| w.text.starts_with('-') && w.text.len() > 2 && !matches!(w.text.as_str(), "-H" | "-L" | "-P")))
         .cloned();
+    let each = start.as_ref().filter(|s| s.known).map(|s| find_output(s, args));
     let mut out = Vec::new();
     let mut i = 0;
     while i < args.len() {
@@ -383,9 +384,9 @@ fn find_exec(args: &[Word]) -> Vec<Unwrap> {
                 let mut w = args[j].clone();
                 if w.text == "{}" {
                     // Each file find reports: a path below the starting point.
-                    match &start {
-                        Some(s) if s.known => {
-                            w.text = format!("{}/{{}}", s.text.trim_end_matches('/'));
+                    match &each {
+                        Some(e) => {
+                            w.text = e.clone();
                             w.prefix = w.text.clone();
                             w.glob = false;
                         }
@@ -406,6 +407,31 @@ fn find_exec(args: &[Word]) -> Vec<Unwrap> {
         i += 1;
     }
     out
+}
+
+/// What `{}` stands for in `find START ...`: without a test that selects files, every path
+/// under START and START itself, which for a delete is the same as START; else paths below it.
+pub(crate) fn find_output(start: &Word, args: &[Word]) -> String {
+    const NOT_TESTS: &[&str] = &[
+        "-exec", "-execdir", "-ok", "-okdir", "-maxdepth", "-mindepth", "-depth", "-xdev",
+        "-mount", "-follow", "-print", "-print0", "-delete", "-H", "-L", "-P", "-d",
+    ];
+    let mut in_exec = false;
+    let mut filtered = false;
+    for a in args {
+        if matches!(a.text.as_str(), "-exec" | "-execdir" | "-ok" | "-okdir") {
+            in_exec = true;
+        } else if in_exec && (a.is(";") || a.is("+")) {
+            in_exec = false;
+        } else if !in_exec && a.text.starts_with('-') && !NOT_TESTS.contains(&a.text.as_str()) {
+            filtered = true;
+        }
+    }
+    if filtered {
+        format!("{}/{{}}", start.text.trim_end_matches('/'))
+    } else {
+        start.text.clone()
+    }
 }
 
 /// `git -c KEY=VALUE`: configuration values that git runs as shell commands.
