@@ -43,7 +43,13 @@ pub(crate) fn check(w: &Walked, ctx: &Context, findings: &mut Vec<Finding>) {
         if reads {
             read_target(&r.target, r.cwd.as_deref(), ctx, &mut out);
         } else {
-            write_target(&r.target, r.cwd.as_deref(), ctx, &mut out, "redirects output to");
+            write_target(
+                &r.target,
+                r.cwd.as_deref(),
+                ctx,
+                &mut out,
+                "redirects output to",
+            );
         }
     }
     pipelines(&w.cmds, &mut out);
@@ -72,12 +78,21 @@ fn operands(args: &[Word]) -> Vec<&Word> {
 }
 
 fn short_flag(args: &[Word], flag: char) -> bool {
-    args.iter()
-        .any(|a| a.known && a.text.starts_with('-') && !a.text.starts_with("--") && a.text[1..].contains(flag))
+    args.iter().any(|a| {
+        a.known
+            && a.text.starts_with('-')
+            && !a.text.starts_with("--")
+            && a.text[1..].contains(flag)
+    })
 }
 
 fn long_flag(args: &[Word], flags: &[&str]) -> bool {
-    args.iter().any(|a| a.known && flags.iter().any(|f| a.text == *f || a.text.starts_with(&format!("{f}="))))
+    args.iter().any(|a| {
+        a.known
+            && flags
+                .iter()
+                .any(|f| a.text == *f || a.text.starts_with(&format!("{f}=")))
+    })
 }
 
 /// Resolves a path argument against the command's working directory.
@@ -105,9 +120,12 @@ fn is_device(p: &Path) -> bool {
     let Some(dev) = s.strip_prefix("/dev/") else {
         return false;
     };
-    ["sd", "hd", "vd", "xvd", "nvme", "mmcblk", "md", "dm-", "loop", "mapper/", "disk/", "mem", "kmem", "port", "sr"]
-        .iter()
-        .any(|p| dev.starts_with(p))
+    [
+        "sd", "hd", "vd", "xvd", "nvme", "mmcblk", "md", "dm-", "loop", "mapper/", "disk/", "mem",
+        "kmem", "port", "sr",
+    ]
+    .iter()
+    .any(|p| dev.starts_with(p))
 }
 
 fn is_scratch(p: &Path) -> bool {
@@ -117,12 +135,20 @@ fn is_scratch(p: &Path) -> bool {
         || p.starts_with("/dev/fd")
         || matches!(
             p.to_str(),
-            Some("/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/stdin" | "/dev/tty" | "/dev/zero")
+            Some(
+                "/dev/null"
+                    | "/dev/stdout"
+                    | "/dev/stderr"
+                    | "/dev/stdin"
+                    | "/dev/tty"
+                    | "/dev/zero"
+            )
         )
 }
 
 fn writable(p: &Path, ctx: &Context) -> bool {
-    ctx.writable_roots.iter().any(|r| p.starts_with(r)) && !ctx.deny_write.iter().any(|d| p.starts_with(d))
+    ctx.writable_roots.iter().any(|r| p.starts_with(r))
+        && !ctx.deny_write.iter().any(|d| p.starts_with(d))
 }
 
 /// A protected name anywhere in the path (the sandbox refuses these writes at any depth).
@@ -132,18 +158,22 @@ fn protected(p: &Path, ctx: &Context) -> Option<String> {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
     for (i, part) in parts.iter().enumerate() {
-        if PROTECTED_FILE_NAMES.contains(&part.as_str()) || PROTECTED_DIR_NAMES.contains(&part.as_str()) {
+        if PROTECTED_FILE_NAMES.contains(&part.as_str())
+            || PROTECTED_DIR_NAMES.contains(&part.as_str())
+        {
             return Some(part.clone());
         }
         if let Some(next) = parts.get(i + 1) {
             for (parent, child) in PROTECTED_NESTED {
-                if part == parent && next == child && !(ctx.allow_git_config && *child == "config") {
+                if part == parent && next == child && !(ctx.allow_git_config && *child == "config")
+                {
                     return Some(format!("{parent}/{child}"));
                 }
             }
             if part == ".git" {
                 for later in &parts[i + 1..] {
-                    let released = ctx.allow_git_config && matches!(later.as_str(), "config" | "config.worktree");
+                    let released = ctx.allow_git_config
+                        && matches!(later.as_str(), "config" | "config.worktree");
                     if GIT_INTERNAL_NAMES.contains(&later.as_str()) && !released {
                         return Some(format!(".git/.../{later}"));
                     }
@@ -167,14 +197,28 @@ fn persistence_path(p: &Path, ctx: &Context) -> bool {
         ".xinitrc",
     ];
     under_home.iter().any(|d| p.starts_with(h.join(d)))
-        || ["/etc/cron", "/var/spool/cron", "/etc/systemd", "/etc/init.d", "/etc/rc.local", "/etc/profile", "/etc/bash.bashrc", "/Library/LaunchAgents", "/Library/LaunchDaemons"]
-            .iter()
-            .any(|d| p.to_string_lossy().starts_with(d))
+        || [
+            "/etc/cron",
+            "/var/spool/cron",
+            "/etc/systemd",
+            "/etc/init.d",
+            "/etc/rc.local",
+            "/etc/profile",
+            "/etc/bash.bashrc",
+            "/Library/LaunchAgents",
+            "/Library/LaunchDaemons",
+        ]
+        .iter()
+        .any(|d| p.to_string_lossy().starts_with(d))
 }
 
 /// A write to `w` (a file the command creates, changes or removes).
 fn write_target(w: &Word, cwd: Option<&Path>, ctx: &Context, out: &mut Out, verb: &str) {
-    let text = if w.known { w.text.as_str() } else { w.prefix.as_str() };
+    let text = if w.known {
+        w.text.as_str()
+    } else {
+        w.prefix.as_str()
+    };
     if text.is_empty() || (!w.known && !text.contains('/')) {
         return;
     }
@@ -184,10 +228,20 @@ fn write_target(w: &Word, cwd: Option<&Path>, ctx: &Context, out: &mut Out, verb
     };
     let shown = p.display();
     if is_device(&p) {
-        out.add(FindingKind::Destructive, Level::Deny, format!("{verb} the device {shown}: this overwrites a disk or memory"), w.span);
+        out.add(
+            FindingKind::Destructive,
+            Level::Deny,
+            format!("{verb} the device {shown}: this overwrites a disk or memory"),
+            w.span,
+        );
     } else if is_scratch(&p) {
     } else if persistence_path(&p, ctx) && verb != "changes the mode or owner of" {
-        out.add(FindingKind::Persistence, Level::Ask, format!("{verb} {shown}: a place that runs or admits code later (persistence)"), w.span);
+        out.add(
+            FindingKind::Persistence,
+            Level::Ask,
+            format!("{verb} {shown}: a place that runs or admits code later (persistence)"),
+            w.span,
+        );
     } else if let Some(name) = protected(&p, ctx) {
         out.add(
             FindingKind::ProtectedWrite,
@@ -206,7 +260,8 @@ fn write_target(w: &Word, cwd: Option<&Path>, ctx: &Context, out: &mut Out, verb
 }
 
 fn read_denied(p: &Path, ctx: &Context) -> bool {
-    ctx.deny_read.iter().any(|d| p.starts_with(d)) && !ctx.allow_read.iter().any(|a| p.starts_with(a))
+    ctx.deny_read.iter().any(|d| p.starts_with(d))
+        && !ctx.allow_read.iter().any(|a| p.starts_with(a))
 }
 
 fn read_target(w: &Word, cwd: Option<&Path>, ctx: &Context, out: &mut Out) {
@@ -219,7 +274,10 @@ fn read_target(w: &Word, cwd: Option<&Path>, ctx: &Context, out: &mut Out) {
             out.add(
                 FindingKind::ReadDenied,
                 Level::Info,
-                format!("reads {}, which the policy denies (the sandbox hides it)", p.display()),
+                format!(
+                    "reads {}, which the policy denies (the sandbox hides it)",
+                    p.display()
+                ),
                 w.span,
             );
         }
@@ -227,7 +285,9 @@ fn read_target(w: &Word, cwd: Option<&Path>, ctx: &Context, out: &mut Out) {
 }
 
 /// Commands whose operands are all files they change.
-const WRITES_OPERANDS: &[&str] = &["touch", "mkdir", "rmdir", "truncate", "unlink", "shred", "tee"];
+const WRITES_OPERANDS: &[&str] = &[
+    "touch", "mkdir", "rmdir", "truncate", "unlink", "shred", "tee",
+];
 
 fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
     let n = name(c);
@@ -249,8 +309,18 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
         "rm" => rm(c, ctx, out),
         "find" => {
             if args.iter().any(|a| a.is("-delete")) {
-                let quiet = ["-delete", "-depth", "-xdev", "-mount", "-print", "-mindepth", "-maxdepth"];
-                let filtered = args.iter().any(|a| a.known && a.text.starts_with('-') && !quiet.contains(&a.text.as_str()));
+                let quiet = [
+                    "-delete",
+                    "-depth",
+                    "-xdev",
+                    "-mount",
+                    "-print",
+                    "-mindepth",
+                    "-maxdepth",
+                ];
+                let filtered = args.iter().any(|a| {
+                    a.known && a.text.starts_with('-') && !quiet.contains(&a.text.as_str())
+                });
                 if !filtered {
                     for p in args.iter().take_while(|a| !a.text.starts_with('-')) {
                         delete_target(p, cwd, ctx, out, &text, c.span);
@@ -258,7 +328,10 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
                 }
             }
             for a in args.windows(2) {
-                if matches!(a[0].text.as_str(), "-fprint" | "-fprint0" | "-fprintf" | "-fls") {
+                if matches!(
+                    a[0].text.as_str(),
+                    "-fprint" | "-fprint0" | "-fprintf" | "-fls"
+                ) {
                     write_target(&a[1], cwd, ctx, out, "writes");
                 }
             }
@@ -278,17 +351,45 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
                 }
             }
         }
-        _ if n.starts_with("mkfs") || matches!(n, "mke2fs" | "mkswap" | "wipefs" | "fdisk" | "sfdisk" | "parted" | "gdisk" | "sgdisk" | "blkdiscard" | "cfdisk") => {
+        _ if n.starts_with("mkfs")
+            || matches!(
+                n,
+                "mke2fs"
+                    | "mkswap"
+                    | "wipefs"
+                    | "fdisk"
+                    | "sfdisk"
+                    | "parted"
+                    | "gdisk"
+                    | "sgdisk"
+                    | "blkdiscard"
+                    | "cfdisk"
+            ) =>
+        {
             for a in operands(args) {
                 if resolve(&a.text, cwd).is_some_and(|p| is_device(&p)) {
-                    out.add(FindingKind::Destructive, Level::Deny, format!("`{text}` formats or repartitions the device {}", a.text), c.span);
+                    out.add(
+                        FindingKind::Destructive,
+                        Level::Deny,
+                        format!("`{text}` formats or repartitions the device {}", a.text),
+                        c.span,
+                    );
                 }
             }
         }
         "cp" | "mv" | "install" | "ln" | "rsync" => {
             let ops = operands(args);
-            let target_dir = args.windows(2).find(|a| a[0].is("-t") || a[0].is("--target-directory")).map(|a| &a[1]);
-            let target = target_dir.or_else(|| if ops.len() >= 2 { ops.last().copied() } else { None });
+            let target_dir = args
+                .windows(2)
+                .find(|a| a[0].is("-t") || a[0].is("--target-directory"))
+                .map(|a| &a[1]);
+            let target = target_dir.or_else(|| {
+                if ops.len() >= 2 {
+                    ops.last().copied()
+                } else {
+                    None
+                }
+            });
             if let Some(t) = target {
                 if !(n == "rsync" && is_remote_path(&t.text)) {
                     write_target(t, cwd, ctx, out, "writes");
@@ -303,15 +404,31 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
                 read_target(s, cwd, ctx, out);
             }
             if n == "rsync" {
-                network_hosts(c, ctx, out, ops.iter().filter_map(|w| remote_host(&w.text)).collect());
+                network_hosts(
+                    c,
+                    ctx,
+                    out,
+                    ops.iter().filter_map(|w| remote_host(&w.text)).collect(),
+                );
             }
         }
         "sed" | "perl" => {
-            let in_place = args.iter().any(|a| a.known && (a.text.starts_with("-i") || a.text.starts_with("--in-place") || (n == "perl" && a.text.starts_with("-p") && a.text.contains('i'))));
+            let in_place = args.iter().any(|a| {
+                a.known
+                    && (a.text.starts_with("-i")
+                        || a.text.starts_with("--in-place")
+                        || (n == "perl" && a.text.starts_with("-p") && a.text.contains('i')))
+            });
             if in_place {
-                let scripted = args.iter().any(|a| a.is("-e") || a.is("-f") || a.text.starts_with("--expression"));
+                let scripted = args
+                    .iter()
+                    .any(|a| a.is("-e") || a.is("-f") || a.text.starts_with("--expression"));
                 let ops = operands(args);
-                let files = if scripted { &ops[..] } else { ops.get(1..).unwrap_or(&[]) };
+                let files = if scripted {
+                    &ops[..]
+                } else {
+                    ops.get(1..).unwrap_or(&[])
+                };
                 for f in files {
                     write_target(f, cwd, ctx, out, "edits");
                 }
@@ -324,7 +441,15 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
                 if recursive {
                     if let Some(p) = resolve(&t.text, cwd) {
                         if p == Path::new("/") || ctx.home.starts_with(&p) {
-                            out.add(FindingKind::Destructive, Level::Ask, format!("`{text}` changes the owner or mode of everything under {}", p.display()), c.span);
+                            out.add(
+                                FindingKind::Destructive,
+                                Level::Ask,
+                                format!(
+                                    "`{text}` changes the owner or mode of everything under {}",
+                                    p.display()
+                                ),
+                                c.span,
+                            );
                             continue;
                         }
                     }
@@ -336,7 +461,18 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
             let hosts = url_hosts(args);
             network_hosts(c, ctx, out, hosts);
             for a in args.windows(2) {
-                if matches!(a[0].text.as_str(), "-o" | "--output" | "-O" | "--output-document" | "-D" | "--dump-header" | "-c" | "--cookie-jar") && !(n == "curl" && a[0].is("-O")) && !(n == "wget" && a[0].is("-c")) {
+                if matches!(
+                    a[0].text.as_str(),
+                    "-o" | "--output"
+                        | "-O"
+                        | "--output-document"
+                        | "-D"
+                        | "--dump-header"
+                        | "-c"
+                        | "--cookie-jar"
+                ) && !(n == "curl" && a[0].is("-O"))
+                    && !(n == "wget" && a[0].is("-c"))
+                {
                     write_target(&a[1], cwd, ctx, out, "writes");
                 }
             }
@@ -348,20 +484,55 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
             let action = ops.get(1).map(|w| w.text.as_str()).unwrap_or("");
             let changes = matches!(
                 action,
-                "create" | "merge" | "close" | "delete" | "edit" | "comment" | "review" | "reopen"
-                    | "ready" | "upload" | "set" | "fork" | "rename" | "archive" | "run" | "cancel"
-                    | "rerun" | "enable" | "disable" | "lock" | "transfer" | "sync"
+                "create"
+                    | "merge"
+                    | "close"
+                    | "delete"
+                    | "edit"
+                    | "comment"
+                    | "review"
+                    | "reopen"
+                    | "ready"
+                    | "upload"
+                    | "set"
+                    | "fork"
+                    | "rename"
+                    | "archive"
+                    | "run"
+                    | "cancel"
+                    | "rerun"
+                    | "enable"
+                    | "disable"
+                    | "lock"
+                    | "transfer"
+                    | "sync"
             ) && sub != "api"
-                || sub == "api" && args.iter().any(|a| a.is("-X") || a.is("--method") || a.is("-f") || a.is("-F") || a.text.starts_with("--field") || a.text.starts_with("--raw-field"));
+                || sub == "api"
+                    && args.iter().any(|a| {
+                        a.is("-X")
+                            || a.is("--method")
+                            || a.is("-f")
+                            || a.is("-F")
+                            || a.text.starts_with("--field")
+                            || a.text.starts_with("--raw-field")
+                    });
             if changes {
-                publish(c, ctx, out, Some("api.github.com"), "changes state on GitHub");
+                publish(
+                    c,
+                    ctx,
+                    out,
+                    Some("api.github.com"),
+                    "changes state on GitHub",
+                );
             }
         }
         "npm" | "pnpm" | "yarn" | "cargo" | "twine" | "poetry" | "gem" | "docker" | "podman" => {
             let ops = operands(args);
             let sub = ops.first().map(|w| w.text.as_str()).unwrap_or("");
             let host = match (n, sub) {
-                ("npm" | "pnpm" | "yarn", "publish" | "unpublish" | "deprecate") => Some("registry.npmjs.org"),
+                ("npm" | "pnpm" | "yarn", "publish" | "unpublish" | "deprecate") => {
+                    Some("registry.npmjs.org")
+                }
                 ("cargo", "publish" | "yank" | "owner") => Some("crates.io"),
                 ("twine", "upload") | ("poetry", "publish") => Some("upload.pypi.org"),
                 ("gem", "push" | "yank") => Some("rubygems.org"),
@@ -375,13 +546,20 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
         "ssh" | "scp" | "sftp" | "mosh" => {
             let ops = operands_with_values(args, "BbcDEeFIiJLlmOopQRSWwPS");
             let hosts: Vec<String> = if n == "ssh" || n == "mosh" || n == "sftp" {
-                ops.first().map(|w| host_of_destination(&w.text)).into_iter().collect()
+                ops.first()
+                    .map(|w| host_of_destination(&w.text))
+                    .into_iter()
+                    .collect()
             } else {
                 ops.iter().filter_map(|w| remote_host(&w.text)).collect()
             };
             let allowed: Vec<&String> = hosts.iter().filter(|h| domain_allowed(h, ctx)).collect();
             if n == "ssh" && !allowed.is_empty() {
-                let what = if ops.len() > 1 { "runs a command" } else { "opens a shell" };
+                let what = if ops.len() > 1 {
+                    "runs a command"
+                } else {
+                    "opens a shell"
+                };
                 out.add(
                     FindingKind::RemoteExecution,
                     Level::Ask,
@@ -390,7 +568,8 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
                 );
             }
             if n == "scp" {
-                let ops_local: Vec<&&Word> = ops.iter().filter(|w| !is_remote_path(&w.text)).collect();
+                let ops_local: Vec<&&Word> =
+                    ops.iter().filter(|w| !is_remote_path(&w.text)).collect();
                 if let Some(last) = ops.last() {
                     if !is_remote_path(&last.text) {
                         write_target(last, cwd, ctx, out, "writes");
@@ -402,46 +581,91 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
             }
             network_hosts(c, ctx, out, hosts);
         }
-        "nc" | "ncat" | "netcat" | "telnet" | "ftp" | "socat" => {
-            if !short_flag(args, 'l') {
-                let ops = operands_with_values(args, "pswiqWIOTXx");
-                let hosts: Vec<String> = ops.first().map(|w| host_of_destination(&w.text)).into_iter().collect();
-                network_hosts(c, ctx, out, hosts);
-            }
+        "nc" | "ncat" | "netcat" | "telnet" | "ftp" | "socat" if !short_flag(args, 'l') => {
+            let ops = operands_with_values(args, "pswiqWIOTXx");
+            let hosts: Vec<String> = ops
+                .first()
+                .map(|w| host_of_destination(&w.text))
+                .into_iter()
+                .collect();
+            network_hosts(c, ctx, out, hosts);
         }
-        "crontab" => {
-            if !short_flag(args, 'l') {
-                out.add(FindingKind::Persistence, Level::Ask, format!("`{text}` installs scheduled commands that run later, outside the sandbox (persistence)"), c.span);
-            }
+        "crontab" if !short_flag(args, 'l') => {
+            out.add(FindingKind::Persistence, Level::Ask, format!("`{text}` installs scheduled commands that run later, outside the sandbox (persistence)"), c.span);
         }
-        "at" | "batch" => {
-            if !args.iter().any(|a| a.is("-l") || a.is("-d") || a.is("-r")) && n != "atq" {
-                out.add(FindingKind::Persistence, Level::Ask, format!("`{text}` schedules a command to run later (persistence)"), c.span);
-            }
+        "at" | "batch" if !args.iter().any(|a| a.is("-l") || a.is("-d") || a.is("-r")) => {
+            out.add(
+                FindingKind::Persistence,
+                Level::Ask,
+                format!("`{text}` schedules a command to run later (persistence)"),
+                c.span,
+            );
         }
         "systemctl" | "launchctl" | "loginctl" => {
-            let verbs = ["enable", "link", "edit", "set-default", "mask", "preset", "add-wants", "reenable", "load", "bootstrap", "submit", "enable-linger", "revert"];
-            if let Some(v) = operands(args).into_iter().find(|a| verbs.contains(&a.text.as_str())) {
+            let verbs = [
+                "enable",
+                "link",
+                "edit",
+                "set-default",
+                "mask",
+                "preset",
+                "add-wants",
+                "reenable",
+                "load",
+                "bootstrap",
+                "submit",
+                "enable-linger",
+                "revert",
+            ];
+            if let Some(v) = operands(args)
+                .into_iter()
+                .find(|a| verbs.contains(&a.text.as_str()))
+            {
                 out.add(FindingKind::Persistence, Level::Ask, format!("`{text}` ({}) makes a service start later, outside the sandbox (persistence)", v.text), c.span);
             }
         }
         "update-rc.d" | "chkconfig" => {
-            out.add(FindingKind::Persistence, Level::Ask, format!("`{text}` registers a service to start later (persistence)"), c.span);
+            out.add(
+                FindingKind::Persistence,
+                Level::Ask,
+                format!("`{text}` registers a service to start later (persistence)"),
+                c.span,
+            );
         }
         _ => {}
     }
     if WRITES_OPERANDS.contains(&n) {
         let ops = operands(args);
-        let ops = if n == "truncate" { operands_with_values(args, "sr") } else { ops };
+        let ops = if n == "truncate" {
+            operands_with_values(args, "sr")
+        } else {
+            ops
+        };
         for t in ops {
-            write_target(t, cwd, ctx, out, if n == "tee" { "writes" } else { "changes" });
+            write_target(
+                t,
+                cwd,
+                ctx,
+                out,
+                if n == "tee" { "writes" } else { "changes" },
+            );
         }
     }
     // Reads of denied paths by any command: arguments that look like paths.
-    if !ctx.deny_read.is_empty() && !matches!(n, "cp" | "mv" | "install" | "ln" | "rsync" | "scp" | "dd") {
+    if !ctx.deny_read.is_empty()
+        && !matches!(n, "cp" | "mv" | "install" | "ln" | "rsync" | "scp" | "dd")
+    {
         for a in args {
-            if a.known && (a.text.contains('/') || a.text.starts_with('.') || a.text.starts_with('~')) && !a.text.contains("://") {
-                let t = a.text.split_once('=').map(|(_, v)| v).filter(|_| a.text.starts_with('-')).unwrap_or(&a.text);
+            if a.known
+                && (a.text.contains('/') || a.text.starts_with('.') || a.text.starts_with('~'))
+                && !a.text.contains("://")
+            {
+                let t = a
+                    .text
+                    .split_once('=')
+                    .map(|(_, v)| v)
+                    .filter(|_| a.text.starts_with('-'))
+                    .unwrap_or(&a.text);
                 let mut w = a.clone();
                 w.text = t.to_string();
                 read_target(&w, cwd, ctx, out);
@@ -475,10 +699,16 @@ fn operands_with_values<'a>(args: &'a [Word], with_value: &str) -> Vec<&'a Word>
 
 fn rm(c: &Cmd, ctx: &Context, out: &mut Out) {
     let args = &c.argv[1..];
-    let recursive = short_flag(args, 'r') || short_flag(args, 'R') || long_flag(args, &["--recursive"]);
+    let recursive =
+        short_flag(args, 'r') || short_flag(args, 'R') || long_flag(args, &["--recursive"]);
     let text = words_text(&c.argv);
     if long_flag(args, &["--no-preserve-root"]) {
-        out.add(FindingKind::Destructive, Level::Deny, format!("`{text}` turns off rm's protection of /"), c.span);
+        out.add(
+            FindingKind::Destructive,
+            Level::Deny,
+            format!("`{text}` turns off rm's protection of /"),
+            c.span,
+        );
     }
     for t in operands(args) {
         if recursive {
@@ -490,37 +720,81 @@ fn rm(c: &Cmd, ctx: &Context, out: &mut Out) {
 }
 
 /// A recursive delete of `w`.
-fn delete_target(w: &Word, cwd: Option<&Path>, ctx: &Context, out: &mut Out, text: &str, span: Span) {
+fn delete_target(
+    w: &Word,
+    cwd: Option<&Path>,
+    ctx: &Context,
+    out: &mut Out,
+    text: &str,
+    span: Span,
+) {
     if !w.known {
-        let known_dir = w.prefix.rfind('/').map(|i| &w.prefix[..=i]).filter(|p| !p.is_empty() && *p != "/");
+        let known_dir = w
+            .prefix
+            .rfind('/')
+            .map(|i| &w.prefix[..=i])
+            .filter(|p| !p.is_empty() && *p != "/");
         match known_dir.and_then(|d| resolve(d, cwd)) {
-            Some(p) if p != Path::new("/") && !ctx.home.starts_with(&p) && writable(&p, ctx) && !is_root_or_above(&p, ctx) => {}
+            Some(p)
+                if p != Path::new("/")
+                    && !ctx.home.starts_with(&p)
+                    && writable(&p, ctx)
+                    && !is_root_or_above(&p, ctx) => {}
             Some(p) if !writable(&p, ctx) && p != Path::new("/") && !ctx.home.starts_with(&p) => {}
             _ => out.add(
                 FindingKind::Destructive,
                 Level::Ask,
-                format!("`{text}` deletes recursively a path known only when it runs (`{}`)", w.text),
+                format!(
+                    "`{text}` deletes recursively a path known only when it runs (`{}`)",
+                    w.text
+                ),
                 w.span,
             ),
         }
         return;
     }
-    let written = if w.glob { glob_dir(&w.text) } else { w.text.as_str() };
+    let written = if w.glob {
+        glob_dir(&w.text)
+    } else {
+        w.text.as_str()
+    };
     let Some(p) = resolve(written, cwd) else {
         if matches!(written, "." | ".." | "*") || written.starts_with("../") {
-            out.add(FindingKind::Destructive, Level::Ask, format!("`{text}` deletes recursively {written} in a directory known only when it runs"), w.span);
+            out.add(
+                FindingKind::Destructive,
+                Level::Ask,
+                format!(
+                    "`{text}` deletes recursively {written} in a directory known only when it runs"
+                ),
+                w.span,
+            );
         }
         return;
     };
     let shown = p.display();
     if p == Path::new("/") {
-        out.add(FindingKind::Destructive, Level::Deny, format!("`{text}` deletes the whole filesystem"), span);
+        out.add(
+            FindingKind::Destructive,
+            Level::Deny,
+            format!("`{text}` deletes the whole filesystem"),
+            span,
+        );
     } else if ctx.home.starts_with(&p) {
-        out.add(FindingKind::Destructive, Level::Deny, format!("`{text}` deletes the home directory {}", ctx.home.display()), span);
+        out.add(
+            FindingKind::Destructive,
+            Level::Deny,
+            format!("`{text}` deletes the home directory {}", ctx.home.display()),
+            span,
+        );
     } else if is_root_or_above(&p, ctx) {
         out.add(FindingKind::Destructive, Level::Ask, format!("`{text}` deletes all of {shown}, which holds a whole writable root (the repository)"), w.span);
     } else if p.file_name().is_some_and(|n| n == ".git") {
-        out.add(FindingKind::Destructive, Level::Ask, format!("`{text}` deletes the repository's history ({shown})"), w.span);
+        out.add(
+            FindingKind::Destructive,
+            Level::Ask,
+            format!("`{text}` deletes the repository's history ({shown})"),
+            w.span,
+        );
     } else {
         write_target(w, cwd, ctx, out, "deletes");
     }
@@ -539,7 +813,10 @@ fn git(c: &Cmd, ctx: &Context, out: &mut Out) {
         if !a.starts_with('-') {
             break;
         }
-        if matches!(a.as_str(), "-c" | "-C" | "--git-dir" | "--work-tree" | "--namespace" | "--config-env") {
+        if matches!(
+            a.as_str(),
+            "-c" | "-C" | "--git-dir" | "--work-tree" | "--namespace" | "--config-env"
+        ) {
             i += 1;
         }
         i += 1;
@@ -548,52 +825,114 @@ fn git(c: &Cmd, ctx: &Context, out: &mut Out) {
     let rest = &args[i + 1..];
     let text = words_text(&c.argv);
     let mut ask = |reason: &str| {
-        out.add(FindingKind::Destructive, Level::Ask, format!("`{text}` {reason}"), c.span);
+        out.add(
+            FindingKind::Destructive,
+            Level::Ask,
+            format!("`{text}` {reason}"),
+            c.span,
+        );
     };
     match sub.text.as_str() {
         "reset" if long_flag(rest, &["--hard", "--merge"]) => ask("discards uncommitted changes"),
-        "clean" if (short_flag(rest, 'f') || long_flag(rest, &["--force"])) && !short_flag(rest, 'n') && !long_flag(rest, &["--dry-run"]) => {
+        "clean"
+            if (short_flag(rest, 'f') || long_flag(rest, &["--force"]))
+                && !short_flag(rest, 'n')
+                && !long_flag(rest, &["--dry-run"]) =>
+        {
             ask("deletes untracked files, which git cannot restore")
         }
         "push" => {
-            let forced = long_flag(rest, &["--force", "--force-with-lease", "--force-if-includes", "--mirror", "--delete", "--prune"])
-                || short_flag(rest, 'f')
+            let forced = long_flag(
+                rest,
+                &[
+                    "--force",
+                    "--force-with-lease",
+                    "--force-if-includes",
+                    "--mirror",
+                    "--delete",
+                    "--prune",
+                ],
+            ) || short_flag(rest, 'f')
                 || short_flag(rest, 'd')
-                || operands(rest).iter().any(|w| w.text.starts_with('+') || (w.text.starts_with(':') && w.text.len() > 1));
+                || operands(rest).iter().any(|w| {
+                    w.text.starts_with('+') || (w.text.starts_with(':') && w.text.len() > 1)
+                });
             if forced {
                 ask("rewrites or deletes history on the remote, outside the sandbox");
             }
         }
         "checkout" | "restore" => {
-            let whole = operands(rest).iter().any(|w| matches!(w.text.as_str(), "." | ":/" | "*"));
-            let force = sub.text == "checkout" && (short_flag(rest, 'f') || long_flag(rest, &["--force"]));
-            let staged_only = sub.text == "restore" && long_flag(rest, &["--staged"]) && !long_flag(rest, &["--worktree"]);
+            let whole = operands(rest)
+                .iter()
+                .any(|w| matches!(w.text.as_str(), "." | ":/" | "*"));
+            let force =
+                sub.text == "checkout" && (short_flag(rest, 'f') || long_flag(rest, &["--force"]));
+            let staged_only = sub.text == "restore"
+                && long_flag(rest, &["--staged"])
+                && !long_flag(rest, &["--worktree"]);
             if (whole || force) && !staged_only {
                 ask("discards uncommitted changes in the whole tree");
             }
         }
-        "stash" if rest.first().is_some_and(|w| w.is("clear") || w.is("drop")) => ask("deletes stashed changes"),
-        "branch" if short_flag(rest, 'D') || (long_flag(rest, &["--delete"]) && long_flag(rest, &["--force"])) => {
+        "stash" if rest.first().is_some_and(|w| w.is("clear") || w.is("drop")) => {
+            ask("deletes stashed changes")
+        }
+        "branch"
+            if short_flag(rest, 'D')
+                || (long_flag(rest, &["--delete"]) && long_flag(rest, &["--force"])) =>
+        {
             ask("deletes a branch even if it is not merged")
         }
         "filter-branch" | "filter-repo" => ask("rewrites the repository's history"),
         "config" => {
             let ops = operands(rest);
-            let reading = long_flag(rest, &["--get", "--get-all", "--list", "--get-regexp", "-l"]) || ops.len() < 2;
-            let key = ops.first().map(|w| w.text.to_ascii_lowercase()).unwrap_or_default();
-            let runs = key.starts_with("alias.") || key.starts_with("pager.") || matches!(key.as_str(), "core.pager" | "core.sshcommand" | "core.editor" | "core.hookspath" | "core.fsmonitor" | "credential.helper" | "diff.external" | "gpg.program" | "sequence.editor");
+            let reading = long_flag(
+                rest,
+                &["--get", "--get-all", "--list", "--get-regexp", "-l"],
+            ) || ops.len() < 2;
+            let key = ops
+                .first()
+                .map(|w| w.text.to_ascii_lowercase())
+                .unwrap_or_default();
+            let runs = key.starts_with("alias.")
+                || key.starts_with("pager.")
+                || matches!(
+                    key.as_str(),
+                    "core.pager"
+                        | "core.sshcommand"
+                        | "core.editor"
+                        | "core.hookspath"
+                        | "core.fsmonitor"
+                        | "credential.helper"
+                        | "diff.external"
+                        | "gpg.program"
+                        | "sequence.editor"
+                );
             if !reading && runs {
-                out.add(FindingKind::Persistence, Level::Ask, format!("`{text}` sets a command that git runs later, possibly outside the sandbox"), c.span);
+                out.add(
+                    FindingKind::Persistence,
+                    Level::Ask,
+                    format!(
+                        "`{text}` sets a command that git runs later, possibly outside the sandbox"
+                    ),
+                    c.span,
+                );
             }
         }
         "clone" | "fetch" | "pull" | "ls-remote" | "submodule" | "remote" => {
-            let hosts: Vec<String> = operands(rest).iter().filter_map(|w| git_url_host(&w.text)).collect();
+            let hosts: Vec<String> = operands(rest)
+                .iter()
+                .filter_map(|w| git_url_host(&w.text))
+                .collect();
             network_hosts(c, ctx, out, hosts);
         }
         _ => {}
     }
     if sub.is("push") && !long_flag(rest, &["--dry-run"]) && !short_flag(rest, 'n') {
-        let hosts: Vec<String> = operands(rest).iter().filter_map(|w| git_url_host(&w.text)).collect();
+        let hosts: Vec<String> = operands(rest)
+            .iter()
+            .filter_map(|w| git_url_host(&w.text))
+            .collect();
         // The remote is usually a name (`origin`) whose address is in .git/config: unknown here.
         match hosts.first() {
             Some(h) => publish(c, ctx, out, Some(h), "pushes commits"),
@@ -609,7 +948,9 @@ fn publish(c: &Cmd, ctx: &Context, out: &mut Out, host: Option<&str>, what: &str
         Some(h) if !domain_allowed(h, ctx) => out.add(
             FindingKind::Network,
             Level::Info,
-            format!("`{text}` {what} on {h}, which is not in allowedDomains (the sandbox blocks it)"),
+            format!(
+                "`{text}` {what} on {h}, which is not in allowedDomains (the sandbox blocks it)"
+            ),
             c.span,
         ),
         _ => out.add(
@@ -671,11 +1012,60 @@ fn git_url_host(s: &str) -> Option<String> {
 /// Hosts of the URL-looking operands of curl/wget.
 fn url_hosts(args: &[Word]) -> Vec<String> {
     const TAKES_VALUE: &[&str] = &[
-        "-o", "-d", "-H", "-X", "-u", "-A", "-e", "-T", "-F", "-x", "-b", "-c", "-w", "-m", "-K", "-E", "-r", "-C", "-D", "-U", "-O",
-        "--output", "--data", "--data-raw", "--data-binary", "--data-urlencode", "--header", "--request", "--user", "--user-agent",
-        "--referer", "--upload-file", "--form", "--proxy", "--cookie", "--cookie-jar", "--write-out", "--max-time", "--config",
-        "--cert", "--range", "--output-document", "--post-data", "--post-file", "--directory-prefix", "-P", "--connect-timeout",
-        "--retry", "--resolve", "--cacert", "--key", "--header-file", "--oauth2-bearer", "--json",
+        "-o",
+        "-d",
+        "-H",
+        "-X",
+        "-u",
+        "-A",
+        "-e",
+        "-T",
+        "-F",
+        "-x",
+        "-b",
+        "-c",
+        "-w",
+        "-m",
+        "-K",
+        "-E",
+        "-r",
+        "-C",
+        "-D",
+        "-U",
+        "-O",
+        "--output",
+        "--data",
+        "--data-raw",
+        "--data-binary",
+        "--data-urlencode",
+        "--header",
+        "--request",
+        "--user",
+        "--user-agent",
+        "--referer",
+        "--upload-file",
+        "--form",
+        "--proxy",
+        "--cookie",
+        "--cookie-jar",
+        "--write-out",
+        "--max-time",
+        "--config",
+        "--cert",
+        "--range",
+        "--output-document",
+        "--post-data",
+        "--post-file",
+        "--directory-prefix",
+        "-P",
+        "--connect-timeout",
+        "--retry",
+        "--resolve",
+        "--cacert",
+        "--key",
+        "--header-file",
+        "--oauth2-bearer",
+        "--json",
     ];
     let mut out = Vec::new();
     let mut skip = false;
@@ -688,7 +1078,11 @@ fn url_hosts(args: &[Word]) -> Vec<String> {
             skip = TAKES_VALUE.contains(&a.text.as_str());
             continue;
         }
-        let t = if a.known { a.text.as_str() } else { a.prefix.as_str() };
+        let t = if a.known {
+            a.text.as_str()
+        } else {
+            a.prefix.as_str()
+        };
         let rest = match t.split_once("://") {
             Some((_, r)) => r,
             None if looks_like_host(t) => t,
@@ -705,14 +1099,22 @@ fn url_hosts(args: &[Word]) -> Vec<String> {
 fn looks_like_host(t: &str) -> bool {
     let h = t.split('/').next().unwrap_or(t);
     let h = h.split(':').next().unwrap_or(h);
-    h.contains('.') && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') && h.rsplit('.').next().is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()))
+    h.contains('.')
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && h.rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()))
         || h == "localhost"
 }
 
 /// srt's domain patterns: `example.com` (that host), `*.example.com` (its subdomains), with an
 /// optional `:port`. Loopback is the sandbox's own and always reachable.
 pub(crate) fn domain_allowed(host: &str, ctx: &Context) -> bool {
-    let host = host.trim_end_matches('.').trim_start_matches('[').trim_end_matches(']');
+    let host = host
+        .trim_end_matches('.')
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     if matches!(host, "localhost" | "::1") || host.starts_with("127.") {
         return true;
     }
@@ -738,7 +1140,9 @@ fn pipelines(cmds: &[Cmd], out: &mut Out) {
         }
         // The first command of each earlier stage (wrapped commands share the stage).
         for e in &cmds[..i] {
-            let Some((eid, estage)) = e.pipe else { continue };
+            let Some((eid, estage)) = e.pipe else {
+                continue;
+            };
             if eid != id || estage >= stage {
                 continue;
             }
@@ -748,7 +1152,10 @@ fn pipelines(cmds: &[Cmd], out: &mut Out) {
                 out.add(
                     FindingKind::DownloadExecute,
                     Level::Ask,
-                    format!("runs code downloaded by `{}` (piped into `{runner}`)", words_text(&e.argv)),
+                    format!(
+                        "runs code downloaded by `{}` (piped into `{runner}`)",
+                        words_text(&e.argv)
+                    ),
                     c.span,
                 );
             } else if is_decoder(e) {
@@ -758,7 +1165,10 @@ fn pipelines(cmds: &[Cmd], out: &mut Out) {
                     format!("runs code decoded by `{}` (piped into `{runner}`): it cannot be checked before it runs", words_text(&e.argv)),
                     c.span,
                 );
-            } else if SHELLS.contains(&name(c)) && matches!(n, "echo" | "printf") && estage + 1 == stage {
+            } else if SHELLS.contains(&name(c))
+                && matches!(n, "echo" | "printf")
+                && estage + 1 == stage
+            {
                 out.add(
                     FindingKind::Obfuscation,
                     Level::Ask,
@@ -773,11 +1183,15 @@ fn pipelines(cmds: &[Cmd], out: &mut Out) {
 fn is_decoder(c: &Cmd) -> bool {
     let args = &c.argv[1..];
     match name(c) {
-        "base64" | "base32" | "basenc" => short_flag(args, 'd') || short_flag(args, 'D') || long_flag(args, &["--decode"]),
+        "base64" | "base32" | "basenc" => {
+            short_flag(args, 'd') || short_flag(args, 'D') || long_flag(args, &["--decode"])
+        }
         "xxd" => short_flag(args, 'r'),
         "openssl" => short_flag(args, 'd') || args.iter().any(|a| a.is("base64")),
         "uudecode" | "rev" | "gunzip" | "zcat" | "bunzip2" | "xz" | "unxz" => true,
-        "printf" | "echo" => args.iter().any(|a| a.text.contains("\\x") || a.text.contains("\\0")),
+        "printf" | "echo" => args
+            .iter()
+            .any(|a| a.text.contains("\\x") || a.text.contains("\\0")),
         _ => false,
     }
 }

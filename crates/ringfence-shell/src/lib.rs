@@ -173,7 +173,7 @@ impl Analysis {
                 ));
             }
         }
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|a| std::cmp::Reverse(a.0));
         out.dedup();
         out.into_iter().map(|(_, r)| r).collect()
     }

@@ -45,7 +45,11 @@ impl Word {
         Word {
             text: text.to_string(),
             known,
-            prefix: if known { text.to_string() } else { String::new() },
+            prefix: if known {
+                text.to_string()
+            } else {
+                String::new()
+            },
             glob: false,
             span,
             subst: 0..0,
@@ -84,7 +88,6 @@ pub(crate) struct Redirect {
     pub op: String,
     pub target: Word,
     pub cwd: Option<PathBuf>,
-    pub span: Span,
 }
 
 pub(crate) struct Walked {
@@ -324,14 +327,12 @@ impl<'c> Walker<'c> {
             "pipeline" => {
                 let id = self.next_pipe;
                 self.next_pipe += 1;
-                let mut stage = 0;
                 let mut c = n.walk();
                 let first = self.cmds.len();
-                for child in n.named_children(&mut c) {
+                for (stage, child) in n.named_children(&mut c).enumerate() {
                     let mut s = scope.clone();
-                    s.pipe = Some((id, stage));
+                    s.pipe = Some((id, stage as u32));
                     self.stmt(f, child, &mut s);
-                    stage += 1;
                 }
                 self.piped_scripts(f, id, first, scope);
             }
@@ -365,9 +366,17 @@ impl<'c> Walker<'c> {
                 self.redirect(f, n, scope, &mut stdin, &mut None);
             }
             "comment" | "heredoc_start" | "heredoc_end" | "heredoc_content" => {}
-            "word" | "string" | "raw_string" | "concatenation" | "simple_expansion"
-            | "expansion" | "number" | "ansi_c_string" | "arithmetic_expansion"
-            | "translated_string" | "array" => {
+            "word"
+            | "string"
+            | "raw_string"
+            | "concatenation"
+            | "simple_expansion"
+            | "expansion"
+            | "number"
+            | "ansi_c_string"
+            | "arithmetic_expansion"
+            | "translated_string"
+            | "array" => {
                 self.word(f, n, scope);
             }
             _ => self.children(f, n, scope),
@@ -436,7 +445,6 @@ impl<'c> Walker<'c> {
                         op,
                         target,
                         cwd: scope.cwd.clone(),
-                        span: self.span(f, n),
                     });
                 }
             }
@@ -533,10 +541,9 @@ impl<'c> Walker<'c> {
                     continue;
                 }
             };
-            let is_shell = c
-                .argv
-                .first()
-                .is_some_and(|w| wrappers::SHELLS.contains(&w.text.rsplit('/').next().unwrap_or("")));
+            let is_shell = c.argv.first().is_some_and(|w| {
+                wrappers::SHELLS.contains(&w.text.rsplit('/').next().unwrap_or(""))
+            });
             let producer = self.cmds[from..k]
                 .iter()
                 .rev()
@@ -545,10 +552,17 @@ impl<'c> Walker<'c> {
                 let name = p.argv.first().map(|w| w.text.as_str()).unwrap_or("");
                 let args = &p.argv[1..];
                 match name {
-                    "echo" if args.iter().all(|w| w.known && !w.text.starts_with('-')) => {
-                        Some(args.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "))
-                    }
-                    "printf" if args.len() == 1 && args[0].known && !args[0].text.contains(['%', '\\']) => {
+                    "echo" if args.iter().all(|w| w.known && !w.text.starts_with('-')) => Some(
+                        args.iter()
+                            .map(|w| w.text.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ),
+                    "printf"
+                        if args.len() == 1
+                            && args[0].known
+                            && !args[0].text.contains(['%', '\\']) =>
+                    {
                         Some(args[0].text.clone())
                     }
                     "cat" if args.is_empty() => p.stdin_text.as_ref().map(|t| t.0.clone()),
@@ -658,7 +672,11 @@ impl<'c> Walker<'c> {
             );
             return;
         }
-        let input = if name == "xargs" { self.find_input(scope.pipe) } else { None };
+        let input = if name == "xargs" {
+            self.find_input(scope.pipe)
+        } else {
+            None
+        };
         for u in wrappers::unwrap(&name, &argv[1..], span, input.as_deref()) {
             match u {
                 Unwrap::Run(inner) => {
@@ -686,7 +704,11 @@ impl<'c> Walker<'c> {
                             .collect::<Vec<_>>()
                             .join(" ");
                         let mut w = Word::synthetic(&text, true, span);
-                        w.exact = if words.len() == 1 { words[0].exact } else { None };
+                        w.exact = if words.len() == 1 {
+                            words[0].exact
+                        } else {
+                            None
+                        };
                         w.span = match (words.first(), words.last()) {
                             (Some(a), Some(b)) => Span {
                                 start: a.span.start,
@@ -820,10 +842,7 @@ impl<'c> Walker<'c> {
                 self.finding(
                     FindingKind::Obfuscation,
                     Level::Ask,
-                    format!(
-                        "runs a shell string known only when it runs (`{}`)",
-                        w.text
-                    ),
+                    format!("runs a shell string known only when it runs (`{}`)", w.text),
                     w.span,
                 );
                 self.incomplete = true;
@@ -880,7 +899,9 @@ impl<'c> Walker<'c> {
         w.exact = match (n.kind(), f.exact) {
             ("word", Some(o)) if w.known && w.text == raw => Some(o + n.start_byte()),
             ("raw_string", Some(o)) => Some(o + n.start_byte() + 1),
-            ("string", Some(o)) if w.known && raw.get(1..raw.len().saturating_sub(1)) == Some(w.text.as_str()) => {
+            ("string", Some(o))
+                if w.known && raw.get(1..raw.len().saturating_sub(1)) == Some(w.text.as_str()) =>
+            {
                 Some(o + n.start_byte() + 1)
             }
             _ => None,
@@ -943,7 +964,13 @@ impl<'c> Walker<'c> {
             "string" | "concatenation" => {
                 let mut c = n.walk();
                 for (i, child) in n.named_children(&mut c).enumerate() {
-                    self.word_part(f, child, scope, w, first && i == 0 && n.kind() == "concatenation");
+                    self.word_part(
+                        f,
+                        child,
+                        scope,
+                        w,
+                        first && i == 0 && n.kind() == "concatenation",
+                    );
                 }
                 if n.kind() == "concatenation" {
                     // Pieces between named children (`=`, quotes) are not named nodes.
@@ -959,7 +986,9 @@ impl<'c> Walker<'c> {
                 }
             }
             "simple_expansion" | "expansion" => {
-                let var = raw.trim_start_matches('$').trim_matches(|c| c == '{' || c == '}');
+                let var = raw
+                    .trim_start_matches('$')
+                    .trim_matches(|c| c == '{' || c == '}');
                 match var {
                     "HOME" => Self::push_known(w, &self.ctx.home.display().to_string()),
                     "PWD" if scope.cwd.is_some() => {

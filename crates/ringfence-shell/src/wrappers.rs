@@ -12,11 +12,17 @@ pub(crate) enum Unwrap {
     /// The command runs this one as well as doing its own work (`find -exec`).
     Also(Vec<Word>),
     /// A shell string. `own`: the command has work of its own besides (`git -c core.pager=`).
-    Script { word: Word, remote: bool, own: bool },
+    Script {
+        word: Word,
+        remote: bool,
+        own: bool,
+    },
     /// `eval WORDS`: the words joined by spaces are a shell string.
     Eval(Vec<Word>),
     /// Reads code from standard input; `shell`: it is a shell (so a here-document is a script).
-    Stdin { shell: bool },
+    Stdin {
+        shell: bool,
+    },
     /// Runs a script file (checked only when the file is a process substitution).
     ScriptFile(Word),
     Incomplete(String),
@@ -116,10 +122,22 @@ pub(crate) const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh",
 pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>) -> Vec<Unwrap> {
     match name {
         "sudo" => {
-            let i = operands(args, "ugCDprtTUh", &[
-                "user", "group", "chdir", "prompt", "role", "type", "host", "close-from",
-                "other-user", "command-timeout",
-            ]);
+            let i = operands(
+                args,
+                "ugCDprtTUh",
+                &[
+                    "user",
+                    "group",
+                    "chdir",
+                    "prompt",
+                    "role",
+                    "type",
+                    "host",
+                    "close-from",
+                    "other-user",
+                    "command-timeout",
+                ],
+            );
             run(skip_assignments(&args[i..]))
         }
         "doas" => run(&args[operands(args, "uC", &[])..]),
@@ -132,14 +150,22 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
                 let a = &args[i].text;
                 if a == "-c" || a == "--command" || a == "--session-command" {
                     if let Some(w) = args.get(i + 1) {
-                        out.push(Unwrap::Script { word: w.clone(), remote: false, own: false });
+                        out.push(Unwrap::Script {
+                            word: w.clone(),
+                            remote: false,
+                            own: false,
+                        });
                     }
                     i += 1;
                 } else if let Some(v) = a.strip_prefix("--command=") {
                     let mut w = args[i].clone();
                     w.text = v.to_string();
                     w.exact = None;
-                    out.push(Unwrap::Script { word: w, remote: false, own: false });
+                    out.push(Unwrap::Script {
+                        word: w,
+                        remote: false,
+                        own: false,
+                    });
                 } else if name == "runuser" && (a == "-u" || a == "--user") {
                     return run(&args[(i + 2).min(args.len())..]);
                 }
@@ -158,17 +184,28 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
                 if a == "-S" || a == "--split-string" {
                     // `env -S 'cmd args'` splits the string into words.
                     return match args.get(i + 1) {
-                        Some(w) => vec![Unwrap::Script { word: join(&args[i + 1..], w.span), remote: false, own: false }],
+                        Some(w) => vec![Unwrap::Script {
+                            word: join(&args[i + 1..], w.span),
+                            remote: false,
+                            own: false,
+                        }],
                         None => Vec::new(),
                     };
                 }
-                if let Some(v) = a.strip_prefix("--split-string=").or_else(|| a.strip_prefix("-S").filter(|v| !v.is_empty())) {
+                if let Some(v) = a
+                    .strip_prefix("--split-string=")
+                    .or_else(|| a.strip_prefix("-S").filter(|v| !v.is_empty()))
+                {
                     let mut w = args[i].clone();
                     w.text = v.to_string();
                     w.exact = None;
                     let mut all = vec![w];
                     all.extend_from_slice(&args[i + 1..]);
-                    return vec![Unwrap::Script { word: join(&all, span), remote: false, own: false }];
+                    return vec![Unwrap::Script {
+                        word: join(&all, span),
+                        remote: false,
+                        own: false,
+                    }];
                 }
                 if !a.starts_with('-') || a == "-" {
                     break;
@@ -198,7 +235,9 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
             }
             run(args.get(i..).unwrap_or(&[]))
         }
-        "ionice" => run(&args[operands(args, "cnpPu", &["class", "classdata", "pid", "pgid", "uid"])..]),
+        "ionice" => {
+            run(&args[operands(args, "cnpPu", &["class", "classdata", "pid", "pgid", "uid"])..])
+        }
         "nohup" | "setsid" | "builtin" | "unbuffer" | "catchsegv" | "chronic" => {
             run(&args[operands(args, "", &[])..])
         }
@@ -222,7 +261,11 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
             }
         }
         "chrt" => {
-            let i = operands(args, "T P D", &["sched-runtime", "sched-period", "sched-deadline"]);
+            let i = operands(
+                args,
+                "T P D",
+                &["sched-runtime", "sched-period", "sched-deadline"],
+            );
             run(args.get(i + 1..).unwrap_or(&[]))
         }
         "chroot" => {
@@ -233,7 +276,11 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
             for (k, a) in args.iter().enumerate() {
                 if a.is("-c") || a.is("--command") {
                     return match args.get(k + 1) {
-                        Some(w) => vec![Unwrap::Script { word: w.clone(), remote: false, own: false }],
+                        Some(w) => vec![Unwrap::Script {
+                            word: w.clone(),
+                            remote: false,
+                            own: false,
+                        }],
                         None => Vec::new(),
                     };
                 }
@@ -249,15 +296,34 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
             } else if has_flag(&args[..i], 'x', "--exec") {
                 run(rest)
             } else {
-                vec![Unwrap::Script { word: join(rest, span), remote: false, own: false }]
+                vec![Unwrap::Script {
+                    word: join(rest, span),
+                    remote: false,
+                    own: false,
+                }]
             }
         }
         "xargs" => {
-            let i = operands(args, "adEeIiLlnPs", &[
-                "arg-file", "delimiter", "eof", "replace", "max-lines", "max-args", "max-procs",
-                "max-chars", "process-slot-var",
-            ]);
-            let replace = args[..i].iter().any(|w| w.text.starts_with("-I") || w.text.starts_with("-i") || w.text.starts_with("--replace"));
+            let i = operands(
+                args,
+                "adEeIiLlnPs",
+                &[
+                    "arg-file",
+                    "delimiter",
+                    "eof",
+                    "replace",
+                    "max-lines",
+                    "max-args",
+                    "max-procs",
+                    "max-chars",
+                    "process-slot-var",
+                ],
+            );
+            let replace = args[..i].iter().any(|w| {
+                w.text.starts_with("-I")
+                    || w.text.starts_with("-i")
+                    || w.text.starts_with("--replace")
+            });
             let mut inner: Vec<Word> = if i < args.len() {
                 args[i..].to_vec()
             } else {
@@ -272,7 +338,10 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
             if replace {
                 for w in inner.iter_mut().skip(1) {
                     if w.text == "{}" {
-                        *w = Word { span: w.span, ..from_input.clone() };
+                        *w = Word {
+                            span: w.span,
+                            ..from_input.clone()
+                        };
                     }
                 }
             } else {
@@ -285,7 +354,11 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
         "ssh" => {
             let i = operands(args, "BbcDEeFIiJLlmOopQRSWw", &[]);
             if args.len() > i + 1 {
-                vec![Unwrap::Script { word: join(&args[i + 1..], span), remote: true, own: false }]
+                vec![Unwrap::Script {
+                    word: join(&args[i + 1..], span),
+                    remote: true,
+                    own: false,
+                }]
             } else {
                 Vec::new()
             }
@@ -356,7 +429,11 @@ fn shell(args: &[Word]) -> Vec<Unwrap> {
     let rest = args.get(i..).unwrap_or(&[]);
     if dash_c {
         return match rest.first() {
-            Some(w) => vec![Unwrap::Script { word: w.clone(), remote: false, own: false }],
+            Some(w) => vec![Unwrap::Script {
+                word: w.clone(),
+                remote: false,
+                own: false,
+            }],
             None => vec![Unwrap::Incomplete("`-c` without a command string".into())],
         };
     }
@@ -371,13 +448,25 @@ fn find_exec(args: &[Word]) -> Vec<Unwrap> {
     let start = args
         .iter()
         .find(|w| !w.text.starts_with('-') && w.text != "(" && w.text != "!")
-        .filter(|_| !args.first().is_some_and(|w| w.text.starts_with('-') && w.text.len() > 2 && !matches!(w.text.as_str(), "-H" | "-L" | "-P")))
+        .filter(|_| {
+            !args.first().is_some_and(|w| {
+                w.text.starts_with('-')
+                    && w.text.len() > 2
+                    && !matches!(w.text.as_str(), "-H" | "-L" | "-P")
+            })
+        })
         .cloned();
-    let each = start.as_ref().filter(|s| s.known).map(|s| find_output(s, args));
+    let each = start
+        .as_ref()
+        .filter(|s| s.known)
+        .map(|s| find_output(s, args));
     let mut out = Vec::new();
     let mut i = 0;
     while i < args.len() {
-        if matches!(args[i].text.as_str(), "-exec" | "-execdir" | "-ok" | "-okdir") {
+        if matches!(
+            args[i].text.as_str(),
+            "-exec" | "-execdir" | "-ok" | "-okdir"
+        ) {
             let mut inner = Vec::new();
             let mut j = i + 1;
             while j < args.len() && !(args[j].is(";") || args[j].is("+")) {
@@ -413,8 +502,23 @@ fn find_exec(args: &[Word]) -> Vec<Unwrap> {
 /// under START and START itself, which for a delete is the same as START; else paths below it.
 pub(crate) fn find_output(start: &Word, args: &[Word]) -> String {
     const NOT_TESTS: &[&str] = &[
-        "-exec", "-execdir", "-ok", "-okdir", "-maxdepth", "-mindepth", "-depth", "-xdev",
-        "-mount", "-follow", "-print", "-print0", "-delete", "-H", "-L", "-P", "-d",
+        "-exec",
+        "-execdir",
+        "-ok",
+        "-okdir",
+        "-maxdepth",
+        "-mindepth",
+        "-depth",
+        "-xdev",
+        "-mount",
+        "-follow",
+        "-print",
+        "-print0",
+        "-delete",
+        "-H",
+        "-L",
+        "-P",
+        "-d",
     ];
     let mut in_exec = false;
     let mut filtered = false;
@@ -449,27 +553,40 @@ fn git_config_commands(args: &[Word], span: Span) -> Vec<Unwrap> {
                 let key = key.to_ascii_lowercase();
                 let runs = matches!(
                     key.as_str(),
-                    "core.pager" | "core.sshcommand" | "core.editor" | "core.fsmonitor"
-                        | "core.askpass" | "sequence.editor" | "diff.external" | "gpg.program"
-                        | "credential.helper" | "uploadpack.packobjectshook"
+                    "core.pager"
+                        | "core.sshcommand"
+                        | "core.editor"
+                        | "core.fsmonitor"
+                        | "core.askpass"
+                        | "sequence.editor"
+                        | "diff.external"
+                        | "gpg.program"
+                        | "credential.helper"
+                        | "uploadpack.packobjectshook"
                 ) || key.starts_with("pager.")
                     || key.starts_with("alias.")
-                    || (key.starts_with("difftool.") || key.starts_with("mergetool.")) && key.ends_with(".cmd");
+                    || (key.starts_with("difftool.") || key.starts_with("mergetool."))
+                        && key.ends_with(".cmd");
                 if runs {
                     let script = value.strip_prefix('!').unwrap_or(value);
                     let mut s = Word::synthetic(script, w.known, w.span);
                     s.subst = w.subst.clone();
-                    if w.known && !script.is_empty() {
-                        out.push(Unwrap::Script { word: s, remote: false, own: true });
-                    } else if !w.known {
-                        out.push(Unwrap::Script { word: s, remote: false, own: true });
+                    if !w.known || !script.is_empty() {
+                        out.push(Unwrap::Script {
+                            word: s,
+                            remote: false,
+                            own: true,
+                        });
                     }
                 }
             }
             i += 2;
             continue;
         }
-        if matches!(a.as_str(), "-C" | "--git-dir" | "--work-tree" | "--namespace" | "--config-env") {
+        if matches!(
+            a.as_str(),
+            "-C" | "--git-dir" | "--work-tree" | "--namespace" | "--config-env"
+        ) {
             i += 2;
             continue;
         }

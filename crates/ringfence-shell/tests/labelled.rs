@@ -33,7 +33,11 @@ fn policy() -> Context {
         .to_vec(),
         permissions: Permissions {
             allow: vec![],
-            ask: rules(&["Bash(git push:*)", "Bash(npm publish:*)", "Bash(cargo publish:*)"]),
+            ask: rules(&[
+                "Bash(git push:*)",
+                "Bash(npm publish:*)",
+                "Bash(cargo publish:*)",
+            ]),
             deny: vec![],
             default_mode: DefaultMode::Sandboxed,
         },
@@ -44,13 +48,58 @@ fn policy() -> Context {
 /// Commands a harness that auto-approves read-only commands lets through without a prompt.
 fn read_only(cmd: &str, ctx: &Context) -> bool {
     const READ: &[&str] = &[
-        "ls", "pwd", "cat", "head", "tail", "wc", "grep", "rg", "tree", "file", "stat", "du",
-        "df", "sort", "uniq", "cut", "awk", "jq", "diff", "which", "echo", "env", "less", "man",
-        "ps", "top", "free", "uname", "date", "whoami", "id", "hostname", "history", "true",
-        "sha256sum", "md5sum", "lsof", "printf", "seq", "test", "[",
+        "ls",
+        "pwd",
+        "cat",
+        "head",
+        "tail",
+        "wc",
+        "grep",
+        "rg",
+        "tree",
+        "file",
+        "stat",
+        "du",
+        "df",
+        "sort",
+        "uniq",
+        "cut",
+        "awk",
+        "jq",
+        "diff",
+        "which",
+        "echo",
+        "env",
+        "less",
+        "man",
+        "ps",
+        "top",
+        "free",
+        "uname",
+        "date",
+        "whoami",
+        "id",
+        "hostname",
+        "history",
+        "true",
+        "sha256sum",
+        "md5sum",
+        "lsof",
+        "printf",
+        "seq",
+        "test",
+        "[",
     ];
     const GIT_READ: &[&str] = &[
-        "status", "diff", "log", "show", "blame", "branch", "remote", "rev-parse", "ls-files",
+        "status",
+        "diff",
+        "log",
+        "show",
+        "blame",
+        "branch",
+        "remote",
+        "rev-parse",
+        "ls-files",
         "grep",
     ];
     let plain = cmd.replace("2>&1", "").replace("> /dev/null", "");
@@ -87,7 +136,10 @@ fn labelled_set() {
     let (mut routine, mut routine_ours, mut routine_baseline) = (0, 0, 0);
     let mut failures = Vec::new();
     let mut extra_prompts = Vec::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let cols: Vec<&str> = line.split('\t').collect();
         assert_eq!(cols.len(), 4, "bad line: {line}");
         let (set, want, cmd, why) = (cols[0], cols[1], cols[2].replace('\u{23ce}', "\n"), cols[3]);
@@ -110,7 +162,10 @@ fn labelled_set() {
             (false, false) => tn += 1,
         }
         if (person(want) && !person(got)) || (want == Decision::Deny && got != Decision::Deny) {
-            failures.push(format!("{cmd} ({why}): want {want:?}, got {got:?}: {:?}", a.reasons()));
+            failures.push(format!(
+                "{cmd} ({why}): want {want:?}, got {got:?}: {:?}",
+                a.reasons()
+            ));
         }
         total += 1;
         let prompt = usize::from(person(got));
@@ -139,8 +194,15 @@ fn labelled_set() {
     for p in &extra_prompts {
         println!("prompt a reviewer would not want: {p}");
     }
-    assert!(failures.is_empty(), "dangerous commands not stopped:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "dangerous commands not stopped:\n{}",
+        failures.join("\n")
+    );
     // The set is mostly routine work: a baseline that prompts for fewer than half of it would
     // mean the labels no longer describe what agents run.
-    assert!(baseline * 2 > total, "baseline prompts {baseline} of {total}");
+    assert!(
+        baseline * 2 > total,
+        "baseline prompts {baseline} of {total}"
+    );
 }
