@@ -964,7 +964,12 @@ fn publish(c: &Cmd, ctx: &Context, out: &mut Out, host: Option<&str>, what: &str
 
 fn network_hosts(c: &Cmd, ctx: &Context, out: &mut Out, hosts: Vec<String>) {
     for h in hosts {
-        if !domain_allowed(&h, ctx) {
+        // Placeholders (`%h` in a ProxyCommand, `{}`) are no host.
+        let plausible = !h.is_empty()
+            && h.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')
+            });
+        if plausible && !domain_allowed(&h, ctx) {
             out.add(
                 FindingKind::Network,
                 Level::Info,

@@ -347,6 +347,24 @@ fn findings_table() {
         ("find ~ -delete", vec![(Destructive, Level::Deny)]),
         ("chmod -R 777 /", vec![(Destructive, Level::Ask)]),
         ("npm test", vec![]),
+        (
+            "ssh -o ProxyCommand='sudo nc %h %p' build.internal",
+            vec![(PrivilegeEscalation, Level::Ask), (Network, Level::Info)],
+        ),
+        (
+            "rsync -e 'sh -c \"rm -rf ~\"' a github.com:x",
+            vec![(Destructive, Level::Deny)],
+        ),
+        (
+            "tar -cf x.tar --checkpoint=1 --checkpoint-action=exec='sudo id' .",
+            vec![(PrivilegeEscalation, Level::Ask)],
+        ),
+        ("env -S 'sudo ls'", vec![(PrivilegeEscalation, Level::Ask)]),
+        ("nohup rm -rf ~ &", vec![(Destructive, Level::Deny)]),
+        (
+            "rm -rf /home/u/proj/../../..",
+            vec![(Destructive, Level::Deny)],
+        ),
     ] {
         let mut got = kinds(cmd, &c);
         got.sort_by_key(|k| format!("{k:?}"));

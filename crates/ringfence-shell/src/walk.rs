@@ -134,14 +134,24 @@ struct Walker<'c> {
     incomplete: bool,
 }
 
-pub(crate) fn walk(command: &str, ctx: &Context) -> Walked {
+thread_local! {
+    /// A parser per thread, reused: creating one costs about as much as analysing a short command.
+    static PARSER: std::cell::RefCell<Option<Parser>> = const { std::cell::RefCell::new(None) };
+}
+
+fn new_parser() -> Option<Parser> {
     let mut parser = Parser::new();
-    let ok = parser
+    parser
         .set_language(&tree_sitter_bash::LANGUAGE.into())
-        .is_ok();
+        .ok()
+        .map(|()| parser)
+}
+
+pub(crate) fn walk(command: &str, ctx: &Context) -> Walked {
+    let parser = PARSER.with(|p| p.borrow_mut().take()).or_else(new_parser);
     let mut w = Walker {
         ctx,
-        parser: ok.then_some(parser),
+        parser,
         cmds: Vec::new(),
         redirects: Vec::new(),
         findings: Vec::new(),
@@ -166,6 +176,10 @@ pub(crate) fn walk(command: &str, ctx: &Context) -> Walked {
         pipe: None,
     };
     w.script(frame, &mut scope);
+    if let Some(mut p) = w.parser.take() {
+        p.reset();
+        PARSER.with(|slot| *slot.borrow_mut() = Some(p));
+    }
     Walked {
         cmds: w.cmds,
         redirects: w.redirects,

@@ -351,18 +351,54 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
         }
         "find" => find_exec(args),
         "git" => git_config_commands(args, span),
-        "ssh" => {
+        "ssh" | "scp" | "sftp" => {
             let i = operands(args, "BbcDEeFIiJLlmOopQRSWw", &[]);
-            if args.len() > i + 1 {
-                vec![Unwrap::Script {
+            // `-o ProxyCommand=CMD` / `LocalCommand=CMD` run CMD here, through the shell.
+            let mut out: Vec<Unwrap> = args[..i]
+                .windows(2)
+                .filter(|w| w[0].is("-o"))
+                .filter_map(|w| option_command(&w[1], &["proxycommand", "localcommand"]))
+                .collect();
+            if name == "ssh" && args.len() > i + 1 {
+                out.push(Unwrap::Script {
                     word: join(&args[i + 1..], span),
                     remote: true,
                     own: false,
-                }]
-            } else {
-                Vec::new()
+                });
             }
+            out
         }
+        "rsync" => args
+            .windows(2)
+            .filter(|w| w[0].is("-e") || w[0].is("--rsh"))
+            .map(|w| Unwrap::Script {
+                word: w[1].clone(),
+                remote: false,
+                own: true,
+            })
+            .chain(args.iter().filter_map(|w| option_command(w, &["--rsh"])))
+            .collect(),
+        "tar" => args
+            .windows(2)
+            .filter(|w| w[0].is("-I") || w[0].is("--use-compress-program"))
+            .map(|w| Unwrap::Script {
+                word: w[1].clone(),
+                remote: false,
+                own: true,
+            })
+            .chain(args.iter().filter_map(|w| {
+                option_command(
+                    w,
+                    &[
+                        "--to-command",
+                        "--use-compress-program",
+                        "--checkpoint-action",
+                        "--info-script",
+                        "--new-volume-script",
+                    ],
+                )
+            }))
+            .collect(),
         "eval" => {
             if args.is_empty() {
                 Vec::new()
@@ -388,6 +424,23 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
         }
         _ => Vec::new(),
     }
+}
+
+/// `KEY=COMMAND` (or `--key=COMMAND`; `--checkpoint-action=exec=COMMAND`) where KEY is one of
+/// `keys` (compared without case): the command, as a shell string.
+fn option_command(w: &Word, keys: &[&str]) -> Option<Unwrap> {
+    let (key, value) = w.text.split_once(['=', ' '])?;
+    if !keys.contains(&key.to_ascii_lowercase().as_str()) {
+        return None;
+    }
+    let value = value.strip_prefix("exec=").unwrap_or(value);
+    let mut s = Word::synthetic(value, w.known, w.span);
+    s.subst = w.subst.clone();
+    Some(Unwrap::Script {
+        word: s,
+        remote: false,
+        own: true,
+    })
 }
 
 /// `bash [options] [-c STRING | FILE | -s] [args]`.
