@@ -121,6 +121,13 @@ mod tests {
             .contains("writ"));
         assert!(s["properties"]["limits"].is_object());
         assert!(s["properties"]["env"].is_object());
+        let perms = &s["definitions"]["PermissionSettings"];
+        assert_eq!(perms["additionalProperties"], serde_json::json!(false));
+        assert!(perms["properties"]["allow"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Bash(npm run test:*)"));
+        assert!(s["definitions"]["DefaultMode"].is_object());
         assert!(s["definitions"]["ByteSize"]["anyOf"].is_array());
     }
 }

@@ -105,6 +105,24 @@ pub fn report(a: &Analysis) -> String {
     s
 }
 
+/// The `permissions` part of `explain`: each rule with its layer and file.
+pub fn print_permissions(
+    p: &ringfence_policy::Permissions,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    writeln!(out, "permissions (defaultMode {}):", p.default_mode)?;
+    for (list, rules) in [("deny", &p.deny), ("ask", &p.ask), ("allow", &p.allow)] {
+        for r in rules.iter() {
+            writeln!(
+                out,
+                "  {list:<6} {:<34} from {} ({})",
+                r.text, r.layer, r.origin
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// `run --check`: refuses a denied command, asks a person about an `ask`, returns to let the
 /// sandbox start otherwise.
 pub fn before_run(sources: &Sources, script: &str) -> Result<()> {

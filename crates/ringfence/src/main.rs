@@ -303,6 +303,7 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
         }
     }
     writeln!(out, "allowGitConfig: {}", pol.allow_git_config)?;
+    check::print_permissions(&pol.permissions, out)?;
     writeln!(
         out,
         "unix sockets: {}",
