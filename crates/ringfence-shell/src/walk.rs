@@ -377,7 +377,7 @@ impl<'c> Walker<'c> {
             }
             "file_redirect" | "heredoc_redirect" | "herestring_redirect" => {
                 let mut stdin = None;
-                self.redirect(f, n, scope, &mut stdin, &mut None);
+                self.redirect(f, n, scope, &mut stdin);
             }
             "comment" | "heredoc_start" | "heredoc_end" | "heredoc_content" => {}
             "word"
@@ -432,14 +432,7 @@ impl<'c> Walker<'c> {
     }
 
     /// Handles one redirection node; a here-document or here-string becomes `stdin`.
-    fn redirect(
-        &mut self,
-        f: &Frame,
-        n: Node,
-        scope: &mut Scope,
-        stdin: &mut Option<Stdin>,
-        heredoc_pipe: &mut Option<Node<'_>>,
-    ) {
+    fn redirect(&mut self, f: &Frame, n: Node, scope: &mut Scope, stdin: &mut Option<Stdin>) {
         match n.kind() {
             "file_redirect" => {
                 let mut op = String::new();
@@ -473,9 +466,10 @@ impl<'c> Walker<'c> {
                             // Substitutions in an unquoted here-document run first.
                             self.children(f, child, &mut scope.clone());
                         }
-                        "pipeline" => *heredoc_pipe = None,
+                        // Walked by `redirected`, as the later stages of a pipeline.
+                        "pipeline" => {}
                         "file_redirect" | "herestring_redirect" => {
-                            self.redirect(f, child, scope, &mut None, &mut None)
+                            self.redirect(f, child, scope, &mut None)
                         }
                         "heredoc_start" | "heredoc_end" => {}
                         _ => self.stmt(f, child, scope),
@@ -511,7 +505,7 @@ impl<'c> Walker<'c> {
                     }
                 }
             }
-            self.redirect(f, child, scope, &mut stdin, &mut None);
+            self.redirect(f, child, scope, &mut stdin);
         }
         let mut body_scope = scope.clone();
         let id = (!pipe_stages.is_empty()).then(|| {
@@ -603,7 +597,7 @@ impl<'c> Walker<'c> {
                     argv.push(self.word(f, inner, scope));
                 }
                 Some("argument") => argv.push(self.word(f, child, scope)),
-                Some("redirect") => self.redirect(f, child, scope, &mut stdin, &mut None),
+                Some("redirect") => self.redirect(f, child, scope, &mut stdin),
                 _ if child.is_named() => self.stmt(f, child, scope),
                 _ => {}
             }

@@ -196,7 +196,14 @@ fn main() -> ExitCode {
     if invoked_as.as_deref() == Some(std::ffi::OsStr::new("srt")) {
         return finish(srt::main());
     }
-    let cli = Cli::parse();
+    // A usage error is our own error (125), never a status the command or `check` could give.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_OWN_ERROR } else { 0 });
+        }
+    };
     if !matches!(cli.command, Command::Run(_)) {
         // Printing commands end quietly when their reader goes away (`doctor | head`), like
         // other command-line tools; `run` keeps SIGPIPE ignored so that a closed stdout never

@@ -173,6 +173,8 @@ fn bad_rules_and_widening_project_rules_are_125() {
     assert_eq!(check(&dir, &["-s", &s, "-c", "ls"]).code(), 2);
     let out = check(&dir, &["-s", &s]);
     assert_eq!(out.code(), 125, "no command: {out:#?}");
+    let out = check(&dir, &["--no-such-option", "-c", "ls"]);
+    assert_eq!(out.code(), 125, "usage error: {out:#?}");
 }
 
 /// `ringfence run --check -c SCRIPT` in `dir`, without a terminal.
