@@ -208,3 +208,44 @@ fn run_check_runs_an_allowed_command() {
     assert_eq!(out.code(), 0, "{out:#?}");
     assert!(out.stdout.contains("checked-and-ran"), "{out:#?}");
 }
+
+#[test]
+fn run_check_asks_on_the_terminal() {
+    if !common::have("script") {
+        common::skip("no `script` (util-linux) to give ringfence a terminal");
+        return;
+    }
+    let dir = TestDir::new("check-run-tty");
+    let s = dir.settings(POLICY);
+    for (answer, code, ran) in [("y", 0, true), ("n", 125, false)] {
+        let inner = format!(
+            "{} run -s {s} --check -c 'make --version >/dev/null 2>&1; echo asked-and-$((40+2))'",
+            common::bin().display()
+        );
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &inner, "/dev/null"]);
+        detached(&mut cmd, &dir);
+        cmd.stdin(Stdio::piped());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{answer}\n").as_bytes())
+            .unwrap();
+        let out = common::wait(child, common::RUN_TIMEOUT);
+        assert!(out.stdout.contains("needs your approval"), "{out:#?}");
+        assert!(
+            out.stdout.contains("matches no rule (defaultMode: ask)"),
+            "{out:#?}"
+        );
+        assert_eq!(out.code(), code, "answer {answer}: {out:#?}");
+        assert_eq!(
+            out.stdout.contains("asked-and-42"),
+            ran,
+            "answer {answer}: {out:#?}"
+        );
+    }
+}
