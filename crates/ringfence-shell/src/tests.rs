@@ -439,6 +439,21 @@ fn nesting_is_bounded() {
         .any(|f| f.kind == FindingKind::PrivilegeEscalation));
 }
 
+#[test]
+fn deep_syntax_is_bounded_not_a_stack_overflow() {
+    let c = sandboxed();
+    for n in [150usize, 5_000, 100_000] {
+        for (open, close) in [("(", ")"), ("$(", ")"), ("{ ", "; }"), ("\"$(", ")\"")] {
+            let cmd = format!("echo {}ls{}", open.repeat(n), close.repeat(n));
+            let a = analyse(&cmd, &c);
+            if n > 200 {
+                assert!(!a.complete, "{n} {open}");
+                assert!(a.decision >= Decision::Ask);
+            }
+        }
+    }
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }

@@ -19,6 +19,9 @@ const MAX_DEPTH: u32 = 8;
 const MAX_HOPS: u32 = 16;
 /// Upper bound on the simple commands of one analysis; past it the rest is not analysed.
 const MAX_COMMANDS: usize = 4096;
+/// How deeply syntax may nest (`((((...))))`, `$($($(...)))`) before the rest is not analysed;
+/// the walk recurses once per level, so this bounds its stack.
+const MAX_NESTING: u32 = 200;
 /// Longest command string analysed.
 pub(crate) const MAX_LEN: usize = 1 << 20;
 
@@ -132,6 +135,8 @@ struct Walker<'c> {
     functions: Vec<String>,
     next_pipe: u32,
     incomplete: bool,
+    nesting: u32,
+    too_nested: bool,
 }
 
 thread_local! {
@@ -158,6 +163,8 @@ pub(crate) fn walk(command: &str, ctx: &Context) -> Walked {
         functions: Vec::new(),
         next_pipe: 0,
         incomplete: false,
+        nesting: 0,
+        too_nested: false,
     };
     let whole = Span {
         start: 0,
@@ -325,7 +332,30 @@ impl<'c> Walker<'c> {
         self.stmt(&f, root, scope);
     }
 
+    /// Enters one level of syntax; false (and a finding, once) when that is too deep.
+    fn enter(&mut self, f: &Frame, n: Node) -> bool {
+        if self.nesting >= MAX_NESTING {
+            if !self.too_nested {
+                self.too_nested = true;
+                self.incomplete(
+                    format!("the command nests more than {MAX_NESTING} levels deep; the inside is not analysed"),
+                    self.span(f, n),
+                );
+            }
+            return false;
+        }
+        self.nesting += 1;
+        true
+    }
+
     fn stmt(&mut self, f: &Frame, n: Node, scope: &mut Scope) {
+        if self.enter(f, n) {
+            self.stmt_inner(f, n, scope);
+            self.nesting -= 1;
+        }
+    }
+
+    fn stmt_inner(&mut self, f: &Frame, n: Node, scope: &mut Scope) {
         if self.cmds.len() >= MAX_COMMANDS {
             if !self.incomplete {
                 self.incomplete(
@@ -933,6 +963,15 @@ impl<'c> Walker<'c> {
     }
 
     fn word_part(&mut self, f: &Frame, n: Node, scope: &Scope, w: &mut Word, first: bool) {
+        if self.enter(f, n) {
+            self.word_part_inner(f, n, scope, w, first);
+            self.nesting -= 1;
+        } else {
+            Self::push_unknown(w, Self::text(f, n));
+        }
+    }
+
+    fn word_part_inner(&mut self, f: &Frame, n: Node, scope: &Scope, w: &mut Word, first: bool) {
         let raw = Self::text(f, n);
         match n.kind() {
             "word" => {
@@ -1045,16 +1084,17 @@ fn has_glob(raw: &str) -> bool {
     false
 }
 
-fn first_error(n: Node) -> Option<Node> {
-    if n.is_error() || n.is_missing() {
-        return Some(n);
+/// The first error or missing node, descending without recursion (trees can be very deep).
+fn first_error(root: Node) -> Option<Node> {
+    let mut n = root;
+    loop {
+        if n.is_error() || n.is_missing() {
+            return Some(n);
+        }
+        let mut c = n.walk();
+        let next = n.children(&mut c).find(|ch| ch.has_error());
+        n = next?;
     }
-    let mut c = n.walk();
-    let children: Vec<Node> = n.children(&mut c).collect();
-    children
-        .into_iter()
-        .filter(|ch| ch.has_error())
-        .find_map(first_error)
 }
 
 pub(crate) fn words_text(argv: &[Word]) -> String {
