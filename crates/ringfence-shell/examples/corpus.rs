@@ -53,7 +53,11 @@ fn main() {
         let t = Instant::now();
         let a = analyse(l, &ctx);
         times.push(t.elapsed());
-        cpu.push(thread_cpu().saturating_sub(c));
+        let spent = thread_cpu().saturating_sub(c);
+        cpu.push(spent);
+        if std::env::var_os("CORPUS_SLOW").is_some() && spent > Duration::from_micros(300) {
+            println!("slow\t{}\t{l}", spent.as_micros());
+        }
         complete += usize::from(a.complete);
         if std::env::var_os("CORPUS_SHOW").is_some() && (a.decision != Decision::Allow) {
             let why: Vec<String> = a.reasons();
