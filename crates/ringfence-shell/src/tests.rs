@@ -204,6 +204,7 @@ fn findings_table() {
         ("rm -rf \"$DIR\"", vec![(Destructive, Level::Ask)]),
         ("rm -rf build dist node_modules", vec![]),
         ("rm -rf build/$NAME", vec![]),
+        ("rm -rf ~bob", vec![(Destructive, Level::Ask)]),
         ("cd /tmp && rm -rf *", vec![]),
         ("cd / && rm -rf *", vec![(Destructive, Level::Deny)]),
         (
@@ -442,7 +443,7 @@ fn nesting_is_bounded() {
 #[test]
 fn deep_syntax_is_bounded_not_a_stack_overflow() {
     let c = sandboxed();
-    for n in [150usize, 5_000, 100_000] {
+    for n in [150usize, 3_000, 30_000] {
         for (open, close) in [("(", ")"), ("$(", ")"), ("{ ", "; }"), ("\"$(", ")\"")] {
             let cmd = format!("echo {}ls{}", open.repeat(n), close.repeat(n));
             let a = analyse(&cmd, &c);

@@ -978,6 +978,10 @@ impl<'c> Walker<'c> {
                 let mut v = unescape_word(raw);
                 if first && (v == "~" || v.starts_with("~/")) {
                     v = format!("{}{}", self.ctx.home.display(), &v[1..]);
+                } else if first && raw.starts_with('~') {
+                    // `~bob`, `~+`: another user's home or the shell's state; not known here.
+                    Self::push_unknown(w, raw);
+                    return;
                 }
                 if has_glob(raw) {
                     w.glob = true;
