@@ -526,6 +526,19 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
                 );
             }
         }
+        "docker" | "podman" | "nerdctl" | "ctr" | "systemd-run" | "busctl" | "dbus-send"
+            if ctx.allow_unix_sockets
+                && !args
+                    .iter()
+                    .any(|a| a.is("--version") || a.is("version") || a.is("--help")) =>
+        {
+            out.add(
+                FindingKind::PrivilegeEscalation,
+                Level::Ask,
+                format!("`{text}` asks a daemon outside the sandbox to act (unix sockets are allowed), with its privileges"),
+                c.span,
+            );
+        }
         "npm" | "pnpm" | "yarn" | "cargo" | "twine" | "poetry" | "gem" | "docker" | "podman" => {
             let ops = operands(args);
             let sub = ops.first().map(|w| w.text.as_str()).unwrap_or("");

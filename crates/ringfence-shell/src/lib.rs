@@ -200,6 +200,9 @@ pub struct Context {
     pub denied_domains: Vec<String>,
     /// `.git/config` is writable (`allowGitConfig`).
     pub allow_git_config: bool,
+    /// Unix sockets can be connected to (`allowAllUnixSockets`): daemons outside the sandbox
+    /// (Docker, systemd, ssh-agent) are then within reach.
+    pub allow_unix_sockets: bool,
     /// The permission rules and `defaultMode`.
     pub permissions: Permissions,
 }
@@ -220,6 +223,7 @@ impl Context {
             allowed_domains: policy.allowed_domains.clone(),
             denied_domains: policy.denied_domains.clone(),
             allow_git_config: policy.allow_git_config,
+            allow_unix_sockets: policy.allow_all_unix_sockets,
             permissions: policy.permissions.clone(),
         }
     }

@@ -20,6 +20,7 @@ pub(crate) fn ctx(mode: DefaultMode, allow: &[&str], ask: &[&str], deny: &[&str]
         allowed_domains: vec!["github.com".into(), "*.npmjs.org".into()],
         denied_domains: vec![],
         allow_git_config: false,
+        allow_unix_sockets: false,
         permissions: Permissions {
             allow: rules(allow, Layer::User),
             ask: rules(ask, Layer::User),
@@ -373,6 +374,20 @@ fn findings_table() {
         want.sort_by_key(|k| format!("{k:?}"));
         assert_eq!(got, want, "{cmd}: {:#?}", analyse(cmd, &c).findings);
     }
+}
+
+#[test]
+fn daemons_are_out_of_reach_unless_unix_sockets_are_allowed() {
+    let mut c = sandboxed();
+    assert_eq!(
+        analyse("docker run --rm -v /:/host alpine sh", &c).decision,
+        Decision::Allow
+    );
+    c.allow_unix_sockets = true;
+    let a = analyse("docker run --rm -v /:/host alpine sh", &c);
+    assert_eq!(a.decision, Decision::Ask);
+    assert_eq!(a.findings[0].kind, FindingKind::PrivilegeEscalation);
+    assert_eq!(analyse("docker --version", &c).decision, Decision::Allow);
 }
 
 #[test]
