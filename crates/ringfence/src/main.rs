@@ -2,6 +2,7 @@
 //! The binary is glue: command-line parsing, the srt-compatible entry point, and output.
 
 mod activity;
+mod check;
 mod connect;
 mod control;
 mod doctor;
@@ -45,6 +46,9 @@ struct Cli {
 enum Command {
     /// Run a command in a sandbox: ringfence run [OPTIONS] -- COMMAND [ARGS...] | -c 'SHELL STRING'
     Run(RunArgs),
+    /// Decide whether a shell string may run under the policy's permissions: exit 0 allow,
+    /// 1 ask, 2 deny. ringfence check [-s FILE] [--json] -- 'COMMAND STRING' | -c 'COMMAND STRING'
+    Check(check::CheckArgs),
     /// Show the kernel features found and what ringfence will do on this machine.
     Doctor,
     /// Print the JSON Schema of the policy file (or, with --events, of activity log events).
@@ -176,6 +180,10 @@ struct RunArgs {
     /// Run this string with /bin/bash -c (or /bin/sh -c where bash is missing).
     #[arg(short = 'c', value_name = "SHELL STRING", conflicts_with = "command")]
     shell: Option<String>,
+    /// Check the -c string against the policy's permissions first: deny refuses, ask asks on
+    /// the terminal (refused without one).
+    #[arg(long = "check", requires = "shell")]
+    check: bool,
     /// The command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -209,7 +217,14 @@ fn main() -> ExitCode {
     if invoked_as.as_deref() == Some(std::ffi::OsStr::new("srt")) {
         return finish(srt::main());
     }
-    let cli = Cli::parse();
+    // A usage error is our own error (125), never a status the command or `check` could give.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_OWN_ERROR } else { 0 });
+        }
+    };
     if !matches!(cli.command, Command::Run(_) | Command::Proxy(_)) {
         // Printing commands end quietly when their reader goes away (`doctor | head`), like
         // other command-line tools; `run` keeps SIGPIPE ignored so that a closed stdout never
@@ -229,6 +244,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_OWN_ERROR);
                 }
             };
+            if let (true, Some(script)) = (args.check, &args.shell) {
+                if let Err(e) = check::before_run(&args.policy.sources(), script) {
+                    return finish(Err(e));
+                }
+            }
             run(RunRequest {
                 sources: args.policy.sources(),
                 debug: args.debug,
@@ -239,6 +259,7 @@ fn main() -> ExitCode {
                 argv,
             })
         }
+        Command::Check(args) => check::main(args),
         Command::Doctor => doctor::main().map(|()| 0),
         Command::Schema { events } => {
             let schema = if events {
@@ -313,6 +334,7 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
         }
     }
     writeln!(out, "allowGitConfig: {}", pol.allow_git_config)?;
+    check::print_permissions(&pol.permissions, out)?;
     writeln!(
         out,
         "unix sockets: {}",
