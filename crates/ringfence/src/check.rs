@@ -125,7 +125,7 @@ pub fn print_permissions(
 
 /// `run --check`: refuses a denied command, asks a person about an `ask`, returns to let the
 /// sandbox start otherwise.
-pub fn before_run(sources: &Sources, script: &str) -> Result<()> {
+pub fn before_run(sources: &Sources, script: &str, control_fd: Option<i32>) -> Result<()> {
     let ctx = context(sources)?;
     let a = analyse(script, &ctx);
     let reasons = a.reasons().join("; ");
@@ -140,7 +140,19 @@ pub fn before_run(sources: &Sources, script: &str) -> Result<()> {
                     .map(|r| format!("  - {r}\n"))
                     .collect::<String>()
             );
-            match ask_approval(&question)? {
+            let answer = match control_fd {
+                Some(fd) => {
+                    let (policy, _) = prepare::load_policy(sources)?;
+                    let timeout = std::time::Duration::from_secs(
+                        policy
+                            .ask_timeout_seconds
+                            .unwrap_or(ringfence_policy::ASK_TIMEOUT_SECONDS),
+                    );
+                    ask_control(fd, script, &a.reasons(), timeout)?
+                }
+                None => ask_approval(&question)?,
+            };
+            match answer {
                 Some(true) => Ok(()),
                 Some(false) => bail!("--check: not approved: {reasons}"),
                 None => bail!(
@@ -148,6 +160,82 @@ pub fn before_run(sources: &Sources, script: &str) -> Result<()> {
                      add an allow rule to permissions.allow or run it from a terminal"
                 ),
             }
+        }
+    }
+}
+
+/// Asks the program on `--control-fd` to approve a command, before the sandbox (and the
+/// channel's reader) starts: writes `{"type":"approve","id":0,"command":...,"reasons":[...]}`
+/// and waits up to `timeout` for `{"type":"answer","id":0,"answer":"once"|"deny"}`. Reads one
+/// byte at a time so that nothing after the answer line is taken from the channel. No answer
+/// in time: not approved.
+pub fn ask_control(
+    fd: i32,
+    script: &str,
+    reasons: &[String],
+    timeout: std::time::Duration,
+) -> Result<Option<bool>> {
+    let line = serde_json::json!({
+        "type": "approve", "id": 0, "command": script, "decision": "ask", "reasons": reasons,
+    })
+    .to_string()
+        + "\n";
+    let mut rest = line.as_bytes();
+    while !rest.is_empty() {
+        // SAFETY: rest is a valid buffer of rest.len() bytes; fd is only written to.
+        let n = unsafe { libc::write(fd, rest.as_ptr() as *const libc::c_void, rest.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).context("--control-fd: writing the approval question");
+        }
+        rest = &rest[n as usize..];
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut got = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Some(false));
+            }
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r =
+                unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+            if r <= 0 {
+                continue;
+            }
+            let mut b = [0u8; 1];
+            // SAFETY: b is a valid one-byte buffer.
+            let n = unsafe { libc::read(fd, b.as_mut_ptr() as *mut libc::c_void, 1) };
+            if n <= 0 {
+                // The channel closed: nobody will answer.
+                return Ok(Some(false));
+            }
+            if b[0] == b'\n' {
+                break;
+            }
+            if got.len() > 64 * 1024 {
+                bail!("--control-fd: a line longer than 64 KiB while waiting for the approval");
+            }
+            got.push(b[0]);
+        }
+        let v: serde_json::Value = match serde_json::from_slice(&got) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        if v["type"] == "answer" && v["id"] == 0 {
+            return Ok(Some(matches!(
+                v["answer"].as_str(),
+                Some("once") | Some("always") | Some("allow") | Some("yes")
+            )));
         }
     }
 }

@@ -245,7 +245,7 @@ fn main() -> ExitCode {
                 }
             };
             if let (true, Some(script)) = (args.check, &args.shell) {
-                if let Err(e) = check::before_run(&args.policy.sources(), script) {
+                if let Err(e) = check::before_run(&args.policy.sources(), script, args.control_fd) {
                     return finish(Err(e));
                 }
             }

@@ -473,7 +473,8 @@ fn control_fd_asks_and_the_answer_decides() {
     // SAFETY: dup2 between the fork and the exec, on a descriptor this process owns.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(fd, 7) < 0 {
+            // dup2 onto itself (fd already 7) would keep close-on-exec: clear it either way.
+            if libc::dup2(fd, 7) < 0 || libc::fcntl(7, libc::F_SETFD, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
