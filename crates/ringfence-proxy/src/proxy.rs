@@ -328,14 +328,16 @@ impl Proxy {
                 asked: None,
             }),
             // Host services are reached only through an explicit entry, never by a click.
-            Verdict::Unlisted if matches!(host, Host::Ip(ip) if crate::local_kind(ip).is_some()) => {
-                let kind = match host {
-                    Host::Ip(ip) => crate::local_kind(ip).unwrap_or_default(),
-                    Host::Name(_) => "",
+            Verdict::Unlisted if matches!(&host, Host::Ip(ip) if policy.refuse_resolved(*ip, &self.own_addrs).is_some()) =>
+            {
+                let why = match &host {
+                    Host::Ip(ip) => policy.refuse_resolved(*ip, &self.own_addrs),
+                    Host::Name(_) => None,
                 };
                 Err(Refused {
                     reason: format!(
-                        "{host} is a {kind}; only an allowedDomains entry with its port reaches it"
+                        "{host}: {}; only an allowedDomains entry with its port reaches it",
+                        why.unwrap_or_default()
                     ),
                     host: host.to_string(),
                     rule: None,
