@@ -11,14 +11,14 @@
 # Measures, never asserts. Everything it starts is stopped at exit.
 #
 # Usage: bench/proxy.sh            (from any directory)
-# Environment: SIZE_MB (default 200), RUNS (default 3), RPS_SECONDS (default 5),
+# Environment: SIZE_MB (default 200), RUNS (default 5), RPS_SECONDS (default 5),
 #   CONNS (default 1000), SRT_CLI (path to srt's dist/cli.js; otherwise installed with npm
 #   into a temporary dir), NO_SRT=1 to leave srt out.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SIZE_MB="${SIZE_MB:-200}"
-RUNS="${RUNS:-3}"
+RUNS="${RUNS:-5}"
 RPS_SECONDS="${RPS_SECONDS:-5}"
 CONNS="${CONNS:-1000}"
 

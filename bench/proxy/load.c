@@ -71,9 +71,9 @@ static int read_response(int s, char *buf, size_t cap) {
 
 static void *worker(void *arg) {
   (void)arg;
-  char req[512], buf[65536];
+  char req[2048], buf[65536];
   const char *auth = getenv("LOAD_PROXY_AUTH");
-  char authh[200] = "";
+  char authh[1024] = "";
   if (proxy && auth && *auth) snprintf(authh, sizeof authh, "Proxy-Authorization: Basic %s\r\n", auth);
   int n = proxy ? snprintf(req, sizeof req, "GET http://%s/small HTTP/1.1\r\nHost: %s\r\n%s\r\n", target, target, authh)
                 : snprintf(req, sizeof req, "GET /small HTTP/1.1\r\nHost: %s\r\n\r\n", target);

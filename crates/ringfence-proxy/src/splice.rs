@@ -28,9 +28,13 @@ impl Pipe {
         }
         // SAFETY: both descriptors were just created and are owned by nothing else.
         let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: fcntl on a descriptor we own; failure leaves the default size.
-        let got = unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as i32) };
-        let size = if got > 0 { got as usize } else { 64 * 1024 };
+        // SAFETY: fcntl on a descriptor we own. A refusal (over the user's pipe-pages limit)
+        // leaves the size the kernel chose, which F_GETPIPE_SZ reports.
+        let size = unsafe {
+            libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as i32);
+            libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ)
+        };
+        let size = if size > 0 { size as usize } else { 4096 };
         Ok(Pipe { r, w, size })
     }
 }
@@ -67,6 +71,8 @@ pub(crate) async fn copy(
     if limit == Some(0) {
         return Ok(0);
     }
+    // An idle tunnel holds no pipe.
+    from.readable().await?;
     let pipe = Pipe::new()?;
     let mut left = limit;
     let mut total = 0u64;

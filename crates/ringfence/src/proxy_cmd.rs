@@ -112,6 +112,22 @@ fn inherited_fd(fd: i32) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A gateway holds two sockets per connection (and pipes while data moves): raise the soft
+/// limit on open files to the hard one.
+fn raise_open_files() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 pub fn main(args: ProxyArgs) -> Result<i32> {
     let (policy, _cwd) = prepare::load_policy(&Sources {
         settings: args.settings.clone(),
@@ -126,6 +142,7 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
         None => Sink::Stdout,
     };
     let control_fd = args.control_fd.map(inherited_fd).transpose()?;
+    raise_open_files();
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
