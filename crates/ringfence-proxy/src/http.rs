@@ -784,6 +784,17 @@ async fn relay(
         }
         h.extend_from_slice(b"\r\n");
         let mid = |e: std::io::Error| RelayError::Midway(format!("response: {e}"));
+        // A small body that has already arrived goes out with the head, in one write.
+        if let Framing::Length(n) = framing {
+            if n <= BUF as u64 && up.r.buffer().len() as u64 >= n {
+                h.extend_from_slice(&up.r.buffer()[..n as usize]);
+                up.r.consume(n as usize);
+                cw.write_all(&h).await.map_err(mid)?;
+                let reuse = !resp_head.connection_has("close")
+                    && (resp_head.minor == 1 || resp_head.connection_has("keep-alive"));
+                return Ok((up_bytes, n, reuse, false));
+            }
+        }
         cw.write_all(&h).await.map_err(mid)?;
         if interim {
             continue;
