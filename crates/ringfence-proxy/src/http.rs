@@ -317,6 +317,12 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAdd
     let mut cr = BufReader::with_capacity(BUF, r);
     let mut upstream: Option<Upstream> = None;
     loop {
+        // Between requests a keep-alive connection may stay idle for a while, and then ends
+        // quietly; once a request starts, its head must arrive in time.
+        match tokio::time::timeout(limits.idle_timeout, cr.fill_buf()).await {
+            Ok(Ok(b)) if !b.is_empty() => {}
+            _ => return,
+        }
         let head =
             match tokio::time::timeout(limits.head_timeout, read_head(&mut cr, &limits)).await {
                 Ok(Ok(Some(h))) => h,

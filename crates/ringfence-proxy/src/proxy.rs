@@ -159,6 +159,8 @@ pub struct Limits {
     pub head_timeout: Duration,
     /// Time to establish the upstream TCP connection.
     pub connect_timeout: Duration,
+    /// Time a client connection may sit idle between HTTP requests.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -169,6 +171,7 @@ impl Default for Limits {
             max_chunk_line: 4096,
             head_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
