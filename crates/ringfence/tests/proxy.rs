@@ -528,6 +528,15 @@ fn ask_flow_and_live_updates_over_control_fd() {
     let c = gw.control.as_mut().unwrap();
     assert_eq!(next_line(c)["type"], "ask");
     assert_eq!(next_line(c)["type"], "expired");
+    // "always" adds the entry: the next request is not asked about (the next line on the
+    // channel is the answer to a nonsense line, not a question).
+    let out = ask_once(&mut gw, "always");
+    assert!(out.contains("resolves only to refused addresses"), "{out}");
+    let out = text(&curl(&["-i", "-x", &px, &url]));
+    assert!(out.contains("resolves only to refused addresses"), "{out}");
+    let c = gw.control.as_mut().unwrap();
+    c.get_mut().write_all(b"{\"type\":\"nonsense\"}\n").unwrap();
+    assert_eq!(next_line(c)["type"], "error");
     // Literal host-service addresses are never asked about.
     let lit = format!("http://127.0.0.1:{}/", up.port);
     let out = text(&curl(&["-i", "-x", &px, &lit]));
