@@ -96,24 +96,27 @@ in_srt() { (cd / && "${SRT[@]}" sh -c "$SRT_ENV $1"); }
 
 # --- throughput -----------------------------------------------------------------
 URL="http://$TARGET/big"
-best_speed() { # best_speed CMD... -> bytes/s (best of RUNS)
-  local best=0 s i
-  for i in $(seq "$RUNS"); do
-    s="$("$@" 2>/dev/null || echo 0)"
-    s="${s%%.*}"
-    [ "${s:-0}" -gt "$best" ] && best="$s"
-  done
-  echo "$best"
+# Rounds alternate between the set-ups, so that a busy moment on the machine does not favour
+# one of them; each keeps its best round.
+declare -A T=([direct]=0 [rf]=0 [rfc]=0 [srt]=0)
+speed() { # speed KEY CMD... : keep the best bytes/s of KEY
+  local key="$1" s; shift
+  s="$("$@" 2>/dev/null || echo 0)"
+  s="${s%%.*}"
+  [ "${s:-0}" -gt "${T[$key]}" ] && T[$key]="$s"
+  return 0
 }
 CURL=(curl -s --noproxy '' -o /dev/null -w '%{speed_download}')
 echo "==> throughput: one ${SIZE_MB} MB download, best of $RUNS"
-T_DIRECT="$(best_speed "${CURL[@]}" "$URL")"
-T_RF="$(best_speed "${CURL[@]}" -x "http://$RF_ADDR" "$URL")"
-T_RFC="$(best_speed "${CURL[@]}" -p -x "http://$RF_ADDR" "$URL")"
-T_SRT=0
-if [ ${#SRT[@]} -gt 0 ]; then
-  T_SRT="$(best_speed in_srt "curl -s --noproxy '' -x \"\$HTTP_PROXY\" -o /dev/null -w '%{speed_download}' $URL")"
-fi
+for _ in $(seq "$RUNS"); do
+  speed direct "${CURL[@]}" "$URL"
+  speed rf "${CURL[@]}" -x "http://$RF_ADDR" "$URL"
+  speed rfc "${CURL[@]}" -p -x "http://$RF_ADDR" "$URL"
+  if [ ${#SRT[@]} -gt 0 ]; then
+    speed srt in_srt "curl -s --noproxy '' -x \"\$HTTP_PROXY\" -o /dev/null -w '%{speed_download}' $URL"
+  fi
+done
+T_DIRECT="${T[direct]}" T_RF="${T[rf]}" T_RFC="${T[rfc]}" T_SRT="${T[srt]}"
 mbs() { awk -v b="$1" 'BEGIN { printf "%8.0f MB/s", b / 1048576 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%6.2f", a / b; else printf "   n/a" }'; }
 printf '  %-28s %s\n' "direct" "$(mbs "$T_DIRECT")"

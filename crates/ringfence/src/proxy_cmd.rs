@@ -65,6 +65,8 @@ fn start_writer(mut sink: Sink) -> mpsc::Sender<Value> {
         use std::io::Write;
         let stdout = std::io::stdout();
         let mut failed = false;
+        // Stdout is line-buffered: a batch goes out in one write.
+        let mut batch = Vec::new();
         while let Ok(first) = rx.recv() {
             let mut next = Some(first);
             while let Some(v) = next {
@@ -76,7 +78,7 @@ fn start_writer(mut sink: Sink) -> mpsc::Sender<Value> {
                         };
                         obj.insert("kind".into(), "net.decision".into());
                         obj.insert("ts".into(), ringfence_audit::now_rfc3339().into());
-                        writeln!(stdout.lock(), "{}", Value::Object(obj)).is_ok()
+                        writeln!(batch, "{}", Value::Object(obj)).is_ok()
                     }
                     Sink::Log(w) => match v {
                         Value::Object(m) => w.write("net.decision", m).is_ok(),
@@ -90,7 +92,12 @@ fn start_writer(mut sink: Sink) -> mpsc::Sender<Value> {
                 next = rx.try_recv().ok();
             }
             let _ = match &mut sink {
-                Sink::Stdout => stdout.lock().flush().is_ok(),
+                Sink::Stdout => {
+                    let mut out = stdout.lock();
+                    let ok = out.write_all(&batch).is_ok() && out.flush().is_ok();
+                    batch.clear();
+                    ok
+                }
                 Sink::Log(w) => w.flush().is_ok(),
             };
             // Under load, gather lines for a moment instead of waking for each one.
