@@ -14,8 +14,9 @@ use tokio::net::TcpStream;
 use crate::host::{normalize_host, split_host_port, Host};
 use crate::proxy::{ConnectError, Decision, DecisionRecord, Limits, Protocol, Proxy};
 
-/// Buffer size for bodies and tunnels.
-pub(crate) const BUF: usize = 64 * 1024;
+/// Read buffer of each side of an HTTP connection. Small: large bodies bypass it (splice), and
+/// a gateway holds thousands of connections.
+const BUF: usize = 16 * 1024;
 
 /// Header fields that concern one connection only (RFC 9110 7.6.1), plus the proxy's own.
 const HOP_BY_HOP: &[&str] = &[
