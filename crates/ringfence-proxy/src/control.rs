@@ -318,3 +318,103 @@ impl Control {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::{AskQuery, Hooks, Protocol, Verdict};
+
+    struct NoHooks;
+    impl Hooks for NoHooks {
+        fn record(&self, _: &DecisionRecord) {}
+        fn ask(&self, _: AskQuery) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>> {
+            Box::pin(async { AskAnswer::Deny })
+        }
+    }
+
+    fn allowed(proxy: &Proxy, host: &str, port: u16) -> bool {
+        matches!(proxy.policy().decide(host, port), Verdict::Allow { .. })
+    }
+
+    #[test]
+    fn lines_update_the_policy() {
+        let proxy = Proxy::new(NetPolicy::default(), Arc::new(NoHooks));
+        let c = Control::start(None, Duration::from_secs(1));
+        assert!(!allowed(&proxy, "a.com", 443));
+        c.apply(r#"{"type":"allow","host":"a.com","port":443}"#, &proxy)
+            .unwrap();
+        assert!(allowed(&proxy, "a.com", 443) && !allowed(&proxy, "a.com", 80));
+        c.apply(
+            r#"{"type":"policy","network":{"allowedDomains":["*.b.com"],"ask":true,"askTimeoutSeconds":7}}"#,
+            &proxy,
+        )
+        .unwrap();
+        assert!(allowed(&proxy, "x.b.com", 1) && !allowed(&proxy, "a.com", 443));
+        assert!(proxy.policy().ask_enabled());
+        assert_eq!(proxy.policy().ask_timeout(), Duration::from_secs(7));
+        // srt's line: a whole settings document.
+        c.apply(
+            r#"{"network":{"allowedDomains":["c.com"],"deniedDomains":[]},"filesystem":{"denyRead":[],"allowWrite":[],"denyWrite":[]}}"#,
+            &proxy,
+        )
+        .unwrap();
+        assert!(allowed(&proxy, "c.com", 1) && !allowed(&proxy, "x.b.com", 1));
+        assert!(proxy.policy().ask_enabled(), "asking stays as it was");
+        // Invalid lines change nothing.
+        for bad in [
+            "not json",
+            "[1]",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"allow"}"#,
+            r#"{"type":"allow","host":"a..b"}"#,
+            r#"{"type":"allow","host":"a.com","port":70000}"#,
+            r#"{"type":"policy"}"#,
+            r#"{"type":"policy","network":{"allowedDomains":["*"]}}"#,
+            r#"{"type":"policy","network":{"allowedDomainz":[]}}"#,
+            r#"{"network":{"allowedDomains":["https://x.com"]}}"#,
+            r#"{"type":"answer","id":99,"answer":"once"}"#,
+            r#"{"type":"answer","id":1,"answer":"maybe"}"#,
+        ] {
+            assert!(c.apply(bad, &proxy).is_err(), "{bad}");
+        }
+        assert!(allowed(&proxy, "c.com", 1));
+    }
+
+    #[tokio::test]
+    async fn questions_are_answered_by_id_and_expire() {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (r, w) = theirs.into_split();
+        let c = Control::start(Some(Box::new(w)), Duration::from_millis(300));
+        let proxy = Proxy::new(NetPolicy::default(), Arc::new(NoHooks));
+        tokio::spawn(c.clone().run_reader(Box::new(r), proxy, |_| {}));
+        let q = |host: &str| AskQuery {
+            host: host.into(),
+            port: 443,
+            protocol: Protocol::Connect,
+            client: Some("agent".into()),
+        };
+        let (our_r, mut our_w) = ours.into_split();
+        let mut lines = BufReader::new(our_r).lines();
+        let pending = tokio::spawn(c.ask(q("a.com")));
+        let line: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(line["type"], "ask");
+        assert_eq!(line["host"], "a.com");
+        assert_eq!(line["client"], "agent");
+        let id = line["id"].as_u64().unwrap();
+        our_w
+            .write_all(
+                format!("{{\"type\":\"answer\",\"id\":{id},\"answer\":\"always\"}}\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(pending.await.unwrap(), AskAnswer::Always);
+        // Unanswered: denied after the timeout, then withdrawn.
+        assert_eq!(c.ask(q("b.com")).await, AskAnswer::Deny);
+        let ask: Value = serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        let expired: Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(expired["type"], "expired");
+        assert_eq!(expired["id"], ask["id"]);
+    }
+}

@@ -14,8 +14,9 @@ use tokio::net::TcpStream;
 use crate::host::{normalize_host, split_host_port, Host};
 use crate::proxy::{ConnectError, Decision, DecisionRecord, Limits, Protocol, Proxy};
 
-/// Buffer size for bodies and tunnels.
-pub(crate) const BUF: usize = 64 * 1024;
+/// Read buffer of each side of an HTTP connection. Small: large bodies bypass it (splice), and
+/// a gateway holds thousands of connections.
+const BUF: usize = 16 * 1024;
 
 /// Header fields that concern one connection only (RFC 9110 7.6.1), plus the proxy's own.
 const HOP_BY_HOP: &[&str] = &[
@@ -317,6 +318,12 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAdd
     let mut cr = BufReader::with_capacity(BUF, r);
     let mut upstream: Option<Upstream> = None;
     loop {
+        // Between requests a keep-alive connection may stay idle for a while, and then ends
+        // quietly; once a request starts, its head must arrive in time.
+        match tokio::time::timeout(limits.idle_timeout, cr.fill_buf()).await {
+            Ok(Ok(b)) if !b.is_empty() => {}
+            _ => return,
+        }
         let head =
             match tokio::time::timeout(limits.head_timeout, read_head(&mut cr, &limits)).await {
                 Ok(Ok(Some(h))) => h,
@@ -427,12 +434,10 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
     if !early.is_empty() && up.write_all(&early).await.is_err() {
         return;
     }
-    let Ok(mut client) = cr.into_inner().reunite(cw) else {
+    let Ok(client) = cr.into_inner().reunite(cw) else {
         return;
     };
-    let (a, b) = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, BUF, BUF)
-        .await
-        .unwrap_or((0, 0));
+    let (a, b) = crate::splice::tunnel(&client, &up).await;
     up_bytes += a;
     ctx.record(
         shown,
@@ -786,21 +791,63 @@ async fn relay(
         }
         h.extend_from_slice(b"\r\n");
         let mid = |e: std::io::Error| RelayError::Midway(format!("response: {e}"));
+        // A small body that has already arrived goes out with the head, in one write.
+        if let Framing::Length(n) = framing {
+            if n <= BUF as u64 && up.r.buffer().len() as u64 >= n {
+                h.extend_from_slice(&up.r.buffer()[..n as usize]);
+                up.r.consume(n as usize);
+                cw.write_all(&h).await.map_err(mid)?;
+                let reuse = !resp_head.connection_has("close")
+                    && (resp_head.minor == 1 || resp_head.connection_has("keep-alive"));
+                return Ok((up_bytes, n, reuse, false));
+            }
+        }
         cw.write_all(&h).await.map_err(mid)?;
         if interim {
             continue;
         }
         let down = match framing {
             Framing::None => 0,
+            Framing::Length(n) if n >= SPLICE_FROM => {
+                copy_spliced(&mut up.r, cw, Some(n)).await.map_err(mid)?
+            }
             Framing::Length(n) => copy_exact(&mut up.r, cw, n).await.map_err(mid)?,
             Framing::Chunked => copy_chunked(&mut up.r, cw, limits).await.map_err(mid)?,
-            Framing::Close => tokio::io::copy_buf(&mut up.r, cw).await.map_err(mid)?,
+            Framing::Close => copy_spliced(&mut up.r, cw, None).await.map_err(mid)?,
         };
         let reuse = framing != Framing::Close
             && !resp_head.connection_has("close")
             && (resp_head.minor == 1 || resp_head.connection_has("keep-alive"));
         return Ok((up_bytes, down, reuse, close_client));
     }
+}
+
+/// Bodies from this size on are moved with splice(2).
+const SPLICE_FROM: u64 = 256 * 1024;
+
+/// Copies `n` bytes (or everything until the end, with `None`): first what the reader has
+/// buffered, then the rest socket to socket with splice(2).
+async fn copy_spliced(
+    r: &mut BufReader<OwnedReadHalf>,
+    w: &mut OwnedWriteHalf,
+    n: Option<u64>,
+) -> std::io::Result<u64> {
+    let buffered = r.buffer();
+    let take = n.map_or(buffered.len(), |n| (buffered.len() as u64).min(n) as usize);
+    w.write_all(&buffered[..take]).await?;
+    r.consume(take);
+    let rest = n.map(|n| n - take as u64);
+    let moved = std::sync::atomic::AtomicU64::new(0);
+    let sent = crate::splice::copy(r.get_ref().as_ref(), w.as_ref(), rest, &moved).await?;
+    if let Some(rest) = rest {
+        if sent != rest {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("body ended {} bytes short", rest - sent),
+            ));
+        }
+    }
+    Ok(take as u64 + sent)
 }
 
 async fn copy_exact<R, W>(r: &mut BufReader<R>, w: &mut W, n: u64) -> std::io::Result<u64>

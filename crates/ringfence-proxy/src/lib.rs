@@ -16,6 +16,7 @@ mod http;
 mod policy;
 mod proxy;
 mod socks;
+mod splice;
 
 pub use policy::{embedded_ipv4, local_kind, NetPolicy, Verdict};
 pub use proxy::{AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, Limits, Protocol, Proxy};

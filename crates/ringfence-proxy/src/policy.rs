@@ -342,11 +342,14 @@ impl NetPolicy {
     }
 }
 
-/// The kind of host-local or special address `ip` is, if it is one.
+/// The kind of host-local or special address `ip` is, if it is one, also when it is carried
+/// inside an IPv6 address (IPv4-mapped, -compatible, NAT64, 6to4).
 pub fn local_kind(ip: IpAddr) -> Option<&'static str> {
     match canonical_ip(ip) {
         IpAddr::V4(a) => local_kind_v4(a),
-        IpAddr::V6(a) => local_kind_v6(a),
+        IpAddr::V6(a) => {
+            local_kind_v6(a).or_else(|| embedded_ipv4(IpAddr::V6(a)).and_then(local_kind_v4))
+        }
     }
 }
 
@@ -445,6 +448,8 @@ mod tests {
                 "münchen.de",
                 "127.0.0.1:8080",
                 "127.0.0.2",
+                "[::ffff:a9fe:a9fe]",
+                "[64:ff9b::7f00:1]",
             ],
             &["bad.wild.org", "*:22"],
         );
@@ -482,9 +487,13 @@ mod tests {
             ("2130706433", 8080, "allow"),
             ("[::ffff:127.0.0.1]", 8080, "allow"),
             ("127.0.0.1", 8081, "unlisted"),
-            // A loopback literal allowed without a port stays refused.
+            // A loopback literal allowed without a port stays refused, in every spelling.
             ("127.0.0.2", 80, "deny"),
-            ("169.254.169.254", 80, "unlisted"),
+            ("[::ffff:127.0.0.2]", 80, "deny"),
+            ("169.254.169.254", 80, "deny"),
+            ("2852039166", 80, "deny"),
+            ("[64:ff9b::7f00:1]", 80, "deny"),
+            ("[::127.0.0.2]", 80, "unlisted"),
         ];
         for (host, port, want) in table {
             assert_eq!(short(&p.decide(host, *port)), *want, "{host:?}:{port}");
@@ -627,7 +636,10 @@ mod tests {
         p.allow("new.com", Some(443)).unwrap();
         assert!(matches!(p.decide("new.com", 443), Verdict::Allow { .. }));
         assert_eq!(p.decide("new.com", 80), Verdict::Unlisted);
-        p.allow("::2", None).unwrap();
-        assert!(matches!(p.decide("[::2]", 1), Verdict::Allow { .. }));
+        p.allow("2001:db8::2", None).unwrap();
+        assert!(matches!(
+            p.decide("[2001:db8::2]", 1),
+            Verdict::Allow { .. }
+        ));
     }
 }

@@ -159,6 +159,8 @@ pub struct Limits {
     pub head_timeout: Duration,
     /// Time to establish the upstream TCP connection.
     pub connect_timeout: Duration,
+    /// Time a client connection may sit idle between HTTP requests.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -169,6 +171,7 @@ impl Default for Limits {
             max_chunk_line: 4096,
             head_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -328,14 +331,16 @@ impl Proxy {
                 asked: None,
             }),
             // Host services are reached only through an explicit entry, never by a click.
-            Verdict::Unlisted if matches!(host, Host::Ip(ip) if crate::local_kind(ip).is_some()) => {
-                let kind = match host {
-                    Host::Ip(ip) => crate::local_kind(ip).unwrap_or_default(),
-                    Host::Name(_) => "",
+            Verdict::Unlisted if matches!(&host, Host::Ip(ip) if policy.refuse_resolved(*ip, &self.own_addrs).is_some()) =>
+            {
+                let why = match &host {
+                    Host::Ip(ip) => policy.refuse_resolved(*ip, &self.own_addrs),
+                    Host::Name(_) => None,
                 };
                 Err(Refused {
                     reason: format!(
-                        "{host} is a {kind}; only an allowedDomains entry with its port reaches it"
+                        "{host}: {}; only an allowedDomains entry with its port reaches it",
+                        why.unwrap_or_default()
                     ),
                     host: host.to_string(),
                     rule: None,

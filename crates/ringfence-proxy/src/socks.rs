@@ -10,7 +10,6 @@ use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::http::BUF;
 use crate::proxy::{ConnectError, Decision, DecisionRecord, Protocol, Proxy};
 
 const SUCCEEDED: u8 = 0x00;
@@ -166,7 +165,7 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
         }
     };
     let shown = allowed.host.to_string();
-    let (mut up, addr) = match proxy.connect(&allowed.host, req.port).await {
+    let (up, addr) = match proxy.connect(&allowed.host, req.port).await {
         Ok(c) => c,
         Err(ConnectError::Refused(reason)) => {
             record(
@@ -203,9 +202,7 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
         }
     };
     reply(&mut stream, SUCCEEDED, up.local_addr().ok()).await;
-    let (a, b) = tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut up, BUF, BUF)
-        .await
-        .unwrap_or((0, 0));
+    let (a, b) = crate::splice::tunnel(&stream, &up).await;
     record(
         shown,
         Decision::Allowed,

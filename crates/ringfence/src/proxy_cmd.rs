@@ -58,13 +58,15 @@ impl Hooks for GatewayHooks {
     }
 }
 
-/// Writes decision lines on a thread of its own, flushing whenever the queue is empty.
+/// Writes decision lines on a thread of its own; a line is written within about 5 ms.
 fn start_writer(mut sink: Sink) -> mpsc::Sender<Value> {
     let (tx, rx) = mpsc::channel::<Value>();
     std::thread::spawn(move || {
         use std::io::Write;
         let stdout = std::io::stdout();
         let mut failed = false;
+        // Stdout is line-buffered: a batch goes out in one write.
+        let mut batch = Vec::new();
         while let Ok(first) = rx.recv() {
             let mut next = Some(first);
             while let Some(v) = next {
@@ -76,7 +78,7 @@ fn start_writer(mut sink: Sink) -> mpsc::Sender<Value> {
                         };
                         obj.insert("kind".into(), "net.decision".into());
                         obj.insert("ts".into(), ringfence_audit::now_rfc3339().into());
-                        writeln!(stdout.lock(), "{}", Value::Object(obj)).is_ok()
+                        writeln!(batch, "{}", Value::Object(obj)).is_ok()
                     }
                     Sink::Log(w) => match v {
                         Value::Object(m) => w.write("net.decision", m).is_ok(),
@@ -90,9 +92,16 @@ fn start_writer(mut sink: Sink) -> mpsc::Sender<Value> {
                 next = rx.try_recv().ok();
             }
             let _ = match &mut sink {
-                Sink::Stdout => stdout.lock().flush().is_ok(),
+                Sink::Stdout => {
+                    let mut out = stdout.lock();
+                    let ok = out.write_all(&batch).is_ok() && out.flush().is_ok();
+                    batch.clear();
+                    ok
+                }
                 Sink::Log(w) => w.flush().is_ok(),
             };
+            // Under load, gather lines for a moment instead of waking for each one.
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
     });
     tx
@@ -112,6 +121,22 @@ fn inherited_fd(fd: i32) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// A gateway holds two sockets per connection (and pipes while data moves): raise the soft
+/// limit on open files to the hard one.
+fn raise_open_files() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 pub fn main(args: ProxyArgs) -> Result<i32> {
     let (policy, _cwd) = prepare::load_policy(&Sources {
         settings: args.settings.clone(),
@@ -126,6 +151,7 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
         None => Sink::Stdout,
     };
     let control_fd = args.control_fd.map(inherited_fd).transpose()?;
+    raise_open_files();
     let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("listening on {}", args.listen))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

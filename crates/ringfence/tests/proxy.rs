@@ -80,6 +80,14 @@ fn serve_upstream(s: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
         }
         let path = head.split(' ').nth(1).unwrap_or("").to_string();
         heads.lock().unwrap().push(head);
+        if path == "/big" {
+            let body = big_body();
+            let h = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            if w.write_all(h.as_bytes()).is_err() || w.write_all(&body).is_err() {
+                return;
+            }
+            continue;
+        }
         let text = format!("upstream-ok {path} {}", String::from_utf8_lossy(&body));
         let resp = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{text}",
@@ -89,6 +97,11 @@ fn serve_upstream(s: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
             return;
         }
     }
+}
+
+/// A body large enough to take the proxy's splice path, with content that shows reordering.
+fn big_body() -> Vec<u8> {
+    (0..3_000_000u32).map(|i| (i % 251) as u8).collect()
 }
 
 /// A running `ringfence proxy`, killed when dropped.
@@ -263,6 +276,17 @@ fn curl_http_connect_and_socks5_allowed_and_denied() {
         assert_eq!(text(&o), "upstream-ok /hello ", "{args:?}: {o:?}");
     }
     assert_eq!(up.count(), 4);
+    // Large bodies, tunnels and SOCKS5 arrive intact.
+    let big = format!("http://127.0.0.1:{}/big", up.port);
+    for args in [
+        vec!["-x", px.as_str(), big.as_str()],
+        vec!["-p", "-x", px.as_str(), big.as_str()],
+        vec!["--proxy", socks.as_str(), big.as_str()],
+    ] {
+        let o = curl(&args);
+        assert!(o.stdout == big_body(), "{args:?}: {} bytes", o.stdout.len());
+    }
+    assert_eq!(up.count(), 7);
 
     // The same upstream on a port the policy does not list.
     let other = Upstream::start();
@@ -283,10 +307,14 @@ fn curl_http_connect_and_socks5_allowed_and_denied() {
 
     let d = gw.decisions();
     let by_agent: Vec<_> = d.iter().filter(|e| e["client"] == "agent-1").collect();
-    assert_eq!(by_agent.len(), 2, "{d:?}");
+    assert_eq!(by_agent.len(), 3, "{d:?}");
+    assert!(
+        by_agent[1]["bytesDown"].as_u64().unwrap() > 3_000_000,
+        "{d:?}"
+    );
     assert_eq!(by_agent[0]["decision"], "allow");
     assert_eq!(by_agent[0]["protocol"], "socks5");
-    assert_eq!(by_agent[1]["decision"], "deny");
+    assert_eq!(by_agent[2]["decision"], "deny");
     assert!(d.iter().all(|e| e["kind"] == "net.decision"));
     let denied = d
         .iter()
@@ -500,6 +528,15 @@ fn ask_flow_and_live_updates_over_control_fd() {
     let c = gw.control.as_mut().unwrap();
     assert_eq!(next_line(c)["type"], "ask");
     assert_eq!(next_line(c)["type"], "expired");
+    // "always" adds the entry: the next request is not asked about (the next line on the
+    // channel is the answer to a nonsense line, not a question).
+    let out = ask_once(&mut gw, "always");
+    assert!(out.contains("resolves only to refused addresses"), "{out}");
+    let out = text(&curl(&["-i", "-x", &px, &url]));
+    assert!(out.contains("resolves only to refused addresses"), "{out}");
+    let c = gw.control.as_mut().unwrap();
+    c.get_mut().write_all(b"{\"type\":\"nonsense\"}\n").unwrap();
+    assert_eq!(next_line(c)["type"], "error");
     // Literal host-service addresses are never asked about.
     let lit = format!("http://127.0.0.1:{}/", up.port);
     let out = text(&curl(&["-i", "-x", &px, &lit]));
