@@ -2,6 +2,7 @@
 //! `run.end`, and the `ringfence log` command that lists runs, shows a run's events and
 //! verifies a log's hash chain against the run index.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -151,6 +152,16 @@ impl Activity {
         }
     }
 
+    /// What happened so far, as `run.end` and the run record count it.
+    pub fn counts(&self) -> Value {
+        json!({
+            "fs.denied": self.denied,
+            "exec": self.execs,
+            "net.allowed": self.net_allowed,
+            "net.denied": self.net_denied,
+        })
+    }
+
     /// Closes the chain with `run.end`; returns the final hash for the run index and the number
     /// of denials. Later events are not written.
     pub fn end(&mut self, outcome: Option<Outcome>) -> (Option<String>, u64) {
@@ -168,12 +179,7 @@ impl Activity {
             "wallMs": self.started.elapsed().as_millis() as u64,
             "cpuMs": cpu_ms,
             "peakMemoryKiB": ru.ru_maxrss,
-            "counts": {
-                "fs.denied": self.denied,
-                "exec": self.execs,
-                "net.allowed": self.net_allowed,
-                "net.denied": self.net_denied,
-            },
+            "counts": self.counts(),
         });
         match outcome {
             Some(Outcome::Exited(c)) => fields["exit"] = c.into(),
@@ -218,113 +224,147 @@ fn log_path(name: &str, rec: &Value) -> Result<PathBuf> {
     }
 }
 
-/// `ringfence log`: runs, newest first.
+/// How a run ended, in a word or two (`running` while its supervisor lives).
+pub fn status_of(r: &Value) -> String {
+    match &r["status"] {
+        Value::Null if crate::runs::is_live(r["name"].as_str().unwrap_or("")) => "running".into(),
+        Value::Null => "killed".into(),
+        s if s.get("exit").is_some() => format!("exit {}", s["exit"]),
+        s if s.get("signal").is_some() => format!("signal {}", s["signal"]),
+        s if s.get("timedOut").is_some() => "timed out".into(),
+        _ => "failed".into(),
+    }
+}
+
+/// `12s`, `3m04s`, `2h05m`.
+pub fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The counts of `run.end` (exec, fs.denied, net.allowed, net.denied): from the run record
+/// when it kept them, else from the log (counted so far for a live run).
+pub fn counts_of(r: &Value) -> Option<Value> {
+    if r["counts"].is_object() {
+        return Some(r["counts"].clone());
+    }
+    let events = ringfence_audit::read(std::path::Path::new(r["log"].as_str()?)).ok()?;
+    if let Some(end) = events.iter().rev().find(|e| e["kind"] == "run.end") {
+        return end.get("counts").cloned();
+    }
+    let n = |f: &dyn Fn(&Map<String, Value>) -> bool| events.iter().filter(|e| f(e)).count();
+    Some(json!({
+        "exec": n(&|e| e["kind"] == "exec"),
+        "fs.denied": n(&|e| e["kind"] == "fs.denied"),
+        "net.allowed": n(&|e| e["kind"] == "net.decision" && e["decision"] == "allow"),
+        "net.denied": n(&|e| e["kind"] == "net.decision" && e["decision"] != "allow"),
+    }))
+}
+
+/// A run's command line for a table: escaped and cut to `max` characters.
+pub fn command_of(r: &Value, max: usize) -> String {
+    let cmd = crate::timeline::escape(&crate::timeline::joined(r.get("argv")));
+    if cmd.chars().count() > max {
+        format!(
+            "{}...",
+            cmd.chars().take(max.saturating_sub(3)).collect::<String>()
+        )
+    } else {
+        cmd
+    }
+}
+
+/// `ringfence log`: runs, newest first, with how they ended, how long they took and what
+/// happened in them.
 pub fn list() -> Result<()> {
     let runs = crate::runs::all()?;
     println!(
-        "{:<32} {:<10} {:>8} {:>7}  COMMAND",
-        "RUN", "STATUS", "SECONDS", "DENIED"
+        "{:<32} {:<10} {:>8} {:>6} {:>9} {:>9} {:>10}  COMMAND",
+        "RUN", "STATUS", "DURATION", "EXEC", "FS-DENIED", "NET-ALLOW", "NET-DENIED"
     );
     for r in runs {
-        let status = match &r["status"] {
-            Value::Null if crate::runs::is_live(r["name"].as_str().unwrap_or("")) => {
-                "running".into()
-            }
-            Value::Null => "killed".into(),
-            s if s.get("exit").is_some() => format!("exit {}", s["exit"]),
-            s if s.get("signal").is_some() => format!("signal {}", s["signal"]),
-            s if s.get("timedOut").is_some() => "timed out".into(),
-            _ => "failed".into(),
-        };
+        let status = status_of(&r);
         let secs = match (r["started"].as_u64(), r["ended"].as_u64()) {
-            (Some(a), Some(b)) => (b.saturating_sub(a)).to_string(),
+            (Some(a), Some(b)) => duration(b.saturating_sub(a)),
+            (Some(a), None) if status == "running" => duration(now_secs().saturating_sub(a)),
             _ => "-".into(),
         };
-        let argv: Vec<String> = r["argv"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let counts = counts_of(&r);
+        let count = |k: &str| {
+            counts
+                .as_ref()
+                .and_then(|c| c[k].as_u64())
+                .map_or("-".into(), |n| n.to_string())
+        };
         println!(
-            "{:<32} {:<10} {:>8} {:>7}  {}",
+            "{:<32} {:<10} {:>8} {:>6} {:>9} {:>9} {:>10}  {}",
             r["name"].as_str().unwrap_or("?"),
             status,
             secs,
-            r["denied"].as_u64().map_or("-".into(), |d| d.to_string()),
-            {
-                let cmd = argv.join(" ").escape_debug().to_string();
-                if cmd.chars().count() > 60 {
-                    format!("{}...", cmd.chars().take(57).collect::<String>())
-                } else {
-                    cmd
-                }
-            }
+            count("exec"),
+            count("fs.denied"),
+            count("net.allowed"),
+            count("net.denied"),
+            command_of(&r, 60)
         );
     }
     Ok(())
 }
 
-/// `ringfence log show RUN`: the run's events, readable or as JSON lines.
-pub fn show(name: &str, kind: Option<&str>, as_json: bool) -> Result<()> {
+/// When `log show` colours its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// When stdout is a terminal and NO_COLOR is not set.
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    fn enabled(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                let no_color = matches!(std::env::var_os("NO_COLOR"), Some(v) if !v.is_empty());
+                !no_color && ringfence_linux::supervise::is_tty(1)
+            }
+        }
+    }
+}
+
+/// `ringfence log show RUN`: the run's events as a timeline (time after the start, kind,
+/// details; coloured by severity), or as JSON lines.
+pub fn show(name: &str, kind: Option<&str>, as_json: bool, color: ColorChoice) -> Result<()> {
     let rec = record(name)?;
     let path = log_path(name, &rec)?;
     let events = ringfence_audit::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for e in events {
-        let k = e.get("kind").and_then(Value::as_str).unwrap_or("");
-        if let Some(want) = kind {
-            if !k.starts_with(want) {
-                continue;
-            }
-        }
-        if as_json {
-            println!("{}", Value::Object(e.clone()));
-            continue;
-        }
-        let ts = e.get("ts").and_then(Value::as_str).unwrap_or("");
-        let detail = match k {
-            "run.start" => format!(
-                "{} (cwd {}, policy {})",
-                joined(&e["argv"]),
-                e["cwd"].as_str().unwrap_or(""),
-                e["policyDigest"]
-                    .as_str()
-                    .and_then(|d| d.get(..12))
-                    .unwrap_or("")
-            ),
-            "fs.denied" => format!(
-                "{} {} by {} (pid {}): {}",
-                e["op"].as_str().unwrap_or(""),
-                e["path"].as_str().unwrap_or(""),
-                e["program"].as_str().unwrap_or(""),
-                e["pid"],
-                e["reason"].as_str().unwrap_or("")
-            ),
-            "exec" => format!(
-                "{} (pid {}): {}",
-                e["path"].as_str().unwrap_or(""),
-                e["pid"],
-                joined(&e["argv"])
-            ),
-            "run.end" => format!(
-                "{} after {} ms, cpu {} ms, peak {} KiB, {} denied",
-                if e.get("exit").is_some() {
-                    format!("exit {}", e["exit"])
-                } else if e.get("signal").is_some() {
-                    format!("signal {}", e["signal"])
-                } else {
-                    "ended".into()
-                },
-                e["wallMs"],
-                e["cpuMs"],
-                e["peakMemoryKiB"],
-                e["counts"]["fs.denied"]
-            ),
-            _ => String::new(),
+    let filter = match kind {
+        Some(k) => crate::timeline::Filter::Kind(k.to_string()),
+        None => crate::timeline::Filter::All,
+    };
+    let start = crate::timeline::start_of(&events);
+    let color = !as_json && color.enabled();
+    let mut out = std::io::stdout().lock();
+    for e in events.iter().filter(|e| filter.keeps(e)) {
+        let line = if as_json {
+            Value::Object(e.clone()).to_string()
+        } else if color {
+            crate::timeline::render(e, start).ansi()
+        } else {
+            crate::timeline::render(e, start).plain()
         };
-        println!("{ts}  {k:<10} {}", detail.escape_debug());
+        writeln!(out, "{line}").context("writing to stdout")?;
     }
     Ok(())
 }
@@ -380,16 +420,4 @@ pub fn follow(name: Option<&str>) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-}
-
-/// A JSON array of strings, joined with spaces (an argv for display).
-fn joined(v: &Value) -> String {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
 }
