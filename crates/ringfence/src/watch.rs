@@ -546,4 +546,54 @@ mod tests {
         assert_eq!(denied_only.len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn the_screen_shows_runs_events_and_keys() {
+        use ratatui::backend::TestBackend;
+        let mut app = App::new();
+        app.runs = vec![row("build-1", "running"), row("old", "exit 0")];
+        let mut feed = Feed::new("build-1", PathBuf::from("/nonexistent"));
+        feed.start = timeline::parse_ts("2026-11-22T03:29:46.000Z");
+        feed.events.push_back(
+            serde_json::from_value(
+                json!({"kind": "fs.denied", "ts": "2026-11-22T03:29:47.000Z",
+                "op": "open", "path": "/w/.bashrc", "pid": 2, "program": "touch", "reason": "r"}),
+            )
+            .unwrap(),
+        );
+        feed.events.push_back(
+            serde_json::from_value(json!({"kind": "exec", "ts": "2026-11-22T03:29:48.000Z",
+                "pid": 3, "path": "/bin/ls", "argv": ["ls"]}))
+            .unwrap(),
+        );
+        app.feed = Some(feed);
+        app.filter = Filter::Denied;
+        app.paused.insert("build-1".into());
+        let mut term = ratatui::Terminal::new(TestBackend::new(120, 12)).unwrap();
+        term.draw(|f| draw(f, &app)).unwrap();
+        let screen: String = term
+            .backend()
+            .buffer()
+            .content()
+            .chunks(120)
+            .map(|row| row.iter().map(|c| c.symbol()).collect::<String>() + "\n")
+            .collect();
+        assert!(screen.contains("build-1  paused"), "{screen}");
+        assert!(screen.contains("old  exit 0"), "{screen}");
+        assert!(screen.contains("[filter: denied]"), "{screen}");
+        assert!(
+            screen.contains("+00:01.000  fs.denied      open /w/.bashrc by touch"),
+            "{screen}"
+        );
+        // The exec is filtered out.
+        assert!(!screen.contains("/bin/ls"), "{screen}");
+        assert!(screen.contains("s stop"), "{screen}");
+        app.confirm_stop = Some("build-1".into());
+        term.draw(|f| draw(f, &app)).unwrap();
+        let bar: String = term.backend().buffer().content()[11 * 120..]
+            .iter()
+            .map(|c| c.symbol())
+            .collect();
+        assert!(bar.contains("stop build-1? y/n"), "{bar}");
+    }
 }
