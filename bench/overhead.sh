@@ -12,7 +12,8 @@
 # Usage: bench/overhead.sh            (from any directory)
 # Environment: RUNS (rounds, default 5), GIT_FILES (default 30000), GIT_REPS (default 3),
 #   BUILD_FILES (default 100), EXECS (default 500), SRT_CLI (path to srt's dist/cli.js;
-#   otherwise installed with npm into a temporary dir), NO_SRT=1 to leave srt out.
+#   otherwise installed with npm into a temporary dir), NO_SRT=1 to leave srt out,
+#   RINGFENCE_BIN (a built binary; otherwise target/release/ringfence is built).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,9 +49,20 @@ WORK="$(mktemp -d "$BASE/ringfence-overhead.XXXXXX")"
 W="$WORK/w"          # the one writable directory of every sandbox
 mkdir -p "$W" "$WORK/state"
 
-echo "==> building ringfence (release)"
-(cd "$ROOT" && cargo build --release -q -p ringfence)
-RF="$ROOT/target/release/ringfence"
+if [ -n "${RINGFENCE_BIN:-}" ]; then
+  RF="$RINGFENCE_BIN"
+else
+  echo "==> building ringfence (release)"
+  (cd "$ROOT" && cargo build --release -q -p ringfence)
+  RF="$ROOT/target/release/ringfence"
+fi
+if [ "$(id -u)" = 0 ]; then
+  # ringfence runs a root caller's command as nobody; git keeps each file's owner in its index,
+  # so every `git status` then re-reads every file, and rewrites the index for the next variant.
+  echo "    note: running as root; ringfence runs the command as nobody, which makes git re-read"
+  echo "    every file (its index records owners). Run as an unprivileged user for git figures:"
+  echo "    runuser -u USER -- env RINGFENCE_BIN=... SRT_CLI=... bench/overhead.sh"
+fi
 # Run records and logs of the benchmark's runs stay in the temporary directory.
 export XDG_STATE_HOME="$WORK/state"
 
