@@ -4,6 +4,8 @@
 #   - `git status` on a generated repository of 30,000 committed files (GIT_REPS per sandbox)
 #   - a build: `make -j2` of BUILD_FILES small C files with gcc
 #   - 500 short execs of /bin/true (the cost of ringfence's exec reports)
+#   - an empty script: the fixed cost of each variant (start-up, and for ringfence the scan of
+#     the writable directory for protected names), included in the figures above
 # Each variant runs the same script file with the same writable directory; the variants take
 # turns within each round so that a noisy neighbour slows them alike. Prints medians, ratios and
 # the overhead against direct and against bubblewrap. Measures, never asserts; removes
@@ -144,6 +146,9 @@ cd "$W/build" || exit 1
 rm -f ./*.o prog
 make -s -j2 >/dev/null || exit 1
 EOF
+cat >"$WORK/empty.sh" <<EOF
+cd "$W/repo" || exit 1
+EOF
 cat >"$WORK/exec.sh" <<EOF
 i=0
 while [ \$i -lt $EXECS ]; do /bin/true; i=\$((i+1)); done
@@ -194,6 +199,7 @@ bench() { # bench KEY TITLE SCRIPT
 
 echo
 echo "==> $(nproc) CPUs, $(uname -r), $(git --version), $(gcc --version | head -1)"
+bench empty "the fixed cost: an empty script, same writable directory" "$WORK/empty.sh"
 bench git "git status --porcelain x$GIT_REPS on $GIT_FILES files" "$WORK/git.sh"
 bench build "make -j2 of $BUILD_FILES C files" "$WORK/build.sh"
 bench exec "$EXECS execs of /bin/true" "$WORK/exec.sh"
@@ -203,7 +209,7 @@ pct() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print
 echo
 echo "==> summary: time relative to direct and to bubblewrap (target: ringfence under +10 % vs direct on git status and the build)"
 printf '  %-34s %-18s %-18s\n' "" "vs direct" "vs bwrap"
-for key in git build exec; do
+for key in empty git build exec; do
   for v in ringfence bwrap srt; do
     [ -n "${MED[$key.$v]:-}" ] || continue
     vb="-"
