@@ -389,9 +389,59 @@ pub fn verify(name: &str) -> Result<i32> {
     }
 }
 
+/// A run's log read as it grows: each `read` returns the whole lines appended since the last
+/// (a line still being written waits for the next call).
+pub struct Tail {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    pub fn new(path: PathBuf) -> Tail {
+        Tail {
+            path,
+            offset: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    pub fn read(&mut self) -> Result<Vec<Map<String, Value>>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))?;
+        f.seek(SeekFrom::Start(self.offset))
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        let mut buf = Vec::new();
+        // At most 4 MiB at a time, so a huge log is shown while it is read.
+        let n = f
+            .take(4 << 20)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        self.offset += n as u64;
+        self.partial.extend_from_slice(&buf);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Ok(Vec::new());
+        };
+        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        Ok(complete
+            .split(|&b| b == b'\n')
+            .filter_map(|l| match serde_json::from_slice::<Value>(l) {
+                Ok(Value::Object(e)) => Some(e),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
 /// `ringfence log follow [RUN]`: prints a live run's events as they are written (the newest
-/// live run when none is named), until its `run.end`.
-pub fn follow(name: Option<&str>) -> Result<()> {
+/// live run when none is named), until its `run.end`; as a timeline like `log show`, or JSON.
+pub fn follow(
+    name: Option<&str>,
+    kind: Option<&str>,
+    as_json: bool,
+    color: ColorChoice,
+) -> Result<()> {
     let name = match name {
         Some(n) => n.to_string(),
         None => crate::runs::all()?
@@ -403,21 +453,46 @@ pub fn follow(name: Option<&str>) -> Result<()> {
             .context("no live run to follow")?,
     };
     let rec = record(&name)?;
-    let path = log_path(&name, &rec)?;
-    let mut shown = 0usize;
+    let mut tail = Tail::new(log_path(&name, &rec)?);
+    let filter = match kind {
+        Some(k) => crate::timeline::Filter::Kind(k.to_string()),
+        None => crate::timeline::Filter::All,
+    };
+    let color = !as_json && color.enabled();
+    let mut start = None;
+    let mut out = std::io::stdout().lock();
+    let mut gone = false;
     loop {
-        let events = ringfence_audit::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        for e in &events[shown.min(events.len())..] {
-            println!("{}", Value::Object(e.clone()));
+        for e in tail.read()? {
+            if start.is_none() && e.get("kind").and_then(Value::as_str) == Some("run.start") {
+                start = e
+                    .get("ts")
+                    .and_then(Value::as_str)
+                    .and_then(crate::timeline::parse_ts);
+            }
+            if filter.keeps(&e) {
+                let line = if as_json {
+                    Value::Object(e.clone()).to_string()
+                } else if color {
+                    crate::timeline::render(&e, start).ansi()
+                } else {
+                    crate::timeline::render(&e, start).plain()
+                };
+                writeln!(out, "{line}").context("writing to stdout")?;
+                out.flush().context("writing to stdout")?;
+            }
             if e.get("kind").and_then(Value::as_str) == Some("run.end") {
                 return Ok(());
             }
         }
-        shown = events.len();
-        if !crate::runs::is_live(&name) {
+        if gone {
             // The supervisor is gone without closing the log.
             bail!("run {name} ended without run.end (its supervisor was killed)");
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // One more read after the supervisor is gone: it writes run.end just before.
+        gone = !crate::runs::is_live(&name);
+        if !gone {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 }

@@ -119,6 +119,15 @@ enum LogAction {
     Follow {
         /// The run's name.
         run: Option<String>,
+        /// Only events of this kind: net, fs, exec, run or ask (a prefix of the kind).
+        #[arg(long)]
+        kind: Option<String>,
+        /// JSON lines instead of a readable timeline.
+        #[arg(long)]
+        json: bool,
+        /// Colour the timeline: auto (a terminal, and NO_COLOR unset), always or never.
+        #[arg(long, value_enum, default_value = "auto")]
+        color: activity::ColorChoice,
     },
 }
 
@@ -266,7 +275,12 @@ fn main() -> ExitCode {
                 color,
             }) => activity::show(&run, kind.as_deref(), json, color).map(|()| 0),
             Some(LogAction::Verify { run }) => activity::verify(&run),
-            Some(LogAction::Follow { run }) => activity::follow(run.as_deref()).map(|()| 0),
+            Some(LogAction::Follow {
+                run,
+                kind,
+                json,
+                color,
+            }) => activity::follow(run.as_deref(), kind.as_deref(), json, color).map(|()| 0),
         },
         Command::Ps => control::ps().map(|()| 0),
         Command::Watch => watch::main().map(|()| 0),

@@ -4,7 +4,6 @@
 //! `ringfence pause|resume|stop`, so it needs no access the command line does not have.
 
 use std::collections::{HashSet, VecDeque};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -145,9 +144,7 @@ fn list_runs(seen: &mut HashSet<String>) -> Vec<RunRow> {
 /// The selected run's log, read as it grows.
 struct Feed {
     name: String,
-    path: PathBuf,
-    offset: u64,
-    partial: Vec<u8>,
+    tail: crate::activity::Tail,
     events: VecDeque<Map<String, Value>>,
     start: Option<i64>,
 }
@@ -156,46 +153,24 @@ impl Feed {
     fn new(name: &str, path: PathBuf) -> Feed {
         Feed {
             name: name.to_string(),
-            path,
-            offset: 0,
-            partial: Vec::new(),
+            tail: crate::activity::Tail::new(path),
             events: VecDeque::new(),
             start: None,
         }
     }
 
-    /// Reads what was appended since the last call; a line still being written waits.
     fn read(&mut self) {
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
-            return;
-        };
-        if f.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut buf = Vec::new();
-        let Ok(n) = f.take(4 << 20).read_to_end(&mut buf) else {
-            return;
-        };
-        self.offset += n as u64;
-        self.partial.extend_from_slice(&buf);
-        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
-            return;
-        };
-        let complete: Vec<u8> = self.partial.drain(..=end).collect();
-        for line in complete.split(|&b| b == b'\n') {
-            if let Ok(Value::Object(e)) = serde_json::from_slice::<Value>(line) {
-                if self.start.is_none()
-                    && e.get("kind").and_then(Value::as_str) == Some("run.start")
-                {
-                    self.start = e
-                        .get("ts")
-                        .and_then(Value::as_str)
-                        .and_then(timeline::parse_ts);
-                }
-                self.events.push_back(e);
-                if self.events.len() > KEEP {
-                    self.events.pop_front();
-                }
+        // A log that cannot be read (yet) shows no events.
+        for e in self.tail.read().unwrap_or_default() {
+            if self.start.is_none() && e.get("kind").and_then(Value::as_str) == Some("run.start") {
+                self.start = e
+                    .get("ts")
+                    .and_then(Value::as_str)
+                    .and_then(timeline::parse_ts);
+            }
+            self.events.push_back(e);
+            if self.events.len() > KEEP {
+                self.events.pop_front();
             }
         }
     }

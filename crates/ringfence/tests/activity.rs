@@ -170,7 +170,7 @@ fn ps_pause_resume_follow_and_stop_a_live_run() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let follower = rf(&state)
-        .args(["log", "follow", &name])
+        .args(["log", "follow", &name, "--json"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
