@@ -157,7 +157,8 @@ EOF
 # --- timing: the variants take turns within each round -----------------------------
 cat >"$WORK/rounds.py" <<'EOF'
 """rounds.py RUNS SCRIPT NAME=CMDPREFIX...: run `CMDPREFIX sh SCRIPT` for each variant, RUNS
-rounds after one warm-up round; print 'NAME median_ms failures' per variant."""
+rounds after one warm-up round; print 'NAME median_ms failures' per variant (failures of the
+warm-up round included; each one's stderr goes to stderr)."""
 import shlex, subprocess, sys, time
 runs, script = int(sys.argv[1]), sys.argv[2]
 variants = [(v.split("=", 1)[0], shlex.split(v.split("=", 1)[1])) for v in sys.argv[3:]]
@@ -166,14 +167,15 @@ fails = {n: 0 for n, _ in variants}
 for r in range(runs + 1):
     for name, prefix in variants:
         t0 = time.perf_counter()
-        rc = subprocess.run(prefix + ["sh", script], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL).returncode
+        p = subprocess.run(prefix + ["sh", script], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE)
         dt = (time.perf_counter() - t0) * 1000
         if r > 0:
             times[name].append(dt)
-            fails[name] += rc != 0
-        elif rc != 0:
+        if p.returncode != 0:
             fails[name] += 1
+            err = p.stderr.decode(errors="replace").strip().splitlines()[-3:]
+            print(f"  {name}, round {r}: exit {p.returncode}: {' | '.join(err)}", file=sys.stderr)
 for name, _ in variants:
     t = sorted(times[name])
     med = t[len(t) // 2] if len(t) % 2 else (t[len(t) // 2 - 1] + t[len(t) // 2]) / 2
