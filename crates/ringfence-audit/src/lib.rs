@@ -15,7 +15,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// JSON Schema of one line of the activity log (`ringfence schema --events`).
 pub fn events_schema() -> Value {
     let common = serde_json::json!({
-        "kind": {"type": "string", "description": "run.start, exec, fs.denied or run.end"},
+        "kind": {"type": "string", "description": "run.start, exec, fs.denied, net.decision, ask, answer, policy.invalid or run.end"},
         "ts": {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"},
         "run": {"type": "string", "description": "the run's name"},
         "seq": {"type": "integer", "minimum": 0, "description": "0 for the first line, then +1"},
@@ -43,11 +43,39 @@ pub fn events_schema() -> Value {
                 "path": {"type": "string"}, "pid": {"type": "integer"}, "program": {"type": "string"},
                 "reason": {"type": "string"}},
              "required": ["op", "path", "pid", "program", "reason"]},
+            {"properties": {"kind": {"const": "net.decision"}, "host": {"type": "string"},
+                "port": {"type": "integer"},
+                "protocol": {"enum": ["http", "connect", "socks5"]},
+                "decision": {"enum": ["allow", "deny"]},
+                "rule": {"type": "string", "description": "the policy entry that decided"},
+                "reason": {"type": "string", "description": "why a connection was denied"},
+                "asked": {"enum": ["once", "always", "deny"], "description": "the answer, when the user was asked"},
+                "client": {"type": "string", "description": "the program that connected, when known"},
+                "peer": {"type": "string", "description": "the client's address inside the sandbox"},
+                "resolved": {"type": "string", "description": "the address connected to"},
+                "bytesUp": {"type": "integer"}, "bytesDown": {"type": "integer"},
+                "durationMs": {"type": "integer"},
+                "error": {"type": "string", "description": "why an allowed connection failed"}},
+             "required": ["host", "port", "protocol", "decision", "bytesUp", "bytesDown", "durationMs"]},
+            {"properties": {"kind": {"const": "ask"}, "host": {"type": "string"},
+                "port": {"type": "integer"}, "protocol": {"enum": ["http", "connect", "socks5"]},
+                "client": {"type": "string"},
+                "via": {"enum": ["terminal", "control-fd", "nobody"], "description": "who was asked"}},
+             "required": ["host", "port", "protocol", "via"]},
+            {"properties": {"kind": {"const": "answer"}, "host": {"type": "string"},
+                "port": {"type": "integer"}, "answer": {"enum": ["once", "always", "deny"]}},
+             "required": ["host", "port", "answer"]},
+            {"properties": {"kind": {"const": "policy.invalid"},
+                "error": {"type": "string", "description": "why a policy update on --control-fd was refused"}},
+             "required": ["error"]},
             {"properties": {"kind": {"const": "run.end"}, "exit": {"type": "integer"},
                 "signal": {"type": "integer"}, "timedOut": {"type": "boolean"},
                 "lost": {"type": "boolean"}, "setupFailed": {"type": "boolean"},
                 "wallMs": {"type": "integer"}, "cpuMs": {"type": "integer"},
-                "peakMemoryKiB": {"type": "integer"}, "counts": {"type": "object"}},
+                "peakMemoryKiB": {"type": "integer"},
+                "counts": {"type": "object", "properties": {"fs.denied": {"type": "integer"},
+                    "exec": {"type": "integer"}, "net.allowed": {"type": "integer"},
+                    "net.denied": {"type": "integer"}}}},
              "required": ["wallMs", "cpuMs", "peakMemoryKiB", "counts"]}
         ]
     })
@@ -379,6 +407,30 @@ mod tests {
         assert!(matches!(verify(&forged, Some(&last)).unwrap(),
             Verdict::Broken { problem, .. } if problem.contains("run index")));
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_schema_describes_every_kind_written() {
+        let schema = events_schema();
+        let kinds: Vec<&str> = schema["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["properties"]["kind"]["const"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "run.start",
+                "exec",
+                "fs.denied",
+                "net.decision",
+                "ask",
+                "answer",
+                "policy.invalid",
+                "run.end"
+            ]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `run.end`, and the `ringfence log` command that lists runs, shows a run's events and
 //! verifies a log's hash chain against the run index.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -160,6 +161,17 @@ impl Activity {
         }
     }
 
+    /// What happened so far, as `run.end` and the run record count it.
+    pub fn counts(&self) -> Value {
+        json!({
+            "fs.denied": self.denied,
+            "exec": self.execs,
+            "net.allowed": self.net_allowed,
+            "net.denied": self.net_denied,
+            "dropped": self.dropped,
+        })
+    }
+
     /// Closes the chain with `run.end`; returns the final hash for the run index and the number
     /// of denials. Later events are not written.
     pub fn end(&mut self, outcome: Option<Outcome>) -> (Option<String>, u64) {
@@ -177,13 +189,7 @@ impl Activity {
             "wallMs": self.started.elapsed().as_millis() as u64,
             "cpuMs": cpu_ms,
             "peakMemoryKiB": ru.ru_maxrss,
-            "counts": {
-                "fs.denied": self.denied,
-                "exec": self.execs,
-                "net.allowed": self.net_allowed,
-                "net.denied": self.net_denied,
-                "dropped": self.dropped,
-            },
+            "counts": self.counts(),
         });
         match outcome {
             Some(Outcome::Exited(c)) => fields["exit"] = c.into(),
@@ -228,113 +234,147 @@ fn log_path(name: &str, rec: &Value) -> Result<PathBuf> {
     }
 }
 
-/// `ringfence log`: runs, newest first.
+/// How a run ended, in a word or two (`running` while its supervisor lives).
+pub fn status_of(r: &Value) -> String {
+    match &r["status"] {
+        Value::Null if crate::runs::is_live(r["name"].as_str().unwrap_or("")) => "running".into(),
+        Value::Null => "killed".into(),
+        s if s.get("exit").is_some() => format!("exit {}", s["exit"]),
+        s if s.get("signal").is_some() => format!("signal {}", s["signal"]),
+        s if s.get("timedOut").is_some() => "timed out".into(),
+        _ => "failed".into(),
+    }
+}
+
+/// `12s`, `3m04s`, `2h05m`.
+pub fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The counts of `run.end` (exec, fs.denied, net.allowed, net.denied): from the run record
+/// when it kept them, else from the log (counted so far for a live run).
+pub fn counts_of(r: &Value) -> Option<Value> {
+    if r["counts"].is_object() {
+        return Some(r["counts"].clone());
+    }
+    let events = ringfence_audit::read(std::path::Path::new(r["log"].as_str()?)).ok()?;
+    if let Some(end) = events.iter().rev().find(|e| e["kind"] == "run.end") {
+        return end.get("counts").cloned();
+    }
+    let n = |f: &dyn Fn(&Map<String, Value>) -> bool| events.iter().filter(|e| f(e)).count();
+    Some(json!({
+        "exec": n(&|e| e["kind"] == "exec"),
+        "fs.denied": n(&|e| e["kind"] == "fs.denied"),
+        "net.allowed": n(&|e| e["kind"] == "net.decision" && e["decision"] == "allow"),
+        "net.denied": n(&|e| e["kind"] == "net.decision" && e["decision"] != "allow"),
+    }))
+}
+
+/// A run's command line for a table: escaped and cut to `max` characters.
+pub fn command_of(r: &Value, max: usize) -> String {
+    let cmd = crate::timeline::escape(&crate::timeline::joined(r.get("argv")));
+    if cmd.chars().count() > max {
+        format!(
+            "{}...",
+            cmd.chars().take(max.saturating_sub(3)).collect::<String>()
+        )
+    } else {
+        cmd
+    }
+}
+
+/// `ringfence log`: runs, newest first, with how they ended, how long they took and what
+/// happened in them.
 pub fn list() -> Result<()> {
     let runs = crate::runs::all()?;
     println!(
-        "{:<32} {:<10} {:>8} {:>7}  COMMAND",
-        "RUN", "STATUS", "SECONDS", "DENIED"
+        "{:<32} {:<10} {:>8} {:>6} {:>9} {:>9} {:>10}  COMMAND",
+        "RUN", "STATUS", "DURATION", "EXEC", "FS-DENIED", "NET-ALLOW", "NET-DENIED"
     );
     for r in runs {
-        let status = match &r["status"] {
-            Value::Null if crate::runs::is_live(r["name"].as_str().unwrap_or("")) => {
-                "running".into()
-            }
-            Value::Null => "killed".into(),
-            s if s.get("exit").is_some() => format!("exit {}", s["exit"]),
-            s if s.get("signal").is_some() => format!("signal {}", s["signal"]),
-            s if s.get("timedOut").is_some() => "timed out".into(),
-            _ => "failed".into(),
-        };
+        let status = status_of(&r);
         let secs = match (r["started"].as_u64(), r["ended"].as_u64()) {
-            (Some(a), Some(b)) => (b.saturating_sub(a)).to_string(),
+            (Some(a), Some(b)) => duration(b.saturating_sub(a)),
+            (Some(a), None) if status == "running" => duration(now_secs().saturating_sub(a)),
             _ => "-".into(),
         };
-        let argv: Vec<String> = r["argv"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let counts = counts_of(&r);
+        let count = |k: &str| {
+            counts
+                .as_ref()
+                .and_then(|c| c[k].as_u64())
+                .map_or("-".into(), |n| n.to_string())
+        };
         println!(
-            "{:<32} {:<10} {:>8} {:>7}  {}",
+            "{:<32} {:<10} {:>8} {:>6} {:>9} {:>9} {:>10}  {}",
             r["name"].as_str().unwrap_or("?"),
             status,
             secs,
-            r["denied"].as_u64().map_or("-".into(), |d| d.to_string()),
-            {
-                let cmd = argv.join(" ").escape_debug().to_string();
-                if cmd.chars().count() > 60 {
-                    format!("{}...", cmd.chars().take(57).collect::<String>())
-                } else {
-                    cmd
-                }
-            }
+            count("exec"),
+            count("fs.denied"),
+            count("net.allowed"),
+            count("net.denied"),
+            command_of(&r, 60)
         );
     }
     Ok(())
 }
 
-/// `ringfence log show RUN`: the run's events, readable or as JSON lines.
-pub fn show(name: &str, kind: Option<&str>, as_json: bool) -> Result<()> {
+/// When `log show` colours its output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// When stdout is a terminal and NO_COLOR is not set.
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    fn enabled(self) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                let no_color = matches!(std::env::var_os("NO_COLOR"), Some(v) if !v.is_empty());
+                !no_color && ringfence_linux::supervise::is_tty(1)
+            }
+        }
+    }
+}
+
+/// `ringfence log show RUN`: the run's events as a timeline (time after the start, kind,
+/// details; coloured by severity), or as JSON lines.
+pub fn show(name: &str, kind: Option<&str>, as_json: bool, color: ColorChoice) -> Result<()> {
     let rec = record(name)?;
     let path = log_path(name, &rec)?;
     let events = ringfence_audit::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for e in events {
-        let k = e.get("kind").and_then(Value::as_str).unwrap_or("");
-        if let Some(want) = kind {
-            if !k.starts_with(want) {
-                continue;
-            }
-        }
-        if as_json {
-            println!("{}", Value::Object(e.clone()));
-            continue;
-        }
-        let ts = e.get("ts").and_then(Value::as_str).unwrap_or("");
-        let detail = match k {
-            "run.start" => format!(
-                "{} (cwd {}, policy {})",
-                joined(&e["argv"]),
-                e["cwd"].as_str().unwrap_or(""),
-                e["policyDigest"]
-                    .as_str()
-                    .and_then(|d| d.get(..12))
-                    .unwrap_or("")
-            ),
-            "fs.denied" => format!(
-                "{} {} by {} (pid {}): {}",
-                e["op"].as_str().unwrap_or(""),
-                e["path"].as_str().unwrap_or(""),
-                e["program"].as_str().unwrap_or(""),
-                e["pid"],
-                e["reason"].as_str().unwrap_or("")
-            ),
-            "exec" => format!(
-                "{} (pid {}): {}",
-                e["path"].as_str().unwrap_or(""),
-                e["pid"],
-                joined(&e["argv"])
-            ),
-            "run.end" => format!(
-                "{} after {} ms, cpu {} ms, peak {} KiB, {} denied",
-                if e.get("exit").is_some() {
-                    format!("exit {}", e["exit"])
-                } else if e.get("signal").is_some() {
-                    format!("signal {}", e["signal"])
-                } else {
-                    "ended".into()
-                },
-                e["wallMs"],
-                e["cpuMs"],
-                e["peakMemoryKiB"],
-                e["counts"]["fs.denied"]
-            ),
-            _ => String::new(),
+    let filter = match kind {
+        Some(k) => crate::timeline::Filter::Kind(k.to_string()),
+        None => crate::timeline::Filter::All,
+    };
+    let start = crate::timeline::start_of(&events);
+    let color = !as_json && color.enabled();
+    let mut out = std::io::stdout().lock();
+    for e in events.iter().filter(|e| filter.keeps(e)) {
+        let line = if as_json {
+            Value::Object(e.clone()).to_string()
+        } else if color {
+            crate::timeline::render(e, start).ansi()
+        } else {
+            crate::timeline::render(e, start).plain()
         };
-        println!("{ts}  {k:<10} {}", detail.escape_debug());
+        writeln!(out, "{line}").context("writing to stdout")?;
     }
     Ok(())
 }
@@ -359,9 +399,59 @@ pub fn verify(name: &str) -> Result<i32> {
     }
 }
 
+/// A run's log read as it grows: each `read` returns the whole lines appended since the last
+/// (a line still being written waits for the next call).
+pub struct Tail {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl Tail {
+    pub fn new(path: PathBuf) -> Tail {
+        Tail {
+            path,
+            offset: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    pub fn read(&mut self) -> Result<Vec<Map<String, Value>>> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&self.path)
+            .with_context(|| format!("opening {}", self.path.display()))?;
+        f.seek(SeekFrom::Start(self.offset))
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        let mut buf = Vec::new();
+        // At most 4 MiB at a time, so a huge log is shown while it is read.
+        let n = f
+            .take(4 << 20)
+            .read_to_end(&mut buf)
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        self.offset += n as u64;
+        self.partial.extend_from_slice(&buf);
+        let Some(end) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Ok(Vec::new());
+        };
+        let complete: Vec<u8> = self.partial.drain(..=end).collect();
+        Ok(complete
+            .split(|&b| b == b'\n')
+            .filter_map(|l| match serde_json::from_slice::<Value>(l) {
+                Ok(Value::Object(e)) => Some(e),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
 /// `ringfence log follow [RUN]`: prints a live run's events as they are written (the newest
-/// live run when none is named), until its `run.end`.
-pub fn follow(name: Option<&str>) -> Result<()> {
+/// live run when none is named), until its `run.end`; as a timeline like `log show`, or JSON.
+pub fn follow(
+    name: Option<&str>,
+    kind: Option<&str>,
+    as_json: bool,
+    color: ColorChoice,
+) -> Result<()> {
     let name = match name {
         Some(n) => n.to_string(),
         None => crate::runs::all()?
@@ -373,33 +463,46 @@ pub fn follow(name: Option<&str>) -> Result<()> {
             .context("no live run to follow")?,
     };
     let rec = record(&name)?;
-    let path = log_path(&name, &rec)?;
-    let mut shown = 0usize;
+    let mut tail = Tail::new(log_path(&name, &rec)?);
+    let filter = match kind {
+        Some(k) => crate::timeline::Filter::Kind(k.to_string()),
+        None => crate::timeline::Filter::All,
+    };
+    let color = !as_json && color.enabled();
+    let mut start = None;
+    let mut out = std::io::stdout().lock();
+    let mut gone = false;
     loop {
-        let events = ringfence_audit::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        for e in &events[shown.min(events.len())..] {
-            println!("{}", Value::Object(e.clone()));
+        for e in tail.read()? {
+            if start.is_none() && e.get("kind").and_then(Value::as_str) == Some("run.start") {
+                start = e
+                    .get("ts")
+                    .and_then(Value::as_str)
+                    .and_then(crate::timeline::parse_ts);
+            }
+            if filter.keeps(&e) {
+                let line = if as_json {
+                    Value::Object(e.clone()).to_string()
+                } else if color {
+                    crate::timeline::render(&e, start).ansi()
+                } else {
+                    crate::timeline::render(&e, start).plain()
+                };
+                writeln!(out, "{line}").context("writing to stdout")?;
+                out.flush().context("writing to stdout")?;
+            }
             if e.get("kind").and_then(Value::as_str) == Some("run.end") {
                 return Ok(());
             }
         }
-        shown = events.len();
-        if !crate::runs::is_live(&name) {
+        if gone {
             // The supervisor is gone without closing the log.
             bail!("run {name} ended without run.end (its supervisor was killed)");
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+        // One more read after the supervisor is gone: it writes run.end just before.
+        gone = !crate::runs::is_live(&name);
+        if !gone {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
-}
-
-/// A JSON array of strings, joined with spaces (an argv for display).
-fn joined(v: &Value) -> String {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default()
 }

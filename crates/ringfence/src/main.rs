@@ -12,6 +12,8 @@ mod prepare;
 mod proxy_cmd;
 mod runs;
 mod srt;
+mod timeline;
+mod watch;
 
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -78,6 +80,8 @@ enum Command {
         /// The run's name.
         run: String,
     },
+    /// Full-screen view of the live sandboxes and their events; pause or stop one with a key.
+    Watch,
     /// Tunnel stdin/stdout to HOST:PORT through the egress proxy (ssh's ProxyCommand in the
     /// sandbox).
     Connect {
@@ -103,12 +107,15 @@ enum LogAction {
     Show {
         /// The run's name.
         run: String,
-        /// Only events of this kind (fs, run, ...).
+        /// Only events of this kind: net, fs, exec, run or ask (a prefix of the kind).
         #[arg(long)]
         kind: Option<String>,
         /// JSON lines instead of a readable timeline.
         #[arg(long)]
         json: bool,
+        /// Colour the timeline: auto (a terminal, and NO_COLOR unset), always or never.
+        #[arg(long, value_enum, default_value = "auto")]
+        color: activity::ColorChoice,
     },
     /// Check a run's log: exit 0 when intact, 1 naming the first broken line.
     Verify {
@@ -119,6 +126,15 @@ enum LogAction {
     Follow {
         /// The run's name.
         run: Option<String>,
+        /// Only events of this kind: net, fs, exec, run or ask (a prefix of the kind).
+        #[arg(long)]
+        kind: Option<String>,
+        /// JSON lines instead of a readable timeline.
+        #[arg(long)]
+        json: bool,
+        /// Colour the timeline: auto (a terminal, and NO_COLOR unset), always or never.
+        #[arg(long, value_enum, default_value = "auto")]
+        color: activity::ColorChoice,
     },
 }
 
@@ -276,13 +292,22 @@ fn main() -> ExitCode {
         Command::Explain(p) => explain(&p.sources()).map(|()| 0),
         Command::Log(l) => match l.action {
             None => activity::list().map(|()| 0),
-            Some(LogAction::Show { run, kind, json }) => {
-                activity::show(&run, kind.as_deref(), json).map(|()| 0)
-            }
+            Some(LogAction::Show {
+                run,
+                kind,
+                json,
+                color,
+            }) => activity::show(&run, kind.as_deref(), json, color).map(|()| 0),
             Some(LogAction::Verify { run }) => activity::verify(&run),
-            Some(LogAction::Follow { run }) => activity::follow(run.as_deref()).map(|()| 0),
+            Some(LogAction::Follow {
+                run,
+                kind,
+                json,
+                color,
+            }) => activity::follow(run.as_deref(), kind.as_deref(), json, color).map(|()| 0),
         },
         Command::Ps => control::ps().map(|()| 0),
+        Command::Watch => watch::main().map(|()| 0),
         Command::Stop { run } => control::stop(&run).map(|()| 0),
         Command::Pause { run } => control::pause(&run, true).map(|()| 0),
         Command::Resume { run } => control::pause(&run, false).map(|()| 0),
@@ -450,15 +475,21 @@ pub fn run(req: RunRequest) -> Result<i32> {
     // Closes the log and the run record together.
     let close =
         |log: &Mutex<activity::Activity>, record: runs::Record, outcome: Option<Outcome>| {
-            let (hash, denied) = match log.lock() {
-                Ok(mut l) => l.end(outcome),
-                Err(_) => (None, 0),
+            let (hash, denied, counts) = match log.lock() {
+                Ok(mut l) => {
+                    let (hash, denied) = l.end(outcome);
+                    (hash, denied, Some(l.counts()))
+                }
+                Err(_) => (None, 0, None),
             };
             let mut extra = serde_json::Map::new();
             if let Some(h) = hash {
                 extra.insert("logHash".into(), h.into());
             }
             extra.insert("denied".into(), denied.into());
+            if let Some(c) = counts {
+                extra.insert("counts".into(), c);
+            }
             record.finish_with(outcome, extra);
         };
     // Give back what scanning a large tree allocated before the sandbox is cloned from this

@@ -170,7 +170,7 @@ fn ps_pause_resume_follow_and_stop_a_live_run() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let follower = rf(&state)
-        .args(["log", "follow", &name])
+        .args(["log", "follow", &name, "--json"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -407,4 +407,95 @@ fn a_stalled_supervisor_drops_reports_and_counts_them() {
     assert!(trues + dropped >= 1500, "{trues} + {dropped} < 1500");
     let verify = run(rf(&state).args(["log", "verify", &name]));
     assert_eq!(verify.code(), 0, "{verify:#?}");
+}
+
+#[test]
+fn log_show_prints_a_timeline_coloured_only_when_asked() {
+    let dir = TestDir::new("activity-timeline");
+    dir.mkdir("work");
+    dir.mkdir("state");
+    let w = dir.s("work");
+    let state = dir.s("state");
+    let name = format!("timeline-{}", common::unique_number());
+    let out = run(rf(&state).args([
+        "run",
+        "--name",
+        &name,
+        "--allow-write",
+        &w,
+        "--",
+        "sh",
+        "-c",
+        // A refused path carrying terminal escapes: the timeline must not pass them on.
+        &format!("touch '{w}/.bashrc'; mkdir \"/etc/rf$(printf '\\033[2J')\"; true"),
+    ]));
+    assert_eq!(out.code(), 0, "{out:#?}");
+
+    // Not a terminal, no --color: plain text, a line per event, times after the start.
+    let plain = run(rf(&state).args(["log", "show", &name]));
+    let text = plain.ok();
+    assert!(!text.contains('\u{1b}'), "{plain:#?}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("+00:00.000  run.start "), "{plain:#?}");
+    assert!(lines.last().unwrap().contains("run.end"), "{plain:#?}");
+    let denied: Vec<&&str> = lines.iter().filter(|l| l.contains("fs.denied")).collect();
+    assert_eq!(denied.len(), 2, "{plain:#?}");
+    assert!(denied[0].contains(&format!("open {w}/.bashrc by touch")));
+    assert!(
+        denied[1].contains("mkdir /etc/rf\\u{1b}[2J by mkdir"),
+        "{plain:#?}"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l.contains(" exec ") && l.contains("touch ")));
+
+    // --kind keeps that kind only; --color always colours denials red.
+    let fs = run(rf(&state).args(["log", "show", &name, "--kind", "fs"]));
+    assert_eq!(fs.ok().lines().count(), 2, "{fs:#?}");
+    let coloured = run(rf(&state).args(["log", "show", &name, "--color", "always"]));
+    assert!(coloured.ok().contains("\u{1b}[31mopen "), "{coloured:#?}");
+    // The only escape sequences are the timeline's own (SGR colour codes).
+    let stray = coloured
+        .stdout
+        .match_indices('\u{1b}')
+        .filter(|(i, _)| !coloured.stdout[i + 1..].starts_with('['))
+        .count();
+    assert_eq!(stray, 0);
+    assert!(!coloured.stdout.contains("\u{1b}[2J"), "{coloured:#?}");
+    let never = run(rf(&state).args(["log", "show", &name, "--color", "never"]));
+    assert_eq!(never.ok(), text);
+
+    // The list: status, duration and counts.
+    let list = run(rf(&state).args(["log"]));
+    let header = list.ok().lines().next().unwrap().to_string();
+    for col in [
+        "STATUS",
+        "DURATION",
+        "EXEC",
+        "FS-DENIED",
+        "NET-ALLOW",
+        "NET-DENIED",
+    ] {
+        assert!(header.contains(col), "{list:#?}");
+    }
+    let row = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>();
+    // name, "exit", "0", duration, exec, fs-denied, net-allow, net-denied, command...
+    assert_eq!(&row[1..3], ["exit", "0"], "{list:#?}");
+    assert_eq!(&row[5..8], ["2", "0", "0"], "{list:#?}");
+}
+
+#[test]
+fn watch_refuses_without_a_terminal() {
+    let dir = TestDir::new("activity-watch");
+    dir.mkdir("state");
+    let out = run(rf(&dir.s("state")).arg("watch"));
+    assert_eq!(out.code(), 125, "{out:#?}");
+    assert!(out.stderr.contains("watch needs a terminal"), "{out:#?}");
+    assert!(out.stdout.is_empty(), "{out:#?}");
 }
