@@ -15,7 +15,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// JSON Schema of one line of the activity log (`ringfence schema --events`).
 pub fn events_schema() -> Value {
     let common = serde_json::json!({
-        "kind": {"type": "string", "description": "run.start, exec, fs.denied, net.decision, ask, answer, policy.invalid or run.end"},
+        "kind": {"type": "string", "description": "run.start, exec, fs.denied, net.decision, ask, answer, policy.update, policy.invalid, events.dropped or run.end"},
         "ts": {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"},
         "run": {"type": "string", "description": "the run's name"},
         "seq": {"type": "integer", "minimum": 0, "description": "0 for the first line, then +1"},
@@ -65,9 +65,18 @@ pub fn events_schema() -> Value {
             {"properties": {"kind": {"const": "answer"}, "host": {"type": "string"},
                 "port": {"type": "integer"}, "answer": {"enum": ["once", "always", "deny"]}},
              "required": ["host", "port", "answer"]},
+            {"properties": {"kind": {"const": "policy.update"},
+                "source": {"enum": ["answer", "control-fd"], "description": "an \"always\" answer, or a line on --control-fd"},
+                "allowed": {"type": "string", "description": "answer: the host:port entry added"},
+                "file": {"type": "string", "description": "answer: the settings file it was added to"},
+                "update": {"type": "object", "description": "control-fd: the line that took effect"}},
+             "required": ["source"]},
             {"properties": {"kind": {"const": "policy.invalid"},
                 "error": {"type": "string", "description": "why a policy update on --control-fd was refused"}},
              "required": ["error"]},
+            {"properties": {"kind": {"const": "events.dropped"},
+                "count": {"type": "integer", "description": "reports from the sandbox dropped because the supervisor fell behind"}},
+             "required": ["count"]},
             {"properties": {"kind": {"const": "run.end"}, "exit": {"type": "integer"},
                 "signal": {"type": "integer"}, "timedOut": {"type": "boolean"},
                 "lost": {"type": "boolean"}, "setupFailed": {"type": "boolean"},
@@ -75,7 +84,7 @@ pub fn events_schema() -> Value {
                 "peakMemoryKiB": {"type": "integer"},
                 "counts": {"type": "object", "properties": {"fs.denied": {"type": "integer"},
                     "exec": {"type": "integer"}, "net.allowed": {"type": "integer"},
-                    "net.denied": {"type": "integer"}}}},
+                    "net.denied": {"type": "integer"}, "dropped": {"type": "integer"}}}},
              "required": ["wallMs", "cpuMs", "peakMemoryKiB", "counts"]}
         ]
     })
@@ -427,7 +436,9 @@ mod tests {
                 "net.decision",
                 "ask",
                 "answer",
+                "policy.update",
                 "policy.invalid",
+                "events.dropped",
                 "run.end"
             ]
         );

@@ -88,7 +88,7 @@ pub fn severity(e: &Map<String, Value>) -> Severity {
         "net.decision" => Severity::Denied,
         "answer" if text(e, "answer") == "deny" => Severity::Denied,
         "ask" | "answer" => Severity::Ask,
-        "policy.invalid" => Severity::Error,
+        "policy.invalid" | "events.dropped" => Severity::Error,
         "exec" => Severity::Exec,
         // Killed by a signal, timed out, lost or never started.
         "run.end" if e.get("exit").is_none() => Severity::Error,
@@ -261,6 +261,21 @@ pub fn render(e: &Map<String, Value>, start: Option<i64>) -> Line {
             text(e, "answer")
         ),
         "policy.invalid" => format!("policy update refused: {}", text(e, "error")),
+        "policy.update" => match text(e, "source") {
+            "answer" => format!(
+                "allowed {} from now on (added to {})",
+                text(e, "allowed"),
+                text(e, "file")
+            ),
+            source => format!(
+                "from {source}: {}",
+                e.get("update").map(Value::to_string).unwrap_or_default()
+            ),
+        },
+        "events.dropped" => format!(
+            "{} reports dropped: the supervisor fell behind",
+            num(e, "count")
+        ),
         "run.end" => run_end(e),
         _ => {
             // A kind this version does not know: show its own fields.
