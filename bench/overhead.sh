@@ -115,7 +115,11 @@ for a in range(30):
 EOF
 git -C "$W/repo" init -q
 git -C "$W/repo" add -A
-git -C "$W/repo" -c user.name=bench -c user.email=bench@example.invalid commit -q -m initial
+git -C "$W/repo" -c user.name=bench -c user.email=bench@example.invalid -c gc.auto=0 \
+  -c maintenance.auto=false commit -q -m initial
+# Packed, as a repository usually is; and now rather than by a background `gc --auto` that
+# would remove object directories while the variants run.
+git -C "$W/repo" gc -q
 git -C "$W/repo" status --porcelain >/dev/null   # refresh the index once, outside
 echo "    $(git -C "$W/repo" ls-files | wc -l) files committed"
 
