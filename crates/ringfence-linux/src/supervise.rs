@@ -197,6 +197,10 @@ impl Prompts {
 }
 
 fn show_prompt(p: &Prompt) {
+    // Keys typed before the question was shown were meant for the sandbox: they must not
+    // answer it.
+    // SAFETY: tcflush on fd 0 (the host terminal this loop relays) discards unread input.
+    unsafe { libc::tcflush(0, libc::TCIFLUSH) };
     let choices: Vec<String> = p
         .keys
         .iter()
