@@ -64,6 +64,33 @@ pub struct Settings {
     /// Resource limits (ringfence). Managed values are maxima; a project file may only lower them.
     #[serde(default)]
     pub limits: LimitSettings,
+    /// How writable roots are written (ringfence): directly, or into a reviewable overlay.
+    #[serde(default)]
+    pub workspace: WorkspaceSettings,
+}
+
+/// The `workspace` section (ringfence).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkspaceSettings {
+    /// "direct" (default): writes reach the real folders. "overlay": every writable root is a
+    /// copy-on-write view; nothing reaches the real folder until `ringfence apply`. A managed
+    /// "overlay" cannot be turned off by lower layers.
+    pub mode: Option<WorkspaceMode>,
+    /// An apply that deletes more than this many files asks for confirmation (default 10).
+    /// Managed values are maxima; a project file may only lower it.
+    pub confirm_deletes: Option<u64>,
+    /// Whether `ringfence apply --yes` may answer a confirmation (default true). A project file
+    /// may only set false; a managed false cannot be switched on.
+    pub allow_yes: Option<bool>,
+}
+
+/// `workspace.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceMode {
+    Direct,
+    Overlay,
 }
 
 /// The `network` section.
@@ -867,6 +894,7 @@ impl Settings {
         add(self.allow_apple_events == Some(true), "allowAppleEvents");
         add(self.allow_pty == Some(true), "allowPty");
         add(!self.env.allow.is_empty(), "env.allow");
+        add(self.workspace.allow_yes == Some(true), "workspace.allowYes");
         add(!self.env.set.is_empty(), "env.set");
         keys
     }
