@@ -177,8 +177,8 @@ fn log_path(name: &str, rec: &Value) -> Result<PathBuf> {
 pub fn list() -> Result<()> {
     let runs = crate::runs::all()?;
     println!(
-        "{:<32} {:<10} {:>8} {:>7}  COMMAND",
-        "RUN", "STATUS", "SECONDS", "DENIED"
+        "{:<32} {:<10} {:>8} {:>7}  {:<10} COMMAND",
+        "RUN", "STATUS", "SECONDS", "DENIED", "OVERLAY"
     );
     for r in runs {
         let status = match &r["status"] {
@@ -203,12 +203,14 @@ pub fn list() -> Result<()> {
                     .collect()
             })
             .unwrap_or_default();
+        let name = r["name"].as_str().unwrap_or("?");
         println!(
-            "{:<32} {:<10} {:>8} {:>7}  {}",
-            r["name"].as_str().unwrap_or("?"),
+            "{:<32} {:<10} {:>8} {:>7}  {:<10} {}",
+            name,
             status,
             secs,
             r["denied"].as_u64().map_or("-".into(), |d| d.to_string()),
+            crate::overlay::state_label(name).unwrap_or_else(|| "-".into()),
             {
                 let cmd = argv.join(" ").escape_debug().to_string();
                 if cmd.chars().count() > 60 {
@@ -226,7 +228,12 @@ pub fn list() -> Result<()> {
 pub fn show(name: &str, kind: Option<&str>, as_json: bool) -> Result<()> {
     let rec = record(name)?;
     let path = log_path(name, &rec)?;
-    let events = ringfence_audit::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut events = ringfence_audit::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // An overlay run's review log (apply, undo, discard) follows its activity log.
+    let review = crate::overlay::run_dir(name)?.join("review.jsonl");
+    if review.exists() {
+        events.extend(ringfence_audit::read(&review).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
     for e in events {
         let k = e.get("kind").and_then(Value::as_str).unwrap_or("");
         if let Some(want) = kind {
@@ -277,6 +284,18 @@ pub fn show(name: &str, kind: Option<&str>, as_json: bool) -> Result<()> {
                 e["peakMemoryKiB"],
                 e["counts"]["fs.denied"]
             ),
+            "overlay.apply" => format!(
+                "{} applied, {} conflicts, {} held back (protected)",
+                e["applied"],
+                e["conflicts"].as_array().map_or(0, Vec::len),
+                e["heldBack"].as_array().map_or(0, Vec::len)
+            ),
+            "overlay.undo" => format!(
+                "{} restored, {} refused (changed again)",
+                e["restored"],
+                e["refused"].as_array().map_or(0, Vec::len)
+            ),
+            "overlay.discard" => format!("layer removed (was {})", e["was"].as_str().unwrap_or("")),
             _ => String::new(),
         };
         println!("{ts}  {k:<10} {}", detail.escape_debug());

@@ -4,6 +4,7 @@
 mod activity;
 mod control;
 mod doctor;
+mod overlay;
 mod prepare;
 mod runs;
 mod srt;
@@ -66,6 +67,42 @@ enum Command {
     },
     /// Thaw a paused sandbox.
     Resume {
+        /// The run's name.
+        run: String,
+    },
+    /// Show what an overlay run changed: a unified diff for text, sizes for binary files.
+    Diff {
+        /// The run's name.
+        run: String,
+        /// Only changes at or under these paths.
+        paths: Vec<PathBuf>,
+        /// One line per changed path.
+        #[arg(long)]
+        stat: bool,
+        /// The changes as JSON.
+        #[arg(long, conflicts_with = "stat")]
+        json: bool,
+    },
+    /// Apply an overlay run's changes to the real folders (all, or those at or under PATHs).
+    Apply {
+        /// The run's name.
+        run: String,
+        /// Only changes at or under these paths.
+        paths: Vec<PathBuf>,
+        /// Answer confirmations for large deletions (where workspace.allowYes permits).
+        #[arg(long)]
+        yes: bool,
+        /// Also apply this protected path (repeatable; always confirmed on the terminal).
+        #[arg(long = "include-protected", value_name = "PATH")]
+        include_protected: Vec<PathBuf>,
+    },
+    /// Restore what an apply replaced or deleted.
+    Undo {
+        /// The run's name.
+        run: String,
+    },
+    /// Remove an overlay run's layer without applying it.
+    Discard {
         /// The run's name.
         run: String,
     },
@@ -143,6 +180,10 @@ struct RunArgs {
     /// Print the effective policy and the mount plan to stderr.
     #[arg(short = 'd', long = "debug")]
     debug: bool,
+    /// Writes go to a private copy-on-write layer, reviewed afterwards with `ringfence diff`,
+    /// `apply` or `discard` (also `workspace.mode: "overlay"`).
+    #[arg(long)]
+    overlay: bool,
     /// The run's name (unique on this machine); generated when absent.
     #[arg(long = "name", value_name = "NAME")]
     name: Option<String>,
@@ -168,6 +209,7 @@ pub struct RunRequest {
     pub name: Option<String>,
     pub log: Option<PathBuf>,
     pub violations_to_stderr: bool,
+    pub overlay: bool,
     pub argv: Vec<Vec<u8>>,
 }
 
@@ -214,6 +256,7 @@ fn main() -> ExitCode {
                 name: args.name,
                 log: args.log,
                 violations_to_stderr: args.violations_report.is_some(),
+                overlay: args.overlay,
                 argv,
             })
         }
@@ -243,6 +286,27 @@ fn main() -> ExitCode {
         Command::Stop { run } => control::stop(&run).map(|()| 0),
         Command::Pause { run } => control::signal_all(&run, libc::SIGSTOP).map(|()| 0),
         Command::Resume { run } => control::signal_all(&run, libc::SIGCONT).map(|()| 0),
+        Command::Diff {
+            run,
+            paths,
+            stat,
+            json,
+        } => overlay::diff::diff(&run, &overlay::diff::DiffOptions { paths, stat, json }),
+        Command::Apply {
+            run,
+            paths,
+            yes,
+            include_protected,
+        } => overlay::apply::apply(
+            &run,
+            &overlay::apply::ApplyOptions {
+                paths,
+                yes,
+                include_protected,
+            },
+        ),
+        Command::Undo { run } => overlay::apply::undo(&run),
+        Command::Discard { run } => overlay::discard(&run),
     };
     finish(result)
 }
@@ -361,7 +425,7 @@ fn explain(sources: &Sources) -> Result<()> {
 }
 
 pub fn run(req: RunRequest) -> Result<i32> {
-    let prepared = prepare::prepare(&req.sources)?;
+    let mut prepared = prepare::prepare(&req.sources)?;
     if req.debug {
         print_policy(&prepared, &mut std::io::stderr().lock()).context("writing to stderr")?;
     }
@@ -404,6 +468,25 @@ pub fn run(req: RunRequest) -> Result<i32> {
         }
         extra.insert("denied".into(), denied.into());
         record.finish_with(outcome, extra);
+    };
+    let overlay = if req.overlay || prepared.policy.workspace.overlay {
+        let mut protected = prepared.protected.clone();
+        protected.extend(prepared.not_yet.iter().cloned());
+        match overlay::start(
+            record.name(),
+            &mut prepared.plan,
+            &prepared.policy.workspace,
+            prepared.policy.allow_git_config,
+            protected,
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                close(log, record, None);
+                return Err(e);
+            }
+        }
+    } else {
+        None
     };
     // Give back what scanning a large tree allocated before the sandbox is cloned from this
     // process: a smaller image is quicker to clone and to move into the run's cgroups.
@@ -451,6 +534,10 @@ pub fn run(req: RunRequest) -> Result<i32> {
             return Err(anyhow::anyhow!("setting up the sandbox: {e}"));
         }
     };
+    // The overlay's baseline is walked while the command runs (see `overlay`).
+    let manifest = overlay
+        .clone()
+        .map(|s| std::thread::spawn(move || overlay::record_manifest(&s)));
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
     // The lines of an srt-style violations report, bounded (the log keeps them all).
     const REPORT_LINES: usize = 200;
@@ -488,6 +575,19 @@ pub fn run(req: RunRequest) -> Result<i32> {
             examples.join(", "),
             if refused.refused as usize > examples.len() { ", ..." } else { "" }
         );
+    }
+    if let Some(m) = manifest {
+        match m.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("ringfence: overlay: {e:#}; `ringfence apply` will refuse this run")
+            }
+            Err(_) => eprintln!("ringfence: overlay: recording the baseline failed"),
+        }
+        match overlay::summary(&run_name) {
+            Ok(text) => eprint!("{text}"),
+            Err(e) => eprintln!("ringfence: overlay: {e:#}"),
+        }
     }
     if req.violations_to_stderr && !violations.is_empty() {
         let mut block = String::from("\n<sandbox_violations>\n");

@@ -68,6 +68,7 @@ pub fn main() -> Result<i32> {
         name: None,
         log: None,
         violations_to_stderr: false,
+        overlay: false,
         argv,
     })
 }
