@@ -353,6 +353,19 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
         }
     }
     writeln!(out, "allowGitConfig: {}", pol.allow_git_config)?;
+    let ws = &pol.workspace;
+    writeln!(
+        out,
+        "workspace: {} (confirmDeletes {}, allowYes {}){}",
+        if ws.overlay { "overlay" } else { "direct" },
+        ws.confirm_deletes,
+        ws.allow_yes,
+        if ws.overlay {
+            "; writable roots become copy-on-write overlays at run time"
+        } else {
+            ""
+        }
+    )?;
     writeln!(
         out,
         "unix sockets: {}",
