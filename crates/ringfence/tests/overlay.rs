@@ -441,3 +441,73 @@ fn workspace_mode_overlay_in_the_policy() {
     assert_eq!(f.dir.read("proj/a.txt"), "a\n");
     assert!(f.upper(&name).join("a.txt").exists());
 }
+
+#[test]
+fn apply_of_named_paths_only() {
+    let f = Fixture::new("overlay-paths");
+    fs::write(f.proj().join("a.txt"), "a\n").unwrap();
+    let name = format!("paths-{}", common::unique_number());
+    let out = f.run_overlay(
+        &name,
+        &[],
+        "echo a2 > a.txt; mkdir -p n/m && echo x > n/m/x.txt && echo y > n/y.txt",
+    );
+    assert_eq!(out.code(), 0, "{out:#?}");
+    // Only n/m/x.txt (and the directories it needs).
+    let a = run(f.rf().args(["apply", &name, "n/m/x.txt"]));
+    assert_eq!(a.code(), 0, "{a:#?}");
+    assert_eq!(f.dir.read("proj/n/m/x.txt"), "x\n");
+    assert!(!f.proj().join("n/y.txt").exists());
+    assert_eq!(f.dir.read("proj/a.txt"), "a\n");
+    // The rest later; then one undo takes both applies back.
+    let d = f.cmd(&["diff", &name, "--stat"]);
+    assert!(
+        d.stdout.contains("a.txt") && d.stdout.contains("y.txt"),
+        "{d:#?}"
+    );
+    assert!(!d.stdout.contains("x.txt"), "{d:#?}");
+    let a = f.cmd(&["apply", &name]);
+    assert_eq!(a.code(), 0, "{a:#?}");
+    assert_eq!(f.dir.read("proj/a.txt"), "a2\n");
+    assert_eq!(f.dir.read("proj/n/y.txt"), "y\n");
+    let u = f.cmd(&["undo", &name]);
+    assert_eq!(u.code(), 0, "{u:#?}");
+    assert_eq!(f.dir.read("proj/a.txt"), "a\n");
+    assert!(!f.proj().join("n").exists());
+}
+
+#[test]
+fn apply_never_writes_through_a_symlink() {
+    let f = Fixture::new("overlay-symlink");
+    let outside = f.dir.mkdir("outside");
+    fs::create_dir(f.proj().join("d")).unwrap();
+    fs::write(f.proj().join("d/x.txt"), "x\n").unwrap();
+    let name = format!("symlink-{}", common::unique_number());
+    let out = f.run_overlay(
+        &name,
+        &[],
+        &format!(
+            "echo changed > d/x.txt; echo new > d/new.txt; ln -s '{}' escape",
+            outside.display()
+        ),
+    );
+    assert_eq!(out.code(), 0, "{out:#?}");
+    // On the host, d is swapped for a symlink to a directory outside the root.
+    fs::rename(f.proj().join("d"), f.dir.join("d-moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, f.proj().join("d")).unwrap();
+    let a = f.cmd(&["apply", &name]);
+    assert_eq!(a.code(), 1, "{a:#?}");
+    assert!(a.stderr.contains("not applied"), "{a:#?}");
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "apply wrote outside the root"
+    );
+    // The layer's own symlink is created as a symlink.
+    let link = f.proj().join("escape");
+    assert!(fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(fs::read_link(&link).unwrap(), outside);
+}

@@ -354,9 +354,16 @@ pub fn apply(name: &str, opts: &ApplyOptions) -> Result<i32> {
         )?;
     }
 
-    let mut applied = 0usize;
-    if !selected.is_empty() {
-        applied = execute(&mut state, &selected)?;
+    let (applied, failed) = if selected.is_empty() {
+        (0, Vec::new())
+    } else {
+        execute(&mut state, &selected)?
+    };
+    for (p, why) in &failed {
+        eprintln!(
+            "ringfence: not applied: {}: {why}",
+            display(p).escape_debug()
+        );
     }
     for (p, why) in &conflicts {
         eprintln!(
@@ -383,6 +390,7 @@ pub fn apply(name: &str, opts: &ApplyOptions) -> Result<i32> {
             "roots": state.roots.iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>(),
             "applied": applied,
             "conflicts": conflicts.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
+            "failed": failed.iter().map(|(p, _)| p.display().to_string()).collect::<Vec<_>>(),
             "heldBack": held.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "protectedIncluded": protected_included.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             "undo": state.applies,
@@ -397,11 +405,17 @@ pub fn apply(name: &str, opts: &ApplyOptions) -> Result<i32> {
     } else {
         println!("ringfence: nothing applied from run {name}");
     }
-    Ok(if conflicts.is_empty() { 0 } else { 1 })
+    Ok(if conflicts.is_empty() && failed.is_empty() {
+        0
+    } else {
+        1
+    })
 }
 
-/// Carries out the selected changes; returns how many were applied.
-fn execute(state: &mut State, selected: &[Change]) -> Result<usize> {
+/// Carries out the selected changes; returns how many were applied and the paths that failed
+/// (with why). A failure leaves that path as it was (or restorable by `undo`) and skips what lies
+/// under it; the rest goes on.
+fn execute(state: &mut State, selected: &[Change]) -> Result<(usize, Vec<(PathBuf, String)>)> {
     let k = state.applies + 1;
     let store = run_dir(&state.run)?.join("undo").join(k.to_string());
     let files = store.join("files");
@@ -416,20 +430,18 @@ fn execute(state: &mut State, selected: &[Change]) -> Result<usize> {
         .map(|r| layer::open_dir(&r.path).with_context(|| format!("opening {}", r.path.display())))
         .collect::<Result<_>>()?;
     let mut record = UndoRecord::default();
-    // Files written aside: (root, parent, temporary name, final name).
-    let mut pending: Vec<(usize, PathBuf, String, std::ffi::OsString)> = Vec::new();
+    let mut failed: Vec<(PathBuf, String)> = Vec::new();
+    let mut skip: Vec<(usize, PathBuf)> = Vec::new();
+    // Files written aside: (entry, temporary name).
+    let mut pending: Vec<(usize, String)> = Vec::new();
     for (seq, c) in selected.iter().enumerate() {
+        if skip
+            .iter()
+            .any(|(r, p)| *r == c.root && c.rel.starts_with(p))
+        {
+            continue;
+        }
         let root = &state.roots[c.root];
-        let (parent, fname) = split(&c.rel)?;
-        let abs = root.path.join(&c.rel);
-        let dir = layer::open_dir_beneath(&roots[c.root], parent).with_context(|| {
-            format!(
-                "opening {} without following symlinks",
-                root.path.join(parent).display()
-            )
-        })?;
-        let target = at(&dir, fname);
-        let src = root.upper.join(&c.rel);
         let mut entry = UndoEntry {
             root: c.root,
             rel: c.rel.clone(),
@@ -437,44 +449,63 @@ fn execute(state: &mut State, selected: &[Change]) -> Result<usize> {
             old_mode: None,
             after: None,
         };
-        let err = |what: &str| format!("{what} {}", abs.display());
-        match (c.old, c.new) {
-            (Some(Kind::Dir), Some(Kind::Dir)) | (Some(Kind::File), Some(Kind::File))
-                if !c.content =>
-            {
-                let m = fs::symlink_metadata(&target).with_context(|| err("reading"))?;
-                entry.old_mode = Some(perm(&m));
-                if let Some(mode) = c.mode {
-                    fs::set_permissions(&target, fs::Permissions::from_mode(mode))
-                        .with_context(|| err("changing the mode of"))?;
+        let mut tmp_name: Option<String> = None;
+        let result = (|| -> Result<()> {
+            let (parent, fname) = split(&c.rel)?;
+            let dir = layer::open_dir_beneath(&roots[c.root], parent)
+                .context("opening its directory without following symlinks")?;
+            let target = at(&dir, fname);
+            let src = root.upper.join(&c.rel);
+            match (c.old, c.new) {
+                (Some(Kind::Dir), Some(Kind::Dir)) | (Some(Kind::File), Some(Kind::File))
+                    if !c.content =>
+                {
+                    let m = fs::symlink_metadata(&target).context("reading it")?;
+                    if let Some(mode) = c.mode {
+                        fs::set_permissions(&target, fs::Permissions::from_mode(mode))
+                            .context("changing its mode")?;
+                        entry.old_mode = Some(perm(&m));
+                    }
                 }
-            }
-            (Some(old), Some(new)) if old != Kind::Dir && new != Kind::Dir => {
-                let b = seq.to_string();
-                keep(&target, &files.join(&b)).with_context(|| err("keeping a copy of"))?;
-                entry.backup = Some(b);
-                let tmp = write_aside(&dir, seq, &src, new)?;
-                pending.push((c.root, parent.to_path_buf(), tmp, fname.to_os_string()));
-            }
-            (old, new) => {
-                if old.is_some() {
+                (Some(old), Some(new)) if old != Kind::Dir && new != Kind::Dir => {
                     let b = seq.to_string();
-                    move_tree(&target, &files.join(&b)).with_context(|| err("moving aside"))?;
+                    keep(&target, &files.join(&b)).context("keeping a copy of it")?;
                     entry.backup = Some(b);
+                    tmp_name = Some(write_aside(&dir, seq, &src, new)?);
                 }
-                match new {
-                    None => {}
-                    Some(Kind::Dir) => {
-                        mkdir(&target, c.mode.unwrap_or(0o755)).with_context(|| err("creating"))?
+                (old, new) => {
+                    if old.is_some() {
+                        let b = seq.to_string();
+                        move_tree(&target, &files.join(&b)).context("moving it aside")?;
+                        entry.backup = Some(b);
                     }
-                    Some(kind) => {
-                        let tmp = write_aside(&dir, seq, &src, kind)?;
-                        pending.push((c.root, parent.to_path_buf(), tmp, fname.to_os_string()));
+                    match new {
+                        None => {}
+                        Some(Kind::Dir) => {
+                            mkdir(&target, c.mode.unwrap_or(0o755)).context("creating it")?
+                        }
+                        Some(kind) => tmp_name = Some(write_aside(&dir, seq, &src, kind)?),
                     }
+                }
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                if let Some(t) = tmp_name {
+                    pending.push((record.entries.len(), t));
+                }
+                record.entries.push(entry);
+            }
+            Err(e) => {
+                failed.push((root.path.join(&c.rel), format!("{e:#}")));
+                skip.push((c.root, c.rel.clone()));
+                // What was moved aside can still be put back by `undo`.
+                if entry.backup.is_some() && c.old.is_some_and(|_| !is_kept(c)) {
+                    record.entries.push(entry);
                 }
             }
         }
-        record.entries.push(entry);
     }
     // Everything written aside (and every copy kept for undo) reaches the disk before any of it
     // replaces a file.
@@ -484,28 +515,57 @@ fn execute(state: &mut State, selected: &[Change]) -> Result<usize> {
     let store_fd = layer::open_dir(&store).context("opening the undo store")?;
     layer::syncfs(&store_fd).context("syncing the undo store")?;
     write_record(&store, &record)?;
-    for (root, parent, tmp, fname) in &pending {
-        let dir = layer::open_dir_beneath(&roots[*root], parent)
-            .with_context(|| format!("opening {}", parent.display()))?;
-        fs::rename(at(&dir, OsStr::new(tmp)), at(&dir, fname)).with_context(|| {
-            format!(
-                "renaming into place {}",
-                state.roots[*root].path.join(parent).join(fname).display()
-            )
-        })?;
-    }
-    for e in &mut record.entries {
+    let mut unplaced: Vec<usize> = Vec::new();
+    for (i, tmp) in &pending {
+        let e = &record.entries[*i];
         let abs = state.roots[e.root].path.join(&e.rel);
-        e.after = fs::symlink_metadata(&abs).ok().map(|m| stamp(&m));
+        let renamed = split(&e.rel).and_then(|(parent, fname)| {
+            let dir = layer::open_dir_beneath(&roots[e.root], parent)
+                .context("opening its directory without following symlinks")?;
+            fs::rename(at(&dir, OsStr::new(tmp)), at(&dir, fname)).map_err(|x| {
+                let _ = fs::remove_file(at(&dir, OsStr::new(tmp)));
+                anyhow::anyhow!("renaming it into place: {x}")
+            })
+        });
+        if let Err(x) = renamed {
+            failed.push((abs, format!("{x:#}")));
+            unplaced.push(*i);
+        }
     }
+    for (i, e) in record.entries.iter_mut().enumerate() {
+        e.after = split(&e.rel).ok().and_then(|(parent, fname)| {
+            let dir = layer::open_dir_beneath(&roots[e.root], parent).ok()?;
+            fs::symlink_metadata(at(&dir, fname))
+                .ok()
+                .map(|m| stamp(&m))
+        });
+        if unplaced.contains(&i) && e.backup.is_some() {
+            // Not replaced after all: nothing for undo to put back.
+            e.backup = None;
+            e.after = None;
+        }
+    }
+    record
+        .entries
+        .retain(|e| e.backup.is_some() || e.old_mode.is_some() || e.after.is_some());
     write_record(&store, &record)?;
     for fd in &roots {
         layer::syncfs(fd).context("syncing the renames")?;
     }
-    state.applies = k;
-    state.state = "applied".into();
-    state.save()?;
-    Ok(record.entries.len())
+    let applied = record.entries.len();
+    if applied > 0 {
+        state.applies = k;
+        state.state = "applied".into();
+        state.save()?;
+    } else {
+        let _ = fs::remove_dir_all(&store);
+    }
+    Ok((applied, failed))
+}
+
+/// Whether `c` keeps the original in place until it is replaced (a copy, not a move).
+fn is_kept(c: &Change) -> bool {
+    matches!((c.old, c.new), (Some(o), Some(n)) if o != Kind::Dir && n != Kind::Dir)
 }
 
 fn write_record(store: &Path, record: &UndoRecord) -> Result<()> {
