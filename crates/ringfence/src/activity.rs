@@ -43,6 +43,11 @@ pub fn policy_json(p: &Prepared) -> Value {
             "tmpSize": l.tmp_size,
         },
         "envRemoved": p.env_removed,
+        "workspace": {
+            "mode": if pol.workspace.overlay { "overlay" } else { "direct" },
+            "confirmDeletes": pol.workspace.confirm_deletes,
+            "allowYes": pol.workspace.allow_yes,
+        },
         "mountPlan": p.plan.steps.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
     })
 }

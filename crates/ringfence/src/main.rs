@@ -464,6 +464,27 @@ pub fn run(req: RunRequest) -> Result<i32> {
         &prepared.cwd,
         req.log.as_deref(),
     )?;
+    // Overlay mode turns the writable roots into overlays before the log records the plan.
+    prepared.policy.workspace.overlay |= req.overlay;
+    let overlay = if prepared.policy.workspace.overlay {
+        let mut protected = prepared.protected.clone();
+        protected.extend(prepared.not_yet.iter().cloned());
+        match overlay::start(
+            record.name(),
+            &mut prepared.plan,
+            &prepared.policy.workspace,
+            prepared.policy.allow_git_config,
+            protected,
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                record.finish(None);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     let mut log =
         match activity::Activity::start(record.log_path(), record.name(), &req.argv, &prepared) {
             Ok(l) => l,
@@ -481,25 +502,6 @@ pub fn run(req: RunRequest) -> Result<i32> {
         }
         extra.insert("denied".into(), denied.into());
         record.finish_with(outcome, extra);
-    };
-    let overlay = if req.overlay || prepared.policy.workspace.overlay {
-        let mut protected = prepared.protected.clone();
-        protected.extend(prepared.not_yet.iter().cloned());
-        match overlay::start(
-            record.name(),
-            &mut prepared.plan,
-            &prepared.policy.workspace,
-            prepared.policy.allow_git_config,
-            protected,
-        ) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                close(log, record, None);
-                return Err(e);
-            }
-        }
-    } else {
-        None
     };
     // Give back what scanning a large tree allocated before the sandbox is cloned from this
     // process: a smaller image is quicker to clone and to move into the run's cgroups.

@@ -440,6 +440,14 @@ fn workspace_mode_overlay_in_the_policy() {
     assert_eq!(out.stdout.trim(), "b");
     assert_eq!(f.dir.read("proj/a.txt"), "a\n");
     assert!(f.upper(&name).join("a.txt").exists());
+    // The activity log records the overlay in the mount plan and the policy.
+    let shown = f.cmd(&["log", "show", &name, "--json"]);
+    let start: serde_json::Value =
+        serde_json::from_str(shown.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(start["policy"]["workspace"]["mode"], "overlay", "{start:#}");
+    let plan = start["policy"]["mountPlan"].to_string();
+    assert!(plan.contains("overlay    "), "{plan}");
+    assert!(!plan.contains("writable   "), "{plan}");
 }
 
 #[test]
