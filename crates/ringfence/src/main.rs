@@ -476,7 +476,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
             prepared.policy.allow_git_config,
             protected,
         ) {
-            Ok(s) => Some(s),
+            Ok(s) => s,
             Err(e) => {
                 record.finish(None);
                 return Err(e);

@@ -359,7 +359,7 @@ fn killing_the_supervisor_leaves_a_reviewable_layer() {
     let mut child = c.spawn().unwrap();
     let manifest = f
         .state()
-        .join(format!("ringfence/runs/{name}/manifest.json"));
+        .join(format!("ringfence/runs/{name}/manifest.jsonl"));
     let start = Instant::now();
     while !(f.upper(&name).join("b.txt").exists() && manifest.exists()) {
         assert!(

@@ -247,7 +247,7 @@ pub fn apply(name: &str, opts: &ApplyOptions) -> Result<i32> {
     let Some(manifest) = load_manifest(name)? else {
         bail!(
             "run {name} has no baseline ({}): its supervisor ended before recording what the real folders held, so changes made to them since cannot be told apart; review with `ringfence diff {name}` and copy by hand",
-            run_dir(name)?.join("manifest.json").display()
+            run_dir(name)?.join("manifest.jsonl").display()
         );
     };
     let paths: Vec<PathBuf> = opts

@@ -1,7 +1,7 @@
 //! Overlay mode, host side. A run's writable roots are overlayfs mounts whose upper layers live in
 //! the run's state directory (`runs/NAME/upper/N`); nothing reaches the real folders until
 //! `ringfence apply`. This module owns that directory: its record (`overlay.json`), the baseline
-//! taken while the command runs (`manifest.json`), and the list of changes a layer holds.
+//! taken while the command runs (`manifest.jsonl`), and the list of changes a layer holds.
 //!
 //! Reading a layer: with the `userxattr` mount option (the only one a user namespace can use) the
 //! kernel marks deletions with whiteouts (character devices 0/0) and directories that hide the
@@ -20,7 +20,7 @@ pub mod diff;
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
+use std::io::{BufRead, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -111,31 +111,38 @@ impl State {
 }
 
 /// Overlay mode for a run that is starting: creates its layers and turns the plan's writable
-/// roots into overlays.
+/// roots into overlays (None: nothing is writable, so there is no layer).
 pub fn start(
     name: &str,
     plan: &mut MountPlan,
     ws: &ringfence_policy::Workspace,
     allow_git_config: bool,
     protected: Vec<PathBuf>,
-) -> Result<State> {
+) -> Result<Option<State>> {
     let dir = run_dir(name)?;
+    let roots = plan::use_overlays(plan, &dir);
+    if let Some((file, _)) = roots.iter().find(|(r, _)| !r.is_dir()) {
+        bail!(
+            "--overlay: the writable root {} is a file; overlays need directories: make its directory writable instead, or run without overlay mode",
+            file.display()
+        );
+    }
+    if roots.is_empty() {
+        // Nothing is writable: there is nothing to review either.
+        return Ok(None);
+    }
+    if let Some(root) = roots.iter().map(|(r, _)| r).find(|r| dir.starts_with(r)) {
+        bail!(
+            "--overlay: the writable root {} holds the state directory {}; set XDG_STATE_HOME to a directory outside it",
+            root.display(),
+            dir.display()
+        );
+    }
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let roots = plan::use_overlays(plan, &dir);
-    if roots.is_empty() {
-        bail!("--overlay: nothing is writable (no allowWrite root exists), so there is nothing to overlay");
-    }
     for (i, (root, upper)) in roots.iter().enumerate() {
-        if root.starts_with(&dir) || dir.starts_with(root) {
-            bail!(
-                "--overlay: the writable root {} holds the state directory {}; set XDG_STATE_HOME to a directory outside it",
-                root.display(),
-                dir.display()
-            );
-        }
         let work = dir.join("work").join(i.to_string());
         for d in [upper, &work] {
             fs::DirBuilder::new()
@@ -163,7 +170,7 @@ pub fn start(
         applies: 0,
     };
     state.save()?;
-    Ok(state)
+    Ok(Some(state))
 }
 
 /// What an entry was when the manifest was taken: kind, size, mtime and ctime (ns), inode.
@@ -201,9 +208,22 @@ pub fn key(rel: &Path) -> String {
     rel.to_string_lossy().into_owned()
 }
 
-/// Walks `root` without following symlinks.
-fn walk_manifest(root: &Path) -> RootManifest {
-    let mut m = RootManifest::default();
+/// One line of `manifest.jsonl`: an entry of root `r`, or (with `files`) the end of root `r`.
+#[derive(Serialize, Deserialize)]
+struct ManifestLine {
+    r: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    s: Option<Stamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    files: Option<u64>,
+}
+
+/// Walks `root` without following symlinks, writing one line per entry (the supervisor never
+/// holds the whole tree in memory).
+fn walk_manifest(index: usize, root: &Path, out: &mut impl Write) -> std::io::Result<()> {
+    let mut files = 0u64;
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let Ok(rd) = fs::read_dir(root.join(&rel)) else {
@@ -215,36 +235,67 @@ fn walk_manifest(root: &Path) -> RootManifest {
             if md.is_dir() {
                 stack.push(r.clone());
             } else {
-                m.files += 1;
+                files += 1;
             }
-            m.entries.insert(key(&r), stamp(&md));
+            let line = ManifestLine {
+                r: index,
+                p: Some(key(&r)),
+                s: Some(stamp(&md)),
+                files: None,
+            };
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
         }
     }
-    m
+    let end = ManifestLine {
+        r: index,
+        p: None,
+        s: None,
+        files: Some(files),
+    };
+    serde_json::to_writer(&mut *out, &end)?;
+    out.write_all(b"\n")
 }
 
 /// Records the baseline of every root (see the module comment); run on a thread of its own.
 pub fn record_manifest(state: &State) -> Result<()> {
-    let manifest = Manifest {
-        roots: state.roots.iter().map(|r| walk_manifest(&r.path)).collect(),
-    };
     let dir = run_dir(&state.run)?;
-    let tmp = dir.join("manifest.json.tmp");
-    let text = serde_json::to_vec(&manifest).context("encoding the manifest")?;
-    fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, dir.join("manifest.json")).context("writing the manifest")
+    let tmp = dir.join("manifest.jsonl.tmp");
+    let f = fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut out = std::io::BufWriter::new(f);
+    for (i, r) in state.roots.iter().enumerate() {
+        walk_manifest(i, &r.path, &mut out)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
+    out.flush()
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, dir.join("manifest.jsonl")).context("writing the manifest")
 }
 
+/// The baseline, when the run recorded one completely.
 pub fn load_manifest(name: &str) -> Result<Option<Manifest>> {
-    let p = run_dir(name)?.join("manifest.json");
-    match fs::read(&p) {
-        Ok(b) => {
-            Ok(Some(serde_json::from_slice(&b).with_context(|| {
-                format!("{}: not a manifest", p.display())
-            })?))
+    let p = run_dir(name)?.join("manifest.jsonl");
+    let Ok(f) = fs::File::open(&p) else {
+        return Ok(None);
+    };
+    let mut m = Manifest::default();
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line.with_context(|| format!("reading {}", p.display()))?;
+        let l: ManifestLine = serde_json::from_str(&line)
+            .with_context(|| format!("{}: not a manifest", p.display()))?;
+        while m.roots.len() <= l.r {
+            m.roots.push(RootManifest::default());
         }
-        Err(_) => Ok(None),
+        let root = &mut m.roots[l.r];
+        match (l.p, l.s, l.files) {
+            (Some(p), Some(s), _) => {
+                root.entries.insert(p, s);
+            }
+            (_, _, Some(n)) => root.files = n,
+            _ => {}
+        }
     }
+    Ok(Some(m))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -584,7 +635,7 @@ pub fn discard(name: &str) -> Result<i32> {
     let mut state = State::load(name)?;
     refuse_live(name)?;
     let dir = run_dir(name)?;
-    for sub in ["upper", "work", "manifest.json"] {
+    for sub in ["upper", "work", "manifest.jsonl"] {
         let p = dir.join(sub);
         if sub == "work" {
             // overlayfs leaves work/N/work with mode 000.
