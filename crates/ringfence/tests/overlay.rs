@@ -519,3 +519,24 @@ fn apply_never_writes_through_a_symlink() {
         .is_symlink());
     assert_eq!(fs::read_link(&link).unwrap(), outside);
 }
+
+#[test]
+fn set_id_bits_are_not_applied() {
+    let f = Fixture::new("overlay-setid");
+    let name = format!("setid-{}", common::unique_number());
+    let out = f.run_overlay(
+        &name,
+        &[],
+        "printf '#!/bin/sh\\n' > tool && chmod 6755 tool && stat -c %a tool",
+    );
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert_eq!(out.stdout.trim(), "6755", "{out:#?}");
+    let a = f.cmd(&["apply", &name]);
+    assert_eq!(a.code(), 0, "{a:#?}");
+    let mode = fs::metadata(f.proj().join("tool"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o755);
+}

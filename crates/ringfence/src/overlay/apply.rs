@@ -218,7 +218,9 @@ fn write_aside(dir: &OwnedFd, seq: usize, src: &Path, kind: Kind) -> Result<Stri
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(src)?;
-            let mode = perm(&input.metadata()?);
+            // Never a set-user-ID or set-group-ID file: the command could set those bits on
+            // its own files, and outside the sandbox they would run with the owner's rights.
+            let mode = perm(&input.metadata()?) & !0o6000;
             let mut out = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -228,7 +230,10 @@ fn write_aside(dir: &OwnedFd, seq: usize, src: &Path, kind: Kind) -> Result<Stri
             out.set_permissions(fs::Permissions::from_mode(mode))
         })(),
     }
-    .with_context(|| format!("writing beside {}", src.display()))?;
+    .map_err(|e| {
+        let _ = fs::remove_file(&path);
+        anyhow::anyhow!("writing beside it: {e}")
+    })?;
     Ok(tmp)
 }
 
@@ -462,6 +467,7 @@ fn execute(state: &mut State, selected: &[Change]) -> Result<(usize, Vec<(PathBu
                 {
                     let m = fs::symlink_metadata(&target).context("reading it")?;
                     if let Some(mode) = c.mode {
+                        let mode = if m.is_dir() { mode } else { mode & !0o6000 };
                         fs::set_permissions(&target, fs::Permissions::from_mode(mode))
                             .context("changing its mode")?;
                         entry.old_mode = Some(perm(&m));
