@@ -540,3 +540,88 @@ fn set_id_bits_are_not_applied() {
         & 0o7777;
     assert_eq!(mode, 0o755);
 }
+
+/// `ringfence apply` on a pseudo-terminal (util-linux `script`), answering `answer`.
+fn apply_on_terminal(f: &Fixture, name: &str, extra: &str, answer: &str) -> common::Outcome {
+    let cmd = format!("{} apply {name} {extra}", common::bin().display());
+    let mut c = Command::new("script");
+    c.args(["-qec", &cmd, "/dev/null"])
+        .env("XDG_STATE_HOME", f.state())
+        .current_dir(f.proj())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{answer}\n").as_bytes())
+        .unwrap();
+    common::wait(child, common::RUN_TIMEOUT)
+}
+
+#[test]
+fn confirmations_on_a_terminal() {
+    if !common::have("script") {
+        common::skip("no `script` (util-linux) to give apply a terminal");
+        return;
+    }
+    let f = Fixture::new("overlay-tty");
+    for i in 0..20 {
+        fs::write(f.proj().join(format!("f{i}")), "x\n").unwrap();
+    }
+    let name = format!("tty-{}", common::unique_number());
+    let out = f.run_overlay(
+        &name,
+        &[],
+        "rm f1 f2 f3 f4 f5 f6 f7 f8 f9 f10 f11 f12; echo evil > .envrc || true",
+    );
+    assert_eq!(out.code(), 0, "{out:#?}");
+    fs::write(f.upper(&name).join(".envrc"), "evil\n").unwrap();
+    let a = apply_on_terminal(&f, &name, "", "n");
+    assert_eq!(a.code(), 1, "{a:#?}");
+    assert!(a.stdout.contains("Apply? [y/N]"), "{a:#?}");
+    assert!(f.proj().join("f1").exists());
+    let a = apply_on_terminal(&f, &name, "", "y");
+    assert_eq!(a.code(), 0, "{a:#?}");
+    assert!(!f.proj().join("f1").exists());
+    assert!(!f.proj().join(".envrc").exists());
+    // A protected file named explicitly, confirmed on the terminal.
+    let envrc = f.proj().join(".envrc");
+    let a = apply_on_terminal(
+        &f,
+        &name,
+        &format!("--include-protected {}", envrc.display()),
+        "y",
+    );
+    assert_eq!(a.code(), 0, "{a:#?}");
+    assert!(a.stdout.contains("protected paths"), "{a:#?}");
+    assert_eq!(f.dir.read("proj/.envrc"), "evil\n");
+}
+
+#[test]
+fn every_writable_root_is_an_overlay() {
+    let f = Fixture::new("overlay-roots");
+    let other = f.dir.mkdir("other");
+    fs::write(other.join("o.txt"), "o\n").unwrap();
+    let name = format!("roots-{}", common::unique_number());
+    let out = f.run_overlay(
+        &name,
+        &["--allow-write", other.to_str().unwrap()],
+        &format!("echo p > p.txt; echo o2 > '{}/o.txt'", other.display()),
+    );
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert_eq!(
+        out.stderr.matches("ringfence: overlay:").count(),
+        2,
+        "{out:#?}"
+    );
+    assert_eq!(f.dir.read("other/o.txt"), "o\n");
+    assert!(!f.proj().join("p.txt").exists());
+    let a = f.cmd(&["apply", &name]);
+    assert_eq!(a.code(), 0, "{a:#?}");
+    assert_eq!(f.dir.read("other/o.txt"), "o2\n");
+    assert_eq!(f.dir.read("proj/p.txt"), "p\n");
+}

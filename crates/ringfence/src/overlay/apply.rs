@@ -135,10 +135,10 @@ enum Answer {
     TerminalOnly,
 }
 
-/// Asks on the terminal unless `--yes` answers for the user.
-fn confirm(question: &str, answer: Answer) -> Result<()> {
+/// Asks on the terminal unless `--yes` answers for the user; false: the user said no.
+fn confirm(question: &str, answer: Answer) -> Result<bool> {
     let hint = match answer {
-        Answer::Given => return Ok(()),
+        Answer::Given => return Ok(true),
         Answer::YesAllowed => ", or pass --yes",
         Answer::YesForbidden => " (--yes is not allowed: workspace.allowYes is false)",
         Answer::TerminalOnly => " (--yes does not answer for protected files)",
@@ -153,11 +153,7 @@ fn confirm(question: &str, answer: Answer) -> Result<()> {
         .lock()
         .read_line(&mut line)
         .context("reading the answer")?;
-    if matches!(line.trim(), "y" | "Y" | "yes") {
-        Ok(())
-    } else {
-        bail!("not applied")
-    }
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
 }
 
 /// Copies a file, symlink or tree (used when a rename or link would cross filesystems).
@@ -349,14 +345,20 @@ pub fn apply(name: &str, opts: &ApplyOptions) -> Result<i32> {
             (true, true) => Answer::Given,
             (false, true) => Answer::YesAllowed,
         };
-        confirm(&reasons.join("; "), answer)?;
+        if !confirm(&reasons.join("; "), answer)? {
+            eprintln!("ringfence: nothing applied");
+            return Ok(1);
+        }
     }
     if !protected_included.is_empty() {
         let list: Vec<String> = protected_included.iter().map(|p| display(p)).collect();
-        confirm(
+        if !confirm(
             &format!("it writes protected paths: {}", list.join(", ")),
             Answer::TerminalOnly,
-        )?;
+        )? {
+            eprintln!("ringfence: nothing applied");
+            return Ok(1);
+        }
     }
 
     let (applied, failed) = if selected.is_empty() {
