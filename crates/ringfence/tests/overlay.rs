@@ -192,6 +192,12 @@ fn apply_reproduces_the_run_and_undo_restores_the_original() {
     assert_eq!(of("/link"), "added");
     assert_eq!(of("/dir2file"), "replaced");
     assert_eq!(of("/file2dir"), "replaced");
+    // A directory moved as a whole shows as one rename.
+    assert_eq!(of("/sub/moved"), "renamed");
+    assert!(!changes
+        .iter()
+        .any(|c| c["path"].as_str().unwrap().ends_with("/sub/moved/x.txt")));
+    assert!(d.stdout.contains("sub/deep/ -> "), "{}", d.stdout);
     let stat = f.cmd(&["diff", &name, "--stat"]);
     assert!(
         stat.stdout.contains("mod.txt | modified +2 -1"),

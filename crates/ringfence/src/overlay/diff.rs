@@ -92,10 +92,32 @@ pub fn diff(name: &str, opts: &DiffOptions) -> Result<i32> {
             items[a].renamed_from = Some(items[d].abs.clone());
         }
     }
+    // Renamed directories: an added directory whose whole tree is a deleted one's.
+    let mut hidden: Vec<PathBuf> = Vec::new();
+    for a in 0..items.len() {
+        let ca = &items[a].change;
+        if !(ca.old.is_none() && ca.new == Some(Kind::Dir)) || items[a].renamed_from.is_some() {
+            continue;
+        }
+        let found = (0..items.len()).find(|&d| {
+            let cd = &items[d].change;
+            cd.old == Some(Kind::Dir)
+                && cd.new.is_none()
+                && !gone.contains(&d)
+                && same_tree(&items[d].abs, &items[a].upper)
+        });
+        if let Some(d) = found {
+            gone.push(d);
+            hidden.push(items[a].abs.clone());
+            items[a].renamed_from = Some(items[d].abs.clone());
+        }
+    }
     let items: Vec<Item> = items
         .into_iter()
         .enumerate()
-        .filter(|(i, _)| !gone.contains(i))
+        .filter(|(i, it)| {
+            !gone.contains(i) && !hidden.iter().any(|h| it.abs.starts_with(h) && it.abs != *h)
+        })
         .map(|(_, it)| it)
         .collect();
 
@@ -141,7 +163,11 @@ pub fn diff(name: &str, opts: &DiffOptions) -> Result<i32> {
             continue;
         }
         if let Some(from) = &it.renamed_from {
-            println!("renamed {} -> {p}", display(from).escape_debug());
+            let slash = if c.new == Some(Kind::Dir) { "/" } else { "" };
+            println!(
+                "renamed {}{slash} -> {p}{slash}",
+                display(from).escape_debug()
+            );
             continue;
         }
         match (c.old, c.new) {
@@ -224,6 +250,36 @@ pub fn diff(name: &str, opts: &DiffOptions) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Whether the real tree `a` and the layer's tree `b` hold the same names, kinds, contents and
+/// link targets.
+fn same_tree(a: &Path, b: &Path) -> bool {
+    let (Ok(ma), Ok(mb)) = (fs::symlink_metadata(a), fs::symlink_metadata(b)) else {
+        return false;
+    };
+    match (super::kind_of(&ma), super::kind_of(&mb)) {
+        (Kind::Dir, Kind::Dir) => {
+            let names = |p: &Path| -> Option<Vec<std::ffi::OsString>> {
+                let mut v: Vec<_> = fs::read_dir(p)
+                    .ok()?
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .collect();
+                v.sort();
+                Some(v)
+            };
+            match (names(a), names(b)) {
+                (Some(na), Some(nb)) if na == nb => {
+                    na.iter().all(|n| same_tree(&a.join(n), &b.join(n)))
+                }
+                _ => false,
+            }
+        }
+        (Kind::File, Kind::File) => same_content(a, b).unwrap_or(false),
+        (Kind::Symlink, Kind::Symlink) => fs::read_link(a).ok() == fs::read_link(b).ok(),
+        _ => false,
+    }
 }
 
 fn json_item(it: &Item) -> Value {
