@@ -599,6 +599,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
             }
             Err(_) => eprintln!("ringfence: overlay: recording the baseline failed"),
         }
+        overlay::remove_work_dirs(&run_name);
         match overlay::summary(&run_name) {
             Ok(text) => eprint!("{text}"),
             Err(e) => eprintln!("ringfence: overlay: {e:#}"),

@@ -56,6 +56,23 @@ impl Fixture {
     }
 }
 
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        // A run whose supervisor was killed keeps overlayfs's work directory (mode 000).
+        let runs = self.state().join("ringfence/runs");
+        for e in fs::read_dir(runs).into_iter().flatten().flatten() {
+            for w in fs::read_dir(e.path().join("work"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ =
+                    fs::set_permissions(w.path().join("work"), fs::Permissions::from_mode(0o700));
+            }
+        }
+    }
+}
+
 /// Every entry under `root`: kind, mode and content (or link target). Two trees are equal when
 /// these maps are.
 fn tree(root: &Path) -> BTreeMap<String, (char, u32, Vec<u8>)> {
@@ -415,6 +432,11 @@ fn discard_removes_the_layer_and_the_state_dir_stays_hidden() {
     // The layer (in the state directory) is not reachable from inside.
     assert_eq!(out.stdout.trim(), "0", "{out:#?}");
     assert!(f.upper(&name).join("a.txt").exists());
+    // overlayfs's scratch directory is gone once the run is over.
+    assert!(!f
+        .state()
+        .join(format!("ringfence/runs/{name}/work"))
+        .exists());
     let d = f.cmd(&["discard", &name]);
     assert_eq!(d.code(), 0, "{d:#?}");
     assert!(!f.upper(&name).exists());

@@ -630,20 +630,25 @@ pub fn refuse_live(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Removes overlayfs's scratch directories once the run is over (it leaves one with mode 000,
+/// which would stop a plain `rm -r` of the state directory).
+pub fn remove_work_dirs(name: &str) {
+    let Ok(dir) = run_dir(name) else { return };
+    let work = dir.join("work");
+    for e in fs::read_dir(&work).into_iter().flatten().flatten() {
+        let _ = fs::set_permissions(e.path().join("work"), fs::Permissions::from_mode(0o700));
+    }
+    let _ = fs::remove_dir_all(&work);
+}
+
 /// `ringfence discard RUN`: removes the layers.
 pub fn discard(name: &str) -> Result<i32> {
     let mut state = State::load(name)?;
     refuse_live(name)?;
     let dir = run_dir(name)?;
-    for sub in ["upper", "work", "manifest.jsonl"] {
+    remove_work_dirs(name);
+    for sub in ["upper", "manifest.jsonl"] {
         let p = dir.join(sub);
-        if sub == "work" {
-            // overlayfs leaves work/N/work with mode 000.
-            for e in fs::read_dir(&p).into_iter().flatten().flatten() {
-                let _ =
-                    fs::set_permissions(e.path().join("work"), fs::Permissions::from_mode(0o700));
-            }
-        }
         let r = if p.is_dir() {
             fs::remove_dir_all(&p)
         } else {
