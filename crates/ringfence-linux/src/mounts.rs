@@ -244,10 +244,11 @@ fn fs_context_error(fsfd: &OwnedFd, e: io::Error) -> io::Error {
     }
 }
 
-/// Mounts an overlay of the host directory `lower` with `upper` and `work` (host paths, on one
-/// filesystem) at `dst` in the staging tmpfs. `userxattr`: the kernel keeps its whiteout and
-/// opaque marks in `user.overlay.*` xattrs, the only ones a user namespace may set.
-fn mount_overlay(lower: &Path, upper: &Path, work: &Path, dst: &Path) -> Result<()> {
+/// Mounts an overlay of the directory `lower` with `upper` and `work` (on one filesystem) at
+/// `dst`. `userxattr`: the kernel keeps its whiteout and opaque marks in `user.overlay.*`
+/// xattrs, the only ones a user namespace may set. Layers are passed one by one
+/// (`lowerdir+`), so no path needs escaping.
+pub(crate) fn mount_overlay(lower: &Path, upper: &Path, work: &Path, dst: &Path) -> Result<()> {
     let fail = |e: io::Error| Error::Path {
         step: "mount overlay (overlayfs in a user namespace, Linux 6.8 or newer)",
         path: lower.to_path_buf(),
@@ -281,21 +282,9 @@ fn mount_overlay(lower: &Path, upper: &Path, work: &Path, dst: &Path) -> Result<
     };
     let c = |s: &str| CString::new(s).map_err(|_| fail(io::Error::from_raw_os_error(libc::EINVAL)));
     let p = |p: &Path| sys::cstring(p).map_err(fail);
-    set(
-        FSCONFIG_SET_STRING,
-        &c("lowerdir+")?,
-        Some(&p(&in_old(lower))?),
-    )?;
-    set(
-        FSCONFIG_SET_STRING,
-        &c("upperdir")?,
-        Some(&p(&in_old(upper))?),
-    )?;
-    set(
-        FSCONFIG_SET_STRING,
-        &c("workdir")?,
-        Some(&p(&in_old(work))?),
-    )?;
+    set(FSCONFIG_SET_STRING, &c("lowerdir+")?, Some(&p(lower)?))?;
+    set(FSCONFIG_SET_STRING, &c("upperdir")?, Some(&p(upper)?))?;
+    set(FSCONFIG_SET_STRING, &c("workdir")?, Some(&p(work)?))?;
     set(FSCONFIG_SET_FLAG, &c("userxattr")?, None)?;
     // SAFETY: fsfd is a valid fs context; the command takes no key or value.
     let r = unsafe {
@@ -352,7 +341,7 @@ pub fn apply(plan: &MountPlan) -> Result<()> {
         match step {
             Step::Overlay { path, upper, work } => {
                 let staged = Path::new(OVERLAYS).join(overlays.len().to_string());
-                mount_overlay(path, upper, work, &staged)?;
+                mount_overlay(&in_old(path), &in_old(upper), &in_old(work), &staged)?;
                 let dst = in_new(path);
                 make_mount_point(&dst, Kind::Dir)?;
                 bind(
