@@ -233,6 +233,34 @@ fn write_aside(dir: &OwnedFd, seq: usize, src: &Path, kind: Kind) -> Result<Stri
     Ok(tmp)
 }
 
+/// The directory of the last path looked at: changes come parents first and siblings together,
+/// so most lookups reuse it instead of resolving the path again.
+#[derive(Default)]
+struct Parent {
+    key: Option<(usize, PathBuf)>,
+    fd: Option<OwnedFd>,
+}
+
+impl Parent {
+    fn open(&mut self, roots: &[OwnedFd], root: usize, rel: &Path) -> Result<&OwnedFd> {
+        if self
+            .key
+            .as_ref()
+            .is_none_or(|(r, p)| *r != root || p != rel)
+            || self.fd.is_none()
+        {
+            self.key = None;
+            let fd = layer::open_dir_beneath(&roots[root], rel)
+                .context("opening its directory without following symlinks")?;
+            self.fd = Some(fd);
+            self.key = Some((root, rel.to_path_buf()));
+        }
+        self.fd
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("opening its directory"))
+    }
+}
+
 fn mkdir(path: &Path, mode: u32) -> std::io::Result<()> {
     fs::DirBuilder::new().mode(0o700).create(path)?;
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
@@ -441,6 +469,7 @@ fn execute(state: &mut State, selected: &[Change]) -> Result<(usize, Vec<(PathBu
     let mut skip: Vec<(usize, PathBuf)> = Vec::new();
     // Files written aside: (entry, temporary name).
     let mut pending: Vec<(usize, String)> = Vec::new();
+    let mut parents = Parent::default();
     for (seq, c) in selected.iter().enumerate() {
         if skip
             .iter()
@@ -459,9 +488,8 @@ fn execute(state: &mut State, selected: &[Change]) -> Result<(usize, Vec<(PathBu
         let mut tmp_name: Option<String> = None;
         let result = (|| -> Result<()> {
             let (parent, fname) = split(&c.rel)?;
-            let dir = layer::open_dir_beneath(&roots[c.root], parent)
-                .context("opening its directory without following symlinks")?;
-            let target = at(&dir, fname);
+            let dir = parents.open(&roots, c.root, parent)?;
+            let target = at(dir, fname);
             let src = root.upper.join(&c.rel);
             match (c.old, c.new) {
                 (Some(Kind::Dir), Some(Kind::Dir)) | (Some(Kind::File), Some(Kind::File))
@@ -479,7 +507,7 @@ fn execute(state: &mut State, selected: &[Change]) -> Result<(usize, Vec<(PathBu
                     let b = seq.to_string();
                     keep(&target, &files.join(&b)).context("keeping a copy of it")?;
                     entry.backup = Some(b);
-                    tmp_name = Some(write_aside(&dir, seq, &src, new)?);
+                    tmp_name = Some(write_aside(dir, seq, &src, new)?);
                 }
                 (old, new) => {
                     if old.is_some() {
@@ -492,7 +520,7 @@ fn execute(state: &mut State, selected: &[Change]) -> Result<(usize, Vec<(PathBu
                         Some(Kind::Dir) => {
                             mkdir(&target, c.mode.unwrap_or(0o755)).context("creating it")?
                         }
-                        Some(kind) => tmp_name = Some(write_aside(&dir, seq, &src, kind)?),
+                        Some(kind) => tmp_name = Some(write_aside(dir, seq, &src, kind)?),
                     }
                 }
             }
@@ -528,10 +556,9 @@ fn execute(state: &mut State, selected: &[Change]) -> Result<(usize, Vec<(PathBu
         let e = &record.entries[*i];
         let abs = state.roots[e.root].path.join(&e.rel);
         let renamed = split(&e.rel).and_then(|(parent, fname)| {
-            let dir = layer::open_dir_beneath(&roots[e.root], parent)
-                .context("opening its directory without following symlinks")?;
-            fs::rename(at(&dir, OsStr::new(tmp)), at(&dir, fname)).map_err(|x| {
-                let _ = fs::remove_file(at(&dir, OsStr::new(tmp)));
+            let dir = parents.open(&roots, e.root, parent)?;
+            fs::rename(at(dir, OsStr::new(tmp)), at(dir, fname)).map_err(|x| {
+                let _ = fs::remove_file(at(dir, OsStr::new(tmp)));
                 anyhow::anyhow!("renaming it into place: {x}")
             })
         });
@@ -542,10 +569,8 @@ fn execute(state: &mut State, selected: &[Change]) -> Result<(usize, Vec<(PathBu
     }
     for (i, e) in record.entries.iter_mut().enumerate() {
         e.after = split(&e.rel).ok().and_then(|(parent, fname)| {
-            let dir = layer::open_dir_beneath(&roots[e.root], parent).ok()?;
-            fs::symlink_metadata(at(&dir, fname))
-                .ok()
-                .map(|m| stamp(&m))
+            let dir = parents.open(&roots, e.root, parent).ok()?;
+            fs::symlink_metadata(at(dir, fname)).ok().map(|m| stamp(&m))
         });
         if unplaced.contains(&i) && e.backup.is_some() {
             // Not replaced after all: nothing for undo to put back.
