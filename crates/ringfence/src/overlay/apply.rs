@@ -236,28 +236,19 @@ fn write_aside(dir: &OwnedFd, seq: usize, src: &Path, kind: Kind) -> Result<Stri
 /// The directory of the last path looked at: changes come parents first and siblings together,
 /// so most lookups reuse it instead of resolving the path again.
 #[derive(Default)]
-struct Parent {
-    key: Option<(usize, PathBuf)>,
-    fd: Option<OwnedFd>,
-}
+struct Parent(Option<(usize, PathBuf, OwnedFd)>);
 
 impl Parent {
     fn open(&mut self, roots: &[OwnedFd], root: usize, rel: &Path) -> Result<&OwnedFd> {
-        if self
-            .key
-            .as_ref()
-            .is_none_or(|(r, p)| *r != root || p != rel)
-            || self.fd.is_none()
-        {
-            self.key = None;
+        if !matches!(&self.0, Some((r, p, _)) if *r == root && p == rel) {
             let fd = layer::open_dir_beneath(&roots[root], rel)
                 .context("opening its directory without following symlinks")?;
-            self.fd = Some(fd);
-            self.key = Some((root, rel.to_path_buf()));
+            self.0 = Some((root, rel.to_path_buf(), fd));
         }
-        self.fd
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("opening its directory"))
+        match &self.0 {
+            Some((_, _, fd)) => Ok(fd),
+            None => bail!("opening its directory"),
+        }
     }
 }
 
