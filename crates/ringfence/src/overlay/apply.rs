@@ -623,9 +623,16 @@ pub fn undo(name: &str) -> Result<i32> {
         let record: UndoRecord =
             serde_json::from_slice(&text).context("reading the undo record")?;
         let mut kept: Vec<UndoEntry> = Vec::new();
+        // Children come before their parents here (the reverse of the apply), so a directory
+        // kept open is never one that was removed or put back.
+        let mut parents = Parent::default();
         for e in record.entries.into_iter().rev() {
             let abs = state.roots[e.root].path.join(&e.rel);
-            match undo_one(&roots[e.root], &store, &e) {
+            let result = split(&e.rel)
+                .and_then(|(parent, fname)| Ok((parents.open(&roots, e.root, parent)?, fname)))
+                .map_err(|x| format!("{x:#}"))
+                .and_then(|(dir, fname)| undo_one(dir, fname, &store, &e));
+            match result {
                 Ok(()) => restored += 1,
                 Err(why) => {
                     refused.push((abs, why));
@@ -668,11 +675,13 @@ pub fn undo(name: &str) -> Result<i32> {
     Ok(if refused.is_empty() { 0 } else { 1 })
 }
 
-fn undo_one(root: &OwnedFd, store: &Path, e: &UndoEntry) -> std::result::Result<(), String> {
-    let (parent, fname) = split(&e.rel).map_err(|x| x.to_string())?;
-    let dir = layer::open_dir_beneath(root, parent)
-        .map_err(|x| format!("cannot open its directory without following symlinks: {x}"))?;
-    let target = at(&dir, fname);
+fn undo_one(
+    dir: &OwnedFd,
+    fname: &OsStr,
+    store: &Path,
+    e: &UndoEntry,
+) -> std::result::Result<(), String> {
+    let target = at(dir, fname);
     let cur = fs::symlink_metadata(&target).ok().map(|m| stamp(&m));
     if cur != e.after {
         return Err("changed again since the apply".into());
@@ -694,7 +703,7 @@ fn undo_one(root: &OwnedFd, store: &Path, e: &UndoEntry) -> std::result::Result<
                 .or_else(|x| {
                     if x.raw_os_error() == Some(libc::EXDEV) {
                         let tmp = at(
-                            &dir,
+                            dir,
                             OsStr::new(&format!(".ringfence-undo-{}", std::process::id())),
                         );
                         copy_tree(b, &tmp).and_then(|()| fs::rename(&tmp, &target))
