@@ -15,7 +15,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// JSON Schema of one line of the activity log (`ringfence schema --events`).
 pub fn events_schema() -> Value {
     let common = serde_json::json!({
-        "kind": {"type": "string", "description": "run.start, exec, fs.denied, net.decision, ask, answer, policy.update, policy.invalid, events.dropped or run.end"},
+        "kind": {"type": "string", "description": "run.start, exec, fs.denied, net.decision, ask, answer, policy.update, policy.invalid, events.dropped or run.end; in an overlay run's review log (runs/NAME/review.jsonl, whose chain starts from the activity log's final hash): overlay.apply, overlay.undo or overlay.discard"},
         "ts": {"type": "string", "format": "date-time", "description": "RFC 3339, UTC"},
         "run": {"type": "string", "description": "the run's name"},
         "seq": {"type": "integer", "minimum": 0, "description": "0 for the first line, then +1"},
@@ -85,7 +85,14 @@ pub fn events_schema() -> Value {
                 "counts": {"type": "object", "properties": {"fs.denied": {"type": "integer"},
                     "exec": {"type": "integer"}, "net.allowed": {"type": "integer"},
                     "net.denied": {"type": "integer"}, "dropped": {"type": "integer"}}}},
-             "required": ["wallMs", "cpuMs", "peakMemoryKiB", "counts"]}
+             "required": ["wallMs", "cpuMs", "peakMemoryKiB", "counts"]},
+            {"properties": {"kind": {"enum": ["overlay.apply", "overlay.undo", "overlay.discard"]},
+                "roots": {"type": "array", "items": {"type": "string"}},
+                "applied": {"type": "integer", "description": "paths changed in the real folders"},
+                "conflicts": {"type": "array", "items": {"type": "string"}},
+                "heldBack": {"type": "array", "items": {"type": "string"}, "description": "protected paths not applied"},
+                "refused": {"type": "array", "items": {"type": "string"}, "description": "undo: paths changed again since the apply"}},
+             "required": ["roots"]}
         ]
     })
 }
@@ -183,6 +190,46 @@ impl LogWriter {
             run: run.to_string(),
             seq: 0,
             prev: GENESIS.to_string(),
+        })
+    }
+
+    /// Opens a log to add events to it, continuing its chain; a log that does not exist yet is
+    /// created with its chain starting from `genesis` (a review log starts from the final hash
+    /// of the run's activity log, so the two stay linked).
+    pub fn append(path: &Path, run: &str, genesis: &str) -> Result<LogWriter, Error> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let err = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (seq, prev) = match fs::metadata(path) {
+            Ok(_) => {
+                let events = read(path)?;
+                match events.last() {
+                    Some(e) => (
+                        e.get("seq").and_then(Value::as_u64).unwrap_or(0) + 1,
+                        e.get("hash")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    ),
+                    None => (0, genesis.to_string()),
+                }
+            }
+            Err(_) => (0, genesis.to_string()),
+        };
+        let f = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(err)?;
+        Ok(LogWriter {
+            out: BufWriter::new(f),
+            path: path.to_path_buf(),
+            run: run.to_string(),
+            seq,
+            prev,
         })
     }
 
@@ -363,6 +410,35 @@ mod tests {
     }
 
     #[test]
+    fn append_continues_the_chain() {
+        let dir = std::env::temp_dir().join(format!("rf-audit-append-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("review.jsonl");
+        let genesis = "ab".repeat(32);
+        let mut w = LogWriter::append(&path, "r1", &genesis).unwrap();
+        w.write("overlay.apply", fields(json!({"roots": []})))
+            .unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let mut w = LogWriter::append(&path, "r1", &genesis).unwrap();
+        let last = w
+            .write("overlay.undo", fields(json!({"roots": []})))
+            .unwrap();
+        w.flush().unwrap();
+        let events = read(&path).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0]["prev"], genesis.as_str());
+        assert_eq!(events[1]["seq"], 1);
+        assert_eq!(events[1]["prev"], events[0]["hash"]);
+        assert_eq!(
+            event_hash(events[0]["hash"].as_str().unwrap(), &events[1]),
+            last
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn intact_log_verifies() {
         let d = tempdir("intact");
         let (p, last) = sample(&d);
@@ -425,7 +501,18 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|k| k["properties"]["kind"]["const"].as_str().unwrap())
+            .flat_map(|k| {
+                let kind = &k["properties"]["kind"];
+                match kind["const"].as_str() {
+                    Some(c) => vec![c],
+                    None => kind["enum"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap())
+                        .collect(),
+                }
+            })
             .collect();
         assert_eq!(
             kinds,
@@ -439,7 +526,10 @@ mod tests {
                 "policy.update",
                 "policy.invalid",
                 "events.dropped",
-                "run.end"
+                "run.end",
+                "overlay.apply",
+                "overlay.undo",
+                "overlay.discard"
             ]
         );
     }

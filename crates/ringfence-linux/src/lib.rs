@@ -9,6 +9,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod error;
 pub mod guard;
+pub mod layer;
 pub mod limits;
 pub mod mounts;
 pub mod plan;

@@ -216,11 +216,143 @@ pub fn stage() -> Result<()> {
     Ok(())
 }
 
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+/// Where overlays are assembled in the staging tmpfs before they are bound into /newroot.
+const OVERLAYS: &str = "/overlays";
+
+/// The error an overlayfs context explains in its log (read from the context fd), or `e`.
+fn fs_context_error(fsfd: &OwnedFd, e: io::Error) -> io::Error {
+    let mut buf = [0u8; 512];
+    let mut text = String::new();
+    loop {
+        // SAFETY: reading into a local buffer of the given size.
+        let n = unsafe { libc::read(fsfd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n as usize]));
+        text.push(';');
+    }
+    if text.is_empty() {
+        e
+    } else {
+        io::Error::new(e.kind(), format!("{e} ({})", text.trim_end_matches(';')))
+    }
+}
+
+/// Mounts an overlay of the directory `lower` with `upper` and `work` (on one filesystem) at
+/// `dst`. `userxattr`: the kernel keeps its whiteout and opaque marks in `user.overlay.*`
+/// xattrs, the only ones a user namespace may set. Layers are passed one by one
+/// (`lowerdir+`), so no path needs escaping.
+pub(crate) fn mount_overlay(lower: &Path, upper: &Path, work: &Path, dst: &Path) -> Result<()> {
+    let fail = |e: io::Error| Error::Path {
+        step: "mount overlay (overlayfs in a user namespace, Linux 6.8 or newer)",
+        path: lower.to_path_buf(),
+        source: e,
+    };
+    // SAFETY: a constant NUL-terminated file system name; the fd is checked before it is owned.
+    let fd = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
+    if fd < 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    let fsfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let set = |cmd: libc::c_uint, key: &CString, value: Option<&CString>| -> Result<()> {
+        let v = value.map_or(std::ptr::null(), |v| v.as_ptr());
+        // SAFETY: fsfd is a valid fs context; key and value are NUL-terminated strings (or null
+        // where the command takes no value).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd.as_raw_fd(),
+                cmd,
+                key.as_ptr(),
+                v,
+                0,
+            )
+        };
+        if r < 0 {
+            return Err(fail(fs_context_error(&fsfd, io::Error::last_os_error())));
+        }
+        Ok(())
+    };
+    let c = |s: &str| CString::new(s).map_err(|_| fail(io::Error::from_raw_os_error(libc::EINVAL)));
+    let p = |p: &Path| sys::cstring(p).map_err(fail);
+    set(FSCONFIG_SET_STRING, &c("lowerdir+")?, Some(&p(lower)?))?;
+    set(FSCONFIG_SET_STRING, &c("upperdir")?, Some(&p(upper)?))?;
+    set(FSCONFIG_SET_STRING, &c("workdir")?, Some(&p(work)?))?;
+    set(FSCONFIG_SET_FLAG, &c("userxattr")?, None)?;
+    // SAFETY: fsfd is a valid fs context; the command takes no key or value.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fsfd.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_char>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(fail(fs_context_error(&fsfd, io::Error::last_os_error())));
+    }
+    // SAFETY: fsfd is a created fs context; the mount fd is checked before it is owned.
+    let m = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fsfd.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) as libc::c_uint,
+        )
+    };
+    if m < 0 {
+        return Err(fail(io::Error::last_os_error()));
+    }
+    // SAFETY: m is a fresh descriptor owned by nobody else.
+    let tree = unsafe { OwnedFd::from_raw_fd(m as i32) };
+    make_mount_point(dst, Kind::Dir)?;
+    let target = sys::open_path_nofollow(dst).map_err(path_err("open", dst))?;
+    attach(&tree, &target, dst)
+}
+
+/// Where `path` comes from: the staged overlay that covers it, or the host tree.
+fn source_of(path: &Path, overlays: &[(PathBuf, PathBuf)]) -> PathBuf {
+    overlays
+        .iter()
+        .filter(|(root, _)| path.starts_with(root))
+        .max_by_key(|(root, _)| root.components().count())
+        .map(|(root, staged)| match path.strip_prefix(root) {
+            Ok(rel) if !rel.as_os_str().is_empty() => staged.join(rel),
+            _ => staged.clone(),
+        })
+        .unwrap_or_else(|| in_old(path))
+}
+
 /// Stage 2: carries out every step of the plan at /newroot.
 pub fn apply(plan: &MountPlan) -> Result<()> {
     let mut hidden_dirs: Vec<OwnedFd> = Vec::new();
+    // Overlay roots and where each is assembled, for the steps that bind from them.
+    let mut overlays: Vec<(PathBuf, PathBuf)> = Vec::new();
     for step in &plan.steps {
         match step {
+            Step::Overlay { path, upper, work } => {
+                let staged = Path::new(OVERLAYS).join(overlays.len().to_string());
+                mount_overlay(&in_old(path), &in_old(upper), &in_old(work), &staged)?;
+                let dst = in_new(path);
+                make_mount_point(&dst, Kind::Dir)?;
+                bind(
+                    &staged,
+                    &dst,
+                    true,
+                    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                    MOUNT_ATTR_RDONLY,
+                )?;
+                overlays.push((path.clone(), staged));
+            }
             Step::RootReadOnly => {
                 let tree = clone_tree(Path::new(OLDROOT), true)?;
                 setattr_fd(
@@ -277,7 +409,14 @@ pub fn apply(plan: &MountPlan) -> Result<()> {
                 } else {
                     (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0)
                 };
-                bind(&in_old(path), &dst, true, set, clear)?;
+                // A writable path in overlay mode is re-opened from its overlay, never from the
+                // real folder.
+                let src = if *writable {
+                    source_of(path, &overlays)
+                } else {
+                    in_old(path)
+                };
+                bind(&src, &dst, true, set, clear)?;
             }
             Step::Pin { path } => {
                 let dst = in_new(path);

@@ -31,6 +31,13 @@ pub enum Step {
     Tmp { size: u64 },
     /// A host path bound read-write.
     Writable { path: PathBuf },
+    /// A host path seen through a copy-on-write overlay: reads come from the real folder, writes
+    /// go to `upper` (with `work` as overlayfs's scratch directory on the same filesystem).
+    Overlay {
+        path: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+    },
     /// A denied directory replaced by an empty read-only directory.
     HideDir { path: PathBuf },
     /// A denied file replaced by an empty read-only file.
@@ -295,6 +302,26 @@ pub fn build(
     Ok(plan)
 }
 
+/// Overlay mode: every writable root becomes an [`Step::Overlay`] whose layers live in
+/// `dir/upper/N` and `dir/work/N` (N counts the roots in plan order). Returns the roots with
+/// their upper directories.
+pub fn use_overlays(plan: &mut MountPlan, dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let mut roots = Vec::new();
+    for step in &mut plan.steps {
+        if let Step::Writable { path } = step {
+            let n = roots.len();
+            let upper = dir.join("upper").join(n.to_string());
+            roots.push((path.clone(), upper.clone()));
+            *step = Step::Overlay {
+                path: path.clone(),
+                upper,
+                work: dir.join("work").join(n.to_string()),
+            };
+        }
+    }
+    roots
+}
+
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -303,6 +330,12 @@ impl fmt::Display for Step {
             Step::Proc => write!(f, "fresh      /proc"),
             Step::Tmp { size } => write!(f, "tmpfs      /tmp  ({} MiB)", size >> 20),
             Step::Writable { path } => write!(f, "writable   {}", path.display()),
+            Step::Overlay { path, upper, .. } => write!(
+                f,
+                "overlay    {}  (writes go to {})",
+                path.display(),
+                upper.display()
+            ),
             Step::HideDir { path } => write!(f, "hidden     {}  (empty directory)", path.display()),
             Step::HideFile { path } => write!(f, "hidden     {}  (empty file)", path.display()),
             Step::Reopen { path, writable, .. } => write!(
@@ -545,6 +578,52 @@ mod tests {
                 Step::Dev,
                 Step::Proc,
                 Step::Writable { path: p("/tmp") }
+            ]
+        );
+    }
+
+    #[test]
+    fn overlay_mode_replaces_each_writable_root() {
+        let input = PlanInput {
+            allow_write: vec![p("/home/u/a"), p("/home/u/b"), p("/home/u/a/sub")],
+            protected: vec![p("/home/u/a/.bashrc")],
+            tmp_size: GIB,
+            ..PlanInput::default()
+        };
+        let mut plan = build(
+            &input,
+            &fs(
+                &["/home/u/a", "/home/u/b", "/home/u/a/sub"],
+                &["/home/u/a/.bashrc"],
+            ),
+        )
+        .unwrap();
+        let roots = use_overlays(&mut plan, Path::new("/s/runs/r"));
+        assert_eq!(
+            roots,
+            vec![
+                (p("/home/u/a"), p("/s/runs/r/upper/0")),
+                (p("/home/u/b"), p("/s/runs/r/upper/1"))
+            ]
+        );
+        assert_eq!(
+            plan.steps[4..],
+            [
+                Step::Overlay {
+                    path: p("/home/u/a"),
+                    upper: p("/s/runs/r/upper/0"),
+                    work: p("/s/runs/r/work/0")
+                },
+                Step::Overlay {
+                    path: p("/home/u/b"),
+                    upper: p("/s/runs/r/upper/1"),
+                    work: p("/s/runs/r/work/1")
+                },
+                // Protected entries stay read-only on top of the overlay.
+                Step::ReadOnly {
+                    path: p("/home/u/a/.bashrc"),
+                    reason: Reason::Protected
+                },
             ]
         );
     }

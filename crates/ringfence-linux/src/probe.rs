@@ -52,7 +52,7 @@ pub fn user_namespaces() -> Result<(), String> {
     }
 }
 
-/// Whether overlayfs can be mounted inside a user namespace.
+/// Whether overlayfs can be mounted inside a user namespace, the way overlay mode mounts it.
 pub fn overlay_in_user_namespace() -> Result<(), String> {
     let base = std::env::temp_dir().join(format!("ringfence-probe-{}", std::process::id()));
     let dirs = ["lower", "upper", "work", "merged"];
@@ -76,23 +76,22 @@ pub fn overlay_in_user_namespace() -> Result<(), String> {
         {
             return 254;
         }
-        let opts = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            b.join("lower").display(),
-            b.join("upper").display(),
-            b.join("work").display()
-        );
-        match crate::sys::mount(
-            Some(Path::new("overlay")),
+        match crate::mounts::mount_overlay(
+            &b.join("lower"),
+            &b.join("upper"),
+            &b.join("work"),
             &b.join("merged"),
-            Some("overlay"),
-            0,
-            Some(&opts),
         ) {
             Ok(()) => 0,
-            Err(e) => e.raw_os_error().unwrap_or(255) & 0xff,
+            Err(crate::Error::Path { source, .. }) => source.raw_os_error().unwrap_or(255) & 0xff,
+            Err(_) => 255,
         }
     });
+    // overlayfs leaves work/work with mode 000.
+    let _ = fs::set_permissions(
+        base.join("work/work"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    );
     let _ = fs::remove_dir_all(&base);
     match code {
         0 => Ok(()),

@@ -335,6 +335,27 @@ pub fn scan(
     Ok(())
 }
 
+/// Whether `rel`, a path relative to a writable root, is a protected entry or lies inside one
+/// (the same names [`scan`] looks for, checked on every component).
+pub fn is_protected_path(rel: &Path, names: &ProtectedNames<'_>) -> bool {
+    let mut parent: &OsStr = OsStr::new("");
+    let mut in_git = false;
+    for c in rel.components() {
+        let name = c.as_os_str();
+        if is_protected(parent, name, names)
+            || (in_git
+                && name
+                    .to_str()
+                    .is_some_and(|n| names.git_internal.contains(&n)))
+        {
+            return true;
+        }
+        in_git |= name == ".git";
+        parent = name;
+    }
+    false
+}
+
 fn is_protected(parent: &OsStr, name: &OsStr, names: &ProtectedNames<'_>) -> bool {
     let Some(name) = name.to_str() else {
         return false;
@@ -383,6 +404,32 @@ pub fn core_hooks_path(config: &str) -> Option<String> {
         }
     }
     result
+}
+
+#[cfg(test)]
+mod path_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn protected_paths_by_component() {
+        let names = ProtectedNames {
+            names: &[".bashrc", ".vscode"],
+            nested: &[(".git", "hooks"), (".claude", "settings.json")],
+            git_internal: &["hooks", "config"],
+        };
+        let p = |s: &str| is_protected_path(Path::new(s), &names);
+        assert!(p(".bashrc"));
+        assert!(p("a/b/.bashrc"));
+        assert!(p(".vscode/tasks.json"));
+        assert!(p(".git/hooks/pre-commit"));
+        assert!(p(".git/modules/m/config"));
+        assert!(p("x/.claude/settings.json"));
+        assert!(!p("src/main.rs"));
+        assert!(!p("hooks/x"));
+        assert!(!p(".claude/other.json"));
+        assert!(!p(".git/HEAD"));
+    }
 }
 
 #[cfg(test)]

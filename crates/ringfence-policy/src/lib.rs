@@ -16,14 +16,14 @@ pub use commands::{CommandRule, CommandWord, DefaultMode, Permissions, RuleList}
 pub use env::{EnvPolicy, DEFAULT_ENV_DENY};
 pub use error::Error;
 pub use limits::{format_size, parse_size, Limits};
-pub use load::{load, CliRules, LoadOptions, Policy, ASK_TIMEOUT_SECONDS};
+pub use load::{load, CliRules, LoadOptions, Policy, Workspace, ASK_TIMEOUT_SECONDS};
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
 pub use settings::{
     parse_settings, AwsPairSettings, ByteSize, CredentialEnvVarSettings, CredentialFileSettings,
     CredentialMode, CredentialSettings, DecodeFormat, EnvSettings, FilesystemSettings, GitSettings,
     LimitSettings, MitmProxySettings, NetworkSettings, OnExtractNoMatch, ParentProxySettings,
     PermissionSettings, RipgrepSettings, SeccompSettings, Settings, Sigv4Policy, Sigv4Settings,
-    SrtWinSettings, TlsTerminateSettings, WindowsSettings,
+    SrtWinSettings, TlsTerminateSettings, WindowsSettings, WorkspaceMode, WorkspaceSettings,
 };
 
 /// File names that are never writable inside a writable root, at any depth, existing or not:

@@ -92,10 +92,32 @@ pub struct Policy {
     pub limits: Limits,
     /// Command permission rules of every layer and the resulting `defaultMode`.
     pub permissions: Permissions,
+    pub workspace: Workspace,
     /// The settings files that were loaded, in layer order.
     pub files: Vec<(Layer, PathBuf)>,
     /// Non-fatal remarks for the user (skipped paths, srt keys without effect).
     pub notes: Vec<String>,
+}
+
+/// The merged `workspace` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workspace {
+    /// Writable roots are copy-on-write overlays reviewed with `ringfence apply`.
+    pub overlay: bool,
+    /// Deletions above this many files ask for confirmation at apply.
+    pub confirm_deletes: u64,
+    /// `apply --yes` may answer confirmations.
+    pub allow_yes: bool,
+}
+
+impl Default for Workspace {
+    fn default() -> Self {
+        Workspace {
+            overlay: false,
+            confirm_deletes: 10,
+            allow_yes: true,
+        }
+    }
 }
 
 /// Reads a settings file. `Ok(None)` only when it does not exist and is optional.
@@ -211,6 +233,9 @@ struct Merge<'a> {
     managed_origin: String,
     /// Layer and origin of the `permissions.defaultMode` in force, if a file set it.
     default_mode_from: Option<(Layer, String)>,
+    /// What the managed layer fixed in `workspace`: overlay mode, the deletion threshold,
+    /// allowYes false.
+    managed_workspace: (bool, Option<u64>, bool),
 }
 
 impl<'a> Merge<'a> {
@@ -224,6 +249,7 @@ impl<'a> Merge<'a> {
             managed_env_set: BTreeMap::new(),
             managed_origin: opts.managed.display().to_string(),
             default_mode_from: None,
+            managed_workspace: (false, None, false),
         }
     }
 
@@ -359,6 +385,7 @@ impl<'a> Merge<'a> {
             origin,
             &s.limits,
         )?;
+        self.merge_workspace(layer, origin, &s.workspace)?;
 
         for key in s.inert_keys() {
             notes.push(format!(
@@ -366,6 +393,80 @@ impl<'a> Merge<'a> {
             ));
         }
         self.policy.notes.append(&mut notes);
+        Ok(())
+    }
+
+    /// Overlay mode, once set, stays on; the deletion threshold only goes down below the
+    /// managed layer; a managed allowYes false stays false.
+    fn merge_workspace(
+        &mut self,
+        layer: Layer,
+        origin: &str,
+        w: &crate::settings::WorkspaceSettings,
+    ) -> Result<(), Error> {
+        use crate::settings::WorkspaceMode;
+        let ws = &mut self.policy.workspace;
+        let conflict = |key: &str, message: String| Error::ManagedConflict {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        match w.mode {
+            Some(WorkspaceMode::Overlay) => {
+                ws.overlay = true;
+                if layer == Layer::Managed {
+                    self.managed_workspace.0 = true;
+                }
+            }
+            Some(WorkspaceMode::Direct) if self.managed_workspace.0 => {
+                return Err(conflict(
+                    "workspace.mode",
+                    format!("{} sets \"overlay\"", self.managed_origin),
+                ))
+            }
+            Some(WorkspaceMode::Direct) if ws.overlay && layer == Layer::Project => {
+                return Err(Error::ProjectWidens {
+                    origin: origin.to_string(),
+                    key: "workspace.mode".into(),
+                    hint: "\"direct\" would turn off the overlay a higher layer set".into(),
+                })
+            }
+            Some(WorkspaceMode::Direct) => ws.overlay = false,
+            None => {}
+        }
+        if let Some(n) = w.confirm_deletes {
+            match (layer, self.managed_workspace.1) {
+                (Layer::Managed, _) => self.managed_workspace.1 = Some(n),
+                (_, Some(max)) if n > max => {
+                    return Err(conflict(
+                        "workspace.confirmDeletes",
+                        format!("{n} is above the managed maximum {max}"),
+                    ))
+                }
+                (Layer::Project, _) if n > ws.confirm_deletes => {
+                    return Err(Error::ProjectWidens {
+                        origin: origin.to_string(),
+                        key: "workspace.confirmDeletes".into(),
+                        hint: format!("{n} would raise the threshold of {}", ws.confirm_deletes),
+                    })
+                }
+                _ => {}
+            }
+            ws.confirm_deletes = n;
+        }
+        match (layer, w.allow_yes) {
+            (Layer::Managed, Some(false)) => self.managed_workspace.2 = true,
+            (_, Some(true)) if self.managed_workspace.2 => {
+                return Err(conflict(
+                    "workspace.allowYes",
+                    format!("{} sets it to false", self.managed_origin),
+                ))
+            }
+            _ => {}
+        }
+        if let Some(y) = w.allow_yes {
+            ws.allow_yes = y;
+        }
         Ok(())
     }
 
@@ -889,6 +990,71 @@ mod tests {
             e.opts.cwd.join("nowhere").display()
         );
         assert!(p.notes.contains(&want), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn workspace_overlay_and_confirmation() {
+        let e = Env::new();
+        let p = e.load().unwrap();
+        assert_eq!(p.workspace, Workspace::default());
+        e.user(r#"{"workspace": {"mode": "overlay", "confirmDeletes": 50}}"#);
+        let p = e.load().unwrap();
+        assert!(p.workspace.overlay);
+        assert_eq!(p.workspace.confirm_deletes, 50);
+        // A project may lower the threshold and switch --yes off, not the reverse.
+        e.project(r#"{"workspace": {"confirmDeletes": 5, "allowYes": false}}"#);
+        let p = e.load().unwrap();
+        assert_eq!(
+            (p.workspace.confirm_deletes, p.workspace.allow_yes),
+            (5, false)
+        );
+        e.project(r#"{"workspace": {"confirmDeletes": 51}}"#);
+        assert!(
+            e.err()
+                .contains("workspace.confirmDeletes: a project file may only add restrictions"),
+            "{}",
+            e.err()
+        );
+        e.project(r#"{"workspace": {"mode": "direct"}}"#);
+        assert!(
+            e.err()
+                .contains("workspace.mode: a project file may only add restrictions"),
+            "{}",
+            e.err()
+        );
+        e.project(r#"{"workspace": {"allowYes": true}}"#);
+        assert!(
+            e.err()
+                .contains("workspace.allowYes: a project file may only add restrictions"),
+            "{}",
+            e.err()
+        );
+        e.project("{}");
+        // A managed overlay cannot be turned off, nor its threshold raised, nor --yes allowed.
+        e.managed(r#"{"workspace": {"mode": "overlay", "confirmDeletes": 20, "allowYes": false}}"#);
+        e.user(r#"{"workspace": {"mode": "direct"}}"#);
+        assert!(e.err().contains("workspace.mode: /"), "{}", e.err());
+        assert!(e.err().contains("managed settings cannot be loosened"));
+        e.user(r#"{"workspace": {"confirmDeletes": 21}}"#);
+        assert!(
+            e.err().contains("21 is above the managed maximum 20"),
+            "{}",
+            e.err()
+        );
+        e.user(r#"{"workspace": {"allowYes": true}}"#);
+        assert!(e.err().contains("workspace.allowYes"), "{}", e.err());
+        e.user(r#"{"workspace": {"confirmDeletes": 3}}"#);
+        let p = e.load().unwrap();
+        assert_eq!(
+            p.workspace,
+            Workspace {
+                overlay: true,
+                confirm_deletes: 3,
+                allow_yes: false
+            }
+        );
+        e.user(r#"{"workspace": {"mode": "sideways"}}"#);
+        assert!(e.err().contains("workspace.mode"), "{}", e.err());
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct Settings {
     /// Which shell commands may run without a prompt (`ringfence check`, `run --check`).
     #[serde(default)]
     pub permissions: PermissionSettings,
+    /// How writable roots are written (ringfence): directly, or into a reviewable overlay.
+    #[serde(default)]
+    pub workspace: WorkspaceSettings,
 }
 
 /// The `permissions` section (ringfence). A rule is `Bash(WORDS)` (exactly these words) or
@@ -89,6 +92,30 @@ pub struct PermissionSettings {
     /// analysis finds nothing the sandbox would not contain) or "deny". Lower layers may only
     /// make it stricter than the managed value; a project file only stricter than the user's.
     pub default_mode: Option<crate::DefaultMode>,
+}
+
+/// The `workspace` section (ringfence).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkspaceSettings {
+    /// "direct" (default): writes reach the real folders. "overlay": every writable root is a
+    /// copy-on-write view; nothing reaches the real folder until `ringfence apply`. A managed
+    /// "overlay" cannot be turned off by lower layers.
+    pub mode: Option<WorkspaceMode>,
+    /// An apply that deletes more than this many files asks for confirmation (default 10).
+    /// Managed values are maxima; a project file may only lower it.
+    pub confirm_deletes: Option<u64>,
+    /// Whether `ringfence apply --yes` may answer a confirmation (default true). A project file
+    /// may only set false; a managed false cannot be switched on.
+    pub allow_yes: Option<bool>,
+}
+
+/// `workspace.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceMode {
+    Direct,
+    Overlay,
 }
 
 /// The `network` section.
@@ -921,6 +948,7 @@ impl Settings {
         add(self.allow_apple_events == Some(true), "allowAppleEvents");
         add(self.allow_pty == Some(true), "allowPty");
         add(!self.env.allow.is_empty(), "env.allow");
+        add(self.workspace.allow_yes == Some(true), "workspace.allowYes");
         add(!self.env.set.is_empty(), "env.set");
         keys
     }

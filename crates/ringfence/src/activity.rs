@@ -44,6 +44,11 @@ pub fn policy_json(p: &Prepared) -> Value {
             "tmpSize": l.tmp_size,
         },
         "envRemoved": p.env_removed,
+        "workspace": {
+            "mode": if pol.workspace.overlay { "overlay" } else { "direct" },
+            "confirmDeletes": pol.workspace.confirm_deletes,
+            "allowYes": pol.workspace.allow_yes,
+        },
         "mountPlan": p.plan.steps.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
     })
 }
@@ -299,8 +304,8 @@ pub fn command_of(r: &Value, max: usize) -> String {
 pub fn list() -> Result<()> {
     let runs = crate::runs::all()?;
     println!(
-        "{:<32} {:<10} {:>8} {:>6} {:>9} {:>9} {:>10}  COMMAND",
-        "RUN", "STATUS", "DURATION", "EXEC", "FS-DENIED", "NET-ALLOW", "NET-DENIED"
+        "{:<32} {:<10} {:>8} {:>6} {:>9} {:>9} {:>10}  {:<10} COMMAND",
+        "RUN", "STATUS", "DURATION", "EXEC", "FS-DENIED", "NET-ALLOW", "NET-DENIED", "OVERLAY"
     );
     for r in runs {
         let status = status_of(&r);
@@ -316,15 +321,17 @@ pub fn list() -> Result<()> {
                 .and_then(|c| c[k].as_u64())
                 .map_or("-".into(), |n| n.to_string())
         };
+        let name = r["name"].as_str().unwrap_or("?");
         println!(
-            "{:<32} {:<10} {:>8} {:>6} {:>9} {:>9} {:>10}  {}",
-            r["name"].as_str().unwrap_or("?"),
+            "{:<32} {:<10} {:>8} {:>6} {:>9} {:>9} {:>10}  {:<10} {}",
+            name,
             status,
             secs,
             count("exec"),
             count("fs.denied"),
             count("net.allowed"),
             count("net.denied"),
+            crate::overlay::state_label(name).unwrap_or_else(|| "-".into()),
             command_of(&r, 60)
         );
     }
@@ -358,7 +365,12 @@ impl ColorChoice {
 pub fn show(name: &str, kind: Option<&str>, as_json: bool, color: ColorChoice) -> Result<()> {
     let rec = record(name)?;
     let path = log_path(name, &rec)?;
-    let events = ringfence_audit::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut events = ringfence_audit::read(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // An overlay run's review log (apply, undo, discard) follows its activity log.
+    let review = crate::overlay::run_dir(name)?.join("review.jsonl");
+    if review.exists() {
+        events.extend(ringfence_audit::read(&review).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
     let filter = match kind {
         Some(k) => crate::timeline::Filter::Kind(k.to_string()),
         None => crate::timeline::Filter::All,

@@ -8,6 +8,7 @@ mod control;
 mod doctor;
 mod netenv;
 mod netrun;
+mod overlay;
 mod prepare;
 mod proxy_cmd;
 mod runs;
@@ -93,6 +94,42 @@ enum Command {
     },
     /// Run the egress proxy on its own: ringfence proxy [-s FILE] --listen ADDR
     Proxy(proxy_cmd::ProxyArgs),
+    /// Show what an overlay run changed: a unified diff for text, sizes for binary files.
+    Diff {
+        /// The run's name.
+        run: String,
+        /// Only changes at or under these paths.
+        paths: Vec<PathBuf>,
+        /// One line per changed path.
+        #[arg(long)]
+        stat: bool,
+        /// The changes as JSON.
+        #[arg(long, conflicts_with = "stat")]
+        json: bool,
+    },
+    /// Apply an overlay run's changes to the real folders (all, or those at or under PATHs).
+    Apply {
+        /// The run's name.
+        run: String,
+        /// Only changes at or under these paths.
+        paths: Vec<PathBuf>,
+        /// Answer confirmations for large deletions (where workspace.allowYes permits).
+        #[arg(long)]
+        yes: bool,
+        /// Also apply this protected path (repeatable; always confirmed on the terminal).
+        #[arg(long = "include-protected", value_name = "PATH")]
+        include_protected: Vec<PathBuf>,
+    },
+    /// Restore what an apply replaced or deleted.
+    Undo {
+        /// The run's name.
+        run: String,
+    },
+    /// Remove an overlay run's layer without applying it.
+    Discard {
+        /// The run's name.
+        run: String,
+    },
 }
 
 #[derive(Args)]
@@ -179,6 +216,10 @@ struct RunArgs {
     /// Print the effective policy and the mount plan to stderr.
     #[arg(short = 'd', long = "debug")]
     debug: bool,
+    /// Writes go to a private copy-on-write layer, reviewed afterwards with `ringfence diff`,
+    /// `apply` or `discard` (also `workspace.mode: "overlay"`).
+    #[arg(long)]
+    overlay: bool,
     /// The run's name (unique on this machine); generated when absent.
     #[arg(long = "name", value_name = "NAME")]
     name: Option<String>,
@@ -213,6 +254,7 @@ pub struct RunRequest {
     pub log: Option<PathBuf>,
     pub violations_to_stderr: bool,
     pub control_fd: Option<i32>,
+    pub overlay: bool,
     pub argv: Vec<Vec<u8>>,
 }
 
@@ -272,6 +314,7 @@ fn main() -> ExitCode {
                 log: args.log,
                 violations_to_stderr: args.violations_report.is_some(),
                 control_fd: args.control_fd,
+                overlay: args.overlay,
                 argv,
             })
         }
@@ -313,6 +356,27 @@ fn main() -> ExitCode {
         Command::Resume { run } => control::pause(&run, false).map(|()| 0),
         Command::Connect { host, port, proxy } => connect::connect(&host, port, &proxy),
         Command::Proxy(args) => proxy_cmd::main(args),
+        Command::Diff {
+            run,
+            paths,
+            stat,
+            json,
+        } => overlay::diff::diff(&run, &overlay::diff::DiffOptions { paths, stat, json }),
+        Command::Apply {
+            run,
+            paths,
+            yes,
+            include_protected,
+        } => overlay::apply::apply(
+            &run,
+            &overlay::apply::ApplyOptions {
+                paths,
+                yes,
+                include_protected,
+            },
+        ),
+        Command::Undo { run } => overlay::apply::undo(&run),
+        Command::Discard { run } => overlay::discard(&run),
     };
     finish(result)
 }
@@ -360,6 +424,19 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
     }
     writeln!(out, "allowGitConfig: {}", pol.allow_git_config)?;
     check::print_permissions(&pol.permissions, out)?;
+    let ws = &pol.workspace;
+    writeln!(
+        out,
+        "workspace: {} (confirmDeletes {}, allowYes {}){}",
+        if ws.overlay { "overlay" } else { "direct" },
+        ws.confirm_deletes,
+        ws.allow_yes,
+        if ws.overlay {
+            "; writable roots become copy-on-write overlays at run time"
+        } else {
+            ""
+        }
+    )?;
     writeln!(
         out,
         "unix sockets: {}",
@@ -432,7 +509,7 @@ fn explain(sources: &Sources) -> Result<()> {
 }
 
 pub fn run(req: RunRequest) -> Result<i32> {
-    let prepared = prepare::prepare(&req.sources)?;
+    let mut prepared = prepare::prepare(&req.sources)?;
     if req.debug {
         print_policy(&prepared, &mut std::io::stderr().lock()).context("writing to stderr")?;
     }
@@ -464,6 +541,27 @@ pub fn run(req: RunRequest) -> Result<i32> {
         &prepared.cwd,
         req.log.as_deref(),
     )?;
+    // Overlay mode turns the writable roots into overlays before the log records the plan.
+    prepared.policy.workspace.overlay |= req.overlay;
+    let overlay = if prepared.policy.workspace.overlay {
+        let mut protected = prepared.protected.clone();
+        protected.extend(prepared.not_yet.iter().cloned());
+        match overlay::start(
+            record.name(),
+            &mut prepared.plan,
+            &prepared.policy.workspace,
+            prepared.policy.allow_git_config,
+            protected,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                record.finish(None);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     let log =
         match activity::Activity::start(record.log_path(), record.name(), &req.argv, &prepared) {
             Ok(l) => Arc::new(Mutex::new(l)),
@@ -573,6 +671,10 @@ pub fn run(req: RunRequest) -> Result<i32> {
             return Err(e);
         }
     };
+    // The overlay's baseline is walked while the command runs (see `overlay`).
+    let manifest = overlay
+        .clone()
+        .map(|s| std::thread::spawn(move || overlay::record_manifest(&s)));
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
     // The lines of an srt-style violations report, bounded (the log keeps them all).
     const REPORT_LINES: usize = 200;
@@ -670,6 +772,20 @@ pub fn run(req: RunRequest) -> Result<i32> {
             refused.read_only,
             if refused.read_only == 1 { "" } else { "s" },
         );
+    }
+    if let Some(m) = manifest {
+        match m.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                eprintln!("ringfence: overlay: {e:#}; `ringfence apply` will refuse this run")
+            }
+            Err(_) => eprintln!("ringfence: overlay: recording the baseline failed"),
+        }
+        overlay::remove_work_dirs(&run_name);
+        match overlay::summary(&run_name) {
+            Ok(text) => eprint!("{text}"),
+            Err(e) => eprintln!("ringfence: overlay: {e:#}"),
+        }
     }
     if req.violations_to_stderr && !violations.is_empty() {
         let mut block = String::from("\n<sandbox_violations>\n");

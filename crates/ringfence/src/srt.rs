@@ -78,6 +78,7 @@ pub fn main() -> Result<i32> {
         log: None,
         violations_to_stderr: false,
         control_fd,
+        overlay: false,
         argv,
     })
 }

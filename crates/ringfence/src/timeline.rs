@@ -272,6 +272,24 @@ pub fn render(e: &Map<String, Value>, start: Option<i64>) -> Line {
                 e.get("update").map(Value::to_string).unwrap_or_default()
             ),
         },
+        "overlay.apply" => format!(
+            "{} applied, {} conflicts, {} held back (protected)",
+            num(e, "applied"),
+            e.get("conflicts")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
+            e.get("heldBack")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        ),
+        "overlay.undo" => format!(
+            "{} restored, {} refused (changed again)",
+            num(e, "restored"),
+            e.get("refused")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        ),
+        "overlay.discard" => format!("layer removed (was {})", text(e, "was")),
         "events.dropped" => format!(
             "{} reports dropped: the supervisor fell behind",
             num(e, "count")
