@@ -107,7 +107,9 @@ speed() { # speed KEY CMD... : keep the best bytes/s of KEY
   return 0
 }
 CURL=(curl -s --noproxy '' -o /dev/null -w '%{speed_download}')
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
 echo "==> throughput: one ${SIZE_MB} MB download, best of $RUNS"
+RF_CPU0="$(cpu_ms "$RF_PID")"
 for _ in $(seq "$RUNS"); do
   speed direct "${CURL[@]}" "$URL"
   speed rf "${CURL[@]}" -x "http://$RF_ADDR" "$URL"
@@ -117,6 +119,7 @@ for _ in $(seq "$RUNS"); do
   fi
 done
 T_DIRECT="${T[direct]}" T_RF="${T[rf]}" T_RFC="${T[rfc]}" T_SRT="${T[srt]}"
+RF_CPU_PER="$(( ($(cpu_ms "$RF_PID") - RF_CPU0) / (2 * RUNS) ))"
 mbs() { awk -v b="$1" 'BEGIN { printf "%8.0f MB/s", b / 1048576 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%6.2f", a / b; else printf "   n/a" }'; }
 printf '  %-28s %s\n' "direct" "$(mbs "$T_DIRECT")"
@@ -126,18 +129,22 @@ if [ ${#SRT[@]} -gt 0 ]; then
   printf '  %-28s %s   %s x direct   ringfence/srt %s\n' "srt (http://, in sandbox)" "$(mbs "$T_SRT")" "$(ratio "$T_SRT" "$T_DIRECT")" "$(ratio "$T_RF" "$T_SRT")"
 fi
 
+echo "  ringfence proxy CPU time: ${RF_CPU_PER} ms per ${SIZE_MB} MB download (user + system)"
+
 # --- requests per second and latency ------------------------------------------
 echo "==> small requests (GET, 2-byte body, keep-alive), ${RPS_SECONDS} s each"
-declare -A RPS MED
+declare -A RPS MED CPU_REQ
 for c in 1 64; do
   read -r _ RPS[direct$c] MED[direct$c] _ _ < <("$TOOLS/load" rps - "$TARGET" "$c" "$RPS_SECONDS")
-  read -r _ RPS[rf$c] MED[rf$c] _ E < <("$TOOLS/load" rps "$RF_ADDR" "$TARGET" "$c" "$RPS_SECONDS")
+  C0="$(cpu_ms "$RF_PID")"
+  read -r N RPS[rf$c] MED[rf$c] _ E < <("$TOOLS/load" rps "$RF_ADDR" "$TARGET" "$c" "$RPS_SECONDS")
+  CPU_REQ[$c]="$(( ($(cpu_ms "$RF_PID") - C0) * 1000 / (N > 0 ? N : 1) ))"
   [ "$E" = 0 ] || echo "    ringfence: $E errors with $c clients"
   if [ ${#SRT[@]} -gt 0 ]; then
     read -r _ RPS[srt$c] MED[srt$c] _ E < <(in_srt "$TOOLS/load rps \"\$HP\" $TARGET $c $RPS_SECONDS")
     [ "$E" = 0 ] || echo "    srt: $E errors with $c clients"
   fi
-  printf '  %2d client(s): direct %7s req/s   ringfence %7s req/s (%s x direct)' "$c" "${RPS[direct$c]}" "${RPS[rf$c]}" "$(ratio "${RPS[rf$c]}" "${RPS[direct$c]}")"
+  printf '  %2d client(s): direct %7s req/s   ringfence %7s req/s (%s x direct, %s us CPU/req)' "$c" "${RPS[direct$c]}" "${RPS[rf$c]}" "$(ratio "${RPS[rf$c]}" "${RPS[direct$c]}")" "${CPU_REQ[$c]}"
   if [ ${#SRT[@]} -gt 0 ]; then
     printf '   srt %7s req/s (%s x direct; ringfence/srt %s)' "${RPS[srt$c]}" "$(ratio "${RPS[srt$c]}" "${RPS[direct$c]}")" "$(ratio "${RPS[rf$c]}" "${RPS[srt$c]}")"
   fi
