@@ -118,6 +118,12 @@ fn sweep_dir(parent: &Path) -> usize {
         if unsafe { libc::kill(pid, 0) } == 0 {
             continue;
         }
+        // A v1 freezer group left frozen: thawed, its processes can die of their pending
+        // SIGKILL (PDEATHSIG); the group goes with a later sweep.
+        let state = p.join("freezer.state");
+        if state.exists() {
+            let _ = fs::write(&state, "THAWED");
+        }
         let empty = fs::read_to_string(p.join("cgroup.procs"))
             .map(|s| s.trim().is_empty())
             .unwrap_or(false);
@@ -128,15 +134,133 @@ fn sweep_dir(parent: &Path) -> usize {
     removed
 }
 
-/// Removes the leftovers of runs whose supervisor died, in every hierarchy of `mech`.
-pub fn sweep(mech: &Mechanism) -> usize {
+/// A writable cgroup v1 freezer hierarchy, if this machine has one.
+fn freezer_v1() -> Option<PathBuf> {
+    probe::cgroups()
+        .into_iter()
+        .find(|m| m.version == 1 && m.controllers.iter().any(|c| c == "freezer") && m.writable)
+        .map(|m| PathBuf::from(m.path))
+}
+
+/// How `freeze` can freeze a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Freezer {
+    /// `cgroup.freeze` of the run's own v2 group.
+    V2(PathBuf),
+    /// A group made for the run in the v1 freezer hierarchy when it is first paused.
+    V1(PathBuf),
+}
+
+/// The freezer for the run `run` of supervisor `supervisor`, when there is one.
+pub fn freezer(mech: &Mechanism, supervisor: libc::pid_t, run: &str) -> Option<Freezer> {
+    let name = format!("{supervisor}-{run}");
     match mech {
-        Mechanism::Rlimits => 0,
-        Mechanism::V2(base) => sweep_dir(&base.join("ringfence")),
-        Mechanism::V1 { pids, memory } => {
-            sweep_dir(&pids.join("ringfence")) + sweep_dir(&memory.join("ringfence"))
+        Mechanism::V2(base) => Some(Freezer::V2(base.join("ringfence").join(name))),
+        _ => freezer_v1().map(|f| Freezer::V1(f.join("ringfence").join(name))),
+    }
+}
+
+fn freezer_state(dir: &Path, v2: bool) -> String {
+    if v2 {
+        let events = fs::read_to_string(dir.join("cgroup.events")).unwrap_or_default();
+        let frozen = events.lines().any(|l| l.trim() == "frozen 1");
+        if frozen { "FROZEN" } else { "THAWED" }.to_string()
+    } else {
+        fs::read_to_string(dir.join("freezer.state"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+}
+
+/// Freezes (or thaws) every process of a run. `pids` lists them; for v1 they are moved into
+/// the run's freezer group first, again until none is left outside (a process that forks while
+/// they move has its child born in the group). Returns how many processes are in the group.
+pub fn freeze(f: &Freezer, pids: &dyn Fn() -> Vec<libc::pid_t>, frozen: bool) -> Result<usize> {
+    let (dir, v2) = match f {
+        Freezer::V2(d) => (d.clone(), true),
+        Freezer::V1(d) => (d.clone(), false),
+    };
+    let set = |state: bool| -> Result<()> {
+        if v2 {
+            write(&dir.join("cgroup.freeze"), if state { "1" } else { "0" })
+        } else {
+            write(
+                &dir.join("freezer.state"),
+                if state { "FROZEN" } else { "THAWED" },
+            )
+        }
+    };
+    if !frozen {
+        set(false)?;
+        return Ok(count(&dir));
+    }
+    if !v2 {
+        if let Some(parent) = dir.parent() {
+            mkdir_group(parent, &dir).or_else(|e| match &e {
+                Error::Path { source, .. } if source.kind() == io::ErrorKind::AlreadyExists => {
+                    Ok(())
+                }
+                _ => Err(e),
+            })?;
         }
     }
+    for _ in 0..20 {
+        if !v2 {
+            for pid in pids() {
+                // A process that ended meanwhile is fine.
+                let _ = fs::write(dir.join("cgroup.procs"), pid.to_string());
+            }
+        }
+        set(true)?;
+        for _ in 0..200 {
+            if freezer_state(&dir, v2) == "FROZEN" {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let inside = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        let inside: Vec<&str> = inside.lines().collect();
+        if pids()
+            .iter()
+            .all(|p| inside.contains(&p.to_string().as_str()))
+        {
+            return Ok(inside.len());
+        }
+    }
+    Err(Error::Setup(format!(
+        "{}: processes kept appearing outside the freezer group",
+        dir.display()
+    )))
+}
+
+fn count(dir: &Path) -> usize {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Removes the leftovers of runs whose supervisor died, in every hierarchy of `mech`.
+pub fn sweep(mech: &Mechanism) -> usize {
+    let freezer = match freezer_v1() {
+        Some(f) if !matches!(mech, Mechanism::V2(_)) => sweep_dir(&f.join("ringfence")),
+        _ => 0,
+    };
+    freezer
+        + match mech {
+            Mechanism::Rlimits => 0,
+            Mechanism::V2(base) => sweep_dir(&base.join("ringfence")),
+            Mechanism::V1 { pids, memory } => {
+                sweep_dir(&pids.join("ringfence")) + sweep_dir(&memory.join("ringfence"))
+            }
+        }
+}
+
+/// This supervisor's v1 freezer group for `run` (it exists only once the run was paused). A
+/// frozen v1 task does not die of SIGKILL until it is thawed: the supervisor thaws this group
+/// before it kills the sandbox.
+pub fn own_freezer_v1(run: &str) -> Option<PathBuf> {
+    freezer_v1().map(|f| f.join("ringfence").join(group_name(run)))
 }
 
 impl Cgroups {

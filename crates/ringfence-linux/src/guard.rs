@@ -50,6 +50,9 @@ const OP_SYMLINK: u8 = 4;
 const OP_LINK: u8 = 5;
 const OP_RENAME: u8 = 6;
 const OP_BIND: u8 = 7;
+/// Set on the op byte of a report when the kernel refused the write (a read-only mount: the
+/// path is outside the writable roots) rather than a rule.
+const READ_ONLY: u8 = 0x80;
 
 /// One request from the supervisor to the agent.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -251,6 +254,10 @@ pub struct Agent<'a> {
     report: RawFd,
     /// The path the last rule refusal was about.
     refused: std::cell::RefCell<Option<Vec<u8>>>,
+    /// The noted refusal came from a read-only mount (EROFS), not from a rule.
+    read_only: std::cell::Cell<bool>,
+    /// Reports not sent because the channel to the supervisor was full.
+    dropped: std::cell::Cell<u64>,
 }
 
 /// Message tag of a refusal report on the supervisor channel.
@@ -265,9 +272,26 @@ impl Agent<'_> {
             p.push(b'/');
             p.extend_from_slice(name);
             *self.refused.borrow_mut() = Some(p);
+            self.read_only.set(false);
             return Err(libc::EACCES);
         }
         Ok(())
+    }
+
+    /// The errno of a failed creation; EROFS (the path is outside the writable roots) is noted
+    /// for the activity log. The mount already refused it: this only reports.
+    fn failed(&self, parent: &Path, name: &[u8]) -> i32 {
+        let e = errno();
+        if e == libc::EROFS && self.refused.borrow().is_none() {
+            let mut p = parent.as_os_str().as_bytes().to_vec();
+            if p.last() != Some(&b'/') {
+                p.push(b'/');
+            }
+            p.extend_from_slice(name);
+            *self.refused.borrow_mut() = Some(p);
+            self.read_only.set(true);
+        }
+        e
     }
 
     /// Completes the caller's syscall: with `fd` installed in the caller, or with `result`
@@ -276,7 +300,12 @@ impl Agent<'_> {
         if let Some(path) = self.refused.borrow_mut().take() {
             let program = fs::read(format!("/proc/{}/comm", req.pid)).unwrap_or_default();
             let program = program.strip_suffix(b"\n").unwrap_or(&program);
-            let mut msg = vec![MSG_REFUSED, req.op];
+            let op = if self.read_only.take() {
+                req.op | READ_ONLY
+            } else {
+                req.op
+            };
+            let mut msg = vec![MSG_REFUSED, op];
             msg.extend_from_slice(&req.pid.to_ne_bytes());
             let mut comm = [0u8; 16];
             for (d, s) in comm.iter_mut().zip(program) {
@@ -284,7 +313,7 @@ impl Agent<'_> {
             }
             msg.extend_from_slice(&comm);
             msg.extend_from_slice(&path);
-            let _ = send_fds(self.report, &msg, &[]);
+            self.send_report(&msg);
         }
         match fd {
             Some(fd) if result >= 0 => {
@@ -353,7 +382,7 @@ impl Agent<'_> {
         self.check(&where_, &name, what)?;
         let n = cstr(&name)?;
         if f(parent.as_raw_fd(), &n) < 0 {
-            return Err(errno());
+            return Err(self.failed(&where_, &name));
         }
         Ok(0)
     }
@@ -426,7 +455,7 @@ impl Agent<'_> {
             )
         };
         if r < 0 {
-            return Err(errno());
+            return Err(self.failed(&new_where, &new_name));
         }
         Ok(0)
     }
@@ -542,7 +571,7 @@ impl Agent<'_> {
             // SAFETY: n is a valid string, parent a directory fd.
             let fd = unsafe { libc::openat(parent.as_raw_fd(), n.as_ptr(), flags, req.mode) };
             if fd < 0 {
-                return Err(errno());
+                return Err(self.failed(&where_, &name));
             }
             // SAFETY: fd is fresh and owned by nobody else.
             return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
@@ -569,6 +598,8 @@ impl<'a> Agent<'a> {
             listener: listener.as_raw_fd(),
             report,
             refused: std::cell::RefCell::new(None),
+            read_only: std::cell::Cell::new(false),
+            dropped: std::cell::Cell::new(0),
         }
     }
 
@@ -613,6 +644,23 @@ impl<'a> Agent<'a> {
 
 /// Message tag of an exec report on the supervisor channel.
 pub const MSG_EXEC: u8 = b'C';
+
+/// Message tag of a count of reports that were dropped (a u64 follows).
+pub const MSG_DROPPED: u8 = b'L';
+
+/// Sends one report without waiting: a full channel (the supervisor is behind) must never
+/// hold up the sandboxed program.
+fn send_now(fd: RawFd, msg: &[u8]) -> bool {
+    // SAFETY: msg is a valid buffer of msg.len() bytes.
+    unsafe {
+        libc::send(
+            fd,
+            msg.as_ptr() as *const libc::c_void,
+            msg.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        ) >= 0
+    }
+}
 
 /// At most this many arguments of an exec are recorded.
 const EXEC_ARGS: usize = 64;
@@ -673,7 +721,35 @@ impl Agent<'_> {
                 break;
             }
         }
-        let _ = send_fds(self.report, &msg, &[]);
+        self.send_report(&msg);
+    }
+
+    /// Sends a report if the channel has room, else counts it as dropped; the count goes out
+    /// with the next report that fits, and at the end (`flush_dropped`).
+    fn send_report(&self, msg: &[u8]) {
+        let dropped = self.dropped.get();
+        if dropped > 0 {
+            let mut m = vec![MSG_DROPPED];
+            m.extend_from_slice(&dropped.to_ne_bytes());
+            if !send_now(self.report, &m) {
+                self.dropped.set(dropped + 1);
+                return;
+            }
+            self.dropped.set(0);
+        }
+        if !send_now(self.report, msg) {
+            self.dropped.set(self.dropped.get() + 1);
+        }
+    }
+
+    /// Reports the reports that were dropped and not yet counted, waiting for room.
+    pub fn flush_dropped(&self) {
+        let dropped = self.dropped.replace(0);
+        if dropped > 0 {
+            let mut m = vec![MSG_DROPPED];
+            m.extend_from_slice(&dropped.to_ne_bytes());
+            let _ = send_fds(self.report, &m, &[]);
+        }
     }
 }
 
@@ -705,6 +781,8 @@ impl Exec {
 pub struct Denial {
     /// The operation: open, mkdir, mknod, symlink, link, rename, bind.
     pub op: &'static str,
+    /// Refused by a read-only mount (outside the writable roots), not by a protection rule.
+    pub read_only: bool,
     /// The caller, in the sandbox's PID namespace.
     pub pid: u32,
     /// The caller's program name (its `comm`).
@@ -716,7 +794,8 @@ pub struct Denial {
 impl Denial {
     /// Decodes a refusal report (the message after its tag byte).
     pub fn decode(b: &[u8]) -> Option<Denial> {
-        let op = match *b.first()? {
+        let read_only = b.first()? & READ_ONLY != 0;
+        let op = match b.first()? & !READ_ONLY {
             OP_OPEN => "open",
             OP_MKDIR => "mkdir",
             OP_MKNOD => "mknod",
@@ -731,6 +810,7 @@ impl Denial {
         let comm = &comm[..comm.iter().position(|&c| c == 0).unwrap_or(comm.len())];
         Some(Denial {
             op,
+            read_only,
             pid,
             program: String::from_utf8_lossy(comm).into_owned(),
             path: PathBuf::from(OsStr::from_bytes(b.get(21..)?)),
@@ -741,13 +821,20 @@ impl Denial {
 /// What the guard refused during a run.
 #[derive(Debug, Default, Clone)]
 pub struct GuardReport {
+    /// Protected names refused.
     pub refused: u64,
+    /// Creations refused by read-only mounts.
+    pub read_only: u64,
     /// The first few refused paths, as the sandbox saw them.
     pub examples: Vec<PathBuf>,
 }
 
 impl GuardReport {
     pub fn add(&mut self, d: &Denial) {
+        if d.read_only {
+            self.read_only += 1;
+            return;
+        }
         self.refused += 1;
         if self.examples.len() < 5 {
             self.examples.push(d.path.clone());

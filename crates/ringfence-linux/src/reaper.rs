@@ -163,6 +163,9 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
             listening = false;
         }
     }
+    if let Some(a) = &agent {
+        a.flush_dropped();
+    }
     COMMAND_PID.store(0, Ordering::Relaxed);
     // Everything the command left behind ends with it.
     // SAFETY: kill(-1) from PID 1 signals every other process in this PID namespace.

@@ -32,6 +32,9 @@ pub struct Spec {
     pub pty: [bool; 3],
     /// Names that may not be created in the writable roots (see `guard`).
     pub guard: Option<GuardRules>,
+    /// Ports on 127.0.0.1 inside the sandbox's network namespace where the supervisor's egress
+    /// proxy listens: the sockets are created in there and handed to the supervisor.
+    pub proxy_ports: Vec<u16>,
 }
 
 /// A started sandbox, seen from the supervisor.
@@ -42,6 +45,11 @@ pub struct Sandbox {
     pub channel: OwnedFd,
     /// Master side of the sandbox's pseudo-terminal, when one was asked for.
     pub pty_master: Option<OwnedFd>,
+    /// Listening sockets inside the sandbox's network namespace, one per `Spec::proxy_ports`.
+    pub proxy_listeners: Vec<std::net::TcpListener>,
+    /// A cgroup v1 freezer group the sandbox may be moved into by `ringfence pause`; thawed
+    /// before the sandbox is killed (frozen v1 tasks ignore SIGKILL until thawed).
+    pub freezer: Option<PathBuf>,
 }
 
 pub(crate) const MSG_ERROR: u8 = b'E';
@@ -119,6 +127,8 @@ pub fn spawn(
         pid,
         channel: ours,
         pty_master: None,
+        proxy_listeners: Vec::new(),
+        freezer: None,
     };
     let joined = match cgroups {
         Some(c) => c.add(pid),
@@ -137,9 +147,10 @@ pub fn spawn(
             source,
         })
     });
-    match result.and_then(|()| recv_ready(&sandbox.channel)) {
-        Ok(pty_master) => Ok(Sandbox {
+    match result.and_then(|()| recv_ready(&sandbox.channel, spec.proxy_ports.len())) {
+        Ok((pty_master, proxy_listeners)) => Ok(Sandbox {
             pty_master,
+            proxy_listeners,
             ..sandbox
         }),
         Err(e) => {
@@ -148,6 +159,12 @@ pub fn spawn(
             Err(e)
         }
     }
+}
+
+/// Ends a started sandbox that will not be waited for (the supervisor failed after `spawn`).
+pub fn kill(sandbox: Sandbox) {
+    let _ = sys::kill(sandbox.pid, libc::SIGKILL);
+    reap(sandbox.pid);
 }
 
 fn reap(pid: libc::pid_t) {
@@ -175,20 +192,31 @@ fn write_id_maps(pid: libc::pid_t) -> Result<()> {
     write("uid_map", format!("{in_uid} {uid} 1\n"))
 }
 
+/// What PID 1 hands over when setup is complete: the pty master and the proxy listeners.
+type Handover = (Option<OwnedFd>, Vec<std::net::TcpListener>);
+
 /// Waits for PID 1 to report that setup is complete; returns the pty master when one was
-/// asked for.
-fn recv_ready(channel: &OwnedFd) -> Result<Option<OwnedFd>> {
+/// asked for and the `listeners` proxy listening sockets.
+fn recv_ready(channel: &OwnedFd, listeners: usize) -> Result<Handover> {
     let mut buf = [0u8; 4096];
     let (n, fds) = recv_fds(channel.as_raw_fd(), &mut buf).map_err(|source| Error::Syscall {
         step: "wait for sandbox setup",
         source,
     })?;
     match buf.first() {
-        Some(&MSG_READY) if n >= 2 => Ok(if buf[1] == 1 {
-            fds.into_iter().next()
-        } else {
-            None
-        }),
+        Some(&MSG_READY) if n >= 2 => {
+            let with_master = buf[1] == 1;
+            if fds.len() != usize::from(with_master) + listeners {
+                return Err(Error::Setup(format!(
+                    "the sandbox handed over {} descriptors, expected {}",
+                    fds.len(),
+                    usize::from(with_master) + listeners
+                )));
+            }
+            let mut fds = fds.into_iter();
+            let master = if with_master { fds.next() } else { None };
+            Ok((master, fds.map(std::net::TcpListener::from).collect()))
+        }
         Some(&MSG_ERROR) if n >= 1 => Err(Error::Setup(
             String::from_utf8_lossy(&buf[1..n]).into_owned(),
         )),
@@ -357,6 +385,18 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
     mounts::apply(&spec.plan)?;
     mounts::enter()?;
     mounts::loopback_up()?;
+    // The proxy's listeners: bound in here, so they are reachable only from inside; the
+    // supervisor accepts on them from the host side.
+    let mut listeners = Vec::with_capacity(spec.proxy_ports.len());
+    for &port in &spec.proxy_ports {
+        let l = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).map_err(
+            |source| Error::Syscall {
+                step: "listen for the egress proxy on 127.0.0.1 in the sandbox",
+                source,
+            },
+        )?;
+        listeners.push(l);
+    }
     std::env::set_current_dir(&spec.cwd).map_err(|source| Error::Path {
         step: "enter working directory",
         path: spec.cwd.clone(),
@@ -391,12 +431,14 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
         source,
     })?;
     seccomp::install(&spec.seccomp)?;
-    let pass: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
+    let mut pass: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
+    pass.extend(listeners.iter().map(|l| l.as_raw_fd()));
     let msg = [MSG_READY, u8::from(master.is_some())];
     send_fds(channel, &msg, &pass).map_err(|source| Error::Syscall {
         step: "report ready",
         source,
     })?;
     drop(master);
+    drop(listeners);
     Ok(Ready { pty_slave })
 }

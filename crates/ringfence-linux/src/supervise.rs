@@ -1,12 +1,14 @@
 //! The supervisor's side of a running sandbox: relays the terminal, forwards signals, enforces the
 //! wall-clock limit and collects the command's status from PID 1.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::guard::{Denial, Exec, GuardReport, MSG_EXEC, MSG_REFUSED};
+use crate::guard::{Denial, Exec, GuardReport, MSG_DROPPED, MSG_EXEC, MSG_REFUSED};
 use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED};
 use crate::sys;
 
@@ -130,18 +132,101 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
+/// A question for the person at the host terminal (never the sandbox's), asked by `wait`
+/// while it relays the terminal: the keys typed while a prompt is shown answer it and do not
+/// reach the sandbox.
+pub struct Prompt {
+    /// The question, one line; control characters are escaped before it is shown.
+    pub text: String,
+    /// The keys that answer it (lowercase ASCII), shown as the choices.
+    pub keys: &'static [(u8, &'static str)],
+    /// The key that Ctrl-C or Escape stands for.
+    pub cancel: u8,
+    /// After this, the prompt is withdrawn and answered with `None`.
+    pub deadline: Instant,
+    /// Receives the key, or `None` when there was no answer in time.
+    pub answer: Box<dyn FnOnce(Option<u8>) + Send>,
+}
+
+/// Prompts waiting for the terminal, posted from any thread.
+pub struct Prompts {
+    queue: Mutex<VecDeque<Prompt>>,
+    wake_read: OwnedFd,
+    wake_write: OwnedFd,
+}
+
+impl Prompts {
+    pub fn new() -> io::Result<Prompts> {
+        let (wake_read, wake_write) = sys::pipe()?;
+        set_nonblocking(wake_read.as_raw_fd());
+        set_nonblocking(wake_write.as_raw_fd());
+        Ok(Prompts {
+            queue: Mutex::new(VecDeque::new()),
+            wake_read,
+            wake_write,
+        })
+    }
+
+    /// Queues a prompt; `wait` shows it when the ones before it are answered.
+    pub fn ask(&self, p: Prompt) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.push_back(p);
+        }
+        // A full pipe already holds a wake-up.
+        let _ = sys::write_all(&self.wake_write, b"!");
+    }
+
+    fn next(&self) -> Option<Prompt> {
+        self.queue.lock().ok()?.pop_front()
+    }
+
+    /// Answers `None` to the queued prompts whose deadline has passed; returns the earliest
+    /// deadline of the others.
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        let mut q = self.queue.lock().ok()?;
+        let (gone, kept): (VecDeque<Prompt>, VecDeque<Prompt>) =
+            q.drain(..).partition(|p| p.deadline <= now);
+        *q = kept;
+        let earliest = q.iter().map(|p| p.deadline).min();
+        drop(q);
+        for p in gone {
+            (p.answer)(None);
+        }
+        earliest
+    }
+}
+
+fn show_prompt(p: &Prompt) {
+    let choices: Vec<String> = p
+        .keys
+        .iter()
+        .map(|(k, label)| format!("[{}] {}", *k as char, label))
+        .collect();
+    let text = format!(
+        "\r\nringfence: {} {}: ",
+        p.text.escape_debug(),
+        choices.join(" / ")
+    );
+    let _ = sys::write_all(&std::io::stderr(), text.as_bytes());
+}
+
 /// Runs until the command ends; returns its outcome. The sandbox is gone when this returns.
 /// What the sandbox's PID 1 reports while the command runs.
 pub enum Report<'a> {
     Denied(&'a Denial),
     Exec(&'a Exec),
+    /// This many reports were dropped because the supervisor fell behind.
+    Dropped(u64),
 }
 
 /// `on_report` sees every refusal of the creation guard and every exec as they arrive.
+/// `prompts` are asked on the host terminal; pass them only when stdin is the terminal that
+/// `wait` relays (the sandbox has a pty).
 pub fn wait(
     sandbox: Sandbox,
     wall: Option<Duration>,
     on_report: &mut dyn FnMut(Report<'_>),
+    prompts: Option<&Prompts>,
 ) -> (Outcome, GuardReport) {
     let (sig_read, sig_write) = match sys::pipe() {
         Ok(p) => p,
@@ -180,7 +265,25 @@ pub fn wait(
     let mut stdin_open = master.is_some();
     let mut master_open = master.is_some();
     let mut buf = vec![0u8; 64 * 1024];
+    let mut asking: Option<Prompt> = None;
     let outcome = loop {
+        let now = Instant::now();
+        let mut prompt_deadline = prompts.and_then(|p| p.expire(now));
+        if asking.as_ref().is_some_and(|p| p.deadline <= now) {
+            if let Some(p) = asking.take() {
+                let _ = sys::write_all(&std::io::stderr(), b"no answer in time\r\n");
+                (p.answer)(None);
+            }
+        }
+        if asking.is_none() {
+            if let Some(p) = prompts.and_then(Prompts::next) {
+                show_prompt(&p);
+                asking = Some(p);
+            }
+        }
+        if let Some(p) = &asking {
+            prompt_deadline = Some(prompt_deadline.map_or(p.deadline, |d| d.min(p.deadline)));
+        }
         let mut fds = vec![
             libc::pollfd {
                 fd: sandbox.channel.as_raw_fd(),
@@ -193,6 +296,13 @@ pub fn wait(
                 revents: 0,
             },
         ];
+        if let Some(p) = prompts {
+            fds.push(libc::pollfd {
+                fd: p.wake_read.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
         let io_at = fds.len();
         if let (Some(m), true) = (master, master_open) {
             fds.push(libc::pollfd {
@@ -218,6 +328,17 @@ pub fn wait(
             }
             None => -1,
         };
+        let timeout = match prompt_deadline {
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now()).as_millis() as i32 + 1;
+                if timeout < 0 {
+                    left
+                } else {
+                    timeout.min(left)
+                }
+            }
+            None => timeout,
+        };
         // SAFETY: fds is a valid array of pollfd of the given length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
@@ -241,12 +362,40 @@ pub fn wait(
                 match sys::read_some(0, &mut buf) {
                     Ok(0) | Err(_) => stdin_open = false,
                     Ok(k) => {
-                        if let Some(m) = master {
-                            let _ = sys::write_all(m, &buf[..k]);
+                        let mut from = 0;
+                        if let Some(p) = &asking {
+                            // Keys answer the prompt; none of them reaches the sandbox.
+                            from = k;
+                            let key = buf[..k].iter().find_map(|&b| match b {
+                                0x03 | 0x1b => Some(p.cancel),
+                                b => {
+                                    let b = b.to_ascii_lowercase();
+                                    p.keys.iter().any(|(c, _)| *c == b).then_some(b)
+                                }
+                            });
+                            if let Some(key) = key {
+                                if let Some(p) = asking.take() {
+                                    let label = p
+                                        .keys
+                                        .iter()
+                                        .find(|(c, _)| *c == key)
+                                        .map_or("", |(_, l)| *l);
+                                    let line = format!("{label}\r\n");
+                                    let _ = sys::write_all(&std::io::stderr(), line.as_bytes());
+                                    (p.answer)(Some(key));
+                                }
+                            }
+                        }
+                        if let (Some(m), true) = (master, from < k) {
+                            let _ = sys::write_all(m, &buf[from..k]);
                         }
                     }
                 }
             }
+        }
+        if let Some(p) = prompts {
+            let mut drain = [0u8; 64];
+            while matches!(sys::read_some(p.wake_read.as_raw_fd(), &mut drain), Ok(n) if n > 0) {}
         }
         if fds[1].revents != 0 {
             let mut sigs = [0u8; 64];
@@ -272,6 +421,12 @@ pub fn wait(
                         report.add(&d);
                         on_report(Report::Denied(&d));
                     }
+                    continue;
+                }
+                if n == 9 && msg[0] == MSG_DROPPED {
+                    let mut c = [0u8; 8];
+                    c.copy_from_slice(&msg[1..9]);
+                    on_report(Report::Dropped(u64::from_ne_bytes(c)));
                     continue;
                 }
                 if n >= 1 && msg[0] == MSG_EXEC {
@@ -312,6 +467,9 @@ pub fn wait(
 fn kill_and_reap(sandbox: &Sandbox, outcome: Outcome) -> Outcome {
     // PID 1 exits by itself after reporting; killing it is harmless then and needed otherwise.
     let _ = sys::kill(sandbox.pid, libc::SIGKILL);
+    if let Some(f) = &sandbox.freezer {
+        let _ = std::fs::write(f.join("freezer.state"), "THAWED");
+    }
     let mut status = 0;
     loop {
         // SAFETY: waitpid on our own child with a valid status pointer.

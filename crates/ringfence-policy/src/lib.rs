@@ -2,6 +2,7 @@
 //! (managed > user > project > command line), validation, and the environment filter.
 //! Pure logic: no syscalls and no async; the filesystem is only read to load files and expand globs.
 
+mod commands;
 mod env;
 mod error;
 mod limits;
@@ -11,6 +12,7 @@ mod settings;
 
 use std::fmt;
 
+pub use commands::{CommandRule, CommandWord, DefaultMode, Permissions, RuleList};
 pub use env::{EnvPolicy, DEFAULT_ENV_DENY};
 pub use error::Error;
 pub use limits::{format_size, parse_size, Limits};
@@ -20,8 +22,8 @@ pub use settings::{
     parse_settings, AwsPairSettings, ByteSize, CredentialEnvVarSettings, CredentialFileSettings,
     CredentialMode, CredentialSettings, DecodeFormat, EnvSettings, FilesystemSettings, GitSettings,
     LimitSettings, MitmProxySettings, NetworkSettings, OnExtractNoMatch, ParentProxySettings,
-    RipgrepSettings, SeccompSettings, Settings, Sigv4Policy, Sigv4Settings, SrtWinSettings,
-    TlsTerminateSettings, WindowsSettings,
+    PermissionSettings, RipgrepSettings, SeccompSettings, Settings, Sigv4Policy, Sigv4Settings,
+    SrtWinSettings, TlsTerminateSettings, WindowsSettings,
 };
 
 /// File names that are never writable inside a writable root, at any depth, existing or not:
@@ -119,6 +121,13 @@ mod tests {
             .contains("writ"));
         assert!(s["properties"]["limits"].is_object());
         assert!(s["properties"]["env"].is_object());
+        let perms = &s["definitions"]["PermissionSettings"];
+        assert_eq!(perms["additionalProperties"], serde_json::json!(false));
+        assert!(perms["properties"]["allow"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Bash(npm run test:*)"));
+        assert!(s["definitions"]["DefaultMode"].is_object());
         assert!(s["definitions"]["ByteSize"]["anyOf"].is_array());
     }
 }

@@ -11,7 +11,7 @@ use crate::env::wildcard_match;
 use crate::limits::merge_limits;
 use crate::paths::{is_within, resolve_rules, RuleKind, RuleSource};
 use crate::settings::{parse_settings, CredentialMode, Settings};
-use crate::{EnvPolicy, Error, Layer, Limits, PathRule};
+use crate::{CommandRule, EnvPolicy, Error, Layer, Limits, PathRule, Permissions};
 
 /// Filesystem rules given on the command line (the lowest layer), as written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,6 +90,8 @@ pub struct Policy {
     pub ask_timeout_seconds: Option<u64>,
     pub env: EnvPolicy,
     pub limits: Limits,
+    /// Command permission rules of every layer and the resulting `defaultMode`.
+    pub permissions: Permissions,
     /// The settings files that were loaded, in layer order.
     pub files: Vec<(Layer, PathBuf)>,
     /// Non-fatal remarks for the user (skipped paths, srt keys without effect).
@@ -207,6 +209,8 @@ struct Merge<'a> {
     managed_env_set: BTreeMap<String, String>,
     /// Origin of the managed file, for messages.
     managed_origin: String,
+    /// Layer and origin of the `permissions.defaultMode` in force, if a file set it.
+    default_mode_from: Option<(Layer, String)>,
 }
 
 impl<'a> Merge<'a> {
@@ -219,6 +223,7 @@ impl<'a> Merge<'a> {
             managed_env_deny: Vec::new(),
             managed_env_set: BTreeMap::new(),
             managed_origin: opts.managed.display().to_string(),
+            default_mode_from: None,
         }
     }
 
@@ -346,6 +351,7 @@ impl<'a> Merge<'a> {
         merge_network_extras(&mut self.policy, &s.network);
 
         self.merge_env(layer, origin, s)?;
+        self.merge_permissions(layer, origin, s)?;
         merge_limits(
             &mut self.policy.limits,
             &mut self.managed_limits,
@@ -404,6 +410,59 @@ impl<'a> Merge<'a> {
         if layer == Layer::Managed {
             self.managed_env_deny = env.deny.clone();
         }
+        Ok(())
+    }
+
+    /// Rules are a union (deny > ask > allow whatever the layer, so no lower layer can beat a
+    /// managed ask or deny); a project file may add no allow (refused as widening above).
+    /// `defaultMode` may only get stricter than the managed value, and in a project file only
+    /// stricter than the value in force.
+    fn merge_permissions(&mut self, layer: Layer, origin: &str, s: &Settings) -> Result<(), Error> {
+        let p = &s.permissions;
+        let lists = [
+            ("allow", &p.allow, &mut self.policy.permissions.allow),
+            ("ask", &p.ask, &mut self.policy.permissions.ask),
+            ("deny", &p.deny, &mut self.policy.permissions.deny),
+        ];
+        for (name, texts, target) in lists {
+            for (i, text) in texts.iter().enumerate() {
+                let rule = CommandRule::parse(text, layer, origin)
+                    .map_err(|m| Error::invalid(origin, format!("permissions.{name}[{i}]"), m))?;
+                if !target.iter().any(|r| r.text == rule.text) {
+                    target.push(rule);
+                }
+            }
+        }
+        let Some(mode) = p.default_mode else {
+            return Ok(());
+        };
+        let current = self.policy.permissions.default_mode;
+        if let Some((from, from_origin)) = &self.default_mode_from {
+            if mode < current && (*from == Layer::Managed || layer == Layer::Project) {
+                let message = format!("{mode} is looser than \"{current}\" set by {from_origin}");
+                return Err(if *from == Layer::Managed {
+                    Error::ManagedConflict {
+                        origin: origin.to_string(),
+                        key: "permissions.defaultMode".into(),
+                        message,
+                    }
+                } else {
+                    Error::ProjectWidens {
+                        origin: origin.to_string(),
+                        key: "permissions.defaultMode".into(),
+                        hint: message,
+                    }
+                });
+            }
+        } else if layer == Layer::Project && mode < current {
+            return Err(Error::ProjectWidens {
+                origin: origin.to_string(),
+                key: "permissions.defaultMode".into(),
+                hint: format!("{mode} is looser than the default \"{current}\""),
+            });
+        }
+        self.policy.permissions.default_mode = mode;
+        self.default_mode_from = Some((layer, origin.to_string()));
         Ok(())
     }
 
@@ -979,5 +1038,84 @@ mod tests {
         // A project file cannot turn asking on.
         e.project(r#"{"network": {"ask": true}}"#);
         assert!(e.err().contains("network.ask"), "{}", e.err());
+    }
+
+    #[test]
+    fn permissions_merge_and_errors_name_the_rule() {
+        use crate::{DefaultMode, RuleList};
+        let e = Env::new();
+        e.managed(r#"{"permissions": {"deny": ["Bash(sudo:*)"], "ask": ["Bash(git push:*)"]}}"#);
+        e.user(r#"{"permissions": {"allow": ["Bash(git push:*)", "Bash(npm test)"], "defaultMode": "sandboxed"}}"#);
+        e.project(r#"{"permissions": {"deny": ["Bash(curl:*)"], "ask": ["Bash(npm publish:*)"]}}"#);
+        let p = e.load().unwrap().permissions;
+        let texts =
+            |l: RuleList| -> Vec<String> { p.list(l).iter().map(|r| r.text.clone()).collect() };
+        assert_eq!(texts(RuleList::Deny), ["Bash(sudo:*)", "Bash(curl:*)"]);
+        assert_eq!(
+            texts(RuleList::Ask),
+            ["Bash(git push:*)", "Bash(npm publish:*)"]
+        );
+        assert_eq!(
+            texts(RuleList::Allow),
+            ["Bash(git push:*)", "Bash(npm test)"]
+        );
+        assert_eq!(p.deny[0].layer, Layer::Managed);
+        assert_eq!(p.deny[1].layer, Layer::Project);
+        assert_eq!(p.default_mode, DefaultMode::Sandboxed);
+
+        e.user(r#"{"permissions": {"allow": ["Bash(ls)", "Bash(git diff", "x"]}}"#);
+        let msg = e.err();
+        assert!(
+            msg.contains("settings.json: permissions.allow[1]: \"Bash(git diff\""),
+            "{msg}"
+        );
+        e.user(r#"{"permissions": {"defaultMode": "sometimes"}}"#);
+        assert!(e.err().contains("permissions.defaultMode"), "{}", e.err());
+    }
+
+    #[test]
+    fn permissions_cannot_be_loosened_below_managed_or_by_a_project() {
+        use crate::DefaultMode;
+        let e = Env::new();
+        e.project(r#"{"permissions": {"allow": ["Bash(make:*)"]}}"#);
+        let msg = e.err();
+        assert!(
+            msg.contains(
+                ".ringfence.json: permissions.allow: a project file may only add restrictions"
+            ),
+            "{msg}"
+        );
+        e.project(r#"{"permissions": {"defaultMode": "sandboxed"}}"#);
+        let msg = e.err();
+        assert!(msg.contains("permissions.defaultMode: a project file may only add restrictions; sandboxed is looser than the default \"ask\""), "{msg}");
+        e.project(r#"{"permissions": {"defaultMode": "deny"}}"#);
+        assert_eq!(
+            e.load().unwrap().permissions.default_mode,
+            DefaultMode::Deny
+        );
+        e.user(r#"{"permissions": {"defaultMode": "sandboxed"}}"#);
+        e.project(r#"{"permissions": {"defaultMode": "ask"}}"#);
+        assert_eq!(e.load().unwrap().permissions.default_mode, DefaultMode::Ask);
+        e.project("{}");
+        assert_eq!(
+            e.load().unwrap().permissions.default_mode,
+            DefaultMode::Sandboxed
+        );
+        e.managed(r#"{"permissions": {"defaultMode": "ask"}}"#);
+        let msg = e.err();
+        assert!(
+            msg.contains(
+                "settings.json: permissions.defaultMode: sandboxed is looser than \"ask\" set by"
+            ),
+            "{msg}"
+        );
+        assert!(matches!(e.load(), Err(Error::ManagedConflict { .. })));
+        e.user(r#"{"permissions": {"defaultMode": "deny"}}"#);
+        assert_eq!(
+            e.load().unwrap().permissions.default_mode,
+            DefaultMode::Deny
+        );
+        e.project(r#"{"permissions": {"defaultMode": "ask"}}"#);
+        assert!(matches!(e.load(), Err(Error::ProjectWidens { .. })));
     }
 }

@@ -64,6 +64,31 @@ pub struct Settings {
     /// Resource limits (ringfence). Managed values are maxima; a project file may only lower them.
     #[serde(default)]
     pub limits: LimitSettings,
+    /// Which shell commands may run without a prompt (`ringfence check`, `run --check`).
+    #[serde(default)]
+    pub permissions: PermissionSettings,
+}
+
+/// The `permissions` section (ringfence). A rule is `Bash(WORDS)` (exactly these words) or
+/// `Bash(WORDS:*)` (these words, then anything); `*` inside a word matches any characters.
+/// Strength: deny > ask > allow, across all layers.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PermissionSettings {
+    /// Commands that run without a prompt, e.g. "Bash(npm run test:*)", "Bash(git diff)".
+    /// Not allowed in a project file.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Commands that always need a person's approval, e.g. "Bash(git push:*)".
+    #[serde(default)]
+    pub ask: Vec<String>,
+    /// Commands that are refused, e.g. "Bash(sudo:*)", "Bash(rm -rf /)".
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// What happens when no rule matches: "ask" (default), "sandboxed" (allow when the
+    /// analysis finds nothing the sandbox would not contain) or "deny". Lower layers may only
+    /// make it stricter than the managed value; a project file only stricter than the user's.
+    pub default_mode: Option<crate::DefaultMode>,
 }
 
 /// The `network` section.
@@ -877,6 +902,7 @@ impl Settings {
             n.allow_mach_lookup.as_ref().is_some_and(|v| !v.is_empty()),
             "network.allowMachLookup",
         );
+        add(!self.permissions.allow.is_empty(), "permissions.allow");
         add(n.http_proxy_port.is_some(), "network.httpProxyPort");
         add(n.socks_proxy_port.is_some(), "network.socksProxyPort");
         add(n.mitm_proxy.is_some(), "network.mitmProxy");

@@ -189,12 +189,14 @@ impl Control {
         })
     }
 
-    /// Reads lines until end of input, applying each to `proxy`. Invalid lines are reported on
-    /// the channel and to `on_invalid`, and change nothing.
+    /// Reads lines until end of input, applying each to `proxy`. Each line that took effect is
+    /// passed to `on_applied` (answers too); invalid lines are reported on the channel and to
+    /// `on_invalid`, and change nothing.
     pub async fn run_reader(
         self: Arc<Self>,
         reader: ControlReader,
         proxy: Arc<Proxy>,
+        on_applied: impl Fn(&str) + Send,
         on_invalid: impl Fn(&Error) + Send,
     ) -> Result<(), Error> {
         let mut lines = BufReader::new(reader);
@@ -220,7 +222,9 @@ impl Control {
             } else {
                 match std::str::from_utf8(&buf) {
                     Ok(text) if text.trim().is_empty() => Ok(()),
-                    Ok(text) => self.apply(text.trim(), &proxy),
+                    Ok(text) => self
+                        .apply(text.trim(), &proxy)
+                        .map(|()| on_applied(text.trim())),
                     Err(_) => Err(Error::Control("not UTF-8".into())),
                 }
             };

@@ -54,6 +54,10 @@ pub struct Activity {
     started: Instant,
     denied: u64,
     execs: u64,
+    net_allowed: u64,
+    net_denied: u64,
+    dropped: u64,
+    ended: bool,
     /// A write error is reported once at the end; the run is never stopped for it.
     failed: Option<String>,
 }
@@ -91,6 +95,10 @@ impl Activity {
             started: Instant::now(),
             denied: 0,
             execs: 0,
+            net_allowed: 0,
+            net_denied: 0,
+            dropped: 0,
+            ended: false,
             failed: None,
         })
     }
@@ -110,15 +118,55 @@ impl Activity {
             "path": d.path,
             "pid": d.pid,
             "program": d.program,
-            "reason": "protected name inside a writable root",
+            "reason": if d.read_only {
+                "outside the writable roots (read-only)"
+            } else {
+                "protected name inside a writable root"
+            },
         });
         if let Err(e) = self.log.write("fs.denied", obj(fields)) {
             self.failed.get_or_insert(e.to_string());
         }
     }
 
-    /// Closes the chain with `run.end`; returns the final hash for the run index.
-    pub fn end(mut self, outcome: Option<Outcome>) -> (Option<String>, u64) {
+    /// Reports the sandbox could not deliver (the supervisor fell behind): counted, never
+    /// silently lost.
+    pub fn dropped(&mut self, n: u64) {
+        self.dropped += n;
+        self.event("events.dropped", json!({ "count": n }));
+    }
+
+    /// One decision of the egress proxy (`net.decision`).
+    pub fn net(&mut self, fields: Value, allowed: bool) {
+        if allowed {
+            self.net_allowed += 1;
+        } else {
+            self.net_denied += 1;
+        }
+        self.event("net.decision", fields);
+    }
+
+    /// Any other event (`ask`, `answer`, `policy.update`).
+    pub fn event(&mut self, kind: &str, fields: Value) {
+        if self.ended {
+            return;
+        }
+        let fields = match fields {
+            Value::Object(m) => m,
+            other => obj(json!({ "value": other })),
+        };
+        if let Err(e) = self.log.write(kind, fields) {
+            self.failed.get_or_insert(e.to_string());
+        }
+    }
+
+    /// Closes the chain with `run.end`; returns the final hash for the run index and the number
+    /// of denials. Later events are not written.
+    pub fn end(&mut self, outcome: Option<Outcome>) -> (Option<String>, u64) {
+        if self.ended {
+            return (None, self.denied + self.net_denied);
+        }
+        self.ended = true;
         // SAFETY: getrusage fills a plain struct.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: ru is a valid rusage buffer.
@@ -129,7 +177,13 @@ impl Activity {
             "wallMs": self.started.elapsed().as_millis() as u64,
             "cpuMs": cpu_ms,
             "peakMemoryKiB": ru.ru_maxrss,
-            "counts": {"fs.denied": self.denied, "exec": self.execs},
+            "counts": {
+                "fs.denied": self.denied,
+                "exec": self.execs,
+                "net.allowed": self.net_allowed,
+                "net.denied": self.net_denied,
+                "dropped": self.dropped,
+            },
         });
         match outcome {
             Some(Outcome::Exited(c)) => fields["exit"] = c.into(),
@@ -142,21 +196,22 @@ impl Activity {
             .log
             .write("run.end", obj(fields))
             .and_then(|h| self.log.flush().map(|()| h));
-        match (hash, self.failed) {
-            (Ok(h), None) => (Some(h), self.denied),
+        let denied = self.denied + self.net_denied;
+        match (hash, self.failed.take()) {
+            (Ok(h), None) => (Some(h), denied),
             (Ok(_), Some(e)) | (Err(_), Some(e)) => {
                 eprintln!(
                     "ringfence: the activity log {} is incomplete: {e}",
                     self.path.display()
                 );
-                (None, self.denied)
+                (None, denied)
             }
             (Err(e), None) => {
                 eprintln!(
                     "ringfence: the activity log {} is incomplete: {e}",
                     self.path.display()
                 );
-                (None, self.denied)
+                (None, denied)
             }
         }
     }

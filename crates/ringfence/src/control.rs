@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use crate::runs;
+use ringfence_linux::cgroup;
 
 fn live(name: &str) -> Result<Value> {
     let r = runs::load(name)?;
@@ -58,6 +59,9 @@ pub fn stop(name: &str) -> Result<()> {
     // SAFETY: kill with integer arguments.
     unsafe { libc::kill(sup, libc::SIGTERM) };
     // A paused sandbox could not act on the SIGTERM passed on to it: thaw it.
+    if let Some(f) = freezer_of(sup, name) {
+        let _ = cgroup::freeze(&f, &|| Vec::new(), false);
+    }
     for pid in sandbox_processes(sup).into_iter().skip(1) {
         // SAFETY: kill with integer arguments.
         unsafe { libc::kill(pid, libc::SIGCONT) };
@@ -110,6 +114,45 @@ fn sandbox_processes(pid1: i32) -> Vec<i32> {
         i += 1;
     }
     found
+}
+
+/// The run's freezer group, when this machine has a freezer this user may use and (for v1)
+/// the group exists or can be made.
+fn freezer_of(supervisor: libc::pid_t, name: &str) -> Option<cgroup::Freezer> {
+    let f = cgroup::freezer(&cgroup::detect(), supervisor, name)?;
+    match &f {
+        cgroup::Freezer::V2(d) if !d.exists() => None,
+        _ => Some(f),
+    }
+}
+
+/// `pause`: the freezer cgroup where there is one (the processes cannot notice or undo it),
+/// else SIGSTOP to every process. `resume` undoes either.
+pub fn pause(name: &str, paused: bool) -> Result<()> {
+    let r = live(name)?;
+    let supervisor = pid_of(&r, "supervisorPid")?;
+    let Some(pid1) = sandbox_processes(supervisor).get(1).copied() else {
+        bail!("run {name} has no sandbox (it is starting or ending)");
+    };
+    if let Some(f) = freezer_of(supervisor, name) {
+        let exists = match &f {
+            cgroup::Freezer::V1(d) | cgroup::Freezer::V2(d) => d.exists(),
+        };
+        if paused || exists {
+            match cgroup::freeze(&f, &|| sandbox_processes(pid1), paused) {
+                Ok(n) if paused => {
+                    println!("{name}: paused ({n} processes, freezer cgroup)");
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) if paused => {
+                    eprintln!("ringfence: the freezer cgroup failed ({e}); stopping the processes with SIGSTOP instead");
+                }
+                Err(e) => eprintln!("ringfence: thawing the freezer cgroup failed: {e}"),
+            }
+        }
+    }
+    signal_all(name, if paused { libc::SIGSTOP } else { libc::SIGCONT })
 }
 
 /// Sends `sig` to every process of the sandbox (SIGSTOP to pause, SIGCONT to resume).

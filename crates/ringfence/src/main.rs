@@ -2,8 +2,12 @@
 //! The binary is glue: command-line parsing, the srt-compatible entry point, and output.
 
 mod activity;
+mod check;
+mod connect;
 mod control;
 mod doctor;
+mod netenv;
+mod netrun;
 mod prepare;
 mod proxy_cmd;
 mod runs;
@@ -12,6 +16,7 @@ mod srt;
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -41,6 +46,9 @@ struct Cli {
 enum Command {
     /// Run a command in a sandbox: ringfence run [OPTIONS] -- COMMAND [ARGS...] | -c 'SHELL STRING'
     Run(RunArgs),
+    /// Decide whether a shell string may run under the policy's permissions: exit 0 allow,
+    /// 1 ask, 2 deny. ringfence check [-s FILE] [--json] -- 'COMMAND STRING' | -c 'COMMAND STRING'
+    Check(check::CheckArgs),
     /// Show the kernel features found and what ringfence will do on this machine.
     Doctor,
     /// Print the JSON Schema of the policy file (or, with --events, of activity log events).
@@ -69,6 +77,15 @@ enum Command {
     Resume {
         /// The run's name.
         run: String,
+    },
+    /// Tunnel stdin/stdout to HOST:PORT through the egress proxy (ssh's ProxyCommand in the
+    /// sandbox).
+    Connect {
+        host: String,
+        port: u16,
+        /// The proxy's address.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3128")]
+        proxy: String,
     },
     /// Run the egress proxy on its own: ringfence proxy [-s FILE] --listen ADDR
     Proxy(proxy_cmd::ProxyArgs),
@@ -156,9 +173,17 @@ struct RunArgs {
     /// <sandbox_violations> lines (for agents that show stderr to the model).
     #[arg(long = "violations-report", value_name = "WHERE", value_parser = ["stderr"])]
     violations_report: Option<String>,
+    /// Ask questions about unlisted hosts and take live policy updates as JSON lines on this
+    /// open file descriptor (a socket or a pair of pipes joined as one fd).
+    #[arg(long = "control-fd", value_name = "N")]
+    control_fd: Option<i32>,
     /// Run this string with /bin/bash -c (or /bin/sh -c where bash is missing).
     #[arg(short = 'c', value_name = "SHELL STRING", conflicts_with = "command")]
     shell: Option<String>,
+    /// Check the -c string against the policy's permissions first: deny refuses, ask asks on
+    /// the terminal (refused without one).
+    #[arg(long = "check", requires = "shell")]
+    check: bool,
     /// The command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -171,6 +196,7 @@ pub struct RunRequest {
     pub name: Option<String>,
     pub log: Option<PathBuf>,
     pub violations_to_stderr: bool,
+    pub control_fd: Option<i32>,
     pub argv: Vec<Vec<u8>>,
 }
 
@@ -191,7 +217,14 @@ fn main() -> ExitCode {
     if invoked_as.as_deref() == Some(std::ffi::OsStr::new("srt")) {
         return finish(srt::main());
     }
-    let cli = Cli::parse();
+    // A usage error is our own error (125), never a status the command or `check` could give.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_OWN_ERROR } else { 0 });
+        }
+    };
     if !matches!(cli.command, Command::Run(_) | Command::Proxy(_)) {
         // Printing commands end quietly when their reader goes away (`doctor | head`), like
         // other command-line tools; `run` keeps SIGPIPE ignored so that a closed stdout never
@@ -211,15 +244,22 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_OWN_ERROR);
                 }
             };
+            if let (true, Some(script)) = (args.check, &args.shell) {
+                if let Err(e) = check::before_run(&args.policy.sources(), script, args.control_fd) {
+                    return finish(Err(e));
+                }
+            }
             run(RunRequest {
                 sources: args.policy.sources(),
                 debug: args.debug,
                 name: args.name,
                 log: args.log,
                 violations_to_stderr: args.violations_report.is_some(),
+                control_fd: args.control_fd,
                 argv,
             })
         }
+        Command::Check(args) => check::main(args),
         Command::Doctor => doctor::main().map(|()| 0),
         Command::Schema { events } => {
             let schema = if events {
@@ -244,8 +284,9 @@ fn main() -> ExitCode {
         },
         Command::Ps => control::ps().map(|()| 0),
         Command::Stop { run } => control::stop(&run).map(|()| 0),
-        Command::Pause { run } => control::signal_all(&run, libc::SIGSTOP).map(|()| 0),
-        Command::Resume { run } => control::signal_all(&run, libc::SIGCONT).map(|()| 0),
+        Command::Pause { run } => control::pause(&run, true).map(|()| 0),
+        Command::Resume { run } => control::pause(&run, false).map(|()| 0),
+        Command::Connect { host, port, proxy } => connect::connect(&host, port, &proxy),
         Command::Proxy(args) => proxy_cmd::main(args),
     };
     finish(result)
@@ -293,6 +334,7 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
         }
     }
     writeln!(out, "allowGitConfig: {}", pol.allow_git_config)?;
+    check::print_permissions(&pol.permissions, out)?;
     writeln!(
         out,
         "unix sockets: {}",
@@ -385,30 +427,40 @@ pub fn run(req: RunRequest) -> Result<i32> {
     if argv.is_empty() {
         bail!("no command given");
     }
+    let net_policy = ringfence_proxy::NetPolicy::from_policy(&prepared.policy)
+        .map_err(|e| anyhow::anyhow!("network: {e}"))?;
+    let control_fd = match req.control_fd {
+        Some(fd) => Some(netrun::take_fd(fd)?),
+        None => None,
+    };
     let record = runs::Record::start(
         req.name.as_deref(),
         &req.argv,
         &prepared.cwd,
         req.log.as_deref(),
     )?;
-    let mut log =
+    let log =
         match activity::Activity::start(record.log_path(), record.name(), &req.argv, &prepared) {
-            Ok(l) => l,
+            Ok(l) => Arc::new(Mutex::new(l)),
             Err(e) => {
                 record.finish(None);
                 return Err(e);
             }
         };
     // Closes the log and the run record together.
-    let close = |log: activity::Activity, record: runs::Record, outcome: Option<Outcome>| {
-        let (hash, denied) = log.end(outcome);
-        let mut extra = serde_json::Map::new();
-        if let Some(h) = hash {
-            extra.insert("logHash".into(), h.into());
-        }
-        extra.insert("denied".into(), denied.into());
-        record.finish_with(outcome, extra);
-    };
+    let close =
+        |log: &Mutex<activity::Activity>, record: runs::Record, outcome: Option<Outcome>| {
+            let (hash, denied) = match log.lock() {
+                Ok(mut l) => l.end(outcome),
+                Err(_) => (None, 0),
+            };
+            let mut extra = serde_json::Map::new();
+            if let Some(h) = hash {
+                extra.insert("logHash".into(), h.into());
+            }
+            extra.insert("denied".into(), denied.into());
+            record.finish_with(outcome, extra);
+        };
     // Give back what scanning a large tree allocated before the sandbox is cloned from this
     // process: a smaller image is quicker to clone and to move into the run's cgroups.
     // SAFETY: malloc_trim only releases free heap memory.
@@ -428,6 +480,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
         hostname: "ringfence".into(),
         pty,
         guard: prepared.guard,
+        proxy_ports: vec![netenv::HTTP_PORT, netenv::SOCKS_PORT],
     };
     let winsize = if pty[0] {
         supervise::host_winsize()
@@ -437,7 +490,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     let groups = match Cgroups::create(&prepared.mechanism, record.name(), prepared.cgroup_limits) {
         Ok(g) => g,
         Err(e) => {
-            close(log, record, None);
+            close(&log, record, None);
             return Err(anyhow::anyhow!(
                 "creating the run's cgroups ({}): {e}",
                 prepared.mechanism.describe()
@@ -445,14 +498,48 @@ pub fn run(req: RunRequest) -> Result<i32> {
         }
     };
     supervise::hold_signals();
-    let sb = match sandbox::spawn(&spec, winsize, groups.as_ref()) {
-        Ok(sb) => sb,
+    let mut sb = match sandbox::spawn(&spec, winsize, groups.as_ref()) {
+        Ok(mut sb) => {
+            sb.freezer = ringfence_linux::cgroup::own_freezer_v1(record.name());
+            sb
+        }
         Err(e) => {
             if let Some(g) = &groups {
                 g.remove();
             }
-            close(log, record, None);
+            close(&log, record, None);
             return Err(anyhow::anyhow!("setting up the sandbox: {e}"));
+        }
+    };
+    // Questions about unlisted hosts: a program on --control-fd, else the person at the
+    // terminal that the supervisor relays, else nobody (denied).
+    let prompts = if pty[0] {
+        supervise::Prompts::new().ok().map(Arc::new)
+    } else {
+        None
+    };
+    let asking = match (&control_fd, &prompts) {
+        (Some(_), _) => netrun::Asking::Control,
+        (None, Some(p)) => netrun::Asking::Terminal(p.clone()),
+        (None, None) => netrun::Asking::Nobody,
+    };
+    let user_settings = prepare::user_settings_file(&req.sources, &prepared.policy);
+    let network = match netrun::Network::start(
+        std::mem::take(&mut sb.proxy_listeners),
+        net_policy,
+        log.clone(),
+        asking,
+        user_settings,
+        control_fd,
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            sandbox::kill(sb);
+            if let Some(g) = &groups {
+                g.remove();
+            }
+            close(&log, record, None);
+            return Err(e);
         }
     };
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
@@ -460,23 +547,76 @@ pub fn run(req: RunRequest) -> Result<i32> {
     const REPORT_LINES: usize = 200;
     let mut violations: Vec<String> = Vec::new();
     let mut unreported = 0u64;
-    let (outcome, refused) = supervise::wait(sb, wall, &mut |r| match r {
-        supervise::Report::Denied(d) => {
-            log.denied(d);
-            if violations.len() < REPORT_LINES {
-                let path = d.path.display().to_string();
-                violations.push(format!("deny {} {}", d.op, path.escape_debug()));
-            } else {
-                unreported += 1;
+    let (outcome, refused) = supervise::wait(
+        sb,
+        wall,
+        &mut |r| match r {
+            supervise::Report::Denied(d) => {
+                if let Ok(mut l) = log.lock() {
+                    l.denied(d);
+                }
+                if violations.len() < REPORT_LINES {
+                    let path = d.path.display().to_string();
+                    violations.push(format!("deny {} {}", d.op, path.escape_debug()));
+                } else {
+                    unreported += 1;
+                }
             }
+            supervise::Report::Exec(e) => {
+                if let Ok(mut l) = log.lock() {
+                    l.exec(e);
+                }
+            }
+            supervise::Report::Dropped(n) => {
+                if let Ok(mut l) = log.lock() {
+                    l.dropped(n);
+                }
+            }
+        },
+        prompts.as_deref(),
+    );
+    let net_denied = network.denied.clone();
+    network.stop();
+    let net_denied: Vec<netrun::NetDenial> = net_denied
+        .lock()
+        .map(|mut v| std::mem::take(&mut *v))
+        .unwrap_or_default();
+    for d in &net_denied {
+        if violations.len() < REPORT_LINES {
+            violations.push(format!(
+                "deny network {}:{} {}",
+                d.host.escape_debug(),
+                d.port,
+                d.reason.escape_debug()
+            ));
+        } else {
+            unreported += 1;
         }
-        supervise::Report::Exec(e) => log.exec(e),
-    });
+    }
     if let Some(g) = &groups {
         g.remove();
     }
+    if let Some(f) = ringfence_linux::cgroup::own_freezer_v1(record.name()) {
+        let _ = std::fs::remove_dir(f);
+    }
     let run_name = record.name().to_string();
-    close(log, record, Some(outcome));
+    close(&log, record, Some(outcome));
+    if !net_denied.is_empty() {
+        let mut hosts: Vec<String> = Vec::new();
+        for d in &net_denied {
+            let h = format!("{}:{}", d.host.escape_debug(), d.port);
+            if !hosts.contains(&h) && hosts.len() < 5 {
+                hosts.push(h);
+            }
+        }
+        eprintln!(
+            "ringfence: denied {} network connection{} ({}{}); see `ringfence log show {run_name} --kind net`",
+            net_denied.len(),
+            if net_denied.len() == 1 { "" } else { "s" },
+            hosts.join(", "),
+            if net_denied.len() > hosts.len() { ", ..." } else { "" }
+        );
+    }
     if refused.refused > 0 {
         let examples: Vec<String> = refused
             .examples
@@ -491,6 +631,13 @@ pub fn run(req: RunRequest) -> Result<i32> {
             if refused.refused == 1 { "" } else { "s" },
             examples.join(", "),
             if refused.refused as usize > examples.len() { ", ..." } else { "" }
+        );
+    }
+    if refused.read_only > 0 {
+        eprintln!(
+            "ringfence: refused {} write{} outside the writable roots (read-only); see `ringfence log show {run_name} --kind fs`",
+            refused.read_only,
+            if refused.read_only == 1 { "" } else { "s" },
         );
     }
     if req.violations_to_stderr && !violations.is_empty() {

@@ -73,6 +73,27 @@ pub fn load_policy(src: &Sources) -> Result<(Policy, PathBuf)> {
     Ok((policy, cwd))
 }
 
+/// The settings file that "always allow" answers are written to: `-s FILE`, else the user
+/// layer that was loaded, else the default user file.
+pub fn user_settings_file(src: &Sources, policy: &Policy) -> Option<PathBuf> {
+    if let Some(f) = &src.settings {
+        return Some(f.clone());
+    }
+    if let Some((_, f)) = policy
+        .files
+        .iter()
+        .find(|(l, _)| *l == ringfence_policy::Layer::User)
+    {
+        return Some(f.clone());
+    }
+    let home = home().ok()?;
+    Some(if src.srt {
+        home.join(".srt-settings.json")
+    } else {
+        home.join(".config/ringfence/settings.json")
+    })
+}
+
 /// The real path of `p` when it exists (mounts act on real paths), else `p` itself.
 fn real(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
@@ -89,24 +110,6 @@ fn kind(p: &Path) -> Option<Kind> {
 
 pub fn prepare(src: &Sources) -> Result<Prepared> {
     let (policy, cwd) = load_policy(src)?;
-    if !policy.allowed_domains.is_empty() {
-        let files: Vec<String> = policy
-            .files
-            .iter()
-            .map(|(_, f)| f.display().to_string())
-            .collect();
-        bail!(
-            "{}: network.allowedDomains: network access is not available in this version of \
-             ringfence; the sandbox has no network at all. Remove the allowed domains ({}) to run \
-             without network.",
-            if files.is_empty() {
-                "settings".to_string()
-            } else {
-                files.join(", ")
-            },
-            policy.allowed_domains.join(", ")
-        );
-    }
     if policy.allow_all_unix_sockets && ringfence_linux::sys::getuid() == 0 {
         bail!(
             "network.allowAllUnixSockets: refused for a root caller: the sandbox keeps root's \
@@ -306,9 +309,30 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         );
         env.push(CString::new(format!("GIT_CONFIG_VALUE_{git_count}=")).context("environment")?);
     }
+    // Every client is pointed at the egress proxy; the host's own proxy settings stay outside.
+    let host_var = |name: &str| {
+        kept.iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.to_str())
+            .map(str::to_string)
+    };
+    let exe = std::env::current_exe().context("finding ringfence's own binary")?;
+    let proxy_vars = crate::netenv::proxy_env(
+        &exe,
+        host_var("JAVA_TOOL_OPTIONS").as_deref(),
+        host_var("GIT_SSH_COMMAND").as_deref(),
+    );
+    for (k, v) in &proxy_vars {
+        env.push(CString::new(format!("{k}={v}")).context("environment")?);
+    }
     for (k, v) in kept {
         if k == "RINGFENCE_SANDBOX" || (guard.is_some() && k == "GIT_CONFIG_COUNT") {
             continue;
+        }
+        if let Some(name) = k.to_str() {
+            if crate::netenv::replaced(name) || proxy_vars.iter().any(|(p, _)| p == name) {
+                continue;
+            }
         }
         let mut kv = k.as_bytes().to_vec();
         kv.push(b'=');

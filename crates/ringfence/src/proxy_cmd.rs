@@ -180,7 +180,7 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
         let proxy = Proxy::new(net, hooks);
         if let (Some(reader), Some(control)) = (reader, control) {
             let p = proxy.clone();
-            tokio::spawn(control.run_reader(reader, p, |e| {
+            tokio::spawn(control.run_reader(reader, p, |_| {}, |e| {
                 eprintln!("ringfence proxy: control channel: {e}; the policy in force is unchanged")
             }));
         }

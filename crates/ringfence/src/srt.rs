@@ -14,6 +14,7 @@ pub fn main() -> Result<i32> {
         ..Sources::default()
     };
     let mut debug = false;
+    let mut control_fd = None;
     let mut script = None;
     let mut command: Vec<Vec<u8>> = Vec::new();
     while let Some(a) = args.next() {
@@ -32,9 +33,10 @@ pub fn main() -> Result<i32> {
                 Some(c) => script = Some(c.to_string_lossy().into_owned()),
                 None => bail!("-c: a command string is required"),
             },
-            "--control-fd" => bail!(
-                "--control-fd: live policy updates need network support, which this version of ringfence does not have"
-            ),
+            "--control-fd" => match args.next().map(|f| f.to_string_lossy().parse::<i32>()) {
+                Some(Ok(fd)) => control_fd = Some(fd),
+                _ => bail!("--control-fd: a file descriptor number is required"),
+            },
             "-h" | "--help" => {
                 println!("Usage: srt [-d] [-s FILE] [-c 'COMMAND STRING'] [COMMAND...]\n(ringfence in srt-compatible mode; see `ringfence --help`)");
                 return Ok(0);
@@ -44,8 +46,15 @@ pub fn main() -> Result<i32> {
                 return Ok(0);
             }
             "--" => {
-                command.extend(args.by_ref().map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()).to_vec()));
+                command.extend(
+                    args.by_ref()
+                        .map(|a| std::os::unix::ffi::OsStrExt::as_bytes(a.as_os_str()).to_vec()),
+                );
             }
+            _ if s.starts_with("--control-fd=") => match s["--control-fd=".len()..].parse() {
+                Ok(fd) => control_fd = Some(fd),
+                Err(_) => bail!("{s}: a file descriptor number is required"),
+            },
             _ if s.starts_with("--settings=") => {
                 sources.settings = Some(s["--settings=".len()..].into());
             }
@@ -68,6 +77,7 @@ pub fn main() -> Result<i32> {
         name: None,
         log: None,
         violations_to_stderr: false,
+        control_fd,
         argv,
     })
 }

@@ -177,12 +177,22 @@ fn ps_pause_resume_follow_and_stop_a_live_run() {
 
     // The supervisor and the sandbox's PID 1 carry the same command line; the shell is the
     // one whose program is sh.
-    let shell: Vec<u32> = common::host_process_with(&format!(": {marker}"))
-        .into_iter()
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sh\0"))
-        })
-        .collect();
+    // Listed as soon as its record exists: the shell may still be starting (and for a moment
+    // after each fork, its child carries the same command line).
+    let find_shell = || -> Vec<u32> {
+        common::host_process_with(&format!(": {marker}"))
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.starts_with(b"sh\0"))
+            })
+            .collect()
+    };
+    let start = std::time::Instant::now();
+    let mut shell = find_shell();
+    while shell.len() != 1 && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        shell = find_shell();
+    }
     assert_eq!(shell.len(), 1, "{shell:?}");
     // Paused: the loop makes no progress (no new `sleep` is started). A process that was
     // waiting for PID 1 when it was stopped stays blocked rather than stopped, so progress,
@@ -272,4 +282,129 @@ fn violations_report_appends_srt_style_lines_to_stderr() {
     ]));
     assert_eq!(quiet.code(), 0, "{quiet:#?}");
     assert!(!quiet.stderr.contains("sandbox_violations"), "{quiet:#?}");
+}
+
+/// A write that a read-only mount refuses (outside the writable roots) is recorded too, with
+/// the path as the sandbox saw it; the mount, not the report, is what refuses it.
+#[test]
+fn writes_outside_the_writable_roots_are_logged() {
+    let dir = TestDir::new("activity-erofs");
+    dir.mkdir("work");
+    dir.mkdir("state");
+    let w = dir.s("work");
+    let state = dir.s("state");
+    let name = format!("erofs-{}", common::unique_number());
+    let outside = dir.s("outside-file");
+    let out = run(rf(&state).args([
+        "run",
+        "--name",
+        &name,
+        "--allow-write",
+        &w,
+        "--",
+        "sh",
+        "-c",
+        &format!("touch '{outside}'; mkdir /etc/ringfence-test-dir; echo ok > '{w}/inside'"),
+    ]));
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert!(!dir.join("outside-file").exists());
+    assert_eq!(dir.read("work/inside"), "ok\n");
+    assert!(
+        out.stderr
+            .contains("refused 2 writes outside the writable roots (read-only)"),
+        "{out:#?}"
+    );
+    let show = run(rf(&state).args(["log", "show", &name, "--json", "--kind", "fs"]));
+    let events: Vec<serde_json::Value> = show
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let paths: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e["op"].as_str().unwrap(), e["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("open", outside.as_str()),
+            ("mkdir", "/etc/ringfence-test-dir")
+        ],
+        "{events:#?}"
+    );
+    assert!(events
+        .iter()
+        .all(|e| e["reason"] == "outside the writable roots (read-only)"));
+}
+
+/// A supervisor that falls behind never holds up the sandbox: reports that do not fit are
+/// dropped and counted, and the log says how many.
+#[test]
+fn a_stalled_supervisor_drops_reports_and_counts_them() {
+    let dir = TestDir::new("activity-dropped");
+    dir.mkdir("work");
+    dir.mkdir("state");
+    let w = dir.s("work");
+    let state = dir.s("state");
+    let name = format!("drop-{}", common::unique_number());
+    let child = rf(&state)
+        .args([
+            "run",
+            "--name",
+            &name,
+            "--allow-write",
+            &w,
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "while [ ! -e '{w}/go' ]; do sleep 0.02; done; \
+                 i=0; while [ $i -lt 1500 ]; do /bin/true; i=$((i+1)); done; echo done > '{w}/done'"
+            ),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let supervisor = child.id() as i32;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: kill with integer arguments, on our own child.
+    unsafe { libc::kill(supervisor, libc::SIGSTOP) };
+    std::fs::write(dir.join("work/go"), "").unwrap();
+    let start = std::time::Instant::now();
+    while !dir.join("work/done").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let finished_while_stalled = dir.join("work/done").exists();
+    // SAFETY: as above.
+    unsafe { libc::kill(supervisor, libc::SIGCONT) };
+    let out = common::wait(child, common::RUN_TIMEOUT);
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert!(
+        finished_while_stalled,
+        "the sandbox was held up by a stopped supervisor"
+    );
+    let show = run(rf(&state).args(["log", "show", &name, "--json"]));
+    let events: Vec<serde_json::Value> = show
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dropped: u64 = events
+        .iter()
+        .filter(|e| e["kind"] == "events.dropped")
+        .map(|e| e["count"].as_u64().unwrap())
+        .sum();
+    let end = events.iter().find(|e| e["kind"] == "run.end").unwrap();
+    assert!(dropped > 0, "nothing was dropped: {end:#?}");
+    assert_eq!(end["counts"]["dropped"], dropped, "{end:#?}");
+    let trues = events
+        .iter()
+        .filter(|e| e["kind"] == "exec" && e["path"] == "/bin/true")
+        .count() as u64;
+    // Every exec is either in the log or in the dropped count (the count also covers the
+    // sleeps of the wait loop, and the shell itself).
+    assert!(trues + dropped >= 1500, "{trues} + {dropped} < 1500");
+    let verify = run(rf(&state).args(["log", "verify", &name]));
+    assert_eq!(verify.code(), 0, "{verify:#?}");
 }

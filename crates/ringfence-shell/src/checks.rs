@@ -1,0 +1,1215 @@
+//! Findings about the commands found by `walk`: what each would do that a person should see.
+//!
+//! The level says whether the sandbox contains it. `Info`: the sandbox stops it anyway (a write
+//! outside the writable roots, a connection to a host not in allowedDomains, a read of a denied
+//! path). `Ask`: its effect reaches past the sandbox (a push that rewrites remote history, a
+//! command run on another machine, code downloaded and run) or destroys work inside a writable
+//! root (`git reset --hard`, `rm -rf .`), or it reveals an intent a person should see even though
+//! the sandbox stops it (privilege escalation, persistence, protected files). `Deny`: never
+//! wanted (deleting `/` or the home directory, writing to a disk, a fork bomb).
+
+use std::path::{Path, PathBuf};
+
+use ringfence_policy::{
+    normalize, GIT_INTERNAL_NAMES, PROTECTED_DIR_NAMES, PROTECTED_FILE_NAMES, PROTECTED_NESTED,
+};
+
+use crate::walk::{is_downloader, words_text, Cmd, Walked, Word};
+use crate::wrappers::SHELLS;
+use crate::{Context, Finding, FindingKind, Level, Span};
+
+struct Out<'a> {
+    findings: &'a mut Vec<Finding>,
+}
+
+impl Out<'_> {
+    fn add(&mut self, kind: FindingKind, level: Level, reason: String, span: Span) {
+        self.findings.push(Finding {
+            kind,
+            level,
+            reason,
+            span,
+        });
+    }
+}
+
+pub(crate) fn check(w: &Walked, ctx: &Context, findings: &mut Vec<Finding>) {
+    let mut out = Out { findings };
+    for c in &w.cmds {
+        command(c, ctx, &mut out);
+    }
+    for r in &w.redirects {
+        let reads = r.op == "<";
+        if reads {
+            read_target(&r.target, r.cwd.as_deref(), ctx, &mut out);
+        } else {
+            write_target(
+                &r.target,
+                r.cwd.as_deref(),
+                ctx,
+                &mut out,
+                "redirects output to",
+            );
+        }
+    }
+    pipelines(&w.cmds, &mut out);
+}
+
+fn name(c: &Cmd) -> &str {
+    c.argv
+        .first()
+        .filter(|w| w.known)
+        .map(|w| w.text.rsplit('/').next().unwrap_or(""))
+        .unwrap_or("")
+}
+
+/// Non-option operands (everything after `--` counts).
+fn operands(args: &[Word]) -> Vec<&Word> {
+    let mut out = Vec::new();
+    let mut rest = false;
+    for a in args {
+        if rest || !a.known || !a.text.starts_with('-') || a.text == "-" {
+            out.push(a);
+        } else if a.text == "--" {
+            rest = true;
+        }
+    }
+    out
+}
+
+fn short_flag(args: &[Word], flag: char) -> bool {
+    args.iter().any(|a| {
+        a.known
+            && a.text.starts_with('-')
+            && !a.text.starts_with("--")
+            && a.text[1..].contains(flag)
+    })
+}
+
+fn long_flag(args: &[Word], flags: &[&str]) -> bool {
+    args.iter().any(|a| {
+        a.known
+            && flags
+                .iter()
+                .any(|f| a.text == *f || a.text.starts_with(&format!("{f}=")))
+    })
+}
+
+/// Resolves a path argument against the command's working directory.
+fn resolve(w: &str, cwd: Option<&Path>) -> Option<PathBuf> {
+    let p = Path::new(w);
+    if p.is_absolute() {
+        Some(normalize(p))
+    } else {
+        Some(normalize(&cwd?.join(p)))
+    }
+}
+
+/// For a glob word (`build/*`, `*`): the directory whose contents it names.
+fn glob_dir(text: &str) -> &str {
+    let cut = text.find(['*', '?', '[']).unwrap_or(text.len());
+    match text[..cut].rfind('/') {
+        Some(0) => "/",
+        Some(i) => &text[..i],
+        None => ".",
+    }
+}
+
+fn is_device(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    let Some(dev) = s.strip_prefix("/dev/") else {
+        return false;
+    };
+    [
+        "sd", "hd", "vd", "xvd", "nvme", "mmcblk", "md", "dm-", "loop", "mapper/", "disk/", "mem",
+        "kmem", "port", "sr",
+    ]
+    .iter()
+    .any(|p| dev.starts_with(p))
+}
+
+fn is_scratch(p: &Path) -> bool {
+    // The sandbox's /tmp and /dev/shm are private and discarded; /dev/null and friends are harmless.
+    p.starts_with("/tmp")
+        || p.starts_with("/dev/shm")
+        || p.starts_with("/dev/fd")
+        || matches!(
+            p.to_str(),
+            Some(
+                "/dev/null"
+                    | "/dev/stdout"
+                    | "/dev/stderr"
+                    | "/dev/stdin"
+                    | "/dev/tty"
+                    | "/dev/zero"
+            )
+        )
+}
+
+fn writable(p: &Path, ctx: &Context) -> bool {
+    ctx.writable_roots.iter().any(|r| p.starts_with(r))
+        && !ctx.deny_write.iter().any(|d| p.starts_with(d))
+}
+
+/// A protected name anywhere in the path (the sandbox refuses these writes at any depth).
+fn protected(p: &Path, ctx: &Context) -> Option<String> {
+    let parts: Vec<String> = p
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    for (i, part) in parts.iter().enumerate() {
+        if PROTECTED_FILE_NAMES.contains(&part.as_str())
+            || PROTECTED_DIR_NAMES.contains(&part.as_str())
+        {
+            return Some(part.clone());
+        }
+        if let Some(next) = parts.get(i + 1) {
+            for (parent, child) in PROTECTED_NESTED {
+                if part == parent && next == child && !(ctx.allow_git_config && *child == "config")
+                {
+                    return Some(format!("{parent}/{child}"));
+                }
+            }
+            if part == ".git" {
+                for later in &parts[i + 1..] {
+                    let released = ctx.allow_git_config
+                        && matches!(later.as_str(), "config" | "config.worktree");
+                    if GIT_INTERNAL_NAMES.contains(&later.as_str()) && !released {
+                        return Some(format!(".git/.../{later}"));
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+fn persistence_path(p: &Path, ctx: &Context) -> bool {
+    let h = &ctx.home;
+    let under_home = [
+        ".ssh",
+        ".config/systemd",
+        ".config/autostart",
+        ".local/share/systemd",
+        "Library/LaunchAgents",
+        ".config/fish/config.fish",
+        ".xprofile",
+        ".xinitrc",
+    ];
+    under_home.iter().any(|d| p.starts_with(h.join(d)))
+        || [
+            "/etc/cron",
+            "/var/spool/cron",
+            "/etc/systemd",
+            "/etc/init.d",
+            "/etc/rc.local",
+            "/etc/profile",
+            "/etc/bash.bashrc",
+            "/Library/LaunchAgents",
+            "/Library/LaunchDaemons",
+        ]
+        .iter()
+        .any(|d| p.to_string_lossy().starts_with(d))
+}
+
+/// A write to `w` (a file the command creates, changes or removes).
+fn write_target(w: &Word, cwd: Option<&Path>, ctx: &Context, out: &mut Out, verb: &str) {
+    let text = if w.known {
+        w.text.as_str()
+    } else {
+        w.prefix.as_str()
+    };
+    if text.is_empty() || (!w.known && !text.contains('/')) {
+        return;
+    }
+    let text = if w.glob { glob_dir(text) } else { text };
+    let Some(p) = resolve(text, cwd) else {
+        return;
+    };
+    let shown = p.display();
+    if is_device(&p) {
+        out.add(
+            FindingKind::Destructive,
+            Level::Deny,
+            format!("{verb} the device {shown}: this overwrites a disk or memory"),
+            w.span,
+        );
+    } else if is_scratch(&p) {
+    } else if persistence_path(&p, ctx) && verb != "changes the mode or owner of" {
+        out.add(
+            FindingKind::Persistence,
+            Level::Ask,
+            format!("{verb} {shown}: a place that runs or admits code later (persistence)"),
+            w.span,
+        );
+    } else if let Some(name) = protected(&p, ctx) {
+        out.add(
+            FindingKind::ProtectedWrite,
+            Level::Ask,
+            format!("{verb} {shown}: {name} is protected because code in it runs outside the sandbox later (the sandbox refuses the write)"),
+            w.span,
+        );
+    } else if !writable(&p, ctx) {
+        out.add(
+            FindingKind::WriteOutside,
+            Level::Info,
+            format!("{verb} {shown}, outside the writable paths (the sandbox refuses the write)"),
+            w.span,
+        );
+    }
+}
+
+fn read_denied(p: &Path, ctx: &Context) -> bool {
+    ctx.deny_read.iter().any(|d| p.starts_with(d))
+        && !ctx.allow_read.iter().any(|a| p.starts_with(a))
+}
+
+fn read_target(w: &Word, cwd: Option<&Path>, ctx: &Context, out: &mut Out) {
+    if !w.known || ctx.deny_read.is_empty() {
+        return;
+    }
+    let text = if w.glob { glob_dir(&w.text) } else { &w.text };
+    if let Some(p) = resolve(text, cwd) {
+        if read_denied(&p, ctx) {
+            out.add(
+                FindingKind::ReadDenied,
+                Level::Info,
+                format!(
+                    "reads {}, which the policy denies (the sandbox hides it)",
+                    p.display()
+                ),
+                w.span,
+            );
+        }
+    }
+}
+
+/// Commands whose operands are all files they change.
+const WRITES_OPERANDS: &[&str] = &[
+    "touch", "mkdir", "rmdir", "truncate", "unlink", "shred", "tee",
+];
+
+fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
+    let n = name(c);
+    if n.is_empty() {
+        return;
+    }
+    let args = &c.argv[1..];
+    let cwd = c.cwd.as_deref();
+    let text = words_text(&c.argv);
+    match n {
+        "sudo" | "su" | "doas" | "pkexec" | "runuser" | "sudoedit" | "machinectl" => {
+            out.add(
+                FindingKind::PrivilegeEscalation,
+                Level::Ask,
+                format!("`{text}` asks for another user's privileges (the sandbox grants none)"),
+                c.span,
+            );
+        }
+        "rm" => rm(c, ctx, out),
+        "find" => {
+            if args.iter().any(|a| a.is("-delete")) {
+                let quiet = [
+                    "-delete",
+                    "-depth",
+                    "-xdev",
+                    "-mount",
+                    "-print",
+                    "-mindepth",
+                    "-maxdepth",
+                ];
+                let filtered = args.iter().any(|a| {
+                    a.known && a.text.starts_with('-') && !quiet.contains(&a.text.as_str())
+                });
+                if !filtered {
+                    for p in args.iter().take_while(|a| !a.text.starts_with('-')) {
+                        delete_target(p, cwd, ctx, out, &text, c.span);
+                    }
+                }
+            }
+            for a in args.windows(2) {
+                if matches!(
+                    a[0].text.as_str(),
+                    "-fprint" | "-fprint0" | "-fprintf" | "-fls"
+                ) {
+                    write_target(&a[1], cwd, ctx, out, "writes");
+                }
+            }
+        }
+        "dd" => {
+            for a in args {
+                if let Some(v) = a.text.strip_prefix("of=") {
+                    let mut w = a.clone();
+                    w.text = v.to_string();
+                    w.prefix = v.to_string();
+                    write_target(&w, cwd, ctx, out, "writes");
+                }
+                if let Some(v) = a.text.strip_prefix("if=") {
+                    let mut w = a.clone();
+                    w.text = v.to_string();
+                    read_target(&w, cwd, ctx, out);
+                }
+            }
+        }
+        _ if n.starts_with("mkfs")
+            || matches!(
+                n,
+                "mke2fs"
+                    | "mkswap"
+                    | "wipefs"
+                    | "fdisk"
+                    | "sfdisk"
+                    | "parted"
+                    | "gdisk"
+                    | "sgdisk"
+                    | "blkdiscard"
+                    | "cfdisk"
+            ) =>
+        {
+            for a in operands(args) {
+                if resolve(&a.text, cwd).is_some_and(|p| is_device(&p)) {
+                    out.add(
+                        FindingKind::Destructive,
+                        Level::Deny,
+                        format!("`{text}` formats or repartitions the device {}", a.text),
+                        c.span,
+                    );
+                }
+            }
+        }
+        "cp" | "mv" | "install" | "ln" | "rsync" => {
+            let ops = operands(args);
+            let target_dir = args
+                .windows(2)
+                .find(|a| a[0].is("-t") || a[0].is("--target-directory"))
+                .map(|a| &a[1]);
+            let target = target_dir.or_else(|| {
+                if ops.len() >= 2 {
+                    ops.last().copied()
+                } else {
+                    None
+                }
+            });
+            if let Some(t) = target {
+                if !(n == "rsync" && is_remote_path(&t.text)) {
+                    write_target(t, cwd, ctx, out, "writes");
+                }
+            }
+            if n == "mv" {
+                for s in ops.iter().take(ops.len().saturating_sub(1)) {
+                    write_target(s, cwd, ctx, out, "moves");
+                }
+            }
+            for s in ops.iter().take(ops.len().saturating_sub(1)) {
+                read_target(s, cwd, ctx, out);
+            }
+            if n == "rsync" {
+                network_hosts(
+                    c,
+                    ctx,
+                    out,
+                    ops.iter().filter_map(|w| remote_host(&w.text)).collect(),
+                );
+            }
+        }
+        "sed" | "perl" => {
+            let in_place = args.iter().any(|a| {
+                a.known
+                    && (a.text.starts_with("-i")
+                        || a.text.starts_with("--in-place")
+                        || (n == "perl" && a.text.starts_with("-p") && a.text.contains('i')))
+            });
+            if in_place {
+                let scripted = args
+                    .iter()
+                    .any(|a| a.is("-e") || a.is("-f") || a.text.starts_with("--expression"));
+                let ops = operands(args);
+                let files = if scripted {
+                    &ops[..]
+                } else {
+                    ops.get(1..).unwrap_or(&[])
+                };
+                for f in files {
+                    write_target(f, cwd, ctx, out, "edits");
+                }
+            }
+        }
+        "chmod" | "chown" | "chgrp" => {
+            let ops = operands(args);
+            let recursive = short_flag(args, 'R') || long_flag(args, &["--recursive"]);
+            for t in ops.iter().skip(1) {
+                if recursive {
+                    if let Some(p) = resolve(&t.text, cwd) {
+                        if p == Path::new("/") || ctx.home.starts_with(&p) {
+                            out.add(
+                                FindingKind::Destructive,
+                                Level::Ask,
+                                format!(
+                                    "`{text}` changes the owner or mode of everything under {}",
+                                    p.display()
+                                ),
+                                c.span,
+                            );
+                            continue;
+                        }
+                    }
+                }
+                write_target(t, cwd, ctx, out, "changes the mode or owner of");
+            }
+        }
+        "curl" | "wget" | "http" | "https" | "xh" | "aria2c" => {
+            let hosts = url_hosts(args);
+            network_hosts(c, ctx, out, hosts);
+            for a in args.windows(2) {
+                if matches!(
+                    a[0].text.as_str(),
+                    "-o" | "--output"
+                        | "-O"
+                        | "--output-document"
+                        | "-D"
+                        | "--dump-header"
+                        | "-c"
+                        | "--cookie-jar"
+                ) && !(n == "curl" && a[0].is("-O"))
+                    && !(n == "wget" && a[0].is("-c"))
+                {
+                    write_target(&a[1], cwd, ctx, out, "writes");
+                }
+            }
+        }
+        "git" => git(c, ctx, out),
+        "gh" => {
+            let ops = operands(args);
+            let sub = ops.first().map(|w| w.text.as_str()).unwrap_or("");
+            let action = ops.get(1).map(|w| w.text.as_str()).unwrap_or("");
+            let changes = matches!(
+                action,
+                "create"
+                    | "merge"
+                    | "close"
+                    | "delete"
+                    | "edit"
+                    | "comment"
+                    | "review"
+                    | "reopen"
+                    | "ready"
+                    | "upload"
+                    | "set"
+                    | "fork"
+                    | "rename"
+                    | "archive"
+                    | "run"
+                    | "cancel"
+                    | "rerun"
+                    | "enable"
+                    | "disable"
+                    | "lock"
+                    | "transfer"
+                    | "sync"
+            ) && sub != "api"
+                || sub == "api"
+                    && args.iter().any(|a| {
+                        a.is("-X")
+                            || a.is("--method")
+                            || a.is("-f")
+                            || a.is("-F")
+                            || a.text.starts_with("--field")
+                            || a.text.starts_with("--raw-field")
+                    });
+            if changes {
+                publish(
+                    c,
+                    ctx,
+                    out,
+                    Some("api.github.com"),
+                    "changes state on GitHub",
+                );
+            }
+        }
+        "docker" | "podman" | "nerdctl" | "ctr" | "systemd-run" | "busctl" | "dbus-send"
+            if ctx.allow_unix_sockets
+                && !args
+                    .iter()
+                    .any(|a| a.is("--version") || a.is("version") || a.is("--help")) =>
+        {
+            out.add(
+                FindingKind::PrivilegeEscalation,
+                Level::Ask,
+                format!("`{text}` asks a daemon outside the sandbox to act (unix sockets are allowed), with its privileges"),
+                c.span,
+            );
+        }
+        "npm" | "pnpm" | "yarn" | "cargo" | "twine" | "poetry" | "gem" | "docker" | "podman" => {
+            let ops = operands(args);
+            let sub = ops.first().map(|w| w.text.as_str()).unwrap_or("");
+            let host = match (n, sub) {
+                ("npm" | "pnpm" | "yarn", "publish" | "unpublish" | "deprecate") => {
+                    Some("registry.npmjs.org")
+                }
+                ("cargo", "publish" | "yank" | "owner") => Some("crates.io"),
+                ("twine", "upload") | ("poetry", "publish") => Some("upload.pypi.org"),
+                ("gem", "push" | "yank") => Some("rubygems.org"),
+                ("docker" | "podman", "push") => None,
+                _ => None,
+            };
+            if matches!((n, sub), ("docker" | "podman", "push")) || host.is_some() {
+                publish(c, ctx, out, host, "publishes a package or image");
+            }
+        }
+        "ssh" | "scp" | "sftp" | "mosh" => {
+            let ops = operands_with_values(args, "BbcDEeFIiJLlmOopQRSWwPS");
+            let hosts: Vec<String> = if n == "ssh" || n == "mosh" || n == "sftp" {
+                ops.first()
+                    .map(|w| host_of_destination(&w.text))
+                    .into_iter()
+                    .collect()
+            } else {
+                ops.iter().filter_map(|w| remote_host(&w.text)).collect()
+            };
+            let allowed: Vec<&String> = hosts.iter().filter(|h| domain_allowed(h, ctx)).collect();
+            if n == "ssh" && !allowed.is_empty() {
+                let what = if ops.len() > 1 {
+                    "runs a command"
+                } else {
+                    "opens a shell"
+                };
+                out.add(
+                    FindingKind::RemoteExecution,
+                    Level::Ask,
+                    format!("`{text}` {what} on {}, outside the sandbox", allowed[0]),
+                    c.span,
+                );
+            }
+            if n == "scp" {
+                let ops_local: Vec<&&Word> =
+                    ops.iter().filter(|w| !is_remote_path(&w.text)).collect();
+                if let Some(last) = ops.last() {
+                    if !is_remote_path(&last.text) {
+                        write_target(last, cwd, ctx, out, "writes");
+                    }
+                }
+                for w in ops_local {
+                    read_target(w, cwd, ctx, out);
+                }
+            }
+            network_hosts(c, ctx, out, hosts);
+        }
+        "nc" | "ncat" | "netcat" | "telnet" | "ftp" | "socat" if !short_flag(args, 'l') => {
+            let ops = operands_with_values(args, "pswiqWIOTXx");
+            let hosts: Vec<String> = ops
+                .first()
+                .map(|w| host_of_destination(&w.text))
+                .into_iter()
+                .collect();
+            network_hosts(c, ctx, out, hosts);
+        }
+        "crontab" if !short_flag(args, 'l') => {
+            out.add(FindingKind::Persistence, Level::Ask, format!("`{text}` installs scheduled commands that run later, outside the sandbox (persistence)"), c.span);
+        }
+        "at" | "batch" if !args.iter().any(|a| a.is("-l") || a.is("-d") || a.is("-r")) => {
+            out.add(
+                FindingKind::Persistence,
+                Level::Ask,
+                format!("`{text}` schedules a command to run later (persistence)"),
+                c.span,
+            );
+        }
+        "systemctl" | "launchctl" | "loginctl" => {
+            let verbs = [
+                "enable",
+                "link",
+                "edit",
+                "set-default",
+                "mask",
+                "preset",
+                "add-wants",
+                "reenable",
+                "load",
+                "bootstrap",
+                "submit",
+                "enable-linger",
+                "revert",
+            ];
+            if let Some(v) = operands(args)
+                .into_iter()
+                .find(|a| verbs.contains(&a.text.as_str()))
+            {
+                out.add(FindingKind::Persistence, Level::Ask, format!("`{text}` ({}) makes a service start later, outside the sandbox (persistence)", v.text), c.span);
+            }
+        }
+        "update-rc.d" | "chkconfig" => {
+            out.add(
+                FindingKind::Persistence,
+                Level::Ask,
+                format!("`{text}` registers a service to start later (persistence)"),
+                c.span,
+            );
+        }
+        _ => {}
+    }
+    if WRITES_OPERANDS.contains(&n) {
+        let ops = operands(args);
+        let ops = if n == "truncate" {
+            operands_with_values(args, "sr")
+        } else {
+            ops
+        };
+        for t in ops {
+            write_target(
+                t,
+                cwd,
+                ctx,
+                out,
+                if n == "tee" { "writes" } else { "changes" },
+            );
+        }
+    }
+    // Reads of denied paths by any command: arguments that look like paths.
+    if !ctx.deny_read.is_empty()
+        && !matches!(n, "cp" | "mv" | "install" | "ln" | "rsync" | "scp" | "dd")
+    {
+        for a in args {
+            if a.known
+                && (a.text.contains('/') || a.text.starts_with('.') || a.text.starts_with('~'))
+                && !a.text.contains("://")
+            {
+                let t = a
+                    .text
+                    .split_once('=')
+                    .map(|(_, v)| v)
+                    .filter(|_| a.text.starts_with('-'))
+                    .unwrap_or(&a.text);
+                let mut w = a.clone();
+                w.text = t.to_string();
+                read_target(&w, cwd, ctx, out);
+            }
+        }
+    }
+}
+
+/// Operands when every short option in `with_value` takes a value.
+fn operands_with_values<'a>(args: &'a [Word], with_value: &str) -> Vec<&'a Word> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let t = &args[i].text;
+        if t == "--" {
+            out.extend(args[i + 1..].iter());
+            break;
+        }
+        if t.starts_with('-') && t.len() > 1 && args[i].known {
+            // In a cluster (`-fL`), an option that takes a value takes the next word if it is last.
+            if !t.starts_with("--") && t.ends_with(|c| with_value.contains(c)) {
+                i += 1;
+            }
+        } else {
+            out.push(&args[i]);
+        }
+        i += 1;
+    }
+    out
+}
+
+fn rm(c: &Cmd, ctx: &Context, out: &mut Out) {
+    let args = &c.argv[1..];
+    let recursive =
+        short_flag(args, 'r') || short_flag(args, 'R') || long_flag(args, &["--recursive"]);
+    let text = words_text(&c.argv);
+    if long_flag(args, &["--no-preserve-root"]) {
+        out.add(
+            FindingKind::Destructive,
+            Level::Deny,
+            format!("`{text}` turns off rm's protection of /"),
+            c.span,
+        );
+    }
+    for t in operands(args) {
+        if recursive {
+            delete_target(t, c.cwd.as_deref(), ctx, out, &text, c.span);
+        } else {
+            write_target(t, c.cwd.as_deref(), ctx, out, "deletes");
+        }
+    }
+}
+
+/// A recursive delete of `w`.
+fn delete_target(
+    w: &Word,
+    cwd: Option<&Path>,
+    ctx: &Context,
+    out: &mut Out,
+    text: &str,
+    span: Span,
+) {
+    if !w.known {
+        let known_dir = w
+            .prefix
+            .rfind('/')
+            .map(|i| &w.prefix[..=i])
+            .filter(|p| !p.is_empty() && *p != "/");
+        match known_dir.and_then(|d| resolve(d, cwd)) {
+            Some(p)
+                if p != Path::new("/")
+                    && !ctx.home.starts_with(&p)
+                    && writable(&p, ctx)
+                    && !is_root_or_above(&p, ctx) => {}
+            Some(p) if !writable(&p, ctx) && p != Path::new("/") && !ctx.home.starts_with(&p) => {}
+            _ => out.add(
+                FindingKind::Destructive,
+                Level::Ask,
+                format!(
+                    "`{text}` deletes recursively a path known only when it runs (`{}`)",
+                    w.text
+                ),
+                w.span,
+            ),
+        }
+        return;
+    }
+    let written = if w.glob {
+        glob_dir(&w.text)
+    } else {
+        w.text.as_str()
+    };
+    let Some(p) = resolve(written, cwd) else {
+        if matches!(written, "." | ".." | "*") || written.starts_with("../") {
+            out.add(
+                FindingKind::Destructive,
+                Level::Ask,
+                format!(
+                    "`{text}` deletes recursively {written} in a directory known only when it runs"
+                ),
+                w.span,
+            );
+        }
+        return;
+    };
+    let shown = p.display();
+    if p == Path::new("/") {
+        out.add(
+            FindingKind::Destructive,
+            Level::Deny,
+            format!("`{text}` deletes the whole filesystem"),
+            span,
+        );
+    } else if ctx.home.starts_with(&p) {
+        out.add(
+            FindingKind::Destructive,
+            Level::Deny,
+            format!("`{text}` deletes the home directory {}", ctx.home.display()),
+            span,
+        );
+    } else if is_root_or_above(&p, ctx) {
+        out.add(FindingKind::Destructive, Level::Ask, format!("`{text}` deletes all of {shown}, which holds a whole writable root (the repository)"), w.span);
+    } else if p.file_name().is_some_and(|n| n == ".git") {
+        out.add(
+            FindingKind::Destructive,
+            Level::Ask,
+            format!("`{text}` deletes the repository's history ({shown})"),
+            w.span,
+        );
+    } else {
+        write_target(w, cwd, ctx, out, "deletes");
+    }
+}
+
+/// The path is the starting directory, a writable root, or above one.
+fn is_root_or_above(p: &Path, ctx: &Context) -> bool {
+    ctx.cwd.starts_with(p) || ctx.writable_roots.iter().any(|r| r.starts_with(p))
+}
+
+fn git(c: &Cmd, ctx: &Context, out: &mut Out) {
+    let args = &c.argv[1..];
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i].text;
+        if !a.starts_with('-') {
+            break;
+        }
+        if matches!(
+            a.as_str(),
+            "-c" | "-C" | "--git-dir" | "--work-tree" | "--namespace" | "--config-env"
+        ) {
+            i += 1;
+        }
+        i += 1;
+    }
+    let Some(sub) = args.get(i) else { return };
+    let rest = &args[i + 1..];
+    let text = words_text(&c.argv);
+    let mut ask = |reason: &str| {
+        out.add(
+            FindingKind::Destructive,
+            Level::Ask,
+            format!("`{text}` {reason}"),
+            c.span,
+        );
+    };
+    match sub.text.as_str() {
+        "reset" if long_flag(rest, &["--hard", "--merge"]) => ask("discards uncommitted changes"),
+        "clean"
+            if (short_flag(rest, 'f') || long_flag(rest, &["--force"]))
+                && !short_flag(rest, 'n')
+                && !long_flag(rest, &["--dry-run"]) =>
+        {
+            ask("deletes untracked files, which git cannot restore")
+        }
+        "push" => {
+            let forced = long_flag(
+                rest,
+                &[
+                    "--force",
+                    "--force-with-lease",
+                    "--force-if-includes",
+                    "--mirror",
+                    "--delete",
+                    "--prune",
+                ],
+            ) || short_flag(rest, 'f')
+                || short_flag(rest, 'd')
+                || operands(rest).iter().any(|w| {
+                    w.text.starts_with('+') || (w.text.starts_with(':') && w.text.len() > 1)
+                });
+            if forced {
+                ask("rewrites or deletes history on the remote, outside the sandbox");
+            }
+        }
+        "checkout" | "restore" => {
+            let whole = operands(rest)
+                .iter()
+                .any(|w| matches!(w.text.as_str(), "." | ":/" | "*"));
+            let force =
+                sub.text == "checkout" && (short_flag(rest, 'f') || long_flag(rest, &["--force"]));
+            let staged_only = sub.text == "restore"
+                && long_flag(rest, &["--staged"])
+                && !long_flag(rest, &["--worktree"]);
+            if (whole || force) && !staged_only {
+                ask("discards uncommitted changes in the whole tree");
+            }
+        }
+        "stash" if rest.first().is_some_and(|w| w.is("clear") || w.is("drop")) => {
+            ask("deletes stashed changes")
+        }
+        "branch"
+            if short_flag(rest, 'D')
+                || (long_flag(rest, &["--delete"]) && long_flag(rest, &["--force"])) =>
+        {
+            ask("deletes a branch even if it is not merged")
+        }
+        "filter-branch" | "filter-repo" => ask("rewrites the repository's history"),
+        "config" => {
+            let ops = operands(rest);
+            let reading = long_flag(
+                rest,
+                &["--get", "--get-all", "--list", "--get-regexp", "-l"],
+            ) || ops.len() < 2;
+            let key = ops
+                .first()
+                .map(|w| w.text.to_ascii_lowercase())
+                .unwrap_or_default();
+            let runs = key.starts_with("alias.")
+                || key.starts_with("pager.")
+                || matches!(
+                    key.as_str(),
+                    "core.pager"
+                        | "core.sshcommand"
+                        | "core.editor"
+                        | "core.hookspath"
+                        | "core.fsmonitor"
+                        | "credential.helper"
+                        | "diff.external"
+                        | "gpg.program"
+                        | "sequence.editor"
+                );
+            if !reading && runs {
+                out.add(
+                    FindingKind::Persistence,
+                    Level::Ask,
+                    format!(
+                        "`{text}` sets a command that git runs later, possibly outside the sandbox"
+                    ),
+                    c.span,
+                );
+            }
+        }
+        "clone" | "fetch" | "pull" | "ls-remote" | "submodule" | "remote" => {
+            let hosts: Vec<String> = operands(rest)
+                .iter()
+                .filter_map(|w| git_url_host(&w.text))
+                .collect();
+            network_hosts(c, ctx, out, hosts);
+        }
+        _ => {}
+    }
+    if sub.is("push") && !long_flag(rest, &["--dry-run"]) && !short_flag(rest, 'n') {
+        let hosts: Vec<String> = operands(rest)
+            .iter()
+            .filter_map(|w| git_url_host(&w.text))
+            .collect();
+        // The remote is usually a name (`origin`) whose address is in .git/config: unknown here.
+        match hosts.first() {
+            Some(h) => publish(c, ctx, out, Some(h), "pushes commits"),
+            None => publish(c, ctx, out, None, "pushes commits to a remote"),
+        }
+    }
+}
+
+/// Publishing leaves the sandbox when the destination is reachable (or not known).
+fn publish(c: &Cmd, ctx: &Context, out: &mut Out, host: Option<&str>, what: &str) {
+    let text = words_text(&c.argv);
+    match host {
+        Some(h) if !domain_allowed(h, ctx) => out.add(
+            FindingKind::Network,
+            Level::Info,
+            format!(
+                "`{text}` {what} on {h}, which is not in allowedDomains (the sandbox blocks it)"
+            ),
+            c.span,
+        ),
+        _ => out.add(
+            FindingKind::Publish,
+            Level::Ask,
+            format!("`{text}` {what}, outside the sandbox"),
+            c.span,
+        ),
+    }
+}
+
+fn network_hosts(c: &Cmd, ctx: &Context, out: &mut Out, hosts: Vec<String>) {
+    for h in hosts {
+        // Placeholders (`%h` in a ProxyCommand, `{}`) are no host.
+        let plausible = !h.is_empty()
+            && h.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')
+            });
+        if plausible && !domain_allowed(&h, ctx) {
+            out.add(
+                FindingKind::Network,
+                Level::Info,
+                format!("connects to {h}, which is not in allowedDomains (the sandbox blocks it)"),
+                c.span,
+            );
+        }
+    }
+}
+
+fn host_of_destination(d: &str) -> String {
+    let d = d.strip_prefix("ssh://").unwrap_or(d);
+    let d = d.rsplit('@').next().unwrap_or(d);
+    let d = d.split(['/', ':']).next().unwrap_or(d);
+    d.to_ascii_lowercase()
+}
+
+fn is_remote_path(s: &str) -> bool {
+    remote_host(s).is_some()
+}
+
+/// `host:path` or `user@host:path` (scp, rsync); not `./a:b` or `/x:y`.
+fn remote_host(s: &str) -> Option<String> {
+    if let Some(rest) = s.strip_prefix("rsync://") {
+        return Some(host_of_destination(rest));
+    }
+    let (before, _) = s.split_once(':')?;
+    if before.is_empty() || before.contains('/') {
+        return None;
+    }
+    Some(host_of_destination(before))
+}
+
+fn git_url_host(s: &str) -> Option<String> {
+    if let Some((scheme, rest)) = s.split_once("://") {
+        if scheme == "file" {
+            return None;
+        }
+        return Some(host_of_destination(rest));
+    }
+    let (before, _) = s.split_once(':')?;
+    (before.contains('@') || before.contains('.')).then(|| host_of_destination(before))
+}
+
+/// Hosts of the URL-looking operands of curl/wget.
+fn url_hosts(args: &[Word]) -> Vec<String> {
+    const TAKES_VALUE: &[&str] = &[
+        "-o",
+        "-d",
+        "-H",
+        "-X",
+        "-u",
+        "-A",
+        "-e",
+        "-T",
+        "-F",
+        "-x",
+        "-b",
+        "-c",
+        "-w",
+        "-m",
+        "-K",
+        "-E",
+        "-r",
+        "-C",
+        "-D",
+        "-U",
+        "-O",
+        "--output",
+        "--data",
+        "--data-raw",
+        "--data-binary",
+        "--data-urlencode",
+        "--header",
+        "--request",
+        "--user",
+        "--user-agent",
+        "--referer",
+        "--upload-file",
+        "--form",
+        "--proxy",
+        "--cookie",
+        "--cookie-jar",
+        "--write-out",
+        "--max-time",
+        "--config",
+        "--cert",
+        "--range",
+        "--output-document",
+        "--post-data",
+        "--post-file",
+        "--directory-prefix",
+        "-P",
+        "--connect-timeout",
+        "--retry",
+        "--resolve",
+        "--cacert",
+        "--key",
+        "--header-file",
+        "--oauth2-bearer",
+        "--json",
+    ];
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if a.known && a.text.starts_with('-') {
+            skip = TAKES_VALUE.contains(&a.text.as_str());
+            continue;
+        }
+        let t = if a.known {
+            a.text.as_str()
+        } else {
+            a.prefix.as_str()
+        };
+        let rest = match t.split_once("://") {
+            Some((_, r)) => r,
+            None if looks_like_host(t) => t,
+            None => continue,
+        };
+        let host = host_of_destination(rest.split('/').next().unwrap_or(rest));
+        if !host.is_empty() {
+            out.push(host);
+        }
+    }
+    out
+}
+
+fn looks_like_host(t: &str) -> bool {
+    let h = t.split('/').next().unwrap_or(t);
+    let h = h.split(':').next().unwrap_or(h);
+    h.contains('.')
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && h.rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()))
+        || h == "localhost"
+}
+
+/// srt's domain patterns: `example.com` (that host), `*.example.com` (its subdomains), with an
+/// optional `:port`. Loopback is the sandbox's own and always reachable.
+pub(crate) fn domain_allowed(host: &str, ctx: &Context) -> bool {
+    let host = host
+        .trim_end_matches('.')
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    if matches!(host, "localhost" | "::1") || host.starts_with("127.") {
+        return true;
+    }
+    let matches = |p: &String| {
+        let p = p.split(':').next().unwrap_or(p).to_ascii_lowercase();
+        if p == "*" {
+            return true;
+        }
+        match p.strip_prefix("*.") {
+            Some(suffix) => host.ends_with(&format!(".{suffix}")),
+            None => host == p,
+        }
+    };
+    !ctx.denied_domains.iter().any(matches) && ctx.allowed_domains.iter().any(matches)
+}
+
+/// Download-and-execute and decode-and-execute through a pipe.
+fn pipelines(cmds: &[Cmd], out: &mut Out) {
+    for (i, c) in cmds.iter().enumerate() {
+        let Some((id, stage)) = c.pipe else { continue };
+        if !c.code_from_stdin || c.stdin_analysed {
+            continue;
+        }
+        // The first command of each earlier stage (wrapped commands share the stage).
+        for e in &cmds[..i] {
+            let Some((eid, estage)) = e.pipe else {
+                continue;
+            };
+            if eid != id || estage >= stage {
+                continue;
+            }
+            let n = name(e);
+            let runner = words_text(&c.argv);
+            if is_downloader(n) {
+                out.add(
+                    FindingKind::DownloadExecute,
+                    Level::Ask,
+                    format!(
+                        "runs code downloaded by `{}` (piped into `{runner}`)",
+                        words_text(&e.argv)
+                    ),
+                    c.span,
+                );
+            } else if is_decoder(e) {
+                out.add(
+                    FindingKind::Obfuscation,
+                    Level::Ask,
+                    format!("runs code decoded by `{}` (piped into `{runner}`): it cannot be checked before it runs", words_text(&e.argv)),
+                    c.span,
+                );
+            } else if SHELLS.contains(&name(c))
+                && matches!(n, "echo" | "printf")
+                && estage + 1 == stage
+            {
+                out.add(
+                    FindingKind::Obfuscation,
+                    Level::Ask,
+                    format!("runs shell code that `{}` writes to the pipe; write the command itself so it can be checked", words_text(&e.argv)),
+                    c.span,
+                );
+            }
+        }
+    }
+}
+
+fn is_decoder(c: &Cmd) -> bool {
+    let args = &c.argv[1..];
+    match name(c) {
+        "base64" | "base32" | "basenc" => {
+            short_flag(args, 'd') || short_flag(args, 'D') || long_flag(args, &["--decode"])
+        }
+        "xxd" => short_flag(args, 'r'),
+        "openssl" => short_flag(args, 'd') || args.iter().any(|a| a.is("base64")),
+        "uudecode" | "rev" | "gunzip" | "zcat" | "bunzip2" | "xz" | "unxz" => true,
+        "printf" | "echo" => args
+            .iter()
+            .any(|a| a.text.contains("\\x") || a.text.contains("\\0")),
+        _ => false,
+    }
+}

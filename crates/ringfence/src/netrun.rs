@@ -1,0 +1,300 @@
+//! The supervisor's network side of a run: the egress proxy serving the listeners that the
+//! sandbox handed over, its decisions written to the activity log, and the questions it asks
+//! (on the host terminal, or through `--control-fd`).
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ringfence_linux::supervise::{Prompt, Prompts};
+use ringfence_proxy::control::Control;
+use ringfence_proxy::{AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, NetPolicy, Proxy};
+use serde_json::{json, Value};
+
+use crate::activity::Activity;
+
+/// Where questions about unlisted hosts go.
+pub enum Asking {
+    /// Nobody to ask: unlisted hosts are denied.
+    Nobody,
+    /// The person at the host terminal, through the supervisor's terminal relay.
+    Terminal(Arc<Prompts>),
+    /// A program, through `--control-fd` (set up when the runtime starts).
+    Control,
+}
+
+enum Asker {
+    Nobody,
+    Terminal(Arc<Prompts>, Duration),
+    Control(Arc<Control>),
+}
+
+/// A denied connection, for the summary line and the violations report.
+pub struct NetDenial {
+    pub host: String,
+    pub port: u16,
+    pub reason: String,
+}
+
+struct RunHooks {
+    log: Arc<Mutex<Activity>>,
+    asking: Asker,
+    /// The user settings file that "always" answers are added to.
+    user_settings: Option<PathBuf>,
+    denied: Arc<Mutex<Vec<NetDenial>>>,
+}
+
+impl Hooks for RunHooks {
+    fn record(&self, d: &DecisionRecord) {
+        let allowed = d.decision == Decision::Allowed;
+        if let Asker::Control(c) = &self.asking {
+            c.send_decision(d);
+        }
+        if !allowed {
+            if let Ok(mut v) = self.denied.lock() {
+                v.push(NetDenial {
+                    host: d.host.clone(),
+                    port: d.port,
+                    reason: d.reason.clone().unwrap_or_default(),
+                });
+            }
+        }
+        if let Ok(mut log) = self.log.lock() {
+            log.net(d.to_json(), allowed);
+        }
+    }
+
+    fn ask(&self, q: AskQuery) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>> {
+        let via = match &self.asking {
+            Asker::Nobody => "nobody",
+            Asker::Terminal(..) => "terminal",
+            Asker::Control(_) => "control-fd",
+        };
+        if let Ok(mut log) = self.log.lock() {
+            log.event(
+                "ask",
+                json!({"host": q.host, "port": q.port, "protocol": q.protocol.as_str(),
+                       "client": q.client, "via": via}),
+            );
+        }
+        let log = self.log.clone();
+        let settings = self.user_settings.clone();
+        let (host, port) = (q.host.clone(), q.port);
+        let answered = move |a: AskAnswer| {
+            if let Ok(mut log) = log.lock() {
+                log.event(
+                    "answer",
+                    json!({"host": host, "port": port, "answer": a.as_str()}),
+                );
+            }
+            if a == AskAnswer::Always {
+                if let Some(file) = &settings {
+                    // The entry the proxy now allows: this host and port.
+                    let entry = format!("{host}:{port}");
+                    match remember(file, &entry) {
+                        Ok(()) => {
+                            if let Ok(mut log) = log.lock() {
+                                log.event(
+                                    "policy.update",
+                                    json!({"source": "answer", "allowed": entry, "file": file}),
+                                );
+                            }
+                        }
+                        Err(e) => eprintln!(
+                            "ringfence: could not add {entry} to {}: {e:#}\r",
+                            file.display()
+                        ),
+                    }
+                }
+            }
+            a
+        };
+        match &self.asking {
+            Asker::Nobody => Box::pin(async move { answered(AskAnswer::Deny) }),
+            Asker::Control(c) => {
+                let asked = c.ask(q);
+                Box::pin(async move { answered(asked.await) })
+            }
+            Asker::Terminal(prompts, timeout) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                prompts.ask(Prompt {
+                    text: format!(
+                        "the sandbox wants to connect to {}:{} ({}); allow?",
+                        q.host,
+                        q.port,
+                        q.protocol.as_str()
+                    ),
+                    keys: &[(b'o', "once"), (b'a', "always"), (b'd', "deny")],
+                    cancel: b'd',
+                    deadline: Instant::now() + *timeout,
+                    answer: Box::new(move |key| {
+                        let _ = tx.send(key);
+                    }),
+                });
+                Box::pin(async move {
+                    let a = match rx.await {
+                        Ok(Some(b'o')) => AskAnswer::Once,
+                        Ok(Some(b'a')) => AskAnswer::Always,
+                        _ => AskAnswer::Deny,
+                    };
+                    answered(a)
+                })
+            }
+        }
+    }
+}
+
+/// Adds `host` to `network.allowedDomains` of the settings file `file` (created when missing),
+/// replacing the file atomically.
+pub fn remember(file: &std::path::Path, host: &str) -> Result<()> {
+    let mut doc: Value = match std::fs::read_to_string(file) {
+        Ok(t) => serde_json::from_str(&t).with_context(|| format!("parsing {}", file.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({}),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    let obj = doc
+        .as_object_mut()
+        .context("the settings file is not a JSON object")?;
+    let net = obj
+        .entry("network")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .context("`network` is not an object")?;
+    let list = net
+        .entry("allowedDomains")
+        .or_insert_with(|| json!([]))
+        .as_array_mut()
+        .context("`network.allowedDomains` is not a list")?;
+    if list.iter().any(|v| v.as_str() == Some(host)) {
+        return Ok(());
+    }
+    list.push(Value::String(host.to_string()));
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = file.with_extension("json.ringfence-tmp");
+    let text = serde_json::to_string_pretty(&doc)? + "\n";
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("replacing {}", file.display()))?;
+    Ok(())
+}
+
+/// The running proxy of one sandbox.
+pub struct Network {
+    runtime: tokio::runtime::Runtime,
+    pub denied: Arc<Mutex<Vec<NetDenial>>>,
+}
+
+impl Network {
+    /// Starts the async runtime (only now: the sandbox was cloned from a single thread) and
+    /// serves every listener.
+    pub fn start(
+        listeners: Vec<TcpListener>,
+        policy: NetPolicy,
+        log: Arc<Mutex<Activity>>,
+        asking: Asking,
+        user_settings: Option<PathBuf>,
+        control_fd: Option<OwnedFd>,
+    ) -> Result<Network> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ringfence-proxy")
+            .enable_all()
+            .build()
+            .context("starting the proxy's runtime")?;
+        let denied = Arc::new(Mutex::new(Vec::new()));
+        let timeout = policy.ask_timeout();
+        let _entered = runtime.enter();
+        let (reader, control) = match control_fd {
+            Some(fd) => {
+                let (reader, writer) = ringfence_proxy::control::open_fd(fd)
+                    .map_err(|e| anyhow::anyhow!("--control-fd: {e}"))?;
+                (reader, Some(Control::start(writer, timeout)))
+            }
+            None => (None, None),
+        };
+        let asker = match (asking, &control) {
+            (Asking::Control, Some(c)) => Asker::Control(c.clone()),
+            (Asking::Terminal(p), _) => Asker::Terminal(p, timeout),
+            _ => Asker::Nobody,
+        };
+        let hooks = Arc::new(RunHooks {
+            log: log.clone(),
+            asking: asker,
+            user_settings,
+            denied: denied.clone(),
+        });
+        let proxy = Proxy::new(policy, hooks);
+        for l in listeners {
+            let p = proxy.clone();
+            runtime.spawn(async move {
+                if let Err(e) = p.serve(l).await {
+                    eprintln!("ringfence: the egress proxy stopped: {e}\r");
+                }
+            });
+        }
+        if let (Some(c), Some(reader)) = (control, reader) {
+            let p = proxy.clone();
+            runtime.spawn(async move {
+                let applied_log = log.clone();
+                let result = c
+                    .run_reader(
+                        reader,
+                        p,
+                        move |line| {
+                            // Answers are logged as `answer`; everything else changed the policy.
+                            let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                            if v.get("type").and_then(Value::as_str) == Some("answer") {
+                                return;
+                            }
+                            if let Ok(mut l) = applied_log.lock() {
+                                l.event(
+                                    "policy.update",
+                                    json!({"source": "control-fd", "update": v}),
+                                );
+                            }
+                        },
+                        move |e| {
+                            if let Ok(mut l) = log.lock() {
+                                l.event("policy.invalid", json!({"error": e.to_string()}));
+                            }
+                        },
+                    )
+                    .await;
+                if let Err(e) = result {
+                    eprintln!("ringfence: --control-fd: {e}\r");
+                }
+            });
+        }
+        Ok(Network { runtime, denied })
+    }
+
+    /// Stops serving: open connections are closed with the sandbox.
+    pub fn stop(self) {
+        self.runtime.shutdown_timeout(Duration::from_millis(200));
+    }
+}
+
+/// Takes ownership of the inherited descriptor `fd` (`--control-fd`), after checking that it
+/// is open and is not one of the standard streams.
+pub fn take_fd(fd: i32) -> Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        anyhow::bail!("--control-fd {fd}: use a descriptor other than stdin, stdout and stderr");
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        anyhow::bail!("--control-fd {fd}: not an open file descriptor");
+    }
+    // Not passed on to anything this process starts.
+    // SAFETY: F_SETFD on an open descriptor.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: the descriptor is open (checked above) and nothing else in this process owns it:
+    // it was inherited for this purpose and is taken once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
