@@ -387,7 +387,7 @@ mod tests {
         let (r, w) = theirs.into_split();
         let c = Control::start(Some(Box::new(w)), Duration::from_millis(300));
         let proxy = Proxy::new(NetPolicy::default(), Arc::new(NoHooks));
-        tokio::spawn(c.clone().run_reader(Box::new(r), proxy, |_| {}));
+        tokio::spawn(c.clone().run_reader(Box::new(r), proxy, |_| {}, |_| {}));
         let q = |host: &str| AskQuery {
             host: host.into(),
             port: 443,
