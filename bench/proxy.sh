@@ -5,7 +5,8 @@
 #   - small requests per second with 1 and 64 concurrent keep-alive clients (bench/proxy/load.c)
 #   - added latency per small request at the median (1 client, proxy minus direct)
 #   - the proxy's resident memory with CONNS open CONNECT tunnels
-# ringfence is measured as the standalone `ringfence proxy` (decisions logged to a file).
+# ringfence is measured as the standalone `ringfence proxy` (decisions logged to a file) and
+# inside `ringfence run` (the supervisor's proxy; clients run in the sandbox).
 # srt's proxy cannot be started on its own from its command line, so srt is measured end to
 # end: the clients run inside `srt` and go through its in-sandbox port (socat hops + Node).
 # Measures, never asserts. Everything it starts is stopped at exit.
@@ -93,12 +94,15 @@ fi
 # the proxy is given explicitly.
 SRT_ENV='P="${HTTP_PROXY#http://}"; CRED="${P%@*}"; HP="${P##*@}"; HP="127.0.0.1:${HP##*:}"; export LOAD_PROXY_AUTH="$(printf %s "$CRED" | base64 -w0)";'
 in_srt() { (cd / && "${SRT[@]}" sh -c "$SRT_ENV $1"); }
+# Inside `ringfence run`: the supervisor's proxy on the sandbox's own 127.0.0.1:3128.
+RF_ENV='HP="${HTTP_PROXY#http://}";'
+in_rf() { (cd / && "$RF" run -s "$WORK/rf.json" -- sh -c "$RF_ENV $1"); }
 
 # --- throughput -----------------------------------------------------------------
 URL="http://$TARGET/big"
 # Rounds alternate between the set-ups, so that a busy moment on the machine does not favour
 # one of them; each keeps its best round.
-declare -A T=([direct]=0 [rf]=0 [rfc]=0 [srt]=0)
+declare -A T=([direct]=0 [rf]=0 [rfc]=0 [run]=0 [srt]=0)
 speed() { # speed KEY CMD... : keep the best bytes/s of KEY
   local key="$1" s; shift
   s="$("$@" 2>/dev/null || echo 0)"
@@ -107,43 +111,55 @@ speed() { # speed KEY CMD... : keep the best bytes/s of KEY
   return 0
 }
 CURL=(curl -s --noproxy '' -o /dev/null -w '%{speed_download}')
+cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{ print int(($14 + $15) * 1000 / hz) }' "/proc/$1/stat"; }
 echo "==> throughput: one ${SIZE_MB} MB download, best of $RUNS"
+RF_CPU0="$(cpu_ms "$RF_PID")"
 for _ in $(seq "$RUNS"); do
   speed direct "${CURL[@]}" "$URL"
   speed rf "${CURL[@]}" -x "http://$RF_ADDR" "$URL"
   speed rfc "${CURL[@]}" -p -x "http://$RF_ADDR" "$URL"
+  speed run in_rf "curl -s --noproxy '' -x \"\$HTTP_PROXY\" -o /dev/null -w '%{speed_download}' $URL"
   if [ ${#SRT[@]} -gt 0 ]; then
     speed srt in_srt "curl -s --noproxy '' -x \"\$HTTP_PROXY\" -o /dev/null -w '%{speed_download}' $URL"
   fi
 done
-T_DIRECT="${T[direct]}" T_RF="${T[rf]}" T_RFC="${T[rfc]}" T_SRT="${T[srt]}"
+T_DIRECT="${T[direct]}" T_RF="${T[rf]}" T_RFC="${T[rfc]}" T_RUN="${T[run]}" T_SRT="${T[srt]}"
+RF_CPU_PER="$(( ($(cpu_ms "$RF_PID") - RF_CPU0) / (2 * RUNS) ))"
 mbs() { awk -v b="$1" 'BEGIN { printf "%8.0f MB/s", b / 1048576 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%6.2f", a / b; else printf "   n/a" }'; }
 printf '  %-28s %s\n' "direct" "$(mbs "$T_DIRECT")"
 printf '  %-28s %s   %s x direct\n' "ringfence (http://)" "$(mbs "$T_RF")" "$(ratio "$T_RF" "$T_DIRECT")"
 printf '  %-28s %s   %s x direct\n' "ringfence (CONNECT)" "$(mbs "$T_RFC")" "$(ratio "$T_RFC" "$T_DIRECT")"
+printf '  %-28s %s   %s x direct\n' "ringfence run (in sandbox)" "$(mbs "$T_RUN")" "$(ratio "$T_RUN" "$T_DIRECT")"
 if [ ${#SRT[@]} -gt 0 ]; then
-  printf '  %-28s %s   %s x direct   ringfence/srt %s\n' "srt (http://, in sandbox)" "$(mbs "$T_SRT")" "$(ratio "$T_SRT" "$T_DIRECT")" "$(ratio "$T_RF" "$T_SRT")"
+  printf '  %-28s %s   %s x direct   ringfence run/srt %s\n' "srt (http://, in sandbox)" "$(mbs "$T_SRT")" "$(ratio "$T_SRT" "$T_DIRECT")" "$(ratio "$T_RUN" "$T_SRT")"
 fi
+
+echo "  ringfence proxy CPU time: ${RF_CPU_PER} ms per ${SIZE_MB} MB download (user + system)"
 
 # --- requests per second and latency ------------------------------------------
 echo "==> small requests (GET, 2-byte body, keep-alive), ${RPS_SECONDS} s each"
-declare -A RPS MED
+declare -A RPS MED CPU_REQ
 for c in 1 64; do
   read -r _ RPS[direct$c] MED[direct$c] _ _ < <("$TOOLS/load" rps - "$TARGET" "$c" "$RPS_SECONDS")
-  read -r _ RPS[rf$c] MED[rf$c] _ E < <("$TOOLS/load" rps "$RF_ADDR" "$TARGET" "$c" "$RPS_SECONDS")
+  C0="$(cpu_ms "$RF_PID")"
+  read -r N RPS[rf$c] MED[rf$c] _ E < <("$TOOLS/load" rps "$RF_ADDR" "$TARGET" "$c" "$RPS_SECONDS")
+  CPU_REQ[$c]="$(( ($(cpu_ms "$RF_PID") - C0) * 1000 / (N > 0 ? N : 1) ))"
   [ "$E" = 0 ] || echo "    ringfence: $E errors with $c clients"
+  read -r _ RPS[run$c] MED[run$c] _ E < <(in_rf "$TOOLS/load rps \"\$HP\" $TARGET $c $RPS_SECONDS")
+  [ "$E" = 0 ] || echo "    ringfence run: $E errors with $c clients"
   if [ ${#SRT[@]} -gt 0 ]; then
     read -r _ RPS[srt$c] MED[srt$c] _ E < <(in_srt "$TOOLS/load rps \"\$HP\" $TARGET $c $RPS_SECONDS")
     [ "$E" = 0 ] || echo "    srt: $E errors with $c clients"
   fi
-  printf '  %2d client(s): direct %7s req/s   ringfence %7s req/s (%s x direct)' "$c" "${RPS[direct$c]}" "${RPS[rf$c]}" "$(ratio "${RPS[rf$c]}" "${RPS[direct$c]}")"
+  printf '  %2d client(s): direct %7s req/s   ringfence %7s req/s (%s x direct, %s us CPU/req)' "$c" "${RPS[direct$c]}" "${RPS[rf$c]}" "$(ratio "${RPS[rf$c]}" "${RPS[direct$c]}")" "${CPU_REQ[$c]}"
+  printf '   run %7s req/s' "${RPS[run$c]}"
   if [ ${#SRT[@]} -gt 0 ]; then
-    printf '   srt %7s req/s (%s x direct; ringfence/srt %s)' "${RPS[srt$c]}" "$(ratio "${RPS[srt$c]}" "${RPS[direct$c]}")" "$(ratio "${RPS[rf$c]}" "${RPS[srt$c]}")"
+    printf '   srt %7s req/s (run/srt %s)' "${RPS[srt$c]}" "$(ratio "${RPS[run$c]}" "${RPS[srt$c]}")"
   fi
   echo
 done
-printf '  median latency, 1 client: direct %s us, ringfence %s us (+%s us)' "${MED[direct1]}" "${MED[rf1]}" "$((MED[rf1] - MED[direct1]))"
+printf '  median latency, 1 client: direct %s us, ringfence proxy %s us (+%s us), ringfence run %s us (+%s us)' "${MED[direct1]}" "${MED[rf1]}" "$((MED[rf1] - MED[direct1]))" "${MED[run1]}" "$((MED[run1] - MED[direct1]))"
 [ ${#SRT[@]} -gt 0 ] && printf ', srt %s us (+%s us)' "${MED[srt1]}" "$((MED[srt1] - MED[direct1]))"
 echo
 

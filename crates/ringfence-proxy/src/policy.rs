@@ -232,6 +232,12 @@ impl NetPolicy {
         self.ask_timeout
     }
 
+    /// The same policy with another ask timeout.
+    pub fn with_ask_timeout(mut self, timeout: Duration) -> NetPolicy {
+        self.ask_timeout = timeout;
+        self
+    }
+
     /// Adds an allow entry (`host` or `host:port`), as after an "always" answer.
     pub fn allow(&mut self, host: &str, port: Option<u16>) -> Result<(), Error> {
         let entry = match (port, host.contains(':') && !host.starts_with('[')) {

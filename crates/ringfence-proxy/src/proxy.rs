@@ -522,6 +522,93 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    struct CountingHooks {
+        asked: std::sync::atomic::AtomicUsize,
+        answer: AskAnswer,
+    }
+    impl Hooks for CountingHooks {
+        fn record(&self, _: &DecisionRecord) {}
+        fn ask(&self, _: AskQuery) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>> {
+            self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let a = self.answer;
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                a
+            })
+        }
+    }
+
+    fn asking_policy() -> NetPolicy {
+        let mut p = ringfence_policy::Policy {
+            ask: true,
+            ..Default::default()
+        };
+        p.ask_timeout_seconds = Some(5);
+        NetPolicy::from_policy(&p).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_question_for_concurrent_connections_and_always_sticks() {
+        let hooks = Arc::new(CountingHooks {
+            asked: Default::default(),
+            answer: AskAnswer::Always,
+        });
+        let proxy = Proxy::new(asking_policy(), hooks.clone());
+        let (a, b) = tokio::join!(
+            proxy.authorize("New.example", 443, Protocol::Connect, None),
+            proxy.authorize("new.example.", 443, Protocol::Socks5, Some("x")),
+        );
+        assert_eq!(a.ok().unwrap().asked, Some(AskAnswer::Always));
+        assert_eq!(b.ok().unwrap().asked, Some(AskAnswer::Always));
+        assert_eq!(hooks.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Now an entry: no question, allowed by the rule.
+        let c = proxy
+            .authorize("new.example", 443, Protocol::Http, None)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(c.rule.as_deref(), Some("new.example:443"));
+        assert_eq!(hooks.asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Another port is asked about again.
+        let _ = proxy
+            .authorize("new.example", 80, Protocol::Http, None)
+            .await;
+        assert_eq!(hooks.asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn no_answer_in_time_is_deny() {
+        let hooks = Arc::new(CountingHooks {
+            asked: Default::default(),
+            answer: AskAnswer::Once,
+        });
+        let mut p = ringfence_policy::Policy {
+            ask: true,
+            ..Default::default()
+        };
+        p.ask_timeout_seconds = Some(1);
+        // 100 ms answers against a 50 ms timeout.
+        let policy = NetPolicy::from_policy(&p)
+            .unwrap()
+            .with_ask_timeout(Duration::from_millis(50));
+        let proxy = Proxy::new(policy, hooks);
+        let r = proxy
+            .authorize("slow.example", 443, Protocol::Connect, None)
+            .await;
+        assert!(r.is_err());
+        // Without asking enabled, an unlisted host is denied without a question.
+        let hooks = Arc::new(CountingHooks {
+            asked: Default::default(),
+            answer: AskAnswer::Once,
+        });
+        let proxy = Proxy::new(NetPolicy::default(), hooks.clone());
+        let r = proxy
+            .authorize("x.example", 443, Protocol::Connect, None)
+            .await;
+        assert_eq!(r.err().unwrap().reason, "host is not on the allow list");
+        assert_eq!(hooks.asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
     #[test]
     fn interface_addresses_include_loopback() {
         let a = interface_addresses();

@@ -41,7 +41,7 @@ enum Sink {
 }
 
 struct GatewayHooks {
-    lines: mpsc::Sender<Value>,
+    lines: mpsc::SyncSender<Value>,
     control: Option<Arc<Control>>,
 }
 
@@ -59,8 +59,9 @@ impl Hooks for GatewayHooks {
 }
 
 /// Writes decision lines on a thread of its own; a line is written within about 5 ms.
-fn start_writer(mut sink: Sink) -> mpsc::Sender<Value> {
-    let (tx, rx) = mpsc::channel::<Value>();
+fn start_writer(mut sink: Sink) -> mpsc::SyncSender<Value> {
+    // Bounded: when the log falls behind, connections wait rather than memory growing.
+    let (tx, rx) = mpsc::sync_channel::<Value>(1024);
     std::thread::spawn(move || {
         use std::io::Write;
         let stdout = std::io::stdout();
