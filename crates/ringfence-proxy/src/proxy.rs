@@ -186,6 +186,19 @@ pub struct Proxy {
     pub(crate) limits: Limits,
     /// Questions in flight, with the connections waiting for the same answer.
     asking: Mutex<HashMap<(Host, u16), Waiting>>,
+    /// Connections being served (each is recorded when it ends).
+    active: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a connection as active for as long as it is served.
+struct ActiveGuard(Arc<Proxy>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0
+            .active
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A destination the policy allowed.
@@ -224,6 +237,7 @@ impl Proxy {
             own_addrs: interface_addresses(),
             limits,
             asking: Mutex::new(HashMap::new()),
+            active: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -270,7 +284,12 @@ impl Proxy {
                 Err(e) => return Err(e),
             };
             let proxy = self.clone();
+            proxy
+                .active
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let guard = ActiveGuard(proxy.clone());
             tokio::spawn(async move {
+                let _guard = guard;
                 let _ = stream.set_nodelay(true);
                 let mut first = [0u8; 1];
                 let n =
@@ -290,6 +309,12 @@ impl Proxy {
                 }
             });
         }
+    }
+
+    /// Connections being served now. An owner that stops the proxy waits for this to reach
+    /// zero (bounded), so that every connection's decision is recorded.
+    pub fn active_connections(&self) -> usize {
+        self.active.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The policy's decision for a destination, asking when the policy says so.

@@ -187,6 +187,7 @@ pub fn remember(file: &std::path::Path, host: &str) -> Result<()> {
 /// The running proxy of one sandbox.
 pub struct Network {
     runtime: tokio::runtime::Runtime,
+    proxy: Arc<Proxy>,
     pub denied: Arc<Mutex<Vec<NetDenial>>>,
 }
 
@@ -271,11 +272,20 @@ impl Network {
                 }
             });
         }
-        Ok(Network { runtime, denied })
+        Ok(Network {
+            runtime,
+            proxy,
+            denied,
+        })
     }
 
-    /// Stops serving: open connections are closed with the sandbox.
+    /// Stops serving. The sandbox is gone, so its connections end; each is recorded when it
+    /// does: wait for that (at most a second, for a tunnel whose far end stays open), then stop.
     pub fn stop(self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while self.proxy.active_connections() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         self.runtime.shutdown_timeout(Duration::from_millis(200));
     }
 }
