@@ -537,6 +537,7 @@ impl<'c> Walker<'c> {
             }
             self.redirect(f, child, scope, &mut stdin);
         }
+        let body_start = self.cmds.len();
         let mut body_scope = scope.clone();
         let id = (!pipe_stages.is_empty()).then(|| {
             self.next_pipe += 1;
@@ -555,14 +556,13 @@ impl<'c> Walker<'c> {
         if id.is_none() {
             scope.cwd = body_scope.cwd;
         }
-        let first = self.cmds.len();
         for (i, stage) in pipe_stages.into_iter().enumerate() {
             let mut s = scope.clone();
             s.pipe = id.map(|id| (id, i as u32 + 1));
             self.stmt(f, stage, &mut s);
         }
         if let Some(id) = id {
-            self.piped_scripts(f, id, first.saturating_sub(1), scope);
+            self.piped_scripts(f, id, body_start, scope);
         }
     }
 

@@ -118,7 +118,6 @@ pub(crate) const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "mksh",
 
 /// `input`: what the command reads on standard input, when known to be paths below a
 /// directory (`find DIR ... | xargs CMD`): that directory.
-#[allow(clippy::too_many_lines)]
 pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>) -> Vec<Unwrap> {
     match name {
         "sudo" => {
@@ -350,7 +349,7 @@ pub(crate) fn unwrap(name: &str, args: &[Word], span: Span, input: Option<&str>)
             vec![Unwrap::Run(inner)]
         }
         "find" => find_exec(args),
-        "git" => git_config_commands(args, span),
+        "git" => git_config_commands(args),
         "ssh" | "scp" | "sftp" => {
             let i = operands(args, "BbcDEeFIiJLlmOopQRSWw", &[]);
             // `-o ProxyCommand=CMD` / `LocalCommand=CMD` run CMD here, through the shell.
@@ -592,7 +591,7 @@ pub(crate) fn find_output(start: &Word, args: &[Word]) -> String {
 }
 
 /// `git -c KEY=VALUE`: configuration values that git runs as shell commands.
-fn git_config_commands(args: &[Word], span: Span) -> Vec<Unwrap> {
+fn git_config_commands(args: &[Word]) -> Vec<Unwrap> {
     let mut out = Vec::new();
     let mut i = 0;
     while i + 1 < args.len() {
@@ -645,6 +644,5 @@ fn git_config_commands(args: &[Word], span: Span) -> Vec<Unwrap> {
         }
         i += 1;
     }
-    let _ = span;
     out
 }
