@@ -39,6 +39,18 @@ mod arch {
         libc::SYS__sysctl,
         libc::SYS_kexec_file_load,
     ];
+    /// Calls that set a file's mode, with the index of the mode argument.
+    pub const MODE_SETTERS: &[(c_long, u32)] = &[
+        (libc::SYS_chmod, 1),
+        (libc::SYS_fchmod, 1),
+        (libc::SYS_fchmodat, 2),
+        (super::SYS_FCHMODAT2, 2),
+        (libc::SYS_creat, 1),
+        (libc::SYS_mknod, 1),
+        (libc::SYS_mknodat, 2),
+    ];
+    /// `open` and `openat` with the index of their flags and mode arguments.
+    pub const OPENS: &[(c_long, u32, u32)] = &[(libc::SYS_open, 1, 2), (libc::SYS_openat, 2, 3)];
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -50,7 +62,25 @@ mod arch {
     pub const X32_SYSCALL_BIT: Option<u32> = None;
     /// kexec_file_load, which libc does not name for every aarch64 C library.
     pub const DENIED: &[c_long] = &[294];
+    /// Calls that set a file's mode, with the index of the mode argument.
+    pub const MODE_SETTERS: &[(c_long, u32)] = &[
+        (libc::SYS_fchmod, 1),
+        (libc::SYS_fchmodat, 2),
+        (super::SYS_FCHMODAT2, 2),
+        (libc::SYS_mknodat, 2),
+    ];
+    /// `openat` with the index of its flags and mode arguments.
+    pub const OPENS: &[(c_long, u32, u32)] = &[(libc::SYS_openat, 2, 3)];
 }
+
+/// fchmodat2 (Linux 6.6), the same number on every architecture.
+const SYS_FCHMODAT2: c_long = 452;
+
+/// The set-user-ID and set-group-ID bits of a mode.
+const SET_ID_BITS: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
+
+/// Open flags under which the mode argument applies: O_CREAT, and O_TMPFILE's own bit.
+const MODE_USED: u32 = (libc::O_CREAT | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u32;
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("the ringfence seccomp filter is written for x86_64 and aarch64 only");
@@ -249,6 +279,28 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
             a.ret(eperm);
         }
     });
+    // No set-user-ID or set-group-ID file may come out of the sandbox: for a root caller the
+    // files it writes belong to root on the host, where such a bit would make them run as
+    // root. Setting either bit (chmod family, or a mode given when creating) is refused.
+    for &(syscall, mode) in arch::MODE_SETTERS {
+        a.on_syscall(syscall, |a| {
+            a.load(arg_low(mode));
+            a.ret_if(JSET_K, SET_ID_BITS, eperm);
+            a.ret(RET_ALLOW);
+        });
+    }
+    for &(syscall, flags, mode) in arch::OPENS {
+        a.on_syscall(syscall, |a| {
+            let creating = a.label();
+            a.load(arg_low(flags));
+            a.jump(JSET_K, MODE_USED, Target::To(creating), Target::Next);
+            a.ret(RET_ALLOW);
+            a.bind(creating);
+            a.load(arg_low(mode));
+            a.ret_if(JSET_K, SET_ID_BITS, eperm);
+            a.ret(RET_ALLOW);
+        });
+    }
     a.on_syscall(libc::SYS_personality, |a| {
         a.load(arg_low(0));
         for &persona in PERSONALITIES {
@@ -588,6 +640,43 @@ mod tests {
 
     fn c(value: i32) -> u64 {
         u64::from(value as u32)
+    }
+
+    #[test]
+    fn set_id_bits_are_refused() {
+        let o = STRICT;
+        let creat = u64::from(libc::O_CREAT as u32 | libc::O_WRONLY as u32);
+        assert_eq!(decide(&o, libc::SYS_fchmod, &[3, 0o4755]), EPERM);
+        assert_eq!(decide(&o, libc::SYS_fchmod, &[3, 0o2755]), EPERM);
+        assert_eq!(decide(&o, libc::SYS_fchmod, &[3, 0o0755]), RET_ALLOW);
+        // High bits above the low 32 do not hide the mode.
+        assert_eq!(
+            decide(&o, libc::SYS_fchmod, &[3, 0x1_0000_0000 | 0o4755]),
+            EPERM
+        );
+        assert_eq!(decide(&o, libc::SYS_fchmodat, &[3, 0, 0o6755]), EPERM);
+        assert_eq!(decide(&o, SYS_FCHMODAT2, &[3, 0, 0o4700, 0]), EPERM);
+        assert_eq!(decide(&o, libc::SYS_fchmodat, &[3, 0, 0o1777]), RET_ALLOW);
+        assert_eq!(decide(&o, libc::SYS_mknodat, &[3, 0, 0o104755, 0]), EPERM);
+        assert_eq!(decide(&o, libc::SYS_openat, &[3, 0, creat, 0o4755]), EPERM);
+        assert_eq!(
+            decide(&o, libc::SYS_openat, &[3, 0, creat, 0o644]),
+            RET_ALLOW
+        );
+        let tmpfile = u64::from(libc::O_TMPFILE as u32 | libc::O_WRONLY as u32);
+        assert_eq!(
+            decide(&o, libc::SYS_openat, &[3, 0, tmpfile, 0o2755]),
+            EPERM
+        );
+        // Without O_CREAT or O_TMPFILE the mode argument is ignored by the kernel.
+        assert_eq!(decide(&o, libc::SYS_openat, &[3, 0, 0, 0o4755]), RET_ALLOW);
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(decide(&o, libc::SYS_chmod, &[0, 0o4755]), EPERM);
+            assert_eq!(decide(&o, libc::SYS_creat, &[0, 0o4755]), EPERM);
+            assert_eq!(decide(&o, libc::SYS_open, &[0, creat, 0o4755]), EPERM);
+            assert_eq!(decide(&o, libc::SYS_open, &[0, creat, 0o755]), RET_ALLOW);
+        }
     }
 
     #[test]

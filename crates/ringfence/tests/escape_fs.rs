@@ -476,3 +476,59 @@ fn the_settings_file_in_use_is_read_only_inside() {
         r#"{"limits":{"pids":500}}"#
     );
 }
+
+/// No set-user-ID or set-group-ID file can be made in a writable root (for a root caller it
+/// would be a root-owned set-user-ID program on the host): chmod, creation with such a mode and
+/// O_TMPFILE are refused; ordinary modes still work.
+#[test]
+fn set_id_bits_cannot_be_set() {
+    if !common::have("python3") {
+        common::skip("python3 is not installed");
+        return;
+    }
+    let dir = TestDir::new("setid");
+    dir.write("work/prog", "#!/bin/sh\n");
+    let w = dir.s("work");
+    let script = format!(
+        r#"import os, stat
+def tryit(name, f):
+    try:
+        f(); print(name, "ok")
+    except OSError as e:
+        print(name, "errno", e.errno)
+os.chdir("{w}")
+tryit("chmod-suid", lambda: os.chmod("prog", 0o4755))
+tryit("chmod-sgid", lambda: os.chmod("prog", 0o2755))
+tryit("chmod-plain", lambda: os.chmod("prog", 0o755))
+tryit("create-suid", lambda: os.close(os.open("made", os.O_CREAT | os.O_WRONLY, 0o4755)))
+tryit("create-plain", lambda: os.close(os.open("plain", os.O_CREAT | os.O_WRONLY, 0o755)))
+tryit("tmpfile-suid", lambda: os.close(os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o4755)))
+for n in ["prog", "made", "plain"]:
+    if os.path.exists(n):
+        print(n, "mode", oct(stat.S_IMODE(os.stat(n).st_mode)))
+"#
+    );
+    let out = common::run(
+        common::ringfence(&["--allow-write", &w]).args(["--", "python3", "-c", &script]),
+    );
+    let stdout = out.ok();
+    for line in [
+        "chmod-suid errno 1",
+        "chmod-sgid errno 1",
+        "chmod-plain ok",
+        "create-suid errno 1",
+        "create-plain ok",
+        "tmpfile-suid errno 1",
+        "prog mode 0o755",
+        "plain mode 0o755",
+    ] {
+        assert!(stdout.contains(line), "{line}: {out:#?}");
+    }
+    assert!(!dir.join("work/made").exists(), "{out:#?}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("work/prog"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o6000, 0, "{mode:o}");
+}
