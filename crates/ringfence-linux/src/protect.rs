@@ -238,10 +238,17 @@ fn read_one(
         })?;
         found.entries_scanned += 1;
         let name = entry.file_name();
-        let ty = entry.file_type().map_err(|source| WalkError {
-            path: entry.path(),
-            source,
-        })?;
+        let ty = match entry.file_type() {
+            Ok(t) => t,
+            // Removed since the directory was listed: nothing there to protect.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(source) => {
+                return Err(WalkError {
+                    path: entry.path(),
+                    source,
+                })
+            }
+        };
         if is_protected(parent_name, &name, names)
             || (in_git
                 && name
@@ -294,11 +301,18 @@ pub fn scan(
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         found.dirs_scanned += 1;
+        // A directory below the root that disappeared while the scan ran (a `git gc`, a build
+        // cleaning up) holds nothing to protect: skip it. Any other failure stops the run.
+        let vanished = |e: &io::Error, dir: &Path| {
+            dir != root && matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR))
+        };
         let Some(st) = stamp(&dir) else {
-            return Err(WalkError {
-                path: dir,
-                source: io::Error::last_os_error(),
-            });
+            let source = io::Error::last_os_error();
+            if vanished(&source, &dir) {
+                cache.dirs.remove(&dir);
+                continue;
+            }
+            return Err(WalkError { path: dir, source });
         };
         let cached = cache.dirs.get(&dir).filter(|r| {
             r.stamp == st
@@ -309,7 +323,14 @@ pub fn scan(
             Some(r) => r.clone(),
             None => {
                 cache.reread += 1;
-                let r = read_one(&dir, st, names, found)?;
+                let r = match read_one(&dir, st, names, found) {
+                    Ok(r) => r,
+                    Err(e) if e.path == dir && vanished(&e.source, &dir) => {
+                        cache.dirs.remove(&dir);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if cache.settle_secs < 0 || st.ctime < now - cache.settle_secs {
                     cache.dirs.insert(dir.clone(), r.clone());
                 } else {
@@ -442,6 +463,36 @@ mod tests {
         nested: &[(".git", "hooks"), (".git", "config")],
         git_internal: &["hooks", "config", "commondir"],
     };
+
+    #[test]
+    fn a_directory_that_vanishes_during_the_scan_is_skipped_but_the_root_is_not() {
+        let base = std::env::temp_dir().join(format!("rf-vanish-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(base.join("kept")).unwrap();
+        fs::write(base.join("kept/.bashrc"), "").unwrap();
+        let mut cache = ScanCache {
+            settle_secs: -1,
+            ..ScanCache::default()
+        };
+        scan(&base, &NAMES, &mut cache, &mut Found::default()).unwrap();
+        // The root's record (still current) lists a subdirectory that is gone by the time the
+        // scan reaches it, as when something deletes it mid-scan.
+        let rec = cache.dirs.get_mut(&base).unwrap();
+        rec.subdirs.push("gone".into());
+        let mut found = Found::default();
+        scan(&base, &NAMES, &mut cache, &mut found).unwrap();
+        assert_eq!(found.paths, [base.join("kept/.bashrc")]);
+        // A root that does not exist is still an error.
+        let missing = base.join("no-such-root");
+        assert!(scan(
+            &missing,
+            &NAMES,
+            &mut ScanCache::default(),
+            &mut Found::default()
+        )
+        .is_err());
+        let _ = fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn finds_protected_entries_at_any_depth() {

@@ -77,7 +77,7 @@ mod arch {
 const SYS_FCHMODAT2: c_long = 452;
 
 /// The set-user-ID and set-group-ID bits of a mode.
-const SET_ID_BITS: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
+const SET_ID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
 
 /// Open flags under which the mode argument applies: O_CREAT, and O_TMPFILE's own bit.
 const MODE_USED: u32 = (libc::O_CREAT | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u32;
