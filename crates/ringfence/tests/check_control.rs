@@ -7,7 +7,6 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use common::TestDir;
@@ -36,16 +35,7 @@ fn run_with_answer(answer: &'static str) -> (common::Outcome, serde_json::Value)
             "-c",
             "echo the command ran",
         ]);
-    // SAFETY: dup2 between the fork and the exec, on a descriptor this process owns.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself (fd already 7) would keep close-on-exec: clear it either way.
-            if libc::dup2(fd, 7) < 0 || libc::fcntl(7, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    common::inherit_as(&mut cmd, fd, 7);
     let child = cmd.spawn().unwrap();
     drop(theirs);
     let mut w = ours.try_clone().unwrap();

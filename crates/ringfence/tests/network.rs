@@ -437,7 +437,6 @@ fn git_over_ssh_through_the_proxycommand() {
 fn control_fd_asks_and_the_answer_decides() {
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
-    use std::os::unix::process::CommandExt;
     if !need_curl() {
         return;
     }
@@ -470,16 +469,7 @@ fn control_fd_asks_and_the_answer_decides() {
         "-c",
         &script,
     ]);
-    // SAFETY: dup2 between the fork and the exec, on a descriptor this process owns.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 onto itself (fd already 7) would keep close-on-exec: clear it either way.
-            if libc::dup2(fd, 7) < 0 || libc::fcntl(7, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    common::inherit_as(&mut cmd, fd, 7);
     cmd.stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();

@@ -300,3 +300,20 @@ pub fn unique_number() -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// Makes the child see `fd` (open in this process) as descriptor `target`, without
+/// close-on-exec (as `--control-fd N` expects).
+pub fn inherit_as(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd::RawFd) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only dup2 and fcntl run between the fork and the exec, on descriptors this
+    // process owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself (fd already `target`) would keep close-on-exec: clear it either way.
+            if libc::dup2(fd, target) < 0 || libc::fcntl(target, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
