@@ -213,6 +213,9 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
     // ENOSYS makes glibc and musl fall back to `clone`, whose flags are in a register the filter
     // can read; `clone3` keeps them in memory it cannot.
     a.ret_if(JEQ_K, nr(libc::SYS_clone3), ret_errno(libc::ENOSYS));
+    // Likewise `openat2` hides its flags and mode in memory: libc falls back to `openat`, whose
+    // mode the set-ID rule below can read.
+    a.ret_if(JEQ_K, nr(libc::SYS_openat2), ret_errno(libc::ENOSYS));
     for &syscall in DENIED.iter().chain(arch::DENIED) {
         if opts.guard_pid1 && GUARD_PID1.contains(&syscall) {
             continue;
@@ -727,6 +730,10 @@ mod tests {
         assert_eq!(
             decide(&o, libc::SYS_openat, &[3, 0, tmpfile, 0o2755]),
             EPERM
+        );
+        assert_eq!(
+            decide(&o, libc::SYS_openat2, &[3, 0, 0, 24]),
+            ret_errno(libc::ENOSYS)
         );
         // Without O_CREAT or O_TMPFILE the mode argument is ignored by the kernel.
         assert_eq!(decide(&o, libc::SYS_openat, &[3, 0, 0, 0o4755]), RET_ALLOW);

@@ -207,7 +207,7 @@ fn show_prompt(p: &Prompt) {
         .map(|(k, label)| format!("[{}] {}", *k as char, label))
         .collect();
     let text = format!(
-        "\r\nringfence: {} {}: ",
+        "\r\nringfence: {} {} (key, then Enter): ",
         p.text.escape_debug(),
         choices.join(" / ")
     );
@@ -270,6 +270,8 @@ pub fn wait(
     let mut master_open = master.is_some();
     let mut buf = vec![0u8; 64 * 1024];
     let mut asking: Option<Prompt> = None;
+    let mut shown_at = Instant::now();
+    let mut answer_typed: Vec<u8> = Vec::new();
     let outcome = loop {
         let now = Instant::now();
         let mut prompt_deadline = prompts.and_then(|p| p.expire(now));
@@ -282,6 +284,8 @@ pub fn wait(
         if asking.is_none() {
             if let Some(p) = prompts.and_then(Prompts::next) {
                 show_prompt(&p);
+                shown_at = Instant::now();
+                answer_typed.clear();
                 asking = Some(p);
             }
         }
@@ -308,7 +312,9 @@ pub fn wait(
             });
         }
         let io_at = fds.len();
-        if let (Some(m), true) = (master, master_open) {
+        // While a question is shown the sandbox's output is held back (it waits in the pty),
+        // so that the sandbox cannot draw over the question or fake another one.
+        if let (Some(m), true, true) = (master, master_open, asking.is_none()) {
             fds.push(libc::pollfd {
                 fd: m.as_raw_fd(),
                 events: libc::POLLIN,
@@ -367,26 +373,51 @@ pub fn wait(
                     Ok(0) | Err(_) => stdin_open = false,
                     Ok(k) => {
                         let mut from = 0;
-                        if let Some(p) = &asking {
-                            // Keys answer the prompt; none of them reaches the sandbox.
+                        if asking.is_some() {
+                            // Keys answer the question; none of them reaches the sandbox. An
+                            // answer is one key and Enter, typed after the question appeared,
+                            // so that a word typed for the sandbox cannot answer it.
                             from = k;
-                            let key = buf[..k].iter().find_map(|&b| match b {
-                                0x03 | 0x1b => Some(p.cancel),
-                                b => {
-                                    let b = b.to_ascii_lowercase();
-                                    p.keys.iter().any(|(c, _)| *c == b).then_some(b)
-                                }
-                            });
-                            if let Some(key) = key {
-                                if let Some(p) = asking.take() {
-                                    let label = p
-                                        .keys
-                                        .iter()
-                                        .find(|(c, _)| *c == key)
-                                        .map_or("", |(_, l)| *l);
-                                    let line = format!("{label}\r\n");
-                                    let _ = sys::write_all(&std::io::stderr(), line.as_bytes());
-                                    (p.answer)(Some(key));
+                            for &b in &buf[..k] {
+                                let Some(p) = asking.as_ref() else { break };
+                                let early = shown_at.elapsed() < Duration::from_millis(300);
+                                let key = match b {
+                                    0x03 | 0x1b => Some(p.cancel),
+                                    b'\r' | b'\n' => {
+                                        let typed = std::mem::take(&mut answer_typed);
+                                        match typed.as_slice() {
+                                            [c] if p.keys.iter().any(|(k, _)| k == c) => Some(*c),
+                                            _ => {
+                                                show_prompt(p);
+                                                None
+                                            }
+                                        }
+                                    }
+                                    0x7f | 0x08 => {
+                                        answer_typed.pop();
+                                        None
+                                    }
+                                    _ if early => None,
+                                    b => {
+                                        if answer_typed.len() < 8 {
+                                            answer_typed.push(b.to_ascii_lowercase());
+                                        }
+                                        None
+                                    }
+                                };
+                                if let Some(key) = key {
+                                    if let Some(p) = asking.take() {
+                                        let label = p
+                                            .keys
+                                            .iter()
+                                            .find(|(c, _)| *c == key)
+                                            .map_or("", |(_, l)| *l);
+                                        let line = format!("{label}\r\n");
+                                        let _ = sys::write_all(&std::io::stderr(), line.as_bytes());
+                                        (p.answer)(Some(key));
+                                    }
+                                    answer_typed.clear();
+                                    break;
                                 }
                             }
                         }
