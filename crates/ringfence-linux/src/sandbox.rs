@@ -164,6 +164,10 @@ pub fn spawn(
 /// Ends a started sandbox that will not be waited for (the supervisor failed after `spawn`).
 pub fn kill(sandbox: Sandbox) {
     let _ = sys::kill(sandbox.pid, libc::SIGKILL);
+    // Frozen v1 tasks do not die until thawed.
+    if let Some(f) = &sandbox.freezer {
+        let _ = std::fs::write(f.join("freezer.state"), "THAWED");
+    }
     reap(sandbox.pid);
 }
 
@@ -330,6 +334,26 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
     let fd = channel.as_raw_fd();
+    // Nothing the supervisor holds (the activity log, the run record, a --control-fd, its own
+    // pipes) stays open in PID 1: only the standard streams and the channel.
+    // SAFETY: close_range with integer arguments; the ranges exclude 0-2 and the channel.
+    let closed = unsafe {
+        (fd <= 3 || libc::syscall(libc::SYS_close_range, 3u32, (fd - 1) as u32, 0u32) == 0)
+            && libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32) == 0
+    };
+    if !closed {
+        let mut msg = vec![MSG_ERROR];
+        msg.extend_from_slice(
+            format!(
+                "closing the supervisor's descriptors in the sandbox (close_range, Linux 5.9): {}",
+                io::Error::last_os_error()
+            )
+            .as_bytes(),
+        );
+        let _ = send_with_fd(fd, &msg, None);
+        // SAFETY: _exit ends the child at once.
+        unsafe { libc::_exit(125) }
+    }
     match setup(spec, fd, root_caller) {
         Ok(setup) => reaper::run(spec, channel, setup),
         Err(e) => {

@@ -133,11 +133,13 @@ pub fn before_run(sources: &Sources, script: &str, control_fd: Option<i32>) -> R
         Decision::Allow => Ok(()),
         Decision::Deny => bail!("--check: refused: {reasons}"),
         Decision::Ask => {
+            // The command's text must not drive the terminal: control characters are escaped.
             let question = format!(
-                "ringfence: the command needs your approval:\n  {script}\n{}Run it in the sandbox? [y/N] ",
+                "ringfence: the command needs your approval:\n  {}\n{}Run it in the sandbox? [y/N] ",
+                script.escape_debug(),
                 a.reasons()
                     .iter()
-                    .map(|r| format!("  - {r}\n"))
+                    .map(|r| format!("  - {}\n", r.escape_debug()))
                     .collect::<String>()
             );
             let answer = match control_fd {

@@ -302,6 +302,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_OWN_ERROR);
                 }
             };
+            if let Some(fd) = args.control_fd {
+                // Checked before anything reads or writes it (`--check` may ask on it).
+                if let Err(e) = netrun::check_fd(fd) {
+                    return finish(Err(e));
+                }
+            }
             if let (true, Some(script)) = (args.check, &args.shell) {
                 if let Err(e) = check::before_run(&args.policy.sources(), script, args.control_fd) {
                     return finish(Err(e));

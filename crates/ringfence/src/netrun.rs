@@ -152,6 +152,11 @@ impl Hooks for RunHooks {
 /// Adds `host` to `network.allowedDomains` of the settings file `file` (created when missing),
 /// replacing the file atomically.
 pub fn remember(file: &std::path::Path, host: &str) -> Result<()> {
+    // Answers arrive on several proxy threads: one read-modify-write at a time.
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _held = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut doc: Value = match std::fs::read_to_string(file) {
         Ok(t) => serde_json::from_str(&t).with_context(|| format!("parsing {}", file.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => json!({}),
@@ -177,10 +182,33 @@ pub fn remember(file: &std::path::Path, host: &str) -> Result<()> {
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = file.with_extension("json.ringfence-tmp");
+    // A fresh name, created exclusively and never through a symlink: the directory may be one
+    // the sandbox can write to.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = file.with_extension(format!(
+        "json.ringfence-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let text = serde_json::to_string_pretty(&doc)? + "\n";
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, file).with_context(|| format!("replacing {}", file.display()))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
+    if let Err(e) = std::fs::rename(&tmp, file) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("replacing {}", file.display()));
+    }
     Ok(())
 }
 
@@ -290,10 +318,8 @@ impl Network {
     }
 }
 
-/// Takes ownership of the inherited descriptor `fd` (`--control-fd`), after checking that it
-/// is open and is not one of the standard streams.
-pub fn take_fd(fd: i32) -> Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
+/// Checks that `fd` (`--control-fd`) is open and is not one of the standard streams.
+pub fn check_fd(fd: i32) -> Result<()> {
     if fd < 3 {
         anyhow::bail!("--control-fd {fd}: use a descriptor other than stdin, stdout and stderr");
     }
@@ -301,6 +327,14 @@ pub fn take_fd(fd: i32) -> Result<OwnedFd> {
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
         anyhow::bail!("--control-fd {fd}: not an open file descriptor");
     }
+    Ok(())
+}
+
+/// Takes ownership of the inherited descriptor `fd` (`--control-fd`), after checking that it
+/// is open and is not one of the standard streams.
+pub fn take_fd(fd: i32) -> Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    check_fd(fd)?;
     // Not passed on to anything this process starts.
     // SAFETY: F_SETFD on an open descriptor.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
