@@ -94,6 +94,45 @@ pub fn user_settings_file(src: &Sources, policy: &Policy) -> Option<PathBuf> {
     })
 }
 
+/// The protected names in force for a policy: the fixed lists, less a repository's `config`
+/// (and `config.worktree`) when `allowGitConfig` is set. Used by the scan, the creation guard
+/// and overlay apply alike.
+pub struct ProtectedLists {
+    pub names: Vec<&'static str>,
+    pub nested: Vec<(&'static str, &'static str)>,
+    pub git_internal: Vec<&'static str>,
+}
+
+impl ProtectedLists {
+    pub fn new(allow_git_config: bool) -> ProtectedLists {
+        ProtectedLists {
+            names: ringfence_policy::PROTECTED_FILE_NAMES
+                .iter()
+                .chain(ringfence_policy::PROTECTED_DIR_NAMES)
+                .copied()
+                .collect(),
+            nested: ringfence_policy::PROTECTED_NESTED
+                .iter()
+                .copied()
+                .filter(|&(p, n)| !(allow_git_config && p == ".git" && n == "config"))
+                .collect(),
+            git_internal: ringfence_policy::GIT_INTERNAL_NAMES
+                .iter()
+                .copied()
+                .filter(|n| !(allow_git_config && matches!(*n, "config" | "config.worktree")))
+                .collect(),
+        }
+    }
+
+    pub fn view(&self) -> ProtectedNames<'_> {
+        ProtectedNames {
+            names: &self.names,
+            nested: &self.nested,
+            git_internal: &self.git_internal,
+        }
+    }
+}
+
 /// The real path of `p` when it exists (mounts act on real paths), else `p` itself.
 fn real(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
@@ -124,26 +163,9 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     let home = home()?;
 
     // Protected entries: every writable root is scanned completely.
-    let nested: Vec<(&str, &str)> = ringfence_policy::PROTECTED_NESTED
-        .iter()
-        .copied()
-        .filter(|&(p, n)| !(policy.allow_git_config && p == ".git" && n == "config"))
-        .collect();
-    let names: Vec<&str> = ringfence_policy::PROTECTED_FILE_NAMES
-        .iter()
-        .chain(ringfence_policy::PROTECTED_DIR_NAMES)
-        .copied()
-        .collect();
-    let git_internal: Vec<&str> = ringfence_policy::GIT_INTERNAL_NAMES
-        .iter()
-        .copied()
-        .filter(|n| !(policy.allow_git_config && matches!(*n, "config" | "config.worktree")))
-        .collect();
-    let protected_names = ProtectedNames {
-        names: &names,
-        nested: &nested,
-        git_internal: &git_internal,
-    };
+    let lists = ProtectedLists::new(policy.allow_git_config);
+    let (names, nested, git_internal) = (&lists.names, &lists.nested, &lists.git_internal);
+    let protected_names = lists.view();
     let started = Instant::now();
     let mut found = protect::Found::default();
     let cache_dir = crate::runs::state_dir()?.join("scan-cache");
@@ -153,7 +175,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             continue;
         }
         // One cache file per root and set of protected names (allowGitConfig changes it).
-        let key = cache_key(root, &names, &nested, &git_internal);
+        let key = cache_key(root, names, nested, git_internal);
         let cache_file = cache_dir.join(format!("{key:016x}"));
         let mut cache = ScanCache::load(&cache_file);
         protect::scan(root, &protected_names, &mut cache, &mut found).map_err(|e| {

@@ -287,6 +287,8 @@ pub fn apply(name: &str, opts: &ApplyOptions) -> Result<i32> {
     let mut special: Vec<PathBuf> = Vec::new();
     let mut protected_included: Vec<PathBuf> = Vec::new();
     let empty = RootManifest::default();
+    let lists = state.protected_lists();
+    let protected = lists.view();
     for (i, r) in state.roots.iter().enumerate() {
         let base = manifest.roots.get(i).unwrap_or(&empty);
         let mut skip: Vec<PathBuf> = Vec::new();
@@ -309,7 +311,7 @@ pub fn apply(name: &str, opts: &ApplyOptions) -> Result<i32> {
                 special.push(abs);
                 continue;
             }
-            if state.is_protected(&r.path, &c.rel) {
+            if state.is_protected(&protected, &r.path, &c.rel) {
                 if include.iter().any(|p| abs.starts_with(p)) {
                     protected_included.push(abs.clone());
                 } else {

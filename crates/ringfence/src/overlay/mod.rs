@@ -82,30 +82,21 @@ impl State {
             .with_context(|| format!("writing {}", dir.join("overlay.json").display()))
     }
 
-    /// The protected names as the run's policy had them.
-    pub fn is_protected(&self, root: &Path, rel: &Path) -> bool {
-        let nested: Vec<(&str, &str)> = ringfence_policy::PROTECTED_NESTED
-            .iter()
-            .copied()
-            .filter(|&(p, n)| !(self.allow_git_config && p == ".git" && n == "config"))
-            .collect();
-        let names: Vec<&str> = ringfence_policy::PROTECTED_FILE_NAMES
-            .iter()
-            .chain(ringfence_policy::PROTECTED_DIR_NAMES)
-            .copied()
-            .collect();
-        let git: Vec<&str> = ringfence_policy::GIT_INTERNAL_NAMES
-            .iter()
-            .copied()
-            .filter(|n| !(self.allow_git_config && matches!(*n, "config" | "config.worktree")))
-            .collect();
-        let pn = ringfence_linux::protect::ProtectedNames {
-            names: &names,
-            nested: &nested,
-            git_internal: &git,
-        };
+    /// The protected names as the run's policy had them (`allowGitConfig` included).
+    pub fn protected_lists(&self) -> crate::prepare::ProtectedLists {
+        crate::prepare::ProtectedLists::new(self.allow_git_config)
+    }
+
+    /// Whether `rel` under `root` is protected: by name (`names`, from `protected_lists`) or
+    /// as an entry the run found protected.
+    pub fn is_protected(
+        &self,
+        names: &ringfence_linux::protect::ProtectedNames<'_>,
+        root: &Path,
+        rel: &Path,
+    ) -> bool {
         let abs = root.join(rel);
-        ringfence_linux::protect::is_protected_path(rel, &pn)
+        ringfence_linux::protect::is_protected_path(rel, names)
             || self.protected.iter().any(|p| abs.starts_with(p))
     }
 }
