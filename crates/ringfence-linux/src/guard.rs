@@ -85,44 +85,89 @@ impl GuardRules {
     }
 
     /// Whether creating `name` in the directory `parent` (its path in the sandbox) as `what`
-    /// is refused.
+    /// is refused, whatever the repository.
+    #[cfg(test)]
     fn refuses(&self, parent: &Path, name: &[u8], what: Creation) -> bool {
+        self.verdict(parent, name, what) != Verdict::Allow
+    }
+
+    /// What the rules say about creating `name` in the directory `parent` (its path in the
+    /// sandbox) as `what`.
+    fn verdict(&self, parent: &Path, name: &[u8], what: Creation) -> Verdict {
         let full = parent.join(OsStr::from_bytes(name));
         if !self.under_root(&full) {
-            return false;
+            return Verdict::Allow;
         }
         if self.paths.iter().any(|p| full.starts_with(p)) {
-            return true;
+            return Verdict::Refuse;
         }
         // A directory put in place whole (renamed or symlinked) could bring a protected path
         // below it into existence.
-        if what == Creation::Link && self.paths.iter().any(|p| p.starts_with(&full)) {
-            return true;
+        if what.brings_content() && self.paths.iter().any(|p| p.starts_with(&full)) {
+            return Verdict::Refuse;
         }
         let Ok(name) = std::str::from_utf8(name) else {
-            return false;
+            return Verdict::Allow;
         };
         if self.names.iter().any(|n| n == name) {
-            return true;
+            return Verdict::Refuse;
         }
         let parent_name = parent
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
+        let in_git = parent.components().any(|c| c.as_os_str() == ".git");
+        let git_rule = (parent_name == ".git"
+            && self.nested.iter().any(|(p, n)| p == ".git" && n == name))
+            || (in_git && self.git_internal.iter().any(|n| n == name));
+        if git_rule {
+            // In a repository this run created, git may make its hooks directory (empty; only
+            // samples may go in it) and put a checked configuration in place by renaming it
+            // onto `config`: that is how git writes it.
+            return match (name, what) {
+                ("hooks", Creation::Dir) => Verdict::NewRepository,
+                ("config" | "config.worktree", Creation::Rename | Creation::File) => {
+                    Verdict::NewRepository
+                }
+                _ => Verdict::Refuse,
+            };
+        }
         if self
             .nested
             .iter()
             .any(|(p, n)| p == parent_name && n == name)
         {
-            return true;
+            return Verdict::Refuse;
         }
-        if parent.components().any(|c| c.as_os_str() == ".git")
-            && self.git_internal.iter().any(|n| n == name)
-        {
-            return true;
+        if in_git && parent_name == "hooks" {
+            // Only a hooks directory of a new repository can be written (an existing one is
+            // read-only); git runs a hook by its exact name, never a `*.sample`.
+            return if name.ends_with(".sample") && what != Creation::Dir {
+                Verdict::Allow
+            } else {
+                Verdict::Refuse
+            };
         }
-        what != Creation::Dir && self.parents.iter().any(|p| p == name)
+        if in_git && what == Creation::Symlink {
+            // A symlink inside an existing git directory could make it take hooks or
+            // configuration from anywhere. git itself makes one only to probe whether the file
+            // system has symlinks, when it creates a repository.
+            return Verdict::NewRepository;
+        }
+        if what != Creation::Dir && self.parents.iter().any(|p| p == name) {
+            return Verdict::Refuse;
+        }
+        Verdict::Allow
     }
+}
+
+/// The rules' answer for one name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Allow,
+    Refuse,
+    /// Allowed only inside a `.git` directory that this run created (see `Agent::new_git`).
+    NewRepository,
 }
 
 /// How a name comes into existence.
@@ -132,8 +177,19 @@ enum Creation {
     File,
     /// An empty directory (mkdir).
     Dir,
-    /// A symlink, a rename target or a hard link: whatever it points to or holds appears there.
+    /// A hard link: whatever it holds appears there.
     Link,
+    /// A symlink: whatever it points to appears there.
+    Symlink,
+    /// A rename target: whatever was renamed appears there.
+    Rename,
+}
+
+impl Creation {
+    /// Whether what appears could already hold something below it.
+    fn brings_content(self) -> bool {
+        matches!(self, Creation::Link | Creation::Symlink | Creation::Rename)
+    }
 }
 
 /// The parent directory of `path` (relative to `dir`), opened, with its path and the final name.
@@ -167,6 +223,76 @@ fn resolve_parent(dir: RawFd, path: &[u8]) -> Result<(OwnedFd, PathBuf, Vec<u8>)
     let where_ =
         fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|_| libc::EIO)?;
     Ok((fd, where_, name.to_vec()))
+}
+
+const RENAME_NOREPLACE: i32 = 1;
+const RENAME_EXCHANGE: i32 = 2;
+
+/// (device, inode) of an open file or directory.
+fn file_id(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: stat is plain data filled by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is a descriptor and st a valid buffer.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
+fn stat_at(dir: RawFd, name: &CString) -> Option<libc::stat> {
+    // SAFETY: stat is plain data filled by fstatat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: name is a valid string and st a valid stat buffer.
+    (unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } == 0)
+        .then_some(st)
+}
+
+/// (device, inode) of `name` in `dir`, not following a final symlink.
+fn file_id_at(dir: RawFd, name: &CString) -> Option<(u64, u64)> {
+    stat_at(dir, name).map(|st| (st.st_dev, st.st_ino))
+}
+
+/// The file type bits (S_IFDIR, ...) of `name` in `dir`, not following a final symlink.
+fn file_type_at(dir: RawFd, name: &CString) -> Option<u32> {
+    stat_at(dir, name).map(|st| st.st_mode & libc::S_IFMT)
+}
+
+/// Whether `name` in `dir` is /dev/tty (character device 5:0), not following a final symlink.
+fn is_dev_tty(dir: RawFd, name: &CString) -> bool {
+    stat_at(dir, name).is_some_and(|st| {
+        st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(5, 0)
+    })
+}
+
+/// The path of `pid`'s controlling terminal when it is a pseudo-terminal (the only kind a
+/// sandbox is given), from the `tty_nr` field of /proc/<pid>/stat.
+fn caller_tty(pid: u32) -> Option<CString> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let tty_nr: u32 = rest.split_whitespace().nth(4)?.parse().ok()?;
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    // Unix98 pseudo-terminal slaves: majors 136-143.
+    if !(136..=143).contains(&major) {
+        return None;
+    }
+    CString::new(format!("/dev/pts/{}", (major - 136) * 256 + minor)).ok()
+}
+
+/// Whether `parent/name` is a hook sample inside a git directory's hooks.
+fn is_hook_sample(parent: &Path, name: &[u8]) -> bool {
+    parent.file_name().is_some_and(|n| n == "hooks")
+        && git_dir_of(parent).is_some()
+        && name.ends_with(b".sample")
+}
+
+/// The innermost `.git` directory that `dir` (a path in the sandbox) is, or is inside.
+fn git_dir_of(dir: &Path) -> Option<PathBuf> {
+    let mut p = dir;
+    loop {
+        if p.file_name().is_some_and(|n| n == ".git") {
+            return Some(p.to_path_buf());
+        }
+        p = p.parent()?;
+    }
 }
 
 fn on_procfs(fd: RawFd) -> bool {
@@ -258,24 +384,86 @@ pub struct Agent<'a> {
     read_only: std::cell::Cell<bool>,
     /// Reports not sent because the channel to the supervisor was full.
     dropped: std::cell::Cell<u64>,
+    /// `.git` directories created by this run (device, inode): repositories the sandbox made
+    /// itself, where git may write its hooks directory and a checked configuration.
+    new_git: std::cell::RefCell<std::collections::HashSet<(u64, u64)>>,
+    /// Configuration files of new repositories, put in place by the guard after their content
+    /// was checked: nothing in the sandbox may open them for writing.
+    sealed: std::cell::RefCell<std::collections::HashSet<(u64, u64)>>,
+    /// Makes the names of the guard's own temporary files unique.
+    temp_counter: std::cell::Cell<u64>,
 }
 
 /// Message tag of a refusal report on the supervisor channel.
 pub const MSG_REFUSED: u8 = b'D';
 
 impl Agent<'_> {
-    /// Refuses (EACCES) creating `name` in `parent` when a rule says so, noting the path.
-    fn check(&self, parent: &Path, name: &[u8], what: Creation) -> Result<(), i32> {
+    /// Refuses (EACCES) creating `name` in `parent` (held open as `dir`) when a rule says so,
+    /// noting the path. `Ok(Verdict::NewRepository)` when it is allowed only because the parent
+    /// is inside a `.git` directory this run created.
+    fn check(
+        &self,
+        dir: RawFd,
+        parent: &Path,
+        name: &[u8],
+        what: Creation,
+    ) -> Result<Verdict, i32> {
         // Without rules the filter sends no creating call here; refuse if one comes anyway.
-        if self.rules.is_none_or(|r| r.refuses(parent, name, what)) {
-            let mut p = parent.as_os_str().as_bytes().to_vec();
-            p.push(b'/');
-            p.extend_from_slice(name);
-            *self.refused.borrow_mut() = Some(p);
-            self.read_only.set(false);
-            return Err(libc::EACCES);
+        let verdict = self
+            .rules
+            .map_or(Verdict::Refuse, |r| r.verdict(parent, name, what));
+        match verdict {
+            Verdict::Allow => Ok(Verdict::Allow),
+            Verdict::NewRepository if self.in_new_repository(dir) => Ok(Verdict::NewRepository),
+            _ => Err(self.refuse(parent, name)),
         }
-        Ok(())
+    }
+
+    /// Notes a rule refusal of `parent/name` for the report; the errno to answer.
+    fn refuse(&self, parent: &Path, name: &[u8]) -> i32 {
+        let mut p = parent.as_os_str().as_bytes().to_vec();
+        p.push(b'/');
+        p.extend_from_slice(name);
+        *self.refused.borrow_mut() = Some(p);
+        self.read_only.set(false);
+        libc::EACCES
+    }
+
+    /// Whether the directory `dir` is a `.git` directory this run created, or inside one. The
+    /// walk goes up through the directories themselves (`..`), not through a path that a
+    /// rename could change meanwhile.
+    fn in_new_repository(&self, dir: RawFd) -> bool {
+        let new_git = self.new_git.borrow();
+        if new_git.is_empty() {
+            return false;
+        }
+        let mut held: Option<OwnedFd> = None;
+        let mut last = None;
+        for _ in 0..256 {
+            let cur = held.as_ref().map_or(dir, |f| f.as_raw_fd());
+            let Some(id) = file_id(cur) else { return false };
+            if new_git.contains(&id) {
+                return true;
+            }
+            if last == Some(id) {
+                return false; // the root
+            }
+            last = Some(id);
+            // SAFETY: a constant name relative to a directory fd we hold; checked before owned.
+            let up = unsafe {
+                libc::openat(
+                    cur,
+                    c"..".as_ptr(),
+                    libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                )
+            };
+            if up < 0 {
+                return false;
+            }
+            // SAFETY: up is fresh and owned by nobody else.
+            held = Some(unsafe { OwnedFd::from_raw_fd(up) });
+        }
+        false
     }
 
     /// The errno of a failed creation; EROFS (the path is outside the writable roots) is noted
@@ -352,7 +540,7 @@ impl Agent<'_> {
                 unsafe { libc::mknodat(d, n.as_ptr(), req.mode as libc::mode_t, req.dev) }
             }),
             OP_SYMLINK => match cstr(&req.path1) {
-                Ok(target) => self.simple(dir2, &req.path2, Creation::Link, |d, n| {
+                Ok(target) => self.simple(dir2, &req.path2, Creation::Symlink, |d, n| {
                     // SAFETY: target and n are valid strings; d a directory fd.
                     unsafe { libc::symlinkat(target.as_ptr(), d, n.as_ptr()) }
                 }),
@@ -379,10 +567,26 @@ impl Agent<'_> {
         f: impl FnOnce(RawFd, &CString) -> libc::c_int,
     ) -> Result<i32, i32> {
         let (parent, where_, name) = resolve_parent(dir, path)?;
-        self.check(&where_, &name, what)?;
         let n = cstr(&name)?;
+        if let Err(e) = self.check(parent.as_raw_fd(), &where_, &name, what) {
+            // These calls never replace a name: when it exists the kernel's answer is EEXIST,
+            // and nothing was refused (libgit2 links a lock file onto `config` before it
+            // renames it; `mkdir -p` meets existing directories).
+            if file_type_at(parent.as_raw_fd(), &n).is_some() {
+                self.refused.borrow_mut().take();
+                return Err(libc::EEXIST);
+            }
+            return Err(e);
+        }
         if f(parent.as_raw_fd(), &n) < 0 {
             return Err(self.failed(&where_, &name));
+        }
+        if what == Creation::Dir && name == b".git" {
+            // A repository this run creates: remembered by the directory itself, so that a
+            // rename of anything above it changes nothing.
+            if let Some(id) = file_id_at(parent.as_raw_fd(), &n) {
+                self.new_git.borrow_mut().insert(id);
+            }
         }
         Ok(0)
     }
@@ -415,7 +619,7 @@ impl Agent<'_> {
             return do_bind(addr.as_ptr() as *const libc::sockaddr, addr.len());
         }
         let (parent, where_, name) = resolve_parent(libc::AT_FDCWD, path)?;
-        self.check(&where_, &name, Creation::File)?;
+        self.check(parent.as_raw_fd(), &where_, &name, Creation::File)?;
         // SAFETY: sockaddr_un is plain data; zeroed is valid.
         let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
         if name.len() >= sun.sun_path.len() {
@@ -440,9 +644,30 @@ impl Agent<'_> {
         let (new_parent, new_where, new_name) = resolve_parent(dir2, &req.path2)?;
         // Neither a protected name, nor a name that would make one appear (a directory renamed
         // to `.git` with a `hooks` inside), may be the target; with RENAME_EXCHANGE both are.
-        self.check(&new_where, &new_name, Creation::Link)?;
-        self.check(&old_where, &old_name, Creation::File)?;
+        let verdict = self.check(
+            new_parent.as_raw_fd(),
+            &new_where,
+            &new_name,
+            Creation::Rename,
+        )?;
+        self.check(
+            old_parent.as_raw_fd(),
+            &old_where,
+            &old_name,
+            Creation::File,
+        )?;
         let (o, n) = (cstr(&old_name)?, cstr(&new_name)?);
+        if self.rules.is_some() && git_dir_of(&new_where).is_some() {
+            // A directory brought into a git directory from elsewhere could carry hooks or a
+            // configuration below it that no rule saw being created.
+            let is_dir = file_type_at(old_parent.as_raw_fd(), &o) == Some(libc::S_IFDIR);
+            if is_dir && git_dir_of(&old_where) != git_dir_of(&new_where) {
+                return Err(self.refuse(&new_where, &new_name));
+            }
+        }
+        if verdict == Verdict::NewRepository {
+            return self.put_config_in_place(req, &old_parent, &o, &new_parent, &n, &new_where);
+        }
         // SAFETY: both names are valid strings and both parents directory fds.
         let r = unsafe {
             libc::syscall(
@@ -460,8 +685,152 @@ impl Agent<'_> {
         Ok(0)
     }
 
+    /// A rename onto `config` in a new repository (how git writes its configuration): the
+    /// content is read once and checked, then written by the guard into a file of its own that
+    /// replaces `config`, and the caller's file is removed. The caller never holds a
+    /// descriptor of what is put in place, and nothing in the sandbox may open it for writing
+    /// later (`sealed`), so what was checked is what git on the host will read.
+    fn put_config_in_place(
+        &self,
+        req: &Request,
+        old_parent: &OwnedFd,
+        old: &CString,
+        new_parent: &OwnedFd,
+        new: &CString,
+        new_where: &Path,
+    ) -> Result<i32, i32> {
+        const MAX: u64 = 1 << 20;
+        if req.flags & RENAME_EXCHANGE != 0 {
+            return Err(self.refuse(new_where, new.as_bytes()));
+        }
+        // SAFETY: old is a valid string, old_parent a directory fd; checked before owned.
+        let src = unsafe {
+            libc::openat(
+                old_parent.as_raw_fd(),
+                old.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if src < 0 {
+            return Err(errno());
+        }
+        // SAFETY: src is fresh and owned by nobody else.
+        let src = fs::File::from(unsafe { OwnedFd::from_raw_fd(src) });
+        let meta = src
+            .metadata()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        if !meta.is_file() || meta.len() > MAX {
+            return Err(self.refuse(new_where, new.as_bytes()));
+        }
+        let mut text = Vec::new();
+        io::Read::read_to_end(&mut io::Read::take(&src, MAX + 1), &mut text)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        if text.len() as u64 > MAX {
+            return Err(self.refuse(new_where, new.as_bytes()));
+        }
+        if let Some(why) = crate::gitconfig::refusal(&text) {
+            let e = self.refuse(new_where, new.as_bytes());
+            let mut noted = self.refused.borrow_mut();
+            if let Some(p) = noted.as_mut() {
+                p.extend_from_slice(format!(" ({why})").as_bytes());
+            }
+            return Err(e);
+        }
+        if req.flags & RENAME_NOREPLACE != 0 && file_type_at(new_parent.as_raw_fd(), new).is_some()
+        {
+            return Err(libc::EEXIST);
+        }
+        let replaced = file_id_at(new_parent.as_raw_fd(), new);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o666;
+        let (tmp, file) = self.create_temp_beside(new_parent.as_raw_fd(), mode)?;
+        let written = io::Write::write_all(&mut &file, &text).and_then(|()| file.sync_data());
+        let id = file_id(file.as_raw_fd());
+        let fail = |e: i32| {
+            // SAFETY: tmp is a valid string, new_parent a directory fd.
+            unsafe { libc::unlinkat(new_parent.as_raw_fd(), tmp.as_ptr(), 0) };
+            e
+        };
+        written.map_err(|e| fail(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let Some(id) = id else {
+            return Err(fail(libc::EIO));
+        };
+        // Sealed before it appears under its name.
+        self.sealed.borrow_mut().insert(id);
+        // SAFETY: both names are valid strings, new_parent a directory fd.
+        let r = unsafe {
+            libc::renameat(
+                new_parent.as_raw_fd(),
+                tmp.as_ptr(),
+                new_parent.as_raw_fd(),
+                new.as_ptr(),
+            )
+        };
+        if r < 0 {
+            let e = errno();
+            self.sealed.borrow_mut().remove(&id);
+            return Err(fail(e));
+        }
+        if let Some(old_id) = replaced {
+            self.sealed.borrow_mut().remove(&old_id);
+        }
+        // SAFETY: old is a valid string, old_parent a directory fd.
+        unsafe { libc::unlinkat(old_parent.as_raw_fd(), old.as_ptr(), 0) };
+        Ok(0)
+    }
+
+    /// A new, empty file with a name of its own in `dir`, for the guard to fill.
+    fn create_temp_beside(&self, dir: RawFd, mode: u32) -> Result<(CString, fs::File), i32> {
+        // SAFETY: getpid cannot fail.
+        let me = unsafe { libc::getpid() };
+        for attempt in 0..100u32 {
+            let n = self.temp_counter.get().wrapping_add(1);
+            self.temp_counter.set(n);
+            let name = cstr(format!(".ringfence-config-{me}-{n}-{attempt}").as_bytes())?;
+            // SAFETY: name is a valid string, dir a directory fd; checked before owned.
+            let fd = unsafe {
+                libc::openat(
+                    dir,
+                    name.as_ptr(),
+                    libc::O_WRONLY
+                        | libc::O_CREAT
+                        | libc::O_EXCL
+                        | libc::O_NOFOLLOW
+                        | libc::O_CLOEXEC,
+                    mode as libc::c_uint,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: fd is fresh and owned by nobody else.
+                return Ok((name, fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })));
+            }
+            if errno() != libc::EEXIST {
+                return Err(errno());
+            }
+        }
+        Err(libc::EEXIST)
+    }
+
     fn open(&self, req: &Request, dir: RawFd) {
-        let result = self.open_inner(req, dir);
+        let mut result = self.open_inner(req, dir);
+        if let Ok(Some(fd)) = &result {
+            // Whatever name or magic link led here: a sealed configuration is never opened for
+            // writing.
+            // SAFETY: F_GETFL on a descriptor we hold.
+            let got = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+            let writes = got < 0 || got & libc::O_ACCMODE != libc::O_RDONLY;
+            if writes
+                && file_id(fd.as_raw_fd()).is_some_and(|id| self.sealed.borrow().contains(&id))
+            {
+                let path =
+                    fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
+                let (parent, name) = (
+                    path.parent().unwrap_or(Path::new("/")).to_path_buf(),
+                    path.file_name().unwrap_or_default().as_bytes().to_vec(),
+                );
+                result = Err(self.refuse(&parent, &name));
+            }
+        }
         match result {
             Ok(Some(fd)) => self.answer(req, 0, Some(&fd)),
             Ok(None) => {} // answered by a child
@@ -550,10 +919,13 @@ impl Agent<'_> {
                     req.flags & libc::O_NONBLOCK == 0 && follows_to_fifo(parent.as_raw_fd(), &n);
                 (req.flags | libc::O_CLOEXEC, fifo)
             } else {
-                self.check(&where_, &name, Creation::File)?;
+                let verdict = self.check(parent.as_raw_fd(), &where_, &name, Creation::File)?;
                 let excl = req.flags & libc::O_EXCL != 0;
                 let nofollow = req.flags & libc::O_NOFOLLOW != 0;
                 let there = existing(parent.as_raw_fd(), &n);
+                if verdict == Verdict::NewRepository {
+                    return self.create_empty_config(req, &parent, &where_, &name, &there);
+                }
                 if let (Existing::Symlink(target), false, false) = (&there, excl, nofollow) {
                     path = target.clone();
                     base = Some(parent);
@@ -568,8 +940,26 @@ impl Agent<'_> {
             if fifo {
                 return self.open_in_child(req, parent.as_raw_fd(), &n, flags);
             }
+            if req.flags & libc::O_CREAT == 0 && is_dev_tty(parent.as_raw_fd(), &n) {
+                // /dev/tty means the opener's controlling terminal, and PID 1 has none: open
+                // the caller's own terminal by its device instead.
+                let tty = caller_tty(req.pid).ok_or(libc::ENXIO)?;
+                // SAFETY: tty is a valid path string.
+                let fd = unsafe { libc::open(tty.as_ptr(), flags | libc::O_NOCTTY, 0) };
+                if fd < 0 {
+                    return Err(errno());
+                }
+                // SAFETY: fd is fresh and owned by nobody else.
+                return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
+            }
+            // A hook sample is never executable (git would not run it anyway).
+            let mode = if is_hook_sample(&where_, &name) {
+                req.mode & !0o111
+            } else {
+                req.mode
+            };
             // SAFETY: n is a valid string, parent a directory fd.
-            let fd = unsafe { libc::openat(parent.as_raw_fd(), n.as_ptr(), flags, req.mode) };
+            let fd = unsafe { libc::openat(parent.as_raw_fd(), n.as_ptr(), flags, mode) };
             if fd < 0 {
                 return Err(self.failed(&where_, &name));
             }
@@ -577,6 +967,43 @@ impl Agent<'_> {
             return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));
         }
         Err(libc::ELOOP)
+    }
+}
+
+impl Agent<'_> {
+    /// An open with O_CREAT of a new repository's missing `config` (libgit2 creates the file
+    /// before it writes it through a lock file): the guard creates it empty and sealed, and
+    /// the caller gets a read-only descriptor. Content only arrives by a checked rename.
+    fn create_empty_config(
+        &self,
+        req: &Request,
+        parent: &OwnedFd,
+        where_: &Path,
+        name: &[u8],
+        there: &Existing,
+    ) -> Result<Option<OwnedFd>, i32> {
+        if req.flags & libc::O_CREAT == 0 || !matches!(there, Existing::Nothing) {
+            return Err(self.refuse(where_, name));
+        }
+        let n = cstr(name)?;
+        // SAFETY: n is a valid string, parent a directory fd; checked before owned.
+        let fd = unsafe {
+            libc::openat(
+                parent.as_raw_fd(),
+                n.as_ptr(),
+                libc::O_RDONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                (req.mode & 0o666) as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(self.failed(where_, name));
+        }
+        // SAFETY: fd is fresh and owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if let Some(id) = file_id(fd.as_raw_fd()) {
+            self.sealed.borrow_mut().insert(id);
+        }
+        Ok(Some(fd))
     }
 }
 
@@ -600,6 +1027,9 @@ impl<'a> Agent<'a> {
             refused: std::cell::RefCell::new(None),
             read_only: std::cell::Cell::new(false),
             dropped: std::cell::Cell::new(0),
+            new_git: Default::default(),
+            sealed: Default::default(),
+            temp_counter: std::cell::Cell::new(0),
         }
     }
 
@@ -1189,5 +1619,49 @@ mod tests {
             !g.refuses(Path::new("/tmp"), b".bashrc", File),
             "outside the writable roots"
         );
+    }
+
+    #[test]
+    fn new_repositories_may_have_a_hooks_directory_samples_and_a_checked_config() {
+        use Creation::{Dir, File, Link, Rename, Symlink};
+        let mut g = rules();
+        g.git_internal.push("config".into());
+        g.nested.push((".git".into(), "config".into()));
+        let git = Path::new("/w/p/.git");
+        assert_eq!(g.verdict(git, b"hooks", Dir), Verdict::NewRepository);
+        assert_eq!(g.verdict(git, b"hooks", File), Verdict::Refuse);
+        assert_eq!(g.verdict(git, b"hooks", Rename), Verdict::Refuse);
+        assert_eq!(g.verdict(git, b"config", Rename), Verdict::NewRepository);
+        assert_eq!(g.verdict(git, b"config", File), Verdict::NewRepository);
+        assert_eq!(g.verdict(git, b"config", Link), Verdict::Refuse);
+        assert_eq!(g.verdict(git, b"config", Symlink), Verdict::Refuse);
+        let sub = Path::new("/w/p/.git/modules/s");
+        assert_eq!(g.verdict(sub, b"config", Rename), Verdict::NewRepository);
+        assert_eq!(g.verdict(git, b"commondir", Rename), Verdict::Refuse);
+        let hooks = Path::new("/w/p/.git/hooks");
+        assert_eq!(g.verdict(hooks, b"pre-commit.sample", File), Verdict::Allow);
+        assert_eq!(
+            g.verdict(hooks, b"pre-commit.sample", Rename),
+            Verdict::Allow
+        );
+        assert_eq!(g.verdict(hooks, b"pre-commit", File), Verdict::Refuse);
+        assert_eq!(g.verdict(hooks, b"pre-commit", Rename), Verdict::Refuse);
+        assert_eq!(g.verdict(hooks, b"x.sample", Dir), Verdict::Refuse);
+        assert_eq!(g.verdict(git, b"probe", Symlink), Verdict::NewRepository);
+        assert_eq!(
+            g.verdict(Path::new("/w/p"), b"link", Symlink),
+            Verdict::Allow
+        );
+        assert_eq!(
+            g.verdict(Path::new("/w/p/hooks"), b"pre-commit", File),
+            Verdict::Allow
+        );
+        assert!(is_hook_sample(hooks, b"pre-commit.sample"));
+        assert!(!is_hook_sample(Path::new("/w/p/hooks"), b"a.sample"));
+        assert_eq!(
+            git_dir_of(Path::new("/w/p/.git/modules/s")),
+            Some(git.to_path_buf())
+        );
+        assert_eq!(git_dir_of(Path::new("/w/p")), None);
     }
 }

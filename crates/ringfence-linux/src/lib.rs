@@ -8,6 +8,7 @@
 pub mod caps;
 pub mod cgroup;
 pub mod error;
+pub mod gitconfig;
 pub mod guard;
 pub mod layer;
 pub mod limits;

@@ -374,6 +374,11 @@ const CREATING: &[c_long] = &[
     libc::SYS_renameat2,
 ];
 
+/// Open flags that send an open to the creation guard: creating a name, and opening for
+/// writing (a git configuration the guard put in place in a new repository is sealed against
+/// that; the guard tells it by the file it opened, whatever the path).
+const GUARDED_OPEN: u32 = (libc::O_CREAT | libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC) as u32;
+
 /// The filter PID 1 answers: every `execve` is reported (observation only, for the activity
 /// log) and, with `creation`, every syscall that could create a protected name goes to the
 /// creation guard. Everything else is allowed (the main filter still applies).
@@ -406,13 +411,13 @@ pub fn build_guard(creation: bool) -> Vec<sock_filter> {
     }
     a.on_syscall(libc::SYS_openat, |a| {
         a.load(arg_low(2));
-        a.ret_if(JSET_K, libc::O_CREAT as u32, notify);
+        a.ret_if(JSET_K, GUARDED_OPEN, notify);
         a.ret(RET_ALLOW);
     });
     #[cfg(target_arch = "x86_64")]
     a.on_syscall(libc::SYS_open, |a| {
         a.load(arg_low(1));
-        a.ret_if(JSET_K, libc::O_CREAT as u32, notify);
+        a.ret_if(JSET_K, GUARDED_OPEN, notify);
         a.ret(RET_ALLOW);
     });
     a.ret(RET_ALLOW);

@@ -93,11 +93,24 @@ fn assert_no_protected(dir: &std::path::Path, context: &dyn std::fmt::Debug) {
         let ty = entry.file_type().unwrap();
         if ty.is_dir() {
             if name == ".git" {
-                assert!(
-                    !entry.path().join("hooks").exists(),
-                    "{}/hooks was created: {context:#?}",
-                    entry.path().display()
-                );
+                // A repository the sandbox created may have a hooks directory, holding nothing
+                // git would run: only samples, none executable.
+                let hooks = entry.path().join("hooks");
+                if hooks.is_dir() {
+                    for hook in names(&hooks) {
+                        assert!(
+                            hook.ends_with(".sample") && mode(&hooks.join(&hook)) & 0o111 == 0,
+                            "{}/{hook} was created: {context:#?}",
+                            hooks.display()
+                        );
+                    }
+                } else {
+                    assert!(
+                        !hooks.exists(),
+                        "{} was created: {context:#?}",
+                        hooks.display()
+                    );
+                }
             }
             assert_no_protected(&entry.path(), context);
         }
@@ -273,7 +286,7 @@ fn writing_through_symlinks_to_protected_names_is_refused() {
          ln -s b a && ln -s .zshrc b && {{ echo x > a; echo \"chain=$?\"; }}\n\
          ln -s ../.profile sub/l && {{ echo x > sub/l; echo \"up=$?\"; }}\n\
          ln -s '{w}/.envrc' absl && {{ echo x > absl; echo \"abs=$?\"; }}\n\
-         ln -s .git g && mkdir .git && {{ mkdir g/hooks; echo \"hooks=$?\"; }}\n\
+         ln -s .git g && mkdir .git && {{ mkdir g/hooks; echo x > g/hooks/pre-commit; echo \"hooks=$?\"; }}\n\
          ln -s sub/../.gitconfig dots && {{ echo x >> dots; echo \"dots=$?\"; }}\n\
          ln -s ok-target fine && echo y > fine && cat ok-target\n"
     );
@@ -619,23 +632,257 @@ fn git_init_commit_and_clone_work_with_allow_git_config() {
     assert_eq!(dir.read("work/clone/a.txt"), "hello\n");
 }
 
+const GIT: &str = "git -c user.name=t -c user.email=t@example.com -c init.defaultBranch=main";
+
 #[test]
-fn git_init_without_allow_git_config_fails_and_is_reported() {
+fn git_creates_clones_and_commits_in_new_repositories() {
+    // Without allowGitConfig: a repository the sandbox creates gets a configuration that git
+    // writes through the guard (checked), and no hooks.
     if !have("git") {
         skip("no git");
         return;
     }
-    let dir = TestDir::new("guard-git-denied");
+    let dir = TestDir::new("guard-git-new");
     let w = dir.s("work");
     dir.mkdir("work");
+    // A repository outside the writable root to clone from.
+    let src = dir.s("src");
+    let made = run(Command::new("sh").arg("-c").arg(format!(
+        "set -e; {GIT} init -q '{src}'; cd '{src}'; echo up > u.txt; {GIT} add u.txt; \
+         {GIT} commit -q -m up"
+    )));
+    assert!(made.success(), "{made:#?}");
     let out = sh(
         &["--allow-write", &w],
-        &format!("cd '{w}' && git init -q repo"),
+        &format!(
+            "set -e; cd '{w}'; {GIT} init -q repo; cd repo; git config user.name t; \
+             git config user.email t@example.com; echo hello > a.txt; git add a.txt; \
+             git commit -q -m first; git checkout -q -b feature; echo more >> a.txt; \
+             git stash -q; git stash list | wc -l; git stash pop -q; git commit -qam second; \
+             git gc -q; git log --format=%s; cd ..; {GIT} clone -q '{src}' clone; \
+             cat clone/u.txt; git -C clone remote -v | head -1"
+        ),
     );
-    assert_ne!(out.code(), 0, "{out:#?}");
-    assert!(out.stderr.contains("refused to create"), "{out:#?}");
-    assert!(!dir.join("work/repo/.git/config").exists(), "{out:#?}");
-    assert!(!dir.join("work/repo/.git/hooks").exists(), "{out:#?}");
+    assert_eq!(
+        out.ok(),
+        format!("1\nsecond\nfirst\nup\norigin\t{src} (fetch)\n"),
+        "{out:#?}"
+    );
+    assert!(!out.stderr.contains("refused"), "{out:#?}");
+    let config = dir.read("work/repo/.git/config");
+    assert!(config.contains("name = t"), "{config}");
+    for repo in ["repo", "clone"] {
+        assert!(
+            !dir.join(format!("work/{repo}/.git/hooks")).exists(),
+            "{repo}/.git/hooks was created: {out:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_hook_cannot_be_planted_in_a_new_repository() {
+    // git's templates bring a hooks directory of samples; nothing else may appear in it, in
+    // any way, and no sample is executable.
+    if !have("git") || !python() {
+        skip("no git or python3");
+        return;
+    }
+    let dir = TestDir::new("guard-git-hook");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let script = format!(
+        r##"
+import os, subprocess
+os.chdir("{w}")
+subprocess.run(["git", "-c", "init.templateDir=/usr/share/git-core/templates", "init", "-q", "r"], check=True)
+os.chdir("r")
+h = ".git/hooks"
+def attempt(name, f):
+    try:
+        f(); print(name, "done")
+    except OSError as e:
+        print(name, "refused", e.errno)
+attempt("open", lambda: open(h + "/pre-commit", "w").write("#!/bin/sh\necho pwned\n"))
+attempt("creat-exec", lambda: os.close(os.open(h + "/post-checkout", os.O_CREAT | os.O_WRONLY, 0o755)))
+attempt("rename-sample", lambda: os.rename(h + "/pre-commit.sample", h + "/pre-commit"))
+attempt("link", lambda: os.link(h + "/update.sample", h + "/update"))
+attempt("symlink", lambda: os.symlink("/bin/sh", h + "/pre-push"))
+os.makedirs("ev/hooks"); open("ev/hooks/pre-commit", "w").write("x")
+attempt("dir-into-git", lambda: os.rename("ev", ".git/modules"))
+attempt("mkdir-in-hooks", lambda: os.mkdir(h + "/sub.sample"))
+attempt("new-sample", lambda: os.close(os.open(h + "/mine.sample", os.O_CREAT | os.O_WRONLY, 0o755)))
+"##
+    );
+    let out = run(ringfence(&["--allow-write", &w]).args(["--", PYTHON, "-c", &script]));
+    assert_eq!(out.code(), 0, "{out:#?}");
+    for name in [
+        "open",
+        "creat-exec",
+        "rename-sample",
+        "link",
+        "symlink",
+        "dir-into-git",
+        "mkdir-in-hooks",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("{name} refused")),
+            "{name}: {out:#?}"
+        );
+    }
+    assert!(out.stdout.contains("new-sample done"), "{out:#?}");
+    let hooks = dir.join("work/r/.git/hooks");
+    let found = names(&hooks);
+    assert!(found.len() > 5, "the template's samples: {found:?}");
+    for n in &found {
+        assert!(n.ends_with(".sample"), "{n} in hooks: {out:#?}");
+        let m = mode(&hooks.join(n));
+        assert_eq!(m & 0o111, 0, "{n} is executable ({m:o})");
+    }
+    assert!(!dir.join("work/r/.git/modules").exists());
+    // And git runs nothing: a commit succeeds without any hook output.
+    let out = sh(
+        &["--allow-write", &w],
+        &format!("cd '{w}/r' && echo a > a && git add a && {GIT} commit -q -m c && echo ok"),
+    );
+    assert_eq!(out.ok(), "ok\n", "{out:#?}");
+}
+
+/// Keys that make git run a program or load other configuration, with a value for each.
+const DANGEROUS_GIT_KEYS: &[(&str, &str)] = &[
+    ("core.hooksPath", "/tmp/h"),
+    ("core.fsmonitor", "./fsm"),
+    ("core.sshCommand", "sh -c pwned"),
+    ("core.pager", "sh -c pwned"),
+    ("core.editor", "sh -c pwned"),
+    ("core.askPass", "./x"),
+    ("core.worktree", "/"),
+    ("sequence.editor", "./x"),
+    ("diff.external", "./x"),
+    ("diff.bin.textconv", "./x"),
+    ("diff.bin.command", "./x"),
+    ("filter.f.clean", "./x"),
+    ("filter.f.smudge", "./x"),
+    ("filter.f.process", "./x"),
+    ("merge.m.driver", "./x"),
+    ("credential.helper", "./x"),
+    ("gpg.program", "./x"),
+    ("gpg.ssh.program", "./x"),
+    ("include.path", "../evil.cfg"),
+    ("includeIf.gitdir:/.path", "../evil.cfg"),
+    ("alias.st", "!sh -c pwned"),
+    ("remote.origin.uploadpack", "./x"),
+    ("remote.origin.receivepack", "./x"),
+    ("uploadpack.packObjectsHook", "./x"),
+    ("protocol.ext.allow", "always"),
+];
+
+/// Python run inside a new repository: every way around git to change its config.
+const CONFIG_BYPASSES: &str = r#"
+import os
+def attempt(name, f):
+    try:
+        f(); print("done", name)
+    except OSError as e:
+        print("refused", name, e.errno)
+open("c.lock", "w").write("[core]\n\thooksPath = /tmp/h\n")
+attempt("rename", lambda: os.rename("c.lock", ".git/config"))
+attempt("link", lambda: os.link(".git/config", "alias"))
+if os.path.exists("alias"):
+    attempt("append-alias", lambda: open("alias", "a").write("[core]\n\tpager = x\n"))
+fd = os.open(".git/config", os.O_PATH)
+attempt("procfd", lambda: open("/proc/self/fd/%d" % fd, "a").write("[core]\n\tpager = x\n"))
+attempt("rdwr", lambda: os.close(os.open(".git/config", os.O_RDWR)))
+attempt("trunc", lambda: os.close(os.open(".git/config", os.O_WRONLY | os.O_TRUNC)))
+attempt("symlink", lambda: os.symlink("../evil.cfg", ".git/config.worktree"))
+"#;
+
+#[test]
+fn a_new_repository_config_cannot_make_git_run_a_program() {
+    if !have("git") || !python() {
+        skip("no git or python3");
+        return;
+    }
+    let dir = TestDir::new("guard-git-config");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let bypass = dir.write("bypass.py", CONFIG_BYPASSES);
+    let mut script = format!("cd '{w}' && {GIT} init -q r && cd r || exit 99\n");
+    for (key, value) in DANGEROUS_GIT_KEYS {
+        script.push_str(&format!(
+            "git config '{key}' '{value}' 2>/dev/null && echo 'set {key}'\n"
+        ));
+    }
+    script.push_str(&format!("{PYTHON} '{}'\n", bypass.display()));
+    let out = sh(&["--allow-write", &w], &script);
+    for (key, _) in DANGEROUS_GIT_KEYS {
+        assert!(
+            !out.stdout.contains(&format!("set {key}\n")),
+            "{key} was set: {out:#?}"
+        );
+    }
+    for name in [
+        "rename",
+        "procfd",
+        "rdwr",
+        "trunc",
+        "append-alias",
+        "symlink",
+    ] {
+        assert!(
+            !out.stdout.contains(&format!("done {name}\n")),
+            "{name}: {out:#?}"
+        );
+    }
+    for name in ["rename", "procfd", "rdwr", "trunc", "symlink"] {
+        assert!(
+            out.stdout.contains(&format!("refused {name}")),
+            "{name}: {out:#?}"
+        );
+    }
+    assert!(
+        out.stderr.contains("core.hookspath: makes git run hooks"),
+        "the report gives the reason: {out:#?}"
+    );
+    let config = std::fs::read_to_string(dir.join("work/r/.git/config")).unwrap();
+    assert!(config.contains("repositoryformatversion"), "{config}");
+    for (key, _) in DANGEROUS_GIT_KEYS {
+        let last = key.rsplit('.').next().unwrap().to_lowercase();
+        assert!(
+            !config.to_lowercase().contains(&format!("{last} =")),
+            "{key} reached the config: {config}"
+        );
+    }
+    assert!(!config.contains("pager"), "{config}");
+    assert!(!dir.join("work/r/.git/config.worktree").exists());
+}
+
+#[test]
+fn an_existing_repository_keeps_its_protection() {
+    if !have("git") {
+        skip("no git");
+        return;
+    }
+    let dir = TestDir::new("guard-git-existing");
+    let w = dir.s("work");
+    dir.mkdir("work");
+    let made = run(Command::new("sh").arg("-c").arg(format!(
+        "{GIT} init -q '{w}/old' && rm -rf '{w}/old/.git/hooks'"
+    )));
+    assert!(made.success(), "{made:#?}");
+    let before = dir.read("work/old/.git/config");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!(
+            "cd '{w}/old'; git config core.pager x; echo c1=$?; git config user.name x; \
+             echo c2=$?; mkdir .git/hooks; echo c3=$?; ln -s /tmp .git/probe; echo c4=$?"
+        ),
+    );
+    for c in ["c1=0", "c2=0", "c3=0", "c4=0"] {
+        assert!(!out.stdout.contains(c), "{c}: {out:#?}");
+    }
+    assert_eq!(dir.read("work/old/.git/config"), before);
+    assert!(!dir.join("work/old/.git/hooks").exists());
+    assert!(!dir.join("work/old/.git/probe").exists());
 }
 
 // --- 9. the exit report ------------------------------------------------------------------

@@ -31,8 +31,19 @@ fn new_git_hook_cannot_be_created() {
 }
 
 #[test]
-fn new_git_config_cannot_be_created() {
-    assert_cannot_create("create-gitconfig", "repo/.git/config");
+fn new_git_config_cannot_be_written_directly() {
+    // In a `.git` the sandbox made, an open with O_CREAT of `config` gets an empty file that
+    // stays empty (git writes it by a checked rename); nothing reaches it this way.
+    let dir = TestDir::new("create-gitconfig");
+    dir.mkdir("work");
+    let w = dir.s("work");
+    let out = sh(
+        &["--allow-write", &w],
+        &format!("mkdir -p '{w}/repo/.git'; echo evil > '{w}/repo/.git/config'; echo evil >> '{w}/repo/.git/config'; echo done"),
+    );
+    assert_eq!(out.ok(), "done\n", "{out:#?}");
+    let config = std::fs::read_to_string(dir.join("work/repo/.git/config")).unwrap_or_default();
+    assert_eq!(config, "", "{out:#?}");
 }
 
 #[test]
