@@ -28,7 +28,14 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn require(workload: &str, progs: &[&str]) -> bool {
     for prog in progs {
         if !common::have(prog) {
-            let reason = format!("workload {workload}: `{prog}` is not on PATH");
+            let mut reason = format!("workload {workload}: `{prog}` is not on PATH");
+            if *prog == "cargo" && !common::is_root() {
+                // rustup installs under the installing user's home, which others cannot read.
+                reason.push_str(
+                    " (a Rust toolchain under another user's home is not readable; \
+                     .ci/run installs Debian's cargo for this user)",
+                );
+            }
             if std::env::var_os("RINGFENCE_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
                 panic!("{reason} (RINGFENCE_REQUIRE_TOOLS=1: install it, see .ci/run)");
             }
@@ -293,7 +300,7 @@ echo commits=$(git rev-list --count HEAD) branches=$(git branch --list | wc -l)"
 // --- cargo -----------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "needs socketpair(AF_UNIX, SOCK_SEQPACKET) allowed (std's Command::spawn) and new repositories (cargo new runs git init)"]
+#[ignore = "needs socketpair(AF_UNIX, SOCK_SEQPACKET) allowed (std's Command::spawn), new repositories (cargo new runs git init) and a sandbox-own CARGO_HOME if cargo writes it"]
 fn workload_cargo() {
     if !require("cargo", &["cargo"]) {
         return;
