@@ -252,7 +252,7 @@ fn answer(stream: TcpStream, files: &HashMap<String, (String, Vec<u8>)>) {
 // --- git -------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "needs new repositories in writable roots (.git/config is a protected name today)"]
+#[ignore = "needs new repositories in writable roots (.git/config, .git/hooks and, for git worktree add, .git/worktrees/NAME/gitdir and commondir are protected names today)"]
 fn workload_git() {
     if !require("git", &["git"]) {
         return;
@@ -300,7 +300,7 @@ echo commits=$(git rev-list --count HEAD) branches=$(git branch --list | wc -l)"
 // --- cargo -----------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "needs socketpair(AF_UNIX, SOCK_SEQPACKET) allowed (std's Command::spawn), new repositories (cargo new runs git init) and a sandbox-own CARGO_HOME if cargo writes it"]
+#[ignore = "needs socketpair(AF_UNIX, SOCK_SEQPACKET) allowed (std's Command::spawn) and new repositories (cargo new runs git init)"]
 fn workload_cargo() {
     if !require("cargo", &["cargo"]) {
         return;
