@@ -44,6 +44,10 @@ pub fn policy_json(p: &Prepared) -> Value {
             "tmpSize": l.tmp_size,
         },
         "envRemoved": p.env_removed,
+        "packageCaches": {
+            "root": p.caches.root,
+            "variables": p.caches.env.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
+        },
         "workspace": {
             "mode": if pol.workspace.overlay { "overlay" } else { "direct" },
             "confirmDeletes": pol.workspace.confirm_deletes,

@@ -2,6 +2,7 @@
 //! The binary is glue: command-line parsing, the srt-compatible entry point, and output.
 
 mod activity;
+mod caches;
 mod check;
 mod connect;
 mod control;
@@ -478,6 +479,24 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
             p.env_removed.join(", ")
         }
     )?;
+    if p.caches.env.is_empty() {
+        writeln!(
+            out,
+            "package caches: the host's (read-only unless writable by policy)"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "package caches: the sandbox's own in {} ({})",
+            p.caches.root.display(),
+            p.caches
+                .env
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
     writeln!(
         out,
         "protected entries found: {} (scanned {} directories, {} read again, {} entries in {} ms)",

@@ -42,6 +42,8 @@ pub struct Prepared {
     pub not_yet: Vec<PathBuf>,
     pub mechanism: Mechanism,
     pub cgroup_limits: CgroupLimits,
+    /// The sandbox's own package caches (empty when a denyRead hides them).
+    pub caches: crate::caches::CachePlan,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -240,6 +242,28 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     if state.exists() {
         deny_read.push(real(&state));
     }
+    // The sandbox's own package caches: writable, outside the protected-name scan and the
+    // creation guard (the host never reads them).
+    let host_env_var = |k: &str| std::env::var(k).ok();
+    let cache_root = crate::caches::root(&home, &host_env_var);
+    let caches = crate::caches::plan(
+        &home,
+        &cache_root,
+        &host_env_var,
+        &|p| allow_write.iter().any(|w| p.starts_with(w)),
+        &|p| p.is_dir(),
+    );
+    let mut allow_write = allow_write;
+    if !caches.dirs.is_empty() && !allow_write.iter().any(|w| cache_root.starts_with(w)) {
+        crate::caches::create(&caches).with_context(|| {
+            format!(
+                "creating the sandbox's package caches in {}; set XDG_CACHE_HOME to a writable \
+                 directory",
+                cache_root.display()
+            )
+        })?;
+        allow_write.push(real(&cache_root));
+    }
     let input = PlanInput {
         deny_read,
         allow_read: paths(&policy.allow_read),
@@ -270,6 +294,27 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             } => Some(path.clone()),
             _ => None,
         })
+        .collect();
+    // The caches are used only if the plan really makes them writable (a denyRead above them
+    // hides them).
+    let caches_root = real(&cache_root);
+    let caches_bound = writable_roots.iter().any(|r| caches_root.starts_with(r));
+    let caches = if caches_bound {
+        if let Some(c) = caches.dirs.iter().find(|d| d.ends_with("cargo")) {
+            let host = std::env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .unwrap_or_else(|| home.join(".cargo"));
+            crate::caches::seed_cargo(&host, c)
+                .with_context(|| format!("copying cargo's configuration into {}", c.display()))?;
+        }
+        caches
+    } else {
+        crate::caches::CachePlan::default()
+    };
+    let writable_roots: Vec<PathBuf> = writable_roots
+        .into_iter()
+        .filter(|r| !(caches_bound && r == &caches_root))
         .collect();
     let guard = (!writable_roots.is_empty()).then(|| GuardRules {
         names: names.iter().map(|s| s.to_string()).collect(),
@@ -347,12 +392,18 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     for (k, v) in &proxy_vars {
         env.push(CString::new(format!("{k}={v}")).context("environment")?);
     }
+    for (k, v) in &caches.env {
+        env.push(CString::new(format!("{k}={v}")).context("environment")?);
+    }
     for (k, v) in kept {
         if k == "RINGFENCE_SANDBOX" || (guard.is_some() && k == "GIT_CONFIG_COUNT") {
             continue;
         }
         if let Some(name) = k.to_str() {
-            if crate::netenv::replaced(name) || proxy_vars.iter().any(|(p, _)| p == name) {
+            if crate::netenv::replaced(name)
+                || proxy_vars.iter().any(|(p, _)| p == name)
+                || caches.env.iter().any(|(c, _)| c == name)
+            {
                 continue;
             }
         }
@@ -379,6 +430,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         not_yet,
         mechanism,
         cgroup_limits,
+        caches,
     })
 }
 

@@ -252,7 +252,6 @@ fn answer(stream: TcpStream, files: &HashMap<String, (String, Vec<u8>)>) {
 // --- git -------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "needs new repositories in writable roots (.git/config, .git/hooks and, for git worktree add, .git/worktrees/NAME/gitdir and commondir are protected names today)"]
 fn workload_git() {
     if !require("git", &["git"]) {
         return;
@@ -276,7 +275,6 @@ printf 'two\\n' > two && git add two && git commit -qm second
 printf 'dirty\\n' >> README && git stash -q && git diff --quiet && git stash pop -q
 grep -q dirty README && git checkout -q -- README
 git gc -q
-git worktree add -q -b side ../side
 echo commits=$(git rev-list --count HEAD) branches=$(git branch --list | wc -l)"
     );
     compare(&Task {
@@ -285,14 +283,37 @@ echo commits=$(git rev-list --count HEAD) branches=$(git branch --list | wc -l)"
         ports: vec![],
         prepare: &nothing,
         check: &|dir, out, side| {
-            assert_contains(out, "commits=2 branches=3", side);
+            assert_contains(out, "commits=2 branches=2", side);
             assert_file(dir, "fresh/one", side);
             assert!(
                 dir.join("fresh/.git/HEAD").is_file(),
                 "{side}: no fresh/.git"
             );
             assert_file(dir, "clone/two", side);
-            assert_file(dir, "side/README", side);
+        },
+    });
+}
+
+#[test]
+#[ignore = "git worktree add writes a .git file and .git/worktrees/NAME/{gitdir,commondir}, which the guard cannot check before git uses them; refused today"]
+fn workload_git_worktree() {
+    if !require("git", &["git"]) {
+        return;
+    }
+    let script = "set -e
+export GIT_AUTHOR_NAME=w GIT_AUTHOR_EMAIL=w@example.com GIT_COMMITTER_NAME=w GIT_COMMITTER_EMAIL=w@example.com
+git init -q main && cd main && printf 'one\\n' > one && git add one && git commit -qm first
+git worktree add -q -b side ../side
+echo ok"
+        .to_string();
+    compare(&Task {
+        name: "git-worktree",
+        script,
+        ports: vec![],
+        prepare: &nothing,
+        check: &|dir, out, side| {
+            assert_contains(out, "ok", side);
+            assert_file(dir, "side/one", side);
         },
     });
 }
@@ -378,7 +399,6 @@ fn npm_registry() -> u16 {
 }
 
 #[test]
-#[ignore = "needs sandbox package caches (~/.npm is read-only inside)"]
 fn workload_npm() {
     if !require("npm", &["node", "npm"]) {
         return;
