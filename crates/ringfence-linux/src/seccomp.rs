@@ -12,8 +12,9 @@ use crate::error::{Error, Result};
 /// What the filter lets through beyond the fixed baseline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FilterOptions {
-    /// Allow `socket(AF_UNIX, ..)` and every kind of `socketpair(AF_UNIX, ..)`. Without it only
-    /// `socketpair(AF_UNIX, SOCK_STREAM, ..)` is allowed, which reaches nothing outside the pair.
+    /// Allow `socket(AF_UNIX, ..)`. `socketpair(AF_UNIX, ..)` of every type is allowed either
+    /// way: an anonymous pair reaches nothing outside it (Rust's `Command::spawn` uses a
+    /// `SOCK_SEQPACKET` pair, many event loops a `SOCK_DGRAM` one).
     pub allow_unix_sockets: bool,
     /// Allow `pidfd_getfd` and `process_vm_readv`: only for the sandbox's PID 1 when it answers
     /// the creation guard (it reads callers' path arguments and takes their directory and
@@ -271,21 +272,11 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
         a.ret_if(JEQ_K, NETLINK_ROUTE, RET_ALLOW);
         a.ret(eafnosupport);
     });
+    // A pair is connected only to itself, whatever its type, so only the family matters.
     a.on_syscall(libc::SYS_socketpair, |a| {
-        let unix = a.label();
         a.load(arg_low(0));
-        a.jump(JEQ_K, libc::AF_UNIX as u32, Target::To(unix), Target::Next);
+        a.ret_if(JEQ_K, libc::AF_UNIX as u32, RET_ALLOW);
         a.ret(eafnosupport);
-
-        a.bind(unix);
-        if opts.allow_unix_sockets {
-            a.ret(RET_ALLOW);
-        } else {
-            a.load(arg_low(1));
-            a.and(SOCK_TYPE_MASK);
-            a.ret_if(JEQ_K, libc::SOCK_STREAM as u32, RET_ALLOW);
-            a.ret(eperm);
-        }
     });
     // No set-user-ID or set-group-ID file may come out of the sandbox: for a root caller the
     // files it writes belong to root on the host, where such a bit would make them run as
@@ -920,14 +911,23 @@ mod tests {
 
     #[test]
     fn socketpair_types() {
-        let stream = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
         for opts in [STRICT, WITH_UNIX] {
-            assert_eq!(socketpair(&opts, libc::AF_UNIX, stream), RET_ALLOW);
-            assert_eq!(socketpair(&opts, libc::AF_INET, stream), EAFNOSUPPORT);
-        }
-        for ty in [libc::SOCK_DGRAM, libc::SOCK_SEQPACKET, libc::SOCK_RAW] {
-            assert_eq!(socketpair(&STRICT, libc::AF_UNIX, ty), EPERM, "{ty}");
-            assert_eq!(socketpair(&WITH_UNIX, libc::AF_UNIX, ty), RET_ALLOW, "{ty}");
+            for ty in [
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                libc::SOCK_DGRAM,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                libc::SOCK_RAW,
+            ] {
+                assert_eq!(socketpair(&opts, libc::AF_UNIX, ty), RET_ALLOW, "{ty}");
+                assert_eq!(socketpair(&opts, libc::AF_INET, ty), EAFNOSUPPORT, "{ty}");
+            }
+            // The family is an int: high bits neither hide AF_UNIX nor disguise another family.
+            let high = (1 << 32) | c(libc::AF_UNIX);
+            let args = [high, c(libc::SOCK_SEQPACKET), 0, 0];
+            assert_eq!(decide(&opts, libc::SYS_socketpair, &args), RET_ALLOW);
+            let disguised = (c(libc::AF_UNIX) << 32) | c(libc::AF_INET);
+            let args = [disguised, c(libc::SOCK_STREAM), 0, 0];
+            assert_eq!(decide(&opts, libc::SYS_socketpair, &args), EAFNOSUPPORT);
         }
     }
 
@@ -1017,7 +1017,7 @@ mod tests {
     /// the answer without the filter differs from the filter's (bubblewrap's try-syscall idea).
     #[test]
     fn installed_filter_enforces() {
-        const PROBES: usize = 11;
+        const PROBES: usize = 12;
         let prog = build(&STRICT);
         let mut fds = [0; 2];
         // SAFETY: `fds` is a valid two-int array for pipe2 to fill.
@@ -1082,8 +1082,9 @@ mod tests {
             libc::EPERM,        // socket(AF_INET, SOCK_PACKET)
             0,                  // socket(AF_INET, SOCK_STREAM)
             0,                  // socketpair(AF_UNIX, SOCK_STREAM)
-            libc::EPERM,        // socketpair(AF_UNIX, SOCK_DGRAM)
+            0,                  // socketpair(AF_UNIX, SOCK_DGRAM)
             libc::EPERM,        // ioctl(pipe, TIOCSTI)
+            0,                  // socketpair(AF_UNIX, SOCK_SEQPACKET), as Rust's spawn makes
         ];
         assert_eq!(&got[1..], &expected[..]);
     }
@@ -1132,6 +1133,9 @@ mod tests {
             let pair = libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, sv.as_mut_ptr());
             results[9] = errno(pair.into());
             results[10] = errno(libc::ioctl(pipe, libc::TIOCSTI, &byte).into());
+            let ty = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
+            let pair = libc::socketpair(libc::AF_UNIX, ty, 0, sv.as_mut_ptr());
+            results[11] = errno(pair.into());
         }
     }
 }

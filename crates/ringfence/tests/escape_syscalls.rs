@@ -200,8 +200,81 @@ fn unix_sockets_denied_by_default_including_high_bits() {
 }
 
 #[test]
-fn unix_socketpair_stream_still_works() {
-    expect("sys-socketpair", &[], &["socketpair_unix_stream"], 0);
+fn unix_socketpair_of_every_type_works() {
+    // An anonymous pair reaches nothing outside it; Rust's Command::spawn needs SOCK_SEQPACKET.
+    expect(
+        "sys-socketpair",
+        &[],
+        &[
+            "socketpair_unix_stream",
+            "socketpair_unix_dgram",
+            "socketpair_unix_seqpacket",
+        ],
+        0,
+    );
+    expect(
+        "sys-socketpair-inet",
+        &[],
+        &["socketpair_inet"],
+        EAFNOSUPPORT,
+    );
+}
+
+/// Not a test of its own: `rust_command_spawn_works` runs this test executable inside a
+/// sandbox with RINGFENCE_SPAWN_PROBE set, and this reports how std's Command::spawn fared.
+#[test]
+fn spawn_probe_inside() {
+    if std::env::var_os("RINGFENCE_SPAWN_PROBE").is_none() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", "exit 7"]);
+    // A pre_exec hook takes std's fork path (as cargo's jobserver does), where the child's
+    // pidfd and errors come back over a SOCK_SEQPACKET pair; without it std may posix_spawn.
+    // SAFETY: the hook does nothing, so nothing unsafe runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| Ok(()));
+    }
+    match cmd.status() {
+        Ok(status) => println!("spawn-result status={:?}", status.code()),
+        Err(e) => println!("spawn-result error={e}"),
+    }
+}
+
+#[test]
+fn rust_command_spawn_works() {
+    let exe = std::env::current_exe().unwrap();
+    let exe = exe.to_str().unwrap();
+    if exe.starts_with("/tmp/") {
+        common::skip("the test executable is under /tmp, which is private inside the sandbox");
+        return;
+    }
+    let out = common::run(common::ringfence(&[]).args([
+        "--",
+        "/usr/bin/env",
+        "RINGFENCE_SPAWN_PROBE=1",
+        exe,
+        "--exact",
+        "spawn_probe_inside",
+        "--nocapture",
+        "--test-threads=1",
+    ]));
+    assert!(out.ok().contains("spawn-result status=Some(7)"), "{out:#?}");
+}
+
+#[test]
+fn python_socketpair_seqpacket_works() {
+    if !common::have("python3") {
+        common::skip("no python3");
+        return;
+    }
+    let out = common::sh(
+        &[],
+        "python3 -c 'import socket; a, b = socket.socketpair(socket.AF_UNIX, \
+         socket.SOCK_SEQPACKET); a.send(b\"x\"); print(b.recv(1))'",
+    );
+    assert_eq!(out.ok(), "b'x'\n", "{out:#?}");
 }
 
 #[test]

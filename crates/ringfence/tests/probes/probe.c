@@ -42,6 +42,16 @@ static long check_socket(long fd) {
     return -1;
 }
 
+static long check_pair(long family, long type) {
+    int sv[2];
+    long r = syscall(SYS_socketpair, family, type, 0, sv);
+    if (r == 0) {
+        close(sv[0]);
+        close(sv[1]);
+    }
+    return r;
+}
+
 static long probe(const char *name) {
     if (!strcmp(name, "unshare_user")) return syscall(SYS_unshare, CLONE_NEWUSER);
     if (!strcmp(name, "unshare_mount")) return syscall(SYS_unshare, CLONE_NEWNS);
@@ -146,15 +156,12 @@ static long probe(const char *name) {
         return check_socket(syscall(SYS_socket, AF_NETLINK, SOCK_RAW, NETLINK_ROUTE));
     if (!strcmp(name, "socket_netlink_audit"))
         return check_socket(syscall(SYS_socket, AF_NETLINK, SOCK_RAW, NETLINK_AUDIT));
-    if (!strcmp(name, "socketpair_unix_stream")) {
-        int sv[2];
-        long r = syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM, 0, sv);
-        if (r == 0) {
-            close(sv[0]);
-            close(sv[1]);
-        }
-        return r;
-    }
+    /* Every type of anonymous unix pair is allowed; another family is not. */
+    if (!strcmp(name, "socketpair_unix_stream")) return check_pair(AF_UNIX, SOCK_STREAM);
+    if (!strcmp(name, "socketpair_unix_dgram")) return check_pair(AF_UNIX, SOCK_DGRAM);
+    if (!strcmp(name, "socketpair_unix_seqpacket"))
+        return check_pair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC);
+    if (!strcmp(name, "socketpair_inet")) return check_pair(AF_INET, SOCK_STREAM);
     /* forkcount=N: fork up to N children that wait to be killed; prints how many were made. */
     if (!strncmp(name, "forkcount=", 10)) {
         int want = atoi(name + 10), made = 0;
