@@ -21,6 +21,12 @@ pub struct FilterOptions {
     /// socket descriptors); the guard's own filter denies both to everything else in the
     /// sandbox.
     pub guard_pid1: bool,
+    /// `allowNestedUserNamespaces`: allow `clone` and `unshare` that create a user namespace,
+    /// with any other namespace flags beside it, and `chroot` (which only narrows the view,
+    /// and which a process can use only inside a user namespace it made; Chromium's sandbox
+    /// needs it). Namespace flags without a new user namespace, `setns` and every mount call
+    /// stay refused, so the mounts that enforce the filesystem policy stay where they are.
+    pub allow_user_namespaces: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -101,8 +107,9 @@ const DENIED: &[c_long] = &[
     libc::SYS_move_mount,
     libc::SYS_open_tree,
     libc::SYS_mount_setattr,
+    // Opening by handle bypasses every mount in the sandbox's view. name_to_handle_at stays
+    // allowed (systemd and util-linux use its mount ID); a handle opens nothing without this.
     libc::SYS_open_by_handle_at,
-    libc::SYS_name_to_handle_at,
     // other namespaces and other processes
     libc::SYS_setns,
     libc::SYS_ptrace,
@@ -135,8 +142,9 @@ const DENIED: &[c_long] = &[
     libc::SYS_reboot,
     libc::SYS_settimeofday,
     libc::SYS_clock_settime,
-    libc::SYS_clock_adjtime,
-    libc::SYS_adjtimex,
+    // adjtimex and clock_adjtime stay allowed, as in Docker's profile: reading the clock's
+    // state (ntp_gettime, chrony and timedatectl status) needs them, and the kernel refuses
+    // every change without CAP_SYS_TIME in the initial user namespace.
     libc::SYS_sethostname,
     libc::SYS_setdomainname,
     libc::SYS_syslog,
@@ -221,19 +229,27 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
         if opts.guard_pid1 && GUARD_PID1.contains(&syscall) {
             continue;
         }
+        if opts.allow_user_namespaces && syscall == libc::SYS_chroot {
+            continue;
+        }
         a.ret_if(JEQ_K, nr(syscall), eperm);
     }
 
-    a.on_syscall(libc::SYS_clone, |a| {
-        a.load(arg_low(0));
-        a.ret_if(JSET_K, CLONE_NAMESPACES, eperm);
-        a.ret(RET_ALLOW);
-    });
-    a.on_syscall(libc::SYS_unshare, |a| {
-        a.load(arg_low(0));
-        a.ret_if(JSET_K, UNSHARE_NAMESPACES, eperm);
-        a.ret(RET_ALLOW);
-    });
+    for (syscall, namespaces) in [
+        (libc::SYS_clone, CLONE_NAMESPACES),
+        (libc::SYS_unshare, UNSHARE_NAMESPACES),
+    ] {
+        a.on_syscall(syscall, |a| {
+            a.load(arg_low(0));
+            if opts.allow_user_namespaces {
+                // The other namespaces a process can make only with the capabilities a new
+                // user namespace gives it; asked for beside one, they belong to it.
+                a.ret_if(JSET_K, libc::CLONE_NEWUSER as u32, RET_ALLOW);
+            }
+            a.ret_if(JSET_K, namespaces, eperm);
+            a.ret(RET_ALLOW);
+        });
+    }
     a.on_syscall(libc::SYS_ioctl, |a| {
         a.load(arg_low(1));
         a.ret_if(JEQ_K, libc::TIOCSTI as u32, eperm);
@@ -619,10 +635,17 @@ mod tests {
     const STRICT: FilterOptions = FilterOptions {
         allow_unix_sockets: false,
         guard_pid1: false,
+        allow_user_namespaces: false,
     };
     const WITH_UNIX: FilterOptions = FilterOptions {
         allow_unix_sockets: true,
         guard_pid1: false,
+        allow_user_namespaces: false,
+    };
+    const WITH_USERNS: FilterOptions = FilterOptions {
+        allow_unix_sockets: false,
+        guard_pid1: true,
+        allow_user_namespaces: true,
     };
 
     /// The classic BPF subset `build` emits, run the way the kernel runs a seccomp filter.
@@ -739,7 +762,7 @@ mod tests {
 
     #[test]
     fn program_is_well_formed() {
-        for opts in [STRICT, WITH_UNIX] {
+        for opts in [STRICT, WITH_UNIX, WITH_USERNS] {
             let prog = build(&opts);
             assert!(prog.len() < 4096, "BPF_MAXINSNS exceeded: {}", prog.len());
             for (at, insn) in prog.iter().enumerate() {
@@ -762,6 +785,12 @@ mod tests {
             libc::SYS_seccomp,
             libc::SYS_landlock_create_ruleset,
             libc::SYS_quotactl_fd,
+            // Docker's default profile allows these, and so does ringfence (docs/seccomp-audit.md):
+            // the kernel itself refuses a clock change without CAP_SYS_TIME in the initial user
+            // namespace, and a handle is of no use without open_by_handle_at, which stays refused.
+            libc::SYS_adjtimex,
+            libc::SYS_clock_adjtime,
+            libc::SYS_name_to_handle_at,
         ] {
             assert_eq!(
                 decide(&STRICT, syscall, &[]),
@@ -855,6 +884,62 @@ mod tests {
                 RET_ALLOW
             );
         }
+    }
+
+    #[test]
+    fn nested_user_namespaces_when_allowed() {
+        let fork = c(libc::SIGCHLD);
+        let newuser = c(libc::CLONE_NEWUSER);
+        // bwrap's and Chromium's sets: everything beside a new user namespace.
+        let others = [
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWNET,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWCGROUP,
+        ];
+        let all = others.iter().fold(newuser, |acc, &ns| acc | c(ns));
+        let o = WITH_USERNS;
+        assert_eq!(decide(&o, libc::SYS_clone, &[fork | newuser]), RET_ALLOW);
+        assert_eq!(decide(&o, libc::SYS_clone, &[fork | all]), RET_ALLOW);
+        assert_eq!(decide(&o, libc::SYS_unshare, &[newuser]), RET_ALLOW);
+        let time = c(libc::CLONE_NEWTIME);
+        assert_eq!(decide(&o, libc::SYS_unshare, &[all | time]), RET_ALLOW);
+        assert_eq!(decide(&o, libc::SYS_chroot, &[0]), RET_ALLOW);
+        // Without a new user namespace beside them, the other flags stay refused.
+        for ns in others {
+            assert_eq!(
+                decide(&o, libc::SYS_clone, &[fork | c(ns)]),
+                EPERM,
+                "{ns:#x}"
+            );
+            assert_eq!(decide(&o, libc::SYS_unshare, &[c(ns)]), EPERM, "{ns:#x}");
+        }
+        assert_eq!(decide(&o, libc::SYS_unshare, &[time]), EPERM);
+        // High bits are not flags: CLONE_NEWUSER there creates nothing and allows nothing.
+        let high = (newuser << 32) | c(libc::CLONE_NEWNS);
+        assert_eq!(decide(&o, libc::SYS_unshare, &[high]), EPERM);
+        assert_eq!(
+            decide(&o, libc::SYS_clone3, &[newuser]),
+            ret_errno(libc::ENOSYS)
+        );
+        // Joining namespaces and every mount call stay refused.
+        for syscall in [
+            libc::SYS_setns,
+            libc::SYS_mount,
+            libc::SYS_umount2,
+            libc::SYS_pivot_root,
+            libc::SYS_open_tree,
+            libc::SYS_move_mount,
+            libc::SYS_fsopen,
+            libc::SYS_mount_setattr,
+        ] {
+            assert_eq!(decide(&o, syscall, &[]), EPERM, "syscall {syscall}");
+        }
+        // And without the option, none of it.
+        assert_eq!(decide(&STRICT, libc::SYS_unshare, &[newuser]), EPERM);
+        assert_eq!(decide(&STRICT, libc::SYS_chroot, &[0]), EPERM);
     }
 
     #[test]
@@ -976,14 +1061,11 @@ mod tests {
             libc::SYS_reboot,
             libc::SYS_settimeofday,
             libc::SYS_clock_settime,
-            libc::SYS_clock_adjtime,
-            libc::SYS_adjtimex,
             libc::SYS_sethostname,
             libc::SYS_setdomainname,
             libc::SYS_syslog,
             libc::SYS_quotactl,
             libc::SYS_open_by_handle_at,
-            libc::SYS_name_to_handle_at,
             libc::SYS_fsopen,
             libc::SYS_fsconfig,
             libc::SYS_fsmount,
