@@ -92,8 +92,10 @@ const MODE_USED: u32 = (libc::O_CREAT | (libc::O_TMPFILE & !libc::O_DIRECTORY)) 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("the ringfence seccomp filter is written for x86_64 and aarch64 only");
 
-/// Refused with EPERM on every architecture (Docker's default profile refuses these too, most of
-/// them unless the container holds a capability ringfence never grants).
+/// Refused with EPERM on every architecture. Docker's default profile refuses these too, most of
+/// them unless the container holds a capability ringfence never grants; it allows `ptrace`,
+/// `process_vm_readv`/`writev` and (with its default capabilities) `chroot`, which stay refused
+/// here for the reasons in docs/seccomp-audit.md.
 const DENIED: &[c_long] = &[
     // mounts and the filesystem namespace
     libc::SYS_mount,
@@ -108,7 +110,7 @@ const DENIED: &[c_long] = &[
     libc::SYS_open_tree,
     libc::SYS_mount_setattr,
     // Opening by handle bypasses every mount in the sandbox's view. name_to_handle_at stays
-    // allowed (systemd and util-linux use its mount ID); a handle opens nothing without this.
+    // allowed (systemd uses its mount ID); a handle opens nothing without this one.
     libc::SYS_open_by_handle_at,
     // other namespaces and other processes
     libc::SYS_setns,
@@ -143,7 +145,7 @@ const DENIED: &[c_long] = &[
     libc::SYS_settimeofday,
     libc::SYS_clock_settime,
     // adjtimex and clock_adjtime stay allowed, as in Docker's profile: reading the clock's
-    // state (ntp_gettime, chrony and timedatectl status) needs them, and the kernel refuses
+    // state (ntp_gettime, ntpstat, chrony status) needs them, and the kernel refuses
     // every change without CAP_SYS_TIME in the initial user namespace.
     libc::SYS_sethostname,
     libc::SYS_setdomainname,
