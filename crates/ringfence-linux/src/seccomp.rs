@@ -12,14 +12,21 @@ use crate::error::{Error, Result};
 /// What the filter lets through beyond the fixed baseline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FilterOptions {
-    /// Allow `socket(AF_UNIX, ..)` and every kind of `socketpair(AF_UNIX, ..)`. Without it only
-    /// `socketpair(AF_UNIX, SOCK_STREAM, ..)` is allowed, which reaches nothing outside the pair.
+    /// Allow `socket(AF_UNIX, ..)`. `socketpair(AF_UNIX, ..)` of every type is allowed either
+    /// way: an anonymous pair reaches nothing outside it (Rust's `Command::spawn` uses a
+    /// `SOCK_SEQPACKET` pair, many event loops a `SOCK_DGRAM` one).
     pub allow_unix_sockets: bool,
     /// Allow `pidfd_getfd` and `process_vm_readv`: only for the sandbox's PID 1 when it answers
     /// the creation guard (it reads callers' path arguments and takes their directory and
     /// socket descriptors); the guard's own filter denies both to everything else in the
     /// sandbox.
     pub guard_pid1: bool,
+    /// `allowNestedUserNamespaces`: allow `clone` and `unshare` that create a user namespace,
+    /// with any other namespace flags beside it, and `chroot` (which only narrows the view,
+    /// and which a process can use only inside a user namespace it made; Chromium's sandbox
+    /// needs it). Namespace flags without a new user namespace, `setns` and every mount call
+    /// stay refused, so the mounts that enforce the filesystem policy stay where they are.
+    pub allow_user_namespaces: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -85,8 +92,10 @@ const MODE_USED: u32 = (libc::O_CREAT | (libc::O_TMPFILE & !libc::O_DIRECTORY)) 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!("the ringfence seccomp filter is written for x86_64 and aarch64 only");
 
-/// Refused with EPERM on every architecture (Docker's default profile refuses these too, most of
-/// them unless the container holds a capability ringfence never grants).
+/// Refused with EPERM on every architecture. Docker's default profile refuses these too, most of
+/// them unless the container holds a capability ringfence never grants; it allows `ptrace`,
+/// `process_vm_readv`/`writev` and (with its default capabilities) `chroot`, which stay refused
+/// here for the reasons in docs/seccomp-audit.md.
 const DENIED: &[c_long] = &[
     // mounts and the filesystem namespace
     libc::SYS_mount,
@@ -100,8 +109,9 @@ const DENIED: &[c_long] = &[
     libc::SYS_move_mount,
     libc::SYS_open_tree,
     libc::SYS_mount_setattr,
+    // Opening by handle bypasses every mount in the sandbox's view. name_to_handle_at stays
+    // allowed (systemd uses its mount ID); a handle opens nothing without this one.
     libc::SYS_open_by_handle_at,
-    libc::SYS_name_to_handle_at,
     // other namespaces and other processes
     libc::SYS_setns,
     libc::SYS_ptrace,
@@ -134,8 +144,9 @@ const DENIED: &[c_long] = &[
     libc::SYS_reboot,
     libc::SYS_settimeofday,
     libc::SYS_clock_settime,
-    libc::SYS_clock_adjtime,
-    libc::SYS_adjtimex,
+    // adjtimex and clock_adjtime stay allowed, as in Docker's profile: reading the clock's
+    // state (ntp_gettime, ntpstat, chrony status) needs them, and the kernel refuses
+    // every change without CAP_SYS_TIME in the initial user namespace.
     libc::SYS_sethostname,
     libc::SYS_setdomainname,
     libc::SYS_syslog,
@@ -220,19 +231,27 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
         if opts.guard_pid1 && GUARD_PID1.contains(&syscall) {
             continue;
         }
+        if opts.allow_user_namespaces && syscall == libc::SYS_chroot {
+            continue;
+        }
         a.ret_if(JEQ_K, nr(syscall), eperm);
     }
 
-    a.on_syscall(libc::SYS_clone, |a| {
-        a.load(arg_low(0));
-        a.ret_if(JSET_K, CLONE_NAMESPACES, eperm);
-        a.ret(RET_ALLOW);
-    });
-    a.on_syscall(libc::SYS_unshare, |a| {
-        a.load(arg_low(0));
-        a.ret_if(JSET_K, UNSHARE_NAMESPACES, eperm);
-        a.ret(RET_ALLOW);
-    });
+    for (syscall, namespaces) in [
+        (libc::SYS_clone, CLONE_NAMESPACES),
+        (libc::SYS_unshare, UNSHARE_NAMESPACES),
+    ] {
+        a.on_syscall(syscall, |a| {
+            a.load(arg_low(0));
+            if opts.allow_user_namespaces {
+                // The other namespaces a process can make only with the capabilities a new
+                // user namespace gives it; asked for beside one, they belong to it.
+                a.ret_if(JSET_K, libc::CLONE_NEWUSER as u32, RET_ALLOW);
+            }
+            a.ret_if(JSET_K, namespaces, eperm);
+            a.ret(RET_ALLOW);
+        });
+    }
     a.on_syscall(libc::SYS_ioctl, |a| {
         a.load(arg_low(1));
         a.ret_if(JEQ_K, libc::TIOCSTI as u32, eperm);
@@ -271,21 +290,11 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
         a.ret_if(JEQ_K, NETLINK_ROUTE, RET_ALLOW);
         a.ret(eafnosupport);
     });
+    // A pair is connected only to itself, whatever its type, so only the family matters.
     a.on_syscall(libc::SYS_socketpair, |a| {
-        let unix = a.label();
         a.load(arg_low(0));
-        a.jump(JEQ_K, libc::AF_UNIX as u32, Target::To(unix), Target::Next);
+        a.ret_if(JEQ_K, libc::AF_UNIX as u32, RET_ALLOW);
         a.ret(eafnosupport);
-
-        a.bind(unix);
-        if opts.allow_unix_sockets {
-            a.ret(RET_ALLOW);
-        } else {
-            a.load(arg_low(1));
-            a.and(SOCK_TYPE_MASK);
-            a.ret_if(JEQ_K, libc::SOCK_STREAM as u32, RET_ALLOW);
-            a.ret(eperm);
-        }
     });
     // No set-user-ID or set-group-ID file may come out of the sandbox: for a root caller the
     // files it writes belong to root on the host, where such a bit would make them run as
@@ -633,10 +642,17 @@ mod tests {
     const STRICT: FilterOptions = FilterOptions {
         allow_unix_sockets: false,
         guard_pid1: false,
+        allow_user_namespaces: false,
     };
     const WITH_UNIX: FilterOptions = FilterOptions {
         allow_unix_sockets: true,
         guard_pid1: false,
+        allow_user_namespaces: false,
+    };
+    const WITH_USERNS: FilterOptions = FilterOptions {
+        allow_unix_sockets: false,
+        guard_pid1: true,
+        allow_user_namespaces: true,
     };
 
     /// The classic BPF subset `build` emits, run the way the kernel runs a seccomp filter.
@@ -753,7 +769,7 @@ mod tests {
 
     #[test]
     fn program_is_well_formed() {
-        for opts in [STRICT, WITH_UNIX] {
+        for opts in [STRICT, WITH_UNIX, WITH_USERNS] {
             let prog = build(&opts);
             assert!(prog.len() < 4096, "BPF_MAXINSNS exceeded: {}", prog.len());
             for (at, insn) in prog.iter().enumerate() {
@@ -776,6 +792,12 @@ mod tests {
             libc::SYS_seccomp,
             libc::SYS_landlock_create_ruleset,
             libc::SYS_quotactl_fd,
+            // Docker's default profile allows these, and so does ringfence (docs/seccomp-audit.md):
+            // the kernel itself refuses a clock change without CAP_SYS_TIME in the initial user
+            // namespace, and a handle is of no use without open_by_handle_at, which stays refused.
+            libc::SYS_adjtimex,
+            libc::SYS_clock_adjtime,
+            libc::SYS_name_to_handle_at,
         ] {
             assert_eq!(
                 decide(&STRICT, syscall, &[]),
@@ -872,6 +894,62 @@ mod tests {
     }
 
     #[test]
+    fn nested_user_namespaces_when_allowed() {
+        let fork = c(libc::SIGCHLD);
+        let newuser = c(libc::CLONE_NEWUSER);
+        // bwrap's and Chromium's sets: everything beside a new user namespace.
+        let others = [
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWNET,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWCGROUP,
+        ];
+        let all = others.iter().fold(newuser, |acc, &ns| acc | c(ns));
+        let o = WITH_USERNS;
+        assert_eq!(decide(&o, libc::SYS_clone, &[fork | newuser]), RET_ALLOW);
+        assert_eq!(decide(&o, libc::SYS_clone, &[fork | all]), RET_ALLOW);
+        assert_eq!(decide(&o, libc::SYS_unshare, &[newuser]), RET_ALLOW);
+        let time = c(libc::CLONE_NEWTIME);
+        assert_eq!(decide(&o, libc::SYS_unshare, &[all | time]), RET_ALLOW);
+        assert_eq!(decide(&o, libc::SYS_chroot, &[0]), RET_ALLOW);
+        // Without a new user namespace beside them, the other flags stay refused.
+        for ns in others {
+            assert_eq!(
+                decide(&o, libc::SYS_clone, &[fork | c(ns)]),
+                EPERM,
+                "{ns:#x}"
+            );
+            assert_eq!(decide(&o, libc::SYS_unshare, &[c(ns)]), EPERM, "{ns:#x}");
+        }
+        assert_eq!(decide(&o, libc::SYS_unshare, &[time]), EPERM);
+        // High bits are not flags: CLONE_NEWUSER there creates nothing and allows nothing.
+        let high = (newuser << 32) | c(libc::CLONE_NEWNS);
+        assert_eq!(decide(&o, libc::SYS_unshare, &[high]), EPERM);
+        assert_eq!(
+            decide(&o, libc::SYS_clone3, &[newuser]),
+            ret_errno(libc::ENOSYS)
+        );
+        // Joining namespaces and every mount call stay refused.
+        for syscall in [
+            libc::SYS_setns,
+            libc::SYS_mount,
+            libc::SYS_umount2,
+            libc::SYS_pivot_root,
+            libc::SYS_open_tree,
+            libc::SYS_move_mount,
+            libc::SYS_fsopen,
+            libc::SYS_mount_setattr,
+        ] {
+            assert_eq!(decide(&o, syscall, &[]), EPERM, "syscall {syscall}");
+        }
+        // And without the option, none of it.
+        assert_eq!(decide(&STRICT, libc::SYS_unshare, &[newuser]), EPERM);
+        assert_eq!(decide(&STRICT, libc::SYS_chroot, &[0]), EPERM);
+    }
+
+    #[test]
     fn ioctl_terminal_injection() {
         let tiocsti = u64::from(libc::TIOCSTI as u32);
         let tioclinux = u64::from(libc::TIOCLINUX as u32);
@@ -925,14 +1003,23 @@ mod tests {
 
     #[test]
     fn socketpair_types() {
-        let stream = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
         for opts in [STRICT, WITH_UNIX] {
-            assert_eq!(socketpair(&opts, libc::AF_UNIX, stream), RET_ALLOW);
-            assert_eq!(socketpair(&opts, libc::AF_INET, stream), EAFNOSUPPORT);
-        }
-        for ty in [libc::SOCK_DGRAM, libc::SOCK_SEQPACKET, libc::SOCK_RAW] {
-            assert_eq!(socketpair(&STRICT, libc::AF_UNIX, ty), EPERM, "{ty}");
-            assert_eq!(socketpair(&WITH_UNIX, libc::AF_UNIX, ty), RET_ALLOW, "{ty}");
+            for ty in [
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                libc::SOCK_DGRAM,
+                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+                libc::SOCK_RAW,
+            ] {
+                assert_eq!(socketpair(&opts, libc::AF_UNIX, ty), RET_ALLOW, "{ty}");
+                assert_eq!(socketpair(&opts, libc::AF_INET, ty), EAFNOSUPPORT, "{ty}");
+            }
+            // The family is an int: high bits neither hide AF_UNIX nor disguise another family.
+            let high = (1 << 32) | c(libc::AF_UNIX);
+            let args = [high, c(libc::SOCK_SEQPACKET), 0, 0];
+            assert_eq!(decide(&opts, libc::SYS_socketpair, &args), RET_ALLOW);
+            let disguised = (c(libc::AF_UNIX) << 32) | c(libc::AF_INET);
+            let args = [disguised, c(libc::SOCK_STREAM), 0, 0];
+            assert_eq!(decide(&opts, libc::SYS_socketpair, &args), EAFNOSUPPORT);
         }
     }
 
@@ -981,14 +1068,11 @@ mod tests {
             libc::SYS_reboot,
             libc::SYS_settimeofday,
             libc::SYS_clock_settime,
-            libc::SYS_clock_adjtime,
-            libc::SYS_adjtimex,
             libc::SYS_sethostname,
             libc::SYS_setdomainname,
             libc::SYS_syslog,
             libc::SYS_quotactl,
             libc::SYS_open_by_handle_at,
-            libc::SYS_name_to_handle_at,
             libc::SYS_fsopen,
             libc::SYS_fsconfig,
             libc::SYS_fsmount,
@@ -1022,7 +1106,7 @@ mod tests {
     /// the answer without the filter differs from the filter's (bubblewrap's try-syscall idea).
     #[test]
     fn installed_filter_enforces() {
-        const PROBES: usize = 11;
+        const PROBES: usize = 12;
         let prog = build(&STRICT);
         let mut fds = [0; 2];
         // SAFETY: `fds` is a valid two-int array for pipe2 to fill.
@@ -1087,8 +1171,9 @@ mod tests {
             libc::EPERM,        // socket(AF_INET, SOCK_PACKET)
             0,                  // socket(AF_INET, SOCK_STREAM)
             0,                  // socketpair(AF_UNIX, SOCK_STREAM)
-            libc::EPERM,        // socketpair(AF_UNIX, SOCK_DGRAM)
+            0,                  // socketpair(AF_UNIX, SOCK_DGRAM)
             libc::EPERM,        // ioctl(pipe, TIOCSTI)
+            0,                  // socketpair(AF_UNIX, SOCK_SEQPACKET), as Rust's spawn makes
         ];
         assert_eq!(&got[1..], &expected[..]);
     }
@@ -1137,6 +1222,9 @@ mod tests {
             let pair = libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, sv.as_mut_ptr());
             results[9] = errno(pair.into());
             results[10] = errno(libc::ioctl(pipe, libc::TIOCSTI, &byte).into());
+            let ty = libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC;
+            let pair = libc::socketpair(libc::AF_UNIX, ty, 0, sv.as_mut_ptr());
+            results[11] = errno(pair.into());
         }
     }
 }

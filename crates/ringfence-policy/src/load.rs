@@ -73,6 +73,8 @@ pub struct Policy {
     pub allow_git_config: bool,
     pub allow_all_unix_sockets: bool,
     pub allow_local_binding: bool,
+    /// `allowNestedUserNamespaces` (srt): the command may create user namespaces.
+    pub allow_nested_user_namespaces: bool,
     /// Allowed domain patterns, srt syntax, union of all layers in layer order.
     pub allowed_domains: Vec<String>,
     /// Denied domain patterns, srt syntax; checked first.
@@ -211,18 +213,19 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// The three booleans that lower layers may switch on unless the managed layer says `false`.
-const SWITCHES: [&str; 3] = [
+/// The booleans that lower layers may switch on unless the managed layer says `false`.
+const SWITCHES: [&str; 4] = [
     "filesystem.allowGitConfig",
     "network.allowAllUnixSockets",
     "network.allowLocalBinding",
+    "allowNestedUserNamespaces",
 ];
 
 struct Merge<'a> {
     opts: &'a LoadOptions,
     policy: Policy,
     /// Switches the managed layer set to `false` explicitly.
-    managed_off: [bool; 3],
+    managed_off: [bool; SWITCHES.len()],
     /// Limits the managed layer set (maxima for the others).
     managed_limits: [Option<u64>; 7],
     /// `env.deny` patterns of the managed layer.
@@ -243,7 +246,7 @@ impl<'a> Merge<'a> {
         Merge {
             opts,
             policy: Policy::default(),
-            managed_off: [false; 3],
+            managed_off: [false; SWITCHES.len()],
             managed_limits: [None; 7],
             managed_env_deny: Vec::new(),
             managed_env_set: BTreeMap::new(),
@@ -354,6 +357,7 @@ impl<'a> Merge<'a> {
             fs.allow_git_config,
             s.network.allow_all_unix_sockets,
             s.network.allow_local_binding,
+            s.allow_nested_user_namespaces,
         ];
         for (i, v) in values.into_iter().enumerate() {
             match (layer, v) {
@@ -371,6 +375,7 @@ impl<'a> Merge<'a> {
         self.policy.allow_git_config |= values[0] == Some(true);
         self.policy.allow_all_unix_sockets |= values[1] == Some(true);
         self.policy.allow_local_binding |= values[2] == Some(true);
+        self.policy.allow_nested_user_namespaces |= values[3] == Some(true);
 
         union(&mut self.policy.allowed_domains, &s.network.allowed_domains);
         union(&mut self.policy.denied_domains, &s.network.denied_domains);
@@ -873,6 +878,7 @@ mod tests {
             (r#"{"network": {"allowedDomains": ["a.com"]}}"#, "network.allowedDomains: a project file"),
             (r#"{"network": {"allowAllUnixSockets": true}}"#, "network.allowAllUnixSockets: a project file"),
             (r#"{"network": {"allowLocalBinding": true}}"#, "network.allowLocalBinding: a project file"),
+            (r#"{"allowNestedUserNamespaces": true}"#, "allowNestedUserNamespaces: a project file"),
             (r#"{"network": {"allowUnixSockets": ["/run/x.sock"]}}"#, "network.allowUnixSockets: a project file"),
             (r#"{"network": {"httpProxyPort": 8080}}"#, "network.httpProxyPort: a project file"),
             (r#"{"env": {"allow": ["AWS_*"]}}"#, "env.allow: a project file"),
@@ -948,6 +954,22 @@ mod tests {
         assert!(p.allow_git_config);
         e.user(r#"{"network": {"allowLocalBinding": true}}"#);
         assert!(e.err().contains("network.allowLocalBinding"));
+
+        e.managed(r#"{"allowNestedUserNamespaces": false}"#);
+        e.user(r#"{"allowNestedUserNamespaces": true}"#);
+        let msg = e.err();
+        assert!(
+            msg.contains("settings.json: allowNestedUserNamespaces: ")
+                && msg.contains("managed.json sets it to false"),
+            "{msg}"
+        );
+        e.user(r#"{"allowNestedUserNamespaces": false}"#);
+        assert!(!e.load().unwrap().allow_nested_user_namespaces);
+        e.managed("{}");
+        e.user(r#"{"allowNestedUserNamespaces": true}"#);
+        assert!(e.load().unwrap().allow_nested_user_namespaces);
+        e.user("{}");
+        assert!(!e.load().unwrap().allow_nested_user_namespaces);
     }
 
     #[test]

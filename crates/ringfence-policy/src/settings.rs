@@ -35,6 +35,12 @@ pub struct Settings {
     /// srt: weaker sandbox for nested containers. ringfence never weakens the sandbox silently,
     /// so `true` is refused.
     pub enable_weaker_nested_sandbox: Option<bool>,
+    /// srt: let the sandboxed command create user namespaces of its own (a browser sandbox,
+    /// `unshare -U`, nested sandboxes). Default false. In ringfence the other namespaces are
+    /// allowed only beside a new user namespace, and mounts, `setns` and `pivot_root` stay
+    /// refused, so the filesystem policy's mounts cannot be undone from inside; tools that
+    /// must mount (bubblewrap, rootless podman) still fail. Refused for a root caller.
+    pub allow_nested_user_namespaces: Option<bool>,
     /// srt (macOS only): allow com.apple.trustd.agent. No effect in ringfence.
     pub enable_weaker_network_isolation: Option<bool>,
     /// srt (macOS only): allow sending Apple Events. No effect in ringfence.
@@ -945,6 +951,10 @@ impl Settings {
             self.enable_weaker_network_isolation == Some(true),
             "enableWeakerNetworkIsolation",
         );
+        add(
+            self.allow_nested_user_namespaces == Some(true),
+            "allowNestedUserNamespaces",
+        );
         add(self.allow_apple_events == Some(true), "allowAppleEvents");
         add(self.allow_pty == Some(true), "allowPty");
         add(!self.env.allow.is_empty(), "env.allow");
@@ -1182,6 +1192,7 @@ pub(crate) mod tests {
       },
       "ignoreViolations": {"*": ["/usr/bin"], "git push": ["/tmp"]},
       "enableWeakerNestedSandbox": false,
+      "allowNestedUserNamespaces": false,
       "enableWeakerNetworkIsolation": false,
       "allowAppleEvents": false,
       "ripgrep": {"command": "rg", "args": ["--hidden"], "argv0": "rg"},

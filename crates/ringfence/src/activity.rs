@@ -38,6 +38,7 @@ pub fn policy_json(p: &Prepared) -> Value {
         "denyWrite": rules(&pol.deny_write),
         "allowGitConfig": pol.allow_git_config,
         "allowAllUnixSockets": pol.allow_all_unix_sockets,
+        "allowNestedUserNamespaces": pol.allow_nested_user_namespaces,
         "limits": {
             "pids": l.pids, "memory": l.memory, "cpuSeconds": l.cpu_seconds,
             "wallSeconds": l.wall_seconds, "openFiles": l.open_files, "fileSize": l.file_size,
@@ -91,6 +92,8 @@ impl Activity {
             "protections": {
                 "namespaces": ["user", "mount", "pid", "network", "ipc", "uts", "cgroup"],
                 "seccomp": true,
+                // What the command itself may create (allowNestedUserNamespaces).
+                "nestedUserNamespaces": p.policy.allow_nested_user_namespaces,
                 "creationGuard": p.guard.is_some(),
                 "limits": p.mechanism.describe(),
             },

@@ -101,6 +101,21 @@ pub fn main() -> Result<()> {
         println!("  - filesystem: read-only host tree, writable binds, hidden denied paths, protected files read-only");
         println!("  - network: none (empty network namespace with its own loopback)");
         println!("  - seccomp filter, no capabilities, no_new_privs");
+        let max = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        if ringfence_linux::sys::getuid() == 0 {
+            println!(
+                "  - nested user namespaces: refused (allowNestedUserNamespaces is refused for a \
+                 root caller)"
+            );
+        } else {
+            println!(
+                "  - nested user namespaces: refused unless the policy sets \
+                 allowNestedUserNamespaces (mounts stay refused inside them; \
+                 user.max_user_namespaces here: {max})"
+            );
+        }
         let mech = ringfence_linux::cgroup::detect();
         match mech {
             ringfence_linux::cgroup::Mechanism::Rlimits => println!("  - limits: rlimits (RLIMIT_NPROC, RLIMIT_AS per process, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp; no cgroup is writable by this user"),

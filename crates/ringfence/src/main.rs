@@ -455,6 +455,15 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
     )?;
     writeln!(
         out,
+        "nested user namespaces: {}",
+        if pol.allow_nested_user_namespaces {
+            "allowed (allowNestedUserNamespaces; mounts stay refused inside them)"
+        } else {
+            "refused"
+        }
+    )?;
+    writeln!(
+        out,
         "network: none (an empty network namespace with its own loopback)"
     )?;
     let l = &pol.limits;

@@ -158,6 +158,14 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
              (e.g. /run/docker.sock). Run ringfence as an unprivileged user to allow unix sockets."
         );
     }
+    if policy.allow_nested_user_namespaces && ringfence_linux::sys::getuid() == 0 {
+        bail!(
+            "allowNestedUserNamespaces: refused for a root caller: the sandbox keeps root's host \
+             identity, and in a user namespace of its own the command would hold every \
+             capability over what root owns. Run ringfence as an unprivileged user to allow \
+             nested user namespaces."
+        );
+    }
     let paths = |rules: &[ringfence_policy::PathRule]| -> Vec<PathBuf> {
         rules.iter().map(|r| real(&r.path)).collect()
     };
@@ -331,6 +339,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     let seccomp = seccomp::build(&seccomp::FilterOptions {
         allow_unix_sockets: policy.allow_all_unix_sockets,
         guard_pid1: true,
+        allow_user_namespaces: policy.allow_nested_user_namespaces,
     });
 
     let l = &policy.limits;

@@ -499,3 +499,34 @@ fn watch_refuses_without_a_terminal() {
     assert!(out.stderr.contains("watch needs a terminal"), "{out:#?}");
     assert!(out.stdout.is_empty(), "{out:#?}");
 }
+
+/// The run record says whether the command could create user namespaces of its own.
+#[test]
+fn run_start_names_nested_user_namespaces() {
+    let dir = TestDir::new("activity-userns");
+    dir.mkdir("state");
+    let state = dir.s("state");
+    let mut cases = vec![("{}", false)];
+    if !common::is_root() {
+        // A root caller is refused this key (escape_syscalls.rs tests the refusal).
+        cases.push((r#"{"allowNestedUserNamespaces": true}"#, true));
+    }
+    for (settings, expected) in cases {
+        let settings = dir.settings(settings);
+        let name = format!("userns-{}", common::unique_number());
+        let out = run(rf(&state).args(["run", "--name", &name, "-s", &settings, "--", "true"]));
+        assert_eq!(out.code(), 0, "{out:#?}");
+        let shown = run(rf(&state).args(["log", "show", &name, "--json"]));
+        let start: serde_json::Value =
+            serde_json::from_str(shown.stdout.lines().next().unwrap()).unwrap();
+        assert_eq!(start["kind"], "run.start", "{shown:#?}");
+        assert_eq!(
+            start["protections"]["nestedUserNamespaces"], expected,
+            "{start:#}"
+        );
+        assert_eq!(
+            start["policy"]["allowNestedUserNamespaces"], expected,
+            "{start:#}"
+        );
+    }
+}
