@@ -321,7 +321,6 @@ echo ok"
 // --- cargo -----------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "needs socketpair(AF_UNIX, SOCK_SEQPACKET) allowed (std's Command::spawn) and new repositories (cargo new runs git init)"]
 fn workload_cargo() {
     if !require("cargo", &["cargo"]) {
         return;
