@@ -41,6 +41,12 @@ pub struct GuardRules {
     pub paths: Vec<PathBuf>,
     /// The writable roots; outside them nothing is writable anyway (or it is private scratch).
     pub roots: Vec<PathBuf>,
+    /// denyWrite paths that do not exist yet: they may not be created, and the refusal looks
+    /// like a read-only file system (EROFS), as writing an existing denyWrite path does.
+    pub deny_paths: Vec<PathBuf>,
+    /// Writable single files (see [`WritableDir`]): each may be created, written and replaced
+    /// by a rename from a temporary name beside it; nothing else in its directory.
+    pub files: Vec<PathBuf>,
 }
 
 const OP_OPEN: u8 = 1;
@@ -250,6 +256,8 @@ fn existing(dir: RawFd, name: &CString) -> Existing {
 pub struct Agent<'a> {
     /// The creation guard's rules; None when nothing is writable (only exec reports).
     rules: Option<&'a GuardRules>,
+    /// Writable handles on the directories of writable single files.
+    file_dirs: &'a [WritableDir],
     listener: RawFd,
     report: RawFd,
     /// The path the last rule refusal was about.
@@ -264,8 +272,25 @@ pub struct Agent<'a> {
 pub const MSG_REFUSED: u8 = b'D';
 
 impl Agent<'_> {
-    /// Refuses (EACCES) creating `name` in `parent` when a rule says so, noting the path.
+    /// Refuses creating `name` in `parent` when a rule says so, noting the path.
+    ///
+    /// The errno tells the two kinds of refusal apart, as programs see them: a denyWrite path
+    /// gets EROFS, what writing an existing one (a read-only bind) or anything outside the
+    /// writable roots (the read-only host tree) gives, so tools fall back as they do on a
+    /// read-only file system; a protected name gets EACCES, since its directory is writable
+    /// and only that name is refused (a permission on the name, not a read-only file system).
     fn check(&self, parent: &Path, name: &[u8], what: Creation) -> Result<(), i32> {
+        if self
+            .rules
+            .is_some_and(|r| r.denies_write(parent, name, what))
+        {
+            let mut p = parent.as_os_str().as_bytes().to_vec();
+            p.push(b'/');
+            p.extend_from_slice(name);
+            *self.refused.borrow_mut() = Some(p);
+            self.read_only.set(true);
+            return Err(libc::EROFS);
+        }
         // Without rules the filter sends no creating call here; refuse if one comes anyway.
         if self.rules.is_none_or(|r| r.refuses(parent, name, what)) {
             let mut p = parent.as_os_str().as_bytes().to_vec();
@@ -443,13 +468,23 @@ impl Agent<'_> {
         self.check(&new_where, &new_name, Creation::Link)?;
         self.check(&old_where, &old_name, Creation::File)?;
         let (o, n) = (cstr(&old_name)?, cstr(&new_name)?);
+        // A temporary file renamed onto a writable single file goes through PID 1's writable
+        // handle on their directory; every other rename in it meets the read-only view.
+        let (old_dir, new_dir) = match self.file_rename(
+            (&old_where, old_parent.as_raw_fd(), &old_name),
+            (&new_where, new_parent.as_raw_fd(), &new_name),
+            req.flags,
+        ) {
+            Some(d) => (d, d),
+            None => (old_parent.as_raw_fd(), new_parent.as_raw_fd()),
+        };
         // SAFETY: both names are valid strings and both parents directory fds.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_renameat2,
-                old_parent.as_raw_fd(),
+                old_dir,
                 o.as_ptr(),
-                new_parent.as_raw_fd(),
+                new_dir,
                 n.as_ptr(),
                 req.flags as libc::c_uint,
             )
@@ -565,11 +600,17 @@ impl Agent<'_> {
                     fifo,
                 )
             };
+            // A writable single file (or a temporary name beside it) is opened through PID 1's
+            // writable handle on its directory; the sandbox's view of that directory is
+            // read-only.
+            let dir = self
+                .file_open(&where_, parent.as_raw_fd(), &name, req.flags)
+                .unwrap_or(parent.as_raw_fd());
             if fifo {
-                return self.open_in_child(req, parent.as_raw_fd(), &n, flags);
+                return self.open_in_child(req, dir, &n, flags);
             }
-            // SAFETY: n is a valid string, parent a directory fd.
-            let fd = unsafe { libc::openat(parent.as_raw_fd(), n.as_ptr(), flags, req.mode) };
+            // SAFETY: n is a valid string, dir a directory fd.
+            let fd = unsafe { libc::openat(dir, n.as_ptr(), flags, req.mode) };
             if fd < 0 {
                 return Err(self.failed(&where_, &name));
             }
@@ -581,7 +622,12 @@ impl Agent<'_> {
 }
 
 impl<'a> Agent<'a> {
-    pub fn new(rules: Option<&'a GuardRules>, listener: &OwnedFd, report: RawFd) -> Agent<'a> {
+    pub fn new(
+        rules: Option<&'a GuardRules>,
+        listener: &OwnedFd,
+        report: RawFd,
+        file_dirs: &'a [WritableDir],
+    ) -> Agent<'a> {
         // Wake the caller on the CPU that answers it (Linux 6.6+): a notification is a round
         // trip, and this shortens it. Older kernels refuse; nothing depends on it.
         const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
@@ -595,6 +641,7 @@ impl<'a> Agent<'a> {
         };
         Agent {
             rules,
+            file_dirs,
             listener: listener.as_raw_fd(),
             report,
             refused: std::cell::RefCell::new(None),
@@ -1133,6 +1180,161 @@ fn build(n: &libc::seccomp_notif) -> Result<(Request, Vec<OwnedFd>, OwnedFd), i3
     Ok((req, fds, cwd))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Writable single files and denyWrite paths not yet created.
+//
+// A writable single file is not bind-mounted (a mount point cannot be renamed onto, so no
+// atomic save could work, and a missing file could not be bound at all). Its directory stays
+// read-only in the sandbox's view, and PID 1 alone holds a writable handle on it: a detached
+// clone of the directory's mount, never attached anywhere the sandbox can reach, closed in
+// every process PID 1 starts. Through it the guard performs exactly these operations, which
+// it already performs itself for every creating syscall:
+// - opening the file's own name (create, truncate, append);
+// - creating (or re-opening with O_CREAT, as node's `writeFile` does) a temporary name beside
+//   it, a regular file (the open never follows a symlink there): names derived from the file's (`NAME.xxx`, `.NAME.xxx`, `NAME~`) and the usual mkstemp forms
+//   (`sedXXXXXX` of `sed -i`, `tmpXXXXXXXX` of Python's tempfile, `.tmpXXXXXX` of Rust's);
+// - renaming such a temporary name onto the file.
+// Everything else in that directory (other names, other renames, mkdir, links, symlinks, and
+// every call the guard does not see: unlink, chmod by path, ...) meets the read-only view and
+// fails with EROFS. The directory is recognised by its path and its device and inode both, so
+// a denyRead mask or a later mount over the path does not inherit the handle. Creating a name
+// this way needs no mount point and leaves nothing in the user's tree but what the program
+// itself wrote.
+// ---------------------------------------------------------------------------------------------
+
+/// PID 1's writable handle on the directory of one or more writable single files.
+pub struct WritableDir {
+    /// The directory, as the sandbox sees it.
+    pub path: PathBuf,
+    /// A detached writable clone of the directory's mount, rooted at the directory.
+    pub fd: OwnedFd,
+    dev: u64,
+    ino: u64,
+}
+
+fn dev_ino(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: stat is plain data filled by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is a valid descriptor and st a valid buffer.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
+impl WritableDir {
+    /// `fd` is the writable handle on `path`; `view` the same directory opened in the sandbox's
+    /// view, whose identity the guard compares parents with.
+    pub fn new(path: PathBuf, fd: OwnedFd, view: RawFd) -> io::Result<WritableDir> {
+        let (dev, ino) = dev_ino(view).ok_or_else(io::Error::last_os_error)?;
+        Ok(WritableDir { path, fd, dev, ino })
+    }
+}
+
+/// How a name in the directory of a writable single file relates to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileName {
+    Own,
+    Temporary,
+}
+
+/// Whether `name` is a temporary name a tool writes beside `file` before renaming it over.
+fn temporary_name(file: &[u8], name: &[u8]) -> bool {
+    let random = |rest: &[u8], n: usize, extra: &[u8]| {
+        rest.len() == n
+            && rest
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || extra.contains(b))
+    };
+    let derived = |prefix: &[u8]| {
+        name.strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix(b"."))
+            .is_some_and(|r| !r.is_empty())
+    };
+    let mut dotted = b".".to_vec();
+    dotted.extend_from_slice(file);
+    derived(file)
+        || derived(&dotted)
+        || name.strip_suffix(b"~") == Some(file)
+        || name.strip_prefix(b"sed").is_some_and(|r| random(r, 6, b""))
+        || name
+            .strip_prefix(b"tmp")
+            .is_some_and(|r| random(r, 8, b"_"))
+        || name
+            .strip_prefix(b".tmp")
+            .is_some_and(|r| random(r, 6, b""))
+}
+
+impl GuardRules {
+    /// Whether creating `name` in `parent` as `what` would create a denyWrite path (or bring
+    /// one into existence with what is renamed or linked there).
+    fn denies_write(&self, parent: &Path, name: &[u8], what: Creation) -> bool {
+        let full = parent.join(OsStr::from_bytes(name));
+        self.deny_paths.iter().any(|p| full.starts_with(p))
+            || (what == Creation::Link && self.deny_paths.iter().any(|p| p.starts_with(&full)))
+    }
+
+    /// What `name` in `dir` is to a writable single file there, if anything.
+    fn file_name(&self, dir: &Path, name: &[u8]) -> Option<FileName> {
+        let protected = std::str::from_utf8(name).is_ok_and(|n| self.names.iter().any(|p| p == n));
+        let mut best = None;
+        for f in &self.files {
+            let (Some(d), Some(own)) = (f.parent(), f.file_name()) else {
+                continue;
+            };
+            if d != dir {
+                continue;
+            }
+            if own.as_bytes() == name {
+                return Some(FileName::Own);
+            }
+            if !protected && temporary_name(own.as_bytes(), name) {
+                best = Some(FileName::Temporary);
+            }
+        }
+        best
+    }
+}
+
+impl Agent<'_> {
+    /// The writable handle on `where_`, when the directory `parent` (opened in the sandbox's
+    /// view) is the directory of a writable single file.
+    fn file_dir(&self, where_: &Path, parent: RawFd) -> Option<RawFd> {
+        let d = self.file_dirs.iter().find(|d| d.path == where_)?;
+        (dev_ino(parent)? == (d.dev, d.ino)).then_some(d.fd.as_raw_fd())
+    }
+
+    /// The directory to open `name` in through the writable handle, when allowed: the file's
+    /// own name or a temporary name beside it. Only opens that may create reach the guard, and
+    /// the open never follows a symlink at the name (the guard follows one itself, checking
+    /// where it leads).
+    fn file_open(&self, where_: &Path, parent: RawFd, name: &[u8], flags: i32) -> Option<RawFd> {
+        self.rules?.file_name(where_, name)?;
+        if flags & libc::O_CREAT == 0 {
+            return None;
+        }
+        self.file_dir(where_, parent)
+    }
+
+    /// The directory to rename in through the writable handle, when `old` is a temporary name
+    /// beside the writable file `new` (same directory; no exchange or whiteout).
+    fn file_rename(
+        &self,
+        old: (&Path, RawFd, &[u8]),
+        new: (&Path, RawFd, &[u8]),
+        flags: i32,
+    ) -> Option<RawFd> {
+        let rules = self.rules?;
+        if flags & !(libc::RENAME_NOREPLACE as i32) != 0 || old.0 != new.0 {
+            return None;
+        }
+        if rules.file_name(new.0, new.2)? != FileName::Own
+            || rules.file_name(old.0, old.2)? != FileName::Temporary
+        {
+            return None;
+        }
+        let d = self.file_dir(new.0, new.1)?;
+        (self.file_dir(old.0, old.1)? == d).then_some(d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1149,7 +1351,70 @@ mod tests {
                 PathBuf::from("/w/a/b/key"),
             ],
             roots: vec![PathBuf::from("/w")],
+            ..GuardRules::default()
         }
+    }
+
+    #[test]
+    fn temporary_names_beside_a_writable_file() {
+        let f = b".claude.json";
+        for ok in [
+            &b".claude.json.tmp"[..],
+            b".claude.json.4f2a9c1d",
+            b".claude.json.tmp.123.1700000000",
+            b"..claude.json.swp",
+            b".claude.json~",
+            b"sedAb12Cd",
+            b"tmpk2j_h4l5",
+            b".tmpAbC123",
+        ] {
+            assert!(temporary_name(f, ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for no in [
+            &b".claude.json"[..],
+            b".claude.json.",
+            b".claude.jsonx",
+            b".bashrc",
+            b"sed",
+            b"sedAb12C",
+            b"sedAb12Cd/x",
+            b"tmpk2j_h4l",
+            b"x.claude.json.tmp",
+        ] {
+            assert!(!temporary_name(f, no), "{}", String::from_utf8_lossy(no));
+        }
+        let g = GuardRules {
+            names: vec![".mcp.json".into()],
+            files: vec![PathBuf::from("/h/.claude.json"), PathBuf::from("/h/.mcp")],
+            ..GuardRules::default()
+        };
+        let h = Path::new("/h");
+        assert_eq!(g.file_name(h, b".claude.json"), Some(FileName::Own));
+        assert_eq!(
+            g.file_name(h, b".claude.json.x1"),
+            Some(FileName::Temporary)
+        );
+        assert_eq!(g.file_name(h, b"other"), None);
+        assert_eq!(g.file_name(Path::new("/h/sub"), b".claude.json"), None);
+        assert_eq!(
+            g.file_name(h, b".mcp.json"),
+            None,
+            "a protected name is never a temporary"
+        );
+    }
+
+    #[test]
+    fn deny_write_paths_not_yet_created() {
+        use Creation::{Dir, File, Link};
+        let g = GuardRules {
+            deny_paths: vec![PathBuf::from("/w/p/locked")],
+            ..GuardRules::default()
+        };
+        assert!(g.denies_write(Path::new("/w/p"), b"locked", Dir));
+        assert!(g.denies_write(Path::new("/w/p/locked"), b"x", File));
+        assert!(g.denies_write(Path::new("/w"), b"p", Link));
+        assert!(!g.denies_write(Path::new("/w"), b"p", Dir));
+        assert!(!g.denies_write(Path::new("/w/p"), b"open", File));
     }
 
     #[test]

@@ -109,9 +109,14 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
             .ok()
             .and_then(|(_, fds)| fds.into_iter().next())
     });
-    let agent = listener
-        .as_ref()
-        .map(|l| Agent::new(spec.guard.as_ref(), l, channel.as_raw_fd()));
+    let agent = listener.as_ref().map(|l| {
+        Agent::new(
+            spec.guard.as_ref(),
+            l,
+            channel.as_raw_fd(),
+            &ready.file_dirs,
+        )
+    });
 
     let mut status = 0;
     let mut listening = agent.is_some();

@@ -547,11 +547,29 @@ pub fn run(req: RunRequest) -> Result<i32> {
         &prepared.cwd,
         req.log.as_deref(),
     )?;
+    // Writable directories that do not exist yet are made now, and the record says so.
+    let mut record = record;
+    match prepare::create_dirs(&prepared.plan) {
+        Ok(created) if !created.is_empty() => record.set(
+            "created",
+            created
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .into(),
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            record.finish(None);
+            return Err(e);
+        }
+    }
     // Overlay mode turns the writable roots into overlays before the log records the plan.
     prepared.policy.workspace.overlay |= req.overlay;
     let overlay = if prepared.policy.workspace.overlay {
         let mut protected = prepared.protected.clone();
         protected.extend(prepared.not_yet.iter().cloned());
+        protected.extend(prepared.deny_not_yet.iter().cloned());
         match overlay::start(
             record.name(),
             &mut prepared.plan,
