@@ -204,11 +204,14 @@ pub fn stage() -> Result<()> {
             .create(&p)
             .map_err(path_err("mkdir", &p))?;
     }
+    // The stand-in for hidden files. Writable by its mode but only ever bound read-only, so
+    // writing a hidden file fails with EROFS, as writing anything else read-only does (with
+    // mode 0444 the permission check would come first and answer EACCES).
     let empty = Path::new(STAGE).join("empty");
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o444)
+        .mode(0o644)
         .open(&empty)
         .map_err(path_err("create", &empty))?;
     let old = Path::new(STAGE).join("oldroot");
