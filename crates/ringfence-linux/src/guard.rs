@@ -403,7 +403,7 @@ impl Agent<'_> {
         what: Creation,
         f: impl FnOnce(RawFd, &CString) -> libc::c_int,
     ) -> Result<i32, i32> {
-        let (parent, where_, name) = resolve_parent(dir, path)?;
+        let (parent, where_, name) = self.parent_of(dir, path)?;
         self.check(&where_, &name, what)?;
         let n = cstr(&name)?;
         if f(parent.as_raw_fd(), &n) < 0 {
@@ -439,7 +439,7 @@ impl Agent<'_> {
             // Not a path: an inet address, an abstract or an autobound unix address.
             return do_bind(addr.as_ptr() as *const libc::sockaddr, addr.len());
         }
-        let (parent, where_, name) = resolve_parent(libc::AT_FDCWD, path)?;
+        let (parent, where_, name) = self.parent_of(libc::AT_FDCWD, path)?;
         self.check(&where_, &name, Creation::File)?;
         // SAFETY: sockaddr_un is plain data; zeroed is valid.
         let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
@@ -461,8 +461,8 @@ impl Agent<'_> {
     }
 
     fn rename(&self, req: &Request, dir1: RawFd, dir2: RawFd) -> Result<i32, i32> {
-        let (old_parent, old_where, old_name) = resolve_parent(dir1, &req.path1)?;
-        let (new_parent, new_where, new_name) = resolve_parent(dir2, &req.path2)?;
+        let (old_parent, old_where, old_name) = self.parent_of(dir1, &req.path1)?;
+        let (new_parent, new_where, new_name) = self.parent_of(dir2, &req.path2)?;
         // Neither a protected name, nor a name that would make one appear (a directory renamed
         // to `.git` with a `hooks` inside), may be the target; with RENAME_EXCHANGE both are.
         self.check(&new_where, &new_name, Creation::Link)?;
@@ -564,7 +564,7 @@ impl Agent<'_> {
                 return Ok(Some(unsafe { OwnedFd::from_raw_fd(r) }));
             }
             let start = base.as_ref().map_or(dir, |b| b.as_raw_fd());
-            let (parent, where_, name) = resolve_parent(start, &path)?;
+            let (parent, where_, name) = self.parent_of(start, &path)?;
             let n = cstr(&name)?;
             let (flags, fifo) = if on_procfs(parent.as_raw_fd()) {
                 // Reached through /proc/self, /proc/thread-self or /dev/fd, which the kernel
@@ -1210,6 +1210,25 @@ pub struct WritableDir {
     pub fd: OwnedFd,
     dev: u64,
     ino: u64,
+    /// The detached mount's id: a path that resolves onto it went through PID 1's own
+    /// descriptor (`/proc/1/fd/N/...`) and is refused.
+    mnt_id: u64,
+}
+
+fn mount_id(fd: RawFd) -> Option<u64> {
+    // SAFETY: statx is plain data filled by the kernel.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty path with AT_EMPTY_PATH names fd itself; stx is a valid buffer.
+    let r = unsafe {
+        libc::statx(
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
 }
 
 fn dev_ino(fd: RawFd) -> Option<(u64, u64)> {
@@ -1224,7 +1243,16 @@ impl WritableDir {
     /// view, whose identity the guard compares parents with.
     pub fn new(path: PathBuf, fd: OwnedFd, view: RawFd) -> io::Result<WritableDir> {
         let (dev, ino) = dev_ino(view).ok_or_else(io::Error::last_os_error)?;
-        Ok(WritableDir { path, fd, dev, ino })
+        let mnt_id = mount_id(fd.as_raw_fd()).ok_or_else(|| {
+            io::Error::other("statx cannot report mount ids (STATX_MNT_ID, Linux 5.8 or newer)")
+        })?;
+        Ok(WritableDir {
+            path,
+            fd,
+            dev,
+            ino,
+            mnt_id,
+        })
     }
 }
 
@@ -1294,6 +1322,19 @@ impl GuardRules {
 }
 
 impl Agent<'_> {
+    /// [`resolve_parent`], refusing (EACCES) a parent on one of PID 1's writable handles:
+    /// paths are resolved in PID 1's context, where `/proc/1/fd/N` names its own descriptors.
+    fn parent_of(&self, dir: RawFd, path: &[u8]) -> Result<(OwnedFd, PathBuf, Vec<u8>), i32> {
+        let r = resolve_parent(dir, path)?;
+        if !self.file_dirs.is_empty() {
+            let id = mount_id(r.0.as_raw_fd()).ok_or(libc::EACCES)?;
+            if self.file_dirs.iter().any(|d| d.mnt_id == id) {
+                return Err(libc::EACCES);
+            }
+        }
+        Ok(r)
+    }
+
     /// The writable handle on `where_`, when the directory `parent` (opened in the sandbox's
     /// view) is the directory of a writable single file.
     fn file_dir(&self, where_: &Path, parent: RawFd) -> Option<RawFd> {

@@ -849,3 +849,73 @@ fn a_missing_single_file_can_be_created() {
     assert_eq!(dir.read("home/.claude.json"), "created\n");
     assert!(!dir.join("home/x.json").exists());
 }
+
+#[test]
+fn pid1s_writable_handle_on_a_single_files_directory_is_out_of_reach() {
+    // PID 1 holds a writable handle on the directory of a writable single file, and the guard
+    // resolves paths in PID 1's context: naming PID 1's descriptors through /proc must not
+    // reach it, for creating, renaming or linking.
+    if !python3() {
+        return;
+    }
+    let dir = TestDir::new("single-file-handle");
+    dir.write("home/.claude.json", "v0\n");
+    dir.write("home/victim", "original\n");
+    dir.mkdir("work");
+    let w = dir.s("work");
+    let script = format!(
+        r#"
+import os
+made = 0
+for n in range(64):
+    base = "/proc/1/fd/%d" % n
+    for op in (
+        lambda: os.close(os.open(base + "/pwned", os.O_CREAT | os.O_WRONLY, 0o644)),
+        lambda: os.close(os.open(base + "/victim", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)),
+        lambda: os.mkdir(base + "/pwned-dir"),
+        lambda: os.symlink("/x", base + "/pwned-link"),
+        lambda: os.rename("{w}/t", base + "/pwned-moved"),
+        lambda: os.link(base + "/victim", "{w}/linked"),
+        lambda: os.rename(base + "/victim", "{w}/moved"),
+    ):
+        try:
+            open("{w}/t", "w").close()
+            op()
+            made += 1
+        except OSError:
+            pass
+print("made", made)
+"#
+    );
+    let out = common::run(
+        common::ringfence(&[
+            "--allow-write",
+            &dir.s("home/.claude.json"),
+            "--allow-write",
+            &w,
+        ])
+        .args(["--", "python3", "-c", &script]),
+    );
+    // Some calls do succeed: PID 1 holds the caller's own directories while it answers (a
+    // rename's first parent names the second), which reach nothing the caller cannot reach.
+    assert!(out.ok().starts_with("made "), "{out:#?}");
+    assert_eq!(dir.read("home/victim"), "original\n");
+    for gone in [
+        "home/pwned",
+        "home/pwned-dir",
+        "home/pwned-link",
+        "home/pwned-moved",
+        "work/linked",
+        "work/moved",
+    ] {
+        assert!(
+            dir.join(gone).symlink_metadata().is_err(),
+            "{gone}: {out:#?}"
+        );
+    }
+    let home: Vec<_> = std::fs::read_dir(dir.join("home"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(home.len(), 2, "{home:?}: {out:#?}");
+}
