@@ -575,7 +575,8 @@ impl Agent<'_> {
                     continue;
                 }
                 // PID 1 may read every process in the sandbox (it holds CAP_SYS_PTRACE there);
-                // on a caller's behalf it opens only the caller's own entries.
+                // on a caller's behalf it opens only the caller's own entries. EACCES is what
+                // the caller's own open of another process's entry would give.
                 if !where_.starts_with(format!("/proc/{}", req.pid)) {
                     return Err(libc::EACCES);
                 }

@@ -197,8 +197,26 @@ pub fn build(
     }
     // A file inside a writable directory is writable through that directory already.
     files.retain(|f| !writable.iter().any(|w| under(f, w)));
-    let is_writable = |p: &Path| writable.iter().any(|w| under(p, w));
     let host_tmp = writable.iter().any(|w| w == Path::new("/tmp"));
+    // A file under a private /tmp is bound as before: its directory there is the sandbox's own
+    // tmpfs, which a handle on the host's /tmp must not stand for.
+    if !host_tmp {
+        let (tmp, rest): (Vec<PathBuf>, Vec<PathBuf>) = std::mem::take(&mut files)
+            .into_iter()
+            .partition(|f| under(f, Path::new("/tmp")));
+        files = rest;
+        for f in tmp {
+            if kind(&f).is_some() {
+                writable.push(f);
+            } else {
+                plan.skipped.push(format!(
+                    "allowWrite {}: not visible anyway (the sandbox's /tmp is private)",
+                    f.display()
+                ));
+            }
+        }
+    }
+    let is_writable = |p: &Path| writable.iter().any(|w| under(p, w));
 
     plan.steps.push(Step::RootReadOnly);
     plan.steps.push(Step::Dev);
@@ -777,6 +795,26 @@ mod tests {
         assert!(plan.skipped.contains(
             &"allowWrite /h/u/new.json: a single file is not writable in overlay mode".to_string()
         ));
+        // Under a private /tmp a file is bound as before (its directory is the sandbox's own).
+        let input = PlanInput {
+            allow_write: vec![p("/tmp/x.json"), p("/tmp/new.json")],
+            tmp_size: GIB,
+            ..PlanInput::default()
+        };
+        let plan = build(&input, &fs(&["/tmp"], &["/tmp/x.json"])).unwrap();
+        assert_eq!(
+            plan.steps[4..],
+            [Step::Writable {
+                path: p("/tmp/x.json")
+            }]
+        );
+        assert_eq!(
+            plan.skipped,
+            vec![
+                "allowWrite /tmp/new.json: not visible anyway (the sandbox's /tmp is private)"
+                    .to_string()
+            ]
+        );
         assert!(looks_like_file(Path::new("/a/b.c")));
         assert!(!looks_like_file(Path::new("/a/.b")));
         assert!(!looks_like_file(Path::new("/a/b.")));

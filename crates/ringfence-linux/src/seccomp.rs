@@ -289,7 +289,9 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
     });
     // No set-user-ID or set-group-ID file may come out of the sandbox: for a root caller the
     // files it writes belong to root on the host, where such a bit would make them run as
-    // root. Setting either bit (chmod family, or a mode given when creating) is refused.
+    // root. Setting either bit (chmod family, or a mode given when creating) is refused, with
+    // EPERM (what chmod gives a user who may not set the bit), not EROFS: the file itself is
+    // writable, and tools that fall back on a read-only file system should not here.
     for &(syscall, mode) in arch::MODE_SETTERS {
         a.on_syscall(syscall, |a| {
             a.load(arg_low(mode));
