@@ -1373,7 +1373,17 @@ impl Agent<'_> {
             return None;
         }
         let d = self.file_dir(new.0, new.1)?;
-        (self.file_dir(old.0, old.1)? == d).then_some(d)
+        if self.file_dir(old.0, old.1)? != d {
+            return None;
+        }
+        // Only a regular file is put in the file's place (not a symlink or directory that
+        // happened to be there under a temporary-looking name).
+        let name = cstr(old.2).ok()?;
+        // SAFETY: stat is plain data filled by fstatat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: name is a valid string, d a directory descriptor and st a valid buffer.
+        let r = unsafe { libc::fstatat(d, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        (r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(d)
     }
 }
 

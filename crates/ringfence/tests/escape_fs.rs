@@ -802,9 +802,12 @@ fn a_writable_single_file_is_saved_by_rename_and_nothing_else_in_its_directory()
         format!("temp_symlink:symlink:{h}/.claude.json.l:/etc/passwd"),
         format!("temp_link:link:{h}/other:{h}/.claude.json.h"),
         format!("file_unlink:unlink:{h}/.claude.json"),
+        format!("hostlink_onto_file:rename:{h}/.claude.json.hostlink:{h}/.claude.json"),
         format!("temp_onto_file:rename:{h}/.claude.json.tmp1:{h}/.claude.json"),
     ]
     .to_vec();
+    // A symlink that was there already under a temporary-looking name is not put in place.
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("home/.claude.json.hostlink")).unwrap();
     let out = errnos(&["--allow-write", &f], &probes);
     for p in &probes {
         let name = p.split(':').next().unwrap();
