@@ -501,6 +501,9 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
     for n in &p.not_yet {
         writeln!(out, "  may not be created: {}", n.display())?;
     }
+    for n in &p.deny_not_yet {
+        writeln!(out, "  may not be created (denyWrite): {}", n.display())?;
+    }
     writeln!(out, "mount plan:")?;
     write!(out, "{}", p.plan)?;
     for n in &pol.notes {
