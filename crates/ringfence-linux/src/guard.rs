@@ -56,6 +56,10 @@ const OP_SYMLINK: u8 = 4;
 const OP_LINK: u8 = 5;
 const OP_RENAME: u8 = 6;
 const OP_BIND: u8 = 7;
+/// chmod, chown and unlink of an existing name: see [`FILE_META`](crate::seccomp).
+const OP_CHMOD: u8 = 8;
+const OP_CHOWN: u8 = 9;
+const OP_UNLINK: u8 = 10;
 /// Set on the op byte of a report when the kernel refused the write (a read-only mount: the
 /// path is outside the writable roots) rather than a rule.
 const READ_ONLY: u8 = 0x80;
@@ -71,6 +75,8 @@ struct Request {
     mode: u32,
     umask: u32,
     dev: u64,
+    /// chown's owner and group.
+    owner: (u32, u32),
     path1: Vec<u8>,
     path2: Vec<u8>,
 }
@@ -679,6 +685,8 @@ impl<'a> Agent<'a> {
                 unsafe { libc::fchdir(cwd.as_raw_fd()) };
                 if req.op == OP_BIND {
                     self.bind(&req, d1);
+                } else if matches!(req.op, OP_CHMOD | OP_CHOWN | OP_UNLINK) {
+                    self.file_meta(&req, d1);
                 } else {
                     self.serve(&req, d1, d2);
                 }
@@ -1099,6 +1107,30 @@ fn build(n: &libc::seccomp_notif) -> Result<(Request, Vec<OwnedFd>, OwnedFd), i3
             req.flags = a[4] as i32;
             dirs = vec![fd(a[0]), fd(a[2])];
         }
+        libc::SYS_fchmodat | libc::SYS_fchmodat2 => {
+            req.op = OP_CHMOD;
+            req.path1 = s(a[1])?;
+            req.mode = a[2] as u32;
+            req.flags = if nr == libc::SYS_fchmodat2 {
+                a[3] as i32
+            } else {
+                0
+            };
+            dirs = vec![fd(a[0])];
+        }
+        libc::SYS_fchownat => {
+            req.op = OP_CHOWN;
+            req.path1 = s(a[1])?;
+            req.owner = (a[2] as u32, a[3] as u32);
+            req.flags = a[4] as i32;
+            dirs = vec![fd(a[0])];
+        }
+        libc::SYS_unlinkat => {
+            req.op = OP_UNLINK;
+            req.path1 = s(a[1])?;
+            req.flags = a[2] as i32;
+            dirs = vec![fd(a[0])];
+        }
         libc::SYS_renameat | libc::SYS_renameat2 => {
             req.op = OP_RENAME;
             req.path1 = s(a[1])?;
@@ -1151,6 +1183,23 @@ fn build(n: &libc::seccomp_notif) -> Result<(Request, Vec<OwnedFd>, OwnedFd), i3
                     req.path1 = s(a[0])?;
                     req.path2 = s(a[1])?;
                 }
+                libc::SYS_chmod => {
+                    req.op = OP_CHMOD;
+                    req.path1 = s(a[0])?;
+                    req.mode = a[1] as u32;
+                }
+                libc::SYS_chown | libc::SYS_lchown => {
+                    req.op = OP_CHOWN;
+                    req.path1 = s(a[0])?;
+                    req.owner = (a[1] as u32, a[2] as u32);
+                    if nr == libc::SYS_lchown {
+                        req.flags = libc::AT_SYMLINK_NOFOLLOW;
+                    }
+                }
+                libc::SYS_unlink => {
+                    req.op = OP_UNLINK;
+                    req.path1 = s(a[0])?;
+                }
                 _ => return Err(libc::ENOSYS),
             }
             dirs = vec![libc::AT_FDCWD, libc::AT_FDCWD];
@@ -1194,10 +1243,13 @@ fn build(n: &libc::seccomp_notif) -> Result<(Request, Vec<OwnedFd>, OwnedFd), i3
 // - creating (or re-opening with O_CREAT, as node's `writeFile` does) a temporary name beside
 //   it, a regular file (the open never follows a symlink there): names derived from the file's (`NAME.xxx`, `.NAME.xxx`, `NAME~`) and the usual mkstemp forms
 //   (`sedXXXXXX` of `sed -i`, `tmpXXXXXXXX` of Python's tempfile, `.tmpXXXXXX` of Rust's);
-// - renaming such a temporary name onto the file.
+// - renaming such a temporary name onto the file;
+// - chmod, chown and unlink by path of those names (regular files only), which arrive here
+//   only when the policy has writable single files (`seccomp::FILE_META`); on other paths
+//   they continue as the caller's own calls.
 // Everything else in that directory (other names, other renames, mkdir, links, symlinks, and
-// every call the guard does not see: unlink, chmod by path, ...) meets the read-only view and
-// fails with EROFS. The directory is recognised by its path and its device and inode both, so
+// calls the guard does not see: truncate, utimes, an open for writing without O_CREAT) meets
+// the read-only view and fails with EROFS. The directory is recognised by its path and its device and inode both, so
 // a denyRead mask or a later mount over the path does not inherit the handle. Creating a name
 // this way needs no mount point and leaves nothing in the user's tree but what the program
 // itself wrote.
@@ -1384,6 +1436,91 @@ impl Agent<'_> {
         // SAFETY: name is a valid string, d a directory descriptor and st a valid buffer.
         let r = unsafe { libc::fstatat(d, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
         (r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(d)
+    }
+}
+
+/// Lets the kernel carry out the caller's own syscall, unchanged.
+fn continue_call(listener: RawFd, id: u64) {
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    // SAFETY: resp is a valid seccomp_notif_resp; failure means the caller is gone.
+    unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+}
+
+impl Agent<'_> {
+    /// chmod, chown or unlink by path. On a writable single file or a temporary name beside
+    /// it (a regular file, never through a symlink) PID 1 performs it through its writable
+    /// handle, as write-file-atomic's chown and chmod of its temporary file need; any other
+    /// call continues as the caller's own. Continuing is safe here, unlike for a creation:
+    /// the caller's own call reaches only what the caller can reach, and PID 1's handle is not
+    /// among it whatever the path says by then.
+    fn file_meta(&self, req: &Request, dir: RawFd) {
+        match self.file_meta_inner(req, dir) {
+            Some(r) => self.answer(req, r.map_or_else(|e| -(e as i64), |v| v as i64), None),
+            None => continue_call(self.listener, req.id),
+        }
+    }
+
+    fn file_meta_inner(&self, req: &Request, dir: RawFd) -> Option<Result<i32, i32>> {
+        let (parent, where_, name) = self.parent_of(dir, &req.path1).ok()?;
+        self.rules?.file_name(&where_, &name)?;
+        let handle = self.file_dir(&where_, parent.as_raw_fd())?;
+        let n = cstr(&name).ok()?;
+        // SAFETY: n is a valid string and handle a directory descriptor; the fd is checked.
+        let fd = unsafe {
+            libc::openat(
+                handle,
+                n.as_ptr(),
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd is fresh and owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: stat is plain data filled by fstat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is a valid descriptor and st a valid buffer.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0
+            || st.st_mode & libc::S_IFMT != libc::S_IFREG
+        {
+            return None;
+        }
+        let r = match req.op {
+            OP_CHMOD => {
+                // The main filter refuses set-ID bits before this filter is asked; refuse them
+                // here too rather than rely on the order.
+                if req.mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+                    return Some(Err(libc::EPERM));
+                }
+                let own = cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes()).ok()?;
+                // SAFETY: own is a valid path string (PID 1's own descriptor of the file).
+                unsafe { libc::chmod(own.as_ptr(), req.mode as libc::mode_t) }
+            }
+            OP_CHOWN => {
+                // SAFETY: an empty path with AT_EMPTY_PATH names fd itself.
+                unsafe {
+                    libc::fchownat(
+                        fd.as_raw_fd(),
+                        c"".as_ptr(),
+                        req.owner.0,
+                        req.owner.1,
+                        libc::AT_EMPTY_PATH,
+                    )
+                }
+            }
+            OP_UNLINK if req.flags & libc::AT_REMOVEDIR == 0 => {
+                // SAFETY: n is a valid string and handle a directory descriptor.
+                unsafe { libc::unlinkat(handle, n.as_ptr(), 0) }
+            }
+            _ => return None,
+        };
+        Some(if r < 0 { Err(errno()) } else { Ok(0) })
     }
 }
 

@@ -269,7 +269,10 @@ fn command(
     }
     if let Some(sock) = guard {
         // Last step before exec: from here on every creating syscall waits for PID 1.
-        match seccomp::install_with_listener(&seccomp::build_guard(spec.guard.is_some())) {
+        match seccomp::install_with_listener(&seccomp::build_guard(
+            spec.guard.is_some(),
+            spec.guard.as_ref().is_some_and(|g| !g.files.is_empty()),
+        )) {
             Ok(listener) => {
                 if send_fds(sock.as_raw_fd(), &[0], &[listener.as_raw_fd()]).is_err() {
                     fail(

@@ -376,10 +376,33 @@ const CREATING: &[c_long] = &[
     libc::SYS_renameat2,
 ];
 
+/// Path-based changes of an existing name (chmod, chown, unlink) that the guard performs for a
+/// writable single file and the temporary names beside it (see `guard::WritableDir`); every
+/// other one it lets the kernel continue as the caller's own call.
+#[cfg(target_arch = "x86_64")]
+const FILE_META: &[c_long] = &[
+    libc::SYS_chmod,
+    libc::SYS_fchmodat,
+    libc::SYS_fchmodat2,
+    libc::SYS_chown,
+    libc::SYS_lchown,
+    libc::SYS_fchownat,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+];
+#[cfg(target_arch = "aarch64")]
+const FILE_META: &[c_long] = &[
+    libc::SYS_fchmodat,
+    libc::SYS_fchmodat2,
+    libc::SYS_fchownat,
+    libc::SYS_unlinkat,
+];
+
 /// The filter PID 1 answers: every `execve` is reported (observation only, for the activity
 /// log) and, with `creation`, every syscall that could create a protected name goes to the
-/// creation guard. Everything else is allowed (the main filter still applies).
-pub fn build_guard(creation: bool) -> Vec<sock_filter> {
+/// creation guard; with `file_meta` (there are writable single files) the calls of
+/// [`FILE_META`] too. Everything else is allowed (the main filter still applies).
+pub fn build_guard(creation: bool, file_meta: bool) -> Vec<sock_filter> {
     let notify = libc::SECCOMP_RET_USER_NOTIF;
     let mut a = Assembler::default();
     a.load(OFFSET_ARCH);
@@ -405,6 +428,11 @@ pub fn build_guard(creation: bool) -> Vec<sock_filter> {
     a.ret_if(JEQ_K, nr(libc::SYS_bind), notify);
     for &syscall in CREATING {
         a.ret_if(JEQ_K, nr(syscall), notify);
+    }
+    if file_meta {
+        for &syscall in FILE_META {
+            a.ret_if(JEQ_K, nr(syscall), notify);
+        }
     }
     a.on_syscall(libc::SYS_openat, |a| {
         a.load(arg_low(2));
@@ -678,10 +706,25 @@ mod tests {
     }
 
     #[test]
+    fn file_meta_calls_reach_the_guard_only_with_writable_files() {
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        let with = build_guard(true, true);
+        let without = build_guard(true, false);
+        for &syscall in FILE_META {
+            assert_eq!(run(&with, arch::AUDIT_ARCH, nr(syscall), &[0; 6]), notify);
+            assert_eq!(
+                run(&without, arch::AUDIT_ARCH, nr(syscall), &[0; 6]),
+                RET_ALLOW
+            );
+        }
+    }
+
+    #[test]
     fn hot_calls_are_in_no_rule() {
         let mut ruled: Vec<c_long> = DENIED.iter().chain(arch::DENIED).copied().collect();
         ruled.extend(GUARD_PID1);
         ruled.extend(CREATING);
+        ruled.extend(FILE_META);
         ruled.extend(arch::MODE_SETTERS.iter().map(|(s, _)| *s));
         ruled.extend(arch::OPENS.iter().map(|(s, _, _)| *s));
         ruled.extend([

@@ -539,7 +539,7 @@ for n in ["prog", "made", "plain"]:
 
 /// Tries each `name:op:path[:path2]` and prints `name errno=N` (0: it worked). Ops: `create`
 /// (open O_CREAT|O_WRONLY|O_TRUNC), `excl` (O_CREAT|O_EXCL), `write` (O_WRONLY, no O_CREAT),
-/// `mkdir`, `symlink` (path2 -> path), `link`, `rename`, `unlink`.
+/// `mkdir`, `symlink` (path2 -> path), `link`, `rename`, `unlink`, `chmod` (to 0600).
 const ERRNO_PROBE: &str = r#"
 import os, sys
 for spec in sys.argv[1:]:
@@ -560,6 +560,8 @@ for spec in sys.argv[1:]:
             os.rename(p[0], p[1])
         elif op == "unlink":
             os.unlink(p[0])
+        elif op == "chmod":
+            os.chmod(p[0], 0o600)
         print(name, "errno=0")
     except OSError as e:
         print(name, "errno=%d" % e.errno)
@@ -767,8 +769,15 @@ fn a_writable_single_file_is_saved_by_rename_and_nothing_else_in_its_directory()
     dir.write("home/other", "keep\n");
     let h = dir.s("home");
     let f = dir.s("home/.claude.json");
-    let node = if common::have("node") {
-        // write-file-atomic's pattern: `file.<hash>` written, then renamed over the file.
+    let wfa = "/usr/lib/node_modules/npm/node_modules/write-file-atomic";
+    let node = if common::have("node") && std::path::Path::new(wfa).is_dir() {
+        // npm's own write-file-atomic: `file.<hash>` written, chown and chmod by path to the
+        // old file's owner and mode, then renamed over the file.
+        format!(
+            "node -e 'require(\"{wfa}\").sync(process.argv[1], \"node\\n\")' '{f}' && cat '{f}';"
+        )
+    } else if common::have("node") {
+        common::skip("no npm's write-file-atomic: its pattern is tried by hand");
         format!(
             "node -e 'const fs=require(\"fs\"); const t=process.argv[1]+\".\"+process.pid.toString(16); \
              fs.writeFileSync(t, \"node\\n\"); fs.renameSync(t, process.argv[1])' '{f}' && cat '{f}';"
@@ -801,6 +810,11 @@ fn a_writable_single_file_is_saved_by_rename_and_nothing_else_in_its_directory()
         format!("temp_mkdir:mkdir:{h}/.claude.json.d"),
         format!("temp_symlink:symlink:{h}/.claude.json.l:/etc/passwd"),
         format!("temp_link:link:{h}/other:{h}/.claude.json.h"),
+        format!("temp_chmod:chmod:{h}/.claude.json.tmp1"),
+        format!("other_chmod:chmod:{h}/other"),
+        format!("other_unlink:unlink:{h}/other"),
+        format!("temp2_made:create:{h}/.claude.json.tmp2"),
+        format!("temp2_unlink:unlink:{h}/.claude.json.tmp2"),
         format!("file_unlink:unlink:{h}/.claude.json"),
         format!("hostlink_onto_file:rename:{h}/.claude.json.hostlink:{h}/.claude.json"),
         format!("temp_onto_file:rename:{h}/.claude.json.tmp1:{h}/.claude.json"),
@@ -811,7 +825,15 @@ fn a_writable_single_file_is_saved_by_rename_and_nothing_else_in_its_directory()
     let out = errnos(&["--allow-write", &f], &probes);
     for p in &probes {
         let name = p.split(':').next().unwrap();
-        let want = if matches!(name, "temp_made" | "temp_onto_file") {
+        let want = if matches!(
+            name,
+            "temp_made"
+                | "temp_chmod"
+                | "temp2_made"
+                | "temp2_unlink"
+                | "file_unlink"
+                | "temp_onto_file"
+        ) {
             0
         } else {
             libc::EROFS
@@ -828,6 +850,7 @@ fn a_writable_single_file_is_saved_by_rename_and_nothing_else_in_its_directory()
         ".claude.json.l",
         ".claude.json.h",
         ".claude.json.tmp1",
+        ".claude.json.tmp2",
     ] {
         assert!(
             dir.join("home").join(gone).symlink_metadata().is_err(),
@@ -880,6 +903,8 @@ for n in range(64):
         lambda: os.rename("{w}/t", base + "/pwned-moved"),
         lambda: os.link(base + "/victim", "{w}/linked"),
         lambda: os.rename(base + "/victim", "{w}/moved"),
+        lambda: os.chmod(base + "/victim", 0o666),
+        lambda: os.unlink(base + "/victim"),
     ):
         try:
             open("{w}/t", "w").close()
@@ -903,6 +928,12 @@ print("made", made)
     // rename's first parent names the second), which reach nothing the caller cannot reach.
     assert!(out.ok().starts_with("made "), "{out:#?}");
     assert_eq!(dir.read("home/victim"), "original\n");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("home/victim"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_ne!(mode & 0o777, 0o666, "{out:#?}");
     for gone in [
         "home/pwned",
         "home/pwned-dir",
