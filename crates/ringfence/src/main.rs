@@ -589,6 +589,19 @@ pub fn run(req: RunRequest) -> Result<i32> {
     } else {
         None
     };
+    // Overlay mode leaves writable single files read-only: the guard has none to serve.
+    let single_files: Vec<std::path::PathBuf> = prepared
+        .plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            ringfence_linux::plan::Step::WritableFile { path } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    if let Some(g) = prepared.guard.as_mut() {
+        g.files.retain(|f| single_files.contains(f));
+    }
     let log =
         match activity::Activity::start(record.log_path(), record.name(), &req.argv, &prepared) {
             Ok(l) => Arc::new(Mutex::new(l)),
