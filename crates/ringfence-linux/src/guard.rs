@@ -41,6 +41,12 @@ pub struct GuardRules {
     pub paths: Vec<PathBuf>,
     /// The writable roots; outside them nothing is writable anyway (or it is private scratch).
     pub roots: Vec<PathBuf>,
+    /// denyWrite paths that do not exist yet: they may not be created, and the refusal looks
+    /// like a read-only file system (EROFS), as writing an existing denyWrite path does.
+    pub deny_paths: Vec<PathBuf>,
+    /// Writable single files (see [`WritableDir`]): each may be created, written and replaced
+    /// by a rename from a temporary name beside it; nothing else in its directory.
+    pub files: Vec<PathBuf>,
 }
 
 const OP_OPEN: u8 = 1;
@@ -50,6 +56,10 @@ const OP_SYMLINK: u8 = 4;
 const OP_LINK: u8 = 5;
 const OP_RENAME: u8 = 6;
 const OP_BIND: u8 = 7;
+/// chmod, chown and unlink of an existing name: see [`FILE_META`](crate::seccomp).
+const OP_CHMOD: u8 = 8;
+const OP_CHOWN: u8 = 9;
+const OP_UNLINK: u8 = 10;
 /// Set on the op byte of a report when the kernel refused the write (a read-only mount: the
 /// path is outside the writable roots) rather than a rule.
 const READ_ONLY: u8 = 0x80;
@@ -65,6 +75,8 @@ struct Request {
     mode: u32,
     umask: u32,
     dev: u64,
+    /// chown's owner and group.
+    owner: (u32, u32),
     path1: Vec<u8>,
     path2: Vec<u8>,
 }
@@ -376,6 +388,8 @@ fn existing(dir: RawFd, name: &CString) -> Existing {
 pub struct Agent<'a> {
     /// The creation guard's rules; None when nothing is writable (only exec reports).
     rules: Option<&'a GuardRules>,
+    /// Writable handles on the directories of writable single files.
+    file_dirs: &'a [WritableDir],
     listener: RawFd,
     report: RawFd,
     /// The path the last rule refusal was about.
@@ -398,9 +412,15 @@ pub struct Agent<'a> {
 pub const MSG_REFUSED: u8 = b'D';
 
 impl Agent<'_> {
-    /// Refuses (EACCES) creating `name` in `parent` (held open as `dir`) when a rule says so,
-    /// noting the path. `Ok(Verdict::NewRepository)` when it is allowed only because the parent
-    /// is inside a `.git` directory this run created.
+    /// Refuses creating `name` in `parent` (held open as `dir`) when a rule says so, noting
+    /// the path. `Ok(Verdict::NewRepository)` when it is allowed only because the parent is
+    /// inside a `.git` directory this run created.
+    ///
+    /// The errno tells the two kinds of refusal apart, as programs see them: a denyWrite path
+    /// gets EROFS, what writing an existing one (a read-only bind) or anything outside the
+    /// writable roots (the read-only host tree) gives, so tools fall back as they do on a
+    /// read-only file system; a protected name gets EACCES, since its directory is writable
+    /// and only that name is refused (a permission on the name, not a read-only file system).
     fn check(
         &self,
         dir: RawFd,
@@ -408,6 +428,17 @@ impl Agent<'_> {
         name: &[u8],
         what: Creation,
     ) -> Result<Verdict, i32> {
+        if self
+            .rules
+            .is_some_and(|r| r.denies_write(parent, name, what))
+        {
+            let mut p = parent.as_os_str().as_bytes().to_vec();
+            p.push(b'/');
+            p.extend_from_slice(name);
+            *self.refused.borrow_mut() = Some(p);
+            self.read_only.set(true);
+            return Err(libc::EROFS);
+        }
         // Without rules the filter sends no creating call here; refuse if one comes anyway.
         let verdict = self
             .rules
@@ -566,7 +597,7 @@ impl Agent<'_> {
         what: Creation,
         f: impl FnOnce(RawFd, &CString) -> libc::c_int,
     ) -> Result<i32, i32> {
-        let (parent, where_, name) = resolve_parent(dir, path)?;
+        let (parent, where_, name) = self.parent_of(dir, path)?;
         let n = cstr(&name)?;
         if let Err(e) = self.check(parent.as_raw_fd(), &where_, &name, what) {
             // These calls never replace a name: when it exists the kernel's answer is EEXIST,
@@ -618,7 +649,7 @@ impl Agent<'_> {
             // Not a path: an inet address, an abstract or an autobound unix address.
             return do_bind(addr.as_ptr() as *const libc::sockaddr, addr.len());
         }
-        let (parent, where_, name) = resolve_parent(libc::AT_FDCWD, path)?;
+        let (parent, where_, name) = self.parent_of(libc::AT_FDCWD, path)?;
         self.check(parent.as_raw_fd(), &where_, &name, Creation::File)?;
         // SAFETY: sockaddr_un is plain data; zeroed is valid.
         let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
@@ -640,8 +671,8 @@ impl Agent<'_> {
     }
 
     fn rename(&self, req: &Request, dir1: RawFd, dir2: RawFd) -> Result<i32, i32> {
-        let (old_parent, old_where, old_name) = resolve_parent(dir1, &req.path1)?;
-        let (new_parent, new_where, new_name) = resolve_parent(dir2, &req.path2)?;
+        let (old_parent, old_where, old_name) = self.parent_of(dir1, &req.path1)?;
+        let (new_parent, new_where, new_name) = self.parent_of(dir2, &req.path2)?;
         // Neither a protected name, nor a name that would make one appear (a directory renamed
         // to `.git` with a `hooks` inside), may be the target; with RENAME_EXCHANGE both are.
         let verdict = self.check(
@@ -668,13 +699,23 @@ impl Agent<'_> {
         if verdict == Verdict::NewRepository {
             return self.put_config_in_place(req, &old_parent, &o, &new_parent, &n, &new_where);
         }
+        // A temporary file renamed onto a writable single file goes through PID 1's writable
+        // handle on their directory; every other rename in it meets the read-only view.
+        let (old_dir, new_dir) = match self.file_rename(
+            (&old_where, old_parent.as_raw_fd(), &old_name),
+            (&new_where, new_parent.as_raw_fd(), &new_name),
+            req.flags,
+        ) {
+            Some(d) => (d, d),
+            None => (old_parent.as_raw_fd(), new_parent.as_raw_fd()),
+        };
         // SAFETY: both names are valid strings and both parents directory fds.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_renameat2,
-                old_parent.as_raw_fd(),
+                old_dir,
                 o.as_ptr(),
-                new_parent.as_raw_fd(),
+                new_dir,
                 n.as_ptr(),
                 req.flags as libc::c_uint,
             )
@@ -898,7 +939,7 @@ impl Agent<'_> {
                 return Ok(Some(unsafe { OwnedFd::from_raw_fd(r) }));
             }
             let start = base.as_ref().map_or(dir, |b| b.as_raw_fd());
-            let (parent, where_, name) = resolve_parent(start, &path)?;
+            let (parent, where_, name) = self.parent_of(start, &path)?;
             let n = cstr(&name)?;
             let (flags, fifo) = if on_procfs(parent.as_raw_fd()) {
                 // Reached through /proc/self, /proc/thread-self or /dev/fd, which the kernel
@@ -909,7 +950,8 @@ impl Agent<'_> {
                     continue;
                 }
                 // PID 1 may read every process in the sandbox (it holds CAP_SYS_PTRACE there);
-                // on a caller's behalf it opens only the caller's own entries.
+                // on a caller's behalf it opens only the caller's own entries. EACCES is what
+                // the caller's own open of another process's entry would give.
                 if !where_.starts_with(format!("/proc/{}", req.pid)) {
                     return Err(libc::EACCES);
                 }
@@ -937,8 +979,14 @@ impl Agent<'_> {
                     fifo,
                 )
             };
+            // A writable single file (or a temporary name beside it) is opened through PID 1's
+            // writable handle on its directory; the sandbox's view of that directory is
+            // read-only.
+            let dir = self
+                .file_open(&where_, parent.as_raw_fd(), &name, req.flags)
+                .unwrap_or(parent.as_raw_fd());
             if fifo {
-                return self.open_in_child(req, parent.as_raw_fd(), &n, flags);
+                return self.open_in_child(req, dir, &n, flags);
             }
             if req.flags & libc::O_CREAT == 0 && is_dev_tty(parent.as_raw_fd(), &n) {
                 // /dev/tty means the opener's controlling terminal, and PID 1 has none: open
@@ -958,8 +1006,8 @@ impl Agent<'_> {
             } else {
                 req.mode
             };
-            // SAFETY: n is a valid string, parent a directory fd.
-            let fd = unsafe { libc::openat(parent.as_raw_fd(), n.as_ptr(), flags, mode) };
+            // SAFETY: n is a valid string, dir a directory fd.
+            let fd = unsafe { libc::openat(dir, n.as_ptr(), flags, mode) };
             if fd < 0 {
                 return Err(self.failed(&where_, &name));
             }
@@ -1008,7 +1056,12 @@ impl Agent<'_> {
 }
 
 impl<'a> Agent<'a> {
-    pub fn new(rules: Option<&'a GuardRules>, listener: &OwnedFd, report: RawFd) -> Agent<'a> {
+    pub fn new(
+        rules: Option<&'a GuardRules>,
+        listener: &OwnedFd,
+        report: RawFd,
+        file_dirs: &'a [WritableDir],
+    ) -> Agent<'a> {
         // Wake the caller on the CPU that answers it (Linux 6.6+): a notification is a round
         // trip, and this shortens it. Older kernels refuse; nothing depends on it.
         const SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP: u64 = 1;
@@ -1022,6 +1075,7 @@ impl<'a> Agent<'a> {
         };
         Agent {
             rules,
+            file_dirs,
             listener: listener.as_raw_fd(),
             report,
             refused: std::cell::RefCell::new(None),
@@ -1061,6 +1115,8 @@ impl<'a> Agent<'a> {
                 unsafe { libc::fchdir(cwd.as_raw_fd()) };
                 if req.op == OP_BIND {
                     self.bind(&req, d1);
+                } else if matches!(req.op, OP_CHMOD | OP_CHOWN | OP_UNLINK) {
+                    self.file_meta(&req, d1);
                 } else {
                     self.serve(&req, d1, d2);
                 }
@@ -1481,6 +1537,30 @@ fn build(n: &libc::seccomp_notif) -> Result<(Request, Vec<OwnedFd>, OwnedFd), i3
             req.flags = a[4] as i32;
             dirs = vec![fd(a[0]), fd(a[2])];
         }
+        libc::SYS_fchmodat | libc::SYS_fchmodat2 => {
+            req.op = OP_CHMOD;
+            req.path1 = s(a[1])?;
+            req.mode = a[2] as u32;
+            req.flags = if nr == libc::SYS_fchmodat2 {
+                a[3] as i32
+            } else {
+                0
+            };
+            dirs = vec![fd(a[0])];
+        }
+        libc::SYS_fchownat => {
+            req.op = OP_CHOWN;
+            req.path1 = s(a[1])?;
+            req.owner = (a[2] as u32, a[3] as u32);
+            req.flags = a[4] as i32;
+            dirs = vec![fd(a[0])];
+        }
+        libc::SYS_unlinkat => {
+            req.op = OP_UNLINK;
+            req.path1 = s(a[1])?;
+            req.flags = a[2] as i32;
+            dirs = vec![fd(a[0])];
+        }
         libc::SYS_renameat | libc::SYS_renameat2 => {
             req.op = OP_RENAME;
             req.path1 = s(a[1])?;
@@ -1533,6 +1613,23 @@ fn build(n: &libc::seccomp_notif) -> Result<(Request, Vec<OwnedFd>, OwnedFd), i3
                     req.path1 = s(a[0])?;
                     req.path2 = s(a[1])?;
                 }
+                libc::SYS_chmod => {
+                    req.op = OP_CHMOD;
+                    req.path1 = s(a[0])?;
+                    req.mode = a[1] as u32;
+                }
+                libc::SYS_chown | libc::SYS_lchown => {
+                    req.op = OP_CHOWN;
+                    req.path1 = s(a[0])?;
+                    req.owner = (a[1] as u32, a[2] as u32);
+                    if nr == libc::SYS_lchown {
+                        req.flags = libc::AT_SYMLINK_NOFOLLOW;
+                    }
+                }
+                libc::SYS_unlink => {
+                    req.op = OP_UNLINK;
+                    req.path1 = s(a[0])?;
+                }
                 _ => return Err(libc::ENOSYS),
             }
             dirs = vec![libc::AT_FDCWD, libc::AT_FDCWD];
@@ -1563,6 +1660,300 @@ fn build(n: &libc::seccomp_notif) -> Result<(Request, Vec<OwnedFd>, OwnedFd), i3
     Ok((req, fds, cwd))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Writable single files and denyWrite paths not yet created.
+//
+// A writable single file is not bind-mounted (a mount point cannot be renamed onto, so no
+// atomic save could work, and a missing file could not be bound at all). Its directory stays
+// read-only in the sandbox's view, and PID 1 alone holds a writable handle on it: a detached
+// clone of the directory's mount, never attached anywhere the sandbox can reach, closed in
+// every process PID 1 starts. Through it the guard performs exactly these operations, which
+// it already performs itself for every creating syscall:
+// - opening the file's own name (create, truncate, append);
+// - creating (or re-opening with O_CREAT, as node's `writeFile` does) a temporary name beside
+//   it, a regular file (the open never follows a symlink there): names derived from the file's (`NAME.xxx`, `.NAME.xxx`, `NAME~`) and the usual mkstemp forms
+//   (`sedXXXXXX` of `sed -i`, `tmpXXXXXXXX` of Python's tempfile, `.tmpXXXXXX` of Rust's);
+// - renaming such a temporary name onto the file;
+// - chmod, chown and unlink by path of those names (regular files only), which arrive here
+//   only when the policy has writable single files (`seccomp::FILE_META`); on other paths
+//   they continue as the caller's own calls.
+// Everything else in that directory (other names, other renames, mkdir, links, symlinks, and
+// calls the guard does not see: truncate, utimes, an open for writing without O_CREAT) meets
+// the read-only view and fails with EROFS. The directory is recognised by its path and its device and inode both, so
+// a denyRead mask or a later mount over the path does not inherit the handle. Creating a name
+// this way needs no mount point and leaves nothing in the user's tree but what the program
+// itself wrote.
+// ---------------------------------------------------------------------------------------------
+
+/// PID 1's writable handle on the directory of one or more writable single files.
+pub struct WritableDir {
+    /// The directory, as the sandbox sees it.
+    pub path: PathBuf,
+    /// A detached writable clone of the directory's mount, rooted at the directory.
+    pub fd: OwnedFd,
+    dev: u64,
+    ino: u64,
+    /// The detached mount's id: a path that resolves onto it went through PID 1's own
+    /// descriptor (`/proc/1/fd/N/...`) and is refused.
+    mnt_id: u64,
+}
+
+fn mount_id(fd: RawFd) -> Option<u64> {
+    // SAFETY: statx is plain data filled by the kernel.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: an empty path with AT_EMPTY_PATH names fd itself; stx is a valid buffer.
+    let r = unsafe {
+        libc::statx(
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    };
+    (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id)
+}
+
+fn dev_ino(fd: RawFd) -> Option<(u64, u64)> {
+    // SAFETY: stat is plain data filled by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is a valid descriptor and st a valid buffer.
+    (unsafe { libc::fstat(fd, &mut st) } == 0).then_some((st.st_dev, st.st_ino))
+}
+
+impl WritableDir {
+    /// `fd` is the writable handle on `path`; `view` the same directory opened in the sandbox's
+    /// view, whose identity the guard compares parents with.
+    pub fn new(path: PathBuf, fd: OwnedFd, view: RawFd) -> io::Result<WritableDir> {
+        let (dev, ino) = dev_ino(view).ok_or_else(io::Error::last_os_error)?;
+        let mnt_id = mount_id(fd.as_raw_fd()).ok_or_else(|| {
+            io::Error::other("statx cannot report mount ids (STATX_MNT_ID, Linux 5.8 or newer)")
+        })?;
+        Ok(WritableDir {
+            path,
+            fd,
+            dev,
+            ino,
+            mnt_id,
+        })
+    }
+}
+
+/// How a name in the directory of a writable single file relates to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileName {
+    Own,
+    Temporary,
+}
+
+/// Whether `name` is a temporary name a tool writes beside `file` before renaming it over.
+fn temporary_name(file: &[u8], name: &[u8]) -> bool {
+    let random = |rest: &[u8], n: usize, extra: &[u8]| {
+        rest.len() == n
+            && rest
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || extra.contains(b))
+    };
+    let derived = |prefix: &[u8]| {
+        name.strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix(b"."))
+            .is_some_and(|r| !r.is_empty())
+    };
+    let mut dotted = b".".to_vec();
+    dotted.extend_from_slice(file);
+    derived(file)
+        || derived(&dotted)
+        || name.strip_suffix(b"~") == Some(file)
+        || name.strip_prefix(b"sed").is_some_and(|r| random(r, 6, b""))
+        || name
+            .strip_prefix(b"tmp")
+            .is_some_and(|r| random(r, 8, b"_"))
+        || name
+            .strip_prefix(b".tmp")
+            .is_some_and(|r| random(r, 6, b""))
+}
+
+impl GuardRules {
+    /// Whether creating `name` in `parent` as `what` would create a denyWrite path (or bring
+    /// one into existence with what is renamed or linked there).
+    fn denies_write(&self, parent: &Path, name: &[u8], what: Creation) -> bool {
+        let full = parent.join(OsStr::from_bytes(name));
+        self.deny_paths.iter().any(|p| full.starts_with(p))
+            || (what.brings_content() && self.deny_paths.iter().any(|p| p.starts_with(&full)))
+    }
+
+    /// What `name` in `dir` is to a writable single file there, if anything.
+    fn file_name(&self, dir: &Path, name: &[u8]) -> Option<FileName> {
+        let protected = std::str::from_utf8(name).is_ok_and(|n| self.names.iter().any(|p| p == n));
+        let mut best = None;
+        for f in &self.files {
+            let (Some(d), Some(own)) = (f.parent(), f.file_name()) else {
+                continue;
+            };
+            if d != dir {
+                continue;
+            }
+            if own.as_bytes() == name {
+                return Some(FileName::Own);
+            }
+            if !protected && temporary_name(own.as_bytes(), name) {
+                best = Some(FileName::Temporary);
+            }
+        }
+        best
+    }
+}
+
+impl Agent<'_> {
+    /// [`resolve_parent`], refusing (EACCES) a parent on one of PID 1's writable handles:
+    /// paths are resolved in PID 1's context, where `/proc/1/fd/N` names its own descriptors.
+    fn parent_of(&self, dir: RawFd, path: &[u8]) -> Result<(OwnedFd, PathBuf, Vec<u8>), i32> {
+        let r = resolve_parent(dir, path)?;
+        if !self.file_dirs.is_empty() {
+            let id = mount_id(r.0.as_raw_fd()).ok_or(libc::EACCES)?;
+            if self.file_dirs.iter().any(|d| d.mnt_id == id) {
+                return Err(libc::EACCES);
+            }
+        }
+        Ok(r)
+    }
+
+    /// The writable handle on `where_`, when the directory `parent` (opened in the sandbox's
+    /// view) is the directory of a writable single file.
+    fn file_dir(&self, where_: &Path, parent: RawFd) -> Option<RawFd> {
+        let d = self.file_dirs.iter().find(|d| d.path == where_)?;
+        (dev_ino(parent)? == (d.dev, d.ino)).then_some(d.fd.as_raw_fd())
+    }
+
+    /// The directory to open `name` in through the writable handle, when allowed: the file's
+    /// own name or a temporary name beside it. Only opens that may create reach the guard, and
+    /// the open never follows a symlink at the name (the guard follows one itself, checking
+    /// where it leads).
+    fn file_open(&self, where_: &Path, parent: RawFd, name: &[u8], flags: i32) -> Option<RawFd> {
+        self.rules?.file_name(where_, name)?;
+        if flags & libc::O_CREAT == 0 {
+            return None;
+        }
+        self.file_dir(where_, parent)
+    }
+
+    /// The directory to rename in through the writable handle, when `old` is a temporary name
+    /// beside the writable file `new` (same directory; no exchange or whiteout).
+    fn file_rename(
+        &self,
+        old: (&Path, RawFd, &[u8]),
+        new: (&Path, RawFd, &[u8]),
+        flags: i32,
+    ) -> Option<RawFd> {
+        let rules = self.rules?;
+        if flags & !(libc::RENAME_NOREPLACE as i32) != 0 || old.0 != new.0 {
+            return None;
+        }
+        if rules.file_name(new.0, new.2)? != FileName::Own
+            || rules.file_name(old.0, old.2)? != FileName::Temporary
+        {
+            return None;
+        }
+        let d = self.file_dir(new.0, new.1)?;
+        if self.file_dir(old.0, old.1)? != d {
+            return None;
+        }
+        // Only a regular file is put in the file's place (not a symlink or directory that
+        // happened to be there under a temporary-looking name).
+        let name = cstr(old.2).ok()?;
+        // SAFETY: stat is plain data filled by fstatat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: name is a valid string, d a directory descriptor and st a valid buffer.
+        let r = unsafe { libc::fstatat(d, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        (r == 0 && st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(d)
+    }
+}
+
+/// Lets the kernel carry out the caller's own syscall, unchanged.
+fn continue_call(listener: RawFd, id: u64) {
+    let resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: 0,
+        flags: libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+    };
+    // SAFETY: resp is a valid seccomp_notif_resp; failure means the caller is gone.
+    unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+}
+
+impl Agent<'_> {
+    /// chmod, chown or unlink by path. On a writable single file or a temporary name beside
+    /// it (a regular file, never through a symlink) PID 1 performs it through its writable
+    /// handle, as write-file-atomic's chown and chmod of its temporary file need; any other
+    /// call continues as the caller's own. Continuing is safe here, unlike for a creation:
+    /// the caller's own call reaches only what the caller can reach, and PID 1's handle is not
+    /// among it whatever the path says by then.
+    fn file_meta(&self, req: &Request, dir: RawFd) {
+        match self.file_meta_inner(req, dir) {
+            Some(r) => self.answer(req, r.map_or_else(|e| -(e as i64), |v| v as i64), None),
+            None => continue_call(self.listener, req.id),
+        }
+    }
+
+    fn file_meta_inner(&self, req: &Request, dir: RawFd) -> Option<Result<i32, i32>> {
+        let (parent, where_, name) = self.parent_of(dir, &req.path1).ok()?;
+        self.rules?.file_name(&where_, &name)?;
+        let handle = self.file_dir(&where_, parent.as_raw_fd())?;
+        let n = cstr(&name).ok()?;
+        // SAFETY: n is a valid string and handle a directory descriptor; the fd is checked.
+        let fd = unsafe {
+            libc::openat(
+                handle,
+                n.as_ptr(),
+                libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd is fresh and owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: stat is plain data filled by fstat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fd is a valid descriptor and st a valid buffer.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0
+            || st.st_mode & libc::S_IFMT != libc::S_IFREG
+        {
+            return None;
+        }
+        let r = match req.op {
+            OP_CHMOD => {
+                // The main filter refuses set-ID bits before this filter is asked; refuse them
+                // here too rather than rely on the order.
+                if req.mode & (libc::S_ISUID | libc::S_ISGID) != 0 {
+                    return Some(Err(libc::EPERM));
+                }
+                let own = cstr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes()).ok()?;
+                // SAFETY: own is a valid path string (PID 1's own descriptor of the file).
+                unsafe { libc::chmod(own.as_ptr(), req.mode as libc::mode_t) }
+            }
+            OP_CHOWN => {
+                // SAFETY: an empty path with AT_EMPTY_PATH names fd itself.
+                unsafe {
+                    libc::fchownat(
+                        fd.as_raw_fd(),
+                        c"".as_ptr(),
+                        req.owner.0,
+                        req.owner.1,
+                        libc::AT_EMPTY_PATH,
+                    )
+                }
+            }
+            OP_UNLINK if req.flags & libc::AT_REMOVEDIR == 0 => {
+                // SAFETY: n is a valid string and handle a directory descriptor.
+                unsafe { libc::unlinkat(handle, n.as_ptr(), 0) }
+            }
+            _ => return None,
+        };
+        Some(if r < 0 { Err(errno()) } else { Ok(0) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -1579,7 +1970,70 @@ mod tests {
                 PathBuf::from("/w/a/b/key"),
             ],
             roots: vec![PathBuf::from("/w")],
+            ..GuardRules::default()
         }
+    }
+
+    #[test]
+    fn temporary_names_beside_a_writable_file() {
+        let f = b".claude.json";
+        for ok in [
+            &b".claude.json.tmp"[..],
+            b".claude.json.4f2a9c1d",
+            b".claude.json.tmp.123.1700000000",
+            b"..claude.json.swp",
+            b".claude.json~",
+            b"sedAb12Cd",
+            b"tmpk2j_h4l5",
+            b".tmpAbC123",
+        ] {
+            assert!(temporary_name(f, ok), "{}", String::from_utf8_lossy(ok));
+        }
+        for no in [
+            &b".claude.json"[..],
+            b".claude.json.",
+            b".claude.jsonx",
+            b".bashrc",
+            b"sed",
+            b"sedAb12C",
+            b"sedAb12Cd/x",
+            b"tmpk2j_h4l",
+            b"x.claude.json.tmp",
+        ] {
+            assert!(!temporary_name(f, no), "{}", String::from_utf8_lossy(no));
+        }
+        let g = GuardRules {
+            names: vec![".mcp.json".into()],
+            files: vec![PathBuf::from("/h/.claude.json"), PathBuf::from("/h/.mcp")],
+            ..GuardRules::default()
+        };
+        let h = Path::new("/h");
+        assert_eq!(g.file_name(h, b".claude.json"), Some(FileName::Own));
+        assert_eq!(
+            g.file_name(h, b".claude.json.x1"),
+            Some(FileName::Temporary)
+        );
+        assert_eq!(g.file_name(h, b"other"), None);
+        assert_eq!(g.file_name(Path::new("/h/sub"), b".claude.json"), None);
+        assert_eq!(
+            g.file_name(h, b".mcp.json"),
+            None,
+            "a protected name is never a temporary"
+        );
+    }
+
+    #[test]
+    fn deny_write_paths_not_yet_created() {
+        use Creation::{Dir, File, Link};
+        let g = GuardRules {
+            deny_paths: vec![PathBuf::from("/w/p/locked")],
+            ..GuardRules::default()
+        };
+        assert!(g.denies_write(Path::new("/w/p"), b"locked", Dir));
+        assert!(g.denies_write(Path::new("/w/p/locked"), b"x", File));
+        assert!(g.denies_write(Path::new("/w"), b"p", Link));
+        assert!(!g.denies_write(Path::new("/w"), b"p", Dir));
+        assert!(!g.denies_write(Path::new("/w/p"), b"open", File));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::guard::WritableDir;
 use crate::plan::{Kind, MountPlan, Step};
 use crate::sys::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
@@ -203,11 +204,14 @@ pub fn stage() -> Result<()> {
             .create(&p)
             .map_err(path_err("mkdir", &p))?;
     }
+    // The stand-in for hidden files. Writable by its mode but only ever bound read-only, so
+    // writing a hidden file fails with EROFS, as writing anything else read-only does (with
+    // mode 0444 the permission check would come first and answer EACCES).
     let empty = Path::new(STAGE).join("empty");
     fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o444)
+        .mode(0o644)
         .open(&empty)
         .map_err(path_err("create", &empty))?;
     let old = Path::new(STAGE).join("oldroot");
@@ -332,9 +336,11 @@ fn source_of(path: &Path, overlays: &[(PathBuf, PathBuf)]) -> PathBuf {
         .unwrap_or_else(|| in_old(path))
 }
 
-/// Stage 2: carries out every step of the plan at /newroot.
-pub fn apply(plan: &MountPlan) -> Result<()> {
+/// Stage 2: carries out every step of the plan at /newroot. Returns the writable handles on
+/// the directories of writable single files, for PID 1 (see `guard::WritableDir`).
+pub fn apply(plan: &MountPlan) -> Result<Vec<WritableDir>> {
     let mut hidden_dirs: Vec<OwnedFd> = Vec::new();
+    let mut file_dirs: Vec<WritableDir> = Vec::new();
     // Overlay roots and where each is assembled, for the steps that bind from them.
     let mut overlays: Vec<(PathBuf, PathBuf)> = Vec::new();
     for step in &plan.steps {
@@ -382,6 +388,30 @@ pub fn apply(plan: &MountPlan) -> Result<()> {
                     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
                     MOUNT_ATTR_RDONLY,
                 )?;
+            }
+            Step::WritableFile { path } => {
+                let Some(dir) = path.parent() else {
+                    continue;
+                };
+                if file_dirs.iter().any(|d| d.path == dir) {
+                    continue;
+                }
+                // A detached clone of the directory's mount, made writable and never attached:
+                // only the descriptor reaches it.
+                let tree = clone_tree(&in_old(dir), false)?;
+                setattr_fd(
+                    &tree,
+                    false,
+                    MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                    MOUNT_ATTR_RDONLY,
+                    dir,
+                )?;
+                let view = in_new(dir);
+                let view_fd = sys::open_path_nofollow(&view).map_err(path_err("open", &view))?;
+                file_dirs.push(
+                    WritableDir::new(dir.to_path_buf(), tree, view_fd.as_raw_fd())
+                        .map_err(path_err("stat", &view))?,
+                );
             }
             Step::HideDir { path } => {
                 let dst = in_new(path);
@@ -452,7 +482,7 @@ pub fn apply(plan: &MountPlan) -> Result<()> {
             Path::new("(hidden directory)"),
         )?;
     }
-    Ok(())
+    Ok(file_dirs)
 }
 
 fn dev() -> Result<()> {

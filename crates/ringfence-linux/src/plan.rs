@@ -31,6 +31,12 @@ pub enum Step {
     Tmp { size: u64 },
     /// A host path bound read-write.
     Writable { path: PathBuf },
+    /// A single writable file (it may not exist yet), not bound: its directory stays read-only
+    /// and the creation guard creates, replaces and renames onto exactly this name, through a
+    /// writable handle on the directory that only the sandbox's PID 1 holds (see
+    /// `guard::WritableFile`). A bind mount would make the file a mount point, which cannot be
+    /// renamed onto (EBUSY), so an editor's or a tool's atomic save could never work.
+    WritableFile { path: PathBuf },
     /// A host path seen through a copy-on-write overlay: reads come from the real folder, writes
     /// go to `upper` (with `work` as overlayfs's scratch directory on the same filesystem).
     Overlay {
@@ -57,6 +63,9 @@ pub enum Step {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MountPlan {
     pub steps: Vec<Step>,
+    /// Writable directories that do not exist yet and are created on the host before the run
+    /// (their parent exists); the plan binds them as if they existed.
+    pub create: Vec<PathBuf>,
     /// Rules that produced no mount, with the reason (shown by `explain` and `--debug`).
     pub skipped: Vec<String>,
 }
@@ -111,6 +120,14 @@ fn sorted_unique(v: &[PathBuf]) -> Vec<PathBuf> {
     v
 }
 
+/// Whether a name that does not exist yet is meant as a file: it has an extension (a dot after
+/// its first character).
+pub fn looks_like_file(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.len() > 1 && n[1..].contains('.') && !n.ends_with('.'))
+}
+
 /// Paths the sandbox always gets from its own mounts; rules may not re-bind them.
 const OWN_MOUNTS: &[&str] = &["/proc", "/dev"];
 
@@ -149,6 +166,7 @@ pub fn build(
     let deny_write = sorted_unique(&input.deny_write);
     // Deny beats allow: a writable root inside a denied one is not writable.
     let mut writable = Vec::new();
+    let mut files = Vec::new();
     for w in sorted_unique(&input.allow_write) {
         if let Some(d) = deny_write.iter().find(|d| under(&w, d)) {
             plan.skipped.push(format!(
@@ -158,15 +176,47 @@ pub fn build(
             ));
             continue;
         }
-        if kind(&w).is_none() {
-            plan.skipped
-                .push(format!("allowWrite {}: does not exist", w.display()));
-            continue;
+        let parent_is_dir = w.parent().is_some_and(|p| kind(p) == Some(Kind::Dir));
+        match kind(&w) {
+            Some(Kind::Dir) => writable.push(w),
+            Some(Kind::File) => files.push(w),
+            None if !parent_is_dir => plan.skipped.push(format!(
+                "allowWrite {}: neither it nor its parent directory exists",
+                w.display()
+            )),
+            // A name that does not exist yet: a name with an extension (`.claude.json`,
+            // `notes.txt`) is taken as a file, which the sandbox may then create; any other
+            // name (`.claude`, `build`) as a directory, created before the run so that it can
+            // be bound like any other writable root.
+            None if looks_like_file(&w) => files.push(w),
+            None => {
+                plan.create.push(w.clone());
+                writable.push(w);
+            }
         }
-        writable.push(w);
+    }
+    // A file inside a writable directory is writable through that directory already.
+    files.retain(|f| !writable.iter().any(|w| under(f, w)));
+    let host_tmp = writable.iter().any(|w| w == Path::new("/tmp"));
+    // A file under a private /tmp is bound as before: its directory there is the sandbox's own
+    // tmpfs, which a handle on the host's /tmp must not stand for.
+    if !host_tmp {
+        let (tmp, rest): (Vec<PathBuf>, Vec<PathBuf>) = std::mem::take(&mut files)
+            .into_iter()
+            .partition(|f| under(f, Path::new("/tmp")));
+        files = rest;
+        for f in tmp {
+            if kind(&f).is_some() {
+                writable.push(f);
+            } else {
+                plan.skipped.push(format!(
+                    "allowWrite {}: not visible anyway (the sandbox's /tmp is private)",
+                    f.display()
+                ));
+            }
+        }
     }
     let is_writable = |p: &Path| writable.iter().any(|w| under(p, w));
-    let host_tmp = writable.iter().any(|w| w == Path::new("/tmp"));
 
     plan.steps.push(Step::RootReadOnly);
     plan.steps.push(Step::Dev);
@@ -182,6 +232,9 @@ pub fn build(
             continue;
         }
         plan.steps.push(Step::Writable { path: w.clone() });
+    }
+    for f in &files {
+        plan.steps.push(Step::WritableFile { path: f.clone() });
     }
 
     // Read rules, outermost first, so re-opened paths are mounted on top of their hidden parent.
@@ -305,10 +358,31 @@ pub fn build(
 /// Overlay mode: every writable root becomes an [`Step::Overlay`] whose layers live in
 /// `dir/upper/N` and `dir/work/N` (N counts the roots in plan order). Returns the roots with
 /// their upper directories.
-pub fn use_overlays(plan: &mut MountPlan, dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+/// Writable roots in `direct` (the sandbox's own caches, which nothing reviews) stay writable.
+pub fn use_overlays(
+    plan: &mut MountPlan,
+    dir: &Path,
+    direct: &[PathBuf],
+) -> Vec<(PathBuf, PathBuf)> {
     let mut roots = Vec::new();
+    // A writable file would be written on the host directly, past the reviewable changeset:
+    // in overlay mode it stays read-only.
+    let mut kept = Vec::new();
+    for step in std::mem::take(&mut plan.steps) {
+        match step {
+            Step::WritableFile { path } => plan.skipped.push(format!(
+                "allowWrite {}: a single file is not writable in overlay mode",
+                path.display()
+            )),
+            s => kept.push(s),
+        }
+    }
+    plan.steps = kept;
     for step in &mut plan.steps {
         if let Step::Writable { path } = step {
+            if direct.contains(path) {
+                continue;
+            }
             let n = roots.len();
             let upper = dir.join("upper").join(n.to_string());
             roots.push((path.clone(), upper.clone()));
@@ -330,6 +404,11 @@ impl fmt::Display for Step {
             Step::Proc => write!(f, "fresh      /proc"),
             Step::Tmp { size } => write!(f, "tmpfs      /tmp  ({} MiB)", size >> 20),
             Step::Writable { path } => write!(f, "writable   {}", path.display()),
+            Step::WritableFile { path } => write!(
+                f,
+                "writable   {}  (this file only, replaceable by rename; its directory stays read-only)",
+                path.display()
+            ),
             Step::Overlay { path, upper, .. } => write!(
                 f,
                 "overlay    {}  (writes go to {})",
@@ -360,6 +439,13 @@ impl fmt::Display for Step {
 
 impl fmt::Display for MountPlan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for c in &self.create {
+            writeln!(
+                f,
+                "  create     {}  (before the run: it does not exist yet)",
+                c.display()
+            )?;
+        }
         for s in &self.steps {
             writeln!(f, "  {s}")?;
         }
@@ -598,7 +684,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let roots = use_overlays(&mut plan, Path::new("/s/runs/r"));
+        let roots = use_overlays(&mut plan, Path::new("/s/runs/r"), &[]);
         assert_eq!(
             roots,
             vec![
@@ -660,9 +746,85 @@ mod tests {
         assert_eq!(
             plan.skipped,
             vec![
-                "allowWrite /nope: does not exist".to_string(),
+                "allowWrite /nope: neither it nor its parent directory exists".to_string(),
                 "denyRead /gone: does not exist".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn single_files_and_names_not_yet_created() {
+        let input = PlanInput {
+            allow_write: vec![
+                p("/h/u/.claude.json"),
+                p("/h/u/.claude"),
+                p("/h/u/new.json"),
+                p("/h/u/proj"),
+                p("/h/u/proj/inside.txt"),
+            ],
+            tmp_size: GIB,
+            ..PlanInput::default()
+        };
+        let plan = build(
+            &input,
+            &fs(
+                &["/h/u", "/h/u/proj"],
+                &["/h/u/.claude.json", "/h/u/proj/inside.txt"],
+            ),
+        )
+        .unwrap();
+        // A missing name without an extension is a directory made before the run; one with an
+        // extension a file the sandbox may create; a file inside a writable root needs nothing.
+        assert_eq!(plan.create, vec![p("/h/u/.claude")]);
+        assert_eq!(
+            plan.steps[4..],
+            [
+                Step::Writable {
+                    path: p("/h/u/.claude")
+                },
+                Step::Writable {
+                    path: p("/h/u/proj")
+                },
+                Step::WritableFile {
+                    path: p("/h/u/.claude.json")
+                },
+                Step::WritableFile {
+                    path: p("/h/u/new.json")
+                },
+            ]
+        );
+        // Overlay mode writes nothing on the host directly: single files stay read-only.
+        let mut plan = plan;
+        use_overlays(&mut plan, Path::new("/s"), &[]);
+        assert!(!plan
+            .steps
+            .iter()
+            .any(|s| matches!(s, Step::WritableFile { .. })));
+        assert!(plan.skipped.contains(
+            &"allowWrite /h/u/new.json: a single file is not writable in overlay mode".to_string()
+        ));
+        // Under a private /tmp a file is bound as before (its directory is the sandbox's own).
+        let input = PlanInput {
+            allow_write: vec![p("/tmp/x.json"), p("/tmp/new.json")],
+            tmp_size: GIB,
+            ..PlanInput::default()
+        };
+        let plan = build(&input, &fs(&["/tmp"], &["/tmp/x.json"])).unwrap();
+        assert_eq!(
+            plan.steps[4..],
+            [Step::Writable {
+                path: p("/tmp/x.json")
+            }]
+        );
+        assert_eq!(
+            plan.skipped,
+            vec![
+                "allowWrite /tmp/new.json: not visible anyway (the sandbox's /tmp is private)"
+                    .to_string()
+            ]
+        );
+        assert!(looks_like_file(Path::new("/a/b.c")));
+        assert!(!looks_like_file(Path::new("/a/.b")));
+        assert!(!looks_like_file(Path::new("/a/b.")));
     }
 }

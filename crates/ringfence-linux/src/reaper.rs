@@ -109,9 +109,14 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
             .ok()
             .and_then(|(_, fds)| fds.into_iter().next())
     });
-    let agent = listener
-        .as_ref()
-        .map(|l| Agent::new(spec.guard.as_ref(), l, channel.as_raw_fd()));
+    let agent = listener.as_ref().map(|l| {
+        Agent::new(
+            spec.guard.as_ref(),
+            l,
+            channel.as_raw_fd(),
+            &ready.file_dirs,
+        )
+    });
 
     let mut status = 0;
     let mut listening = agent.is_some();
@@ -264,7 +269,10 @@ fn command(
     }
     if let Some(sock) = guard {
         // Last step before exec: from here on every creating syscall waits for PID 1.
-        match seccomp::install_with_listener(&seccomp::build_guard(spec.guard.is_some())) {
+        match seccomp::install_with_listener(&seccomp::build_guard(
+            spec.guard.is_some(),
+            spec.guard.as_ref().is_some_and(|g| !g.files.is_empty()),
+        )) {
             Ok(listener) => {
                 if send_fds(sock.as_raw_fd(), &[0], &[listener.as_raw_fd()]).is_err() {
                     fail(

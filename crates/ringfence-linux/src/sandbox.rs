@@ -368,6 +368,8 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
 
 pub(crate) struct Ready {
     pub pty_slave: Option<CString>,
+    /// PID 1's writable handles on the directories of writable single files.
+    pub file_dirs: Vec<crate::guard::WritableDir>,
 }
 
 fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
@@ -406,7 +408,7 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
         source,
     })?;
     mounts::stage()?;
-    mounts::apply(&spec.plan)?;
+    let file_dirs = mounts::apply(&spec.plan)?;
     mounts::enter()?;
     mounts::loopback_up()?;
     // The proxy's listeners: bound in here, so they are reachable only from inside; the
@@ -464,5 +466,8 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
     })?;
     drop(master);
     drop(listeners);
-    Ok(Ready { pty_slave })
+    Ok(Ready {
+        pty_slave,
+        file_dirs,
+    })
 }

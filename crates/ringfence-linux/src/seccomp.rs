@@ -298,7 +298,9 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
     });
     // No set-user-ID or set-group-ID file may come out of the sandbox: for a root caller the
     // files it writes belong to root on the host, where such a bit would make them run as
-    // root. Setting either bit (chmod family, or a mode given when creating) is refused.
+    // root. Setting either bit (chmod family, or a mode given when creating) is refused, with
+    // EPERM (what chmod gives a user who may not set the bit), not EROFS: the file itself is
+    // writable, and tools that fall back on a read-only file system should not here.
     for &(syscall, mode) in arch::MODE_SETTERS {
         a.on_syscall(syscall, |a| {
             a.load(arg_low(mode));
@@ -388,10 +390,33 @@ const CREATING: &[c_long] = &[
 /// that; the guard tells it by the file it opened, whatever the path).
 const GUARDED_OPEN: u32 = (libc::O_CREAT | libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC) as u32;
 
+/// Path-based changes of an existing name (chmod, chown, unlink) that the guard performs for a
+/// writable single file and the temporary names beside it (see `guard::WritableDir`); every
+/// other one it lets the kernel continue as the caller's own call.
+#[cfg(target_arch = "x86_64")]
+const FILE_META: &[c_long] = &[
+    libc::SYS_chmod,
+    libc::SYS_fchmodat,
+    libc::SYS_fchmodat2,
+    libc::SYS_chown,
+    libc::SYS_lchown,
+    libc::SYS_fchownat,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+];
+#[cfg(target_arch = "aarch64")]
+const FILE_META: &[c_long] = &[
+    libc::SYS_fchmodat,
+    libc::SYS_fchmodat2,
+    libc::SYS_fchownat,
+    libc::SYS_unlinkat,
+];
+
 /// The filter PID 1 answers: every `execve` is reported (observation only, for the activity
 /// log) and, with `creation`, every syscall that could create a protected name goes to the
-/// creation guard. Everything else is allowed (the main filter still applies).
-pub fn build_guard(creation: bool) -> Vec<sock_filter> {
+/// creation guard; with `file_meta` (there are writable single files) the calls of
+/// [`FILE_META`] too. Everything else is allowed (the main filter still applies).
+pub fn build_guard(creation: bool, file_meta: bool) -> Vec<sock_filter> {
     let notify = libc::SECCOMP_RET_USER_NOTIF;
     let mut a = Assembler::default();
     a.load(OFFSET_ARCH);
@@ -417,6 +442,11 @@ pub fn build_guard(creation: bool) -> Vec<sock_filter> {
     a.ret_if(JEQ_K, nr(libc::SYS_bind), notify);
     for &syscall in CREATING {
         a.ret_if(JEQ_K, nr(syscall), notify);
+    }
+    if file_meta {
+        for &syscall in FILE_META {
+            a.ret_if(JEQ_K, nr(syscall), notify);
+        }
     }
     a.on_syscall(libc::SYS_openat, |a| {
         a.load(arg_low(2));
@@ -697,10 +727,25 @@ mod tests {
     }
 
     #[test]
+    fn file_meta_calls_reach_the_guard_only_with_writable_files() {
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        let with = build_guard(true, true);
+        let without = build_guard(true, false);
+        for &syscall in FILE_META {
+            assert_eq!(run(&with, arch::AUDIT_ARCH, nr(syscall), &[0; 6]), notify);
+            assert_eq!(
+                run(&without, arch::AUDIT_ARCH, nr(syscall), &[0; 6]),
+                RET_ALLOW
+            );
+        }
+    }
+
+    #[test]
     fn hot_calls_are_in_no_rule() {
         let mut ruled: Vec<c_long> = DENIED.iter().chain(arch::DENIED).copied().collect();
         ruled.extend(GUARD_PID1);
         ruled.extend(CREATING);
+        ruled.extend(FILE_META);
         ruled.extend(arch::MODE_SETTERS.iter().map(|(s, _)| *s));
         ruled.extend(arch::OPENS.iter().map(|(s, _, _)| *s));
         ruled.extend([

@@ -305,7 +305,7 @@ impl<'a> Merge<'a> {
         )?;
         let allow_write = resolve_rules(
             &fs.allow_write,
-            RuleKind::Allow,
+            RuleKind::Write,
             &self.source(layer, origin, "filesystem.allowWrite"),
             &mut notes,
         )?;
@@ -609,7 +609,7 @@ impl<'a> Merge<'a> {
         let lists: [(&str, &[String], RuleKind); 4] = [
             ("--deny-read", &cli.deny_read, RuleKind::Deny),
             ("--allow-read", &cli.allow_read, RuleKind::Allow),
-            ("--allow-write", &cli.allow_write, RuleKind::Allow),
+            ("--allow-write", &cli.allow_write, RuleKind::Write),
             ("--deny-write", &cli.deny_write, RuleKind::Deny),
         ];
         for (option, list, kind) in lists {
@@ -770,7 +770,7 @@ mod tests {
         let cwd = e.opts.cwd.clone();
         fs::create_dir_all(home.join("cache")).unwrap();
         e.managed(r#"{"filesystem": {"denyRead": ["~/.ssh"]}, "network": {"deniedDomains": ["evil.com"]}}"#);
-        e.user(r#"{"filesystem": {"allowWrite": [".", "~/cache", "~/gone"], "denyRead": ["~/.aws"]},
+        e.user(r#"{"filesystem": {"allowWrite": [".", "~/cache", "~/gone/x"], "denyRead": ["~/.aws"]},
                    "network": {"allowedDomains": ["github.com"], "deniedDomains": ["evil.com", "bad.com"]}}"#);
         e.project(
             r#"{"filesystem": {"denyWrite": ["secrets", "../proj/./keys"], "denyRead": [".env"]},
@@ -816,7 +816,7 @@ mod tests {
             .notes
             .iter()
             .any(|n| n.contains("filesystem.allowWrite[2]")
-                && n.contains("gone does not exist; skipped")));
+                && n.contains("gone/x does not exist; skipped")));
     }
 
     #[test]
@@ -1005,13 +1005,17 @@ mod tests {
         // An allowRead of a parent of the denied path is not inside it.
         e.opts.cli.allow_read = vec!["~".into()];
         e.load().unwrap();
-        e.opts.cli.allow_write = vec!["nowhere".into()];
+        e.opts.cli.allow_write = vec!["nowhere/deeper".into()];
         let p = e.load().unwrap();
         let want = format!(
-            "--allow-write: nowhere: {} does not exist; skipped",
-            e.opts.cwd.join("nowhere").display()
+            "--allow-write: nowhere/deeper: {} does not exist; skipped",
+            e.opts.cwd.join("nowhere/deeper").display()
         );
         assert!(p.notes.contains(&want), "{:?}", p.notes);
+        // A missing name in a directory that exists is kept: the mount plan makes it.
+        e.opts.cli.allow_write = vec!["nowhere".into()];
+        let p = e.load().unwrap();
+        assert_eq!(paths(&p.allow_write), [e.opts.cwd.join("nowhere")]);
     }
 
     #[test]

@@ -246,6 +246,10 @@ fn descend(
 pub(crate) enum RuleKind {
     /// A missing path grants nothing: it is skipped with a note.
     Allow,
+    /// allowWrite: a missing path whose parent directory exists is kept (the mount plan creates
+    /// it as a directory, or lets the sandbox create it as a file); one whose parent is missing
+    /// too is skipped with a note.
+    Write,
     /// A missing path is kept: the mount code decides how to deny it.
     Deny,
 }
@@ -302,9 +306,14 @@ pub(crate) fn resolve_rules(
             rules.extend(found.into_iter().map(rule));
             continue;
         }
-        if kind == RuleKind::Allow {
+        if kind != RuleKind::Deny {
+            let parent_is_dir = || path.parent().is_some_and(|p| p.is_dir());
             match fs::metadata(&path) {
                 Ok(_) => {}
+                Err(e)
+                    if e.kind() == io::ErrorKind::NotFound
+                        && kind == RuleKind::Write
+                        && parent_is_dir() => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     notes.push(format!(
                         "{}: {key}: {} does not exist; skipped",

@@ -94,6 +94,17 @@ pub struct CachePlan {
     pub env: Vec<(String, String)>,
 }
 
+impl CachePlan {
+    /// The writable root the caches are mounted as, if any (it stays direct in overlay mode).
+    pub fn dirs_root(&self) -> Vec<PathBuf> {
+        if self.dirs.is_empty() {
+            Vec::new()
+        } else {
+            vec![self.root.clone()]
+        }
+    }
+}
+
 /// The sandbox cache root for a user: `$XDG_CACHE_HOME/ringfence/sandbox`.
 pub fn root(home: &Path, host_env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
     let base = host_env("XDG_CACHE_HOME")

@@ -529,6 +529,9 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
     for n in &p.not_yet {
         writeln!(out, "  may not be created: {}", n.display())?;
     }
+    for n in &p.deny_not_yet {
+        writeln!(out, "  may not be created (denyWrite): {}", n.display())?;
+    }
     writeln!(out, "mount plan:")?;
     write!(out, "{}", p.plan)?;
     for n in &pol.notes {
@@ -575,17 +578,36 @@ pub fn run(req: RunRequest) -> Result<i32> {
         &prepared.cwd,
         req.log.as_deref(),
     )?;
+    // Writable directories that do not exist yet are made now, and the record says so.
+    let mut record = record;
+    match prepare::create_dirs(&prepared.plan) {
+        Ok(created) if !created.is_empty() => record.set(
+            "created",
+            created
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .into(),
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            record.finish(None);
+            return Err(e);
+        }
+    }
     // Overlay mode turns the writable roots into overlays before the log records the plan.
     prepared.policy.workspace.overlay |= req.overlay;
     let overlay = if prepared.policy.workspace.overlay {
         let mut protected = prepared.protected.clone();
         protected.extend(prepared.not_yet.iter().cloned());
+        protected.extend(prepared.deny_not_yet.iter().cloned());
         match overlay::start(
             record.name(),
             &mut prepared.plan,
             &prepared.policy.workspace,
             prepared.policy.allow_git_config,
             protected,
+            &prepared.caches.dirs_root(),
         ) {
             Ok(s) => s,
             Err(e) => {
@@ -596,6 +618,19 @@ pub fn run(req: RunRequest) -> Result<i32> {
     } else {
         None
     };
+    // Overlay mode leaves writable single files read-only: the guard has none to serve.
+    let single_files: Vec<std::path::PathBuf> = prepared
+        .plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            ringfence_linux::plan::Step::WritableFile { path } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
+    if let Some(g) = prepared.guard.as_mut() {
+        g.files.retain(|f| single_files.contains(f));
+    }
     let log =
         match activity::Activity::start(record.log_path(), record.name(), &req.argv, &prepared) {
             Ok(l) => Arc::new(Mutex::new(l)),

@@ -40,6 +40,8 @@ pub struct Prepared {
     pub guard: Option<GuardRules>,
     /// Protected paths that do not exist yet (kept from being created by the guard).
     pub not_yet: Vec<PathBuf>,
+    /// denyWrite paths that do not exist yet (kept from being created by the guard).
+    pub deny_not_yet: Vec<PathBuf>,
     pub mechanism: Mechanism,
     pub cgroup_limits: CgroupLimits,
     /// The sandbox's own package caches (empty when a denyRead hides them).
@@ -135,9 +137,20 @@ impl ProtectedLists {
     }
 }
 
-/// The real path of `p` when it exists (mounts act on real paths), else `p` itself.
+/// The real path of `p` when it exists (mounts act on real paths); for a name that does not
+/// exist yet, that name in the real path of its parent; else `p` itself.
 fn real(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+    if let Ok(r) = std::fs::canonicalize(p) {
+        return r;
+    }
+    match (p.parent(), p.file_name()) {
+        (Some(parent), Some(name)) if p.symlink_metadata().is_err() => {
+            std::fs::canonicalize(parent)
+                .map(|r| r.join(name))
+                .unwrap_or_else(|_| p.to_path_buf())
+        }
+        _ => p.to_path_buf(),
+    }
 }
 
 fn kind(p: &Path) -> Option<Kind> {
@@ -169,13 +182,27 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     let paths = |rules: &[ringfence_policy::PathRule]| -> Vec<PathBuf> {
         rules.iter().map(|r| real(&r.path)).collect()
     };
-    let allow_write = paths(&policy.allow_write);
+    let mut allow_write = paths(&policy.allow_write);
     let home = home()?;
 
     // Protected entries: every writable root is scanned completely.
     let lists = ProtectedLists::new(policy.allow_git_config);
     let (names, nested, git_internal) = (&lists.names, &lists.nested, &lists.git_internal);
     let protected_names = lists.view();
+    // A protected name stays protected when allowWrite names it (or a path inside it) itself:
+    // `allowWrite: ["~/.bashrc"]` leaves ~/.bashrc read-only.
+    let mut protected_skipped = Vec::new();
+    allow_write.retain(|w| {
+        let rel = w.strip_prefix("/").unwrap_or(w);
+        let refused = protect::is_protected_path(rel, &protected_names);
+        if refused {
+            protected_skipped.push(format!(
+                "allowWrite {}: a protected name; it stays read-only",
+                w.display()
+            ));
+        }
+        !refused
+    });
     let started = Instant::now();
     let mut found = protect::Found::default();
     let cache_dir = crate::runs::state_dir()?.join("scan-cache");
@@ -280,21 +307,31 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         protected: protected.clone(),
         tmp_size: policy.limits.tmp_size,
     };
-    let plan = plan::build(&input, &kind).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut plan = plan::build(&input, &kind).map_err(|e| anyhow::anyhow!("{e}"))?;
+    plan.skipped.extend(protected_skipped);
 
     check_cwd_visible(&cwd, &plan)?;
 
-    // Names that do not exist yet are kept from being created by the creation guard.
-    for d in &input.deny_write {
-        if d.symlink_metadata().is_err() {
-            not_yet.push(d.clone());
-        }
-    }
+    // denyWrite paths that do not exist yet are kept from being created by the creation guard.
+    let deny_not_yet: Vec<PathBuf> = input
+        .deny_write
+        .iter()
+        .filter(|d| d.symlink_metadata().is_err())
+        .cloned()
+        .collect();
+    let files: Vec<PathBuf> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::WritableFile { path } => Some(path.clone()),
+            _ => None,
+        })
+        .collect();
     let writable_roots: Vec<PathBuf> = plan
         .steps
         .iter()
         .filter_map(|s| match s {
-            Step::Writable { path } => Some(path.clone()),
+            Step::Writable { path } | Step::WritableFile { path } => Some(path.clone()),
             Step::Reopen {
                 path,
                 writable: true,
@@ -316,7 +353,10 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             crate::caches::seed_cargo(&host, c)
                 .with_context(|| format!("copying cargo's configuration into {}", c.display()))?;
         }
-        caches
+        crate::caches::CachePlan {
+            root: caches_root.clone(),
+            ..caches
+        }
     } else {
         crate::caches::CachePlan::default()
     };
@@ -334,6 +374,8 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         git_internal: git_internal.iter().map(|s| s.to_string()).collect(),
         paths: not_yet.clone(),
         roots: writable_roots,
+        deny_paths: deny_not_yet.clone(),
+        files,
     });
 
     let seccomp = seccomp::build(&seccomp::FilterOptions {
@@ -437,10 +479,78 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         env,
         guard,
         not_yet,
+        deny_not_yet,
         mechanism,
         cgroup_limits,
         caches,
     })
+}
+
+/// Creates the writable directories the plan expects that do not exist yet
+/// ([`MountPlan::create`]); returns those it created. Only the final name is created, in a
+/// parent that exists and belongs to the caller, never through a symlink at that name
+/// (`mkdirat` does not follow one), with mode 0700 under the home directory. The mount plan
+/// refuses to bind a path that would then not be a directory, so a failure here stops the run.
+pub fn create_dirs(plan: &MountPlan) -> Result<Vec<PathBuf>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let home = home()?;
+    let mut created = Vec::new();
+    for path in &plan.create {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            bail!("allowWrite {}: cannot be created", path.display());
+        };
+        let fail = |what: &str, e: std::io::Error| {
+            anyhow::anyhow!(
+                "allowWrite {}: cannot create it ({what}: {e}); create it yourself or remove the rule",
+                path.display()
+            )
+        };
+        let c = CString::new(parent.as_os_str().as_bytes()).context("path with a NUL byte")?;
+        // SAFETY: c is a valid string; the result is checked before it is owned.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(fail("opening its parent", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fd is fresh and owned by nobody else.
+        let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: stat is plain data filled by fstat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: dir is a valid descriptor and st a valid buffer.
+        if unsafe { libc::fstat(dir.as_raw_fd(), &mut st) } < 0 {
+            return Err(fail("stat of its parent", std::io::Error::last_os_error()));
+        }
+        if st.st_uid != ringfence_linux::sys::getuid() {
+            bail!(
+                "allowWrite {}: does not exist, and its parent {} belongs to another user; \
+                 create it yourself or remove the rule",
+                path.display(),
+                parent.display()
+            );
+        }
+        let mode = if path.starts_with(&home) {
+            0o700
+        } else {
+            0o777
+        };
+        let n = CString::new(name.as_bytes()).context("path with a NUL byte")?;
+        // SAFETY: n is a valid string and dir a directory descriptor.
+        if unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode) } < 0 {
+            let e = std::io::Error::last_os_error();
+            // Made meanwhile: fine if it is a directory (not a symlink to one).
+            let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+            if e.raw_os_error() == Some(libc::EEXIST) && is_dir {
+                continue;
+            }
+            return Err(fail("mkdir", e));
+        }
+        created.push(path.clone());
+    }
+    Ok(created)
 }
 
 /// The command starts in the caller's working directory, so it must exist inside.

@@ -96,6 +96,12 @@ impl Record {
         Ok(Record { path, value })
     }
 
+    /// Adds `key` to the record now.
+    pub fn set(&mut self, key: &str, value: serde_json::Value) {
+        self.value[key] = value;
+        self.save();
+    }
+
     /// Where this run's activity log goes.
     pub fn log_path(&self) -> PathBuf {
         PathBuf::from(self.value["log"].as_str().unwrap_or_default())

@@ -532,3 +532,424 @@ for n in ["prog", "made", "plain"]:
         .mode();
     assert_eq!(mode & 0o6000, 0, "{mode:o}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Writable paths behave like writable paths; refusals look like a read-only file system.
+// ---------------------------------------------------------------------------------------------
+
+/// Tries each `name:op:path[:path2]` and prints `name errno=N` (0: it worked). Ops: `create`
+/// (open O_CREAT|O_WRONLY|O_TRUNC), `excl` (O_CREAT|O_EXCL), `write` (O_WRONLY, no O_CREAT),
+/// `mkdir`, `symlink` (path2 -> path), `link`, `rename`, `unlink`, `chmod` (to 0600).
+const ERRNO_PROBE: &str = r#"
+import os, sys
+for spec in sys.argv[1:]:
+    name, op, *p = spec.split(":")
+    try:
+        if op in ("create", "excl", "write"):
+            flags = {"create": os.O_CREAT | os.O_TRUNC, "excl": os.O_CREAT | os.O_EXCL, "write": 0}[op]
+            fd = os.open(p[0], os.O_WRONLY | flags, 0o644)
+            os.write(fd, b"sandbox\n")
+            os.close(fd)
+        elif op == "mkdir":
+            os.mkdir(p[0])
+        elif op == "symlink":
+            os.symlink(p[1], p[0])
+        elif op == "link":
+            os.link(p[0], p[1])
+        elif op == "rename":
+            os.rename(p[0], p[1])
+        elif op == "unlink":
+            os.unlink(p[0])
+        elif op == "chmod":
+            os.chmod(p[0], 0o600)
+        print(name, "errno=0")
+    except OSError as e:
+        print(name, "errno=%d" % e.errno)
+"#;
+
+fn errnos(args: &[&str], probes: &[String]) -> common::Outcome {
+    let mut cmd = common::ringfence(args);
+    cmd.args(["--", "python3", "-c", ERRNO_PROBE]).args(probes);
+    let out = common::run(&mut cmd);
+    assert_eq!(out.code(), 0, "{out:#?}");
+    out
+}
+
+fn python3() -> bool {
+    if common::have("python3") {
+        return true;
+    }
+    common::skip("no python3");
+    false
+}
+
+#[test]
+fn refusals_look_like_a_read_only_file_system() {
+    if !python3() {
+        return;
+    }
+    let dir = TestDir::new("erofs-everywhere");
+    dir.write("work/locked/file.txt", "original\n");
+    dir.write("work/hidden/file.txt", "secret\n");
+    dir.write("work/hidden.txt", "secret\n");
+    dir.write("ro/file.txt", "original\n");
+    let (w, ro) = (dir.s("work"), dir.s("ro"));
+    let probes: Vec<String> = [
+        // Outside the writable roots: the read-only host tree.
+        "etc_create:create:/etc/rf-fs-test",
+        "etc_mkdir:mkdir:/etc/rf-fs-test",
+        &format!("ro_create:create:{ro}/new"),
+        &format!("ro_write:write:{ro}/file.txt"),
+        &format!("ro_mkdir:mkdir:{ro}/d"),
+        &format!("ro_unlink:unlink:{ro}/file.txt"),
+        &format!("ro_symlink:symlink:{ro}/l:x"),
+        &format!("ro_rename:rename:{ro}/file.txt:{ro}/moved"),
+        // A denyWrite directory inside a writable root (a read-only bind).
+        &format!("deny_create:create:{w}/locked/new"),
+        &format!("deny_write:write:{w}/locked/file.txt"),
+        &format!("deny_mkdir:mkdir:{w}/locked/d"),
+        &format!("deny_unlink:unlink:{w}/locked/file.txt"),
+        // A denyWrite path that does not exist yet (the creation guard).
+        &format!("notyet_create:create:{w}/notyet"),
+        &format!("notyet_mkdir:mkdir:{w}/notyet"),
+        &format!("notyet_symlink:symlink:{w}/notyet:x"),
+        // denyRead masks inside a writable root (an empty read-only directory or file).
+        &format!("hidden_dir_create:create:{w}/hidden/new"),
+        &format!("hidden_dir_mkdir:mkdir:{w}/hidden/d"),
+        &format!("hidden_file_write:write:{w}/hidden.txt"),
+        &format!("hidden_file_create:create:{w}/hidden.txt"),
+        // A protected name: its directory is writable, only the name is refused.
+        &format!("protected_create:create:{w}/.bashrc"),
+        &format!("protected_mkdir:mkdir:{w}/.vscode"),
+        // And what is allowed still works.
+        &format!("allowed_create:create:{w}/ok"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let args = [
+        "--allow-write",
+        &w,
+        "--deny-write",
+        &dir.s("work/locked"),
+        "--deny-write",
+        &dir.s("work/notyet"),
+        "--deny-read",
+        &dir.s("work/hidden"),
+        "--deny-read",
+        &dir.s("work/hidden.txt"),
+    ];
+    let out = errnos(&args, &probes);
+    for p in &probes {
+        let name = p.split(':').next().unwrap();
+        let want = if name.starts_with("protected_") {
+            libc::EACCES
+        } else if name.starts_with("allowed_") {
+            0
+        } else {
+            libc::EROFS
+        };
+        assert_eq!(out.errno(name), want, "{name}: {out:#?}");
+    }
+    assert_eq!(dir.read("work/locked/file.txt"), "original\n");
+    assert_eq!(dir.read("ro/file.txt"), "original\n");
+    assert_eq!(dir.read("work/hidden.txt"), "secret\n");
+    for gone in [
+        "work/notyet",
+        "work/notyet2",
+        "work/.bashrc",
+        "ro/new",
+        "ro/l",
+    ] {
+        assert!(
+            dir.join(gone).symlink_metadata().is_err(),
+            "{gone}: {out:#?}"
+        );
+    }
+
+    // With nothing writable (no creation guard at all) the answer is the same.
+    let out = errnos(&[], &probes[..8]);
+    for p in &probes[..8] {
+        let name = p.split(':').next().unwrap();
+        assert_eq!(out.errno(name), libc::EROFS, "{name}: {out:#?}");
+    }
+}
+
+/// `--name` for a run whose record a test reads.
+fn run_name(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("fs-{tag}-{}-{nanos}", std::process::id())
+}
+
+fn run_record(name: &str) -> String {
+    let base = match std::env::var_os("XDG_STATE_HOME") {
+        Some(d) if !d.is_empty() => std::path::PathBuf::from(d),
+        _ => std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".local/state"),
+    };
+    let path = base.join(format!("ringfence/runs/{name}.json"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn a_missing_writable_directory_is_created_before_the_run() {
+    let dir = TestDir::new("create-dir");
+    dir.mkdir("home");
+    let claude = dir.s("home/.claude");
+    let name = run_name("created");
+    let out = sh(
+        &["--name", &name, "--allow-write", &claude],
+        &format!(
+            "mkdir -p '{claude}/projects/p' && echo hi > '{claude}/projects/p/log' && \
+             echo made; echo x > '{claude}/settings.json' || echo protected-refused"
+        ),
+    );
+    assert_eq!(out.ok(), "made\nprotected-refused\n", "{out:#?}");
+    assert_eq!(dir.read("home/.claude/projects/p/log"), "hi\n");
+    assert!(!dir.join("home/.claude/settings.json").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir.join("home/.claude")).unwrap();
+    assert!(meta.is_dir());
+    let home = std::env::var_os("HOME").unwrap();
+    if dir.path.starts_with(&home) {
+        assert_eq!(meta.permissions().mode() & 0o777, 0o700);
+    }
+    let record = run_record(&name);
+    assert!(
+        record.contains(&format!("\"created\":[\"{claude}\"]")),
+        "{record}"
+    );
+
+    // Only the last name is made, in a directory that exists; a symlink there is not followed.
+    let deep = dir.s("home/a/b");
+    let out = sh(&["--allow-write", &deep], "echo ran");
+    assert_eq!(out.ok(), "ran\n", "{out:#?}");
+    assert!(!dir.join("home/a").exists());
+    dir.mkdir("elsewhere");
+    std::os::unix::fs::symlink(dir.join("elsewhere/target"), dir.join("home/dangling")).unwrap();
+    let out = sh(
+        &["--allow-write", &dir.s("home/dangling")],
+        &format!("echo x > '{}' || echo refused", dir.s("home/dangling")),
+    );
+    assert_eq!(out.ok(), "refused\n", "{out:#?}");
+    assert!(!dir.join("elsewhere/target").exists(), "{out:#?}");
+}
+
+#[test]
+fn allow_write_of_a_protected_name_keeps_it_read_only() {
+    let dir = TestDir::new("allow-protected");
+    dir.write("home/.bashrc", "original\n");
+    dir.mkdir("home");
+    let out = sh(
+        &[
+            "--allow-write",
+            &dir.s("home/.bashrc"),
+            "--allow-write",
+            &dir.s("home/.vscode"),
+        ],
+        &format!(
+            "echo pwned >> '{h}/.bashrc' || echo refused; mkdir '{h}/.vscode' || echo refused",
+            h = dir.s("home")
+        ),
+    );
+    assert_eq!(out.ok(), "refused\nrefused\n", "{out:#?}");
+    assert_eq!(dir.read("home/.bashrc"), "original\n");
+    assert!(!dir.join("home/.vscode").exists());
+}
+
+#[test]
+fn a_writable_single_file_is_saved_by_rename_and_nothing_else_in_its_directory() {
+    if !python3() {
+        return;
+    }
+    let dir = TestDir::new("single-file");
+    dir.write("home/.claude.json", "v0\n");
+    dir.write("home/other", "keep\n");
+    let h = dir.s("home");
+    let f = dir.s("home/.claude.json");
+    let wfa = "/usr/lib/node_modules/npm/node_modules/write-file-atomic";
+    let node = if common::have("node") && std::path::Path::new(wfa).is_dir() {
+        // npm's own write-file-atomic: `file.<hash>` written, chown and chmod by path to the
+        // old file's owner and mode, then renamed over the file.
+        format!(
+            "node -e 'require(\"{wfa}\").sync(process.argv[1], \"node\\n\")' '{f}' && cat '{f}';"
+        )
+    } else if common::have("node") {
+        common::skip("no npm's write-file-atomic: its pattern is tried by hand");
+        format!(
+            "node -e 'const fs=require(\"fs\"); const t=process.argv[1]+\".\"+process.pid.toString(16); \
+             fs.writeFileSync(t, \"node\\n\"); fs.renameSync(t, process.argv[1])' '{f}' && cat '{f}';"
+        )
+    } else {
+        common::skip("no node: its write-file-atomic pattern is not tried");
+        format!("echo node > '{f}'; cat '{f}';")
+    };
+    let script = format!(
+        "cd '{h}' && {node} \
+         python3 -c 'import os, tempfile, sys; t = tempfile.NamedTemporaryFile(\"w\", dir=\".\", delete=False); \
+         t.write(\"python\\n\"); t.close(); os.replace(t.name, sys.argv[1])' .claude.json && cat .claude.json && \
+         sed -i s/python/sed/ .claude.json && cat .claude.json && \
+         echo appended >> .claude.json && cat .claude.json"
+    );
+    let out = sh(&["--allow-write", &f], &script);
+    assert_eq!(out.ok(), "node\npython\nsed\nsed\nappended\n", "{out:#?}");
+    assert_eq!(dir.read("home/.claude.json"), "sed\nappended\n");
+
+    // Nothing else in that directory: other names, renames onto other names, other kinds.
+    let probes: Vec<String> = [
+        format!("other_create:create:{h}/new"),
+        format!("other_excl:excl:{h}/new"),
+        format!("other_write:create:{h}/other"),
+        format!("temp_made:excl:{h}/.claude.json.tmp1"),
+        format!("temp_onto_other:rename:{h}/.claude.json.tmp1:{h}/other"),
+        format!("temp_onto_new:rename:{h}/.claude.json.tmp1:{h}/fresh"),
+        format!("other_onto_file:rename:{h}/other:{h}/.claude.json"),
+        format!("file_away:rename:{h}/.claude.json:{h}/stolen"),
+        format!("temp_mkdir:mkdir:{h}/.claude.json.d"),
+        format!("temp_symlink:symlink:{h}/.claude.json.l:/etc/passwd"),
+        format!("temp_link:link:{h}/other:{h}/.claude.json.h"),
+        format!("temp_chmod:chmod:{h}/.claude.json.tmp1"),
+        format!("other_chmod:chmod:{h}/other"),
+        format!("other_unlink:unlink:{h}/other"),
+        format!("temp2_made:create:{h}/.claude.json.tmp2"),
+        format!("temp2_unlink:unlink:{h}/.claude.json.tmp2"),
+        format!("file_unlink:unlink:{h}/.claude.json"),
+        format!("hostlink_onto_file:rename:{h}/.claude.json.hostlink:{h}/.claude.json"),
+        format!("temp_onto_file:rename:{h}/.claude.json.tmp1:{h}/.claude.json"),
+    ]
+    .to_vec();
+    // A symlink that was there already under a temporary-looking name is not put in place.
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("home/.claude.json.hostlink")).unwrap();
+    let out = errnos(&["--allow-write", &f], &probes);
+    for p in &probes {
+        let name = p.split(':').next().unwrap();
+        let want = if matches!(
+            name,
+            "temp_made"
+                | "temp_chmod"
+                | "temp2_made"
+                | "temp2_unlink"
+                | "file_unlink"
+                | "temp_onto_file"
+        ) {
+            0
+        } else {
+            libc::EROFS
+        };
+        assert_eq!(out.errno(name), want, "{name}: {out:#?}");
+    }
+    assert_eq!(dir.read("home/other"), "keep\n");
+    assert_eq!(dir.read("home/.claude.json"), "sandbox\n");
+    for gone in [
+        "new",
+        "fresh",
+        "stolen",
+        ".claude.json.d",
+        ".claude.json.l",
+        ".claude.json.h",
+        ".claude.json.tmp1",
+        ".claude.json.tmp2",
+    ] {
+        assert!(
+            dir.join("home").join(gone).symlink_metadata().is_err(),
+            "{gone}: {out:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_single_file_can_be_created() {
+    let dir = TestDir::new("single-file-new");
+    dir.mkdir("home");
+    let f = dir.s("home/.claude.json");
+    let out = sh(
+        &["--allow-write", &f],
+        &format!(
+            "echo created > '{f}' && cat '{f}'; echo x > '{}' || echo refused",
+            dir.s("home/x.json")
+        ),
+    );
+    assert_eq!(out.ok(), "created\nrefused\n", "{out:#?}");
+    assert_eq!(dir.read("home/.claude.json"), "created\n");
+    assert!(!dir.join("home/x.json").exists());
+}
+
+#[test]
+fn pid1s_writable_handle_on_a_single_files_directory_is_out_of_reach() {
+    // PID 1 holds a writable handle on the directory of a writable single file, and the guard
+    // resolves paths in PID 1's context: naming PID 1's descriptors through /proc must not
+    // reach it, for creating, renaming or linking.
+    if !python3() {
+        return;
+    }
+    let dir = TestDir::new("single-file-handle");
+    dir.write("home/.claude.json", "v0\n");
+    dir.write("home/victim", "original\n");
+    dir.mkdir("work");
+    let w = dir.s("work");
+    let script = format!(
+        r#"
+import os
+made = 0
+for n in range(64):
+    base = "/proc/1/fd/%d" % n
+    for op in (
+        lambda: os.close(os.open(base + "/pwned", os.O_CREAT | os.O_WRONLY, 0o644)),
+        lambda: os.close(os.open(base + "/victim", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)),
+        lambda: os.mkdir(base + "/pwned-dir"),
+        lambda: os.symlink("/x", base + "/pwned-link"),
+        lambda: os.rename("{w}/t", base + "/pwned-moved"),
+        lambda: os.link(base + "/victim", "{w}/linked"),
+        lambda: os.rename(base + "/victim", "{w}/moved"),
+        lambda: os.chmod(base + "/victim", 0o666),
+        lambda: os.unlink(base + "/victim"),
+    ):
+        try:
+            open("{w}/t", "w").close()
+            op()
+            made += 1
+        except OSError:
+            pass
+print("made", made)
+"#
+    );
+    let out = common::run(
+        common::ringfence(&[
+            "--allow-write",
+            &dir.s("home/.claude.json"),
+            "--allow-write",
+            &w,
+        ])
+        .args(["--", "python3", "-c", &script]),
+    );
+    // Some calls do succeed: PID 1 holds the caller's own directories while it answers (a
+    // rename's first parent names the second), which reach nothing the caller cannot reach.
+    assert!(out.ok().starts_with("made "), "{out:#?}");
+    assert_eq!(dir.read("home/victim"), "original\n");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("home/victim"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_ne!(mode & 0o777, 0o666, "{out:#?}");
+    for gone in [
+        "home/pwned",
+        "home/pwned-dir",
+        "home/pwned-link",
+        "home/pwned-moved",
+        "work/linked",
+        "work/moved",
+    ] {
+        assert!(
+            dir.join(gone).symlink_metadata().is_err(),
+            "{gone}: {out:#?}"
+        );
+    }
+    let home: Vec<_> = std::fs::read_dir(dir.join("home"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(home.len(), 2, "{home:?}: {out:#?}");
+}

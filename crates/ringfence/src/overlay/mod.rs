@@ -109,9 +109,10 @@ pub fn start(
     ws: &ringfence_policy::Workspace,
     allow_git_config: bool,
     protected: Vec<PathBuf>,
+    direct: &[PathBuf],
 ) -> Result<Option<State>> {
     let dir = run_dir(name)?;
-    let roots = plan::use_overlays(plan, &dir);
+    let roots = plan::use_overlays(plan, &dir, direct);
     if let Some((file, _)) = roots.iter().find(|(r, _)| !r.is_dir()) {
         bail!(
             "--overlay: the writable root {} is a file; overlays need directories: make its directory writable instead, or run without overlay mode",
