@@ -288,7 +288,6 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         &|p| allow_write.iter().any(|w| p.starts_with(w)),
         &|p| p.is_dir(),
     );
-    let mut allow_write = allow_write;
     if !caches.dirs.is_empty() && !allow_write.iter().any(|w| cache_root.starts_with(w)) {
         crate::caches::create(&caches).with_context(|| {
             format!(
