@@ -11,6 +11,7 @@ pub mod error;
 pub mod guard;
 pub mod layer;
 pub mod limits;
+pub mod memwatch;
 pub mod mounts;
 pub mod plan;
 pub mod probe;

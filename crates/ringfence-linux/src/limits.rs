@@ -8,7 +8,10 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resource {
     Processes,
-    AddressSpace,
+    /// Private writable memory of one process (RLIMIT_DATA). Unlike the address space
+    /// (RLIMIT_AS) it leaves reservations alone (V8's WebAssembly cages, Go's arenas, the JVM's
+    /// heap are mapped PROT_NONE first), so it bounds what a process can fill, not what it maps.
+    Data,
     CpuSeconds,
     OpenFiles,
     FileSize,
@@ -19,7 +22,7 @@ impl Resource {
     fn raw(self) -> libc::__rlimit_resource_t {
         match self {
             Resource::Processes => libc::RLIMIT_NPROC,
-            Resource::AddressSpace => libc::RLIMIT_AS,
+            Resource::Data => libc::RLIMIT_DATA,
             Resource::CpuSeconds => libc::RLIMIT_CPU,
             Resource::OpenFiles => libc::RLIMIT_NOFILE,
             Resource::FileSize => libc::RLIMIT_FSIZE,
@@ -30,7 +33,7 @@ impl Resource {
     pub fn name(self) -> &'static str {
         match self {
             Resource::Processes => "RLIMIT_NPROC",
-            Resource::AddressSpace => "RLIMIT_AS",
+            Resource::Data => "RLIMIT_DATA",
             Resource::CpuSeconds => "RLIMIT_CPU",
             Resource::OpenFiles => "RLIMIT_NOFILE",
             Resource::FileSize => "RLIMIT_FSIZE",

@@ -1,5 +1,5 @@
 //! The supervisor's side of a running sandbox: relays the terminal, forwards signals, enforces the
-//! wall-clock limit and collects the command's status from PID 1.
+//! wall-clock and memory limits and collects the command's status from PID 1.
 
 use std::collections::VecDeque;
 use std::io;
@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::guard::{Denial, Exec, GuardReport, MSG_DROPPED, MSG_EXEC, MSG_REFUSED};
+use crate::memwatch::{self, MemoryWatch};
 use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED};
 use crate::sys;
 
@@ -20,6 +21,9 @@ pub enum Outcome {
     Signaled(i32),
     /// The wall-clock limit was reached and the sandbox was killed.
     TimedOut,
+    /// The memory limit was reached (the sandbox used this many bytes) and the sandbox was
+    /// killed.
+    MemoryLimit(u64),
     /// PID 1 ended without reporting (killed from outside).
     Lost,
 }
@@ -30,7 +34,7 @@ impl Outcome {
         match self {
             Outcome::Exited(c) => c,
             Outcome::Signaled(s) => 128 + s,
-            Outcome::TimedOut => 128 + libc::SIGKILL,
+            Outcome::TimedOut | Outcome::MemoryLimit(_) => 128 + libc::SIGKILL,
             Outcome::Lost => 125,
         }
     }
@@ -225,10 +229,30 @@ pub enum Report<'a> {
 
 /// `on_report` sees every refusal of the creation guard and every exec as they arrive.
 /// `prompts` are asked on the host terminal; pass them only when stdin is the terminal that
-/// `wait` relays (the sandbox has a pty).
+/// `wait` relays (the sandbox has a pty). `memory` is looked at every `memwatch::INTERVAL_MS`
+/// and once more at the end (a process the kernel killed for memory may have ended the command
+/// before the next look).
 pub fn wait(
     sandbox: Sandbox,
     wall: Option<Duration>,
+    memory: Option<&MemoryWatch>,
+    on_report: &mut dyn FnMut(Report<'_>),
+    prompts: Option<&Prompts>,
+) -> (Outcome, GuardReport) {
+    let (outcome, report) = wait_inner(sandbox, wall, memory, on_report, prompts);
+    let outcome = match (outcome, memory) {
+        (Outcome::Exited(_) | Outcome::Signaled(_), Some(w @ MemoryWatch::Cgroup(_))) => {
+            w.reached(0).map_or(outcome, Outcome::MemoryLimit)
+        }
+        _ => outcome,
+    };
+    (outcome, report)
+}
+
+fn wait_inner(
+    sandbox: Sandbox,
+    wall: Option<Duration>,
+    memory: Option<&MemoryWatch>,
     on_report: &mut dyn FnMut(Report<'_>),
     prompts: Option<&Prompts>,
 ) -> (Outcome, GuardReport) {
@@ -266,6 +290,8 @@ pub fn wait(
         set_nonblocking(m.as_raw_fd());
     }
     let deadline = wall.map(|w| Instant::now() + w);
+    let interval = Duration::from_millis(memwatch::INTERVAL_MS);
+    let mut next_look = Instant::now() + interval;
     let mut stdin_open = master.is_some();
     let mut master_open = master.is_some();
     let mut buf = vec![0u8; 64 * 1024];
@@ -274,6 +300,14 @@ pub fn wait(
     let mut answer_typed: Vec<u8> = Vec::new();
     let outcome = loop {
         let now = Instant::now();
+        if let Some(w) = memory {
+            if now >= next_look {
+                if let Some(used) = w.reached(sandbox.pid) {
+                    break kill_and_reap(&sandbox, Outcome::MemoryLimit(used));
+                }
+                next_look = Instant::now() + interval;
+            }
+        }
         let mut prompt_deadline = prompts.and_then(|p| p.expire(now));
         if asking.as_ref().is_some_and(|p| p.deadline <= now) {
             if let Some(p) = asking.take() {
@@ -341,6 +375,19 @@ pub fn wait(
         let timeout = match prompt_deadline {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now()).as_millis() as i32 + 1;
+                if timeout < 0 {
+                    left
+                } else {
+                    timeout.min(left)
+                }
+            }
+            None => timeout,
+        };
+        let timeout = match memory {
+            Some(_) => {
+                let left = next_look
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as i32;
                 if timeout < 0 {
                     left
                 } else {

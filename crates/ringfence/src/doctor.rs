@@ -103,8 +103,21 @@ pub fn main() -> Result<()> {
         println!("  - seccomp filter, no capabilities, no_new_privs");
         let mech = ringfence_linux::cgroup::detect();
         match mech {
-            ringfence_linux::cgroup::Mechanism::Rlimits => println!("  - limits: rlimits (RLIMIT_NPROC, RLIMIT_AS per process, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp; no cgroup is writable by this user"),
-            _ => println!("  - limits: {} for processes and memory of the whole sandbox, plus rlimits (RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp", mech.describe()),
+            ringfence_linux::cgroup::Mechanism::NoCgroup => {
+                println!("  - memory: limits.memory for the whole sandbox, enforced by the supervisor: it sums the resident memory of the sandbox's processes every {} ms and stops the sandbox above the limit; RLIMIT_DATA at twice the limit per process as a backstop (no cgroup is writable by this user; address space is not limited)", ringfence_linux::memwatch::INTERVAL_MS);
+                println!("  - processes and files: rlimits (RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp");
+            }
+            _ => {
+                println!("  - memory: limits.memory for the whole sandbox, enforced by a memory cgroup ({}); a process killed for memory stops the sandbox (address space is not limited)", mech.describe());
+                println!("  - processes: pids cgroup, plus rlimits (RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp");
+            }
+        }
+        if let Ok(m) = crate::prepare::machine_memory() {
+            println!(
+                "  - default limits.memory here: {} (half of the machine's {})",
+                ringfence_policy::format_size(ringfence_policy::default_memory(m)),
+                ringfence_policy::format_size(m / (1 << 20) * (1 << 20))
+            );
         }
     } else {
         println!("  - nothing: a required feature is missing (see FAIL above); `ringfence run` exits 125");

@@ -69,8 +69,19 @@ pub fn load_policy(src: &Sources) -> Result<(Policy, PathBuf)> {
     }
     opts.settings = src.settings.clone();
     opts.cli = src.cli.clone();
+    opts.machine_memory = Some(machine_memory()?);
     let policy = ringfence_policy::load(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((policy, cwd))
+}
+
+/// The machine's memory (MemTotal), from which the default `limits.memory` is derived.
+pub fn machine_memory() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .context("no MemTotal in /proc/meminfo: the default limits.memory cannot be derived; set limits.memory")
 }
 
 /// The settings file that "always allow" answers are written to: `-s FILE`, else the user
@@ -290,15 +301,20 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
 
     let l = &policy.limits;
     let mechanism = cgroup::detect();
-    // The address space of each process is bounded in every mode, so a single oversized
-    // allocation fails with ENOMEM alike for every user; a memory cgroup, where there is one,
-    // bounds the sandbox as a whole on top of that.
+    // Memory is limited for the sandbox as a whole, never as address space: V8, Go, the JVM
+    // and sanitizers reserve far more address space than they use. A memory cgroup bounds it
+    // where there is one; otherwise the supervisor sums the sandbox's memory (see
+    // `memwatch`), and RLIMIT_DATA at twice the limit (by default the machine's memory)
+    // stops a single process that grows faster than the supervisor looks. Sanitizers, whose
+    // shadow memory counts as data, need a cgroup.
     let mut limits = vec![
         (Resource::Processes, l.pids),
         (Resource::OpenFiles, l.open_files),
         (Resource::CoreSize, 0),
-        (Resource::AddressSpace, l.memory),
     ];
+    if mechanism == Mechanism::NoCgroup {
+        limits.push((Resource::Data, l.memory.saturating_mul(2)));
+    }
     let cgroup_limits = CgroupLimits {
         pids: l.pids,
         memory: l.memory,

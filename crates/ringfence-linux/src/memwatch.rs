@@ -1,0 +1,172 @@
+//! The whole-sandbox memory limit as the supervisor sees it. With a memory cgroup the kernel
+//! enforces the limit and the supervisor only reads whether it killed a process for memory;
+//! without one (an unprivileged user with no delegated cgroup) the supervisor itself sums the
+//! memory of the sandbox's processes and ends the sandbox when the sum passes the limit.
+
+use std::fs;
+use std::path::Path;
+
+use crate::cgroup::MemoryGroup;
+
+/// How often the supervisor looks, in milliseconds. Pages are faulted in at a few GB/s at
+/// most per core, so a sandbox passes its limit by a bounded amount between two looks; a
+/// process that grows faster than that is stopped by RLIMIT_DATA (see `prepare`).
+pub const INTERVAL_MS: u64 = 50;
+
+/// What ends a sandbox for memory.
+#[derive(Debug)]
+pub enum MemoryWatch {
+    /// The kernel enforces the limit in this group; a process it killed for memory (the
+    /// group's own limit or one of a parent group) ends the sandbox.
+    Cgroup(MemoryGroup),
+    /// The supervisor sums the sandbox's memory every `INTERVAL_MS`.
+    Resident { limit: u64 },
+}
+
+impl MemoryWatch {
+    /// Whether the memory limit was reached, with the memory the sandbox used then, in bytes.
+    /// `pid1` is the sandbox's PID 1 as the host sees it.
+    pub fn reached(&self, pid1: libc::pid_t) -> Option<u64> {
+        match self {
+            MemoryWatch::Cgroup(g) => (oom_kills(g) > 0).then(|| cgroup_peak(g)),
+            MemoryWatch::Resident { limit } => {
+                let pids = descendants(pid1);
+                // Resident anonymous and shared memory is cheap to read (counters); it counts
+                // pages shared after fork once per process, so a sum above the limit is checked
+                // again with proportional set sizes (each shared page counted once overall)
+                // before the sandbox is ended.
+                let rss: u64 = pids.iter().map(|&p| rss_of(p)).sum();
+                if rss <= *limit {
+                    return None;
+                }
+                let pss: u64 = pids.iter().map(|&p| pss_of(p).unwrap_or(rss_of(p))).sum();
+                (pss > *limit).then_some(pss)
+            }
+        }
+    }
+}
+
+/// How many processes of the group the kernel killed for memory.
+fn oom_kills(g: &MemoryGroup) -> u64 {
+    let (file, key) = if g.v2 {
+        ("memory.events", "oom_kill")
+    } else {
+        ("memory.oom_control", "oom_kill")
+    };
+    field(
+        &fs::read_to_string(g.dir.join(file)).unwrap_or_default(),
+        key,
+    )
+    .unwrap_or(0)
+}
+
+/// The most memory the group used, in bytes.
+fn cgroup_peak(g: &MemoryGroup) -> u64 {
+    let read = |f: &str| -> Option<u64> {
+        fs::read_to_string(g.dir.join(f))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    };
+    if g.v2 {
+        read("memory.peak").or_else(|| read("memory.current"))
+    } else {
+        read("memory.max_usage_in_bytes")
+    }
+    .unwrap_or(0)
+}
+
+/// The value of `key` in "key value" lines.
+fn field(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next()? == key.trim_end_matches(':'))
+            .then(|| w.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The value in KiB of a `Key:   123 kB` line, in bytes.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(key)?.strip_prefix(':')?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .map(|k| k * 1024)
+}
+
+/// Resident anonymous and shared-memory pages of one process (file pages are the page cache's
+/// and can be dropped), in bytes; 0 when it is gone.
+fn rss_of(pid: libc::pid_t) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    kib_field(&text, "RssAnon").unwrap_or(0) + kib_field(&text, "RssShmem").unwrap_or(0)
+}
+
+/// The proportional share of anonymous and shared-memory pages of one process, in bytes.
+fn pss_of(pid: libc::pid_t) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    Some(kib_field(&text, "Pss_Anon")? + kib_field(&text, "Pss_Shmem").unwrap_or(0))
+}
+
+/// `pid1` and every process below it. Orphans of the sandbox are re-parented to its PID 1,
+/// so the tree holds every process of the sandbox; a process started while the tree is read
+/// is seen at the next look.
+pub fn descendants(pid1: libc::pid_t) -> Vec<libc::pid_t> {
+    let mut found = vec![pid1];
+    let mut i = 0;
+    while i < found.len() && found.len() < 1 << 16 {
+        let p = found[i];
+        i += 1;
+        // Children are listed by the thread that started them.
+        let Ok(tasks) = fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let file = Path::new("/proc")
+                .join(p.to_string())
+                .join("task")
+                .join(t.file_name())
+                .join("children");
+            let text = fs::read_to_string(file).unwrap_or_default();
+            found.extend(
+                text.split_whitespace()
+                    .filter_map(|c| c.parse::<libc::pid_t>().ok()),
+            );
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn reads_fields() {
+        let status = "Name:\tx\nRssAnon:\t  1024 kB\nRssFile:\t 50 kB\nRssShmem:\t 4 kB\n";
+        assert_eq!(kib_field(status, "RssAnon"), Some(1 << 20));
+        assert_eq!(kib_field(status, "RssShmem"), Some(4096));
+        assert_eq!(kib_field(status, "Rss"), None);
+        let oom = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        assert_eq!(field(oom, "oom_kill"), Some(2));
+        assert_eq!(field("oom 1\noom_kill 0\n", "oom_kill"), Some(0));
+    }
+
+    #[test]
+    fn sees_this_process_and_its_children() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let tree = descendants(me);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(tree[0], me);
+        assert!(tree.contains(&(child.id() as libc::pid_t)), "{tree:?}");
+        assert!(rss_of(me) > 0);
+        assert!(pss_of(me).is_some_and(|p| p > 0));
+    }
+}
