@@ -8,10 +8,19 @@ use std::path::Path;
 
 use crate::cgroup::MemoryGroup;
 
-/// How often the supervisor looks, in milliseconds. Pages are faulted in at a few GB/s at
-/// most per core, so a sandbox passes its limit by a bounded amount between two looks; a
-/// process that grows faster than that is stopped by RLIMIT_DATA (see `prepare`).
+use std::time::Duration;
+
+/// How often the supervisor looks at most, in milliseconds.
 pub const INTERVAL_MS: u64 = 50;
+
+/// How often it looks at least, in milliseconds.
+pub const MAX_INTERVAL_MS: u64 = 1000;
+
+/// How fast a sandbox is assumed to grow at most, per CPU: faulting in fresh pages runs at a
+/// few GB/s per core. A sandbox far below its limit cannot reach it before the next look, so
+/// it is looked at less often (reading every process's memory costs the supervisor time);
+/// one process that grows faster than this is stopped by RLIMIT_DATA (see `prepare`).
+const GROWTH_PER_CPU: u64 = 2 << 30;
 
 /// What ends a sandbox for memory.
 #[derive(Debug)]
@@ -19,7 +28,7 @@ pub enum MemoryWatch {
     /// The kernel enforces the limit in this group; a process it killed for memory (the
     /// group's own limit or one of a parent group) ends the sandbox.
     Cgroup(MemoryGroup),
-    /// The supervisor sums the sandbox's memory every `INTERVAL_MS`.
+    /// The supervisor sums the sandbox's memory, every `INTERVAL_MS` near the limit.
     Resident { limit: u64 },
 }
 
@@ -27,8 +36,14 @@ impl MemoryWatch {
     /// Whether the memory limit was reached, with the memory the sandbox used then, in bytes.
     /// `pid1` is the sandbox's PID 1 as the host sees it.
     pub fn reached(&self, pid1: libc::pid_t) -> Option<u64> {
+        self.look(pid1).0
+    }
+
+    /// As `reached`, and how long until the next look.
+    pub fn look(&self, pid1: libc::pid_t) -> (Option<u64>, Duration) {
+        let min = Duration::from_millis(INTERVAL_MS);
         match self {
-            MemoryWatch::Cgroup(g) => (oom_kills(g) > 0).then(|| cgroup_peak(g)),
+            MemoryWatch::Cgroup(g) => ((oom_kills(g) > 0).then(|| cgroup_peak(g)), min),
             MemoryWatch::Resident { limit } => {
                 let pids = descendants(pid1);
                 // Resident anonymous and shared memory is cheap to read (counters); it counts
@@ -37,13 +52,25 @@ impl MemoryWatch {
                 // before the sandbox is ended.
                 let rss: u64 = pids.iter().map(|&p| rss_of(p)).sum();
                 if rss <= *limit {
-                    return None;
+                    return (None, next_look(*limit, rss));
                 }
                 let pss: u64 = pids.iter().map(|&p| pss_of(p).unwrap_or(rss_of(p))).sum();
-                (pss > *limit).then_some(pss)
+                if pss > *limit {
+                    (Some(pss), min)
+                } else {
+                    (None, next_look(*limit, pss))
+                }
             }
         }
     }
+}
+
+/// How long a sandbox using `used` bytes needs at least to pass `limit`, within the bounds.
+fn next_look(limit: u64, used: u64) -> Duration {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    let rate = GROWTH_PER_CPU.saturating_mul(cpus);
+    let ms = limit.saturating_sub(used).saturating_mul(1000) / rate.max(1);
+    Duration::from_millis(ms.clamp(INTERVAL_MS, MAX_INTERVAL_MS))
 }
 
 /// How many processes of the group the kernel killed for memory.
@@ -141,6 +168,15 @@ pub fn descendants(pid1: libc::pid_t) -> Vec<libc::pid_t> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn looks_more_often_near_the_limit() {
+        let g = 1u64 << 30;
+        assert_eq!(next_look(g, g), Duration::from_millis(INTERVAL_MS));
+        assert_eq!(next_look(g, 2 * g), Duration::from_millis(INTERVAL_MS));
+        assert_eq!(next_look(64 * g, 0), Duration::from_millis(MAX_INTERVAL_MS));
+        assert!(next_look(g, g / 2) <= Duration::from_millis(250));
+    }
 
     #[test]
     fn reads_fields() {

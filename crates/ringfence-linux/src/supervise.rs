@@ -229,9 +229,9 @@ pub enum Report<'a> {
 
 /// `on_report` sees every refusal of the creation guard and every exec as they arrive.
 /// `prompts` are asked on the host terminal; pass them only when stdin is the terminal that
-/// `wait` relays (the sandbox has a pty). `memory` is looked at every `memwatch::INTERVAL_MS`
-/// and once more at the end (a process the kernel killed for memory may have ended the command
-/// before the next look).
+/// `wait` relays (the sandbox has a pty). `memory` is looked at as often as it asks (every
+/// `memwatch::INTERVAL_MS` near the limit) and once more at the end (a process the kernel
+/// killed for memory may have ended the command before the next look).
 pub fn wait(
     sandbox: Sandbox,
     wall: Option<Duration>,
@@ -290,8 +290,7 @@ fn wait_inner(
         set_nonblocking(m.as_raw_fd());
     }
     let deadline = wall.map(|w| Instant::now() + w);
-    let interval = Duration::from_millis(memwatch::INTERVAL_MS);
-    let mut next_look = Instant::now() + interval;
+    let mut next_look = Instant::now() + Duration::from_millis(memwatch::INTERVAL_MS);
     let mut stdin_open = master.is_some();
     let mut master_open = master.is_some();
     let mut buf = vec![0u8; 64 * 1024];
@@ -302,10 +301,11 @@ fn wait_inner(
         let now = Instant::now();
         if let Some(w) = memory {
             if now >= next_look {
-                if let Some(used) = w.reached(sandbox.pid) {
+                let (reached, after) = w.look(sandbox.pid);
+                if let Some(used) = reached {
                     break kill_and_reap(&sandbox, Outcome::MemoryLimit(used));
                 }
-                next_look = Instant::now() + interval;
+                next_look = Instant::now() + after;
             }
         }
         let mut prompt_deadline = prompts.and_then(|p| p.expire(now));
