@@ -50,11 +50,16 @@ impl MemoryWatch {
                 // pages shared after fork once per process, so a sum above the limit is checked
                 // again with proportional set sizes (each shared page counted once overall)
                 // before the sandbox is ended.
-                let rss: u64 = pids.iter().map(|&p| rss_of(p)).sum();
+                let held = held_memfds(&pids);
+                let rss: u64 = held + pids.iter().map(|&p| rss_of(p)).sum::<u64>();
                 if rss <= *limit {
                     return (None, next_look(*limit, rss));
                 }
-                let pss: u64 = pids.iter().map(|&p| pss_of(p).unwrap_or(rss_of(p))).sum();
+                let pss: u64 = held
+                    + pids
+                        .iter()
+                        .map(|&p| pss_of(p).unwrap_or(rss_of(p)))
+                        .sum::<u64>();
                 if pss > *limit {
                     (Some(pss), min)
                 } else {
@@ -133,6 +138,33 @@ fn rss_of(pid: libc::pid_t) -> u64 {
 fn pss_of(pid: libc::pid_t) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     Some(kib_field(&text, "Pss_Anon")? + kib_field(&text, "Pss_Shmem").unwrap_or(0))
+}
+
+/// Memory in memfds that the sandbox's processes hold open, in bytes (each file once): pages
+/// written to a memfd are in no resident set unless they are mapped. Pages of a held memfd
+/// that are also mapped count twice (here and as shared memory of the mapping), which errs on
+/// the side of the host.
+fn held_memfds(pids: &[libc::pid_t]) -> u64 {
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+    let mut held: HashMap<(u64, u64), u64> = HashMap::new();
+    for &pid in pids {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let link = fd.path();
+            let is_memfd = fs::read_link(&link)
+                .is_ok_and(|t| t.as_os_str().as_encoded_bytes().starts_with(b"/memfd:"));
+            if !is_memfd {
+                continue;
+            }
+            if let Ok(m) = fs::metadata(&link) {
+                held.insert((m.dev(), m.ino()), m.blocks() * 512);
+            }
+        }
+    }
+    held.values().sum()
 }
 
 /// `pid1` and every process below it. Orphans of the sandbox are re-parented to its PID 1,

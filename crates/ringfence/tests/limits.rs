@@ -105,6 +105,28 @@ fn processes_that_together_pass_the_limit_are_stopped() {
     assert_memory_limit(&out, &dir, 256 * MIB);
 }
 
+#[test]
+fn memory_held_in_memfds_counts() {
+    let Some(()) = python() else { return };
+    let dir = TestDir::new("limit-memfd");
+    let settings = dir.settings(r#"{"limits":{"memory":"256M","wallSeconds":60}}"#);
+    // Pages written to a memfd are in no process's resident set while nobody maps them.
+    let script = "import os, time\n\
+        fds = []\n\
+        for i in range(6):\n    \
+            fd = os.memfd_create('held')\n    \
+            os.write(fd, b'x' * (64 << 20))\n    \
+            fds.append(fd)\n    \
+            time.sleep(0.2)\n\
+        print('held 384 MiB')\n";
+    let log = dir.s("run.jsonl");
+    let out =
+        run(common::ringfence(&["-s", &settings, "--log", &log])
+            .args(["--", "python3", "-c", script]));
+    assert!(!out.stdout.contains("held 384 MiB"), "{out:#?}");
+    assert_memory_limit(&out, &dir, 256 * MIB);
+}
+
 /// Removes a test cgroup (and the `ringfence` group runs made beneath it) when dropped.
 struct TestGroup(PathBuf);
 
