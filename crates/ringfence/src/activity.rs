@@ -253,10 +253,10 @@ pub fn status_of(r: &Value) -> String {
     match &r["status"] {
         Value::Null if crate::runs::is_live(r["name"].as_str().unwrap_or("")) => "running".into(),
         Value::Null => "killed".into(),
+        s if s.get("limit").and_then(Value::as_str) == Some("memory") => "memory limit".into(),
         s if s.get("exit").is_some() => format!("exit {}", s["exit"]),
         s if s.get("signal").is_some() => format!("signal {}", s["signal"]),
         s if s.get("timedOut").is_some() => "timed out".into(),
-        s if s.get("limit").and_then(Value::as_str) == Some("memory") => "memory limit".into(),
         _ => "failed".into(),
     }
 }

@@ -81,10 +81,20 @@ fn memory_bomb_is_stopped_at_the_limit() {
     // Grows without end, a MiB at a time, each page touched.
     let bomb = "import time\na = []\nwhile True:\n    a.append(bytearray(1 << 20))\n    time.sleep(0.001)\n";
     let log = dir.s("run.jsonl");
-    let out =
-        run(common::ringfence(&["-s", &settings, "--log", &log])
-            .args(["--", "python3", "-c", bomb]));
+    let name = common::unique("limit-bomb");
+    let out = run(
+        common::ringfence(&["-s", &settings, "--log", &log, "--name", &name])
+            .args(["--", "python3", "-c", bomb]),
+    );
     assert_memory_limit(&out, &dir, 256 * MIB);
+    // The run record says so too.
+    let list = run(std::process::Command::new(common::bin()).arg("log"));
+    let line = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&name))
+        .unwrap_or_else(|| panic!("{name} not listed: {list:#?}"));
+    assert!(line.contains("memory limit"), "{line}");
 }
 
 #[test]
