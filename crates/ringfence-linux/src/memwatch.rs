@@ -5,6 +5,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::cgroup::MemoryGroup;
 
@@ -28,11 +29,27 @@ pub enum MemoryWatch {
     /// The kernel enforces the limit in this group; a process it killed for memory (the
     /// group's own limit or one of a parent group) ends the sandbox.
     Cgroup(MemoryGroup),
-    /// The supervisor sums the sandbox's memory, every `INTERVAL_MS` near the limit.
-    Resident { limit: u64 },
+    /// The supervisor sums the sandbox's memory, every `INTERVAL_MS` near the limit; `sysv`
+    /// is the SysV shared memory PID 1 last reported.
+    Resident { limit: u64, sysv: AtomicU64 },
 }
 
 impl MemoryWatch {
+    /// The supervisor's own sum, for a sandbox without a memory cgroup.
+    pub fn resident(limit: u64) -> MemoryWatch {
+        MemoryWatch::Resident {
+            limit,
+            sysv: AtomicU64::new(0),
+        }
+    }
+
+    /// PID 1's report of the sandbox's SysV shared memory.
+    pub fn set_sysv(&self, bytes: u64) {
+        if let MemoryWatch::Resident { sysv, .. } = self {
+            sysv.store(bytes, Ordering::Relaxed);
+        }
+    }
+
     /// Whether the memory limit was reached, with the memory the sandbox used then, in bytes.
     /// `pid1` is the sandbox's PID 1 as the host sees it.
     pub fn reached(&self, pid1: libc::pid_t) -> Option<u64> {
@@ -44,13 +61,15 @@ impl MemoryWatch {
         let min = Duration::from_millis(INTERVAL_MS);
         match self {
             MemoryWatch::Cgroup(g) => ((oom_kills(g) > 0).then(|| cgroup_peak(g)), min),
-            MemoryWatch::Resident { limit } => {
+            MemoryWatch::Resident { limit, sysv } => {
                 let pids = descendants(pid1);
                 // Resident anonymous and shared memory is cheap to read (counters); it counts
                 // pages shared after fork once per process, so a sum above the limit is checked
                 // again with proportional set sizes (each shared page counted once overall)
                 // before the sandbox is ended.
-                let held = held_memfds(&pids);
+                // Attached segments count twice (here and in the attachers' resident sets),
+                // which errs on the side of the host.
+                let held = held_memfds(&pids) + sysv.load(Ordering::Relaxed);
                 let rss: u64 = held + pids.iter().map(|&p| rss_of(p)).sum::<u64>();
                 if rss <= *limit {
                     return (None, next_look(*limit, rss));

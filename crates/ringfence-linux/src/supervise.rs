@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::guard::{Denial, Exec, GuardReport, MSG_DROPPED, MSG_EXEC, MSG_REFUSED};
 use crate::memwatch::{self, MemoryWatch};
-use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED};
+use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED, MSG_SYSV_SHM};
 use crate::sys;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -502,6 +502,14 @@ fn wait_inner(
                     if let Some(d) = Denial::decode(&msg[1..n]) {
                         report.add(&d);
                         on_report(Report::Denied(&d));
+                    }
+                    continue;
+                }
+                if n == 9 && msg[0] == MSG_SYSV_SHM {
+                    let mut c = [0u8; 8];
+                    c.copy_from_slice(&msg[1..9]);
+                    if let Some(w) = memory {
+                        w.set_sysv(u64::from_ne_bytes(c));
                     }
                     continue;
                 }

@@ -617,6 +617,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
         pty,
         guard: prepared.guard,
         proxy_ports: vec![netenv::HTTP_PORT, netenv::SOCKS_PORT],
+        report_sysv_shm: prepared.mechanism == ringfence_linux::cgroup::Mechanism::NoCgroup,
     };
     let winsize = if pty[0] {
         supervise::host_winsize()
@@ -685,9 +686,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
     let memory_watch = match groups.as_ref().and_then(Cgroups::memory) {
         Some(g) => MemoryWatch::Cgroup(g.clone()),
-        None => MemoryWatch::Resident {
-            limit: prepared.policy.limits.memory,
-        },
+        None => MemoryWatch::resident(prepared.policy.limits.memory),
     };
     // The lines of an srt-style violations report, bounded (the log keeps them all).
     const REPORT_LINES: usize = 200;

@@ -137,6 +137,31 @@ fn memory_held_in_memfds_counts() {
     assert_memory_limit(&out, &dir, 256 * MIB);
 }
 
+#[test]
+fn memory_in_unattached_sysv_segments_counts() {
+    let Some(()) = python() else { return };
+    let dir = TestDir::new("limit-sysv");
+    let settings = dir.settings(r#"{"limits":{"memory":"256M","wallSeconds":60}}"#);
+    // A segment that nobody has attached is in no process's resident set.
+    let script = "import ctypes, time\n\
+        libc = ctypes.CDLL(None, use_errno=True)\n\
+        libc.shmat.restype = ctypes.c_void_p\n\
+        for i in range(6):\n    \
+            id = libc.shmget(0, 64 << 20, 0o1600)\n    \
+            assert id >= 0, ctypes.get_errno()\n    \
+            p = libc.shmat(id, None, 0)\n    \
+            ctypes.memset(p, 1, 64 << 20)\n    \
+            libc.shmdt(ctypes.c_void_p(p))\n    \
+            time.sleep(0.3)\n\
+        print('held 384 MiB')\n";
+    let log = dir.s("run.jsonl");
+    let out =
+        run(common::ringfence(&["-s", &settings, "--log", &log])
+            .args(["--", "python3", "-c", script]));
+    assert!(!out.stdout.contains("held 384 MiB"), "{out:#?}");
+    assert_memory_limit(&out, &dir, 256 * MIB);
+}
+
 /// Removes a test cgroup (and the `ringfence` group runs made beneath it) when dropped.
 struct TestGroup(PathBuf);
 
