@@ -115,6 +115,49 @@ fn own_dir(m: &CgroupMount, text: &str) -> Option<PathBuf> {
     group_dir(m, group_path(text, m)?)
 }
 
+/// The memory limit that already bounds this process: of its own memory cgroup and the groups
+/// above it, the lowest. `None` when there is none (or no memory controller is mounted).
+pub fn own_memory_limit() -> Option<u64> {
+    let text = proc_cgroup(None);
+    let mounts = probe::cgroups();
+    let mut lowest: Option<u64> = None;
+    let mut take = |v: u64| lowest = Some(lowest.map_or(v, |l| l.min(v)));
+    for m in &mounts {
+        let Some(dir) = own_dir(m, &text) else {
+            continue;
+        };
+        if m.version == 1 && m.controllers.iter().any(|c| c == "memory") {
+            // The kernel works out the lowest limit of the group and its ancestors.
+            let stat = fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+            if let Some(v) = stat.lines().find_map(|l| {
+                l.strip_prefix("hierarchical_memory_limit ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            }) {
+                take(v);
+            }
+        } else if m.version == 2 {
+            // Each group up to the mount's root (the ones above are not visible here).
+            let root = Path::new(&m.path);
+            let mut d = dir.as_path();
+            while d.starts_with(root) && d != root {
+                if let Some(v) = fs::read_to_string(d.join("memory.max"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                {
+                    take(v);
+                }
+                match d.parent() {
+                    Some(p) => d = p,
+                    None => break,
+                }
+            }
+        }
+    }
+    lowest
+}
+
 /// Finds what this user can use. cgroup v2 needs the pids and memory controllers enabled for
 /// children of this process's own group, and that group writable; v1 needs this process's
 /// groups in the pids and memory hierarchies writable.

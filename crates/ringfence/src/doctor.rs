@@ -114,7 +114,7 @@ pub fn main() -> Result<()> {
         }
         if let Ok(m) = crate::prepare::machine_memory() {
             println!(
-                "  - default limits.memory here: {} (half of the machine's {})",
+                "  - default limits.memory here: {} (half of {}: the machine's memory, or the memory limit of the cgroup ringfence runs in when lower)",
                 ringfence_policy::format_size(ringfence_policy::default_memory(m)),
                 ringfence_policy::format_size(m / (1 << 20) * (1 << 20))
             );

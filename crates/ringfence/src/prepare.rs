@@ -74,14 +74,18 @@ pub fn load_policy(src: &Sources) -> Result<(Policy, PathBuf)> {
     Ok((policy, cwd))
 }
 
-/// The machine's memory (MemTotal), from which the default `limits.memory` is derived.
+/// The memory of the machine ringfence runs on, from which the default `limits.memory` is
+/// derived: MemTotal, or the memory limit of the cgroup ringfence runs in when that is lower
+/// (a container or CI job sees the host's MemTotal).
 pub fn machine_memory() -> Result<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
-    text.lines()
+    let total = text
+        .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map(|kib| kib * 1024)
-        .context("no MemTotal in /proc/meminfo: the default limits.memory cannot be derived; set limits.memory")
+        .context("no MemTotal in /proc/meminfo: the default limits.memory cannot be derived; set limits.memory")?;
+    Ok(cgroup::own_memory_limit().map_or(total, |l| l.min(total)))
 }
 
 /// The settings file that "always allow" answers are written to: `-s FILE`, else the user

@@ -234,4 +234,15 @@ fn run_stays_bounded_by_the_callers_memory_cgroup() {
         failcnt.trim() != "0",
         "the parent's limit was never reached"
     );
+    // The default limit inside is derived from the parent's limit, not the host's memory.
+    let no_memory_key = dir.settings(r#"{"limits":{"wallSeconds":60}}"#);
+    let script = format!(
+        "echo $$ > {}/cgroup.procs && exec \"$0\" explain -s {no_memory_key}",
+        parent.0.display()
+    );
+    let out = run(std::process::Command::new("/bin/sh")
+        .current_dir("/")
+        .args(["-c", &script])
+        .arg(common::bin()));
+    assert!(out.ok().contains(", memory 100M,"), "{out:#?}");
 }
