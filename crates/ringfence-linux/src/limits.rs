@@ -8,10 +8,6 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resource {
     Processes,
-    /// Private writable memory of one process (RLIMIT_DATA). Unlike the address space
-    /// (RLIMIT_AS) it leaves reservations alone (V8's WebAssembly cages, Go's arenas, the JVM's
-    /// heap are mapped PROT_NONE first), so it bounds what a process can fill, not what it maps.
-    Data,
     CpuSeconds,
     OpenFiles,
     FileSize,
@@ -22,7 +18,6 @@ impl Resource {
     fn raw(self) -> libc::__rlimit_resource_t {
         match self {
             Resource::Processes => libc::RLIMIT_NPROC,
-            Resource::Data => libc::RLIMIT_DATA,
             Resource::CpuSeconds => libc::RLIMIT_CPU,
             Resource::OpenFiles => libc::RLIMIT_NOFILE,
             Resource::FileSize => libc::RLIMIT_FSIZE,
@@ -33,7 +28,6 @@ impl Resource {
     pub fn name(self) -> &'static str {
         match self {
             Resource::Processes => "RLIMIT_NPROC",
-            Resource::Data => "RLIMIT_DATA",
             Resource::CpuSeconds => "RLIMIT_CPU",
             Resource::OpenFiles => "RLIMIT_NOFILE",
             Resource::FileSize => "RLIMIT_FSIZE",

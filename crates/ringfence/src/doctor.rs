@@ -104,11 +104,11 @@ pub fn main() -> Result<()> {
         let mech = ringfence_linux::cgroup::detect();
         match mech {
             ringfence_linux::cgroup::Mechanism::NoCgroup => {
-                println!("  - memory: limits.memory for the whole sandbox, enforced by the supervisor: it sums the resident memory of the sandbox's processes every {} ms and stops the sandbox above the limit; RLIMIT_DATA at twice the limit per process as a backstop (no cgroup is writable by this user; address space is not limited)", ringfence_linux::memwatch::INTERVAL_MS);
+                println!("  - memory: limits.memory for the whole sandbox, enforced by the supervisor: it sums the memory of the sandbox's processes (every {} ms near the limit) and stops the sandbox above it (no cgroup is writable by this user; no per-process memory limit)", ringfence_linux::memwatch::INTERVAL_MS);
                 println!("  - processes and files: rlimits (RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp");
             }
             _ => {
-                println!("  - memory: limits.memory for the whole sandbox, enforced by a memory cgroup ({}); a process killed for memory stops the sandbox (address space is not limited)", mech.describe());
+                println!("  - memory: limits.memory for the whole sandbox, enforced by a memory cgroup ({}); a process killed for memory stops the sandbox (no per-process memory limit)", mech.describe());
                 println!("  - processes: pids cgroup, plus rlimits (RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp");
             }
         }

@@ -305,20 +305,15 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
 
     let l = &policy.limits;
     let mechanism = cgroup::detect();
-    // Memory is limited for the sandbox as a whole, never as address space: V8, Go, the JVM
-    // and sanitizers reserve far more address space than they use. A memory cgroup bounds it
-    // where there is one; otherwise the supervisor sums the sandbox's memory (see
-    // `memwatch`), and RLIMIT_DATA at twice the limit (by default the machine's memory)
-    // stops a single process that grows faster than the supervisor looks. Sanitizers, whose
-    // shadow memory counts as data, need a cgroup.
+    // Memory is limited for the sandbox as a whole (a memory cgroup, else the supervisor's
+    // sum, see `memwatch`), never per process: V8, Go, the JVM and sanitizers reserve far
+    // more address space than they use, so RLIMIT_AS breaks them, and RLIMIT_DATA breaks
+    // sanitizers (their shadow memory is writable private memory).
     let mut limits = vec![
         (Resource::Processes, l.pids),
         (Resource::OpenFiles, l.open_files),
         (Resource::CoreSize, 0),
     ];
-    if mechanism == Mechanism::NoCgroup {
-        limits.push((Resource::Data, l.memory.saturating_mul(2)));
-    }
     let cgroup_limits = CgroupLimits {
         pids: l.pids,
         memory: l.memory,

@@ -74,6 +74,35 @@ fn node_webassembly_and_fetch_work_under_the_default_limits() {
 }
 
 #[test]
+fn address_sanitizer_programs_run() {
+    if !common::have("cc") {
+        common::skip("no C compiler (cc) for an AddressSanitizer program");
+        return;
+    }
+    let dir = TestDir::new("limit-asan");
+    dir.write(
+        "a.c",
+        "#include <stdio.h>\nint main(void) { puts(\"asan ok\"); return 0; }\n",
+    );
+    let built = run(std::process::Command::new("cc")
+        .args(["-fsanitize=address", "-o"])
+        .arg(dir.join("a"))
+        .arg(dir.join("a.c")));
+    if !built.success() {
+        common::skip("cc cannot build with -fsanitize=address here");
+        return;
+    }
+    // Its shadow memory is terabytes of writable reservations: no per-process memory limit
+    // (address space or data) may stand in its way. (LeakSanitizer's exit check ptraces the
+    // program's threads, which the sandbox refuses; it is not what this test is about.)
+    let out = run(common::ringfence(&[])
+        .env("ASAN_OPTIONS", "detect_leaks=0")
+        .arg("--")
+        .arg(dir.join("a")));
+    assert_eq!(out.ok(), "asan ok\n", "{out:#?}");
+}
+
+#[test]
 fn memory_bomb_is_stopped_at_the_limit() {
     let Some(()) = python() else { return };
     let dir = TestDir::new("limit-bomb");
