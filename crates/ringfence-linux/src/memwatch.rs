@@ -92,6 +92,10 @@ impl MemoryWatch {
 /// How long a sandbox using `used` bytes needs at least to pass `limit`, within the bounds.
 fn next_look(limit: u64, used: u64) -> Duration {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    next_look_with(limit, used, cpus)
+}
+
+fn next_look_with(limit: u64, used: u64, cpus: u64) -> Duration {
     let rate = GROWTH_PER_CPU.saturating_mul(cpus);
     let ms = limit.saturating_sub(used).saturating_mul(1000) / rate.max(1);
     Duration::from_millis(ms.clamp(INTERVAL_MS, MAX_INTERVAL_MS))
@@ -227,7 +231,12 @@ mod tests {
         assert_eq!(next_look(g, 2 * g), Duration::from_millis(INTERVAL_MS));
         assert_eq!(next_look(64 * g, 0), Duration::from_millis(MAX_INTERVAL_MS));
         assert!(next_look(g, g / 2) <= Duration::from_millis(250));
-        assert!(next_look(16 * g, 0) < Duration::from_millis(MAX_INTERVAL_MS));
+        // 12 GiB to go at 8 GiB/s on one CPU: 1.5 s, so the most; on four CPUs, 375 ms.
+        assert_eq!(
+            next_look_with(16 * g, 4 * g, 1),
+            Duration::from_millis(MAX_INTERVAL_MS)
+        );
+        assert_eq!(next_look_with(16 * g, 4 * g, 4), Duration::from_millis(375));
     }
 
     #[test]
