@@ -1,15 +1,17 @@
 //! Resource limits with cgroups, where this user may create groups: a `pids` limit that holds
 //! whatever the uid (RLIMIT_NPROC does not bind host root), and a memory limit for the whole
-//! sandbox rather than per process. Each run gets `ringfence/<run>` under the controller's
-//! hierarchy; it is removed when the run ends, and leftovers of killed supervisors are removed
-//! by the next run.
+//! sandbox rather than per process. Each run gets `ringfence/<run>` beneath the group that the
+//! supervisor itself runs in (as systemd-run and container runtimes do), so that the limits of
+//! a service or CI job that starts ringfence still bound the sandbox. The groups are removed
+//! when the run ends, and leftovers of killed supervisors are removed by the next run started
+//! from the same group.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::probe;
+use crate::probe::{self, CgroupMount};
 
 /// Which limits the groups enforce.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,22 +23,33 @@ pub struct CgroupLimits {
 /// How limits are enforced on this machine for this user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mechanism {
-    /// cgroup v2 with the pids and memory controllers at this directory.
+    /// cgroup v2 with the pids and memory controllers; the directory is this process's own
+    /// group, beneath which the run's groups are made.
     V2(PathBuf),
-    /// cgroup v1 hierarchies for pids and memory.
+    /// cgroup v1 hierarchies for pids and memory; the directories are this process's own
+    /// groups in each.
     V1 { pids: PathBuf, memory: PathBuf },
-    /// Neither is usable: rlimits only.
-    Rlimits,
+    /// No cgroup this user may create groups in: rlimits, and the supervisor watches the
+    /// sandbox's memory (see `memwatch`).
+    NoCgroup,
 }
 
 impl Mechanism {
     pub fn describe(&self) -> String {
         match self {
-            Mechanism::V2(p) => format!("cgroup v2 at {} (pids, memory)", p.display()),
+            Mechanism::V2(p) => format!("cgroup v2 beneath {} (pids, memory)", p.display()),
             Mechanism::V1 { pids, memory } => {
-                format!("cgroup v1 ({} and {})", pids.display(), memory.display())
+                format!(
+                    "cgroup v1 beneath {} and {}",
+                    pids.display(),
+                    memory.display()
+                )
             }
-            Mechanism::Rlimits => "rlimits only (no cgroup this user may write to)".into(),
+            Mechanism::NoCgroup => {
+                "no cgroup this user may write to: rlimits, and the supervisor sums the \
+                 sandbox's resident memory"
+                    .into()
+            }
         }
     }
 }
@@ -49,12 +62,117 @@ fn writable(p: &Path) -> bool {
     }
 }
 
-/// Finds what this user can use. cgroup v2 needs the pids and memory controllers enabled for
-/// children of the writable directory; v1 needs writable pids and memory hierarchies.
-pub fn detect() -> Mechanism {
+/// The group of a process in one hierarchy, from its `/proc/<pid>/cgroup` text: the v2 entry
+/// (`0::/path`) for a v2 mount, else the v1 entry naming one of the mount's controllers.
+pub fn group_path<'a>(proc_cgroup: &'a str, m: &CgroupMount) -> Option<&'a str> {
+    proc_cgroup.lines().find_map(|line| {
+        let mut f = line.splitn(3, ':');
+        let (id, ctl, path) = (f.next()?, f.next()?, f.next()?);
+        let hit = if m.version == 2 {
+            id == "0" && ctl.is_empty()
+        } else {
+            ctl.split(',').any(|c| m.controllers.iter().any(|x| x == c))
+        };
+        hit.then_some(path)
+    })
+}
+
+/// Where the group `path` of hierarchy `m` is in the file system: under the mount point,
+/// less the part of the hierarchy above the mount's root. `None` when the mount does not show
+/// that group (it lies outside the mount's root or outside this cgroup namespace).
+pub fn group_dir(m: &CgroupMount, path: &str) -> Option<PathBuf> {
+    if !path.starts_with('/') || path.split('/').any(|c| c == "..") {
+        return None;
+    }
+    let rel = if m.root == "/" {
+        path
+    } else {
+        let rest = path.strip_prefix(m.root.as_str())?;
+        if !(rest.is_empty() || rest.starts_with('/')) {
+            return None;
+        }
+        rest
+    };
+    let rel = rel.trim_start_matches('/');
+    Some(if rel.is_empty() {
+        PathBuf::from(&m.path)
+    } else {
+        Path::new(&m.path).join(rel)
+    })
+}
+
+/// The text of `/proc/<pid>/cgroup` (`None`: this process).
+fn proc_cgroup(pid: Option<libc::pid_t>) -> String {
+    let file = match pid {
+        Some(p) => format!("/proc/{p}/cgroup"),
+        None => "/proc/self/cgroup".into(),
+    };
+    fs::read_to_string(file).unwrap_or_default()
+}
+
+/// The directory of `pid`'s own group in hierarchy `m`.
+fn own_dir(m: &CgroupMount, text: &str) -> Option<PathBuf> {
+    group_dir(m, group_path(text, m)?)
+}
+
+/// The memory limit that already bounds this process: of its own memory cgroup and the groups
+/// above it, the lowest. `None` when there is none (or no memory controller is mounted).
+pub fn own_memory_limit() -> Option<u64> {
+    let text = proc_cgroup(None);
     let mounts = probe::cgroups();
+    let mut lowest: Option<u64> = None;
+    let mut take = |v: u64| lowest = Some(lowest.map_or(v, |l| l.min(v)));
+    for m in &mounts {
+        let Some(dir) = own_dir(m, &text) else {
+            continue;
+        };
+        if m.version == 1 && m.controllers.iter().any(|c| c == "memory") {
+            // The kernel works out the lowest limit of the group and its ancestors.
+            let stat = fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+            if let Some(v) = stat.lines().find_map(|l| {
+                l.strip_prefix("hierarchical_memory_limit ")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            }) {
+                take(v);
+            }
+        } else if m.version == 2 {
+            // Each group up to the mount's root (the ones above are not visible here).
+            let root = Path::new(&m.path);
+            let mut d = dir.as_path();
+            while d.starts_with(root) && d != root {
+                if let Some(v) = fs::read_to_string(d.join("memory.max"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                {
+                    take(v);
+                }
+                match d.parent() {
+                    Some(p) => d = p,
+                    None => break,
+                }
+            }
+        }
+    }
+    lowest
+}
+
+/// Finds what this user can use. cgroup v2 needs the pids and memory controllers enabled for
+/// children of this process's own group, and that group writable; v1 needs this process's
+/// groups in the pids and memory hierarchies writable.
+pub fn detect() -> Mechanism {
+    detect_for(None)
+}
+
+/// As `detect`, for the groups of process `pid` (`None`: this process).
+pub fn detect_for(pid: Option<libc::pid_t>) -> Mechanism {
+    let mounts = probe::cgroups();
+    let text = proc_cgroup(pid);
     for m in mounts.iter().filter(|m| m.version == 2) {
-        let base = PathBuf::from(&m.path);
+        let Some(base) = own_dir(m, &text) else {
+            continue;
+        };
         let sub = fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
         let has = |c: &str| sub.split_whitespace().any(|x| x == c);
         if has("pids") && has("memory") && writable(&base) {
@@ -64,12 +182,13 @@ pub fn detect() -> Mechanism {
     let find = |ctl: &str| {
         mounts
             .iter()
-            .find(|m| m.version == 1 && m.controllers.iter().any(|c| c == ctl) && m.writable)
-            .map(|m| PathBuf::from(&m.path))
+            .filter(|m| m.version == 1 && m.controllers.iter().any(|c| c == ctl))
+            .find_map(|m| own_dir(m, &text))
+            .filter(|d| writable(d))
     };
     match (find("pids"), find("memory")) {
         (Some(pids), Some(memory)) => Mechanism::V1 { pids, memory },
-        _ => Mechanism::Rlimits,
+        _ => Mechanism::NoCgroup,
     }
 }
 
@@ -78,6 +197,15 @@ pub fn detect() -> Mechanism {
 pub struct Cgroups {
     dirs: Vec<PathBuf>,
     procs_files: Vec<PathBuf>,
+    memory: Option<MemoryGroup>,
+}
+
+/// The run's memory group, which the supervisor reads to tell that the kernel killed a process
+/// of the sandbox for memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryGroup {
+    pub dir: PathBuf,
+    pub v2: bool,
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {
@@ -134,12 +262,15 @@ fn sweep_dir(parent: &Path) -> usize {
     removed
 }
 
-/// A writable cgroup v1 freezer hierarchy, if this machine has one.
-fn freezer_v1() -> Option<PathBuf> {
+/// The own group of process `pid` (`None`: this process) in a cgroup v1 freezer hierarchy,
+/// if this machine has one and the group is writable.
+fn freezer_v1(pid: Option<libc::pid_t>) -> Option<PathBuf> {
+    let text = proc_cgroup(pid);
     probe::cgroups()
-        .into_iter()
-        .find(|m| m.version == 1 && m.controllers.iter().any(|c| c == "freezer") && m.writable)
-        .map(|m| PathBuf::from(m.path))
+        .iter()
+        .filter(|m| m.version == 1 && m.controllers.iter().any(|c| c == "freezer"))
+        .find_map(|m| own_dir(m, &text))
+        .filter(|d| writable(d))
 }
 
 /// How `freeze` can freeze a run.
@@ -151,12 +282,13 @@ pub enum Freezer {
     V1(PathBuf),
 }
 
-/// The freezer for the run `run` of supervisor `supervisor`, when there is one.
-pub fn freezer(mech: &Mechanism, supervisor: libc::pid_t, run: &str) -> Option<Freezer> {
+/// The freezer for the run `run` of supervisor `supervisor`, when there is one. The groups
+/// are beneath the supervisor's own, which need not be the caller's.
+pub fn freezer(supervisor: libc::pid_t, run: &str) -> Option<Freezer> {
     let name = format!("{supervisor}-{run}");
-    match mech {
+    match detect_for(Some(supervisor)) {
         Mechanism::V2(base) => Some(Freezer::V2(base.join("ringfence").join(name))),
-        _ => freezer_v1().map(|f| Freezer::V1(f.join("ringfence").join(name))),
+        _ => freezer_v1(Some(supervisor)).map(|f| Freezer::V1(f.join("ringfence").join(name))),
     }
 }
 
@@ -240,15 +372,16 @@ fn count(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Removes the leftovers of runs whose supervisor died, in every hierarchy of `mech`.
+/// Removes the leftovers of runs whose supervisor died, in every hierarchy of `mech` (beneath
+/// this process's own groups, where its runs make theirs).
 pub fn sweep(mech: &Mechanism) -> usize {
-    let freezer = match freezer_v1() {
+    let freezer = match freezer_v1(None) {
         Some(f) if !matches!(mech, Mechanism::V2(_)) => sweep_dir(&f.join("ringfence")),
         _ => 0,
     };
     freezer
         + match mech {
-            Mechanism::Rlimits => 0,
+            Mechanism::NoCgroup => 0,
             Mechanism::V2(base) => sweep_dir(&base.join("ringfence")),
             Mechanism::V1 { pids, memory } => {
                 sweep_dir(&pids.join("ringfence")) + sweep_dir(&memory.join("ringfence"))
@@ -260,20 +393,21 @@ pub fn sweep(mech: &Mechanism) -> usize {
 /// frozen v1 task does not die of SIGKILL until it is thawed: the supervisor thaws this group
 /// before it kills the sandbox.
 pub fn own_freezer_v1(run: &str) -> Option<PathBuf> {
-    freezer_v1().map(|f| f.join("ringfence").join(group_name(run)))
+    freezer_v1(None).map(|f| f.join("ringfence").join(group_name(run)))
 }
 
 impl Cgroups {
-    /// Creates the run's groups with their limits (nothing when the mechanism is rlimits).
+    /// Creates the run's groups with their limits (nothing without a cgroup).
     /// On any failure the groups created so far are removed again.
     pub fn create(mech: &Mechanism, run: &str, limits: CgroupLimits) -> Result<Option<Cgroups>> {
-        if *mech == Mechanism::Rlimits {
+        if *mech == Mechanism::NoCgroup {
             return Ok(None);
         }
         sweep(mech);
         let mut groups = Cgroups {
             dirs: Vec::new(),
             procs_files: Vec::new(),
+            memory: None,
         };
         match groups.populate(mech, &group_name(run), limits) {
             Ok(()) => Ok(Some(groups)),
@@ -295,9 +429,13 @@ impl Cgroups {
             Ok(dir)
         };
         match mech {
-            Mechanism::Rlimits => {}
+            Mechanism::NoCgroup => {}
             Mechanism::V2(base) => {
                 let dir = make(base)?;
+                self.memory = Some(MemoryGroup {
+                    dir: dir.clone(),
+                    v2: true,
+                });
                 // Children of `ringfence` need the controllers too.
                 write(
                     &base.join("ringfence/cgroup.subtree_control"),
@@ -305,26 +443,52 @@ impl Cgroups {
                 )?;
                 settings.push((dir.clone(), "pids.max", limits.pids.to_string()));
                 settings.push((dir.clone(), "memory.max", limits.memory.to_string()));
-                settings.push((dir, "memory.swap.max", "0".into()));
+                settings.push((dir.clone(), "memory.swap.max", "0".into()));
+                // One process killed for memory ends them all, as the supervisor does too.
+                settings.push((dir, "memory.oom.group", "1".into()));
             }
             Mechanism::V1 { pids, memory } => {
                 settings.push((make(pids)?, "pids.max", limits.pids.to_string()));
                 let memory_dir = make(memory)?;
+                self.memory = Some(MemoryGroup {
+                    dir: memory_dir.clone(),
+                    v2: false,
+                });
+                settings.push((
+                    memory_dir.clone(),
+                    "memory.limit_in_bytes",
+                    limits.memory.to_string(),
+                ));
+                // Memory and swap together: swapping out does not lift the limit.
                 settings.push((
                     memory_dir,
-                    "memory.limit_in_bytes",
+                    "memory.memsw.limit_in_bytes",
                     limits.memory.to_string(),
                 ));
             }
         }
         for (dir, file, value) in settings {
             let p = dir.join(file);
-            if file == "memory.swap.max" && !p.exists() {
+            let optional = matches!(
+                file,
+                "memory.swap.max" | "memory.oom.group" | "memory.memsw.limit_in_bytes"
+            );
+            if optional && !p.exists() {
                 continue;
             }
             write(&p, &value)?;
         }
         Ok(())
+    }
+
+    /// The run's memory group.
+    pub fn memory(&self) -> Option<&MemoryGroup> {
+        self.memory.as_ref()
+    }
+
+    /// The run's group directories.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
     }
 
     /// Moves `pid` (and so everything it starts later) into the groups.
@@ -365,4 +529,65 @@ fn mkdir_group(parent: &Path, dir: &Path) -> Result<()> {
         path: dir.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn mount(path: &str, root: &str, version: u8, ctl: &[&str]) -> CgroupMount {
+        CgroupMount {
+            path: path.into(),
+            root: root.into(),
+            version,
+            controllers: ctl.iter().map(|c| c.to_string()).collect(),
+            writable: true,
+        }
+    }
+
+    const PROC: &str = "9:name=systemd:/\n8:pids:/\n4:memory:/ci/job-7\n\
+                        2:cpu,cpuacct:/ci\n0::/user.slice/app.scope\n";
+
+    #[test]
+    fn own_group_per_hierarchy() {
+        let mem = mount("/sys/fs/cgroup/memory", "/", 1, &["memory"]);
+        let pids = mount("/sys/fs/cgroup/pids", "/", 1, &["pids"]);
+        let cpu = mount("/sys/fs/cgroup/cpu,cpuacct", "/", 1, &["cpu", "cpuacct"]);
+        let v2 = mount("/sys/fs/cgroup/unified", "/", 2, &[]);
+        assert_eq!(group_path(PROC, &mem), Some("/ci/job-7"));
+        assert_eq!(group_path(PROC, &pids), Some("/"));
+        assert_eq!(group_path(PROC, &cpu), Some("/ci"));
+        assert_eq!(group_path(PROC, &v2), Some("/user.slice/app.scope"));
+        assert_eq!(
+            own_dir(&mem, PROC),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/ci/job-7"))
+        );
+        assert_eq!(
+            own_dir(&pids, PROC),
+            Some(PathBuf::from("/sys/fs/cgroup/pids"))
+        );
+        let freezer = mount("/sys/fs/cgroup/freezer", "/", 1, &["freezer"]);
+        assert_eq!(own_dir(&freezer, PROC), None);
+    }
+
+    #[test]
+    fn group_dir_respects_the_mount_root() {
+        // A container that sees only its part of the hierarchy, mounted at the usual place.
+        let m = mount("/sys/fs/cgroup/memory", "/docker/abc", 1, &["memory"]);
+        assert_eq!(
+            group_dir(&m, "/docker/abc/inner"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/inner"))
+        );
+        assert_eq!(
+            group_dir(&m, "/docker/abc"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory"))
+        );
+        // Outside what the mount shows: never a group elsewhere.
+        assert_eq!(group_dir(&m, "/docker/abcd"), None);
+        assert_eq!(group_dir(&m, "/other"), None);
+        let root = mount("/sys/fs/cgroup", "/", 2, &[]);
+        assert_eq!(group_dir(&root, "/../outside"), None);
+        assert_eq!(group_dir(&root, "relative"), None);
+    }
 }

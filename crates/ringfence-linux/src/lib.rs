@@ -2,7 +2,8 @@
 //! This is the only ringfence crate that makes raw system calls; everything here is a small safe
 //! function over one syscall step. Files in the order the steps happen: `plan` (what to mount),
 //! `protect` (finding protected entries), `sandbox` (clone and setup), `mounts`, `limits`,
-//! `caps`, `seccomp`, `reaper` (PID 1), `supervise` (the host side while it runs).
+//! `caps`, `seccomp`, `reaper` (PID 1), `supervise` (the host side while it runs), `cgroup`
+//! and `memwatch` (the whole-sandbox limits, with or without a cgroup).
 #![cfg(target_os = "linux")]
 
 pub mod caps;
@@ -12,6 +13,7 @@ pub mod gitconfig;
 pub mod guard;
 pub mod layer;
 pub mod limits;
+pub mod memwatch;
 pub mod mounts;
 pub mod plan;
 pub mod probe;

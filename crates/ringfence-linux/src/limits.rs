@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Resource {
     Processes,
-    AddressSpace,
     CpuSeconds,
     OpenFiles,
     FileSize,
@@ -19,7 +18,6 @@ impl Resource {
     fn raw(self) -> libc::__rlimit_resource_t {
         match self {
             Resource::Processes => libc::RLIMIT_NPROC,
-            Resource::AddressSpace => libc::RLIMIT_AS,
             Resource::CpuSeconds => libc::RLIMIT_CPU,
             Resource::OpenFiles => libc::RLIMIT_NOFILE,
             Resource::FileSize => libc::RLIMIT_FSIZE,
@@ -30,7 +28,6 @@ impl Resource {
     pub fn name(self) -> &'static str {
         match self {
             Resource::Processes => "RLIMIT_NPROC",
-            Resource::AddressSpace => "RLIMIT_AS",
             Resource::CpuSeconds => "RLIMIT_CPU",
             Resource::OpenFiles => "RLIMIT_NOFILE",
             Resource::FileSize => "RLIMIT_FSIZE",

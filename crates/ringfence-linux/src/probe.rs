@@ -124,7 +124,10 @@ pub fn mount_api() -> Result<(), String> {
 /// groups in it.
 #[derive(Debug)]
 pub struct CgroupMount {
+    /// Where it is mounted.
     pub path: String,
+    /// The group of the hierarchy that the mount shows at `path` (`/` for the whole tree).
+    pub root: String,
     pub version: u8,
     pub controllers: Vec<String>,
     pub writable: bool,
@@ -143,7 +146,9 @@ pub fn cgroups() -> Vec<CgroupMount> {
         let fstype = r.next().unwrap_or("");
         let _source = r.next();
         let super_opts = r.next().unwrap_or("");
-        let path = left.split_whitespace().nth(4).unwrap_or("").to_string();
+        let mut l = left.split_whitespace();
+        let root = l.nth(3).unwrap_or("/").to_string();
+        let path = l.next().unwrap_or("").to_string();
         let version = match fstype {
             "cgroup" => 1,
             "cgroup2" => 2,
@@ -165,6 +170,7 @@ pub fn cgroups() -> Vec<CgroupMount> {
         let writable = c.is_some_and(|c| unsafe { libc::access(c.as_ptr(), libc::W_OK) } == 0);
         out.push(CgroupMount {
             path,
+            root,
             version,
             controllers,
             writable,

@@ -7,7 +7,9 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::guard::Agent;
-use crate::sandbox::{recv_fds, send_fds, send_with_fd, Ready, Spec, MSG_EXITED, MSG_SIGNALED};
+use crate::sandbox::{
+    recv_fds, send_fds, send_with_fd, Ready, Spec, MSG_EXITED, MSG_SIGNALED, MSG_SYSV_SHM,
+};
 use crate::{caps, seccomp, sys};
 
 static COMMAND_PID: AtomicI32 = AtomicI32::new(0);
@@ -120,7 +122,11 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
 
     let mut status = 0;
     let mut listening = agent.is_some();
+    let mut sysv = SysvReport::default();
     'outer: loop {
+        if spec.report_sysv_shm {
+            sysv.tick(channel.as_raw_fd());
+        }
         loop {
             let mut st = 0;
             // SAFETY: waitpid with a valid status pointer.
@@ -151,8 +157,13 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
                 revents: 0,
             },
         ];
+        let timeout = if spec.report_sysv_shm {
+            SYSV_INTERVAL_MS as libc::c_int
+        } else {
+            -1
+        };
         // SAFETY: fds is a valid array of two pollfd.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
         if n < 0 {
             continue;
         }
@@ -213,6 +224,60 @@ fn stream_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// How often PID 1 reads the SysV shared memory of the sandbox, in milliseconds.
+const SYSV_INTERVAL_MS: u64 = 100;
+
+/// PID 1's reports of SysV shared memory: a segment that no process has attached is in no
+/// resident set, and its IPC namespace's segments are listed only to processes inside it.
+#[derive(Default)]
+struct SysvReport {
+    last: Option<std::time::Instant>,
+    sent: u64,
+}
+
+impl SysvReport {
+    fn tick(&mut self, channel: std::os::fd::RawFd) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t).as_millis() < u128::from(SYSV_INTERVAL_MS))
+        {
+            return;
+        }
+        self.last = Some(now);
+        let text = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+        let total = sysv_shm_bytes(&text);
+        if total != self.sent {
+            let mut msg = vec![MSG_SYSV_SHM];
+            msg.extend_from_slice(&total.to_ne_bytes());
+            if send_with_fd(channel, &msg, None).is_ok() {
+                self.sent = total;
+            }
+        }
+    }
+}
+
+/// The memory of the segments in `/proc/sysvipc/shm`, in bytes: resident and swapped pages
+/// where the kernel lists them, else the segments' sizes.
+pub(crate) fn sysv_shm_bytes(text: &str) -> u64 {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let cols: Vec<usize> = match (col("rss"), col("swap"), col("size")) {
+        (Some(r), Some(s), _) => vec![r, s],
+        (_, _, Some(z)) => vec![z],
+        _ => return 0,
+    };
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            cols.iter()
+                .filter_map(|&c| f.get(c)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 fn report(channel: &OwnedFd, kind: u8, value: i32) -> ! {
@@ -354,4 +419,18 @@ fn candidates(program: &CString, env: &[CString]) -> Vec<CString> {
         })
         .filter_map(|v| CString::new(v).ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sums_sysv_segments() {
+        let text = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n\
+                    0 0 1600 67108864 2 2 0 1000 1000 1000 1000 1 2 3 67108864 0\n\
+                    0 1 1600 67108864 2 2 1 1000 1000 1000 1000 1 2 3 4096 8192\n";
+        assert_eq!(super::sysv_shm_bytes(text), 67108864 + 4096 + 8192);
+        let old = "key shmid perms size cpid\n0 0 1600 1000 2\n0 1 1600 24 2\n";
+        assert_eq!(super::sysv_shm_bytes(old), 1024);
+        assert_eq!(super::sysv_shm_bytes(""), 0);
+    }
 }

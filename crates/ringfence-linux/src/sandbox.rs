@@ -35,6 +35,10 @@ pub struct Spec {
     /// Ports on 127.0.0.1 inside the sandbox's network namespace where the supervisor's egress
     /// proxy listens: the sockets are created in there and handed to the supervisor.
     pub proxy_ports: Vec<u16>,
+    /// The supervisor sums the sandbox's memory itself (there is no memory cgroup): PID 1
+    /// reports the SysV shared memory of the sandbox's IPC namespace, which only a process
+    /// inside it can see (`MSG_SYSV_SHM`).
+    pub report_sysv_shm: bool,
 }
 
 /// A started sandbox, seen from the supervisor.
@@ -56,6 +60,8 @@ pub(crate) const MSG_ERROR: u8 = b'E';
 pub(crate) const MSG_READY: u8 = b'R';
 pub(crate) const MSG_EXITED: u8 = b'X';
 pub(crate) const MSG_SIGNALED: u8 = b'S';
+/// PID 1's report of the SysV shared memory in the sandbox (8 bytes, native order).
+pub(crate) const MSG_SYSV_SHM: u8 = b'M';
 
 const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWNS

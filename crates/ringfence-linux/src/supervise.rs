@@ -1,5 +1,5 @@
 //! The supervisor's side of a running sandbox: relays the terminal, forwards signals, enforces the
-//! wall-clock limit and collects the command's status from PID 1.
+//! wall-clock and memory limits and collects the command's status from PID 1.
 
 use std::collections::VecDeque;
 use std::io;
@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::guard::{Denial, Exec, GuardReport, MSG_DROPPED, MSG_EXEC, MSG_REFUSED};
-use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED};
+use crate::memwatch::{self, MemoryWatch};
+use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED, MSG_SYSV_SHM};
 use crate::sys;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +21,9 @@ pub enum Outcome {
     Signaled(i32),
     /// The wall-clock limit was reached and the sandbox was killed.
     TimedOut,
+    /// The memory limit was reached (the sandbox used this many bytes) and the sandbox was
+    /// killed.
+    MemoryLimit(u64),
     /// PID 1 ended without reporting (killed from outside).
     Lost,
 }
@@ -30,7 +34,7 @@ impl Outcome {
         match self {
             Outcome::Exited(c) => c,
             Outcome::Signaled(s) => 128 + s,
-            Outcome::TimedOut => 128 + libc::SIGKILL,
+            Outcome::TimedOut | Outcome::MemoryLimit(_) => 128 + libc::SIGKILL,
             Outcome::Lost => 125,
         }
     }
@@ -225,10 +229,30 @@ pub enum Report<'a> {
 
 /// `on_report` sees every refusal of the creation guard and every exec as they arrive.
 /// `prompts` are asked on the host terminal; pass them only when stdin is the terminal that
-/// `wait` relays (the sandbox has a pty).
+/// `wait` relays (the sandbox has a pty). `memory` is looked at as often as it asks (every
+/// `memwatch::INTERVAL_MS` near the limit) and once more at the end (a process the kernel
+/// killed for memory may have ended the command before the next look).
 pub fn wait(
     sandbox: Sandbox,
     wall: Option<Duration>,
+    memory: Option<&MemoryWatch>,
+    on_report: &mut dyn FnMut(Report<'_>),
+    prompts: Option<&Prompts>,
+) -> (Outcome, GuardReport) {
+    let (outcome, report) = wait_inner(sandbox, wall, memory, on_report, prompts);
+    let outcome = match (outcome, memory) {
+        (Outcome::Exited(_) | Outcome::Signaled(_), Some(w @ MemoryWatch::Cgroup(_))) => {
+            w.reached(0).map_or(outcome, Outcome::MemoryLimit)
+        }
+        _ => outcome,
+    };
+    (outcome, report)
+}
+
+fn wait_inner(
+    sandbox: Sandbox,
+    wall: Option<Duration>,
+    memory: Option<&MemoryWatch>,
     on_report: &mut dyn FnMut(Report<'_>),
     prompts: Option<&Prompts>,
 ) -> (Outcome, GuardReport) {
@@ -266,6 +290,7 @@ pub fn wait(
         set_nonblocking(m.as_raw_fd());
     }
     let deadline = wall.map(|w| Instant::now() + w);
+    let mut next_look = Instant::now() + Duration::from_millis(memwatch::INTERVAL_MS);
     let mut stdin_open = master.is_some();
     let mut master_open = master.is_some();
     let mut buf = vec![0u8; 64 * 1024];
@@ -274,6 +299,15 @@ pub fn wait(
     let mut answer_typed: Vec<u8> = Vec::new();
     let outcome = loop {
         let now = Instant::now();
+        if let Some(w) = memory {
+            if now >= next_look {
+                let (reached, after) = w.look(sandbox.pid);
+                if let Some(used) = reached {
+                    break kill_and_reap(&sandbox, Outcome::MemoryLimit(used));
+                }
+                next_look = Instant::now() + after;
+            }
+        }
         let mut prompt_deadline = prompts.and_then(|p| p.expire(now));
         if asking.as_ref().is_some_and(|p| p.deadline <= now) {
             if let Some(p) = asking.take() {
@@ -341,6 +375,19 @@ pub fn wait(
         let timeout = match prompt_deadline {
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now()).as_millis() as i32 + 1;
+                if timeout < 0 {
+                    left
+                } else {
+                    timeout.min(left)
+                }
+            }
+            None => timeout,
+        };
+        let timeout = match memory {
+            Some(_) => {
+                let left = next_look
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as i32;
                 if timeout < 0 {
                     left
                 } else {
@@ -455,6 +502,14 @@ pub fn wait(
                     if let Some(d) = Denial::decode(&msg[1..n]) {
                         report.add(&d);
                         on_report(Report::Denied(&d));
+                    }
+                    continue;
+                }
+                if n == 9 && msg[0] == MSG_SYSV_SHM {
+                    let mut c = [0u8; 8];
+                    c.copy_from_slice(&msg[1..9]);
+                    if let Some(w) = memory {
+                        w.set_sysv(u64::from_ne_bytes(c));
                     }
                     continue;
                 }

@@ -15,7 +15,7 @@ use std::fmt;
 pub use commands::{CommandRule, CommandWord, DefaultMode, Permissions, RuleList};
 pub use env::{EnvPolicy, DEFAULT_ENV_DENY};
 pub use error::Error;
-pub use limits::{format_size, parse_size, Limits};
+pub use limits::{default_memory, format_size, parse_size, Limits};
 pub use load::{load, CliRules, LoadOptions, Policy, Workspace, ASK_TIMEOUT_SECONDS};
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
 pub use settings::{

@@ -13,7 +13,7 @@ const GIB: u64 = MIB * 1024;
 pub struct Limits {
     /// Maximum number of processes and threads.
     pub pids: u64,
-    /// Maximum memory in bytes.
+    /// Maximum memory of the whole sandbox (all of its processes together), in bytes.
     pub memory: u64,
     /// CPU time in seconds.
     pub cpu_seconds: Option<u64>,
@@ -27,11 +27,34 @@ pub struct Limits {
     pub tmp_size: u64,
 }
 
+/// The memory limit when the machine's memory is not known (an embedder that does not pass it).
+pub const UNKNOWN_MACHINE_MEMORY_LIMIT: u64 = 8 * GIB;
+
+/// The default `limits.memory` on a machine with `machine_memory` bytes of RAM (MemTotal):
+/// half of it, rounded down to a whole MiB. The sandbox runs beside the user's own programs
+/// (desktop, browser, the agent's host side) and cannot know what they need; half leaves the
+/// host responsive even while a runaway build sits at its limit, and scales with the machine
+/// (a fixed 8G bounded nothing on an 8 GiB laptop). Builds that need more set `limits.memory`.
+pub fn default_memory(machine_memory: u64) -> u64 {
+    (machine_memory / 2 / MIB).max(1) * MIB
+}
+
+impl Limits {
+    /// The defaults for a machine with this much memory (`None`: not known, see
+    /// [`UNKNOWN_MACHINE_MEMORY_LIMIT`]).
+    pub fn for_machine(machine_memory: Option<u64>) -> Limits {
+        Limits {
+            memory: machine_memory.map_or(UNKNOWN_MACHINE_MEMORY_LIMIT, default_memory),
+            ..Limits::default()
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             pids: 1024,
-            memory: 8 * GIB,
+            memory: UNKNOWN_MACHINE_MEMORY_LIMIT,
             cpu_seconds: None,
             wall_seconds: None,
             open_files: 4096,
@@ -199,15 +222,28 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let l = Limits::default();
+        let l = Limits::for_machine(Some(24 << 30));
         assert_eq!(l.pids, 1024);
-        assert_eq!(l.memory, 8 << 30);
+        assert_eq!(l.memory, 12 << 30);
         assert_eq!(l.open_files, 4096);
         assert_eq!(l.tmp_size, 1 << 30);
         assert_eq!(
             (l.cpu_seconds, l.wall_seconds, l.file_size),
             (None, None, None)
         );
+    }
+
+    #[test]
+    fn memory_default_is_half_the_machine() {
+        assert_eq!(default_memory(8 << 30), 4 << 30);
+        // MemTotal is rarely a round number: rounded down to a whole MiB.
+        assert_eq!(default_memory(16_318_000 * 1024), 7967 << 20);
+        assert_eq!(default_memory(1024), 1 << 20);
+        assert_eq!(
+            Limits::for_machine(None).memory,
+            UNKNOWN_MACHINE_MEMORY_LIMIT
+        );
+        assert_eq!(Limits::for_machine(None), Limits::default());
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct LoadOptions {
     pub project: Option<PathBuf>,
     /// Rules from the command line.
     pub cli: CliRules,
+    /// The machine's memory in bytes (MemTotal), from which the default `limits.memory` is
+    /// derived; `None` when the caller does not know it.
+    pub machine_memory: Option<u64>,
 }
 
 impl LoadOptions {
@@ -55,6 +58,7 @@ impl LoadOptions {
             cli: CliRules::default(),
             cwd,
             home,
+            machine_memory: None,
         }
     }
 }
@@ -245,7 +249,10 @@ impl<'a> Merge<'a> {
     fn new(opts: &'a LoadOptions) -> Self {
         Merge {
             opts,
-            policy: Policy::default(),
+            policy: Policy {
+                limits: crate::Limits::for_machine(opts.machine_memory),
+                ..Policy::default()
+            },
             managed_off: [false; SWITCHES.len()],
             managed_limits: [None; 7],
             managed_env_deny: Vec::new(),
@@ -907,6 +914,17 @@ mod tests {
         assert_eq!(p.limits.memory, 1 << 30);
         assert_eq!(p.limits.cpu_seconds, Some(999999));
         assert_eq!(p.env.deny, ["MY_*"]);
+    }
+
+    #[test]
+    fn memory_default_follows_the_machine() {
+        let mut e = Env::new();
+        e.opts.machine_memory = Some(8 << 30);
+        assert_eq!(e.load().unwrap().limits.memory, 4 << 30);
+        e.project(r#"{"limits": {"memory": "5G"}}"#);
+        assert!(e.err().contains("limits.memory: a project file may only add restrictions; 5G would raise the limit of 4G"), "{}", e.err());
+        e.user(r#"{"limits": {"memory": "6G"}}"#);
+        assert_eq!(e.load().unwrap().limits.memory, 5 << 30);
     }
 
     #[test]

@@ -424,7 +424,8 @@ pub struct LimitSettings {
     #[serde(default, deserialize_with = "positive")]
     #[schemars(range(min = 1))]
     pub pids: Option<u64>,
-    /// Maximum memory (default "8G").
+    /// Maximum memory of the whole sandbox, all processes together (default: half of the
+    /// machine's memory).
     pub memory: Option<ByteSize>,
     /// CPU time in seconds (default: unlimited).
     #[serde(default, deserialize_with = "positive")]

@@ -68,6 +68,8 @@ pub struct Activity {
     net_allowed: u64,
     net_denied: u64,
     dropped: u64,
+    /// `limits.memory`, recorded in `run.end` when it ended the run.
+    memory_limit: u64,
     ended: bool,
     /// A write error is reported once at the end; the run is never stopped for it.
     failed: Option<String>,
@@ -111,6 +113,7 @@ impl Activity {
             net_allowed: 0,
             net_denied: 0,
             dropped: 0,
+            memory_limit: p.policy.limits.memory,
             ended: false,
             failed: None,
         })
@@ -207,6 +210,12 @@ impl Activity {
             Some(Outcome::Exited(c)) => fields["exit"] = c.into(),
             Some(Outcome::Signaled(s)) => fields["signal"] = s.into(),
             Some(Outcome::TimedOut) => fields["timedOut"] = true.into(),
+            Some(Outcome::MemoryLimit(used)) => {
+                fields["limit"] = "memory".into();
+                fields["signal"] = libc::SIGKILL.into();
+                fields["memoryLimit"] = self.memory_limit.into();
+                fields["memoryUsed"] = used.into();
+            }
             Some(Outcome::Lost) => fields["lost"] = true.into(),
             None => fields["setupFailed"] = true.into(),
         }
@@ -251,6 +260,7 @@ pub fn status_of(r: &Value) -> String {
     match &r["status"] {
         Value::Null if crate::runs::is_live(r["name"].as_str().unwrap_or("")) => "running".into(),
         Value::Null => "killed".into(),
+        s if s.get("limit").and_then(Value::as_str) == Some("memory") => "memory limit".into(),
         s if s.get("exit").is_some() => format!("exit {}", s["exit"]),
         s if s.get("signal").is_some() => format!("signal {}", s["signal"]),
         s if s.get("timedOut").is_some() => "timed out".into(),

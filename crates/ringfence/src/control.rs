@@ -119,7 +119,7 @@ fn sandbox_processes(pid1: i32) -> Vec<i32> {
 /// The run's freezer group, when this machine has a freezer this user may use and (for v1)
 /// the group exists or can be made.
 fn freezer_of(supervisor: libc::pid_t, name: &str) -> Option<cgroup::Freezer> {
-    let f = cgroup::freezer(&cgroup::detect(), supervisor, name)?;
+    let f = cgroup::freezer(supervisor, name)?;
     match &f {
         cgroup::Freezer::V2(d) if !d.exists() => None,
         _ => Some(f),

@@ -118,8 +118,21 @@ pub fn main() -> Result<()> {
         }
         let mech = ringfence_linux::cgroup::detect();
         match mech {
-            ringfence_linux::cgroup::Mechanism::Rlimits => println!("  - limits: rlimits (RLIMIT_NPROC, RLIMIT_AS per process, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp; no cgroup is writable by this user"),
-            _ => println!("  - limits: {} for processes and memory of the whole sandbox, plus rlimits (RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp", mech.describe()),
+            ringfence_linux::cgroup::Mechanism::NoCgroup => {
+                println!("  - memory: limits.memory for the whole sandbox, enforced by the supervisor: it sums the memory of the sandbox's processes (every {} ms near the limit) and stops the sandbox above it (no cgroup is writable by this user; no per-process memory limit)", ringfence_linux::memwatch::INTERVAL_MS);
+                println!("  - processes and files: rlimits (RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp");
+            }
+            _ => {
+                println!("  - memory: limits.memory for the whole sandbox, enforced by a memory cgroup ({}); a process killed for memory stops the sandbox (no per-process memory limit)", mech.describe());
+                println!("  - processes: pids cgroup, plus rlimits (RLIMIT_NPROC, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_FSIZE) and a size-limited /tmp");
+            }
+        }
+        if let Ok(m) = crate::prepare::machine_memory() {
+            println!(
+                "  - default limits.memory here: {} (half of {}: the machine's memory, or the memory limit of the cgroup ringfence runs in when lower)",
+                ringfence_policy::format_size(ringfence_policy::default_memory(m)),
+                ringfence_policy::format_size(m / (1 << 20) * (1 << 20))
+            );
         }
     } else {
         println!("  - nothing: a required feature is missing (see FAIL above); `ringfence run` exits 125");

@@ -26,6 +26,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ringfence_linux::cgroup::Cgroups;
+use ringfence_linux::memwatch::MemoryWatch;
 use ringfence_linux::sandbox::{self, Spec};
 use ringfence_linux::supervise::{self, Outcome};
 use ringfence_policy::CliRules;
@@ -679,6 +680,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
         pty,
         guard: prepared.guard,
         proxy_ports: vec![netenv::HTTP_PORT, netenv::SOCKS_PORT],
+        report_sysv_shm: prepared.mechanism == ringfence_linux::cgroup::Mechanism::NoCgroup,
     };
     let winsize = if pty[0] {
         supervise::host_winsize()
@@ -745,6 +747,10 @@ pub fn run(req: RunRequest) -> Result<i32> {
         .clone()
         .map(|s| std::thread::spawn(move || overlay::record_manifest(&s)));
     let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
+    let memory_watch = match groups.as_ref().and_then(Cgroups::memory) {
+        Some(g) => MemoryWatch::Cgroup(g.clone()),
+        None => MemoryWatch::resident(prepared.policy.limits.memory),
+    };
     // The lines of an srt-style violations report, bounded (the log keeps them all).
     const REPORT_LINES: usize = 200;
     let mut violations: Vec<String> = Vec::new();
@@ -752,6 +758,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     let (outcome, refused) = supervise::wait(
         sb,
         wall,
+        Some(&memory_watch),
         &mut |r| match r {
             supervise::Report::Denied(d) => {
                 if let Ok(mut l) = log.lock() {
@@ -875,8 +882,34 @@ pub fn run(req: RunRequest) -> Result<i32> {
             "ringfence: limits.wallSeconds ({} s) reached; the sandbox was killed",
             prepared.policy.limits.wall_seconds.unwrap_or(0)
         ),
+        Outcome::MemoryLimit(used) => {
+            let limit = prepared.policy.limits.memory;
+            if used >= limit / 16 * 15 {
+                eprintln!(
+                    "ringfence: memory limit of {} reached (limits.memory; the sandbox used {}); the sandbox was stopped",
+                    ringfence_policy::format_size(limit),
+                    format_bytes(used)
+                )
+            } else {
+                // Killed below its own limit: a limit of the cgroup ringfence runs in.
+                eprintln!(
+                    "ringfence: memory limit reached: the kernel killed a process of the sandbox for memory at {} used, below limits.memory ({}), so the limit of a cgroup ringfence runs in; the sandbox was stopped",
+                    format_bytes(used),
+                    ringfence_policy::format_size(limit)
+                )
+            }
+        }
         Outcome::Lost => bail!("the sandbox ended without reporting the command's status"),
         _ => {}
     }
     Ok(outcome.code())
+}
+
+/// A byte count for people: "312 MiB".
+fn format_bytes(n: u64) -> String {
+    match n {
+        n if n >= 10 << 30 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 => format!("{} MiB", n >> 20),
+        n => format!("{} KiB", n >> 10),
+    }
 }

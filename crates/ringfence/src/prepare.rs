@@ -73,8 +73,23 @@ pub fn load_policy(src: &Sources) -> Result<(Policy, PathBuf)> {
     }
     opts.settings = src.settings.clone();
     opts.cli = src.cli.clone();
+    opts.machine_memory = Some(machine_memory()?);
     let policy = ringfence_policy::load(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((policy, cwd))
+}
+
+/// The memory of the machine ringfence runs on, from which the default `limits.memory` is
+/// derived: MemTotal, or the memory limit of the cgroup ringfence runs in when that is lower
+/// (a container or CI job sees the host's MemTotal).
+pub fn machine_memory() -> Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    let total = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .context("no MemTotal in /proc/meminfo: the default limits.memory cannot be derived; set limits.memory")?;
+    Ok(cgroup::own_memory_limit().map_or(total, |l| l.min(total)))
 }
 
 /// The settings file that "always allow" answers are written to: `-s FILE`, else the user
@@ -385,14 +400,14 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
 
     let l = &policy.limits;
     let mechanism = cgroup::detect();
-    // The address space of each process is bounded in every mode, so a single oversized
-    // allocation fails with ENOMEM alike for every user; a memory cgroup, where there is one,
-    // bounds the sandbox as a whole on top of that.
+    // Memory is limited for the sandbox as a whole (a memory cgroup, else the supervisor's
+    // sum, see `memwatch`), never per process: V8, Go, the JVM and sanitizers reserve far
+    // more address space than they use, so RLIMIT_AS breaks them, and RLIMIT_DATA breaks
+    // sanitizers (their shadow memory is writable private memory).
     let mut limits = vec![
         (Resource::Processes, l.pids),
         (Resource::OpenFiles, l.open_files),
         (Resource::CoreSize, 0),
-        (Resource::AddressSpace, l.memory),
     ];
     let cgroup_limits = CgroupLimits {
         pids: l.pids,

@@ -137,6 +137,9 @@ impl Record {
             Some(Outcome::Exited(c)) => serde_json::json!({"exit": c}),
             Some(Outcome::Signaled(s)) => serde_json::json!({"signal": s}),
             Some(Outcome::TimedOut) => serde_json::json!({"timedOut": true}),
+            Some(Outcome::MemoryLimit(used)) => {
+                serde_json::json!({"limit": "memory", "signal": libc::SIGKILL, "memoryUsed": used})
+            }
             Some(Outcome::Lost) => serde_json::json!({"lost": true}),
         };
         self.value["ended"] = now().into();

@@ -356,7 +356,14 @@ fn net_decision(e: &Map<String, Value>) -> String {
 }
 
 fn run_end(e: &Map<String, Value>) -> String {
-    let how = if e.get("exit").is_some() {
+    let how = if e.get("limit").and_then(Value::as_str) == Some("memory") {
+        let mib = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0) >> 20;
+        format!(
+            "memory limit reached (limits.memory {} MiB, used {} MiB)",
+            mib("memoryLimit"),
+            mib("memoryUsed")
+        )
+    } else if e.get("exit").is_some() {
         format!("exit {}", num(e, "exit"))
     } else if e.get("signal").is_some() {
         format!("signal {}", num(e, "signal"))

@@ -175,6 +175,14 @@ fn shell_fork_bomb_terminates() {
     assert!(still.is_empty(), "bomb processes survive: {still:?}");
 }
 
+/// A bomb stopped for memory: the sandbox was stopped at the limit (137, said on stderr).
+fn stopped_for_memory(out: &common::Outcome) -> bool {
+    out.code() == 137
+        && out
+            .stderr
+            .contains("ringfence: memory limit of 512M reached")
+}
+
 #[test]
 fn memory_bomb_fails_under_memory_limit() {
     let dir = TestDir::new("membomb");
@@ -182,14 +190,10 @@ fn memory_bomb_fails_under_memory_limit() {
         return;
     };
     let settings = dir.settings(r#"{"limits":{"memory":"512M","wallSeconds":30}}"#);
-    let out = common::run_probe(
-        &["-s", &settings],
-        &probe,
-        &["alloc=64", "alloc=1024", "alloc=16384"],
-    );
+    let out = common::run_probe(&["-s", &settings], &probe, &["alloc=64"]);
     assert_eq!(out.errno("alloc=64"), 0, "{out:#?}");
-    assert_eq!(out.errno("alloc=1024"), libc::ENOMEM, "{out:#?}");
-    assert_eq!(out.errno("alloc=16384"), libc::ENOMEM, "{out:#?}");
+    let out = run(common::ringfence(&["-s", &settings]).args(["--", &probe, "alloc=16384"]));
+    assert!(stopped_for_memory(&out), "{out:#?}");
 }
 
 #[test]
@@ -212,8 +216,7 @@ fn python_memory_bomb_fails_under_memory_limit() {
         "-c",
         "b = bytearray(2**34)",
     ]));
-    assert_eq!(out.code(), 1, "{out:#?}");
-    assert!(out.stderr.contains("MemoryError"), "{out:#?}");
+    assert!(stopped_for_memory(&out), "{out:#?}");
 }
 
 #[test]
@@ -410,21 +413,18 @@ fn killing_the_supervisor_kills_the_whole_sandbox() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Where the run had cgroups (named <supervisor pid>-<run>), a later run removes the
-    // leftovers once they are empty.
+    // Where the run had cgroups (named <supervisor pid>-<run>, beneath the groups this test
+    // runs in), a later run removes the leftovers once they are empty.
     let suffix = format!("-{name}");
     let leftovers = || -> Vec<std::path::PathBuf> {
-        [
-            "/sys/fs/cgroup/pids",
-            "/sys/fs/cgroup/memory",
-            "/sys/fs/cgroup",
-        ]
-        .iter()
-        .filter_map(|h| std::fs::read_dir(std::path::Path::new(h).join("ringfence")).ok())
-        .flat_map(|rd| rd.flatten())
-        .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
-        .map(|e| e.path())
-        .collect()
+        [Some("pids"), Some("memory"), Some("freezer"), None]
+            .into_iter()
+            .filter_map(common::own_cgroup_dir)
+            .filter_map(|h| std::fs::read_dir(h.join("ringfence")).ok())
+            .flat_map(|rd| rd.flatten())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            .map(|e| e.path())
+            .collect()
     };
     for _ in 0..20 {
         let out = run(&mut common::ringfence(&["--", "true"]));

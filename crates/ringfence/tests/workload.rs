@@ -572,7 +572,6 @@ WebAssembly.instantiate(bytes).then(({ instance }) => {
 "#;
 
 #[test]
-#[ignore = "needs no RLIMIT_AS (V8 reserves the address space of a WebAssembly memory)"]
 fn workload_node_wasm() {
     if !require("node-wasm", &["node"]) {
         return;

@@ -317,3 +317,33 @@ pub fn inherit_as(cmd: &mut Command, fd: std::os::fd::RawFd, target: std::os::fd
         });
     }
 }
+
+/// The directory of this process's own cgroup in the hierarchy of `controller` (cgroup v1),
+/// or in the unified hierarchy (`None`, cgroup v2), where the hierarchy is mounted: the group
+/// beneath which ringfence makes a run's groups.
+pub fn own_cgroup_dir(controller: Option<&str>) -> Option<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (root, mount) = info.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mut r = right.split_whitespace();
+        let (fstype, _, opts) = (r.next()?, r.next()?, r.next()?);
+        let hit = match controller {
+            Some(c) => fstype == "cgroup" && opts.split(',').any(|o| o == c),
+            None => fstype == "cgroup2",
+        };
+        let f: Vec<&str> = left.split_whitespace().collect();
+        hit.then(|| (f[3].to_string(), f[4].to_string()))
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (id, ctl, path) = (f.next()?, f.next()?, f.next()?);
+        let hit = match controller {
+            Some(c) => ctl.split(',').any(|x| x == c),
+            None => id == "0" && ctl.is_empty(),
+        };
+        hit.then(|| path.to_string())
+    })?;
+    let rel = path.strip_prefix(root.trim_end_matches('/'))?;
+    Some(PathBuf::from(mount).join(rel.trim_start_matches('/')))
+}
