@@ -286,7 +286,7 @@ impl From<&str> for PathEntry {
     }
 }
 
-/// The object form of a [`PathEntry`].
+/// The object form of a filesystem list entry: a path taken literally.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)] // only its schema and its checks are used
