@@ -26,6 +26,27 @@ pub struct Found {
     pub missing: Vec<PathBuf>,
     pub dirs_scanned: usize,
     pub entries_scanned: usize,
+    /// Directories below a root that this user can neither list nor enter (another user's
+    /// private directory in a shared `/tmp`): skipped, see [`scan`].
+    pub out_of_reach: Vec<PathBuf>,
+}
+
+/// Whether nothing below `dir` can be reached by this process, nor by a sandbox running as the
+/// same user without capabilities: it belongs to another user (so it cannot be chmod-ed) and
+/// it cannot be searched (so no path through it resolves, and nothing can be created in it).
+fn out_of_reach(dir: &Path) -> bool {
+    let Ok(m) = fs::symlink_metadata(dir) else {
+        return false;
+    };
+    if m.uid() == crate::sys::getuid() {
+        return false;
+    }
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path; faccessat only reads it.
+    let r = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) };
+    r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EACCES)
 }
 
 #[derive(Debug)]
@@ -287,7 +308,9 @@ fn stamp_or_missing(p: &Path) -> Stamp {
 /// `cache` is not read again; everything read is put back into `cache`. Directories changed
 /// within the last two seconds are not cached, since a change in the same clock tick on a
 /// coarse-timestamp filesystem would not show.
-/// An unreadable directory is an error: a tree that cannot be scanned cannot be protected.
+/// An unreadable directory is an error: a tree that cannot be scanned cannot be protected;
+/// except one below the root that is another user's and that this user cannot search either
+/// ([`out_of_reach`]), since nothing in it can be reached or created from the sandbox.
 pub fn scan(
     root: &Path,
     names: &ProtectedNames<'_>,
@@ -327,6 +350,16 @@ pub fn scan(
                     Ok(r) => r,
                     Err(e) if e.path == dir && vanished(&e.source, &dir) => {
                         cache.dirs.remove(&dir);
+                        continue;
+                    }
+                    Err(e)
+                        if e.path == dir
+                            && dir != root
+                            && e.source.raw_os_error() == Some(libc::EACCES)
+                            && out_of_reach(&dir) =>
+                    {
+                        cache.dirs.remove(&dir);
+                        found.out_of_reach.push(dir.clone());
                         continue;
                     }
                     Err(e) => return Err(e),
@@ -463,6 +496,42 @@ mod tests {
         nested: &[(".git", "hooks"), (".git", "config")],
         git_internal: &["hooks", "config", "commondir"],
     };
+
+    #[test]
+    fn only_another_users_unsearchable_directory_is_out_of_reach() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("rf-reach-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(base.join("mine/sub")).unwrap();
+        fs::write(base.join("mine/sub/.bashrc"), "").unwrap();
+        // One's own directory can be chmod-ed back from inside: never skipped.
+        fs::set_permissions(base.join("mine"), fs::Permissions::from_mode(0o000)).unwrap();
+        assert!(!out_of_reach(&base.join("mine")));
+        if crate::sys::getuid() != 0 {
+            let r = scan(
+                &base,
+                &NAMES,
+                &mut ScanCache::default(),
+                &mut Found::default(),
+            );
+            assert_eq!(r.unwrap_err().path, base.join("mine"));
+        }
+        fs::set_permissions(base.join("mine"), fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!out_of_reach(&base.join("mine")));
+        assert!(!out_of_reach(&base.join("missing")));
+        // A root-owned private directory, as an unprivileged user meets one in /tmp.
+        if crate::sys::getuid() != 0 {
+            let private = fs::read_dir("/tmp").unwrap().flatten().find(|e| {
+                e.metadata()
+                    .is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o001 == 0)
+                    && fs::read_dir(e.path()).is_err()
+            });
+            if let Some(e) = private {
+                assert!(out_of_reach(&e.path()), "{}", e.path().display());
+            }
+        }
+        let _ = fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn a_directory_that_vanishes_during_the_scan_is_skipped_but_the_root_is_not() {

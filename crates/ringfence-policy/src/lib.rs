@@ -19,11 +19,12 @@ pub use limits::{default_memory, format_size, parse_size, Limits};
 pub use load::{load, CliRules, LoadOptions, Policy, Workspace, ASK_TIMEOUT_SECONDS};
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
 pub use settings::{
-    parse_settings, AwsPairSettings, ByteSize, CredentialEnvVarSettings, CredentialFileSettings,
-    CredentialMode, CredentialSettings, DecodeFormat, EnvSettings, FilesystemSettings, GitSettings,
-    LimitSettings, MitmProxySettings, NetworkSettings, OnExtractNoMatch, ParentProxySettings,
-    PermissionSettings, RipgrepSettings, SeccompSettings, Settings, Sigv4Policy, Sigv4Settings,
-    SrtWinSettings, TlsTerminateSettings, WindowsSettings, WorkspaceMode, WorkspaceSettings,
+    parse_settings, AmbiguousRequestTarget, AwsPairSettings, ByteSize, CredentialEnvVarSettings,
+    CredentialFileSettings, CredentialMode, CredentialSettings, DecodeFormat, EnvSettings,
+    FilesystemSettings, GitSettings, LimitSettings, MitmProxySettings, NetworkSettings,
+    OnExtractNoMatch, ParentProxySettings, PathEntry, PermissionSettings, RipgrepSettings,
+    SeccompSettings, Settings, Sigv4Policy, Sigv4Settings, SrtWinSettings, TlsTerminateSettings,
+    WindowsBackend, WindowsSettings, WorkspaceMode, WorkspaceSettings,
 };
 
 /// File names that are never writable inside a writable root, at any depth, existing or not:

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::env::wildcard_match;
 use crate::limits::merge_limits;
 use crate::paths::{is_within, resolve_rules, RuleKind, RuleSource};
-use crate::settings::{parse_settings, CredentialMode, Settings};
+use crate::settings::{parse_settings, PathEntry, Settings};
 use crate::{CommandRule, EnvPolicy, Error, Layer, Limits, PathRule, Permissions};
 
 /// Filesystem rules given on the command line (the lowest layer), as written.
@@ -101,8 +101,47 @@ pub struct Policy {
     pub workspace: Workspace,
     /// The settings files that were loaded, in layer order.
     pub files: Vec<(Layer, PathBuf)>,
+    /// `ignoreViolations` (srt) of every layer: command pattern (a substring of the command,
+    /// or `*`) to substrings of the `<sandbox_violations>` lines not to report.
+    pub ignore_violations: BTreeMap<String, Vec<String>>,
+    /// `git.safeDirectories` (srt) of every layer, resolved to absolute paths.
+    pub git_safe_directories: Vec<PathBuf>,
     /// Non-fatal remarks for the user (skipped paths, srt keys without effect).
     pub notes: Vec<String>,
+}
+
+impl Policy {
+    /// Whether a `<sandbox_violations>` line is left out of the report by `ignoreViolations`:
+    /// a `*` entry's substrings apply to every command, another entry's when the command
+    /// contains its key (as srt matches them). The activity log records the event anyway.
+    pub fn ignores_violation(&self, line: &str, command: &str) -> bool {
+        self.ignore_violations.iter().any(|(pattern, parts)| {
+            (pattern == "*" || command.contains(pattern.as_str()))
+                && parts.iter().any(|p| line.contains(p.as_str()))
+        })
+    }
+
+    /// `GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` pairs for `git.safeDirectories`: each directory
+    /// and the repositories directly below it (`DIR/*`, git 2.46 and later); above eight
+    /// directories, every repository, as srt does.
+    pub fn git_safe_directory_config(&self) -> Vec<(String, String)> {
+        let dirs = &self.git_safe_directories;
+        if dirs.len() > 8 {
+            return vec![("safe.directory".into(), "*".into())];
+        }
+        let mut out = Vec::new();
+        for d in dirs {
+            let d = d.display().to_string();
+            let glob = if d.ends_with('/') {
+                format!("{d}*")
+            } else {
+                format!("{d}/*")
+            };
+            out.push(("safe.directory".to_string(), d));
+            out.push(("safe.directory".to_string(), glob));
+        }
+        out
+    }
 }
 
 /// The merged `workspace` section.
@@ -326,28 +365,16 @@ impl<'a> Merge<'a> {
         if let Some(c) = &s.credentials {
             for (i, f) in c.files.iter().flatten().enumerate() {
                 let key = format!("credentials.files[{i}].path");
-                if f.mode == CredentialMode::Mask {
-                    notes.push(format!(
-                        "{origin}: {key}: masking is not supported yet; {} is denied for reading instead",
-                        f.path
-                    ));
-                }
                 let src = self.source(layer, origin, &key);
                 let mut rules = resolve_rules(
-                    std::slice::from_ref(&f.path),
+                    &[PathEntry::Written(f.path.clone())],
                     RuleKind::Deny,
                     &src,
                     &mut notes,
                 )?;
                 cred_deny.append(&mut rules);
             }
-            for (i, v) in c.env_vars.iter().flatten().enumerate() {
-                if v.mode == CredentialMode::Mask {
-                    notes.push(format!(
-                        "{origin}: credentials.envVars[{i}]: masking is not supported yet; {} is removed from the environment instead",
-                        v.name
-                    ));
-                }
+            for v in c.env_vars.iter().flatten() {
                 self.policy.env.deny.push(v.name.clone());
             }
         }
@@ -383,6 +410,28 @@ impl<'a> Merge<'a> {
         self.policy.allow_all_unix_sockets |= values[1] == Some(true);
         self.policy.allow_local_binding |= values[2] == Some(true);
         self.policy.allow_nested_user_namespaces |= values[3] == Some(true);
+
+        for (pattern, parts) in s.ignore_violations.iter().flatten() {
+            union(
+                self.policy
+                    .ignore_violations
+                    .entry(pattern.clone())
+                    .or_default(),
+                parts,
+            );
+        }
+        for (i, d) in s
+            .git
+            .iter()
+            .flat_map(|g| g.safe_directories.iter().flatten())
+            .enumerate()
+        {
+            let path = crate::paths::resolve_path(d, &self.opts.cwd, &self.opts.home)
+                .map_err(|m| Error::invalid(origin, format!("git.safeDirectories[{i}]"), m))?;
+            if !self.policy.git_safe_directories.contains(&path) {
+                self.policy.git_safe_directories.push(path);
+            }
+        }
 
         union(&mut self.policy.allowed_domains, &s.network.allowed_domains);
         union(&mut self.policy.denied_domains, &s.network.denied_domains);
@@ -625,7 +674,7 @@ impl<'a> Merge<'a> {
             for w in list {
                 let src = self.source(Layer::CommandLine, option, option);
                 rules.extend(resolve_rules(
-                    std::slice::from_ref(w),
+                    &[PathEntry::Written(w.clone())],
                     kind,
                     &src,
                     &mut notes,
@@ -887,7 +936,7 @@ mod tests {
             (r#"{"network": {"allowLocalBinding": true}}"#, "network.allowLocalBinding: a project file"),
             (r#"{"allowNestedUserNamespaces": true}"#, "allowNestedUserNamespaces: a project file"),
             (r#"{"network": {"allowUnixSockets": ["/run/x.sock"]}}"#, "network.allowUnixSockets: a project file"),
-            (r#"{"network": {"httpProxyPort": 8080}}"#, "network.httpProxyPort: a project file"),
+            (r#"{"git": {"safeDirectories": ["/repo"]}}"#, "git.safeDirectories: a project file"),
             (r#"{"env": {"allow": ["AWS_*"]}}"#, "env.allow: a project file"),
             (r#"{"env": {"set": {"A": "b"}}}"#, "env.set: a project file"),
             (r#"{"limits": {"pids": 2048}}"#, "limits.pids: a project file may only add restrictions; 2048 would raise the limit of 1024"),
@@ -1162,22 +1211,28 @@ mod tests {
         let home = &e.opts.home;
         assert_eq!(
             paths(&p.deny_read),
-            [home.join(".ssh"), home.join(".netrc"), home.join(".aws")]
+            [
+                home.join(".ssh"),
+                home.join("*.key"),
+                home.join(".netrc"),
+                home.join(".aws")
+            ]
         );
         assert_eq!(paths(&p.allow_read), [home.join(".ssh/config")]);
         assert_eq!(paths(&p.allow_write), vec![e.opts.cwd.clone()]);
         assert!(p.allow_git_config && p.allow_local_binding && !p.allow_all_unix_sockets);
         assert!(p.env.deny.contains(&"MY_SERVICE".to_string()));
         let origin = e.opts.user[1].display().to_string();
+        assert_eq!(p.git_safe_directories, [PathBuf::from("/repo")]);
+        assert!(p.ignores_violation("deny write /usr/bin/x", "true"));
+        assert!(p.ignores_violation("deny write /tmp/x", "git push origin"));
+        assert!(!p.ignores_violation("deny write /tmp/x", "git pull"));
         for key in [
             "ripgrep",
             "mandatoryDenySearchDepth",
-            "ignoreViolations",
             "allowPty",
-            "network.httpProxyPort",
-            "network.socksProxyPort",
-            "network.mitmProxy",
             "network.allowUnixSockets",
+            "windows",
         ] {
             let want =
                 format!("{origin}: {key}: accepted for srt compatibility; no effect in ringfence");
@@ -1187,10 +1242,7 @@ mod tests {
                 p.notes
             );
         }
-        assert!(p
-            .notes
-            .iter()
-            .any(|n| n.contains("credentials.files[0].path: masking is not supported yet")));
+        assert!(!p.notes.iter().any(|n| n.contains("ignoreViolations")));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use glob::{MatchOptions, Pattern};
 
+use crate::settings::PathEntry;
 use crate::{Error, Layer};
 
 /// One filesystem rule after expansion.
@@ -265,13 +266,14 @@ pub(crate) struct RuleSource<'a> {
 
 /// Expands the written entries of one list into rules.
 pub(crate) fn resolve_rules(
-    written: &[String],
+    written: &[PathEntry],
     kind: RuleKind,
     src: &RuleSource<'_>,
     notes: &mut Vec<String>,
 ) -> Result<Vec<PathRule>, Error> {
     let mut rules = Vec::new();
-    for (i, w) in written.iter().enumerate() {
+    for (i, entry) in written.iter().enumerate() {
+        let w = &entry.as_str().to_string();
         // On the command line the option is the origin and the value itself is the key.
         let key = if src.layer == Layer::CommandLine {
             w.clone()
@@ -286,8 +288,9 @@ pub(crate) fn resolve_rules(
             layer: src.layer,
             origin: src.origin.to_string(),
         };
-        if is_glob(w) {
-            let found = expand_glob(&path).map_err(|f| match f {
+        let literal = matches!(entry, PathEntry::Literal(_));
+        if is_glob(w) && !literal {
+            let mut found = expand_glob(&path).map_err(|f| match f {
                 GlobFailure::Pattern(m) => Error::invalid(src.origin, key.clone(), m),
                 GlobFailure::Unreadable { dir, source } => Error::Unreadable {
                     origin: src.origin.to_string(),
@@ -297,6 +300,14 @@ pub(crate) fn resolve_rules(
                     source,
                 },
             })?;
+            // A deny also covers the path the pattern spells, where one exists by that name
+            // (a folder called `[WIP] project`); an allow needs `"literal": true` for that.
+            if kind == RuleKind::Deny
+                && fs::symlink_metadata(&path).is_ok()
+                && !found.contains(&path)
+            {
+                found.push(path.clone());
+            }
             if found.is_empty() {
                 notes.push(format!(
                     "{}: {key}: \"{w}\" matches nothing; no rule added",
@@ -546,11 +557,7 @@ pub(crate) mod tests {
             home: Path::new("/home/u"),
         };
         let mut notes = Vec::new();
-        let written = vec![
-            "there".to_string(),
-            "missing".to_string(),
-            "*.none".to_string(),
-        ];
+        let written: Vec<PathEntry> = vec!["there".into(), "missing".into(), "*.none".into()];
         let allow = resolve_rules(&written, RuleKind::Allow, &src, &mut notes).unwrap();
         assert_eq!(allow.len(), 1);
         assert_eq!(allow[0].path, t.0.join("there"));
@@ -570,5 +577,57 @@ pub(crate) mod tests {
         assert_eq!(deny.len(), 2);
         assert_eq!(deny[1].path, t.0.join("missing"));
         assert_eq!(notes.len(), 1);
+    }
+
+    #[test]
+    fn literal_entries_are_never_patterns() {
+        let t = TempDir::new();
+        t.touch("a.env");
+        t.touch("b.env");
+        t.touch("[WIP] x/keep");
+        let src = RuleSource {
+            layer: Layer::User,
+            origin: "/u.json",
+            key: "filesystem.denyRead",
+            cwd: &t.0,
+            home: Path::new("/home/u"),
+        };
+        let mut notes = Vec::new();
+        // As a pattern `*.env` is both files; marked literal it is the name `*.env` alone,
+        // kept for a deny although nothing has that name yet.
+        let pattern = resolve_rules(&["*.env".into()], RuleKind::Deny, &src, &mut notes).unwrap();
+        assert_eq!(pattern.len(), 2);
+        let literal = [PathEntry::Literal("*.env".into())];
+        let deny = resolve_rules(&literal, RuleKind::Deny, &src, &mut notes).unwrap();
+        assert_eq!(deny.len(), 1);
+        assert_eq!(deny[0].path, t.0.join("*.env"));
+        assert_eq!(deny[0].pattern, "*.env");
+        // A literal allow of a missing path grants nothing, like any missing allow.
+        let allow = resolve_rules(&literal, RuleKind::Allow, &src, &mut notes).unwrap();
+        assert!(allow.is_empty());
+        assert!(notes
+            .last()
+            .unwrap()
+            .ends_with("*.env does not exist; skipped"));
+        // A literal `/**` at the end is part of the name.
+        let tail = [PathEntry::Literal("sub/**".into())];
+        let deny = resolve_rules(&tail, RuleKind::Deny, &src, &mut notes).unwrap();
+        assert_eq!(deny[0].path, t.0.join("sub/**"));
+        // A folder whose name has glob characters: a literal allow names it.
+        let wip = [PathEntry::Literal("[WIP] x/keep".into())];
+        let allow = resolve_rules(&wip, RuleKind::Allow, &src, &mut notes).unwrap();
+        assert_eq!(allow[0].path, t.0.join("[WIP] x/keep"));
+        // An unmarked deny covers both readings: the pattern (nothing matches `[WIP] x`, which
+        // is one character of W, I, P, then " x") and the existing path it spells.
+        let deny =
+            resolve_rules(&["[WIP] x/keep".into()], RuleKind::Deny, &src, &mut notes).unwrap();
+        assert_eq!(
+            deny.iter().map(|r| r.path.clone()).collect::<Vec<_>>(),
+            [t.0.join("[WIP] x/keep")]
+        );
+        // An unmarked allow is a pattern only.
+        let allow =
+            resolve_rules(&["[WIP] x/keep".into()], RuleKind::Allow, &src, &mut notes).unwrap();
+        assert!(allow.is_empty());
     }
 }

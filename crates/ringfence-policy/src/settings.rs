@@ -30,7 +30,9 @@ pub struct Settings {
     /// Credential files and environment variables to protect (srt). Files with mode "deny" are
     /// denied for reading; in ringfence "mask" currently behaves like "deny".
     pub credentials: Option<CredentialSettings>,
-    /// srt: map of command patterns to paths whose violations are not reported. No effect in ringfence.
+    /// srt: command patterns (a substring of the command, or "*" for every command) mapped to
+    /// substrings of the violations not to report in `<sandbox_violations>`. The activity log
+    /// keeps every event.
     pub ignore_violations: Option<BTreeMap<String, Vec<String>>>,
     /// srt: weaker sandbox for nested containers. ringfence never weakens the sandbox silently,
     /// so `true` is refused.
@@ -62,7 +64,7 @@ pub struct Settings {
     pub java_agent_jar_path: Option<String>,
     /// srt: Windows-specific settings. No effect in ringfence.
     pub windows: Option<WindowsSettings>,
-    /// srt: git configuration injected into the sandbox. Not yet supported; no effect.
+    /// srt: git configuration injected into the sandbox through `GIT_CONFIG_*` variables.
     pub git: Option<GitSettings>,
     /// Environment passed to the sandboxed command (ringfence).
     #[serde(default)]
@@ -154,20 +156,44 @@ pub struct NetworkSettings {
     pub allow_local_binding: Option<bool>,
     /// srt (macOS only): XPC/Mach service names that may be looked up. No effect in ringfence.
     pub allow_mach_lookup: Option<Vec<String>>,
-    /// srt: port of an external HTTP proxy to use instead of the built-in one. No effect yet.
+    /// srt: port of an external HTTP proxy to use instead of the built-in one. Refused: not
+    /// supported yet.
     #[serde(default, deserialize_with = "port")]
     #[schemars(range(min = 1, max = 65535))]
     pub http_proxy_port: Option<u16>,
-    /// srt: port of an external SOCKS proxy to use instead of the built-in one. No effect yet.
+    /// srt: port of an external SOCKS proxy to use instead of the built-in one. Refused: not
+    /// supported yet.
     #[serde(default, deserialize_with = "port")]
     #[schemars(range(min = 1, max = 65535))]
     pub socks_proxy_port: Option<u16>,
-    /// srt: route some domains through an upstream MITM proxy on a unix socket. No effect yet.
+    /// srt: route some domains through an upstream MITM proxy on a unix socket. Refused: not
+    /// supported yet.
     pub mitm_proxy: Option<MitmProxySettings>,
-    /// srt: in-process TLS termination. No effect yet.
+    /// srt: in-process TLS termination. Refused: not supported yet.
     pub tls_terminate: Option<TlsTerminateSettings>,
-    /// srt: upstream HTTP proxy for outbound connections. No effect yet.
+    /// srt: upstream HTTP proxy for outbound connections. Refused: not supported yet.
     pub parent_proxy: Option<ParentProxySettings>,
+    /// srt (library callers): a per-request filter function. Refused: it needs TLS termination.
+    pub filter_request: Option<serde_json::Value>,
+    /// srt: let a request filter set headers on plain HTTP. Refused: needs TLS termination.
+    pub allow_plaintext_header_set: Option<bool>,
+    /// srt: response headers never passed back. Refused: needs TLS termination.
+    pub strip_response_headers: Option<Vec<String>>,
+    /// srt: refuse tunnels the request filter cannot see into. Refused: needs TLS termination.
+    pub refuse_opaque_tunnels: Option<bool>,
+    /// srt: answer 421 when Host or SNI names another host. Refused: needs TLS termination.
+    pub require_host_match: Option<bool>,
+    /// srt: what becomes of an ambiguous request target. Refused: needs TLS termination.
+    pub ambiguous_request_target: Option<AmbiguousRequestTarget>,
+}
+
+/// `network.ambiguousRequestTarget` (srt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AmbiguousRequestTarget {
+    Refuse,
+    AsSpelled,
+    Normalize,
 }
 
 /// `network.mitmProxy`.
@@ -192,6 +218,10 @@ pub struct TlsTerminateSettings {
     pub exclude_domains: Option<Vec<String>>,
     /// Extra CA certificates added to the sandbox's trust bundle.
     pub extra_ca_cert_paths: Option<Vec<String>>,
+    /// At most this many tunnels terminated at once.
+    pub max_tunnels: Option<u64>,
+    /// Milliseconds a terminated tunnel has to finish its TLS handshake.
+    pub handshake_timeout_ms: Option<u64>,
 }
 
 /// `network.parentProxy`.
@@ -207,7 +237,8 @@ pub struct ParentProxySettings {
 }
 
 /// The `filesystem` section. Paths may be absolute, relative to the working directory, or
-/// start with `~`; `*`, `**`, `?` and `[...]` are expanded when the policy is loaded.
+/// start with `~`; `*`, `**`, `?` and `[...]` are expanded when the policy is loaded, unless the
+/// entry is written `{"path": "...", "literal": true}`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FilesystemSettings {
@@ -215,18 +246,105 @@ pub struct FilesystemSettings {
     pub disabled: Option<bool>,
     /// Paths that cannot be read (nor listed).
     #[serde(default)]
-    pub deny_read: Vec<String>,
+    pub deny_read: Vec<PathEntry>,
     /// Paths re-allowed for reading inside a denied area.
     #[serde(default)]
-    pub allow_read: Vec<String>,
+    pub allow_read: Vec<PathEntry>,
     /// Paths where writing is allowed. Everything else is read-only.
     #[serde(default)]
-    pub allow_write: Vec<String>,
+    pub allow_write: Vec<PathEntry>,
     /// Paths where writing is denied even inside allowWrite.
     #[serde(default)]
-    pub deny_write: Vec<String>,
+    pub deny_write: Vec<PathEntry>,
     /// Allow writing `.git/config` (default: false); `.git/hooks` stays protected.
     pub allow_git_config: Option<bool>,
+}
+
+/// One entry of a filesystem list: a path as written, which is a pattern when it holds glob
+/// characters, or (srt) `{"path": "...", "literal": true}`, which names that path and nothing
+/// else, glob characters included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathEntry {
+    /// A path or a glob pattern.
+    Written(String),
+    /// A path taken literally.
+    Literal(String),
+}
+
+impl PathEntry {
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        match self {
+            PathEntry::Written(s) | PathEntry::Literal(s) => s,
+        }
+    }
+}
+
+impl From<&str> for PathEntry {
+    fn from(s: &str) -> Self {
+        PathEntry::Written(s.to_string())
+    }
+}
+
+/// The object form of a filesystem list entry: a path taken literally.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // only its schema and its checks are used
+struct LiteralPath {
+    /// The path; `~` and relative paths are resolved as for a string entry.
+    path: String,
+    /// Must be `true`: the path is never read as a pattern.
+    literal: bool,
+}
+
+const PATH_ENTRY_EXPECTED: &str = "a path, or {\"path\": \"<path>\", \"literal\": true}";
+
+impl<'de> Deserialize<'de> for PathEntry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'a> Visitor<'a> for V {
+            type Value = PathEntry;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(PATH_ENTRY_EXPECTED)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PathEntry, E> {
+                Ok(PathEntry::Written(v.to_string()))
+            }
+            fn visit_map<A: de::MapAccess<'a>>(self, map: A) -> Result<PathEntry, A::Error> {
+                let l = LiteralPath::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                if !l.literal {
+                    return Err(de::Error::custom(
+                        "an object entry needs \"literal\": true; write a plain string for a path or pattern",
+                    ));
+                }
+                Ok(PathEntry::Literal(l.path))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl JsonSchema for PathEntry {
+    fn schema_name() -> String {
+        "PathEntry".to_string()
+    }
+
+    fn json_schema(gen: &mut SchemaGenerator) -> Schema {
+        let text = SchemaObject {
+            instance_type: Some(InstanceType::String.into()),
+            ..Default::default()
+        };
+        let mut schema = SchemaObject::default();
+        schema.metadata().description = Some(
+            "A path or glob pattern, or {\"path\": \"...\", \"literal\": true} for a path taken literally."
+                .to_string(),
+        );
+        schema.subschemas = Some(Box::new(SubschemaValidation {
+            any_of: Some(vec![text.into(), gen.subschema_for::<LiteralPath>()]),
+            ..Default::default()
+        }));
+        schema.into()
+    }
 }
 
 /// The `credentials` section (srt).
@@ -371,6 +489,8 @@ pub struct SeccompSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WindowsSettings {
+    /// The Windows enforcement back end.
+    pub backend: Option<WindowsBackend>,
     /// Name of the sandbox user account.
     pub sandbox_user: Option<String>,
     /// WFP sublayer GUID.
@@ -381,6 +501,15 @@ pub struct WindowsSettings {
     pub proxy_port_range: Option<(u16, u16)>,
     /// How to find the srt-win helper.
     pub srt_win: Option<SrtWinSettings>,
+}
+
+/// `windows.backend` (srt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum WindowsBackend {
+    #[serde(rename = "mxc")]
+    Mxc,
+    #[serde(rename = "srt-win")]
+    SrtWin,
 }
 
 /// `windows.srtWin` (srt).
@@ -395,7 +524,8 @@ pub struct SrtWinSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct GitSettings {
-    /// Directories git treats as `safe.directory`.
+    /// Directories git treats as `safe.directory` (as do the repositories below them), for a
+    /// repository owned by another user. Grants no write access.
     pub safe_directories: Option<Vec<String>>,
 }
 
@@ -695,6 +825,42 @@ pub(crate) fn check_domain(entry: &str, allow_any: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// An entry with two or more colons is an IPv6 address and must be bracketed (`[::1]`,
+/// `[2001:db8::1]:443`): unbracketed, its last group could be read as a port (srt refuses it too).
+pub(crate) fn check_bracketed(entry: &str) -> Result<(), String> {
+    if entry.matches(':').count() >= 2 && !entry.starts_with('[') {
+        return Err(format!(
+            "\"{entry}\": write an IPv6 address in brackets, \"[{entry}]\", or with a port \
+             \"[ADDRESS]:PORT\" (unbracketed, its last group could be read as a port)"
+        ));
+    }
+    Ok(())
+}
+
+/// An allowedDomains wildcard must stop below a public suffix: `*.test`, `*.com` or `*.co.uk`
+/// would allow every domain anyone can register there. The list is the Public Suffix List
+/// built into the `psl` crate; a top-level name it does not know counts as a suffix too.
+pub(crate) fn check_not_public_suffix(entry: &str) -> Result<(), String> {
+    let host = if entry.starts_with('[') {
+        return Ok(());
+    } else {
+        entry.rsplit_once(':').map_or(entry, |(h, _)| h)
+    };
+    let Some(base) = host.strip_prefix("*.") else {
+        return Ok(());
+    };
+    let base = base.trim_end_matches('.').to_ascii_lowercase();
+    let public = !base.contains('.')
+        || psl::suffix(base.as_bytes()).is_some_and(|s| s.as_bytes() == base.as_bytes());
+    if public {
+        return Err(format!(
+            "\"{entry}\" would allow every domain registered under the public suffix \
+             \"{base}\"; list the domains themselves, e.g. \"*.example.{base}\""
+        ));
+    }
+    Ok(())
+}
+
 /// An IP address or a CIDR range (`10.0.0.0/8`, `fd00::/8`).
 pub(crate) fn check_address_range(entry: &str) -> Result<(), String> {
     let (addr, len) = match entry.split_once('/') {
@@ -768,7 +934,7 @@ impl Settings {
             ("denyWrite", &fs.deny_write),
         ] {
             for (i, p) in list.iter().enumerate() {
-                if p.is_empty() {
+                if p.as_str().is_empty() {
                     return Err(inv(
                         format!("filesystem.{name}[{i}]"),
                         "a path cannot be empty".into(),
@@ -783,7 +949,16 @@ impl Settings {
         ];
         for (key, list, any) in domain_lists {
             for (i, d) in list.iter().enumerate() {
-                check_domain(d, any).map_err(|m| inv(format!("{key}[{i}]"), m))?;
+                check_domain(d, any)
+                    .and_then(|()| check_bracketed(d))
+                    .and_then(|()| {
+                        if any {
+                            Ok(())
+                        } else {
+                            check_not_public_suffix(d)
+                        }
+                    })
+                    .map_err(|m| inv(format!("{key}[{i}]"), m))?;
             }
         }
         for (i, a) in net.denied_resolved_addresses.iter().flatten().enumerate() {
@@ -855,10 +1030,142 @@ impl Settings {
                 ));
             }
         }
+        if let Some((key, message)) = self.unsupported_key() {
+            return Err(inv(key, message));
+        }
         Ok(())
     }
 
-    /// Key paths present in this file that srt knows but that have no effect in ringfence.
+    /// The first srt key present that ringfence does not implement yet, with what to do. Each of
+    /// them would redirect, inspect or rewrite traffic, or hand out credentials, so none is
+    /// ever ignored: the file is refused.
+    fn unsupported_key(&self) -> Option<(String, String)> {
+        const TLS: &str = "TLS termination is not supported yet; remove this key (HTTPS \
+                           passes through the proxy as an opaque tunnel)";
+        const REQUESTS: &str = "needs TLS termination and request filtering, which ringfence \
+                                does not support yet; remove this key";
+        const INJECT: &str = "credential masking and injection are not supported yet; remove \
+                              this key (mode \"deny\" works)";
+        const MASK_ONLY: &str = "belongs to mode \"mask\", which ringfence does not support \
+                                 yet; remove it";
+        let n = &self.network;
+        let found = |present: bool, key: &str, message: &str| {
+            present.then(|| (key.to_string(), message.to_string()))
+        };
+        let network = [
+            found(
+                n.parent_proxy.is_some(),
+                "network.parentProxy",
+                "egress through a parent proxy is not supported yet; remove this key",
+            ),
+            found(
+                n.http_proxy_port.is_some(),
+                "network.httpProxyPort",
+                "an external HTTP proxy is not supported yet; remove this key (ringfence's \
+                 own proxy enforces the domain lists)",
+            ),
+            found(
+                n.socks_proxy_port.is_some(),
+                "network.socksProxyPort",
+                "an external SOCKS proxy is not supported yet; remove this key (ringfence's \
+                 own proxy enforces the domain lists)",
+            ),
+            found(
+                n.mitm_proxy.is_some(),
+                "network.mitmProxy",
+                "routing domains through an inspection proxy is not supported yet; remove \
+                 this key",
+            ),
+            found(n.tls_terminate.is_some(), "network.tlsTerminate", TLS),
+            found(
+                n.filter_request.is_some(),
+                "network.filterRequest",
+                REQUESTS,
+            ),
+            found(
+                n.allow_plaintext_header_set.is_some(),
+                "network.allowPlaintextHeaderSet",
+                REQUESTS,
+            ),
+            found(
+                n.strip_response_headers.is_some(),
+                "network.stripResponseHeaders",
+                REQUESTS,
+            ),
+            found(
+                n.refuse_opaque_tunnels.is_some(),
+                "network.refuseOpaqueTunnels",
+                REQUESTS,
+            ),
+            found(
+                n.require_host_match.is_some(),
+                "network.requireHostMatch",
+                REQUESTS,
+            ),
+            found(
+                n.ambiguous_request_target.is_some(),
+                "network.ambiguousRequestTarget",
+                REQUESTS,
+            ),
+        ];
+        if let Some(hit) = network.into_iter().flatten().next() {
+            return Some(hit);
+        }
+        let c = self.credentials.as_ref()?;
+        let top = [
+            found(
+                c.allow_plaintext_inject.is_some(),
+                "credentials.allowPlaintextInject",
+                INJECT,
+            ),
+            found(c.aws_pairs.is_some(), "credentials.awsPairs", INJECT),
+            found(c.sigv4.is_some(), "credentials.sigv4", INJECT),
+        ];
+        if let Some(hit) = top.into_iter().flatten().next() {
+            return Some(hit);
+        }
+        let mask = |list: &str, i: usize, what: &str| {
+            (
+                format!("credentials.{list}[{i}].mode"),
+                format!("\"mask\" is not supported yet; use \"deny\" ({what}) or remove the entry"),
+            )
+        };
+        for (i, f) in c.files.iter().flatten().enumerate() {
+            if f.mode == CredentialMode::Mask {
+                return Some(mask("files", i, "the file is hidden"));
+            }
+            let keys = [
+                (f.extract.is_some(), "extract"),
+                (f.on_extract_no_match.is_some(), "onExtractNoMatch"),
+                (f.decode.is_some(), "decode"),
+                (f.mask_claims.is_some(), "maskClaims"),
+                (f.mask_duplicates.is_some(), "maskDuplicates"),
+                (f.inject_hosts.is_some(), "injectHosts"),
+            ];
+            if let Some((_, k)) = keys.iter().find(|(present, _)| *present) {
+                return found(true, &format!("credentials.files[{i}].{k}"), MASK_ONLY);
+            }
+        }
+        for (i, v) in c.env_vars.iter().flatten().enumerate() {
+            if v.mode == CredentialMode::Mask {
+                return Some(mask("envVars", i, "the variable is removed"));
+            }
+            let keys = [
+                (v.extract.is_some(), "extract"),
+                (v.on_extract_no_match.is_some(), "onExtractNoMatch"),
+                (v.decode.is_some(), "decode"),
+                (v.mask_claims.is_some(), "maskClaims"),
+                (v.inject_hosts.is_some(), "injectHosts"),
+            ];
+            if let Some((_, k)) = keys.iter().find(|(present, _)| *present) {
+                return found(true, &format!("credentials.envVars[{i}].{k}"), MASK_ONLY);
+            }
+        }
+        None
+    }
+
+    /// Key paths present in this file that srt knows but that have no effect in ringfence:
+    /// macOS and Windows settings, and srt's own helper programs (ringfence needs none).
     pub(crate) fn inert_keys(&self) -> Vec<&'static str> {
         let mut keys = Vec::new();
         let mut add = |present: bool, key: &'static str| {
@@ -869,20 +1176,6 @@ impl Settings {
         let n = &self.network;
         add(n.allow_unix_sockets.is_some(), "network.allowUnixSockets");
         add(n.allow_mach_lookup.is_some(), "network.allowMachLookup");
-        add(n.http_proxy_port.is_some(), "network.httpProxyPort");
-        add(n.socks_proxy_port.is_some(), "network.socksProxyPort");
-        add(n.mitm_proxy.is_some(), "network.mitmProxy");
-        add(n.tls_terminate.is_some(), "network.tlsTerminate");
-        add(n.parent_proxy.is_some(), "network.parentProxy");
-        if let Some(c) = &self.credentials {
-            add(
-                c.allow_plaintext_inject.is_some(),
-                "credentials.allowPlaintextInject",
-            );
-            add(c.aws_pairs.is_some(), "credentials.awsPairs");
-            add(c.sigv4.is_some(), "credentials.sigv4");
-        }
-        add(self.ignore_violations.is_some(), "ignoreViolations");
         add(
             self.enable_weaker_network_isolation.is_some(),
             "enableWeakerNetworkIsolation",
@@ -899,7 +1192,6 @@ impl Settings {
         add(self.socat_path.is_some(), "socatPath");
         add(self.java_agent_jar_path.is_some(), "javaAgentJarPath");
         add(self.windows.is_some(), "windows");
-        add(self.git.is_some(), "git");
         keys
     }
 
@@ -942,6 +1234,12 @@ impl Settings {
         add(n.mitm_proxy.is_some(), "network.mitmProxy");
         add(n.parent_proxy.is_some(), "network.parentProxy");
         add(n.ask == Some(true), "network.ask");
+        add(
+            self.git
+                .as_ref()
+                .is_some_and(|g| g.safe_directories.as_ref().is_some_and(|d| !d.is_empty())),
+            "git.safeDirectories",
+        );
         add(
             self.credentials
                 .as_ref()
@@ -1147,7 +1445,8 @@ pub(crate) mod tests {
         );
     }
 
-    /// An srt settings file that uses every key srt knows.
+    /// An srt settings file that uses every key srt knows that ringfence accepts (the keys it
+    /// refuses are in `srt_keys_not_supported_yet_are_refused`).
     pub(crate) const SRT_EVERY_KEY: &str = r#"{
       "network": {
         "allowedDomains": ["github.com", "*.npmjs.org", "api.example.com:443", "[::1]:3000"],
@@ -1158,38 +1457,19 @@ pub(crate) mod tests {
         "allowUnixSockets": ["/var/run/docker.sock"],
         "allowAllUnixSockets": false,
         "allowLocalBinding": true,
-        "allowMachLookup": ["com.example.*"],
-        "httpProxyPort": 3128,
-        "socksProxyPort": 1080,
-        "mitmProxy": {"socketPath": "/tmp/mitm.sock", "domains": ["api.example.com"]},
-        "tlsTerminate": {"caCertPath": "/ca.pem", "caKeyPath": "/ca.key",
-                         "excludeDomains": ["mtls.example.com"], "extraCaCertPaths": ["/extra.pem"]},
-        "parentProxy": {"http": "http://proxy:3128", "https": "http://proxy:3128", "noProxy": "localhost"}
+        "allowMachLookup": ["com.example.*"]
       },
       "filesystem": {
         "disabled": false,
-        "denyRead": ["~/.ssh"],
+        "denyRead": ["~/.ssh", {"path": "~/*.key", "literal": true}],
         "allowRead": ["~/.ssh/config"],
         "allowWrite": ["."],
         "denyWrite": ["./secrets"],
         "allowGitConfig": true
       },
       "credentials": {
-        "files": [
-          {"path": "~/.netrc", "mode": "mask", "extract": "password (\\S+)", "onExtractNoMatch": "deny",
-           "decode": "jwt", "maskClaims": ["sub"], "maskDuplicates": true, "injectHosts": ["api.example.com"]},
-          {"path": "~/.aws", "mode": "deny"}
-        ],
-        "envVars": [
-          {"name": "MY_SERVICE", "mode": "mask", "extract": "(.*)", "onExtractNoMatch": "warn",
-           "decode": "jwt", "maskClaims": ["secret"], "injectHosts": ["api.example.com"]},
-          {"name": "AWS_ACCESS_KEY_ID", "mode": "mask"},
-          {"name": "AWS_SECRET_ACCESS_KEY", "mode": "mask"}
-        ],
-        "allowPlaintextInject": false,
-        "awsPairs": [{"accessKeyIdVar": "AWS_ACCESS_KEY_ID", "secretAccessKeyVar": "AWS_SECRET_ACCESS_KEY",
-                      "sessionTokenVar": "AWS_SESSION_TOKEN"}],
-        "sigv4": {"streaming": "deny", "presigned": "passthrough", "sigv4a": "deny"}
+        "files": [{"path": "~/.netrc", "mode": "deny"}, {"path": "~/.aws", "mode": "deny"}],
+        "envVars": [{"name": "MY_SERVICE", "mode": "deny"}]
       },
       "ignoreViolations": {"*": ["/usr/bin"], "git push": ["/tmp"]},
       "enableWeakerNestedSandbox": false,
@@ -1203,7 +1483,7 @@ pub(crate) mod tests {
       "bwrapPath": "/usr/bin/bwrap",
       "socatPath": "/usr/bin/socat",
       "javaAgentJarPath": "/opt/srt-proxy-agent.jar",
-      "windows": {"sandboxUser": "srt-sandbox", "sublayerGuid": "6f9b1c2e-0000-4000-8000-000000000001",
+      "windows": {"backend": "srt-win", "sandboxUser": "srt-sandbox", "sublayerGuid": "6f9b1c2e-0000-4000-8000-000000000001",
                   "wfpSublayerGuid": "6f9b1c2e-0000-4000-8000-000000000001",
                   "proxyPortRange": [60080, 60089], "srtWin": {"path": "C:\\srt-win.exe"}},
       "git": {"safeDirectories": ["/repo"]}
@@ -1213,13 +1493,10 @@ pub(crate) mod tests {
     fn srt_file_with_every_key_parses() {
         let s = parse_settings(SRT_EVERY_KEY, "srt.json").unwrap();
         assert_eq!(s.network.allowed_domains.len(), 4);
-        assert_eq!(s.network.http_proxy_port, Some(3128));
         assert_eq!(s.filesystem.allow_git_config, Some(true));
-        let c = s.credentials.as_ref().unwrap();
-        assert_eq!(c.files.as_ref().unwrap()[0].mode, CredentialMode::Mask);
         assert_eq!(
-            c.sigv4.as_ref().unwrap().presigned,
-            Some(Sigv4Policy::Passthrough)
+            s.filesystem.deny_read[1],
+            PathEntry::Literal("~/*.key".into())
         );
         assert_eq!(
             s.windows.as_ref().unwrap().proxy_port_range,
@@ -1230,12 +1507,116 @@ pub(crate) mod tests {
             "ripgrep",
             "mandatoryDenySearchDepth",
             "allowPty",
-            "ignoreViolations",
-            "network.httpProxyPort",
-            "network.mitmProxy",
             "network.allowUnixSockets",
+            "windows",
         ] {
             assert!(inert.contains(&k), "{k} missing from {inert:?}");
+        }
+        for k in ["ignoreViolations", "git", "network.deniedDomainReasons"] {
+            assert!(!inert.contains(&k), "{k} acts: {inert:?}");
+        }
+    }
+
+    #[test]
+    fn srt_keys_not_supported_yet_are_refused() {
+        let cases = [
+            (r#"{"network": {"parentProxy": {"http": "http://proxy:3128"}}}"#, "network.parentProxy: egress through a parent proxy is not supported yet"),
+            (r#"{"network": {"httpProxyPort": 3128}}"#, "network.httpProxyPort: an external HTTP proxy is not supported yet"),
+            (r#"{"network": {"socksProxyPort": 1080}}"#, "network.socksProxyPort: an external SOCKS proxy is not supported yet"),
+            (r#"{"network": {"mitmProxy": {"socketPath": "/s", "domains": ["a.example.com"]}}}"#, "network.mitmProxy: routing domains"),
+            (r#"{"network": {"tlsTerminate": {}}}"#, "network.tlsTerminate: TLS termination is not supported yet"),
+            (r#"{"network": {"tlsTerminate": {"maxTunnels": 3, "handshakeTimeoutMs": 200}}}"#, "network.tlsTerminate: TLS"),
+            (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: needs TLS termination"),
+            (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs TLS termination"),
+            (r#"{"network": {"stripResponseHeaders": ["set-cookie"]}}"#, "network.stripResponseHeaders: needs"),
+            (r#"{"network": {"refuseOpaqueTunnels": true}}"#, "network.refuseOpaqueTunnels: needs"),
+            (r#"{"network": {"requireHostMatch": true}}"#, "network.requireHostMatch: needs"),
+            (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: needs"),
+            (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credential masking and injection are not supported yet"),
+            (r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#, "credentials.awsPairs: credential masking"),
+            (r#"{"credentials": {"sigv4": {"streaming": "deny"}}}"#, "credentials.sigv4: credential masking"),
+            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask"}]}}"#, "credentials.files[0].mode: \"mask\" is not supported yet; use \"deny\" (the file is hidden)"),
+            (r#"{"credentials": {"envVars": [{"name": "A", "mode": "deny"}, {"name": "T", "mode": "mask"}]}}"#, "credentials.envVars[1].mode: \"mask\" is not supported yet; use \"deny\" (the variable is removed)"),
+            (r#"{"credentials": {"files": [{"path": "x", "mode": "deny", "injectHosts": ["a.example.com"]}]}}"#, "credentials.files[0].injectHosts: belongs to mode \"mask\""),
+            (r#"{"credentials": {"envVars": [{"name": "A", "mode": "deny", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: belongs to mode \"mask\""),
+        ];
+        for (text, want) in cases {
+            let e = err(text);
+            assert!(
+                e.starts_with(&format!("/home/u/x.json: {want}")),
+                "{text}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn literal_path_entries() {
+        let s = parse_settings(
+            r#"{"filesystem": {"allowWrite": [{"path": "/w/[a]", "literal": true}, "/w/*"]}}"#,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            s.filesystem.allow_write,
+            [
+                PathEntry::Literal("/w/[a]".into()),
+                PathEntry::Written("/w/*".into())
+            ]
+        );
+        assert_eq!(
+            err(r#"{"filesystem": {"denyRead": [{"path": "/x", "literal": false}]}}"#),
+            "/home/u/x.json: filesystem.denyRead[0]: an object entry needs \"literal\": true; write a plain string for a path or pattern"
+        );
+        assert_eq!(
+            err(r#"{"filesystem": {"denyRead": [{"path": "/x"}]}}"#),
+            "/home/u/x.json: filesystem.denyRead[0]: missing required key \"literal\""
+        );
+        assert!(err(
+            r#"{"filesystem": {"denyWrite": [{"path": "/x", "literal": true, "glob": 1}]}}"#
+        )
+        .starts_with("/home/u/x.json: filesystem.denyWrite[0].glob: unknown key"),);
+        assert_eq!(
+            err(r#"{"filesystem": {"allowRead": [{"path": "", "literal": true}]}}"#),
+            "/home/u/x.json: filesystem.allowRead[0]: a path cannot be empty"
+        );
+        assert!(err(r#"{"filesystem": {"allowRead": [3]}}"#).contains(
+            "filesystem.allowRead[0]: invalid type: integer `3`, expected a path, or {\"path\""
+        ));
+    }
+
+    #[test]
+    fn unbracketed_ipv6_and_public_suffix_wildcards_are_refused() {
+        for list in ["allowedDomains", "deniedDomains"] {
+            for bad in ["::1", "2001:db8::1:443", "fe80::1%eth0"] {
+                let e = err(&format!(r#"{{"network": {{"{list}": ["{bad}"]}}}}"#));
+                assert!(
+                    e.starts_with(&format!("/home/u/x.json: network.{list}[0]: \"{bad}\": write an IPv6 address in brackets")),
+                    "{e}"
+                );
+            }
+        }
+        parse_settings(
+            r#"{"network": {"allowedDomains": ["[::1]:8080", "[2001:db8::1]", "*.example.co.uk", "*.github.com:443", "a.b.test", "co.uk"],
+                "deniedDomains": ["*.com", "*.test", "[::1]"]}}"#,
+            "x",
+        )
+        .unwrap();
+        for bad in [
+            "*.test",
+            "*.com",
+            "*.co.uk",
+            "*.github.io",
+            "*.localhost",
+            "*.uk:443",
+            "*.CO.UK",
+        ] {
+            let e = err(&format!(
+                r#"{{"network": {{"allowedDomains": ["{bad}"]}}}}"#
+            ));
+            assert!(
+                e.starts_with(&format!("/home/u/x.json: network.allowedDomains[0]: \"{bad}\" would allow every domain registered under the public suffix")),
+                "{e}"
+            );
         }
     }
 

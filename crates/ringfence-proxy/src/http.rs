@@ -34,13 +34,34 @@ const HOP_BY_HOP: &[&str] = &[
 struct Reject {
     status: u16,
     message: String,
+    /// A status phrase of the user's own (a `deniedDomainReasons` text) instead of the standard one.
+    phrase: Option<String>,
 }
 
 fn reject(status: u16, message: impl Into<String>) -> Reject {
     Reject {
         status,
         message: message.into(),
+        phrase: None,
     }
+}
+
+/// The 403 of a policy refusal: its phrase is the user's reason where there is one.
+fn forbidden(message: String, refused: &crate::proxy::Refused) -> Reject {
+    Reject {
+        status: 403,
+        phrase: refused
+            .own_reason
+            .then(|| crate::refusal::status_phrase(&refused.reason, "Forbidden")),
+        message,
+    }
+}
+
+/// Methods whose response repeats the request back, headers included: through a proxy that
+/// may one day add credentials to requests, and for any cookie or token a client sends, that
+/// hands to the page what it should never read. Refused for every host.
+fn reflects_request(method: &str) -> bool {
+    method.eq_ignore_ascii_case("TRACE") || method.eq_ignore_ascii_case("TRACK")
 }
 
 struct Head {
@@ -238,6 +259,7 @@ fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
         403 => "Forbidden",
+        405 => "Method Not Allowed",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         504 => "Gateway Timeout",
@@ -247,10 +269,21 @@ fn reason_phrase(status: u16) -> &'static str {
 
 /// Writes an error response and ends the connection. `blocked` marks a policy decision.
 async fn respond<W: AsyncWrite + Unpin>(w: &mut W, status: u16, message: &str, blocked: bool) {
+    respond_with(w, status, None, message, blocked).await;
+}
+
+/// [`respond`] with a status phrase of its own (already cleaned by `refusal::status_phrase`).
+async fn respond_with<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    status: u16,
+    phrase: Option<&str>,
+    message: &str,
+    blocked: bool,
+) {
     let body = format!("ringfence: {}\n", message.replace(['\r', '\n'], " "));
     let mut head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
-        reason_phrase(status),
+        phrase.unwrap_or(reason_phrase(status)),
         body.len()
     );
     if blocked {
@@ -348,7 +381,11 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAdd
         match forward(&ctx, &head, &mut cr, &mut cw, &mut upstream).await {
             Ok(true) => continue,
             Ok(false) => return,
-            Err(e) => return respond(&mut cw, e.status, &e.message, e.status == 403).await,
+            Err(e) => {
+                let blocked = e.status == 403 || e.status == 405;
+                return respond_with(&mut cw, e.status, e.phrase.as_deref(), &e.message, blocked)
+                    .await;
+            }
         }
     }
 }
@@ -371,6 +408,7 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
         Ok(a) => a,
         Err(r) => {
             let msg = format!("{}:{port} is not allowed: {}", r.host, r.reason);
+            let e = forbidden(msg, &r);
             ctx.record(
                 r.host,
                 port,
@@ -383,7 +421,7 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
                 None,
                 (0, 0),
             );
-            return respond(&mut cw, 403, &msg, true).await;
+            return respond_with(&mut cw, 403, e.phrase.as_deref(), &e.message, true).await;
         }
     };
     let shown = allowed.host.to_string();
@@ -556,6 +594,7 @@ async fn forward(
         Ok(a) => a,
         Err(r) => {
             let msg = format!("{}:{port} is not allowed: {}", r.host, r.reason);
+            let e = forbidden(msg, &r);
             ctx.record(
                 r.host,
                 port,
@@ -568,9 +607,28 @@ async fn forward(
                 None,
                 (0, 0),
             );
-            return Err(reject(403, msg));
+            return Err(e);
         }
     };
+    if reflects_request(&head.method) {
+        let reason = format!(
+            "{} echoes the request back, headers included; it is never forwarded",
+            head.method.escape_debug()
+        );
+        ctx.record(
+            allowed.host.to_string(),
+            port,
+            p,
+            Decision::Denied,
+            allowed.rule,
+            Some(reason.clone()),
+            allowed.asked,
+            None,
+            None,
+            (0, 0),
+        );
+        return Err(reject(405, reason));
+    }
     let shown = allowed.host.to_string();
     let key = (allowed.host.clone(), port);
     if upstream.as_ref().is_some_and(|u| u.key != key) {

@@ -15,6 +15,7 @@ pub mod host;
 mod http;
 mod policy;
 mod proxy;
+mod refusal;
 mod socks;
 mod splice;
 

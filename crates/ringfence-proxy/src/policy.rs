@@ -222,6 +222,14 @@ impl NetPolicy {
         })
     }
 
+    /// The `deniedDomainReasons` text of a deniedDomains entry, if it has one.
+    pub fn denied_domain_reason(&self, entry: &str) -> Option<&str> {
+        if !self.denied.iter().any(|p| p.entry == entry) {
+            return None;
+        }
+        self.reasons.get(entry).map(String::as_str)
+    }
+
     /// Whether hosts in neither list are asked about (else they are denied).
     pub fn ask_enabled(&self) -> bool {
         self.ask

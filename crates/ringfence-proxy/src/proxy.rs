@@ -214,6 +214,8 @@ pub(crate) struct Refused {
     pub rule: Option<String>,
     pub reason: String,
     pub asked: Option<AskAnswer>,
+    /// The reason is the user's own (`deniedDomainReasons`), to be shown to the client as is.
+    pub own_reason: bool,
 }
 
 /// Why no upstream connection was made for an allowed destination.
@@ -333,6 +335,7 @@ impl Proxy {
                     rule: None,
                     reason: format!("malformed host: {reason}"),
                     asked: None,
+                    own_reason: false,
                 })
             }
         };
@@ -344,6 +347,9 @@ impl Proxy {
                 asked: None,
             }),
             Verdict::Deny { rule, reason } => Err(Refused {
+                own_reason: rule
+                    .as_deref()
+                    .is_some_and(|r| policy.denied_domain_reason(r).is_some()),
                 host: host.to_string(),
                 rule,
                 reason,
@@ -354,6 +360,7 @@ impl Proxy {
                 rule: None,
                 reason: "host is not on the allow list".into(),
                 asked: None,
+                own_reason: false,
             }),
             // Host services are reached only through an explicit entry, never by a click.
             Verdict::Unlisted if matches!(&host, Host::Ip(ip) if policy.refuse_resolved(*ip, &self.own_addrs).is_some()) =>
@@ -370,6 +377,7 @@ impl Proxy {
                     host: host.to_string(),
                     rule: None,
                     asked: None,
+                    own_reason: false,
                 })
             }
             Verdict::Unlisted => {
@@ -387,6 +395,7 @@ impl Proxy {
                         rule: None,
                         reason: "not allowed when asked (or no answer in time)".into(),
                         asked: Some(answer),
+                        own_reason: false,
                     }),
                 }
             }

@@ -1,11 +1,12 @@
 //! SOCKS5 (RFC 1928) CONNECT with domain, IPv4 and IPv6 destinations. Username/password
 //! authentication (RFC 1929) is accepted with any password and only names the client. BIND and
 //! UDP ASSOCIATE get "command not supported"; a policy refusal gets "connection not allowed by
-//! ruleset".
+//! ruleset", except for SSH (port 22): there the request succeeds and an SSH disconnect carries
+//! the reason, because ssh prints only "connection closed" for a SOCKS error.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -118,6 +119,41 @@ async fn reply(s: &mut TcpStream, code: u8, bound: Option<SocketAddr>) {
     let _ = s.write_all(&msg).await;
 }
 
+/// Refuses an SSH connection in SSH's own terms: a server identification, then a disconnect
+/// message before key exchange whose description OpenSSH prints ("Received disconnect from
+/// ...: REASON").
+async fn refuse_ssh(s: &mut TcpStream, reason: &str) {
+    reply(s, SUCCEEDED, None).await;
+    let mut out = crate::refusal::SSH_IDENTIFICATION.to_vec();
+    out.extend_from_slice(&crate::refusal::ssh_disconnect(reason));
+    if s.write_all(&out).await.is_err() {
+        return;
+    }
+    let _ = s.shutdown().await;
+    // Take what the client still sends (its own identification) until it closes: closing
+    // with unread bytes would reset the connection, and the reason could be lost with it.
+    let mut sink = [0u8; 4096];
+    let drain = async {
+        let mut total = 0usize;
+        while let Ok(n) = s.read(&mut sink).await {
+            total += n;
+            if n == 0 || total > 1 << 20 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+}
+
+/// What an SSH client is told when the policy refuses it.
+fn ssh_reason(host: &str, port: u16, reason: &str, own: bool) -> String {
+    if own {
+        reason.to_string()
+    } else {
+        format!("ringfence: {host}:{port} is not allowed: {reason}")
+    }
+}
+
 pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr) {
     let req = match tokio::time::timeout(proxy.limits.head_timeout, handshake(&mut stream)).await {
         Ok(Ok(r)) => r,
@@ -151,6 +187,7 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
     {
         Ok(a) => a,
         Err(r) => {
+            let told = ssh_reason(&r.host, req.port, &r.reason, r.own_reason);
             record(
                 r.host,
                 Decision::Denied,
@@ -161,6 +198,9 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
                 None,
                 (0, 0),
             );
+            if req.port == 22 {
+                return refuse_ssh(&mut stream, &told).await;
+            }
             return reply(&mut stream, NOT_ALLOWED, None).await;
         }
     };
@@ -168,6 +208,7 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
     let (up, addr) = match proxy.connect(&allowed.host, req.port).await {
         Ok(c) => c,
         Err(ConnectError::Refused(reason)) => {
+            let told = ssh_reason(&shown, req.port, &reason, false);
             record(
                 shown,
                 Decision::Denied,
@@ -178,6 +219,9 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
                 None,
                 (0, 0),
             );
+            if req.port == 22 {
+                return refuse_ssh(&mut stream, &told).await;
+            }
             return reply(&mut stream, NOT_ALLOWED, None).await;
         }
         Err(ConnectError::Failed(e)) => {

@@ -555,7 +555,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
         if req.debug {
             continue;
         }
-        if n.contains("skipped") || n.contains("does not exist") {
+        if n.contains("skipped") || n.contains("does not exist") || n.contains("no effect") {
             eprintln!("ringfence: note: {n}");
         }
     }
@@ -863,6 +863,14 @@ pub fn run(req: RunRequest) -> Result<i32> {
             Err(e) => eprintln!("ringfence: overlay: {e:#}"),
         }
     }
+    // `ignoreViolations` thins the report only; the activity log has every event.
+    let command_text = req
+        .argv
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    violations.retain(|v| !prepared.policy.ignores_violation(v, &command_text));
     if req.violations_to_stderr && !violations.is_empty() {
         let mut block = String::from("\n<sandbox_violations>\n");
         for v in &violations {

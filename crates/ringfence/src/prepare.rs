@@ -424,22 +424,36 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     let (kept, env_removed) = policy.env.filter(host_env);
     let mut env = Vec::with_capacity(kept.len() + 4);
     // New repositories get no template hooks: `.git/hooks` may not be created inside writable
-    // roots, and git would otherwise fail to copy its sample hooks. Passed as one more
-    // `GIT_CONFIG_*` entry so that the caller's own entries keep working.
+    // roots, and git would otherwise fail to copy its sample hooks. `git.safeDirectories` are
+    // `safe.directory` entries. Both are passed as more `GIT_CONFIG_*` entries after the
+    // caller's own, so that those keep working.
     let git_count: usize = kept
         .iter()
         .find(|(k, _)| k == "GIT_CONFIG_COUNT")
         .and_then(|(_, v)| v.to_str()?.parse().ok())
         .unwrap_or(0);
+    let mut git_entries: Vec<(String, String)> = Vec::new();
     if guard.is_some() {
+        git_entries.push(("init.templateDir".into(), String::new()));
+    }
+    git_entries.extend(policy.git_safe_directory_config());
+    let git_config = !git_entries.is_empty();
+    if git_config {
         env.push(
-            CString::new(format!("GIT_CONFIG_COUNT={}", git_count + 1)).context("environment")?,
+            CString::new(format!(
+                "GIT_CONFIG_COUNT={}",
+                git_count + git_entries.len()
+            ))
+            .context("environment")?,
         );
-        env.push(
-            CString::new(format!("GIT_CONFIG_KEY_{git_count}=init.templateDir"))
-                .context("environment")?,
-        );
-        env.push(CString::new(format!("GIT_CONFIG_VALUE_{git_count}=")).context("environment")?);
+        for (i, (k, v)) in git_entries.iter().enumerate() {
+            let n = git_count + i;
+            env.push(CString::new(format!("GIT_CONFIG_KEY_{n}={k}")).context("environment")?);
+            env.push(
+                CString::new(format!("GIT_CONFIG_VALUE_{n}={v}"))
+                    .context("git.safeDirectories: a path contains a NUL byte")?,
+            );
+        }
     }
     // Every client is pointed at the egress proxy; the host's own proxy settings stay outside.
     let host_var = |name: &str| {
@@ -461,7 +475,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         env.push(CString::new(format!("{k}={v}")).context("environment")?);
     }
     for (k, v) in kept {
-        if k == "RINGFENCE_SANDBOX" || (guard.is_some() && k == "GIT_CONFIG_COUNT") {
+        if k == "RINGFENCE_SANDBOX" || (git_config && k == "GIT_CONFIG_COUNT") {
             continue;
         }
         if let Some(name) = k.to_str() {
