@@ -15,11 +15,14 @@ pub mod host;
 mod http;
 mod policy;
 mod proxy;
+mod relay;
+mod route;
 mod socks;
 mod splice;
 
 pub use policy::{embedded_ipv4, local_kind, NetPolicy, Verdict};
 pub use proxy::{AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, Limits, Protocol, Proxy};
+pub use relay::{Relay, RelayRecord};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

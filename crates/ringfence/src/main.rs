@@ -565,6 +565,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     }
     let net_policy = ringfence_proxy::NetPolicy::from_policy(&prepared.policy)
         .map_err(|e| anyhow::anyhow!("network: {e}"))?;
+    let egress = netrun::Egress::from_policy(&prepared.policy)?;
     let control_fd = match req.control_fd {
         Some(fd) => Some(netrun::take_fd(fd)?),
         None => None,
@@ -690,6 +691,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     let network = match netrun::Network::start(
         std::mem::take(&mut sb.proxy_listeners),
         net_policy,
+        egress,
         log.clone(),
         asking,
         user_settings,

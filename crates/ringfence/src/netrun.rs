@@ -1,6 +1,8 @@
 //! The supervisor's network side of a run: the egress proxy serving the listeners that the
 //! sandbox handed over, its decisions written to the activity log, and the questions it asks
-//! (on the host terminal, or through `--control-fd`).
+//! (on the host terminal, or through `--control-fd`). Where allowed connections leave through
+//! ([`Egress`]: a parent proxy, or the user's own proxies in place of the built-in ones) is
+//! settled before the sandbox exists, so a setting that cannot be used stops the run.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -12,8 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ringfence_linux::supervise::{Prompt, Prompts};
+use ringfence_policy::ParentProxy;
 use ringfence_proxy::control::Control;
-use ringfence_proxy::{AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, NetPolicy, Proxy};
+use ringfence_proxy::{
+    AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, Limits, NetPolicy, Proxy, Relay,
+};
 use serde_json::{json, Value};
 
 use crate::activity::Activity;
@@ -213,19 +218,50 @@ pub fn remember(file: &std::path::Path, host: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where the sandbox's connections leave through, besides the policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Egress {
+    /// `network.parentProxy`, else the host's HTTP_PROXY / HTTPS_PROXY / NO_PROXY.
+    pub parent: Option<ParentProxy>,
+    /// `network.httpProxyPort`: the sandbox's HTTP proxy port relays to this port on the
+    /// host's 127.0.0.1, where the user's own proxy listens and decides.
+    pub http_port: Option<u16>,
+    /// `network.socksProxyPort`: the same for the sandbox's SOCKS port.
+    pub socks_port: Option<u16>,
+}
+
+impl Egress {
+    /// Reads the egress settings of the merged policy and the host's proxy variables (read by
+    /// the supervisor only; the sandbox gets its own). A value that cannot be used is an error
+    /// naming the key or variable.
+    pub fn from_policy(p: &ringfence_policy::Policy) -> Result<Egress> {
+        let parent = ParentProxy::resolve(p.parent_proxy.as_ref(), |k| std::env::var(k).ok())
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
+        Ok(Egress {
+            parent,
+            http_port: p.http_proxy_port,
+            socks_port: p.socks_proxy_port,
+        })
+    }
+}
+
 /// The running proxy of one sandbox.
 pub struct Network {
     runtime: tokio::runtime::Runtime,
     proxy: Arc<Proxy>,
+    relays: Vec<Arc<Relay>>,
     pub denied: Arc<Mutex<Vec<NetDenial>>>,
 }
 
 impl Network {
     /// Starts the async runtime (only now: the sandbox was cloned from a single thread) and
-    /// serves every listener.
+    /// serves every listener: `listeners` are the HTTP and the SOCKS port, in that order; one
+    /// that `egress` gives to the user's own proxy relays there instead.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         listeners: Vec<TcpListener>,
         policy: NetPolicy,
+        egress: Egress,
         log: Arc<Mutex<Activity>>,
         asking: Asking,
         user_settings: Option<PathBuf>,
@@ -259,8 +295,53 @@ impl Network {
             user_settings,
             denied: denied.clone(),
         });
-        let proxy = Proxy::new(policy, hooks);
-        for l in listeners {
+        if let Some(parent) = &egress.parent {
+            if let Ok(mut l) = log.lock() {
+                l.event(
+                    "net.parent",
+                    json!({
+                        "http": parent.http.as_ref().map(|u| u.shown()),
+                        "https": parent.https.as_ref().map(|u| u.shown()),
+                    }),
+                );
+            }
+        }
+        let proxy = Proxy::with_parent(policy, hooks, Limits::default(), egress.parent.clone());
+        let mut relays = Vec::new();
+        let external = [
+            ("network.httpProxyPort", egress.http_port),
+            ("network.socksProxyPort", egress.socks_port),
+        ];
+        for (i, l) in listeners.into_iter().enumerate() {
+            if let Some((key, Some(port))) = external.get(i).copied() {
+                let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let in_port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                let relay_log = log.clone();
+                let relay = Relay::new(target, move |r| {
+                    if let Ok(mut l) = relay_log.lock() {
+                        l.event(
+                            "net.relay",
+                            json!({
+                                "key": key,
+                                "port": in_port,
+                                "target": r.target.to_string(),
+                                "peer": r.peer.map(|p| p.to_string()),
+                                "error": r.error,
+                                "bytesUp": r.bytes_up,
+                                "bytesDown": r.bytes_down,
+                                "durationMs": r.duration.as_millis() as u64,
+                            }),
+                        );
+                    }
+                });
+                relays.push(relay.clone());
+                runtime.spawn(async move {
+                    if let Err(e) = relay.serve(l).await {
+                        eprintln!("ringfence: the relay to {target} ({key}) stopped: {e}\r");
+                    }
+                });
+                continue;
+            }
             let p = proxy.clone();
             runtime.spawn(async move {
                 if let Err(e) = p.serve(l).await {
@@ -304,6 +385,7 @@ impl Network {
         Ok(Network {
             runtime,
             proxy,
+            relays,
             denied,
         })
     }
@@ -312,7 +394,10 @@ impl Network {
     /// does: wait for that (at most a second, for a tunnel whose far end stays open), then stop.
     pub fn stop(self) {
         let deadline = Instant::now() + Duration::from_secs(1);
-        while self.proxy.active_connections() > 0 && Instant::now() < deadline {
+        let busy = |n: &Network| {
+            n.proxy.active_connections() > 0 || n.relays.iter().any(|r| r.active_connections() > 0)
+        };
+        while busy(&self) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         self.runtime.shutdown_timeout(Duration::from_millis(200));
