@@ -466,6 +466,7 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
         out,
         "network: none (an empty network namespace with its own loopback)"
     )?;
+    netrun::print_egress(pol, out)?;
     let l = &pol.limits;
     writeln!(out, "limits enforced by: {}", p.mechanism.describe())?;
     writeln!(

@@ -228,6 +228,8 @@ pub struct Egress {
     pub http_port: Option<u16>,
     /// `network.socksProxyPort`: the same for the sandbox's SOCKS port.
     pub socks_port: Option<u16>,
+    /// The `network.parentProxy` setting as written, which control lines may not change.
+    parent_setting: Option<ringfence_policy::ParentProxySettings>,
 }
 
 impl Egress {
@@ -236,13 +238,69 @@ impl Egress {
     /// naming the key or variable.
     pub fn from_policy(p: &ringfence_policy::Policy) -> Result<Egress> {
         let parent = ParentProxy::resolve(p.parent_proxy.as_ref(), |k| std::env::var(k).ok())
-            .map_err(|e| anyhow::anyhow!("{}: {}", e.key, e.message))?;
+            .map_err(|e| {
+                if e.key.contains('.') {
+                    anyhow::anyhow!("{}: {}", e.key, e.message)
+                } else {
+                    // The host's variable: it is used as srt uses it, so it must be usable.
+                    anyhow::anyhow!(
+                        "{} (the host's proxy variable, which ringfence's proxy uses as its parent): {}; \
+                         or set network.parentProxy, or unset {} for ringfence",
+                        e.key,
+                        e.message,
+                        e.key
+                    )
+                }
+            })?;
         Ok(Egress {
             parent,
             http_port: p.http_proxy_port,
             socks_port: p.socks_proxy_port,
+            parent_setting: p.parent_proxy.clone(),
         })
     }
+}
+
+/// The egress lines of `ringfence explain`.
+pub fn print_egress(
+    p: &ringfence_policy::Policy,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    match Egress::from_policy(p) {
+        Err(e) => writeln!(out, "egress: unusable ({e:#}); a run refuses to start")?,
+        Ok(eg) => {
+            match &eg.parent {
+                None => writeln!(out, "egress: direct (no parent proxy)")?,
+                Some(pp) => writeln!(
+                    out,
+                    "egress: parent proxy for tunnels {}, for http:// {} (noProxy hosts and loopback direct)",
+                    pp.https.as_ref().map_or("none".into(), |u| u.shown()),
+                    pp.http.as_ref().map_or("none".into(), |u| u.shown()),
+                )?,
+            }
+            if let Some(m) = &p.mitm_proxy {
+                writeln!(
+                    out,
+                    "egress: mitmProxy {} for {}",
+                    m.socket_path,
+                    m.domains.join(", ")
+                )?;
+            }
+            for (key, port, what) in [
+                ("httpProxyPort", eg.http_port, "HTTP"),
+                ("socksProxyPort", eg.socks_port, "SOCKS"),
+            ] {
+                if let Some(port) = port {
+                    writeln!(
+                        out,
+                        "egress: the sandbox's {what} proxy port relays to 127.0.0.1:{port} \
+                         (network.{key}: your proxy decides, not this policy)"
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The running proxy of one sandbox.
@@ -280,7 +338,13 @@ impl Network {
             Some(fd) => {
                 let (reader, writer) = ringfence_proxy::control::open_fd(fd)
                     .map_err(|e| anyhow::anyhow!("--control-fd: {e}"))?;
-                (reader, Some(Control::start(writer, timeout)))
+                let c = Control::start(writer, timeout);
+                c.fix_egress(
+                    egress.parent_setting.clone(),
+                    egress.http_port,
+                    egress.socks_port,
+                );
+                (reader, Some(c))
             }
             None => (None, None),
         };
