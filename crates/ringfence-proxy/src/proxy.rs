@@ -269,6 +269,16 @@ impl Proxy {
             .clone()
     }
 
+    /// Whether `ip` is an address of this host or a host-local kind (loopback, link-local,
+    /// metadata endpoint, ...), which only a direct connection reaches as meant.
+    pub(crate) fn is_host_local(&self, ip: IpAddr) -> bool {
+        crate::policy::local_kind(ip).is_some()
+            || self
+                .own_addrs
+                .iter()
+                .any(|o| crate::host::canonical_ip(*o) == crate::host::canonical_ip(ip))
+    }
+
     /// The parent proxy, if one is configured.
     pub fn parent(&self) -> Option<&ParentProxy> {
         self.parent.as_ref()

@@ -71,6 +71,13 @@ impl Proxy {
         let Some(parent) = self.parent() else {
             return Route::Direct;
         };
+        // An allowed host-local literal (loopback, link-local, metadata, this host's own
+        // address) means this host's service; at the parent it would name another one.
+        if let Host::Ip(ip) = host {
+            if self.is_host_local(*ip) {
+                return Route::Direct;
+            }
+        }
         let name = host.to_string();
         let url = if plain_http {
             parent.for_http(&name)
@@ -417,6 +424,78 @@ impl Sock for ReadHalf {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    struct NoHooks;
+    impl crate::Hooks for NoHooks {
+        fn record(&self, _: &crate::DecisionRecord) {}
+        fn ask(
+            &self,
+            _: crate::AskQuery,
+        ) -> Pin<Box<dyn std::future::Future<Output = crate::AskAnswer> + Send>> {
+            Box::pin(async { crate::AskAnswer::Deny })
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let cfg = ringfence_policy::ParentProxySettings {
+            http: Some("http://u:p@web.corp:8080".into()),
+            https: Some("http://tun.corp:3128".into()),
+            no_proxy: Some("direct.test,10.0.0.0/8".into()),
+        };
+        let parent = ringfence_policy::ParentProxy::resolve(Some(&cfg), |_| None).unwrap();
+        let p = ringfence_policy::Policy {
+            mitm_proxy: Some(ringfence_policy::MitmProxySettings {
+                socket_path: "/run/m.sock".into(),
+                domains: vec!["*.inspect.test".into()],
+            }),
+            ..Default::default()
+        };
+        let net = crate::NetPolicy::from_policy(&p).unwrap();
+        let proxy = Proxy::with_parent(
+            net,
+            std::sync::Arc::new(NoHooks),
+            crate::Limits::default(),
+            parent,
+        );
+        let h = |s: &str| crate::host::normalize_host(s).unwrap();
+        let via = |host: &str, http: bool| proxy.route(&h(host), 80, http).via();
+        assert_eq!(via("a.com", false).unwrap(), "parent http://tun.corp:3128");
+        assert_eq!(
+            via("a.com", true).unwrap(),
+            "parent http://***@web.corp:8080"
+        );
+        assert_eq!(
+            via("[2001:db8::1]", false).unwrap(),
+            "parent http://tun.corp:3128"
+        );
+        for direct in [
+            "direct.test",
+            "x.direct.test",
+            "10.1.2.3",
+            "localhost",
+            "127.0.0.1",
+            "169.254.169.254",
+            "[::1]",
+            "[fe80::1]",
+        ] {
+            assert_eq!(
+                proxy.route(&h(direct), 80, false),
+                Route::Direct,
+                "{direct}"
+            );
+        }
+        // The inspection proxy comes first, for tunnels and plain HTTP alike.
+        for http in [false, true] {
+            assert_eq!(
+                proxy.route(&h("api.inspect.test"), 443, http),
+                Route::Mitm("/run/m.sock".into())
+            );
+        }
+        // Without a parent everything else is direct.
+        let alone = Proxy::new(crate::NetPolicy::default(), std::sync::Arc::new(NoHooks));
+        assert_eq!(alone.route(&h("a.com"), 443, false), Route::Direct);
+    }
 
     #[tokio::test]
     async fn connect_handshake_keeps_early_bytes_and_refuses_non_2xx() {
