@@ -218,6 +218,7 @@ fn merge_network_extras(p: &mut Policy, n: &crate::settings::NetworkSettings) {
 /// present came from the managed file, and a different one below it is refused.
 fn merge_egress(
     p: &mut Policy,
+    layer: Layer,
     origin: &str,
     managed: &str,
     n: &crate::settings::NetworkSettings,
@@ -257,6 +258,33 @@ fn merge_egress(
         origin,
         managed,
     )?;
+    // A port handed to the user's own proxy is not under the policy at all, so below a managed
+    // file only the managed file may hand it over.
+    let managed_loaded = p.files.iter().any(|(l, _)| *l == Layer::Managed);
+    if layer != Layer::Managed && managed_loaded {
+        for (key, have, new) in [
+            (
+                "network.httpProxyPort",
+                p.http_proxy_port,
+                n.http_proxy_port,
+            ),
+            (
+                "network.socksProxyPort",
+                p.socks_proxy_port,
+                n.socks_proxy_port,
+            ),
+        ] {
+            if new.is_some() && have != new {
+                return Err(Error::ManagedConflict {
+                    origin: origin.to_string(),
+                    key: key.to_string(),
+                    message: format!(
+                        "that port would bypass the network policy of {managed}; only the managed file can set it"
+                    ),
+                });
+            }
+        }
+    }
     one(
         &mut p.http_proxy_port,
         &n.http_proxy_port,
@@ -447,7 +475,13 @@ impl<'a> Merge<'a> {
         union(&mut self.policy.allowed_domains, &s.network.allowed_domains);
         union(&mut self.policy.denied_domains, &s.network.denied_domains);
         merge_network_extras(&mut self.policy, &s.network);
-        merge_egress(&mut self.policy, origin, &self.managed_origin, &s.network)?;
+        merge_egress(
+            &mut self.policy,
+            layer,
+            origin,
+            &self.managed_origin,
+            &s.network,
+        )?;
 
         self.merge_env(layer, origin, s)?;
         self.merge_permissions(layer, origin, s)?;
@@ -840,6 +874,13 @@ mod tests {
         // The same value in the managed file is fine; another one is refused.
         e.managed(r#"{"network": {"httpProxyPort": 8080}}"#);
         e.load().unwrap();
+        // Below a managed file, the user cannot hand a port to a proxy of its own.
+        e.managed(r#"{"network": {"allowedDomains": ["a.com"]}}"#);
+        let msg = e.err();
+        assert!(
+            msg.contains("network.httpProxyPort") && msg.contains("bypass"),
+            "{msg}"
+        );
         e.managed(r#"{"network": {"parentProxy": {"http": "http://corp:3128"}}}"#);
         let msg = e.err();
         assert!(msg.contains("network.parentProxy"), "{msg}");
