@@ -41,7 +41,12 @@ fn target() -> u16 {
                     }
                 }
                 let path = first.split_whitespace().nth(1).unwrap_or("?").to_string();
-                let body = format!("target saw {path} for {host}\n");
+                // Large enough to be moved with splice(2) on the way back.
+                let body = if path == "/big" {
+                    "x".repeat(1 << 20)
+                } else {
+                    format!("target saw {path} for {host}\n")
+                };
                 let _ = write!(
                     s,
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -394,7 +399,9 @@ fn mitm_domains_go_to_the_inspection_socket_and_the_rest_to_the_parent() {
     let name = format!("pproxy-mitm-{}", common::unique_number());
     let script = "curl -sS http://api.mitm.test/m1; curl -sS -p http://api.mitm.test:8443/m2; \
                   curl -sS -x socks5h://127.0.0.1:1080 http://api.mitm.test/m3; \
-                  curl -sS http://allowed.test/p1";
+                  curl -sS http://allowed.test/p1; \
+                  echo \"plainbig=$(curl -sS http://api.mitm.test/big | wc -c)\"; \
+                  echo \"tunnelbig=$(curl -sS -p http://api.mitm.test/big | wc -c)\"";
     let out = run(rf(&dir).args(["run", "--name", &name, "-s", &settings, "-c", script]));
     let stdout = out.ok();
     for want in [
@@ -402,6 +409,8 @@ fn mitm_domains_go_to_the_inspection_socket_and_the_rest_to_the_parent() {
         "target saw /m2 for api.mitm.test:8443\n",
         "target saw /m3 for api.mitm.test\n",
         "target saw /p1 for allowed.test\n",
+        "plainbig=1048576\n",
+        "tunnelbig=1048576\n",
     ] {
         assert!(stdout.contains(want), "{want}: {out:#?}");
     }
@@ -410,6 +419,8 @@ fn mitm_domains_go_to_the_inspection_socket_and_the_rest_to_the_parent() {
         [
             "GET http://api.mitm.test/m1 HTTP/1.1",
             "CONNECT api.mitm.test:8443 HTTP/1.1",
+            "CONNECT api.mitm.test:80 HTTP/1.1",
+            "GET http://api.mitm.test/big HTTP/1.1",
             "CONNECT api.mitm.test:80 HTTP/1.1"
         ]
     );
@@ -420,7 +431,7 @@ fn mitm_domains_go_to_the_inspection_socket_and_the_rest_to_the_parent() {
         .filter(|e| e["kind"] == "net.decision" && e["host"] == "api.mitm.test")
         .map(|e| e["via"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(via.len(), 3, "{ev:#?}");
+    assert_eq!(via.len(), 5, "{ev:#?}");
     assert!(
         via.iter()
             .all(|v| *v == format!("mitm unix:{}", sock.display())),
