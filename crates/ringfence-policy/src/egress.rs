@@ -7,8 +7,9 @@ use std::net::IpAddr;
 
 use crate::settings::ParentProxySettings;
 
-/// A parent proxy's address and credentials, from `http://[user:pass@]host[:port]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parent proxy's address and credentials, from `http://[user:pass@]host[:port]`. Its
+/// `Debug` form shows no credentials.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProxyUrl {
     /// Host name or IP address, without brackets.
     pub host: String,
@@ -135,6 +136,12 @@ impl ProxyUrl {
             Some(_) => format!("http://***@{}", self.authority()),
             None => format!("http://{}", self.authority()),
         }
+    }
+}
+
+impl std::fmt::Debug for ProxyUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown())
     }
 }
 
@@ -393,6 +400,7 @@ mod tests {
         // base64("al@ice:s:cret")
         assert_eq!(u.authorization().unwrap(), "Basic YWxAaWNlOnM6Y3JldA==");
         assert_eq!(u.shown(), "http://***@[::1]:3128");
+        assert_eq!(format!("{u:?}"), "http://***@[::1]:3128");
         assert_eq!(
             ProxyUrl::parse("http://u:p@h:1").unwrap().authorization(),
             Some("Basic dTpw".into())

@@ -423,10 +423,11 @@ impl Network {
                         p,
                         move |line| {
                             // Answers are logged as `answer`; everything else changed the policy.
-                            let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                            let mut v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
                             if v.get("type").and_then(Value::as_str) == Some("answer") {
                                 return;
                             }
+                            redact_parent_proxy(&mut v);
                             if let Ok(mut l) = applied_log.lock() {
                                 l.event(
                                     "policy.update",
@@ -468,6 +469,20 @@ impl Network {
     }
 }
 
+/// Replaces credentials in a line's `network.parentProxy` URLs before the line is logged.
+fn redact_parent_proxy(v: &mut Value) {
+    if let Some(pp) = v
+        .pointer_mut("/network/parentProxy")
+        .and_then(Value::as_object_mut)
+    {
+        for key in ["http", "https"] {
+            if let Some(Value::String(url)) = pp.get_mut(key) {
+                *url = ringfence_policy::redact(url);
+            }
+        }
+    }
+}
+
 /// Checks that `fd` (`--control-fd`) is open and is not one of the standard streams.
 pub fn check_fd(fd: i32) -> Result<()> {
     if fd < 3 {
@@ -491,4 +506,22 @@ pub fn take_fd(fd: i32) -> Result<OwnedFd> {
     // SAFETY: the descriptor is open (checked above) and nothing else in this process owns it:
     // it was inherited for this purpose and is taken once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn logged_control_lines_carry_no_proxy_credentials() {
+        let mut v = json!({"type": "policy", "network": {"allowedDomains": ["a.com"],
+            "parentProxy": {"http": "http://bob:hunter2@p:3128", "https": "http://p:3129"}}});
+        redact_parent_proxy(&mut v);
+        assert_eq!(
+            v["network"]["parentProxy"],
+            json!({"http": "http://***@p:3128", "https": "http://p:3129"})
+        );
+        assert_eq!(v["network"]["allowedDomains"], json!(["a.com"]));
+    }
 }
