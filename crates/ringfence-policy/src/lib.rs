@@ -3,6 +3,7 @@
 //! Pure logic: no syscalls and no async; the filesystem is only read to load files and expand globs.
 
 mod commands;
+mod egress;
 mod env;
 mod error;
 mod limits;
@@ -13,6 +14,7 @@ mod settings;
 use std::fmt;
 
 pub use commands::{CommandRule, CommandWord, DefaultMode, Permissions, RuleList};
+pub use egress::{redact, NoProxy, ParentProxy, ParentProxyError, ProxyUrl};
 pub use env::{EnvPolicy, DEFAULT_ENV_DENY};
 pub use error::Error;
 pub use limits::{default_memory, format_size, parse_size, Limits};

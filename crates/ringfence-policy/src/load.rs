@@ -94,6 +94,13 @@ pub struct Policy {
     /// Seconds a connection waits for an answer (`network.askTimeoutSeconds`; the lowest
     /// wins); `None` means [`ASK_TIMEOUT_SECONDS`].
     pub ask_timeout_seconds: Option<u64>,
+    /// Where allowed connections leave through (srt's keys, managed over user; see
+    /// [`merge_egress`]): `network.parentProxy`, `network.mitmProxy`, and the user's own
+    /// proxies that replace the built-in ones (`network.httpProxyPort`, `socksProxyPort`).
+    pub parent_proxy: Option<crate::ParentProxySettings>,
+    pub mitm_proxy: Option<crate::MitmProxySettings>,
+    pub http_proxy_port: Option<u16>,
+    pub socks_proxy_port: Option<u16>,
     pub env: EnvPolicy,
     pub limits: Limits,
     /// Command permission rules of every layer and the resulting `defaultMode`.
@@ -247,6 +254,94 @@ fn merge_network_extras(p: &mut Policy, n: &crate::settings::NetworkSettings) {
     if let Some(t) = n.ask_timeout_seconds {
         p.ask_timeout_seconds = Some(p.ask_timeout_seconds.map_or(t, |old| old.min(t)));
     }
+}
+
+/// The egress keys are single values: the first layer that sets one keeps it. Only the
+/// managed and user layers can (a project file may not redirect traffic), so a value already
+/// present came from the managed file, and a different one below it is refused.
+fn merge_egress(
+    p: &mut Policy,
+    layer: Layer,
+    origin: &str,
+    managed: &str,
+    n: &crate::settings::NetworkSettings,
+) -> Result<(), Error> {
+    fn one<T: Clone + PartialEq>(
+        have: &mut Option<T>,
+        new: &Option<T>,
+        key: &str,
+        origin: &str,
+        managed: &str,
+    ) -> Result<(), Error> {
+        match (have.as_ref(), new) {
+            (_, None) => Ok(()),
+            (None, Some(v)) => {
+                *have = Some(v.clone());
+                Ok(())
+            }
+            (Some(old), Some(v)) if old == v => Ok(()),
+            (Some(_), Some(_)) => Err(Error::ManagedConflict {
+                origin: origin.to_string(),
+                key: key.to_string(),
+                message: format!("{managed} sets another value"),
+            }),
+        }
+    }
+    one(
+        &mut p.parent_proxy,
+        &n.parent_proxy,
+        "network.parentProxy",
+        origin,
+        managed,
+    )?;
+    one(
+        &mut p.mitm_proxy,
+        &n.mitm_proxy,
+        "network.mitmProxy",
+        origin,
+        managed,
+    )?;
+    // A port handed to the user's own proxy is not under the policy at all, so below a managed
+    // file only the managed file may hand it over.
+    let managed_loaded = p.files.iter().any(|(l, _)| *l == Layer::Managed);
+    if layer != Layer::Managed && managed_loaded {
+        for (key, have, new) in [
+            (
+                "network.httpProxyPort",
+                p.http_proxy_port,
+                n.http_proxy_port,
+            ),
+            (
+                "network.socksProxyPort",
+                p.socks_proxy_port,
+                n.socks_proxy_port,
+            ),
+        ] {
+            if new.is_some() && have != new {
+                return Err(Error::ManagedConflict {
+                    origin: origin.to_string(),
+                    key: key.to_string(),
+                    message: format!(
+                        "that port would bypass the network policy of {managed}; only the managed file can set it"
+                    ),
+                });
+            }
+        }
+    }
+    one(
+        &mut p.http_proxy_port,
+        &n.http_proxy_port,
+        "network.httpProxyPort",
+        origin,
+        managed,
+    )?;
+    one(
+        &mut p.socks_proxy_port,
+        &n.socks_proxy_port,
+        "network.socksProxyPort",
+        origin,
+        managed,
+    )
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -436,6 +531,13 @@ impl<'a> Merge<'a> {
         union(&mut self.policy.allowed_domains, &s.network.allowed_domains);
         union(&mut self.policy.denied_domains, &s.network.denied_domains);
         merge_network_extras(&mut self.policy, &s.network);
+        merge_egress(
+            &mut self.policy,
+            layer,
+            origin,
+            &self.managed_origin,
+            &s.network,
+        )?;
 
         self.merge_env(layer, origin, s)?;
         self.merge_permissions(layer, origin, s)?;
@@ -802,6 +904,56 @@ mod tests {
         let p = e.load().unwrap();
         assert!(p.allow_write.is_empty());
         assert_eq!(p.files, vec![(Layer::User, s)]);
+    }
+
+    #[test]
+    fn egress_keys_managed_over_user_and_not_from_a_project() {
+        let e = Env::new();
+        e.user(
+            r#"{"network": {"parentProxy": {"http": "http://p:3128"}, "httpProxyPort": 8080,
+                "mitmProxy": {"socketPath": "/run/m.sock", "domains": ["a.com"]}}}"#,
+        );
+        let p = e.load().unwrap();
+        assert_eq!(
+            p.parent_proxy.as_ref().unwrap().http.as_deref(),
+            Some("http://p:3128")
+        );
+        assert_eq!(p.http_proxy_port, Some(8080));
+        assert_eq!(p.socks_proxy_port, None);
+        assert_eq!(p.mitm_proxy.as_ref().unwrap().socket_path, "/run/m.sock");
+        // No note calls them without effect.
+        assert!(
+            !p.notes.iter().any(|n| n.contains("Proxy")),
+            "{:?}",
+            p.notes
+        );
+        // The same value in the managed file is fine; another one is refused.
+        e.managed(r#"{"network": {"httpProxyPort": 8080}}"#);
+        e.load().unwrap();
+        // Below a managed file, the user cannot hand a port to a proxy of its own.
+        e.managed(r#"{"network": {"allowedDomains": ["a.com"]}}"#);
+        let msg = e.err();
+        assert!(
+            msg.contains("network.httpProxyPort") && msg.contains("bypass"),
+            "{msg}"
+        );
+        e.managed(r#"{"network": {"parentProxy": {"http": "http://corp:3128"}}}"#);
+        let msg = e.err();
+        assert!(msg.contains("network.parentProxy"), "{msg}");
+        assert!(matches!(e.load(), Err(Error::ManagedConflict { .. })));
+        fs::remove_file(&e.opts.managed).unwrap();
+        e.user("{}");
+        for key in [
+            r#"{"network": {"parentProxy": {"http": "http://p:1"}}}"#,
+            r#"{"network": {"socksProxyPort": 1080}}"#,
+            r#"{"network": {"mitmProxy": {"socketPath": "/m", "domains": ["a.com"]}}}"#,
+        ] {
+            e.project(key);
+            assert!(
+                matches!(e.load(), Err(Error::ProjectWidens { .. })),
+                "{key}"
+            );
+        }
     }
 
     #[test]

@@ -156,22 +156,23 @@ pub struct NetworkSettings {
     pub allow_local_binding: Option<bool>,
     /// srt (macOS only): XPC/Mach service names that may be looked up. No effect in ringfence.
     pub allow_mach_lookup: Option<Vec<String>>,
-    /// srt: port of an external HTTP proxy to use instead of the built-in one. Refused: not
-    /// supported yet.
+    /// srt: port of the user's own HTTP proxy on the host's 127.0.0.1, used instead of the
+    /// built-in one: the sandbox's HTTP proxy port relays to it without a policy of its own.
     #[serde(default, deserialize_with = "port")]
     #[schemars(range(min = 1, max = 65535))]
     pub http_proxy_port: Option<u16>,
-    /// srt: port of an external SOCKS proxy to use instead of the built-in one. Refused: not
-    /// supported yet.
+    /// srt: port of the user's own SOCKS proxy on the host's 127.0.0.1, used instead of the
+    /// built-in one: the sandbox's SOCKS port relays to it without a policy of its own.
     #[serde(default, deserialize_with = "port")]
     #[schemars(range(min = 1, max = 65535))]
     pub socks_proxy_port: Option<u16>,
-    /// srt: route some domains through an upstream MITM proxy on a unix socket. Refused: not
-    /// supported yet.
+    /// srt: allowed connections to these domains go through the user's inspection proxy on a
+    /// unix socket (HTTP CONNECT, or the absolute-form request for plain HTTP).
     pub mitm_proxy: Option<MitmProxySettings>,
     /// srt: in-process TLS termination. Refused: not supported yet.
     pub tls_terminate: Option<TlsTerminateSettings>,
-    /// srt: upstream HTTP proxy for outbound connections. Refused: not supported yet.
+    /// srt: parent (corporate) HTTP proxy that allowed connections leave through; unset
+    /// fields fall back to the host's HTTP_PROXY, HTTPS_PROXY and NO_PROXY.
     pub parent_proxy: Option<ParentProxySettings>,
     /// srt (library callers): a per-request filter function. Refused: it needs TLS termination.
     pub filter_request: Option<serde_json::Value>,
@@ -197,7 +198,7 @@ pub enum AmbiguousRequestTarget {
 }
 
 /// `network.mitmProxy`.
-#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MitmProxySettings {
     /// Unix socket path of the MITM proxy.
@@ -225,7 +226,7 @@ pub struct TlsTerminateSettings {
 }
 
 /// `network.parentProxy`.
-#[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ParentProxySettings {
     /// Upstream proxy URL for plain HTTP.
@@ -972,9 +973,29 @@ impl Settings {
             ));
         }
         if let Some(m) = &net.mitm_proxy {
+            if !m.socket_path.starts_with('/') {
+                return Err(inv(
+                    "network.mitmProxy.socketPath".into(),
+                    format!("\"{}\" is not an absolute path", m.socket_path),
+                ));
+            }
+            if m.domains.is_empty() {
+                return Err(inv(
+                    "network.mitmProxy.domains".into(),
+                    "list at least one domain".into(),
+                ));
+            }
             for (i, d) in m.domains.iter().enumerate() {
                 check_domain(d, false)
                     .map_err(|msg| inv(format!("network.mitmProxy.domains[{i}]"), msg))?;
+            }
+        }
+        if let Some(pp) = &net.parent_proxy {
+            for (key, url) in [("http", &pp.http), ("https", &pp.https)] {
+                if let Some(url) = url.as_deref().filter(|u| !u.trim().is_empty()) {
+                    crate::egress::ProxyUrl::parse(url)
+                        .map_err(|m| inv(format!("network.parentProxy.{key}"), m))?;
+                }
             }
         }
         if let Some(t) = &net.tls_terminate {
@@ -1053,29 +1074,6 @@ impl Settings {
             present.then(|| (key.to_string(), message.to_string()))
         };
         let network = [
-            found(
-                n.parent_proxy.is_some(),
-                "network.parentProxy",
-                "egress through a parent proxy is not supported yet; remove this key",
-            ),
-            found(
-                n.http_proxy_port.is_some(),
-                "network.httpProxyPort",
-                "an external HTTP proxy is not supported yet; remove this key (ringfence's \
-                 own proxy enforces the domain lists)",
-            ),
-            found(
-                n.socks_proxy_port.is_some(),
-                "network.socksProxyPort",
-                "an external SOCKS proxy is not supported yet; remove this key (ringfence's \
-                 own proxy enforces the domain lists)",
-            ),
-            found(
-                n.mitm_proxy.is_some(),
-                "network.mitmProxy",
-                "routing domains through an inspection proxy is not supported yet; remove \
-                 this key",
-            ),
             found(n.tls_terminate.is_some(), "network.tlsTerminate", TLS),
             found(
                 n.filter_request.is_some(),
@@ -1445,6 +1443,43 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn egress_keys_are_checked() {
+        assert!(err(r#"{"network": {"parentProxy": {"https": "https://u:secret@proxy:443"}}}"#)
+            .starts_with("/home/u/x.json: network.parentProxy.https: \"https://***@proxy:443\": a TLS connection to the parent proxy"));
+        assert!(
+            !err(r#"{"network": {"parentProxy": {"https": "https://u:secret@proxy:443"}}}"#)
+                .contains("secret")
+        );
+        assert!(
+            err(r#"{"network": {"parentProxy": {"http": "socks5://p:1080"}}}"#)
+                .starts_with("/home/u/x.json: network.parentProxy.http:")
+        );
+        assert!(
+            err(r#"{"network": {"parentProxy": {"http": "http://p:3128", "x": 1}}}"#)
+                .contains("network.parentProxy.x: unknown key")
+        );
+        let ok = parse_settings(
+            r#"{"network": {"parentProxy": {"http": "proxy:3128", "https": "", "noProxy": "a,b"}}}"#,
+            "x",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.network.parent_proxy.unwrap().http.as_deref(),
+            Some("proxy:3128")
+        );
+        assert!(err(
+            r#"{"network": {"mitmProxy": {"socketPath": "mitm.sock", "domains": ["a.com"]}}}"#
+        )
+        .starts_with("/home/u/x.json: network.mitmProxy.socketPath:"));
+        assert!(
+            err(r#"{"network": {"mitmProxy": {"socketPath": "/m.sock", "domains": []}}}"#)
+                .starts_with("/home/u/x.json: network.mitmProxy.domains:")
+        );
+        assert!(err(r#"{"network": {"socksProxyPort": 0}}"#)
+            .starts_with("/home/u/x.json: network.socksProxyPort:"));
+    }
+
     /// An srt settings file that uses every key srt knows that ringfence accepts (the keys it
     /// refuses are in `srt_keys_not_supported_yet_are_refused`).
     pub(crate) const SRT_EVERY_KEY: &str = r#"{
@@ -1520,10 +1555,6 @@ pub(crate) mod tests {
     #[test]
     fn srt_keys_not_supported_yet_are_refused() {
         let cases = [
-            (r#"{"network": {"parentProxy": {"http": "http://proxy:3128"}}}"#, "network.parentProxy: egress through a parent proxy is not supported yet"),
-            (r#"{"network": {"httpProxyPort": 3128}}"#, "network.httpProxyPort: an external HTTP proxy is not supported yet"),
-            (r#"{"network": {"socksProxyPort": 1080}}"#, "network.socksProxyPort: an external SOCKS proxy is not supported yet"),
-            (r#"{"network": {"mitmProxy": {"socketPath": "/s", "domains": ["a.example.com"]}}}"#, "network.mitmProxy: routing domains"),
             (r#"{"network": {"tlsTerminate": {}}}"#, "network.tlsTerminate: TLS termination is not supported yet"),
             (r#"{"network": {"tlsTerminate": {"maxTunnels": 3, "handshakeTimeoutMs": 200}}}"#, "network.tlsTerminate: TLS"),
             (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: needs TLS termination"),

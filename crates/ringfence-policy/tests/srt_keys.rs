@@ -337,42 +337,42 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "network.httpProxyPort",
-        Refused("network.httpProxyPort"),
+        Acts,
         r#"{"network": {"httpProxyPort": 3128}}"#,
     ),
     (
         "network.mitmProxy",
-        Refused("network.mitmProxy"),
+        Acts,
         r#"{"network": {"mitmProxy": {"socketPath": "/run/mitm.sock", "domains": ["api.example.com"]}}}"#,
     ),
     (
         "network.mitmProxy.domains",
-        Refused("network.mitmProxy"),
+        Acts,
         r#"{"network": {"mitmProxy": {"socketPath": "/run/mitm.sock", "domains": ["api.example.com"]}}}"#,
     ),
     (
         "network.mitmProxy.socketPath",
-        Refused("network.mitmProxy"),
+        Acts,
         r#"{"network": {"mitmProxy": {"socketPath": "/run/mitm.sock", "domains": ["api.example.com"]}}}"#,
     ),
     (
         "network.parentProxy",
-        Refused("network.parentProxy"),
+        Acts,
         r#"{"network": {"parentProxy": {}}}"#,
     ),
     (
         "network.parentProxy.http",
-        Refused("network.parentProxy"),
+        Acts,
         r#"{"network": {"parentProxy": {"http": "http://proxy.example.com:3128"}}}"#,
     ),
     (
         "network.parentProxy.https",
-        Refused("network.parentProxy"),
+        Acts,
         r#"{"network": {"parentProxy": {"https": "http://proxy.example.com:3128"}}}"#,
     ),
     (
         "network.parentProxy.noProxy",
-        Refused("network.parentProxy"),
+        Acts,
         r#"{"network": {"parentProxy": {"http": "http://proxy.example.com:3128", "noProxy": "localhost"}}}"#,
     ),
     (
@@ -387,7 +387,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "network.socksProxyPort",
-        Refused("network.socksProxyPort"),
+        Acts,
         r#"{"network": {"socksProxyPort": 1080}}"#,
     ),
     (

@@ -22,6 +22,9 @@
 //!   ([`Control::send_decision`]).
 //!
 //! An invalid line never changes the policy. End of input leaves the last policy in force.
+//! `network.mitmProxy` follows the lines like the lists do. `network.parentProxy`,
+//! `httpProxyPort` and `socksProxyPort` are fixed when the proxy starts (as in srt): a line
+//! may repeat them, and a line that sets another value is refused as a whole.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -118,6 +121,15 @@ pub struct Control {
     pending: Mutex<HashMap<u64, oneshot::Sender<AskAnswer>>>,
     next_id: AtomicU64,
     timeout: Duration,
+    /// The egress settings the proxy started with, which lines cannot change.
+    fixed: Mutex<FixedEgress>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct FixedEgress {
+    parent_proxy: Option<ringfence_policy::ParentProxySettings>,
+    http_proxy_port: Option<u16>,
+    socks_proxy_port: Option<u16>,
 }
 
 impl Control {
@@ -139,7 +151,47 @@ impl Control {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             timeout,
+            fixed: Mutex::new(FixedEgress::default()),
         })
+    }
+
+    /// The egress settings in force from the start (the merged policy's), which a line may
+    /// repeat but not change.
+    pub fn fix_egress(
+        &self,
+        parent_proxy: Option<ringfence_policy::ParentProxySettings>,
+        http_proxy_port: Option<u16>,
+        socks_proxy_port: Option<u16>,
+    ) {
+        *self.fixed.lock().unwrap_or_else(PoisonError::into_inner) = FixedEgress {
+            parent_proxy,
+            http_proxy_port,
+            socks_proxy_port,
+        };
+    }
+
+    fn check_fixed(&self, n: &ringfence_policy::NetworkSettings) -> Result<(), Error> {
+        let f = self.fixed.lock().unwrap_or_else(PoisonError::into_inner);
+        let changed = [
+            (
+                "network.parentProxy",
+                n.parent_proxy.is_some() && n.parent_proxy != f.parent_proxy,
+            ),
+            (
+                "network.httpProxyPort",
+                n.http_proxy_port.is_some() && n.http_proxy_port != f.http_proxy_port,
+            ),
+            (
+                "network.socksProxyPort",
+                n.socks_proxy_port.is_some() && n.socks_proxy_port != f.socks_proxy_port,
+            ),
+        ];
+        match changed.iter().find(|(_, c)| *c) {
+            Some((key, _)) => Err(Error::Control(format!(
+                "{key}: fixed when the run starts; a line cannot change it (the line is not applied)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     fn send(&self, v: Value) -> bool {
@@ -247,6 +299,7 @@ impl Control {
             None => {
                 let settings = ringfence_policy::parse_settings(line, "control line")
                     .map_err(|e| bad(e.to_string()))?;
+                self.check_fixed(&settings.network)?;
                 let p = NetPolicy::from_network(
                     &settings.network,
                     settings.network.ask.unwrap_or(current.ask_enabled()),
@@ -263,6 +316,7 @@ impl Control {
                 let settings = ringfence_policy::parse_settings(&doc, "control line")
                     .map_err(|e| bad(e.to_string()))?;
                 let n = &settings.network;
+                self.check_fixed(n)?;
                 let timeout = n
                     .ask_timeout_seconds
                     .map_or(current.ask_timeout(), Duration::from_secs);
@@ -379,6 +433,24 @@ mod tests {
             assert!(c.apply(bad, &proxy).is_err(), "{bad}");
         }
         assert!(allowed(&proxy, "c.com", 1));
+        // The egress settings of the start may be repeated, not changed; mitmProxy follows.
+        c.fix_egress(None, Some(8080), None);
+        c.apply(
+            r#"{"network":{"allowedDomains":["m.com"],"httpProxyPort":8080,"mitmProxy":{"socketPath":"/m.sock","domains":["m.com"]}}}"#,
+            &proxy,
+        )
+        .unwrap();
+        let m = crate::host::normalize_host("m.com").unwrap();
+        assert!(proxy.policy().mitm_socket(&m, 443).is_some());
+        for changed in [
+            r#"{"network":{"allowedDomains":["z.com"],"httpProxyPort":8081}}"#,
+            r#"{"network":{"allowedDomains":["z.com"],"socksProxyPort":1080}}"#,
+            r#"{"type":"policy","network":{"allowedDomains":["z.com"],"parentProxy":{"http":"http://p:1"}}}"#,
+        ] {
+            let e = c.apply(changed, &proxy).unwrap_err().to_string();
+            assert!(e.contains("fixed when the run starts"), "{e}");
+        }
+        assert!(allowed(&proxy, "m.com", 1) && !allowed(&proxy, "z.com", 1));
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::host::{normalize_host, split_host_port, Host};
 use crate::proxy::{ConnectError, Decision, DecisionRecord, Limits, Protocol, Proxy};
+use crate::route::{authority, ReadHalf, Route, WriteHalf};
 
 /// Read buffer of each side of an HTTP connection. Small: large bodies bypass it (splice), and
 /// a gateway holds thousands of connections.
@@ -297,10 +298,10 @@ async fn respond_with<W: AsyncWrite + Unpin>(
 
 /// An upstream connection kept between requests of one client connection.
 struct Upstream {
-    key: (Host, u16),
-    addr: SocketAddr,
-    r: BufReader<OwnedReadHalf>,
-    w: OwnedWriteHalf,
+    key: (Host, u16, Route),
+    addr: Option<SocketAddr>,
+    r: BufReader<ReadHalf>,
+    w: WriteHalf,
 }
 
 /// What the record of one request needs besides the counts.
@@ -309,9 +310,17 @@ struct Ctx<'a> {
     peer: SocketAddr,
     client: Option<String>,
     started: Instant,
+    /// How the connection left, once it did (see [`Route::via`]).
+    via: std::sync::Mutex<Option<String>>,
 }
 
 impl Ctx<'_> {
+    fn set_via(&self, via: Option<String>) {
+        if let Ok(mut v) = self.via.lock() {
+            *v = via;
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
@@ -337,6 +346,7 @@ impl Ctx<'_> {
             client: self.client.clone(),
             peer: Some(self.peer),
             resolved,
+            via: self.via.lock().ok().and_then(|v| v.clone()),
             error,
             bytes_up: bytes.0,
             bytes_down: bytes.1,
@@ -373,6 +383,7 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAdd
             peer,
             client: client_identity(&head),
             started: Instant::now(),
+            via: std::sync::Mutex::new(None),
         };
         if head.method == "CONNECT" {
             drop(upstream.take());
@@ -425,7 +436,9 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
         }
     };
     let shown = allowed.host.to_string();
-    let (mut up, addr) = match ctx.proxy.connect(&allowed.host, port).await {
+    let route = ctx.proxy.route(&allowed.host, port, false);
+    ctx.set_via(route.via());
+    let mut opened = match ctx.proxy.open_tunnel(&allowed.host, port, &route).await {
         Ok(c) => c,
         Err(ConnectError::Refused(reason)) => {
             let msg = format!("{shown}:{port} is not allowed: {reason}");
@@ -466,17 +479,24 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
     {
         return;
     }
+    // What the next hop sent with its CONNECT answer (an SSH banner) goes to the client first.
+    let down_early = opened.early.len() as u64;
+    if down_early > 0 && cw.write_all(&opened.early).await.is_err() {
+        return;
+    }
     // Bytes the client sent after the head (e.g. a TLS ClientHello) go first.
     let early = cr.buffer().to_vec();
     let mut up_bytes = early.len() as u64;
-    if !early.is_empty() && up.write_all(&early).await.is_err() {
+    if !early.is_empty() && opened.stream.write_all(&early).await.is_err() {
         return;
     }
     let Ok(client) = cr.into_inner().reunite(cw) else {
         return;
     };
-    let (a, b) = crate::splice::tunnel(&client, &up).await;
+    let (a, b) = crate::splice::tunnel(&client, &opened.stream).await;
     up_bytes += a;
+    let b = b + down_early;
+    let addr = opened.resolved;
     ctx.record(
         shown,
         port,
@@ -485,7 +505,7 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
         allowed.rule,
         None,
         allowed.asked,
-        Some(addr),
+        addr,
         None,
         (up_bytes, b),
     );
@@ -630,17 +650,19 @@ async fn forward(
         return Err(reject(405, reason));
     }
     let shown = allowed.host.to_string();
-    let key = (allowed.host.clone(), port);
+    let route = ctx.proxy.route(&allowed.host, port, true);
+    ctx.set_via(route.via());
+    let key = (allowed.host.clone(), port, route.clone());
     if upstream.as_ref().is_some_and(|u| u.key != key) {
         *upstream = None;
     }
     if upstream.is_none() {
-        match ctx.proxy.connect(&allowed.host, port).await {
-            Ok((s, addr)) => {
-                let (r, w) = s.into_split();
+        match ctx.proxy.open_http(&allowed.host, port, &route).await {
+            Ok(opened) => {
+                let (r, w) = opened.stream.into_split();
                 *upstream = Some(Upstream {
                     key,
-                    addr,
+                    addr: opened.resolved,
                     r: BufReader::with_capacity(BUF, r),
                     w,
                 });
@@ -686,7 +708,20 @@ async fn forward(
         head.connection_has("close") || (head.minor == 0 && !head.connection_has("keep-alive"));
 
     let mut out = Vec::with_capacity(1024);
-    out.extend_from_slice(format!("{} {} HTTP/1.{}\r\n", head.method, path, head.minor).as_bytes());
+    // A next-hop proxy gets the absolute form, rebuilt from the host the policy judged.
+    let target = match &route {
+        Route::Direct => path,
+        _ if port == 80 => format!("http://{}{path}", allowed.host),
+        _ => format!("http://{}{path}", authority(&allowed.host, port)),
+    };
+    out.extend_from_slice(
+        format!("{} {} HTTP/1.{}\r\n", head.method, target, head.minor).as_bytes(),
+    );
+    if let Route::Parent(url) = &route {
+        if let Some(a) = url.authorization() {
+            out.extend_from_slice(format!("Proxy-Authorization: {a}\r\n").as_bytes());
+        }
+    }
     for (n, v) in forwarded_fields(head) {
         out.extend_from_slice(n.as_bytes());
         out.extend_from_slice(b": ");
@@ -708,7 +743,7 @@ async fn forward(
                 allowed.rule,
                 None,
                 allowed.asked,
-                Some(addr),
+                addr,
                 None,
                 (up_bytes, down_bytes),
             );
@@ -728,7 +763,7 @@ async fn forward(
                 allowed.rule,
                 None,
                 allowed.asked,
-                Some(addr),
+                addr,
                 Some(e.clone()),
                 (0, 0),
             );
@@ -744,7 +779,7 @@ async fn forward(
                 allowed.rule,
                 None,
                 allowed.asked,
-                Some(addr),
+                addr,
                 Some(e),
                 (0, 0),
             );
@@ -886,7 +921,7 @@ const SPLICE_FROM: u64 = 256 * 1024;
 /// Copies `n` bytes (or everything until the end, with `None`): first what the reader has
 /// buffered, then the rest socket to socket with splice(2).
 async fn copy_spliced(
-    r: &mut BufReader<OwnedReadHalf>,
+    r: &mut BufReader<ReadHalf>,
     w: &mut OwnedWriteHalf,
     n: Option<u64>,
 ) -> std::io::Result<u64> {
@@ -896,7 +931,7 @@ async fn copy_spliced(
     r.consume(take);
     let rest = n.map(|n| n - take as u64);
     let moved = std::sync::atomic::AtomicU64::new(0);
-    let sent = crate::splice::copy(r.get_ref().as_ref(), w.as_ref(), rest, &moved).await?;
+    let sent = crate::splice::copy(r.get_ref(), w.as_ref(), rest, &moved).await?;
     if let Some(rest) = rest {
         if sent != rest {
             return Err(std::io::Error::new(

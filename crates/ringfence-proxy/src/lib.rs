@@ -16,11 +16,14 @@ mod http;
 mod policy;
 mod proxy;
 mod refusal;
+mod relay;
+mod route;
 mod socks;
 mod splice;
 
 pub use policy::{embedded_ipv4, local_kind, NetPolicy, Verdict};
 pub use proxy::{AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, Limits, Protocol, Proxy};
+pub use relay::{Relay, RelayRecord};
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

@@ -149,6 +149,14 @@ pub struct NetPolicy {
     denied_addresses: Vec<AddrRange>,
     ask: bool,
     ask_timeout: Duration,
+    /// `network.mitmProxy`: allowed connections to these hosts go to this unix socket.
+    mitm: Option<Mitm>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mitm {
+    socket: std::path::PathBuf,
+    domains: Vec<Pattern>,
 }
 
 impl NetPolicy {
@@ -162,6 +170,7 @@ impl NetPolicy {
             p.ask,
             p.ask_timeout_seconds
                 .unwrap_or(ringfence_policy::ASK_TIMEOUT_SECONDS),
+            p.mitm_proxy.as_ref(),
         )
     }
 
@@ -178,6 +187,7 @@ impl NetPolicy {
             n.denied_resolved_addresses.as_deref().unwrap_or_default(),
             ask && n.strict_allowlist != Some(true),
             0,
+            n.mitm_proxy.as_ref(),
         )?;
         p.ask_timeout = ask_timeout;
         Ok(p)
@@ -190,6 +200,7 @@ impl NetPolicy {
         addresses: &[String],
         ask: bool,
         ask_timeout_seconds: u64,
+        mitm: Option<&ringfence_policy::MitmProxySettings>,
     ) -> Result<NetPolicy, Error> {
         let compile = |key: &'static str, list: &[String], any: bool| {
             list.iter()
@@ -212,7 +223,15 @@ impl NetPolicy {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let mitm = match mitm {
+            Some(m) => Some(Mitm {
+                socket: m.socket_path.clone().into(),
+                domains: compile("network.mitmProxy.domains", &m.domains, false)?,
+            }),
+            None => None,
+        };
         Ok(NetPolicy {
+            mitm,
             allowed: compile("network.allowedDomains", allowed, false)?,
             denied: compile("network.deniedDomains", denied, true)?,
             reasons: reasons.clone(),
@@ -228,6 +247,16 @@ impl NetPolicy {
             return None;
         }
         self.reasons.get(entry).map(String::as_str)
+    }
+
+    /// The `network.mitmProxy` socket that connections to `host:port` go through, if any.
+    /// Matched like allowedDomains entries (a `:port` in an entry limits it to that port).
+    pub fn mitm_socket(&self, host: &Host, port: u16) -> Option<&std::path::Path> {
+        let m = self.mitm.as_ref()?;
+        m.domains
+            .iter()
+            .any(|p| p.matches(host, port))
+            .then_some(m.socket.as_path())
     }
 
     /// Whether hosts in neither list are asked about (else they are denied).
@@ -439,7 +468,16 @@ mod tests {
 
     fn policy(allowed: &[&str], denied: &[&str]) -> NetPolicy {
         let s = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        NetPolicy::build(&s(allowed), &s(denied), &BTreeMap::new(), &[], false, 60).unwrap()
+        NetPolicy::build(
+            &s(allowed),
+            &s(denied),
+            &BTreeMap::new(),
+            &[],
+            false,
+            60,
+            None,
+        )
+        .unwrap()
     }
 
     fn short(v: &Verdict) -> &'static str {
@@ -515,6 +553,30 @@ mod tests {
     }
 
     #[test]
+    fn mitm_domains_route_by_pattern() {
+        let m = ringfence_policy::MitmProxySettings {
+            socket_path: "/run/m.sock".into(),
+            domains: vec!["api.example.com".into(), "*.corp.test:8443".into()],
+        };
+        let p = NetPolicy::build(&[], &[], &BTreeMap::new(), &[], false, 1, Some(&m)).unwrap();
+        let h = |s: &str| normalize_host(s).unwrap();
+        let sock = Some(std::path::Path::new("/run/m.sock"));
+        assert_eq!(p.mitm_socket(&h("API.example.com."), 443), sock);
+        assert_eq!(p.mitm_socket(&h("x.corp.test"), 8443), sock);
+        assert_eq!(p.mitm_socket(&h("x.corp.test"), 443), None);
+        assert_eq!(p.mitm_socket(&h("corp.test"), 8443), None);
+        assert_eq!(p.mitm_socket(&h("example.com"), 443), None);
+        let bad = ringfence_policy::MitmProxySettings {
+            socket_path: "/m".into(),
+            domains: vec!["*".into()],
+        };
+        let e = NetPolicy::build(&[], &[], &BTreeMap::new(), &[], false, 1, Some(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("network.mitmProxy.domains"), "{e}");
+    }
+
+    #[test]
     fn deny_wins_and_reasons() {
         let mut reasons = BTreeMap::new();
         reasons.insert("evil.com".to_string(), "use the mirror".to_string());
@@ -525,6 +587,7 @@ mod tests {
             &[],
             false,
             60,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -576,6 +639,7 @@ mod tests {
                 &s(&addrs),
                 false,
                 1,
+                None,
             )
             .unwrap_err()
             .to_string();
@@ -593,6 +657,7 @@ mod tests {
             &s(&["10.0.0.0/8", "fd12::/16"]),
             false,
             1,
+            None,
         )
         .unwrap();
         let own: Vec<IpAddr> = vec!["192.168.1.5".parse().unwrap()];

@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+use ringfence_policy::ParentProxy;
+
 use crate::host::{normalize_host, Host};
 use crate::policy::{NetPolicy, Verdict};
 use crate::Error;
@@ -94,8 +96,11 @@ pub struct DecisionRecord {
     pub client: Option<String>,
     /// The client's address as the proxy saw it.
     pub peer: Option<SocketAddr>,
-    /// The address connected to.
+    /// The address connected to (the parent proxy's, when the connection went through one).
     pub resolved: Option<SocketAddr>,
+    /// The proxy the connection went through (`parent http://host:port`, `mitm unix:PATH`);
+    /// `None` for a direct connection.
+    pub via: Option<String>,
     /// An allowed connection that failed upstream (lookup, connect, protocol).
     pub error: Option<String>,
     /// Bytes from the client to the destination and back (bodies and tunnelled data).
@@ -123,6 +128,7 @@ impl DecisionRecord {
             ("client", self.client.clone()),
             ("peer", self.peer.map(|p| p.to_string())),
             ("resolved", self.resolved.map(|p| p.to_string())),
+            ("via", self.via.clone()),
             ("error", self.error.clone()),
         ];
         if let Value::Object(m) = &mut v {
@@ -182,6 +188,8 @@ type Waiting = Vec<oneshot::Sender<AskAnswer>>;
 pub struct Proxy {
     policy: RwLock<Arc<NetPolicy>>,
     hooks: Arc<dyn Hooks>,
+    /// The parent proxy allowed connections leave through, fixed for the proxy's life.
+    parent: Option<ParentProxy>,
     own_addrs: Vec<IpAddr>,
     pub(crate) limits: Limits,
     /// Questions in flight, with the connections waiting for the same answer.
@@ -233,9 +241,21 @@ impl Proxy {
     }
 
     pub fn with_limits(policy: NetPolicy, hooks: Arc<dyn Hooks>, limits: Limits) -> Arc<Proxy> {
+        Self::with_parent(policy, hooks, limits, None)
+    }
+
+    /// A proxy whose allowed connections leave through `parent` (except its `noProxy` hosts
+    /// and those of `network.mitmProxy`). The policy is decided first, as without one.
+    pub fn with_parent(
+        policy: NetPolicy,
+        hooks: Arc<dyn Hooks>,
+        limits: Limits,
+        parent: Option<ParentProxy>,
+    ) -> Arc<Proxy> {
         Arc::new(Proxy {
             policy: RwLock::new(Arc::new(policy)),
             hooks,
+            parent,
             own_addrs: interface_addresses(),
             limits,
             asking: Mutex::new(HashMap::new()),
@@ -249,6 +269,21 @@ impl Proxy {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether `ip` is an address of this host or a host-local kind (loopback, link-local,
+    /// metadata endpoint, ...), which only a direct connection reaches as meant.
+    pub(crate) fn is_host_local(&self, ip: IpAddr) -> bool {
+        crate::policy::local_kind(ip).is_some()
+            || self
+                .own_addrs
+                .iter()
+                .any(|o| crate::host::canonical_ip(*o) == crate::host::canonical_ip(ip))
+    }
+
+    /// The parent proxy, if one is configured.
+    pub fn parent(&self) -> Option<&ParentProxy> {
+        self.parent.as_ref()
     }
 
     /// Replaces the policy; connections already open keep going, new ones use it.

@@ -162,6 +162,7 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
     };
     let started = Instant::now();
     let p = Protocol::Socks5;
+    let via = std::sync::Mutex::new(None::<String>);
     let record =
         |host: String, decision, rule, reason, asked, resolved, error, bytes: (u64, u64)| {
             proxy.record(&DecisionRecord {
@@ -175,6 +176,7 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
                 client: req.client.clone(),
                 peer: Some(peer),
                 resolved,
+                via: via.lock().ok().and_then(|v| v.clone()),
                 error,
                 bytes_up: bytes.0,
                 bytes_down: bytes.1,
@@ -205,7 +207,11 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
         }
     };
     let shown = allowed.host.to_string();
-    let (up, addr) = match proxy.connect(&allowed.host, req.port).await {
+    let route = proxy.route(&allowed.host, req.port, false);
+    if let Ok(mut v) = via.lock() {
+        *v = route.via();
+    }
+    let opened = match proxy.open_tunnel(&allowed.host, req.port, &route).await {
         Ok(c) => c,
         Err(ConnectError::Refused(reason)) => {
             let told = ssh_reason(&shown, req.port, &reason, false);
@@ -245,16 +251,21 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
             return reply(&mut stream, code, None).await;
         }
     };
-    reply(&mut stream, SUCCEEDED, up.local_addr().ok()).await;
-    let (a, b) = crate::splice::tunnel(&stream, &up).await;
+    reply(&mut stream, SUCCEEDED, opened.stream.local_addr()).await;
+    // What the next hop sent with its CONNECT answer goes first.
+    let early = opened.early.len() as u64;
+    if early > 0 && stream.write_all(&opened.early).await.is_err() {
+        return;
+    }
+    let (a, b) = crate::splice::tunnel(&stream, &opened.stream).await;
     record(
         shown,
         Decision::Allowed,
         allowed.rule,
         None,
         allowed.asked,
-        Some(addr),
+        opened.resolved,
         None,
-        (a, b),
+        (a, b + early),
     );
 }

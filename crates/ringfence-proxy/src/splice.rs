@@ -1,4 +1,4 @@
-//! Moving bytes between two TCP sockets without copying them through user space: splice(2)
+//! Moving bytes between two sockets (TCP, or a unix socket to an inspection proxy) without copying them through user space: splice(2)
 //! from one socket into a pipe and from the pipe into the other. Tunnels and large bodies go
 //! this way; with the client, the upstream and the proxy sharing a few cores, every copy saved
 //! is throughput.
@@ -8,7 +8,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::Interest;
-use tokio::net::TcpStream;
+
+use crate::route::Sock;
 
 /// Bytes the pipe holds (F_SETPIPE_SZ; the default of 64 KiB is kept if this is refused).
 const PIPE_BYTES: usize = 1 << 20;
@@ -62,9 +63,9 @@ fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
 /// Moves bytes from `from` to `to` until `from` ends (or `limit` bytes, when given), adding
 /// them to `moved` as they go. Returns the bytes moved; a short count with a limit means `from`
 /// ended early.
-pub(crate) async fn copy(
-    from: &TcpStream,
-    to: &TcpStream,
+pub(crate) async fn copy<A: Sock, B: Sock>(
+    from: &A,
+    to: &B,
     limit: Option<u64>,
     moved: &AtomicU64,
 ) -> io::Result<u64> {
@@ -72,7 +73,7 @@ pub(crate) async fn copy(
         return Ok(0);
     }
     // An idle tunnel holds no pipe.
-    from.readable().await?;
+    from.wait_readable().await?;
     let pipe = Pipe::new()?;
     let mut left = limit;
     let mut total = 0u64;
@@ -83,8 +84,8 @@ pub(crate) async fn copy(
             None => pipe.size,
         };
         let got = from
-            .async_io(Interest::READABLE, || {
-                splice(from.as_raw_fd(), pipe.w.as_raw_fd(), want)
+            .io(Interest::READABLE, || {
+                splice(from.fd(), pipe.w.as_raw_fd(), want)
             })
             .await?;
         if got == 0 {
@@ -96,8 +97,8 @@ pub(crate) async fn copy(
         let mut in_pipe = got;
         while in_pipe > 0 {
             let sent = to
-                .async_io(Interest::WRITABLE, || {
-                    splice(pipe.r.as_raw_fd(), to.as_raw_fd(), in_pipe)
+                .io(Interest::WRITABLE, || {
+                    splice(pipe.r.as_raw_fd(), to.fd(), in_pipe)
                 })
                 .await?;
             in_pipe -= sent;
@@ -108,14 +109,14 @@ pub(crate) async fn copy(
 }
 
 /// Ends the sending direction of `s` (the peer reads end of input).
-pub(crate) fn shutdown_write(s: &TcpStream) {
+pub(crate) fn shutdown_write<S: Sock>(s: &S) {
     // SAFETY: shutdown on a socket that stays open for the call.
-    unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_WR) };
+    unsafe { libc::shutdown(s.fd(), libc::SHUT_WR) };
 }
 
 /// Relays both ways until both directions have ended or one fails; returns the bytes moved
 /// (a to b, b to a) either way.
-pub(crate) async fn tunnel(a: &TcpStream, b: &TcpStream) -> (u64, u64) {
+pub(crate) async fn tunnel<A: Sock, B: Sock>(a: &A, b: &B) -> (u64, u64) {
     let (ab, ba) = (AtomicU64::new(0), AtomicU64::new(0));
     let up = async {
         copy(a, b, None, &ab).await?;

@@ -467,6 +467,7 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
         out,
         "network: none (an empty network namespace with its own loopback)"
     )?;
+    netrun::print_egress(pol, out)?;
     let l = &pol.limits;
     writeln!(out, "limits enforced by: {}", p.mechanism.describe())?;
     writeln!(
@@ -569,6 +570,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     }
     let net_policy = ringfence_proxy::NetPolicy::from_policy(&prepared.policy)
         .map_err(|e| anyhow::anyhow!("network: {e}"))?;
+    let egress = netrun::Egress::from_policy(&prepared.policy)?;
     let control_fd = match req.control_fd {
         Some(fd) => Some(netrun::take_fd(fd)?),
         None => None,
@@ -727,6 +729,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     let network = match netrun::Network::start(
         std::mem::take(&mut sb.proxy_listeners),
         net_policy,
+        egress,
         log.clone(),
         asking,
         user_settings,

@@ -1,6 +1,8 @@
 //! The supervisor's network side of a run: the egress proxy serving the listeners that the
 //! sandbox handed over, its decisions written to the activity log, and the questions it asks
-//! (on the host terminal, or through `--control-fd`).
+//! (on the host terminal, or through `--control-fd`). Where allowed connections leave through
+//! ([`Egress`]: a parent proxy, or the user's own proxies in place of the built-in ones) is
+//! settled before the sandbox exists, so a setting that cannot be used stops the run.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -12,8 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ringfence_linux::supervise::{Prompt, Prompts};
+use ringfence_policy::ParentProxy;
 use ringfence_proxy::control::Control;
-use ringfence_proxy::{AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, NetPolicy, Proxy};
+use ringfence_proxy::{
+    AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, Limits, NetPolicy, Proxy, Relay,
+};
 use serde_json::{json, Value};
 
 use crate::activity::Activity;
@@ -213,19 +218,108 @@ pub fn remember(file: &std::path::Path, host: &str) -> Result<()> {
     Ok(())
 }
 
+/// Where the sandbox's connections leave through, besides the policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Egress {
+    /// `network.parentProxy`, else the host's HTTP_PROXY / HTTPS_PROXY / NO_PROXY.
+    pub parent: Option<ParentProxy>,
+    /// `network.httpProxyPort`: the sandbox's HTTP proxy port relays to this port on the
+    /// host's 127.0.0.1, where the user's own proxy listens and decides.
+    pub http_port: Option<u16>,
+    /// `network.socksProxyPort`: the same for the sandbox's SOCKS port.
+    pub socks_port: Option<u16>,
+    /// The `network.parentProxy` setting as written, which control lines may not change.
+    parent_setting: Option<ringfence_policy::ParentProxySettings>,
+}
+
+impl Egress {
+    /// Reads the egress settings of the merged policy and the host's proxy variables (read by
+    /// the supervisor only; the sandbox gets its own). A value that cannot be used is an error
+    /// naming the key or variable.
+    pub fn from_policy(p: &ringfence_policy::Policy) -> Result<Egress> {
+        let parent = ParentProxy::resolve(p.parent_proxy.as_ref(), |k| std::env::var(k).ok())
+            .map_err(|e| {
+                if e.key.contains('.') {
+                    anyhow::anyhow!("{}: {}", e.key, e.message)
+                } else {
+                    // The host's variable: it is used as srt uses it, so it must be usable.
+                    anyhow::anyhow!(
+                        "{} (the host's proxy variable, which ringfence's proxy uses as its parent): {}; \
+                         or set network.parentProxy, or unset {} for ringfence",
+                        e.key,
+                        e.message,
+                        e.key
+                    )
+                }
+            })?;
+        Ok(Egress {
+            parent,
+            http_port: p.http_proxy_port,
+            socks_port: p.socks_proxy_port,
+            parent_setting: p.parent_proxy.clone(),
+        })
+    }
+}
+
+/// The egress lines of `ringfence explain`.
+pub fn print_egress(
+    p: &ringfence_policy::Policy,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    match Egress::from_policy(p) {
+        Err(e) => writeln!(out, "egress: unusable ({e:#}); a run refuses to start")?,
+        Ok(eg) => {
+            match &eg.parent {
+                None => writeln!(out, "egress: direct (no parent proxy)")?,
+                Some(pp) => writeln!(
+                    out,
+                    "egress: parent proxy for tunnels {}, for http:// {} (noProxy hosts and loopback direct)",
+                    pp.https.as_ref().map_or("none".into(), |u| u.shown()),
+                    pp.http.as_ref().map_or("none".into(), |u| u.shown()),
+                )?,
+            }
+            if let Some(m) = &p.mitm_proxy {
+                writeln!(
+                    out,
+                    "egress: mitmProxy {} for {}",
+                    m.socket_path,
+                    m.domains.join(", ")
+                )?;
+            }
+            for (key, port, what) in [
+                ("httpProxyPort", eg.http_port, "HTTP"),
+                ("socksProxyPort", eg.socks_port, "SOCKS"),
+            ] {
+                if let Some(port) = port {
+                    writeln!(
+                        out,
+                        "egress: the sandbox's {what} proxy port relays to 127.0.0.1:{port} \
+                         (network.{key}: your proxy decides, not this policy)"
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The running proxy of one sandbox.
 pub struct Network {
     runtime: tokio::runtime::Runtime,
     proxy: Arc<Proxy>,
+    relays: Vec<Arc<Relay>>,
     pub denied: Arc<Mutex<Vec<NetDenial>>>,
 }
 
 impl Network {
     /// Starts the async runtime (only now: the sandbox was cloned from a single thread) and
-    /// serves every listener.
+    /// serves every listener: `listeners` are the HTTP and the SOCKS port, in that order; one
+    /// that `egress` gives to the user's own proxy relays there instead.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         listeners: Vec<TcpListener>,
         policy: NetPolicy,
+        egress: Egress,
         log: Arc<Mutex<Activity>>,
         asking: Asking,
         user_settings: Option<PathBuf>,
@@ -244,7 +338,13 @@ impl Network {
             Some(fd) => {
                 let (reader, writer) = ringfence_proxy::control::open_fd(fd)
                     .map_err(|e| anyhow::anyhow!("--control-fd: {e}"))?;
-                (reader, Some(Control::start(writer, timeout)))
+                let c = Control::start(writer, timeout);
+                c.fix_egress(
+                    egress.parent_setting.clone(),
+                    egress.http_port,
+                    egress.socks_port,
+                );
+                (reader, Some(c))
             }
             None => (None, None),
         };
@@ -259,8 +359,53 @@ impl Network {
             user_settings,
             denied: denied.clone(),
         });
-        let proxy = Proxy::new(policy, hooks);
-        for l in listeners {
+        if let Some(parent) = &egress.parent {
+            if let Ok(mut l) = log.lock() {
+                l.event(
+                    "net.parent",
+                    json!({
+                        "http": parent.http.as_ref().map(|u| u.shown()),
+                        "https": parent.https.as_ref().map(|u| u.shown()),
+                    }),
+                );
+            }
+        }
+        let proxy = Proxy::with_parent(policy, hooks, Limits::default(), egress.parent.clone());
+        let mut relays = Vec::new();
+        let external = [
+            ("network.httpProxyPort", egress.http_port),
+            ("network.socksProxyPort", egress.socks_port),
+        ];
+        for (i, l) in listeners.into_iter().enumerate() {
+            if let Some((key, Some(port))) = external.get(i).copied() {
+                let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                let in_port = l.local_addr().map(|a| a.port()).unwrap_or(0);
+                let relay_log = log.clone();
+                let relay = Relay::new(target, move |r| {
+                    if let Ok(mut l) = relay_log.lock() {
+                        l.event(
+                            "net.relay",
+                            json!({
+                                "key": key,
+                                "port": in_port,
+                                "target": r.target.to_string(),
+                                "peer": r.peer.map(|p| p.to_string()),
+                                "error": r.error,
+                                "bytesUp": r.bytes_up,
+                                "bytesDown": r.bytes_down,
+                                "durationMs": r.duration.as_millis() as u64,
+                            }),
+                        );
+                    }
+                });
+                relays.push(relay.clone());
+                runtime.spawn(async move {
+                    if let Err(e) = relay.serve(l).await {
+                        eprintln!("ringfence: the relay to {target} ({key}) stopped: {e}\r");
+                    }
+                });
+                continue;
+            }
             let p = proxy.clone();
             runtime.spawn(async move {
                 if let Err(e) = p.serve(l).await {
@@ -278,10 +423,11 @@ impl Network {
                         p,
                         move |line| {
                             // Answers are logged as `answer`; everything else changed the policy.
-                            let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                            let mut v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
                             if v.get("type").and_then(Value::as_str) == Some("answer") {
                                 return;
                             }
+                            redact_parent_proxy(&mut v);
                             if let Ok(mut l) = applied_log.lock() {
                                 l.event(
                                     "policy.update",
@@ -304,6 +450,7 @@ impl Network {
         Ok(Network {
             runtime,
             proxy,
+            relays,
             denied,
         })
     }
@@ -312,10 +459,27 @@ impl Network {
     /// does: wait for that (at most a second, for a tunnel whose far end stays open), then stop.
     pub fn stop(self) {
         let deadline = Instant::now() + Duration::from_secs(1);
-        while self.proxy.active_connections() > 0 && Instant::now() < deadline {
+        let busy = |n: &Network| {
+            n.proxy.active_connections() > 0 || n.relays.iter().any(|r| r.active_connections() > 0)
+        };
+        while busy(&self) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
         self.runtime.shutdown_timeout(Duration::from_millis(200));
+    }
+}
+
+/// Replaces credentials in a line's `network.parentProxy` URLs before the line is logged.
+fn redact_parent_proxy(v: &mut Value) {
+    if let Some(pp) = v
+        .pointer_mut("/network/parentProxy")
+        .and_then(Value::as_object_mut)
+    {
+        for key in ["http", "https"] {
+            if let Some(Value::String(url)) = pp.get_mut(key) {
+                *url = ringfence_policy::redact(url);
+            }
+        }
     }
 }
 
@@ -342,4 +506,22 @@ pub fn take_fd(fd: i32) -> Result<OwnedFd> {
     // SAFETY: the descriptor is open (checked above) and nothing else in this process owns it:
     // it was inherited for this purpose and is taken once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn logged_control_lines_carry_no_proxy_credentials() {
+        let mut v = json!({"type": "policy", "network": {"allowedDomains": ["a.com"],
+            "parentProxy": {"http": "http://bob:hunter2@p:3128", "https": "http://p:3129"}}});
+        redact_parent_proxy(&mut v);
+        assert_eq!(
+            v["network"]["parentProxy"],
+            json!({"http": "http://***@p:3128", "https": "http://p:3129"})
+        );
+        assert_eq!(v["network"]["allowedDomains"], json!(["a.com"]));
+    }
 }

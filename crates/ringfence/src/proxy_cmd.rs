@@ -144,6 +144,21 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
         ..Sources::default()
     })?;
     let net = NetPolicy::from_policy(&policy).context("network policy")?;
+    // The gateway is the proxy: a setting that replaces it with another one has no meaning
+    // here, and is refused rather than skipped.
+    for (key, set) in [
+        ("network.httpProxyPort", policy.http_proxy_port.is_some()),
+        ("network.socksProxyPort", policy.socks_proxy_port.is_some()),
+    ] {
+        if set {
+            bail!(
+                "{key}: `ringfence proxy` is the proxy itself and cannot hand its port to another; \
+                 remove {key}, or point the clients at your own proxy directly"
+            );
+        }
+    }
+    let parent = crate::netrun::Egress::from_policy(&policy)?.parent;
+    let fixed_parent = policy.parent_proxy.clone();
     let sink = match &args.log {
         Some(path) => Sink::Log(
             ringfence_audit::LogWriter::create(path, &format!("proxy-{}", std::process::id()))
@@ -165,7 +180,9 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
         let (reader, control) = match control_fd {
             Some(fd) => {
                 let (r, w) = control::open_fd(fd).context("--control-fd")?;
-                (r, Some(Control::start(w, ask_timeout)))
+                let c = Control::start(w, ask_timeout);
+                c.fix_egress(fixed_parent, None, None);
+                (r, Some(c))
             }
             None => (None, None),
         };
@@ -178,7 +195,7 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
             lines: start_writer(sink),
             control: control.clone(),
         });
-        let proxy = Proxy::new(net, hooks);
+        let proxy = Proxy::with_parent(net, hooks, ringfence_proxy::Limits::default(), parent);
         if let (Some(reader), Some(control)) = (reader, control) {
             let p = proxy.clone();
             tokio::spawn(control.run_reader(reader, p, |_| {}, |e| {

@@ -586,8 +586,21 @@ fn bad_settings_exit_125() {
         .current_dir(&dir)
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(o.status.code(), Some(125), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("network.allowedDomains: \"a..b\""), "{err}");
+    // The gateway is the proxy: handing its port to another one is refused, not skipped.
+    std::fs::write(&file, r#"{"network": {"socksProxyPort": 1080}}"#).unwrap();
+    let o = Command::new(common::bin())
+        .arg("proxy")
+        .arg("-s")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("network.socksProxyPort"), "{err}");
 }

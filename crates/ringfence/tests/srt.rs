@@ -102,14 +102,7 @@ fn srt_readme_example_runs_unchanged() {
     let (dir, settings) = setup("srt-readme", &example);
     let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
     // Keys ringfence refuses with a reason; 0.0.83's example has none of them.
-    let refused = [
-        "/network/parentProxy",
-        "/network/httpProxyPort",
-        "/network/socksProxyPort",
-        "/network/mitmProxy",
-        "/network/tlsTerminate",
-        "/credentials",
-    ];
+    let refused = ["/network/tlsTerminate", "/credentials"];
     if let Some(key) = refused.iter().find(|k| doc.pointer(k).is_some()) {
         let key = key.trim_start_matches('/').replace('/', ".");
         assert_eq!(out.code(), 125, "{out:#?}");
@@ -177,8 +170,8 @@ fn keys_not_supported_yet_and_broad_entries_are_refused_at_load() {
             "network.deniedDomains[0]: \"2001:db8::1:443\": write an IPv6 address in brackets, \"[2001:db8::1:443]\"",
         ),
         (
-            r#"{"network": {"parentProxy": {"https": "http://proxy.example.com:3128"}}}"#,
-            "network.parentProxy: egress through a parent proxy is not supported yet; remove this key",
+            r#"{"network": {"parentProxy": {"https": "https://proxy.example.com:3128"}}}"#,
+            "network.parentProxy.https: \"https://proxy.example.com:3128\": a TLS connection to the parent proxy",
         ),
         (
             r#"{"network": {"tlsTerminate": {"excludeDomains": ["mtls.example.com"]}}}"#,
