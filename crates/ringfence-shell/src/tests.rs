@@ -535,3 +535,37 @@ fn garbage_never_panics() {
         let _ = a.reasons();
     }
 }
+
+#[test]
+fn deny_rules_reach_into_strings_known_only_at_run_time() {
+    let c = ctx(
+        DefaultMode::Sandboxed,
+        &[],
+        &[],
+        &["Bash(sudo:*)", "Bash(git push --force:*)", "Bash(rm -rf /)"],
+    );
+    for (cmd, want) in [
+        ("bash -c \"sudo chown -R $USER /usr/local\"", Decision::Deny),
+        ("sh -c \"cd /tmp && sudo rm -rf $DIR\"", Decision::Deny),
+        ("bash -c \"sudo $(cat cmd.txt)\"", Decision::Deny),
+        ("eval sudo \"$CMD\"", Decision::Deny),
+        ("bash -c \"git push --force $REMOTE\"", Decision::Deny),
+        // The last known word may still grow (`sudoku`), a quote may still be open, an
+        // exact rule may still get more words: ask, as before.
+        ("bash -c \"sudo$X\"", Decision::Ask),
+        ("bash -c \"echo 'sudo $X'\"", Decision::Ask),
+        ("bash -c \"rm -rf /$X\"", Decision::Ask),
+        ("bash -c \"$SCRIPT\"", Decision::Ask),
+        ("bash -c \"echo sudo $X\"", Decision::Ask),
+        ("bash -c \"cd $DIR && make\"", Decision::Ask),
+    ] {
+        let a = analyse(cmd, &c);
+        assert_eq!(a.decision, want, "{cmd}: {:?}", a.reasons());
+    }
+    let a = analyse("bash -c \"sudo chown -R $USER /usr/local\"", &c);
+    assert!(
+        a.reasons()[0].contains("sudo chown -R $USER /usr/local` matches deny rule Bash(sudo:*)"),
+        "{:?}",
+        a.reasons()
+    );
+}

@@ -765,6 +765,18 @@ impl<'c> Walker<'c> {
                             false,
                             span,
                         );
+                        // `eval sudo "$CMD"`: the known words before the first unknown one.
+                        let mut prefix = String::new();
+                        for x in &words {
+                            if !prefix.is_empty() {
+                                prefix.push(' ');
+                            }
+                            prefix.push_str(&x.prefix);
+                            if !x.known {
+                                break;
+                            }
+                        }
+                        w.prefix = prefix;
                         w.subst = words
                             .iter()
                             .map(|w| w.subst.clone())
@@ -874,6 +886,7 @@ impl<'c> Walker<'c> {
     /// A shell string run by `bash -c`, `eval`, `ssh host ...`: analysed like the whole command.
     fn string(&mut self, f: &Frame, w: &Word, idx: usize, remote: bool, scope: &Scope) {
         if !w.known {
+            self.known_prefix(f, w, idx, remote, scope);
             if !w.subst.is_empty() {
                 self.generated_script(w, idx);
             } else {
@@ -903,6 +916,56 @@ impl<'c> Walker<'c> {
         let mut s = scope.clone();
         s.pipe = None;
         self.script(frame, &mut s);
+    }
+
+    /// The start of a shell string known only when it runs (`bash -c "sudo chown $USER /x"`):
+    /// the commands its known prefix already names run whatever follows, so they are walked
+    /// with one more word whose value is unknown. The prefix is cut back to its last
+    /// unquoted blank (what follows could still extend the last word) and used only when it
+    /// parses cleanly (an open quote or here-document could make it data, not commands).
+    fn known_prefix(&mut self, f: &Frame, w: &Word, idx: usize, remote: bool, scope: &Scope) {
+        let Some(cut) = last_blank(&w.prefix) else {
+            return;
+        };
+        let head = &w.prefix[..cut];
+        if head.trim().is_empty() || f.depth + 1 > MAX_DEPTH {
+            return;
+        }
+        let text = format!("{head} {RUNTIME_REST}");
+        let clean = self
+            .parser
+            .as_mut()
+            .and_then(|p| p.parse(&text, None))
+            .is_some_and(|t| !t.root_node().has_error());
+        if !clean {
+            return;
+        }
+        let rest = w.text.get(cut..).unwrap_or("").trim_start().to_string();
+        let before = self.cmds.len();
+        let findings_before = self.findings.len();
+        let frame = Frame {
+            src: &text,
+            exact: None,
+            base: w.span,
+            depth: f.depth + 1,
+            via: Some(idx),
+            remote,
+        };
+        let mut s = scope.clone();
+        s.pipe = None;
+        self.script(frame, &mut s);
+        // Show the unknown rest as it was written.
+        for c in &mut self.cmds[before..] {
+            for a in &mut c.argv {
+                if a.text.contains(RUNTIME_REST) {
+                    a.text = a.text.replace(RUNTIME_REST, &rest);
+                    a.known = false;
+                }
+            }
+        }
+        for x in &mut self.findings[findings_before..] {
+            x.reason = x.reason.replace(RUNTIME_REST, &rest);
+        }
     }
 
     fn cd(&self, arg: Option<&Word>, cwd: Option<&PathBuf>) -> Option<PathBuf> {
@@ -1070,6 +1133,30 @@ impl<'c> Walker<'c> {
             }
         }
     }
+}
+
+/// Stands for the part of a shell string known only at run time while its known prefix is
+/// walked; an expansion, so that it is an unknown word.
+const RUNTIME_REST: &str = "${__RINGFENCE_RUNTIME_REST}";
+
+/// Byte offset of the last blank in `s` that is neither escaped nor quoted, if any.
+fn last_blank(s: &str) -> Option<usize> {
+    let (mut esc, mut single, mut double) = (false, false, false);
+    let mut last = None;
+    for (i, c) in s.char_indices() {
+        if esc {
+            esc = false;
+            continue;
+        }
+        match c {
+            '\\' if !single => esc = true,
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            ' ' | '\t' | '\n' if !single && !double => last = Some(i),
+            _ => {}
+        }
+    }
+    last
 }
 
 fn has_glob(raw: &str) -> bool {
