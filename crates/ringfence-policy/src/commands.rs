@@ -148,13 +148,31 @@ impl fmt::Display for CommandRule {
     }
 }
 
+/// Default of `permissions.confirmDeletes` (and of `workspace.confirmDeletes`): a command that
+/// deletes more than this many files in the workspace asks.
+pub const CONFIRM_DELETES: u64 = 10;
+
 /// The merged `permissions` of all layers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Permissions {
     pub allow: Vec<CommandRule>,
     pub ask: Vec<CommandRule>,
     pub deny: Vec<CommandRule>,
     pub default_mode: DefaultMode,
+    /// A command that deletes more than this many files inside a writable root asks.
+    pub confirm_deletes: u64,
+}
+
+impl Default for Permissions {
+    fn default() -> Self {
+        Permissions {
+            allow: Vec::new(),
+            ask: Vec::new(),
+            deny: Vec::new(),
+            default_mode: DefaultMode::default(),
+            confirm_deletes: CONFIRM_DELETES,
+        }
+    }
 }
 
 impl Permissions {

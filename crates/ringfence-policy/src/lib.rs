@@ -13,7 +13,7 @@ mod settings;
 
 use std::fmt;
 
-pub use commands::{CommandRule, CommandWord, DefaultMode, Permissions, RuleList};
+pub use commands::{CommandRule, CommandWord, DefaultMode, Permissions, RuleList, CONFIRM_DELETES};
 pub use egress::{redact, NoProxy, ParentProxy, ParentProxyError, ProxyUrl};
 pub use env::{EnvPolicy, DEFAULT_ENV_DENY};
 pub use error::Error;

@@ -229,6 +229,11 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
         merge.apply(*layer, path, settings)?;
     }
     merge.apply_cli(&opts.cli)?;
+    // Unset, it follows the overlay's threshold: one number for "this deletes a lot".
+    merge.policy.permissions.confirm_deletes = merge
+        .confirm_deletes
+        .0
+        .unwrap_or(merge.policy.workspace.confirm_deletes);
     Ok(merge.policy)
 }
 
@@ -377,6 +382,8 @@ struct Merge<'a> {
     /// What the managed layer fixed in `workspace`: overlay mode, the deletion threshold,
     /// allowYes false.
     managed_workspace: (bool, Option<u64>, bool),
+    /// `permissions.confirmDeletes` as set by some layer, and the managed maximum.
+    confirm_deletes: (Option<u64>, Option<u64>),
 }
 
 impl<'a> Merge<'a> {
@@ -394,6 +401,7 @@ impl<'a> Merge<'a> {
             managed_origin: opts.managed.display().to_string(),
             default_mode_from: None,
             managed_workspace: (false, None, false),
+            confirm_deletes: (None, None),
         }
     }
 
@@ -696,6 +704,32 @@ impl<'a> Merge<'a> {
                     target.push(rule);
                 }
             }
+        }
+        if let Some(n) = p.confirm_deletes {
+            let key = "permissions.confirmDeletes";
+            let current = self
+                .confirm_deletes
+                .0
+                .unwrap_or(self.policy.workspace.confirm_deletes);
+            match (layer, self.confirm_deletes.1) {
+                (Layer::Managed, _) => self.confirm_deletes.1 = Some(n),
+                (_, Some(max)) if n > max => {
+                    return Err(Error::ManagedConflict {
+                        origin: origin.to_string(),
+                        key: key.into(),
+                        message: format!("{n} is above the managed maximum {max}"),
+                    })
+                }
+                (Layer::Project, _) if n > current => {
+                    return Err(Error::ProjectWidens {
+                        origin: origin.to_string(),
+                        key: key.into(),
+                        hint: format!("{n} would raise the threshold of {current}"),
+                    })
+                }
+                _ => {}
+            }
+            self.confirm_deletes.0 = Some(n);
         }
         let Some(mode) = p.default_mode else {
             return Ok(());
@@ -1235,6 +1269,30 @@ mod tests {
         e.opts.cli.allow_write = vec!["nowhere".into()];
         let p = e.load().unwrap();
         assert_eq!(paths(&p.allow_write), [e.opts.cwd.join("nowhere")]);
+    }
+
+    #[test]
+    fn permissions_confirm_deletes_follows_the_workspace_and_only_lowers() {
+        let e = Env::new();
+        assert_eq!(e.load().unwrap().permissions.confirm_deletes, 10);
+        e.user(r#"{"workspace": {"confirmDeletes": 40}}"#);
+        assert_eq!(e.load().unwrap().permissions.confirm_deletes, 40);
+        e.user(r#"{"permissions": {"confirmDeletes": 25}}"#);
+        assert_eq!(e.load().unwrap().permissions.confirm_deletes, 25);
+        e.project(r#"{"permissions": {"confirmDeletes": 5}}"#);
+        assert_eq!(e.load().unwrap().permissions.confirm_deletes, 5);
+        e.project(r#"{"permissions": {"confirmDeletes": 26}}"#);
+        assert!(e
+            .err()
+            .contains("permissions.confirmDeletes: a project file may only add restrictions"));
+        e.project("{}");
+        e.managed(r#"{"permissions": {"confirmDeletes": 20}}"#);
+        e.user(r#"{"permissions": {"confirmDeletes": 21}}"#);
+        assert!(
+            e.err().contains("21 is above the managed maximum 20"),
+            "{}",
+            e.err()
+        );
     }
 
     #[test]

@@ -100,6 +100,11 @@ pub struct PermissionSettings {
     /// analysis finds nothing the sandbox would not contain) or "deny". Lower layers may only
     /// make it stricter than the managed value; a project file only stricter than the user's.
     pub default_mode: Option<crate::DefaultMode>,
+    /// A command that deletes more than this many files inside a writable root asks, naming
+    /// the count where it can be known (`rm -rf DIR`, `find -delete`, `rsync --delete`, bulk
+    /// `truncate`). Default: the value of workspace.confirmDeletes (10). Managed values are
+    /// maxima; a project file may only lower it.
+    pub confirm_deletes: Option<u64>,
 }
 
 /// The `workspace` section (ringfence).

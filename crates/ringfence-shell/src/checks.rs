@@ -308,7 +308,23 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
         }
         "rm" => rm(c, ctx, out),
         "find" => {
+            let exec_rm = args.windows(2).any(|a| {
+                (a[0].is("-exec") || a[0].is("-execdir"))
+                    && a[1].known
+                    && matches!(
+                        a[1].text.rsplit('/').next(),
+                        Some("rm" | "unlink" | "shred")
+                    )
+            });
+            if exec_rm && !args.iter().any(|a| a.is("-delete")) {
+                let end = args
+                    .iter()
+                    .position(|a| a.is("-exec") || a.is("-execdir"))
+                    .unwrap_or(args.len());
+                mass_deletion(c, find_deletions(&args[..end], cwd), "deletes", ctx, out);
+            }
             if args.iter().any(|a| a.is("-delete")) {
+                let mut dels = find_deletions(args, cwd);
                 let quiet = [
                     "-delete",
                     "-depth",
@@ -325,7 +341,11 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
                     for p in args.iter().take_while(|a| !a.text.starts_with('-')) {
                         delete_target(p, cwd, ctx, out, &text, c.span);
                     }
+                    for d in &mut dels {
+                        d.whole = true;
+                    }
                 }
+                mass_deletion(c, dels, "deletes", ctx, out);
             }
             for a in args.windows(2) {
                 if matches!(
@@ -404,6 +424,25 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
                 read_target(s, cwd, ctx, out);
             }
             if n == "rsync" {
+                let mut dels = Vec::new();
+                let deletes = args
+                    .iter()
+                    .any(|a| a.known && (a.text == "--del" || a.text.starts_with("--delete")));
+                if let Some(t) = target.filter(|t| deletes && !is_remote_path(&t.text)) {
+                    dels.extend(Deletion::of_word(t, cwd, true).map(|mut d| {
+                        d.upper_bound = true;
+                        d.whole = false;
+                        d
+                    }));
+                }
+                if long_flag(args, &["--remove-source-files"]) {
+                    for s in ops.iter().take(ops.len().saturating_sub(1)) {
+                        if !is_remote_path(&s.text) {
+                            dels.extend(Deletion::of_word(s, cwd, true));
+                        }
+                    }
+                }
+                mass_deletion(c, dels, "may delete", ctx, out);
                 network_hosts(
                     c,
                     ctx,
@@ -654,6 +693,9 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
         } else {
             ops
         };
+        let empties = n == "truncate"
+            || (n == "tee" && !short_flag(args, 'a') && !long_flag(args, &["--append"]));
+        let mut dels = Vec::new();
         for t in ops {
             write_target(
                 t,
@@ -662,7 +704,11 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
                 out,
                 if n == "tee" { "writes" } else { "changes" },
             );
+            if empties {
+                dels.extend(Deletion::of_word(t, cwd, false));
+            }
         }
+        mass_deletion(c, dels, "empties or overwrites", ctx, out);
     }
     // Reads of denied paths by any command: arguments that look like paths.
     if !ctx.deny_read.is_empty()
@@ -723,13 +769,16 @@ fn rm(c: &Cmd, ctx: &Context, out: &mut Out) {
             c.span,
         );
     }
+    let mut dels = Vec::new();
     for t in operands(args) {
         if recursive {
             delete_target(t, c.cwd.as_deref(), ctx, out, &text, c.span);
         } else {
             write_target(t, c.cwd.as_deref(), ctx, out, "deletes");
         }
+        dels.extend(Deletion::of_word(t, c.cwd.as_deref(), recursive));
     }
+    mass_deletion(c, dels, "deletes", ctx, out);
 }
 
 /// A recursive delete of `w`.
@@ -1212,4 +1261,273 @@ fn is_decoder(c: &Cmd) -> bool {
             .any(|a| a.text.contains("\\x") || a.text.contains("\\0")),
         _ => false,
     }
+}
+
+/// Names of directories whose content a build or package manager recreates, and of files that
+/// are build products: deleting them asks nothing, however many files they hold.
+const REGENERABLE_DIRS: &[&str] = &[
+    "node_modules",
+    "target",
+    "build",
+    "dist",
+    "__pycache__",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".tox",
+    ".nox",
+    ".next",
+    ".nuxt",
+    ".turbo",
+    ".parcel-cache",
+    ".svelte-kit",
+    ".gradle",
+    ".cache",
+    "coverage",
+    "htmlcov",
+    ".eggs",
+    ".venv",
+    "venv",
+];
+const REGENERABLE_FILES: &[&str] = &[
+    "*.o",
+    "*.obj",
+    "*.a",
+    "*.so",
+    "*.dylib",
+    "*.pyc",
+    "*.pyo",
+    "*.class",
+    "*.log",
+    "*.tmp",
+    "*.egg-info",
+];
+
+fn regenerable_name(name: &str) -> bool {
+    REGENERABLE_DIRS.contains(&name)
+        || REGENERABLE_FILES
+            .iter()
+            .any(|p| glob::Pattern::new(p).is_ok_and(|p| p.matches(name)))
+        || REGENERABLE_FILES.contains(&name)
+}
+
+/// Some component of `p` below its writable root is regenerable (or `pattern` names build products).
+fn regenerable(p: &Path, pattern: Option<&str>, ctx: &Context) -> bool {
+    let root = ctx
+        .writable_roots
+        .iter()
+        .filter(|r| p.starts_with(r))
+        .max_by_key(|r| r.as_os_str().len());
+    let below = root.and_then(|r| p.strip_prefix(r).ok()).unwrap_or(p);
+    below
+        .components()
+        .any(|c| regenerable_name(&c.as_os_str().to_string_lossy()))
+        || pattern.is_some_and(regenerable_name)
+}
+
+/// One place a command deletes or empties files.
+pub(crate) struct Deletion {
+    path: PathBuf,
+    select: Sel,
+    /// The count is an upper bound (`find` with filters, `rsync --delete`).
+    upper_bound: bool,
+    /// Everything under the path goes (`rm -r`, `find` without tests).
+    whole: bool,
+    /// The name every deleted thing has (`find -name`), for the build-product exemption.
+    name: Option<String>,
+}
+
+#[derive(Clone)]
+enum Sel {
+    File,
+    Tree,
+    Glob(String, bool),
+    Named(Option<String>),
+}
+
+impl Deletion {
+    /// A path argument (`rm`, `truncate`) when it is known; `None` for anything else (the
+    /// other checks report those).
+    fn of_word(w: &Word, cwd: Option<&Path>, recursive: bool) -> Option<Deletion> {
+        // `{}` (find -exec) and `{stdin}` (xargs) stand for names another command supplies;
+        // the command that supplies them is counted instead.
+        if !w.known || w.text.contains("{}") || w.text.contains("{stdin}") {
+            return None;
+        }
+        let (path, select) = if w.glob {
+            let dir = glob_dir(&w.text);
+            let rest = if dir == "." && !w.text.starts_with("./") {
+                w.text.as_str()
+            } else {
+                w.text.get(dir.len()..)?.trim_start_matches('/')
+            };
+            if rest.contains('/') || rest.is_empty() {
+                return None;
+            }
+            (resolve(dir, cwd)?, Sel::Glob(rest.to_string(), recursive))
+        } else if recursive {
+            (resolve(&w.text, cwd)?, Sel::Tree)
+        } else {
+            (resolve(&w.text, cwd)?, Sel::File)
+        };
+        Some(Deletion {
+            whole: matches!(select, Sel::Tree | Sel::Glob(_, true)),
+            name: None,
+            path,
+            select,
+            upper_bound: false,
+        })
+    }
+}
+
+/// Adds up the files of `dels` inside the workspace and asks when they are more than
+/// `permissions.confirmDeletes` or cannot be counted.
+fn mass_deletion(c: &Cmd, dels: Vec<Deletion>, verb: &str, ctx: &Context, out: &mut Out) {
+    let threshold = ctx.permissions.confirm_deletes;
+    let limit = threshold.saturating_add(1).max(10_000);
+    let (mut total, mut uncounted, mut upper) = (0u64, Vec::new(), false);
+    let mut places = Vec::new();
+    for d in dels {
+        let pattern = match &d.select {
+            Sel::Glob(p, _) => Some(p.as_str()),
+            Sel::Named(p) => p.as_deref().or(d.name.as_deref()),
+            _ => None,
+        };
+        if !writable(&d.path, ctx)
+            || is_scratch(&d.path)
+            // `rm -r`/`find -delete` of a writable root or above already asks (`delete_target`).
+            || (d.whole && is_root_or_above(&d.path, ctx))
+            || d.path.file_name().is_some_and(|n| n == ".git")
+            || regenerable(&d.path, pattern, ctx)
+        {
+            continue;
+        }
+        let select = match &d.select {
+            Sel::File => crate::Select::File,
+            Sel::Tree => crate::Select::Tree,
+            Sel::Glob(p, r) => crate::Select::Glob {
+                pattern: p,
+                recursive: *r,
+            },
+            Sel::Named(p) => crate::Select::Named(p.as_deref()),
+        };
+        let n = match &ctx.disk {
+            Some(disk) => disk.count_files(&d.path, select, limit),
+            // Without the disk a plain file argument is at most one file; a non-recursive
+            // glob is not counted and not asked about.
+            None => match d.select {
+                Sel::File => Some(1),
+                Sel::Glob(_, false) => continue,
+                _ => None,
+            },
+        };
+        let shown = match pattern {
+            Some(p) if matches!(d.select, Sel::Glob(..)) => format!("{}/{p}", d.path.display()),
+            _ => d.path.display().to_string(),
+        };
+        match n {
+            Some(0) => {}
+            Some(n) => {
+                total = total.saturating_add(n);
+                upper |= d.upper_bound;
+                places.push(shown);
+            }
+            None => uncounted.push(shown),
+        }
+    }
+    let text = words_text(&c.argv);
+    if !uncounted.is_empty() {
+        out.add(
+            FindingKind::Destructive,
+            Level::Ask,
+            format!(
+                "`{text}` {verb} {} inside the workspace; the files were not counted",
+                uncounted.join(", ")
+            ),
+            c.span,
+        );
+    } else if total > threshold {
+        let how_many = match (total >= limit, upper) {
+            (true, _) => format!("at least {total}"),
+            (false, true) => format!("up to {total}"),
+            (false, false) => total.to_string(),
+        };
+        let places = if places.len() > 3 {
+            format!("{} and {} more", places[..3].join(", "), places.len() - 3)
+        } else {
+            places.join(", ")
+        };
+        out.add(
+            FindingKind::Destructive,
+            Level::Ask,
+            format!(
+                "`{text}` {verb} {how_many} files ({places}), more than permissions.confirmDeletes ({threshold})"
+            ),
+            c.span,
+        );
+    }
+}
+
+/// `find PATH... [TESTS] -delete`: what it deletes, counted by name where the only tests are
+/// `-name`/`-iname` and `-type f`; an upper bound with any other test.
+fn find_deletions(args: &[Word], cwd: Option<&Path>) -> Vec<Deletion> {
+    let starts: Vec<&Word> = args
+        .iter()
+        .take_while(|a| !(a.known && (a.text.starts_with('-') || a.text == "!" || a.text == "(")))
+        .collect();
+    let tests = &args[starts.len()..];
+    let quiet = [
+        "-delete",
+        "-depth",
+        "-xdev",
+        "-mount",
+        "-print",
+        "-mindepth",
+        "-maxdepth",
+    ];
+    let mut name: Option<String> = None;
+    let mut exact = true;
+    let mut i = 0;
+    while i < tests.len() {
+        let t = &tests[i];
+        match t.text.as_str() {
+            "-name" | "-iname" if name.is_none() && tests.get(i + 1).is_some_and(|v| v.known) => {
+                name = tests.get(i + 1).map(|v| v.text.clone());
+                i += 1;
+            }
+            "-type" if tests.get(i + 1).is_some_and(|v| v.is("f")) => i += 1,
+            "-mindepth" | "-maxdepth" => {
+                exact = false;
+                i += 1;
+            }
+            s if quiet.contains(&s) => {}
+            _ => exact = false,
+        }
+        i += 1;
+    }
+    // Every match has that name unless a test is negated or an alternative.
+    let alternatives = tests
+        .iter()
+        .any(|t| matches!(t.text.as_str(), "-o" | "-or" | "!" | "-not" | ","));
+    let hint = name.clone().filter(|_| !alternatives);
+    // Other tests (`-o`, `-newer`, ...) may select more or fewer: count every file.
+    let name = name.filter(|_| exact);
+    let starts: Vec<Word> = if starts.is_empty() {
+        vec![Word::synthetic(".", true, Span { start: 0, end: 0 })]
+    } else {
+        starts.into_iter().cloned().collect()
+    };
+    starts
+        .iter()
+        .filter(|w| w.known && !w.glob)
+        .filter_map(|w| {
+            Some(Deletion {
+                path: resolve(&w.text, cwd)?,
+                select: Sel::Named(name.clone()),
+                upper_bound: !exact,
+                whole: false,
+                name: hint.clone(),
+            })
+        })
+        .collect()
 }

@@ -5,13 +5,18 @@
 //! `permissions` rules, and report what the sandbox would not contain.
 //!
 //! Pure: no process is run and no file is read; everything the analysis needs about the machine
-//! (working directory, home, writable roots, ...) comes in a [`Context`].
+//! (working directory, home, writable roots, ...) comes in a [`Context`]. The one exception is
+//! opt-in: a [`Disk`] in the context lets it count the files a deletion would remove.
 
 mod checks;
+mod disk;
 mod walk;
 mod wrappers;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use disk::{Disk, LocalDisk, Select};
 
 use ringfence_policy::{
     normalize, CommandRule, CommandWord, DefaultMode, Permissions, Policy, RuleList,
@@ -203,8 +208,11 @@ pub struct Context {
     /// Unix sockets can be connected to (`allowAllUnixSockets`): daemons outside the sandbox
     /// (Docker, systemd, ssh-agent) are then within reach.
     pub allow_unix_sockets: bool,
-    /// The permission rules and `defaultMode`.
+    /// The permission rules, `defaultMode` and `confirmDeletes`.
     pub permissions: Permissions,
+    /// Where to count the files a deletion would remove; `None`: nothing is read, and a
+    /// recursive deletion in the workspace whose size is unknown asks.
+    pub disk: Option<Arc<dyn Disk>>,
 }
 
 impl Context {
@@ -225,6 +233,7 @@ impl Context {
             allow_git_config: policy.allow_git_config,
             allow_unix_sockets: policy.allow_all_unix_sockets,
             permissions: policy.permissions.clone(),
+            disk: None,
         }
     }
 }

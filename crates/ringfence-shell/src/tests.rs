@@ -21,11 +21,13 @@ pub(crate) fn ctx(mode: DefaultMode, allow: &[&str], ask: &[&str], deny: &[&str]
         denied_domains: vec![],
         allow_git_config: false,
         allow_unix_sockets: false,
+        disk: None,
         permissions: Permissions {
             allow: rules(allow, Layer::User),
             ask: rules(ask, Layer::User),
             deny: rules(deny, Layer::Managed),
             default_mode: mode,
+            ..Permissions::default()
         },
     }
 }
@@ -568,4 +570,98 @@ fn deny_rules_reach_into_strings_known_only_at_run_time() {
         "{:?}",
         a.reasons()
     );
+}
+
+/// A disk where every path holds a fixed number of files.
+#[derive(Debug)]
+struct FakeDisk(Vec<(&'static str, u64)>);
+
+impl Disk for FakeDisk {
+    fn count_files(&self, path: &Path, select: Select<'_>, limit: u64) -> Option<u64> {
+        let n = self
+            .0
+            .iter()
+            .find(|(p, _)| Path::new(p) == path)
+            .map_or(0, |(_, n)| *n);
+        Some(
+            match select {
+                Select::File => n.min(1),
+                Select::Named(Some(_)) => n / 2,
+                _ => n,
+            }
+            .min(limit),
+        )
+    }
+}
+
+#[test]
+fn mass_deletion_in_the_workspace_asks() {
+    let c = sandboxed();
+    // Without a disk, recursive deletions cannot be counted: ask, except build products.
+    for (cmd, want) in [
+        ("rm -rf src", Decision::Ask),
+        ("find . -type f -delete", Decision::Ask),
+        ("rsync -a --delete ../up/ src/", Decision::Ask),
+        ("rm -rf build dist node_modules", Decision::Allow),
+        ("rm -rf target/debug .pytest_cache", Decision::Allow),
+        ("find . -name '*.pyc' -delete", Decision::Allow),
+        ("rm a.txt b.txt", Decision::Allow),
+        ("rm -rf /tmp/x", Decision::Allow),
+        ("truncate -s 0 src/*.rs", Decision::Allow),
+        ("git clean -fdx", Decision::Ask),
+        ("git reset --hard", Decision::Ask),
+    ] {
+        let a = analyse(cmd, &c);
+        assert_eq!(a.decision, want, "{cmd}: {:?}", a.reasons());
+    }
+    let a = analyse("rm -rf src", &c);
+    assert!(
+        a.reasons()[0]
+            .contains("deletes /home/u/proj/src inside the workspace; the files were not counted"),
+        "{:?}",
+        a.reasons()
+    );
+
+    let mut c = sandboxed();
+    c.disk = Some(std::sync::Arc::new(FakeDisk(vec![
+        ("/home/u/proj/src", 245),
+        ("/home/u/proj/docs", 3),
+        ("/home/u/proj", 600),
+    ])));
+    for (cmd, want) in [
+        ("rm -rf src", Decision::Ask),
+        ("rm -rf docs", Decision::Allow),
+        ("rm -rf gone", Decision::Allow),
+        ("find src -type f -delete", Decision::Ask),
+        ("find docs -delete", Decision::Allow),
+        ("rsync -a --delete ../up/ src/", Decision::Ask),
+        ("rsync -a ../up/ src/", Decision::Allow),
+        ("rsync -a --delete ../up/ docs/", Decision::Allow),
+        ("truncate -s 0 src/*.rs", Decision::Ask),
+        ("echo | tee src/*", Decision::Ask),
+        ("echo | tee -a src/*", Decision::Allow),
+        ("rm -f src/*.c", Decision::Ask),
+        ("cd src && rm -r *", Decision::Ask),
+        ("rm -rf src/target", Decision::Allow),
+    ] {
+        let a = analyse(cmd, &c);
+        assert_eq!(a.decision, want, "{cmd}: {:?}", a.reasons());
+    }
+    let reasons = analyse("rm -rf src docs", &c).reasons();
+    assert!(
+        reasons[0].contains(
+            "deletes 248 files (/home/u/proj/src, /home/u/proj/docs), more than permissions.confirmDeletes (10)"
+        ),
+        "{reasons:?}"
+    );
+    let reasons = analyse("find src -name '*.rs' -newer x -delete", &c).reasons();
+    assert!(
+        reasons[0].contains("deletes up to 245 files"),
+        "{reasons:?}"
+    );
+    // The threshold comes from the policy.
+    c.permissions.confirm_deletes = 2;
+    assert_eq!(analyse("rm -rf docs", &c).decision, Decision::Ask);
+    c.permissions.confirm_deletes = 1000;
+    assert_eq!(analyse("rm -rf src", &c).decision, Decision::Allow);
 }

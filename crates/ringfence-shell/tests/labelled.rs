@@ -40,6 +40,7 @@ fn policy() -> Context {
             ]),
             deny: vec![],
             default_mode: DefaultMode::Sandboxed,
+            ..Permissions::default()
         },
         ..Context::default()
     }

@@ -55,6 +55,8 @@ fn context(sources: &Sources) -> Result<Context> {
             *p = real(p);
         }
     }
+    // Count the files a deletion in the workspace would remove (bounded; nothing else is read).
+    ctx.disk = Some(std::sync::Arc::new(ringfence_shell::LocalDisk));
     Ok(ctx)
 }
 

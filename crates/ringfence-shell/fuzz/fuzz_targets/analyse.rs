@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
             ask: rule("Bash(git push:*)").into_iter().collect(),
             deny: rule("Bash(sudo:*)").into_iter().collect(),
             default_mode: DefaultMode::Sandboxed,
+            ..Permissions::default()
         },
         ..Context::default()
     };
