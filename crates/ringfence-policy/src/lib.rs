@@ -9,6 +9,7 @@ mod error;
 mod limits;
 mod load;
 mod paths;
+mod secrets;
 mod settings;
 
 use std::fmt;
@@ -20,6 +21,9 @@ pub use error::Error;
 pub use limits::{default_memory, format_size, parse_size, Limits};
 pub use load::{load, CliRules, LoadOptions, Policy, Workspace, ASK_TIMEOUT_SECONDS};
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
+pub use secrets::{
+    is_secret_name, is_secret_path, DEFAULT_DENY_READ, NOT_SECRET_NAMES, SECRET_FILE_NAMES,
+};
 pub use settings::{
     parse_settings, AmbiguousRequestTarget, AwsPairSettings, ByteSize, CredentialEnvVarSettings,
     CredentialFileSettings, CredentialMode, CredentialSettings, DecodeFormat, EnvSettings,

@@ -68,6 +68,9 @@ impl LoadOptions {
 pub struct Policy {
     /// Paths that cannot be read. Includes `credentials.files` entries (srt).
     pub deny_read: Vec<PathRule>,
+    /// The `credentials.files` paths of every layer (also in `deny_read`): secrets to the
+    /// shell analysis wherever they are.
+    pub credential_files: Vec<std::path::PathBuf>,
     /// Paths re-allowed for reading inside denied areas.
     pub allow_read: Vec<PathRule>,
     /// Paths where writing is allowed.
@@ -485,6 +488,9 @@ impl<'a> Merge<'a> {
             self.check_managed_read(origin, "filesystem.allowRead", &allow_read)?;
         }
         self.policy.deny_read.extend(deny_read);
+        self.policy
+            .credential_files
+            .extend(cred_deny.iter().map(|r| r.path.clone()));
         self.policy.deny_read.extend(cred_deny);
         self.policy.allow_read.extend(allow_read);
         self.policy.allow_write.extend(allow_write);

@@ -53,6 +53,7 @@ pub(crate) fn check(w: &Walked, ctx: &Context, findings: &mut Vec<Finding>) {
         }
     }
     pipelines(&w.cmds, &mut out);
+    secrets_sent(w, ctx, &mut out);
 }
 
 fn name(c: &Cmd) -> &str {
@@ -1530,4 +1531,157 @@ fn find_deletions(args: &[Word], cwd: Option<&Path>) -> Vec<Deletion> {
             })
         })
         .collect()
+}
+
+/// Options whose value is a file used to authenticate the connection itself (an identity, a
+/// client certificate), not data sent.
+const AUTH_FILE_OPTIONS: &[&str] = &[
+    "-i",
+    "--cert",
+    "--key",
+    "--cacert",
+    "--capath",
+    "-E",
+    "--certificate",
+    "--private-key",
+    "--ca-certificate",
+    "--proxy-cert",
+    "--proxy-key",
+];
+
+/// The files a command reads that look like credentials (and that the sandbox lets it read).
+fn secrets_read(c: &Cmd, ctx: &Context) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let args = c.argv.get(1..).unwrap_or(&[]);
+    let mut skip = false;
+    for a in args {
+        if std::mem::take(&mut skip) || !a.known {
+            continue;
+        }
+        if AUTH_FILE_OPTIONS.contains(&a.text.as_str()) {
+            skip = true;
+            continue;
+        }
+        // `@.env` (curl -d), `file=@key.pem` (curl -F), `--data-binary=@x`, `-T.env`.
+        let t = a.text.as_str();
+        let t = match t.rsplit_once('@') {
+            Some((before, after)) if before.is_empty() || before.ends_with('=') => after,
+            _ => t.rsplit_once('=').map_or(t, |(_, v)| v),
+        };
+        let t = t.trim_start_matches('<');
+        if t.is_empty() || t.contains("://") {
+            continue;
+        }
+        if let Some(p) = resolve(t, c.cwd.as_deref()) {
+            if is_secret(&p, ctx) {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+fn is_secret(p: &Path, ctx: &Context) -> bool {
+    let hidden = read_denied(p, ctx);
+    !hidden
+        && (ringfence_policy::is_secret_path(p, &ctx.home)
+            || ctx.secret_files.iter().any(|s| p.starts_with(s)))
+}
+
+/// Where a command sends data over the network: `Some(hosts)` (empty when the destination is
+/// not known here, as for `git push origin`), `None` for a command that sends nothing.
+fn sends_to(c: &Cmd) -> Option<Vec<String>> {
+    let args = c.argv.get(1..).unwrap_or(&[]);
+    let n = name(c);
+    match n {
+        "curl" | "wget" | "http" | "https" | "xh" | "aria2c" => Some(url_hosts(args)),
+        "ssh" | "sftp" | "mosh" => Some(
+            operands_with_values(args, "BbcDEeFIiJLlmOopQRSWwPS")
+                .first()
+                .map(|w| host_of_destination(&w.text))
+                .into_iter()
+                .collect(),
+        ),
+        "scp" | "rsync" => {
+            let hosts: Vec<String> = operands_with_values(args, "BbcDEeFIiJLlmOopQRSWwPS")
+                .iter()
+                .filter_map(|w| remote_host(&w.text))
+                .collect();
+            (!hosts.is_empty()).then_some(hosts)
+        }
+        "nc" | "ncat" | "netcat" | "telnet" | "ftp" | "socat" | "sftp-server" => Some(
+            operands_with_values(args, "pswiqWIOTXx")
+                .first()
+                .map(|w| host_of_destination(&w.text))
+                .into_iter()
+                .collect(),
+        ),
+        "git" => {
+            let mut i = 0;
+            while args.get(i).is_some_and(|a| a.text.starts_with('-')) {
+                if matches!(
+                    args[i].text.as_str(),
+                    "-c" | "-C" | "--git-dir" | "--work-tree" | "--namespace"
+                ) {
+                    i += 1;
+                }
+                i += 1;
+            }
+            args.get(i)?.is("push").then(|| {
+                operands(args)
+                    .iter()
+                    .filter_map(|w| git_url_host(&w.text))
+                    .collect()
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A command list that reads a credential and sends data to a host the sandbox lets it reach:
+/// the sandbox cannot tell the secret from the work, so a person should.
+fn secrets_sent(w: &Walked, ctx: &Context, out: &mut Out) {
+    let mut secrets: Vec<PathBuf> = Vec::new();
+    for c in w.cmds.iter().filter(|c| !c.remote) {
+        for p in secrets_read(c, ctx) {
+            if !secrets.contains(&p) {
+                secrets.push(p);
+            }
+        }
+    }
+    for r in w.redirects.iter().filter(|r| r.op == "<" && r.target.known) {
+        if let Some(p) = resolve(&r.target.text, r.cwd.as_deref()) {
+            if is_secret(&p, ctx) && !secrets.contains(&p) {
+                secrets.push(p);
+            }
+        }
+    }
+    let Some(first) = secrets.first() else {
+        return;
+    };
+    let files = if secrets.len() > 1 {
+        format!("{} and {} more", first.display(), secrets.len() - 1)
+    } else {
+        first.display().to_string()
+    };
+    for c in &w.cmds {
+        let Some(hosts) = sends_to(c) else { continue };
+        let reachable: Vec<&String> = hosts.iter().filter(|h| domain_allowed(h, ctx)).collect();
+        let to = match (hosts.is_empty(), reachable.first()) {
+            (true, _) => "a destination not known before it runs".to_string(),
+            (false, Some(h)) => h.to_string(),
+            // Every destination is blocked by the sandbox.
+            (false, None) => continue,
+        };
+        out.add(
+            FindingKind::SecretSent,
+            Level::Ask,
+            format!(
+                "reads {files}, which looks like a credential, and `{}` sends data to {to}",
+                words_text(&c.argv)
+            ),
+            c.span,
+        );
+        return;
+    }
 }

@@ -70,6 +70,9 @@ pub enum FindingKind {
     /// Publishes or changes something on a server the sandbox lets it reach (push, publish).
     Publish,
     ReadDenied,
+    /// Reads a file that looks like a credential and sends data to a reachable host in the
+    /// same command list.
+    SecretSent,
     Persistence,
     ForkBomb,
     /// The command cannot be analysed completely (parse error, unknown command name, ...).
@@ -199,6 +202,8 @@ pub struct Context {
     pub deny_read: Vec<PathBuf>,
     /// Paths re-allowed for reading inside a denied area.
     pub allow_read: Vec<PathBuf>,
+    /// The policy's `credentials.files`: secrets besides the names that look like one.
+    pub secret_files: Vec<PathBuf>,
     /// Domain patterns the sandbox's proxy lets through (srt syntax: `example.com`, `*.example.com`).
     pub allowed_domains: Vec<String>,
     /// Domain patterns that are never reached.
@@ -228,6 +233,7 @@ impl Context {
             deny_write: paths(&policy.deny_write),
             deny_read: paths(&policy.deny_read),
             allow_read: paths(&policy.allow_read),
+            secret_files: policy.credential_files.clone(),
             allowed_domains: policy.allowed_domains.clone(),
             denied_domains: policy.denied_domains.clone(),
             allow_git_config: policy.allow_git_config,

@@ -50,6 +50,7 @@ fn context(sources: &Sources) -> Result<Context> {
         &mut ctx.deny_write,
         &mut ctx.deny_read,
         &mut ctx.allow_read,
+        &mut ctx.secret_files,
     ] {
         for p in list.iter_mut() {
             *p = real(p);
