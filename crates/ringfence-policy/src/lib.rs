@@ -82,6 +82,8 @@ pub enum Layer {
     Project,
     /// Options given on the command line (`--allow-write` and friends).
     CommandLine,
+    /// Built into ringfence (`filesystem.defaultDenyRead`'s list).
+    Default,
 }
 
 impl fmt::Display for Layer {
@@ -91,6 +93,7 @@ impl fmt::Display for Layer {
             Layer::User => "user",
             Layer::Project => "project",
             Layer::CommandLine => "command line",
+            Layer::Default => "built-in",
         })
     }
 }

@@ -68,6 +68,10 @@ impl LoadOptions {
 pub struct Policy {
     /// Paths that cannot be read. Includes `credentials.files` entries (srt).
     pub deny_read: Vec<PathRule>,
+    /// The home directory's credential stores hidden by default (the built-in list, layer
+    /// `Default`) and each layer's `filesystem.defaultDenyRead`; `allowRead` re-opens them
+    /// path by path, even those from the managed layer.
+    pub default_deny_read: Vec<PathRule>,
     /// The `credentials.files` paths of every layer (also in `deny_read`): secrets to the
     /// shell analysis wherever they are.
     pub credential_files: Vec<std::path::PathBuf>,
@@ -228,6 +232,15 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
     }
     let mut merge = Merge::new(opts);
     merge.policy.notes = notes;
+    merge.policy.default_deny_read = crate::DEFAULT_DENY_READ
+        .iter()
+        .map(|d| PathRule {
+            path: crate::normalize(&opts.home.join(d)),
+            pattern: format!("~/{d}"),
+            layer: Layer::Default,
+            origin: "filesystem.defaultDenyRead".to_string(),
+        })
+        .collect();
     for (layer, path, settings) in &layers {
         merge.apply(*layer, path, settings)?;
     }
@@ -449,6 +462,13 @@ impl<'a> Merge<'a> {
             &self.source(layer, origin, "filesystem.denyRead"),
             &mut notes,
         )?;
+        let default_deny_read = resolve_rules(
+            &fs.default_deny_read,
+            RuleKind::Deny,
+            &self.source(layer, origin, "filesystem.defaultDenyRead"),
+            &mut notes,
+        )?;
+        self.policy.default_deny_read.extend(default_deny_read);
         let allow_read = resolve_rules(
             &fs.allow_read,
             RuleKind::Allow,
@@ -895,9 +915,54 @@ mod tests {
     }
 
     #[test]
+    fn credential_stores_are_hidden_by_default_and_reopened_per_path() {
+        let e = Env::new();
+        let home = e.opts.home.clone();
+        let p = e.load().unwrap();
+        let hidden = paths(&p.default_deny_read);
+        for d in [
+            ".ssh",
+            ".aws",
+            ".kube",
+            ".docker/config.json",
+            ".npmrc",
+            ".mozilla",
+        ] {
+            assert!(hidden.contains(&home.join(d)), "{d}");
+        }
+        assert!(p
+            .default_deny_read
+            .iter()
+            .all(|r| r.layer == Layer::Default));
+        assert_eq!(p.default_deny_read[0].pattern, "~/.ssh");
+        // The managed layer extends the list; the user re-opens one path of it, even a managed one.
+        e.managed(r#"{"filesystem": {"defaultDenyRead": ["~/.config/rclone"]}}"#);
+        e.write(&home.join(".npmrc"), "");
+        e.write(&home.join(".config/rclone/rclone.conf"), "");
+        e.user(r#"{"filesystem": {"allowRead": ["~/.npmrc", "~/.config/rclone"]}}"#);
+        let p = e.load().unwrap();
+        let managed = p.default_deny_read.last().unwrap();
+        assert_eq!(
+            (managed.path.clone(), managed.layer),
+            (home.join(".config/rclone"), Layer::Managed)
+        );
+        assert_eq!(
+            paths(&p.allow_read),
+            [home.join(".npmrc"), home.join(".config/rclone")]
+        );
+        // A project file may add to it, not re-open.
+        e.project(r#"{"filesystem": {"defaultDenyRead": ["~/.config/op"]}}"#);
+        assert!(paths(&e.load().unwrap().default_deny_read).contains(&home.join(".config/op")));
+        e.project(r#"{"filesystem": {"allowRead": ["~/.ssh"]}}"#);
+        assert!(e.err().contains("filesystem.allowRead"), "{}", e.err());
+    }
+
+    #[test]
     fn no_files_gives_defaults() {
         let e = Env::new();
-        let p = e.load().unwrap();
+        let mut p = e.load().unwrap();
+        assert_eq!(p.default_deny_read.len(), crate::DEFAULT_DENY_READ.len());
+        p.default_deny_read.clear();
         assert_eq!(p, Policy::default());
     }
 

@@ -253,6 +253,12 @@ pub struct FilesystemSettings {
     /// Paths that cannot be read (nor listed).
     #[serde(default)]
     pub deny_read: Vec<PathEntry>,
+    /// More paths to hide by default, added to the built-in list of the home directory's
+    /// credential stores (~/.ssh, ~/.aws, ~/.kube, ~/.docker/config.json, ~/.npmrc, browser
+    /// profiles, ...), which applies to every run. No layer can shorten the list; allowRead
+    /// re-opens one path of it (a managed layer that must keep a path hidden uses denyRead).
+    #[serde(default)]
+    pub default_deny_read: Vec<PathEntry>,
     /// Paths re-allowed for reading inside a denied area.
     #[serde(default)]
     pub allow_read: Vec<PathEntry>,
@@ -935,6 +941,7 @@ impl Settings {
         }
         for (name, list) in [
             ("denyRead", &fs.deny_read),
+            ("defaultDenyRead", &fs.default_deny_read),
             ("allowRead", &fs.allow_read),
             ("allowWrite", &fs.allow_write),
             ("denyWrite", &fs.deny_write),

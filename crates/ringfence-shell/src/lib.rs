@@ -231,7 +231,10 @@ impl Context {
             home: normalize(home),
             writable_roots: paths(&policy.allow_write),
             deny_write: paths(&policy.deny_write),
-            deny_read: paths(&policy.deny_read),
+            deny_read: paths(&policy.deny_read)
+                .into_iter()
+                .chain(paths(&policy.default_deny_read))
+                .collect(),
             allow_read: paths(&policy.allow_read),
             secret_files: policy.credential_files.clone(),
             allowed_domains: policy.allowed_domains.clone(),

@@ -410,6 +410,7 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
     }
     for (title, rules) in [
         ("denyRead", &pol.deny_read),
+        ("defaultDenyRead", &pol.default_deny_read),
         ("allowRead", &pol.allow_read),
         ("allowWrite", &pol.allow_write),
         ("denyWrite", &pol.deny_write),

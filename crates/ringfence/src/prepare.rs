@@ -288,6 +288,8 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
 
     // The state directory (run records, activity logs, scan cache) is not readable inside.
     let mut deny_read = paths(&policy.deny_read);
+    // The credential stores hidden by default; those that do not exist are skipped by the plan.
+    deny_read.extend(paths(&policy.default_deny_read));
     let state = crate::runs::state_dir()?;
     if state.exists() {
         deny_read.push(real(&state));

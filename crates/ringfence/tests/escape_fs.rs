@@ -953,3 +953,61 @@ print("made", made)
         .collect();
     assert_eq!(home.len(), 2, "{home:?}: {out:#?}");
 }
+
+/// The home directory's credential stores are hidden with no settings at all; `allowRead`
+/// re-opens one of them; `explain` lists them.
+#[test]
+fn credential_stores_are_hidden_by_default() {
+    let dir = TestDir::new("stores");
+    let home = dir.mkdir("home");
+    dir.write("home/.ssh/id_ed25519", "SSH-SECRET\n");
+    dir.write(
+        "home/.npmrc",
+        "//registry.npmjs.org/:_authToken=NPM-SECRET\n",
+    );
+    dir.write("home/.kube/config", "KUBE-SECRET\n");
+    dir.write("home/.docker/config.json", "DOCKER-SECRET\n");
+    dir.write("home/.config/gh/hosts.yml", "GH-SECRET\n");
+    dir.write("home/.git-credentials", "GIT-SECRET\n");
+    dir.write("home/notes.txt", "plain\n");
+    let script = "cat ~/.ssh/id_ed25519 ~/.npmrc ~/.kube/config ~/.docker/config.json \
+                  ~/.config/gh/hosts.yml ~/.git-credentials ~/notes.txt 2>/dev/null; \
+                  test -d ~/.ssh && echo ssh-dir-present";
+    let run = |args: &[&str]| {
+        common::run(
+            common::ringfence(args)
+                .env("HOME", &home)
+                .args(["--", "/bin/sh", "-c", script]),
+        )
+    };
+    let out = run(&[]);
+    assert!(out.stdout.contains("plain"), "{out:#?}");
+    for secret in ["SSH", "NPM", "KUBE", "DOCKER", "GH", "GIT"] {
+        assert!(
+            !out.stdout.contains(&format!("{secret}-SECRET")),
+            "{secret}: {out:#?}"
+        );
+    }
+    // Hidden, not gone: tools that expect the file or directory still find one (empty).
+    assert!(out.stdout.contains("ssh-dir-present"), "{out:#?}");
+
+    let settings = dir.settings(r#"{"filesystem": {"allowRead": ["~/.npmrc"]}}"#);
+    let out = run(&["-s", &settings]);
+    assert!(out.stdout.contains("NPM-SECRET"), "{out:#?}");
+    assert!(!out.stdout.contains("SSH-SECRET"), "{out:#?}");
+
+    let out = common::run(
+        std::process::Command::new(common::bin())
+            .args(["explain"])
+            .env("HOME", &home)
+            .current_dir("/"),
+    );
+    let ssh = format!("{}/.ssh", home.display());
+    assert!(out.stdout.contains("defaultDenyRead:"), "{out:#?}");
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains(&ssh) && l.contains("built-in")),
+        "{out:#?}"
+    );
+}
