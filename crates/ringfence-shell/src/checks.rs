@@ -426,9 +426,11 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
             }
             if n == "rsync" {
                 let mut dels = Vec::new();
-                let deletes = args
-                    .iter()
-                    .any(|a| a.known && (a.text == "--del" || a.text.starts_with("--delete")));
+                let dry = long_flag(args, &["--dry-run"]) || short_flag(args, 'n');
+                let deletes = !dry
+                    && args
+                        .iter()
+                        .any(|a| a.known && (a.text == "--del" || a.text.starts_with("--delete")));
                 if let Some(t) = target.filter(|t| deletes && !is_remote_path(&t.text)) {
                     dels.extend(Deletion::of_word(t, cwd, true).map(|mut d| {
                         d.upper_bound = true;
@@ -436,7 +438,7 @@ fn command(c: &Cmd, ctx: &Context, out: &mut Out) {
                         d
                     }));
                 }
-                if long_flag(args, &["--remove-source-files"]) {
+                if !dry && long_flag(args, &["--remove-source-files"]) {
                     for s in ops.iter().take(ops.len().saturating_sub(1)) {
                         if !is_remote_path(&s.text) {
                             dels.extend(Deletion::of_word(s, cwd, true));

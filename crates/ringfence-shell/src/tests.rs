@@ -637,6 +637,7 @@ fn mass_deletion_in_the_workspace_asks() {
         ("find docs -delete", Decision::Allow),
         ("rsync -a --delete ../up/ src/", Decision::Ask),
         ("rsync -a ../up/ src/", Decision::Allow),
+        ("rsync -an --delete ../up/ src/", Decision::Allow),
         ("rsync -a --delete ../up/ docs/", Decision::Allow),
         ("truncate -s 0 src/*.rs", Decision::Ask),
         ("echo | tee src/*", Decision::Ask),
