@@ -28,6 +28,9 @@ pub enum Protocol {
     Connect,
     /// A SOCKS5 CONNECT tunnel.
     Socks5,
+    /// A plain TCP connection to a host service's own address inside the sandbox, carried to
+    /// the same address on the host (see [`Proxy::serve_host_service`]).
+    Tcp,
 }
 
 impl Protocol {
@@ -36,6 +39,7 @@ impl Protocol {
             Protocol::Http => "http",
             Protocol::Connect => "connect",
             Protocol::Socks5 => "socks5",
+            Protocol::Tcp => "tcp",
         }
     }
 }
@@ -199,7 +203,16 @@ pub struct Proxy {
 }
 
 /// Counts a connection as active for as long as it is served.
-struct ActiveGuard(Arc<Proxy>);
+pub(crate) struct ActiveGuard(pub(crate) Arc<Proxy>);
+
+impl ActiveGuard {
+    pub(crate) fn new(proxy: Arc<Proxy>) -> ActiveGuard {
+        proxy
+            .active
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        ActiveGuard(proxy)
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -545,7 +558,7 @@ impl Proxy {
     }
 }
 
-fn is_transient(e: &io::Error) -> bool {
+pub(crate) fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::ECONNABORTED)

@@ -1,0 +1,260 @@
+//! Host services at their own address: an allowed loopback literal with a port
+//! (`"127.0.0.1:PORT"`) is listened on inside the sandbox's namespace and carried to the host's
+//! service, so clients that skip the proxy for loopback reach it. The services listen on the
+//! host's loopback; without the entry (or on another port) nothing inside answers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::thread;
+
+use common::{run, TestDir};
+
+/// A tiny HTTP server on the host's loopback: answers every request with its path.
+fn upstream() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    return;
+                }
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("?").to_string();
+                let body = format!("host service saw {path}\n");
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+fn rf(dir: &TestDir) -> Command {
+    let mut c = Command::new(common::bin());
+    c.env("XDG_STATE_HOME", dir.s("state"))
+        .env("HOME", dir.s("home"))
+        .current_dir("/")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+fn setup(tag: &str, json: &str) -> (TestDir, String) {
+    let dir = TestDir::new(tag);
+    dir.mkdir("state");
+    dir.mkdir("home");
+    let settings = dir.settings(json);
+    (dir, settings)
+}
+
+fn events(dir: &TestDir, name: &str) -> Vec<serde_json::Value> {
+    let out = run(rf(dir).args(["log", "show", name, "--json"]));
+    out.ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Python inside: connects to 127.0.0.1:PORT directly and prints the answer, or the errno.
+fn python_get(port: u16, path: &str) -> String {
+    format!(
+        r#"python3 -c '
+import socket
+try:
+    s = socket.create_connection(("127.0.0.1", {port}), timeout=20)
+    s.sendall(b"GET {path} HTTP/1.0\r\n\r\n")
+    data = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        data += b
+    print(data.decode().splitlines()[-1])
+except OSError as e:
+    print("python {port} errno=%d" % e.errno)
+'"#
+    )
+}
+
+#[test]
+fn allowed_loopback_service_is_reached_at_its_own_address() {
+    if !common::have("curl") || !common::have("python3") {
+        common::skip("curl or python3 is not installed");
+        return;
+    }
+    let port = upstream();
+    let (dir, settings) = setup(
+        "svc-allowed",
+        &format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}"]}}}}"#),
+    );
+    let name = format!("svc-{}", common::unique_number());
+    let mut script = format!(
+        "curl -sS --noproxy '*' http://127.0.0.1:{port}/curl; {}",
+        python_get(port, "/python")
+    );
+    let node = common::have("node");
+    if node {
+        // Node 20's fetch ignores the proxy variables and connects to loopback directly.
+        script += &format!(
+            "; node -e 'fetch(\"http://127.0.0.1:{port}/node\").then(r => r.text())\
+             .then(t => process.stdout.write(t), e => {{ console.log(\"node failed\", e.cause); }})'"
+        );
+    } else {
+        common::skip("node is not installed: the fetch part is not run");
+    }
+    let out = run(rf(&dir).args(["run", "--name", &name, "-s", &settings, "-c", &script]));
+    let stdout = out.ok();
+    assert!(stdout.contains("host service saw /curl\n"), "{out:#?}");
+    assert!(stdout.contains("host service saw /python\n"), "{out:#?}");
+    if node {
+        assert!(stdout.contains("host service saw /node\n"), "{out:#?}");
+    }
+    let ev = events(&dir, &name);
+    let tcp: Vec<_> = ev
+        .iter()
+        .filter(|e| e["kind"] == "net.decision" && e["protocol"] == "tcp")
+        .collect();
+    assert_eq!(tcp.len(), if node { 3 } else { 2 }, "{ev:#?}");
+    for e in &tcp {
+        assert_eq!(e["decision"], "allow", "{e:#?}");
+        assert_eq!(e["host"], "127.0.0.1", "{e:#?}");
+        assert_eq!(e["port"], port, "{e:#?}");
+        assert_eq!(e["rule"], format!("127.0.0.1:{port}"), "{e:#?}");
+        assert_eq!(e["resolved"], format!("127.0.0.1:{port}"), "{e:#?}");
+        assert!(
+            e["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{e:#?}"
+        );
+        assert!(e["bytesUp"].as_u64().unwrap() > 0, "{e:#?}");
+        assert!(e["bytesDown"].as_u64().unwrap() > 0, "{e:#?}");
+        assert!(e.get("durationMs").is_some(), "{e:#?}");
+    }
+}
+
+#[test]
+fn loopback_ports_not_listed_stay_unreachable() {
+    if !common::have("python3") {
+        common::skip("python3 is not installed");
+        return;
+    }
+    let listed = upstream();
+    let other = upstream();
+    let denied = upstream();
+    let (dir, settings) = setup(
+        "svc-unlisted",
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{listed}", "127.0.0.1:{denied}"],
+                "deniedDomains": ["127.0.0.1:{denied}"]}}}}"#
+        ),
+    );
+    let script = format!(
+        "{}; {}; {}",
+        python_get(listed, "/listed"),
+        python_get(other, "/other"),
+        python_get(denied, "/denied")
+    );
+    let out = run(rf(&dir).args(["run", "-s", &settings, "-c", &script]));
+    let stdout = out.ok();
+    assert!(stdout.contains("host service saw /listed\n"), "{out:#?}");
+    assert_eq!(out.errno(&format!("python {other}")), libc::ECONNREFUSED);
+    // A deny entry wins: no listener at all.
+    assert_eq!(out.errno(&format!("python {denied}")), libc::ECONNREFUSED);
+
+    // Without the entry the same service is unreachable.
+    let (dir, settings) = setup("svc-none", r#"{}"#);
+    let out = run(rf(&dir).args(["run", "-s", &settings, "-c", &python_get(listed, "/x")]));
+    assert_eq!(out.errno(&format!("python {listed}")), libc::ECONNREFUSED);
+}
+
+#[test]
+fn the_sandbox_cannot_take_a_served_port() {
+    if !common::have("python3") {
+        common::skip("python3 is not installed");
+        return;
+    }
+    let port = upstream();
+    let (dir, settings) = setup(
+        "svc-bind",
+        &format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}"]}}}}"#),
+    );
+    let script = format!(
+        r#"python3 -c '
+import socket
+for host in ("127.0.0.1", "0.0.0.0"):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind((host, {port})); s.listen(1)
+        print("bind %s errno=0" % host)
+    except OSError as e:
+        print("bind %s errno=%d" % (host, e.errno))
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+try:
+    s.bind(("127.0.0.1", {port})); s.listen(1)
+    print("reuseport errno=0")
+except OSError as e:
+    print("reuseport errno=%d" % e.errno)
+'; {}"#,
+        python_get(port, "/still-served")
+    );
+    let out = run(rf(&dir).args(["run", "-s", &settings, "-c", &script]));
+    assert_eq!(out.errno("bind 127.0.0.1"), libc::EADDRINUSE, "{out:#?}");
+    assert_eq!(out.errno("bind 0.0.0.0"), libc::EADDRINUSE, "{out:#?}");
+    assert_eq!(out.errno("reuseport"), libc::EADDRINUSE, "{out:#?}");
+    assert!(
+        out.stdout.contains("host service saw /still-served\n"),
+        "{out:#?}"
+    );
+}
+
+#[test]
+fn ipv6_loopback_service_is_reached_at_its_own_address() {
+    if !common::have("curl") {
+        common::skip("curl is not installed");
+        return;
+    }
+    let Ok(l) = TcpListener::bind("[::1]:0") else {
+        common::skip("the host has no IPv6 loopback");
+        return;
+    };
+    let port = l.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nv6\n"
+            );
+        }
+    });
+    let (dir, settings) = setup(
+        "svc-v6",
+        &format!(r#"{{"network": {{"allowedDomains": ["[::1]:{port}"]}}}}"#),
+    );
+    let script = format!("curl -sS --noproxy '*' 'http://[::1]:{port}/'");
+    let out = run(rf(&dir).args(["run", "-s", &settings, "-c", &script]));
+    assert_eq!(out.ok(), "v6\n", "{out:#?}");
+}
