@@ -378,6 +378,19 @@ impl NetPolicy {
         out
     }
 
+    /// allowedDomains entries that name `localhost` (or a name under it): a name, which the
+    /// proxy resolves and then refuses as loopback, and which gets no listener inside.
+    pub fn localhost_entries(&self) -> Vec<String> {
+        self.allowed
+            .iter()
+            .filter(|p| {
+                matches!(&p.host, HostPattern::Exact(Host::Name(n))
+                    if n == "localhost" || n.ends_with(".localhost"))
+            })
+            .map(|p| p.entry.clone())
+            .collect()
+    }
+
     /// Why a resolved address of an allowed host name must not be connected to, or `None`.
     /// `own` are this host's interface addresses.
     pub fn refuse_resolved(&self, ip: IpAddr, own: &[IpAddr]) -> Option<String> {
@@ -537,6 +550,7 @@ mod tests {
             .into_iter()
             .map(|(a, e)| (a.to_string(), e))
             .collect();
+        assert_eq!(p.localhost_entries(), ["localhost:3000"]);
         let want = [
             ("127.0.0.1:8080", "127.0.0.1:8080"),
             ("[::1]:5432", "[::1]:5432"),

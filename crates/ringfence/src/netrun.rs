@@ -341,6 +341,13 @@ pub fn host_services(
         }
         out.push(addr);
     }
+    for entry in policy.localhost_entries() {
+        let port = entry.rsplit_once(':').map_or("PORT", |(_, p)| p);
+        notes.push(format!(
+            "network.allowedDomains \"{entry}\": a name that resolves to loopback is refused; \
+             to reach a host service, allow its address (\"127.0.0.1:{port}\" or \"[::1]:{port}\")"
+        ));
+    }
     // The pty master and the proxy's listeners travel in the same message.
     let room = ringfence_linux::sandbox::MAX_FDS - 1 - in_use.len();
     if out.len() > room {

@@ -258,3 +258,97 @@ fn ipv6_loopback_service_is_reached_at_its_own_address() {
     let out = run(rf(&dir).args(["run", "-s", &settings, "-c", &script]));
     assert_eq!(out.ok(), "v6\n", "{out:#?}");
 }
+
+#[test]
+fn live_updates_decide_served_connections_but_add_no_listeners() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    if !common::have("python3") || !common::have("curl") {
+        common::skip("curl or python3 is not installed");
+        return;
+    }
+    let first = upstream();
+    let second = upstream();
+    let (dir, settings) = setup(
+        "svc-live",
+        &format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{first}"]}}}}"#),
+    );
+    let name = format!("svc-{}", common::unique_number());
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    // The first connection is served; its decision makes the controller replace the list with
+    // the second port. The script then waits until the first port is refused, and tries the
+    // second at its own address (no listener) and through the proxy (allowed).
+    let script = format!(
+        "{before}; \
+         i=0; while [ $i -lt 600 ]; do out=$({probe}); \
+           case \"$out\" in *'host service saw'*) sleep 0.05; i=$((i+1));; *) echo first-refused; break;; esac; done; \
+         {direct}; curl -sS -x http://127.0.0.1:3128 --noproxy '' http://127.0.0.1:{second}/proxied",
+        before = python_get(first, "/before"),
+        probe = python_get(first, "/after"),
+        direct = python_get(second, "/direct"),
+    );
+    let mut cmd = rf(&dir);
+    cmd.args([
+        "run",
+        "--name",
+        &name,
+        "-s",
+        &settings,
+        "--control-fd",
+        "7",
+        "-c",
+        &script,
+    ]);
+    common::inherit_as(&mut cmd, fd, 7);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    drop(theirs);
+    let controller = thread::spawn(move || {
+        let mut w = ours.try_clone().unwrap();
+        let mut sent = false;
+        for line in BufReader::new(ours).lines() {
+            let Ok(line) = line else { break };
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if !sent && v["type"] == "decision" && v["port"] == first {
+                writeln!(
+                    w,
+                    r#"{{"type":"policy","network":{{"allowedDomains":["127.0.0.1:{second}"]}}}}"#
+                )
+                .unwrap();
+                sent = true;
+            }
+        }
+    });
+    let out = common::wait(child, common::RUN_TIMEOUT);
+    controller.join().unwrap();
+    let stdout = out.ok();
+    assert!(stdout.contains("host service saw /before\n"), "{out:#?}");
+    assert!(stdout.contains("first-refused\n"), "{out:#?}");
+    assert_eq!(out.errno(&format!("python {second}")), libc::ECONNREFUSED);
+    assert!(stdout.contains("host service saw /proxied\n"), "{out:#?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "--control-fd allowed 127.0.0.1:{second}, but only host services"
+        )),
+        "{out:#?}"
+    );
+    let ev = events(&dir, &name);
+    let update = ev
+        .iter()
+        .find(|e| e["kind"] == "policy.update")
+        .expect("a policy.update event");
+    assert_eq!(
+        update["unserved"],
+        serde_json::json!([format!("127.0.0.1:{second}")]),
+        "{update:#?}"
+    );
+    assert!(
+        ev.iter().any(|e| e["kind"] == "net.decision"
+            && e["protocol"] == "tcp"
+            && e["port"] == first
+            && e["decision"] == "deny"),
+        "{ev:#?}"
+    );
+}
