@@ -104,7 +104,8 @@ fn allowed_loopback_service_is_reached_at_its_own_address() {
     );
     let name = format!("svc-{}", common::unique_number());
     let mut script = format!(
-        "curl -sS --noproxy '*' http://127.0.0.1:{port}/curl; {}",
+        "curl -sS --noproxy '*' http://127.0.0.1:{port}/curl; \
+         curl -sS --noproxy '*' http://localhost:{port}/localhost; {}",
         python_get(port, "/python")
     );
     let node = common::have("node");
@@ -121,6 +122,8 @@ fn allowed_loopback_service_is_reached_at_its_own_address() {
     let stdout = out.ok();
     assert!(stdout.contains("host service saw /curl\n"), "{out:#?}");
     assert!(stdout.contains("host service saw /python\n"), "{out:#?}");
+    // The client resolves the name itself (the sandbox's /etc/hosts) and reaches the address.
+    assert!(stdout.contains("host service saw /localhost\n"), "{out:#?}");
     if node {
         assert!(stdout.contains("host service saw /node\n"), "{out:#?}");
     }
@@ -129,7 +132,7 @@ fn allowed_loopback_service_is_reached_at_its_own_address() {
         .iter()
         .filter(|e| e["kind"] == "net.decision" && e["protocol"] == "tcp")
         .collect();
-    assert_eq!(tcp.len(), if node { 3 } else { 2 }, "{ev:#?}");
+    assert_eq!(tcp.len(), if node { 4 } else { 3 }, "{ev:#?}");
     for e in &tcp {
         assert_eq!(e["decision"], "allow", "{e:#?}");
         assert_eq!(e["host"], "127.0.0.1", "{e:#?}");
