@@ -355,3 +355,47 @@ fn live_updates_decide_served_connections_but_add_no_listeners() {
         "{ev:#?}"
     );
 }
+
+#[test]
+fn as_many_services_as_the_setup_channel_carries_are_served() {
+    if !common::have("python3") {
+        common::skip("python3 is not installed");
+        return;
+    }
+    let port = upstream();
+    // 61 listeners, the proxy's two, and room for the pty master: 64 descriptors.
+    let mut entries: Vec<String> = (0..60)
+        .map(|i| format!("\"127.0.0.1:{}\"", 20000 + i))
+        .collect();
+    entries.push(format!("\"127.0.0.1:{port}\""));
+    let (dir, settings) = setup(
+        "svc-most",
+        &format!(
+            r#"{{"network": {{"allowedDomains": [{}]}}}}"#,
+            entries.join(",")
+        ),
+    );
+    let out = run(rf(&dir).args(["run", "-s", &settings, "-c", &python_get(port, "/last")]));
+    assert!(out.ok().contains("host service saw /last\n"), "{out:#?}");
+}
+
+#[test]
+fn more_services_than_the_setup_channel_carries_are_refused() {
+    let entries: Vec<String> = (0..70)
+        .map(|i| format!("\"127.0.0.1:{}\"", 20000 + i))
+        .collect();
+    let (dir, settings) = setup(
+        "svc-many",
+        &format!(
+            r#"{{"network": {{"allowedDomains": [{}]}}}}"#,
+            entries.join(",")
+        ),
+    );
+    let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{out:#?}");
+    assert!(
+        out.stderr
+            .contains("network.allowedDomains: 70 loopback services with a port"),
+        "{out:#?}"
+    );
+}
