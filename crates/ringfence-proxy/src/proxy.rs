@@ -154,6 +154,13 @@ pub trait Hooks: Send + Sync + 'static {
     /// answer does not come within the policy's ask timeout. Concurrent connections to the
     /// same host and port share one question.
     fn ask(&self, q: AskQuery) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>>;
+    /// Names the program that opened a connection to a host service (`peer` is its end,
+    /// `service` the address it connected to), when the owner can tell; it becomes the
+    /// record's `client`. Runs on a blocking thread while the upstream connection is made.
+    fn identify(&self, peer: SocketAddr, service: SocketAddr) -> Option<String> {
+        let _ = (peer, service);
+        None
+    }
 }
 
 /// Parsing limits and timeouts. Anything beyond a limit is refused, never truncated.
@@ -311,6 +318,10 @@ impl Proxy {
         p.allow(host, port)?;
         *guard = Arc::new(p);
         Ok(())
+    }
+
+    pub(crate) fn hooks(&self) -> Arc<dyn Hooks> {
+        self.hooks.clone()
     }
 
     pub(crate) fn record(&self, d: &DecisionRecord) {

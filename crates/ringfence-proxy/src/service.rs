@@ -46,6 +46,11 @@ impl Proxy {
     async fn carry(&self, client: TcpStream, peer: SocketAddr, target: SocketAddr) {
         let started = Instant::now();
         let host = Host::Ip(target.ip()).to_string();
+        // Who connected is looked up while the decision and the upstream connection are made:
+        // the client is still waiting for its first answer then.
+        let hooks = self.hooks();
+        let who = tokio::task::spawn_blocking(move || hooks.identify(peer, target));
+        let client_name = std::sync::Mutex::new(None::<String>);
         let record = |decision, rule, reason, asked, resolved, error, bytes: (u64, u64)| {
             self.record(&DecisionRecord {
                 host: host.clone(),
@@ -55,7 +60,7 @@ impl Proxy {
                 rule,
                 reason,
                 asked,
-                client: None,
+                client: client_name.lock().ok().and_then(|c| c.clone()),
                 peer: Some(peer),
                 resolved,
                 via: None,
@@ -73,6 +78,7 @@ impl Proxy {
         {
             Ok(a) => a,
             Err(r) => {
+                set(&client_name, who.await);
                 record(
                     Decision::Denied,
                     r.rule,
@@ -86,9 +92,12 @@ impl Proxy {
                 return;
             }
         };
-        let up = match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(target))
-            .await
-        {
+        let (up, who) = tokio::join!(
+            tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(target)),
+            who
+        );
+        set(&client_name, who);
+        let up = match up {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 record(
@@ -129,6 +138,15 @@ impl Proxy {
             None,
             (a, b),
         );
+    }
+}
+
+fn set(
+    slot: &std::sync::Mutex<Option<String>>,
+    who: Result<Option<String>, tokio::task::JoinError>,
+) {
+    if let (Ok(mut s), Ok(Some(name))) = (slot.lock(), who) {
+        *s = Some(name);
     }
 }
 

@@ -13,6 +13,7 @@ mod overlay;
 mod prepare;
 mod proxy_cmd;
 mod runs;
+mod socket_owner;
 mod srt;
 mod timeline;
 mod watch;
@@ -734,6 +735,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     };
     let user_settings = prepare::user_settings_file(&req.sources, &prepared.policy);
     let network = match netrun::Network::start(
+        sb.pid,
         std::mem::take(&mut sb.proxy_listeners),
         std::mem::take(&mut sb.service_listeners)
             .into_iter()

@@ -52,9 +52,15 @@ struct RunHooks {
     /// The user settings file that "always" answers are added to.
     user_settings: Option<PathBuf>,
     denied: Arc<Mutex<Vec<NetDenial>>>,
+    /// The sandbox's PID 1 (host pid), whose descendants' connections are named.
+    sandbox_pid: libc::pid_t,
 }
 
 impl Hooks for RunHooks {
+    fn identify(&self, peer: SocketAddr, service: SocketAddr) -> Option<String> {
+        crate::socket_owner::program(self.sandbox_pid, peer, service)
+    }
+
     fn record(&self, d: &DecisionRecord) {
         let allowed = d.decision == Decision::Allowed;
         if let Asker::Control(c) = &self.asking {
@@ -375,6 +381,7 @@ impl Network {
     /// host services' listeners inside with the address each one carries connections to.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
+        sandbox_pid: libc::pid_t,
         listeners: Vec<TcpListener>,
         services: Vec<(TcpListener, SocketAddr)>,
         policy: NetPolicy,
@@ -417,6 +424,7 @@ impl Network {
             asking: asker,
             user_settings,
             denied: denied.clone(),
+            sandbox_pid,
         });
         if let Some(parent) = &egress.parent {
             if let Ok(mut l) = log.lock() {

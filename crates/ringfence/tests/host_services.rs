@@ -147,6 +147,15 @@ fn allowed_loopback_service_is_reached_at_its_own_address() {
         assert!(e["bytesDown"].as_u64().unwrap() > 0, "{e:#?}");
         assert!(e.get("durationMs").is_some(), "{e:#?}");
     }
+    // The program that connected, found in the sandbox's socket table.
+    let mut clients: Vec<&str> = tcp.iter().filter_map(|e| e["client"].as_str()).collect();
+    clients.sort_unstable();
+    clients.dedup();
+    let mut want = vec!["curl", "python3"];
+    if node {
+        want.insert(1, "node");
+    }
+    assert_eq!(clients, want, "{ev:#?}");
 }
 
 #[test]
