@@ -35,6 +35,11 @@ pub struct Spec {
     /// Ports on 127.0.0.1 inside the sandbox's network namespace where the supervisor's egress
     /// proxy listens: the sockets are created in there and handed to the supervisor.
     pub proxy_ports: Vec<u16>,
+    /// Host services reached at their own address: loopback addresses and ports listened on
+    /// inside the sandbox's network namespace, whose connections the supervisor carries to the
+    /// same address on the host. Bound before the command starts, so nothing inside can take
+    /// them first.
+    pub host_services: Vec<std::net::SocketAddr>,
     /// The supervisor sums the sandbox's memory itself (there is no memory cgroup): PID 1
     /// reports the SysV shared memory of the sandbox's IPC namespace, which only a process
     /// inside it can see (`MSG_SYSV_SHM`).
@@ -51,6 +56,8 @@ pub struct Sandbox {
     pub pty_master: Option<OwnedFd>,
     /// Listening sockets inside the sandbox's network namespace, one per `Spec::proxy_ports`.
     pub proxy_listeners: Vec<std::net::TcpListener>,
+    /// Listening sockets inside the sandbox, one per `Spec::host_services`.
+    pub service_listeners: Vec<std::net::TcpListener>,
     /// A cgroup v1 freezer group the sandbox may be moved into by `ringfence pause`; thawed
     /// before the sandbox is killed (frozen v1 tasks ignore SIGKILL until thawed).
     pub freezer: Option<PathBuf>,
@@ -134,6 +141,7 @@ pub fn spawn(
         channel: ours,
         pty_master: None,
         proxy_listeners: Vec::new(),
+        service_listeners: Vec::new(),
         freezer: None,
     };
     let joined = match cgroups {
@@ -153,12 +161,17 @@ pub fn spawn(
             source,
         })
     });
-    match result.and_then(|()| recv_ready(&sandbox.channel, spec.proxy_ports.len())) {
-        Ok((pty_master, proxy_listeners)) => Ok(Sandbox {
-            pty_master,
-            proxy_listeners,
-            ..sandbox
-        }),
+    let listeners = spec.proxy_ports.len() + spec.host_services.len();
+    match result.and_then(|()| recv_ready(&sandbox.channel, listeners)) {
+        Ok((pty_master, mut proxy_listeners)) => {
+            let service_listeners = proxy_listeners.split_off(spec.proxy_ports.len());
+            Ok(Sandbox {
+                pty_master,
+                proxy_listeners,
+                service_listeners,
+                ..sandbox
+            })
+        }
         Err(e) => {
             let _ = sys::kill(pid, libc::SIGKILL);
             reap(pid);
@@ -247,14 +260,21 @@ pub(crate) fn send_with_fd(fd: RawFd, buf: &[u8], pass: Option<RawFd>) -> io::Re
     send_fds(fd, buf, &fds)
 }
 
-/// Receives one message and the descriptors passed with it (at most 8).
+/// Most descriptors one message carries: the pty master, the proxy's two listeners and the
+/// host services' listeners.
+pub const MAX_FDS: usize = 64;
+
+/// Room for one cmsg header (16 bytes) and MAX_FDS descriptors, in 8-byte words.
+const CMSG_WORDS: usize = 2 + MAX_FDS / 2;
+
+/// Receives one message and the descriptors passed with it (at most [`MAX_FDS`]).
 pub(crate) fn recv_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     use std::os::fd::FromRawFd;
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    let mut cmsg = [0u64; 8];
+    let mut cmsg = [0u64; CMSG_WORDS];
     // SAFETY: msghdr is plain old data; zeroed is valid before the fields are set.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -292,16 +312,16 @@ pub(crate) fn recv_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<Owne
     Ok((n, received))
 }
 
-/// Sends one message with the given descriptors (at most 8).
+/// Sends one message with the given descriptors (at most [`MAX_FDS`]).
 pub(crate) fn send_fds(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<()> {
-    if pass.len() > 8 {
+    if pass.len() > MAX_FDS {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let mut iov = libc::iovec {
         iov_base: buf.as_ptr() as *mut libc::c_void,
         iov_len: buf.len(),
     };
-    let mut cmsg = [0u64; 8];
+    let mut cmsg = [0u64; CMSG_WORDS];
     // SAFETY: msghdr is plain old data; zeroed is valid before the fields are set.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
@@ -311,7 +331,7 @@ pub(crate) fn send_fds(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<()> 
         msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
         // SAFETY: CMSG_SPACE is a pure size computation.
         msg.msg_controllen = unsafe { libc::CMSG_SPACE(bytes) } as usize;
-        // SAFETY: the control buffer (64 bytes) holds one cmsg carrying up to 8 ints.
+        // SAFETY: the control buffer (CMSG_WORDS words) holds one cmsg header and MAX_FDS ints.
         unsafe {
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;
@@ -427,6 +447,15 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
                 source,
             },
         )?;
+        listeners.push(l);
+    }
+    // Host services, at the loopback address and port they have on the host.
+    for &addr in &spec.host_services {
+        let l = std::net::TcpListener::bind(addr).map_err(|source| {
+            Error::Setup(format!(
+                "listening on {addr} in the sandbox for the allowed host service at that address: {source}"
+            ))
+        })?;
         listeners.push(l);
     }
     std::env::set_current_dir(&spec.cwd).map_err(|source| Error::Path {

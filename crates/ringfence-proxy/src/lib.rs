@@ -18,6 +18,7 @@ mod proxy;
 mod refusal;
 mod relay;
 mod route;
+mod service;
 mod socks;
 mod splice;
 

@@ -3,7 +3,7 @@
 //! for deny entries, and the addresses a host name must not resolve to. Pure logic.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use ringfence_policy::Policy;
@@ -350,6 +350,47 @@ impl NetPolicy {
         }
     }
 
+    /// The host services the sandbox reaches at their own address: every allowedDomains
+    /// entry that is a loopback IP literal with a port (`127.0.0.1:8080`, `[::1]:5432`) and
+    /// that the policy allows as a whole (no deny entry overrides it), each address once, with
+    /// the entry that names it. A name (`localhost:3000`) is not one: names that resolve to
+    /// loopback are refused.
+    pub fn host_services(&self) -> Vec<(SocketAddr, String)> {
+        let mut out: Vec<(SocketAddr, String)> = Vec::new();
+        for p in &self.allowed {
+            let (HostPattern::Exact(Host::Ip(ip)), Some(port)) = (&p.host, p.port) else {
+                continue;
+            };
+            if !ip.is_loopback() {
+                continue;
+            }
+            let addr = SocketAddr::new(*ip, port);
+            if out.iter().any(|(a, _)| *a == addr) {
+                continue;
+            }
+            if matches!(
+                self.decide_host(&Host::Ip(*ip), port),
+                Verdict::Allow { .. }
+            ) {
+                out.push((addr, p.entry.clone()));
+            }
+        }
+        out
+    }
+
+    /// allowedDomains entries that name `localhost` (or a name under it): a name, which the
+    /// proxy resolves and then refuses as loopback, and which gets no listener inside.
+    pub fn localhost_entries(&self) -> Vec<String> {
+        self.allowed
+            .iter()
+            .filter(|p| {
+                matches!(&p.host, HostPattern::Exact(Host::Name(n))
+                    if n == "localhost" || n.ends_with(".localhost"))
+            })
+            .map(|p| p.entry.clone())
+            .collect()
+    }
+
     /// Why a resolved address of an allowed host name must not be connected to, or `None`.
     /// `own` are this host's interface addresses.
     pub fn refuse_resolved(&self, ip: IpAddr, own: &[IpAddr]) -> Option<String> {
@@ -486,6 +527,40 @@ mod tests {
             Verdict::Deny { .. } => "deny",
             Verdict::Unlisted => "unlisted",
         }
+    }
+
+    #[test]
+    fn host_services_are_allowed_loopback_literals_with_a_port() {
+        let p = policy(
+            &[
+                "127.0.0.1:8080",
+                "127.1:8080",
+                "[::1]:5432",
+                "[::ffff:127.0.0.2]:9000",
+                "127.0.0.1",
+                "localhost:3000",
+                "10.0.0.1:80",
+                "127.0.0.1:7000",
+                "example.com:443",
+            ],
+            &["127.0.0.1:7000"],
+        );
+        let got: Vec<(String, String)> = p
+            .host_services()
+            .into_iter()
+            .map(|(a, e)| (a.to_string(), e))
+            .collect();
+        assert_eq!(p.localhost_entries(), ["localhost:3000"]);
+        let want = [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("[::1]:5432", "[::1]:5432"),
+            ("127.0.0.2:9000", "[::ffff:127.0.0.2]:9000"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, e)| (a.to_string(), e.to_string()))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum Protocol {
     Connect,
     /// A SOCKS5 CONNECT tunnel.
     Socks5,
+    /// A plain TCP connection to a host service's own address inside the sandbox, carried to
+    /// the same address on the host (see [`Proxy::serve_host_service`]).
+    Tcp,
 }
 
 impl Protocol {
@@ -36,6 +39,7 @@ impl Protocol {
             Protocol::Http => "http",
             Protocol::Connect => "connect",
             Protocol::Socks5 => "socks5",
+            Protocol::Tcp => "tcp",
         }
     }
 }
@@ -150,6 +154,13 @@ pub trait Hooks: Send + Sync + 'static {
     /// answer does not come within the policy's ask timeout. Concurrent connections to the
     /// same host and port share one question.
     fn ask(&self, q: AskQuery) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>>;
+    /// Names the program that opened a connection to a host service (`peer` is its end,
+    /// `service` the address it connected to), when the owner can tell; it becomes the
+    /// record's `client`. Runs on a blocking thread while the upstream connection is made.
+    fn identify(&self, peer: SocketAddr, service: SocketAddr) -> Option<String> {
+        let _ = (peer, service);
+        None
+    }
 }
 
 /// Parsing limits and timeouts. Anything beyond a limit is refused, never truncated.
@@ -199,7 +210,16 @@ pub struct Proxy {
 }
 
 /// Counts a connection as active for as long as it is served.
-struct ActiveGuard(Arc<Proxy>);
+pub(crate) struct ActiveGuard(pub(crate) Arc<Proxy>);
+
+impl ActiveGuard {
+    pub(crate) fn new(proxy: Arc<Proxy>) -> ActiveGuard {
+        proxy
+            .active
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        ActiveGuard(proxy)
+    }
+}
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -298,6 +318,10 @@ impl Proxy {
         p.allow(host, port)?;
         *guard = Arc::new(p);
         Ok(())
+    }
+
+    pub(crate) fn hooks(&self) -> Arc<dyn Hooks> {
+        self.hooks.clone()
     }
 
     pub(crate) fn record(&self, d: &DecisionRecord) {
@@ -545,7 +569,7 @@ impl Proxy {
     }
 }
 
-fn is_transient(e: &io::Error) -> bool {
+pub(crate) fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::ECONNABORTED)

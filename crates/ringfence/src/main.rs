@@ -13,6 +13,7 @@ mod overlay;
 mod prepare;
 mod proxy_cmd;
 mod runs;
+mod socket_owner;
 mod srt;
 mod timeline;
 mod watch;
@@ -572,6 +573,12 @@ pub fn run(req: RunRequest) -> Result<i32> {
     let net_policy = ringfence_proxy::NetPolicy::from_policy(&prepared.policy)
         .map_err(|e| anyhow::anyhow!("network: {e}"))?;
     let egress = netrun::Egress::from_policy(&prepared.policy)?;
+    let proxy_ports = vec![netenv::HTTP_PORT, netenv::SOCKS_PORT];
+    let mut service_notes = Vec::new();
+    let host_services = netrun::host_services(&net_policy, &proxy_ports, &mut service_notes)?;
+    for n in &service_notes {
+        eprintln!("ringfence: note: {n}");
+    }
     let control_fd = match req.control_fd {
         Some(fd) => Some(netrun::take_fd(fd)?),
         None => None,
@@ -682,7 +689,8 @@ pub fn run(req: RunRequest) -> Result<i32> {
         hostname: "ringfence".into(),
         pty,
         guard: prepared.guard,
-        proxy_ports: vec![netenv::HTTP_PORT, netenv::SOCKS_PORT],
+        proxy_ports,
+        host_services: host_services.clone(),
         report_sysv_shm: prepared.mechanism == ringfence_linux::cgroup::Mechanism::NoCgroup,
     };
     let winsize = if pty[0] {
@@ -728,7 +736,12 @@ pub fn run(req: RunRequest) -> Result<i32> {
     };
     let user_settings = prepare::user_settings_file(&req.sources, &prepared.policy);
     let network = match netrun::Network::start(
+        sb.pid,
         std::mem::take(&mut sb.proxy_listeners),
+        std::mem::take(&mut sb.service_listeners)
+            .into_iter()
+            .zip(host_services)
+            .collect(),
         net_policy,
         egress,
         log.clone(),

@@ -31,6 +31,7 @@ const REPLACED: &[&str] = &[
     "cloudsdk_proxy_type",
     "cloudsdk_proxy_address",
     "cloudsdk_proxy_port",
+    "node_use_env_proxy",
 ];
 
 /// True for a host variable that the proxy environment replaces (compared without case, as
@@ -75,6 +76,9 @@ pub fn proxy_env(
     ] {
         set(k, &http);
     }
+    // Node's own fetch and https module read the variables above only with this (Node 24
+    // and later; older versions ignore it and connect directly).
+    set("NODE_USE_ENV_PROXY", "1");
     set("npm_config_noproxy", NO_PROXY);
     set("DOCKER_NO_PROXY", NO_PROXY);
     set("CLOUDSDK_PROXY_TYPE", "http");
@@ -118,6 +122,7 @@ mod tests {
         assert_eq!(get(&v, "ALL_PROXY"), "socks5h://127.0.0.1:1080");
         assert_eq!(get(&v, "NO_PROXY"), "localhost,127.0.0.1,::1");
         assert_eq!(get(&v, "CLOUDSDK_PROXY_PORT"), "3128");
+        assert_eq!(get(&v, "NODE_USE_ENV_PROXY"), "1");
         assert_eq!(
             get(&v, "GIT_SSH_COMMAND"),
             "ssh -o 'ProxyCommand='\\''/usr/bin/ringfence'\\'' connect %h %p'"

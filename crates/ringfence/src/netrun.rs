@@ -5,11 +5,11 @@
 //! settled before the sandbox exists, so a setting that cannot be used stops the run.
 
 use std::future::Future;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -52,9 +52,15 @@ struct RunHooks {
     /// The user settings file that "always" answers are added to.
     user_settings: Option<PathBuf>,
     denied: Arc<Mutex<Vec<NetDenial>>>,
+    /// The sandbox's PID 1 (host pid), whose descendants' connections are named.
+    sandbox_pid: libc::pid_t,
 }
 
 impl Hooks for RunHooks {
+    fn identify(&self, peer: SocketAddr, service: SocketAddr) -> Option<String> {
+        crate::socket_owner::program(self.sandbox_pid, peer, service)
+    }
+
     fn record(&self, d: &DecisionRecord) {
         let allowed = d.decision == Decision::Allowed;
         if let Asker::Control(c) = &self.asking {
@@ -278,6 +284,24 @@ pub fn print_egress(
                     pp.http.as_ref().map_or("none".into(), |u| u.shown()),
                 )?,
             }
+            if let Ok(np) = NetPolicy::from_policy(p) {
+                let mut notes = Vec::new();
+                if let Ok(services) = host_services(
+                    &np,
+                    &[crate::netenv::HTTP_PORT, crate::netenv::SOCKS_PORT],
+                    &mut notes,
+                ) {
+                    for a in services {
+                        writeln!(
+                            out,
+                            "egress: host service {a} reachable inside at its own address"
+                        )?;
+                    }
+                }
+                for n in notes {
+                    writeln!(out, "note: {n}")?;
+                }
+            }
             if let Some(m) = &p.mitm_proxy {
                 writeln!(
                     out,
@@ -303,6 +327,45 @@ pub fn print_egress(
     Ok(())
 }
 
+/// The host services the sandbox reaches at their own address (allowed loopback literals with
+/// a port, see [`NetPolicy::host_services`]), minus those that would take one of the proxy's
+/// own ports inside (`in_use`), which stay reachable through the proxy only: each is a note.
+/// More than the setup channel can hand over is refused, naming the key.
+pub fn host_services(
+    policy: &NetPolicy,
+    in_use: &[u16],
+    notes: &mut Vec<String>,
+) -> Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for (addr, entry) in policy.host_services() {
+        if addr.ip() == std::net::IpAddr::from([127, 0, 0, 1]) && in_use.contains(&addr.port()) {
+            notes.push(format!(
+                "network.allowedDomains \"{entry}\": {addr} is the sandbox's own proxy port; \
+                 the host's service there is reachable through the proxy only"
+            ));
+            continue;
+        }
+        out.push(addr);
+    }
+    for entry in policy.localhost_entries() {
+        let port = entry.rsplit_once(':').map_or("PORT", |(_, p)| p);
+        notes.push(format!(
+            "network.allowedDomains \"{entry}\": a name that resolves to loopback is refused; \
+             to reach a host service, allow its address (\"127.0.0.1:{port}\" or \"[::1]:{port}\")"
+        ));
+    }
+    // The pty master and the proxy's listeners travel in the same message.
+    let room = ringfence_linux::sandbox::MAX_FDS - 1 - in_use.len();
+    if out.len() > room {
+        anyhow::bail!(
+            "network.allowedDomains: {} loopback services with a port (at most {room}); \
+             remove some, or reach them through the proxy with a host name",
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
 /// The running proxy of one sandbox.
 pub struct Network {
     runtime: tokio::runtime::Runtime,
@@ -314,10 +377,13 @@ pub struct Network {
 impl Network {
     /// Starts the async runtime (only now: the sandbox was cloned from a single thread) and
     /// serves every listener: `listeners` are the HTTP and the SOCKS port, in that order; one
-    /// that `egress` gives to the user's own proxy relays there instead.
+    /// that `egress` gives to the user's own proxy relays there instead. `services` are the
+    /// host services' listeners inside with the address each one carries connections to.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
+        sandbox_pid: libc::pid_t,
         listeners: Vec<TcpListener>,
+        services: Vec<(TcpListener, SocketAddr)>,
         policy: NetPolicy,
         egress: Egress,
         log: Arc<Mutex<Activity>>,
@@ -358,6 +424,7 @@ impl Network {
             asking: asker,
             user_settings,
             denied: denied.clone(),
+            sandbox_pid,
         });
         if let Some(parent) = &egress.parent {
             if let Ok(mut l) = log.lock() {
@@ -413,8 +480,19 @@ impl Network {
                 }
             });
         }
+        let served: Vec<SocketAddr> = services.iter().map(|(_, a)| *a).collect();
+        for (l, target) in services {
+            let p = proxy.clone();
+            runtime.spawn(async move {
+                if let Err(e) = p.serve_host_service(l, target).await {
+                    eprintln!("ringfence: the host service at {target} stopped: {e}\r");
+                }
+            });
+        }
         if let (Some(c), Some(reader)) = (control, reader) {
             let p = proxy.clone();
+            let updated = proxy.clone();
+            let noted = Mutex::new(Vec::<String>::new());
             runtime.spawn(async move {
                 let applied_log = log.clone();
                 let result = c
@@ -428,11 +506,30 @@ impl Network {
                                 return;
                             }
                             redact_parent_proxy(&mut v);
-                            if let Ok(mut l) = applied_log.lock() {
-                                l.event(
-                                    "policy.update",
-                                    json!({"source": "control-fd", "update": v}),
+                            // Listeners exist only for the services allowed at start: one
+                            // added now is reachable through the proxy, not at its address.
+                            let unserved: Vec<String> = updated
+                                .policy()
+                                .host_services()
+                                .into_iter()
+                                .filter(|(a, _)| !served.contains(a))
+                                .map(|(a, _)| a.to_string())
+                                .collect();
+                            let mut noted = noted.lock().unwrap_or_else(PoisonError::into_inner);
+                            for a in unserved.iter().filter(|a| !noted.contains(a)) {
+                                eprintln!(
+                                    "ringfence: note: --control-fd allowed {a}, but only host services \
+                                     allowed when the run started are reachable at their own address; \
+                                     this one only through the proxy\r"
                                 );
+                            }
+                            noted.extend(unserved.iter().cloned());
+                            let mut event = json!({"source": "control-fd", "update": v});
+                            if !unserved.is_empty() {
+                                event["unserved"] = json!(unserved);
+                            }
+                            if let Ok(mut l) = applied_log.lock() {
+                                l.event("policy.update", event);
                             }
                         },
                         move |e| {

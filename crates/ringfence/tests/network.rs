@@ -231,15 +231,17 @@ fn a_name_that_resolves_to_loopback_is_refused() {
 #[test]
 fn programs_that_ignore_the_proxy_reach_nothing() {
     let port = upstream();
+    let unlisted = upstream();
     let (dir, settings) = setup(
         "net-bypass",
-        &format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}"]}}}}"#),
+        &format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}", "example.com"]}}}}"#),
     );
-    // Straight to the host's loopback port (the sandbox's loopback has nothing there), to an
-    // outside address, and a DNS lookup: each must fail.
+    // Straight to a host loopback port the policy does not list (an allowed one is served at
+    // its own address, see host_services.rs), to an outside address, and a DNS lookup of an
+    // allowed name: each must fail.
     let script = format!(
         r#"import socket
-for target in [("127.0.0.1", {port}), ("10.255.255.53", 53), ("1.1.1.1", 443)]:
+for target in [("127.0.0.1", {unlisted}), ("10.255.255.53", 53), ("1.1.1.1", 443)]:
     s = socket.socket()
     s.settimeout(5)
     try:
