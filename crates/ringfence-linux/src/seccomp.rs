@@ -416,7 +416,7 @@ const FILE_META: &[c_long] = &[
 /// log) and, with `creation`, every syscall that could create a protected name goes to the
 /// creation guard; with `file_meta` (there are writable single files) the calls of
 /// [`FILE_META`] too. Everything else is allowed (the main filter still applies).
-pub fn build_guard(creation: bool, file_meta: bool) -> Vec<sock_filter> {
+pub fn build_guard(creation: bool, file_meta: bool, unix_paths: bool) -> Vec<sock_filter> {
     let notify = libc::SECCOMP_RET_USER_NOTIF;
     let mut a = Assembler::default();
     a.load(OFFSET_ARCH);
@@ -432,6 +432,9 @@ pub fn build_guard(creation: bool, file_meta: bool) -> Vec<sock_filter> {
     }
     a.ret_if(JEQ_K, nr(libc::SYS_execve), notify);
     a.ret_if(JEQ_K, nr(libc::SYS_execveat), notify);
+    if unix_paths {
+        unix_address_rules(&mut a);
+    }
     if !creation {
         a.ret(RET_ALLOW);
         return a.finish();
@@ -461,6 +464,37 @@ pub fn build_guard(creation: bool, file_meta: bool) -> Vec<sock_filter> {
     });
     a.ret(RET_ALLOW);
     a.finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unix sockets by path (`network.allowUnixSockets`): the filter cannot read an address, so
+// every call that takes one goes to PID 1 (`guard::Agent::unix_address_call`), which checks a
+// unix path and performs the call on a duplicate of the caller's socket. Only with a list:
+// without one, socket(AF_UNIX) is refused (or, with allowAllUnixSockets, nothing is checked).
+// ---------------------------------------------------------------------------------------------
+
+/// connect, sendto with an address, and sendmsg (whose address is in memory) go to the agent;
+/// sendmmsg answers ENOSYS, so that libc and resolvers fall back to sendmsg or sendto, one
+/// message at a time, which the agent can check.
+fn unix_address_rules(a: &mut Assembler) {
+    let notify = libc::SECCOMP_RET_USER_NOTIF;
+    a.ret_if(JEQ_K, nr(libc::SYS_connect), notify);
+    a.ret_if(JEQ_K, nr(libc::SYS_sendmsg), notify);
+    a.ret_if(JEQ_K, nr(libc::SYS_sendmmsg), ret_errno(libc::ENOSYS));
+    // send(2) is sendto with a null address: it stays a plain syscall.
+    a.on_syscall(libc::SYS_sendto, |a| {
+        a.load(arg_low(4));
+        a.ret_unless(JEQ_K, 0, notify);
+        a.load(arg_high(4));
+        a.ret_unless(JEQ_K, 0, notify);
+        a.ret(RET_ALLOW);
+    });
+}
+
+/// The high 32 bits of `args[i]` (a pointer is null only if both halves are).
+const fn arg_high(i: u32) -> u32 {
+    let high_half = if cfg!(target_endian = "big") { 0 } else { 4 };
+    16 + 8 * i + high_half
 }
 
 /// Installs `prog` with a user-notification listener and returns the listener.
@@ -729,8 +763,8 @@ mod tests {
     #[test]
     fn file_meta_calls_reach_the_guard_only_with_writable_files() {
         let notify = libc::SECCOMP_RET_USER_NOTIF;
-        let with = build_guard(true, true);
-        let without = build_guard(true, false);
+        let with = build_guard(true, true, false);
+        let without = build_guard(true, false, false);
         for &syscall in FILE_META {
             assert_eq!(run(&with, arch::AUDIT_ARCH, nr(syscall), &[0; 6]), notify);
             assert_eq!(
