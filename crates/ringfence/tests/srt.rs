@@ -134,7 +134,6 @@ fn srt_readme_example_runs_unchanged() {
     assert!(!out.stderr.contains("unknown key"), "{out:#?}");
     // The keys without effect on Linux are named, once each.
     for key in [
-        "network.allowUnixSockets",
         "enableWeakerNetworkIsolation",
         "allowAppleEvents",
     ] {
