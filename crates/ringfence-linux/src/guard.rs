@@ -2415,6 +2415,23 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    #[test]
+    fn unix_addresses_with_a_path() {
+        let unix = (libc::AF_UNIX as u16).to_ne_bytes();
+        let addr = |rest: &[u8]| [&unix[..], rest].concat();
+        assert_eq!(
+            unix_path(&addr(b"/run/a.sock\0junk")),
+            Some(&b"/run/a.sock"[..])
+        );
+        assert_eq!(unix_path(&addr(b"rel.sock")), Some(&b"rel.sock"[..]));
+        // Abstract and unnamed addresses, other families and short buffers have no path.
+        assert_eq!(unix_path(&addr(b"\0abstract")), None);
+        assert_eq!(unix_path(&addr(b"")), None);
+        let inet = (libc::AF_INET as u16).to_ne_bytes();
+        assert_eq!(unix_path(&[&inet[..], b"/x"].concat()), None);
+        assert_eq!(unix_path(&unix[..1]), None);
+    }
+
     fn rules() -> GuardRules {
         GuardRules {
             names: vec![".bashrc".into(), ".vscode".into()],

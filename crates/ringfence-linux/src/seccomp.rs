@@ -795,6 +795,10 @@ mod tests {
             libc::SYS_openat,
             libc::SYS_openat2,
             libc::SYS_bind,
+            libc::SYS_connect,
+            libc::SYS_sendto,
+            libc::SYS_sendmsg,
+            libc::SYS_sendmmsg,
         ]);
         for h in HOT {
             assert!(!ruled.contains(h), "syscall {h} is hot and has a rule");
@@ -802,6 +806,31 @@ mod tests {
         // And the fast path really allows them.
         for &h in HOT {
             assert_eq!(decide(&STRICT, h, &[0; 6]), RET_ALLOW, "syscall {h}");
+        }
+    }
+
+    #[test]
+    fn unix_paths_send_addressed_calls_to_the_agent() {
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        let arch = arch::AUDIT_ARCH;
+        for creation in [false, true] {
+            let with = build_guard(creation, false, true);
+            let d = |nr: c_long, args: &[u64]| run(&with, arch, nr as u32, args);
+            assert_eq!(d(libc::SYS_connect, &[3, 0, 0]), notify);
+            assert_eq!(d(libc::SYS_sendmsg, &[3, 0, 0]), notify);
+            assert_eq!(d(libc::SYS_sendmmsg, &[3, 0, 1]), ret_errno(libc::ENOSYS));
+            // send(2) is sendto without an address: no round trip.
+            assert_eq!(d(libc::SYS_sendto, &[3, 1, 1, 0, 0, 0]), RET_ALLOW);
+            assert_eq!(d(libc::SYS_sendto, &[3, 1, 1, 0, 0x1000, 16]), notify);
+            // A pointer whose low half is zero is still an address.
+            assert_eq!(d(libc::SYS_sendto, &[3, 1, 1, 0, 1 << 32, 16]), notify);
+            let without = build_guard(creation, false, false);
+            for nr in [libc::SYS_connect, libc::SYS_sendmsg, libc::SYS_sendto] {
+                assert_eq!(
+                    run(&without, arch, nr as u32, &[3, 0, 0, 0, 0x1000, 16]),
+                    RET_ALLOW
+                );
+            }
         }
     }
 
