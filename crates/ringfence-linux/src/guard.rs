@@ -406,6 +406,12 @@ pub struct Agent<'a> {
     sealed: std::cell::RefCell<std::collections::HashSet<(u64, u64)>>,
     /// Makes the names of the guard's own temporary files unique.
     temp_counter: std::cell::Cell<u64>,
+    /// `network.allowUnixSockets` (see `with_unix_sockets`); None: no list.
+    unix: Option<&'a UnixSocketRules>,
+    /// Mount ids of the sandbox's scratch mounts, where every socket is reachable.
+    scratch_mounts: Vec<u64>,
+    /// Unix sockets this run bound (device, inode): reachable like the scratch ones.
+    bound: std::cell::RefCell<std::collections::HashSet<(u64, u64)>>,
 }
 
 /// Message tag of a refusal report on the supervisor channel.
@@ -664,10 +670,18 @@ impl Agent<'_> {
         if unsafe { libc::fchdir(parent.as_raw_fd()) } < 0 {
             return Err(errno());
         }
-        do_bind(
+        let r = do_bind(
             &sun as *const libc::sockaddr_un as *const libc::sockaddr,
             std::mem::size_of::<libc::sa_family_t>() + name.len() + 1,
-        )
+        )?;
+        // A socket the sandbox made itself stays reachable by path (`allowed_socket`).
+        if let Some(id) = cstr(&name)
+            .ok()
+            .and_then(|n| file_id_at(parent.as_raw_fd(), &n))
+        {
+            self.bound.borrow_mut().insert(id);
+        }
+        Ok(r)
     }
 
     fn rename(&self, req: &Request, dir1: RawFd, dir2: RawFd) -> Result<i32, i32> {
@@ -1084,6 +1098,9 @@ impl<'a> Agent<'a> {
             new_git: Default::default(),
             sealed: Default::default(),
             temp_counter: std::cell::Cell::new(0),
+            unix: None,
+            scratch_mounts: Vec::new(),
+            bound: Default::default(),
         }
     }
 
@@ -1098,6 +1115,10 @@ impl<'a> Agent<'a> {
         let nr = n.data.nr as libc::c_long;
         if nr == libc::SYS_execve || nr == libc::SYS_execveat {
             self.report_exec(&n);
+            return;
+        }
+        if self.unix.is_some() && is_unix_address_call(nr) {
+            self.unix_address_call(&n);
             return;
         }
         match build(&n) {
@@ -1289,6 +1310,8 @@ impl Denial {
             OP_LINK => "link",
             OP_RENAME => "rename",
             OP_BIND => "bind",
+            OP_CONNECT => "connect",
+            OP_SEND => "send",
             _ => "create",
         };
         let pid = u32::from_ne_bytes(b.get(1..5)?.try_into().ok()?);
@@ -1313,10 +1336,21 @@ pub struct GuardReport {
     pub read_only: u64,
     /// The first few refused paths, as the sandbox saw them.
     pub examples: Vec<PathBuf>,
+    /// Connections and sends to unix sockets not in `network.allowUnixSockets`.
+    pub sockets: u64,
+    /// The first few of those sockets.
+    pub socket_examples: Vec<PathBuf>,
 }
 
 impl GuardReport {
     pub fn add(&mut self, d: &Denial) {
+        if matches!(d.op, "connect" | "send") {
+            self.sockets += 1;
+            if self.socket_examples.len() < 5 && !self.socket_examples.contains(&d.path) {
+                self.socket_examples.push(d.path.clone());
+            }
+            return;
+        }
         if d.read_only {
             self.read_only += 1;
             return;
@@ -1438,7 +1472,7 @@ fn for_caller(path: Vec<u8>, pid: u32) -> Vec<u8> {
 }
 
 /// A duplicate of descriptor `fd` of thread `tid` (pidfd_getfd, allowed to PID 1 only).
-fn take_fd(tid: u32, fd: i32) -> Result<OwnedFd, i32> {
+pub(crate) fn take_fd(tid: u32, fd: i32) -> Result<OwnedFd, i32> {
     const PIDFD_THREAD: libc::c_int = libc::O_EXCL;
     // SAFETY: pidfd_open with integer arguments; the result is checked.
     let mut pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD) };
@@ -1954,10 +1988,449 @@ impl Agent<'_> {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Unix sockets by path (`network.allowUnixSockets`).
+//
+// With a list, the command may create AF_UNIX sockets, and every connect(2), every sendto(2)
+// with an address and every sendmsg(2) stops here: the filter cannot read an address. PID 1
+// copies the address out of the caller's memory once and, for a unix socket given a path,
+// opens that path (O_PATH, following symlinks as connect does, from the caller's working
+// directory) and checks what it reached: a listed socket, a socket on the sandbox's own
+// scratch mounts (private /tmp, /dev/shm), or one the sandbox bound itself. The call is then
+// performed on a duplicate of the caller's socket (pidfd_getfd) with the address
+// `/proc/self/fd/N` of the descriptor that was checked, so neither a second thread rewriting
+// the address nor a rename of the path can change what is connected. Everything else
+// (abstract and unnamed unix addresses, which reach only the sandbox's own network namespace;
+// inet addresses) is performed as given, on the duplicate too: continuing the caller's own
+// call would let a racing thread swap the descriptor or the address after the check.
+//
+// The duplicate shares the caller's open file description, so O_NONBLOCK and its
+// EINPROGRESS/EAGAIN answers carry over. A call that may block (a blocking stream connect, a
+// send that would wait for room) runs in a short-lived child of PID 1, which answers the
+// caller itself, so that PID 1 keeps serving the rest of the sandbox.
+// ---------------------------------------------------------------------------------------------
+
+/// Which unix sockets the sandbox may reach by path.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnixSocketRules {
+    /// Listed sockets: real paths, as the sandbox sees them (the host tree at the same paths).
+    pub allowed: Vec<PathBuf>,
+    /// The sandbox's own scratch mounts (its private /tmp, /dev/shm): any socket there is
+    /// reachable, since only the sandbox can have made it.
+    pub scratch: Vec<PathBuf>,
+}
+
+/// Refused connect and send, in the refusal reports.
+const OP_CONNECT: u8 = 11;
+const OP_SEND: u8 = 12;
+
+/// At most this much data of one send is copied and sent (a stream socket takes the rest
+/// with the caller's next call; a larger datagram gets EMSGSIZE, as it would from a socket
+/// buffer of this size).
+const SEND_MAX: usize = 1 << 20;
+/// Ancillary data of one sendmsg, at most (the kernel's optmem limit is of this order).
+const CONTROL_MAX: usize = 64 << 10;
+/// UIO_MAXIOV.
+const IOV_MAX: usize = 1024;
+
+/// The syscalls the guard filter sends here when there is a list (see
+/// `seccomp::unix_address_rules`).
+pub fn is_unix_address_call(nr: libc::c_long) -> bool {
+    nr == libc::SYS_connect || nr == libc::SYS_sendto || nr == libc::SYS_sendmsg
+}
+
+/// What the caller asked for, copied out of its memory.
+enum AddressCall {
+    Connect,
+    /// sendto and sendmsg: the data, the ancillary data (fds already duplicated) and flags.
+    Send {
+        data: Vec<u8>,
+        control: Vec<u8>,
+        /// Keeps the duplicated SCM_RIGHTS descriptors open until the send is done.
+        _fds: Vec<OwnedFd>,
+        flags: i32,
+    },
+}
+
+fn sockopt_int(sock: RawFd, opt: libc::c_int) -> Option<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are valid buffers for an int option.
+    let r = unsafe {
+        libc::getsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            opt,
+            &mut v as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    (r == 0).then_some(v)
+}
+
+/// The path of a pathname unix address (`sun_path` up to its NUL); None for an abstract or
+/// unnamed address, or another family.
+fn unix_path(addr: &[u8]) -> Option<&[u8]> {
+    let family = u16::from_ne_bytes([*addr.first()?, *addr.get(1)?]) as i32;
+    let path = addr.get(2..)?;
+    if family != libc::AF_UNIX || path.first().is_none_or(|&b| b == 0) {
+        return None;
+    }
+    Some(&path[..path.iter().position(|&b| b == 0).unwrap_or(path.len())])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut v = [0u8; 8];
+    if let Some(s) = b.get(at..at + 8) {
+        v.copy_from_slice(s);
+    }
+    u64::from_ne_bytes(v)
+}
+
+/// Gathers the caller's iovecs, at most SEND_MAX bytes; `Err(EMSGSIZE)` when a datagram
+/// would be cut.
+fn gather(pid: u32, iov: u64, iovlen: u64, stream: bool) -> Result<Vec<u8>, i32> {
+    if iovlen as usize > IOV_MAX {
+        return Err(libc::EMSGSIZE);
+    }
+    let vecs = read_bytes(pid, iov, iovlen as usize * 16)?;
+    let mut data = Vec::new();
+    for i in 0..iovlen as usize {
+        let (base, len) = (u64_at(&vecs, 16 * i), u64_at(&vecs, 16 * i + 8) as usize);
+        let room = SEND_MAX - data.len();
+        if len > room && !stream {
+            return Err(libc::EMSGSIZE);
+        }
+        data.extend_from_slice(&read_bytes(pid, base, len.min(room))?);
+        if data.len() == SEND_MAX {
+            break;
+        }
+    }
+    Ok(data)
+}
+
+/// Copies ancillary data, duplicating SCM_RIGHTS descriptors into PID 1. SCM_CREDENTIALS is
+/// refused: PID 1 would vouch for credentials the caller chose.
+fn copy_control(pid: u32, ptr: u64, len: usize) -> Result<(Vec<u8>, Vec<OwnedFd>), i32> {
+    if ptr == 0 || len == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    if len > CONTROL_MAX {
+        return Err(libc::ENOBUFS);
+    }
+    let mut control = read_bytes(pid, ptr, len)?;
+    let mut fds = Vec::new();
+    let hdr = std::mem::size_of::<libc::cmsghdr>();
+    let align = |n: usize| (n + 7) & !7;
+    let mut at = 0;
+    while at + hdr <= control.len() {
+        let clen = u64_at(&control, at) as usize;
+        let level = i32::from_ne_bytes(
+            control[at + 8..at + 12]
+                .try_into()
+                .map_err(|_| libc::EINVAL)?,
+        );
+        let kind = i32::from_ne_bytes(
+            control[at + 12..at + 16]
+                .try_into()
+                .map_err(|_| libc::EINVAL)?,
+        );
+        if clen < hdr || at + clen > control.len() {
+            return Err(libc::EINVAL);
+        }
+        if level == libc::SOL_SOCKET && kind == libc::SCM_CREDENTIALS {
+            return Err(libc::EPERM);
+        }
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            for slot in (at + hdr..at + clen).step_by(4) {
+                let Some(b) = control.get(slot..slot + 4) else {
+                    break;
+                };
+                let theirs = i32::from_ne_bytes(b.try_into().map_err(|_| libc::EINVAL)?);
+                let ours = take_fd(pid, theirs)?;
+                control[slot..slot + 4].copy_from_slice(&ours.as_raw_fd().to_ne_bytes());
+                fds.push(ours);
+            }
+        }
+        at += align(clen);
+    }
+    Ok((control, fds))
+}
+
+impl<'a> Agent<'a> {
+    /// Turns on the unix socket checks (PID 1, after the mounts): the scratch mounts are
+    /// recognised by their mount ids, which a path cannot fake.
+    pub fn with_unix_sockets(mut self, rules: Option<&'a UnixSocketRules>) -> Agent<'a> {
+        self.unix = rules;
+        self.scratch_mounts = rules
+            .map(|r| {
+                r.scratch
+                    .iter()
+                    .filter_map(|p| fs::File::open(p).ok())
+                    .filter_map(|f| mount_id(f.as_raw_fd()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self
+    }
+
+    /// Answers a connect, sendto or sendmsg (see the section comment).
+    fn unix_address_call(&self, n: &libc::seccomp_notif) {
+        let nr = n.data.nr as libc::c_long;
+        let req = Request {
+            id: n.id,
+            pid: n.pid,
+            op: if nr == libc::SYS_connect {
+                OP_CONNECT
+            } else {
+                OP_SEND
+            },
+            ..Request::default()
+        };
+        match self.unix_address_inner(n) {
+            Ok(Some(v)) => self.answer(&req, v, None),
+            Ok(None) => {} // answered by a child
+            Err(e) => self.answer(&req, -(e as i64), None),
+        }
+    }
+
+    fn unix_address_inner(&self, n: &libc::seccomp_notif) -> Result<Option<i64>, i32> {
+        let (pid, a) = (n.pid, n.data.args);
+        let nr = n.data.nr as libc::c_long;
+        let sock = take_fd(pid, a[0] as u32 as i32)?;
+        let sock_type = sockopt_int(sock.as_raw_fd(), libc::SO_TYPE).unwrap_or(0);
+        let stream = sock_type == libc::SOCK_STREAM;
+        let storage = std::mem::size_of::<libc::sockaddr_storage>();
+        let (addr, call) = if nr == libc::SYS_connect {
+            let len = a[2] as u32 as usize;
+            if len > storage {
+                return Err(libc::EINVAL);
+            }
+            (read_bytes(pid, a[1], len)?, AddressCall::Connect)
+        } else if nr == libc::SYS_sendto {
+            let len = a[5] as u32 as usize;
+            if len > storage {
+                return Err(libc::EINVAL);
+            }
+            let addr = if a[4] == 0 {
+                Vec::new()
+            } else {
+                read_bytes(pid, a[4], len)?
+            };
+            let want = a[2] as usize;
+            if want > SEND_MAX && !stream {
+                return Err(libc::EMSGSIZE);
+            }
+            let data = read_bytes(pid, a[1], want.min(SEND_MAX))?;
+            let call = AddressCall::Send {
+                data,
+                control: Vec::new(),
+                _fds: Vec::new(),
+                flags: a[3] as i32,
+            };
+            (addr, call)
+        } else {
+            // struct msghdr: name, namelen, iov, iovlen, control, controllen, flags.
+            let m = read_bytes(pid, a[1], std::mem::size_of::<libc::msghdr>())?;
+            let (name, namelen) = (u64_at(&m, 0), (u64_at(&m, 8) as u32 as usize).min(storage));
+            let addr = if name == 0 {
+                Vec::new()
+            } else {
+                read_bytes(pid, name, namelen)?
+            };
+            let data = gather(pid, u64_at(&m, 16), u64_at(&m, 24), stream)?;
+            let (control, fds) = copy_control(pid, u64_at(&m, 32), u64_at(&m, 40) as usize)?;
+            let call = AddressCall::Send {
+                data,
+                control,
+                _fds: fds,
+                flags: a[2] as i32,
+            };
+            (addr, call)
+        };
+        // The pid could have been reused while its memory was read.
+        if !id_valid(self.listener, n.id) {
+            return Ok(None);
+        }
+        let unix = sockopt_int(sock.as_raw_fd(), libc::SO_DOMAIN) == Some(libc::AF_UNIX);
+        let mut checked: Option<OwnedFd> = None;
+        let mut target = addr;
+        if let (true, Some(path)) = (unix, unix_path(&target)) {
+            let fd = self.allowed_socket(pid, path)?;
+            // SAFETY: sockaddr_un is plain data; zeroed is valid.
+            let mut sun: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+            sun.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            let own = format!("/proc/self/fd/{}", fd.as_raw_fd());
+            for (d, s) in sun.sun_path.iter_mut().zip(own.as_bytes()) {
+                *d = *s as libc::c_char;
+            }
+            let len = std::mem::size_of::<libc::sa_family_t>() + own.len() + 1;
+            // SAFETY: sun is plain data of at least `len` bytes.
+            target = unsafe {
+                std::slice::from_raw_parts(&sun as *const libc::sockaddr_un as *const u8, len)
+            }
+            .to_vec();
+            checked = Some(fd);
+        }
+        // SAFETY: F_GETFL on a descriptor we hold.
+        let blocking =
+            unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) } & libc::O_NONBLOCK == 0;
+        let r = match &call {
+            AddressCall::Connect => {
+                // A datagram connect only sets the default peer; a stream connect may wait for
+                // the listener (a full backlog) or the handshake.
+                if blocking && sock_type != libc::SOCK_DGRAM {
+                    return self.address_call_in_child(n, pid, &sock, &target, &call);
+                }
+                perform(sock.as_raw_fd(), &target, &call, 0)
+            }
+            AddressCall::Send { flags, .. } => {
+                let r = perform(sock.as_raw_fd(), &target, &call, libc::MSG_DONTWAIT);
+                if r == -(libc::EAGAIN as i64) && blocking && flags & libc::MSG_DONTWAIT == 0 {
+                    return self.address_call_in_child(n, pid, &sock, &target, &call);
+                }
+                r
+            }
+        };
+        drop(checked);
+        deliver_sigpipe(pid, &call, r);
+        Ok(Some(r))
+    }
+
+    /// A call that may block, performed by a child of PID 1 that answers the caller itself.
+    fn address_call_in_child(
+        &self,
+        n: &libc::seccomp_notif,
+        pid: u32,
+        sock: &OwnedFd,
+        target: &[u8],
+        call: &AddressCall,
+    ) -> Result<Option<i64>, i32> {
+        // SAFETY: PID 1 is single-threaded; the child only performs the call, answers and exits.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let r = perform(sock.as_raw_fd(), target, call, 0);
+            deliver_sigpipe(pid, call, r);
+            respond(self.listener, n.id, r);
+            // SAFETY: _exit ends the child.
+            unsafe { libc::_exit(0) }
+        }
+        if child < 0 {
+            return Err(errno());
+        }
+        Ok(None)
+    }
+
+    /// Opens the socket at `path` as the caller would reach it and checks it against the
+    /// rules; the descriptor that was checked, or EACCES (noted for the report).
+    fn allowed_socket(&self, pid: u32, path: &[u8]) -> Result<OwnedFd, i32> {
+        let path = for_caller(path.to_vec(), pid);
+        let cwd = open_dir_of(pid, libc::AT_FDCWD)?;
+        let c = cstr(&path)?;
+        // SAFETY: c is a valid string, cwd a directory descriptor; checked before owned.
+        let fd =
+            unsafe { libc::openat(cwd.as_raw_fd(), c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(errno());
+        }
+        // SAFETY: fd is fresh and owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default();
+        let rules = self.unix.map(|r| r.allowed.as_slice()).unwrap_or_default();
+        let allowed = rules.contains(&real)
+            || mount_id(fd.as_raw_fd()).is_some_and(|m| self.scratch_mounts.contains(&m))
+            || dev_ino(fd.as_raw_fd()).is_some_and(|id| self.bound.borrow().contains(&id));
+        if allowed {
+            return Ok(fd);
+        }
+        let shown = if real.as_os_str().is_empty() {
+            path
+        } else {
+            real.into_os_string().into_vec()
+        };
+        *self.refused.borrow_mut() = Some(shown);
+        self.read_only.set(false);
+        Err(libc::EACCES)
+    }
+}
+
+/// Performs `call` on `sock` to `target` (empty: no address), with `extra` send flags.
+/// MSG_NOSIGNAL always: a SIGPIPE would hit PID 1 or its child, not the caller.
+fn perform(sock: RawFd, target: &[u8], call: &AddressCall, extra: i32) -> i64 {
+    let (ptr, len) = if target.is_empty() {
+        (std::ptr::null(), 0)
+    } else {
+        (
+            target.as_ptr() as *const libc::sockaddr,
+            target.len() as libc::socklen_t,
+        )
+    };
+    let r = match call {
+        // SAFETY: ptr is null with len 0, or points to `len` bytes of an address we own.
+        AddressCall::Connect => i64::from(unsafe { libc::connect(sock, ptr, len) }),
+        AddressCall::Send {
+            data,
+            control,
+            flags,
+            ..
+        } => {
+            let mut iov = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            // SAFETY: msghdr is plain data; zeroed is valid.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_name = ptr as *mut libc::c_void;
+            msg.msg_namelen = len;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            if !control.is_empty() {
+                msg.msg_control = control.as_ptr() as *mut libc::c_void;
+                msg.msg_controllen = control.len();
+            }
+            // SAFETY: every pointer in msg refers to buffers we own that outlive the call; the
+            // kernel only reads them.
+            unsafe { libc::sendmsg(sock, &msg, flags | extra | libc::MSG_NOSIGNAL) as i64 }
+        }
+    };
+    if r < 0 {
+        -(errno() as i64)
+    } else {
+        r
+    }
+}
+
+/// The caller's own send would have raised SIGPIPE on a closed stream unless it asked not to.
+fn deliver_sigpipe(pid: u32, call: &AddressCall, r: i64) {
+    if let AddressCall::Send { flags, .. } = call {
+        if r == -(libc::EPIPE as i64) && flags & libc::MSG_NOSIGNAL == 0 {
+            // SAFETY: kill with integer arguments; the caller is waiting in its syscall.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGPIPE) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn unix_addresses_with_a_path() {
+        let unix = (libc::AF_UNIX as u16).to_ne_bytes();
+        let addr = |rest: &[u8]| [&unix[..], rest].concat();
+        assert_eq!(
+            unix_path(&addr(b"/run/a.sock\0junk")),
+            Some(&b"/run/a.sock"[..])
+        );
+        assert_eq!(unix_path(&addr(b"rel.sock")), Some(&b"rel.sock"[..]));
+        // Abstract and unnamed addresses, other families and short buffers have no path.
+        assert_eq!(unix_path(&addr(b"\0abstract")), None);
+        assert_eq!(unix_path(&addr(b"")), None);
+        let inet = (libc::AF_INET as u16).to_ne_bytes();
+        assert_eq!(unix_path(&[&inet[..], b"/x"].concat()), None);
+        assert_eq!(unix_path(&unix[..1]), None);
+    }
 
     fn rules() -> GuardRules {
         GuardRules {

@@ -105,6 +105,9 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
 
     let listener = guard_pair.and_then(|(ours, theirs)| {
         drop(theirs);
+        if spec.unix_sockets.is_some() {
+            return take_listener(pid, &ours);
+        }
         let mut b = [0u8; 1];
         // A command that died before installing the guard sends nothing: no listener.
         recv_fds(ours.as_raw_fd(), &mut b)
@@ -118,6 +121,7 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
             channel.as_raw_fd(),
             &ready.file_dirs,
         )
+        .with_unix_sockets(spec.unix_sockets.as_ref())
     });
 
     let mut status = 0;
@@ -205,6 +209,34 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
         report(&channel, MSG_SIGNALED, libc::WTERMSIG(status));
     }
     report(&channel, MSG_EXITED, libc::WEXITSTATUS(status));
+}
+
+// With `network.allowUnixSockets` the guard filter sends every sendmsg to PID 1, including
+// the one that would carry the listener to it (SCM_RIGHTS): the command would wait on an
+// answer from a listener nobody holds yet. So the command writes the listener's number
+// instead (write(2) is not checked), PID 1 takes it with pidfd_getfd, and acknowledges, after
+// which the command closes its copy.
+
+/// The command's side: offers `listener` and waits until PID 1 has taken it.
+fn offer_listener(sock: &OwnedFd, listener: &OwnedFd) -> bool {
+    let n = listener.as_raw_fd().to_ne_bytes();
+    // SAFETY: n is a valid buffer of 4 bytes.
+    let wrote = unsafe { libc::write(sock.as_raw_fd(), n.as_ptr().cast(), n.len()) };
+    let mut ack = [0u8; 1];
+    wrote == n.len() as isize && matches!(sys::read_some(sock.as_raw_fd(), &mut ack), Ok(1))
+}
+
+/// PID 1's side: the listener of the command `pid`, taken from it.
+fn take_listener(pid: libc::pid_t, sock: &OwnedFd) -> Option<OwnedFd> {
+    let mut n = [0u8; 4];
+    // A command that died before installing the guard sends nothing: no listener.
+    if !matches!(sys::read_some(sock.as_raw_fd(), &mut n), Ok(4)) {
+        return None;
+    }
+    let fd = crate::guard::take_fd(pid as u32, i32::from_ne_bytes(n)).ok()?;
+    // SAFETY: one valid byte.
+    unsafe { libc::write(sock.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+    Some(fd)
 }
 
 fn stream_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -337,7 +369,17 @@ fn command(
         match seccomp::install_with_listener(&seccomp::build_guard(
             spec.guard.is_some(),
             spec.guard.as_ref().is_some_and(|g| !g.files.is_empty()),
+            spec.unix_sockets.is_some(),
         )) {
+            Ok(listener) if spec.unix_sockets.is_some() => {
+                if !offer_listener(&sock, &listener) {
+                    fail(
+                        125,
+                        "handing over the creation guard",
+                        std::io::Error::last_os_error(),
+                    );
+                }
+            }
             Ok(listener) => {
                 if send_fds(sock.as_raw_fd(), &[0], &[listener.as_raw_fd()]).is_err() {
                     fail(

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use crate::cgroup::Cgroups;
 use crate::error::{Error, Result};
-use crate::guard::GuardRules;
+use crate::guard::{GuardRules, UnixSocketRules};
 use crate::limits::{self, Resource};
 use crate::plan::MountPlan;
 use crate::{caps, mounts, reaper, seccomp, sys};
@@ -32,6 +32,8 @@ pub struct Spec {
     pub pty: [bool; 3],
     /// Names that may not be created in the writable roots (see `guard`).
     pub guard: Option<GuardRules>,
+    /// `network.allowUnixSockets`: connect and send by path are checked by PID 1 (`guard`).
+    pub unix_sockets: Option<UnixSocketRules>,
     /// Ports on 127.0.0.1 inside the sandbox's network namespace where the supervisor's egress
     /// proxy listens: the sockets are created in there and handed to the supervisor.
     pub proxy_ports: Vec<u16>,

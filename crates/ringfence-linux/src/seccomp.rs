@@ -12,9 +12,10 @@ use crate::error::{Error, Result};
 /// What the filter lets through beyond the fixed baseline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FilterOptions {
-    /// Allow `socket(AF_UNIX, ..)`. `socketpair(AF_UNIX, ..)` of every type is allowed either
-    /// way: an anonymous pair reaches nothing outside it (Rust's `Command::spawn` uses a
-    /// `SOCK_SEQPACKET` pair, many event loops a `SOCK_DGRAM` one).
+    /// Allow `socket(AF_UNIX, ..)` and datagram `socketpair(AF_UNIX, ..)`. Stream and
+    /// seqpacket pairs are allowed either way: they reach nothing outside the pair (Rust's
+    /// `Command::spawn` uses a `SOCK_SEQPACKET` pair); a datagram pair can send to any host
+    /// datagram socket by address.
     pub allow_unix_sockets: bool,
     /// Allow `pidfd_getfd` and `process_vm_readv`: only for the sandbox's PID 1 when it answers
     /// the creation guard (it reads callers' path arguments and takes their directory and
@@ -290,11 +291,27 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
         a.ret_if(JEQ_K, NETLINK_ROUTE, RET_ALLOW);
         a.ret(eafnosupport);
     });
-    // A pair is connected only to itself, whatever its type, so only the family matters.
+    // A stream or seqpacket pair is connected only to itself and cannot be connected again
+    // (EISCONN), so it reaches nothing outside: Rust's `Command::spawn` uses a seqpacket pair.
+    // A datagram pair (SOCK_RAW is one too for AF_UNIX) is different: `sendto` with an address
+    // and `connect` reach any host datagram socket on the read-only tree (syslog, journald,
+    // notify sockets). It is allowed only where unix sockets are (everything, or a list whose
+    // addressed calls PID 1 checks); elsewhere EPERM, as before.
     a.on_syscall(libc::SYS_socketpair, |a| {
+        let unix = a.label();
         a.load(arg_low(0));
-        a.ret_if(JEQ_K, libc::AF_UNIX as u32, RET_ALLOW);
+        a.jump(JEQ_K, libc::AF_UNIX as u32, Target::To(unix), Target::Next);
         a.ret(eafnosupport);
+        a.bind(unix);
+        if opts.allow_unix_sockets {
+            a.ret(RET_ALLOW);
+        } else {
+            a.load(arg_low(1));
+            a.and(SOCK_TYPE_MASK);
+            a.ret_if(JEQ_K, libc::SOCK_STREAM as u32, RET_ALLOW);
+            a.ret_if(JEQ_K, libc::SOCK_SEQPACKET as u32, RET_ALLOW);
+            a.ret(eperm);
+        }
     });
     // No set-user-ID or set-group-ID file may come out of the sandbox: for a root caller the
     // files it writes belong to root on the host, where such a bit would make them run as
@@ -416,7 +433,7 @@ const FILE_META: &[c_long] = &[
 /// log) and, with `creation`, every syscall that could create a protected name goes to the
 /// creation guard; with `file_meta` (there are writable single files) the calls of
 /// [`FILE_META`] too. Everything else is allowed (the main filter still applies).
-pub fn build_guard(creation: bool, file_meta: bool) -> Vec<sock_filter> {
+pub fn build_guard(creation: bool, file_meta: bool, unix_paths: bool) -> Vec<sock_filter> {
     let notify = libc::SECCOMP_RET_USER_NOTIF;
     let mut a = Assembler::default();
     a.load(OFFSET_ARCH);
@@ -432,6 +449,9 @@ pub fn build_guard(creation: bool, file_meta: bool) -> Vec<sock_filter> {
     }
     a.ret_if(JEQ_K, nr(libc::SYS_execve), notify);
     a.ret_if(JEQ_K, nr(libc::SYS_execveat), notify);
+    if unix_paths {
+        unix_address_rules(&mut a);
+    }
     if !creation {
         a.ret(RET_ALLOW);
         return a.finish();
@@ -461,6 +481,37 @@ pub fn build_guard(creation: bool, file_meta: bool) -> Vec<sock_filter> {
     });
     a.ret(RET_ALLOW);
     a.finish()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unix sockets by path (`network.allowUnixSockets`): the filter cannot read an address, so
+// every call that takes one goes to PID 1 (`guard::Agent::unix_address_call`), which checks a
+// unix path and performs the call on a duplicate of the caller's socket. Only with a list:
+// without one, socket(AF_UNIX) is refused (or, with allowAllUnixSockets, nothing is checked).
+// ---------------------------------------------------------------------------------------------
+
+/// connect, sendto with an address, and sendmsg (whose address is in memory) go to the agent;
+/// sendmmsg answers ENOSYS, so that libc and resolvers fall back to sendmsg or sendto, one
+/// message at a time, which the agent can check.
+fn unix_address_rules(a: &mut Assembler) {
+    let notify = libc::SECCOMP_RET_USER_NOTIF;
+    a.ret_if(JEQ_K, nr(libc::SYS_connect), notify);
+    a.ret_if(JEQ_K, nr(libc::SYS_sendmsg), notify);
+    a.ret_if(JEQ_K, nr(libc::SYS_sendmmsg), ret_errno(libc::ENOSYS));
+    // send(2) is sendto with a null address: it stays a plain syscall.
+    a.on_syscall(libc::SYS_sendto, |a| {
+        a.load(arg_low(4));
+        a.ret_unless(JEQ_K, 0, notify);
+        a.load(arg_high(4));
+        a.ret_unless(JEQ_K, 0, notify);
+        a.ret(RET_ALLOW);
+    });
+}
+
+/// The high 32 bits of `args[i]` (a pointer is null only if both halves are).
+const fn arg_high(i: u32) -> u32 {
+    let high_half = if cfg!(target_endian = "big") { 0 } else { 4 };
+    16 + 8 * i + high_half
 }
 
 /// Installs `prog` with a user-notification listener and returns the listener.
@@ -729,8 +780,8 @@ mod tests {
     #[test]
     fn file_meta_calls_reach_the_guard_only_with_writable_files() {
         let notify = libc::SECCOMP_RET_USER_NOTIF;
-        let with = build_guard(true, true);
-        let without = build_guard(true, false);
+        let with = build_guard(true, true, false);
+        let without = build_guard(true, false, false);
         for &syscall in FILE_META {
             assert_eq!(run(&with, arch::AUDIT_ARCH, nr(syscall), &[0; 6]), notify);
             assert_eq!(
@@ -761,6 +812,10 @@ mod tests {
             libc::SYS_openat,
             libc::SYS_openat2,
             libc::SYS_bind,
+            libc::SYS_connect,
+            libc::SYS_sendto,
+            libc::SYS_sendmsg,
+            libc::SYS_sendmmsg,
         ]);
         for h in HOT {
             assert!(!ruled.contains(h), "syscall {h} is hot and has a rule");
@@ -768,6 +823,31 @@ mod tests {
         // And the fast path really allows them.
         for &h in HOT {
             assert_eq!(decide(&STRICT, h, &[0; 6]), RET_ALLOW, "syscall {h}");
+        }
+    }
+
+    #[test]
+    fn unix_paths_send_addressed_calls_to_the_agent() {
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        let arch = arch::AUDIT_ARCH;
+        for creation in [false, true] {
+            let with = build_guard(creation, false, true);
+            let d = |nr: c_long, args: &[u64]| run(&with, arch, nr as u32, args);
+            assert_eq!(d(libc::SYS_connect, &[3, 0, 0]), notify);
+            assert_eq!(d(libc::SYS_sendmsg, &[3, 0, 0]), notify);
+            assert_eq!(d(libc::SYS_sendmmsg, &[3, 0, 1]), ret_errno(libc::ENOSYS));
+            // send(2) is sendto without an address: no round trip.
+            assert_eq!(d(libc::SYS_sendto, &[3, 1, 1, 0, 0, 0]), RET_ALLOW);
+            assert_eq!(d(libc::SYS_sendto, &[3, 1, 1, 0, 0x1000, 16]), notify);
+            // A pointer whose low half is zero is still an address.
+            assert_eq!(d(libc::SYS_sendto, &[3, 1, 1, 0, 1 << 32, 16]), notify);
+            let without = build_guard(creation, false, false);
+            for nr in [libc::SYS_connect, libc::SYS_sendmsg, libc::SYS_sendto] {
+                assert_eq!(
+                    run(&without, arch, nr as u32, &[3, 0, 0, 0, 0x1000, 16]),
+                    RET_ALLOW
+                );
+            }
         }
     }
 
@@ -1055,9 +1135,22 @@ mod tests {
                 libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
                 libc::SOCK_RAW,
             ] {
-                assert_eq!(socketpair(&opts, libc::AF_UNIX, ty), RET_ALLOW, "{ty}");
+                let datagram = ty == libc::SOCK_DGRAM || ty == libc::SOCK_RAW;
+                let want = if datagram && !opts.allow_unix_sockets {
+                    EPERM
+                } else {
+                    RET_ALLOW
+                };
+                assert_eq!(socketpair(&opts, libc::AF_UNIX, ty), want, "{ty}");
                 assert_eq!(socketpair(&opts, libc::AF_INET, ty), EAFNOSUPPORT, "{ty}");
             }
+            let nonblocking_dgram = libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            let want = if opts.allow_unix_sockets {
+                RET_ALLOW
+            } else {
+                EPERM
+            };
+            assert_eq!(socketpair(&opts, libc::AF_UNIX, nonblocking_dgram), want);
             // The family is an int: high bits neither hide AF_UNIX nor disguise another family.
             let high = (1 << 32) | c(libc::AF_UNIX);
             let args = [high, c(libc::SOCK_SEQPACKET), 0, 0];
@@ -1216,7 +1309,7 @@ mod tests {
             libc::EPERM,        // socket(AF_INET, SOCK_PACKET)
             0,                  // socket(AF_INET, SOCK_STREAM)
             0,                  // socketpair(AF_UNIX, SOCK_STREAM)
-            0,                  // socketpair(AF_UNIX, SOCK_DGRAM)
+            libc::EPERM,        // socketpair(AF_UNIX, SOCK_DGRAM): could send to host sockets
             libc::EPERM,        // ioctl(pipe, TIOCSTI)
             0,                  // socketpair(AF_UNIX, SOCK_SEQPACKET), as Rust's spawn makes
         ];

@@ -39,6 +39,8 @@ pub struct LoadOptions {
     pub project: Option<PathBuf>,
     /// Rules from the command line.
     pub cli: CliRules,
+    /// The host environment, for `$NAME` entries of `network.allowUnixSockets`.
+    pub host_env: HostEnv,
     /// The machine's memory in bytes (MemTotal), from which the default `limits.memory` is
     /// derived; `None` when the caller does not know it.
     pub machine_memory: Option<u64>,
@@ -56,10 +58,37 @@ impl LoadOptions {
             settings: None,
             project: Some(cwd.join(".ringfence.json")),
             cli: CliRules::default(),
+            host_env: HostEnv::from_process(),
             cwd,
             home,
             machine_memory: None,
         }
+    }
+}
+
+/// Environment variables of the host, looked up by name. Its Debug output lists the names
+/// only: values such as tokens must not reach a log through a printed `LoadOptions`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct HostEnv(pub BTreeMap<String, String>);
+
+impl HostEnv {
+    /// The environment of this process (variables whose name and value are UTF-8).
+    pub fn from_process() -> HostEnv {
+        HostEnv(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl std::fmt::Debug for HostEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
     }
 }
 
@@ -83,6 +112,10 @@ pub struct Policy {
     pub deny_write: Vec<PathRule>,
     pub allow_git_config: bool,
     pub allow_all_unix_sockets: bool,
+    /// `network.allowUnixSockets`: unix socket paths the command may connect and send to,
+    /// `$NAME` entries expanded from the host environment, symlinks resolved where the path
+    /// exists. Union of the managed and user layers (a project file may not list any).
+    pub allow_unix_sockets: Vec<PathRule>,
     pub allow_local_binding: bool,
     /// `allowNestedUserNamespaces` (srt): the command may create user namespaces.
     pub allow_nested_user_namespaces: bool,
@@ -250,7 +283,59 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
         .confirm_deletes
         .0
         .unwrap_or(merge.policy.workspace.confirm_deletes);
+    check_unix_sockets_readable(&merge.policy)?;
     Ok(merge.policy)
+}
+
+/// `$NAME` or `$NAME/rest` at the start of an allowUnixSockets entry, replaced by the
+/// variable's value. `Ok(None)`: the variable is unset or empty (the entry is skipped: an
+/// entry that allows nothing cannot weaken anything). Only the leading variable is expanded.
+pub(crate) fn expand_leading_var(written: &str, env: &HostEnv) -> Result<Option<String>, String> {
+    let Some(rest) = written.strip_prefix('$') else {
+        return Ok(Some(written.to_string()));
+    };
+    let (name, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let name = name
+        .strip_prefix('{')
+        .and_then(|n| n.strip_suffix('}'))
+        .unwrap_or(name);
+    if name.is_empty() || !name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "\"{written}\": write a path, or $NAME (optionally followed by /...) for an environment variable"
+        ));
+    }
+    Ok(env
+        .get(name)
+        .filter(|v| !v.is_empty())
+        .map(|v| format!("{v}{tail}")))
+}
+
+/// A listed socket inside a denyRead area would be reachable only by undoing the deny (the
+/// sandbox's view hides it); the user must choose, so the run is refused.
+fn check_unix_sockets_readable(p: &Policy) -> Result<(), Error> {
+    for s in &p.allow_unix_sockets {
+        let deny = p.deny_read.iter().find(|d| is_within(&s.path, &d.path));
+        let reopened = p.allow_read.iter().any(|a| {
+            is_within(&s.path, &a.path) && deny.is_some_and(|d| is_within(&a.path, &d.path))
+        });
+        if let (Some(d), false) = (deny, reopened) {
+            return Err(Error::invalid(
+                &s.origin,
+                "network.allowUnixSockets".to_string(),
+                format!(
+                    "{} (from \"{}\") lies inside {}, which {} denies for reading; move the socket or allowRead it",
+                    s.path.display(),
+                    s.pattern,
+                    d.path.display(),
+                    d.origin
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Default of `network.askTimeoutSeconds`.
@@ -537,6 +622,7 @@ impl<'a> Merge<'a> {
         }
         self.policy.allow_git_config |= values[0] == Some(true);
         self.policy.allow_all_unix_sockets |= values[1] == Some(true);
+        self.merge_unix_sockets(layer, origin, s, &mut notes)?;
         self.policy.allow_local_binding |= values[2] == Some(true);
         self.policy.allow_nested_user_namespaces |= values[3] == Some(true);
 
@@ -787,6 +873,46 @@ impl<'a> Merge<'a> {
         }
         self.policy.permissions.default_mode = mode;
         self.default_mode_from = Some((layer, origin.to_string()));
+        Ok(())
+    }
+
+    /// `network.allowUnixSockets` of one layer. A project file never gets here with entries
+    /// (`widening_keys`).
+    fn merge_unix_sockets(
+        &mut self,
+        layer: Layer,
+        origin: &str,
+        s: &Settings,
+        notes: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        for (i, w) in s.network.allow_unix_sockets.iter().flatten().enumerate() {
+            let key = format!("network.allowUnixSockets[{i}]");
+            let Some(expanded) = expand_leading_var(w, &self.opts.host_env)
+                .map_err(|m| Error::invalid(origin, key.clone(), m))?
+            else {
+                notes.push(format!(
+                    "{origin}: {key}: {w} is not set in the environment; entry skipped"
+                ));
+                continue;
+            };
+            let path = crate::paths::resolve_path(&expanded, &self.opts.cwd, &self.opts.home)
+                .map_err(|m| Error::invalid(origin, key.clone(), m))?;
+            // connect(2) follows symlinks; the agent compares the path it resolved.
+            let path = fs::canonicalize(&path).unwrap_or(path);
+            if !self
+                .policy
+                .allow_unix_sockets
+                .iter()
+                .any(|r| r.path == path)
+            {
+                self.policy.allow_unix_sockets.push(PathRule {
+                    path,
+                    pattern: w.clone(),
+                    layer,
+                    origin: origin.to_string(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -1432,6 +1558,51 @@ mod tests {
     }
 
     #[test]
+    fn unix_sockets_expand_variables_and_refuse_denied_paths() {
+        let mut e = Env::new();
+        let home = e.opts.home.clone();
+        fs::create_dir_all(home.join("run")).unwrap();
+        e.opts.host_env = HostEnv(
+            [(
+                "AGENT_SOCK".to_string(),
+                home.join("run/agent.sock").display().to_string(),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        e.user(r#"{"network": {"allowUnixSockets": ["$AGENT_SOCK", "${AGENT_SOCK}", "~/run/db.sock", "$UNSET_HERE"]}}"#);
+        let p = e.load().unwrap();
+        let canon = fs::canonicalize(home.join("run")).unwrap();
+        assert_eq!(
+            paths(&p.allow_unix_sockets),
+            [canon.join("agent.sock"), canon.join("db.sock")]
+        );
+        assert!(
+            p.notes.iter().any(|n| n.ends_with(
+                "network.allowUnixSockets[3]: $UNSET_HERE is not set in the environment; entry skipped"
+            )),
+            "{:?}",
+            p.notes
+        );
+        e.user(r#"{"network": {"allowUnixSockets": ["$"]}}"#);
+        assert!(
+            e.err().contains("network.allowUnixSockets[0]"),
+            "{}",
+            e.err()
+        );
+        e.user(r#"{"filesystem": {"denyRead": ["~/run"]}, "network": {"allowUnixSockets": ["~/run/db.sock"]}}"#);
+        let msg = e.err();
+        assert!(msg.contains(": network.allowUnixSockets: "), "{msg}");
+        assert!(msg.contains("denies for reading"), "{msg}");
+        // Re-allowed for reading inside the denied area: reachable, so accepted.
+        fs::write(home.join("run/db.sock"), "").unwrap();
+        e.user(r#"{"filesystem": {"denyRead": ["~/run"], "allowRead": ["~/run/db.sock"]}, "network": {"allowUnixSockets": ["~/run/db.sock"]}}"#);
+        assert!(e.load().is_ok());
+        // The key's Debug output names variables, never their values.
+        assert_eq!(format!("{:?}", e.opts.host_env), r#"{"AGENT_SOCK"}"#);
+    }
+
+    #[test]
     fn managed_limits_are_maxima() {
         let e = Env::new();
         e.managed(r#"{"limits": {"memory": "4G", "cpuSeconds": 600}}"#);
@@ -1508,13 +1679,7 @@ mod tests {
         assert!(p.ignores_violation("deny write /usr/bin/x", "true"));
         assert!(p.ignores_violation("deny write /tmp/x", "git push origin"));
         assert!(!p.ignores_violation("deny write /tmp/x", "git pull"));
-        for key in [
-            "ripgrep",
-            "mandatoryDenySearchDepth",
-            "allowPty",
-            "network.allowUnixSockets",
-            "windows",
-        ] {
+        for key in ["ripgrep", "mandatoryDenySearchDepth", "allowPty", "windows"] {
             let want =
                 format!("{origin}: {key}: accepted for srt compatibility; no effect in ringfence");
             assert!(

@@ -153,7 +153,9 @@ pub struct NetworkSettings {
     pub ask: Option<bool>,
     /// Seconds a connection waits for an answer before it is denied (ringfence; default 60).
     pub ask_timeout_seconds: Option<u64>,
-    /// srt (macOS only): unix socket paths that may be connected to. No effect yet in ringfence.
+    /// Unix socket paths the command may connect and send to (`$NAME` at the start expands a
+    /// host environment variable, e.g. `$SSH_AUTH_SOCK`). Sockets in the sandbox's own /tmp
+    /// are always reachable; abstract sockets only inside the sandbox.
     pub allow_unix_sockets: Option<Vec<String>>,
     /// Allow connecting to any unix socket (default: false).
     pub allow_all_unix_sockets: Option<bool>,
@@ -1184,7 +1186,6 @@ impl Settings {
             }
         };
         let n = &self.network;
-        add(n.allow_unix_sockets.is_some(), "network.allowUnixSockets");
         add(n.allow_mach_lookup.is_some(), "network.allowMachLookup");
         add(
             self.enable_weaker_network_isolation.is_some(),
@@ -1550,16 +1551,15 @@ pub(crate) mod tests {
             Some((60080, 60089))
         );
         let inert = s.inert_keys();
-        for k in [
-            "ripgrep",
-            "mandatoryDenySearchDepth",
-            "allowPty",
-            "network.allowUnixSockets",
-            "windows",
-        ] {
+        for k in ["ripgrep", "mandatoryDenySearchDepth", "allowPty", "windows"] {
             assert!(inert.contains(&k), "{k} missing from {inert:?}");
         }
-        for k in ["ignoreViolations", "git", "network.deniedDomainReasons"] {
+        for k in [
+            "ignoreViolations",
+            "git",
+            "network.deniedDomainReasons",
+            "network.allowUnixSockets",
+        ] {
             assert!(!inert.contains(&k), "{k} acts: {inert:?}");
         }
     }

@@ -302,7 +302,7 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "network.allowUnixSockets",
-        NoEffect("network.allowUnixSockets"),
+        Acts,
         r#"{"network": {"allowUnixSockets": ["/var/run/docker.sock"]}}"#,
     ),
     (

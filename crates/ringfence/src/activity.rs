@@ -38,6 +38,7 @@ pub fn policy_json(p: &Prepared) -> Value {
         "denyWrite": rules(&pol.deny_write),
         "allowGitConfig": pol.allow_git_config,
         "allowAllUnixSockets": pol.allow_all_unix_sockets,
+        "allowUnixSockets": rules(&pol.allow_unix_sockets),
         "allowNestedUserNamespaces": pol.allow_nested_user_namespaces,
         "limits": {
             "pids": l.pids, "memory": l.memory, "cpuSeconds": l.cpu_seconds,
@@ -134,7 +135,9 @@ impl Activity {
             "path": d.path,
             "pid": d.pid,
             "program": d.program,
-            "reason": if d.read_only {
+            "reason": if matches!(d.op, "connect" | "send") {
+                "unix socket not in network.allowUnixSockets"
+            } else if d.read_only {
                 "outside the writable roots (read-only)"
             } else {
                 "protected name inside a writable root"

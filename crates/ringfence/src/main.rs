@@ -691,6 +691,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
         guard: prepared.guard,
         proxy_ports,
         host_services: host_services.clone(),
+        unix_sockets: prepared.unix_sockets,
         report_sysv_shm: prepared.mechanism == ringfence_linux::cgroup::Mechanism::NoCgroup,
     };
     let winsize = if pty[0] {
@@ -857,6 +858,20 @@ pub fn run(req: RunRequest) -> Result<i32> {
             if refused.refused == 1 { "" } else { "s" },
             examples.join(", "),
             if refused.refused as usize > examples.len() { ", ..." } else { "" }
+        );
+    }
+    if refused.sockets > 0 {
+        let examples: Vec<String> = refused
+            .socket_examples
+            .iter()
+            .map(|p| p.display().to_string().escape_debug().to_string())
+            .collect();
+        eprintln!(
+            "ringfence: refused {} connection{} to unix sockets not in network.allowUnixSockets ({}{}); see `ringfence log show {run_name} --kind fs`",
+            refused.sockets,
+            if refused.sockets == 1 { "" } else { "s" },
+            examples.join(", "),
+            if refused.sockets as usize > examples.len() { ", ..." } else { "" }
         );
     }
     if refused.read_only > 0 {

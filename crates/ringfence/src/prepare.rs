@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ringfence_linux::cgroup::{self, CgroupLimits, Mechanism};
-use ringfence_linux::guard::GuardRules;
+use ringfence_linux::guard::{GuardRules, UnixSocketRules};
 use ringfence_linux::limits::Resource;
 use ringfence_linux::plan::{self, Kind, MountPlan, PlanInput, Step};
 use ringfence_linux::protect::{self, ProtectedNames, ScanCache};
@@ -38,6 +38,8 @@ pub struct Prepared {
     pub env_removed: Vec<String>,
     pub env: Vec<CString>,
     pub guard: Option<GuardRules>,
+    /// `network.allowUnixSockets`, checked by the sandbox's PID 1; None without a list.
+    pub unix_sockets: Option<UnixSocketRules>,
     /// Protected paths that do not exist yet (kept from being created by the guard).
     pub not_yet: Vec<PathBuf>,
     /// denyWrite paths that do not exist yet (kept from being created by the guard).
@@ -175,6 +177,47 @@ fn kind(p: &Path) -> Option<Kind> {
         // A dangling symlink is still an entry that can be covered.
         Err(_) => std::fs::symlink_metadata(p).ok().map(|_| Kind::File),
     }
+}
+
+/// The unix sockets the sandbox may reach by path, as PID 1 checks them. None without a list
+/// (socket(AF_UNIX) stays refused) or with allowAllUnixSockets (nothing to check).
+///
+/// A root caller may list sockets, unlike allowAllUnixSockets: each listed socket is one the
+/// user named, and reaching it with root's identity is what the user asked for; what stays
+/// out of reach is every other root-owned socket on the host (/run/docker.sock, systemd's,
+/// D-Bus's), which allowAllUnixSockets would open. Root is told once on stderr.
+fn unix_socket_rules(
+    policy: &ringfence_policy::Policy,
+    plan: &MountPlan,
+) -> Option<UnixSocketRules> {
+    if policy.allow_all_unix_sockets || policy.allow_unix_sockets.is_empty() {
+        return None;
+    }
+    let private_tmp = plan.steps.iter().any(|s| matches!(s, Step::Tmp { .. }));
+    let mut allowed = Vec::new();
+    for rule in &policy.allow_unix_sockets {
+        let path = real(&rule.path);
+        if private_tmp && path.starts_with("/tmp") {
+            eprintln!(
+                "ringfence: note: network.allowUnixSockets: {} (from \"{}\") is not visible in the sandbox, whose /tmp is private; put the socket elsewhere (ssh-agent -a PATH) or allowWrite /tmp",
+                path.display(),
+                rule.pattern
+            );
+            continue;
+        }
+        allowed.push(path);
+    }
+    if ringfence_linux::sys::getuid() == 0 {
+        eprintln!(
+            "ringfence: network.allowUnixSockets: running as root, the listed sockets ({}) are reached with root's host identity",
+            allowed.len()
+        );
+    }
+    let mut scratch = vec![PathBuf::from("/dev/shm")];
+    if private_tmp {
+        scratch.push(PathBuf::from("/tmp"));
+    }
+    Some(UnixSocketRules { allowed, scratch })
 }
 
 pub fn prepare(src: &Sources) -> Result<Prepared> {
@@ -394,8 +437,9 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         files,
     });
 
+    let unix_sockets = unix_socket_rules(&policy, &plan);
     let seccomp = seccomp::build(&seccomp::FilterOptions {
-        allow_unix_sockets: policy.allow_all_unix_sockets,
+        allow_unix_sockets: policy.allow_all_unix_sockets || unix_sockets.is_some(),
         guard_pid1: true,
         allow_user_namespaces: policy.allow_nested_user_namespaces,
     });
@@ -508,6 +552,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         env_removed,
         env,
         guard,
+        unix_sockets,
         not_yet,
         deny_not_yet,
         mechanism,

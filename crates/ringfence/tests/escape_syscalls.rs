@@ -196,17 +196,20 @@ fn unix_sockets_denied_by_default_including_high_bits() {
 }
 
 #[test]
-fn unix_socketpair_of_every_type_works() {
-    // An anonymous pair reaches nothing outside it; Rust's Command::spawn needs SOCK_SEQPACKET.
+fn unix_socketpair_of_stream_and_seqpacket_works() {
+    // A connected pair reaches nothing outside it; Rust's Command::spawn needs SOCK_SEQPACKET.
     expect(
         "sys-socketpair",
         &[],
-        &[
-            "socketpair_unix_stream",
-            "socketpair_unix_dgram",
-            "socketpair_unix_seqpacket",
-        ],
+        &["socketpair_unix_stream", "socketpair_unix_seqpacket"],
         0,
+    );
+    // A datagram pair could send to any host datagram socket by address.
+    expect(
+        "sys-socketpair-dgram",
+        &[],
+        &["socketpair_unix_dgram"],
+        libc::EPERM,
     );
     expect(
         "sys-socketpair-inet",
@@ -553,4 +556,41 @@ fn i386_syscalls_kill_the_process() {
     // 128 + SIGSYS: the filter's kill, not an errno the probe could print.
     assert!(out.ok().contains("rc=159"), "{out:#?}");
     assert!(!out.stdout.contains("int80_getpid errno="), "{out:#?}");
+}
+
+#[test]
+fn a_host_datagram_socket_receives_nothing_from_the_sandbox() {
+    // syslog, journald and notify sockets are datagram sockets on the read-only host tree: a
+    // datagram socket or pair inside must not reach them by address.
+    if !std::path::Path::new("/usr/bin/python3").is_file() {
+        common::skip("no /usr/bin/python3");
+        return;
+    }
+    let dir = common::TestDir::new("sys-dgram-host");
+    let path = dir.join("host.sock");
+    let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    server.set_nonblocking(true).unwrap();
+    let script = format!(
+        r#"
+import socket
+p = "{}"
+for name, make in (("pair", lambda: socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)[0]),
+                   ("socket", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))):
+    try:
+        s = make()
+        s.sendto(b"escape", p)
+        print(name, "sent")
+    except OSError as e:
+        print(name, "refused", e.errno)
+"#,
+        path.display()
+    );
+    let out = common::run(common::ringfence(&[]).args(["--", "/usr/bin/python3", "-c", &script]));
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert!(!out.stdout.contains("sent"), "{out:#?}");
+    let mut buf = [0u8; 64];
+    assert!(
+        server.recv(&mut buf).is_err(),
+        "the host socket received a datagram: {out:#?}"
+    );
 }

@@ -133,11 +133,7 @@ fn srt_readme_example_runs_unchanged() {
     assert_eq!(out.code(), 0, "srt's README example: {out:#?}");
     assert!(!out.stderr.contains("unknown key"), "{out:#?}");
     // The keys without effect on Linux are named, once each.
-    for key in [
-        "network.allowUnixSockets",
-        "enableWeakerNetworkIsolation",
-        "allowAppleEvents",
-    ] {
+    for key in ["enableWeakerNetworkIsolation", "allowAppleEvents"] {
         let line = format!(
             "ringfence: note: {settings}: {key}: accepted for srt compatibility; no effect in ringfence"
         );
