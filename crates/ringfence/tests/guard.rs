@@ -237,15 +237,17 @@ fn race(op: &str, iters: u32) {
     );
     assert_eq!(out.code(), 0, "{out:#?}");
     assert_no_protected(&dir.join("work"), &out);
+    // Evidence that the race ran: some name was created (the flipper tears names, so what
+    // was created need not be a whole `ok-NNNN`; under load few calls win at all).
     let ok = names(&dir.join("work"))
         .iter()
-        .filter(|n| n.starts_with("ok-"))
+        .filter(|n| n.as_str() != "src")
         .count();
     assert!(
         ok > 0,
-        "no ok-* entry was created: the race did not run: {out:#?}"
+        "nothing was created: the race did not run: {out:#?}"
     );
-    eprintln!("race {op}: {} ; {ok} ok-* entries", out.stdout.trim());
+    eprintln!("race {op}: {} ; {ok} entries", out.stdout.trim());
 }
 
 #[test]
