@@ -469,8 +469,8 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     let host_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
     let (kept, env_removed) = policy.env.filter(host_env);
     let mut env = Vec::with_capacity(kept.len() + 4);
-    // New repositories get no template hooks: `.git/hooks` may not be created inside writable
-    // roots, and git would otherwise fail to copy its sample hooks. `git.safeDirectories` are
+    // New repositories get no template hooks: in a repository the sandbox creates, the guard
+    // lets only samples into `hooks/`, and samples are of no use inside. `git.safeDirectories` are
     // `safe.directory` entries. Both are passed as more `GIT_CONFIG_*` entries after the
     // caller's own, so that those keep working.
     let git_count: usize = kept
