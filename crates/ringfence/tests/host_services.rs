@@ -13,61 +13,20 @@ use std::thread;
 
 use common::{run, TestDir};
 
-/// A tiny HTTP server on the host's loopback: answers every request with its path.
 fn upstream() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut first = String::new();
-                if r.read_line(&mut first).is_err() {
-                    return;
-                }
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                let path = first.split_whitespace().nth(1).unwrap_or("?").to_string();
-                let body = format!("host service saw {path}\n");
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    port
+    common::http_upstream(|_, path| format!("host service saw {path}\n"))
 }
 
 fn rf(dir: &TestDir) -> Command {
-    let mut c = Command::new(common::bin());
-    c.env("XDG_STATE_HOME", dir.s("state"))
-        .env("HOME", dir.s("home"))
-        .current_dir("/")
-        .stdin(std::process::Stdio::null());
-    c
+    common::rf_in(dir)
 }
 
 fn setup(tag: &str, json: &str) -> (TestDir, String) {
-    let dir = TestDir::new(tag);
-    dir.mkdir("state");
-    dir.mkdir("home");
-    let settings = dir.settings(json);
-    (dir, settings)
+    common::with_settings(tag, json)
 }
 
 fn events(dir: &TestDir, name: &str) -> Vec<serde_json::Value> {
-    let out = run(rf(dir).args(["log", "show", name, "--json"]));
-    out.ok()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::log_events(rf(dir), name)
 }
 
 /// Python inside: connects to 127.0.0.1:PORT directly and prints the answer, or the errno.

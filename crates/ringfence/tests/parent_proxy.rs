@@ -174,11 +174,7 @@ fn unix_proxy(path: &std::path::Path, target: u16) -> Log {
 /// ringfence with a clean proxy environment (the host's own variables only where a test sets
 /// them).
 fn rf(dir: &TestDir) -> Command {
-    let mut c = Command::new(common::bin());
-    c.env("XDG_STATE_HOME", dir.s("state"))
-        .env("HOME", dir.s("home"))
-        .current_dir("/")
-        .stdin(std::process::Stdio::null());
+    let mut c = common::rf_in(dir);
     for v in [
         "HTTP_PROXY",
         "http_proxy",
@@ -210,11 +206,7 @@ fn need_curl() -> bool {
 }
 
 fn events(dir: &TestDir, name: &str) -> Vec<serde_json::Value> {
-    let out = run(rf(dir).args(["log", "show", name, "--json"]));
-    out.ok()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::log_events(rf(dir), name)
 }
 
 fn lines(log: &Log) -> Vec<String> {

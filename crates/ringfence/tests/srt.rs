@@ -6,66 +6,25 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-use std::thread;
 
 use common::{run, TestDir};
 
 fn rf(dir: &TestDir) -> Command {
-    let mut c = Command::new(common::bin());
-    c.env("XDG_STATE_HOME", dir.s("state"))
-        .env("HOME", dir.s("home"))
-        .current_dir(dir.s("work"))
-        .stdin(std::process::Stdio::null());
+    let mut c = common::rf_in(dir);
+    c.current_dir(dir.s("work"));
     c
 }
 
 fn setup(tag: &str, json: &str) -> (TestDir, String) {
-    let dir = TestDir::new(tag);
-    dir.mkdir("state");
-    dir.mkdir("home");
+    let (dir, settings) = common::with_settings(tag, json);
     dir.mkdir("work");
-    let settings = dir.settings(json);
     (dir, settings)
 }
 
-/// An HTTP server on the host's loopback that answers every request with its method and path.
 fn upstream() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut first = String::new();
-                if r.read_line(&mut first).is_err() {
-                    return;
-                }
-                loop {
-                    let mut h = String::new();
-                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                let mut words = first.split_whitespace();
-                let body = format!(
-                    "upstream saw {} {}\n",
-                    words.next().unwrap_or("?"),
-                    words.next().unwrap_or("?")
-                );
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            });
-        }
-    });
-    port
+    common::http_upstream(|method, path| format!("upstream saw {method} {path}\n"))
 }
 
 /// The installed srt's package directory, or a visible skip (a failure in CI).

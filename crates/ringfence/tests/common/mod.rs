@@ -347,3 +347,68 @@ pub fn own_cgroup_dir(controller: Option<&str>) -> Option<PathBuf> {
     let rel = path.strip_prefix(root.trim_end_matches('/'))?;
     Some(PathBuf::from(mount).join(rel.trim_start_matches('/')))
 }
+
+/// A tiny HTTP/1.1 server on the host's loopback for the network tests: every request gets
+/// `200` with the body `answer(method, path)`. Returns its port.
+pub fn http_upstream(answer: fn(&str, &str) -> String) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut first = String::new();
+                if r.read_line(&mut first).is_err() {
+                    return;
+                }
+                loop {
+                    let mut h = String::new();
+                    if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let mut words = first.split_whitespace();
+                let method = words.next().unwrap_or("?");
+                let path = words.next().unwrap_or("?");
+                let body = answer(method, path);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+/// The ringfence binary with its state directory and home inside `dir` (`state/`, `home/`),
+/// started from `/`, stdin closed.
+pub fn rf_in(dir: &TestDir) -> Command {
+    let mut c = Command::new(bin());
+    c.env("XDG_STATE_HOME", dir.s("state"))
+        .env("HOME", dir.s("home"))
+        .current_dir("/")
+        .stdin(Stdio::null());
+    c
+}
+
+/// A fixture with `state/` and `home/` and a settings file holding `json`.
+pub fn with_settings(tag: &str, json: &str) -> (TestDir, String) {
+    let dir = TestDir::new(tag);
+    dir.mkdir("state");
+    dir.mkdir("home");
+    let settings = dir.settings(json);
+    (dir, settings)
+}
+
+/// A run's activity log as JSON values, through `ringfence log show --json` run by `rf`.
+pub fn log_events(mut rf: Command, name: &str) -> Vec<serde_json::Value> {
+    let out = run(rf.args(["log", "show", name, "--json"]));
+    out.ok()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
