@@ -178,41 +178,96 @@ pub fn plan(
     out
 }
 
+// Everything below the cache root was written by sandboxes: a directory there may have been
+// replaced by a symlink to anywhere on the host. So the host side never follows one: each
+// directory is opened with O_NOFOLLOW and everything else is done beneath that descriptor
+// (through /proc/self/fd, whose link names the directory itself), and a file is created with
+// O_EXCL, which does not follow a symlink either.
+
+/// `dir` opened without following a symlink at its last component.
+fn open_dir(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{}: not a directory of ringfence's own ({e})",
+                    path.display()
+                ),
+            )
+        })
+}
+
+/// `name` beneath the open directory `dir`.
+fn beneath(dir: &std::fs::File, name: &str) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+}
+
 /// Cargo's configuration follows it into the sandbox's CARGO_HOME (copied at every run, so
 /// the host's stays the one in force); its credentials stay outside.
 pub fn seed_cargo(host_cargo_home: &Path, sandbox_cargo_home: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = open_dir(sandbox_cargo_home)?;
     for name in ["config.toml", "config"] {
-        let from = host_cargo_home.join(name);
-        let to = sandbox_cargo_home.join(name);
-        match std::fs::read(&from) {
-            Ok(content) => {
-                let tmp = sandbox_cargo_home.join(format!(".{name}.ringfence-tmp"));
-                std::fs::write(&tmp, content)?;
-                std::fs::rename(&tmp, &to)?;
-            }
+        let content = match std::fs::read(host_cargo_home.join(name)) {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let tmp = beneath(&dir, &format!(".{name}.ringfence-tmp"));
+        match std::fs::remove_file(&tmp) {
+            Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        f.write_all(&content)?;
+        // The rename replaces whatever is at the name, a symlink included, without following it.
+        std::fs::rename(&tmp, beneath(&dir, name))?;
     }
     Ok(())
 }
 
-/// Creates the cache directories (0700; the root too), refusing a symlinked root: it must be
-/// ringfence's own directory.
+/// Creates the cache directories (0700; the root too). The root must be a directory itself;
+/// below it, no symlink is followed (see above).
 pub fn create(plan: &CachePlan) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     let mut b = std::fs::DirBuilder::new();
-    b.recursive(true).mode(0o700);
-    b.create(&plan.root)?;
-    let meta = std::fs::symlink_metadata(&plan.root)?;
-    if !meta.is_dir() {
-        return Err(std::io::Error::other(format!(
-            "{} is not a directory",
-            plan.root.display()
-        )));
-    }
+    b.mode(0o700);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&plan.root)?;
+    let root = open_dir(&plan.root)?;
     for d in &plan.dirs {
-        b.create(d)?;
+        let rel = d.strip_prefix(&plan.root).map_err(|_| {
+            std::io::Error::other(format!(
+                "{} is outside {}",
+                d.display(),
+                plan.root.display()
+            ))
+        })?;
+        let mut cur = open_dir(&beneath(&root, "."))?;
+        for part in rel.iter() {
+            let part = part.to_string_lossy();
+            let next = beneath(&cur, &part);
+            match b.create(&next) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            cur = open_dir(&next).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("{}: {e}", plan.root.join(rel).display()))
+            })?;
+        }
     }
     Ok(())
 }
@@ -228,6 +283,53 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn a_symlink_planted_below_the_root_is_never_followed() {
+        let base = std::env::temp_dir().join(format!("rf-caches-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let root = base.join("root");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(&root).unwrap();
+        // A sandbox replaced its cargo and pnpm directories with symlinks to a host directory.
+        std::os::unix::fs::symlink(&outside, root.join("cargo")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("pnpm")).unwrap();
+        let plan = CachePlan {
+            root: root.clone(),
+            dirs: vec![root.join("pnpm/store"), root.join("npm")],
+            env: Vec::new(),
+        };
+        assert!(create(&plan).is_err());
+        assert!(
+            !outside.join("store").exists(),
+            "created through the symlink"
+        );
+        let host = base.join("host-cargo");
+        std::fs::create_dir_all(&host).unwrap();
+        std::fs::write(host.join("config.toml"), "[net]\n").unwrap();
+        assert!(seed_cargo(&host, &root.join("cargo")).is_err());
+        assert!(
+            !outside.join("config.toml").exists(),
+            "written through the symlink"
+        );
+        // A symlink at the file's own name is replaced, not followed.
+        std::fs::remove_file(root.join("cargo")).unwrap();
+        std::fs::create_dir(root.join("cargo")).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), root.join("cargo/config.toml")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.join("victim2"),
+            root.join("cargo/.config.toml.ringfence-tmp"),
+        )
+        .unwrap();
+        seed_cargo(&host, &root.join("cargo")).unwrap();
+        assert!(!outside.join("victim").exists() && !outside.join("victim2").exists());
+        assert_eq!(
+            std::fs::read_to_string(root.join("cargo/config.toml")).unwrap(),
+            "[net]\n"
+        );
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]
