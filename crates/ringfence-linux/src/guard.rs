@@ -799,7 +799,7 @@ impl Agent<'_> {
         use std::os::unix::fs::PermissionsExt;
         let mode = meta.permissions().mode() & 0o666;
         let (tmp, file) = self.create_temp_beside(new_parent.as_raw_fd(), mode)?;
-        let written = io::Write::write_all(&mut &file, &text).and_then(|()| file.sync_data());
+        let written = io::Write::write_all(&mut &file, &text);
         let id = file_id(file.as_raw_fd());
         let fail = |e: i32| {
             // SAFETY: tmp is a valid string, new_parent a directory fd.
