@@ -2,21 +2,16 @@
 //! The binary is glue: command-line parsing, the srt-compatible entry point, and output.
 
 mod activity;
-mod caches;
 mod check;
 mod connect;
 mod control;
 mod doctor;
-mod netenv;
-mod netrun;
-mod overlay;
-mod prepare;
 mod proxy_cmd;
-mod runs;
-mod socket_owner;
 mod srt;
 mod timeline;
 mod watch;
+
+use ringfence_runtime::{audit, netenv, netrun, overlay, prepare, runs};
 
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -642,34 +637,32 @@ pub fn run(req: RunRequest) -> Result<i32> {
     if let Some(g) = prepared.guard.as_mut() {
         g.files.retain(|f| single_files.contains(f));
     }
-    let log =
-        match activity::Activity::start(record.log_path(), record.name(), &req.argv, &prepared) {
-            Ok(l) => Arc::new(Mutex::new(l)),
-            Err(e) => {
-                record.finish(None);
-                return Err(e);
-            }
-        };
+    let log = match audit::Activity::start(record.log_path(), record.name(), &req.argv, &prepared) {
+        Ok(l) => Arc::new(Mutex::new(l)),
+        Err(e) => {
+            record.finish(None);
+            return Err(e);
+        }
+    };
     // Closes the log and the run record together.
-    let close =
-        |log: &Mutex<activity::Activity>, record: runs::Record, outcome: Option<Outcome>| {
-            let (hash, denied, counts) = match log.lock() {
-                Ok(mut l) => {
-                    let (hash, denied) = l.end(outcome);
-                    (hash, denied, Some(l.counts()))
-                }
-                Err(_) => (None, 0, None),
-            };
-            let mut extra = serde_json::Map::new();
-            if let Some(h) = hash {
-                extra.insert("logHash".into(), h.into());
+    let close = |log: &Mutex<audit::Activity>, record: runs::Record, outcome: Option<Outcome>| {
+        let (hash, denied, counts) = match log.lock() {
+            Ok(mut l) => {
+                let (hash, denied) = l.end(outcome);
+                (hash, denied, Some(l.counts()))
             }
-            extra.insert("denied".into(), denied.into());
-            if let Some(c) = counts {
-                extra.insert("counts".into(), c);
-            }
-            record.finish_with(outcome, extra);
+            Err(_) => (None, 0, None),
         };
+        let mut extra = serde_json::Map::new();
+        if let Some(h) = hash {
+            extra.insert("logHash".into(), h.into());
+        }
+        extra.insert("denied".into(), denied.into());
+        if let Some(c) = counts {
+            extra.insert("counts".into(), c);
+        }
+        record.finish_with(outcome, extra);
+    };
     // Give back what scanning a large tree allocated before the sandbox is cloned from this
     // process: a smaller image is quicker to clone and to move into the run's cgroups.
     // SAFETY: malloc_trim only releases free heap memory.

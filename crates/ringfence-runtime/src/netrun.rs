@@ -21,7 +21,7 @@ use ringfence_proxy::{
 };
 use serde_json::{json, Value};
 
-use crate::activity::Activity;
+use crate::audit::Activity;
 
 /// Where questions about unlisted hosts go.
 pub enum Asking {
