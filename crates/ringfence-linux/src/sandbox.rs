@@ -46,6 +46,9 @@ pub struct Spec {
     /// reports the SysV shared memory of the sandbox's IPC namespace, which only a process
     /// inside it can see (`MSG_SYSV_SHM`).
     pub report_sysv_shm: bool,
+    /// Descriptors (each above 2) that become the command's stdin, stdout and stderr in place of
+    /// the supervisor's own; `None`: the supervisor's are inherited (or the pty, see `pty`).
+    pub stdio: Option<[RawFd; 3]>,
 }
 
 /// A started sandbox, seen from the supervisor.
@@ -362,6 +365,23 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
     let fd = channel.as_raw_fd();
+    if let Some(stdio) = spec.stdio {
+        for (target, from) in stdio.into_iter().enumerate() {
+            if sys::dup2(from, target as RawFd).is_err() {
+                let mut msg = vec![MSG_ERROR];
+                msg.extend_from_slice(
+                    format!(
+                        "giving the command its standard streams (dup2): {}",
+                        io::Error::last_os_error()
+                    )
+                    .as_bytes(),
+                );
+                let _ = send_with_fd(fd, &msg, None);
+                // SAFETY: _exit ends the child at once.
+                unsafe { libc::_exit(125) }
+            }
+        }
+    }
     // Nothing the supervisor holds (the activity log, the run record, a --control-fd, its own
     // pipes) stays open in PID 1: only the standard streams and the channel.
     // SAFETY: close_range with integer arguments; the ranges exclude 0-2 and the channel.

@@ -239,7 +239,29 @@ pub fn wait(
     on_report: &mut dyn FnMut(Report<'_>),
     prompts: Option<&Prompts>,
 ) -> (Outcome, GuardReport) {
-    let (outcome, report) = wait_inner(sandbox, wall, memory, on_report, prompts);
+    wait_with(sandbox, wall, memory, on_report, prompts, Signals::Process)
+}
+
+/// Which signals `wait_with` passes on to the sandbox.
+pub enum Signals {
+    /// The supervisor process's own (SIGINT, SIGTERM, SIGHUP, ...): `wait_with` installs their
+    /// handlers. For a program whose supervisor is the whole process (`ringfence run`).
+    Process,
+    /// Signal numbers written, one byte each, to the other end of this pipe; the process's
+    /// signal handlers are left alone. For a program that embeds the runtime.
+    Pipe(OwnedFd),
+}
+
+/// `wait`, with the signals to pass on chosen by the caller.
+pub fn wait_with(
+    sandbox: Sandbox,
+    wall: Option<Duration>,
+    memory: Option<&MemoryWatch>,
+    on_report: &mut dyn FnMut(Report<'_>),
+    prompts: Option<&Prompts>,
+    signals: Signals,
+) -> (Outcome, GuardReport) {
+    let (outcome, report) = wait_inner(sandbox, wall, memory, on_report, prompts, signals);
     let outcome = match (outcome, memory) {
         (Outcome::Exited(_) | Outcome::Signaled(_), Some(w @ MemoryWatch::Cgroup(_))) => {
             w.reached(0).map_or(outcome, Outcome::MemoryLimit)
@@ -255,32 +277,40 @@ fn wait_inner(
     memory: Option<&MemoryWatch>,
     on_report: &mut dyn FnMut(Report<'_>),
     prompts: Option<&Prompts>,
+    signals: Signals,
 ) -> (Outcome, GuardReport) {
-    let (sig_read, sig_write) = match sys::pipe() {
-        Ok(p) => p,
-        Err(_) => {
-            return (
-                kill_and_reap(&sandbox, Outcome::Lost),
-                GuardReport::default(),
-            )
-        }
+    let process_signals = matches!(signals, Signals::Process);
+    let (sig_read, _sig_write) = match signals {
+        Signals::Pipe(fd) => (fd, None),
+        Signals::Process => match sys::pipe() {
+            Ok((r, w)) => (r, Some(w)),
+            Err(_) => {
+                return (
+                    kill_and_reap(&sandbox, Outcome::Lost),
+                    GuardReport::default(),
+                )
+            }
+        },
     };
-    SIGNAL_PIPE.store(sig_write.as_raw_fd(), Ordering::Relaxed);
-    for &sig in SUPERVISOR_SIGNALS {
-        // SAFETY: on_signal is an async-signal-safe extern "C" handler.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as *const () as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut());
+    if let (true, Some(w)) = (process_signals, &_sig_write) {
+        SIGNAL_PIPE.store(w.as_raw_fd(), Ordering::Relaxed);
+        for &sig in SUPERVISOR_SIGNALS {
+            // SAFETY: on_signal is an async-signal-safe extern "C" handler.
+            unsafe {
+                let mut sa: libc::sigaction = std::mem::zeroed();
+                sa.sa_sigaction = on_signal as *const () as usize;
+                sa.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
         }
+        // Handlers are in place: signals held while the sandbox started are delivered now.
+        let set = signal_set(SUPERVISOR_SIGNALS);
+        // SAFETY: unblocking signals of this thread with a valid set.
+        unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
     }
     let mut report = GuardReport::default();
-    // Handlers are in place: signals held while the sandbox started are delivered now.
-    let set = signal_set(SUPERVISOR_SIGNALS);
-    // SAFETY: unblocking signals of this thread with a valid set.
-    unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    let mut signals_open = true;
     let master: Option<&OwnedFd> = sandbox.pty_master.as_ref();
     let _raw = match master {
         Some(_) if is_tty(0) => RawMode::enter(0),
@@ -333,7 +363,12 @@ fn wait_inner(
                 revents: 0,
             },
             libc::pollfd {
-                fd: sig_read.as_raw_fd(),
+                // Negative: no longer polled (the embedding program closed its end).
+                fd: if signals_open {
+                    sig_read.as_raw_fd()
+                } else {
+                    -1
+                },
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -482,6 +517,9 @@ fn wait_inner(
         if fds[1].revents != 0 {
             let mut sigs = [0u8; 64];
             let k = sys::read_some(sig_read.as_raw_fd(), &mut sigs).unwrap_or(0);
+            if k == 0 {
+                signals_open = false;
+            }
             for &s in &sigs[..k] {
                 let s = s as libc::c_int;
                 if s == libc::SIGWINCH {
@@ -549,7 +587,9 @@ fn wait_inner(
             let _ = sys::write_all(&std::io::stdout(), &buf[..k]);
         }
     }
-    SIGNAL_PIPE.store(-1, Ordering::Relaxed);
+    if process_signals {
+        SIGNAL_PIPE.store(-1, Ordering::Relaxed);
+    }
     (outcome, report)
 }
 

@@ -57,9 +57,22 @@ pub fn policy_json(p: &Prepared) -> Value {
     })
 }
 
+/// One activity event as the log records it: `kind` (`run.start`, `exec`, `fs.denied`,
+/// `net.decision`, `ask`, `answer`, `policy.update`, `run.end`, ...) and its fields, as listed
+/// by `ringfence schema --events`. The log adds the time, the run's name and the hash chain.
+#[derive(Debug, Clone, Copy)]
+pub struct Event<'a> {
+    pub kind: &'a str,
+    pub fields: &'a Map<String, Value>,
+}
+
+/// Sees every event of a run as it is written to the log (from the supervisor's threads).
+pub type Observer = std::sync::Arc<dyn Fn(&Event<'_>) + Send + Sync>;
+
 /// An open activity log for one run.
 pub struct Activity {
     log: LogWriter,
+    observer: Option<Observer>,
     pub path: PathBuf,
     started: Instant,
     denied: u64,
@@ -75,7 +88,13 @@ pub struct Activity {
 }
 
 impl Activity {
-    pub fn start(path: PathBuf, run: &str, argv: &[Vec<u8>], p: &Prepared) -> Result<Activity> {
+    pub fn start(
+        path: PathBuf,
+        run: &str,
+        argv: &[Vec<u8>],
+        p: &Prepared,
+        observer: Option<Observer>,
+    ) -> Result<Activity> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -99,12 +118,20 @@ impl Activity {
                 "limits": p.mechanism.describe(),
             },
         });
-        log.write("run.start", obj(fields))
+        let fields = obj(fields);
+        if let Some(o) = &observer {
+            o(&Event {
+                kind: "run.start",
+                fields: &fields,
+            });
+        }
+        log.write("run.start", fields)
             .map_err(|e| anyhow::anyhow!("writing the activity log: {e}"))?;
         log.flush()
             .map_err(|e| anyhow::anyhow!("writing the activity log: {e}"))?;
         Ok(Activity {
             log,
+            observer,
             path,
             started: Instant::now(),
             denied: 0,
@@ -118,10 +145,25 @@ impl Activity {
         })
     }
 
+    /// Shows the event to the observer, then writes it.
+    fn write(
+        &mut self,
+        kind: &str,
+        fields: Map<String, Value>,
+    ) -> std::result::Result<String, ringfence_audit::Error> {
+        if let Some(o) = &self.observer {
+            o(&Event {
+                kind,
+                fields: &fields,
+            });
+        }
+        self.log.write(kind, fields)
+    }
+
     pub fn exec(&mut self, e: &Exec) {
         self.execs += 1;
         let fields = json!({"pid": e.pid, "path": e.path, "argv": e.argv});
-        if let Err(err) = self.log.write("exec", obj(fields)) {
+        if let Err(err) = self.write("exec", obj(fields)) {
             self.failed.get_or_insert(err.to_string());
         }
     }
@@ -141,7 +183,7 @@ impl Activity {
                 "protected name inside a writable root"
             },
         });
-        if let Err(e) = self.log.write("fs.denied", obj(fields)) {
+        if let Err(e) = self.write("fs.denied", obj(fields)) {
             self.failed.get_or_insert(e.to_string());
         }
     }
@@ -172,7 +214,7 @@ impl Activity {
             Value::Object(m) => m,
             other => obj(json!({ "value": other })),
         };
-        if let Err(e) = self.log.write(kind, fields) {
+        if let Err(e) = self.write(kind, fields) {
             self.failed.get_or_insert(e.to_string());
         }
     }
@@ -221,7 +263,6 @@ impl Activity {
             None => fields["setupFailed"] = true.into(),
         }
         let hash = self
-            .log
             .write("run.end", obj(fields))
             .and_then(|h| self.log.flush().map(|()| h));
         let denied = self.denied + self.net_denied;

@@ -31,15 +31,35 @@ pub enum Asking {
     Terminal(Arc<Prompts>),
     /// A program, through `--control-fd` (set up when the runtime starts).
     Control,
+    /// The embedding program's own function (`Builder::asker`).
+    Library(AskFn),
 }
+
+/// A question about a host the policy neither allows nor denies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AskRequest {
+    /// The host in canonical form (lowercase, punycode, IPv6 in brackets).
+    pub host: String,
+    pub port: u16,
+    /// `http`, `https` (CONNECT) or `socks5`.
+    pub protocol: &'static str,
+    /// The program inside that opened the connection, when it could be named.
+    pub client: Option<String>,
+}
+
+/// The embedding program's answer to questions: called on a thread of its own, so it may block
+/// (for at most `network.askTimeoutSeconds`; later answers count as "deny").
+pub type AskFn = Arc<dyn Fn(AskRequest) -> AskAnswer + Send + Sync>;
 
 enum Asker {
     Nobody,
     Terminal(Arc<Prompts>, Duration),
     Control(Arc<Control>),
+    Library(AskFn, Duration),
 }
 
 /// A denied connection, for the summary line and the violations report.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetDenial {
     pub host: String,
     pub port: u16,
@@ -85,6 +105,7 @@ impl Hooks for RunHooks {
             Asker::Nobody => "nobody",
             Asker::Terminal(..) => "terminal",
             Asker::Control(_) => "control-fd",
+            Asker::Library(..) => "library",
         };
         if let Ok(mut log) = self.log.lock() {
             log.event(
@@ -127,6 +148,24 @@ impl Hooks for RunHooks {
         };
         match &self.asking {
             Asker::Nobody => Box::pin(async move { answered(AskAnswer::Deny) }),
+            Asker::Library(f, timeout) => {
+                let f = f.clone();
+                let req = AskRequest {
+                    host: q.host.clone(),
+                    port: q.port,
+                    protocol: q.protocol.as_str(),
+                    client: q.client.clone(),
+                };
+                let timeout = *timeout;
+                Box::pin(async move {
+                    let asked = tokio::task::spawn_blocking(move || f(req));
+                    let a = match tokio::time::timeout(timeout, asked).await {
+                        Ok(Ok(a)) => a,
+                        _ => AskAnswer::Deny,
+                    };
+                    answered(a)
+                })
+            }
             Asker::Control(c) => {
                 let asked = c.ask(q);
                 Box::pin(async move { answered(asked.await) })
@@ -370,6 +409,8 @@ pub fn host_services(
 pub struct Network {
     runtime: tokio::runtime::Runtime,
     proxy: Arc<Proxy>,
+    updates: Arc<Control>,
+    log: Arc<Mutex<Activity>>,
     relays: Vec<Arc<Relay>>,
     pub denied: Arc<Mutex<Vec<NetDenial>>>,
 }
@@ -417,8 +458,16 @@ impl Network {
         let asker = match (asking, &control) {
             (Asking::Control, Some(c)) => Asker::Control(c.clone()),
             (Asking::Terminal(p), _) => Asker::Terminal(p, timeout),
+            (Asking::Library(f), _) => Asker::Library(f, timeout),
             _ => Asker::Nobody,
         };
+        // Live updates from the embedding program are checked like --control-fd lines.
+        let updates = Control::start(None, timeout);
+        updates.fix_egress(
+            egress.parent_setting.clone(),
+            egress.http_port,
+            egress.socks_port,
+        );
         let hooks = Arc::new(RunHooks {
             log: log.clone(),
             asking: asker,
@@ -438,6 +487,7 @@ impl Network {
             }
         }
         let proxy = Proxy::with_parent(policy, hooks, Limits::default(), egress.parent.clone());
+        let update_log = log.clone();
         let mut relays = Vec::new();
         let external = [
             ("network.httpProxyPort", egress.http_port),
@@ -546,10 +596,36 @@ impl Network {
         }
         Ok(Network {
             runtime,
-            proxy,
+            proxy: proxy.clone(),
+            updates,
+            log: update_log,
             relays,
             denied,
         })
+    }
+
+    /// Replaces the network policy while the sandbox runs, from one line in the form that
+    /// `--control-fd` takes (`{"type": "policy", "network": {...}}`, `{"type": "allow", ...}`,
+    /// or a settings document): checked the same way (the egress keys fixed at start cannot
+    /// change), applied to new connections, recorded as `policy.update`.
+    pub fn update(&self, line: &str) -> Result<()> {
+        let _entered = self.runtime.enter();
+        match self.updates.apply(line, &self.proxy) {
+            Ok(()) => {
+                let mut v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+                redact_parent_proxy(&mut v);
+                if let Ok(mut l) = self.log.lock() {
+                    l.event("policy.update", json!({"source": "library", "update": v}));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                if let Ok(mut l) = self.log.lock() {
+                    l.event("policy.invalid", json!({"error": e.to_string()}));
+                }
+                Err(anyhow::anyhow!("policy update: {e}"))
+            }
+        }
     }
 
     /// Stops serving. The sandbox is gone, so its connections end; each is recorded when it

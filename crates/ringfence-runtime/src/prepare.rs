@@ -17,13 +17,46 @@ use ringfence_linux::protect::{self, ProtectedNames, ScanCache};
 use ringfence_linux::seccomp;
 use ringfence_policy::{CliRules, LoadOptions, Policy};
 
-/// Policy sources as given on the command line.
+/// Where a run's policy comes from: the managed, user and project layers are always read;
+/// these add a settings file and command-line rules on top (which may only restrict what the
+/// managed layer fixes).
+///
+/// ```
+/// use ringfence_runtime::Sources;
+/// let s = Sources::settings_file("/etc/ringfence/agent.json").in_dir("/tmp");
+/// assert_eq!(s.cwd.as_deref(), Some(std::path::Path::new("/tmp")));
+/// ```
 #[derive(Debug, Default, Clone)]
 pub struct Sources {
+    /// `-s FILE`: a settings file read as the user layer.
     pub settings: Option<PathBuf>,
     pub cli: CliRules,
     /// srt mode: the user layer is `~/.srt-settings.json` only (or `-s FILE`).
     pub srt: bool,
+    /// The working directory of the command, whose project file (`.ringfence.json`) is read;
+    /// `None`: this process's working directory.
+    pub cwd: Option<PathBuf>,
+}
+
+impl Sources {
+    /// The layered files only (managed, user, project).
+    pub fn layered() -> Sources {
+        Sources::default()
+    }
+
+    /// The layered files, with `path` as the user layer (`ringfence run -s FILE`).
+    pub fn settings_file(path: impl Into<PathBuf>) -> Sources {
+        Sources {
+            settings: Some(path.into()),
+            ..Sources::default()
+        }
+    }
+
+    /// The same sources for a command that runs in `dir`.
+    pub fn in_dir(mut self, dir: impl Into<PathBuf>) -> Sources {
+        self.cwd = Some(dir.into());
+        self
+    }
 }
 
 pub struct Prepared {
@@ -67,7 +100,11 @@ pub fn home() -> Result<PathBuf> {
 }
 
 pub fn load_policy(src: &Sources) -> Result<(Policy, PathBuf)> {
-    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let cwd = match &src.cwd {
+        Some(d) => std::fs::canonicalize(d)
+            .with_context(|| format!("the working directory {}", d.display()))?,
+        None => std::env::current_dir().context("reading the working directory")?,
+    };
     let home = home()?;
     let mut opts = LoadOptions::new(cwd.clone(), home.clone());
     if src.srt {

@@ -4,28 +4,22 @@
 mod activity;
 mod check;
 mod connect;
-mod control;
 mod doctor;
 mod proxy_cmd;
 mod srt;
 mod timeline;
 mod watch;
 
-use ringfence_runtime::{audit, netenv, netrun, overlay, prepare, runs};
+use ringfence_runtime::{control, netrun, overlay, prepare, runs};
 
-use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use ringfence_linux::cgroup::Cgroups;
-use ringfence_linux::memwatch::MemoryWatch;
-use ringfence_linux::sandbox::{self, Spec};
-use ringfence_linux::supervise::{self, Outcome};
 use ringfence_policy::CliRules;
+use ringfence_runtime::{Outcome, RunOutcome, Sandbox};
 
 use prepare::{Prepared, Sources};
 
@@ -203,6 +197,7 @@ impl PolicyArgs {
                 allow_read: self.allow_read.clone(),
             },
             srt: false,
+            cwd: None,
         }
     }
 }
@@ -256,14 +251,7 @@ pub struct RunRequest {
     pub argv: Vec<Vec<u8>>,
 }
 
-pub fn shell_argv(script: &str) -> Vec<Vec<u8>> {
-    let shell = if std::path::Path::new("/bin/bash").exists() {
-        "/bin/bash"
-    } else {
-        "/bin/sh"
-    };
-    vec![shell.into(), b"-c".to_vec(), script.as_bytes().to_vec()]
-}
+pub use ringfence_runtime::shell_argv;
 
 fn main() -> ExitCode {
     let invoked_as = std::env::args_os()
@@ -353,11 +341,14 @@ fn main() -> ExitCode {
                 color,
             }) => activity::follow(run.as_deref(), kind.as_deref(), json, color).map(|()| 0),
         },
-        Command::Ps => control::ps().map(|()| 0),
+        Command::Ps => control::ps().map(|t| {
+            print!("{t}");
+            0
+        }),
         Command::Watch => watch::main().map(|()| 0),
-        Command::Stop { run } => control::stop(&run).map(|()| 0),
-        Command::Pause { run } => control::pause(&run, true).map(|()| 0),
-        Command::Resume { run } => control::pause(&run, false).map(|()| 0),
+        Command::Stop { run } => control::stop(&run).map(said),
+        Command::Pause { run } => control::pause(&run, true).map(said),
+        Command::Resume { run } => control::pause(&run, false).map(said),
         Command::Connect { host, port, proxy } => connect::connect(&host, port, &proxy),
         Command::Proxy(args) => proxy_cmd::main(args),
         Command::Diff {
@@ -383,6 +374,12 @@ fn main() -> ExitCode {
         Command::Discard { run } => overlay::discard(&run),
     };
     finish(result)
+}
+
+/// Prints a control command's line; exit status 0.
+fn said(line: String) -> i32 {
+    println!("{line}");
+    0
 }
 
 fn finish(result: Result<i32>) -> ExitCode {
@@ -545,285 +542,50 @@ fn explain(sources: &Sources) -> Result<()> {
 }
 
 pub fn run(req: RunRequest) -> Result<i32> {
-    let mut prepared = prepare::prepare(&req.sources)?;
-    if req.debug {
-        print_policy(&prepared, &mut std::io::stderr().lock()).context("writing to stderr")?;
-    }
-    for n in &prepared.policy.notes {
-        if req.debug {
-            continue;
-        }
-        if n.contains("skipped") || n.contains("does not exist") || n.contains("no effect") {
-            eprintln!("ringfence: note: {n}");
-        }
-    }
-    let argv: Vec<CString> = req
-        .argv
-        .iter()
-        .map(|a| CString::new(a.clone()).context("a command argument contains a NUL byte"))
-        .collect::<Result<_>>()?;
-    if argv.is_empty() {
-        bail!("no command given");
-    }
-    let net_policy = ringfence_proxy::NetPolicy::from_policy(&prepared.policy)
-        .map_err(|e| anyhow::anyhow!("network: {e}"))?;
-    let egress = netrun::Egress::from_policy(&prepared.policy)?;
-    let proxy_ports = vec![netenv::HTTP_PORT, netenv::SOCKS_PORT];
-    let mut service_notes = Vec::new();
-    let host_services = netrun::host_services(&net_policy, &proxy_ports, &mut service_notes)?;
-    for n in &service_notes {
-        eprintln!("ringfence: note: {n}");
-    }
     let control_fd = match req.control_fd {
         Some(fd) => Some(netrun::take_fd(fd)?),
         None => None,
     };
-    let record = runs::Record::start(
-        req.name.as_deref(),
-        &req.argv,
-        &prepared.cwd,
-        req.log.as_deref(),
-    )?;
-    // Writable directories that do not exist yet are made now, and the record says so.
-    let mut record = record;
-    match prepare::create_dirs(&prepared.plan) {
-        Ok(created) if !created.is_empty() => record.set(
-            "created",
-            created
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .into(),
-        ),
-        Ok(_) => {}
-        Err(e) => {
-            record.finish(None);
-            return Err(e);
+    let debug = req.debug;
+    let mut builder = Sandbox::builder(req.sources)
+        .command(req.argv.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
+        .overlay(req.overlay)
+        .terminal(true)
+        .on_prepared(move |p| {
+            if debug {
+                let _ = print_policy(p, &mut std::io::stderr().lock());
+            }
+        });
+    if let Some(n) = &req.name {
+        builder = builder.name(n);
+    }
+    if let Some(l) = req.log {
+        builder = builder.log_file(l);
+    }
+    if let Some(fd) = control_fd {
+        builder = builder.control_fd(fd);
+    }
+    let running = builder.spawn()?;
+    if !debug {
+        for n in &running.notes {
+            eprintln!("ringfence: note: {n}");
         }
     }
-    // Overlay mode turns the writable roots into overlays before the log records the plan.
-    prepared.policy.workspace.overlay |= req.overlay;
-    let overlay = if prepared.policy.workspace.overlay {
-        let mut protected = prepared.protected.clone();
-        protected.extend(prepared.not_yet.iter().cloned());
-        protected.extend(prepared.deny_not_yet.iter().cloned());
-        match overlay::start(
-            record.name(),
-            &mut prepared.plan,
-            &prepared.policy.workspace,
-            prepared.policy.allow_git_config,
-            protected,
-            &prepared.caches.dirs_root(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                record.finish(None);
-                return Err(e);
-            }
-        }
-    } else {
-        None
-    };
-    // Overlay mode leaves writable single files read-only: the guard has none to serve.
-    let single_files: Vec<std::path::PathBuf> = prepared
-        .plan
-        .steps
-        .iter()
-        .filter_map(|s| match s {
-            ringfence_linux::plan::Step::WritableFile { path } => Some(path.clone()),
-            _ => None,
-        })
-        .collect();
-    if let Some(g) = prepared.guard.as_mut() {
-        g.files.retain(|f| single_files.contains(f));
+    let outcome = running.wait()?;
+    report(&outcome, req.violations_to_stderr);
+    if outcome.status == Outcome::Lost {
+        bail!("the sandbox ended without reporting the command's status");
     }
-    let log = match audit::Activity::start(record.log_path(), record.name(), &req.argv, &prepared) {
-        Ok(l) => Arc::new(Mutex::new(l)),
-        Err(e) => {
-            record.finish(None);
-            return Err(e);
-        }
-    };
-    // Closes the log and the run record together.
-    let close = |log: &Mutex<audit::Activity>, record: runs::Record, outcome: Option<Outcome>| {
-        let (hash, denied, counts) = match log.lock() {
-            Ok(mut l) => {
-                let (hash, denied) = l.end(outcome);
-                (hash, denied, Some(l.counts()))
-            }
-            Err(_) => (None, 0, None),
-        };
-        let mut extra = serde_json::Map::new();
-        if let Some(h) = hash {
-            extra.insert("logHash".into(), h.into());
-        }
-        extra.insert("denied".into(), denied.into());
-        if let Some(c) = counts {
-            extra.insert("counts".into(), c);
-        }
-        record.finish_with(outcome, extra);
-    };
-    // Give back what scanning a large tree allocated before the sandbox is cloned from this
-    // process: a smaller image is quicker to clone and to move into the run's cgroups.
-    // SAFETY: malloc_trim only releases free heap memory.
-    unsafe { libc::malloc_trim(0) };
-    let pty = [
-        supervise::is_tty(0),
-        supervise::is_tty(0) && supervise::is_tty(1),
-        supervise::is_tty(0) && supervise::is_tty(2),
-    ];
-    let spec = Spec {
-        argv,
-        env: prepared.env,
-        cwd: prepared.cwd.clone(),
-        plan: prepared.plan,
-        seccomp: prepared.seccomp,
-        limits: prepared.limits,
-        hostname: "ringfence".into(),
-        pty,
-        guard: prepared.guard,
-        proxy_ports,
-        host_services: host_services.clone(),
-        unix_sockets: prepared.unix_sockets,
-        report_sysv_shm: prepared.mechanism == ringfence_linux::cgroup::Mechanism::NoCgroup,
-    };
-    let winsize = if pty[0] {
-        supervise::host_winsize()
-    } else {
-        None
-    };
-    let groups = match Cgroups::create(&prepared.mechanism, record.name(), prepared.cgroup_limits) {
-        Ok(g) => g,
-        Err(e) => {
-            close(&log, record, None);
-            return Err(anyhow::anyhow!(
-                "creating the run's cgroups ({}): {e}",
-                prepared.mechanism.describe()
-            ));
-        }
-    };
-    supervise::hold_signals();
-    let mut sb = match sandbox::spawn(&spec, winsize, groups.as_ref()) {
-        Ok(mut sb) => {
-            sb.freezer = ringfence_linux::cgroup::own_freezer_v1(record.name());
-            sb
-        }
-        Err(e) => {
-            if let Some(g) = &groups {
-                g.remove();
-            }
-            close(&log, record, None);
-            return Err(anyhow::anyhow!("setting up the sandbox: {e}"));
-        }
-    };
-    // Questions about unlisted hosts: a program on --control-fd, else the person at the
-    // terminal that the supervisor relays, else nobody (denied).
-    let prompts = if pty[0] {
-        supervise::Prompts::new().ok().map(Arc::new)
-    } else {
-        None
-    };
-    let asking = match (&control_fd, &prompts) {
-        (Some(_), _) => netrun::Asking::Control,
-        (None, Some(p)) => netrun::Asking::Terminal(p.clone()),
-        (None, None) => netrun::Asking::Nobody,
-    };
-    let user_settings = prepare::user_settings_file(&req.sources, &prepared.policy);
-    let network = match netrun::Network::start(
-        sb.pid,
-        std::mem::take(&mut sb.proxy_listeners),
-        std::mem::take(&mut sb.service_listeners)
-            .into_iter()
-            .zip(host_services)
-            .collect(),
-        net_policy,
-        egress,
-        log.clone(),
-        asking,
-        user_settings,
-        control_fd,
-    ) {
-        Ok(n) => n,
-        Err(e) => {
-            sandbox::kill(sb);
-            if let Some(g) = &groups {
-                g.remove();
-            }
-            close(&log, record, None);
-            return Err(e);
-        }
-    };
-    // The overlay's baseline is walked while the command runs (see `overlay`).
-    let manifest = overlay
-        .clone()
-        .map(|s| std::thread::spawn(move || overlay::record_manifest(&s)));
-    let wall = prepared.policy.limits.wall_seconds.map(Duration::from_secs);
-    let memory_watch = match groups.as_ref().and_then(Cgroups::memory) {
-        Some(g) => MemoryWatch::Cgroup(g.clone()),
-        None => MemoryWatch::resident(prepared.policy.limits.memory),
-    };
-    // The lines of an srt-style violations report, bounded (the log keeps them all).
-    const REPORT_LINES: usize = 200;
-    let mut violations: Vec<String> = Vec::new();
-    let mut unreported = 0u64;
-    let (outcome, refused) = supervise::wait(
-        sb,
-        wall,
-        Some(&memory_watch),
-        &mut |r| match r {
-            supervise::Report::Denied(d) => {
-                if let Ok(mut l) = log.lock() {
-                    l.denied(d);
-                }
-                if violations.len() < REPORT_LINES {
-                    let path = d.path.display().to_string();
-                    violations.push(format!("deny {} {}", d.op, path.escape_debug()));
-                } else {
-                    unreported += 1;
-                }
-            }
-            supervise::Report::Exec(e) => {
-                if let Ok(mut l) = log.lock() {
-                    l.exec(e);
-                }
-            }
-            supervise::Report::Dropped(n) => {
-                if let Ok(mut l) = log.lock() {
-                    l.dropped(n);
-                }
-            }
-        },
-        prompts.as_deref(),
-    );
-    let net_denied = network.denied.clone();
-    network.stop();
-    let net_denied: Vec<netrun::NetDenial> = net_denied
-        .lock()
-        .map(|mut v| std::mem::take(&mut *v))
-        .unwrap_or_default();
-    for d in &net_denied {
-        if violations.len() < REPORT_LINES {
-            violations.push(format!(
-                "deny network {}:{} {}",
-                d.host.escape_debug(),
-                d.port,
-                d.reason.escape_debug()
-            ));
-        } else {
-            unreported += 1;
-        }
-    }
-    if let Some(g) = &groups {
-        g.remove();
-    }
-    if let Some(f) = ringfence_linux::cgroup::own_freezer_v1(record.name()) {
-        let _ = std::fs::remove_dir(f);
-    }
-    let run_name = record.name().to_string();
-    close(&log, record, Some(outcome));
+    Ok(outcome.code())
+}
+
+/// What the run refused and how it ended, on stderr after the command.
+fn report(o: &RunOutcome, violations_to_stderr: bool) {
+    let run_name = &o.name;
+    let net_denied = &o.net_denied;
     if !net_denied.is_empty() {
         let mut hosts: Vec<String> = Vec::new();
-        for d in &net_denied {
+        for d in net_denied {
             let h = format!("{}:{}", d.host.escape_debug(), d.port);
             if !hosts.contains(&h) && hosts.len() < 5 {
                 hosts.push(h);
@@ -837,6 +599,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
             if net_denied.len() > hosts.len() { ", ..." } else { "" }
         );
     }
+    let refused = &o.refused;
     if refused.refused > 0 {
         let examples: Vec<String> = refused
             .examples
@@ -874,49 +637,33 @@ pub fn run(req: RunRequest) -> Result<i32> {
             if refused.read_only == 1 { "" } else { "s" },
         );
     }
-    if let Some(m) = manifest {
-        match m.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                eprintln!("ringfence: overlay: {e:#}; `ringfence apply` will refuse this run")
-            }
-            Err(_) => eprintln!("ringfence: overlay: recording the baseline failed"),
-        }
-        overlay::remove_work_dirs(&run_name);
-        match overlay::summary(&run_name) {
-            Ok(text) => eprint!("{text}"),
-            Err(e) => eprintln!("ringfence: overlay: {e:#}"),
-        }
+    match &o.overlay {
+        Some(Ok(text)) => eprint!("{text}"),
+        Some(Err(e)) => eprintln!("ringfence: {e}"),
+        None => {}
     }
-    // `ignoreViolations` thins the report only; the activity log has every event.
-    let command_text = req
-        .argv
-        .iter()
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
-    violations.retain(|v| !prepared.policy.ignores_violation(v, &command_text));
-    if req.violations_to_stderr && !violations.is_empty() {
+    if violations_to_stderr && !o.violations.is_empty() {
         let mut block = String::from("\n<sandbox_violations>\n");
-        for v in &violations {
+        for v in &o.violations {
             block.push_str(v);
             block.push('\n');
         }
-        if unreported > 0 {
+        if o.unreported > 0 {
             block.push_str(&format!(
-                "... and {unreported} more (ringfence log show {run_name})\n"
+                "... and {} more (ringfence log show {run_name})\n",
+                o.unreported
             ));
         }
         block.push_str("</sandbox_violations>");
         eprintln!("{block}");
     }
-    match outcome {
+    match o.status {
         Outcome::TimedOut => eprintln!(
             "ringfence: limits.wallSeconds ({} s) reached; the sandbox was killed",
-            prepared.policy.limits.wall_seconds.unwrap_or(0)
+            o.wall_seconds.unwrap_or(0)
         ),
         Outcome::MemoryLimit(used) => {
-            let limit = prepared.policy.limits.memory;
+            let limit = o.memory_limit;
             if used >= limit / 16 * 15 {
                 eprintln!(
                     "ringfence: memory limit of {} reached (limits.memory; the sandbox used {}); the sandbox was stopped",
@@ -932,10 +679,8 @@ pub fn run(req: RunRequest) -> Result<i32> {
                 )
             }
         }
-        Outcome::Lost => bail!("the sandbox ended without reporting the command's status"),
         _ => {}
     }
-    Ok(outcome.code())
 }
 
 /// A byte count for people: "312 MiB".

@@ -1,5 +1,6 @@
 //! Controlling running sandboxes from outside: `ps`, `stop`, `pause` and `resume`, by the run's
-//! name. A run is live while its record has not ended and its supervisor process exists.
+//! name. A run is live while its record has not ended and its supervisor process exists. Each
+//! returns the line to show the user.
 
 use std::time::{Duration, Instant};
 
@@ -24,8 +25,8 @@ fn pid_of(r: &Value, key: &str) -> Result<libc::pid_t> {
         .with_context(|| format!("the run record has no {key} yet (the sandbox is starting)"))
 }
 
-pub fn ps() -> Result<()> {
-    println!("{:<32} {:>8} {:>8}  COMMAND", "RUN", "PID", "SECONDS");
+pub fn ps() -> Result<String> {
+    let mut out = format!("{:<32} {:>8} {:>8}  COMMAND\n", "RUN", "PID", "SECONDS");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -40,20 +41,20 @@ pub fn ps() -> Result<()> {
             .map(|a| a.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
         let cmd = argv.join(" ").escape_debug().to_string();
-        println!(
-            "{:<32} {:>8} {:>8}  {}",
+        out.push_str(&format!(
+            "{:<32} {:>8} {:>8}  {}\n",
             name,
             r["supervisorPid"],
             now.saturating_sub(r["started"].as_u64().unwrap_or(now)),
             cmd.chars().take(60).collect::<String>()
-        );
+        ));
     }
-    Ok(())
+    Ok(out)
 }
 
 /// SIGTERM to the supervisor (which passes it to the command), SIGKILL after 5 seconds (which
 /// ends the whole sandbox with it).
-pub fn stop(name: &str) -> Result<()> {
+pub fn stop(name: &str) -> Result<String> {
     let r = live(name)?;
     let sup = pid_of(&r, "supervisorPid")?;
     // SAFETY: kill with integer arguments.
@@ -69,15 +70,15 @@ pub fn stop(name: &str) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
         if !runs::is_live(name) {
-            println!("{name}: stopped");
-            return Ok(());
+            return Ok(format!("{name}: stopped"));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     // SAFETY: kill with integer arguments.
     unsafe { libc::kill(sup, libc::SIGKILL) };
-    println!("{name}: killed (it did not end within 5 seconds of SIGTERM)");
-    Ok(())
+    Ok(format!(
+        "{name}: killed (it did not end within 5 seconds of SIGTERM)"
+    ))
 }
 
 /// The sandbox's processes: its PID 1 and every descendant (orphans are re-parented to PID 1
@@ -128,7 +129,7 @@ fn freezer_of(supervisor: libc::pid_t, name: &str) -> Option<cgroup::Freezer> {
 
 /// `pause`: the freezer cgroup where there is one (the processes cannot notice or undo it),
 /// else SIGSTOP to every process. `resume` undoes either.
-pub fn pause(name: &str, paused: bool) -> Result<()> {
+pub fn pause(name: &str, paused: bool) -> Result<String> {
     let r = live(name)?;
     let supervisor = pid_of(&r, "supervisorPid")?;
     let Some(pid1) = sandbox_processes(supervisor).get(1).copied() else {
@@ -141,8 +142,7 @@ pub fn pause(name: &str, paused: bool) -> Result<()> {
         if paused || exists {
             match cgroup::freeze(&f, &|| sandbox_processes(pid1), paused) {
                 Ok(n) if paused => {
-                    println!("{name}: paused ({n} processes, freezer cgroup)");
-                    return Ok(());
+                    return Ok(format!("{name}: paused ({n} processes, freezer cgroup)"));
                 }
                 Ok(_) => {}
                 Err(e) if paused => {
@@ -156,7 +156,7 @@ pub fn pause(name: &str, paused: bool) -> Result<()> {
 }
 
 /// Sends `sig` to every process of the sandbox (SIGSTOP to pause, SIGCONT to resume).
-pub fn signal_all(name: &str, sig: libc::c_int) -> Result<()> {
+pub fn signal_all(name: &str, sig: libc::c_int) -> Result<String> {
     let r = live(name)?;
     let supervisor = pid_of(&r, "supervisorPid")?;
     // The supervisor has one child: the sandbox's PID 1.
@@ -178,6 +178,5 @@ pub fn signal_all(name: &str, sig: libc::c_int) -> Result<()> {
     } else {
         "resumed"
     };
-    println!("{name}: {what} ({} processes)", seen.len());
-    Ok(())
+    Ok(format!("{name}: {what} ({} processes)", seen.len()))
 }
