@@ -93,7 +93,8 @@ pub fn inside_ids() -> (u32, u32) {
     }
 }
 
-fn threads() -> Option<u64> {
+/// The number of threads of this process.
+pub fn threads() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()

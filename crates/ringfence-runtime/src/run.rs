@@ -448,7 +448,7 @@ fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, Error> {
 
 fn streams(stdio: Stdio) -> Result<Option<Streams>, Error> {
     let pipe = || {
-        ringfence_linux::sys::pipe()
+        ringfence_linux::sys::pipe_blocking()
             .map_err(|e| Error::Run(anyhow!("creating the command's standard streams: {e}")))
     };
     match stdio {
@@ -644,6 +644,13 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         })?;
     if terminal {
         supervise::hold_signals();
+    }
+    // The threads of a previous run in this process are ending: give them a moment.
+    for _ in 0..100 {
+        if linux_sandbox::threads() == Some(1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     let mut sb = linux_sandbox::spawn(&spec, winsize, teardown.groups.as_ref())?;
     sb.freezer = cgroup::own_freezer_v1(&run_name);

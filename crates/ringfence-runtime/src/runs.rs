@@ -59,7 +59,12 @@ impl Record {
                 n
             }
             None => {
-                generated = format!("run-{}-{}", now(), std::process::id());
+                // A process that runs several sandboxes (an embedding program) numbers them.
+                static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                generated = match RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+                    0 => format!("run-{}-{}", now(), std::process::id()),
+                    n => format!("run-{}-{}-{n}", now(), std::process::id()),
+                };
                 &generated
             }
         };

@@ -41,7 +41,7 @@ fn real(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-fn context(sources: &Sources) -> Result<Context> {
+pub fn context(sources: &Sources) -> Result<Context> {
     let (policy, cwd) = prepare::load_policy(sources)?;
     let home = prepare::home()?;
     let mut ctx = Context::from_policy(&policy, &real(&cwd), &real(&home));

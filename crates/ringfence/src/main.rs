@@ -5,6 +5,7 @@ mod activity;
 mod check;
 mod connect;
 mod doctor;
+mod mcp;
 mod proxy_cmd;
 mod srt;
 mod timeline;
@@ -54,6 +55,9 @@ enum Command {
     },
     /// Print the merged policy, the layer each rule came from, and the mount plan it produces.
     Explain(PolicyArgs),
+    /// A Model Context Protocol server on stdin/stdout: tools `run`, `read_file`,
+    /// `write_file`, `list_dir` and `violations`, each call in a fresh sandbox of the policy.
+    Mcp(PolicyArgs),
     /// List runs (newest first), show a run's activity log, or verify its hash chain.
     Log(LogArgs),
     /// List the sandboxes running now.
@@ -269,7 +273,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_OWN_ERROR } else { 0 });
         }
     };
-    if !matches!(cli.command, Command::Run(_) | Command::Proxy(_)) {
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Proxy(_) | Command::Mcp(_)
+    ) {
         // Printing commands end quietly when their reader goes away (`doctor | head`), like
         // other command-line tools; `run` keeps SIGPIPE ignored so that a closed stdout never
         // kills the supervisor of a running sandbox.
@@ -325,6 +332,7 @@ fn main() -> ExitCode {
             Ok(0)
         }
         Command::Explain(p) => explain(&p.sources()).map(|()| 0),
+        Command::Mcp(p) => mcp::main(p.sources()),
         Command::Log(l) => match l.action {
             None => activity::list().map(|()| 0),
             Some(LogAction::Show {
