@@ -47,18 +47,21 @@ const REPORT_LINES: usize = 200;
 
 /// Entry point of the embedding API.
 ///
-/// ```no_run
+/// ```
 /// use ringfence_runtime::{Sandbox, Sources, Stdio};
 /// use std::io::Read;
 ///
 /// let mut run = Sandbox::builder(Sources::layered())
-///     .shell("echo hello; cat ~/.ssh/id_ed25519")
+///     .shell("echo hello; echo x > /etc/ringfence-doc-test")
 ///     .stdio(Stdio::Piped)
 ///     .spawn()?;
 /// let mut out = String::new();
 /// run.stdout.take().unwrap().read_to_string(&mut out)?;
 /// let outcome = run.wait()?;
-/// println!("exit {} with {} violations", outcome.code(), outcome.violations.len());
+/// assert_eq!(out, "hello\n");
+/// // /etc is read-only inside: the shell's redirection failed.
+/// assert_ne!(outcome.code(), 0);
+/// assert!(!std::path::Path::new("/etc/ringfence-doc-test").exists());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Sandbox;
