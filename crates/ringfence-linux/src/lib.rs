@@ -3,7 +3,9 @@
 //! function over one syscall step. Files in the order the steps happen: `plan` (what to mount),
 //! `protect` (finding protected entries), `sandbox` (clone and setup), `mounts`, `limits`,
 //! `caps`, `seccomp`, `reaper` (PID 1), `supervise` (the host side while it runs), `cgroup`
-//! and `memwatch` (the whole-sandbox limits, with or without a cgroup).
+//! and `memwatch` (the whole-sandbox limits, with or without a cgroup); `process` holds the
+//! supervisor's calls about itself (inherited descriptors, signals, its heap), so that the
+//! runtime and the binary need no `unsafe` of their own.
 #![cfg(target_os = "linux")]
 
 pub mod caps;
@@ -17,6 +19,7 @@ pub mod memwatch;
 pub mod mounts;
 pub mod plan;
 pub mod probe;
+pub mod process;
 pub mod protect;
 pub mod reaper;
 pub mod sandbox;

@@ -237,16 +237,11 @@ impl Activity {
             return (None, self.denied + self.net_denied);
         }
         self.ended = true;
-        // SAFETY: getrusage fills a plain struct.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        // SAFETY: ru is a valid rusage buffer.
-        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-        let cpu_ms = (ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000
-            + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1000;
+        let (cpu_ms, peak_kib) = ringfence_linux::process::children_usage();
         let mut fields = json!({
             "wallMs": self.started.elapsed().as_millis() as u64,
             "cpuMs": cpu_ms,
-            "peakMemoryKiB": ru.ru_maxrss,
+            "peakMemoryKiB": peak_kib,
             "counts": self.counts(),
         });
         match outcome {

@@ -57,15 +57,13 @@ pub fn ps() -> Result<String> {
 pub fn stop(name: &str) -> Result<String> {
     let r = live(name)?;
     let sup = pid_of(&r, "supervisorPid")?;
-    // SAFETY: kill with integer arguments.
-    unsafe { libc::kill(sup, libc::SIGTERM) };
+    let _ = ringfence_linux::process::signal(sup, libc::SIGTERM);
     // A paused sandbox could not act on the SIGTERM passed on to it: thaw it.
     if let Some(f) = freezer_of(sup, name) {
         let _ = cgroup::freeze(&f, &|| Vec::new(), false);
     }
     for pid in sandbox_processes(sup).into_iter().skip(1) {
-        // SAFETY: kill with integer arguments.
-        unsafe { libc::kill(pid, libc::SIGCONT) };
+        let _ = ringfence_linux::process::signal(pid, libc::SIGCONT);
     }
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(5) {
@@ -74,8 +72,7 @@ pub fn stop(name: &str) -> Result<String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    // SAFETY: kill with integer arguments.
-    unsafe { libc::kill(sup, libc::SIGKILL) };
+    let _ = ringfence_linux::process::signal(sup, libc::SIGKILL);
     Ok(format!(
         "{name}: killed (it did not end within 5 seconds of SIGTERM)"
     ))
@@ -167,8 +164,7 @@ pub fn signal_all(name: &str, sig: libc::c_int) -> Result<String> {
     // Twice: a process forked while the first pass ran is caught by the second.
     for _ in 0..2 {
         for pid in sandbox_processes(pid1) {
-            // SAFETY: kill with integer arguments.
-            if unsafe { libc::kill(pid, sig) } == 0 {
+            if ringfence_linux::process::signal(pid, sig).is_ok() {
                 seen.insert(pid);
             }
         }

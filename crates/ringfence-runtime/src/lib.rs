@@ -29,6 +29,9 @@
 //!
 //! The steps of a run, with the function of each, are listed in the `run` module.
 
+// System calls live in ringfence-linux, behind safe functions.
+#![forbid(unsafe_code)]
+
 pub mod audit;
 pub mod caches;
 pub mod control;

@@ -661,8 +661,7 @@ pub fn check_fd(fd: i32) -> Result<()> {
     if fd < 3 {
         anyhow::bail!("--control-fd {fd}: use a descriptor other than stdin, stdout and stderr");
     }
-    // SAFETY: F_GETFD only reads the descriptor's flags.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+    if !ringfence_linux::process::is_open(fd) {
         anyhow::bail!("--control-fd {fd}: not an open file descriptor");
     }
     Ok(())
@@ -671,14 +670,8 @@ pub fn check_fd(fd: i32) -> Result<()> {
 /// Takes ownership of the inherited descriptor `fd` (`--control-fd`), after checking that it
 /// is open and is not one of the standard streams.
 pub fn take_fd(fd: i32) -> Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
     check_fd(fd)?;
-    // Not passed on to anything this process starts.
-    // SAFETY: F_SETFD on an open descriptor.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-    // SAFETY: the descriptor is open (checked above) and nothing else in this process owns it:
-    // it was inherited for this purpose and is taken once.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    ringfence_linux::process::take_inherited(fd).with_context(|| format!("--control-fd {fd}"))
 }
 
 #[cfg(test)]

@@ -604,7 +604,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
 /// (`mkdirat` does not follow one), with mode 0700 under the home directory. The mount plan
 /// refuses to bind a path that would then not be a directory, so a failure here stops the run.
 pub fn create_dirs(plan: &MountPlan) -> Result<Vec<PathBuf>> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use ringfence_linux::process;
     let home = home()?;
     let mut created = Vec::new();
     for path in &plan.create {
@@ -617,26 +617,9 @@ pub fn create_dirs(plan: &MountPlan) -> Result<Vec<PathBuf>> {
                 path.display()
             )
         };
-        let c = CString::new(parent.as_os_str().as_bytes()).context("path with a NUL byte")?;
-        // SAFETY: c is a valid string; the result is checked before it is owned.
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(fail("opening its parent", std::io::Error::last_os_error()));
-        }
-        // SAFETY: fd is fresh and owned by nobody else.
-        let dir = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: stat is plain data filled by fstat.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: dir is a valid descriptor and st a valid buffer.
-        if unsafe { libc::fstat(dir.as_raw_fd(), &mut st) } < 0 {
-            return Err(fail("stat of its parent", std::io::Error::last_os_error()));
-        }
-        if st.st_uid != ringfence_linux::sys::getuid() {
+        let (dir, owner) =
+            process::open_dir_nofollow(parent).map_err(|e| fail("opening its parent", e))?;
+        if owner != ringfence_linux::sys::getuid() {
             bail!(
                 "allowWrite {}: does not exist, and its parent {} belongs to another user; \
                  create it yourself or remove the rule",
@@ -649,10 +632,7 @@ pub fn create_dirs(plan: &MountPlan) -> Result<Vec<PathBuf>> {
         } else {
             0o777
         };
-        let n = CString::new(name.as_bytes()).context("path with a NUL byte")?;
-        // SAFETY: n is a valid string and dir a directory descriptor.
-        if unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode) } < 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = process::mkdir_in(&dir, name, mode) {
             // Made meanwhile: fine if it is a directory (not a symlink to one).
             let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
             if e.raw_os_error() == Some(libc::EEXIST) && is_dir {

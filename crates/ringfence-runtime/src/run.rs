@@ -22,7 +22,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -437,16 +437,8 @@ struct Streams {
 /// A descriptor above 2, close-on-exec: the sandbox's dup2 onto 0-2 must never find its source
 /// already sitting on one of the targets.
 fn above_stdio(fd: OwnedFd) -> Result<OwnedFd, Error> {
-    // SAFETY: F_DUPFD_CLOEXEC with integer arguments; the result is checked.
-    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    if dup < 0 {
-        return Err(Error::Run(anyhow!(
-            "duplicating a standard stream: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: dup is a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+    ringfence_linux::process::dup_at_least(&fd, 3)
+        .map_err(|e| Error::Run(anyhow!("duplicating a standard stream: {e}")))
 }
 
 fn streams(stdio: Stdio) -> Result<Option<Streams>, Error> {
@@ -608,8 +600,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     // 4. The cgroups and the sandbox.
     // Give back what scanning a large tree allocated before the sandbox is cloned from this
     // process: a smaller image is quicker to clone and to move into the run's cgroups.
-    // SAFETY: malloc_trim only releases free heap memory.
-    unsafe { libc::malloc_trim(0) };
+    ringfence_linux::process::trim_heap();
     let relay = terminal && streams.is_none();
     let pty = [
         relay && supervise::is_tty(0),

@@ -169,8 +169,7 @@ pub fn is_live(name: &str) -> bool {
         return false;
     }
     match v.get("supervisorPid").and_then(|p| p.as_u64()) {
-        // SAFETY: kill with signal 0 only checks that the process exists.
-        Some(pid) => unsafe { libc::kill(pid as libc::pid_t, 0) == 0 },
+        Some(pid) => ringfence_linux::process::signal(pid as libc::pid_t, 0).is_ok(),
         None => true,
     }
 }

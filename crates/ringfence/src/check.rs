@@ -185,19 +185,8 @@ pub fn ask_control(
     })
     .to_string()
         + "\n";
-    let mut rest = line.as_bytes();
-    while !rest.is_empty() {
-        // SAFETY: rest is a valid buffer of rest.len() bytes; fd is only written to.
-        let n = unsafe { libc::write(fd, rest.as_ptr() as *const libc::c_void, rest.len()) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e).context("--control-fd: writing the approval question");
-        }
-        rest = &rest[n as usize..];
-    }
+    ringfence_linux::sys::write_all(&fd, line.as_bytes())
+        .context("--control-fd: writing the approval question")?;
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let mut got = Vec::new();
@@ -206,21 +195,12 @@ pub fn ask_control(
             if left.is_zero() {
                 return Ok(Some(false));
             }
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let r =
-                unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
-            if r <= 0 {
+            if !ringfence_linux::process::readable_within(fd, left) {
                 continue;
             }
             let mut b = [0u8; 1];
-            // SAFETY: b is a valid one-byte buffer.
-            let n = unsafe { libc::read(fd, b.as_mut_ptr() as *mut libc::c_void, 1) };
-            if n <= 0 {
+            let n = ringfence_linux::sys::read_some(fd, &mut b).unwrap_or(0);
+            if n == 0 {
                 // The channel closed: nobody will answer.
                 return Ok(Some(false));
             }

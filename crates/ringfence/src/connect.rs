@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::FromRawFd;
+use std::os::fd::RawFd;
 
 use anyhow::{bail, Context, Result};
 
@@ -37,6 +37,25 @@ fn read_head(stream: &mut TcpStream) -> Result<(String, String, Vec<u8>)> {
 }
 
 /// Copies until end of input or an error, writing each chunk as soon as it is read.
+/// A standard stream read and written without buffering.
+struct RawStream(RawFd);
+
+impl Read for RawStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        ringfence_linux::sys::read_some(self.0, buf)
+    }
+}
+
+impl Write for RawStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        ringfence_linux::sys::write_all(&self.0, buf).map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn pump(from: &mut impl Read, to: &mut impl Write) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -104,21 +123,18 @@ pub fn connect(host: &str, port: u16, proxy: &str) -> Result<i32> {
     }
     // Plain reads and writes on the raw descriptors: std's stdout flushes only at newlines,
     // and a tunnel carries binary data in both directions at once.
-    // SAFETY: fds 0 and 1 stay open for the life of the process; ManuallyDrop keeps them from
-    // being closed here.
-    let mut out = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(1) });
-    // SAFETY: as above.
-    let mut input = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+    let mut out = RawStream(1);
+    let mut input = RawStream(0);
     out.write_all(&rest).context("writing to stdout")?;
     let mut upstream = stream
         .try_clone()
         .context("duplicating the tunnel socket")?;
     // stdin -> tunnel on its own thread; the tunnel's end ends the process.
     std::thread::spawn(move || {
-        pump(&mut *input, &mut upstream);
+        pump(&mut input, &mut upstream);
         let _ = upstream.shutdown(Shutdown::Write);
     });
-    pump(&mut stream, &mut *out);
+    pump(&mut stream, &mut out);
     Ok(0)
 }
 

@@ -1,6 +1,9 @@
 //! `ringfence`: run a command inside OS-level boundaries it cannot leave.
 //! The binary is glue: command-line parsing, the srt-compatible entry point, and output.
 
+// System calls live in ringfence-linux, behind safe functions.
+#![forbid(unsafe_code)]
+
 mod activity;
 mod check;
 mod connect;
@@ -280,8 +283,7 @@ fn main() -> ExitCode {
         // Printing commands end quietly when their reader goes away (`doctor | head`), like
         // other command-line tools; `run` keeps SIGPIPE ignored so that a closed stdout never
         // kills the supervisor of a running sandbox.
-        // SAFETY: restoring the default disposition of one signal.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        ringfence_linux::process::default_sigpipe();
     }
     let result = match cli.command {
         Command::Run(args) => {

@@ -3,7 +3,7 @@
 //! or in a hash-chained log with `--log`), with the client's proxy user name as its identity.
 
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::mpsc;
@@ -113,29 +113,16 @@ fn inherited_fd(fd: i32) -> Result<OwnedFd> {
     if fd < 3 {
         bail!("--control-fd {fd}: use a descriptor of 3 or above (0-2 are stdio)");
     }
-    // SAFETY: F_GETFD only checks that the descriptor is open.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+    if !ringfence_linux::process::is_open(fd) {
         bail!("--control-fd {fd}: the descriptor is not open; pass it from the calling program");
     }
-    // SAFETY: the descriptor is open, was inherited for this purpose, and nothing else in
-    // this process uses it; from here it is owned (and closed) by the control channel.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    ringfence_linux::process::take_inherited(fd).with_context(|| format!("--control-fd {fd}"))
 }
 
 /// A gateway holds two sockets per connection (and pipes while data moves): raise the soft
 /// limit on open files to the hard one.
 fn raise_open_files() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    ringfence_linux::process::raise_open_files();
 }
 
 pub fn main(args: ProxyArgs) -> Result<i32> {
