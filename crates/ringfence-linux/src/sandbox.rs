@@ -246,9 +246,7 @@ fn recv_ready(channel: &OwnedFd, listeners: usize) -> Result<Handover> {
             let master = if with_master { fds.next() } else { None };
             Ok((master, fds.map(std::net::TcpListener::from).collect()))
         }
-        Some(&MSG_ERROR) if n >= 1 => Err(Error::Setup(
-            String::from_utf8_lossy(&buf[1..n]).into_owned(),
-        )),
+        Some(&MSG_ERROR) if n >= 1 => Err(Error::decode(&buf[1..n])),
         _ => Err(Error::Setup(
             "the sandbox ended during setup without saying why".into(),
         )),
@@ -369,7 +367,7 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
     if let Some(stdio) = spec.stdio {
         for (target, from) in stdio.into_iter().enumerate() {
             if sys::dup2(from, target as RawFd).is_err() {
-                let mut msg = vec![MSG_ERROR];
+                let mut msg = vec![MSG_ERROR, b'M'];
                 msg.extend_from_slice(
                     format!(
                         "giving the command its standard streams (dup2): {}",
@@ -391,7 +389,7 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
             && libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32) == 0
     };
     if !closed {
-        let mut msg = vec![MSG_ERROR];
+        let mut msg = vec![MSG_ERROR, b'M'];
         msg.extend_from_slice(
             format!(
                 "closing the supervisor's descriptors in the sandbox (close_range, Linux 5.9): {}",
@@ -407,7 +405,7 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
         Ok(setup) => reaper::run(spec, channel, setup),
         Err(e) => {
             let mut msg = vec![MSG_ERROR];
-            msg.extend_from_slice(e.to_string().as_bytes());
+            msg.extend_from_slice(&e.encode());
             let _ = send_with_fd(fd, &msg, None);
             // SAFETY: _exit ends the child without running the parent's destructors.
             unsafe { libc::_exit(125) }
