@@ -136,4 +136,3 @@ mod tests {
         assert_eq!(Error::decode(&m.encode()).to_string(), m.to_string());
     }
 }
-

@@ -47,6 +47,10 @@ pub struct GuardRules {
     /// Writable single files (see [`WritableDir`]): each may be created, written and replaced
     /// by a rename from a temporary name beside it; nothing else in its directory.
     pub files: Vec<PathBuf>,
+    /// `filesystem.ask`: an open for writing or a mkdir that the read-only view refuses is
+    /// asked about (`MSG_ASK_FS`); the supervisor performs an approved one on the host.
+    /// `Some(seconds)`: how long PID 1 waits for the answer.
+    pub ask: Option<u64>,
 }
 
 const OP_OPEN: u8 = 1;
@@ -416,6 +420,50 @@ pub struct Agent<'a> {
 
 /// Message tag of a refusal report on the supervisor channel.
 pub const MSG_REFUSED: u8 = b'D';
+/// A question from PID 1 (`filesystem.ask`): op, flags (i32), mode (u32), pid (u32), the path.
+pub const MSG_ASK_FS: u8 = b'Q';
+/// The supervisor's answer: the result (i32: >= 0, or -errno), with the opened file attached
+/// for an open.
+pub const MSG_FS_ANSWER: u8 = b'A';
+
+/// What a `MSG_ASK_FS` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsQuestion {
+    /// `open` or `mkdir`.
+    pub op: &'static str,
+    pub flags: i32,
+    pub mode: u32,
+    /// The calling thread, in the sandbox's PID namespace.
+    pub pid: u32,
+    /// The path as the sandbox resolved it (its parent has no symlinks left).
+    pub path: PathBuf,
+}
+
+impl FsQuestion {
+    pub fn decode(b: &[u8]) -> Option<FsQuestion> {
+        let op = match *b.first()? {
+            OP_OPEN => "open",
+            OP_MKDIR => "mkdir",
+            _ => return None,
+        };
+        let num = |i: usize| -> Option<[u8; 4]> { b.get(i..i + 4)?.try_into().ok() };
+        Some(FsQuestion {
+            op,
+            flags: i32::from_ne_bytes(num(1)?),
+            mode: u32::from_ne_bytes(num(5)?),
+            pid: u32::from_ne_bytes(num(9)?),
+            path: PathBuf::from(OsStr::from_bytes(b.get(13..)?)),
+        })
+    }
+}
+
+/// Answers a [`FsQuestion`] on `channel` (the supervisor's end): `result` is >= 0 or -errno;
+/// `file` is the opened file for an approved open.
+pub fn answer_fs(channel: &OwnedFd, result: i32, file: Option<&OwnedFd>) -> io::Result<()> {
+    let mut msg = vec![MSG_FS_ANSWER];
+    msg.extend_from_slice(&result.to_ne_bytes());
+    crate::sandbox::send_with_fd(channel.as_raw_fd(), &msg, file.map(|f| f.as_raw_fd()))
+}
 
 impl Agent<'_> {
     /// Refuses creating `name` in `parent` (held open as `dir`) when a rule says so, noting
@@ -503,6 +551,67 @@ impl Agent<'_> {
         false
     }
 
+    /// `filesystem.ask`: asks the supervisor about `parent/name`, which the read-only view
+    /// refused; `None` when there is nothing to ask (no ask, or not a read-only refusal), else
+    /// the supervisor's result and, for an open, the file it opened on the host. PID 1 waits for
+    /// the answer (other calls wait meanwhile), at most the ask timeout.
+    fn ask_host(
+        &self,
+        op: u8,
+        req: &Request,
+        parent: &Path,
+        name: &[u8],
+        mode: u32,
+    ) -> Option<Result<Option<OwnedFd>, i32>> {
+        let wait = self.rules.and_then(|r| r.ask)?;
+        let mode = mode & !req.umask;
+        if !self.read_only.get() || self.refused.borrow().is_none() {
+            return None;
+        }
+        let mut msg = vec![MSG_ASK_FS, op];
+        msg.extend_from_slice(&req.flags.to_ne_bytes());
+        msg.extend_from_slice(&mode.to_ne_bytes());
+        msg.extend_from_slice(&req.pid.to_ne_bytes());
+        msg.extend_from_slice(parent.join(OsStr::from_bytes(name)).as_os_str().as_bytes());
+        if crate::sandbox::send_with_fd(self.report, &msg, None).is_err() {
+            return None;
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait + 5);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || !crate::process::readable_within(self.report, left) {
+                return None;
+            }
+            let mut buf = [0u8; 16];
+            let Ok((n, fd)) = crate::sandbox::recv_with_fd(self.report, &mut buf) else {
+                return None;
+            };
+            if n != 5 || buf[0] != MSG_FS_ANSWER {
+                continue;
+            }
+            let result = i32::from_ne_bytes([buf[1], buf[2], buf[3], buf[4]]);
+            if result == -libc::EROFS {
+                // Refused: reported as the read-only refusal it was.
+                return None;
+            }
+            self.refused.borrow_mut().take();
+            self.read_only.set(false);
+            if result < 0 {
+                // Approved, and the host's own call failed (EEXIST, ENOENT, ...).
+                return Some(Err(-result));
+            }
+            return Some(Ok(fd));
+        }
+    }
+
+    /// `filesystem.ask` for a mkdir the read-only view refused.
+    fn ask_mkdir(&self, req: &Request, dir: RawFd) -> Option<Result<i32, i32>> {
+        let (_, where_, name) = self.parent_of(dir, &req.path1).ok()?;
+        let mode = req.mode & !req.umask;
+        self.ask_host(OP_MKDIR, req, &where_, &name, mode)
+            .map(|r| r.map(|_| 0))
+    }
+
     /// The errno of a failed creation; EROFS (the path is outside the writable roots) is noted
     /// for the activity log. The mount already refused it: this only reports.
     fn failed(&self, parent: &Path, name: &[u8]) -> i32 {
@@ -568,10 +677,16 @@ impl Agent<'_> {
         unsafe { libc::umask(req.umask as libc::mode_t) };
         let r = match req.op {
             OP_OPEN => return self.open(req, dir1),
-            OP_MKDIR => self.simple(dir1, &req.path1, Creation::Dir, |d, n| {
-                // SAFETY: n is a valid string; d a directory fd.
-                unsafe { libc::mkdirat(d, n.as_ptr(), req.mode as libc::mode_t) }
-            }),
+            OP_MKDIR => {
+                let r = self.simple(dir1, &req.path1, Creation::Dir, |d, n| {
+                    // SAFETY: n is a valid string; d a directory fd.
+                    unsafe { libc::mkdirat(d, n.as_ptr(), req.mode as libc::mode_t) }
+                });
+                match r {
+                    Err(libc::EROFS) => self.ask_mkdir(req, dir1).unwrap_or(r),
+                    r => r,
+                }
+            }
             OP_MKNOD => self.simple(dir1, &req.path1, Creation::File, |d, n| {
                 // SAFETY: n is a valid string; d a directory fd.
                 unsafe { libc::mknodat(d, n.as_ptr(), req.mode as libc::mode_t, req.dev) }
@@ -1023,7 +1138,13 @@ impl Agent<'_> {
             // SAFETY: n is a valid string, dir a directory fd.
             let fd = unsafe { libc::openat(dir, n.as_ptr(), flags, mode) };
             if fd < 0 {
-                return Err(self.failed(&where_, &name));
+                let e = self.failed(&where_, &name);
+                if e == libc::EROFS {
+                    if let Some(r) = self.ask_host(OP_OPEN, req, &where_, &name, mode) {
+                        return r.and_then(|fd| fd.ok_or(libc::EIO).map(Some));
+                    }
+                }
+                return Err(e);
             }
             // SAFETY: fd is fresh and owned by nobody else.
             return Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }));

@@ -135,3 +135,55 @@ pub fn mkdir_in(dir: &impl AsRawFd, name: &OsStr, mode: libc::mode_t) -> io::Res
     // SAFETY: n is a valid string and dir a directory descriptor.
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode) }).map(drop)
 }
+
+/// The directory of `path` and its last component, opened from `/` without following any
+/// symlink on the way (a path the sandbox resolved has none left; one that appears meanwhile
+/// makes this fail with ELOOP instead of leading elsewhere).
+fn host_parent(path: &Path) -> io::Result<(OwnedFd, CString)> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    };
+    if !path.is_absolute() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let root = crate::layer::open_dir(Path::new("/"))?;
+    let rel = parent.strip_prefix("/").unwrap_or(parent);
+    let dir = crate::layer::open_dir_beneath(&root, rel)?;
+    Ok((dir, cstring(name)?))
+}
+
+/// Opens `path` on the host for an approved write of the sandbox (`filesystem.ask`): with the
+/// caller's `flags` and `mode`, never through a symlink, and only a regular file (a FIFO or a
+/// device is refused with EACCES, without blocking on it).
+pub fn open_on_host(path: &Path, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    let (dir, name) = host_parent(path)?;
+    let open_flags =
+        (flags & !libc::O_CLOEXEC) | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    // SAFETY: name is a valid string and dir a directory descriptor; the result is checked.
+    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), open_flags, mode) })?;
+    // SAFETY: fd is fresh and owned by nobody else.
+    let file = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: stat is plain data filled by fstat.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: file is a valid descriptor and st a valid buffer.
+    check(unsafe { libc::fstat(file.as_raw_fd(), &mut st) })?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::from_raw_os_error(libc::EACCES));
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: F_GETFL/F_SETFL on a descriptor we hold.
+        unsafe {
+            let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
+}
+
+/// Creates the directory `path` on the host for an approved mkdir of the sandbox, never
+/// through a symlink.
+pub fn mkdir_on_host(path: &Path, mode: u32) -> io::Result<()> {
+    let (dir, name) = host_parent(path)?;
+    // SAFETY: name is a valid string and dir a directory descriptor.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) }).map(drop)
+}

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::guard::{Denial, Exec, GuardReport, MSG_DROPPED, MSG_EXEC, MSG_REFUSED};
+use crate::guard::{
+    Denial, Exec, FsQuestion, GuardReport, MSG_ASK_FS, MSG_DROPPED, MSG_EXEC, MSG_REFUSED,
+};
 use crate::memwatch::{self, MemoryWatch};
 use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED, MSG_SYSV_SHM};
 use crate::sys;
@@ -225,6 +227,9 @@ pub enum Report<'a> {
     Exec(&'a Exec),
     /// This many reports were dropped because the supervisor fell behind.
     Dropped(u64),
+    /// `filesystem.ask`: PID 1 waits for the answer (`guard::answer_fs` on a duplicate of the
+    /// channel); the callback must not block the loop.
+    AskFs(&'a FsQuestion),
 }
 
 /// `on_report` sees every refusal of the creation guard and every exec as they arrive.
@@ -555,6 +560,12 @@ fn wait_inner(
                     let mut c = [0u8; 8];
                     c.copy_from_slice(&msg[1..9]);
                     on_report(Report::Dropped(u64::from_ne_bytes(c)));
+                    continue;
+                }
+                if n >= 1 && msg[0] == MSG_ASK_FS {
+                    if let Some(q) = FsQuestion::decode(&msg[1..n]) {
+                        on_report(Report::AskFs(&q));
+                    }
                     continue;
                 }
                 if n >= 1 && msg[0] == MSG_EXEC {

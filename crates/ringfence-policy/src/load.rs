@@ -20,6 +20,8 @@ pub struct CliRules {
     pub deny_write: Vec<String>,
     pub deny_read: Vec<String>,
     pub allow_read: Vec<String>,
+    /// `--ask-fs`: `filesystem.ask` for this run.
+    pub ask_fs: bool,
 }
 
 /// Where to find the settings layers.
@@ -111,6 +113,8 @@ pub struct Policy {
     /// Paths where writing is denied; beats `allow_write`.
     pub deny_write: Vec<PathRule>,
     pub allow_git_config: bool,
+    /// `filesystem.ask`: writes outside the writable roots are asked about, not refused.
+    pub fs_ask: bool,
     pub allow_all_unix_sockets: bool,
     /// `network.allowUnixSockets`: unix socket paths the command may connect and send to,
     /// `$NAME` entries expanded from the host environment, symlinks resolved where the path
@@ -458,11 +462,12 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// The booleans that lower layers may switch on unless the managed layer says `false`.
-const SWITCHES: [&str; 4] = [
+const SWITCHES: [&str; 5] = [
     "filesystem.allowGitConfig",
     "network.allowAllUnixSockets",
     "network.allowLocalBinding",
     "allowNestedUserNamespaces",
+    "filesystem.ask",
 ];
 
 struct Merge<'a> {
@@ -606,6 +611,7 @@ impl<'a> Merge<'a> {
             s.network.allow_all_unix_sockets,
             s.network.allow_local_binding,
             s.allow_nested_user_namespaces,
+            fs.ask,
         ];
         for (i, v) in values.into_iter().enumerate() {
             match (layer, v) {
@@ -625,6 +631,7 @@ impl<'a> Merge<'a> {
         self.merge_unix_sockets(layer, origin, s, &mut notes)?;
         self.policy.allow_local_binding |= values[2] == Some(true);
         self.policy.allow_nested_user_namespaces |= values[3] == Some(true);
+        self.policy.fs_ask |= values[4] == Some(true);
 
         for (pattern, parts) in s.ignore_violations.iter().flatten() {
             union(
@@ -949,6 +956,17 @@ impl<'a> Merge<'a> {
     }
 
     fn apply_cli(&mut self, cli: &CliRules) -> Result<(), Error> {
+        if cli.ask_fs {
+            // A managed layer that sets filesystem.ask to false has the last word.
+            if self.managed_off[4] {
+                return Err(Error::ManagedConflict {
+                    origin: "--ask-fs".to_string(),
+                    key: SWITCHES[4].to_string(),
+                    message: format!("{} sets it to false", self.managed_origin),
+                });
+            }
+            self.policy.fs_ask = true;
+        }
         let mut notes = Vec::new();
         let lists: [(&str, &[String], RuleKind); 4] = [
             ("--deny-read", &cli.deny_read, RuleKind::Deny),

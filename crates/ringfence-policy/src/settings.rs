@@ -272,6 +272,11 @@ pub struct FilesystemSettings {
     pub deny_write: Vec<PathEntry>,
     /// Allow writing `.git/config` (default: false); `.git/hooks` stays protected.
     pub allow_git_config: Option<bool>,
+    /// Ask (on the terminal, `--control-fd` or the embedding program's asker) before a write
+    /// or a directory creation outside the writable roots is refused, instead of refusing it
+    /// at once; an approved one is performed by the supervisor on the host. Protected names,
+    /// denyWrite and hidden paths are never asked about. Not in a project file.
+    pub ask: Option<bool>,
 }
 
 /// One entry of a filesystem list: a path as written, which is a pattern when it holds glob
@@ -1221,6 +1226,7 @@ impl Settings {
             fs.allow_git_config == Some(true),
             "filesystem.allowGitConfig",
         );
+        add(fs.ask == Some(true), "filesystem.ask");
         let n = &self.network;
         add(!n.allowed_domains.is_empty(), "network.allowedDomains");
         add(

@@ -213,6 +213,32 @@ impl Control {
     /// Asks over the channel; `Deny` when it cannot be written, is closed, or stays silent
     /// for the timeout. Fits [`crate::Hooks::ask`].
     pub fn ask(self: &Arc<Self>, q: AskQuery) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>> {
+        self.ask_line(json!({
+            "type": "ask", "host": q.host, "port": q.port,
+            "protocol": q.protocol.as_str(), "client": q.client,
+        }))
+    }
+
+    /// Asks about a write outside the writable roots (`filesystem.ask`):
+    /// `{"type":"ask","id":N,"kind":"write","op":"open"|"mkdir","path":...,"client":...}`,
+    /// answered like a host question (`once`: this path, `always`: its directory from now on
+    /// and in the user's settings, `deny`).
+    pub fn ask_write(
+        self: &Arc<Self>,
+        op: &str,
+        path: &str,
+        client: Option<String>,
+    ) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>> {
+        self.ask_line(json!({
+            "type": "ask", "kind": "write", "op": op, "path": path, "client": client,
+        }))
+    }
+
+    /// Sends `question` with a fresh `id` and waits for its answer.
+    fn ask_line(
+        self: &Arc<Self>,
+        mut question: Value,
+    ) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>> {
         let this = self.clone();
         Box::pin(async move {
             let id = this.next_id.fetch_add(1, Ordering::Relaxed);
@@ -227,10 +253,8 @@ impl Control {
                 control: this.clone(),
                 id,
             };
-            let sent = this.send(json!({
-                "type": "ask", "id": id, "host": q.host, "port": q.port,
-                "protocol": q.protocol.as_str(), "client": q.client,
-            }));
+            question["id"] = id.into();
+            let sent = this.send(question);
             if !sent {
                 return AskAnswer::Deny;
             }

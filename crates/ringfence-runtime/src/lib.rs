@@ -35,6 +35,7 @@
 pub mod audit;
 pub mod caches;
 pub mod control;
+mod fsask;
 pub mod netenv;
 pub mod netrun;
 pub mod overlay;
@@ -44,7 +45,7 @@ pub mod runs;
 mod socket_owner;
 
 pub use audit::{Event, Observer};
-pub use netrun::{AskRequest, NetDenial};
+pub use netrun::{AskRequest, NetDenial, WriteAnswer};
 pub use prepare::{Prepared, Sources};
 pub use ringfence_linux::supervise::Outcome;
 pub use ringfence_proxy::AskAnswer as Answer;

@@ -35,22 +35,35 @@ pub enum Asking {
     Library(AskFn),
 }
 
-/// A question about a host the policy neither allows nor denies.
+/// A question for the user: a host the policy neither allows nor denies, or (with
+/// `filesystem.ask`) a write outside the writable roots.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AskRequest {
-    /// The host in canonical form (lowercase, punycode, IPv6 in brackets).
-    pub host: String,
-    pub port: u16,
-    /// `http`, `https` (CONNECT) or `socks5`.
-    pub protocol: &'static str,
-    /// The program inside that opened the connection, when it could be named.
-    pub client: Option<String>,
+pub enum AskRequest {
+    Connect {
+        /// The host in canonical form (lowercase, punycode, IPv6 in brackets).
+        host: String,
+        port: u16,
+        /// `http`, `https` (CONNECT) or `socks5`.
+        protocol: &'static str,
+        /// The program inside that opened the connection, when it could be named.
+        client: Option<String>,
+    },
+    /// `Once` allows this path for this run; `Always` its directory, for this run and in the
+    /// user's settings (`filesystem.allowWrite`).
+    Write {
+        /// `open` (for writing) or `mkdir`.
+        op: &'static str,
+        path: PathBuf,
+        /// The program inside that asked.
+        client: Option<String>,
+    },
 }
 
 /// The embedding program's answer to questions: called on a thread of its own, so it may block
 /// (for at most `network.askTimeoutSeconds`; later answers count as "deny").
 pub type AskFn = Arc<dyn Fn(AskRequest) -> AskAnswer + Send + Sync>;
 
+#[derive(Clone)]
 enum Asker {
     Nobody,
     Terminal(Arc<Prompts>, Duration),
@@ -150,7 +163,7 @@ impl Hooks for RunHooks {
             Asker::Nobody => Box::pin(async move { answered(AskAnswer::Deny) }),
             Asker::Library(f, timeout) => {
                 let f = f.clone();
-                let req = AskRequest {
+                let req = AskRequest::Connect {
                     host: q.host.clone(),
                     port: q.port,
                     protocol: q.protocol.as_str(),
@@ -202,6 +215,12 @@ impl Hooks for RunHooks {
 /// Adds `host` to `network.allowedDomains` of the settings file `file` (created when missing),
 /// replacing the file atomically.
 pub fn remember(file: &std::path::Path, host: &str) -> Result<()> {
+    remember_in(file, "network", "allowedDomains", host)
+}
+
+/// Adds `entry` to the list `section.key` of the settings file `file` (created when missing),
+/// replacing the file atomically.
+pub fn remember_in(file: &std::path::Path, section: &str, key: &str, entry: &str) -> Result<()> {
     // Answers arrive on several proxy threads: one read-modify-write at a time.
     static LOCK: Mutex<()> = Mutex::new(());
     let _held = LOCK
@@ -216,19 +235,19 @@ pub fn remember(file: &std::path::Path, host: &str) -> Result<()> {
         .as_object_mut()
         .context("the settings file is not a JSON object")?;
     let net = obj
-        .entry("network")
+        .entry(section)
         .or_insert_with(|| json!({}))
         .as_object_mut()
-        .context("`network` is not an object")?;
+        .with_context(|| format!("`{section}` is not an object"))?;
     let list = net
-        .entry("allowedDomains")
+        .entry(key)
         .or_insert_with(|| json!([]))
         .as_array_mut()
-        .context("`network.allowedDomains` is not a list")?;
-    if list.iter().any(|v| v.as_str() == Some(host)) {
+        .with_context(|| format!("`{section}.{key}` is not a list"))?;
+    if list.iter().any(|v| v.as_str() == Some(entry)) {
         return Ok(());
     }
-    list.push(Value::String(host.to_string()));
+    list.push(Value::String(entry.to_string()));
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -405,12 +424,124 @@ pub fn host_services(
     Ok(out)
 }
 
+/// How a write outside the writable roots was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAnswer {
+    /// This path, for this run.
+    File,
+    /// Its directory (and everything under it), for this run.
+    Directory,
+    /// Its directory, for this run and in the user's settings.
+    Always,
+    Deny,
+}
+
+impl WriteAnswer {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteAnswer::File => "file",
+            WriteAnswer::Directory => "directory",
+            WriteAnswer::Always => "always",
+            WriteAnswer::Deny => "deny",
+        }
+    }
+}
+
+/// Asks about writes (`filesystem.ask`) through the run's asker: the same one, and the same
+/// channel, as the questions about hosts.
+#[derive(Clone)]
+pub struct WriteAsker {
+    asker: Asker,
+    runtime: tokio::runtime::Handle,
+}
+
+impl WriteAsker {
+    /// Blocks until the question is answered or `timeout` passes (deny).
+    pub fn ask(
+        &self,
+        op: &'static str,
+        path: &std::path::Path,
+        client: Option<String>,
+        timeout: Duration,
+    ) -> WriteAnswer {
+        let once_always = |a: AskAnswer| match a {
+            AskAnswer::Once => WriteAnswer::File,
+            AskAnswer::Always => WriteAnswer::Always,
+            AskAnswer::Deny => WriteAnswer::Deny,
+        };
+        match &self.asker {
+            Asker::Nobody => WriteAnswer::Deny,
+            Asker::Library(f, _) => {
+                let f = f.clone();
+                let req = AskRequest::Write {
+                    op,
+                    path: path.to_path_buf(),
+                    client,
+                };
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    let _ = tx.send(f(req));
+                });
+                rx.recv_timeout(timeout)
+                    .map_or(WriteAnswer::Deny, once_always)
+            }
+            Asker::Control(c) => {
+                let asked = c.ask_write(op, &path.to_string_lossy(), client);
+                once_always(self.runtime.block_on(asked))
+            }
+            Asker::Terminal(prompts, _) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let what = if op == "mkdir" {
+                    "create the directory"
+                } else {
+                    "write"
+                };
+                prompts.ask(Prompt {
+                    text: format!(
+                        "the sandbox wants to {what} {}, outside the writable folders ({}); allow?",
+                        path.display(),
+                        client.as_deref().unwrap_or("a program")
+                    ),
+                    keys: &[
+                        (b'o', "this file once"),
+                        (b'r', "its folder for this run"),
+                        (b'a', "its folder always"),
+                        (b'd', "deny"),
+                    ],
+                    cancel: b'd',
+                    deadline: Instant::now() + timeout,
+                    answer: Box::new(move |key| {
+                        let _ = tx.send(key);
+                    }),
+                });
+                match rx.recv_timeout(timeout + Duration::from_secs(1)) {
+                    Ok(Some(b'o')) => WriteAnswer::File,
+                    Ok(Some(b'r')) => WriteAnswer::Directory,
+                    Ok(Some(b'a')) => WriteAnswer::Always,
+                    _ => WriteAnswer::Deny,
+                }
+            }
+        }
+    }
+
+    /// Who is asked, as the `ask` event names it.
+    pub fn via(&self) -> &'static str {
+        match &self.asker {
+            Asker::Nobody => "nobody",
+            Asker::Terminal(..) => "terminal",
+            Asker::Control(_) => "control-fd",
+            Asker::Library(..) => "library",
+        }
+    }
+}
+
 /// The running proxy of one sandbox.
 pub struct Network {
     runtime: tokio::runtime::Runtime,
     proxy: Arc<Proxy>,
     updates: Arc<Control>,
     log: Arc<Mutex<Activity>>,
+    writes: WriteAsker,
     relays: Vec<Arc<Relay>>,
     pub denied: Arc<Mutex<Vec<NetDenial>>>,
 }
@@ -468,6 +599,10 @@ impl Network {
             egress.http_port,
             egress.socks_port,
         );
+        let writes = WriteAsker {
+            asker: asker.clone(),
+            runtime: runtime.handle().clone(),
+        };
         let hooks = Arc::new(RunHooks {
             log: log.clone(),
             asking: asker,
@@ -599,6 +734,7 @@ impl Network {
             proxy: proxy.clone(),
             updates,
             log: update_log,
+            writes,
             relays,
             denied,
         })
@@ -626,6 +762,11 @@ impl Network {
                 Err(anyhow::anyhow!("policy update: {e}"))
             }
         }
+    }
+
+    /// The asker for `filesystem.ask`.
+    pub fn write_asker(&self) -> WriteAsker {
+        self.writes.clone()
     }
 
     /// Stops serving. The sandbox is gone, so its connections end; each is recorded when it

@@ -460,7 +460,9 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         .into_iter()
         .filter(|r| !(caches_bound && r == &caches_root))
         .collect();
-    let guard = (!writable_roots.is_empty()).then(|| GuardRules {
+    // `filesystem.ask` needs the guard even with no writable root: it is what sees the writes
+    // the read-only view refuses.
+    let guard = (!writable_roots.is_empty() || policy.fs_ask).then(|| GuardRules {
         names: names.iter().map(|s| s.to_string()).collect(),
         nested: nested
             .iter()
@@ -472,6 +474,11 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         roots: writable_roots,
         deny_paths: deny_not_yet.clone(),
         files,
+        ask: policy.fs_ask.then(|| {
+            policy
+                .ask_timeout_seconds
+                .unwrap_or(ringfence_policy::ASK_TIMEOUT_SECONDS)
+        }),
     });
 
     let unix_sockets = unix_socket_rules(&policy, &plan);

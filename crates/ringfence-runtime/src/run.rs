@@ -558,6 +558,12 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     created.map_err(Error::Run)?;
     // Overlay mode turns the writable roots into overlays before the log records the plan.
     prepared.policy.workspace.overlay |= overlay_flag;
+    if prepared.policy.workspace.overlay && prepared.policy.fs_ask {
+        return Err(Error::Policy(anyhow!(
+            "filesystem.ask cannot be used with overlay mode: an approved write would reach the \
+             host without review; turn one of them off"
+        )));
+    }
     let overlay_state = if prepared.policy.workspace.overlay {
         let mut protected = prepared.protected.clone();
         protected.extend(prepared.not_yet.iter().cloned());
@@ -659,6 +665,17 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         None => (None, None, None),
     };
     let pid1 = sb.pid;
+    // `filesystem.ask`: the rules and the channel its answers go back on, taken before the
+    // sandbox moves to the supervisor thread.
+    let fs_ask_parts = match (prepared.policy.fs_ask, spec.guard.as_ref()) {
+        (true, Some(rules)) => Some((
+            sb.channel
+                .try_clone()
+                .map_err(|e| Error::Run(anyhow!("filesystem.ask: duplicating the channel: {e}")))?,
+            rules.clone(),
+        )),
+        _ => None,
+    };
     let proxy_listeners = std::mem::take(&mut sb.proxy_listeners);
     let service_listeners = std::mem::take(&mut sb.service_listeners);
     teardown.sandbox = Some(sb);
@@ -689,6 +706,29 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         control_fd,
     )
     .map_err(Error::Run)?;
+    let fs_ask = fs_ask_parts.map(|(channel, rules)| {
+        Arc::new(crate::fsask::FsAsk::new(
+            channel,
+            network.write_asker(),
+            Duration::from_secs(
+                prepared
+                    .policy
+                    .ask_timeout_seconds
+                    .unwrap_or(ringfence_policy::ASK_TIMEOUT_SECONDS),
+            ),
+            &spec.plan.steps,
+            prepared
+                .policy
+                .deny_write
+                .iter()
+                .map(|r| r.path.clone())
+                .collect(),
+            rules,
+            log.clone(),
+            prepare::user_settings_file(&sources, &prepared.policy),
+            prepare::home().ok(),
+        ))
+    });
     if let Ok(mut slot) = network_slot.lock() {
         *slot = Some(network);
     }
@@ -706,6 +746,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         policy: prepared.policy,
         argv: raw_argv,
         prompts,
+        fs_ask,
     };
     let supervisor = std::thread::Builder::new()
         .name("ringfence-supervisor".into())
@@ -732,6 +773,7 @@ struct Watch {
     policy: ringfence_policy::Policy,
     argv: Vec<Vec<u8>>,
     prompts: Option<Arc<supervise::Prompts>>,
+    fs_ask: Option<Arc<crate::fsask::FsAsk>>,
 }
 
 fn supervise_run(
@@ -779,6 +821,12 @@ fn supervise_run(
             supervise::Report::Dropped(n) => {
                 if let Ok(mut l) = log.lock() {
                     l.dropped(n);
+                }
+            }
+            supervise::Report::AskFs(q) => {
+                // PID 1 asks only with `filesystem.ask`, which sets `fs_ask`.
+                if let Some(f) = &watch.fs_ask {
+                    f.handle(q.clone());
                 }
             }
         },

@@ -202,6 +202,7 @@ impl PolicyArgs {
                 deny_write: self.deny_write.clone(),
                 deny_read: self.deny_read.clone(),
                 allow_read: self.allow_read.clone(),
+                ask_fs: false,
             },
             srt: false,
             cwd: None,
@@ -216,6 +217,10 @@ struct RunArgs {
     /// Print the effective policy and the mount plan to stderr.
     #[arg(short = 'd', long = "debug")]
     debug: bool,
+    /// Ask before refusing a write outside the writable roots (also `filesystem.ask: true`);
+    /// an approved one is made on the host.
+    #[arg(long = "ask-fs")]
+    ask_fs: bool,
     /// Writes go to a private copy-on-write layer, reviewed afterwards with `ringfence diff`,
     /// `apply` or `discard` (also `workspace.mode: "overlay"`).
     #[arg(long)]
@@ -308,8 +313,10 @@ fn main() -> ExitCode {
                     return finish(Err(e));
                 }
             }
+            let mut sources = args.policy.sources();
+            sources.cli.ask_fs = args.ask_fs;
             run(RunRequest {
-                sources: args.policy.sources(),
+                sources,
                 debug: args.debug,
                 name: args.name,
                 log: args.log,
