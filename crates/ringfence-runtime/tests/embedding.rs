@@ -142,6 +142,9 @@ fn upstream(dir: &std::path::Path) -> (Child, u16) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the loopback upstream did not start");
 }
 
@@ -217,7 +220,8 @@ fn errors_are_typed(dir: &std::path::Path) {
 
 fn main() {
     let dir = scratch();
-    let scenarios: [(&str, fn(&std::path::Path)); 5] = [
+    type Scenario = (&'static str, fn(&std::path::Path));
+    let scenarios: [Scenario; 5] = [
         (
             "piped_streams_status_and_events",
             piped_streams_status_and_events,
