@@ -444,6 +444,7 @@ impl FsQuestion {
         let op = match *b.first()? {
             OP_OPEN => "open",
             OP_MKDIR => "mkdir",
+            OP_CONNECT => "connect",
             _ => return None,
         };
         let num = |i: usize| -> Option<[u8; 4]> { b.get(i..i + 4)?.try_into().ok() };
@@ -568,11 +569,34 @@ impl Agent<'_> {
         if !self.read_only.get() || self.refused.borrow().is_none() {
             return None;
         }
+        let path = parent.join(OsStr::from_bytes(name));
+        self.ask_supervisor(
+            op,
+            req.flags,
+            mode,
+            req.pid,
+            path.as_os_str().as_bytes(),
+            wait,
+        )
+    }
+
+    /// Sends a question (`MSG_ASK_FS`) and waits up to `wait` seconds (and a margin) for its
+    /// answer. `None`: refused (or no answer); else the supervisor's result, with the file it
+    /// opened for an approved open. The noted refusal is dropped unless refused.
+    fn ask_supervisor(
+        &self,
+        op: u8,
+        flags: i32,
+        mode: u32,
+        pid: u32,
+        path: &[u8],
+        wait: u64,
+    ) -> Option<Result<Option<OwnedFd>, i32>> {
         let mut msg = vec![MSG_ASK_FS, op];
-        msg.extend_from_slice(&req.flags.to_ne_bytes());
+        msg.extend_from_slice(&flags.to_ne_bytes());
         msg.extend_from_slice(&mode.to_ne_bytes());
-        msg.extend_from_slice(&req.pid.to_ne_bytes());
-        msg.extend_from_slice(parent.join(OsStr::from_bytes(name)).as_os_str().as_bytes());
+        msg.extend_from_slice(&pid.to_ne_bytes());
+        msg.extend_from_slice(path);
         if crate::sandbox::send_with_fd(self.report, &msg, None).is_err() {
             return None;
         }
@@ -2139,6 +2163,9 @@ pub struct UnixSocketRules {
     /// The sandbox's own scratch mounts (its private /tmp, /dev/shm): any socket there is
     /// reachable, since only the sandbox can have made it.
     pub scratch: Vec<PathBuf>,
+    /// `network.ask`: a connect or send to a socket not listed is asked about
+    /// (`MSG_ASK_FS` with op `connect`); `Some(seconds)`: how long PID 1 waits.
+    pub ask: Option<u64>,
 }
 
 /// Refused connect and send, in the refusal reports.
@@ -2464,13 +2491,26 @@ impl<'a> Agent<'a> {
         if allowed {
             return Ok(fd);
         }
-        let shown = if real.as_os_str().is_empty() {
-            path
-        } else {
+        let resolved = !real.as_os_str().is_empty();
+        let shown = if resolved {
             real.into_os_string().into_vec()
+        } else {
+            path
         };
-        *self.refused.borrow_mut() = Some(shown);
+        *self.refused.borrow_mut() = Some(shown.clone());
         self.read_only.set(false);
+        // `network.ask`: the supervisor asks about a socket the list does not name (by its
+        // real path); a yes connects on the socket file opened above, whatever the path's
+        // components do meanwhile.
+        if let Some(wait) = self.unix.and_then(|r| r.ask) {
+            if resolved {
+                if let Some(Ok(_)) = self.ask_supervisor(OP_CONNECT, 0, 0, pid, &shown, wait) {
+                    return Ok(fd);
+                }
+                // ask_supervisor dropped the note on any answer; a refusal is reported.
+                *self.refused.borrow_mut() = Some(shown);
+            }
+        }
         Err(libc::EACCES)
     }
 }

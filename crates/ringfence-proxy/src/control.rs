@@ -219,18 +219,20 @@ impl Control {
         }))
     }
 
-    /// Asks about a write outside the writable roots (`filesystem.ask`):
-    /// `{"type":"ask","id":N,"kind":"write","op":"open"|"mkdir","path":...,"client":...}`,
-    /// answered like a host question (`once`: this path, `always`: its directory from now on
-    /// and in the user's settings, `deny`).
-    pub fn ask_write(
+    /// Asks about a path: a write outside the writable roots (`filesystem.ask`, kind `write`,
+    /// op `open` or `mkdir`) or a unix socket not listed (`network.ask`, kind `socket`, op
+    /// `connect`): `{"type":"ask","id":N,"kind":...,"op":...,"path":...,"client":...}`,
+    /// answered like a host question (`once`: this path, `always`: from now on and in the
+    /// user's settings, `deny`).
+    pub fn ask_path(
         self: &Arc<Self>,
+        kind: &str,
         op: &str,
         path: &str,
         client: Option<String>,
     ) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>> {
         self.ask_line(json!({
-            "type": "ask", "kind": "write", "op": op, "path": path, "client": client,
+            "type": "ask", "kind": kind, "op": op, "path": path, "client": client,
         }))
     }
 

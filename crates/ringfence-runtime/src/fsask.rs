@@ -154,7 +154,54 @@ impl FsAsk {
         }
     }
 
+    /// A unix socket not in `network.allowUnixSockets`: asked about by its real path; PID 1
+    /// connects on the socket file it holds when the answer is yes.
+    fn answer_socket(&self, q: &FsQuestion) {
+        let path = q.path.as_path();
+        let shown = path.display().to_string();
+        if !self.approved(path) {
+            self.event(
+                "ask",
+                json!({"kind": "socket", "op": "connect", "path": shown, "via": self.asker.via()}),
+            );
+            let a = self.asker.ask("connect", path, None, self.timeout);
+            self.event(
+                "answer",
+                json!({"kind": "socket", "op": "connect", "path": shown, "answer": a.as_str()}),
+            );
+            match a {
+                WriteAnswer::Deny => {
+                    let _ = guard::answer_fs(&self.channel, -libc::EACCES, None);
+                    return;
+                }
+                WriteAnswer::File => {}
+                WriteAnswer::Directory | WriteAnswer::Always => {
+                    let mut ap = self.approved.lock().unwrap_or_else(|p| p.into_inner());
+                    ap.files.insert(path.to_path_buf());
+                }
+            }
+            if a == WriteAnswer::Always {
+                if let Some(file) = &self.user_settings {
+                    match crate::netrun::remember_in(file, "network", "allowUnixSockets", &shown) {
+                        Ok(()) => self.event(
+                            "policy.update",
+                            json!({"source": "answer", "allowUnixSockets": shown, "file": file}),
+                        ),
+                        Err(e) => eprintln!(
+                            "ringfence: could not add {shown} to {}: {e:#}\r",
+                            file.display()
+                        ),
+                    }
+                }
+            }
+        }
+        let _ = guard::answer_fs(&self.channel, 0, None);
+    }
+
     fn answer(&self, q: &FsQuestion) {
+        if q.op == "connect" {
+            return self.answer_socket(q);
+        }
         let path = q.path.as_path();
         let shown = path.display().to_string();
         if let Some(why) = self.never(path) {

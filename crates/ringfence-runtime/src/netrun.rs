@@ -57,6 +57,12 @@ pub enum AskRequest {
         /// The program inside that asked.
         client: Option<String>,
     },
+    /// A unix socket not in `network.allowUnixSockets` (with `network.ask`): `Once` allows
+    /// this connection, `Always` the socket, for this run and in the user's settings.
+    Socket {
+        path: PathBuf,
+        client: Option<String>,
+    },
 }
 
 /// The embedding program's answer to questions: called on a thread of its own, so it may block
@@ -473,10 +479,17 @@ impl WriteAsker {
             Asker::Nobody => WriteAnswer::Deny,
             Asker::Library(f, _) => {
                 let f = f.clone();
-                let req = AskRequest::Write {
-                    op,
-                    path: path.to_path_buf(),
-                    client,
+                let req = if op == "connect" {
+                    AskRequest::Socket {
+                        path: path.to_path_buf(),
+                        client,
+                    }
+                } else {
+                    AskRequest::Write {
+                        op,
+                        path: path.to_path_buf(),
+                        client,
+                    }
                 };
                 let (tx, rx) = std::sync::mpsc::channel();
                 std::thread::spawn(move || {
@@ -486,28 +499,47 @@ impl WriteAsker {
                     .map_or(WriteAnswer::Deny, once_always)
             }
             Asker::Control(c) => {
-                let asked = c.ask_write(op, &path.to_string_lossy(), client);
+                let kind = if op == "connect" { "socket" } else { "write" };
+                let asked = c.ask_path(kind, op, &path.to_string_lossy(), client);
                 once_always(self.runtime.block_on(asked))
             }
             Asker::Terminal(prompts, _) => {
                 let (tx, rx) = std::sync::mpsc::channel();
-                let what = if op == "mkdir" {
-                    "create the directory"
-                } else {
-                    "write"
+                let client = client.as_deref().unwrap_or("a program");
+                let (text, keys): (String, &'static [(u8, &'static str)]) = match op {
+                    "connect" => (
+                        format!(
+                            "the sandbox wants to connect to the unix socket {}, not in network.allowUnixSockets ({client}); allow?",
+                            path.display()
+                        ),
+                        &[
+                            (b'o', "once"),
+                            (b'r', "for this run"),
+                            (b'a', "always"),
+                            (b'd', "deny"),
+                        ],
+                    ),
+                    _ => (
+                        format!(
+                            "the sandbox wants to {} {}, outside the writable folders ({client}); allow?",
+                            if op == "mkdir" {
+                                "create the directory"
+                            } else {
+                                "write"
+                            },
+                            path.display()
+                        ),
+                        &[
+                            (b'o', "this file once"),
+                            (b'r', "its folder for this run"),
+                            (b'a', "its folder always"),
+                            (b'd', "deny"),
+                        ],
+                    ),
                 };
                 prompts.ask(Prompt {
-                    text: format!(
-                        "the sandbox wants to {what} {}, outside the writable folders ({}); allow?",
-                        path.display(),
-                        client.as_deref().unwrap_or("a program")
-                    ),
-                    keys: &[
-                        (b'o', "this file once"),
-                        (b'r', "its folder for this run"),
-                        (b'a', "its folder always"),
-                        (b'd', "deny"),
-                    ],
+                    text,
+                    keys,
                     cancel: b'd',
                     deadline: Instant::now() + timeout,
                     answer: Box::new(move |key| {

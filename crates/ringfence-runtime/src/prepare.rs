@@ -254,7 +254,16 @@ fn unix_socket_rules(
     if private_tmp {
         scratch.push(PathBuf::from("/tmp"));
     }
-    Some(UnixSocketRules { allowed, scratch })
+    let ask = policy.ask.then(|| {
+        policy
+            .ask_timeout_seconds
+            .unwrap_or(ringfence_policy::ASK_TIMEOUT_SECONDS)
+    });
+    Some(UnixSocketRules {
+        allowed,
+        scratch,
+        ask,
+    })
 }
 
 pub fn prepare(src: &Sources) -> Result<Prepared> {

@@ -667,14 +667,21 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     let pid1 = sb.pid;
     // `filesystem.ask`: the rules and the channel its answers go back on, taken before the
     // sandbox moves to the supervisor thread.
+    // (With `network.ask`, a unix socket not listed is asked about through the same path.)
+    let socket_ask = spec.unix_sockets.as_ref().is_some_and(|u| u.ask.is_some());
     let fs_ask_parts = match (prepared.policy.fs_ask, spec.guard.as_ref()) {
-        (true, Some(rules)) => Some((
-            sb.channel
-                .try_clone()
-                .map_err(|e| Error::Run(anyhow!("filesystem.ask: duplicating the channel: {e}")))?,
-            rules.clone(),
-        )),
+        (true, Some(rules)) => Some(rules.clone()),
+        _ if socket_ask => Some(Default::default()),
         _ => None,
+    };
+    let fs_ask_parts = match fs_ask_parts {
+        Some(rules) => Some((
+            sb.channel.try_clone().map_err(|e| {
+                Error::Run(anyhow!("asking about paths: duplicating the channel: {e}"))
+            })?,
+            rules,
+        )),
+        None => None,
     };
     let proxy_listeners = std::mem::take(&mut sb.proxy_listeners);
     let service_listeners = std::mem::take(&mut sb.service_listeners);
