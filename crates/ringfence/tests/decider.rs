@@ -2,7 +2,9 @@
 //! decider. The test is the decider (srt's framing: a 4-byte big-endian length and one JSON
 //! object), hands ringfence a listening socket and one end of a socketpair as inherited
 //! descriptors, and checks that every request goes upstream only on an allow, as decided, and
-//! that a decider that breaks the protocol or goes away means every request is refused.
+//! that a decider that breaks the protocol or goes away means every request is refused. The
+//! same requests and verdicts run against srt 0.0.83's own proxy-only mode (`srt-proxy`, from
+//! `RINGFENCE_SRT_DIR`), which must answer them alike.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -90,24 +92,45 @@ impl Drop for Gateway {
     }
 }
 
-/// Starts the gateway with the decider's lists and `extra` options, answering its hello.
-fn start(allowed: &[&str], denied: &[&str], extra: &[&str]) -> Gateway {
+/// ringfence's standalone proxy.
+fn ringfence() -> Vec<String> {
+    vec![common::bin().to_str().unwrap().to_string(), "proxy".into()]
+}
+
+/// srt's own (`srt-proxy`, dist/proxy-main.js of the installed srt), or a counted skip.
+fn srt_proxy() -> Option<Vec<String>> {
+    let dir = std::env::var_os("RINGFENCE_SRT_DIR").map(std::path::PathBuf::from);
+    let main = dir
+        .map(|d| d.join("dist/proxy-main.js"))
+        .filter(|m| m.is_file());
+    match (main, common::have("node")) {
+        (Some(m), true) => Some(vec!["node".into(), m.to_str().unwrap().to_string()]),
+        _ => {
+            common::skip("srt (RINGFENCE_SRT_DIR) and node are needed to run srt's own proxy");
+            None
+        }
+    }
+}
+
+/// Starts `program` (ringfence's or srt's proxy) with the decider's lists and `extra` options,
+/// answering its hello.
+fn start_program(program: &[String], allowed: &[&str], denied: &[&str], extra: &[&str]) -> Gateway {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (mut ours, theirs) = UnixStream::pair().unwrap();
     let (l, d) = (listener.as_raw_fd(), theirs.as_raw_fd());
-    let mut cmd = Command::new(common::bin());
-    cmd.args([
-        "proxy",
-        "--listen-fd",
-        &LISTEN_FD.to_string(),
-        "--decider-fd",
-        &DECIDER_FD.to_string(),
-    ])
-    .args(extra)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
+    let mut cmd = Command::new(&program[0]);
+    cmd.args(&program[1..])
+        .args([
+            "--listen-fd",
+            &LISTEN_FD.to_string(),
+            "--decider-fd",
+            &DECIDER_FD.to_string(),
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     // SAFETY: between fork and exec only dup2 and fcntl, both async-signal-safe, on
     // descriptors this process holds open until the spawn returns.
     unsafe {
@@ -149,15 +172,32 @@ fn send(addr: SocketAddr, raw: String) -> std::thread::JoinHandle<String> {
     })
 }
 
+fn lc(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
 fn get(port: u16, path: &str, extra_headers: &str) -> String {
-    format!("GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{extra_headers}\r\n")
+    format!("GET http://127.0.0.1:{port}{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{extra_headers}\r\n")
 }
 
 #[test]
 fn every_request_goes_upstream_only_as_the_decider_says() {
+    scenario(&ringfence());
+}
+
+/// The same requests and verdicts against srt's own proxy-only mode: ringfence's answers are
+/// the ones srt gives.
+#[test]
+fn srt_answers_the_same_requests_alike() {
+    if let Some(srt) = srt_proxy() {
+        scenario(&srt);
+    }
+}
+
+fn scenario(program: &[String]) {
     let up = echo_upstream();
     let entry = format!("127.0.0.1:{up}");
-    let mut gw = start(&[&entry], &[], &[]);
+    let mut gw = start_program(program, &[&entry], &[], &[]);
 
     // Allowed, with a header removed: the decider sees the request, upstream what it allowed.
     let client = send(
@@ -181,7 +221,7 @@ fn every_request_goes_upstream_only_as_the_decider_says() {
     let out = client.join().unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains("GET /a/b?x=1 HTTP/1.1"), "{out}");
-    assert!(out.contains("X-Keep: k"), "{out}");
+    assert!(out.to_ascii_lowercase().contains("x-keep: k"), "{out}");
     assert!(!out.contains("s3"), "{out}");
 
     // Denied by the decider: its status and reason, nothing upstream.
@@ -194,7 +234,7 @@ fn every_request_goes_upstream_only_as_the_decider_says() {
     );
     let out = client.join().unwrap();
     assert!(out.starts_with("HTTP/1.1 451"), "{out}");
-    assert!(out.contains("X-Deny-Reason: decider"), "{out}");
+    assert!(lc(&out).contains("x-deny-reason: decider"), "{out}");
     assert!(out.contains("not this one"), "{out}");
     assert!(!out.contains("GET /no"), "{out}");
 
@@ -203,7 +243,7 @@ fn every_request_goes_upstream_only_as_the_decider_says() {
     let client = send(
         gw.addr,
         format!(
-            "POST http://127.0.0.1:{up}/up HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST http://127.0.0.1:{up}/up HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
     );
@@ -235,23 +275,31 @@ fn every_request_goes_upstream_only_as_the_decider_says() {
     );
     let out = client.join().unwrap();
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
-    assert!(out.contains("X-Deny-Reason: plaintext_header_set"), "{out}");
+    assert!(
+        lc(&out).contains("x-deny-reason: plaintext_header_set"),
+        "{out}"
+    );
 
     // Refused without asking: a host outside the hello's list, a CONNECT, a Host mismatch.
     let other = echo_upstream();
     let out = send(gw.addr, get(other, "/", "")).join().unwrap();
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
-    assert!(out.contains("X-Deny-Reason: host_not_allowed"), "{out}");
+    assert!(
+        lc(&out).contains("x-deny-reason: host_not_allowed"),
+        "{out}"
+    );
     let out = send(
         gw.addr,
         format!("CONNECT 127.0.0.1:{up} HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\n\r\n"),
     )
     .join()
     .unwrap();
-    assert!(out.contains("X-Deny-Reason: opaque_tunnel"), "{out}");
+    assert!(lc(&out).contains("x-deny-reason: opaque_tunnel"), "{out}");
     let out = send(
         gw.addr,
-        format!("GET http://127.0.0.1:{up}/ HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+        format!(
+            "GET http://127.0.0.1:{up}/ HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n"
+        ),
     )
     .join()
     .unwrap();
@@ -287,8 +335,32 @@ fn exits(gw: &mut Gateway) -> bool {
 
 #[test]
 fn a_decider_that_sends_garbage_means_deny() {
+    garbage(&ringfence());
+}
+
+#[test]
+fn a_decider_that_disconnects_means_deny() {
+    disconnect(&ringfence());
+}
+
+#[test]
+fn a_verdict_for_a_request_nobody_asked_about_means_deny() {
+    unasked(&ringfence());
+}
+
+/// srt fails closed the same way.
+#[test]
+fn srt_fails_closed_alike() {
+    if let Some(srt) = srt_proxy() {
+        garbage(&srt);
+        disconnect(&srt);
+        unasked(&srt);
+    }
+}
+
+fn garbage(program: &[String]) {
     let up = echo_upstream();
-    let mut gw = start(&[&format!("127.0.0.1:{up}")], &[], &[]);
+    let mut gw = start_program(program, &[&format!("127.0.0.1:{up}")], &[], &[]);
     let client = send(gw.addr, get(up, "/x", ""));
     read_frame(&mut gw.decider);
     // A verdict with a duplicate key is not a verdict.
@@ -298,15 +370,17 @@ fn a_decider_that_sends_garbage_means_deny() {
     );
     let out = client.join().unwrap();
     assert!(out.starts_with("HTTP/1.1 503"), "{out}");
-    assert!(out.contains("X-Deny-Reason: decider_unavailable"), "{out}");
+    assert!(
+        lc(&out).contains("x-deny-reason: decider_unavailable"),
+        "{out}"
+    );
     assert!(!out.contains("GET /x"), "{out}");
     assert!(exits(&mut gw), "the gateway stops once its decider is gone");
 }
 
-#[test]
-fn a_decider_that_disconnects_means_deny() {
+fn disconnect(program: &[String]) {
     let up = echo_upstream();
-    let mut gw = start(&[&format!("127.0.0.1:{up}")], &[], &[]);
+    let mut gw = start_program(program, &[&format!("127.0.0.1:{up}")], &[], &[]);
     let client = send(gw.addr, get(up, "/x", ""));
     read_frame(&mut gw.decider);
     gw.decider.shutdown(std::net::Shutdown::Both).unwrap();
@@ -317,10 +391,9 @@ fn a_decider_that_disconnects_means_deny() {
     assert!(exits(&mut gw));
 }
 
-#[test]
-fn a_verdict_for_a_request_nobody_asked_about_means_deny() {
+fn unasked(program: &[String]) {
     let up = echo_upstream();
-    let mut gw = start(&[&format!("127.0.0.1:{up}")], &[], &[]);
+    let mut gw = start_program(program, &[&format!("127.0.0.1:{up}")], &[], &[]);
     write_frame(
         &mut gw.decider,
         &json!({"t": "verdict", "id": 7, "action": "allow"}),
