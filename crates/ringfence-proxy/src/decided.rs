@@ -38,6 +38,39 @@ const PRIVATE: &[&str] = &[
 const MAX_HEAD: usize = 64 << 10;
 const MAX_HEADERS: usize = 190;
 const MAX_HOST_PATH: usize = 8 << 10;
+/// Request-body bytes held for the decider at once, across all requests (as srt: two bodies of
+/// the largest size a need_body may ask for); a need_body past it is refused.
+const MAX_HELD: u64 = 2 * crate::decider::MAX_BODY;
+/// How long a client may take to send its request head, or the part of a body the decider
+/// asked for.
+const CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+static HELD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A reservation of body bytes under [`MAX_HELD`], given back when dropped.
+struct Held(u64);
+
+impl Held {
+    fn take(n: u64) -> Option<Held> {
+        use std::sync::atomic::Ordering;
+        let mut cur = HELD.load(Ordering::SeqCst);
+        loop {
+            if cur + n > MAX_HELD {
+                return None;
+            }
+            match HELD.compare_exchange(cur, cur + n, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Some(Held(n)),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HELD.fetch_sub(self.0, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 /// Options of the gateway.
 #[derive(Debug, Clone, Default)]
@@ -144,6 +177,7 @@ fn reason_phrase(status: u16) -> &'static str {
         401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
+        408 => "Request Timeout",
         411 => "Length Required",
         421 => "Misdirected Request",
         429 => "Too Many Requests",
@@ -260,9 +294,12 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     opts: &Options,
 ) {
     let mut s = BufReader::new(s);
-    let head = match read_head(&mut s).await {
-        Ok(h) => h,
-        Err((status, why)) => return refuse(&mut s, status, "bad_request", &why).await,
+    let head = match tokio::time::timeout(CLIENT_TIMEOUT, read_head(&mut s)).await {
+        Ok(Ok(h)) => h,
+        Ok(Err((status, why))) => return refuse(&mut s, status, "bad_request", &why).await,
+        Err(_) => {
+            return refuse(&mut s, 408, "bad_request", "the request head took too long").await
+        }
     };
     if head.method.eq_ignore_ascii_case("CONNECT") {
         return refuse(
@@ -440,13 +477,22 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             Err(u) => return refuse(&mut s, 503, "decider_unavailable", &u.0).await,
         };
         let want = length.min(max) as usize;
+        let Some(_held) = Held::take(want as u64) else {
+            return refuse(
+                &mut s,
+                503,
+                "decider_unavailable",
+                "too many request bodies held for inspection",
+            )
+            .await;
+        };
         while body.len() < want {
             let mut chunk = vec![0u8; (want - body.len()).min(64 << 10)];
-            match s.read(&mut chunk).await {
-                Ok(0) | Err(_) => {
+            match tokio::time::timeout(CLIENT_TIMEOUT, s.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
                     return refuse(&mut s, 400, "bad_request", "the request body ended early").await
                 }
-                Ok(n) => body.extend_from_slice(&chunk[..n]),
+                Ok(Ok(n)) => body.extend_from_slice(&chunk[..n]),
             }
         }
         let shown = &body[..want.min(body.len())];
