@@ -19,22 +19,20 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
+use ringfence_policy::{is_git_dir, same_name};
+
 use crate::sandbox::send_fds;
 
 /// What may not be created inside the writable roots.
 #[derive(Clone, Debug, Default)]
 pub struct GuardRules {
-    /// Final names that may never be created (files and directories alike).
-    pub names: Vec<String>,
-    /// (parent name, name) pairs, e.g. (".git", "hooks").
-    pub nested: Vec<(String, String)>,
+    /// The protected-name rule (names, `(parent, name)` pairs such as `.git/hooks`, and the
+    /// names refused anywhere inside a `.git` directory: `hooks`, `config`, `commondir`,
+    /// `gitdir`, ..., also for submodules and worktrees).
+    pub protected: ringfence_policy::ProtectedNames,
     /// Names that may be created as directories but not as files or symlinks, nor by renaming
     /// something to them (`.git`, `.claude`): a `.git` file or symlink could point git at hooks.
     pub parents: Vec<String>,
-    /// Names refused anywhere inside a `.git` directory, at any depth: they decide what git
-    /// runs (`hooks`, `config`, `commondir`, `gitdir`, ...), also for submodules
-    /// (`.git/modules/<name>/`) and worktrees (`.git/worktrees/<name>/`).
-    pub git_internal: Vec<String>,
     /// Absolute paths (and everything under them) that may not be created: missing hook
     /// directories named by core.hooksPath, denyWrite paths that do not exist yet. Renaming or
     /// symlinking something onto one of their parents is refused too.
@@ -125,18 +123,15 @@ impl GuardRules {
         let Ok(name) = std::str::from_utf8(name) else {
             return Verdict::Allow;
         };
-        if self.names.iter().any(|n| n == name) {
-            return Verdict::Refuse;
-        }
         let parent_name = parent
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        let in_git = parent.components().any(|c| c.as_os_str() == ".git");
-        let git_rule = (parent_name == ".git"
-            && self.nested.iter().any(|(p, n)| p == ".git" && n == name))
-            || (in_git && self.git_internal.iter().any(|n| n == name));
-        if git_rule {
+        let in_git = parent
+            .components()
+            .any(|c| c.as_os_str().to_str().is_some_and(is_git_dir));
+        let rule = self.protected.entry(parent_name, in_git, name);
+        if rule.is_some_and(|r| r.is_git()) {
             // In a repository this run created, git may make its hooks directory (empty; only
             // samples may go in it) and put a checked configuration in place by renaming it
             // onto `config`: that is how git writes it.
@@ -148,14 +143,10 @@ impl GuardRules {
                 _ => Verdict::Refuse,
             };
         }
-        if self
-            .nested
-            .iter()
-            .any(|(p, n)| p == parent_name && n == name)
-        {
+        if rule.is_some() {
             return Verdict::Refuse;
         }
-        if in_git && parent_name == "hooks" {
+        if in_git && same_name(parent_name, "hooks") {
             // Only a hooks directory of a new repository can be written (an existing one is
             // read-only); git runs a hook by its exact name, never a `*.sample`.
             return if name.ends_with(".sample") && what != Creation::Dir {
@@ -170,7 +161,7 @@ impl GuardRules {
             // system has symlinks, when it creates a repository.
             return Verdict::NewRepository;
         }
-        if what != Creation::Dir && self.parents.iter().any(|p| p == name) {
+        if what != Creation::Dir && self.parents.iter().any(|p| same_name(name, p)) {
             return Verdict::Refuse;
         }
         Verdict::Allow
@@ -1963,7 +1954,12 @@ impl GuardRules {
 
     /// What `name` in `dir` is to a writable single file there, if anything.
     fn file_name(&self, dir: &Path, name: &[u8]) -> Option<FileName> {
-        let protected = std::str::from_utf8(name).is_ok_and(|n| self.names.iter().any(|p| p == n));
+        let protected = std::str::from_utf8(name).is_ok_and(|n| {
+            matches!(
+                self.protected.entry("", false, n),
+                Some(ringfence_policy::Protection::Name(_))
+            )
+        });
         let mut best = None;
         for f in &self.files {
             let (Some(d), Some(own)) = (f.parent(), f.file_name()) else {
@@ -2595,10 +2591,9 @@ mod tests {
 
     fn rules() -> GuardRules {
         GuardRules {
-            names: vec![".bashrc".into(), ".vscode".into()],
-            nested: vec![(".git".into(), "hooks".into())],
+            // `config` released, as allowGitConfig does: the tests that need it protected say so.
+            protected: ringfence_policy::ProtectedNames::new(true),
             parents: vec![".git".into()],
-            git_internal: vec!["hooks".into(), "commondir".into()],
             paths: vec![
                 PathBuf::from("/w/repo/myhooks"),
                 PathBuf::from("/w/a/b/key"),
@@ -2637,7 +2632,6 @@ mod tests {
             assert!(!temporary_name(f, no), "{}", String::from_utf8_lossy(no));
         }
         let g = GuardRules {
-            names: vec![".mcp.json".into()],
             files: vec![PathBuf::from("/h/.claude.json"), PathBuf::from("/h/.mcp")],
             ..GuardRules::default()
         };
@@ -2710,11 +2704,45 @@ mod tests {
     }
 
     #[test]
+    fn refuses_what_the_protected_name_rule_protects() {
+        let g = GuardRules {
+            protected: ringfence_policy::ProtectedNames::new(false),
+            roots: vec![PathBuf::from("/w")],
+            ..GuardRules::default()
+        };
+        for path in [
+            "/w/.bashrc",
+            "/w/a/b/c/d/.BASHRC",
+            "/w/x.bashrc",
+            "/w/r/.git/modules/m/hooks",
+            "/w/r/.git/worktrees/t/gitdir",
+            "/w/r/.GIT/config",
+            "/w/r/.git/hoo\u{212A}s",
+            "/w/r/.git/objects",
+            "/w/.claude/settings.json",
+            "/w/.claude/notes.md",
+            "/w/deep/.vscode",
+            "/w/src/main.rs",
+        ] {
+            let p = Path::new(path);
+            let want = g
+                .protected
+                .protects_path(p.strip_prefix("/w").unwrap())
+                .is_some();
+            let name = p.file_name().unwrap().as_bytes();
+            assert_eq!(
+                g.refuses(p.parent().unwrap(), name, Creation::File),
+                want,
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
     fn new_repositories_may_have_a_hooks_directory_samples_and_a_checked_config() {
         use Creation::{Dir, File, Link, Rename, Symlink};
         let mut g = rules();
-        g.git_internal.push("config".into());
-        g.nested.push((".git".into(), "config".into()));
+        g.protected = ringfence_policy::ProtectedNames::new(false);
         let git = Path::new("/w/p/.git");
         assert_eq!(g.verdict(git, b"hooks", Dir), Verdict::NewRepository);
         assert_eq!(g.verdict(git, b"hooks", File), Verdict::Refuse);

@@ -3,7 +3,8 @@
 //! function over one syscall step. Files in the order the steps happen: `plan` (what to mount),
 //! `protect` (finding protected entries), `sandbox` (clone and setup), `mounts`, `limits`,
 //! `caps`, `seccomp`, `reaper` (PID 1), `supervise` (the host side while it runs), `cgroup`
-//! and `memwatch` (the whole-sandbox limits, with or without a cgroup); `process` holds the
+//! and `memwatch` (the whole-sandbox limits, with or without a cgroup). `net` holds the few
+//! calls the egress proxy makes (splice, socket options, interface addresses); `process` the
 //! supervisor's calls about itself (inherited descriptors, signals, its heap), so that the
 //! runtime and the binary need no `unsafe` of their own.
 #![cfg(target_os = "linux")]
@@ -17,6 +18,7 @@ pub mod layer;
 pub mod limits;
 pub mod memwatch;
 pub mod mounts;
+pub mod net;
 pub mod plan;
 pub mod probe;
 pub mod process;

@@ -10,14 +10,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// The names to look for. Files and directories alike are protected by their final name; nested
-/// entries by (parent name, name).
-pub struct ProtectedNames<'a> {
-    pub names: &'a [&'a str],
-    pub nested: &'a [(&'a str, &'a str)],
-    /// Names protected at any depth inside a `.git` directory.
-    pub git_internal: &'a [&'a str],
-}
+/// The names to look for: the one protected-name rule, from the policy crate.
+pub use ringfence_policy::ProtectedNames;
 
 #[derive(Debug, Default)]
 pub struct Found {
@@ -236,7 +230,7 @@ fn decode(bytes: &[u8]) -> Option<HashMap<PathBuf, DirRecord>> {
 fn read_one(
     dir: &Path,
     stamp: Stamp,
-    names: &ProtectedNames<'_>,
+    names: &ProtectedNames,
     found: &mut Found,
 ) -> Result<DirRecord, WalkError> {
     let rd = fs::read_dir(dir).map_err(|source| WalkError {
@@ -244,7 +238,11 @@ fn read_one(
         source,
     })?;
     let parent_name = dir.file_name().unwrap_or_default();
-    let in_git = dir.components().any(|c| c.as_os_str() == ".git");
+    let in_git = dir.components().any(|c| {
+        c.as_os_str()
+            .to_str()
+            .is_some_and(ringfence_policy::is_git_dir)
+    });
     let mut rec = DirRecord {
         stamp,
         git_config: None,
@@ -270,17 +268,12 @@ fn read_one(
                 })
             }
         };
-        if is_protected(parent_name, &name, names)
-            || (in_git
-                && name
-                    .to_str()
-                    .is_some_and(|n| names.git_internal.contains(&n)))
-        {
+        if is_protected(parent_name, in_git, &name, names) {
             // Nothing inside a read-only protected directory needs a mount of its own.
             rec.protected.push(name);
             continue;
         }
-        if name == ".git" && ty.is_dir() {
+        if name.to_str().is_some_and(ringfence_policy::is_git_dir) && ty.is_dir() {
             rec.git_config = Some(stamp_or_missing(&entry.path().join("config")));
             if let Some(h) = hooks_path(dir, &entry.path()) {
                 rec.hooks.push(h);
@@ -313,7 +306,7 @@ fn stamp_or_missing(p: &Path) -> Stamp {
 /// ([`out_of_reach`]), since nothing in it can be reached or created from the sandbox.
 pub fn scan(
     root: &Path,
-    names: &ProtectedNames<'_>,
+    names: &ProtectedNames,
     cache: &mut ScanCache,
     found: &mut Found,
 ) -> Result<(), WalkError> {
@@ -390,35 +383,18 @@ pub fn scan(
 }
 
 /// Whether `rel`, a path relative to a writable root, is a protected entry or lies inside one
-/// (the same names [`scan`] looks for, checked on every component).
-pub fn is_protected_path(rel: &Path, names: &ProtectedNames<'_>) -> bool {
-    let mut parent: &OsStr = OsStr::new("");
-    let mut in_git = false;
-    for c in rel.components() {
-        let name = c.as_os_str();
-        if is_protected(parent, name, names)
-            || (in_git
-                && name
-                    .to_str()
-                    .is_some_and(|n| names.git_internal.contains(&n)))
-        {
-            return true;
-        }
-        in_git |= name == ".git";
-        parent = name;
-    }
-    false
+/// (the same rule [`scan`] applies, checked on every component).
+pub fn is_protected_path(rel: &Path, names: &ProtectedNames) -> bool {
+    names.protects_path(rel).is_some()
 }
 
-fn is_protected(parent: &OsStr, name: &OsStr, names: &ProtectedNames<'_>) -> bool {
+fn is_protected(parent: &OsStr, in_git: bool, name: &OsStr, names: &ProtectedNames) -> bool {
     let Some(name) = name.to_str() else {
         return false;
     };
-    if names.names.contains(&name) {
-        return true;
-    }
-    let parent = parent.to_str().unwrap_or("");
-    names.nested.iter().any(|(p, n)| *p == parent && *n == name)
+    names
+        .entry(parent.to_str().unwrap_or(""), in_git, name)
+        .is_some()
 }
 
 /// Reads `core.hooksPath` from a repository's config; returns the directory it names, resolved
@@ -467,11 +443,7 @@ mod path_tests {
 
     #[test]
     fn protected_paths_by_component() {
-        let names = ProtectedNames {
-            names: &[".bashrc", ".vscode"],
-            nested: &[(".git", "hooks"), (".claude", "settings.json")],
-            git_internal: &["hooks", "config"],
-        };
+        let names = ProtectedNames::new(false);
         let p = |s: &str| is_protected_path(Path::new(s), &names);
         assert!(p(".bashrc"));
         assert!(p("a/b/.bashrc"));
@@ -483,6 +455,10 @@ mod path_tests {
         assert!(!p("hooks/x"));
         assert!(!p(".claude/other.json"));
         assert!(!p(".git/HEAD"));
+        assert!(p("a/.GIT/hooks/x"));
+        assert!(ProtectedNames::new(true)
+            .protects_path(Path::new(".git/config"))
+            .is_none());
     }
 }
 
@@ -491,11 +467,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    const NAMES: ProtectedNames<'static> = ProtectedNames {
-        names: &[".bashrc", ".vscode"],
-        nested: &[(".git", "hooks"), (".git", "config")],
-        git_internal: &["hooks", "config", "commondir"],
-    };
+    const NAMES: ProtectedNames = ProtectedNames::new(false);
 
     #[test]
     fn only_another_users_unsearchable_directory_is_out_of_reach() {

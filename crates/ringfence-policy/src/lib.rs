@@ -3,12 +3,14 @@
 //! Pure logic: no syscalls and no async; the filesystem is only read to load files and expand globs.
 
 mod commands;
+pub mod domains;
 mod egress;
 mod env;
 mod error;
 mod limits;
 mod load;
 mod paths;
+mod protected;
 mod secrets;
 mod settings;
 
@@ -21,6 +23,7 @@ pub use error::Error;
 pub use limits::{default_memory, format_size, parse_size, Limits};
 pub use load::{load, CliRules, HostEnv, LoadOptions, Policy, Workspace, ASK_TIMEOUT_SECONDS};
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
+pub use protected::{is_git_dir, same_name, ProtectedNames, Protection};
 pub use secrets::{
     is_secret_name, is_secret_path, DEFAULT_DENY_READ, NOT_SECRET_NAMES, SECRET_FILE_NAMES,
 };

@@ -868,7 +868,12 @@ pub(crate) fn check_not_public_suffix(entry: &str) -> Result<(), String> {
     let Some(base) = host.strip_prefix("*.") else {
         return Ok(());
     };
-    let base = base.trim_end_matches('.').to_ascii_lowercase();
+    // Read as the proxy reads hosts (case, a trailing dot, UTS 46), so that `*.ＣＯ.ＵＫ` or
+    // `*.co.uk.` is the suffix it matches; a base the proxy cannot read is refused there.
+    let base = match crate::domains::normalize_host(base) {
+        Ok(crate::domains::Host::Name(n)) => n,
+        _ => return Ok(()),
+    };
     let public = !base.contains('.')
         || psl::suffix(base.as_bytes()).is_some_and(|s| s.as_bytes() == base.as_bytes());
     if public {
@@ -1658,6 +1663,9 @@ pub(crate) mod tests {
             "*.localhost",
             "*.uk:443",
             "*.CO.UK",
+            "*.co.uk.",
+            "*.\u{FF23}\u{FF2F}.\u{FF35}\u{FF2B}",
+            "*.\u{0440}\u{0444}",
         ] {
             let e = err(&format!(
                 r#"{{"network": {{"allowedDomains": ["{bad}"]}}}}"#

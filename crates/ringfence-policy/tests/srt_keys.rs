@@ -4,10 +4,13 @@
 //! (`RINGFENCE_SRT_DIR`, the package directory of `@anthropic-ai/sandbox-runtime`, read with
 //! `node` through tests/srt-keys.mjs), so this fails when srt gains a key ringfence does not
 //! know. scripts/test installs srt 0.0.83 with npm and sets the variable; without it the
-//! comparison is skipped visibly (and fails with RINGFENCE_REQUIRE_TOOLS=1), while each key's
+//! comparison is skipped visibly (and fails under RINGFENCE_TEST_STRICT=1), while each key's
 //! behaviour below is checked in every run.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../ringfence/tests/common/skip.rs"]
+mod skip;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -575,10 +578,7 @@ fn every_listed_key_acts_is_refused_or_says_it_has_no_effect() {
 /// The package directory of the installed srt, or a visible skip (a failure in CI).
 fn srt_dir() -> Option<PathBuf> {
     let skip = |why: String| {
-        if std::env::var_os("RINGFENCE_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
-            panic!("{why} (RINGFENCE_REQUIRE_TOOLS=1: scripts/test installs srt 0.0.83 with npm)");
-        }
-        eprintln!("SKIPPED: {why}");
+        skip::skip(&why);
         None
     };
     let Some(dir) = std::env::var_os("RINGFENCE_SRT_DIR").map(PathBuf::from) else {

@@ -69,17 +69,8 @@ pub fn open_fd(fd: OwnedFd) -> Result<(Option<ControlReader>, Option<ControlWrit
         let (r, w) = sock.into_split();
         return Ok((Some(Box::new(r)), Some(Box::new(w))));
     }
-    // SAFETY: F_GETFL on a descriptor we own.
-    let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_GETFL) };
-    if flags < 0 {
-        return Err(Error::Io {
-            what: "reading the control fd's flags".into(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    let mode = flags & libc::O_ACCMODE;
-    let readable = mode == libc::O_RDONLY || mode == libc::O_RDWR;
-    let writable = mode == libc::O_WRONLY || mode == libc::O_RDWR;
+    let (readable, writable) = ringfence_linux::net::access_mode(std::os::fd::AsFd::as_fd(&file))
+        .map_err(io("reading the control fd's flags"))?;
     let writer: Option<ControlWriter> = if writable {
         let dup = file.try_clone().map_err(io("duplicating the control fd"))?;
         Some(Box::new(tokio::fs::File::from_std(dup)))

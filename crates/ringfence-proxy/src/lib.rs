@@ -8,9 +8,12 @@
 //! address (loopback, link-local, metadata endpoints, this host's own addresses, ...) that an
 //! allowed host name resolves to, or look a name up twice.
 //!
-//! The `--control-fd` protocol is in [`control`].
+//! The `--control-fd` protocol is in [`control`]; the standalone proxy with an external
+//! decider (srt's proxy-only mode) in [`decided`] and [`decider`].
 
 pub mod control;
+pub mod decided;
+pub mod decider;
 pub mod host;
 mod http;
 mod policy;

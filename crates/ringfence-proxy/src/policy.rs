@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use ringfence_policy::domains::{DomainPattern as Pattern, HostPattern};
 use ringfence_policy::Policy;
 
-use crate::host::{canonical_ip, normalize_host, split_host_port, Host};
+use crate::host::{canonical_ip, normalize_host, Host};
 use crate::Error;
 
 /// What the policy says about one destination.
@@ -23,64 +24,6 @@ pub enum Verdict {
     },
     /// In neither list: denied unless asking is enabled.
     Unlisted,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum HostPattern {
-    /// `*`: every host (deny list only).
-    Any,
-    /// `*.base`: strict subdomains of `base`.
-    Subdomains(String),
-    Exact(Host),
-}
-
-/// One compiled allowedDomains / deniedDomains entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Pattern {
-    entry: String,
-    host: HostPattern,
-    port: Option<u16>,
-}
-
-impl Pattern {
-    fn parse(entry: &str, allow_any: bool) -> Result<Pattern, String> {
-        let (host, port) = split_host_port(entry)?;
-        let host = if host == "*" {
-            if !allow_any {
-                return Err("\"*\" would allow every domain".into());
-            }
-            HostPattern::Any
-        } else if let Some(base) = host.strip_prefix("*.") {
-            match normalize_host(base)? {
-                Host::Name(n) => HostPattern::Subdomains(n),
-                Host::Ip(_) => return Err("a wildcard cannot apply to an IP address".into()),
-            }
-        } else {
-            if host.contains('*') {
-                return Err("'*' may only stand alone or start the entry as \"*.\"".into());
-            }
-            HostPattern::Exact(normalize_host(host)?)
-        };
-        Ok(Pattern {
-            entry: entry.to_string(),
-            host,
-            port,
-        })
-    }
-
-    fn matches(&self, host: &Host, port: u16) -> bool {
-        if self.port.is_some_and(|p| p != port) {
-            return false;
-        }
-        match (&self.host, host) {
-            (HostPattern::Any, _) => true,
-            (HostPattern::Subdomains(base), Host::Name(n)) => n
-                .strip_suffix(base.as_str())
-                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
-            (HostPattern::Subdomains(_), Host::Ip(_)) => false,
-            (HostPattern::Exact(h), other) => h == other,
-        }
-    }
 }
 
 /// An address range (`10.0.0.0/8`), compared on canonical addresses.

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -349,14 +349,14 @@ impl AsyncWrite for WriteHalf {
 
 /// A socket that splice(2) can move bytes from or to, with tokio's readiness.
 pub(crate) trait Sock {
-    fn fd(&self) -> RawFd;
+    fn fd(&self) -> BorrowedFd<'_>;
     async fn wait_readable(&self) -> io::Result<()>;
     async fn io<R>(&self, interest: Interest, f: impl FnMut() -> io::Result<R>) -> io::Result<R>;
 }
 
 impl Sock for TcpStream {
-    fn fd(&self) -> RawFd {
-        self.as_raw_fd()
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
     }
     async fn wait_readable(&self) -> io::Result<()> {
         self.readable().await
@@ -367,8 +367,8 @@ impl Sock for TcpStream {
 }
 
 impl Sock for UnixStream {
-    fn fd(&self) -> RawFd {
-        self.as_raw_fd()
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
     }
     async fn wait_readable(&self) -> io::Result<()> {
         self.readable().await
@@ -379,10 +379,10 @@ impl Sock for UnixStream {
 }
 
 impl Sock for Stream {
-    fn fd(&self) -> RawFd {
+    fn fd(&self) -> BorrowedFd<'_> {
         match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
         }
     }
     async fn wait_readable(&self) -> io::Result<()> {
@@ -400,10 +400,10 @@ impl Sock for Stream {
 }
 
 impl Sock for ReadHalf {
-    fn fd(&self) -> RawFd {
+    fn fd(&self) -> BorrowedFd<'_> {
         match self {
-            ReadHalf::Tcp(r) => r.as_ref().as_raw_fd(),
-            ReadHalf::Unix(r) => r.as_ref().as_raw_fd(),
+            ReadHalf::Tcp(r) => r.as_ref().as_fd(),
+            ReadHalf::Unix(r) => r.as_ref().as_fd(),
         }
     }
     async fn wait_readable(&self) -> io::Result<()> {

@@ -4,7 +4,9 @@
 //! is throughput.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
+
+use ringfence_linux::net::splice;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::Interest;
@@ -22,41 +24,8 @@ struct Pipe {
 
 impl Pipe {
     fn new() -> io::Result<Pipe> {
-        let mut fds = [0i32; 2];
-        // SAFETY: pipe2 writes two descriptors into the array we pass.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: both descriptors were just created and are owned by nothing else.
-        let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: fcntl on a descriptor we own. A refusal (over the user's pipe-pages limit)
-        // leaves the size the kernel chose, which F_GETPIPE_SZ reports.
-        let size = unsafe {
-            libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_BYTES as i32);
-            libc::fcntl(w.as_raw_fd(), libc::F_GETPIPE_SZ)
-        };
-        let size = if size > 0 { size as usize } else { 4096 };
+        let (r, w, size) = ringfence_linux::net::splice_pipe(PIPE_BYTES)?;
         Ok(Pipe { r, w, size })
-    }
-}
-
-fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
-    // SAFETY: splice between two descriptors that stay open for the call; null offsets mean
-    // "current position", as sockets and pipes require.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
-        )
-    };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
     }
 }
 
@@ -85,7 +54,7 @@ pub(crate) async fn copy<A: Sock, B: Sock>(
         };
         let got = from
             .io(Interest::READABLE, || {
-                splice(from.fd(), pipe.w.as_raw_fd(), want)
+                splice(from.fd(), pipe.w.as_fd(), want)
             })
             .await?;
         if got == 0 {
@@ -98,7 +67,7 @@ pub(crate) async fn copy<A: Sock, B: Sock>(
         while in_pipe > 0 {
             let sent = to
                 .io(Interest::WRITABLE, || {
-                    splice(pipe.r.as_raw_fd(), to.fd(), in_pipe)
+                    splice(pipe.r.as_fd(), to.fd(), in_pipe)
                 })
                 .await?;
             in_pipe -= sent;
@@ -110,8 +79,7 @@ pub(crate) async fn copy<A: Sock, B: Sock>(
 
 /// Ends the sending direction of `s` (the peer reads end of input).
 pub(crate) fn shutdown_write<S: Sock>(s: &S) {
-    // SAFETY: shutdown on a socket that stays open for the call.
-    unsafe { libc::shutdown(s.fd(), libc::SHUT_WR) };
+    ringfence_linux::net::shutdown_write(s.fd());
 }
 
 /// Relays both ways until both directions have ended or one fails; returns the bytes moved

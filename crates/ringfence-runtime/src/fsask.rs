@@ -109,6 +109,10 @@ impl FsAsk {
         if self.mounted.iter().any(|m| path.starts_with(m)) {
             return Some("not the host's own file in the sandbox's view");
         }
+        let r = &self.rules;
+        if r.protected.protects_path(path).is_some() {
+            return Some("a protected name");
+        }
         let names: Vec<&str> = path
             .components()
             .filter_map(|c| match c {
@@ -119,15 +123,16 @@ impl FsAsk {
         if names.len() != path.components().count() - 1 {
             return Some("a name that is not UTF-8");
         }
-        let r = &self.rules;
-        for (i, n) in names.iter().enumerate() {
-            let protected = r.names.iter().any(|p| p == n)
-                || r.parents.iter().any(|p| p == n)
-                || *n == ".ringfence.json"
-                || (i > 0 && r.nested.iter().any(|(p, c)| p == names[i - 1] && c == n));
-            if protected {
-                return Some("a protected name");
-            }
+        // A repository's insides decide what git runs; `.claude` what an agent does.
+        let special = |n: &str| {
+            ringfence_policy::is_git_dir(n)
+                || r.parents
+                    .iter()
+                    .any(|p| ringfence_policy::same_name(n, p))
+                || n == ".ringfence.json"
+        };
+        if names.iter().any(|n| special(n)) {
+            return Some("a protected name");
         }
         None
     }

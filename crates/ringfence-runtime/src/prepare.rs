@@ -154,8 +154,10 @@ pub fn user_settings_file(src: &Sources, policy: &Policy) -> Option<PathBuf> {
 
 /// The protected names in force for a policy: the fixed lists, less a repository's `config`
 /// (and `config.worktree`) when `allowGitConfig` is set. Used by the scan, the creation guard
-/// and overlay apply alike.
+/// and overlay apply alike; the rule itself is `ringfence_policy::ProtectedNames`, the lists
+/// here only key the scan cache.
 pub struct ProtectedLists {
+    pub rule: ProtectedNames,
     pub names: Vec<&'static str>,
     pub nested: Vec<(&'static str, &'static str)>,
     pub git_internal: Vec<&'static str>,
@@ -163,31 +165,17 @@ pub struct ProtectedLists {
 
 impl ProtectedLists {
     pub fn new(allow_git_config: bool) -> ProtectedLists {
+        let rule = ProtectedNames::new(allow_git_config);
         ProtectedLists {
-            names: ringfence_policy::PROTECTED_FILE_NAMES
-                .iter()
-                .chain(ringfence_policy::PROTECTED_DIR_NAMES)
-                .copied()
-                .collect(),
-            nested: ringfence_policy::PROTECTED_NESTED
-                .iter()
-                .copied()
-                .filter(|&(p, n)| !(allow_git_config && p == ".git" && n == "config"))
-                .collect(),
-            git_internal: ringfence_policy::GIT_INTERNAL_NAMES
-                .iter()
-                .copied()
-                .filter(|n| !(allow_git_config && matches!(*n, "config" | "config.worktree")))
-                .collect(),
+            rule,
+            names: rule.names(),
+            nested: rule.nested(),
+            git_internal: rule.git_internal(),
         }
     }
 
-    pub fn view(&self) -> ProtectedNames<'_> {
-        ProtectedNames {
-            names: &self.names,
-            nested: &self.nested,
-            git_internal: &self.git_internal,
-        }
+    pub fn view(&self) -> ProtectedNames {
+        self.rule
     }
 }
 
@@ -472,13 +460,8 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     // `filesystem.ask` needs the guard even with no writable root: it is what sees the writes
     // the read-only view refuses.
     let guard = (!writable_roots.is_empty() || policy.fs_ask).then(|| GuardRules {
-        names: names.iter().map(|s| s.to_string()).collect(),
-        nested: nested
-            .iter()
-            .map(|(p, n)| (p.to_string(), n.to_string()))
-            .collect(),
+        protected: protected_names,
         parents: vec![".git".into(), ".claude".into()],
-        git_internal: git_internal.iter().map(|s| s.to_string()).collect(),
         paths: not_yet.clone(),
         roots: writable_roots,
         deny_paths: deny_not_yet.clone(),

@@ -10,9 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ringfence_policy::{
-    normalize, GIT_INTERNAL_NAMES, PROTECTED_DIR_NAMES, PROTECTED_FILE_NAMES, PROTECTED_NESTED,
-};
+use ringfence_policy::domains::{decide_domain, normalize_host, DomainVerdict, Host};
+use ringfence_policy::{normalize, ProtectedNames};
 
 use crate::walk::{is_downloader, words_text, Cmd, Walked, Word};
 use crate::wrappers::SHELLS;
@@ -152,37 +151,12 @@ fn writable(p: &Path, ctx: &Context) -> bool {
         && !ctx.deny_write.iter().any(|d| p.starts_with(d))
 }
 
-/// A protected name anywhere in the path (the sandbox refuses these writes at any depth).
+/// A protected name anywhere in the path (the sandbox refuses these writes at any depth): the
+/// same rule as the mount scan and the creation guard.
 fn protected(p: &Path, ctx: &Context) -> Option<String> {
-    let parts: Vec<String> = p
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    for (i, part) in parts.iter().enumerate() {
-        if PROTECTED_FILE_NAMES.contains(&part.as_str())
-            || PROTECTED_DIR_NAMES.contains(&part.as_str())
-        {
-            return Some(part.clone());
-        }
-        if let Some(next) = parts.get(i + 1) {
-            for (parent, child) in PROTECTED_NESTED {
-                if part == parent && next == child && !(ctx.allow_git_config && *child == "config")
-                {
-                    return Some(format!("{parent}/{child}"));
-                }
-            }
-            if part == ".git" {
-                for later in &parts[i + 1..] {
-                    let released = ctx.allow_git_config
-                        && matches!(later.as_str(), "config" | "config.worktree");
-                    if GIT_INTERNAL_NAMES.contains(&later.as_str()) && !released {
-                        return Some(format!(".git/.../{later}"));
-                    }
-                }
-            }
-        }
-    }
-    None
+    ProtectedNames::new(ctx.allow_git_config)
+        .protects_path(p)
+        .map(|m| m.label())
 }
 
 fn persistence_path(p: &Path, ctx: &Context) -> bool {
@@ -1032,7 +1006,8 @@ fn network_hosts(c: &Cmd, ctx: &Context, out: &mut Out, hosts: Vec<String>) {
         // Placeholders (`%h` in a ProxyCommand, `{}`) are no host.
         let plausible = !h.is_empty()
             && h.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')
+                // Internationalised names too: the proxy reads them (UTS 46), so must this.
+                c.is_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')
             });
         if plausible && !domain_allowed(&h, ctx) {
             out.add(
@@ -1178,27 +1153,23 @@ fn looks_like_host(t: &str) -> bool {
         || h == "localhost"
 }
 
-/// srt's domain patterns: `example.com` (that host), `*.example.com` (its subdomains), with an
-/// optional `:port`. Loopback is the sandbox's own and always reachable.
+/// Whether the proxy would let a connection to `host` through (on some port: the command's
+/// port is often not known here): the proxy's own host reading and pattern matching
+/// (`ringfence_policy::domains`), so case, trailing dots, internationalised names and `*.`
+/// patterns mean the same in both. Loopback is the sandbox's own and always reachable.
 pub(crate) fn domain_allowed(host: &str, ctx: &Context) -> bool {
-    let host = host
-        .trim_end_matches('.')
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if matches!(host, "localhost" | "::1") || host.starts_with("127.") {
-        return true;
-    }
-    let matches = |p: &String| {
-        let p = p.split(':').next().unwrap_or(p).to_ascii_lowercase();
-        if p == "*" {
-            return true;
-        }
-        match p.strip_prefix("*.") {
-            Some(suffix) => host.ends_with(&format!(".{suffix}")),
-            None => host == p,
-        }
+    let Ok(h) = normalize_host(host) else {
+        return false;
     };
-    !ctx.denied_domains.iter().any(matches) && ctx.allowed_domains.iter().any(matches)
+    match &h {
+        Host::Name(n) if n == "localhost" => return true,
+        Host::Ip(ip) if ip.is_loopback() => return true,
+        _ => {}
+    }
+    matches!(
+        decide_domain(&ctx.allowed_domains, &ctx.denied_domains, &h, None),
+        DomainVerdict::Allowed(_)
+    )
 }
 
 /// Download-and-execute and decode-and-execute through a pipe.

@@ -532,8 +532,8 @@ fn print_policy(p: &Prepared, out: &mut dyn std::io::Write) -> std::io::Result<(
         Some(g) => writeln!(
             out,
             "creation guard: on ({} names, {} nested names, {} paths not yet created) in {} writable roots",
-            g.names.len(),
-            g.nested.len(),
+            g.protected.names().len(),
+            g.protected.nested().len(),
             g.paths.len(),
             g.roots.len()
         )?,

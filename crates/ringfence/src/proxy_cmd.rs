@@ -24,7 +24,33 @@ pub struct ProxyArgs {
     settings: Option<PathBuf>,
     /// Address to listen on (HTTP and SOCKS5 on the same port), e.g. 127.0.0.1:3128.
     #[arg(long = "listen", value_name = "ADDR")]
-    listen: SocketAddr,
+    listen: Option<SocketAddr>,
+    /// Accept on this inherited listening socket instead of --listen (with a decider: TCP or
+    /// a unix socket).
+    #[arg(long = "listen-fd", value_name = "N")]
+    listen_fd: Option<i32>,
+    /// srt's external decider on this inherited socket: every request is decided by it and
+    /// nothing else (srt's proxy-only protocol; see the README).
+    #[arg(long = "decider-fd", value_name = "N")]
+    decider_fd: Option<i32>,
+    /// The decider's stream to the proxy, with --decider-out (a pair of pipes).
+    #[arg(long = "decider-in", value_name = "N")]
+    decider_in: Option<i32>,
+    /// The proxy's stream to the decider, with --decider-in.
+    #[arg(long = "decider-out", value_name = "N")]
+    decider_out: Option<i32>,
+    /// With a decider: stop when this inherited stream ends.
+    #[arg(long = "lifeline-fd", value_name = "N")]
+    lifeline_fd: Option<i32>,
+    /// With a decider: let allow verdicts set headers on plain-HTTP requests (cleartext).
+    #[arg(long = "plaintext-header-set")]
+    plaintext_header_set: bool,
+    /// srt's TLS-termination CA for the decider mode; refused (see the README).
+    #[arg(long = "ca-fd", value_name = "N")]
+    ca_fd: Option<i32>,
+    /// srt's response-header filter for the decider mode; refused (see the README).
+    #[arg(long = "strip-response-header", value_name = "NAME")]
+    strip_response_header: Vec<String>,
     /// Append decisions to this hash-chained log (a new file) instead of printing them.
     #[arg(long = "log", value_name = "FILE")]
     log: Option<PathBuf>,
@@ -110,13 +136,18 @@ fn start_writer(mut sink: Sink) -> mpsc::SyncSender<Value> {
 
 /// Takes over an inherited descriptor given with `--control-fd`.
 fn inherited_fd(fd: i32) -> Result<OwnedFd> {
+    inherited("--control-fd", fd)
+}
+
+/// Takes over an inherited descriptor given with the option `opt`.
+fn inherited(opt: &str, fd: i32) -> Result<OwnedFd> {
     if fd < 3 {
-        bail!("--control-fd {fd}: use a descriptor of 3 or above (0-2 are stdio)");
+        bail!("{opt} {fd}: use a descriptor of 3 or above (0-2 are stdio)");
     }
     if !ringfence_linux::process::is_open(fd) {
-        bail!("--control-fd {fd}: the descriptor is not open; pass it from the calling program");
+        bail!("{opt} {fd}: the descriptor is not open; pass it from the calling program");
     }
-    ringfence_linux::process::take_inherited(fd).with_context(|| format!("--control-fd {fd}"))
+    ringfence_linux::process::take_inherited(fd).with_context(|| format!("{opt} {fd}"))
 }
 
 /// A gateway holds two sockets per connection (and pipes while data moves): raise the soft
@@ -126,6 +157,22 @@ fn raise_open_files() {
 }
 
 pub fn main(args: ProxyArgs) -> Result<i32> {
+    if args.decider_fd.is_some() || args.decider_in.is_some() || args.decider_out.is_some() {
+        return decided(args);
+    }
+    for (opt, set) in [
+        ("--lifeline-fd", args.lifeline_fd.is_some()),
+        ("--plaintext-header-set", args.plaintext_header_set),
+        ("--ca-fd", args.ca_fd.is_some()),
+        (
+            "--strip-response-header",
+            !args.strip_response_header.is_empty(),
+        ),
+    ] {
+        if set {
+            bail!("{opt}: only with a decider (--decider-fd, or --decider-in and --decider-out)");
+        }
+    }
     let (policy, _cwd) = prepare::load_policy(&Sources {
         settings: args.settings.clone(),
         ..Sources::default()
@@ -155,8 +202,13 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
     };
     let control_fd = args.control_fd.map(inherited_fd).transpose()?;
     raise_open_files();
-    let listener = std::net::TcpListener::bind(args.listen)
-        .with_context(|| format!("listening on {}", args.listen))?;
+    let listener = match (args.listen_fd, args.listen) {
+        (Some(fd), None) => std::net::TcpListener::from(inherited("--listen-fd", fd)?),
+        (None, Some(addr)) => {
+            std::net::TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?
+        }
+        _ => bail!("give one of --listen ADDR and --listen-fd N"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -189,7 +241,9 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
                 eprintln!("ringfence proxy: control channel: {e}; the policy in force is unchanged")
             }));
         }
-        let local = listener.local_addr().unwrap_or(args.listen);
+        let local = listener
+            .local_addr()
+            .context("--listen-fd: not a TCP listening socket")?;
         eprintln!(
             "ringfence proxy: listening on {local} (HTTP and SOCKS5){}",
             if local.ip().is_loopback() {
@@ -202,6 +256,124 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
             .serve(listener)
             .await
             .with_context(|| format!("accepting on {local}"))?;
+        Ok(0)
+    })
+}
+
+/// `ringfence proxy --listen-fd N --decider-fd M`: srt's proxy-only mode, every request decided
+/// by the external decider (ringfence_proxy::decided).
+fn decided(args: ProxyArgs) -> Result<i32> {
+    for (opt, set, why) in [
+        (
+            "-s",
+            args.settings.is_some(),
+            "the decider is the only policy source",
+        ),
+        (
+            "--control-fd",
+            args.control_fd.is_some(),
+            "the decider answers every request",
+        ),
+        (
+            "--log",
+            args.log.is_some(),
+            "the decider sees every request and keeps its own record",
+        ),
+        (
+            "--ca-fd",
+            args.ca_fd.is_some(),
+            "ringfence does not terminate TLS for a decider; without it CONNECTs are refused",
+        ),
+        (
+            "--strip-response-header",
+            !args.strip_response_header.is_empty(),
+            "responses pass through unchanged here",
+        ),
+    ] {
+        if set {
+            bail!("{opt}: not available with a decider ({why}); remove it");
+        }
+    }
+    let listen_fd = args
+        .listen_fd
+        .map(|fd| inherited("--listen-fd", fd))
+        .transpose()?;
+    enum Link {
+        Socket(OwnedFd),
+        Pipes(OwnedFd, OwnedFd),
+    }
+    let link = match (args.decider_fd, args.decider_in, args.decider_out) {
+        (Some(fd), None, None) => Link::Socket(inherited("--decider-fd", fd)?),
+        (None, Some(i), Some(o)) => Link::Pipes(
+            inherited("--decider-in", i)?,
+            inherited("--decider-out", o)?,
+        ),
+        _ => bail!("give --decider-fd, or both --decider-in and --decider-out"),
+    };
+    let lifeline = args
+        .lifeline_fd
+        .map(|fd| inherited("--lifeline-fd", fd))
+        .transpose()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        use ringfence_proxy::decided::{self, Listener, Lists, Options};
+        let listener = match (listen_fd, args.listen) {
+            (Some(fd), None) => {
+                Listener::from_fd(fd).context("--listen-fd: not a listening socket")?
+            }
+            (None, Some(addr)) => Listener::from_tcp(
+                std::net::TcpListener::bind(addr)
+                    .with_context(|| format!("listening on {addr}"))?,
+            )
+            .with_context(|| format!("listening on {addr}"))?,
+            _ => bail!("give one of --listen ADDR and --listen-fd N"),
+        };
+        use ringfence_proxy::decider::Decider;
+        let timeout = std::time::Duration::from_secs(5);
+        let started = match link {
+            Link::Socket(fd) => {
+                let sock = std::os::unix::net::UnixStream::from(fd);
+                sock.set_nonblocking(true).context("--decider-fd")?;
+                let sock = tokio::net::UnixStream::from_std(sock)
+                    .context("--decider-fd: not a unix socket")?;
+                let (r, w) = sock.into_split();
+                Decider::start(r, w, timeout).await
+            }
+            Link::Pipes(i, o) => {
+                use tokio::net::unix::pipe;
+                let r = pipe::Receiver::from_owned_fd(i).context("--decider-in: not a pipe")?;
+                let w = pipe::Sender::from_owned_fd(o).context("--decider-out: not a pipe")?;
+                Decider::start(r, w, timeout).await
+            }
+        };
+        let (decider, hello) = started.map_err(|e| anyhow::anyhow!("decider: {e}"))?;
+        let lists = Lists::from_hello(&hello).map_err(|e| anyhow::anyhow!("decider: {e}"))?;
+        eprintln!("ringfence proxy: serving; every request is decided by the decider");
+        let serve = decided::serve(
+            listener,
+            decider,
+            lists,
+            Options {
+                plaintext_header_set: args.plaintext_header_set,
+            },
+        );
+        let why = match lifeline {
+            Some(fd) => {
+                let life = async move {
+                    let mut f = tokio::fs::File::from_std(std::fs::File::from(fd));
+                    let mut buf = [0u8; 256];
+                    use tokio::io::AsyncReadExt;
+                    while matches!(f.read(&mut buf).await, Ok(n) if n > 0) {}
+                    "lifeline closed".to_string()
+                };
+                tokio::select! { w = serve => w, w = life => w }
+            }
+            None => serve.await,
+        };
+        eprintln!("ringfence proxy: stopped ({why})");
         Ok(0)
     })
 }

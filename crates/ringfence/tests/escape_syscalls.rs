@@ -164,7 +164,7 @@ fn open_by_handle_denied() {
 #[test]
 fn x32_syscalls_denied() {
     if !cfg!(target_arch = "x86_64") {
-        common::skip("x32 exists only on x86_64");
+        common::not_here("x32 exists only on x86_64");
         return;
     }
     expect("sys-x32", &[], &["x32_getpid", "x32_unshare"], EPERM);
@@ -309,7 +309,7 @@ fn unix_sockets_allowed_with_allow_all_unix_sockets() {
 fn host_abstract_unix_socket_unreachable_even_when_unix_allowed() {
     let dir = TestDir::new("sys-abstract");
     if common::is_root() {
-        common::skip("allowAllUnixSockets is refused for root (see the test above)");
+        common::not_here("allowAllUnixSockets is refused for root (see the test above)");
         return;
     }
     let settings = dir.settings(r#"{"network":{"allowAllUnixSockets":true}}"#);
@@ -540,7 +540,7 @@ fn other_socket_families_and_netlink_protocols_denied() {
 #[test]
 fn i386_syscalls_kill_the_process() {
     if !cfg!(target_arch = "x86_64") {
-        common::skip("the int 0x80 entry exists only on x86_64");
+        common::not_here("the int 0x80 entry exists only on x86_64");
         return;
     }
     let dir = TestDir::new("sys-i386");
@@ -549,7 +549,7 @@ fn i386_syscalls_kill_the_process() {
     };
     let host = common::run(std::process::Command::new(&probe).arg("int80_getpid"));
     if !host.stdout.contains("int80_getpid errno=0") {
-        common::skip("this kernel has no 32-bit entry (IA32 emulation)");
+        common::not_here("this kernel has no 32-bit entry (IA32 emulation)");
         return;
     }
     let out = common::sh(&[], &format!("{probe} int80_getpid; echo rc=$?"));

@@ -23,8 +23,8 @@ const TASK_TIMEOUT: Duration = Duration::from_secs(240);
 /// One task at a time, so that the times printed are not skewed by the other tests.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Whether `prog` can be run; otherwise a visible skip (a failure when RINGFENCE_REQUIRE_TOOLS=1,
-/// as in CI, where every tool is installed and nothing may skip).
+/// Whether `prog` can be run; otherwise a visible skip (a failure under
+/// RINGFENCE_TEST_STRICT=1, as in scripts/test, which installs every tool).
 fn require(workload: &str, progs: &[&str]) -> bool {
     for prog in progs {
         if !common::have(prog) {
@@ -33,11 +33,8 @@ fn require(workload: &str, progs: &[&str]) -> bool {
                 // rustup installs under the installing user's home, which others cannot read.
                 reason.push_str(
                     " (a Rust toolchain under another user's home is not readable; \
-                     .ci/run installs Debian's cargo for this user)",
+                     scripts/test installs Debian's cargo for this user)",
                 );
-            }
-            if std::env::var_os("RINGFENCE_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
-                panic!("{reason} (RINGFENCE_REQUIRE_TOOLS=1: install it, see .ci/run)");
             }
             common::skip(&reason);
             return false;

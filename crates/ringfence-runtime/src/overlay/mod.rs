@@ -91,7 +91,7 @@ impl State {
     /// as an entry the run found protected.
     pub fn is_protected(
         &self,
-        names: &ringfence_linux::protect::ProtectedNames<'_>,
+        names: &ringfence_linux::protect::ProtectedNames,
         root: &Path,
         rel: &Path,
     ) -> bool {

@@ -44,10 +44,9 @@ pub fn uid() -> u32 {
     unsafe { libc::getuid() }
 }
 
-/// Prints a visible skip notice.
-pub fn skip(reason: &str) {
-    eprintln!("SKIPPED: {reason}");
-}
+mod skip;
+#[allow(unused_imports)]
+pub use skip::{not_here, skip, strict};
 
 /// Whether `prog` is found on the host's PATH.
 pub fn have(prog: &str) -> bool {
