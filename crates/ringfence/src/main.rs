@@ -550,7 +550,9 @@ fn explain(sources: &Sources) -> Result<()> {
 }
 
 pub fn run(req: RunRequest) -> Result<i32> {
+    ringfence_linux::timing::init();
     let mut prepared = prepare::prepare(&req.sources)?;
+    ringfence_linux::timing::mark("policy, mount plan, seccomp");
     if req.debug {
         print_policy(&prepared, &mut std::io::stderr().lock()).context("writing to stderr")?;
     }
@@ -670,6 +672,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
             }
             record.finish_with(outcome, extra);
         };
+    ringfence_linux::timing::mark("run record, activity log");
     // Give back what scanning a large tree allocated before the sandbox is cloned from this
     // process: a smaller image is quicker to clone and to move into the run's cgroups.
     // SAFETY: malloc_trim only releases free heap memory.
@@ -709,6 +712,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
             ));
         }
     };
+    ringfence_linux::timing::mark("cgroups created");
     supervise::hold_signals();
     let mut sb = match sandbox::spawn(&spec, winsize, groups.as_ref()) {
         Ok(mut sb) => {
@@ -760,6 +764,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
             return Err(e);
         }
     };
+    ringfence_linux::timing::mark("proxy started");
     // The overlay's baseline is walked while the command runs (see `overlay`).
     let manifest = overlay
         .clone()
@@ -802,6 +807,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
         },
         prompts.as_deref(),
     );
+    ringfence_linux::timing::mark("command ended");
     let net_denied = network.denied.clone();
     network.stop();
     let net_denied: Vec<netrun::NetDenial> = net_denied
@@ -828,6 +834,8 @@ pub fn run(req: RunRequest) -> Result<i32> {
     }
     let run_name = record.name().to_string();
     close(&log, record, Some(outcome));
+    ringfence_linux::timing::mark("proxy stopped, cgroups removed, log closed");
+    ringfence_linux::timing::report("supervisor");
     if !net_denied.is_empty() {
         let mut hosts: Vec<String> = Vec::new();
         for d in &net_denied {
