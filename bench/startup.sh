@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Startup benchmark: ringfence vs bubblewrap vs srt (Anthropic's sandbox-runtime), all in one run.
+# Startup benchmark: ringfence vs bubblewrap vs srt (Anthropic's sandbox-runtime) vs Codex's
+# sandbox (`codex sandbox`, OpenAI's Codex CLI), all in one run.
 #   - wall time of a sandboxed `true` (median and p90 of N warm runs) and the ratios
+#   - where ringfence's start goes: the median of each step (RINGFENCE_TIMING=1)
 #   - peak memory of the ringfence supervisor
 #   - cost of protected-file handling on a writable root of 100,000 files
 # Measures, never asserts. Everything it creates is removed at exit.
@@ -8,7 +10,9 @@
 # Usage: bench/startup.sh            (from any directory)
 # Environment: RUNS (default 30), TREE_RUNS (default 10), TREE_FILES (default 100000),
 #   SRT_CLI (path to srt's dist/cli.js; otherwise installed with npm into a temporary dir),
-#   NO_SRT=1 to leave srt out.
+#   NO_SRT=1 to leave srt out; CODEX_BIN (Codex's native `codex` binary; otherwise the npm package
+#   @openai/codex is installed into BENCH_CACHE, default ~/.cache/ringfence-bench, and kept
+#   there), NO_CODEX=1 to leave Codex out.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -67,6 +71,42 @@ if [ "${NO_SRT:-0}" != 1 ]; then
     fi
   elif [ -z "${SRT_CLI:-}" ]; then
     echo "    npm/node not found: srt left out"
+  fi
+fi
+
+# --- Codex's sandbox (`codex sandbox -- CMD`: bubblewrap plus its own seccomp helper) ------
+CODEX=()
+if [ "${NO_CODEX:-0}" != 1 ]; then
+  BENCH_CACHE="${BENCH_CACHE:-${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}/ringfence-bench}"
+  if [ -z "${CODEX_BIN:-}" ] && command -v npm >/dev/null; then
+    # The npm package's launcher is a node script; the native binary is what runs the sandbox.
+    CODEX_BIN="$(ls "$BENCH_CACHE"/codex/node_modules/@openai/codex-linux-*/vendor/*/bin/codex 2>/dev/null | head -1 || true)"
+    if [ -z "$CODEX_BIN" ]; then
+      echo "==> installing @openai/codex with npm into $BENCH_CACHE/codex"
+      mkdir -p "$BENCH_CACHE"
+      if npm install --prefix "$BENCH_CACHE/codex" --no-audit --no-fund --loglevel=error \
+          @openai/codex >/dev/null 2>"$WORK/npm-codex.log"; then
+        CODEX_BIN="$(ls "$BENCH_CACHE"/codex/node_modules/@openai/codex-linux-*/vendor/*/bin/codex 2>/dev/null | head -1 || true)"
+      else
+        echo "    npm install failed (Codex left out):"; sed 's/^/    /' "$WORK/npm-codex.log" | tail -5
+      fi
+    fi
+  fi
+  if [ -n "${CODEX_BIN:-}" ] && [ -x "$CODEX_BIN" ]; then
+    # Codex keeps helper links in CODEX_HOME and refuses to make them under /tmp; a home of
+    # its own keeps the user's ~/.codex (config, login) out of the measurement.
+    CODEX_HOME_DIR="${BENCH_CACHE:-/var/tmp}/codex-home"
+    mkdir -p "$CODEX_HOME_DIR"
+    CODEX=(env CODEX_HOME="$CODEX_HOME_DIR" "$CODEX_BIN" sandbox -- true)
+    if ! "${CODEX[@]}" >/dev/null 2>"$WORK/codex.err"; then
+      echo "    Codex's sandbox cannot run here; left out:"
+      sed 's/^/    /' "$WORK/codex.err" | tail -3
+      CODEX=()
+    else
+      CODEX_VERSION="$("$CODEX_BIN" --version 2>/dev/null | awk '{print $NF}' || echo '?')"
+    fi
+  elif [ -z "${CODEX_BIN:-}" ]; then
+    echo "    npm not found and no CODEX_BIN: Codex left out"
   fi
 fi
 
@@ -144,6 +184,35 @@ echo "==> startup of a sandboxed 'true' ($RUNS warm runs each, $(nproc) CPUs, $(
 measure rf "ringfence run -- true" "$RUNS" "$RF" run -- true
 [ "${#BWRAP[@]}" -gt 0 ] && measure bwrap "bwrap --unshare-all ... true" "$RUNS" "${BWRAP[@]}"
 [ "${#SRT[@]}" -gt 0 ] && measure srt "srt true (srt ${SRT_VERSION:-?})" "$RUNS" "${SRT[@]}"
+[ "${#CODEX[@]}" -gt 0 ] && measure codex "codex sandbox -- true (${CODEX_VERSION:-?})" "$RUNS" "${CODEX[@]}"
+
+echo
+echo "==> where ringfence's start goes: median of each step over $RUNS runs (RINGFENCE_TIMING=1)"
+cat >"$WORK/steps.py" <<'EOF'
+"""steps.py RUNS -- CMD...: run CMD with RINGFENCE_TIMING=1; print each step's median duration."""
+import os, re, statistics, subprocess, sys
+runs = int(sys.argv[1])
+cmd = sys.argv[sys.argv.index("--") + 1:]
+env = dict(os.environ, RINGFENCE_TIMING="1")
+line = re.compile(r"^ringfence: timing: (\S+)\s+(.*?)\s+\+\s*([0-9.]+) ms\s+at\s+([0-9.]+) ms$")
+steps, order = {}, []
+for _ in range(runs):
+    err = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).stderr
+    for l in err.decode(errors="replace").splitlines():
+        m = line.match(l)
+        if m:
+            key = (m.group(1), m.group(2))
+            if key not in steps:
+                steps[key] = []
+                order.append(key)
+            steps[key].append((float(m.group(3)), float(m.group(4))))
+order.sort(key=lambda k: statistics.median(a for _, a in steps[k]))
+for side, step in order:
+    v = steps[(side, step)]
+    print(f"  {side:<10} {step:<44} {statistics.median(d for d, _ in v):7.2f} ms"
+          f"   (ends at {statistics.median(a for _, a in v):6.2f} ms)")
+EOF
+python3 "$WORK/steps.py" "$RUNS" -- "$RF" run -- true
 
 echo
 echo "==> protected-file handling ($TREE_RUNS warm runs each)"
@@ -209,12 +278,17 @@ fi
 # --- summary --------------------------------------------------------------------
 K_RF=rf; K_BW=bwrap; K_SRT=srt
 echo
-echo "==> summary (target in brackets; measured, not asserted)"
+echo "==> summary as uid $(id -u) (target in brackets; measured, not asserted)"
 if [ -n "${MED[$K_BW]:-}" ]; then
-  printf '  ringfence / bwrap median        %6sx   [<= 1.3x]\n' "$(ratio "${MED[$K_RF]}" "${MED[$K_BW]}")"
+  printf '  ringfence / bwrap median        %6sx   [<= 1.2x]\n' "$(ratio "${MED[$K_RF]}" "${MED[$K_BW]}")"
 fi
 if [ -n "${MED[$K_SRT]:-}" ]; then
   printf '  srt / ringfence median          %6sx   [>= 30x]\n' "$(ratio "${MED[$K_SRT]}" "${MED[$K_RF]}")"
+fi
+if [ -n "${MED[codex]:-}" ]; then
+  printf '  codex / ringfence median        %6sx   [>= 2x]\n' "$(ratio "${MED[codex]}" "${MED[$K_RF]}")"
+elif [ "${NO_CODEX:-0}" != 1 ]; then
+  echo "  codex / ringfence: Codex's sandbox could not run here (see above)"
 fi
 printf '  supervisor peak memory          %6s MiB [< 10 MiB]\n' "$(mib "$RF_HWM")"
 K_T0=t0; K_T1=t1

@@ -198,6 +198,15 @@ pub struct Cgroups {
     dirs: Vec<PathBuf>,
     procs_files: Vec<PathBuf>,
     memory: Option<MemoryGroup>,
+    v1: bool,
+}
+
+/// A v1 group's `tasks` file, opened by the supervisor, through which the sandbox's PID 1
+/// moves itself (see `Cgroups::tasks_files`).
+#[derive(Debug)]
+pub struct TasksFile {
+    pub fd: std::os::fd::OwnedFd,
+    pub path: PathBuf,
 }
 
 /// The run's memory group, which the supervisor reads to tell that the kernel killed a process
@@ -408,6 +417,7 @@ impl Cgroups {
             dirs: Vec::new(),
             procs_files: Vec::new(),
             memory: None,
+            v1: matches!(mech, Mechanism::V1 { .. }),
         };
         match groups.populate(mech, &group_name(run), limits) {
             Ok(()) => Ok(Some(groups)),
@@ -489,6 +499,33 @@ impl Cgroups {
     /// The run's group directories.
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
+    }
+
+    /// For v1 groups, their `tasks` files opened for writing, for the sandbox's PID 1 to move
+    /// itself in by writing `0` (`None` for v2: `add` moves it). A thread that moves itself
+    /// this way does not take the kernel's global threadgroup lock, whose writers wait for an
+    /// RCU grace period (about 10 ms): writing a pid to `cgroup.procs` does. PID 1 is single-
+    /// threaded then, so the thread is the whole process; everything it starts inherits the
+    /// groups. The files are opened here, with the supervisor's credentials, which the kernel
+    /// checks against the mover's.
+    pub fn tasks_files(&self) -> Result<Option<Vec<TasksFile>>> {
+        if !self.v1 {
+            return Ok(None);
+        }
+        let mut files = Vec::with_capacity(self.dirs.len());
+        for d in &self.dirs {
+            let path = d.join("tasks");
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|source| Error::Path {
+                    step: "open",
+                    path: path.clone(),
+                    source,
+                })?;
+            files.push(TasksFile { fd: f.into(), path });
+        }
+        Ok(Some(files))
     }
 
     /// Moves `pid` (and so everything it starts later) into the groups.

@@ -393,6 +393,8 @@ pub struct Agent<'a> {
     read_only: std::cell::Cell<bool>,
     /// Reports not sent because the channel to the supervisor was full.
     dropped: std::cell::Cell<u64>,
+    /// Reports not sent yet (see `MSG_BATCH`), and when the first of them was queued.
+    batch: std::cell::RefCell<Batch>,
     /// `.git` directories created by this run (device, inode): repositories the sandbox made
     /// itself, where git may write its hooks directory and a checked configuration.
     new_git: std::cell::RefCell<std::collections::HashSet<(u64, u64)>>,
@@ -1231,6 +1233,7 @@ impl<'a> Agent<'a> {
             refused: std::cell::RefCell::new(None),
             read_only: std::cell::Cell::new(false),
             dropped: std::cell::Cell::new(0),
+            batch: Default::default(),
             new_git: Default::default(),
             sealed: Default::default(),
             temp_counter: std::cell::Cell::new(0),
@@ -1288,6 +1291,40 @@ impl<'a> Agent<'a> {
 /// Message tag of an exec report on the supervisor channel.
 pub const MSG_EXEC: u8 = b'C';
 
+/// Message tag of several reports in one message: each is its length (u32, native order) and
+/// the report. PID 1 gathers them for up to `BATCH_DELAY` (or `BATCH_BYTES`): one message, and
+/// one wake-up of the supervisor, for a burst of execs instead of one each.
+pub const MSG_BATCH: u8 = b'B';
+
+/// The longest a report waits in a batch.
+pub const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A batch goes out before it grows past this (the supervisor reads messages of 32 KiB).
+const BATCH_BYTES: usize = 24 * 1024;
+
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+    count: u64,
+    since: Option<std::time::Instant>,
+}
+
+/// Calls `each` with every report of a `MSG_BATCH` message's body; false when it is malformed.
+pub fn split_batch(mut body: &[u8], each: &mut dyn FnMut(&[u8])) -> bool {
+    while !body.is_empty() {
+        let Some(len) = body.get(..4) else {
+            return false;
+        };
+        let len = u32::from_ne_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let Some(msg) = body.get(4..4 + len) else {
+            return false;
+        };
+        each(msg);
+        body = &body[4 + len..];
+    }
+    true
+}
+
 /// Message tag of a count of reports that were dropped (a u64 follows).
 pub const MSG_DROPPED: u8 = b'L';
 
@@ -1311,7 +1348,8 @@ const EXEC_ARGS: usize = 64;
 impl Agent<'_> {
     /// Records an exec for the activity log and lets it proceed. This is observation only:
     /// the mounts and the main filter enforce, and a racing thread could make the recorded
-    /// strings differ from what the kernel then runs.
+    /// strings differ from what the kernel then runs. The caller waits only while its strings
+    /// are copied; the report is put together and sent after it was let go.
     fn report_exec(&self, n: &libc::seccomp_notif) {
         let a = n.data.args;
         let (path, argv) = if n.data.nr as libc::c_long == libc::SYS_execveat {
@@ -1332,9 +1370,11 @@ impl Agent<'_> {
         // SAFETY: access with a NUL-terminated path.
         let runnable =
             cstr(&full).is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0);
-        if runnable {
-            self.send_exec(n, &file, argv);
-        }
+        let args = if runnable {
+            read_args(n.pid, argv)
+        } else {
+            Vec::new()
+        };
         let resp = libc::seccomp_notif_resp {
             id: n.id,
             val: 0,
@@ -1343,50 +1383,102 @@ impl Agent<'_> {
         };
         // SAFETY: resp is a valid seccomp_notif_resp.
         unsafe { libc::ioctl(self.listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
-    }
-
-    fn send_exec(&self, n: &libc::seccomp_notif, file: &[u8], argv: u64) {
-        let mut msg = vec![MSG_EXEC];
-        msg.extend_from_slice(&n.pid.to_ne_bytes());
-        msg.extend_from_slice(file);
-        for i in 0..EXEC_ARGS {
-            let mut p = [0u8; 8];
-            if argv == 0 || read_mem(n.pid, argv + 8 * i as u64, &mut p).is_err() {
-                break;
+        if runnable {
+            let mut msg = Vec::with_capacity(
+                5 + file.len() + args.iter().map(|s| s.len() + 1).sum::<usize>(),
+            );
+            msg.push(MSG_EXEC);
+            msg.extend_from_slice(&n.pid.to_ne_bytes());
+            msg.extend_from_slice(&file);
+            for arg in &args {
+                msg.push(0);
+                msg.extend_from_slice(arg);
             }
-            let ptr = u64::from_ne_bytes(p);
-            if ptr == 0 {
-                break;
-            }
-            msg.push(0);
-            msg.extend_from_slice(&read_string(n.pid, ptr).unwrap_or_default());
-            if msg.len() > 16 * 1024 {
-                break;
-            }
+            self.send_report(&msg);
         }
-        self.send_report(&msg);
     }
 
-    /// Sends a report if the channel has room, else counts it as dropped; the count goes out
-    /// with the next report that fits, and at the end (`flush_dropped`).
+    /// Queues a report for the next batch; sends the batch when it is full.
     fn send_report(&self, msg: &[u8]) {
+        let full = {
+            let Ok(mut b) = self.batch.try_borrow_mut() else {
+                return self.send_one(msg);
+            };
+            if msg.len() + 4 + 1 > BATCH_BYTES {
+                drop(b);
+                self.flush_reports();
+                return self.send_one(msg);
+            }
+            if b.bytes.is_empty() {
+                b.bytes.push(MSG_BATCH);
+                b.since = Some(std::time::Instant::now());
+            }
+            b.bytes.extend_from_slice(&(msg.len() as u32).to_ne_bytes());
+            b.bytes.extend_from_slice(msg);
+            b.count += 1;
+            b.bytes.len() + 4 * 1024 > BATCH_BYTES
+        };
+        if full {
+            self.flush_reports();
+        }
+    }
+
+    /// How long until the queued reports must go out (`None`: nothing is queued).
+    pub fn reports_due_in(&self) -> Option<std::time::Duration> {
+        let since = self.batch.try_borrow().ok()?.since?;
+        Some(BATCH_DELAY.saturating_sub(since.elapsed()))
+    }
+
+    /// Sends the queued reports if they waited long enough.
+    pub fn flush_reports_if_due(&self) {
+        if self.reports_due_in().is_some_and(|d| d.is_zero()) {
+            self.flush_reports();
+        }
+    }
+
+    /// Sends the queued reports now (if the channel is full, they are counted as dropped).
+    pub fn flush_reports(&self) {
+        let Ok(mut b) = self.batch.try_borrow_mut() else {
+            return;
+        };
+        let batch = std::mem::take(&mut *b);
+        drop(b);
+        if batch.count > 0 && !self.send_counting_drops(&batch.bytes) {
+            self.dropped.set(self.dropped.get() + batch.count);
+        }
+    }
+
+    fn send_one(&self, msg: &[u8]) {
+        if !self.send_counting_drops(msg) {
+            self.dropped.set(self.dropped.get() + 1);
+        }
+    }
+
+    /// Sends a message if the channel has room (false: it had none); a count of dropped
+    /// reports goes out first, with the next message that fits, and at the end
+    /// (`flush_dropped`).
+    fn send_counting_drops(&self, msg: &[u8]) -> bool {
         let dropped = self.dropped.get();
         if dropped > 0 {
             let mut m = vec![MSG_DROPPED];
             m.extend_from_slice(&dropped.to_ne_bytes());
             if !send_now(self.report, &m) {
-                self.dropped.set(dropped + 1);
-                return;
+                return false;
             }
             self.dropped.set(0);
         }
-        if !send_now(self.report, msg) {
-            self.dropped.set(self.dropped.get() + 1);
-        }
+        send_now(self.report, msg)
     }
 
-    /// Reports the reports that were dropped and not yet counted, waiting for room.
+    /// Sends the queued reports, waiting for room, then the count of the reports that were
+    /// dropped and not yet counted: the last messages before the command's status.
     pub fn flush_dropped(&self) {
+        if let Ok(mut b) = self.batch.try_borrow_mut() {
+            let batch = std::mem::take(&mut *b);
+            if batch.count > 0 && send_fds(self.report, &batch.bytes, &[]).is_err() {
+                self.dropped.set(self.dropped.get() + batch.count);
+            }
+        }
         let dropped = self.dropped.replace(0);
         if dropped > 0 {
             let mut m = vec![MSG_DROPPED];
@@ -1532,6 +1624,43 @@ fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> Result<usize, i32> {
         return Err(libc::EFAULT);
     }
     Ok(n as usize)
+}
+
+/// The first `EXEC_ARGS` strings of the caller's argv array at `argv` (about 16 KiB at most).
+/// The pointers are read in one go (up to the end of their page, then on).
+fn read_args(pid: u32, argv: u64) -> Vec<Vec<u8>> {
+    let mut ptrs = [0u8; 8 * EXEC_ARGS];
+    let mut have = 0;
+    let mut at = argv;
+    while argv != 0 && have < ptrs.len() {
+        let to_page_end = 4096 - (at % 4096) as usize;
+        let want = (ptrs.len() - have).min(to_page_end);
+        match read_mem(pid, at, &mut ptrs[have..have + want]) {
+            Ok(k) => {
+                have += k;
+                at += k as u64;
+            }
+            Err(_) => break,
+        }
+        // Stop at the array's end.
+        if ptrs[..have - have % 8].chunks(8).any(|c| c == [0u8; 8]) {
+            break;
+        }
+    }
+    let mut args = Vec::new();
+    let mut size = 0;
+    for c in ptrs[..have - have % 8].chunks(8) {
+        let mut p = [0u8; 8];
+        p.copy_from_slice(c);
+        let ptr = u64::from_ne_bytes(p);
+        if ptr == 0 || size > 16 * 1024 {
+            break;
+        }
+        let arg = read_string(pid, ptr).unwrap_or_default();
+        size += arg.len() + 1;
+        args.push(arg);
+    }
+    args
 }
 
 /// Copies a NUL-terminated string out of the caller's memory.
@@ -2571,6 +2700,30 @@ fn deliver_sigpipe(pid: u32, call: &AddressCall, r: i64) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn batches_split_into_their_reports() {
+        let mut body = Vec::new();
+        for m in [&b"Cabc"[..], &b""[..], &b"D\x01\x02"[..]] {
+            body.extend_from_slice(&(m.len() as u32).to_ne_bytes());
+            body.extend_from_slice(m);
+        }
+        let mut seen: Vec<Vec<u8>> = Vec::new();
+        assert!(split_batch(&body, &mut |m| seen.push(m.to_vec())));
+        assert_eq!(
+            seen,
+            vec![b"Cabc".to_vec(), Vec::new(), b"D\x01\x02".to_vec()]
+        );
+        // A length past the end is malformed; what came before it was passed on.
+        body.extend_from_slice(&9u32.to_ne_bytes());
+        body.push(b'C');
+        seen.clear();
+        assert!(!split_batch(&body, &mut |m| seen.push(m.to_vec())));
+        assert_eq!(seen.len(), 3);
+        assert!(!split_batch(&[1, 0], &mut |_| panic!(
+            "no report in a torn length"
+        )));
+    }
 
     #[test]
     fn unix_addresses_with_a_path() {

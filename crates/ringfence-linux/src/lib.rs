@@ -28,5 +28,6 @@ pub mod sandbox;
 pub mod seccomp;
 pub mod supervise;
 pub mod sys;
+pub mod timing;
 
 pub use error::Error;

@@ -166,6 +166,18 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
         } else {
             -1
         };
+        // Queued reports go out when they are due, or when nothing else is to be done.
+        let timeout = match agent.as_ref().and_then(|a| a.reports_due_in()) {
+            Some(due) => {
+                let due = due.as_millis().min(i32::MAX as u128) as libc::c_int;
+                if timeout < 0 {
+                    due
+                } else {
+                    timeout.min(due)
+                }
+            }
+            None => timeout,
+        };
         // SAFETY: fds is a valid array of two pollfd.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
         if n < 0 {
@@ -194,6 +206,9 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
             }
         } else if fds[1].revents != 0 {
             listening = false;
+        }
+        if let Some(a) = &agent {
+            a.flush_reports_if_due();
         }
     }
     if let Some(a) = &agent {
@@ -410,6 +425,20 @@ fn command(
     };
     let mut last_error = libc::ENOENT;
     for candidate in candidates(program, &spec.env) {
+        // Each execve waits for PID 1's exec report: a directory of PATH that has no such
+        // program is passed over with a stat, as execve would fail there with ENOENT or ENOTDIR.
+        // SAFETY: stat with a NUL-terminated path and a valid buffer.
+        let missing = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::stat(candidate.as_ptr(), &mut st) < 0
+                && matches!(
+                    std::io::Error::last_os_error().raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTDIR)
+                )
+        };
+        if missing {
+            continue;
+        }
         // SAFETY: candidate, argv and envp are NUL-terminated and live until execve returns.
         unsafe { libc::execve(candidate.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
         let e = std::io::Error::last_os_error()

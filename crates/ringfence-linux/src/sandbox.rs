@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
-use crate::cgroup::Cgroups;
+use crate::cgroup::{Cgroups, TasksFile};
 use crate::error::{Error, Result};
 use crate::guard::{GuardRules, UnixSocketRules};
 use crate::limits::{self, Resource};
@@ -70,6 +70,8 @@ pub struct Sandbox {
 
 pub(crate) const MSG_ERROR: u8 = b'E';
 pub(crate) const MSG_READY: u8 = b'R';
+/// The supervisor's word that the sandbox is in the run's cgroups (it may start the command).
+const MSG_JOINED: u8 = b'J';
 pub(crate) const MSG_EXITED: u8 = b'X';
 pub(crate) const MSG_SIGNALED: u8 = b'S';
 /// PID 1's report of the SysV shared memory in the sandbox (8 bytes, native order).
@@ -118,6 +120,11 @@ pub fn spawn(
         step: "socketpair",
         source,
     })?;
+    // v1 groups: PID 1 moves itself in, first thing (see `Cgroups::tasks_files`).
+    let tasks = match cgroups {
+        Some(c) => c.tasks_files()?,
+        None => None,
+    };
     // SAFETY: the process is single-threaded (checked above), so the child may run arbitrary
     // code until it execs or exits; a null stack makes clone behave like fork.
     let pid = unsafe {
@@ -138,8 +145,17 @@ pub fn spawn(
     }
     if pid == 0 {
         drop(ours);
-        child(spec, theirs, root_caller);
+        crate::timing::forget_before("clone (sandbox side)");
+        let join = match &tasks {
+            Some(t) => Join::Itself(t),
+            None if cgroups.is_some() => Join::WaitForSupervisor,
+            None => Join::Nothing,
+        };
+        child(spec, theirs, root_caller, join);
     }
+    crate::timing::mark("clone");
+    let tasks_moved = tasks.is_some();
+    drop(tasks);
     let pid = pid as libc::pid_t;
     drop(theirs);
     let sandbox = Sandbox {
@@ -150,11 +166,7 @@ pub fn spawn(
         service_listeners: Vec::new(),
         freezer: None,
     };
-    let joined = match cgroups {
-        Some(c) => c.add(pid),
-        None => Ok(()),
-    };
-    let result = joined.and_then(|()| write_id_maps(pid)).and_then(|()| {
+    let started = write_id_maps(pid).and_then(|()| {
         let mut go = [0u8; 8];
         if let Some(ws) = winsize {
             go[0..2].copy_from_slice(&ws.ws_row.to_ne_bytes());
@@ -167,8 +179,30 @@ pub fn spawn(
             source,
         })
     });
+    crate::timing::mark("id maps written, setup started");
+    // The sandbox builds its filesystem view meanwhile: moving it into the run's groups (a
+    // cgroup v1 move waits for an RCU grace period) overlaps with that. PID 1 waits for this
+    // message before it starts the command, so the limits bind the command from its first
+    // instruction; nothing in the sandbox forks before that.
+    let result = started.and_then(|()| match cgroups {
+        Some(_) if tasks_moved => Ok(()),
+        Some(c) => c
+            .add(pid)
+            .and_then(|()| {
+                crate::timing::mark("cgroups joined");
+                sys::write_all(&sandbox.channel, &[MSG_JOINED]).map_err(|source| Error::Syscall {
+                    step: "tell the sandbox it is in its cgroups",
+                    source,
+                })
+            })
+            // A sandbox whose setup failed meanwhile cannot be moved: its own error says why.
+            .map_err(|e| setup_error_sent(&sandbox.channel).unwrap_or(e)),
+        None => Ok(()),
+    });
     let listeners = spec.proxy_ports.len() + spec.host_services.len();
-    match result.and_then(|()| recv_ready(&sandbox.channel, listeners)) {
+    let ready = result.and_then(|()| recv_ready(&sandbox.channel, listeners));
+    crate::timing::mark("sandbox ready");
+    match ready {
         Ok((pty_master, mut proxy_listeners)) => {
             let service_listeners = proxy_listeners.split_off(spec.proxy_ports.len());
             Ok(Sandbox {
@@ -250,6 +284,27 @@ fn recv_ready(channel: &OwnedFd, listeners: usize) -> Result<Handover> {
         _ => Err(Error::Setup(
             "the sandbox ended during setup without saying why".into(),
         )),
+    }
+}
+
+/// The error PID 1 reported, if it reported one and ended (nothing is waited for).
+fn setup_error_sent(channel: &OwnedFd) -> Option<Error> {
+    let mut first = 0u8;
+    // SAFETY: a one-byte buffer; MSG_PEEK leaves the message for recv_ready.
+    let n = unsafe {
+        libc::recv(
+            channel.as_raw_fd(),
+            (&mut first as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n != 1 || first != MSG_ERROR {
+        return None;
+    }
+    match recv_ready(channel, 0) {
+        Err(e @ Error::Setup(_)) => Some(e),
+        _ => None,
     }
 }
 
@@ -355,7 +410,39 @@ pub(crate) fn send_fds(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<()> 
 }
 
 /// The sandbox side: runs as PID 1 of the new namespaces and never returns.
-fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
+/// How the sandbox gets into the run's cgroups.
+enum Join<'a> {
+    /// No cgroups.
+    Nothing,
+    /// PID 1 moves itself, through these `tasks` files, before anything else.
+    Itself(&'a [TasksFile]),
+    /// The supervisor moves it while it sets up; it waits for the word before the command.
+    WaitForSupervisor,
+}
+
+/// PID 1 moves itself into the run's v1 groups; on failure it reports and ends (exit 125).
+fn join_itself(files: &[TasksFile], fd: RawFd) {
+    for f in files {
+        // SAFETY: writing two bytes from a valid buffer to a descriptor we hold.
+        let n = unsafe { libc::write(f.fd.as_raw_fd(), b"0\n".as_ptr().cast(), 2) };
+        if n != 2 {
+            let mut msg = vec![MSG_ERROR];
+            msg.extend_from_slice(
+                format!(
+                    "moving the sandbox into its cgroup ({}): {}",
+                    f.path.display(),
+                    io::Error::last_os_error()
+                )
+                .as_bytes(),
+            );
+            let _ = send_with_fd(fd, &msg, None);
+            // SAFETY: _exit ends the child at once.
+            unsafe { libc::_exit(125) }
+        }
+    }
+}
+
+fn child(spec: &Spec, channel: OwnedFd, root_caller: bool, join: Join<'_>) -> ! {
     // The supervisor holds some signals while it starts the sandbox; nothing here inherits that.
     // SAFETY: an empty set, replacing this process's signal mask.
     unsafe {
@@ -381,6 +468,10 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
             }
         }
     }
+    if let Join::Itself(files) = join {
+        join_itself(files, fd);
+        crate::timing::mark("moved itself into its cgroups");
+    }
     // Nothing the supervisor holds (the activity log, the run record, a --control-fd, its own
     // pipes) stays open in PID 1: only the standard streams and the channel.
     // SAFETY: close_range with integer arguments; the ranges exclude 0-2 and the channel.
@@ -401,7 +492,12 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool) -> ! {
         // SAFETY: _exit ends the child at once.
         unsafe { libc::_exit(125) }
     }
-    match setup(spec, fd, root_caller) {
+    match setup(
+        spec,
+        fd,
+        root_caller,
+        matches!(join, Join::WaitForSupervisor),
+    ) {
         Ok(setup) => reaper::run(spec, channel, setup),
         Err(e) => {
             let mut msg = vec![MSG_ERROR];
@@ -419,7 +515,7 @@ pub(crate) struct Ready {
     pub file_dirs: Vec<crate::guard::WritableDir>,
 }
 
-fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
+fn setup(spec: &Spec, channel: RawFd, root_caller: bool, in_cgroups: bool) -> Result<Ready> {
     // If the supervisor dies from here on, so does the sandbox (and with PID 1, all of it).
     sys::set_pdeathsig(libc::SIGKILL).map_err(|source| Error::Syscall {
         step: "PR_SET_PDEATHSIG",
@@ -454,10 +550,13 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
         step: "sethostname",
         source,
     })?;
+    crate::timing::mark("id maps received");
     mounts::stage()?;
     let file_dirs = mounts::apply(&spec.plan)?;
+    crate::timing::mark("mounts");
     mounts::enter()?;
     mounts::loopback_up()?;
+    crate::timing::mark("pivot_root, loopback up");
     // The proxy's listeners: bound in here, so they are reachable only from inside; the
     // supervisor accepts on them from the host side.
     let mut listeners = Vec::with_capacity(spec.proxy_ports.len());
@@ -504,6 +603,11 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
     for (resource, value) in &spec.limits {
         limits::set(*resource, *value)?;
     }
+    crate::timing::mark("listeners, cwd, pty, rlimits");
+    if in_cgroups {
+        wait_until_joined(channel)?;
+        crate::timing::mark("waited for cgroups");
+    }
     // PID 1 answers the guard filter (exec reports, creation guard): it keeps CAP_SYS_PTRACE
     // (in the sandbox's user namespace only) to read the memory of callers that made themselves
     // non-dumpable, as ssh-agent and gpg-agent do. The command drops it before exec.
@@ -522,8 +626,26 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
     })?;
     drop(master);
     drop(listeners);
+    crate::timing::mark("caps, seccomp, ready sent");
+    crate::timing::report("sandbox");
     Ok(Ready {
         pty_slave,
         file_dirs,
     })
+}
+
+/// PID 1 waits for the supervisor to have moved it into the run's cgroups. Anything but the
+/// word that it did (the supervisor failed and is killing the sandbox, or is gone) ends setup.
+fn wait_until_joined(channel: RawFd) -> Result<()> {
+    let mut b = [0u8; 1];
+    match sys::read_some(channel, &mut b) {
+        Ok(1) if b[0] == MSG_JOINED => Ok(()),
+        Ok(_) => Err(Error::Setup(
+            "the supervisor did not move the sandbox into its cgroups".into(),
+        )),
+        Err(source) => Err(Error::Syscall {
+            step: "wait for the cgroups",
+            source,
+        }),
+    }
 }

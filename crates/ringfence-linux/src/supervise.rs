@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::guard::{
-    Denial, Exec, FsQuestion, GuardReport, MSG_ASK_FS, MSG_DROPPED, MSG_EXEC, MSG_REFUSED,
+    split_batch, Denial, Exec, FsQuestion, GuardReport, MSG_ASK_FS, MSG_BATCH, MSG_DROPPED,
+    MSG_EXEC, MSG_REFUSED,
 };
 use crate::memwatch::{self, MemoryWatch};
 use crate::sandbox::{recv_with_fd, Sandbox, MSG_EXITED, MSG_SIGNALED, MSG_SYSV_SHM};
@@ -541,37 +542,13 @@ fn wait_inner(
             let mut msg = vec![0u8; 32 * 1024];
             let got = recv_with_fd(sandbox.channel.as_raw_fd(), &mut msg);
             if let Ok((n, _)) = got {
-                if n >= 1 && msg[0] == MSG_REFUSED {
-                    if let Some(d) = Denial::decode(&msg[1..n]) {
-                        report.add(&d);
-                        on_report(Report::Denied(&d));
-                    }
+                if n >= 1 && msg[0] == MSG_BATCH {
+                    split_batch(&msg[1..n], &mut |m| {
+                        report_one(m, &mut report, memory, on_report);
+                    });
                     continue;
                 }
-                if n == 9 && msg[0] == MSG_SYSV_SHM {
-                    let mut c = [0u8; 8];
-                    c.copy_from_slice(&msg[1..9]);
-                    if let Some(w) = memory {
-                        w.set_sysv(u64::from_ne_bytes(c));
-                    }
-                    continue;
-                }
-                if n == 9 && msg[0] == MSG_DROPPED {
-                    let mut c = [0u8; 8];
-                    c.copy_from_slice(&msg[1..9]);
-                    on_report(Report::Dropped(u64::from_ne_bytes(c)));
-                    continue;
-                }
-                if n >= 1 && msg[0] == MSG_ASK_FS {
-                    if let Some(q) = FsQuestion::decode(&msg[1..n]) {
-                        on_report(Report::AskFs(&q));
-                    }
-                    continue;
-                }
-                if n >= 1 && msg[0] == MSG_EXEC {
-                    if let Some(e) = Exec::decode(&msg[1..n]) {
-                        on_report(Report::Exec(&e));
-                    }
+                if report_one(&msg[..n], &mut report, memory, on_report) {
                     continue;
                 }
             }
@@ -602,6 +579,50 @@ fn wait_inner(
         SIGNAL_PIPE.store(-1, Ordering::Relaxed);
     }
     (outcome, report)
+}
+
+/// Passes on one report of PID 1; false when `msg` is not a report (it is the command's status).
+fn report_one(
+    msg: &[u8],
+    report: &mut GuardReport,
+    memory: Option<&MemoryWatch>,
+    on_report: &mut dyn FnMut(Report<'_>),
+) -> bool {
+    let n = msg.len();
+    if n >= 1 && msg[0] == MSG_REFUSED {
+        if let Some(d) = Denial::decode(&msg[1..n]) {
+            report.add(&d);
+            on_report(Report::Denied(&d));
+        }
+        return true;
+    }
+    if n == 9 && msg[0] == MSG_SYSV_SHM {
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&msg[1..9]);
+        if let Some(w) = memory {
+            w.set_sysv(u64::from_ne_bytes(c));
+        }
+        return true;
+    }
+    if n == 9 && msg[0] == MSG_DROPPED {
+        let mut c = [0u8; 8];
+        c.copy_from_slice(&msg[1..9]);
+        on_report(Report::Dropped(u64::from_ne_bytes(c)));
+        return true;
+    }
+    if n >= 1 && msg[0] == MSG_EXEC {
+        if let Some(e) = Exec::decode(&msg[1..n]) {
+            on_report(Report::Exec(&e));
+        }
+        return true;
+    }
+    if n >= 1 && msg[0] == MSG_ASK_FS {
+        if let Some(q) = FsQuestion::decode(&msg[1..n]) {
+            on_report(Report::AskFs(&q));
+        }
+        return true;
+    }
+    false
 }
 
 /// Makes sure PID 1 (and with it every process of the sandbox) is gone, then reaps it.

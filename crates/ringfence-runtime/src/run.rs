@@ -501,6 +501,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         .collect::<Result<_, _>>()?;
     // 1. The policy, compiled.
     let mut prepared = prepare::prepare(&sources).map_err(Error::Policy)?;
+    ringfence_linux::timing::mark("policy, mount plan, seccomp");
     if let Some(f) = on_prepared {
         f(&prepared);
     }
@@ -603,6 +604,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
             .map_err(Error::Run)?,
     ));
     teardown.log = Some(log.clone());
+    ringfence_linux::timing::mark("run record, activity log");
     // 4. The cgroups and the sandbox.
     // Give back what scanning a large tree allocated before the sandbox is cloned from this
     // process: a smaller image is quicker to clone and to move into the run's cgroups.
@@ -642,6 +644,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
             mechanism: prepared.mechanism.describe(),
             source,
         })?;
+    ringfence_linux::timing::mark("cgroups created");
     if terminal {
         supervise::hold_signals();
     }
@@ -739,6 +742,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     if let Ok(mut slot) = network_slot.lock() {
         *slot = Some(network);
     }
+    ringfence_linux::timing::mark("proxy started");
     let (signals, signal_writer) = if terminal {
         (Signals::Process, None)
     } else {
@@ -840,6 +844,7 @@ fn supervise_run(
         watch.prompts.as_deref(),
         signals,
     );
+    ringfence_linux::timing::mark("command ended");
     // `stop` kills PID 1, which then cannot report: the command was killed.
     if stopped_by_us && status == Outcome::Lost {
         status = Outcome::Signaled(libc::SIGKILL);
@@ -862,6 +867,7 @@ fn supervise_run(
         g.remove();
     }
     teardown.close();
+    ringfence_linux::timing::mark("proxy stopped, cgroups removed, log closed");
     let overlay = manifest.map(|m| {
         let baseline = match m.join() {
             Ok(Ok(())) => None,

@@ -559,6 +559,7 @@ fn explain(sources: &Sources) -> Result<()> {
 }
 
 pub fn run(req: RunRequest) -> Result<i32> {
+    ringfence_linux::timing::init();
     let control_fd = match req.control_fd {
         Some(fd) => Some(netrun::take_fd(fd)?),
         None => None,
@@ -589,6 +590,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
         }
     }
     let outcome = running.wait()?;
+    ringfence_linux::timing::report("supervisor");
     report(&outcome, req.violations_to_stderr);
     if outcome.status == Outcome::Lost {
         bail!("the sandbox ended without reporting the command's status");
