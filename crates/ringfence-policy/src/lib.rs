@@ -11,6 +11,7 @@ mod load;
 mod paths;
 mod secrets;
 mod settings;
+mod tls;
 
 use std::fmt;
 
@@ -32,6 +33,7 @@ pub use settings::{
     SeccompSettings, Settings, Sigv4Policy, Sigv4Settings, SrtWinSettings, TlsTerminateSettings,
     WindowsBackend, WindowsSettings, WorkspaceMode, WorkspaceSettings,
 };
+pub use tls::{TlsTerminate, HANDSHAKE_TIMEOUT_MS, MAX_TUNNELS};
 
 /// File names that are never writable inside a writable root, at any depth, existing or not:
 /// a compromised agent could use them to run code outside the sandbox later.

@@ -139,6 +139,8 @@ pub struct Policy {
     /// proxies that replace the built-in ones (`network.httpProxyPort`, `socksProxyPort`).
     pub parent_proxy: Option<crate::ParentProxySettings>,
     pub mitm_proxy: Option<crate::MitmProxySettings>,
+    /// `network.tlsTerminate` (managed over user, like mitmProxy; a project file may not set it).
+    pub tls_terminate: Option<crate::TlsTerminate>,
     pub http_proxy_port: Option<u16>,
     pub socks_proxy_port: Option<u16>,
     pub env: EnvPolicy,
@@ -658,6 +660,21 @@ impl<'a> Merge<'a> {
             &self.managed_origin,
             &s.network,
         )?;
+        if let Some(t) = &s.network.tls_terminate {
+            let t = crate::TlsTerminate::resolve(t, &self.opts.cwd, &self.opts.home)
+                .map_err(|(k, m)| Error::invalid(origin, k, m))?;
+            match &self.policy.tls_terminate {
+                None => self.policy.tls_terminate = Some(t),
+                Some(old) if *old == t => {}
+                Some(_) => {
+                    return Err(Error::ManagedConflict {
+                        origin: origin.to_string(),
+                        key: "network.tlsTerminate".into(),
+                        message: format!("{} sets another value", self.managed_origin),
+                    })
+                }
+            }
+        }
 
         self.merge_env(layer, origin, s)?;
         self.merge_permissions(layer, origin, s)?;

@@ -176,22 +176,23 @@ pub struct NetworkSettings {
     /// srt: allowed connections to these domains go through the user's inspection proxy on a
     /// unix socket (HTTP CONNECT, or the absolute-form request for plain HTTP).
     pub mitm_proxy: Option<MitmProxySettings>,
-    /// srt: in-process TLS termination. Refused: not supported yet.
+    /// srt: TLS termination of CONNECT tunnels by the proxy, with per-host certificates from
+    /// a CA the sandbox trusts (ringfence's per-user CA unless caCertPath is given).
     pub tls_terminate: Option<TlsTerminateSettings>,
     /// srt: parent (corporate) HTTP proxy that allowed connections leave through; unset
     /// fields fall back to the host's HTTP_PROXY, HTTPS_PROXY and NO_PROXY.
     pub parent_proxy: Option<ParentProxySettings>,
-    /// srt (library callers): a per-request filter function. Refused: it needs TLS termination.
+    /// srt (library callers): a per-request filter function. Refused: not supported yet.
     pub filter_request: Option<serde_json::Value>,
-    /// srt: let a request filter set headers on plain HTTP. Refused: needs TLS termination.
+    /// srt: let a request filter set headers on plain HTTP. Refused: not supported yet.
     pub allow_plaintext_header_set: Option<bool>,
-    /// srt: response headers never passed back. Refused: needs TLS termination.
+    /// srt: response headers never passed back. Refused: not supported yet.
     pub strip_response_headers: Option<Vec<String>>,
-    /// srt: refuse tunnels the request filter cannot see into. Refused: needs TLS termination.
+    /// srt: refuse tunnels the request filter cannot see into. Refused: not supported yet.
     pub refuse_opaque_tunnels: Option<bool>,
-    /// srt: answer 421 when Host or SNI names another host. Refused: needs TLS termination.
+    /// srt: answer 421 when Host or SNI names another host. Refused: not supported yet.
     pub require_host_match: Option<bool>,
-    /// srt: what becomes of an ambiguous request target. Refused: needs TLS termination.
+    /// srt: what becomes of an ambiguous request target. Refused: not supported yet.
     pub ambiguous_request_target: Option<AmbiguousRequestTarget>,
 }
 
@@ -976,6 +977,9 @@ impl Settings {
                     .map_err(|m| inv(format!("{key}[{i}]"), m))?;
             }
         }
+        if let Some(t) = &net.tls_terminate {
+            crate::tls::check(t).map_err(|(k, m)| inv(k, m))?;
+        }
         for (i, a) in net.denied_resolved_addresses.iter().flatten().enumerate() {
             check_address_range(a)
                 .map_err(|m| inv(format!("network.deniedResolvedAddresses[{i}]"), m))?;
@@ -1075,10 +1079,8 @@ impl Settings {
     /// them would redirect, inspect or rewrite traffic, or hand out credentials, so none is
     /// ever ignored: the file is refused.
     fn unsupported_key(&self) -> Option<(String, String)> {
-        const TLS: &str = "TLS termination is not supported yet; remove this key (HTTPS \
-                           passes through the proxy as an opaque tunnel)";
-        const REQUESTS: &str = "needs TLS termination and request filtering, which ringfence \
-                                does not support yet; remove this key";
+        const REQUESTS: &str = "needs request filtering, which ringfence does not support \
+                                yet; remove this key";
         const INJECT: &str = "credential masking and injection are not supported yet; remove \
                               this key (mode \"deny\" works)";
         const MASK_ONLY: &str = "belongs to mode \"mask\", which ringfence does not support \
@@ -1088,7 +1090,6 @@ impl Settings {
             present.then(|| (key.to_string(), message.to_string()))
         };
         let network = [
-            found(n.tls_terminate.is_some(), "network.tlsTerminate", TLS),
             found(
                 n.filter_request.is_some(),
                 "network.filterRequest",
@@ -1243,6 +1244,7 @@ impl Settings {
         add(n.http_proxy_port.is_some(), "network.httpProxyPort");
         add(n.socks_proxy_port.is_some(), "network.socksProxyPort");
         add(n.mitm_proxy.is_some(), "network.mitmProxy");
+        add(n.tls_terminate.is_some(), "network.tlsTerminate");
         add(n.parent_proxy.is_some(), "network.parentProxy");
         add(n.ask == Some(true), "network.ask");
         add(
@@ -1567,10 +1569,8 @@ pub(crate) mod tests {
     #[test]
     fn srt_keys_not_supported_yet_are_refused() {
         let cases = [
-            (r#"{"network": {"tlsTerminate": {}}}"#, "network.tlsTerminate: TLS termination is not supported yet"),
-            (r#"{"network": {"tlsTerminate": {"maxTunnels": 3, "handshakeTimeoutMs": 200}}}"#, "network.tlsTerminate: TLS"),
-            (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: needs TLS termination"),
-            (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs TLS termination"),
+            (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: needs request filtering"),
+            (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs request filtering"),
             (r#"{"network": {"stripResponseHeaders": ["set-cookie"]}}"#, "network.stripResponseHeaders: needs"),
             (r#"{"network": {"refuseOpaqueTunnels": true}}"#, "network.refuseOpaqueTunnels: needs"),
             (r#"{"network": {"requireHostMatch": true}}"#, "network.requireHostMatch: needs"),

@@ -402,37 +402,37 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "network.tlsTerminate",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {}}}"#,
     ),
     (
         "network.tlsTerminate.caCertPath",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"caCertPath": "/ca.pem", "caKeyPath": "/ca.key"}}}"#,
     ),
     (
         "network.tlsTerminate.caKeyPath",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"caCertPath": "/ca.pem", "caKeyPath": "/ca.key"}}}"#,
     ),
     (
         "network.tlsTerminate.excludeDomains",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"excludeDomains": ["mtls.example.com"]}}}"#,
     ),
     (
         "network.tlsTerminate.extraCaCertPaths",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"extraCaCertPaths": ["/extra.pem"]}}}"#,
     ),
     (
         "network.tlsTerminate.handshakeTimeoutMs",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"handshakeTimeoutMs": 10000}}}"#,
     ),
     (
         "network.tlsTerminate.maxTunnels",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"maxTunnels": 256}}}"#,
     ),
     (

@@ -436,6 +436,44 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
         }
     };
     let shown = allowed.host.to_string();
+    // A host to be TLS-terminated takes a slot of tlsTerminate.maxTunnels first.
+    let terminate = ctx
+        .proxy
+        .tls()
+        .filter(|t| t.terminates(&allowed.host, port))
+        .cloned();
+    let slot = match &terminate {
+        Some(t) => match t.slot() {
+            Some(s) => Some(s),
+            None => {
+                let reason = "too many TLS-terminated tunnels at once \
+                              (network.tlsTerminate.maxTunnels)"
+                    .to_string();
+                ctx.record(
+                    shown,
+                    port,
+                    p,
+                    Decision::Denied,
+                    allowed.rule,
+                    Some(reason.clone()),
+                    allowed.asked,
+                    None,
+                    None,
+                    (0, 0),
+                );
+                let body = format!("{reason}\n");
+                let answer = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nX-Proxy-Error: too-many-tunnels\r\n\
+                     Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = cw.write_all(answer.as_bytes()).await;
+                return;
+            }
+        },
+        None => None,
+    };
     let route = ctx.proxy.route(&allowed.host, port, false);
     ctx.set_via(route.via());
     let mut opened = match ctx.proxy.open_tunnel(&allowed.host, port, &route).await {
@@ -477,6 +515,43 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
         .await
         .is_err()
     {
+        return;
+    }
+    if let Some(t) = terminate {
+        let early = cr.buffer().to_vec();
+        let Ok(client) = cr.into_inner().reunite(cw) else {
+            return;
+        };
+        let on_refusal =
+            crate::tls::serve::recorder(ctx.proxy, &shown, port, ctx.client.clone(), ctx.peer);
+        let out = crate::tls::serve::run(
+            &t,
+            &allowed.host,
+            port,
+            early,
+            client,
+            opened.stream,
+            on_refusal,
+        )
+        .await;
+        drop(slot);
+        let decision = if out.refused.is_some() {
+            Decision::Denied
+        } else {
+            Decision::Allowed
+        };
+        ctx.record(
+            shown,
+            port,
+            p,
+            decision,
+            allowed.rule,
+            out.refused,
+            allowed.asked,
+            opened.resolved,
+            out.error,
+            (out.up, out.down),
+        );
         return;
     }
     // What the next hop sent with its CONNECT answer (an SSH banner) goes to the client first.

@@ -572,7 +572,8 @@ pub fn run(req: RunRequest) -> Result<i32> {
     }
     let net_policy = ringfence_proxy::NetPolicy::from_policy(&prepared.policy)
         .map_err(|e| anyhow::anyhow!("network: {e}"))?;
-    let egress = netrun::Egress::from_policy(&prepared.policy)?;
+    let mut egress = netrun::Egress::from_policy(&prepared.policy)?;
+    egress.tls = prepared.tls.as_ref().map(|t| t.terminator.clone());
     let proxy_ports = vec![netenv::HTTP_PORT, netenv::SOCKS_PORT];
     let mut service_notes = Vec::new();
     let host_services = netrun::host_services(&net_policy, &proxy_ports, &mut service_notes)?;

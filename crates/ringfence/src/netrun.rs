@@ -236,6 +236,29 @@ pub struct Egress {
     pub socks_port: Option<u16>,
     /// The `network.parentProxy` setting as written, which control lines may not change.
     parent_setting: Option<ringfence_policy::ParentProxySettings>,
+    /// `network.tlsTerminate`, set up by `prepare` (see [`tls_setup`]).
+    pub tls: Option<Arc<ringfence_proxy::tls::Terminator>>,
+}
+
+/// Sets `network.tlsTerminate` up before the sandbox is built: the CA and the trust bundle
+/// (in the state directory), against the host's trust store and SSL_CERT_FILE.
+pub fn tls_setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls::Setup>> {
+    let Some(t) = &p.tls_terminate else {
+        return Ok(None);
+    };
+    if p.http_proxy_port.is_some() || p.socks_proxy_port.is_some() {
+        anyhow::bail!(
+            "network.tlsTerminate: cannot be combined with network.httpProxyPort or \
+             network.socksProxyPort (your own proxy decides there); remove one of them"
+        );
+    }
+    let ssl_cert_file = std::env::var_os("SSL_CERT_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let state = crate::runs::state_dir()?;
+    ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref())
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 impl Egress {
@@ -263,6 +286,7 @@ impl Egress {
             http_port: p.http_proxy_port,
             socks_port: p.socks_proxy_port,
             parent_setting: p.parent_proxy.clone(),
+            tls: None,
         })
     }
 }
@@ -438,6 +462,9 @@ impl Network {
             }
         }
         let proxy = Proxy::with_parent(policy, hooks, Limits::default(), egress.parent.clone());
+        if let Some(t) = &egress.tls {
+            proxy.terminate_tls(t.clone());
+        }
         let mut relays = Vec::new();
         let external = [
             ("network.httpProxyPort", egress.http_port),

@@ -1,0 +1,243 @@
+//! TLS termination of CONNECT tunnels (`network.tlsTerminate`): for an allowed CONNECT to a
+//! host that is not excluded, the proxy answers the client's TLS handshake with a certificate
+//! for the CONNECT target signed by a CA the sandbox trusts, opens its own TLS connection to
+//! the target verified against the host's trust store, and carries HTTP/1.1 or HTTP/2
+//! requests between the two (see [`serve`]). What the sandbox trusts is a bundle file written
+//! here: the CA, the host's roots and `extraCaCertPaths`.
+//!
+//! The CA's private key stays outside the sandbox: the per-user CA lives in the state
+//! directory, which the sandbox cannot read, and a `caKeyPath` of the user's is hidden too.
+
+mod ca;
+mod roots;
+pub(crate) mod serve;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use ca::{Authority, CA_FILE};
+
+use crate::host::Host;
+use crate::policy::DomainList;
+use crate::Error;
+
+/// The variables that clients read for the CA bundle they trust; each is set to the bundle.
+pub const TRUST_VARS: &[&str] = &[
+    "SSL_CERT_FILE",
+    "CURL_CA_BUNDLE",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+    "AWS_CA_BUNDLE",
+    "CARGO_HTTP_CAINFO",
+    "DENO_CERT",
+    "CLOUDSDK_CORE_CUSTOM_CA_CERTS_FILE",
+    "NIX_SSL_CERT_FILE",
+    "npm_config_cafile",
+    "HEX_CACERTS_PATH",
+];
+
+/// A leaf certificate is minted again after this long.
+const LEAF_REUSE: Duration = Duration::from_secs(24 * 3600);
+/// At most this many leaf certificates are kept; past it the cache starts over.
+const LEAF_CACHE: usize = 4096;
+
+/// TLS termination as configured, shared by all tunnels of a proxy.
+pub struct Terminator {
+    ca: Authority,
+    exclude: DomainList,
+    /// Upstream TLS client configurations: offering h2 and HTTP/1.1, and HTTP/1.1 only.
+    upstream_h2: Arc<ClientConfig>,
+    upstream_h1: Arc<ClientConfig>,
+    slots: Arc<Semaphore>,
+    pub(crate) handshake_timeout: Duration,
+    leaves: Mutex<HashMap<Host, (Instant, Arc<ServerConfig>)>>,
+}
+
+impl std::fmt::Debug for Terminator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Terminator").finish_non_exhaustive()
+    }
+}
+
+/// Two terminators are equal when they are the same one (each has its own leaf key and cache).
+impl PartialEq for Terminator {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for Terminator {}
+
+/// What a run needs to use TLS termination: the terminator for the proxy, and for the
+/// sandbox the bundle to trust, the variables that point at it and the paths to hide.
+#[derive(Debug)]
+pub struct Setup {
+    pub terminator: Arc<Terminator>,
+    /// The trust bundle (readable inside).
+    pub bundle: PathBuf,
+    /// `TRUST_VARS`, each set to the bundle.
+    pub env: Vec<(String, String)>,
+    /// Files that must not be readable inside (a `caKeyPath` of the user's).
+    pub hidden: Vec<PathBuf>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    // ring builds with a C compiler alone (aws-lc-rs needs cmake); the price is no
+    // post-quantum key exchange, which is what the deprecation is about.
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_err(what: impl std::fmt::Display) -> Error {
+    Error::Tls(what.to_string())
+}
+
+/// A slot of `maxTunnels`, held while a terminated tunnel lasts.
+pub(crate) struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Terminator {
+    /// A terminator with CA `ca` whose upstream connections trust `roots`.
+    pub fn new(
+        t: &ringfence_policy::TlsTerminate,
+        ca: Authority,
+        roots: RootCertStore,
+    ) -> Result<Terminator, Error> {
+        let roots = Arc::new(roots);
+        let client = |alpn: &[&[u8]]| -> Result<Arc<ClientConfig>, Error> {
+            let mut c = ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(tls_err)?
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Ok(Arc::new(c))
+        };
+        Ok(Terminator {
+            ca,
+            exclude: DomainList::parse("network.tlsTerminate.excludeDomains", &t.exclude_domains)?,
+            upstream_h2: client(&[b"h2", b"http/1.1"])?,
+            upstream_h1: client(&[b"http/1.1"])?,
+            slots: Arc::new(Semaphore::new(t.max_tunnels.max(1))),
+            handshake_timeout: t.handshake_timeout,
+            leaves: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether CONNECTs to `host:port` are terminated (not in excludeDomains).
+    pub(crate) fn terminates(&self, host: &Host, port: u16) -> bool {
+        !self.exclude.matches(host, port)
+    }
+
+    /// A slot for one more terminated tunnel, or None at `maxTunnels`.
+    pub(crate) fn slot(&self) -> Option<Slot> {
+        self.slots.clone().try_acquire_owned().ok().map(Slot)
+    }
+
+    /// The server configuration for tunnels to `host`: its leaf certificate, h2 and HTTP/1.1.
+    pub(crate) fn server_config(&self, host: &Host) -> Result<Arc<ServerConfig>, Error> {
+        if let Ok(l) = self.leaves.lock() {
+            if let Some((at, c)) = l.get(host) {
+                if at.elapsed() < LEAF_REUSE {
+                    return Ok(c.clone());
+                }
+            }
+        }
+        let (chain, key) = self.ca.mint(host)?;
+        let mut c = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_err)?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(tls_err)?;
+        c.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let c = Arc::new(c);
+        if let Ok(mut l) = self.leaves.lock() {
+            if l.len() >= LEAF_CACHE {
+                l.clear();
+            }
+            l.insert(host.clone(), (Instant::now(), c.clone()));
+        }
+        Ok(c)
+    }
+
+    pub(crate) fn upstream_config(&self, h2: bool) -> Arc<ClientConfig> {
+        if h2 {
+            self.upstream_h2.clone()
+        } else {
+            self.upstream_h1.clone()
+        }
+    }
+}
+
+/// Sets TLS termination up for a run: loads or creates the CA (the per-user one in
+/// `state_dir/tls`), reads the host's trust store (system roots and `ssl_cert_file`, the
+/// host's SSL_CERT_FILE) for the upstream side, and writes the sandbox's trust bundle into
+/// `state_dir/tls`. Any failure refuses the run.
+pub fn setup(
+    t: &ringfence_policy::TlsTerminate,
+    state_dir: &Path,
+    ssl_cert_file: Option<&Path>,
+) -> Result<Setup, Error> {
+    let dir = state_dir.join("tls");
+    ca::private_dir(&dir)?;
+    let (ca, hidden) = match &t.ca {
+        Some((cert, key)) => (Authority::load(cert, key)?, vec![key.clone()]),
+        None => (Authority::per_user(&dir)?, Vec::new()),
+    };
+    let host_roots = roots::host_roots(ssl_cert_file)?;
+    let mut store = RootCertStore::empty();
+    for (origin, text) in &host_roots {
+        for block in ca::pem_blocks(text, "CERTIFICATE") {
+            // A certificate rustls cannot use as a root is left out, as other clients do.
+            if let Ok(der) = rustls::pki_types::CertificateDer::from_pem_slice(block.as_bytes()) {
+                let _ = store.add(der);
+            }
+        }
+        let _ = origin;
+    }
+    if store.is_empty() {
+        return Err(tls_err(
+            "network.tlsTerminate: no usable root certificate in the host's trust store; set \
+             SSL_CERT_FILE to a PEM bundle",
+        ));
+    }
+    let mut bundle = String::new();
+    bundle.push_str(&ca.cert_pem);
+    for (_, text) in &host_roots {
+        for block in ca::pem_blocks(text, "CERTIFICATE") {
+            bundle.push_str(block);
+            bundle.push('\n');
+        }
+    }
+    for p in &t.extra_ca_cert_paths {
+        // As in srt: a missing or unreadable file, or one without certificates, is skipped.
+        if let Ok(text) = std::fs::read_to_string(p) {
+            for block in ca::pem_blocks(&text, "CERTIFICATE") {
+                bundle.push_str(block);
+                bundle.push('\n');
+            }
+        }
+    }
+    let bundle_path = roots::write_bundle(&dir, &bundle)?;
+    let terminator = Arc::new(Terminator::new(t, ca, store)?);
+    let shown = bundle_path.to_string_lossy().into_owned();
+    let env = TRUST_VARS
+        .iter()
+        .map(|k| (k.to_string(), shown.clone()))
+        .collect();
+    Ok(Setup {
+        terminator,
+        bundle: bundle_path,
+        env,
+        hidden,
+    })
+}
+
+use rustls::pki_types::pem::PemObject;

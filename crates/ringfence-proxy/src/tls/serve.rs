@@ -1,0 +1,531 @@
+//! One terminated tunnel: check that it carries TLS, complete the client's handshake with the
+//! leaf for the CONNECT target, open the verified upstream TLS connection (ALPN h2 when the
+//! client chose h2), then carry each request with hyper, after checking that its server name,
+//! Host and `:authority` name the CONNECT target (else 421).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use super::Terminator;
+use crate::host::{normalize_host, split_host_port, Host};
+use crate::route::Stream;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// How long a terminated HTTP/1.1 connection may wait for the next request's head.
+const IDLE: Duration = Duration::from_secs(30);
+
+/// How a terminated tunnel ended.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub up: u64,
+    pub down: u64,
+    /// The tunnel was refused (not TLS): the reason.
+    pub refused: Option<String>,
+    /// An allowed tunnel that failed (handshake, upstream certificate, protocol).
+    pub error: Option<String>,
+}
+
+/// A request refused inside a terminated tunnel: the status and why.
+pub(crate) type OnRefusal = Arc<dyn Fn(u16, String) + Send + Sync>;
+
+/// Records each request refused inside a terminated tunnel to `host:port` as a denied
+/// decision of its own (protocol `https`), with the status and the reason.
+pub(crate) fn recorder(
+    proxy: &crate::Proxy,
+    host: &str,
+    port: u16,
+    client: Option<String>,
+    peer: std::net::SocketAddr,
+) -> OnRefusal {
+    let hooks = proxy.hooks();
+    let host = host.to_string();
+    Arc::new(move |status: u16, reason: String| {
+        hooks.record(&crate::DecisionRecord {
+            host: host.clone(),
+            port,
+            protocol: crate::Protocol::Https,
+            decision: crate::Decision::Denied,
+            rule: None,
+            reason: Some(format!("{status}: {reason}")),
+            asked: None,
+            client: client.clone(),
+            peer: Some(peer),
+            resolved: None,
+            via: None,
+            error: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration: Duration::ZERO,
+        })
+    })
+}
+
+/// The client's side of the tunnel: the bytes the proxy read past the CONNECT head first, then
+/// the socket; counts what passes each way.
+struct ClientIo {
+    early: Vec<u8>,
+    pos: usize,
+    s: TcpStream,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let me = &mut *self;
+        if me.pos < me.early.len() {
+            let n = buf.remaining().min(me.early.len() - me.pos);
+            buf.put_slice(&me.early[me.pos..me.pos + n]);
+            me.pos += n;
+            me.up.fetch_add(n as u64, Ordering::Relaxed);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut me.s).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        me.up.fetch_add(n as u64, Ordering::Relaxed);
+        r
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.s).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            self.down.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.s).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.s).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+enum Sender {
+    H1(tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Body>>),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+struct State {
+    host: Host,
+    port: u16,
+    /// Why every request is answered 421 (the TLS server name names another host).
+    misdirected: Option<String>,
+    /// The upstream connection, or why there is none (every request gets 502).
+    upstream: Result<Sender, String>,
+    client_h2: bool,
+    on_refusal: OnRefusal,
+}
+
+/// Serves one CONNECT tunnel to `host:port` that the policy allowed and that is to be
+/// terminated. `early` is what the client sent after its CONNECT head; `upstream` is the
+/// connection to the target (or through the next hop to it).
+pub(crate) async fn run(
+    t: &Terminator,
+    host: &Host,
+    port: u16,
+    early: Vec<u8>,
+    client: TcpStream,
+    upstream: Stream,
+    on_refusal: OnRefusal,
+) -> Outcome {
+    let up = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicU64::new(0));
+    let counts = |o: Outcome| Outcome {
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+        ..o
+    };
+    // A TLS connection starts with a handshake record (content type 22).
+    let first = match early.first() {
+        Some(b) => Some(*b),
+        None => {
+            let mut b = [0u8; 1];
+            match tokio::time::timeout(t.handshake_timeout, client.peek(&mut b)).await {
+                Ok(Ok(1)) => Some(b[0]),
+                _ => None,
+            }
+        }
+    };
+    if first != Some(0x16) {
+        return counts(Outcome {
+            refused: Some(format!(
+                "the tunnel to {host}:{port} does not carry TLS, and the host is TLS-terminated \
+                 (network.tlsTerminate); list it in excludeDomains to tunnel it opaquely"
+            )),
+            ..Outcome::default()
+        });
+    }
+    let fail = |e: String| Outcome {
+        error: Some(e),
+        ..Outcome::default()
+    };
+    let config = match t.server_config(host) {
+        Ok(c) => c,
+        Err(e) => return counts(fail(format!("minting a certificate for {host}: {e}"))),
+    };
+    let io = ClientIo {
+        early,
+        pos: 0,
+        s: client,
+        up: up.clone(),
+        down: down.clone(),
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let tls = match tokio::time::timeout(t.handshake_timeout, acceptor.accept(io)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return counts(fail(format!("the client's TLS handshake: {e}"))),
+        Err(_) => {
+            return counts(fail(format!(
+                "the client's TLS handshake did not finish within {} ms \
+                 (network.tlsTerminate.handshakeTimeoutMs)",
+                t.handshake_timeout.as_millis()
+            )))
+        }
+    };
+    let (sni, client_h2) = {
+        let c = tls.get_ref().1;
+        (
+            c.server_name().map(str::to_string),
+            c.alpn_protocol() == Some(b"h2"),
+        )
+    };
+    let misdirected = match &sni {
+        Some(name) if normalize_host(name).ok().as_ref() != Some(host) => Some(format!(
+            "the TLS server name {name} does not name the CONNECT target {host}"
+        )),
+        _ => None,
+    };
+    let upstream = if misdirected.is_some() {
+        Err("misdirected".to_string())
+    } else {
+        open_upstream(t, host, port, client_h2, upstream).await
+    };
+    let upstream_error = upstream.as_ref().err().cloned();
+    let state = Arc::new(State {
+        host: host.clone(),
+        port,
+        misdirected,
+        upstream,
+        client_h2,
+        on_refusal,
+    });
+    let svc = hyper::service::service_fn(move |req| {
+        let st = state.clone();
+        async move { Ok::<_, Infallible>(handle(&st, req).await) }
+    });
+    let io = TokioIo::new(tls);
+    let served = if client_h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc)
+            .await
+    } else {
+        hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(IDLE)
+            .serve_connection(io, svc)
+            .await
+    };
+    let error = match (upstream_error, served) {
+        (Some(e), _) if e != "misdirected" => Some(e),
+        (_, Err(e)) if !e.is_incomplete_message() && !e.is_timeout() => {
+            Some(format!("the terminated connection: {e}"))
+        }
+        _ => None,
+    };
+    counts(Outcome {
+        error,
+        ..Outcome::default()
+    })
+}
+
+/// The verified TLS connection to the target, and hyper's client on it.
+async fn open_upstream(
+    t: &Terminator,
+    host: &Host,
+    port: u16,
+    h2: bool,
+    stream: Stream,
+) -> Result<Sender, String> {
+    let name = match host {
+        Host::Name(n) => ServerName::try_from(n.clone()).map_err(|e| format!("{host}: {e}"))?,
+        Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+    };
+    let connector = tokio_rustls::TlsConnector::from(t.upstream_config(h2));
+    let tls = match tokio::time::timeout(t.handshake_timeout, connector.connect(name, stream)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            return Err(format!(
+                "TLS to {host}:{port} refused: {e} (the upstream certificate is checked \
+                 against the host's trust store and SSL_CERT_FILE)"
+            ))
+        }
+        Err(_) => return Err(format!("TLS to {host}:{port}: no handshake in time")),
+    };
+    let up_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = TokioIo::new(tls);
+    if up_h2 {
+        let (s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| format!("HTTP/2 to {host}:{port}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::H2(s))
+    } else {
+        let (s, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| format!("HTTP/1.1 to {host}:{port}: {e}"))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::H1(tokio::sync::Mutex::new(s)))
+    }
+}
+
+fn text(status: u16, message: &str, blocked: bool) -> Response<Body> {
+    let body = format!("{message}\n");
+    let mut r = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if blocked {
+        r.headers_mut().insert(
+            "x-proxy-error",
+            HeaderValue::from_static("blocked-by-ringfence"),
+        );
+    }
+    r
+}
+
+/// Whether an authority (`host[:port]`, as in Host or `:authority`) names `host:port`.
+fn names_target(authority: &str, host: &Host, port: u16) -> bool {
+    let Ok((h, p)) = split_host_port(authority) else {
+        return false;
+    };
+    p.unwrap_or(443) == port && normalize_host(h).ok().as_ref() == Some(host)
+}
+
+/// Removes the hop-by-hop fields (RFC 9110 7.6.1), and those the Connection field names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<String> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for n in named {
+        h.remove(n.as_str());
+    }
+    for n in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+    ] {
+        h.remove(n);
+    }
+}
+
+async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
+    let refuse = |status: u16, why: String| {
+        (st.on_refusal)(status, why.clone());
+        text(status, &why, true)
+    };
+    if let Some(why) = &st.misdirected {
+        return refuse(421, why.clone());
+    }
+    // Every name the request gives for its target must be the CONNECT target.
+    let target = format!("{}:{}", st.host, st.port);
+    let mut names: Vec<String> = Vec::new();
+    if let Some(a) = req.uri().authority() {
+        names.push(a.as_str().to_string());
+    }
+    for v in req.headers().get_all(header::HOST) {
+        match v.to_str() {
+            Ok(v) => names.push(v.to_string()),
+            Err(_) => return refuse(400, "a Host field that is not text".into()),
+        }
+    }
+    let Some(authority) = names.first().cloned() else {
+        return refuse(400, "a request without Host or :authority".into());
+    };
+    if let Some(bad) = names.iter().find(|n| !names_target(n, &st.host, st.port)) {
+        return refuse(
+            421,
+            format!("the request names {bad}, but the tunnel goes to {target}"),
+        );
+    }
+    let sender = match &st.upstream {
+        Ok(s) => s,
+        Err(e) => return text(502, e, false),
+    };
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".to_string());
+    let uri = match sender {
+        Sender::H1(_) => pq.parse(),
+        Sender::H2(_) => format!("https://{authority}{pq}").parse(),
+    };
+    parts.uri = match uri {
+        Ok(u) => u,
+        Err(e) => return refuse(400, format!("the request target: {e}")),
+    };
+    match sender {
+        Sender::H1(_) => {
+            parts.version = Version::HTTP_11;
+            if !parts.headers.contains_key(header::HOST) {
+                match HeaderValue::from_str(&authority) {
+                    Ok(v) => {
+                        parts.headers.insert(header::HOST, v);
+                    }
+                    Err(_) => return refuse(400, "an authority that is not a header value".into()),
+                }
+            }
+        }
+        Sender::H2(_) => {
+            parts.version = Version::HTTP_2;
+            parts.headers.remove(header::HOST);
+        }
+    }
+    let req = Request::from_parts(parts, body.boxed());
+    let resp = match sender {
+        Sender::H1(m) => {
+            let mut s = m.lock().await;
+            match s.ready().await {
+                Ok(()) => s.send_request(req).await,
+                Err(e) => Err(e),
+            }
+        }
+        Sender::H2(s) => {
+            let mut s = s.clone();
+            match s.ready().await {
+                Ok(()) => s.send_request(req).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match resp {
+        Ok(r) => {
+            let (mut p, b) = r.into_parts();
+            strip_hop_by_hop(&mut p.headers);
+            p.version = if st.client_h2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
+            Response::from_parts(p, b.boxed())
+        }
+        Err(e) => text(502, &format!("{target}: {e}"), false),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_must_name_the_target() {
+        let h = Host::Name("api.example.com".into());
+        assert!(names_target("api.example.com", &h, 443));
+        assert!(names_target("API.example.com.:443", &h, 443));
+        assert!(!names_target("api.example.com:8443", &h, 443));
+        assert!(names_target("api.example.com:8443", &h, 8443));
+        assert!(!names_target("other.example.com", &h, 443));
+        let ip = Host::Ip("127.0.0.1".parse().unwrap());
+        assert!(names_target("127.0.0.1:9000", &ip, 9000));
+        assert!(!names_target("localhost:9000", &ip, 9000));
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-drop"));
+        h.insert("x-drop", HeaderValue::from_static("1"));
+        h.insert("x-keep", HeaderValue::from_static("2"));
+        h.insert("keep-alive", HeaderValue::from_static("5"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+}

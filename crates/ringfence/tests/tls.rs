@@ -1,0 +1,467 @@
+//! TLS termination (`network.tlsTerminate`), end to end: a real sandbox, curl inside, and an
+//! HTTPS server on the host's loopback whose certificate comes from a test CA that the host
+//! side trusts through SSL_CERT_FILE (as a user's corporate CA would be). Checked: the sandbox
+//! trusts the terminating CA through the bundle, HTTP/1.1 and HTTP/2 reach the upstream, a
+//! server name or Host that names another host gets 421, a bad upstream certificate is
+//! refused, a tunnel that carries no TLS is refused, excluded hosts stay opaque, and the CA's
+//! private key cannot be read inside.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::{run, TestDir};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+
+fn need_curl() -> bool {
+    if common::have("curl") {
+        return true;
+    }
+    common::skip("curl is not installed");
+    false
+}
+
+/// A CA for the test's upstream servers (or for `caCertPath`).
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = p.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    /// A server certificate for the IP address `ip`, and its key.
+    fn issue(&self, ip: &str) -> (rcgen::Certificate, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![SanType::IpAddress(ip.parse().unwrap())];
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert, key)
+    }
+}
+
+/// An HTTPS server on 127.0.0.1 with a certificate for `ip` from `ca`: each request is answered
+/// with its own head and body as the response body, and kept in `seen`.
+struct Upstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+fn upstream(ca: &TestCa, ip: &str) -> Upstream {
+    let (cert, key) = ca.issue(ip);
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let (config, log) = (config.clone(), log.clone());
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let tls = rustls::StreamOwned::new(conn, s);
+                let mut r = BufReader::new(tls);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        match r.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let text = format!("{head}{}", String::from_utf8_lossy(&body));
+                    log.lock().unwrap().push(text.clone());
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if r.get_mut().write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                    let _ = r.get_mut().flush();
+                }
+            });
+        }
+    });
+    Upstream { port, seen }
+}
+
+/// A fixture whose host side trusts `ca` (SSL_CERT_FILE) and a settings file with `json`.
+fn setup(tag: &str, ca: &TestCa, json: &str) -> (TestDir, String) {
+    let (dir, settings) = common::with_settings(tag, json);
+    dir.write("upstream-ca.pem", &ca.cert.pem());
+    (dir, settings)
+}
+
+fn rf(dir: &TestDir) -> Command {
+    let mut c = common::rf_in(dir);
+    c.env("SSL_CERT_FILE", dir.s("upstream-ca.pem"));
+    c
+}
+
+/// Runs `script` in a sandbox; returns the outcome and the run's name.
+fn sandbox(dir: &TestDir, settings: &str, script: &str) -> (common::Outcome, String) {
+    let name = format!("tls-{}", common::unique_number());
+    let out = run(rf(dir).args([
+        "run", "--name", &name, "-s", settings, "--", "sh", "-c", script,
+    ]));
+    (out, name)
+}
+
+/// The run's network decisions.
+fn decisions(dir: &TestDir, name: &str) -> Vec<serde_json::Value> {
+    common::log_events(common::rf_in(dir), name)
+        .into_iter()
+        .filter(|e| e["kind"] == "net.decision")
+        .collect()
+}
+
+fn policy(port: u16, tls: &str) -> String {
+    format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}"], "tlsTerminate": {tls}}}}}"#)
+}
+
+// curl goes through the proxy even for 127.0.0.1 (--noproxy ''), as the network tests do; a
+// loopback entry is otherwise also reachable as a host service, which carries plain TCP.
+const CURL: &str = "curl --noproxy '' -sS";
+
+#[test]
+fn curl_inside_trusts_the_terminating_ca_over_http1_and_http2() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = upstream(&ca, "127.0.0.1");
+    let port = up.port;
+    let (dir, settings) = setup("tls-basic", &ca, &policy(port, "{}"));
+    let (out, name) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} -v https://127.0.0.1:{port}/one 2>&1; echo; \
+             {CURL} --http2 -o /dev/null -w 'version=%{{http_version}}\\n' https://127.0.0.1:{port}/two; \
+             {CURL} -v -x socks5h://127.0.0.1:1080 https://127.0.0.1:{port}/three 2>&1; echo; \
+             for v in SSL_CERT_FILE CURL_CA_BUNDLE REQUESTS_CA_BUNDLE NODE_EXTRA_CA_CERTS \
+                      GIT_SSL_CAINFO PIP_CERT AWS_CA_BUNDLE CARGO_HTTP_CAINFO; do \
+               eval \"echo $v=\\$$v\"; done; \
+             grep -c 'BEGIN CERTIFICATE' \"$SSL_CERT_FILE\"; \
+             grep -c 'PRIVATE KEY' \"$SSL_CERT_FILE\"; true"
+        ),
+    );
+    let text = out.ok();
+    // The certificate curl checked is the proxy's, from ringfence's CA, not the upstream's.
+    // Through SOCKS5 too.
+    assert_eq!(
+        text.matches("issuer: O=ringfence; CN=ringfence TLS termination CA")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("GET /three HTTP/1.1"), "{text}");
+    assert!(text.contains("GET /one HTTP/1.1"), "{text}");
+    assert!(
+        text.contains("version=2"),
+        "HTTP/2 between curl and the proxy: {text}"
+    );
+    let seen = up.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[1].starts_with("GET /two HTTP/1.1"), "{seen:?}");
+    assert!(
+        seen[1]
+            .to_ascii_lowercase()
+            .contains(&format!("host: 127.0.0.1:{port}")),
+        "{seen:?}"
+    );
+    let bundle = dir.join("state/ringfence/tls");
+    for v in [
+        "SSL_CERT_FILE",
+        "CURL_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "GIT_SSL_CAINFO",
+        "PIP_CERT",
+        "AWS_CA_BUNDLE",
+        "CARGO_HTTP_CAINFO",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{v}=")))
+            .unwrap();
+        assert!(line.contains(bundle.to_str().unwrap()), "{line}");
+    }
+    // The bundle: the CA, the host's roots (at least the test CA), no private key.
+    let counts: Vec<&str> = text.lines().rev().take(2).collect();
+    assert_eq!(counts[0], "0", "{text}");
+    assert!(counts[1].parse::<u32>().unwrap() >= 2, "{text}");
+    let net = decisions(&dir, &name);
+    assert!(
+        net.iter()
+            .any(|e| e["protocol"] == "connect" && e["decision"] == "allow" && e["port"] == port),
+        "{net:?}"
+    );
+}
+
+#[test]
+fn a_server_name_or_host_for_another_host_gets_421() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = upstream(&ca, "127.0.0.1");
+    let port = up.port;
+    let (dir, settings) = setup("tls-421", &ca, &policy(port, "{}"));
+    let (out, name) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} -k --connect-to evil.example:443:127.0.0.1:{port} -o /dev/null \
+               -w 'sni=%{{http_code}}\\n' https://evil.example/; \
+             {CURL} -H 'Host: evil.example' -o /dev/null -w 'host=%{{http_code}}\\n' \
+               https://127.0.0.1:{port}/; \
+             {CURL} --http2 -H 'Host: evil.example' -o /dev/null -w 'h2=%{{http_code}}\\n' \
+               https://127.0.0.1:{port}/; \
+             {CURL} -o /dev/null -w 'good=%{{http_code}}\\n' https://127.0.0.1:{port}/"
+        ),
+    );
+    let text = out.ok();
+    assert!(text.contains("sni=421"), "{text}");
+    assert!(text.contains("host=421"), "{text}");
+    assert!(text.contains("h2=421"), "{text}");
+    assert!(text.contains("good=200"), "{text}");
+    assert_eq!(
+        up.seen.lock().unwrap().len(),
+        1,
+        "only the good request went on"
+    );
+    let refused: Vec<_> = decisions(&dir, &name)
+        .into_iter()
+        .filter(|e| e["protocol"] == "https" && e["decision"] == "deny")
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(refused[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("evil.example"));
+}
+
+#[test]
+fn a_bad_upstream_certificate_is_refused() {
+    if !need_curl() {
+        return;
+    }
+    let trusted = TestCa::new("upstream test CA");
+    let untrusted = TestCa::new("nobody trusts this CA");
+    let stranger = upstream(&untrusted, "127.0.0.1");
+    let wrong_name = upstream(&trusted, "127.0.0.2");
+    let (a, b) = (stranger.port, wrong_name.port);
+    let (dir, settings) = setup(
+        "tls-badcert",
+        &trusted,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}}}}"#
+        ),
+    );
+    let (out, name) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} -w '\\nstranger=%{{http_code}}\\n' https://127.0.0.1:{a}/; \
+             {CURL} -w '\\nwrong=%{{http_code}}\\n' https://127.0.0.1:{b}/"
+        ),
+    );
+    let text = out.ok();
+    assert!(text.contains("stranger=502"), "{text}");
+    assert!(text.contains("wrong=502"), "{text}");
+    assert!(text.contains("refused"), "{text}");
+    assert!(stranger.seen.lock().unwrap().is_empty());
+    assert!(wrong_name.seen.lock().unwrap().is_empty());
+    let net = decisions(&dir, &name);
+    let errors: Vec<_> = net
+        .iter()
+        .filter(|e| e["protocol"] == "connect" && e["error"].is_string())
+        .collect();
+    assert_eq!(errors.len(), 2, "{net:?}");
+}
+
+#[test]
+fn a_tunnel_without_tls_is_refused_and_excluded_hosts_stay_opaque() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let terminated = upstream(&ca, "127.0.0.1");
+    let excluded = upstream(&ca, "127.0.0.1");
+    let (t, x) = (terminated.port, excluded.port);
+    let plain = common::http_upstream(|_, path| format!("plain saw {path}\n"));
+    let (dir, settings) = setup(
+        "tls-opaque",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{t}", "127.0.0.1:{x}", "127.0.0.1:{plain}"],
+                "tlsTerminate": {{"excludeDomains": ["127.0.0.1:{x}"]}}}}}}"#
+        ),
+    );
+    let (out, name) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} -p http://127.0.0.1:{t}/plain-in-tunnel; echo opaque=$?; \
+             {CURL} -p http://127.0.0.1:{plain}/plain-host; echo plain=$?; \
+             {CURL} -v https://127.0.0.1:{x}/excluded 2>&1; echo excluded=$?"
+        ),
+    );
+    let text = out.ok();
+    assert!(!text.contains("opaque=0"), "{text}");
+    assert!(terminated.seen.lock().unwrap().is_empty());
+    // A non-TLS tunnel to a host that is terminated too: 127.0.0.1:{plain} is terminated
+    // (not excluded), so it is refused as well.
+    assert!(!text.contains("plain saw"), "{text}");
+    // The excluded host's own certificate reached curl, which checked it itself against the
+    // bundle (the host's SSL_CERT_FILE is part of it).
+    assert!(text.contains("excluded=0"), "{text}");
+    assert!(text.contains("issuer: CN=upstream test CA"), "{text}");
+    assert_eq!(excluded.seen.lock().unwrap().len(), 1);
+    let net = decisions(&dir, &name);
+    let refused: Vec<_> = net
+        .iter()
+        .filter(|e| {
+            e["decision"] == "deny"
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("does not carry TLS"))
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "{net:?}");
+}
+
+#[test]
+fn the_ca_private_key_is_not_readable_inside() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = upstream(&ca, "127.0.0.1");
+    let port = up.port;
+    // The per-user CA, in the state directory.
+    let (dir, settings) = setup("tls-cakey", &ca, &policy(port, "{}"));
+    let ca_file = dir.join("state/ringfence/tls/ca.pem");
+    let (out, _) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "cat '{}'; echo cat=$?; ls '{}'; {CURL} -o /dev/null -w 'code=%{{http_code}}\\n' \
+             https://127.0.0.1:{port}/",
+            ca_file.display(),
+            dir.join("state/ringfence/tls").display()
+        ),
+    );
+    let text = out.ok();
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert!(!text.contains("cat=0"), "{text}");
+    assert!(text.contains("code=200"), "{text}");
+    // On the host it exists, private to its owner.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&ca_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&ca_file)
+        .unwrap()
+        .contains("PRIVATE KEY"));
+
+    // The user's own CA (caCertPath, caKeyPath): its key is hidden too, and it signs.
+    let mine = TestCa::new("my own CA");
+    let cert = dir.write("mine/ca.pem", &mine.cert.pem());
+    let key = dir.write("mine/ca.key", &mine.key.serialize_pem());
+    let settings = dir.settings(&policy(
+        port,
+        &format!(
+            r#"{{"caCertPath": "{}", "caKeyPath": "{}"}}"#,
+            cert.display(),
+            key.display()
+        ),
+    ));
+    let (out, _) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "cat '{}'; echo size=$(wc -c < '{}'); {CURL} -v -o /dev/null https://127.0.0.1:{port}/ 2>&1",
+            key.display(),
+            key.display()
+        ),
+    );
+    let text = out.ok();
+    // Hidden as an empty file.
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert!(text.contains("size=0"), "{text}");
+    assert!(text.contains("issuer: CN=my own CA"), "{text}");
+}
+
+#[test]
+fn invalid_tls_settings_are_refused_naming_the_key() {
+    let ca = TestCa::new("upstream test CA");
+    let (dir, settings) = setup(
+        "tls-invalid",
+        &ca,
+        r#"{"network": {"tlsTerminate": {"caCertPath": "/nonexistent/ca.pem", "caKeyPath": "/nonexistent/ca.key"}}}"#,
+    );
+    let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("network.tlsTerminate.caCertPath"),
+        "{}",
+        out.stderr
+    );
+    let settings = dir.settings(r#"{"network": {"tlsTerminate": {"maxTunnels": 0}}}"#);
+    let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("network.tlsTerminate.maxTunnels"),
+        "{}",
+        out.stderr
+    );
+}
