@@ -20,7 +20,9 @@ pub use egress::{redact, NoProxy, ParentProxy, ParentProxyError, ProxyUrl};
 pub use env::{EnvPolicy, DEFAULT_ENV_DENY};
 pub use error::Error;
 pub use limits::{default_memory, format_size, parse_size, Limits};
-pub use load::{load, CliRules, HostEnv, LoadOptions, Policy, Workspace, ASK_TIMEOUT_SECONDS};
+pub use load::{
+    load, CliRules, HostEnv, LoadOptions, MaskedEnv, Policy, Workspace, ASK_TIMEOUT_SECONDS,
+};
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
 pub use secrets::{
     is_secret_name, is_secret_path, DEFAULT_DENY_READ, NOT_SECRET_NAMES, SECRET_FILE_NAMES,

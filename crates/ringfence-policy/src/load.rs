@@ -92,6 +92,17 @@ impl std::fmt::Debug for HostEnv {
     }
 }
 
+/// A variable the sandbox sees as a placeholder (`credentials.envVars`, mode "mask").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedEnv {
+    /// The settings file that declared it, and the entry (`credentials.envVars[N]`).
+    pub origin: String,
+    pub key: String,
+    pub name: String,
+    /// Hosts (allowedDomains syntax) the real value goes to; `None`: every allowed host.
+    pub inject_hosts: Option<Vec<String>>,
+}
+
 /// The merged policy of all layers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -139,6 +150,9 @@ pub struct Policy {
     /// proxies that replace the built-in ones (`network.httpProxyPort`, `socksProxyPort`).
     pub parent_proxy: Option<crate::ParentProxySettings>,
     pub mitm_proxy: Option<crate::MitmProxySettings>,
+    /// `credentials.envVars` entries with mode "mask" (also in `env.deny`: the host value is
+    /// never passed in), in layer order.
+    pub masked_env: Vec<MaskedEnv>,
     /// `network.tlsTerminate` (managed over user, like mitmProxy; a project file may not set it).
     pub tls_terminate: Option<crate::TlsTerminate>,
     pub http_proxy_port: Option<u16>,
@@ -286,6 +300,14 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
         .0
         .unwrap_or(merge.policy.workspace.confirm_deletes);
     check_unix_sockets_readable(&merge.policy)?;
+    if let (Some(m), None) = (merge.policy.masked_env.first(), &merge.policy.tls_terminate) {
+        return Err(Error::invalid(
+            &m.origin,
+            format!("{}.mode", m.key),
+            "\"mask\" needs network.tlsTerminate (the real value is put back only inside a \
+             verified TLS connection); add network.tlsTerminate or use \"deny\"",
+        ));
+    }
     Ok(merge.policy)
 }
 
@@ -587,8 +609,16 @@ impl<'a> Merge<'a> {
                 )?;
                 cred_deny.append(&mut rules);
             }
-            for v in c.env_vars.iter().flatten() {
+            for (i, v) in c.env_vars.iter().flatten().enumerate() {
                 self.policy.env.deny.push(v.name.clone());
+                if v.mode == crate::CredentialMode::Mask {
+                    self.policy.masked_env.push(MaskedEnv {
+                        origin: origin.to_string(),
+                        key: format!("credentials.envVars[{i}]"),
+                        name: v.name.clone(),
+                        inject_hosts: v.inject_hosts.clone(),
+                    });
+                }
             }
         }
         if layer != Layer::Managed {

@@ -384,7 +384,7 @@ pub struct CredentialSettings {
 pub enum CredentialMode {
     /// Not readable / not passed at all.
     Deny,
-    /// srt replaces the value with a placeholder; ringfence currently denies it instead.
+    /// A placeholder inside, the real value put back by the proxy (variables only for now).
     Mask,
 }
 
@@ -432,7 +432,8 @@ pub struct CredentialFileSettings {
 pub struct CredentialEnvVarSettings {
     /// Name of the environment variable.
     pub name: String,
-    /// "deny" or "mask"; in ringfence both remove the variable.
+    /// "deny" removes the variable; "mask" gives the sandbox a placeholder instead, which the
+    /// proxy replaces with the real value in requests to injectHosts (needs tlsTerminate).
     pub mode: CredentialMode,
     /// srt: regex whose first group is the secret to mask.
     pub extract: Option<String>,
@@ -1159,19 +1160,31 @@ impl Settings {
                 return found(true, &format!("credentials.files[{i}].{k}"), MASK_ONLY);
             }
         }
+        // Whole-value masking of a variable works (with injectHosts); its structured forms
+        // do not yet.
+        const MASK_PART: &str = "is not supported yet (ringfence masks the whole value); \
+                                 remove it";
         for (i, v) in c.env_vars.iter().flatten().enumerate() {
-            if v.mode == CredentialMode::Mask {
-                return Some(mask("envVars", i, "the variable is removed"));
-            }
             let keys = [
                 (v.extract.is_some(), "extract"),
                 (v.on_extract_no_match.is_some(), "onExtractNoMatch"),
                 (v.decode.is_some(), "decode"),
                 (v.mask_claims.is_some(), "maskClaims"),
-                (v.inject_hosts.is_some(), "injectHosts"),
             ];
             if let Some((_, k)) = keys.iter().find(|(present, _)| *present) {
-                return found(true, &format!("credentials.envVars[{i}].{k}"), MASK_ONLY);
+                let message = if v.mode == CredentialMode::Mask {
+                    MASK_PART
+                } else {
+                    MASK_ONLY
+                };
+                return found(true, &format!("credentials.envVars[{i}].{k}"), message);
+            }
+            if v.mode == CredentialMode::Deny && v.inject_hosts.is_some() {
+                return found(
+                    true,
+                    &format!("credentials.envVars[{i}].injectHosts"),
+                    MASK_ONLY,
+                );
             }
         }
         None
@@ -1245,6 +1258,14 @@ impl Settings {
         add(n.socks_proxy_port.is_some(), "network.socksProxyPort");
         add(n.mitm_proxy.is_some(), "network.mitmProxy");
         add(n.tls_terminate.is_some(), "network.tlsTerminate");
+        // A masked variable's real value is sent on to hosts: more than removing it.
+        add(
+            self.credentials
+                .iter()
+                .flat_map(|c| c.env_vars.iter().flatten())
+                .any(|v| v.mode == CredentialMode::Mask),
+            "credentials.envVars (mode \"mask\")",
+        );
         add(n.parent_proxy.is_some(), "network.parentProxy");
         add(n.ask == Some(true), "network.ask");
         add(
@@ -1579,7 +1600,7 @@ pub(crate) mod tests {
             (r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#, "credentials.awsPairs: credential masking"),
             (r#"{"credentials": {"sigv4": {"streaming": "deny"}}}"#, "credentials.sigv4: credential masking"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask"}]}}"#, "credentials.files[0].mode: \"mask\" is not supported yet; use \"deny\" (the file is hidden)"),
-            (r#"{"credentials": {"envVars": [{"name": "A", "mode": "deny"}, {"name": "T", "mode": "mask"}]}}"#, "credentials.envVars[1].mode: \"mask\" is not supported yet; use \"deny\" (the variable is removed)"),
+            (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: is not supported yet"),
             (r#"{"credentials": {"files": [{"path": "x", "mode": "deny", "injectHosts": ["a.example.com"]}]}}"#, "credentials.files[0].injectHosts: belongs to mode \"mask\""),
             (r#"{"credentials": {"envVars": [{"name": "A", "mode": "deny", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: belongs to mode \"mask\""),
         ];

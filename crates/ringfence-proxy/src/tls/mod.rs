@@ -48,6 +48,61 @@ const LEAF_REUSE: Duration = Duration::from_secs(24 * 3600);
 /// At most this many leaf certificates are kept; past it the cache starts over.
 const LEAF_CACHE: usize = 4096;
 
+/// A masked credential (`credentials.envVars`, mode "mask"): the sandbox holds `placeholder`;
+/// in requests inside terminated tunnels to one of its hosts the proxy puts the real value in
+/// its place, and a request that carries it to any other host is refused.
+pub struct Secret {
+    pub name: String,
+    pub placeholder: String,
+    value: String,
+    inject: DomainList,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the value.
+        f.debug_struct("Secret")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Secret {
+    /// A credential named `name` with the real `value`, injected toward `inject_hosts`
+    /// (allowedDomains syntax; `key` names the setting in errors). The placeholder is random.
+    pub fn new(
+        key: &'static str,
+        name: &str,
+        value: String,
+        inject_hosts: &[String],
+    ) -> Result<Secret, Error> {
+        let mut bytes = [0u8; 16];
+        // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer we own.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if usize::try_from(n).ok() != Some(bytes.len()) {
+            return Err(Error::Io {
+                what: "getrandom for a credential placeholder".into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Secret {
+            name: name.to_string(),
+            placeholder: format!("ringfence_placeholder_{hex}"),
+            value,
+            inject: DomainList::parse(key, inject_hosts)?,
+        })
+    }
+
+    pub(crate) fn injects_at(&self, host: &Host, port: u16) -> bool {
+        self.inject.matches(host, port)
+    }
+
+    pub(crate) fn value(&self) -> &str {
+        &self.value
+    }
+}
+
 /// TLS termination as configured, shared by all tunnels of a proxy.
 pub struct Terminator {
     ca: Authority,
@@ -58,6 +113,7 @@ pub struct Terminator {
     slots: Arc<Semaphore>,
     pub(crate) handshake_timeout: Duration,
     leaves: Mutex<HashMap<Host, (Instant, Arc<ServerConfig>)>>,
+    pub(crate) secrets: Arc<Vec<Secret>>,
 }
 
 impl std::fmt::Debug for Terminator {
@@ -82,7 +138,7 @@ pub struct Setup {
     pub terminator: Arc<Terminator>,
     /// The trust bundle (readable inside).
     pub bundle: PathBuf,
-    /// `TRUST_VARS`, each set to the bundle.
+    /// `TRUST_VARS`, each set to the bundle, and each masked variable set to its placeholder.
     pub env: Vec<(String, String)>,
     /// Files that must not be readable inside (a `caKeyPath` of the user's).
     pub hidden: Vec<PathBuf>,
@@ -127,6 +183,7 @@ impl Terminator {
             slots: Arc::new(Semaphore::new(t.max_tunnels.max(1))),
             handshake_timeout: t.handshake_timeout,
             leaves: Mutex::new(HashMap::new()),
+            secrets: Arc::new(Vec::new()),
         })
     }
 
@@ -184,6 +241,7 @@ pub fn setup(
     t: &ringfence_policy::TlsTerminate,
     state_dir: &Path,
     ssl_cert_file: Option<&Path>,
+    secrets: Vec<Secret>,
 ) -> Result<Setup, Error> {
     let dir = state_dir.join("tls");
     ca::private_dir(&dir)?;
@@ -226,12 +284,19 @@ pub fn setup(
         }
     }
     let bundle_path = roots::write_bundle(&dir, &bundle)?;
-    let terminator = Arc::new(Terminator::new(t, ca, store)?);
+    let mut terminator = Terminator::new(t, ca, store)?;
     let shown = bundle_path.to_string_lossy().into_owned();
-    let env = TRUST_VARS
+    let mut env: Vec<(String, String)> = TRUST_VARS
         .iter()
         .map(|k| (k.to_string(), shown.clone()))
         .collect();
+    env.extend(
+        secrets
+            .iter()
+            .map(|s| (s.name.clone(), s.placeholder.clone())),
+    );
+    terminator.secrets = Arc::new(secrets);
+    let terminator = Arc::new(terminator);
     Ok(Setup {
         terminator,
         bundle: bundle_path,

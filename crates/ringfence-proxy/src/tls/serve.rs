@@ -178,6 +178,7 @@ struct State {
     upstream: Result<Sender, String>,
     client_h2: bool,
     on_refusal: OnRefusal,
+    secrets: Arc<Vec<super::Secret>>,
 }
 
 /// Serves one CONNECT tunnel to `host:port` that the policy allowed and that is to be
@@ -272,6 +273,7 @@ pub(crate) async fn run(
         upstream,
         client_h2,
         on_refusal,
+        secrets: t.secrets.clone(),
     });
     let svc = hyper::service::service_fn(move |req| {
         let st = state.clone();
@@ -368,6 +370,28 @@ fn text(status: u16, message: &str, blocked: bool) -> Response<Body> {
     r
 }
 
+/// `text` with every placeholder of `secrets` replaced by its real value, when each one found
+/// may go to `host:port`; `Ok(None)` when there is none; the first that may not, as an error.
+fn substitute<'a>(
+    secrets: &'a [super::Secret],
+    text: &str,
+    host: &Host,
+    port: u16,
+) -> Result<Option<String>, &'a super::Secret> {
+    let mut out: Option<String> = None;
+    for s in secrets {
+        let current = out.as_deref().unwrap_or(text);
+        if !current.contains(&s.placeholder) {
+            continue;
+        }
+        if !s.injects_at(host, port) {
+            return Err(s);
+        }
+        out = Some(current.replace(&s.placeholder, s.value()));
+    }
+    Ok(out)
+}
+
 /// Whether an authority (`host[:port]`, as in Host or `:authority`) names `host:port`.
 fn names_target(authority: &str, host: &Host, port: u16) -> bool {
     let Ok((h, p)) = split_host_port(authority) else {
@@ -437,11 +461,56 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
     };
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let pq = parts
+    let mut pq = parts
         .uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".to_string());
+    // Masked credentials: the real value in place of the placeholder toward the credential's
+    // own hosts; a placeholder on its way anywhere else stops the request.
+    if !st.secrets.is_empty() {
+        let leak = |s: &super::Secret, place: &str| {
+            format!(
+                "the placeholder of the masked credential {} was sent to {target} in {place}, \
+                 which is not one of its injectHosts: refused as an attempted credential leak",
+                s.name
+            )
+        };
+        match substitute(&st.secrets, &pq, &st.host, st.port) {
+            Ok(Some(new)) => pq = new,
+            Ok(None) => {}
+            Err(s) => return refuse(403, leak(s, "the URL")),
+        }
+        let mut changed = Vec::new();
+        for (name, value) in parts.headers.iter() {
+            let Ok(text) = std::str::from_utf8(value.as_bytes()) else {
+                continue;
+            };
+            match substitute(&st.secrets, text, &st.host, st.port) {
+                Ok(Some(new)) => changed.push((name.clone(), value.clone(), new)),
+                Ok(None) => {}
+                Err(s) => return refuse(403, leak(s, &format!("the {name} field"))),
+            }
+        }
+        for (name, old, new) in changed {
+            let Ok(new) = HeaderValue::from_str(&new) else {
+                return refuse(
+                    400,
+                    format!("the {name} field with the credential is not a valid field value"),
+                );
+            };
+            let values: Vec<HeaderValue> = parts
+                .headers
+                .get_all(&name)
+                .iter()
+                .map(|v| if *v == old { new.clone() } else { v.clone() })
+                .collect();
+            parts.headers.remove(&name);
+            for v in values {
+                parts.headers.append(name.clone(), v);
+            }
+        }
+    }
     let uri = match sender {
         Sender::H1(_) => pq.parse(),
         Sender::H2(_) => format!("https://{authority}{pq}").parse(),
