@@ -9,6 +9,7 @@ mod error;
 mod limits;
 mod load;
 mod paths;
+mod requests;
 mod secrets;
 mod settings;
 mod tls;
@@ -24,6 +25,7 @@ pub use load::{
     load, CliRules, HostEnv, LoadOptions, MaskedEnv, Policy, Workspace, ASK_TIMEOUT_SECONDS,
 };
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
+pub use requests::{normalize_path, RequestAction, RequestRule, RequestRuleSettings};
 pub use secrets::{
     is_secret_name, is_secret_path, DEFAULT_DENY_READ, NOT_SECRET_NAMES, SECRET_FILE_NAMES,
 };

@@ -150,6 +150,8 @@ pub struct Policy {
     /// proxies that replace the built-in ones (`network.httpProxyPort`, `socksProxyPort`).
     pub parent_proxy: Option<crate::ParentProxySettings>,
     pub mitm_proxy: Option<crate::MitmProxySettings>,
+    /// `network.requests` of every layer, in layer order.
+    pub request_rules: Vec<crate::RequestRule>,
     /// `credentials.envVars` entries with mode "mask" (also in `env.deny`: the host value is
     /// never passed in), in layer order.
     pub masked_env: Vec<MaskedEnv>,
@@ -300,6 +302,18 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
         .0
         .unwrap_or(merge.policy.workspace.confirm_deletes);
     check_unix_sockets_readable(&merge.policy)?;
+    if let (Some(r), None) = (
+        merge.policy.request_rules.first(),
+        &merge.policy.tls_terminate,
+    ) {
+        let (file, key) = r.origin.rsplit_once(": ").unwrap_or(("", &r.origin));
+        return Err(Error::invalid(
+            file,
+            key,
+            "needs network.tlsTerminate (rules see requests only inside terminated tunnels); \
+             add network.tlsTerminate",
+        ));
+    }
     if let (Some(m), None) = (merge.policy.masked_env.first(), &merge.policy.tls_terminate) {
         return Err(Error::invalid(
             &m.origin,
@@ -690,6 +704,14 @@ impl<'a> Merge<'a> {
             &self.managed_origin,
             &s.network,
         )?;
+        for (i, r) in s.network.requests.iter().flatten().enumerate() {
+            self.policy
+                .request_rules
+                .push(crate::RequestRule::from_settings(
+                    r,
+                    format!("{origin}: network.requests[{i}]"),
+                ));
+        }
         if let Some(t) = &s.network.tls_terminate {
             let t = crate::TlsTerminate::resolve(t, &self.opts.cwd, &self.opts.home)
                 .map_err(|(k, m)| Error::invalid(origin, k, m))?;

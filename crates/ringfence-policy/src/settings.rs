@@ -176,6 +176,9 @@ pub struct NetworkSettings {
     /// srt: allowed connections to these domains go through the user's inspection proxy on a
     /// unix socket (HTTP CONNECT, or the absolute-form request for plain HTTP).
     pub mitm_proxy: Option<MitmProxySettings>,
+    /// Rules for requests inside TLS-terminated tunnels (method, path glob, header fields;
+    /// deny beats allow; a host with allow rules gets only what one of them matches).
+    pub requests: Option<Vec<crate::RequestRuleSettings>>,
     /// srt: TLS termination of CONNECT tunnels by the proxy, with per-host certificates from
     /// a CA the sandbox trusts (ringfence's per-user CA unless caCertPath is given).
     pub tls_terminate: Option<TlsTerminateSettings>,
@@ -981,6 +984,10 @@ impl Settings {
         if let Some(t) = &net.tls_terminate {
             crate::tls::check(t).map_err(|(k, m)| inv(k, m))?;
         }
+        for (i, r) in net.requests.iter().flatten().enumerate() {
+            crate::requests::check(r)
+                .map_err(|(k, m)| inv(format!("network.requests[{i}].{k}"), m))?;
+        }
         for (i, a) in net.denied_resolved_addresses.iter().flatten().enumerate() {
             check_address_range(a)
                 .map_err(|m| inv(format!("network.deniedResolvedAddresses[{i}]"), m))?;
@@ -1258,6 +1265,13 @@ impl Settings {
         add(n.socks_proxy_port.is_some(), "network.socksProxyPort");
         add(n.mitm_proxy.is_some(), "network.mitmProxy");
         add(n.tls_terminate.is_some(), "network.tlsTerminate");
+        add(
+            n.requests
+                .iter()
+                .flatten()
+                .any(|r| r.action == crate::RequestAction::Allow),
+            "network.requests (action \"allow\")",
+        );
         // A masked variable's real value is sent on to hosts: more than removing it.
         add(
             self.credentials

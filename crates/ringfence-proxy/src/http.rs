@@ -442,6 +442,27 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
         .tls()
         .filter(|t| t.terminates(&allowed.host, port))
         .cloned();
+    if let Some(reason) = ctx
+        .proxy
+        .tls()
+        .filter(|_| terminate.is_none())
+        .and_then(|t| t.opaque_refusal(&allowed.host, port))
+    {
+        let msg = format!("{shown}:{port} is not allowed: {reason}");
+        ctx.record(
+            shown,
+            port,
+            p,
+            Decision::Denied,
+            allowed.rule,
+            Some(reason),
+            allowed.asked,
+            None,
+            None,
+            (0, 0),
+        );
+        return respond(&mut cw, 403, &msg, true).await;
+    }
     let slot = match &terminate {
         Some(t) => match t.slot() {
             Some(s) => Some(s),
@@ -586,6 +607,50 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
     );
 }
 
+/// Why `network.requests` refuses a plain `http://` request (and the rule that did), if it
+/// does. A path that normalisation would change is refused for a host with rules: the rules
+/// would judge another path than the upstream reads.
+fn plain_request_refusal(
+    t: &crate::tls::Terminator,
+    host: &crate::host::Host,
+    port: u16,
+    head: &Head,
+    target: &str,
+) -> Option<(String, Option<String>)> {
+    if !t.rules.cover(host, port) {
+        return None;
+    }
+    let path = target.split('?').next().unwrap_or("/");
+    match ringfence_policy::normalize_path(path) {
+        Some(n) if n == path => {}
+        _ => {
+            return Some((
+                format!(
+                    "the path {path} is not in normal form, and network.requests has rules \
+                     for {host}"
+                ),
+                None,
+            ))
+        }
+    }
+    let fields: Vec<(String, &str)> = head
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), std::str::from_utf8(v).ok()?)))
+        .collect();
+    let field = |name: &str| -> Vec<&str> {
+        fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    match t.rules.decide(host, port, &head.method, path, &field) {
+        crate::tls::rules::RuleVerdict::Denied { rule, reason } => Some((reason, rule)),
+        _ => None,
+    }
+}
+
 /// The parts of an absolute-form `http://` target.
 fn absolute_target(target: &str) -> Result<(String, u16, String), Reject> {
     if target.starts_with('/') {
@@ -725,6 +790,23 @@ async fn forward(
         return Err(reject(405, reason));
     }
     let shown = allowed.host.to_string();
+    if let Some(t) = ctx.proxy.tls() {
+        if let Some((reason, rule)) = plain_request_refusal(t, &allowed.host, port, head, &path) {
+            ctx.record(
+                shown,
+                port,
+                p,
+                Decision::Denied,
+                rule.or(allowed.rule),
+                Some(reason.clone()),
+                allowed.asked,
+                None,
+                None,
+                (0, 0),
+            );
+            return Err(reject(403, reason));
+        }
+    }
     let route = ctx.proxy.route(&allowed.host, port, true);
     ctx.set_via(route.via());
     let key = (allowed.host.clone(), port, route.clone());

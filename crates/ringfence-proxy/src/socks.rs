@@ -212,6 +212,23 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
         .tls()
         .filter(|t| t.terminates(&allowed.host, req.port))
         .cloned();
+    if let Some(reason) = proxy
+        .tls()
+        .filter(|_| terminate.is_none())
+        .and_then(|t| t.opaque_refusal(&allowed.host, req.port))
+    {
+        record(
+            shown,
+            Decision::Denied,
+            allowed.rule,
+            Some(reason),
+            allowed.asked,
+            None,
+            None,
+            (0, 0),
+        );
+        return reply(&mut stream, NOT_ALLOWED, None).await;
+    }
     let slot = match &terminate {
         Some(t) => match t.slot() {
             Some(s) => Some(s),

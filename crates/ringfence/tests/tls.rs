@@ -554,3 +554,122 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
         out.stderr
     );
 }
+
+#[test]
+fn request_rules_decide_on_the_normalised_path() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let git = upstream(&ca, "127.0.0.1");
+    let api = upstream(&ca, "127.0.0.1");
+    let mtls = upstream(&ca, "127.0.0.1");
+    let (g, a, m) = (git.port, api.port, mtls.port);
+    let (dir, settings) = setup(
+        "tls-rules",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{g}", "127.0.0.1:{a}", "127.0.0.1:{m}"],
+                "tlsTerminate": {{"excludeDomains": ["127.0.0.1:{m}"]}},
+                "requests": [
+                  {{"host": "127.0.0.1:{g}", "method": "POST", "path": "/*/git-receive-pack",
+                    "action": "deny", "reason": "pushes are not allowed"}},
+                  {{"host": "127.0.0.1:{a}", "method": "GET", "path": "/v1/**", "action": "allow"}},
+                  {{"host": "127.0.0.1:{m}", "action": "deny"}}]}}}}"#
+        ),
+    );
+    let c = |label: &str, args: &str| {
+        format!("{CURL} --path-as-is -o /dev/null -w '{label}=%{{http_code}}\\n' {args}; ")
+    };
+    let script = [
+        c(
+            "push",
+            &format!("-X POST https://127.0.0.1:{g}/org/git-receive-pack"),
+        ),
+        c(
+            "fetch",
+            &format!("-X POST https://127.0.0.1:{g}/org/git-upload-pack"),
+        ),
+        c(
+            "dots",
+            &format!("-X POST 'https://127.0.0.1:{g}/org/x/..//git-receive-pack'"),
+        ),
+        c(
+            "escaped",
+            &format!("-X POST https://127.0.0.1:{g}/org/%67it-receive-pack"),
+        ),
+        c("normal", &format!("'https://127.0.0.1:{g}/org/./y/../z'")),
+        c("apiget", &format!("https://127.0.0.1:{a}/v1/items")),
+        c(
+            "apidelete",
+            &format!("-X DELETE https://127.0.0.1:{a}/v1/items"),
+        ),
+        c("apiother", &format!("https://127.0.0.1:{a}/v2/items")),
+        format!("{CURL} -o /dev/null https://127.0.0.1:{m}/; echo excluded=$?"),
+    ]
+    .concat();
+    let (out, name) = sandbox(&dir, &settings, &script);
+    let text = out.ok();
+    for want in [
+        "push=403",
+        "fetch=200",
+        "dots=403",
+        "escaped=403",
+        "normal=200",
+        "apiget=200",
+        "apidelete=403",
+        "apiother=403",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    assert!(!text.contains("excluded=0"), "{text}");
+    let seen = git.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[0].starts_with("POST /org/git-upload-pack "),
+        "{seen:?}"
+    );
+    // The normalised path is what the upstream gets.
+    assert!(seen[1].starts_with("GET /org/z "), "{seen:?}");
+    assert_eq!(api.seen.lock().unwrap().len(), 1);
+    assert!(mtls.seen.lock().unwrap().is_empty());
+    let net = decisions(&dir, &name);
+    let denied: Vec<_> = net
+        .iter()
+        .filter(|e| e["protocol"] == "https" && e["decision"] == "deny")
+        .collect();
+    assert_eq!(denied.len(), 5, "{net:?}");
+    assert!(denied[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("pushes are not allowed"));
+    assert!(denied[0]["rule"]
+        .as_str()
+        .unwrap()
+        .contains("network.requests[0]"));
+    assert!(
+        net.iter().any(|e| e["protocol"] == "https"
+            && e["decision"] == "allow"
+            && e["rule"].as_str().unwrap().contains("network.requests[1]")),
+        "{net:?}"
+    );
+    assert!(
+        net.iter().any(|e| e["protocol"] == "connect"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("could not be checked"))),
+        "{net:?}"
+    );
+
+    // Rules without TLS termination are refused.
+    let settings =
+        dir.settings(r#"{"network": {"requests": [{"host": "github.com", "action": "deny"}]}}"#);
+    let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("network.requests[0]: needs network.tlsTerminate"),
+        "{}",
+        out.stderr
+    );
+}

@@ -10,6 +10,7 @@
 
 mod ca;
 mod roots;
+pub(crate) mod rules;
 pub(crate) mod serve;
 
 use std::collections::HashMap;
@@ -114,6 +115,7 @@ pub struct Terminator {
     pub(crate) handshake_timeout: Duration,
     leaves: Mutex<HashMap<Host, (Instant, Arc<ServerConfig>)>>,
     pub(crate) secrets: Arc<Vec<Secret>>,
+    pub(crate) rules: Arc<rules::Rules>,
 }
 
 impl std::fmt::Debug for Terminator {
@@ -184,6 +186,18 @@ impl Terminator {
             handshake_timeout: t.handshake_timeout,
             leaves: Mutex::new(HashMap::new()),
             secrets: Arc::new(Vec::new()),
+            rules: Arc::new(rules::Rules::default()),
+        })
+    }
+
+    /// Why a tunnel to `host:port` that is not terminated (excludeDomains) must be refused:
+    /// request rules name the host, and they could not see its requests.
+    pub(crate) fn opaque_refusal(&self, host: &Host, port: u16) -> Option<String> {
+        self.rules.cover(host, port).then(|| {
+            format!(
+                "network.requests has rules for {host}:{port}, which is in \
+                 tlsTerminate.excludeDomains, so its requests could not be checked"
+            )
         })
     }
 
@@ -242,6 +256,7 @@ pub fn setup(
     state_dir: &Path,
     ssl_cert_file: Option<&Path>,
     secrets: Vec<Secret>,
+    requests: &[ringfence_policy::RequestRule],
 ) -> Result<Setup, Error> {
     let dir = state_dir.join("tls");
     ca::private_dir(&dir)?;
@@ -296,6 +311,7 @@ pub fn setup(
             .map(|s| (s.name.clone(), s.placeholder.clone())),
     );
     terminator.secrets = Arc::new(secrets);
+    terminator.rules = Arc::new(rules::Rules::compile(requests)?);
     let terminator = Arc::new(terminator);
     Ok(Setup {
         terminator,

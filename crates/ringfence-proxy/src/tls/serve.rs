@@ -39,11 +39,13 @@ pub(crate) struct Outcome {
     pub error: Option<String>,
 }
 
-/// A request refused inside a terminated tunnel: the status and why.
-pub(crate) type OnRefusal = Arc<dyn Fn(u16, String) + Send + Sync>;
+/// Records a decision about one request inside a terminated tunnel: allowed by a request
+/// rule, or refused (the rule if one decided, and the reason with the status).
+pub(crate) type OnRefusal =
+    Arc<dyn Fn(crate::Decision, Option<String>, Option<String>) + Send + Sync>;
 
-/// Records each request refused inside a terminated tunnel to `host:port` as a denied
-/// decision of its own (protocol `https`), with the status and the reason.
+/// Records each request refused inside a terminated tunnel to `host:port`, and each that a
+/// request rule allowed, as a decision of its own (protocol `https`).
 pub(crate) fn recorder(
     proxy: &crate::Proxy,
     host: &str,
@@ -53,14 +55,14 @@ pub(crate) fn recorder(
 ) -> OnRefusal {
     let hooks = proxy.hooks();
     let host = host.to_string();
-    Arc::new(move |status: u16, reason: String| {
+    Arc::new(move |decision, rule, reason| {
         hooks.record(&crate::DecisionRecord {
             host: host.clone(),
             port,
             protocol: crate::Protocol::Https,
-            decision: crate::Decision::Denied,
-            rule: None,
-            reason: Some(format!("{status}: {reason}")),
+            decision,
+            rule,
+            reason,
             asked: None,
             client: client.clone(),
             peer: Some(peer),
@@ -179,6 +181,7 @@ struct State {
     client_h2: bool,
     on_refusal: OnRefusal,
     secrets: Arc<Vec<super::Secret>>,
+    rules: Arc<super::rules::Rules>,
 }
 
 /// Serves one CONNECT tunnel to `host:port` that the policy allowed and that is to be
@@ -274,6 +277,7 @@ pub(crate) async fn run(
         client_h2,
         on_refusal,
         secrets: t.secrets.clone(),
+        rules: t.rules.clone(),
     });
     let svc = hyper::service::service_fn(move |req| {
         let st = state.clone();
@@ -427,10 +431,15 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
-    let refuse = |status: u16, why: String| {
-        (st.on_refusal)(status, why.clone());
+    let refuse_by = |status: u16, rule: Option<String>, why: String| {
+        (st.on_refusal)(
+            crate::Decision::Denied,
+            rule,
+            Some(format!("{status}: {why}")),
+        );
         text(status, &why, true)
     };
+    let refuse = |status: u16, why: String| refuse_by(status, None, why);
     if let Some(why) = &st.misdirected {
         return refuse(421, why.clone());
     }
@@ -455,17 +464,43 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
             format!("the request names {bad}, but the tunnel goes to {target}"),
         );
     }
+    // Request rules see the path normalised once, and that path is what is forwarded.
+    let (path, query) = match req.uri().path_and_query() {
+        Some(pq) => (pq.path().to_string(), pq.query().map(str::to_string)),
+        None => ("/".to_string(), None),
+    };
+    let Some(path) = ringfence_policy::normalize_path(&path) else {
+        return refuse(400, "a malformed percent-escape in the path".into());
+    };
+    let verdict = {
+        let headers = req.headers();
+        let field = |name: &str| -> Vec<&str> {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect()
+        };
+        st.rules
+            .decide(&st.host, st.port, req.method().as_str(), &path, &field)
+    };
+    match verdict {
+        super::rules::RuleVerdict::Unrestricted => {}
+        super::rules::RuleVerdict::Allowed(rule) => {
+            (st.on_refusal)(crate::Decision::Allowed, Some(rule), None)
+        }
+        super::rules::RuleVerdict::Denied { rule, reason } => return refuse_by(403, rule, reason),
+    }
     let sender = match &st.upstream {
         Ok(s) => s,
         Err(e) => return text(502, e, false),
     };
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let mut pq = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".to_string());
+    let mut pq = match &query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
     // Masked credentials: the real value in place of the placeholder toward the credential's
     // own hosts; a placeholder on its way anywhere else stops the request.
     if !st.secrets.is_empty() {
