@@ -673,3 +673,102 @@ fn request_rules_decide_on_the_normalised_path() {
         out.stderr
     );
 }
+
+/// An HTTPS server that speaks only HTTP/2 (ALPN h2): answers with what it saw.
+fn h2_upstream(ca: &TestCa) -> Upstream {
+    use http_body_util::Full;
+    let (cert, key) = ca.issue("127.0.0.1");
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let (acceptor, log) = (acceptor.clone(), log.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let text = format!(
+                                "h2 upstream saw {:?} {} {}",
+                                req.version(),
+                                req.method(),
+                                req.uri()
+                            );
+                            log.lock().unwrap().push(text.clone());
+                            async move {
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                    bytes::Bytes::from(text),
+                                )))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+                });
+            }
+        });
+    });
+    Upstream { port, seen }
+}
+
+#[test]
+fn an_http2_upstream_is_reached_from_http1_and_http2_clients() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = h2_upstream(&ca);
+    let port = up.port;
+    let (dir, settings) = setup("tls-h2", &ca, &policy(port, "{}"));
+    let (out, _) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} --http1.1 https://127.0.0.1:{port}/one; echo; \
+             {CURL} --http2 https://127.0.0.1:{port}/two?x=1; echo"
+        ),
+    );
+    let text = out.ok();
+    assert!(
+        text.contains(&format!(
+            "h2 upstream saw HTTP/2.0 GET https://127.0.0.1:{port}/one"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "h2 upstream saw HTTP/2.0 GET https://127.0.0.1:{port}/two?x=1"
+        )),
+        "{text}"
+    );
+    assert_eq!(up.seen.lock().unwrap().len(), 2);
+}

@@ -108,9 +108,9 @@ impl Secret {
 pub struct Terminator {
     ca: Authority,
     exclude: DomainList,
-    /// Upstream TLS client configurations: offering h2 and HTTP/1.1, and HTTP/1.1 only.
-    upstream_h2: Arc<ClientConfig>,
-    upstream_h1: Arc<ClientConfig>,
+    /// The upstream TLS client configuration, offering h2 and HTTP/1.1 whatever the client
+    /// chose (hyper carries requests between the two).
+    upstream: Arc<ClientConfig>,
     slots: Arc<Semaphore>,
     pub(crate) handshake_timeout: Duration,
     leaves: Mutex<HashMap<Host, (Instant, Arc<ServerConfig>)>>,
@@ -180,8 +180,7 @@ impl Terminator {
         Ok(Terminator {
             ca,
             exclude: DomainList::parse("network.tlsTerminate.excludeDomains", &t.exclude_domains)?,
-            upstream_h2: client(&[b"h2", b"http/1.1"])?,
-            upstream_h1: client(&[b"http/1.1"])?,
+            upstream: client(&[b"h2", b"http/1.1"])?,
             slots: Arc::new(Semaphore::new(t.max_tunnels.max(1))),
             handshake_timeout: t.handshake_timeout,
             leaves: Mutex::new(HashMap::new()),
@@ -238,12 +237,8 @@ impl Terminator {
         Ok(c)
     }
 
-    pub(crate) fn upstream_config(&self, h2: bool) -> Arc<ClientConfig> {
-        if h2 {
-            self.upstream_h2.clone()
-        } else {
-            self.upstream_h1.clone()
-        }
+    pub(crate) fn upstream_config(&self) -> Arc<ClientConfig> {
+        self.upstream.clone()
     }
 }
 

@@ -1,6 +1,6 @@
 //! One terminated tunnel: check that it carries TLS, complete the client's handshake with the
-//! leaf for the CONNECT target, open the verified upstream TLS connection (ALPN h2 when the
-//! client chose h2), then carry each request with hyper, after checking that its server name,
+//! leaf for the CONNECT target, open the verified upstream TLS connection (ALPN h2 or
+//! HTTP/1.1, whichever the upstream picks), then carry each request with hyper, after checking that its server name,
 //! Host and `:authority` name the CONNECT target (else 421).
 
 use std::convert::Infallible;
@@ -266,7 +266,7 @@ pub(crate) async fn run(
     let upstream = if misdirected.is_some() {
         Err("misdirected".to_string())
     } else {
-        open_upstream(t, host, port, client_h2, upstream).await
+        open_upstream(t, host, port, upstream).await
     };
     let upstream_error = upstream.as_ref().err().cloned();
     let state = Arc::new(State {
@@ -313,14 +313,13 @@ async fn open_upstream(
     t: &Terminator,
     host: &Host,
     port: u16,
-    h2: bool,
     stream: Stream,
 ) -> Result<Sender, String> {
     let name = match host {
         Host::Name(n) => ServerName::try_from(n.clone()).map_err(|e| format!("{host}: {e}"))?,
         Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
     };
-    let connector = tokio_rustls::TlsConnector::from(t.upstream_config(h2));
+    let connector = tokio_rustls::TlsConnector::from(t.upstream_config());
     let tls = match tokio::time::timeout(t.handshake_timeout, connector.connect(name, stream)).await
     {
         Ok(Ok(s)) => s,
@@ -442,6 +441,13 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
     let refuse = |status: u16, why: String| refuse_by(status, None, why);
     if let Some(why) = &st.misdirected {
         return refuse(421, why.clone());
+    }
+    // A tunnel inside the tunnel would carry what no rule sees.
+    if req.method() == http::Method::CONNECT {
+        return refuse(
+            405,
+            "CONNECT inside a TLS-terminated tunnel is not forwarded".into(),
+        );
     }
     // Every name the request gives for its target must be the CONNECT target.
     let target = format!("{}:{}", st.host, st.port);
