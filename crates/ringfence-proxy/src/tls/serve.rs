@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -23,7 +23,7 @@ use super::Terminator;
 use crate::host::{normalize_host, split_host_port, Host};
 use crate::route::Stream;
 
-type Body = BoxBody<Bytes, hyper::Error>;
+type Body = BoxBody<Bytes, super::body::BoxError>;
 
 /// How long a terminated HTTP/1.1 connection may wait for the next request's head.
 const IDLE: Duration = Duration::from_secs(30);
@@ -577,7 +577,63 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
             parts.headers.remove(header::HOST);
         }
     }
-    let req = Request::from_parts(parts, body.boxed());
+    let body: Body = if st.secrets.is_empty() || body.is_end_stream() {
+        body.map_err(Into::into).boxed()
+    } else {
+        let scan = super::body::Scan::new(st.secrets.clone(), st.host.clone(), st.port);
+        let small = body
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= super::body::WHOLE);
+        if small {
+            let whole = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => return text(400, &format!("reading the request body: {e}"), false),
+            };
+            let mut buf = whole.to_vec();
+            let out = match scan.step(&mut buf, true) {
+                Ok(out) => out,
+                Err(name) => {
+                    return refuse(
+                        403,
+                        format!(
+                            "the placeholder of the masked credential {name} was sent to \
+                             {target} in the body, which is not one of its injectHosts: \
+                             refused as an attempted credential leak"
+                        ),
+                    )
+                }
+            };
+            if parts.headers.contains_key(header::CONTENT_LENGTH) {
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            }
+            Full::new(Bytes::from(out))
+                .map_err(|never: Infallible| match never {})
+                .boxed()
+        } else {
+            // Streamed: a value put in changes the length, so the upstream gets it chunked.
+            if scan.injects() {
+                parts.headers.remove(header::CONTENT_LENGTH);
+            }
+            let on_refusal = st.on_refusal.clone();
+            let shown = target.clone();
+            let on_leak = Box::new(move |name: String| {
+                on_refusal(
+                    crate::Decision::Denied,
+                    None,
+                    Some(format!(
+                        "the placeholder of the masked credential {name} was sent to {shown} \
+                         in the body, which is not one of its injectHosts: the request was \
+                         cut off as an attempted credential leak"
+                    )),
+                )
+            });
+            super::body::Scanned::new(body, scan, on_leak).boxed()
+        }
+    };
+    let req = Request::from_parts(parts, body);
     let resp = match sender {
         Sender::H1(m) => {
             let mut s = m.lock().await;
@@ -603,7 +659,7 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
             } else {
                 Version::HTTP_11
             };
-            Response::from_parts(p, b.boxed())
+            Response::from_parts(p, b.map_err(Into::into).boxed())
         }
         Err(e) => text(502, &format!("{target}: {e}"), false),
     }
