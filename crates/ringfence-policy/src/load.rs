@@ -150,6 +150,10 @@ pub struct Policy {
     /// proxies that replace the built-in ones (`network.httpProxyPort`, `socksProxyPort`).
     pub parent_proxy: Option<crate::ParentProxySettings>,
     pub mitm_proxy: Option<crate::MitmProxySettings>,
+    /// `network.refuseOpaqueTunnels: true` in some layer: the first file that said so.
+    pub refuse_opaque_tunnels: Option<String>,
+    /// `network.ambiguousRequestTarget: "refuse"` in some layer: the first file that said so.
+    pub refuse_ambiguous_paths: Option<String>,
     /// `network.requests` of every layer, in layer order.
     pub request_rules: Vec<crate::RequestRule>,
     /// `credentials.envVars` entries with mode "mask" (also in `env.deny`: the host value is
@@ -302,6 +306,25 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
         .0
         .unwrap_or(merge.policy.workspace.confirm_deletes);
     check_unix_sockets_readable(&merge.policy)?;
+    for (origin, key) in [
+        (
+            &merge.policy.refuse_opaque_tunnels,
+            "network.refuseOpaqueTunnels",
+        ),
+        (
+            &merge.policy.refuse_ambiguous_paths,
+            "network.ambiguousRequestTarget",
+        ),
+    ] {
+        if let (Some(origin), None) = (origin, &merge.policy.tls_terminate) {
+            return Err(Error::invalid(
+                origin,
+                key,
+                "needs network.tlsTerminate in ringfence (it applies to terminated tunnels); \
+                 add network.tlsTerminate",
+            ));
+        }
+    }
     if let (Some(r), None) = (
         merge.policy.request_rules.first(),
         &merge.policy.tls_terminate,
@@ -704,6 +727,16 @@ impl<'a> Merge<'a> {
             &self.managed_origin,
             &s.network,
         )?;
+        if s.network.refuse_opaque_tunnels == Some(true)
+            && self.policy.refuse_opaque_tunnels.is_none()
+        {
+            self.policy.refuse_opaque_tunnels = Some(origin.to_string());
+        }
+        if s.network.ambiguous_request_target == Some(crate::AmbiguousRequestTarget::Refuse)
+            && self.policy.refuse_ambiguous_paths.is_none()
+        {
+            self.policy.refuse_ambiguous_paths = Some(origin.to_string());
+        }
         for (i, r) in s.network.requests.iter().flatten().enumerate() {
             self.policy
                 .request_rules

@@ -191,11 +191,12 @@ pub struct NetworkSettings {
     pub allow_plaintext_header_set: Option<bool>,
     /// srt: response headers never passed back. Refused: not supported yet.
     pub strip_response_headers: Option<Vec<String>>,
-    /// srt: refuse tunnels the request filter cannot see into. Refused: not supported yet.
+    /// srt: refuse every tunnel that is not TLS-terminated (needs tlsTerminate).
     pub refuse_opaque_tunnels: Option<bool>,
-    /// srt: answer 421 when Host or SNI names another host. Refused: not supported yet.
+    /// srt: answer 421 when Host or SNI names another host. ringfence always checks.
     pub require_host_match: Option<bool>,
-    /// srt: what becomes of an ambiguous request target. Refused: not supported yet.
+    /// srt: a request path that normalisation changes: "refuse" (400) or "normalize"
+    /// (forwarded normalised, the default in ringfence); "asSpelled" is refused.
     pub ambiguous_request_target: Option<AmbiguousRequestTarget>,
 }
 
@@ -1114,19 +1115,10 @@ impl Settings {
                 REQUESTS,
             ),
             found(
-                n.refuse_opaque_tunnels.is_some(),
-                "network.refuseOpaqueTunnels",
-                REQUESTS,
-            ),
-            found(
-                n.require_host_match.is_some(),
-                "network.requireHostMatch",
-                REQUESTS,
-            ),
-            found(
-                n.ambiguous_request_target.is_some(),
+                n.ambiguous_request_target == Some(AmbiguousRequestTarget::AsSpelled),
                 "network.ambiguousRequestTarget",
-                REQUESTS,
+                "\"asSpelled\" is not supported (request rules judge the normalised path, and \
+                 that is what is forwarded); use \"refuse\" or \"normalize\"",
             ),
         ];
         if let Some(hit) = network.into_iter().flatten().next() {
@@ -1607,9 +1599,7 @@ pub(crate) mod tests {
             (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: needs request filtering"),
             (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs request filtering"),
             (r#"{"network": {"stripResponseHeaders": ["set-cookie"]}}"#, "network.stripResponseHeaders: needs"),
-            (r#"{"network": {"refuseOpaqueTunnels": true}}"#, "network.refuseOpaqueTunnels: needs"),
-            (r#"{"network": {"requireHostMatch": true}}"#, "network.requireHostMatch: needs"),
-            (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: needs"),
+            (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: \"asSpelled\" is not supported"),
             (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credential masking and injection are not supported yet"),
             (r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#, "credentials.awsPairs: credential masking"),
             (r#"{"credentials": {"sigv4": {"streaming": "deny"}}}"#, "credentials.sigv4: credential masking"),

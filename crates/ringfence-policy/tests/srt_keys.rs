@@ -312,8 +312,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "network.ambiguousRequestTarget",
-        Refused("network.ambiguousRequestTarget"),
-        r#"{"network": {"ambiguousRequestTarget": "refuse"}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}, "ambiguousRequestTarget": "refuse"}}"#,
     ),
     (
         "network.deniedDomainReasons",
@@ -377,12 +377,12 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "network.refuseOpaqueTunnels",
-        Refused("network.refuseOpaqueTunnels"),
-        r#"{"network": {"refuseOpaqueTunnels": true}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}, "refuseOpaqueTunnels": true}}"#,
     ),
     (
         "network.requireHostMatch",
-        Refused("network.requireHostMatch"),
+        Acts,
         r#"{"network": {"requireHostMatch": true}}"#,
     ),
     (

@@ -281,15 +281,9 @@ pub fn tls_setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy:
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
     let state = crate::runs::state_dir()?;
-    ringfence_proxy::tls::setup(
-        t,
-        &state,
-        ssl_cert_file.as_deref(),
-        secrets,
-        &p.request_rules,
-    )
-    .map(Some)
-    .map_err(|e| anyhow::anyhow!("{e}"))
+    ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref(), secrets, p)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 impl Egress {

@@ -400,6 +400,35 @@ fn a_tunnel_without_tls_is_refused_and_excluded_hosts_stay_opaque() {
         })
         .collect();
     assert_eq!(refused.len(), 2, "{net:?}");
+
+    // refuseOpaqueTunnels: the excluded host is refused too, and ambiguousRequestTarget
+    // "refuse" answers 400 to a path that normalisation changes.
+    let settings = dir.settings(&format!(
+        r#"{{"network": {{"allowedDomains": ["127.0.0.1:{t}", "127.0.0.1:{x}"],
+            "tlsTerminate": {{"excludeDomains": ["127.0.0.1:{x}"]}},
+            "refuseOpaqueTunnels": true, "ambiguousRequestTarget": "refuse"}}}}"#
+    ));
+    let (out, name) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} -o /dev/null https://127.0.0.1:{x}/excluded; echo excluded=$?; \
+             {CURL} --path-as-is -o /dev/null -w 'dots=%{{http_code}}\\n' https://127.0.0.1:{t}/a/../b; \
+             {CURL} -o /dev/null -w 'fine=%{{http_code}}\\n' https://127.0.0.1:{t}/b"
+        ),
+    );
+    let text = out.ok();
+    assert!(!text.contains("excluded=0"), "{text}");
+    assert!(text.contains("dots=400"), "{text}");
+    assert!(text.contains("fine=200"), "{text}");
+    assert_eq!(excluded.seen.lock().unwrap().len(), 1, "no second request");
+    let net = decisions(&dir, &name);
+    assert!(
+        net.iter().any(|e| e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("network.refuseOpaqueTunnels"))),
+        "{net:?}"
+    );
 }
 
 #[test]

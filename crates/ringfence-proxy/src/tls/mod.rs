@@ -117,6 +117,10 @@ pub struct Terminator {
     leaves: Mutex<HashMap<Host, (Instant, Arc<ServerConfig>)>>,
     pub(crate) secrets: Arc<Vec<Secret>>,
     pub(crate) rules: Arc<rules::Rules>,
+    /// `network.refuseOpaqueTunnels`: every tunnel that is not terminated is refused.
+    refuse_opaque: bool,
+    /// `network.ambiguousRequestTarget: "refuse"`: a path normalisation changes gets 400.
+    pub(crate) refuse_ambiguous: bool,
 }
 
 impl std::fmt::Debug for Terminator {
@@ -187,12 +191,20 @@ impl Terminator {
             leaves: Mutex::new(HashMap::new()),
             secrets: Arc::new(Vec::new()),
             rules: Arc::new(rules::Rules::default()),
+            refuse_opaque: false,
+            refuse_ambiguous: false,
         })
     }
 
     /// Why a tunnel to `host:port` that is not terminated (excludeDomains) must be refused:
     /// request rules name the host, and they could not see its requests.
     pub(crate) fn opaque_refusal(&self, host: &Host, port: u16) -> Option<String> {
+        if self.refuse_opaque {
+            return Some(format!(
+                "{host}:{port} is in tlsTerminate.excludeDomains, and network.refuseOpaqueTunnels \
+                 refuses tunnels that are not terminated"
+            ));
+        }
         self.rules.cover(host, port).then(|| {
             format!(
                 "network.requests has rules for {host}:{port}, which is in \
@@ -252,7 +264,7 @@ pub fn setup(
     state_dir: &Path,
     ssl_cert_file: Option<&Path>,
     secrets: Vec<Secret>,
-    requests: &[ringfence_policy::RequestRule],
+    p: &ringfence_policy::Policy,
 ) -> Result<Setup, Error> {
     let dir = state_dir.join("tls");
     ca::private_dir(&dir)?;
@@ -307,7 +319,9 @@ pub fn setup(
             .map(|s| (s.name.clone(), s.placeholder.clone())),
     );
     terminator.secrets = Arc::new(secrets);
-    terminator.rules = Arc::new(rules::Rules::compile(requests)?);
+    terminator.rules = Arc::new(rules::Rules::compile(&p.request_rules)?);
+    terminator.refuse_opaque = p.refuse_opaque_tunnels.is_some();
+    terminator.refuse_ambiguous = p.refuse_ambiguous_paths.is_some();
     let terminator = Arc::new(terminator);
     Ok(Setup {
         terminator,

@@ -182,6 +182,7 @@ struct State {
     on_refusal: OnRefusal,
     secrets: Arc<Vec<super::Secret>>,
     rules: Arc<super::rules::Rules>,
+    refuse_ambiguous: bool,
 }
 
 /// Serves one CONNECT tunnel to `host:port` that the policy allowed and that is to be
@@ -278,6 +279,7 @@ pub(crate) async fn run(
         on_refusal,
         secrets: t.secrets.clone(),
         rules: t.rules.clone(),
+        refuse_ambiguous: t.refuse_ambiguous,
     });
     let svc = hyper::service::service_fn(move |req| {
         let st = state.clone();
@@ -475,9 +477,19 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
         Some(pq) => (pq.path().to_string(), pq.query().map(str::to_string)),
         None => ("/".to_string(), None),
     };
-    let Some(path) = ringfence_policy::normalize_path(&path) else {
+    let Some(normal) = ringfence_policy::normalize_path(&path) else {
         return refuse(400, "a malformed percent-escape in the path".into());
     };
+    if st.refuse_ambiguous && normal != path {
+        return refuse(
+            400,
+            format!(
+                "the path {path} names {normal} once normalised \
+                 (network.ambiguousRequestTarget: \"refuse\")"
+            ),
+        );
+    }
+    let path = normal;
     let verdict = {
         let headers = req.headers();
         let field = |name: &str| -> Vec<&str> {
