@@ -154,6 +154,9 @@ pub struct Policy {
     pub refuse_opaque_tunnels: Option<String>,
     /// `network.ambiguousRequestTarget: "refuse"` in some layer: the first file that said so.
     pub refuse_ambiguous_paths: Option<String>,
+    /// `network.stripResponseHeaders` of every layer, and the first file that set any.
+    pub strip_response_headers: Vec<String>,
+    pub strip_response_origin: Option<String>,
     /// `network.requests` of every layer, in layer order.
     pub request_rules: Vec<crate::RequestRule>,
     /// `credentials.envVars` entries with mode "mask" (also in `env.deny`: the host value is
@@ -314,6 +317,10 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
         (
             &merge.policy.refuse_ambiguous_paths,
             "network.ambiguousRequestTarget",
+        ),
+        (
+            &merge.policy.strip_response_origin,
+            "network.stripResponseHeaders",
         ),
     ] {
         if let (Some(origin), None) = (origin, &merge.policy.tls_terminate) {
@@ -736,6 +743,12 @@ impl<'a> Merge<'a> {
             && self.policy.refuse_ambiguous_paths.is_none()
         {
             self.policy.refuse_ambiguous_paths = Some(origin.to_string());
+        }
+        if let Some(list) = &s.network.strip_response_headers {
+            union(&mut self.policy.strip_response_headers, list);
+            if self.policy.strip_response_origin.is_none() {
+                self.policy.strip_response_origin = Some(origin.to_string());
+            }
         }
         for (i, r) in s.network.requests.iter().flatten().enumerate() {
             self.policy

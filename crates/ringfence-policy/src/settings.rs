@@ -189,7 +189,8 @@ pub struct NetworkSettings {
     pub filter_request: Option<serde_json::Value>,
     /// srt: let a request filter set headers on plain HTTP. Refused: not supported yet.
     pub allow_plaintext_header_set: Option<bool>,
-    /// srt: response headers never passed back. Refused: not supported yet.
+    /// srt: response header fields never passed back to the sandbox, matched without case and
+    /// with "-", "_" and "." ignored (needs tlsTerminate).
     pub strip_response_headers: Option<Vec<String>>,
     /// srt: refuse every tunnel that is not TLS-terminated (needs tlsTerminate).
     pub refuse_opaque_tunnels: Option<bool>,
@@ -985,6 +986,14 @@ impl Settings {
         if let Some(t) = &net.tls_terminate {
             crate::tls::check(t).map_err(|(k, m)| inv(k, m))?;
         }
+        for (i, h) in net.strip_response_headers.iter().flatten().enumerate() {
+            if h.is_empty() {
+                return Err(inv(
+                    format!("network.stripResponseHeaders[{i}]"),
+                    "a header name cannot be empty".into(),
+                ));
+            }
+        }
         for (i, r) in net.requests.iter().flatten().enumerate() {
             crate::requests::check(r)
                 .map_err(|(k, m)| inv(format!("network.requests[{i}].{k}"), m))?;
@@ -1107,11 +1116,6 @@ impl Settings {
             found(
                 n.allow_plaintext_header_set.is_some(),
                 "network.allowPlaintextHeaderSet",
-                REQUESTS,
-            ),
-            found(
-                n.strip_response_headers.is_some(),
-                "network.stripResponseHeaders",
                 REQUESTS,
             ),
             found(
@@ -1598,7 +1602,6 @@ pub(crate) mod tests {
         let cases = [
             (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: needs request filtering"),
             (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs request filtering"),
-            (r#"{"network": {"stripResponseHeaders": ["set-cookie"]}}"#, "network.stripResponseHeaders: needs"),
             (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: \"asSpelled\" is not supported"),
             (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credential masking and injection are not supported yet"),
             (r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#, "credentials.awsPairs: credential masking"),

@@ -397,8 +397,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "network.stripResponseHeaders",
-        Refused("network.stripResponseHeaders"),
-        r#"{"network": {"stripResponseHeaders": ["set-cookie"]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}, "stripResponseHeaders": ["set-cookie"]}}"#,
     ),
     (
         "network.tlsTerminate",

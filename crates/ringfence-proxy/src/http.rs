@@ -886,7 +886,8 @@ async fn forward(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    let result = relay(up, &out, head, body, cr, cw, &limits).await;
+    let tls = ctx.proxy.tls().cloned();
+    let result = relay(up, &out, head, body, cr, cw, &limits, tls.as_deref()).await;
     match result {
         Ok((up_bytes, down_bytes, reuse_upstream, close_client)) => {
             if !reuse_upstream {
@@ -964,6 +965,7 @@ async fn relay(
     cr: &mut BufReader<OwnedReadHalf>,
     cw: &mut OwnedWriteHalf,
     limits: &Limits,
+    tls: Option<&crate::tls::Terminator>,
 ) -> Result<(u64, u64, bool, bool), RelayError> {
     let before = |e: std::io::Error| RelayError::BeforeResponse(format!("upstream: {e}"));
     up.w.write_all(out).await.map_err(before)?;
@@ -1031,6 +1033,9 @@ async fn relay(
             .as_bytes(),
         );
         for (n, v) in forwarded_fields(&resp_head) {
+            if tls.is_some_and(|t| t.strips(n)) {
+                continue;
+            }
             h.extend_from_slice(n.as_bytes());
             h.extend_from_slice(b": ");
             h.extend_from_slice(v);

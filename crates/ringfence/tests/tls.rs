@@ -141,7 +141,8 @@ fn upstream(ca: &TestCa, ip: &str) -> Upstream {
                     let text = format!("{head}{}", String::from_utf8_lossy(&body));
                     log.lock().unwrap().push(text.clone());
                     let answer = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}",
+                        "HTTP/1.1 200 OK\r\nSet-Cookie: session=upstream\r\nX-Upstream: yes\r\n\
+                         Content-Length: {}\r\n\r\n{text}",
                         text.len()
                     );
                     if r.get_mut().write_all(answer.as_bytes()).is_err() {
@@ -267,6 +268,32 @@ fn curl_inside_trusts_the_terminating_ca_over_http1_and_http2() {
             .any(|e| e["protocol"] == "connect" && e["decision"] == "allow" && e["port"] == port),
         "{net:?}"
     );
+}
+
+#[test]
+fn strip_response_headers_keeps_fields_from_the_sandbox() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = upstream(&ca, "127.0.0.1");
+    let port = up.port;
+    let (dir, settings) = setup(
+        "tls-strip",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}"], "tlsTerminate": {{}},
+                "stripResponseHeaders": ["SET_COOKIE"]}}}}"#
+        ),
+    );
+    let (out, _) = sandbox(
+        &dir,
+        &settings,
+        &format!("{CURL} -i https://127.0.0.1:{port}/"),
+    );
+    let text = out.ok().to_ascii_lowercase();
+    assert!(text.contains("x-upstream: yes"), "{text}");
+    assert!(!text.contains("set-cookie"), "{text}");
 }
 
 #[test]

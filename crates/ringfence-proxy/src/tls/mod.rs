@@ -121,6 +121,17 @@ pub struct Terminator {
     refuse_opaque: bool,
     /// `network.ambiguousRequestTarget: "refuse"`: a path normalisation changes gets 400.
     pub(crate) refuse_ambiguous: bool,
+    /// `network.stripResponseHeaders`, folded ([`fold_field_name`]).
+    strip_response: Vec<String>,
+}
+
+/// A header field name as `stripResponseHeaders` compares it: lower case, without "-", "_"
+/// and ".".
+pub(crate) fn fold_field_name(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, '-' | '_' | '.'))
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
 }
 
 impl std::fmt::Debug for Terminator {
@@ -193,6 +204,7 @@ impl Terminator {
             rules: Arc::new(rules::Rules::default()),
             refuse_opaque: false,
             refuse_ambiguous: false,
+            strip_response: Vec::new(),
         })
     }
 
@@ -211,6 +223,11 @@ impl Terminator {
                  tlsTerminate.excludeDomains, so its requests could not be checked"
             )
         })
+    }
+
+    /// Whether a response field of this name is kept from the sandbox (stripResponseHeaders).
+    pub(crate) fn strips(&self, name: &str) -> bool {
+        !self.strip_response.is_empty() && self.strip_response.contains(&fold_field_name(name))
     }
 
     /// Whether CONNECTs to `host:port` are terminated (not in excludeDomains).
@@ -322,6 +339,11 @@ pub fn setup(
     terminator.rules = Arc::new(rules::Rules::compile(&p.request_rules)?);
     terminator.refuse_opaque = p.refuse_opaque_tunnels.is_some();
     terminator.refuse_ambiguous = p.refuse_ambiguous_paths.is_some();
+    terminator.strip_response = p
+        .strip_response_headers
+        .iter()
+        .map(|h| fold_field_name(h))
+        .collect();
     let terminator = Arc::new(terminator);
     Ok(Setup {
         terminator,

@@ -183,13 +183,15 @@ struct State {
     secrets: Arc<Vec<super::Secret>>,
     rules: Arc<super::rules::Rules>,
     refuse_ambiguous: bool,
+    /// The terminator, for stripResponseHeaders.
+    terminator: Arc<super::Terminator>,
 }
 
 /// Serves one CONNECT tunnel to `host:port` that the policy allowed and that is to be
 /// terminated. `early` is what the client sent after its CONNECT head; `upstream` is the
 /// connection to the target (or through the next hop to it).
 pub(crate) async fn run(
-    t: &Terminator,
+    t: &Arc<Terminator>,
     host: &Host,
     port: u16,
     early: Vec<u8>,
@@ -280,6 +282,7 @@ pub(crate) async fn run(
         secrets: t.secrets.clone(),
         rules: t.rules.clone(),
         refuse_ambiguous: t.refuse_ambiguous,
+        terminator: t.clone(),
     });
     let svc = hyper::service::service_fn(move |req| {
         let st = state.clone();
@@ -666,6 +669,15 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
         Ok(r) => {
             let (mut p, b) = r.into_parts();
             strip_hop_by_hop(&mut p.headers);
+            let names: Vec<header::HeaderName> = p
+                .headers
+                .keys()
+                .filter(|n| st.terminator.strips(n.as_str()))
+                .cloned()
+                .collect();
+            for n in names {
+                p.headers.remove(n);
+            }
             p.version = if st.client_h2 {
                 Version::HTTP_2
             } else {
