@@ -25,8 +25,10 @@ use crate::route::Stream;
 
 type Body = BoxBody<Bytes, super::body::BoxError>;
 
-/// How long a terminated HTTP/1.1 connection may wait for the next request's head.
+/// How long a terminated connection may stay idle (no request in progress, no byte moved)
+/// before it is closed, and how often that is looked at.
 const IDLE: Duration = Duration::from_secs(30);
+const IDLE_CHECK: Duration = Duration::from_secs(5);
 
 /// How a terminated tunnel ended.
 #[derive(Debug, Default)]
@@ -166,6 +168,22 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// Counts a request as in progress while it lives (a cancelled one too).
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn new(n: Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        n.fetch_add(1, Ordering::Relaxed);
+        InFlight(n)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 enum Sender {
     H1(tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Body>>),
     H2(hyper::client::conn::http2::SendRequest<Body>),
@@ -284,21 +302,63 @@ pub(crate) async fn run(
         refuse_ambiguous: t.refuse_ambiguous,
         terminator: t.clone(),
     });
+    let inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = inflight.clone();
     let svc = hyper::service::service_fn(move |req| {
         let st = state.clone();
-        async move { Ok::<_, Infallible>(handle(&st, req).await) }
+        let counter = counter.clone();
+        async move {
+            let _busy = InFlight::new(counter);
+            Ok::<_, Infallible>(handle(&st, req).await)
+        }
     });
     let io = TokioIo::new(tls);
+    // A connection that moved no byte for IDLE and has no request in progress is closed
+    // gracefully, so that an idle keep-alive tunnel gives its maxTunnels slot back.
+    let idle = {
+        let (up, down, inflight) = (up.clone(), down.clone(), inflight.clone());
+        async move {
+            let mut last = (u64::MAX, u64::MAX);
+            let mut quiet = Duration::ZERO;
+            loop {
+                tokio::time::sleep(IDLE_CHECK).await;
+                let now = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+                if now == last && inflight.load(Ordering::Relaxed) == 0 {
+                    quiet += IDLE_CHECK;
+                    if quiet >= IDLE {
+                        return;
+                    }
+                } else {
+                    quiet = Duration::ZERO;
+                    last = now;
+                }
+            }
+        }
+    };
     let served = if client_h2 {
-        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-            .serve_connection(io, svc)
-            .await
+        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(io, svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            () = idle => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
     } else {
-        hyper::server::conn::http1::Builder::new()
+        let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(IDLE)
-            .serve_connection(io, svc)
-            .await
+            .serve_connection(io, svc);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => r,
+            () = idle => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        }
     };
     let error = match (upstream_error, served) {
         (Some(e), _) if e != "misdirected" => Some(e),
