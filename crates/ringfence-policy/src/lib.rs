@@ -11,8 +11,10 @@ mod limits;
 mod load;
 mod paths;
 mod protected;
+mod requests;
 mod secrets;
 mod settings;
+mod tls;
 
 use std::fmt;
 
@@ -21,9 +23,12 @@ pub use egress::{redact, NoProxy, ParentProxy, ParentProxyError, ProxyUrl};
 pub use env::{EnvPolicy, DEFAULT_ENV_DENY};
 pub use error::Error;
 pub use limits::{default_memory, format_size, parse_size, Limits};
-pub use load::{load, CliRules, HostEnv, LoadOptions, Policy, Workspace, ASK_TIMEOUT_SECONDS};
+pub use load::{
+    load, CliRules, HostEnv, LoadOptions, MaskedEnv, Policy, Workspace, ASK_TIMEOUT_SECONDS,
+};
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
 pub use protected::{is_git_dir, same_name, ProtectedNames, Protection};
+pub use requests::{normalize_path, RequestAction, RequestRule, RequestRuleSettings};
 pub use secrets::{
     is_secret_name, is_secret_path, DEFAULT_DENY_READ, NOT_SECRET_NAMES, SECRET_FILE_NAMES,
 };
@@ -35,6 +40,7 @@ pub use settings::{
     SeccompSettings, Settings, Sigv4Policy, Sigv4Settings, SrtWinSettings, TlsTerminateSettings,
     WindowsBackend, WindowsSettings, WorkspaceMode, WorkspaceSettings,
 };
+pub use tls::{TlsTerminate, HANDSHAKE_TIMEOUT_MS, MAX_TUNNELS};
 
 /// File names that are never writable inside a writable root, at any depth, existing or not:
 /// a compromised agent could use them to run code outside the sandbox later.

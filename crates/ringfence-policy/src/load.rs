@@ -94,6 +94,17 @@ impl std::fmt::Debug for HostEnv {
     }
 }
 
+/// A variable the sandbox sees as a placeholder (`credentials.envVars`, mode "mask").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedEnv {
+    /// The settings file that declared it, and the entry (`credentials.envVars[N]`).
+    pub origin: String,
+    pub key: String,
+    pub name: String,
+    /// Hosts (allowedDomains syntax) the real value goes to; `None`: every allowed host.
+    pub inject_hosts: Option<Vec<String>>,
+}
+
 /// The merged policy of all layers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -143,6 +154,20 @@ pub struct Policy {
     /// proxies that replace the built-in ones (`network.httpProxyPort`, `socksProxyPort`).
     pub parent_proxy: Option<crate::ParentProxySettings>,
     pub mitm_proxy: Option<crate::MitmProxySettings>,
+    /// `network.refuseOpaqueTunnels: true` in some layer: the first file that said so.
+    pub refuse_opaque_tunnels: Option<String>,
+    /// `network.ambiguousRequestTarget: "refuse"` in some layer: the first file that said so.
+    pub refuse_ambiguous_paths: Option<String>,
+    /// `network.stripResponseHeaders` of every layer, and the first file that set any.
+    pub strip_response_headers: Vec<String>,
+    pub strip_response_origin: Option<String>,
+    /// `network.requests` of every layer, in layer order.
+    pub request_rules: Vec<crate::RequestRule>,
+    /// `credentials.envVars` entries with mode "mask" (also in `env.deny`: the host value is
+    /// never passed in), in layer order.
+    pub masked_env: Vec<MaskedEnv>,
+    /// `network.tlsTerminate` (managed over user, like mitmProxy; a project file may not set it).
+    pub tls_terminate: Option<crate::TlsTerminate>,
     pub http_proxy_port: Option<u16>,
     pub socks_proxy_port: Option<u16>,
     pub env: EnvPolicy,
@@ -288,6 +313,49 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
         .0
         .unwrap_or(merge.policy.workspace.confirm_deletes);
     check_unix_sockets_readable(&merge.policy)?;
+    for (origin, key) in [
+        (
+            &merge.policy.refuse_opaque_tunnels,
+            "network.refuseOpaqueTunnels",
+        ),
+        (
+            &merge.policy.refuse_ambiguous_paths,
+            "network.ambiguousRequestTarget",
+        ),
+        (
+            &merge.policy.strip_response_origin,
+            "network.stripResponseHeaders",
+        ),
+    ] {
+        if let (Some(origin), None) = (origin, &merge.policy.tls_terminate) {
+            return Err(Error::invalid(
+                origin,
+                key,
+                "needs network.tlsTerminate in ringfence (it applies to terminated tunnels); \
+                 add network.tlsTerminate",
+            ));
+        }
+    }
+    if let (Some(r), None) = (
+        merge.policy.request_rules.first(),
+        &merge.policy.tls_terminate,
+    ) {
+        let (file, key) = r.origin.rsplit_once(": ").unwrap_or(("", &r.origin));
+        return Err(Error::invalid(
+            file,
+            key,
+            "needs network.tlsTerminate (rules see requests only inside terminated tunnels); \
+             add network.tlsTerminate",
+        ));
+    }
+    if let (Some(m), None) = (merge.policy.masked_env.first(), &merge.policy.tls_terminate) {
+        return Err(Error::invalid(
+            &m.origin,
+            format!("{}.mode", m.key),
+            "\"mask\" needs network.tlsTerminate (the real value is put back only inside a \
+             verified TLS connection); add network.tlsTerminate or use \"deny\"",
+        ));
+    }
     Ok(merge.policy)
 }
 
@@ -590,8 +658,16 @@ impl<'a> Merge<'a> {
                 )?;
                 cred_deny.append(&mut rules);
             }
-            for v in c.env_vars.iter().flatten() {
+            for (i, v) in c.env_vars.iter().flatten().enumerate() {
                 self.policy.env.deny.push(v.name.clone());
+                if v.mode == crate::CredentialMode::Mask {
+                    self.policy.masked_env.push(MaskedEnv {
+                        origin: origin.to_string(),
+                        key: format!("credentials.envVars[{i}]"),
+                        name: v.name.clone(),
+                        inject_hosts: v.inject_hosts.clone(),
+                    });
+                }
             }
         }
         if layer != Layer::Managed {
@@ -665,6 +741,45 @@ impl<'a> Merge<'a> {
             &self.managed_origin,
             &s.network,
         )?;
+        if s.network.refuse_opaque_tunnels == Some(true)
+            && self.policy.refuse_opaque_tunnels.is_none()
+        {
+            self.policy.refuse_opaque_tunnels = Some(origin.to_string());
+        }
+        if s.network.ambiguous_request_target == Some(crate::AmbiguousRequestTarget::Refuse)
+            && self.policy.refuse_ambiguous_paths.is_none()
+        {
+            self.policy.refuse_ambiguous_paths = Some(origin.to_string());
+        }
+        if let Some(list) = &s.network.strip_response_headers {
+            union(&mut self.policy.strip_response_headers, list);
+            if self.policy.strip_response_origin.is_none() {
+                self.policy.strip_response_origin = Some(origin.to_string());
+            }
+        }
+        for (i, r) in s.network.requests.iter().flatten().enumerate() {
+            self.policy
+                .request_rules
+                .push(crate::RequestRule::from_settings(
+                    r,
+                    format!("{origin}: network.requests[{i}]"),
+                ));
+        }
+        if let Some(t) = &s.network.tls_terminate {
+            let t = crate::TlsTerminate::resolve(t, &self.opts.cwd, &self.opts.home)
+                .map_err(|(k, m)| Error::invalid(origin, k, m))?;
+            match &self.policy.tls_terminate {
+                None => self.policy.tls_terminate = Some(t),
+                Some(old) if *old == t => {}
+                Some(_) => {
+                    return Err(Error::ManagedConflict {
+                        origin: origin.to_string(),
+                        key: "network.tlsTerminate".into(),
+                        message: format!("{} sets another value", self.managed_origin),
+                    })
+                }
+            }
+        }
 
         self.merge_env(layer, origin, s)?;
         self.merge_permissions(layer, origin, s)?;

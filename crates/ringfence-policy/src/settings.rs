@@ -176,22 +176,28 @@ pub struct NetworkSettings {
     /// srt: allowed connections to these domains go through the user's inspection proxy on a
     /// unix socket (HTTP CONNECT, or the absolute-form request for plain HTTP).
     pub mitm_proxy: Option<MitmProxySettings>,
-    /// srt: in-process TLS termination. Refused: not supported yet.
+    /// Rules for requests inside TLS-terminated tunnels (method, path glob, header fields;
+    /// deny beats allow; a host with allow rules gets only what one of them matches).
+    pub requests: Option<Vec<crate::RequestRuleSettings>>,
+    /// srt: TLS termination of CONNECT tunnels by the proxy, with per-host certificates from
+    /// a CA the sandbox trusts (ringfence's per-user CA unless caCertPath is given).
     pub tls_terminate: Option<TlsTerminateSettings>,
     /// srt: parent (corporate) HTTP proxy that allowed connections leave through; unset
     /// fields fall back to the host's HTTP_PROXY, HTTPS_PROXY and NO_PROXY.
     pub parent_proxy: Option<ParentProxySettings>,
-    /// srt (library callers): a per-request filter function. Refused: it needs TLS termination.
+    /// srt (library callers): a per-request filter function. Refused: not supported yet.
     pub filter_request: Option<serde_json::Value>,
-    /// srt: let a request filter set headers on plain HTTP. Refused: needs TLS termination.
+    /// srt: let a request filter set headers on plain HTTP. Refused: not supported yet.
     pub allow_plaintext_header_set: Option<bool>,
-    /// srt: response headers never passed back. Refused: needs TLS termination.
+    /// srt: response header fields never passed back to the sandbox, matched without case and
+    /// with "-", "_" and "." ignored (needs tlsTerminate).
     pub strip_response_headers: Option<Vec<String>>,
-    /// srt: refuse tunnels the request filter cannot see into. Refused: needs TLS termination.
+    /// srt: refuse every tunnel that is not TLS-terminated (needs tlsTerminate).
     pub refuse_opaque_tunnels: Option<bool>,
-    /// srt: answer 421 when Host or SNI names another host. Refused: needs TLS termination.
+    /// srt: answer 421 when Host or SNI names another host. ringfence always checks.
     pub require_host_match: Option<bool>,
-    /// srt: what becomes of an ambiguous request target. Refused: needs TLS termination.
+    /// srt: a request path that normalisation changes: "refuse" (400) or "normalize"
+    /// (forwarded normalised, the default in ringfence); "asSpelled" is refused.
     pub ambiguous_request_target: Option<AmbiguousRequestTarget>,
 }
 
@@ -388,7 +394,7 @@ pub struct CredentialSettings {
 pub enum CredentialMode {
     /// Not readable / not passed at all.
     Deny,
-    /// srt replaces the value with a placeholder; ringfence currently denies it instead.
+    /// A placeholder inside, the real value put back by the proxy (variables only for now).
     Mask,
 }
 
@@ -436,7 +442,8 @@ pub struct CredentialFileSettings {
 pub struct CredentialEnvVarSettings {
     /// Name of the environment variable.
     pub name: String,
-    /// "deny" or "mask"; in ringfence both remove the variable.
+    /// "deny" removes the variable; "mask" gives the sandbox a placeholder instead, which the
+    /// proxy replaces with the real value in requests to injectHosts (needs tlsTerminate).
     pub mode: CredentialMode,
     /// srt: regex whose first group is the secret to mask.
     pub extract: Option<String>,
@@ -986,6 +993,21 @@ impl Settings {
                     .map_err(|m| inv(format!("{key}[{i}]"), m))?;
             }
         }
+        if let Some(t) = &net.tls_terminate {
+            crate::tls::check(t).map_err(|(k, m)| inv(k, m))?;
+        }
+        for (i, h) in net.strip_response_headers.iter().flatten().enumerate() {
+            if h.is_empty() {
+                return Err(inv(
+                    format!("network.stripResponseHeaders[{i}]"),
+                    "a header name cannot be empty".into(),
+                ));
+            }
+        }
+        for (i, r) in net.requests.iter().flatten().enumerate() {
+            crate::requests::check(r)
+                .map_err(|(k, m)| inv(format!("network.requests[{i}].{k}"), m))?;
+        }
         for (i, a) in net.denied_resolved_addresses.iter().flatten().enumerate() {
             check_address_range(a)
                 .map_err(|m| inv(format!("network.deniedResolvedAddresses[{i}]"), m))?;
@@ -1085,10 +1107,8 @@ impl Settings {
     /// them would redirect, inspect or rewrite traffic, or hand out credentials, so none is
     /// ever ignored: the file is refused.
     fn unsupported_key(&self) -> Option<(String, String)> {
-        const TLS: &str = "TLS termination is not supported yet; remove this key (HTTPS \
-                           passes through the proxy as an opaque tunnel)";
-        const REQUESTS: &str = "needs TLS termination and request filtering, which ringfence \
-                                does not support yet; remove this key";
+        const REQUESTS: &str = "needs request filtering, which ringfence does not support \
+                                yet; remove this key";
         const INJECT: &str = "credential masking and injection are not supported yet; remove \
                               this key (mode \"deny\" works)";
         const MASK_ONLY: &str = "belongs to mode \"mask\", which ringfence does not support \
@@ -1098,7 +1118,6 @@ impl Settings {
             present.then(|| (key.to_string(), message.to_string()))
         };
         let network = [
-            found(n.tls_terminate.is_some(), "network.tlsTerminate", TLS),
             found(
                 n.filter_request.is_some(),
                 "network.filterRequest",
@@ -1110,24 +1129,10 @@ impl Settings {
                 REQUESTS,
             ),
             found(
-                n.strip_response_headers.is_some(),
-                "network.stripResponseHeaders",
-                REQUESTS,
-            ),
-            found(
-                n.refuse_opaque_tunnels.is_some(),
-                "network.refuseOpaqueTunnels",
-                REQUESTS,
-            ),
-            found(
-                n.require_host_match.is_some(),
-                "network.requireHostMatch",
-                REQUESTS,
-            ),
-            found(
-                n.ambiguous_request_target.is_some(),
+                n.ambiguous_request_target == Some(AmbiguousRequestTarget::AsSpelled),
                 "network.ambiguousRequestTarget",
-                REQUESTS,
+                "\"asSpelled\" is not supported (request rules judge the normalised path, and \
+                 that is what is forwarded); use \"refuse\" or \"normalize\"",
             ),
         ];
         if let Some(hit) = network.into_iter().flatten().next() {
@@ -1168,19 +1173,31 @@ impl Settings {
                 return found(true, &format!("credentials.files[{i}].{k}"), MASK_ONLY);
             }
         }
+        // Whole-value masking of a variable works (with injectHosts); its structured forms
+        // do not yet.
+        const MASK_PART: &str = "is not supported yet (ringfence masks the whole value); \
+                                 remove it";
         for (i, v) in c.env_vars.iter().flatten().enumerate() {
-            if v.mode == CredentialMode::Mask {
-                return Some(mask("envVars", i, "the variable is removed"));
-            }
             let keys = [
                 (v.extract.is_some(), "extract"),
                 (v.on_extract_no_match.is_some(), "onExtractNoMatch"),
                 (v.decode.is_some(), "decode"),
                 (v.mask_claims.is_some(), "maskClaims"),
-                (v.inject_hosts.is_some(), "injectHosts"),
             ];
             if let Some((_, k)) = keys.iter().find(|(present, _)| *present) {
-                return found(true, &format!("credentials.envVars[{i}].{k}"), MASK_ONLY);
+                let message = if v.mode == CredentialMode::Mask {
+                    MASK_PART
+                } else {
+                    MASK_ONLY
+                };
+                return found(true, &format!("credentials.envVars[{i}].{k}"), message);
+            }
+            if v.mode == CredentialMode::Deny && v.inject_hosts.is_some() {
+                return found(
+                    true,
+                    &format!("credentials.envVars[{i}].injectHosts"),
+                    MASK_ONLY,
+                );
             }
         }
         None
@@ -1254,6 +1271,22 @@ impl Settings {
         add(n.http_proxy_port.is_some(), "network.httpProxyPort");
         add(n.socks_proxy_port.is_some(), "network.socksProxyPort");
         add(n.mitm_proxy.is_some(), "network.mitmProxy");
+        add(n.tls_terminate.is_some(), "network.tlsTerminate");
+        add(
+            n.requests
+                .iter()
+                .flatten()
+                .any(|r| r.action == crate::RequestAction::Allow),
+            "network.requests (action \"allow\")",
+        );
+        // A masked variable's real value is sent on to hosts: more than removing it.
+        add(
+            self.credentials
+                .iter()
+                .flat_map(|c| c.env_vars.iter().flatten())
+                .any(|v| v.mode == CredentialMode::Mask),
+            "credentials.envVars (mode \"mask\")",
+        );
         add(n.parent_proxy.is_some(), "network.parentProxy");
         add(n.ask == Some(true), "network.ask");
         add(
@@ -1578,19 +1611,14 @@ pub(crate) mod tests {
     #[test]
     fn srt_keys_not_supported_yet_are_refused() {
         let cases = [
-            (r#"{"network": {"tlsTerminate": {}}}"#, "network.tlsTerminate: TLS termination is not supported yet"),
-            (r#"{"network": {"tlsTerminate": {"maxTunnels": 3, "handshakeTimeoutMs": 200}}}"#, "network.tlsTerminate: TLS"),
-            (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: needs TLS termination"),
-            (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs TLS termination"),
-            (r#"{"network": {"stripResponseHeaders": ["set-cookie"]}}"#, "network.stripResponseHeaders: needs"),
-            (r#"{"network": {"refuseOpaqueTunnels": true}}"#, "network.refuseOpaqueTunnels: needs"),
-            (r#"{"network": {"requireHostMatch": true}}"#, "network.requireHostMatch: needs"),
-            (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: needs"),
+            (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: needs request filtering"),
+            (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs request filtering"),
+            (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: \"asSpelled\" is not supported"),
             (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credential masking and injection are not supported yet"),
             (r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#, "credentials.awsPairs: credential masking"),
             (r#"{"credentials": {"sigv4": {"streaming": "deny"}}}"#, "credentials.sigv4: credential masking"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask"}]}}"#, "credentials.files[0].mode: \"mask\" is not supported yet; use \"deny\" (the file is hidden)"),
-            (r#"{"credentials": {"envVars": [{"name": "A", "mode": "deny"}, {"name": "T", "mode": "mask"}]}}"#, "credentials.envVars[1].mode: \"mask\" is not supported yet; use \"deny\" (the variable is removed)"),
+            (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: is not supported yet"),
             (r#"{"credentials": {"files": [{"path": "x", "mode": "deny", "injectHosts": ["a.example.com"]}]}}"#, "credentials.files[0].injectHosts: belongs to mode \"mask\""),
             (r#"{"credentials": {"envVars": [{"name": "A", "mode": "deny", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: belongs to mode \"mask\""),
         ];

@@ -92,8 +92,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.envVars[].injectHosts",
-        Refused("credentials.envVars[0].injectHosts"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "deny", "injectHosts": ["api.example.com"]}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask", "injectHosts": ["api.example.com"]}]}}"#,
     ),
     (
         "credentials.envVars[].maskClaims",
@@ -102,8 +102,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.envVars[].mode",
-        Refused("credentials.envVars[0].mode"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask"}]}}"#,
     ),
     (
         "credentials.envVars[].name",
@@ -315,8 +315,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "network.ambiguousRequestTarget",
-        Refused("network.ambiguousRequestTarget"),
-        r#"{"network": {"ambiguousRequestTarget": "refuse"}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}, "ambiguousRequestTarget": "refuse"}}"#,
     ),
     (
         "network.deniedDomainReasons",
@@ -380,12 +380,12 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "network.refuseOpaqueTunnels",
-        Refused("network.refuseOpaqueTunnels"),
-        r#"{"network": {"refuseOpaqueTunnels": true}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}, "refuseOpaqueTunnels": true}}"#,
     ),
     (
         "network.requireHostMatch",
-        Refused("network.requireHostMatch"),
+        Acts,
         r#"{"network": {"requireHostMatch": true}}"#,
     ),
     (
@@ -400,42 +400,42 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "network.stripResponseHeaders",
-        Refused("network.stripResponseHeaders"),
-        r#"{"network": {"stripResponseHeaders": ["set-cookie"]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}, "stripResponseHeaders": ["set-cookie"]}}"#,
     ),
     (
         "network.tlsTerminate",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {}}}"#,
     ),
     (
         "network.tlsTerminate.caCertPath",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"caCertPath": "/ca.pem", "caKeyPath": "/ca.key"}}}"#,
     ),
     (
         "network.tlsTerminate.caKeyPath",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"caCertPath": "/ca.pem", "caKeyPath": "/ca.key"}}}"#,
     ),
     (
         "network.tlsTerminate.excludeDomains",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"excludeDomains": ["mtls.example.com"]}}}"#,
     ),
     (
         "network.tlsTerminate.extraCaCertPaths",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"extraCaCertPaths": ["/extra.pem"]}}}"#,
     ),
     (
         "network.tlsTerminate.handshakeTimeoutMs",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"handshakeTimeoutMs": 10000}}}"#,
     ),
     (
         "network.tlsTerminate.maxTunnels",
-        Refused("network.tlsTerminate"),
+        Acts,
         r#"{"network": {"tlsTerminate": {"maxTunnels": 256}}}"#,
     ),
     (

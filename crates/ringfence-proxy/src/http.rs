@@ -436,6 +436,65 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
         }
     };
     let shown = allowed.host.to_string();
+    // A host to be TLS-terminated takes a slot of tlsTerminate.maxTunnels first.
+    let terminate = ctx
+        .proxy
+        .tls()
+        .filter(|t| t.terminates(&allowed.host, port))
+        .cloned();
+    if let Some(reason) = ctx
+        .proxy
+        .tls()
+        .filter(|_| terminate.is_none())
+        .and_then(|t| t.opaque_refusal(&allowed.host, port))
+    {
+        let msg = format!("{shown}:{port} is not allowed: {reason}");
+        ctx.record(
+            shown,
+            port,
+            p,
+            Decision::Denied,
+            allowed.rule,
+            Some(reason),
+            allowed.asked,
+            None,
+            None,
+            (0, 0),
+        );
+        return respond(&mut cw, 403, &msg, true).await;
+    }
+    let slot = match &terminate {
+        Some(t) => match t.slot() {
+            Some(s) => Some(s),
+            None => {
+                let reason = "too many TLS-terminated tunnels at once \
+                              (network.tlsTerminate.maxTunnels)"
+                    .to_string();
+                ctx.record(
+                    shown,
+                    port,
+                    p,
+                    Decision::Denied,
+                    allowed.rule,
+                    Some(reason.clone()),
+                    allowed.asked,
+                    None,
+                    None,
+                    (0, 0),
+                );
+                let body = format!("{reason}\n");
+                let answer = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nX-Proxy-Error: too-many-tunnels\r\n\
+                     Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+                     Connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = cw.write_all(answer.as_bytes()).await;
+                return;
+            }
+        },
+        None => None,
+    };
     let route = ctx.proxy.route(&allowed.host, port, false);
     ctx.set_via(route.via());
     let mut opened = match ctx.proxy.open_tunnel(&allowed.host, port, &route).await {
@@ -479,6 +538,43 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
     {
         return;
     }
+    if let Some(t) = terminate {
+        let early = cr.buffer().to_vec();
+        let Ok(client) = cr.into_inner().reunite(cw) else {
+            return;
+        };
+        let on_refusal =
+            crate::tls::serve::recorder(ctx.proxy, &shown, port, ctx.client.clone(), ctx.peer);
+        let out = crate::tls::serve::run(
+            &t,
+            &allowed.host,
+            port,
+            early,
+            client,
+            opened.stream,
+            on_refusal,
+        )
+        .await;
+        drop(slot);
+        let decision = if out.refused.is_some() {
+            Decision::Denied
+        } else {
+            Decision::Allowed
+        };
+        ctx.record(
+            shown,
+            port,
+            p,
+            decision,
+            allowed.rule,
+            out.refused,
+            allowed.asked,
+            opened.resolved,
+            out.error,
+            (out.up, out.down),
+        );
+        return;
+    }
     // What the next hop sent with its CONNECT answer (an SSH banner) goes to the client first.
     let down_early = opened.early.len() as u64;
     if down_early > 0 && cw.write_all(&opened.early).await.is_err() {
@@ -509,6 +605,50 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
         None,
         (up_bytes, b),
     );
+}
+
+/// Why `network.requests` refuses a plain `http://` request (and the rule that did), if it
+/// does. A path that normalisation would change is refused for a host with rules: the rules
+/// would judge another path than the upstream reads.
+fn plain_request_refusal(
+    t: &crate::tls::Terminator,
+    host: &crate::host::Host,
+    port: u16,
+    head: &Head,
+    target: &str,
+) -> Option<(String, Option<String>)> {
+    if !t.rules.cover(host, port) {
+        return None;
+    }
+    let path = target.split('?').next().unwrap_or("/");
+    match ringfence_policy::normalize_path(path) {
+        Some(n) if n == path => {}
+        _ => {
+            return Some((
+                format!(
+                    "the path {path} is not in normal form, and network.requests has rules \
+                     for {host}"
+                ),
+                None,
+            ))
+        }
+    }
+    let fields: Vec<(String, &str)> = head
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), std::str::from_utf8(v).ok()?)))
+        .collect();
+    let field = |name: &str| -> Vec<&str> {
+        fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| *v)
+            .collect()
+    };
+    match t.rules.decide(host, port, &head.method, path, &field) {
+        crate::tls::rules::RuleVerdict::Denied { rule, reason } => Some((reason, rule)),
+        _ => None,
+    }
 }
 
 /// The parts of an absolute-form `http://` target.
@@ -650,6 +790,23 @@ async fn forward(
         return Err(reject(405, reason));
     }
     let shown = allowed.host.to_string();
+    if let Some(t) = ctx.proxy.tls() {
+        if let Some((reason, rule)) = plain_request_refusal(t, &allowed.host, port, head, &path) {
+            ctx.record(
+                shown,
+                port,
+                p,
+                Decision::Denied,
+                rule.or(allowed.rule),
+                Some(reason.clone()),
+                allowed.asked,
+                None,
+                None,
+                (0, 0),
+            );
+            return Err(reject(403, reason));
+        }
+    }
     let route = ctx.proxy.route(&allowed.host, port, true);
     ctx.set_via(route.via());
     let key = (allowed.host.clone(), port, route.clone());
@@ -729,7 +886,8 @@ async fn forward(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    let result = relay(up, &out, head, body, cr, cw, &limits).await;
+    let tls = ctx.proxy.tls().cloned();
+    let result = relay(up, &out, head, body, cr, cw, &limits, tls.as_deref()).await;
     match result {
         Ok((up_bytes, down_bytes, reuse_upstream, close_client)) => {
             if !reuse_upstream {
@@ -807,6 +965,7 @@ async fn relay(
     cr: &mut BufReader<OwnedReadHalf>,
     cw: &mut OwnedWriteHalf,
     limits: &Limits,
+    tls: Option<&crate::tls::Terminator>,
 ) -> Result<(u64, u64, bool, bool), RelayError> {
     let before = |e: std::io::Error| RelayError::BeforeResponse(format!("upstream: {e}"));
     up.w.write_all(out).await.map_err(before)?;
@@ -874,6 +1033,9 @@ async fn relay(
             .as_bytes(),
         );
         for (n, v) in forwarded_fields(&resp_head) {
+            if tls.is_some_and(|t| t.strips(n)) {
+                continue;
+            }
             h.extend_from_slice(n.as_bytes());
             h.extend_from_slice(b": ");
             h.extend_from_slice(v);

@@ -24,6 +24,7 @@ mod route;
 mod service;
 mod socks;
 mod splice;
+pub mod tls;
 
 pub use policy::{embedded_ipv4, local_kind, NetPolicy, Verdict};
 pub use proxy::{AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, Limits, Protocol, Proxy};
@@ -42,6 +43,9 @@ pub enum Error {
     /// A line on the control channel that is not understood.
     #[error("control line: {0}")]
     Control(String),
+    /// TLS termination cannot be set up (its CA, the trust stores).
+    #[error("{0}")]
+    Tls(String),
     #[error("{what}: {source}")]
     Io {
         what: String,

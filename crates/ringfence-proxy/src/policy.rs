@@ -26,6 +26,31 @@ pub enum Verdict {
     Unlisted,
 }
 
+/// A list of domain patterns in allowedDomains syntax (for lists other than the allow and deny
+/// lists, e.g. `tlsTerminate.excludeDomains`), matched exactly as those are.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct DomainList(Vec<Pattern>);
+
+impl DomainList {
+    pub(crate) fn parse(key: &'static str, entries: &[String]) -> Result<DomainList, Error> {
+        entries
+            .iter()
+            .map(|e| {
+                Pattern::parse(e, false).map_err(|message| Error::Entry {
+                    key,
+                    entry: e.clone(),
+                    message,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(DomainList)
+    }
+
+    pub(crate) fn matches(&self, host: &Host, port: u16) -> bool {
+        self.0.iter().any(|p| p.matches(host, port))
+    }
+}
+
 /// An address range (`10.0.0.0/8`), compared on canonical addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AddrRange {

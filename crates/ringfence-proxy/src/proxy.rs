@@ -31,6 +31,8 @@ pub enum Protocol {
     /// A plain TCP connection to a host service's own address inside the sandbox, carried to
     /// the same address on the host (see [`Proxy::serve_host_service`]).
     Tcp,
+    /// A request inside a TLS-terminated CONNECT tunnel (recorded when it is refused).
+    Https,
 }
 
 impl Protocol {
@@ -40,6 +42,7 @@ impl Protocol {
             Protocol::Connect => "connect",
             Protocol::Socks5 => "socks5",
             Protocol::Tcp => "tcp",
+            Protocol::Https => "https",
         }
     }
 }
@@ -207,6 +210,8 @@ pub struct Proxy {
     asking: Mutex<HashMap<(Host, u16), Waiting>>,
     /// Connections being served (each is recorded when it ends).
     active: std::sync::atomic::AtomicUsize,
+    /// `network.tlsTerminate`: set once, before the proxy serves (see [`Proxy::terminate_tls`]).
+    tls: std::sync::OnceLock<Arc<crate::tls::Terminator>>,
 }
 
 /// Counts a connection as active for as long as it is served.
@@ -280,7 +285,19 @@ impl Proxy {
             limits,
             asking: Mutex::new(HashMap::new()),
             active: std::sync::atomic::AtomicUsize::new(0),
+            tls: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Terminates TLS on CONNECT tunnels as `t` says, for the proxy's whole life. Call it
+    /// before serving: connections accepted before it are tunnelled opaquely.
+    pub fn terminate_tls(&self, t: Arc<crate::tls::Terminator>) {
+        let _ = self.tls.set(t);
+    }
+
+    /// The TLS termination in force, if any.
+    pub(crate) fn tls(&self) -> Option<&Arc<crate::tls::Terminator>> {
+        self.tls.get()
     }
 
     /// The policy in force.

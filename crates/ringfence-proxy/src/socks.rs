@@ -207,6 +207,50 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
         }
     };
     let shown = allowed.host.to_string();
+    // A host to be TLS-terminated is terminated through SOCKS too, with a slot of maxTunnels.
+    let terminate = proxy
+        .tls()
+        .filter(|t| t.terminates(&allowed.host, req.port))
+        .cloned();
+    if let Some(reason) = proxy
+        .tls()
+        .filter(|_| terminate.is_none())
+        .and_then(|t| t.opaque_refusal(&allowed.host, req.port))
+    {
+        record(
+            shown,
+            Decision::Denied,
+            allowed.rule,
+            Some(reason),
+            allowed.asked,
+            None,
+            None,
+            (0, 0),
+        );
+        return reply(&mut stream, NOT_ALLOWED, None).await;
+    }
+    let slot = match &terminate {
+        Some(t) => match t.slot() {
+            Some(s) => Some(s),
+            None => {
+                record(
+                    shown,
+                    Decision::Denied,
+                    allowed.rule,
+                    Some(
+                        "too many TLS-terminated tunnels at once (network.tlsTerminate.maxTunnels)"
+                            .into(),
+                    ),
+                    allowed.asked,
+                    None,
+                    None,
+                    (0, 0),
+                );
+                return reply(&mut stream, GENERAL_FAILURE, None).await;
+            }
+        },
+        None => None,
+    };
     let route = proxy.route(&allowed.host, req.port, false);
     if let Ok(mut v) = via.lock() {
         *v = route.via();
@@ -252,6 +296,36 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
         }
     };
     reply(&mut stream, SUCCEEDED, opened.stream.local_addr()).await;
+    if let Some(t) = terminate {
+        let on_refusal =
+            crate::tls::serve::recorder(proxy, &shown, req.port, req.client.clone(), peer);
+        let out = crate::tls::serve::run(
+            &t,
+            &allowed.host,
+            req.port,
+            Vec::new(),
+            stream,
+            opened.stream,
+            on_refusal,
+        )
+        .await;
+        drop(slot);
+        let decision = if out.refused.is_some() {
+            Decision::Denied
+        } else {
+            Decision::Allowed
+        };
+        return record(
+            shown,
+            decision,
+            allowed.rule,
+            out.refused,
+            allowed.asked,
+            opened.resolved,
+            out.error,
+            (out.up, out.down),
+        );
+    }
     // What the next hop sent with its CONNECT answer goes first.
     let early = opened.early.len() as u64;
     if early > 0 && stream.write_all(&opened.early).await.is_err() {

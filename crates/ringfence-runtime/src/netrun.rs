@@ -300,6 +300,54 @@ pub struct Egress {
     pub socks_port: Option<u16>,
     /// The `network.parentProxy` setting as written, which control lines may not change.
     parent_setting: Option<ringfence_policy::ParentProxySettings>,
+    /// `network.tlsTerminate`, set up by `prepare` (see [`tls_setup`]).
+    pub tls: Option<Arc<ringfence_proxy::tls::Terminator>>,
+}
+
+/// Sets `network.tlsTerminate` up before the sandbox is built: the CA and the trust bundle
+/// (in the state directory), against the host's trust store and SSL_CERT_FILE.
+pub fn tls_setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls::Setup>> {
+    // Policy loading refuses masked variables without tlsTerminate.
+    let Some(t) = &p.tls_terminate else {
+        return Ok(None);
+    };
+    let mut secrets = Vec::new();
+    for m in &p.masked_env {
+        // A masked variable the host does not set has nothing to protect (as in srt).
+        let Some(value) = std::env::var_os(&m.name) else {
+            continue;
+        };
+        let value = value.into_string().map_err(|_| {
+            anyhow::anyhow!(
+                "{}: {}: the value of {} is not UTF-8; it cannot be masked",
+                m.origin,
+                m.key,
+                m.name
+            )
+        })?;
+        let hosts = m.inject_hosts.as_ref().unwrap_or(&p.allowed_domains);
+        let s = ringfence_proxy::tls::Secret::new(
+            "credentials.envVars.injectHosts",
+            &m.name,
+            value,
+            hosts,
+        )
+        .map_err(|e| anyhow::anyhow!("{}: {}: {e}", m.origin, m.key))?;
+        secrets.push(s);
+    }
+    if p.http_proxy_port.is_some() || p.socks_proxy_port.is_some() {
+        anyhow::bail!(
+            "network.tlsTerminate: cannot be combined with network.httpProxyPort or \
+             network.socksProxyPort (your own proxy decides there); remove one of them"
+        );
+    }
+    let ssl_cert_file = std::env::var_os("SSL_CERT_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let state = crate::runs::state_dir()?;
+    ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref(), secrets, p)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 impl Egress {
@@ -327,6 +375,7 @@ impl Egress {
             http_port: p.http_proxy_port,
             socks_port: p.socks_proxy_port,
             parent_setting: p.parent_proxy.clone(),
+            tls: None,
         })
     }
 }
@@ -655,6 +704,9 @@ impl Network {
         }
         let proxy = Proxy::with_parent(policy, hooks, Limits::default(), egress.parent.clone());
         let update_log = log.clone();
+        if let Some(t) = &egress.tls {
+            proxy.terminate_tls(t.clone());
+        }
         let mut relays = Vec::new();
         let external = [
             ("network.httpProxyPort", egress.http_port),

@@ -81,6 +81,8 @@ pub struct Prepared {
     pub cgroup_limits: CgroupLimits,
     /// The sandbox's own package caches (empty when a denyRead hides them).
     pub caches: crate::caches::CachePlan,
+    /// `network.tlsTerminate`: the proxy's terminator and the trust bundle of the sandbox.
+    pub tls: Option<ringfence_proxy::tls::Setup>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -363,8 +365,11 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     protected.sort();
     protected.dedup();
 
-    // The state directory (run records, activity logs, scan cache) is not readable inside.
+    let tls = crate::netrun::tls_setup(&policy)?;
+    // The state directory (run records, activity logs, scan cache, the TLS CA) is not
+    // readable inside; the trust bundle in it is (below).
     let mut deny_read = paths(&policy.deny_read);
+    deny_read.extend(tls.iter().flat_map(|t| t.hidden.iter().map(|p| real(p))));
     // The credential stores hidden by default; those that do not exist are skipped by the plan.
     deny_read.extend(paths(&policy.default_deny_read));
     let state = crate::runs::state_dir()?;
@@ -394,7 +399,10 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     }
     let input = PlanInput {
         deny_read,
-        allow_read: paths(&policy.allow_read),
+        allow_read: paths(&policy.allow_read)
+            .into_iter()
+            .chain(tls.iter().map(|t| real(&t.bundle)))
+            .collect(),
         allow_write,
         deny_write: paths(&policy.deny_write),
         protected: protected.clone(),
@@ -545,11 +553,12 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             .map(str::to_string)
     };
     let exe = std::env::current_exe().context("finding ringfence's own binary")?;
-    let proxy_vars = crate::netenv::proxy_env(
+    let mut proxy_vars = crate::netenv::proxy_env(
         &exe,
         host_var("JAVA_TOOL_OPTIONS").as_deref(),
         host_var("GIT_SSH_COMMAND").as_deref(),
     );
+    proxy_vars.extend(tls.iter().flat_map(|t| t.env.iter().cloned()));
     for (k, v) in &proxy_vars {
         env.push(CString::new(format!("{k}={v}")).context("environment")?);
     }
@@ -594,6 +603,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         mechanism,
         cgroup_limits,
         caches,
+        tls,
     })
 }
 

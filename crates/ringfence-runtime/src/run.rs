@@ -517,7 +517,8 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     // 2. The network.
     let net_policy = ringfence_proxy::NetPolicy::from_policy(&prepared.policy)
         .map_err(|e| Error::Policy(anyhow!("network: {e}")))?;
-    let egress = netrun::Egress::from_policy(&prepared.policy).map_err(Error::Policy)?;
+    let mut egress = netrun::Egress::from_policy(&prepared.policy).map_err(Error::Policy)?;
+    egress.tls = prepared.tls.as_ref().map(|t| t.terminator.clone());
     let proxy_ports = vec![netenv::HTTP_PORT, netenv::SOCKS_PORT];
     let host_services =
         netrun::host_services(&net_policy, &proxy_ports, &mut notes).map_err(Error::Policy)?;

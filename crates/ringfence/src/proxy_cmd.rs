@@ -191,6 +191,12 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
             );
         }
     }
+    if policy.tls_terminate.is_some() {
+        bail!(
+            "network.tlsTerminate: `ringfence proxy` does not terminate TLS yet; remove the key \
+             (`ringfence run` does)"
+        );
+    }
     let parent = crate::netrun::Egress::from_policy(&policy)?.parent;
     let fixed_parent = policy.parent_proxy.clone();
     let sink = match &args.log {

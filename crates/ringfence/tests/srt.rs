@@ -58,7 +58,7 @@ fn srt_readme_example_runs_unchanged() {
     let (dir, settings) = setup("srt-readme", &example);
     let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
     // Keys ringfence refuses with a reason; 0.0.83's example has none of them.
-    let refused = ["/network/tlsTerminate", "/credentials"];
+    let refused = ["/credentials"];
     if let Some(key) = refused.iter().find(|k| doc.pointer(k).is_some()) {
         let key = key.trim_start_matches('/').replace('/', ".");
         assert_eq!(out.code(), 125, "{out:#?}");
@@ -126,12 +126,12 @@ fn keys_not_supported_yet_and_broad_entries_are_refused_at_load() {
             "network.parentProxy.https: \"https://proxy.example.com:3128\": a TLS connection to the parent proxy",
         ),
         (
-            r#"{"network": {"tlsTerminate": {"excludeDomains": ["mtls.example.com"]}}}"#,
-            "network.tlsTerminate: TLS termination is not supported yet; remove this key",
+            r#"{"network": {"tlsTerminate": {"caCertPath": "/ca.pem"}}}"#,
+            "network.tlsTerminate: caCertPath and caKeyPath must be given together",
         ),
         (
             r#"{"credentials": {"envVars": [{"name": "GITHUB_TOKEN", "mode": "mask"}]}}"#,
-            "credentials.envVars[0].mode: \"mask\" is not supported yet; use \"deny\"",
+            "credentials.envVars[0].mode: \"mask\" needs network.tlsTerminate",
         ),
     ];
     for (json, want) in cases {

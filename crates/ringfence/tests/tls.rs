@@ -1,0 +1,886 @@
+//! TLS termination (`network.tlsTerminate`), end to end: a real sandbox, curl inside, and an
+//! HTTPS server on the host's loopback whose certificate comes from a test CA that the host
+//! side trusts through SSL_CERT_FILE (as a user's corporate CA would be). Checked: the sandbox
+//! trusts the terminating CA through the bundle, HTTP/1.1 and HTTP/2 reach the upstream, a
+//! server name or Host that names another host gets 421, a bad upstream certificate is
+//! refused, a tunnel that carries no TLS is refused, excluded hosts stay opaque, and the CA's
+//! private key cannot be read inside.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::{run, TestDir};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+
+fn need_curl() -> bool {
+    if common::have("curl") {
+        return true;
+    }
+    common::skip("curl is not installed");
+    false
+}
+
+/// A CA for the test's upstream servers (or for `caCertPath`).
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = p.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    /// A server certificate for the IP address `ip`, and its key.
+    fn issue(&self, ip: &str) -> (rcgen::Certificate, KeyPair) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![SanType::IpAddress(ip.parse().unwrap())];
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert, key)
+    }
+}
+
+/// An HTTPS server on 127.0.0.1 with a certificate for `ip` from `ca`: each request is answered
+/// with its own head and body as the response body, and kept in `seen`.
+struct Upstream {
+    port: u16,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+fn upstream(ca: &TestCa, ip: &str) -> Upstream {
+    let (cert, key) = ca.issue(ip);
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let config = Arc::new(config);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let (config, log) = (config.clone(), log.clone());
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let tls = rustls::StreamOwned::new(conn, s);
+                let mut r = BufReader::new(tls);
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        match r.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    let chunked = head
+                        .to_ascii_lowercase()
+                        .contains("transfer-encoding: chunked");
+                    let mut body = vec![0u8; len];
+                    if chunked {
+                        body.clear();
+                        loop {
+                            let mut size = String::new();
+                            if r.read_line(&mut size).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                            if n == 0 {
+                                let mut end = String::new();
+                                let _ = r.read_line(&mut end);
+                                break;
+                            }
+                            let mut chunk = vec![0u8; n + 2];
+                            if r.read_exact(&mut chunk).is_err() {
+                                return;
+                            }
+                            body.extend_from_slice(&chunk[..n]);
+                        }
+                    } else if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let text = format!("{head}{}", String::from_utf8_lossy(&body));
+                    log.lock().unwrap().push(text.clone());
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nSet-Cookie: session=upstream\r\nX-Upstream: yes\r\n\
+                         Content-Length: {}\r\n\r\n{text}",
+                        text.len()
+                    );
+                    if r.get_mut().write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                    let _ = r.get_mut().flush();
+                }
+            });
+        }
+    });
+    Upstream { port, seen }
+}
+
+/// A fixture whose host side trusts `ca` (SSL_CERT_FILE) and a settings file with `json`.
+fn setup(tag: &str, ca: &TestCa, json: &str) -> (TestDir, String) {
+    let (dir, settings) = common::with_settings(tag, json);
+    dir.write("upstream-ca.pem", &ca.cert.pem());
+    (dir, settings)
+}
+
+fn rf(dir: &TestDir) -> Command {
+    let mut c = common::rf_in(dir);
+    c.env("SSL_CERT_FILE", dir.s("upstream-ca.pem"));
+    c
+}
+
+/// Runs `script` in a sandbox; returns the outcome and the run's name.
+fn sandbox(dir: &TestDir, settings: &str, script: &str) -> (common::Outcome, String) {
+    let name = format!("tls-{}", common::unique_number());
+    let out = run(rf(dir).args([
+        "run", "--name", &name, "-s", settings, "--", "sh", "-c", script,
+    ]));
+    (out, name)
+}
+
+/// The run's network decisions.
+fn decisions(dir: &TestDir, name: &str) -> Vec<serde_json::Value> {
+    common::log_events(common::rf_in(dir), name)
+        .into_iter()
+        .filter(|e| e["kind"] == "net.decision")
+        .collect()
+}
+
+fn policy(port: u16, tls: &str) -> String {
+    format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}"], "tlsTerminate": {tls}}}}}"#)
+}
+
+// curl goes through the proxy even for 127.0.0.1 (--noproxy ''), as the network tests do; a
+// loopback entry is otherwise also reachable as a host service, which carries plain TCP.
+const CURL: &str = "curl --noproxy '' -sS";
+
+#[test]
+fn curl_inside_trusts_the_terminating_ca_over_http1_and_http2() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = upstream(&ca, "127.0.0.1");
+    let port = up.port;
+    let (dir, settings) = setup("tls-basic", &ca, &policy(port, "{}"));
+    let (out, name) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} -v https://127.0.0.1:{port}/one 2>&1; echo; \
+             {CURL} --http2 -o /dev/null -w 'version=%{{http_version}}\\n' https://127.0.0.1:{port}/two; \
+             {CURL} -v -x socks5h://127.0.0.1:1080 https://127.0.0.1:{port}/three 2>&1; echo; \
+             for v in SSL_CERT_FILE CURL_CA_BUNDLE REQUESTS_CA_BUNDLE NODE_EXTRA_CA_CERTS \
+                      GIT_SSL_CAINFO PIP_CERT AWS_CA_BUNDLE CARGO_HTTP_CAINFO; do \
+               eval \"echo $v=\\$$v\"; done; \
+             grep -c 'BEGIN CERTIFICATE' \"$SSL_CERT_FILE\"; \
+             grep -c 'PRIVATE KEY' \"$SSL_CERT_FILE\"; true"
+        ),
+    );
+    let text = out.ok();
+    // The certificate curl checked is the proxy's, from ringfence's CA, not the upstream's.
+    // Through SOCKS5 too.
+    assert_eq!(
+        text.matches("issuer: O=ringfence; CN=ringfence TLS termination CA")
+            .count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("GET /three HTTP/1.1"), "{text}");
+    assert!(text.contains("GET /one HTTP/1.1"), "{text}");
+    assert!(
+        text.contains("version=2"),
+        "HTTP/2 between curl and the proxy: {text}"
+    );
+    let seen = up.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[1].starts_with("GET /two HTTP/1.1"), "{seen:?}");
+    assert!(
+        seen[1]
+            .to_ascii_lowercase()
+            .contains(&format!("host: 127.0.0.1:{port}")),
+        "{seen:?}"
+    );
+    let bundle = dir.join("state/ringfence/tls");
+    for v in [
+        "SSL_CERT_FILE",
+        "CURL_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "GIT_SSL_CAINFO",
+        "PIP_CERT",
+        "AWS_CA_BUNDLE",
+        "CARGO_HTTP_CAINFO",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{v}=")))
+            .unwrap();
+        assert!(line.contains(bundle.to_str().unwrap()), "{line}");
+    }
+    // The bundle: the CA, the host's roots (at least the test CA), no private key.
+    let counts: Vec<&str> = text.lines().rev().take(2).collect();
+    assert_eq!(counts[0], "0", "{text}");
+    assert!(counts[1].parse::<u32>().unwrap() >= 2, "{text}");
+    let net = decisions(&dir, &name);
+    assert!(
+        net.iter()
+            .any(|e| e["protocol"] == "connect" && e["decision"] == "allow" && e["port"] == port),
+        "{net:?}"
+    );
+}
+
+#[test]
+fn strip_response_headers_keeps_fields_from_the_sandbox() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = upstream(&ca, "127.0.0.1");
+    let port = up.port;
+    let (dir, settings) = setup(
+        "tls-strip",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}"], "tlsTerminate": {{}},
+                "stripResponseHeaders": ["SET_COOKIE"]}}}}"#
+        ),
+    );
+    let (out, _) = sandbox(
+        &dir,
+        &settings,
+        &format!("{CURL} -i https://127.0.0.1:{port}/"),
+    );
+    let text = out.ok().to_ascii_lowercase();
+    assert!(text.contains("x-upstream: yes"), "{text}");
+    assert!(!text.contains("set-cookie"), "{text}");
+}
+
+#[test]
+fn a_server_name_or_host_for_another_host_gets_421() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = upstream(&ca, "127.0.0.1");
+    let port = up.port;
+    let (dir, settings) = setup("tls-421", &ca, &policy(port, "{}"));
+    let (out, name) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} -k --connect-to evil.example:443:127.0.0.1:{port} -o /dev/null \
+               -w 'sni=%{{http_code}}\\n' https://evil.example/; \
+             {CURL} -H 'Host: evil.example' -o /dev/null -w 'host=%{{http_code}}\\n' \
+               https://127.0.0.1:{port}/; \
+             {CURL} --http2 -H 'Host: evil.example' -o /dev/null -w 'h2=%{{http_code}}\\n' \
+               https://127.0.0.1:{port}/; \
+             {CURL} -o /dev/null -w 'good=%{{http_code}}\\n' https://127.0.0.1:{port}/"
+        ),
+    );
+    let text = out.ok();
+    assert!(text.contains("sni=421"), "{text}");
+    assert!(text.contains("host=421"), "{text}");
+    assert!(text.contains("h2=421"), "{text}");
+    assert!(text.contains("good=200"), "{text}");
+    assert_eq!(
+        up.seen.lock().unwrap().len(),
+        1,
+        "only the good request went on"
+    );
+    let refused: Vec<_> = decisions(&dir, &name)
+        .into_iter()
+        .filter(|e| e["protocol"] == "https" && e["decision"] == "deny")
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(refused[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("evil.example"));
+}
+
+#[test]
+fn a_bad_upstream_certificate_is_refused() {
+    if !need_curl() {
+        return;
+    }
+    let trusted = TestCa::new("upstream test CA");
+    let untrusted = TestCa::new("nobody trusts this CA");
+    let stranger = upstream(&untrusted, "127.0.0.1");
+    let wrong_name = upstream(&trusted, "127.0.0.2");
+    let (a, b) = (stranger.port, wrong_name.port);
+    let (dir, settings) = setup(
+        "tls-badcert",
+        &trusted,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}}}}"#
+        ),
+    );
+    let (out, name) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} -w '\\nstranger=%{{http_code}}\\n' https://127.0.0.1:{a}/; \
+             {CURL} -w '\\nwrong=%{{http_code}}\\n' https://127.0.0.1:{b}/"
+        ),
+    );
+    let text = out.ok();
+    assert!(text.contains("stranger=502"), "{text}");
+    assert!(text.contains("wrong=502"), "{text}");
+    assert!(text.contains("refused"), "{text}");
+    assert!(stranger.seen.lock().unwrap().is_empty());
+    assert!(wrong_name.seen.lock().unwrap().is_empty());
+    let net = decisions(&dir, &name);
+    let errors: Vec<_> = net
+        .iter()
+        .filter(|e| e["protocol"] == "connect" && e["error"].is_string())
+        .collect();
+    assert_eq!(errors.len(), 2, "{net:?}");
+}
+
+#[test]
+fn a_tunnel_without_tls_is_refused_and_excluded_hosts_stay_opaque() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let terminated = upstream(&ca, "127.0.0.1");
+    let excluded = upstream(&ca, "127.0.0.1");
+    let (t, x) = (terminated.port, excluded.port);
+    let plain = common::http_upstream(|_, path| format!("plain saw {path}\n"));
+    let (dir, settings) = setup(
+        "tls-opaque",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{t}", "127.0.0.1:{x}", "127.0.0.1:{plain}"],
+                "tlsTerminate": {{"excludeDomains": ["127.0.0.1:{x}"]}}}}}}"#
+        ),
+    );
+    let (out, name) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} -p http://127.0.0.1:{t}/plain-in-tunnel; echo opaque=$?; \
+             {CURL} -p http://127.0.0.1:{plain}/plain-host; echo plain=$?; \
+             {CURL} -v https://127.0.0.1:{x}/excluded 2>&1; echo excluded=$?"
+        ),
+    );
+    let text = out.ok();
+    assert!(!text.contains("opaque=0"), "{text}");
+    assert!(terminated.seen.lock().unwrap().is_empty());
+    // A non-TLS tunnel to a host that is terminated too: 127.0.0.1:{plain} is terminated
+    // (not excluded), so it is refused as well.
+    assert!(!text.contains("plain saw"), "{text}");
+    // The excluded host's own certificate reached curl, which checked it itself against the
+    // bundle (the host's SSL_CERT_FILE is part of it).
+    assert!(text.contains("excluded=0"), "{text}");
+    assert!(text.contains("issuer: CN=upstream test CA"), "{text}");
+    assert_eq!(excluded.seen.lock().unwrap().len(), 1);
+    let net = decisions(&dir, &name);
+    let refused: Vec<_> = net
+        .iter()
+        .filter(|e| {
+            e["decision"] == "deny"
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("does not carry TLS"))
+        })
+        .collect();
+    assert_eq!(refused.len(), 2, "{net:?}");
+
+    // refuseOpaqueTunnels: the excluded host is refused too, and ambiguousRequestTarget
+    // "refuse" answers 400 to a path that normalisation changes.
+    let settings = dir.settings(&format!(
+        r#"{{"network": {{"allowedDomains": ["127.0.0.1:{t}", "127.0.0.1:{x}"],
+            "tlsTerminate": {{"excludeDomains": ["127.0.0.1:{x}"]}},
+            "refuseOpaqueTunnels": true, "ambiguousRequestTarget": "refuse"}}}}"#
+    ));
+    let (out, name) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} -o /dev/null https://127.0.0.1:{x}/excluded; echo excluded=$?; \
+             {CURL} --path-as-is -o /dev/null -w 'dots=%{{http_code}}\\n' https://127.0.0.1:{t}/a/../b; \
+             {CURL} -o /dev/null -w 'fine=%{{http_code}}\\n' https://127.0.0.1:{t}/b"
+        ),
+    );
+    let text = out.ok();
+    assert!(!text.contains("excluded=0"), "{text}");
+    assert!(text.contains("dots=400"), "{text}");
+    assert!(text.contains("fine=200"), "{text}");
+    assert_eq!(excluded.seen.lock().unwrap().len(), 1, "no second request");
+    let net = decisions(&dir, &name);
+    assert!(
+        net.iter().any(|e| e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("network.refuseOpaqueTunnels"))),
+        "{net:?}"
+    );
+}
+
+#[test]
+fn the_ca_private_key_is_not_readable_inside() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = upstream(&ca, "127.0.0.1");
+    let port = up.port;
+    // The per-user CA, in the state directory.
+    let (dir, settings) = setup("tls-cakey", &ca, &policy(port, "{}"));
+    let ca_file = dir.join("state/ringfence/tls/ca.pem");
+    let (out, _) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "cat '{}'; echo cat=$?; ls '{}'; {CURL} -o /dev/null -w 'code=%{{http_code}}\\n' \
+             https://127.0.0.1:{port}/",
+            ca_file.display(),
+            dir.join("state/ringfence/tls").display()
+        ),
+    );
+    let text = out.ok();
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert!(!text.contains("cat=0"), "{text}");
+    assert!(text.contains("code=200"), "{text}");
+    // On the host it exists, private to its owner.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&ca_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(std::fs::read_to_string(&ca_file)
+        .unwrap()
+        .contains("PRIVATE KEY"));
+
+    // The user's own CA (caCertPath, caKeyPath): its key is hidden too, and it signs.
+    let mine = TestCa::new("my own CA");
+    let cert = dir.write("mine/ca.pem", &mine.cert.pem());
+    let key = dir.write("mine/ca.key", &mine.key.serialize_pem());
+    let settings = dir.settings(&policy(
+        port,
+        &format!(
+            r#"{{"caCertPath": "{}", "caKeyPath": "{}"}}"#,
+            cert.display(),
+            key.display()
+        ),
+    ));
+    let (out, _) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "cat '{}'; echo size=$(wc -c < '{}'); {CURL} -v -o /dev/null https://127.0.0.1:{port}/ 2>&1",
+            key.display(),
+            key.display()
+        ),
+    );
+    let text = out.ok();
+    // Hidden as an empty file.
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert!(text.contains("size=0"), "{text}");
+    assert!(text.contains("issuer: CN=my own CA"), "{text}");
+}
+
+#[test]
+fn invalid_tls_settings_are_refused_naming_the_key() {
+    let ca = TestCa::new("upstream test CA");
+    let (dir, settings) = setup(
+        "tls-invalid",
+        &ca,
+        r#"{"network": {"tlsTerminate": {"caCertPath": "/nonexistent/ca.pem", "caKeyPath": "/nonexistent/ca.key"}}}"#,
+    );
+    let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("network.tlsTerminate.caCertPath"),
+        "{}",
+        out.stderr
+    );
+    let settings = dir.settings(r#"{"network": {"tlsTerminate": {"maxTunnels": 0}}}"#);
+    let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("network.tlsTerminate.maxTunnels"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let other = upstream(&ca, "127.0.0.1");
+    let (a, b) = (api.port, other.port);
+    let real = format!("real-secret-{}", common::unique_number());
+    let (dir, settings) = setup(
+        "tls-mask",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}},
+                "credentials": {{"envVars": [{{"name": "RF_TEST_TOKEN", "mode": "mask",
+                                               "injectHosts": ["127.0.0.1:{a}"]}}]}}}}"#
+        ),
+    );
+    let name = format!("tls-{}", common::unique_number());
+    let script = format!(
+        "echo \"inside=$RF_TEST_TOKEN\"; env; cat /proc/self/environ; echo; \
+         {CURL} -o /dev/null -w 'api=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_TEST_TOKEN\" \
+           https://127.0.0.1:{a}/api; \
+         {CURL} -w '\\nheader=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_TEST_TOKEN\" \
+           https://127.0.0.1:{b}/steal; \
+         {CURL} -w '\\nurl=%{{http_code}}\\n' \"https://127.0.0.1:{b}/steal?t=$RF_TEST_TOKEN\"; \
+         {CURL} -o /dev/null -w 'plain=%{{http_code}}\\n' https://127.0.0.1:{b}/fine; \
+         {CURL} -o /dev/null -w 'body=%{{http_code}}\\n' -d \"t=$RF_TEST_TOKEN&x=1\" https://127.0.0.1:{a}/body; \
+         {CURL} -w '\\nbodyleak=%{{http_code}}\\n' -d \"t=$RF_TEST_TOKEN\" https://127.0.0.1:{b}/body; \
+         head -c 1500000 /dev/zero | tr '\\0' a > /tmp/big; printf %s \"$RF_TEST_TOKEN\" >> /tmp/big; \
+         printf zzz >> /tmp/big; \
+         {CURL} -o /dev/null -w 'big=%{{http_code}}\\n' --data-binary @/tmp/big https://127.0.0.1:{a}/big; \
+         {CURL} -o /dev/null -w 'bigleak=%{{http_code}}\\n' --data-binary @/tmp/big https://127.0.0.1:{b}/big"
+    );
+    let out = run(rf(&dir).env("RF_TEST_TOKEN", &real).args([
+        "run", "--name", &name, "-s", &settings, "--", "sh", "-c", &script,
+    ]));
+    let text = out.ok();
+    assert!(
+        !text.contains(&real),
+        "the real value is visible inside: {text}"
+    );
+    let placeholder = text
+        .lines()
+        .find_map(|l| l.strip_prefix("inside="))
+        .unwrap()
+        .to_string();
+    assert!(placeholder.starts_with("ringfence_placeholder_"), "{text}");
+    assert!(text.contains("api=200"), "{text}");
+    assert!(text.contains("header=403"), "{text}");
+    assert!(text.contains("url=403"), "{text}");
+    assert!(text.contains("plain=200"), "{text}");
+    assert!(text.contains("body=200"), "{text}");
+    assert!(text.contains("bodyleak=403"), "{text}");
+    assert!(text.contains("big=200"), "{text}");
+    assert!(!text.contains("bigleak=200"), "{text}");
+    assert!(text.contains("attempted credential leak"), "{text}");
+    // The injectHost got the real value, in place of the placeholder.
+    // (Requests are shown cut short: one body is 1.5 MB.)
+    let short =
+        |v: &[String]| -> Vec<String> { v.iter().map(|s| s.chars().take(400).collect()).collect() };
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{:?}", short(&seen));
+    assert!(
+        seen[0].contains(&format!("authorization: Bearer {real}\r\n")),
+        "{:?}",
+        short(&seen)
+    );
+    assert!(seen.iter().all(|s| !s.contains(&placeholder)));
+    // A small body with its Content-Length adjusted; a large one streamed (chunked).
+    assert!(
+        seen[1].ends_with(&format!("\r\n\r\nt={real}&x=1")),
+        "{:?}",
+        short(&seen)
+    );
+    let len = format!("t={real}&x=1").len();
+    assert!(
+        seen[1]
+            .to_ascii_lowercase()
+            .contains(&format!("content-length: {len}\r\n")),
+        "{:?}",
+        short(&seen)
+    );
+    assert!(seen[2].starts_with("POST /big "), "{:?}", short(&seen));
+    assert!(
+        seen[2].ends_with(&format!("a{real}zzz")),
+        "{:?}",
+        short(&seen)
+    );
+    // The other host got neither the value nor the placeholder.
+    let seen = other.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "only /fine: {:?}", short(&seen));
+    assert!(seen[0].starts_with("GET /fine "), "{:?}", short(&seen));
+    // Both leaks are in the log, which holds no real value.
+    let log = common::log_events(common::rf_in(&dir), &name);
+    let leaks: Vec<_> = log
+        .iter()
+        .filter(|e| {
+            e["kind"] == "net.decision"
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("credential leak"))
+        })
+        .collect();
+    assert_eq!(leaks.len(), 4, "{log:?}");
+    assert!(!serde_json::to_string(&log).unwrap().contains(&real));
+
+    // Masking without TLS termination is refused, naming the entry.
+    let settings = dir
+        .settings(r#"{"credentials": {"envVars": [{"name": "RF_TEST_TOKEN", "mode": "mask"}]}}"#);
+    let out = run(rf(&dir)
+        .env("RF_TEST_TOKEN", &real)
+        .args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("credentials.envVars[0].mode: \"mask\" needs network.tlsTerminate"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn request_rules_decide_on_the_normalised_path() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let git = upstream(&ca, "127.0.0.1");
+    let api = upstream(&ca, "127.0.0.1");
+    let mtls = upstream(&ca, "127.0.0.1");
+    let (g, a, m) = (git.port, api.port, mtls.port);
+    let (dir, settings) = setup(
+        "tls-rules",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{g}", "127.0.0.1:{a}", "127.0.0.1:{m}"],
+                "tlsTerminate": {{"excludeDomains": ["127.0.0.1:{m}"]}},
+                "requests": [
+                  {{"host": "127.0.0.1:{g}", "method": "POST", "path": "/*/git-receive-pack",
+                    "action": "deny", "reason": "pushes are not allowed"}},
+                  {{"host": "127.0.0.1:{a}", "method": "GET", "path": "/v1/**", "action": "allow"}},
+                  {{"host": "127.0.0.1:{m}", "action": "deny"}}]}}}}"#
+        ),
+    );
+    let c = |label: &str, args: &str| {
+        format!("{CURL} --path-as-is -o /dev/null -w '{label}=%{{http_code}}\\n' {args}; ")
+    };
+    let script = [
+        c(
+            "push",
+            &format!("-X POST https://127.0.0.1:{g}/org/git-receive-pack"),
+        ),
+        c(
+            "fetch",
+            &format!("-X POST https://127.0.0.1:{g}/org/git-upload-pack"),
+        ),
+        c(
+            "dots",
+            &format!("-X POST 'https://127.0.0.1:{g}/org/x/..//git-receive-pack'"),
+        ),
+        c(
+            "escaped",
+            &format!("-X POST https://127.0.0.1:{g}/org/%67it-receive-pack"),
+        ),
+        c("normal", &format!("'https://127.0.0.1:{g}/org/./y/../z'")),
+        c("apiget", &format!("https://127.0.0.1:{a}/v1/items")),
+        c(
+            "apidelete",
+            &format!("-X DELETE https://127.0.0.1:{a}/v1/items"),
+        ),
+        c("apiother", &format!("https://127.0.0.1:{a}/v2/items")),
+        format!("{CURL} -o /dev/null https://127.0.0.1:{m}/; echo excluded=$?"),
+    ]
+    .concat();
+    let (out, name) = sandbox(&dir, &settings, &script);
+    let text = out.ok();
+    for want in [
+        "push=403",
+        "fetch=200",
+        "dots=403",
+        "escaped=403",
+        "normal=200",
+        "apiget=200",
+        "apidelete=403",
+        "apiother=403",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    assert!(!text.contains("excluded=0"), "{text}");
+    let seen = git.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[0].starts_with("POST /org/git-upload-pack "),
+        "{seen:?}"
+    );
+    // The normalised path is what the upstream gets.
+    assert!(seen[1].starts_with("GET /org/z "), "{seen:?}");
+    assert_eq!(api.seen.lock().unwrap().len(), 1);
+    assert!(mtls.seen.lock().unwrap().is_empty());
+    let net = decisions(&dir, &name);
+    let denied: Vec<_> = net
+        .iter()
+        .filter(|e| e["protocol"] == "https" && e["decision"] == "deny")
+        .collect();
+    assert_eq!(denied.len(), 5, "{net:?}");
+    assert!(denied[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("pushes are not allowed"));
+    assert!(denied[0]["rule"]
+        .as_str()
+        .unwrap()
+        .contains("network.requests[0]"));
+    assert!(
+        net.iter().any(|e| e["protocol"] == "https"
+            && e["decision"] == "allow"
+            && e["rule"].as_str().unwrap().contains("network.requests[1]")),
+        "{net:?}"
+    );
+    assert!(
+        net.iter().any(|e| e["protocol"] == "connect"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("could not be checked"))),
+        "{net:?}"
+    );
+
+    // Rules without TLS termination are refused.
+    let settings =
+        dir.settings(r#"{"network": {"requests": [{"host": "github.com", "action": "deny"}]}}"#);
+    let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("network.requests[0]: needs network.tlsTerminate"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// An HTTPS server that speaks only HTTP/2 (ALPN h2): answers with what it saw.
+fn h2_upstream(ca: &TestCa) -> Upstream {
+    use http_body_util::Full;
+    let (cert, key) = ca.issue("127.0.0.1");
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let (acceptor, log) = (acceptor.clone(), log.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let text = format!(
+                                "h2 upstream saw {:?} {} {}",
+                                req.version(),
+                                req.method(),
+                                req.uri()
+                            );
+                            log.lock().unwrap().push(text.clone());
+                            async move {
+                                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                    bytes::Bytes::from(text),
+                                )))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+                });
+            }
+        });
+    });
+    Upstream { port, seen }
+}
+
+#[test]
+fn an_http2_upstream_is_reached_from_http1_and_http2_clients() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = h2_upstream(&ca);
+    let port = up.port;
+    let (dir, settings) = setup("tls-h2", &ca, &policy(port, "{}"));
+    let (out, _) = sandbox(
+        &dir,
+        &settings,
+        &format!(
+            "{CURL} --http1.1 https://127.0.0.1:{port}/one; echo; \
+             {CURL} --http2 https://127.0.0.1:{port}/two?x=1; echo"
+        ),
+    );
+    let text = out.ok();
+    assert!(
+        text.contains(&format!(
+            "h2 upstream saw HTTP/2.0 GET https://127.0.0.1:{port}/one"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "h2 upstream saw HTTP/2.0 GET https://127.0.0.1:{port}/two?x=1"
+        )),
+        "{text}"
+    );
+    assert_eq!(up.seen.lock().unwrap().len(), 2);
+}
