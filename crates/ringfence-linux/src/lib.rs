@@ -3,7 +3,8 @@
 //! function over one syscall step. Files in the order the steps happen: `plan` (what to mount),
 //! `protect` (finding protected entries), `sandbox` (clone and setup), `mounts`, `limits`,
 //! `caps`, `seccomp`, `reaper` (PID 1), `supervise` (the host side while it runs), `cgroup`
-//! and `memwatch` (the whole-sandbox limits, with or without a cgroup).
+//! and `memwatch` (the whole-sandbox limits, with or without a cgroup), `tun` (transparent
+//! capture's device).
 #![cfg(target_os = "linux")]
 
 pub mod caps;
@@ -23,5 +24,6 @@ pub mod sandbox;
 pub mod seccomp;
 pub mod supervise;
 pub mod sys;
+pub mod tun;
 
 pub use error::Error;

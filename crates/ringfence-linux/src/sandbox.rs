@@ -46,6 +46,9 @@ pub struct Spec {
     /// reports the SysV shared memory of the sandbox's IPC namespace, which only a process
     /// inside it can see (`MSG_SYSV_SHM`).
     pub report_sysv_shm: bool,
+    /// `network.transparent`: a TUN device carries every packet that does not stay on `lo` to
+    /// the supervisor (see `tun`), and /etc/resolv.conf names the supervisor's DNS server.
+    pub transparent: bool,
 }
 
 /// A started sandbox, seen from the supervisor.
@@ -60,6 +63,8 @@ pub struct Sandbox {
     pub proxy_listeners: Vec<std::net::TcpListener>,
     /// Listening sockets inside the sandbox, one per `Spec::host_services`.
     pub service_listeners: Vec<std::net::TcpListener>,
+    /// The TUN device of transparent capture, when `Spec::transparent`.
+    pub tun: Option<OwnedFd>,
     /// A cgroup v1 freezer group the sandbox may be moved into by `ringfence pause`; thawed
     /// before the sandbox is killed (frozen v1 tasks ignore SIGKILL until thawed).
     pub freezer: Option<PathBuf>,
@@ -144,6 +149,7 @@ pub fn spawn(
         pty_master: None,
         proxy_listeners: Vec::new(),
         service_listeners: Vec::new(),
+        tun: None,
         freezer: None,
     };
     let joined = match cgroups {
@@ -164,13 +170,14 @@ pub fn spawn(
         })
     });
     let listeners = spec.proxy_ports.len() + spec.host_services.len();
-    match result.and_then(|()| recv_ready(&sandbox.channel, listeners)) {
-        Ok((pty_master, mut proxy_listeners)) => {
+    match result.and_then(|()| recv_ready(&sandbox.channel, listeners, spec.transparent)) {
+        Ok((pty_master, mut proxy_listeners, tun)) => {
             let service_listeners = proxy_listeners.split_off(spec.proxy_ports.len());
             Ok(Sandbox {
                 pty_master,
                 proxy_listeners,
                 service_listeners,
+                tun,
                 ..sandbox
             })
         }
@@ -217,12 +224,13 @@ fn write_id_maps(pid: libc::pid_t) -> Result<()> {
     write("uid_map", format!("{in_uid} {uid} 1\n"))
 }
 
-/// What PID 1 hands over when setup is complete: the pty master and the proxy listeners.
-type Handover = (Option<OwnedFd>, Vec<std::net::TcpListener>);
+/// What PID 1 hands over when setup is complete: the pty master, the proxy listeners and the
+/// TUN device.
+type Handover = (Option<OwnedFd>, Vec<std::net::TcpListener>, Option<OwnedFd>);
 
 /// Waits for PID 1 to report that setup is complete; returns the pty master when one was
-/// asked for and the `listeners` proxy listening sockets.
-fn recv_ready(channel: &OwnedFd, listeners: usize) -> Result<Handover> {
+/// asked for, the `listeners` proxy listening sockets and the TUN device when `tun`.
+fn recv_ready(channel: &OwnedFd, listeners: usize, tun: bool) -> Result<Handover> {
     let mut buf = [0u8; 4096];
     let (n, fds) = recv_fds(channel.as_raw_fd(), &mut buf).map_err(|source| Error::Syscall {
         step: "wait for sandbox setup",
@@ -231,16 +239,22 @@ fn recv_ready(channel: &OwnedFd, listeners: usize) -> Result<Handover> {
     match buf.first() {
         Some(&MSG_READY) if n >= 2 => {
             let with_master = buf[1] == 1;
-            if fds.len() != usize::from(with_master) + listeners {
+            let expected = usize::from(with_master) + listeners + usize::from(tun);
+            if fds.len() != expected {
                 return Err(Error::Setup(format!(
-                    "the sandbox handed over {} descriptors, expected {}",
+                    "the sandbox handed over {} descriptors, expected {expected}",
                     fds.len(),
-                    usize::from(with_master) + listeners
                 )));
             }
+            let mut fds = fds;
+            let tun_fd = if tun { fds.pop() } else { None };
             let mut fds = fds.into_iter();
             let master = if with_master { fds.next() } else { None };
-            Ok((master, fds.map(std::net::TcpListener::from).collect()))
+            Ok((
+                master,
+                fds.map(std::net::TcpListener::from).collect(),
+                tun_fd,
+            ))
         }
         Some(&MSG_ERROR) if n >= 1 => Err(Error::Setup(
             String::from_utf8_lossy(&buf[1..n]).into_owned(),
@@ -435,10 +449,22 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
         step: "sethostname",
         source,
     })?;
+    // The TUN device is opened through the host's /dev, which the sandbox's root replaces.
+    let tun = if spec.transparent {
+        Some(crate::tun::create()?)
+    } else {
+        None
+    };
     mounts::stage()?;
     let file_dirs = mounts::apply(&spec.plan)?;
+    if spec.transparent {
+        mounts::resolv_conf(&crate::tun::resolv_conf())?;
+    }
     mounts::enter()?;
     mounts::loopback_up()?;
+    if spec.transparent {
+        crate::tun::configure()?;
+    }
     // The proxy's listeners: bound in here, so they are reachable only from inside; the
     // supervisor accepts on them from the host side.
     let mut listeners = Vec::with_capacity(spec.proxy_ports.len());
@@ -496,6 +522,7 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
     seccomp::install(&spec.seccomp)?;
     let mut pass: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
     pass.extend(listeners.iter().map(|l| l.as_raw_fd()));
+    pass.extend(tun.iter().map(|t| t.as_raw_fd()));
     let msg = [MSG_READY, u8::from(master.is_some())];
     send_fds(channel, &msg, &pass).map_err(|source| Error::Syscall {
         step: "report ready",
@@ -503,6 +530,7 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
     })?;
     drop(master);
     drop(listeners);
+    drop(tun);
     Ok(Ready {
         pty_slave,
         file_dirs,

@@ -117,6 +117,9 @@ pub struct Policy {
     /// exists. Union of the managed and user layers (a project file may not list any).
     pub allow_unix_sockets: Vec<PathRule>,
     pub allow_local_binding: bool,
+    /// `network.transparent` in any layer (the policy stays the same; more programs are held
+    /// to it).
+    pub transparent: bool,
     /// `allowNestedUserNamespaces` (srt): the command may create user namespaces.
     pub allow_nested_user_namespaces: bool,
     /// Allowed domain patterns, srt syntax, union of all layers in layer order.
@@ -624,6 +627,7 @@ impl<'a> Merge<'a> {
         self.policy.allow_all_unix_sockets |= values[1] == Some(true);
         self.merge_unix_sockets(layer, origin, s, &mut notes)?;
         self.policy.allow_local_binding |= values[2] == Some(true);
+        self.policy.transparent |= s.network.transparent == Some(true);
         self.policy.allow_nested_user_namespaces |= values[3] == Some(true);
 
         for (pattern, parts) in s.ignore_violations.iter().flatten() {

@@ -21,6 +21,7 @@ mod route;
 mod service;
 mod socks;
 mod splice;
+pub mod transparent;
 
 pub use policy::{embedded_ipv4, local_kind, NetPolicy, Verdict};
 pub use proxy::{AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, Limits, Protocol, Proxy};

@@ -31,6 +31,10 @@ pub enum Protocol {
     /// A plain TCP connection to a host service's own address inside the sandbox, carried to
     /// the same address on the host (see [`Proxy::serve_host_service`]).
     Tcp,
+    /// A TCP connection captured by transparent mode (see [`crate::transparent`]).
+    Transparent,
+    /// A name looked up through transparent mode's DNS server.
+    Dns,
 }
 
 impl Protocol {
@@ -40,6 +44,8 @@ impl Protocol {
             Protocol::Connect => "connect",
             Protocol::Socks5 => "socks5",
             Protocol::Tcp => "tcp",
+            Protocol::Transparent => "transparent",
+            Protocol::Dns => "dns",
         }
     }
 }

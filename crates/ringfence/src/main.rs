@@ -223,6 +223,11 @@ struct RunArgs {
     /// `apply` or `discard` (also `workspace.mode: "overlay"`).
     #[arg(long)]
     overlay: bool,
+    /// Capture every TCP connection and DNS query of the sandbox (also for programs that
+    /// ignore proxy variables) and decide it by the network policy (also
+    /// `network.transparent: true`). Needs /dev/net/tun.
+    #[arg(long)]
+    transparent: bool,
     /// The run's name (unique on this machine); generated when absent.
     #[arg(long = "name", value_name = "NAME")]
     name: Option<String>,
@@ -258,6 +263,7 @@ pub struct RunRequest {
     pub violations_to_stderr: bool,
     pub control_fd: Option<i32>,
     pub overlay: bool,
+    pub transparent: bool,
     pub argv: Vec<Vec<u8>>,
 }
 
@@ -324,6 +330,7 @@ fn main() -> ExitCode {
                 violations_to_stderr: args.violations_report.is_some(),
                 control_fd: args.control_fd,
                 overlay: args.overlay,
+                transparent: args.transparent,
                 argv,
             })
         }
@@ -693,6 +700,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
         host_services: host_services.clone(),
         unix_sockets: prepared.unix_sockets,
         report_sysv_shm: prepared.mechanism == ringfence_linux::cgroup::Mechanism::NoCgroup,
+        transparent: req.transparent || prepared.policy.transparent,
     };
     let winsize = if pty[0] {
         supervise::host_winsize()
@@ -749,6 +757,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
         asking,
         user_settings,
         control_fd,
+        sb.tun.take(),
     ) {
         Ok(n) => n,
         Err(e) => {

@@ -354,8 +354,8 @@ pub fn host_services(
              to reach a host service, allow its address (\"127.0.0.1:{port}\" or \"[::1]:{port}\")"
         ));
     }
-    // The pty master and the proxy's listeners travel in the same message.
-    let room = ringfence_linux::sandbox::MAX_FDS - 1 - in_use.len();
+    // The pty master, the proxy's listeners and the TUN device travel in the same message.
+    let room = ringfence_linux::sandbox::MAX_FDS - 2 - in_use.len();
     if out.len() > room {
         anyhow::bail!(
             "network.allowedDomains: {} loopback services with a port (at most {room}); \
@@ -390,6 +390,7 @@ impl Network {
         asking: Asking,
         user_settings: Option<PathBuf>,
         control_fd: Option<OwnedFd>,
+        tun: Option<OwnedFd>,
     ) -> Result<Network> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -477,6 +478,20 @@ impl Network {
             runtime.spawn(async move {
                 if let Err(e) = p.serve(l).await {
                     eprintln!("ringfence: the egress proxy stopped: {e}\r");
+                }
+            });
+        }
+        if let Some(fd) = tun {
+            let p = proxy.clone();
+            let addrs = ringfence_proxy::transparent::Addresses {
+                sandbox: ringfence_linux::tun::SANDBOX_ADDR,
+                resolver: ringfence_linux::tun::RESOLVER_ADDR,
+                prefix_len: ringfence_linux::tun::PREFIX_LEN,
+                mtu: ringfence_linux::tun::MTU,
+            };
+            runtime.spawn(async move {
+                if let Err(e) = ringfence_proxy::transparent::serve(p, fd, addrs).await {
+                    eprintln!("ringfence: transparent capture stopped: {e}\r");
                 }
             });
         }
