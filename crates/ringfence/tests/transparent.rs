@@ -259,12 +259,17 @@ fn a_connection_to_an_address_no_name_was_given_is_refused_and_logged() {
         "        socket.create_connection(a, timeout=10); print('connected')",
         "    except ConnectionRefusedError: print('refused')",
         "    except OSError as e: print('other', e)",
+        // The command cannot take the device down or move it (no CAP_NET_ADMIN after setup).
+        "import fcntl, struct",
+        "try:",
+        "    fcntl.ioctl(socket.socket(), 0x8914, struct.pack('16sh14x', b'rf0', 0)); print('reconfigured')",
+        "except PermissionError: print('EPERM')",
     ]
     .join("\n");
     let script = format!("python3 -c \"{py}\"");
     let out = transparent_run(&f, &name, &script);
     let stdout = out.ok();
-    assert_eq!(stdout, "refused\nrefused\n", "{out:#?}");
+    assert_eq!(stdout, "refused\nrefused\nEPERM\n", "{out:#?}");
     let ev = decisions(&f, &name);
     for host in ["192.0.2.1", "198.18.200.9"] {
         assert!(

@@ -2,7 +2,7 @@
 //! bytes checked against the name, dialled by the proxy's dialer, relayed and recorded.
 
 use std::net::{SocketAddr, SocketAddrV4};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -89,6 +89,7 @@ pub(crate) async fn run(
     let port = dst.port();
     let Link { mut rx, tx, notify } = link;
     #[allow(clippy::too_many_arguments)]
+    let client = Mutex::new(None::<String>);
     let record = |host: String,
                   decision,
                   rule,
@@ -106,7 +107,10 @@ pub(crate) async fn run(
             rule,
             reason,
             asked,
-            client: None,
+            client: client
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
             peer: Some(SocketAddr::V4(peer)),
             resolved,
             via,
@@ -116,12 +120,18 @@ pub(crate) async fn run(
             duration: started.elapsed(),
         })
     };
-    let allowed = match proxy
+    // Who connected is looked up while the decision and the upstream connection are made.
+    let hooks = proxy.hooks();
+    let who = tokio::task::spawn_blocking(move || {
+        hooks.identify(SocketAddr::V4(peer), SocketAddr::V4(dst))
+    });
+    let authorized = proxy
         .authorize(&host, port, Protocol::Transparent, None)
-        .await
-    {
+        .await;
+    let allowed = match authorized {
         Ok(a) => a,
         Err(r) => {
+            *client.lock().unwrap_or_else(PoisonError::into_inner) = who.await.ok().flatten();
             record(
                 r.host,
                 Decision::Denied,
@@ -140,10 +150,12 @@ pub(crate) async fn run(
     let shown = allowed.host.to_string();
     let route = proxy.route(&allowed.host, port, false);
     let via = route.via();
-    let (opened, (first, named, eof)) = tokio::join!(
+    let (opened, (first, named, eof), who) = tokio::join!(
         proxy.open_tunnel(&allowed.host, port, &route),
-        first_bytes(&mut rx, &notify)
+        first_bytes(&mut rx, &notify),
+        who
     );
+    *client.lock().unwrap_or_else(PoisonError::into_inner) = who.ok().flatten();
     let mismatch = match &named {
         Named::Host(h) => match normalize_host(h) {
             Ok(n) if n == allowed.host => None,

@@ -31,15 +31,26 @@ const BUFFER: usize = 256 * 1024;
 const CHUNK: usize = 64 * 1024;
 /// Packets read from the device before the stack runs.
 const BATCH: usize = 256;
+/// Most captured connections at once (each holds two socket buffers in the supervisor); a
+/// SYN beyond that is reset and recorded.
+const MAX_CONNS: usize = 1024;
+/// A connection still not established after this long (its SYN lost, or never completed) is
+/// forgotten.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Tun {
     fd: RawFd,
     queue: VecDeque<Vec<u8>>,
     mtu: usize,
+    /// One packet's room, reused for every read and write.
+    scratch: Vec<u8>,
 }
 
 struct Rx(Vec<u8>);
-struct Tx(RawFd);
+struct Tx<'a> {
+    fd: RawFd,
+    scratch: &'a mut Vec<u8>,
+}
 
 impl phy::RxToken for Rx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -47,28 +58,40 @@ impl phy::RxToken for Rx {
     }
 }
 
-impl phy::TxToken for Tx {
+impl phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
-        let r = f(&mut buf);
+        if self.scratch.len() < len {
+            self.scratch.resize(len, 0);
+        }
+        let buf = &mut self.scratch[..len];
+        let r = f(buf);
         // A packet the device cannot take now is dropped; TCP sends it again.
         // SAFETY: write from a live buffer of `len` bytes to the device's descriptor.
-        let _ = unsafe { libc::write(self.0, buf.as_ptr().cast(), buf.len()) };
+        let _ = unsafe { libc::write(self.fd, buf.as_ptr().cast(), len) };
         r
     }
 }
 
 impl Device for Tun {
     type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx;
+    type TxToken<'a> = Tx<'a>;
 
-    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx)> {
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
         let p = self.queue.pop_front()?;
-        Some((Rx(p), Tx(self.fd)))
+        Some((
+            Rx(p),
+            Tx {
+                fd: self.fd,
+                scratch: &mut self.scratch,
+            },
+        ))
     }
 
-    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx> {
-        Some(Tx(self.fd))
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        Some(Tx {
+            fd: self.fd,
+            scratch: &mut self.scratch,
+        })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -82,8 +105,11 @@ impl Device for Tun {
 impl Tun {
     /// Reads up to [`BATCH`] packets; `Ok(true)` when the device had no more.
     fn read(&mut self) -> io::Result<bool> {
+        if self.scratch.len() < self.mtu {
+            self.scratch.resize(self.mtu, 0);
+        }
         for _ in 0..BATCH {
-            let mut buf = vec![0u8; self.mtu + 64];
+            let buf = &mut self.scratch;
             // SAFETY: read into a live buffer of the length passed.
             let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
             if n < 0 {
@@ -97,8 +123,7 @@ impl Tun {
             if n == 0 {
                 return Ok(true);
             }
-            buf.truncate(n as usize);
-            self.queue.push_back(buf);
+            self.queue.push_back(buf[..n as usize].to_vec());
         }
         Ok(false)
     }
@@ -112,6 +137,7 @@ struct Conn {
     pending: Vec<u8>,
     sent: usize,
     tuple: (SocketAddrV4, SocketAddrV4),
+    created: Instant,
 }
 
 /// The first SYN of a connection: source and destination.
@@ -208,6 +234,16 @@ impl State {
             Verdict::Unlisted if policy.ask_enabled() => {}
             v => return self.refuse(host, dst.port(), src, Protocol::Transparent, v),
         }
+        if self.conns.len() >= MAX_CONNS {
+            let reason = format!("more than {MAX_CONNS} captured connections at once");
+            return self.refuse(
+                host,
+                dst.port(),
+                src,
+                Protocol::Transparent,
+                Verdict::Deny { rule: None, reason },
+            );
+        }
         let mut s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; BUFFER]),
             tcp::SocketBuffer::new(vec![0; BUFFER]),
@@ -231,6 +267,7 @@ impl State {
                 pending: Vec::new(),
                 sent: 0,
                 tuple: (src, dst),
+                created: Instant::now(),
             },
         );
         let link = Link {
@@ -306,7 +343,9 @@ impl State {
                     Ok(n) => c.sent += n,
                 }
             }
-            if matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) {
+            let stuck = matches!(s.state(), tcp::State::Listen | tcp::State::SynReceived)
+                && c.created.elapsed() > HANDSHAKE_TIMEOUT;
+            if stuck || matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) {
                 over.push(h);
             }
         }
@@ -394,6 +433,7 @@ pub async fn serve(proxy: Arc<Proxy>, tun: OwnedFd, addrs: Addresses) -> io::Res
         fd: afd.get_ref().as_raw_fd(),
         queue: VecDeque::new(),
         mtu: addrs.mtu,
+        scratch: vec![0; addrs.mtu],
     };
     let start = Instant::now();
     let now = || smoltcp::time::Instant::from_micros(start.elapsed().as_micros() as i64);
