@@ -280,10 +280,13 @@ pub(crate) fn send_with_fd(fd: RawFd, buf: &[u8], pass: Option<RawFd>) -> io::Re
 /// host services' listeners.
 pub const MAX_FDS: usize = 64;
 
-/// Room for one cmsg header (16 bytes) and MAX_FDS descriptors, in 8-byte words.
-const CMSG_WORDS: usize = 2 + MAX_FDS / 2;
+/// All descriptors one message carries: [`MAX_FDS`] and the TUN device of transparent capture.
+const MAX_PASSED: usize = MAX_FDS + 1;
 
-/// Receives one message and the descriptors passed with it (at most [`MAX_FDS`]).
+/// Room for one cmsg header (16 bytes) and MAX_PASSED descriptors, in 8-byte words.
+const CMSG_WORDS: usize = 2 + MAX_PASSED.div_ceil(2);
+
+/// Receives one message and the descriptors passed with it (at most `MAX_PASSED`).
 pub(crate) fn recv_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     use std::os::fd::FromRawFd;
     let mut iov = libc::iovec {
@@ -328,9 +331,9 @@ pub(crate) fn recv_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<Owne
     Ok((n, received))
 }
 
-/// Sends one message with the given descriptors (at most [`MAX_FDS`]).
+/// Sends one message with the given descriptors (at most `MAX_PASSED`).
 pub(crate) fn send_fds(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<()> {
-    if pass.len() > MAX_FDS {
+    if pass.len() > MAX_PASSED {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let mut iov = libc::iovec {
@@ -347,7 +350,8 @@ pub(crate) fn send_fds(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<()> 
         msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
         // SAFETY: CMSG_SPACE is a pure size computation.
         msg.msg_controllen = unsafe { libc::CMSG_SPACE(bytes) } as usize;
-        // SAFETY: the control buffer (CMSG_WORDS words) holds one cmsg header and MAX_FDS ints.
+        // SAFETY: the control buffer (CMSG_WORDS words) holds one cmsg header and MAX_PASSED
+        // ints.
         unsafe {
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;

@@ -354,8 +354,8 @@ pub fn host_services(
              to reach a host service, allow its address (\"127.0.0.1:{port}\" or \"[::1]:{port}\")"
         ));
     }
-    // The pty master, the proxy's listeners and the TUN device travel in the same message.
-    let room = ringfence_linux::sandbox::MAX_FDS - 2 - in_use.len();
+    // The pty master and the proxy's listeners travel in the same message.
+    let room = ringfence_linux::sandbox::MAX_FDS - 1 - in_use.len();
     if out.len() > room {
         anyhow::bail!(
             "network.allowedDomains: {} loopback services with a port (at most {room}); \

@@ -299,3 +299,35 @@ except OSError: print(\"no resolver\")'",
     ]));
     assert_eq!(out.ok(), "no resolver\n", "{out:#?}");
 }
+
+#[test]
+fn the_device_travels_with_as_many_host_services_as_the_channel_carries() {
+    let entries: Vec<String> = (0..61)
+        .map(|i| format!("\"127.0.0.1:{}\"", 21000 + i))
+        .collect();
+    let (dir, settings) = common::with_settings(
+        "tp-most",
+        &format!(
+            r#"{{"network": {{"allowedDomains": [{}]}}}}"#,
+            entries.join(",")
+        ),
+    );
+    let f = Fixture {
+        dir,
+        settings,
+        port: 0,
+        asked: Arc::new(Mutex::new(Vec::new())),
+    };
+    if !tun_usable(&f) {
+        return;
+    }
+    let out = run(common::rf_in(&f.dir).args([
+        "run",
+        "-s",
+        &f.settings,
+        "--transparent",
+        "-c",
+        "grep -c rf0 /proc/net/dev",
+    ]));
+    assert_eq!(out.ok(), "1\n", "{out:#?}");
+}
