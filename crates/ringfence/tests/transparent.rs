@@ -162,13 +162,27 @@ s = socket.create_connection((\"{ALLOWED}\", {port}))\n\
 s.sendall(b\"GET /python HTTP/1.1\\r\\nHost: {ALLOWED}\\r\\n\\r\\n\")\n\
 print(s.makefile().read().splitlines()[-1])'"
     );
+    // Node's fetch ignores proxy variables before Node 24 (and without NODE_USE_ENV_PROXY).
+    let node = common::have("node");
+    let script = if node {
+        format!(
+            "{script}; node -e 'fetch(\"http://{ALLOWED}:{port}/node\").then(r => r.text()).then(t => process.stdout.write(t))'"
+        )
+    } else {
+        common::skip("node is not installed: its fetch is not tried");
+        script
+    };
     let out = transparent_run(&f, &name, &script);
     let stdout = out.ok();
     assert!(stdout.contains("upstream saw /curl\n"), "{out:#?}");
     assert!(stdout.contains("upstream saw /python\n"), "{out:#?}");
+    let clients = if node { 3 } else { 2 };
+    if node {
+        assert!(stdout.contains("upstream saw /node\n"), "{out:#?}");
+    }
     let asked = f.asked.lock().unwrap().clone();
     assert!(
-        asked.iter().all(|a| a == &format!("{ALLOWED}:{port}")) && asked.len() == 2,
+        asked.iter().all(|a| a == &format!("{ALLOWED}:{port}")) && asked.len() == clients,
         "{asked:?}"
     );
     let ev = decisions(&f, &name);
@@ -176,10 +190,12 @@ print(s.makefile().read().splitlines()[-1])'"
         .iter()
         .filter(|e| e["decision"] == "allow" && e["protocol"] == "transparent")
         .collect();
-    assert_eq!(allowed.len(), 2, "{ev:#?}");
+    assert_eq!(allowed.len(), clients, "{ev:#?}");
     assert!(allowed
         .iter()
         .all(|e| e["host"] == ALLOWED && e["port"] == port));
+    // The program that connected, found in the sandbox's socket table.
+    assert!(allowed.iter().any(|e| e["client"] == "curl"), "{ev:#?}");
 }
 
 #[test]
