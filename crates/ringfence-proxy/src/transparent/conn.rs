@@ -120,17 +120,18 @@ pub(crate) async fn run(
             duration: started.elapsed(),
         })
     };
-    // Who connected is looked up while the decision and the upstream connection are made.
-    let hooks = proxy.hooks();
-    let who = tokio::task::spawn_blocking(move || {
-        hooks.identify(SocketAddr::V4(peer), SocketAddr::V4(dst))
-    });
     let authorized = proxy
         .authorize(&host, port, Protocol::Transparent, None)
         .await;
     let allowed = match authorized {
         Ok(a) => a,
         Err(r) => {
+            // Who tried is looked up for refusals only: the lookup reads the sandbox's whole
+            // socket table, far more work than carrying a connection.
+            let hooks = proxy.hooks();
+            let who = tokio::task::spawn_blocking(move || {
+                hooks.identify(SocketAddr::V4(peer), SocketAddr::V4(dst))
+            });
             *client.lock().unwrap_or_else(PoisonError::into_inner) = who.await.ok().flatten();
             record(
                 r.host,
@@ -150,12 +151,10 @@ pub(crate) async fn run(
     let shown = allowed.host.to_string();
     let route = proxy.route(&allowed.host, port, false);
     let via = route.via();
-    let (opened, (first, named, eof), who) = tokio::join!(
+    let (opened, (first, named, eof)) = tokio::join!(
         proxy.open_tunnel(&allowed.host, port, &route),
-        first_bytes(&mut rx, &notify),
-        who
+        first_bytes(&mut rx, &notify)
     );
-    *client.lock().unwrap_or_else(PoisonError::into_inner) = who.ok().flatten();
     let mismatch = match &named {
         Named::Host(h) => match normalize_host(h) {
             Ok(n) if n == allowed.host => None,
@@ -242,16 +241,17 @@ pub(crate) async fn run(
         if !early.is_empty() && !send(&tx, &notify, Cmd::Data(early)).await {
             return n;
         }
-        let mut buf = vec![0u8; 64 * 1024];
         loop {
-            match r.read(&mut buf).await {
+            // A fresh buffer each time, handed to the stack as it is (no copy).
+            let mut buf = Vec::with_capacity(64 * 1024);
+            match r.read_buf(&mut buf).await {
                 Ok(0) => {
                     send(&tx, &notify, Cmd::Close).await;
                     return n;
                 }
                 Ok(k) => {
                     n += k as u64;
-                    if !send(&tx, &notify, Cmd::Data(buf[..k].to_vec())).await {
+                    if !send(&tx, &notify, Cmd::Data(buf)).await {
                         return n;
                     }
                 }

@@ -25,8 +25,10 @@ use crate::host::{normalize_host, Host};
 use crate::policy::Verdict;
 use crate::proxy::{ActiveGuard, Decision, DecisionRecord, Protocol, Proxy};
 
-/// Socket buffers of one captured connection, each way.
-const BUFFER: usize = 256 * 1024;
+/// Socket buffers of one captured connection: towards the sandbox (downloads, where a larger
+/// window keeps more 64 KiB segments in flight) and from it.
+const TO_SANDBOX: usize = 1024 * 1024;
+const FROM_SANDBOX: usize = 256 * 1024;
 /// Largest chunk handed to a connection's task at once.
 const CHUNK: usize = 64 * 1024;
 /// Packets read from the device before the stack runs.
@@ -98,6 +100,11 @@ impl Device for Tun {
         let mut c = DeviceCapabilities::default();
         c.medium = Medium::Ip;
         c.max_transmission_unit = self.mtu;
+        // Every packet that arrives was made by the sandbox's own kernel (nothing inside can
+        // send raw packets) and crossed no wire: checksums are computed, not verified.
+        c.checksum.ipv4 = phy::Checksum::Tx;
+        c.checksum.tcp = phy::Checksum::Tx;
+        c.checksum.udp = phy::Checksum::Tx;
         c
     }
 }
@@ -245,8 +252,8 @@ impl State {
             );
         }
         let mut s = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; BUFFER]),
-            tcp::SocketBuffer::new(vec![0; BUFFER]),
+            tcp::SocketBuffer::new(vec![0; FROM_SANDBOX]),
+            tcp::SocketBuffer::new(vec![0; TO_SANDBOX]),
         );
         let endpoint = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(ip)),
