@@ -1376,6 +1376,18 @@ mod tests {
     }
 
     #[test]
+    fn transparent_capture_is_on_if_any_layer_asks_for_it() {
+        let e = Env::new();
+        assert!(!e.load().unwrap().transparent);
+        // It holds more programs to the same policy, so a project file may ask for it too.
+        e.project(r#"{"network": {"transparent": true}}"#);
+        assert!(e.load().unwrap().transparent);
+        e.project(r#"{"network": {"transparent": false}}"#);
+        e.user(r#"{"network": {"transparent": true}}"#);
+        assert!(e.load().unwrap().transparent);
+    }
+
+    #[test]
     fn booleans_are_true_if_any_allowed_layer_says_so() {
         let e = Env::new();
         e.user(

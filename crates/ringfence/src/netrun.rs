@@ -302,6 +302,13 @@ pub fn print_egress(
                     writeln!(out, "note: {n}")?;
                 }
             }
+            if p.transparent {
+                writeln!(
+                    out,
+                    "egress: transparent capture (network.transparent): every TCP connection and \
+                     DNS query goes through the TUN device rf0 to this policy"
+                )?;
+            }
             if let Some(m) = &p.mitm_proxy {
                 writeln!(
                     out,
