@@ -204,7 +204,9 @@ impl State {
     /// A new connection's SYN: refused at once (a reset) when the policy denies it without a
     /// question, else a listening socket for it and a task that decides and dials.
     fn on_syn(&mut self, sockets: &mut SocketSet<'_>, src: SocketAddrV4, dst: SocketAddrV4) {
-        if !self.tuples.insert((src, dst)) {
+        // A SYN sent again for a connection that has its socket already. A refused one is not
+        // remembered: its reset cannot be lost on the way, so a second SYN is a new attempt.
+        if self.tuples.contains(&(src, dst)) {
             return;
         }
         let ip = *dst.ip();
@@ -263,6 +265,7 @@ impl State {
             return;
         }
         s.set_nagle_enabled(false);
+        self.tuples.insert((src, dst));
         let handle = sockets.add(s);
         let (to_task, rx) = mpsc::channel(8);
         let (tx, from_task) = mpsc::channel(8);
@@ -509,5 +512,126 @@ pub async fn serve(proxy: Arc<Proxy>, tun: OwnedFd, addrs: Addresses) -> io::Res
             _ = notify.notified() => {}
             _ = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::proxy::{AskAnswer, AskQuery, Hooks};
+    use crate::NetPolicy;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<DecisionRecord>>);
+    impl Hooks for Recorded {
+        fn record(&self, d: &DecisionRecord) {
+            self.0.lock().unwrap().push(d.clone());
+        }
+        fn ask(&self, _: AskQuery) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>> {
+            Box::pin(async { AskAnswer::Deny })
+        }
+    }
+
+    fn state(ask: bool) -> (State, Arc<Recorded>) {
+        let p = ringfence_policy::Policy {
+            allowed_domains: vec!["*.ok.example".into()],
+            denied_domains: vec!["bad.ok.example".into()],
+            ask,
+            ..Default::default()
+        };
+        let hooks = Arc::new(Recorded::default());
+        let addrs = Addresses {
+            sandbox: Ipv4Addr::new(198, 18, 0, 1),
+            resolver: Ipv4Addr::new(198, 18, 0, 2),
+            prefix_len: 15,
+            mtu: 1500,
+        };
+        let st = State {
+            proxy: Proxy::new(NetPolicy::from_policy(&p).unwrap(), hooks.clone()),
+            pool: Pool::new(&addrs),
+            addrs,
+            notify: Arc::new(Notify::new()),
+            conns: HashMap::new(),
+            tuples: HashSet::new(),
+            denied_names: HashSet::new(),
+        };
+        (st, hooks)
+    }
+
+    fn rcode(r: &[u8]) -> u8 {
+        r[3] & 0x0f
+    }
+
+    #[test]
+    fn dns_answers_from_the_policy_and_records_each_denied_name_once() {
+        let (mut st, hooks) = state(false);
+        let peer = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 5353);
+        let a = st
+            .answer(&dns::query(1, "api.ok.example", 1), peer)
+            .unwrap();
+        assert_eq!(rcode(&a), 0);
+        assert_eq!(&a[a.len() - 4..], &[198, 18, 1, 0]);
+        assert_eq!(
+            st.pool.name(Ipv4Addr::new(198, 18, 1, 0)),
+            Some("api.ok.example")
+        );
+        for qtype in [1, 28, 1] {
+            let r = st
+                .answer(&dns::query(2, "bad.ok.example", qtype), peer)
+                .unwrap();
+            assert_eq!(rcode(&r), 3, "NXDOMAIN");
+            let r = st
+                .answer(&dns::query(3, "unlisted.example", qtype), peer)
+                .unwrap();
+            assert_eq!(rcode(&r), 3, "NXDOMAIN without asking enabled");
+        }
+        let rec = hooks.0.lock().unwrap();
+        assert_eq!(rec.len(), 2, "{rec:?}");
+        assert!(rec
+            .iter()
+            .all(|d| d.protocol == Protocol::Dns && d.decision == Decision::Denied));
+        assert_eq!(rec[0].host, "bad.ok.example");
+        assert_eq!(rec[0].rule.as_deref(), Some("bad.ok.example"));
+    }
+
+    #[test]
+    fn with_asking_an_unlisted_name_gets_an_address_but_a_denied_one_does_not() {
+        let (mut st, hooks) = state(true);
+        let peer = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 5353);
+        let r = st.answer(&dns::query(1, "new.example", 1), peer).unwrap();
+        assert_eq!(rcode(&r), 0);
+        assert!(hooks.0.lock().unwrap().is_empty());
+        let r = st
+            .answer(&dns::query(1, "bad.ok.example", 1), peer)
+            .unwrap();
+        assert_eq!(rcode(&r), 3, "a denied name is never askable");
+    }
+
+    #[test]
+    fn a_syn_the_policy_refuses_gets_no_socket_and_one_record() {
+        let (mut st, hooks) = state(false);
+        let mut sockets = SocketSet::new(Vec::new());
+        let src = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 1), 40000);
+        // An address no name was given, and a literal the policy does not list.
+        st.on_syn(
+            &mut sockets,
+            src,
+            SocketAddrV4::new(Ipv4Addr::new(198, 18, 9, 9), 443),
+        );
+        st.on_syn(
+            &mut sockets,
+            src,
+            SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 80),
+        );
+        assert!(st.conns.is_empty() && st.tuples.is_empty());
+        let rec = hooks.0.lock().unwrap();
+        assert_eq!(rec.len(), 2);
+        assert_eq!(rec[0].host, "198.18.9.9");
+        assert_eq!(rec[1].host, "192.0.2.1");
+        assert!(rec.iter().all(|d| d.protocol == Protocol::Transparent));
     }
 }
