@@ -24,6 +24,7 @@ pub const PREFIX_LEN: u8 = 15;
 pub const MTU: usize = 65520;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 
@@ -62,6 +63,14 @@ pub fn create() -> Result<OwnedFd> {
     // SAFETY: TUNSETIFF reads an ifreq, which ifr is.
     if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &ifr) } < 0 {
         return Err(unavailable("TUNSETIFF", io::Error::last_os_error()));
+    }
+    // Persistent within the namespace: the supervisor's close at the end of the run does not
+    // unregister the device itself (tens of milliseconds of waiting for RCU on the run's exit
+    // path); the kernel removes it with the namespace, in the background, once the last
+    // reference to the namespace (this descriptor's) is gone.
+    // SAFETY: TUNSETPERSIST takes an integer argument.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST as _, 1 as libc::c_ulong) } < 0 {
+        return Err(unavailable("TUNSETPERSIST", io::Error::last_os_error()));
     }
     Ok(tun)
 }
