@@ -154,3 +154,14 @@ pub fn resolv_conf() -> String {
         "# ringfence: names are answered by the sandbox's supervisor\nnameserver {RESOLVER_ADDR}\n"
     )
 }
+
+/// Whether this user can open `/dev/net/tun`, which transparent capture needs (`doctor`). The
+/// sandbox opens it with the same ids, so this answers for a run too.
+pub fn available() -> std::result::Result<(), String> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .map(drop)
+        .map_err(|e| format!("/dev/net/tun: {e}"))
+}
