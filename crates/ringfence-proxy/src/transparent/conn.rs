@@ -244,7 +244,13 @@ pub(crate) async fn run(
         loop {
             // A fresh buffer each time, handed to the stack as it is (no copy).
             let mut buf = Vec::with_capacity(64 * 1024);
-            match r.read_buf(&mut buf).await {
+            // The sandbox's side is gone (reset, or forgotten by the stack): stop waiting for
+            // an upstream that may never speak or close.
+            let read = tokio::select! {
+                r = r.read_buf(&mut buf) => r,
+                _ = tx.closed() => return n,
+            };
+            match read {
                 Ok(0) => {
                     send(&tx, &notify, Cmd::Close).await;
                     return n;
