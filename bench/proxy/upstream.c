@@ -1,6 +1,7 @@
 /* Benchmark upstream: a loopback HTTP/1.1 server, one thread per connection, keep-alive.
  * GET /big answers BIG bytes (from a static buffer); anything else answers "ok".
- * Usage: upstream PORT BIG_BYTES    (prints "ready" once listening) */
+ * Usage: [UPSTREAM_ADDR=IPV4] upstream PORT BIG_BYTES    (prints "ready" once listening;
+ * on 127.0.0.1 unless UPSTREAM_ADDR names another local address) */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -71,6 +72,11 @@ int main(int argc, char **argv) {
   setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((unsigned short)atoi(argv[1]))};
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  /* UPSTREAM_ADDR: another local address to listen on (bench/transparent.sh). */
+  if (getenv("UPSTREAM_ADDR") && inet_pton(AF_INET, getenv("UPSTREAM_ADDR"), &a.sin_addr) != 1) {
+    fprintf(stderr, "upstream: bad UPSTREAM_ADDR\n");
+    return 2;
+  }
   if (bind(s, (struct sockaddr *)&a, sizeof a) || listen(s, 4096)) { perror("upstream: bind"); return 1; }
   printf("ready\n");
   fflush(stdout);

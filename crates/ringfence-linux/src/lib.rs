@@ -3,10 +3,10 @@
 //! function over one syscall step. Files in the order the steps happen: `plan` (what to mount),
 //! `protect` (finding protected entries), `sandbox` (clone and setup), `mounts`, `limits`,
 //! `caps`, `seccomp`, `reaper` (PID 1), `supervise` (the host side while it runs), `cgroup`
-//! and `memwatch` (the whole-sandbox limits, with or without a cgroup). `net` holds the few
-//! calls the egress proxy makes (splice, socket options, interface addresses); `process` the
-//! supervisor's calls about itself (inherited descriptors, signals, its heap), so that the
-//! runtime and the binary need no `unsafe` of their own.
+//! and `memwatch` (the whole-sandbox limits, with or without a cgroup), `tun` (transparent
+//! capture's device). `net` holds the few calls the egress proxy makes (splice, socket options,
+//! interface addresses); `process` the supervisor's calls about itself (inherited descriptors,
+//! signals, its heap), so that the runtime and the binary need no `unsafe` of their own.
 #![cfg(target_os = "linux")]
 
 pub mod caps;
@@ -29,5 +29,6 @@ pub mod seccomp;
 pub mod supervise;
 pub mod sys;
 pub mod timing;
+pub mod tun;
 
 pub use error::Error;

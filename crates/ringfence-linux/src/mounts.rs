@@ -564,6 +564,35 @@ fn proc_fs() -> Result<()> {
     Ok(())
 }
 
+/// Binds a read-only file with `content` over the sandbox's /etc/resolv.conf (before `enter`;
+/// the file lives in the staging tmpfs). A symlinked resolv.conf is replaced where it points.
+pub fn resolv_conf(content: &str) -> Result<()> {
+    let src = Path::new("/resolv.conf");
+    fs::write(src, content).map_err(path_err("write", src))?;
+    let mut dst = in_new(Path::new("/etc/resolv.conf"));
+    for _ in 0..8 {
+        match fs::read_link(&dst) {
+            Ok(target) if target.is_absolute() => dst = in_new(&target),
+            Ok(target) => dst = dst.parent().unwrap_or(Path::new(NEWROOT)).join(target),
+            Err(_) => break,
+        }
+    }
+    if dst.symlink_metadata().is_err() {
+        return Err(Error::Setup(format!(
+            "network.transparent: {} does not exist in the sandbox's view, so the resolver \
+             cannot be named there",
+            dst.display()
+        )));
+    }
+    bind(
+        src,
+        &dst,
+        false,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        0,
+    )
+}
+
 /// Stage 3: make /newroot the root and drop the host tree and the staging tmpfs.
 pub fn enter() -> Result<()> {
     let new = Path::new(NEWROOT);

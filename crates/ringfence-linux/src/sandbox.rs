@@ -49,6 +49,9 @@ pub struct Spec {
     /// Descriptors (each above 2) that become the command's stdin, stdout and stderr in place of
     /// the supervisor's own; `None`: the supervisor's are inherited (or the pty, see `pty`).
     pub stdio: Option<[RawFd; 3]>,
+    /// `network.transparent`: a TUN device carries every packet that does not stay on `lo` to
+    /// the supervisor (see `tun`), and /etc/resolv.conf names the supervisor's DNS server.
+    pub transparent: bool,
 }
 
 /// A started sandbox, seen from the supervisor.
@@ -63,6 +66,8 @@ pub struct Sandbox {
     pub proxy_listeners: Vec<std::net::TcpListener>,
     /// Listening sockets inside the sandbox, one per `Spec::host_services`.
     pub service_listeners: Vec<std::net::TcpListener>,
+    /// The TUN device of transparent capture, when `Spec::transparent`.
+    pub tun: Option<OwnedFd>,
     /// A cgroup v1 freezer group the sandbox may be moved into by `ringfence pause`; thawed
     /// before the sandbox is killed (frozen v1 tasks ignore SIGKILL until thawed).
     pub freezer: Option<PathBuf>,
@@ -164,6 +169,7 @@ pub fn spawn(
         pty_master: None,
         proxy_listeners: Vec::new(),
         service_listeners: Vec::new(),
+        tun: None,
         freezer: None,
     };
     let started = write_id_maps(pid).and_then(|()| {
@@ -200,15 +206,16 @@ pub fn spawn(
         None => Ok(()),
     });
     let listeners = spec.proxy_ports.len() + spec.host_services.len();
-    let ready = result.and_then(|()| recv_ready(&sandbox.channel, listeners));
+    let ready = result.and_then(|()| recv_ready(&sandbox.channel, listeners, spec.transparent));
     crate::timing::mark("sandbox ready");
     match ready {
-        Ok((pty_master, mut proxy_listeners)) => {
+        Ok((pty_master, mut proxy_listeners, tun)) => {
             let service_listeners = proxy_listeners.split_off(spec.proxy_ports.len());
             Ok(Sandbox {
                 pty_master,
                 proxy_listeners,
                 service_listeners,
+                tun,
                 ..sandbox
             })
         }
@@ -255,12 +262,13 @@ fn write_id_maps(pid: libc::pid_t) -> Result<()> {
     write("uid_map", format!("{in_uid} {uid} 1\n"))
 }
 
-/// What PID 1 hands over when setup is complete: the pty master and the proxy listeners.
-type Handover = (Option<OwnedFd>, Vec<std::net::TcpListener>);
+/// What PID 1 hands over when setup is complete: the pty master, the proxy listeners and the
+/// TUN device.
+type Handover = (Option<OwnedFd>, Vec<std::net::TcpListener>, Option<OwnedFd>);
 
 /// Waits for PID 1 to report that setup is complete; returns the pty master when one was
-/// asked for and the `listeners` proxy listening sockets.
-fn recv_ready(channel: &OwnedFd, listeners: usize) -> Result<Handover> {
+/// asked for, the `listeners` proxy listening sockets and the TUN device when `tun`.
+fn recv_ready(channel: &OwnedFd, listeners: usize, tun: bool) -> Result<Handover> {
     let mut buf = [0u8; 4096];
     let (n, fds) = recv_fds(channel.as_raw_fd(), &mut buf).map_err(|source| Error::Syscall {
         step: "wait for sandbox setup",
@@ -269,16 +277,22 @@ fn recv_ready(channel: &OwnedFd, listeners: usize) -> Result<Handover> {
     match buf.first() {
         Some(&MSG_READY) if n >= 2 => {
             let with_master = buf[1] == 1;
-            if fds.len() != usize::from(with_master) + listeners {
+            let expected = usize::from(with_master) + listeners + usize::from(tun);
+            if fds.len() != expected {
                 return Err(Error::Setup(format!(
-                    "the sandbox handed over {} descriptors, expected {}",
+                    "the sandbox handed over {} descriptors, expected {expected}",
                     fds.len(),
-                    usize::from(with_master) + listeners
                 )));
             }
+            let mut fds = fds;
+            let tun_fd = if tun { fds.pop() } else { None };
             let mut fds = fds.into_iter();
             let master = if with_master { fds.next() } else { None };
-            Ok((master, fds.map(std::net::TcpListener::from).collect()))
+            Ok((
+                master,
+                fds.map(std::net::TcpListener::from).collect(),
+                tun_fd,
+            ))
         }
         Some(&MSG_ERROR) if n >= 1 => Err(Error::decode(&buf[1..n])),
         _ => Err(Error::Setup(
@@ -302,8 +316,8 @@ fn setup_error_sent(channel: &OwnedFd) -> Option<Error> {
     if n != 1 || first != MSG_ERROR {
         return None;
     }
-    match recv_ready(channel, 0) {
-        Err(e @ Error::Setup(_)) => Some(e),
+    match recv_ready(channel, 0, false) {
+        Err(e @ (Error::Setup(_) | Error::InSandbox { .. })) => Some(e),
         _ => None,
     }
 }
@@ -323,10 +337,13 @@ pub(crate) fn send_with_fd(fd: RawFd, buf: &[u8], pass: Option<RawFd>) -> io::Re
 /// host services' listeners.
 pub const MAX_FDS: usize = 64;
 
-/// Room for one cmsg header (16 bytes) and MAX_FDS descriptors, in 8-byte words.
-const CMSG_WORDS: usize = 2 + MAX_FDS / 2;
+/// All descriptors one message carries: [`MAX_FDS`] and the TUN device of transparent capture.
+const MAX_PASSED: usize = MAX_FDS + 1;
 
-/// Receives one message and the descriptors passed with it (at most [`MAX_FDS`]).
+/// Room for one cmsg header (16 bytes) and MAX_PASSED descriptors, in 8-byte words.
+const CMSG_WORDS: usize = 2 + MAX_PASSED.div_ceil(2);
+
+/// Receives one message and the descriptors passed with it (at most `MAX_PASSED`).
 pub(crate) fn recv_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     use std::os::fd::FromRawFd;
     let mut iov = libc::iovec {
@@ -371,9 +388,9 @@ pub(crate) fn recv_fds(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<Owne
     Ok((n, received))
 }
 
-/// Sends one message with the given descriptors (at most [`MAX_FDS`]).
+/// Sends one message with the given descriptors (at most `MAX_PASSED`).
 pub(crate) fn send_fds(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<()> {
-    if pass.len() > MAX_FDS {
+    if pass.len() > MAX_PASSED {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let mut iov = libc::iovec {
@@ -390,7 +407,8 @@ pub(crate) fn send_fds(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<()> 
         msg.msg_control = cmsg.as_mut_ptr() as *mut libc::c_void;
         // SAFETY: CMSG_SPACE is a pure size computation.
         msg.msg_controllen = unsafe { libc::CMSG_SPACE(bytes) } as usize;
-        // SAFETY: the control buffer (CMSG_WORDS words) holds one cmsg header and MAX_FDS ints.
+        // SAFETY: the control buffer (CMSG_WORDS words) holds one cmsg header and MAX_PASSED
+        // ints.
         unsafe {
             let c = libc::CMSG_FIRSTHDR(&msg);
             (*c).cmsg_level = libc::SOL_SOCKET;
@@ -551,11 +569,23 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool, in_cgroups: bool) -> Re
         source,
     })?;
     crate::timing::mark("id maps received");
+    // The TUN device is opened through the host's /dev, which the sandbox's root replaces.
+    let tun = if spec.transparent {
+        Some(crate::tun::create()?)
+    } else {
+        None
+    };
     mounts::stage()?;
     let file_dirs = mounts::apply(&spec.plan)?;
+    if spec.transparent {
+        mounts::resolv_conf(&crate::tun::resolv_conf())?;
+    }
     crate::timing::mark("mounts");
     mounts::enter()?;
     mounts::loopback_up()?;
+    if spec.transparent {
+        crate::tun::configure()?;
+    }
     crate::timing::mark("pivot_root, loopback up");
     // The proxy's listeners: bound in here, so they are reachable only from inside; the
     // supervisor accepts on them from the host side.
@@ -619,6 +649,7 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool, in_cgroups: bool) -> Re
     seccomp::install(&spec.seccomp)?;
     let mut pass: Vec<RawFd> = master.iter().map(|m| m.as_raw_fd()).collect();
     pass.extend(listeners.iter().map(|l| l.as_raw_fd()));
+    pass.extend(tun.iter().map(|t| t.as_raw_fd()));
     let msg = [MSG_READY, u8::from(master.is_some())];
     send_fds(channel, &msg, &pass).map_err(|source| Error::Syscall {
         step: "report ready",
@@ -626,6 +657,7 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool, in_cgroups: bool) -> Re
     })?;
     drop(master);
     drop(listeners);
+    drop(tun);
     crate::timing::mark("caps, seccomp, ready sent");
     crate::timing::report("sandbox");
     Ok(Ready {

@@ -132,6 +132,9 @@ pub struct Policy {
     /// exists. Union of the managed and user layers (a project file may not list any).
     pub allow_unix_sockets: Vec<PathRule>,
     pub allow_local_binding: bool,
+    /// `network.transparent` in any layer (the policy stays the same; more programs are held
+    /// to it).
+    pub transparent: bool,
     /// `allowNestedUserNamespaces` (srt): the command may create user namespaces.
     pub allow_nested_user_namespaces: bool,
     /// Allowed domain patterns, srt syntax, union of all layers in layer order.
@@ -706,6 +709,7 @@ impl<'a> Merge<'a> {
         self.policy.allow_all_unix_sockets |= values[1] == Some(true);
         self.merge_unix_sockets(layer, origin, s, &mut notes)?;
         self.policy.allow_local_binding |= values[2] == Some(true);
+        self.policy.transparent |= s.network.transparent == Some(true);
         self.policy.allow_nested_user_namespaces |= values[3] == Some(true);
         self.policy.fs_ask |= values[4] == Some(true);
 
@@ -1502,6 +1506,18 @@ mod tests {
         assert!(e.err().contains("limits.cpuSeconds: a project file may only add restrictions; 61 would raise the limit of 60"));
         e.project(r#"{"limits": {"cpuSeconds": 30}}"#);
         assert_eq!(e.load().unwrap().limits.cpu_seconds, Some(30));
+    }
+
+    #[test]
+    fn transparent_capture_is_on_if_any_layer_asks_for_it() {
+        let e = Env::new();
+        assert!(!e.load().unwrap().transparent);
+        // It holds more programs to the same policy, so a project file may ask for it too.
+        e.project(r#"{"network": {"transparent": true}}"#);
+        assert!(e.load().unwrap().transparent);
+        e.project(r#"{"network": {"transparent": false}}"#);
+        e.user(r#"{"network": {"transparent": true}}"#);
+        assert!(e.load().unwrap().transparent);
     }
 
     #[test]

@@ -161,6 +161,10 @@ pub struct NetworkSettings {
     pub allow_all_unix_sockets: Option<bool>,
     /// Allow binding to local ports (default: false).
     pub allow_local_binding: Option<bool>,
+    /// Transparent capture (ringfence; default false): a TUN device in the sandbox's network
+    /// namespace carries every TCP connection and DNS query to the supervisor, decided by the
+    /// same policy as the proxy, so programs that ignore proxy variables are governed too.
+    pub transparent: Option<bool>,
     /// srt (macOS only): XPC/Mach service names that may be looked up. No effect in ringfence.
     pub allow_mach_lookup: Option<Vec<String>>,
     /// srt: port of the user's own HTTP proxy on the host's 127.0.0.1, used instead of the

@@ -25,6 +25,7 @@ mod service;
 mod socks;
 mod splice;
 pub mod tls;
+pub mod transparent;
 
 pub use policy::{embedded_ipv4, local_kind, NetPolicy, Verdict};
 pub use proxy::{AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, Limits, Protocol, Proxy};

@@ -318,6 +318,38 @@ impl NetPolicy {
         }
     }
 
+    /// The policy's answer for a name looked up through transparent capture's DNS server,
+    /// which knows no port yet: denied only when a deny entry covers every port, allowed when
+    /// an allow entry names the host on some port. The connection is decided again, with its
+    /// port, when it is made.
+    pub fn decide_name(&self, host: &Host) -> Verdict {
+        if let Some(p) = self
+            .denied
+            .iter()
+            .find(|p| p.port.is_none() && p.matches(host, 0))
+        {
+            let reason = self
+                .reasons
+                .get(&p.entry)
+                .cloned()
+                .unwrap_or_else(|| "host is on the deny list".to_string());
+            return Verdict::Deny {
+                rule: Some(p.entry.clone()),
+                reason,
+            };
+        }
+        match self
+            .allowed
+            .iter()
+            .find(|p| p.matches(host, p.port.unwrap_or(0)))
+        {
+            Some(p) => Verdict::Allow {
+                rule: p.entry.clone(),
+            },
+            None => Verdict::Unlisted,
+        }
+    }
+
     /// The host services the sandbox reaches at their own address: every allowedDomains
     /// entry that is a loopback IP literal with a port (`127.0.0.1:8080`, `[::1]:5432`) and
     /// that the policy allows as a whole (no deny entry overrides it), each address once, with
@@ -495,6 +527,35 @@ mod tests {
             Verdict::Deny { .. } => "deny",
             Verdict::Unlisted => "unlisted",
         }
+    }
+
+    #[test]
+    fn names_are_decided_without_a_port_for_dns() {
+        let p = NetPolicy::from_policy(&ringfence_policy::Policy {
+            allowed_domains: vec!["*.ok.example".into(), "db.example:5432".into()],
+            denied_domains: vec!["bad.ok.example".into(), "x.ok.example:443".into()],
+            ..Default::default()
+        })
+        .unwrap();
+        let name = |n: &str| normalize_host(n).unwrap();
+        assert!(matches!(
+            p.decide_name(&name("a.ok.example")),
+            Verdict::Allow { .. }
+        ));
+        assert!(matches!(
+            p.decide_name(&name("db.example")),
+            Verdict::Allow { .. }
+        ));
+        // A deny entry with a port leaves the name resolvable (other ports may be allowed).
+        assert!(matches!(
+            p.decide_name(&name("x.ok.example")),
+            Verdict::Allow { .. }
+        ));
+        assert!(matches!(
+            p.decide_name(&name("bad.ok.example")),
+            Verdict::Deny { .. }
+        ));
+        assert_eq!(p.decide_name(&name("other.example")), Verdict::Unlisted);
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub enum Protocol {
     Tcp,
     /// A request inside a TLS-terminated CONNECT tunnel (recorded when it is refused).
     Https,
+    /// A TCP connection captured by transparent mode (see [`crate::transparent`]).
+    Transparent,
+    /// A name looked up through transparent mode's DNS server.
+    Dns,
 }
 
 impl Protocol {
@@ -43,6 +47,8 @@ impl Protocol {
             Protocol::Socks5 => "socks5",
             Protocol::Tcp => "tcp",
             Protocol::Https => "https",
+            Protocol::Transparent => "transparent",
+            Protocol::Dns => "dns",
         }
     }
 }

@@ -415,6 +415,13 @@ pub fn print_egress(
                     writeln!(out, "note: {n}")?;
                 }
             }
+            if p.transparent {
+                writeln!(
+                    out,
+                    "egress: transparent capture (network.transparent): every TCP connection and \
+                     DNS query goes through the TUN device rf0 to this policy"
+                )?;
+            }
             if let Some(m) = &p.mitm_proxy {
                 writeln!(
                     out,
@@ -643,6 +650,7 @@ impl Network {
         asking: Asking,
         user_settings: Option<PathBuf>,
         control_fd: Option<OwnedFd>,
+        tun: Option<OwnedFd>,
     ) -> Result<Network> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -746,6 +754,20 @@ impl Network {
             runtime.spawn(async move {
                 if let Err(e) = p.serve(l).await {
                     eprintln!("ringfence: the egress proxy stopped: {e}\r");
+                }
+            });
+        }
+        if let Some(fd) = tun {
+            let p = proxy.clone();
+            let addrs = ringfence_proxy::transparent::Addresses {
+                sandbox: ringfence_linux::tun::SANDBOX_ADDR,
+                resolver: ringfence_linux::tun::RESOLVER_ADDR,
+                prefix_len: ringfence_linux::tun::PREFIX_LEN,
+                mtu: ringfence_linux::tun::MTU,
+            };
+            runtime.spawn(async move {
+                if let Err(e) = ringfence_proxy::transparent::serve(p, fd, addrs).await {
+                    eprintln!("ringfence: transparent capture stopped: {e}\r");
                 }
             });
         }

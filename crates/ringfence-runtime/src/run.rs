@@ -79,6 +79,7 @@ impl Sandbox {
             asker: None,
             control_fd: None,
             overlay: false,
+            transparent: false,
             terminal: false,
             on_prepared: None,
         }
@@ -110,6 +111,7 @@ pub struct Builder {
     asker: Option<netrun::AskFn>,
     control_fd: Option<OwnedFd>,
     overlay: bool,
+    transparent: bool,
     terminal: bool,
     on_prepared: Option<PreparedHook>,
 }
@@ -184,6 +186,14 @@ impl Builder {
     /// `overlay::apply`, `overlay::discard`); also `workspace.mode: "overlay"`.
     pub fn overlay(mut self, on: bool) -> Builder {
         self.overlay = on;
+        self
+    }
+
+    /// Transparent capture: every TCP connection and DNS query of the sandbox is decided by
+    /// the network policy, also for programs that ignore proxy variables (also
+    /// `network.transparent: true`). Needs /dev/net/tun.
+    pub fn transparent(mut self, on: bool) -> Builder {
+        self.transparent = on;
         self
     }
 
@@ -489,6 +499,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         asker,
         control_fd,
         overlay: overlay_flag,
+        transparent,
         terminal,
         on_prepared,
     } = b;
@@ -630,6 +641,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         host_services: host_services.clone(),
         unix_sockets: prepared.unix_sockets.take(),
         report_sysv_shm: prepared.mechanism == cgroup::Mechanism::NoCgroup,
+        transparent: transparent || prepared.policy.transparent,
         stdio: streams.as_ref().map(|s| {
             let fd = |i: usize| -> RawFd { s.theirs[i].as_raw_fd() };
             [fd(0), fd(1), fd(2)]
@@ -689,6 +701,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     };
     let proxy_listeners = std::mem::take(&mut sb.proxy_listeners);
     let service_listeners = std::mem::take(&mut sb.service_listeners);
+    let tun = sb.tun.take();
     teardown.sandbox = Some(sb);
     // 5. Threads: the proxy, then the supervisor.
     // Questions about unlisted hosts: the embedding program's asker, a program on
@@ -715,6 +728,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         asking,
         user_settings,
         control_fd,
+        tun,
     )
     .map_err(Error::Run)?;
     let fs_ask = fs_ask_parts.map(|(channel, rules)| {

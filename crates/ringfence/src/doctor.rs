@@ -63,6 +63,14 @@ pub fn main() -> Result<()> {
             &format!("unavailable: {e} (only needed for overlay mode)"),
         ),
     }
+    match ringfence_linux::tun::available() {
+        Ok(()) => line(true, "TUN device", "available (for network.transparent)"),
+        Err(e) => line(
+            false,
+            "TUN device",
+            &format!("unavailable: {e} (only needed for network.transparent / --transparent)"),
+        ),
+    }
     let cg = probe::cgroups();
     if cg.is_empty() {
         line(false, "cgroups", "none mounted");

@@ -225,6 +225,11 @@ struct RunArgs {
     /// `apply` or `discard` (also `workspace.mode: "overlay"`).
     #[arg(long)]
     overlay: bool,
+    /// Capture every TCP connection and DNS query of the sandbox (also for programs that
+    /// ignore proxy variables) and decide it by the network policy (also
+    /// `network.transparent: true`). Needs /dev/net/tun.
+    #[arg(long)]
+    transparent: bool,
     /// The run's name (unique on this machine); generated when absent.
     #[arg(long = "name", value_name = "NAME")]
     name: Option<String>,
@@ -260,6 +265,7 @@ pub struct RunRequest {
     pub violations_to_stderr: bool,
     pub control_fd: Option<i32>,
     pub overlay: bool,
+    pub transparent: bool,
     pub argv: Vec<Vec<u8>>,
 }
 
@@ -323,6 +329,7 @@ fn main() -> ExitCode {
                 violations_to_stderr: args.violations_report.is_some(),
                 control_fd: args.control_fd,
                 overlay: args.overlay,
+                transparent: args.transparent,
                 argv,
             })
         }
@@ -568,6 +575,7 @@ pub fn run(req: RunRequest) -> Result<i32> {
     let mut builder = Sandbox::builder(req.sources)
         .command(req.argv.iter().map(|a| std::ffi::OsStr::from_bytes(a)))
         .overlay(req.overlay)
+        .transparent(req.transparent)
         .terminal(true)
         .on_prepared(move |p| {
             if debug {

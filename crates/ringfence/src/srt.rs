@@ -79,6 +79,7 @@ pub fn main() -> Result<i32> {
         violations_to_stderr: false,
         control_fd,
         overlay: false,
+        transparent: false,
         argv,
     })
 }
