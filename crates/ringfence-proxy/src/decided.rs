@@ -534,6 +534,16 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     // The headers that go upstream.
     let mut removed: Vec<String> = remove_headers.iter().map(|n| fold_header(n)).collect();
     removed.extend(HOP_BY_HOP.iter().map(|n| fold_header(n)));
+    // And the ones the client's Connection header names (RFC 9110 7.6.1).
+    for (n, v) in &head.headers {
+        if n.eq_ignore_ascii_case("connection") {
+            removed.extend(
+                v.split(',')
+                    .map(|t| fold_header(t.trim()))
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
     removed.extend(set_headers.keys().map(|n| fold_header(n)));
     if credential.is_some() {
         removed.extend(CREDENTIAL_HEADERS.iter().map(|n| fold_header(n)));

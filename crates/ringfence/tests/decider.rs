@@ -333,6 +333,40 @@ fn exits(gw: &mut Gateway) -> bool {
     false
 }
 
+/// ringfence only: a chunked request body is refused (what goes upstream must be what the
+/// decider could be shown), and headers the client's Connection header names are hop-by-hop.
+#[test]
+fn chunked_bodies_are_refused_and_connection_named_headers_dropped() {
+    let up = echo_upstream();
+    let mut gw = start_program(&ringfence(), &[&format!("127.0.0.1:{up}")], &[], &[]);
+    let out = send(
+        gw.addr,
+        format!(
+            "POST http://127.0.0.1:{up}/c HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        ),
+    )
+    .join()
+    .unwrap();
+    assert!(out.starts_with("HTTP/1.1 411"), "{out}");
+    let client = send(
+        gw.addr,
+        get(
+            up,
+            "/h",
+            "Connection: x-hop\r\nX-Hop: gone\r\nX-Stay: here\r\n",
+        ),
+    );
+    assert_eq!(read_frame(&mut gw.decider)["id"], 1);
+    write_frame(
+        &mut gw.decider,
+        &json!({"t": "verdict", "id": 1, "action": "allow"}),
+    );
+    let out = client.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("X-Stay: here"), "{out}");
+    assert!(!out.contains("gone"), "{out}");
+}
+
 #[test]
 fn a_decider_that_sends_garbage_means_deny() {
     garbage(&ringfence());
