@@ -52,22 +52,42 @@ fn echo_upstream() -> u16 {
                 let mut r = BufReader::new(s.try_clone().unwrap());
                 let mut seen = String::new();
                 let mut length = 0usize;
+                let mut chunked = false;
                 loop {
                     let mut line = String::new();
                     if r.read_line(&mut line).unwrap_or(0) == 0 {
                         return;
                     }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
                         length = v.trim().parse().unwrap_or(0);
                     }
+                    chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
                     seen.push_str(&line);
                     if line == "\r\n" {
                         break;
                     }
                 }
-                let mut body = vec![0u8; length];
-                r.read_exact(&mut body).unwrap();
-                seen.push_str(&String::from_utf8_lossy(&body));
+                if chunked {
+                    // The decoded body, after a marker.
+                    seen.push_str("[chunked]");
+                    loop {
+                        let mut size = String::new();
+                        r.read_line(&mut size).unwrap();
+                        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                        if n == 0 {
+                            r.read_line(&mut String::new()).unwrap();
+                            break;
+                        }
+                        let mut data = vec![0u8; n + 2];
+                        r.read_exact(&mut data).unwrap();
+                        seen.push_str(&String::from_utf8_lossy(&data[..n]));
+                    }
+                } else {
+                    let mut body = vec![0u8; length];
+                    r.read_exact(&mut body).unwrap();
+                    seen.push_str(&String::from_utf8_lossy(&body));
+                }
                 let _ = write!(
                     s,
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{seen}",
@@ -266,12 +286,54 @@ fn scenario(program: &[String]) {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with(body), "{out}");
 
+    // A chunked body, shown decoded (and cut) and forwarded whole.
+    let chunked = format!(
+        "POST http://127.0.0.1:{up}/ch HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+    );
+    let client = send(gw.addr, chunked.clone());
+    assert_eq!(read_frame(&mut gw.decider)["id"], 4);
+    write_frame(
+        &mut gw.decider,
+        &json!({"t": "verdict", "id": 4, "action": "need_body", "max": 5}),
+    );
+    // "abcde"
+    assert_eq!(
+        read_frame(&mut gw.decider),
+        json!({"t": "body", "id": 4, "data": "YWJjZGU=", "cut": true})
+    );
+    write_frame(
+        &mut gw.decider,
+        &json!({"t": "verdict", "id": 4, "action": "allow"}),
+    );
+    let out = client.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("[chunked]abcdefg"), "{out}");
+
+    // The same body within the max: shown whole, not cut; then denied.
+    let client = send(gw.addr, chunked);
+    assert_eq!(read_frame(&mut gw.decider)["id"], 5);
+    write_frame(
+        &mut gw.decider,
+        &json!({"t": "verdict", "id": 5, "action": "need_body", "max": 7}),
+    );
+    assert_eq!(
+        read_frame(&mut gw.decider),
+        json!({"t": "body", "id": 5, "data": "YWJjZGVmZw=="})
+    );
+    write_frame(
+        &mut gw.decider,
+        &json!({"t": "verdict", "id": 5, "action": "deny", "status": 403}),
+    );
+    let out = client.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    assert!(!out.contains("[chunked]"), "{out}");
+
     // An allow that sets a header is refused on plain HTTP without --plaintext-header-set.
     let client = send(gw.addr, get(up, "/set", ""));
     read_frame(&mut gw.decider);
     write_frame(
         &mut gw.decider,
-        &json!({"t": "verdict", "id": 4, "action": "allow", "setHeaders": {"x-added": ["v"]}}),
+        &json!({"t": "verdict", "id": 6, "action": "allow", "setHeaders": {"x-added": ["v"]}}),
     );
     let out = client.join().unwrap();
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
@@ -308,10 +370,10 @@ fn scenario(program: &[String]) {
     // The next request still gets the next id: none of those was asked about.
     let client = send(gw.addr, get(up, "/last", ""));
     let req = read_frame(&mut gw.decider);
-    assert_eq!(req["id"], 5);
+    assert_eq!(req["id"], 7);
     write_frame(
         &mut gw.decider,
-        &json!({"t": "verdict", "id": 5, "action": "allow"}),
+        &json!({"t": "verdict", "id": 7, "action": "allow"}),
     );
     assert!(client.join().unwrap().starts_with("HTTP/1.1 200"));
 }
@@ -333,21 +395,21 @@ fn exits(gw: &mut Gateway) -> bool {
     false
 }
 
-/// ringfence only: a chunked request body is refused (what goes upstream must be what the
-/// decider could be shown), and headers the client's Connection header names are hop-by-hop.
+/// ringfence only: a body whose framing is ambiguous is refused, and headers the client's
+/// Connection header names are hop-by-hop.
 #[test]
-fn chunked_bodies_are_refused_and_connection_named_headers_dropped() {
+fn ambiguous_bodies_are_refused_and_connection_named_headers_dropped() {
     let up = echo_upstream();
     let mut gw = start_program(&ringfence(), &[&format!("127.0.0.1:{up}")], &[], &[]);
     let out = send(
         gw.addr,
         format!(
-            "POST http://127.0.0.1:{up}/c HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+            "POST http://127.0.0.1:{up}/c HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
         ),
     )
     .join()
     .unwrap();
-    assert!(out.starts_with("HTTP/1.1 411"), "{out}");
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     let client = send(
         gw.addr,
         get(
