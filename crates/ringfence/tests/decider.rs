@@ -429,6 +429,86 @@ fn ambiguous_bodies_are_refused_and_connection_named_headers_dropped() {
     assert!(!out.contains("gone"), "{out}");
 }
 
+/// The decider over a pair of pipes (`--decider-in`, `--decider-out`) instead of a socket.
+#[test]
+fn a_decider_over_two_pipes() {
+    let up = echo_upstream();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (to_proxy_r, mut to_proxy_w) = std::io::pipe().unwrap();
+    let (mut from_proxy_r, from_proxy_w) = std::io::pipe().unwrap();
+    let fds = [
+        (listener.as_raw_fd(), LISTEN_FD),
+        (to_proxy_r.as_raw_fd(), DECIDER_FD),
+        (from_proxy_w.as_raw_fd(), DECIDER_FD + 1),
+    ];
+    let mut cmd = Command::new(common::bin());
+    cmd.args([
+        "proxy",
+        "--listen-fd",
+        "100",
+        "--decider-in",
+        "101",
+        "--decider-out",
+        "102",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: as in `start_program`.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (from, to) in fds {
+                if libc::dup2(from, to) < 0 || libc::fcntl(to, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop((listener, to_proxy_r, from_proxy_w));
+    let read = |r: &mut std::io::PipeReader| {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).unwrap();
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        r.read_exact(&mut buf).unwrap();
+        serde_json::from_slice::<Value>(&buf).unwrap()
+    };
+    let write = |w: &mut std::io::PipeWriter, v: Value| {
+        let body = v.to_string();
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body.as_bytes());
+        w.write_all(&f).unwrap();
+    };
+    assert_eq!(read(&mut from_proxy_r), json!({"t": "hello", "proto": 1}));
+    write(
+        &mut to_proxy_w,
+        json!({"t": "hello", "proto": 1, "allowedDomains": [format!("127.0.0.1:{up}")], "deniedDomains": []}),
+    );
+    let client = send(addr, get(up, "/p", ""));
+    assert_eq!(read(&mut from_proxy_r)["path"], "/p");
+    write(
+        &mut to_proxy_w,
+        json!({"t": "verdict", "id": 1, "action": "allow"}),
+    );
+    let out = client.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // Closing the decider's stream stops the proxy.
+    drop(to_proxy_w);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped = child.try_wait().unwrap().is_some();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        stopped,
+        "the proxy did not stop when its decider's stream ended"
+    );
+}
+
 #[test]
 fn a_decider_that_sends_garbage_means_deny() {
     garbage(&ringfence());
