@@ -8,9 +8,9 @@
 //! the decider cannot see into, so it is refused, as srt refuses tunnels it cannot terminate.
 //! Each refusal carries `X-Deny-Reason` (`host_not_allowed`, `opaque_tunnel`, `misdirected`,
 //! `bad_request`, `address_not_allowed`, `plaintext_header_set`, `decider`,
-//! `decider_unavailable`). A request body goes upstream only with a `Content-Length`; one in
-//! chunked encoding is refused (411), since what goes upstream must be what the decider could
-//! be shown.
+//! `decider_unavailable`). A request body goes upstream exactly as its framing says
+//! (`Content-Length`, or one `chunked` encoding, relayed after its syntax is checked); nothing
+//! the client sends after it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::OwnedFd;
@@ -399,19 +399,25 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         )
         .await;
     }
-    let chunked = head
+    let encodings: Vec<&str> = head
         .headers
         .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
-    if chunked {
-        return refuse(
-            &mut s,
-            411,
-            "bad_request",
-            "a request body needs a Content-Length here",
-        )
-        .await;
-    }
+        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let chunked = match encodings.as_slice() {
+        [] => false,
+        [one] if one.trim().eq_ignore_ascii_case("chunked") => true,
+        _ => {
+            return refuse(
+                &mut s,
+                400,
+                "bad_request",
+                "a Transfer-Encoding other than one \"chunked\"",
+            )
+            .await
+        }
+    };
     let lengths: Vec<&str> = head
         .headers
         .iter()
@@ -426,6 +432,15 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         },
         _ => return refuse(&mut s, 400, "bad_request", "more than one Content-Length").await,
     };
+    if chunked && !lengths.is_empty() {
+        return refuse(
+            &mut s,
+            400,
+            "bad_request",
+            "both Content-Length and Transfer-Encoding",
+        )
+        .await;
+    }
 
     // The req frame.
     let (path, query) = match path_query.split_once('?') {
@@ -466,7 +481,14 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
         fields.insert("headers".into(), Value::Object(hdrs));
     }
 
-    let mut body = head.rest.clone();
+    let mut pre = Pre {
+        buf: head.rest.clone(),
+        at: 0,
+    };
+    // What of the body has been read already (framing included, for a chunked one), to go
+    // upstream first; and where a chunked body stands.
+    let mut raw = Vec::new();
+    let mut chunks = ChunkState::default();
     let (id, mut verdict) = match decider.ask(fields).await {
         Ok(v) => v,
         Err(u) => return refuse(&mut s, 503, "decider_unavailable", &u.0).await,
@@ -476,8 +498,8 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(rx) => rx,
             Err(u) => return refuse(&mut s, 503, "decider_unavailable", &u.0).await,
         };
-        let want = length.min(max) as usize;
-        let Some(_held) = Held::take(want as u64) else {
+        let want = if chunked { max } else { length.min(max) };
+        let Some(_held) = Held::take(want) else {
             return refuse(
                 &mut s,
                 503,
@@ -486,17 +508,27 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
             )
             .await;
         };
-        while body.len() < want {
-            let mut chunk = vec![0u8; (want - body.len()).min(64 << 10)];
-            match tokio::time::timeout(CLIENT_TIMEOUT, s.read(&mut chunk)).await {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
-                    return refuse(&mut s, 400, "bad_request", "the request body ended early").await
-                }
-                Ok(Ok(n)) => body.extend_from_slice(&chunk[..n]),
+        let shown = if chunked {
+            read_chunked_upto(&mut pre, &mut s, &mut chunks, &mut raw, max as usize).await
+        } else {
+            read_exact(&mut pre, &mut s, want as usize).await.map(|d| {
+                raw.extend_from_slice(&d);
+                (d, length > max)
+            })
+        };
+        let (shown, cut) = match shown {
+            Ok(v) => v,
+            Err(e) => {
+                return refuse(
+                    &mut s,
+                    400,
+                    "bad_request",
+                    &format!("reading the request body: {e}"),
+                )
+                .await
             }
-        }
-        let shown = &body[..want.min(body.len())];
-        verdict = match decider.body(id, rx, shown, length > max).await {
+        };
+        verdict = match decider.body(id, rx, &shown, cut).await {
             Ok(v) => v,
             Err(u) => return refuse(&mut s, 503, "decider_unavailable", &u.0).await,
         };
@@ -534,6 +566,16 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     // The headers that go upstream.
     let mut removed: Vec<String> = remove_headers.iter().map(|n| fold_header(n)).collect();
     removed.extend(HOP_BY_HOP.iter().map(|n| fold_header(n)));
+    // And the ones the client's Connection header names (RFC 9110 7.6.1).
+    for (n, v) in &head.headers {
+        if n.eq_ignore_ascii_case("connection") {
+            removed.extend(
+                v.split(',')
+                    .map(|t| fold_header(t.trim()))
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+    }
     removed.extend(set_headers.keys().map(|n| fold_header(n)));
     if credential.is_some() {
         removed.extend(CREDENTIAL_HEADERS.iter().map(|n| fold_header(n)));
@@ -569,25 +611,203 @@ async fn handle<S: AsyncRead + AsyncWrite + Unpin>(
     if upstream.write_all(out.as_bytes()).await.is_err() {
         return refuse(&mut s, 502, "upstream", "writing to the upstream failed").await;
     }
-    // Exactly the body the Content-Length says; nothing the client sends after it.
-    let have = (body.len() as u64).min(length) as usize;
-    if upstream.write_all(&body[..have]).await.is_err() {
+    // Exactly the body its framing says; nothing the client sends after it.
+    if upstream.write_all(&raw).await.is_err() {
         return;
     }
-    let mut left = length - have as u64;
-    let mut buf = vec![0u8; 64 << 10];
-    while left > 0 {
-        let n = match s.read(&mut buf[..(left.min(64 << 10)) as usize]).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if upstream.write_all(&buf[..n]).await.is_err() {
-            return;
+    if chunked {
+        while !chunks.done {
+            let mut piece = Vec::new();
+            let r = chunk_piece(&mut pre, &mut s, &mut chunks, &mut piece, 64 << 10).await;
+            if r.is_err() || upstream.write_all(&piece).await.is_err() {
+                return;
+            }
         }
-        left -= n as u64;
+    } else {
+        let mut left = length - raw.len() as u64;
+        while left > 0 {
+            let n = left.min(64 << 10) as usize;
+            let Ok(d) = read_exact(&mut pre, &mut s, n).await else {
+                return;
+            };
+            if upstream.write_all(&d).await.is_err() {
+                return;
+            }
+            left -= n as u64;
+        }
     }
     let _ = tokio::io::copy(&mut upstream, s.get_mut()).await;
     let _ = s.get_mut().shutdown().await;
+}
+
+/// Body bytes read along with the request head, served before the client's stream.
+struct Pre {
+    buf: Vec<u8>,
+    at: usize,
+}
+
+async fn read_some<S: AsyncRead + Unpin>(
+    pre: &mut Pre,
+    s: &mut BufReader<S>,
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
+    if pre.at < pre.buf.len() {
+        let n = buf.len().min(pre.buf.len() - pre.at);
+        buf[..n].copy_from_slice(&pre.buf[pre.at..pre.at + n]);
+        pre.at += n;
+        return Ok(n);
+    }
+    match tokio::time::timeout(CLIENT_TIMEOUT, s.read(buf)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client sent nothing for 30 s",
+        )),
+    }
+}
+
+/// Exactly `n` bytes of the body.
+async fn read_exact<S: AsyncRead + Unpin>(
+    pre: &mut Pre,
+    s: &mut BufReader<S>,
+    n: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut out = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match read_some(pre, s, &mut out[got..]).await? {
+            0 => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the body ended early",
+                ))
+            }
+            k => got += k,
+        }
+    }
+    Ok(out)
+}
+
+/// One CRLF-ended line of chunk framing, of at most `max` bytes.
+async fn read_line<S: AsyncRead + Unpin>(
+    pre: &mut Pre,
+    s: &mut BufReader<S>,
+    max: usize,
+) -> std::io::Result<Vec<u8>> {
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut line = Vec::new();
+    loop {
+        let mut b = [0u8; 1];
+        if read_some(pre, s, &mut b).await? == 0 {
+            return Err(bad("the body ended inside its chunk framing"));
+        }
+        line.push(b[0]);
+        if b[0] == b'\n' {
+            break;
+        }
+        if line.len() > max {
+            return Err(bad("chunk framing line too long"));
+        }
+    }
+    if !line.ends_with(b"\r\n") || line[..line.len() - 2].contains(&b'\r') {
+        return Err(bad("malformed line in a chunked body"));
+    }
+    Ok(line)
+}
+
+/// Where a chunked body stands: data bytes left in the current chunk, and whether the last
+/// chunk and the trailers have been read.
+#[derive(Default)]
+struct ChunkState {
+    left: u64,
+    done: bool,
+}
+
+/// At a chunk boundary, reads the size line (and, for the last chunk, the trailers) into `raw`.
+async fn chunk_boundary<S: AsyncRead + Unpin>(
+    pre: &mut Pre,
+    s: &mut BufReader<S>,
+    st: &mut ChunkState,
+    raw: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    if st.done || st.left > 0 {
+        return Ok(());
+    }
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let line = read_line(pre, s, 4096).await?;
+    raw.extend_from_slice(&line);
+    let text = &line[..line.len() - 2];
+    let size = text.split(|&b| b == b';').next().unwrap_or_default();
+    if size.is_empty() || size.len() > 15 || !size.iter().all(u8::is_ascii_hexdigit) {
+        return Err(bad("malformed chunk size"));
+    }
+    let size = u64::from_str_radix(&String::from_utf8_lossy(size), 16)
+        .map_err(|_| bad("malformed chunk size"))?;
+    if size > 0 {
+        st.left = size;
+        return Ok(());
+    }
+    let mut trailers = 0;
+    loop {
+        let line = read_line(pre, s, 4096).await?;
+        trailers += line.len();
+        if trailers > MAX_HEAD {
+            return Err(bad("trailer section too large"));
+        }
+        raw.extend_from_slice(&line);
+        if line == b"\r\n" {
+            st.done = true;
+            return Ok(());
+        }
+    }
+}
+
+/// The next piece of a chunked body: its framing and at most `cap` data bytes go to `raw`;
+/// returns the data bytes. Empty once the body has ended.
+async fn chunk_piece<S: AsyncRead + Unpin>(
+    pre: &mut Pre,
+    s: &mut BufReader<S>,
+    st: &mut ChunkState,
+    raw: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<Vec<u8>> {
+    chunk_boundary(pre, s, st, raw).await?;
+    if st.done {
+        return Ok(Vec::new());
+    }
+    let n = st.left.min(cap as u64) as usize;
+    let data = read_exact(pre, s, n).await?;
+    raw.extend_from_slice(&data);
+    st.left -= n as u64;
+    if st.left == 0 {
+        let crlf = read_exact(pre, s, 2).await?;
+        if crlf != b"\r\n" {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "chunk data not followed by CRLF",
+            ));
+        }
+        raw.extend_from_slice(&crlf);
+    }
+    Ok(data)
+}
+
+/// Up to `max` decoded bytes of a chunked body for the decider, and whether there was more.
+async fn read_chunked_upto<S: AsyncRead + Unpin>(
+    pre: &mut Pre,
+    s: &mut BufReader<S>,
+    st: &mut ChunkState,
+    raw: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut shown = Vec::new();
+    while !st.done && shown.len() < max {
+        let cap = (max - shown.len()).min(64 << 10);
+        shown.extend(chunk_piece(pre, s, st, raw, cap).await?);
+    }
+    // Full: more data follows unless the next chunk is the last.
+    chunk_boundary(pre, s, st, raw).await?;
+    Ok((shown, !st.done))
 }
 
 /// Connects to the destination: an IP literal as given (the hello allowed it by that literal),

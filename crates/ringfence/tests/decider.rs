@@ -52,22 +52,42 @@ fn echo_upstream() -> u16 {
                 let mut r = BufReader::new(s.try_clone().unwrap());
                 let mut seen = String::new();
                 let mut length = 0usize;
+                let mut chunked = false;
                 loop {
                     let mut line = String::new();
                     if r.read_line(&mut line).unwrap_or(0) == 0 {
                         return;
                     }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
                         length = v.trim().parse().unwrap_or(0);
                     }
+                    chunked |= lower.starts_with("transfer-encoding:") && lower.contains("chunked");
                     seen.push_str(&line);
                     if line == "\r\n" {
                         break;
                     }
                 }
-                let mut body = vec![0u8; length];
-                r.read_exact(&mut body).unwrap();
-                seen.push_str(&String::from_utf8_lossy(&body));
+                if chunked {
+                    // The decoded body, after a marker.
+                    seen.push_str("[chunked]");
+                    loop {
+                        let mut size = String::new();
+                        r.read_line(&mut size).unwrap();
+                        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                        if n == 0 {
+                            r.read_line(&mut String::new()).unwrap();
+                            break;
+                        }
+                        let mut data = vec![0u8; n + 2];
+                        r.read_exact(&mut data).unwrap();
+                        seen.push_str(&String::from_utf8_lossy(&data[..n]));
+                    }
+                } else {
+                    let mut body = vec![0u8; length];
+                    r.read_exact(&mut body).unwrap();
+                    seen.push_str(&String::from_utf8_lossy(&body));
+                }
                 let _ = write!(
                     s,
                     "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{seen}",
@@ -266,12 +286,54 @@ fn scenario(program: &[String]) {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with(body), "{out}");
 
+    // A chunked body, shown decoded (and cut) and forwarded whole.
+    let chunked = format!(
+        "POST http://127.0.0.1:{up}/ch HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+    );
+    let client = send(gw.addr, chunked.clone());
+    assert_eq!(read_frame(&mut gw.decider)["id"], 4);
+    write_frame(
+        &mut gw.decider,
+        &json!({"t": "verdict", "id": 4, "action": "need_body", "max": 5}),
+    );
+    // "abcde"
+    assert_eq!(
+        read_frame(&mut gw.decider),
+        json!({"t": "body", "id": 4, "data": "YWJjZGU=", "cut": true})
+    );
+    write_frame(
+        &mut gw.decider,
+        &json!({"t": "verdict", "id": 4, "action": "allow"}),
+    );
+    let out = client.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with("[chunked]abcdefg"), "{out}");
+
+    // The same body within the max: shown whole, not cut; then denied.
+    let client = send(gw.addr, chunked);
+    assert_eq!(read_frame(&mut gw.decider)["id"], 5);
+    write_frame(
+        &mut gw.decider,
+        &json!({"t": "verdict", "id": 5, "action": "need_body", "max": 7}),
+    );
+    assert_eq!(
+        read_frame(&mut gw.decider),
+        json!({"t": "body", "id": 5, "data": "YWJjZGVmZw=="})
+    );
+    write_frame(
+        &mut gw.decider,
+        &json!({"t": "verdict", "id": 5, "action": "deny", "status": 403}),
+    );
+    let out = client.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+    assert!(!out.contains("[chunked]"), "{out}");
+
     // An allow that sets a header is refused on plain HTTP without --plaintext-header-set.
     let client = send(gw.addr, get(up, "/set", ""));
     read_frame(&mut gw.decider);
     write_frame(
         &mut gw.decider,
-        &json!({"t": "verdict", "id": 4, "action": "allow", "setHeaders": {"x-added": ["v"]}}),
+        &json!({"t": "verdict", "id": 6, "action": "allow", "setHeaders": {"x-added": ["v"]}}),
     );
     let out = client.join().unwrap();
     assert!(out.starts_with("HTTP/1.1 403"), "{out}");
@@ -308,10 +370,10 @@ fn scenario(program: &[String]) {
     // The next request still gets the next id: none of those was asked about.
     let client = send(gw.addr, get(up, "/last", ""));
     let req = read_frame(&mut gw.decider);
-    assert_eq!(req["id"], 5);
+    assert_eq!(req["id"], 7);
     write_frame(
         &mut gw.decider,
-        &json!({"t": "verdict", "id": 5, "action": "allow"}),
+        &json!({"t": "verdict", "id": 7, "action": "allow"}),
     );
     assert!(client.join().unwrap().starts_with("HTTP/1.1 200"));
 }
@@ -331,6 +393,120 @@ fn exits(gw: &mut Gateway) -> bool {
     }
     eprintln!("the gateway did not stop; its stderr: {err}");
     false
+}
+
+/// ringfence only: a body whose framing is ambiguous is refused, and headers the client's
+/// Connection header names are hop-by-hop.
+#[test]
+fn ambiguous_bodies_are_refused_and_connection_named_headers_dropped() {
+    let up = echo_upstream();
+    let mut gw = start_program(&ringfence(), &[&format!("127.0.0.1:{up}")], &[], &[]);
+    let out = send(
+        gw.addr,
+        format!(
+            "POST http://127.0.0.1:{up}/c HTTP/1.1\r\nHost: 127.0.0.1:{up}\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        ),
+    )
+    .join()
+    .unwrap();
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let client = send(
+        gw.addr,
+        get(
+            up,
+            "/h",
+            "Connection: x-hop\r\nX-Hop: gone\r\nX-Stay: here\r\n",
+        ),
+    );
+    assert_eq!(read_frame(&mut gw.decider)["id"], 1);
+    write_frame(
+        &mut gw.decider,
+        &json!({"t": "verdict", "id": 1, "action": "allow"}),
+    );
+    let out = client.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("X-Stay: here"), "{out}");
+    assert!(!out.contains("gone"), "{out}");
+}
+
+/// The decider over a pair of pipes (`--decider-in`, `--decider-out`) instead of a socket.
+#[test]
+fn a_decider_over_two_pipes() {
+    let up = echo_upstream();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (to_proxy_r, mut to_proxy_w) = std::io::pipe().unwrap();
+    let (mut from_proxy_r, from_proxy_w) = std::io::pipe().unwrap();
+    let fds = [
+        (listener.as_raw_fd(), LISTEN_FD),
+        (to_proxy_r.as_raw_fd(), DECIDER_FD),
+        (from_proxy_w.as_raw_fd(), DECIDER_FD + 1),
+    ];
+    let mut cmd = Command::new(common::bin());
+    cmd.args([
+        "proxy",
+        "--listen-fd",
+        "100",
+        "--decider-in",
+        "101",
+        "--decider-out",
+        "102",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    // SAFETY: as in `start_program`.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (from, to) in fds {
+                if libc::dup2(from, to) < 0 || libc::fcntl(to, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop((listener, to_proxy_r, from_proxy_w));
+    let read = |r: &mut std::io::PipeReader| {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).unwrap();
+        let mut buf = vec![0u8; u32::from_be_bytes(len) as usize];
+        r.read_exact(&mut buf).unwrap();
+        serde_json::from_slice::<Value>(&buf).unwrap()
+    };
+    let write = |w: &mut std::io::PipeWriter, v: Value| {
+        let body = v.to_string();
+        let mut f = (body.len() as u32).to_be_bytes().to_vec();
+        f.extend_from_slice(body.as_bytes());
+        w.write_all(&f).unwrap();
+    };
+    assert_eq!(read(&mut from_proxy_r), json!({"t": "hello", "proto": 1}));
+    write(
+        &mut to_proxy_w,
+        json!({"t": "hello", "proto": 1, "allowedDomains": [format!("127.0.0.1:{up}")], "deniedDomains": []}),
+    );
+    let client = send(addr, get(up, "/p", ""));
+    assert_eq!(read(&mut from_proxy_r)["path"], "/p");
+    write(
+        &mut to_proxy_w,
+        json!({"t": "verdict", "id": 1, "action": "allow"}),
+    );
+    let out = client.join().unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    // Closing the decider's stream stops the proxy.
+    drop(to_proxy_w);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped = child.try_wait().unwrap().is_some();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        stopped,
+        "the proxy did not stop when its decider's stream ended"
+    );
 }
 
 #[test]
