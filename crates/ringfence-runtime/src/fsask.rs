@@ -126,9 +126,7 @@ impl FsAsk {
         // A repository's insides decide what git runs; `.claude` what an agent does.
         let special = |n: &str| {
             ringfence_policy::is_git_dir(n)
-                || r.parents
-                    .iter()
-                    .any(|p| ringfence_policy::same_name(n, p))
+                || r.parents.iter().any(|p| ringfence_policy::same_name(n, p))
                 || n == ".ringfence.json"
         };
         if names.iter().any(|n| special(n)) {
