@@ -351,6 +351,23 @@ pub fn print_egress(
                     writeln!(out, "note: {n}")?;
                 }
             }
+            if let Some(t) = &p.tls_terminate {
+                let ca = match &t.ca {
+                    Some((cert, _)) => cert.display().to_string(),
+                    None => "the per-user CA in the state directory".to_string(),
+                };
+                writeln!(
+                    out,
+                    "egress: TLS terminated (CA: {ca}){}; {} request rule(s), {} masked variable(s)",
+                    if t.exclude_domains.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" except {}", t.exclude_domains.join(", "))
+                    },
+                    p.request_rules.len(),
+                    p.masked_env.len()
+                )?;
+            }
             if let Some(m) = &p.mitm_proxy {
                 writeln!(
                     out,

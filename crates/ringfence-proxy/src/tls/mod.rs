@@ -291,14 +291,13 @@ pub fn setup(
     };
     let host_roots = roots::host_roots(ssl_cert_file)?;
     let mut store = RootCertStore::empty();
-    for (origin, text) in &host_roots {
+    for text in &host_roots {
         for block in ca::pem_blocks(text, "CERTIFICATE") {
             // A certificate rustls cannot use as a root is left out, as other clients do.
             if let Ok(der) = rustls::pki_types::CertificateDer::from_pem_slice(block.as_bytes()) {
                 let _ = store.add(der);
             }
         }
-        let _ = origin;
     }
     if store.is_empty() {
         return Err(tls_err(
@@ -308,7 +307,7 @@ pub fn setup(
     }
     let mut bundle = String::new();
     bundle.push_str(&ca.cert_pem);
-    for (_, text) in &host_roots {
+    for text in &host_roots {
         for block in ca::pem_blocks(text, "CERTIFICATE") {
             bundle.push_str(block);
             bundle.push('\n');
