@@ -280,8 +280,36 @@ pub fn tls_setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy:
     let ssl_cert_file = std::env::var_os("SSL_CERT_FILE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
+    let mut injections = Vec::new();
+    for j in &p.header_injections {
+        let mut value = String::new();
+        for part in &j.value {
+            match part {
+                ringfence_policy::TemplatePart::Text(t) => value.push_str(t),
+                ringfence_policy::TemplatePart::Env(name) => {
+                    let v = std::env::var(name).map_err(|_| {
+                        anyhow::anyhow!(
+                            "{}.value: ${{env:{name}}} is not set (or not UTF-8) on the host",
+                            j.origin
+                        )
+                    })?;
+                    value.push_str(&v);
+                }
+                ringfence_policy::TemplatePart::File(path) => {
+                    let v = std::fs::read_to_string(path).map_err(|e| {
+                        anyhow::anyhow!("{}.value: ${{file:{path}}}: {e}", j.origin)
+                    })?;
+                    value.push_str(v.strip_suffix('\n').unwrap_or(&v));
+                }
+            }
+        }
+        injections.push(
+            ringfence_proxy::tls::Injection::new(&j.host, &j.header, &value)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", j.origin))?,
+        );
+    }
     let state = crate::runs::state_dir()?;
-    ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref(), secrets, p)
+    ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref(), secrets, injections, p)
         .map(Some)
         .map_err(|e| anyhow::anyhow!("{e}"))
 }

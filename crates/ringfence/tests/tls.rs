@@ -957,3 +957,64 @@ print("echo=" + t.recv(4096).decode())
         "{seen:?}"
     );
 }
+
+#[test]
+fn credentials_inject_sets_a_header_only_toward_its_host() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let other = upstream(&ca, "127.0.0.1");
+    let (a, b) = (api.port, other.port);
+    let real = format!("injected-{}", common::unique_number());
+    let (dir, settings) = setup(
+        "tls-inject",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}},
+                "credentials": {{"inject": [{{"host": "127.0.0.1:{a}", "header": "Authorization",
+                                              "value": "Bearer ${{env:RF_INJECT_TOKEN}}"}}]}}}}"#
+        ),
+    );
+    let (out, _) = {
+        let name = format!("tls-{}", common::unique_number());
+        let script = format!(
+            "env; {CURL} -o /dev/null -H 'Authorization: Bearer mine' https://127.0.0.1:{a}/; \
+             {CURL} -o /dev/null https://127.0.0.1:{b}/"
+        );
+        let out = run(rf(&dir).env("RF_INJECT_TOKEN", &real).args([
+            "run", "--name", &name, "-s", &settings, "--", "sh", "-c", &script,
+        ]));
+        (out, name)
+    };
+    let text = out.ok();
+    assert!(!text.contains(&real), "the value is visible inside: {text}");
+    assert!(
+        !text.contains("RF_INJECT_TOKEN"),
+        "the variable is passed in: {text}"
+    );
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].contains(&format!("authorization: Bearer {real}\r\n")),
+        "{seen:?}"
+    );
+    assert!(!seen[0].contains("Bearer mine"), "{seen:?}");
+    let seen = other.seen.lock().unwrap().clone();
+    assert!(
+        !seen[0].to_ascii_lowercase().contains("authorization"),
+        "{seen:?}"
+    );
+
+    // An unset variable stops the run, naming the entry.
+    let out = run(rf(&dir)
+        .env_remove("RF_INJECT_TOKEN")
+        .args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("credentials.inject[0].value"),
+        "{}",
+        out.stderr
+    );
+}

@@ -692,6 +692,15 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
             parts.headers.remove(header::HOST);
         }
     }
+    // credentials.inject: the proxy's own value, whatever the client sent in that field.
+    for j in st
+        .terminator
+        .injections
+        .iter()
+        .filter(|j| j.applies(&st.host, st.port))
+    {
+        parts.headers.insert(j.name.clone(), j.value.clone());
+    }
     let body: Body = if st.secrets.is_empty() || body.is_end_stream() {
         body.map_err(Into::into).boxed()
     } else {
