@@ -16,6 +16,7 @@ mod runs;
 mod socket_owner;
 mod srt;
 mod timeline;
+mod tlsrun;
 mod watch;
 
 use std::ffi::CString;
