@@ -7,6 +7,7 @@ pub mod domains;
 mod egress;
 mod env;
 mod error;
+mod inject;
 mod limits;
 mod load;
 mod paths;
@@ -22,6 +23,7 @@ pub use commands::{CommandRule, CommandWord, DefaultMode, Permissions, RuleList,
 pub use egress::{redact, NoProxy, ParentProxy, ParentProxyError, ProxyUrl};
 pub use env::{EnvPolicy, DEFAULT_ENV_DENY};
 pub use error::Error;
+pub use inject::{parse_template, HeaderInjection, TemplatePart};
 pub use limits::{default_memory, format_size, parse_size, Limits};
 pub use load::{
     load, CliRules, HostEnv, LoadOptions, MaskedEnv, Policy, Workspace, ASK_TIMEOUT_SECONDS,
@@ -35,10 +37,10 @@ pub use secrets::{
 pub use settings::{
     parse_settings, AmbiguousRequestTarget, AwsPairSettings, ByteSize, CredentialEnvVarSettings,
     CredentialFileSettings, CredentialMode, CredentialSettings, DecodeFormat, EnvSettings,
-    FilesystemSettings, GitSettings, LimitSettings, MitmProxySettings, NetworkSettings,
-    OnExtractNoMatch, ParentProxySettings, PathEntry, PermissionSettings, RipgrepSettings,
-    SeccompSettings, Settings, Sigv4Policy, Sigv4Settings, SrtWinSettings, TlsTerminateSettings,
-    WindowsBackend, WindowsSettings, WorkspaceMode, WorkspaceSettings,
+    FilesystemSettings, GitSettings, HeaderInjectSettings, LimitSettings, MitmProxySettings,
+    NetworkSettings, OnExtractNoMatch, ParentProxySettings, PathEntry, PermissionSettings,
+    RipgrepSettings, SeccompSettings, Settings, Sigv4Policy, Sigv4Settings, SrtWinSettings,
+    TlsTerminateSettings, WindowsBackend, WindowsSettings, WorkspaceMode, WorkspaceSettings,
 };
 pub use tls::{TlsTerminate, HANDSHAKE_TIMEOUT_MS, MAX_TUNNELS};
 

@@ -164,6 +164,8 @@ pub struct Policy {
     /// `network.stripResponseHeaders` of every layer, and the first file that set any.
     pub strip_response_headers: Vec<String>,
     pub strip_response_origin: Option<String>,
+    /// `credentials.inject` of every layer, in layer order.
+    pub header_injections: Vec<crate::HeaderInjection>,
     /// `network.requests` of every layer, in layer order.
     pub request_rules: Vec<crate::RequestRule>,
     /// `credentials.envVars` entries with mode "mask" (also in `env.deny`: the host value is
@@ -338,6 +340,18 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
                  add network.tlsTerminate",
             ));
         }
+    }
+    if let (Some(j), None) = (
+        merge.policy.header_injections.first(),
+        &merge.policy.tls_terminate,
+    ) {
+        let (file, key) = j.origin.rsplit_once(": ").unwrap_or(("", &j.origin));
+        return Err(Error::invalid(
+            file,
+            key,
+            "needs network.tlsTerminate (the value is added only inside a verified TLS \
+             connection); add network.tlsTerminate",
+        ));
     }
     if let (Some(r), None) = (
         merge.policy.request_rules.first(),
@@ -660,6 +674,36 @@ impl<'a> Merge<'a> {
                     &mut notes,
                 )?;
                 cred_deny.append(&mut rules);
+            }
+            for (i, j) in c.inject.iter().flatten().enumerate() {
+                let key = format!("credentials.inject[{i}]");
+                let value = crate::parse_template(&j.value)
+                    .map_err(|m| Error::invalid(origin, format!("{key}.value"), m))?;
+                let mut resolved = Vec::with_capacity(value.len());
+                for part in value {
+                    resolved.push(match part {
+                        crate::TemplatePart::Env(name) => {
+                            // The variable is for the proxy, not for the sandbox.
+                            self.policy.env.deny.push(name.clone());
+                            crate::TemplatePart::Env(name)
+                        }
+                        crate::TemplatePart::File(p) => {
+                            let path =
+                                crate::paths::resolve_path(&p, &self.opts.cwd, &self.opts.home)
+                                    .map_err(|m| {
+                                        Error::invalid(origin, format!("{key}.value"), m)
+                                    })?;
+                            crate::TemplatePart::File(path.to_string_lossy().into_owned())
+                        }
+                        t => t,
+                    });
+                }
+                self.policy.header_injections.push(crate::HeaderInjection {
+                    origin: format!("{origin}: {key}"),
+                    host: j.host.clone(),
+                    header: j.header.clone(),
+                    value: resolved,
+                });
             }
             for (i, v) in c.env_vars.iter().flatten().enumerate() {
                 self.policy.env.deny.push(v.name.clone());

@@ -390,6 +390,23 @@ pub struct CredentialSettings {
     pub aws_pairs: Option<Vec<AwsPairSettings>>,
     /// srt: policies for SigV4 request shapes that cannot be re-signed. No effect in ringfence.
     pub sigv4: Option<Sigv4Settings>,
+    /// ringfence: header fields the proxy sets on requests to a host inside TLS-terminated
+    /// tunnels, e.g. {"host": "api.example.com", "header": "Authorization", "value":
+    /// "Bearer ${env:TOKEN}"}; `${env:NAME}` (a host variable, then removed from the sandbox)
+    /// and `${file:PATH}` (its content, without a final newline) are read by the supervisor.
+    pub inject: Option<Vec<HeaderInjectSettings>>,
+}
+
+/// One entry of `credentials.inject`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HeaderInjectSettings {
+    /// Host pattern (allowedDomains syntax).
+    pub host: String,
+    /// Header field name.
+    pub header: String,
+    /// The value, with `${env:NAME}` and `${file:PATH}` replaced.
+    pub value: String,
 }
 
 /// How a declared credential is protected.
@@ -1008,6 +1025,20 @@ impl Settings {
                 ));
             }
         }
+        for (i, j) in self
+            .credentials
+            .iter()
+            .flat_map(|c| c.inject.iter().flatten())
+            .enumerate()
+        {
+            let key = |k: &str| format!("credentials.inject[{i}].{k}");
+            check_domain(&j.host, false).map_err(|m| inv(key("host"), m))?;
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if j.header.is_empty() || !j.header.bytes().all(token) {
+                return Err(inv(key("header"), "not a header field name".into()));
+            }
+            crate::inject::parse_template(&j.value).map_err(|m| inv(key("value"), m))?;
+        }
         for (i, r) in net.requests.iter().flatten().enumerate() {
             crate::requests::check(r)
                 .map_err(|(k, m)| inv(format!("network.requests[{i}].{k}"), m))?;
@@ -1276,6 +1307,12 @@ impl Settings {
         add(n.socks_proxy_port.is_some(), "network.socksProxyPort");
         add(n.mitm_proxy.is_some(), "network.mitmProxy");
         add(n.tls_terminate.is_some(), "network.tlsTerminate");
+        add(
+            self.credentials
+                .as_ref()
+                .is_some_and(|c| c.inject.is_some()),
+            "credentials.inject",
+        );
         add(
             n.requests
                 .iter()

@@ -300,54 +300,8 @@ pub struct Egress {
     pub socks_port: Option<u16>,
     /// The `network.parentProxy` setting as written, which control lines may not change.
     parent_setting: Option<ringfence_policy::ParentProxySettings>,
-    /// `network.tlsTerminate`, set up by `prepare` (see [`tls_setup`]).
+    /// `network.tlsTerminate`, set up by `prepare` (see `crate::tlsrun::setup`).
     pub tls: Option<Arc<ringfence_proxy::tls::Terminator>>,
-}
-
-/// Sets `network.tlsTerminate` up before the sandbox is built: the CA and the trust bundle
-/// (in the state directory), against the host's trust store and SSL_CERT_FILE.
-pub fn tls_setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls::Setup>> {
-    // Policy loading refuses masked variables without tlsTerminate.
-    let Some(t) = &p.tls_terminate else {
-        return Ok(None);
-    };
-    let mut secrets = Vec::new();
-    for m in &p.masked_env {
-        // A masked variable the host does not set has nothing to protect (as in srt).
-        let Some(value) = std::env::var_os(&m.name) else {
-            continue;
-        };
-        let value = value.into_string().map_err(|_| {
-            anyhow::anyhow!(
-                "{}: {}: the value of {} is not UTF-8; it cannot be masked",
-                m.origin,
-                m.key,
-                m.name
-            )
-        })?;
-        let hosts = m.inject_hosts.as_ref().unwrap_or(&p.allowed_domains);
-        let s = ringfence_proxy::tls::Secret::new(
-            "credentials.envVars.injectHosts",
-            &m.name,
-            value,
-            hosts,
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {}: {e}", m.origin, m.key))?;
-        secrets.push(s);
-    }
-    if p.http_proxy_port.is_some() || p.socks_proxy_port.is_some() {
-        anyhow::bail!(
-            "network.tlsTerminate: cannot be combined with network.httpProxyPort or \
-             network.socksProxyPort (your own proxy decides there); remove one of them"
-        );
-    }
-    let ssl_cert_file = std::env::var_os("SSL_CERT_FILE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
-    let state = crate::runs::state_dir()?;
-    ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref(), secrets, p)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 impl Egress {
@@ -420,6 +374,23 @@ pub fn print_egress(
                     out,
                     "egress: transparent capture (network.transparent): every TCP connection and \
                      DNS query goes through the TUN device rf0 to this policy"
+                )?;
+            }
+            if let Some(t) = &p.tls_terminate {
+                let ca = match &t.ca {
+                    Some((cert, _)) => cert.display().to_string(),
+                    None => "the per-user CA in the state directory".to_string(),
+                };
+                writeln!(
+                    out,
+                    "egress: TLS terminated (CA: {ca}){}; {} request rule(s), {} masked variable(s)",
+                    if t.exclude_domains.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" except {}", t.exclude_domains.join(", "))
+                    },
+                    p.request_rules.len(),
+                    p.masked_env.len()
                 )?;
             }
             if let Some(m) = &p.mitm_proxy {

@@ -365,7 +365,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     protected.sort();
     protected.dedup();
 
-    let tls = crate::netrun::tls_setup(&policy)?;
+    let tls = crate::tlsrun::setup(&policy)?;
     // The state directory (run records, activity logs, scan cache, the TLS CA) is not
     // readable inside; the trust bundle in it is (below).
     let mut deny_read = paths(&policy.deny_read);

@@ -140,6 +140,27 @@ fn upstream(ca: &TestCa, ip: &str) -> Upstream {
                     }
                     let text = format!("{head}{}", String::from_utf8_lossy(&body));
                     log.lock().unwrap().push(text.clone());
+                    if head.to_ascii_lowercase().contains("upgrade: websocket") {
+                        // Switch protocols, then echo every byte back.
+                        let s = r.get_mut();
+                        let _ = s.write_all(
+                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                              Connection: Upgrade\r\n\r\n",
+                        );
+                        let _ = s.flush();
+                        let mut buf = [0u8; 4096];
+                        loop {
+                            match r.read(&mut buf) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => {
+                                    if r.get_mut().write_all(&buf[..n]).is_err() {
+                                        return;
+                                    }
+                                    let _ = r.get_mut().flush();
+                                }
+                            }
+                        }
+                    }
                     let answer = format!(
                         "HTTP/1.1 200 OK\r\nSet-Cookie: session=upstream\r\nX-Upstream: yes\r\n\
                          Content-Length: {}\r\n\r\n{text}",
@@ -883,4 +904,117 @@ fn an_http2_upstream_is_reached_from_http1_and_http2_clients() {
         "{text}"
     );
     assert_eq!(up.seen.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn a_websocket_upgrade_passes_after_the_decision() {
+    if !need_curl() {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        common::skip("/usr/bin/python3 is not installed");
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = upstream(&ca, "127.0.0.1");
+    let port = up.port;
+    let (dir, settings) = setup("tls-ws", &ca, &policy(port, "{}"));
+    // A client by hand: CONNECT, TLS against the sandbox's bundle, the upgrade, then bytes.
+    let client = dir.write(
+        "ws.py",
+        &format!(
+            r#"import os, socket, ssl
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(b"CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n")
+assert b" 200 " in s.recv(4096)
+ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+ctx.set_alpn_protocols(["http/1.1"])
+t = ctx.wrap_socket(s, server_hostname="127.0.0.1")
+print("issuer=" + repr(t.getpeercert()["issuer"]))
+t.sendall(b"GET /chat HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    head += t.recv(4096)
+print(head.split(b"\r\n")[0].decode())
+t.sendall(b"frames after the upgrade")
+print("echo=" + t.recv(4096).decode())
+"#
+        ),
+    );
+    let (out, _) = sandbox(
+        &dir,
+        &settings,
+        &format!("/usr/bin/python3 '{}'", client.display()),
+    );
+    let text = out.ok();
+    // Terminated: the certificate is the proxy's.
+    assert!(text.contains("ringfence TLS termination CA"), "{text}");
+    assert!(text.contains("HTTP/1.1 101"), "{text}");
+    assert!(text.contains("echo=frames after the upgrade"), "{text}");
+    let seen = up.seen.lock().unwrap().clone();
+    assert!(
+        seen[0].to_ascii_lowercase().contains("upgrade: websocket"),
+        "{seen:?}"
+    );
+}
+
+#[test]
+fn credentials_inject_sets_a_header_only_toward_its_host() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let other = upstream(&ca, "127.0.0.1");
+    let (a, b) = (api.port, other.port);
+    let real = format!("injected-{}", common::unique_number());
+    let (dir, settings) = setup(
+        "tls-inject",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}},
+                "credentials": {{"inject": [{{"host": "127.0.0.1:{a}", "header": "Authorization",
+                                              "value": "Bearer ${{env:RF_INJECT_TOKEN}}"}}]}}}}"#
+        ),
+    );
+    let (out, _) = {
+        let name = format!("tls-{}", common::unique_number());
+        let script = format!(
+            "env; {CURL} -o /dev/null -H 'Authorization: Bearer mine' https://127.0.0.1:{a}/; \
+             {CURL} -o /dev/null https://127.0.0.1:{b}/"
+        );
+        let out = run(rf(&dir).env("RF_INJECT_TOKEN", &real).args([
+            "run", "--name", &name, "-s", &settings, "--", "sh", "-c", &script,
+        ]));
+        (out, name)
+    };
+    let text = out.ok();
+    assert!(!text.contains(&real), "the value is visible inside: {text}");
+    assert!(
+        !text.contains("RF_INJECT_TOKEN"),
+        "the variable is passed in: {text}"
+    );
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        seen[0].contains(&format!("authorization: Bearer {real}\r\n")),
+        "{seen:?}"
+    );
+    assert!(!seen[0].contains("Bearer mine"), "{seen:?}");
+    let seen = other.seen.lock().unwrap().clone();
+    assert!(
+        !seen[0].to_ascii_lowercase().contains("authorization"),
+        "{seen:?}"
+    );
+
+    // An unset variable stops the run, naming the entry.
+    let out = run(rf(&dir)
+        .env_remove("RF_INJECT_TOKEN")
+        .args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("credentials.inject[0].value"),
+        "{}",
+        out.stderr
+    );
 }

@@ -105,6 +105,43 @@ impl Secret {
     }
 }
 
+/// A header field set on every request to a host (`credentials.inject`), replacing what the
+/// client sent in that field. The value is marked sensitive and never shown.
+pub struct Injection {
+    hosts: DomainList,
+    pub(crate) name: http::HeaderName,
+    pub(crate) value: http::HeaderValue,
+}
+
+impl std::fmt::Debug for Injection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injection")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Injection {
+    pub fn new(host: &str, header: &str, value: &str) -> Result<Injection, Error> {
+        let mut v = http::HeaderValue::from_str(value).map_err(|_| {
+            tls_err(format!(
+                "the value for {header} is not a valid header value (a line break?)"
+            ))
+        })?;
+        v.set_sensitive(true);
+        Ok(Injection {
+            hosts: DomainList::parse("credentials.inject.host", &[host.to_string()])?,
+            name: http::HeaderName::from_bytes(header.as_bytes())
+                .map_err(|e| tls_err(format!("{header}: {e}")))?,
+            value: v,
+        })
+    }
+
+    pub(crate) fn applies(&self, host: &Host, port: u16) -> bool {
+        self.hosts.matches(host, port)
+    }
+}
+
 /// TLS termination as configured, shared by all tunnels of a proxy.
 pub struct Terminator {
     ca: Authority,
@@ -117,6 +154,7 @@ pub struct Terminator {
     leaves: Mutex<HashMap<Host, (Instant, Arc<ServerConfig>)>>,
     pub(crate) secrets: Arc<Vec<Secret>>,
     pub(crate) rules: Arc<rules::Rules>,
+    pub(crate) injections: Vec<Injection>,
     /// `network.refuseOpaqueTunnels`: every tunnel that is not terminated is refused.
     refuse_opaque: bool,
     /// `network.ambiguousRequestTarget: "refuse"`: a path normalisation changes gets 400.
@@ -202,6 +240,7 @@ impl Terminator {
             leaves: Mutex::new(HashMap::new()),
             secrets: Arc::new(Vec::new()),
             rules: Arc::new(rules::Rules::default()),
+            injections: Vec::new(),
             refuse_opaque: false,
             refuse_ambiguous: false,
             strip_response: Vec::new(),
@@ -281,6 +320,7 @@ pub fn setup(
     state_dir: &Path,
     ssl_cert_file: Option<&Path>,
     secrets: Vec<Secret>,
+    injections: Vec<Injection>,
     p: &ringfence_policy::Policy,
 ) -> Result<Setup, Error> {
     let dir = state_dir.join("tls");
@@ -291,14 +331,13 @@ pub fn setup(
     };
     let host_roots = roots::host_roots(ssl_cert_file)?;
     let mut store = RootCertStore::empty();
-    for (origin, text) in &host_roots {
+    for text in &host_roots {
         for block in ca::pem_blocks(text, "CERTIFICATE") {
             // A certificate rustls cannot use as a root is left out, as other clients do.
             if let Ok(der) = rustls::pki_types::CertificateDer::from_pem_slice(block.as_bytes()) {
                 let _ = store.add(der);
             }
         }
-        let _ = origin;
     }
     if store.is_empty() {
         return Err(tls_err(
@@ -308,7 +347,7 @@ pub fn setup(
     }
     let mut bundle = String::new();
     bundle.push_str(&ca.cert_pem);
-    for (_, text) in &host_roots {
+    for text in &host_roots {
         for block in ca::pem_blocks(text, "CERTIFICATE") {
             bundle.push_str(block);
             bundle.push('\n');
@@ -337,6 +376,7 @@ pub fn setup(
     );
     terminator.secrets = Arc::new(secrets);
     terminator.rules = Arc::new(rules::Rules::compile(&p.request_rules)?);
+    terminator.injections = injections;
     terminator.refuse_opaque = p.refuse_opaque_tunnels.is_some();
     terminator.refuse_ambiguous = p.refuse_ambiguous_paths.is_some();
     terminator.strip_response = p

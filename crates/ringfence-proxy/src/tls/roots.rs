@@ -16,14 +16,13 @@ const SYSTEM_BUNDLES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
-/// The PEM texts of the host's trust store, each with the file it came from: the system
-/// bundle and `ssl_cert_file`. A SSL_CERT_FILE that cannot be read refuses the run: the user
-/// asked for it.
-pub(crate) fn host_roots(ssl_cert_file: Option<&Path>) -> Result<Vec<(PathBuf, String)>, Error> {
+/// The PEM texts of the host's trust store: the system bundle and `ssl_cert_file`. A
+/// SSL_CERT_FILE that cannot be read refuses the run: the user asked for it.
+pub(crate) fn host_roots(ssl_cert_file: Option<&Path>) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     if let Some(p) = SYSTEM_BUNDLES.iter().map(Path::new).find(|p| p.is_file()) {
         if let Ok(t) = std::fs::read_to_string(p) {
-            out.push((p.to_path_buf(), t));
+            out.push(t);
         }
     }
     if let Some(p) = ssl_cert_file {
@@ -31,7 +30,7 @@ pub(crate) fn host_roots(ssl_cert_file: Option<&Path>) -> Result<Vec<(PathBuf, S
             what: format!("SSL_CERT_FILE {}", p.display()),
             source: e,
         })?;
-        out.push((p.to_path_buf(), t));
+        out.push(t);
     }
     Ok(out)
 }

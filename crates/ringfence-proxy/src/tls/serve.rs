@@ -203,6 +203,8 @@ struct State {
     refuse_ambiguous: bool,
     /// The terminator, for stripResponseHeaders.
     terminator: Arc<super::Terminator>,
+    /// The two sides of an upgraded connection, joined: the tunnel lasts until it ends.
+    upgraded: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Serves one CONNECT tunnel to `host:port` that the policy allowed and that is to be
@@ -301,7 +303,9 @@ pub(crate) async fn run(
         rules: t.rules.clone(),
         refuse_ambiguous: t.refuse_ambiguous,
         terminator: t.clone(),
+        upgraded: std::sync::Mutex::new(None),
     });
+    let after = state.clone();
     let inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = inflight.clone();
     let svc = hyper::service::service_fn(move |req| {
@@ -350,7 +354,8 @@ pub(crate) async fn run(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(IDLE)
-            .serve_connection(io, svc);
+            .serve_connection(io, svc)
+            .with_upgrades();
         tokio::pin!(conn);
         tokio::select! {
             r = conn.as_mut() => r,
@@ -360,6 +365,11 @@ pub(crate) async fn run(
             }
         }
     };
+    // An upgraded connection (WebSocket) goes on after hyper let go of it.
+    let joined = after.upgraded.lock().ok().and_then(|mut j| j.take());
+    if let Some(j) = joined {
+        let _ = j.await;
+    }
     let error = match (upstream_error, served) {
         (Some(e), _) if e != "misdirected" => Some(e),
         (_, Err(e)) if !e.is_incomplete_message() && !e.is_timeout() => {
@@ -411,7 +421,7 @@ async fn open_upstream(
             .await
             .map_err(|e| format!("HTTP/1.1 to {host}:{port}: {e}"))?;
         tokio::spawn(async move {
-            let _ = conn.await;
+            let _ = conn.with_upgrades().await;
         });
         Ok(Sender::H1(tokio::sync::Mutex::new(s)))
     }
@@ -466,6 +476,15 @@ fn names_target(authority: &str, host: &Host, port: u16) -> bool {
         return false;
     };
     p.unwrap_or(443) == port && normalize_host(h).ok().as_ref() == Some(host)
+}
+
+/// Whether the Connection field lists `token`.
+fn connection_has(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Removes the hop-by-hop fields (RFC 9110 7.6.1), and those the Connection field names.
@@ -576,8 +595,29 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
         Ok(s) => s,
         Err(e) => return text(502, e, false),
     };
+    // A WebSocket (or other HTTP/1.1) upgrade passes once the request was allowed: the
+    // upgrade fields go on, and after a 101 both sides are joined byte for byte.
+    let mut req = req;
+    let upgrade = (!st.client_h2)
+        .then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+        .filter(|_| connection_has(req.headers(), "upgrade"));
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    if upgrade.is_some() && matches!(sender, Sender::H2(_)) {
+        return text(
+            502,
+            &format!("{target} speaks HTTP/2; an HTTP/1.1 upgrade cannot be carried to it"),
+            false,
+        );
+    }
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = &upgrade {
+        parts.headers.insert(header::UPGRADE, u.clone());
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     let mut pq = match &query {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
@@ -651,6 +691,15 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
             parts.version = Version::HTTP_2;
             parts.headers.remove(header::HOST);
         }
+    }
+    // credentials.inject: the proxy's own value, whatever the client sent in that field.
+    for j in st
+        .terminator
+        .injections
+        .iter()
+        .filter(|j| j.applies(&st.host, st.port))
+    {
+        parts.headers.insert(j.name.clone(), j.value.clone());
     }
     let body: Body = if st.secrets.is_empty() || body.is_end_stream() {
         body.map_err(Into::into).boxed()
@@ -726,9 +775,32 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
         }
     };
     match resp {
-        Ok(r) => {
+        Ok(mut r) => {
+            let upgraded = match (client_upgrade, r.status()) {
+                (Some(client), StatusCode::SWITCHING_PROTOCOLS) => {
+                    Some((client, hyper::upgrade::on(&mut r)))
+                }
+                _ => None,
+            };
             let (mut p, b) = r.into_parts();
+            let upgrade_field = p.headers.get(header::UPGRADE).cloned();
             strip_hop_by_hop(&mut p.headers);
+            if let Some((client, upstream)) = upgraded {
+                if let Some(u) = upgrade_field {
+                    p.headers.insert(header::UPGRADE, u);
+                }
+                p.headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                let joined = tokio::spawn(async move {
+                    if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
+                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                    }
+                });
+                if let Ok(mut j) = st.upgraded.lock() {
+                    *j = Some(joined);
+                }
+            }
             let names: Vec<header::HeaderName> = p
                 .headers
                 .keys()
