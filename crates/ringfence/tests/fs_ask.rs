@@ -7,11 +7,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
-use std::thread;
-
 use common::TestDir;
 
 /// Runs `script` with `--ask-fs` and the settings `json`, answering each write question with
@@ -23,7 +18,6 @@ fn asked(
     script: &str,
     answer: fn(&str) -> &'static str,
 ) -> (String, Vec<(String, String)>) {
-    let (ours, theirs) = UnixStream::pair().unwrap();
     let mut cmd = common::rf_in(dir);
     cmd.current_dir(dir.s("work")).args([
         "run",
@@ -37,30 +31,19 @@ fn asked(
         "-c",
         script,
     ]);
-    common::inherit_as(&mut cmd, theirs.as_raw_fd(), 7);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    drop(theirs);
-    let answerer = thread::spawn(move || {
-        let mut questions = Vec::new();
-        let mut w = ours.try_clone().unwrap();
-        for line in BufReader::new(ours).lines() {
-            let Ok(line) = line else { break };
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if v["type"] != "ask" {
-                continue;
-            }
-            assert_eq!(v["kind"], "write", "{v}");
-            let path = v["path"].as_str().unwrap().to_string();
-            let a = answer(&path);
-            questions.push((v["op"].as_str().unwrap().to_string(), path));
-            writeln!(w, r#"{{"type":"answer","id":{},"answer":"{a}"}}"#, v["id"]).unwrap();
-        }
-        questions
+    let (out, asked) = common::run_answering(cmd, move |v| {
+        assert_eq!(v["kind"], "write", "{v}");
+        answer(v["path"].as_str().unwrap())
     });
-    let out = common::wait(child, common::RUN_TIMEOUT);
-    let questions = answerer.join().unwrap();
+    let questions = asked
+        .iter()
+        .map(|v| {
+            (
+                v["op"].as_str().unwrap().to_string(),
+                v["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
     (out.ok().to_string(), questions)
 }
 

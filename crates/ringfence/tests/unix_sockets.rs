@@ -281,9 +281,6 @@ fn ssh_agent_forwarding_lists_the_key_and_hides_the_key_file() {
 /// "once" connects, "deny" refuses, and the listed socket is never asked about.
 #[test]
 fn an_unlisted_socket_is_asked_about_with_network_ask() {
-    use std::io::{BufRead, BufReader};
-    use std::os::fd::AsRawFd;
-    use std::os::unix::net::UnixStream;
     let dir = TestDir::new("usock-ask");
     serve(&dir.join("ok.sock"), "listed");
     serve(&dir.join("yes.sock"), "approved");
@@ -294,7 +291,6 @@ fn an_unlisted_socket_is_asked_about_with_network_ask() {
     ));
     let client = dir.write("client.py", CLIENT);
     std::os::unix::fs::symlink(dir.join("yes.sock"), dir.join("link.sock")).unwrap();
-    let (ours, theirs) = UnixStream::pair().unwrap();
     let mut cmd = common::ringfence(&["-s", &s, "--control-fd", "7"]);
     cmd.args([
         "--",
@@ -304,30 +300,23 @@ fn an_unlisted_socket_is_asked_about_with_network_ask() {
         &dir.s("link.sock"),
         &dir.s("no.sock"),
     ]);
-    common::inherit_as(&mut cmd, theirs.as_raw_fd(), 7);
-    cmd.stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    drop(theirs);
     let yes = dir.s("yes.sock");
-    let answerer = std::thread::spawn(move || {
-        let mut asked = Vec::new();
-        let mut w = ours.try_clone().unwrap();
-        for line in BufReader::new(ours).lines() {
-            let Ok(line) = line else { break };
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if v["type"] != "ask" {
-                continue;
-            }
-            let path = v["path"].as_str().unwrap().to_string();
-            let a = if path == yes { "once" } else { "deny" };
-            asked.push((v["kind"].as_str().unwrap().to_string(), path));
-            writeln!(w, r#"{{"type":"answer","id":{},"answer":"{a}"}}"#, v["id"]).unwrap();
+    let (out, asked) = common::run_answering(cmd, move |v| {
+        if v["path"] == yes.as_str() {
+            "once"
+        } else {
+            "deny"
         }
-        asked
     });
-    let out = common::wait(child, common::RUN_TIMEOUT);
-    let asked = answerer.join().unwrap();
+    let asked: Vec<(String, String)> = asked
+        .iter()
+        .map(|v| {
+            (
+                v["kind"].as_str().unwrap().to_string(),
+                v["path"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
     assert_eq!(
         asked,
         [

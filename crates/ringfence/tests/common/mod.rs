@@ -411,3 +411,36 @@ pub fn log_events(mut rf: Command, name: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+/// Runs `cmd` (a `ringfence run` whose arguments include `--control-fd 7`) with one end of a
+/// socket pair as its fd 7, answering each `ask` line with `answer(question)` (`once`,
+/// `always` or `deny`); returns the outcome and the questions asked, in order.
+pub fn run_answering(
+    mut cmd: Command,
+    answer: impl Fn(&serde_json::Value) -> &'static str + Send + 'static,
+) -> (Outcome, Vec<serde_json::Value>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::fd::AsRawFd;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    inherit_as(&mut cmd, theirs.as_raw_fd(), 7);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    drop(theirs);
+    let answerer = std::thread::spawn(move || {
+        let mut asked = Vec::new();
+        let mut w = ours.try_clone().unwrap();
+        for line in BufReader::new(ours).lines() {
+            let Ok(line) = line else { break };
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["type"] != "ask" {
+                continue;
+            }
+            let a = answer(&v);
+            writeln!(w, r#"{{"type":"answer","id":{},"answer":"{a}"}}"#, v["id"]).unwrap();
+            asked.push(v);
+        }
+        asked
+    });
+    let out = wait(child, RUN_TIMEOUT);
+    (out, answerer.join().unwrap())
+}
