@@ -171,7 +171,8 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
         // Queued reports go out when they are due, or when nothing else is to be done.
         let timeout = match agent.as_ref().and_then(|a| a.reports_due_in()) {
             Some(due) => {
-                let due = due.as_millis().min(i32::MAX as u128) as libc::c_int;
+                // Rounded up: a timeout of 0 would spin until the batch is due.
+                let due = due.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
                 if timeout < 0 {
                     due
                 } else {
