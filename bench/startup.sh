@@ -10,7 +10,8 @@
 # Usage: bench/startup.sh            (from any directory)
 # Environment: RUNS (default 30), TREE_RUNS (default 10), TREE_FILES (default 100000),
 #   SRT_CLI (path to srt's dist/cli.js; otherwise installed with npm into a temporary dir),
-#   NO_SRT=1 to leave srt out; CODEX_BIN (Codex's native `codex` binary; otherwise the npm package
+#   NO_SRT=1 to leave srt out; RINGFENCE_BIN (a built binary; otherwise target/release/ringfence
+#   is built); CODEX_BIN (Codex's native `codex` binary; otherwise the npm package
 #   @openai/codex is installed into BENCH_CACHE, default ~/.cache/ringfence-bench, and kept
 #   there), NO_CODEX=1 to leave Codex out.
 set -euo pipefail
@@ -30,7 +31,7 @@ cleanup() {
     [ -e "$s" ] || continue
     grep -qxF -- "$s" <<<"$SRT_SOCKS_BEFORE" || rm -f -- "$s"
   done
-  [ -n "$TREE" ] && rm -rf -- "$TREE"
+  [ -n "$TREE" ] && rm -rf -- "$TREE" "$TREE-workspace"
   [ -n "$WORK" ] && rm -rf -- "$WORK"
   return 0
 }
@@ -39,9 +40,13 @@ trap 'exit 130' INT TERM
 
 WORK="$(mktemp -d /tmp/ringfence-bench.XXXXXX)"
 
-echo "==> building ringfence (release)"
-(cd "$ROOT" && cargo build --release -q -p ringfence)
-RF="$ROOT/target/release/ringfence"
+if [ -n "${RINGFENCE_BIN:-}" ]; then
+  RF="$RINGFENCE_BIN"
+else
+  echo "==> building ringfence (release)"
+  (cd "$ROOT" && cargo build --release -q -p ringfence)
+  RF="$ROOT/target/release/ringfence"
+fi
 
 # Run from a directory that exists inside the sandbox too (the sandbox's /tmp is private).
 cd /
@@ -186,6 +191,19 @@ measure rf "ringfence run -- true" "$RUNS" "$RF" run -- true
 [ "${#SRT[@]}" -gt 0 ] && measure srt "srt true (srt ${SRT_VERSION:-?})" "$RUNS" "${SRT[@]}"
 [ "${#CODEX[@]}" -gt 0 ] && measure codex "codex sandbox -- true (${CODEX_VERSION:-?})" "$RUNS" "${CODEX[@]}"
 
+# The everyday case: a writable git workspace (the working directory), ~/.ssh denied by default.
+WS="$TREE-workspace"
+mkdir -p "$WS/src"
+for i in $(seq 50); do echo "$i" >"$WS/src/f$i.txt"; done
+git -C "$WS" init -q 2>/dev/null && git -C "$WS" add -A 2>/dev/null \
+  && git -C "$WS" -c user.name=bench -c user.email=bench@example.invalid commit -q -m init 2>/dev/null || true
+echo "  in a writable git workspace (cwd, 50 files):"
+cd "$WS"
+measure rf_ws "ringfence run --allow-write . -- true" "$RUNS" "$RF" run --allow-write . -- true
+[ "${#BWRAP[@]}" -gt 0 ] && measure bw_ws "bwrap ... --bind WS WS true" "$RUNS" \
+  bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc --bind "$WS" "$WS" true
+cd /
+
 echo
 echo "==> where ringfence's start goes: median of each step over $RUNS runs (RINGFENCE_TIMING=1)"
 cat >"$WORK/steps.py" <<'EOF'
@@ -285,12 +303,16 @@ fi
 if [ -n "${MED[$K_SRT]:-}" ]; then
   printf '  srt / ringfence median          %6sx   [>= 30x]\n' "$(ratio "${MED[$K_SRT]}" "${MED[$K_RF]}")"
 fi
+if [ -n "${MED[bw_ws]:-}" ]; then
+  printf '  ... in a writable git workspace %6sx   [<= 1.2x]\n' "$(ratio "${MED[rf_ws]}" "${MED[bw_ws]}")"
+fi
 if [ -n "${MED[codex]:-}" ]; then
   printf '  codex / ringfence median        %6sx   [>= 2x]\n' "$(ratio "${MED[codex]}" "${MED[$K_RF]}")"
 elif [ "${NO_CODEX:-0}" != 1 ]; then
   echo "  codex / ringfence: Codex's sandbox could not run here (see above)"
 fi
-printf '  supervisor peak memory          %6s MiB [< 10 MiB]\n' "$(mib "$RF_HWM")"
+printf '  supervisor peak memory          %6s MiB, %s MiB with a %d-file writable root [< 10 MiB]\n' \
+  "$(mib "$RF_HWM")" "$(mib "$RF_TREE_HWM")" "$TREE_FILES"
 K_T0=t0; K_T1=t1
 printf '  protected-file handling, %d files: +%.1f ms wall (scan %s ms)   [< 50 ms]\n' \
   "$TREE_FILES" "$(python3 -c "print(${MED[$K_T1]} - ${MED[$K_T0]})")" "${SCAN_MS:-?}"

@@ -1383,6 +1383,7 @@ impl Agent<'_> {
         };
         // SAFETY: resp is a valid seccomp_notif_resp.
         unsafe { libc::ioctl(self.listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
+        crate::timing::mark("an exec answered");
         if runnable {
             let mut msg = Vec::with_capacity(
                 5 + file.len() + args.iter().map(|s| s.len() + 1).sum::<usize>(),

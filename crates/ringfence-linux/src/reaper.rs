@@ -92,6 +92,7 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
         command(spec, ready.pty_slave.as_ref(), &old_mask, guard_end);
     }
     COMMAND_PID.store(pid, Ordering::Relaxed);
+    crate::timing::mark("command forked");
     // The reaper itself: not dumpable, so nothing in the sandbox can read its memory or fds.
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
@@ -114,6 +115,7 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
             .ok()
             .and_then(|(_, fds)| fds.into_iter().next())
     });
+    crate::timing::mark("guard listener received");
     let agent = listener.as_ref().map(|l| {
         Agent::new(
             spec.guard.as_ref(),
@@ -169,7 +171,8 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
         // Queued reports go out when they are due, or when nothing else is to be done.
         let timeout = match agent.as_ref().and_then(|a| a.reports_due_in()) {
             Some(due) => {
-                let due = due.as_millis().min(i32::MAX as u128) as libc::c_int;
+                // Rounded up: a timeout of 0 would spin until the batch is due.
+                let due = due.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
                 if timeout < 0 {
                     due
                 } else {
@@ -211,6 +214,7 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
             a.flush_reports_if_due();
         }
     }
+    crate::timing::mark("command exited");
     if let Some(a) = &agent {
         a.flush_dropped();
     }
@@ -220,6 +224,8 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
     unsafe { libc::kill(-1, libc::SIGKILL) };
     // SAFETY: waitpid with a null status pointer, reaping until there is nothing left.
     while unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {}
+    crate::timing::mark("the rest killed and reaped");
+    crate::timing::report("sandbox");
     if libc::WIFSIGNALED(status) {
         report(&channel, MSG_SIGNALED, libc::WTERMSIG(status));
     }

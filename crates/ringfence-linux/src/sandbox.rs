@@ -172,19 +172,23 @@ pub fn spawn(
         tun: None,
         freezer: None,
     };
-    let started = write_id_maps(pid).and_then(|()| {
-        let mut go = [0u8; 8];
-        if let Some(ws) = winsize {
-            go[0..2].copy_from_slice(&ws.ws_row.to_ne_bytes());
-            go[2..4].copy_from_slice(&ws.ws_col.to_ne_bytes());
-            go[4..6].copy_from_slice(&ws.ws_xpixel.to_ne_bytes());
-            go[6..8].copy_from_slice(&ws.ws_ypixel.to_ne_bytes());
-        }
-        sys::write_all(&sandbox.channel, &go).map_err(|source| Error::Syscall {
-            step: "start sandbox",
-            source,
+    let started = write_id_maps(pid)
+        .and_then(|()| {
+            let mut go = [0u8; 8];
+            if let Some(ws) = winsize {
+                go[0..2].copy_from_slice(&ws.ws_row.to_ne_bytes());
+                go[2..4].copy_from_slice(&ws.ws_col.to_ne_bytes());
+                go[4..6].copy_from_slice(&ws.ws_xpixel.to_ne_bytes());
+                go[6..8].copy_from_slice(&ws.ws_ypixel.to_ne_bytes());
+            }
+            sys::write_all(&sandbox.channel, &go).map_err(|source| Error::Syscall {
+                step: "start sandbox",
+                source,
+            })
         })
-    });
+        // PID 1 may have failed already (it moves itself into v1 groups first): its own error
+        // says why.
+        .map_err(|e| setup_error_sent(&sandbox.channel).unwrap_or(e));
     crate::timing::mark("id maps written, setup started");
     // The sandbox builds its filesystem view meanwhile: moving it into the run's groups (a
     // cgroup v1 move waits for an RCU grace period) overlaps with that. PID 1 waits for this

@@ -627,6 +627,7 @@ fn report_one(
 
 /// Makes sure PID 1 (and with it every process of the sandbox) is gone, then reaps it.
 fn kill_and_reap(sandbox: &Sandbox, outcome: Outcome) -> Outcome {
+    crate::timing::mark("command's status received");
     // PID 1 exits by itself after reporting; killing it is harmless then and needed otherwise.
     let _ = sys::kill(sandbox.pid, libc::SIGKILL);
     if let Some(f) = &sandbox.freezer {
@@ -640,5 +641,6 @@ fn kill_and_reap(sandbox: &Sandbox, outcome: Outcome) -> Outcome {
             break;
         }
     }
+    crate::timing::mark("PID 1 reaped");
     outcome
 }

@@ -10,6 +10,8 @@ use std::time::Instant;
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static MARKS: Mutex<Vec<(&'static str, Instant)>> = Mutex::new(Vec::new());
 static START: Mutex<Option<Instant>> = Mutex::new(None);
+/// The last mark already written out: the next report's first step is timed from it.
+static LAST: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Starts the clock when `RINGFENCE_TIMING` is set to anything but `0` or empty.
 pub fn init() {
@@ -46,7 +48,8 @@ fn take_text(side: &str) -> Option<String> {
     }
     let start = START.lock().ok()?.as_ref().copied()?;
     let marks = std::mem::take(&mut *MARKS.lock().ok()?);
-    let mut prev = start;
+    let mut last = LAST.lock().ok()?;
+    let mut prev = last.unwrap_or(start);
     let mut out = String::new();
     for (step, at) in marks {
         let prev_at = if at < prev { start } else { prev };
@@ -57,6 +60,7 @@ fn take_text(side: &str) -> Option<String> {
         ));
         prev = at;
     }
+    *last = Some(prev);
     Some(out)
 }
 
@@ -69,6 +73,9 @@ pub fn forget_before(step: &'static str) {
     if let Ok(mut m) = MARKS.lock() {
         m.clear();
         m.push((step, Instant::now()));
+    }
+    if let Ok(mut l) = LAST.lock() {
+        *l = None;
     }
 }
 
