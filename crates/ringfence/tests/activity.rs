@@ -338,7 +338,8 @@ fn writes_outside_the_writable_roots_are_logged() {
 }
 
 /// A supervisor that falls behind never holds up the sandbox: reports that do not fit are
-/// dropped and counted, and the log says how many.
+/// dropped and counted, and the log says how many. Each exec carries 8 KB of arguments, so that
+/// the reports overflow the channel even though they travel in batches.
 #[test]
 fn a_stalled_supervisor_drops_reports_and_counts_them() {
     let dir = TestDir::new("activity-dropped");
@@ -358,8 +359,9 @@ fn a_stalled_supervisor_drops_reports_and_counts_them() {
             "sh",
             "-c",
             &format!(
-                "while [ ! -e '{w}/go' ]; do sleep 0.02; done; \
-                 i=0; while [ $i -lt 1500 ]; do /bin/true; i=$((i+1)); done; echo done > '{w}/done'"
+                "while [ ! -e '{w}/go' ]; do sleep 0.02; done; a=$(printf '%01000d' 0); \
+                 i=0; while [ $i -lt 1500 ]; do /bin/true $a $a $a $a $a $a $a $a; i=$((i+1)); done; \
+                 echo done > '{w}/done'"
             ),
         ])
         .stdout(std::process::Stdio::null())
