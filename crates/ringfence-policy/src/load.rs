@@ -46,6 +46,9 @@ pub struct LoadOptions {
     /// The machine's memory in bytes (MemTotal), from which the default `limits.memory` is
     /// derived; `None` when the caller does not know it.
     pub machine_memory: Option<u64>,
+    /// The caller sees requests in the clear without terminating TLS (`ringfence proxy
+    /// --reverse`): credentials and request rules do not need `network.tlsTerminate`.
+    pub clear_requests: bool,
 }
 
 impl LoadOptions {
@@ -64,6 +67,7 @@ impl LoadOptions {
             cwd,
             home,
             machine_memory: None,
+            clear_requests: false,
         }
     }
 }
@@ -318,60 +322,62 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
         .0
         .unwrap_or(merge.policy.workspace.confirm_deletes);
     check_unix_sockets_readable(&merge.policy)?;
-    for (origin, key) in [
-        (
-            &merge.policy.refuse_opaque_tunnels,
-            "network.refuseOpaqueTunnels",
-        ),
-        (
-            &merge.policy.refuse_ambiguous_paths,
-            "network.ambiguousRequestTarget",
-        ),
-        (
-            &merge.policy.strip_response_origin,
-            "network.stripResponseHeaders",
-        ),
-    ] {
-        if let (Some(origin), None) = (origin, &merge.policy.tls_terminate) {
+    if !opts.clear_requests {
+        for (origin, key) in [
+            (
+                &merge.policy.refuse_opaque_tunnels,
+                "network.refuseOpaqueTunnels",
+            ),
+            (
+                &merge.policy.refuse_ambiguous_paths,
+                "network.ambiguousRequestTarget",
+            ),
+            (
+                &merge.policy.strip_response_origin,
+                "network.stripResponseHeaders",
+            ),
+        ] {
+            if let (Some(origin), None) = (origin, &merge.policy.tls_terminate) {
+                return Err(Error::invalid(
+                    origin,
+                    key,
+                    "needs network.tlsTerminate in ringfence (it applies to terminated tunnels); \
+                     add network.tlsTerminate",
+                ));
+            }
+        }
+        if let (Some(j), None) = (
+            merge.policy.header_injections.first(),
+            &merge.policy.tls_terminate,
+        ) {
+            let (file, key) = j.origin.rsplit_once(": ").unwrap_or(("", &j.origin));
             return Err(Error::invalid(
-                origin,
+                file,
                 key,
-                "needs network.tlsTerminate in ringfence (it applies to terminated tunnels); \
+                "needs network.tlsTerminate (the value is added only inside a verified TLS \
+                 connection); add network.tlsTerminate",
+            ));
+        }
+        if let (Some(r), None) = (
+            merge.policy.request_rules.first(),
+            &merge.policy.tls_terminate,
+        ) {
+            let (file, key) = r.origin.rsplit_once(": ").unwrap_or(("", &r.origin));
+            return Err(Error::invalid(
+                file,
+                key,
+                "needs network.tlsTerminate (rules see requests only inside terminated tunnels); \
                  add network.tlsTerminate",
             ));
         }
-    }
-    if let (Some(j), None) = (
-        merge.policy.header_injections.first(),
-        &merge.policy.tls_terminate,
-    ) {
-        let (file, key) = j.origin.rsplit_once(": ").unwrap_or(("", &j.origin));
-        return Err(Error::invalid(
-            file,
-            key,
-            "needs network.tlsTerminate (the value is added only inside a verified TLS \
-             connection); add network.tlsTerminate",
-        ));
-    }
-    if let (Some(r), None) = (
-        merge.policy.request_rules.first(),
-        &merge.policy.tls_terminate,
-    ) {
-        let (file, key) = r.origin.rsplit_once(": ").unwrap_or(("", &r.origin));
-        return Err(Error::invalid(
-            file,
-            key,
-            "needs network.tlsTerminate (rules see requests only inside terminated tunnels); \
-             add network.tlsTerminate",
-        ));
-    }
-    if let (Some(m), None) = (merge.policy.masked_env.first(), &merge.policy.tls_terminate) {
-        return Err(Error::invalid(
-            &m.origin,
-            format!("{}.mode", m.key),
-            "\"mask\" needs network.tlsTerminate (the real value is put back only inside a \
-             verified TLS connection); add network.tlsTerminate or use \"deny\"",
-        ));
+        if let (Some(m), None) = (merge.policy.masked_env.first(), &merge.policy.tls_terminate) {
+            return Err(Error::invalid(
+                &m.origin,
+                format!("{}.mode", m.key),
+                "\"mask\" needs network.tlsTerminate (the real value is put back only inside a \
+                 verified TLS connection); add network.tlsTerminate or use \"deny\"",
+            ));
+        }
     }
     Ok(merge.policy)
 }

@@ -36,6 +36,9 @@ pub struct Sources {
     /// The working directory of the command, whose project file (`.ringfence.json`) is read;
     /// `None`: this process's working directory.
     pub cwd: Option<PathBuf>,
+    /// The caller sees requests in the clear (`ringfence proxy --reverse`); see
+    /// `LoadOptions::clear_requests`.
+    pub clear_requests: bool,
 }
 
 impl Sources {
@@ -115,6 +118,7 @@ pub fn load_policy(src: &Sources) -> Result<(Policy, PathBuf)> {
     opts.settings = src.settings.clone();
     opts.cli = src.cli.clone();
     opts.machine_memory = Some(machine_memory()?);
+    opts.clear_requests = src.clear_requests;
     let policy = ringfence_policy::load(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((policy, cwd))
 }

@@ -13,6 +13,26 @@ pub fn setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls
     let Some(t) = &p.tls_terminate else {
         return Ok(None);
     };
+    let secrets = masked_secrets(p)?;
+    if p.http_proxy_port.is_some() || p.socks_proxy_port.is_some() {
+        anyhow::bail!(
+            "network.tlsTerminate: cannot be combined with network.httpProxyPort or \
+             network.socksProxyPort (your own proxy decides there); remove one of them"
+        );
+    }
+    let ssl_cert_file = std::env::var_os("SSL_CERT_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let injections = header_injections(p)?;
+    let state = crate::runs::state_dir()?;
+    ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref(), secrets, injections, p)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The masked variables (`credentials.envVars`, mode "mask") that the host sets, each with its
+/// real value and a new placeholder.
+pub fn masked_secrets(p: &ringfence_policy::Policy) -> Result<Vec<ringfence_proxy::tls::Secret>> {
     let mut secrets = Vec::new();
     for m in &p.masked_env {
         // A masked variable the host does not set has nothing to protect (as in srt).
@@ -37,15 +57,13 @@ pub fn setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls
         .map_err(|e| anyhow::anyhow!("{}: {}: {e}", m.origin, m.key))?;
         secrets.push(s);
     }
-    if p.http_proxy_port.is_some() || p.socks_proxy_port.is_some() {
-        anyhow::bail!(
-            "network.tlsTerminate: cannot be combined with network.httpProxyPort or \
-             network.socksProxyPort (your own proxy decides there); remove one of them"
-        );
-    }
-    let ssl_cert_file = std::env::var_os("SSL_CERT_FILE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from);
+    Ok(secrets)
+}
+
+/// `credentials.inject` with the values read from the host's environment and files.
+pub fn header_injections(
+    p: &ringfence_policy::Policy,
+) -> Result<Vec<ringfence_proxy::tls::Injection>> {
     let mut injections = Vec::new();
     for j in &p.header_injections {
         let mut value = String::new();
@@ -74,8 +92,5 @@ pub fn setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls
                 .map_err(|e| anyhow::anyhow!("{}: {e}", j.origin))?,
         );
     }
-    let state = crate::runs::state_dir()?;
-    ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref(), secrets, injections, p)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(injections)
 }

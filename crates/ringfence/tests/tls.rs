@@ -1018,3 +1018,233 @@ fn credentials_inject_sets_a_header_only_toward_its_host() {
         out.stderr
     );
 }
+
+/// `ringfence proxy --reverse URL --listen 127.0.0.1:0` with `settings`, started; returns the
+/// child and the address it listens on (from its "listening on" line).
+// The caller kills and waits for the child.
+#[allow(clippy::zombie_processes)]
+fn reverse_proxy(dir: &TestDir, settings: &str, url: &str) -> (std::process::Child, String) {
+    let mut child = rf(dir)
+        .env("RF_REV_TOKEN", "token-outside")
+        .env("RF_REV_KEY", "key-outside")
+        .args([
+            "proxy",
+            "--reverse",
+            url,
+            "--listen",
+            "127.0.0.1:0",
+            "-s",
+            settings,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            let _ = child.wait();
+            panic!("the proxy stopped: {lines}");
+        }
+        lines.push_str(&line);
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().to_string();
+            // The rest of stderr is drained so that the proxy never blocks on it.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut err, &mut std::io::sink());
+            });
+            // The masked variable's placeholder was printed before.
+            return (child, format!("{addr} {lines}"));
+        }
+    }
+}
+
+#[test]
+fn the_reverse_proxy_adds_credentials_and_applies_request_rules() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let a = api.port;
+    let (dir, settings) = setup(
+        "tls-reverse",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}"],
+                "requests": [{{"host": "127.0.0.1:{a}", "method": "POST", "path": "/push/**",
+                               "action": "deny", "reason": "no pushes here"}}]}},
+                "credentials": {{
+                  "inject": [{{"host": "127.0.0.1:{a}", "header": "Authorization",
+                               "value": "Bearer ${{env:RF_REV_TOKEN}}"}}],
+                  "envVars": [{{"name": "RF_REV_KEY", "mode": "mask",
+                                "injectHosts": ["127.0.0.1:{a}"]}}]}}}}"#
+        ),
+    );
+    let (mut child, started) = reverse_proxy(&dir, &settings, &format!("https://127.0.0.1:{a}"));
+    let (addr, lines) = started.split_once(' ').unwrap();
+    let placeholder = lines
+        .split("RF_REV_KEY=")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap()
+        .to_string();
+    assert!(placeholder.starts_with("ringfence_placeholder_"), "{lines}");
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args(["--noproxy", "*", "-sS", "-w", "\ncode=%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let got = curl(&[
+        "-H",
+        "Authorization: Bearer mine",
+        &format!("http://{addr}/v1/models"),
+    ]);
+    assert!(got.ends_with("code=200"), "{got}");
+    let got = curl(&[
+        "-H",
+        &format!("x-api-key: {placeholder}"),
+        &format!("http://{addr}/v1/messages"),
+    ]);
+    assert!(got.ends_with("code=200"), "{got}");
+    let got = curl(&["-X", "POST", &format!("http://{addr}/push/x")]);
+    assert!(got.ends_with("code=403"), "{got}");
+    assert!(got.contains("no pushes here"), "{got}");
+    // A forward-proxy request (absolute form) is not redirected to the upstream.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(
+        b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    child.kill().unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let _ = child.wait();
+
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].starts_with("GET /v1/models HTTP/1.1"), "{seen:?}");
+    let first = seen[0].to_ascii_lowercase();
+    assert!(
+        first.contains(&format!("host: 127.0.0.1:{a}\r\n")),
+        "{seen:?}"
+    );
+    assert!(
+        seen[0].contains("authorization: Bearer token-outside\r\n"),
+        "{seen:?}"
+    );
+    assert!(!seen[0].contains("Bearer mine"), "{seen:?}");
+    assert!(seen[1].contains("x-api-key: key-outside\r\n"), "{seen:?}");
+    assert!(seen.iter().all(|s| !s.contains(&placeholder)), "{seen:?}");
+    // Every connection and the rule's refusal are decision lines; no value is in them.
+    assert!(stdout.contains("\"protocol\":\"reverse\""), "{stdout}");
+    assert!(stdout.contains("no pushes here"), "{stdout}");
+    assert!(!stdout.contains("token-outside") && !stdout.contains("key-outside"));
+}
+
+#[test]
+fn the_reverse_proxy_refuses_a_bad_upstream_certificate_and_bad_options() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let other = TestCa::new("a CA nobody trusts");
+    let bad = upstream(&other, "127.0.0.1");
+    let b = bad.port;
+    let (dir, settings) = setup(
+        "tls-reverse-bad",
+        &ca,
+        &format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{b}"]}}}}"#),
+    );
+    let (mut child, started) = reverse_proxy(&dir, &settings, &format!("https://127.0.0.1:{b}"));
+    let addr = started.split_once(' ').unwrap().0.to_string();
+    let out = Command::new("curl")
+        .args(["--noproxy", "*", "-sS", "-w", "\ncode=%{http_code}"])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(got.ends_with("code=502"), "{got}");
+    assert!(got.contains("refused"), "{got}");
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(bad.seen.lock().unwrap().is_empty());
+
+    // An upstream the policy does not allow gets 403.
+    let (dir2, denied) = setup(
+        "tls-reverse-deny",
+        &ca,
+        r#"{"network": {"allowedDomains": ["example.org"]}}"#,
+    );
+    let (mut child, started) = reverse_proxy(&dir2, &denied, &format!("https://127.0.0.1:{b}"));
+    let addr = started.split_once(' ').unwrap().0.to_string();
+    let out = Command::new("curl")
+        .args(["--noproxy", "*", "-sS", "-w", "\ncode=%{http_code}"])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(got.ends_with("code=403"), "{got}");
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    for (args, named) in [
+        (
+            vec!["--reverse", "http://127.0.0.1:1", "--listen", "127.0.0.1:0"],
+            "--reverse",
+        ),
+        (
+            vec![
+                "--reverse",
+                "https://127.0.0.1:1/v1",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "--reverse",
+        ),
+        (
+            vec!["--reverse", "https://127.0.0.1:1", "--listen", "0.0.0.0:0"],
+            "--listen",
+        ),
+        (
+            vec!["--allow-remote", "--listen", "127.0.0.1:0"],
+            "--allow-remote",
+        ),
+    ] {
+        let out = run(rf(&dir).arg("proxy").args(&args).args(["-s", &settings]));
+        assert_eq!(out.code(), 125, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(named), "{args:?}: {}", out.stderr);
+    }
+    // TLS termination has no meaning for a reverse proxy: refused, not ignored.
+    let tls = dir.settings(&format!(
+        r#"{{"network": {{"allowedDomains": ["127.0.0.1:{b}"], "tlsTerminate": {{}}}}}}"#
+    ));
+    let out = run(rf(&dir).args([
+        "proxy",
+        "--reverse",
+        &format!("https://127.0.0.1:{b}"),
+        "--listen",
+        "127.0.0.1:0",
+        "-s",
+        &tls,
+    ]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("network.tlsTerminate"),
+        "{}",
+        out.stderr
+    );
+}

@@ -144,7 +144,8 @@ impl Injection {
 
 /// TLS termination as configured, shared by all tunnels of a proxy.
 pub struct Terminator {
-    ca: Authority,
+    /// None for the reverse proxy, which mints no certificate (its clients speak plain HTTP).
+    ca: Option<Authority>,
     exclude: DomainList,
     /// The upstream TLS client configuration, offering h2 and HTTP/1.1 whatever the client
     /// chose (hyper carries requests between the two).
@@ -218,7 +219,7 @@ impl Terminator {
     /// A terminator with CA `ca` whose upstream connections trust `roots`.
     pub fn new(
         t: &ringfence_policy::TlsTerminate,
-        ca: Authority,
+        ca: Option<Authority>,
         roots: RootCertStore,
     ) -> Result<Terminator, Error> {
         let roots = Arc::new(roots);
@@ -288,7 +289,11 @@ impl Terminator {
                 }
             }
         }
-        let (chain, key) = self.ca.mint(host)?;
+        let ca = self
+            .ca
+            .as_ref()
+            .ok_or_else(|| tls_err("no CA to mint a certificate with"))?;
+        let (chain, key) = ca.mint(host)?;
         let mut c = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(tls_err)?
@@ -330,21 +335,7 @@ pub fn setup(
         None => (Authority::per_user(&dir)?, Vec::new()),
     };
     let host_roots = roots::host_roots(ssl_cert_file)?;
-    let mut store = RootCertStore::empty();
-    for text in &host_roots {
-        for block in ca::pem_blocks(text, "CERTIFICATE") {
-            // A certificate rustls cannot use as a root is left out, as other clients do.
-            if let Ok(der) = rustls::pki_types::CertificateDer::from_pem_slice(block.as_bytes()) {
-                let _ = store.add(der);
-            }
-        }
-    }
-    if store.is_empty() {
-        return Err(tls_err(
-            "network.tlsTerminate: no usable root certificate in the host's trust store; set \
-             SSL_CERT_FILE to a PEM bundle",
-        ));
-    }
+    let store = root_store(&host_roots, "network.tlsTerminate")?;
     let mut bundle = String::new();
     bundle.push_str(&ca.cert_pem);
     for text in &host_roots {
@@ -363,7 +354,7 @@ pub fn setup(
         }
     }
     let bundle_path = roots::write_bundle(&dir, &bundle)?;
-    let mut terminator = Terminator::new(t, ca, store)?;
+    let mut terminator = Terminator::new(t, Some(ca), store)?;
     let shown = bundle_path.to_string_lossy().into_owned();
     let mut env: Vec<(String, String)> = TRUST_VARS
         .iter()
@@ -374,16 +365,7 @@ pub fn setup(
             .iter()
             .map(|s| (s.name.clone(), s.placeholder.clone())),
     );
-    terminator.secrets = Arc::new(secrets);
-    terminator.rules = Arc::new(rules::Rules::compile(&p.request_rules)?);
-    terminator.injections = injections;
-    terminator.refuse_opaque = p.refuse_opaque_tunnels.is_some();
-    terminator.refuse_ambiguous = p.refuse_ambiguous_paths.is_some();
-    terminator.strip_response = p
-        .strip_response_headers
-        .iter()
-        .map(|h| fold_field_name(h))
-        .collect();
+    terminator.configure(secrets, injections, p)?;
     let terminator = Arc::new(terminator);
     Ok(Setup {
         terminator,
@@ -391,6 +373,73 @@ pub fn setup(
         env,
         hidden,
     })
+}
+
+/// The roots rustls can use among the PEM texts `host_roots`; none at all refuses (`key`
+/// names the setting that needed them).
+fn root_store(host_roots: &[String], key: &str) -> Result<RootCertStore, Error> {
+    let mut store = RootCertStore::empty();
+    for text in host_roots {
+        for block in ca::pem_blocks(text, "CERTIFICATE") {
+            // A certificate rustls cannot use as a root is left out, as other clients do.
+            if let Ok(der) = rustls::pki_types::CertificateDer::from_pem_slice(block.as_bytes()) {
+                let _ = store.add(der);
+            }
+        }
+    }
+    if store.is_empty() {
+        return Err(tls_err(format!(
+            "{key}: no usable root certificate in the host's trust store; set SSL_CERT_FILE \
+             to a PEM bundle"
+        )));
+    }
+    Ok(store)
+}
+
+impl Terminator {
+    /// What the policy adds to a terminator: masked credentials, injected fields, request
+    /// rules and the request and response options.
+    fn configure(
+        &mut self,
+        secrets: Vec<Secret>,
+        injections: Vec<Injection>,
+        p: &ringfence_policy::Policy,
+    ) -> Result<(), Error> {
+        self.secrets = Arc::new(secrets);
+        self.rules = Arc::new(rules::Rules::compile(&p.request_rules)?);
+        self.injections = injections;
+        self.refuse_opaque = p.refuse_opaque_tunnels.is_some();
+        self.refuse_ambiguous = p.refuse_ambiguous_paths.is_some();
+        self.strip_response = p
+            .strip_response_headers
+            .iter()
+            .map(|h| fold_field_name(h))
+            .collect();
+        Ok(())
+    }
+}
+
+/// The request handling of TLS termination for the reverse proxy (`ringfence proxy
+/// --reverse`): no CA (its clients speak plain HTTP to it); its upstream connections are
+/// verified against the host's trust store and `ssl_cert_file`, as terminated tunnels are.
+pub fn reverse_setup(
+    ssl_cert_file: Option<&Path>,
+    secrets: Vec<Secret>,
+    injections: Vec<Injection>,
+    p: &ringfence_policy::Policy,
+) -> Result<Arc<Terminator>, Error> {
+    let host_roots = roots::host_roots(ssl_cert_file)?;
+    let store = root_store(&host_roots, "--reverse")?;
+    let t = ringfence_policy::TlsTerminate {
+        ca: None,
+        exclude_domains: Vec::new(),
+        extra_ca_cert_paths: Vec::new(),
+        max_tunnels: ringfence_policy::MAX_TUNNELS,
+        handshake_timeout: Duration::from_millis(ringfence_policy::HANDSHAKE_TIMEOUT_MS),
+    };
+    let mut terminator = Terminator::new(&t, None, store)?;
+    terminator.configure(secrets, injections, p)?;
+    Ok(Arc::new(terminator))
 }
 
 use rustls::pki_types::pem::PemObject;
