@@ -109,6 +109,24 @@ pub struct MaskedEnv {
     pub inject_hosts: Option<Vec<String>>,
 }
 
+/// A file the sandbox sees with placeholders (`credentials.files`, mode "mask").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedFile {
+    /// The settings file that declared it, and the entry (`credentials.files[N]`).
+    pub origin: String,
+    pub key: String,
+    /// The file, resolved (`~`, relative to the working directory); one name, never a glob.
+    pub path: PathBuf,
+    /// `extract`: a regex whose group 1 is each value to mask; `None`: the whole file.
+    pub extract: Option<String>,
+    /// `onExtractNoMatch` (default "warn").
+    pub on_no_match: crate::OnExtractNoMatch,
+    /// `maskDuplicates`: verbatim copies of a captured value elsewhere are masked too.
+    pub mask_duplicates: bool,
+    /// Hosts (allowedDomains syntax) the real value goes to; `None`: every allowed host.
+    pub inject_hosts: Option<Vec<String>>,
+}
+
 /// The merged policy of all layers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -175,6 +193,8 @@ pub struct Policy {
     /// `credentials.envVars` entries with mode "mask" (also in `env.deny`: the host value is
     /// never passed in), in layer order.
     pub masked_env: Vec<MaskedEnv>,
+    /// `credentials.files` entries with mode "mask" (also in `deny_read`), in layer order.
+    pub masked_files: Vec<MaskedFile>,
     /// `network.tlsTerminate` (managed over user, like mitmProxy; a project file may not set it).
     pub tls_terminate: Option<crate::TlsTerminate>,
     pub http_proxy_port: Option<u16>,
@@ -368,6 +388,17 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
                 key,
                 "needs network.tlsTerminate (rules see requests only inside terminated tunnels); \
                  add network.tlsTerminate",
+            ));
+        }
+        if let (Some(m), None) = (
+            merge.policy.masked_files.first(),
+            &merge.policy.tls_terminate,
+        ) {
+            return Err(Error::invalid(
+                &m.origin,
+                format!("{}.mode", m.key),
+                "\"mask\" needs network.tlsTerminate (the real value is put back only inside a \
+                 verified TLS connection); add network.tlsTerminate or use \"deny\"",
             ));
         }
         if let (Some(m), None) = (merge.policy.masked_env.first(), &merge.policy.tls_terminate) {
@@ -672,6 +703,21 @@ impl<'a> Merge<'a> {
         if let Some(c) = &s.credentials {
             for (i, f) in c.files.iter().flatten().enumerate() {
                 let key = format!("credentials.files[{i}].path");
+                if f.mode == crate::CredentialMode::Mask {
+                    let path = crate::paths::resolve_path(&f.path, &self.opts.cwd, &self.opts.home)
+                        .map_err(|m| Error::invalid(origin, key.clone(), m))?;
+                    self.policy.masked_files.push(MaskedFile {
+                        origin: origin.to_string(),
+                        key: format!("credentials.files[{i}]"),
+                        path,
+                        extract: f.extract.clone(),
+                        on_no_match: f
+                            .on_extract_no_match
+                            .unwrap_or(crate::OnExtractNoMatch::Warn),
+                        mask_duplicates: f.mask_duplicates == Some(true),
+                        inject_hosts: f.inject_hosts.clone(),
+                    });
+                }
                 let src = self.source(layer, origin, &key);
                 let mut rules = resolve_rules(
                     &[PathEntry::Written(f.path.clone())],

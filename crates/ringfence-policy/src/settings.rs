@@ -27,8 +27,8 @@ pub struct Settings {
     /// Filesystem restrictions: reads are allowed except what is denied; writes only where allowed.
     #[serde(default)]
     pub filesystem: FilesystemSettings,
-    /// Credential files and environment variables to protect (srt). Files with mode "deny" are
-    /// denied for reading; in ringfence "mask" currently behaves like "deny".
+    /// Credential files and environment variables to protect (srt). Mode "deny" hides them;
+    /// "mask" shows placeholders that the proxy replaces toward injectHosts.
     pub credentials: Option<CredentialSettings>,
     /// srt: command patterns (a substring of the command, or "*" for every command) mapped to
     /// substrings of the violations not to report in `<sandbox_violations>`. The activity log
@@ -409,13 +409,26 @@ pub struct HeaderInjectSettings {
     pub value: String,
 }
 
+/// Checks an `extract` pattern: it compiles (Rust's regex syntax, which has no look-around
+/// or back-references; those are refused, not approximated) and has a group 1.
+pub fn check_extract(pattern: &str) -> Result<(), String> {
+    let re = regex::Regex::new(pattern)
+        .map_err(|e| format!("\"{pattern}\" is not a pattern ringfence can use: {e}"))?;
+    if re.captures_len() < 2 {
+        return Err(format!(
+            "\"{pattern}\" has no capture group; group 1 must capture the value to mask"
+        ));
+    }
+    Ok(())
+}
+
 /// How a declared credential is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum CredentialMode {
     /// Not readable / not passed at all.
     Deny,
-    /// A placeholder inside, the real value put back by the proxy (variables only for now).
+    /// A placeholder inside, the real value put back by the proxy.
     Mask,
 }
 
@@ -1105,6 +1118,10 @@ impl Settings {
                     check_domain(d, false)
                         .map_err(|m| inv(format!("credentials.files[{i}].injectHosts[{j}]"), m))?;
                 }
+                if let Some(x) = &f.extract {
+                    check_extract(x)
+                        .map_err(|m| inv(format!("credentials.files[{i}].extract"), m))?;
+                }
             }
             for (i, v) in c.env_vars.iter().flatten().enumerate() {
                 check_env_name(&v.name)
@@ -1186,21 +1203,29 @@ impl Settings {
         if let Some(hit) = top.into_iter().flatten().next() {
             return Some(hit);
         }
-        let mask = |list: &str, i: usize, what: &str| {
-            (
-                format!("credentials.{list}[{i}].mode"),
-                format!("\"mask\" is not supported yet; use \"deny\" ({what}) or remove the entry"),
-            )
-        };
+        // A file is masked whole or by `extract`; JWT decoding is not done yet.
+        const DECODE: &str = "is not supported yet (ringfence masks the whole file or what \
+                              extract captures); remove it";
         for (i, f) in c.files.iter().flatten().enumerate() {
+            for (present, k) in [
+                (f.decode.is_some(), "decode"),
+                (f.mask_claims.is_some(), "maskClaims"),
+            ] {
+                if present {
+                    let message = if f.mode == CredentialMode::Mask {
+                        DECODE
+                    } else {
+                        MASK_ONLY
+                    };
+                    return found(true, &format!("credentials.files[{i}].{k}"), message);
+                }
+            }
             if f.mode == CredentialMode::Mask {
-                return Some(mask("files", i, "the file is hidden"));
+                continue;
             }
             let keys = [
                 (f.extract.is_some(), "extract"),
                 (f.on_extract_no_match.is_some(), "onExtractNoMatch"),
-                (f.decode.is_some(), "decode"),
-                (f.mask_claims.is_some(), "maskClaims"),
                 (f.mask_duplicates.is_some(), "maskDuplicates"),
                 (f.inject_hosts.is_some(), "injectHosts"),
             ];
@@ -1320,7 +1345,14 @@ impl Settings {
                 .any(|r| r.action == crate::RequestAction::Allow),
             "network.requests (action \"allow\")",
         );
-        // A masked variable's real value is sent on to hosts: more than removing it.
+        // A masked value is sent on to hosts: more than removing it.
+        add(
+            self.credentials
+                .iter()
+                .flat_map(|c| c.files.iter().flatten())
+                .any(|f| f.mode == CredentialMode::Mask),
+            "credentials.files (mode \"mask\")",
+        );
         add(
             self.credentials
                 .iter()
@@ -1658,7 +1690,10 @@ pub(crate) mod tests {
             (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credential masking and injection are not supported yet"),
             (r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#, "credentials.awsPairs: credential masking"),
             (r#"{"credentials": {"sigv4": {"streaming": "deny"}}}"#, "credentials.sigv4: credential masking"),
-            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask"}]}}"#, "credentials.files[0].mode: \"mask\" is not supported yet; use \"deny\" (the file is hidden)"),
+            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "decode": "jwt"}]}}"#, "credentials.files[0].decode: is not supported yet"),
+            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "x"}]}}"#, "credentials.files[0].extract: \"x\" has no capture group"),
+            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "(?=a)(b)"}]}}"#, "credentials.files[0].extract: \"(?=a)(b)\" is not a pattern ringfence can use"),
+            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "extract": "(x)"}]}}"#, "credentials.files[0].extract: belongs to mode \"mask\""),
             (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: is not supported yet"),
             (r#"{"credentials": {"files": [{"path": "x", "mode": "deny", "injectHosts": ["a.example.com"]}]}}"#, "credentials.files[0].injectHosts: belongs to mode \"mask\""),
             (r#"{"credentials": {"envVars": [{"name": "A", "mode": "deny", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: belongs to mode \"mask\""),

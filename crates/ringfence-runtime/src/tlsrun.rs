@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 /// Sets `network.tlsTerminate` up before the sandbox is built: the CA and the trust bundle
 /// (in the state directory), against the host's trust store and SSL_CERT_FILE.
@@ -13,7 +13,9 @@ pub fn setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls
     let Some(t) = &p.tls_terminate else {
         return Ok(None);
     };
-    let secrets = masked_secrets(p)?;
+    let mut secrets = masked_secrets(p)?;
+    let files = masked_files(p)?;
+    secrets.extend(files.secrets);
     if p.http_proxy_port.is_some() || p.socks_proxy_port.is_some() {
         anyhow::bail!(
             "network.tlsTerminate: cannot be combined with network.httpProxyPort or \
@@ -25,9 +27,171 @@ pub fn setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls
         .map(PathBuf::from);
     let injections = header_injections(p)?;
     let state = crate::runs::state_dir()?;
-    ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref(), secrets, injections, p)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    let mut setup =
+        ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref(), secrets, injections, p)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    setup.masked_files = write_fakes(&state.join("tls"), &files.fakes)?;
+    setup.unmasked = files.unmasked;
+    Ok(Some(setup))
+}
+
+/// The masked files of a run: the values the proxy puts back, the text each file shows
+/// inside, and the files left as they are.
+struct MaskedFiles {
+    secrets: Vec<ringfence_proxy::tls::Secret>,
+    /// Each real path (resolved through symlinks) and what the sandbox reads there.
+    fakes: Vec<(PathBuf, String)>,
+    unmasked: Vec<PathBuf>,
+}
+
+/// Reads each `credentials.files` entry with mode "mask" as srt does: a file that is missing,
+/// unreadable, a directory or not UTF-8 has nothing to mask (it stays hidden, as the entry is
+/// also denied). Without `extract` the whole content is one value (less one final newline,
+/// which the shown file keeps, so that `$(cat FILE)` sends the placeholder); with it, each
+/// distinct value of group 1. A pattern that matches nothing: "warn" leaves the file as it is
+/// with a warning, "deny" hides it, "error" stops the run.
+fn masked_files(p: &ringfence_policy::Policy) -> Result<MaskedFiles> {
+    use ringfence_policy::OnExtractNoMatch;
+    let mut out = MaskedFiles {
+        secrets: Vec::new(),
+        fakes: Vec::new(),
+        unmasked: Vec::new(),
+    };
+    for m in &p.masked_files {
+        let Ok(real) = std::fs::canonicalize(&m.path) else {
+            continue;
+        };
+        if !real.is_file() {
+            continue;
+        }
+        let Ok(content) = std::fs::read(&real).map(String::from_utf8) else {
+            continue;
+        };
+        let Ok(content) = content else {
+            continue;
+        };
+        let hosts = m.inject_hosts.as_ref().unwrap_or(&p.allowed_domains);
+        let name = format!("{} ({}: {})", m.path.display(), m.origin, m.key);
+        let err = |e: ringfence_proxy::Error| anyhow::anyhow!("{}: {}: {e}", m.origin, m.key);
+        let fake = match &m.extract {
+            None => {
+                let (value, end) = match content.strip_suffix('\n') {
+                    Some(v) => (v, "\n"),
+                    None => (content.as_str(), ""),
+                };
+                let s = ringfence_proxy::tls::Secret::from_file(&name, value.to_string(), hosts)
+                    .map_err(err)?;
+                let fake = format!("{}{end}", s.placeholder);
+                out.secrets.push(s);
+                fake
+            }
+            Some(pattern) => {
+                let mut made = Vec::new();
+                let masked = ringfence_policy::mask_spans(
+                    &content,
+                    pattern,
+                    m.mask_duplicates,
+                    &mut |value| {
+                        let s = ringfence_proxy::tls::Secret::from_file(
+                            &name,
+                            value.to_string(),
+                            hosts,
+                        )?;
+                        let placeholder = s.placeholder.clone();
+                        made.push(s);
+                        Ok(placeholder)
+                    },
+                )
+                .map_err(|e| match e {
+                    ringfence_policy::MaskError::NoGroup(at) => anyhow::anyhow!(
+                        "{}: {}.extract: the pattern matched at byte {at} of {} without group 1; \
+                         group 1 must capture the value on every match",
+                        m.origin,
+                        m.key,
+                        real.display()
+                    ),
+                    ringfence_policy::MaskError::Pattern(e) => {
+                        anyhow::anyhow!("{}: {}.extract: {e}", m.origin, m.key)
+                    }
+                    ringfence_policy::MaskError::Placeholder(e) => err(e),
+                })?;
+                match masked {
+                    Some(masked) => {
+                        out.secrets.extend(made);
+                        masked.text
+                    }
+                    None => {
+                        let cause = format!(
+                            "{}: {}.extract matched nothing in {}",
+                            m.origin,
+                            m.key,
+                            real.display()
+                        );
+                        match m.on_no_match {
+                            OnExtractNoMatch::Error => anyhow::bail!(
+                                "{cause} (onExtractNoMatch: \"error\"); fix the pattern, set \
+                                 onExtractNoMatch to \"deny\" or \"warn\", or remove the entry"
+                            ),
+                            OnExtractNoMatch::Deny => continue,
+                            OnExtractNoMatch::Warn => {
+                                eprintln!(
+                                    "ringfence: warning: {cause}; the file is left UNPROTECTED \
+                                     (readable as it is inside). Fix the pattern, or set \
+                                     onExtractNoMatch to \"deny\" or \"error\""
+                                );
+                                out.unmasked.push(real);
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        out.fakes.push((real, fake));
+    }
+    Ok(out)
+}
+
+/// Writes the files shown in place of masked ones into `dir/masked-PID` (placeholders only,
+/// readable; the directory is left behind by a run that was killed and removed by the next
+/// one), and returns each real path with its file.
+fn write_fakes(
+    dir: &std::path::Path,
+    fakes: &[(PathBuf, String)],
+) -> Result<Vec<(PathBuf, PathBuf)>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if fakes.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("masked-") {
+                if !std::path::Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
+    let own = dir.join(format!("masked-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&own);
+    std::fs::create_dir(&own).with_context(|| format!("creating {}", own.display()))?;
+    let mut out = Vec::new();
+    for (i, (real, text)) in fakes.iter().enumerate() {
+        let path = own.join(format!("{i}.fake"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        f.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        out.push((real.clone(), path));
+    }
+    Ok(out)
 }
 
 /// The masked variables (`credentials.envVars`, mode "mask") that the host sets, each with its

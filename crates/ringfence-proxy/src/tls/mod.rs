@@ -58,6 +58,9 @@ pub struct Secret {
     pub placeholder: String,
     value: String,
     inject: DomainList,
+    /// A variable of the sandbox's environment (set to the placeholder); false for a value
+    /// from a masked file.
+    pub in_env: bool,
 }
 
 impl std::fmt::Debug for Secret {
@@ -93,7 +96,16 @@ impl Secret {
             placeholder: format!("ringfence_placeholder_{hex}"),
             value,
             inject: DomainList::parse(key, inject_hosts)?,
+            in_env: true,
         })
+    }
+
+    /// A value from a masked file (`credentials.files`, mode "mask"), shown in messages as
+    /// `name`; the sandbox's environment does not get it.
+    pub fn from_file(name: &str, value: String, inject_hosts: &[String]) -> Result<Secret, Error> {
+        let mut s = Secret::new("credentials.files.injectHosts", name, value, inject_hosts)?;
+        s.in_env = false;
+        Ok(s)
     }
 
     pub(crate) fn injects_at(&self, host: &Host, port: u16) -> bool {
@@ -199,6 +211,10 @@ pub struct Setup {
     pub env: Vec<(String, String)>,
     /// Files that must not be readable inside (a `caKeyPath` of the user's).
     pub hidden: Vec<PathBuf>,
+    /// Masked files: each real path, and the file with placeholders bound read-only over it.
+    pub masked_files: Vec<(PathBuf, PathBuf)>,
+    /// Masked files left as they are (`onExtractNoMatch: "warn"`): not hidden either.
+    pub unmasked: Vec<PathBuf>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -363,6 +379,7 @@ pub fn setup(
     env.extend(
         secrets
             .iter()
+            .filter(|s| s.in_env)
             .map(|s| (s.name.clone(), s.placeholder.clone())),
     );
     terminator.configure(secrets, injections, p)?;
@@ -372,6 +389,8 @@ pub fn setup(
         bundle: bundle_path,
         env,
         hidden,
+        masked_files: Vec::new(),
+        unmasked: Vec::new(),
     })
 }
 
