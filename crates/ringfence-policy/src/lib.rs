@@ -27,8 +27,8 @@ pub use error::Error;
 pub use inject::{parse_template, HeaderInjection, TemplatePart};
 pub use limits::{default_memory, format_size, parse_size, Limits};
 pub use load::{
-    load, CliRules, HostEnv, LoadOptions, MaskedEnv, MaskedFile, Policy, Workspace,
-    ASK_TIMEOUT_SECONDS,
+    load, AwsPair, CliRules, HostEnv, LoadOptions, MaskedEnv, MaskedFile, Policy, Sigv4Passthrough,
+    Workspace, ASK_TIMEOUT_SECONDS,
 };
 pub use mask::{mask_spans, MaskError, Masked};
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};

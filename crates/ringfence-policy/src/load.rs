@@ -127,6 +127,51 @@ pub struct MaskedFile {
     pub inject_hosts: Option<Vec<String>>,
 }
 
+/// A `credentials.awsPairs` entry: masked variables that make one AWS credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsPair {
+    /// `FILE: credentials.awsPairs[N]`; empty for the implicit pair of the variables the AWS
+    /// tools read (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+    pub origin: String,
+    pub access_key_id_var: String,
+    pub secret_access_key_var: String,
+    pub session_token_var: Option<String>,
+}
+
+impl AwsPair {
+    /// The pair of the variables the AWS SDKs and CLI read, used as srt does when no
+    /// `credentials.awsPairs` entry names any of them.
+    pub fn conventional(pairs: &[AwsPair]) -> Option<AwsPair> {
+        let names = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ];
+        let claimed = pairs.iter().any(|a| {
+            names.iter().any(|n| {
+                a.access_key_id_var == *n
+                    || a.secret_access_key_var == *n
+                    || a.session_token_var.as_deref() == Some(n)
+            })
+        });
+        (!claimed).then(|| AwsPair {
+            origin: String::new(),
+            access_key_id_var: names[0].into(),
+            secret_access_key_var: names[1].into(),
+            session_token_var: Some(names[2].into()),
+        })
+    }
+}
+
+/// `credentials.sigv4`: the request shapes that pass un-resigned (`"passthrough"` in some
+/// layer) instead of being refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sigv4Passthrough {
+    pub streaming: bool,
+    pub presigned: bool,
+    pub sigv4a: bool,
+}
+
 /// The merged policy of all layers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
@@ -195,6 +240,10 @@ pub struct Policy {
     pub masked_env: Vec<MaskedEnv>,
     /// `credentials.files` entries with mode "mask" (also in `deny_read`), in layer order.
     pub masked_files: Vec<MaskedFile>,
+    /// `credentials.awsPairs` of every layer. The run adds the pair of the variables the AWS
+    /// tools read unless one of these names one of them (see [`AwsPair::conventional`]).
+    pub aws_pairs: Vec<AwsPair>,
+    pub sigv4_passthrough: Sigv4Passthrough,
     /// `network.tlsTerminate` (managed over user, like mitmProxy; a project file may not set it).
     pub tls_terminate: Option<crate::TlsTerminate>,
     pub http_proxy_port: Option<u16>,
@@ -342,6 +391,7 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
         .0
         .unwrap_or(merge.policy.workspace.confirm_deletes);
     check_unix_sockets_readable(&merge.policy)?;
+    check_aws_pairs(&merge.policy)?;
     if !opts.clear_requests {
         for (origin, key) in [
             (
@@ -411,6 +461,43 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
         }
     }
     Ok(merge.policy)
+}
+
+/// Each `credentials.awsPairs` variable fills one slot and is a masked variable (srt's rule).
+fn check_aws_pairs(p: &Policy) -> Result<(), Error> {
+    let mut seen: Vec<&str> = Vec::new();
+    for a in &p.aws_pairs {
+        let (file, key) = a.origin.rsplit_once(": ").unwrap_or(("", &a.origin));
+        let slots = [
+            ("accessKeyIdVar", Some(&a.access_key_id_var)),
+            ("secretAccessKeyVar", Some(&a.secret_access_key_var)),
+            ("sessionTokenVar", a.session_token_var.as_ref()),
+        ];
+        for (slot, name) in slots {
+            let Some(name) = name else { continue };
+            if seen.contains(&name.as_str()) {
+                return Err(Error::invalid(
+                    file,
+                    format!("{key}.{slot}"),
+                    format!(
+                        "\"{name}\" fills more than one awsPairs slot; each variable fills one"
+                    ),
+                ));
+            }
+            seen.push(name);
+            if !p.masked_env.iter().any(|m| &m.name == name) {
+                return Err(Error::invalid(
+                    file,
+                    format!("{key}.{slot}"),
+                    format!(
+                        "\"{name}\" is not a credentials.envVars entry with mode \"mask\"; an \
+                         AWS pair links masked variables, so add that entry"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `$NAME` or `$NAME/rest` at the start of an allowUnixSockets entry, replaced by the
@@ -756,6 +843,22 @@ impl<'a> Merge<'a> {
                     header: j.header.clone(),
                     value: resolved,
                 });
+            }
+            for (i, a) in c.aws_pairs.iter().flatten().enumerate() {
+                self.policy.aws_pairs.push(AwsPair {
+                    origin: format!("{origin}: credentials.awsPairs[{i}]"),
+                    access_key_id_var: a.access_key_id_var.clone(),
+                    secret_access_key_var: a.secret_access_key_var.clone(),
+                    session_token_var: a.session_token_var.clone(),
+                });
+            }
+            if let Some(s) = &c.sigv4 {
+                let pass =
+                    |v: Option<crate::Sigv4Policy>| v == Some(crate::Sigv4Policy::Passthrough);
+                let t = &mut self.policy.sigv4_passthrough;
+                t.streaming |= pass(s.streaming);
+                t.presigned |= pass(s.presigned);
+                t.sigv4a |= pass(s.sigv4a);
             }
             for (i, v) in c.env_vars.iter().flatten().enumerate() {
                 self.policy.env.deny.push(v.name.clone());

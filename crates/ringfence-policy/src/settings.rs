@@ -1191,15 +1191,11 @@ impl Settings {
             return Some(hit);
         }
         let c = self.credentials.as_ref()?;
-        let top = [
-            found(
-                c.allow_plaintext_inject.is_some(),
-                "credentials.allowPlaintextInject",
-                INJECT,
-            ),
-            found(c.aws_pairs.is_some(), "credentials.awsPairs", INJECT),
-            found(c.sigv4.is_some(), "credentials.sigv4", INJECT),
-        ];
+        let top = [found(
+            c.allow_plaintext_inject.is_some(),
+            "credentials.allowPlaintextInject",
+            INJECT,
+        )];
         if let Some(hit) = top.into_iter().flatten().next() {
             return Some(hit);
         }
@@ -1688,8 +1684,6 @@ pub(crate) mod tests {
             (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs request filtering"),
             (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: \"asSpelled\" is not supported"),
             (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credential masking and injection are not supported yet"),
-            (r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#, "credentials.awsPairs: credential masking"),
-            (r#"{"credentials": {"sigv4": {"streaming": "deny"}}}"#, "credentials.sigv4: credential masking"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "decode": "jwt"}]}}"#, "credentials.files[0].decode: is not supported yet"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "x"}]}}"#, "credentials.files[0].extract: \"x\" has no capture group"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "(?=a)(b)"}]}}"#, "credentials.files[0].extract: \"(?=a)(b)\" is not a pattern ringfence can use"),

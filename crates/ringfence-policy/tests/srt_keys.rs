@@ -57,23 +57,23 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.awsPairs",
-        Refused("credentials.awsPairs"),
+        Acts,
         r#"{"credentials": {"awsPairs": []}}"#,
     ),
     (
         "credentials.awsPairs[].accessKeyIdVar",
-        Refused("credentials.awsPairs"),
-        r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "A", "mode": "mask"}, {"name": "B", "mode": "mask"}, {"name": "C", "mode": "mask"}], "awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B", "sessionTokenVar": "C"}]}}"#,
     ),
     (
         "credentials.awsPairs[].secretAccessKeyVar",
-        Refused("credentials.awsPairs"),
-        r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "A", "mode": "mask"}, {"name": "B", "mode": "mask"}, {"name": "C", "mode": "mask"}], "awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B", "sessionTokenVar": "C"}]}}"#,
     ),
     (
         "credentials.awsPairs[].sessionTokenVar",
-        Refused("credentials.awsPairs"),
-        r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B", "sessionTokenVar": "C"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "A", "mode": "mask"}, {"name": "B", "mode": "mask"}, {"name": "C", "mode": "mask"}], "awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B", "sessionTokenVar": "C"}]}}"#,
     ),
     (
         "credentials.envVars",
@@ -162,22 +162,22 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.sigv4",
-        Refused("credentials.sigv4"),
+        Acts,
         r#"{"credentials": {"sigv4": {}}}"#,
     ),
     (
         "credentials.sigv4.presigned",
-        Refused("credentials.sigv4"),
+        Acts,
         r#"{"credentials": {"sigv4": {"presigned": "deny"}}}"#,
     ),
     (
         "credentials.sigv4.sigv4a",
-        Refused("credentials.sigv4"),
+        Acts,
         r#"{"credentials": {"sigv4": {"sigv4a": "deny"}}}"#,
     ),
     (
         "credentials.sigv4.streaming",
-        Refused("credentials.sigv4"),
+        Acts,
         r#"{"credentials": {"sigv4": {"streaming": "passthrough"}}}"#,
     ),
     (

@@ -14,6 +14,7 @@ pub fn setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls
         return Ok(None);
     };
     let mut secrets = masked_secrets(p)?;
+    let aws = aws_pairs(p, &secrets)?;
     let files = masked_files(p)?;
     secrets.extend(files.secrets);
     if p.http_proxy_port.is_some() || p.socks_proxy_port.is_some() {
@@ -27,9 +28,13 @@ pub fn setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls
         .map(PathBuf::from);
     let injections = header_injections(p)?;
     let state = crate::runs::state_dir()?;
-    let mut setup =
-        ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref(), secrets, injections, p)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let creds = ringfence_proxy::tls::Credentials {
+        secrets,
+        injections,
+        aws,
+    };
+    let mut setup = ringfence_proxy::tls::setup(t, &state, ssl_cert_file.as_deref(), creds, p)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     setup.masked_files = write_fakes(&state.join("tls"), &files.fakes)?;
     setup.unmasked = files.unmasked;
     Ok(Some(setup))
@@ -257,4 +262,63 @@ pub fn header_injections(
         );
     }
     Ok(injections)
+}
+
+/// The AWS credentials whose SigV4 signatures the proxy makes again: each `credentials.awsPairs`
+/// entry (and the conventional AWS_* trio unless an entry names one of them) whose key id and
+/// secret variables were both masked (set on the host). The session token joins when masked.
+pub fn aws_pairs(
+    p: &ringfence_policy::Policy,
+    secrets: &[ringfence_proxy::tls::Secret],
+) -> Result<Vec<ringfence_proxy::tls::sigv4::AwsPair>> {
+    let specs = p
+        .aws_pairs
+        .iter()
+        .cloned()
+        .chain(ringfence_policy::AwsPair::conventional(&p.aws_pairs));
+    let masked = |name: &str| secrets.iter().find(|s| s.in_env && s.name == name);
+    let mut out = Vec::new();
+    for a in specs {
+        let (Some(key), Some(_)) = (
+            masked(&a.access_key_id_var),
+            masked(&a.secret_access_key_var),
+        ) else {
+            if masked(&a.secret_access_key_var).is_some() {
+                eprintln!(
+                    "ringfence: warning: {} is masked but {} is not: requests signed with the \
+                     placeholder secret cannot be re-signed and will fail upstream; mask both",
+                    a.secret_access_key_var, a.access_key_id_var
+                );
+            }
+            continue;
+        };
+        let (Ok(key_id), Ok(secret)) = (
+            std::env::var(&a.access_key_id_var),
+            std::env::var(&a.secret_access_key_var),
+        ) else {
+            continue;
+        };
+        let token = a
+            .session_token_var
+            .as_deref()
+            .filter(|t| masked(t).is_some())
+            .and_then(|t| std::env::var(t).ok());
+        let hosts = p
+            .masked_env
+            .iter()
+            .find(|m| m.name == a.access_key_id_var)
+            .and_then(|m| m.inject_hosts.as_ref())
+            .unwrap_or(&p.allowed_domains);
+        out.push(
+            ringfence_proxy::tls::sigv4::AwsPair::new(
+                &key.placeholder,
+                key_id,
+                secret,
+                token,
+                hosts,
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", a.access_key_id_var))?,
+        );
+    }
+    Ok(out)
 }

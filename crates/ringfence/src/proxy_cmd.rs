@@ -371,9 +371,17 @@ fn reverse(args: ProxyArgs) -> Result<i32> {
     let ssl_cert_file = std::env::var_os("SSL_CERT_FILE")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
-    let terminator =
-        ringfence_proxy::tls::reverse_setup(ssl_cert_file.as_deref(), secrets, injections, &policy)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let aws = ringfence_runtime::tlsrun::aws_pairs(&policy, &secrets)?;
+    let terminator = ringfence_proxy::tls::reverse_setup(
+        ssl_cert_file.as_deref(),
+        ringfence_proxy::tls::Credentials {
+            secrets,
+            injections,
+            aws,
+        },
+        &policy,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let sink = match &args.log {
         Some(path) => Sink::Log(
             ringfence_audit::LogWriter::create(path, &format!("proxy-{}", std::process::id()))

@@ -1270,7 +1270,10 @@ fn a_masked_file_shows_placeholders_that_reach_only_its_inject_hosts() {
     dir.write("home/strict", "nothing either\n");
     // In a credential store that is hidden by default: shown alone in the emptied directory.
     dir.mkdir("home/.aws");
-    dir.write("home/.aws/credentials", &format!("[default]\nkey = {pass}\n"));
+    dir.write(
+        "home/.aws/credentials",
+        &format!("[default]\nkey = {pass}\n"),
+    );
     dir.write("home/.aws/config", "other\n");
     let settings = dir.settings(&format!(
         r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}},
@@ -1311,7 +1314,10 @@ fn a_masked_file_shows_placeholders_that_reach_only_its_inject_hosts() {
     assert!(text.contains("nothing to see"), "{text}");
     assert!(out.stderr.contains("UNPROTECTED"), "{}", out.stderr);
     assert!(text.contains("strict=0"), "{text}");
-    assert!(text.contains("[default]\nkey = ringfence_placeholder_"), "{text}");
+    assert!(
+        text.contains("[default]\nkey = ringfence_placeholder_"),
+        "{text}"
+    );
     assert!(!text.contains("config"), "{text}");
     assert!(text.contains("writes=no"), "{text}");
     assert!(text.contains("api=200"), "{text}");
@@ -1345,6 +1351,153 @@ fn a_masked_file_shows_placeholders_that_reach_only_its_inject_hosts() {
     assert!(
         out.stderr
             .contains("credentials.files[0].extract matched nothing"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Checks the SigV4 signature of a request the upstream fixture recorded (head and body)
+/// against `secret`, as AWS does for simple requests (no path escapes, plain query); returns
+/// the key id it names, or why it does not verify.
+fn verify_sigv4(request: &str, secret: &str) -> Result<String, String> {
+    use ring::{digest, hmac};
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mac = |k: &[u8], d: &str| {
+        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, k), d.as_bytes())
+            .as_ref()
+            .to_vec()
+    };
+    let (head, body) = request.split_once("\r\n\r\n").ok_or("no head")?;
+    let mut lines = head.split("\r\n");
+    let start: Vec<&str> = lines.next().ok_or("empty")?.split(' ').collect();
+    let fields: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let get = |n: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .ok_or(format!("no {n}"))
+    };
+    let auth = get("authorization")?;
+    let part = |name: &str| -> Result<String, String> {
+        let at = auth.find(&format!("{name}=")).ok_or(name.to_string())? + name.len() + 1;
+        Ok(auth[at..].split([',', ' ']).next().unwrap().to_string())
+    };
+    let cred = part("Credential")?;
+    let scope: Vec<&str> = cred.split('/').collect();
+    let signed = part("SignedHeaders")?;
+    let (path, query) = start[1].split_once('?').unwrap_or((start[1], ""));
+    let mut q: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    q.sort();
+    let header_lines: String = signed
+        .split(';')
+        .map(|n| format!("{n}:{}\n", get(n).unwrap_or_default()))
+        .collect();
+    let payload = hex(digest::digest(&digest::SHA256, body.as_bytes()).as_ref());
+    let canonical = format!(
+        "{}\n{path}\n{}\n{header_lines}\n{signed}\n{payload}",
+        start[0],
+        q.join("&")
+    );
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{}\n{}\n{}",
+        get("x-amz-date")?,
+        scope[1..].join("/"),
+        hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
+    );
+    let mut k = mac(format!("AWS4{secret}").as_bytes(), scope[1]);
+    for s in &scope[2..] {
+        k = mac(&k, s);
+    }
+    let want = hex(&mac(&k, &to_sign));
+    if part("Signature")? == want {
+        Ok(scope[0].to_string())
+    } else {
+        Err(format!("the signature does not verify: {canonical:?}"))
+    }
+}
+
+#[test]
+fn sigv4_requests_signed_with_a_masked_key_are_signed_again_with_the_real_one() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let aws = upstream(&ca, "127.0.0.1");
+    let a = aws.port;
+    let n = common::unique_number();
+    let (key_id, secret, token) = (
+        format!("AKIAREAL{n}"),
+        format!("real/secret+{n}"),
+        format!("token-{n}"),
+    );
+    let (dir, settings) = setup(
+        "tls-sigv4",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}"], "tlsTerminate": {{}}}},
+                "credentials": {{"envVars": [
+                  {{"name": "MY_KEY_ID", "mode": "mask"}},
+                  {{"name": "MY_SECRET", "mode": "mask"}},
+                  {{"name": "MY_TOKEN", "mode": "mask"}}],
+                  "awsPairs": [{{"accessKeyIdVar": "MY_KEY_ID", "secretAccessKeyVar": "MY_SECRET",
+                                 "sessionTokenVar": "MY_TOKEN"}}]}}}}"#
+        ),
+    );
+    let sig = "--aws-sigv4 aws:amz:us-east-1:execute-api --user \"$MY_KEY_ID:$MY_SECRET\"";
+    let script = format!(
+        "echo id=$MY_KEY_ID; \
+         {CURL} -o /dev/null -w 'get=%{{http_code}}\\n' {sig} 'https://127.0.0.1:{a}/v1/items?b=2&a=1'; \
+         {CURL} -o /dev/null -w 'post=%{{http_code}}\\n' {sig} -d 'x=1' https://127.0.0.1:{a}/v1/items; \
+         {CURL} -o /dev/null -w 'presigned=%{{http_code}}\\n' \
+           \"https://127.0.0.1:{a}/obj?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=$MY_KEY_ID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=00\"; \
+         {CURL} -o /dev/null -w 'streaming=%{{http_code}}\\n' {sig} -H 'x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD' -d 'x' https://127.0.0.1:{a}/up"
+    );
+    let out = run(rf(&dir)
+        .env("MY_KEY_ID", &key_id)
+        .env("MY_SECRET", &secret)
+        .env("MY_TOKEN", &token)
+        .args(["run", "-s", &settings, "--", "sh", "-c", &script]));
+    let text = out.ok();
+    assert!(!text.contains(&key_id), "{text}");
+    assert!(text.contains("id=ringfence_placeholder_"), "{text}");
+    assert!(text.contains("get=200"), "{text}");
+    assert!(text.contains("post=200"), "{text}");
+    // Shapes that cannot be re-signed are refused by default (srt's "deny").
+    assert!(text.contains("presigned=403"), "{text}");
+    assert!(text.contains("streaming=403"), "{text}");
+    let seen = aws.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for req in &seen {
+        assert_eq!(
+            verify_sigv4(req, &secret).as_deref(),
+            Ok(key_id.as_str()),
+            "{req}"
+        );
+        // The placeholder secret does not verify it: the signature is really the real key's.
+        assert!(verify_sigv4(req, "placeholder").is_err());
+        assert!(
+            req.contains(&format!("x-amz-security-token: {token}\r\n")),
+            "{req}"
+        );
+        assert!(!req.contains("ringfence_placeholder_"), "{req}");
+    }
+    assert!(seen[1].ends_with("\r\n\r\nx=1"), "{seen:?}");
+
+    // A pair member that is not a masked variable is refused, naming the slot.
+    let bad = dir.settings(
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {
+             "envVars": [{"name": "K", "mode": "mask"}],
+             "awsPairs": [{"accessKeyIdVar": "K", "secretAccessKeyVar": "S"}]}}"#,
+    );
+    let out = run(rf(&dir).args(["run", "-s", &bad, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("credentials.awsPairs[0].secretAccessKeyVar"),
         "{}",
         out.stderr
     );

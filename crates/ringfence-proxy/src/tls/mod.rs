@@ -13,6 +13,7 @@ mod ca;
 mod roots;
 pub(crate) mod rules;
 pub(crate) mod serve;
+pub mod sigv4;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -154,6 +155,14 @@ impl Injection {
     }
 }
 
+/// What the proxy adds to requests: masked values, header fields, AWS keys to sign with.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    pub secrets: Vec<Secret>,
+    pub injections: Vec<Injection>,
+    pub aws: Vec<sigv4::AwsPair>,
+}
+
 /// TLS termination as configured, shared by all tunnels of a proxy.
 pub struct Terminator {
     /// None for the reverse proxy, which mints no certificate (its clients speak plain HTTP).
@@ -168,6 +177,9 @@ pub struct Terminator {
     pub(crate) secrets: Arc<Vec<Secret>>,
     pub(crate) rules: Arc<rules::Rules>,
     pub(crate) injections: Vec<Injection>,
+    /// Masked AWS credentials whose SigV4 signatures are made again (`credentials.awsPairs`).
+    pub(crate) aws: Vec<sigv4::AwsPair>,
+    pub(crate) sigv4_pass: sigv4::Passthrough,
     /// `network.refuseOpaqueTunnels`: every tunnel that is not terminated is refused.
     refuse_opaque: bool,
     /// `network.ambiguousRequestTarget: "refuse"`: a path normalisation changes gets 400.
@@ -258,6 +270,8 @@ impl Terminator {
             secrets: Arc::new(Vec::new()),
             rules: Arc::new(rules::Rules::default()),
             injections: Vec::new(),
+            aws: Vec::new(),
+            sigv4_pass: sigv4::Passthrough::default(),
             refuse_opaque: false,
             refuse_ambiguous: false,
             strip_response: Vec::new(),
@@ -340,8 +354,7 @@ pub fn setup(
     t: &ringfence_policy::TlsTerminate,
     state_dir: &Path,
     ssl_cert_file: Option<&Path>,
-    secrets: Vec<Secret>,
-    injections: Vec<Injection>,
+    c: Credentials,
     p: &ringfence_policy::Policy,
 ) -> Result<Setup, Error> {
     let dir = state_dir.join("tls");
@@ -377,12 +390,12 @@ pub fn setup(
         .map(|k| (k.to_string(), shown.clone()))
         .collect();
     env.extend(
-        secrets
+        c.secrets
             .iter()
             .filter(|s| s.in_env)
             .map(|s| (s.name.clone(), s.placeholder.clone())),
     );
-    terminator.configure(secrets, injections, p)?;
+    terminator.configure(c, p)?;
     let terminator = Arc::new(terminator);
     Ok(Setup {
         terminator,
@@ -418,12 +431,18 @@ fn root_store(host_roots: &[String], key: &str) -> Result<RootCertStore, Error> 
 impl Terminator {
     /// What the policy adds to a terminator: masked credentials, injected fields, request
     /// rules and the request and response options.
-    fn configure(
-        &mut self,
-        secrets: Vec<Secret>,
-        injections: Vec<Injection>,
-        p: &ringfence_policy::Policy,
-    ) -> Result<(), Error> {
+    fn configure(&mut self, c: Credentials, p: &ringfence_policy::Policy) -> Result<(), Error> {
+        let Credentials {
+            secrets,
+            injections,
+            aws,
+        } = c;
+        self.aws = aws;
+        self.sigv4_pass = sigv4::Passthrough {
+            streaming: p.sigv4_passthrough.streaming,
+            presigned: p.sigv4_passthrough.presigned,
+            sigv4a: p.sigv4_passthrough.sigv4a,
+        };
         self.secrets = Arc::new(secrets);
         self.rules = Arc::new(rules::Rules::compile(&p.request_rules)?);
         self.injections = injections;
@@ -443,8 +462,7 @@ impl Terminator {
 /// verified against the host's trust store and `ssl_cert_file`, as terminated tunnels are.
 pub fn reverse_setup(
     ssl_cert_file: Option<&Path>,
-    secrets: Vec<Secret>,
-    injections: Vec<Injection>,
+    c: Credentials,
     p: &ringfence_policy::Policy,
 ) -> Result<Arc<Terminator>, Error> {
     let host_roots = roots::host_roots(ssl_cert_file)?;
@@ -457,7 +475,7 @@ pub fn reverse_setup(
         handshake_timeout: Duration::from_millis(ringfence_policy::HANDSHAKE_TIMEOUT_MS),
     };
     let mut terminator = Terminator::new(&t, None, store)?;
-    terminator.configure(secrets, injections, p)?;
+    terminator.configure(c, p)?;
     Ok(Arc::new(terminator))
 }
 

@@ -727,6 +727,19 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
+    // AWS SigV4 by a masked key: judged on the request as the client signed it (the
+    // placeholder key id is the trigger), signed again once it is what goes upstream.
+    let sig_plan = super::sigv4::plan(
+        &st.terminator.aws,
+        st.terminator.sigv4_pass,
+        &parts.headers,
+        &pq,
+        &st.host,
+        st.port,
+    );
+    if let Some(super::sigv4::Plan::Refuse(why)) = sig_plan {
+        return refuse(403, why);
+    }
     // Masked credentials: the real value in place of the placeholder toward the credential's
     // own hosts; a placeholder on its way anywhere else stops the request.
     if !st.secrets.is_empty() {
@@ -806,7 +819,67 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
     {
         parts.headers.insert(j.name.clone(), j.value.clone());
     }
-    let body: Body = if st.secrets.is_empty() || body.is_end_stream() {
+    let body: Body = if let Some(plan) = &sig_plan {
+        let whole = match http_body_util::Limited::new(body, super::sigv4::MAX_BODY)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return refuse(
+                    403,
+                    format!(
+                        "an AWS SigV4 request signed with a masked credential is re-signed over \
+                         its whole body, which could not be read within {} bytes: {e}",
+                        super::sigv4::MAX_BODY
+                    ),
+                )
+            }
+        };
+        let mut buf = whole.to_vec();
+        if !st.secrets.is_empty() {
+            let scan = super::body::Scan::new(st.secrets.clone(), st.host.clone(), st.port);
+            match scan.step(&mut buf, true) {
+                Ok(out) => buf = out,
+                Err(name) => {
+                    return refuse(
+                        403,
+                        format!(
+                            "the placeholder of the masked credential {name} was sent to \
+                             {target} in the body, which is not one of its injectHosts: \
+                             refused as an attempted credential leak"
+                        ),
+                    )
+                }
+            }
+        }
+        let host = match parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(h) => h.to_string(),
+            None => authority.clone(),
+        };
+        if let Err(e) = super::sigv4::resign(
+            plan,
+            parts.method.as_str(),
+            &pq,
+            &host,
+            &mut parts.headers,
+            &buf,
+        ) {
+            return refuse(403, format!("AWS SigV4 re-signing failed: {e}"));
+        }
+        if !buf.is_empty() || parts.headers.contains_key(header::CONTENT_LENGTH) {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(buf.len()));
+        }
+        Full::new(Bytes::from(buf))
+            .map_err(|never: Infallible| match never {})
+            .boxed()
+    } else if st.secrets.is_empty() || body.is_end_stream() {
         body.map_err(Into::into).boxed()
     } else {
         let scan = super::body::Scan::new(st.secrets.clone(), st.host.clone(), st.port);
