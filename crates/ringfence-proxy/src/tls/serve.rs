@@ -699,7 +699,14 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
     }
     let sender = match &st.upstream {
         Ok(s) => s,
-        Err(e) => return text(502, e, false),
+        Err(e) => {
+            let mut r = text(502, e, false);
+            if st.reverse_host.is_some() {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return r;
+        }
     };
     // A WebSocket (or other HTTP/1.1) upgrade passes once the request was allowed: the
     // upgrade fields go on, and after a 101 both sides are joined byte for byte.
@@ -995,7 +1002,16 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
             };
             Response::from_parts(p, b.map_err(Into::into).boxed())
         }
-        Err(e) => text(502, &format!("{target}: {e}"), false),
+        Err(e) => {
+            let mut r = text(502, &format!("{target}: {e}"), false);
+            // The reverse proxy's client connection has one upstream connection: once that
+            // failed, the client is told to connect again (and gets a new one).
+            if st.reverse_host.is_some() {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        }
     }
 }
 
