@@ -107,6 +107,10 @@ pub struct MaskedEnv {
     pub name: String,
     /// Hosts (allowedDomains syntax) the real value goes to; `None`: every allowed host.
     pub inject_hosts: Option<Vec<String>>,
+    /// `extract`: a regex whose group 1 is each part of the value to mask; `None`: the whole.
+    pub extract: Option<String>,
+    /// `onExtractNoMatch` (default "warn").
+    pub on_no_match: crate::OnExtractNoMatch,
 }
 
 /// A file the sandbox sees with placeholders (`credentials.files`, mode "mask").
@@ -485,6 +489,19 @@ fn check_aws_pairs(p: &Policy) -> Result<(), Error> {
                 ));
             }
             seen.push(name);
+            if p.masked_env
+                .iter()
+                .any(|m| &m.name == name && m.extract.is_some())
+            {
+                return Err(Error::invalid(
+                    file,
+                    format!("{key}.{slot}"),
+                    format!(
+                        "\"{name}\" is masked with extract; an AWS pair member must be masked \
+                         whole (the placeholder is the whole value)"
+                    ),
+                ));
+            }
             if !p.masked_env.iter().any(|m| &m.name == name) {
                 return Err(Error::invalid(
                     file,
@@ -868,6 +885,10 @@ impl<'a> Merge<'a> {
                         key: format!("credentials.envVars[{i}]"),
                         name: v.name.clone(),
                         inject_hosts: v.inject_hosts.clone(),
+                        extract: v.extract.clone(),
+                        on_no_match: v
+                            .on_extract_no_match
+                            .unwrap_or(crate::OnExtractNoMatch::Warn),
                     });
                 }
             }

@@ -1131,6 +1131,10 @@ impl Settings {
                         inv(format!("credentials.envVars[{i}].injectHosts[{j}]"), m)
                     })?;
                 }
+                if let Some(x) = &v.extract {
+                    check_extract(x)
+                        .map_err(|m| inv(format!("credentials.envVars[{i}].extract"), m))?;
+                }
             }
         }
         for (key, list) in [("env.allow", &self.env.allow), ("env.deny", &self.env.deny)] {
@@ -1229,14 +1233,15 @@ impl Settings {
                 return found(true, &format!("credentials.files[{i}].{k}"), MASK_ONLY);
             }
         }
-        // Whole-value masking of a variable works (with injectHosts); its structured forms
-        // do not yet.
-        const MASK_PART: &str = "is not supported yet (ringfence masks the whole value); \
-                                 remove it";
+        // A variable is masked whole or by extract (with injectHosts); JWT decoding is not
+        // done yet.
+        const MASK_PART: &str = "is not supported yet (ringfence masks the whole value or \
+                                 what extract captures); remove it";
         for (i, v) in c.env_vars.iter().flatten().enumerate() {
+            let mask = v.mode == CredentialMode::Mask;
             let keys = [
-                (v.extract.is_some(), "extract"),
-                (v.on_extract_no_match.is_some(), "onExtractNoMatch"),
+                (v.extract.is_some() && !mask, "extract"),
+                (v.on_extract_no_match.is_some() && !mask, "onExtractNoMatch"),
                 (v.decode.is_some(), "decode"),
                 (v.mask_claims.is_some(), "maskClaims"),
             ];
@@ -1688,7 +1693,8 @@ pub(crate) mod tests {
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "x"}]}}"#, "credentials.files[0].extract: \"x\" has no capture group"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "(?=a)(b)"}]}}"#, "credentials.files[0].extract: \"(?=a)(b)\" is not a pattern ringfence can use"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "extract": "(x)"}]}}"#, "credentials.files[0].extract: belongs to mode \"mask\""),
-            (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: is not supported yet"),
+            (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "decode": "jwt"}]}}"#, "credentials.envVars[0].decode: is not supported yet"),
+            (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "x"}]}}"#, "credentials.envVars[0].extract: \"x\" has no capture group"),
             (r#"{"credentials": {"files": [{"path": "x", "mode": "deny", "injectHosts": ["a.example.com"]}]}}"#, "credentials.files[0].injectHosts: belongs to mode \"mask\""),
             (r#"{"credentials": {"envVars": [{"name": "A", "mode": "deny", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: belongs to mode \"mask\""),
         ];

@@ -87,8 +87,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.envVars[].extract",
-        Refused("credentials.envVars[0].extract"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "deny", "extract": "(.*)"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "(.*)"}]}}"#,
     ),
     (
         "credentials.envVars[].injectHosts",
@@ -112,8 +112,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.envVars[].onExtractNoMatch",
-        Refused("credentials.envVars[0].onExtractNoMatch"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "deny", "onExtractNoMatch": "deny"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "(.*)", "onExtractNoMatch": "deny"}]}}"#,
     ),
     (
         "credentials.files",

@@ -13,7 +13,8 @@ pub fn setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls
     let Some(t) = &p.tls_terminate else {
         return Ok(None);
     };
-    let mut secrets = masked_secrets(p)?;
+    let vars = masked_secrets(p)?;
+    let mut secrets = vars.secrets;
     let aws = aws_pairs(p, &secrets)?;
     let files = masked_files(p)?;
     secrets.extend(files.secrets);
@@ -37,6 +38,8 @@ pub fn setup(p: &ringfence_policy::Policy) -> Result<Option<ringfence_proxy::tls
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     setup.masked_files = write_fakes(&state.join("tls"), &files.fakes)?;
     setup.unmasked = files.unmasked;
+    setup.env.extend(vars.env);
+    setup.env.extend(vars.unprotected);
     Ok(Some(setup))
 }
 
@@ -201,8 +204,9 @@ fn write_fakes(
 
 /// The masked variables (`credentials.envVars`, mode "mask") that the host sets, each with its
 /// real value and a new placeholder.
-pub fn masked_secrets(p: &ringfence_policy::Policy) -> Result<Vec<ringfence_proxy::tls::Secret>> {
-    let mut secrets = Vec::new();
+pub fn masked_secrets(p: &ringfence_policy::Policy) -> Result<MaskedVars> {
+    use ringfence_policy::OnExtractNoMatch;
+    let mut out = MaskedVars::default();
     for m in &p.masked_env {
         // A masked variable the host does not set has nothing to protect (as in srt).
         let Some(value) = std::env::var_os(&m.name) else {
@@ -217,16 +221,88 @@ pub fn masked_secrets(p: &ringfence_policy::Policy) -> Result<Vec<ringfence_prox
             )
         })?;
         let hosts = m.inject_hosts.as_ref().unwrap_or(&p.allowed_domains);
-        let s = ringfence_proxy::tls::Secret::new(
-            "credentials.envVars.injectHosts",
-            &m.name,
-            value,
-            hosts,
-        )
-        .map_err(|e| anyhow::anyhow!("{}: {}: {e}", m.origin, m.key))?;
-        secrets.push(s);
+        let err = |e: ringfence_proxy::Error| anyhow::anyhow!("{}: {}: {e}", m.origin, m.key);
+        let Some(pattern) = &m.extract else {
+            let s = ringfence_proxy::tls::Secret::new(
+                "credentials.envVars.injectHosts",
+                &m.name,
+                value,
+                hosts,
+            )
+            .map_err(err)?;
+            out.secrets.push(s);
+            continue;
+        };
+        // Structured: the variable keeps its text, each captured part a placeholder.
+        let mut made = Vec::new();
+        let masked = ringfence_policy::mask_spans(&value, pattern, false, &mut |part| {
+            let mut s = ringfence_proxy::tls::Secret::new(
+                "credentials.envVars.injectHosts",
+                &m.name,
+                part.to_string(),
+                hosts,
+            )?;
+            s.in_env = false;
+            let placeholder = s.placeholder.clone();
+            made.push(s);
+            Ok(placeholder)
+        })
+        .map_err(|e| match e {
+            ringfence_policy::MaskError::NoGroup(at) => anyhow::anyhow!(
+                "{}: {}.extract: the pattern matched at byte {at} of {} without group 1; group 1 \
+                 must capture the value on every match",
+                m.origin,
+                m.key,
+                m.name
+            ),
+            ringfence_policy::MaskError::Pattern(e) => {
+                anyhow::anyhow!("{}: {}.extract: {e}", m.origin, m.key)
+            }
+            ringfence_policy::MaskError::Placeholder(e) => err(e),
+        })?;
+        match masked {
+            Some(masked) => {
+                out.secrets.extend(made);
+                out.env.push((m.name.clone(), masked.text));
+            }
+            None => {
+                let cause = format!(
+                    "{}: {}.extract matched nothing in the value of {}",
+                    m.origin, m.key, m.name
+                );
+                match m.on_no_match {
+                    OnExtractNoMatch::Error => anyhow::bail!(
+                        "{cause} (onExtractNoMatch: \"error\"); fix the pattern, set \
+                         onExtractNoMatch to \"deny\" or \"warn\", or remove the entry"
+                    ),
+                    // The variable is not passed in (it is in env.deny).
+                    OnExtractNoMatch::Deny => {}
+                    OnExtractNoMatch::Warn => {
+                        eprintln!(
+                            "ringfence: warning: {cause}; the variable is left UNPROTECTED (its \
+                             value is visible inside). Fix the pattern, or set onExtractNoMatch \
+                             to \"deny\" or \"error\""
+                        );
+                        out.unprotected.push((m.name.clone(), value));
+                    }
+                }
+            }
+        }
     }
-    Ok(secrets)
+    Ok(out)
+}
+
+/// The masked variables of a run.
+#[derive(Default)]
+pub struct MaskedVars {
+    /// The values the proxy puts back; those masked whole are variables set to their
+    /// placeholder (`in_env`).
+    pub secrets: Vec<ringfence_proxy::tls::Secret>,
+    /// Variables masked by `extract`, with the text the sandbox sees (placeholders in it).
+    pub env: Vec<(String, String)>,
+    /// Variables whose extract matched nothing, with onExtractNoMatch "warn": passed in as
+    /// they are (srt's meaning).
+    pub unprotected: Vec<(String, String)>,
 }
 
 /// `credentials.inject` with the values read from the host's environment and files.

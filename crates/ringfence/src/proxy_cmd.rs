@@ -362,11 +362,14 @@ fn reverse(args: ProxyArgs) -> Result<i32> {
     }
     let net = NetPolicy::from_policy(&policy).context("network policy")?;
     let parent = crate::netrun::Egress::from_policy(&policy)?.parent;
-    let secrets = ringfence_runtime::tlsrun::masked_secrets(&policy)?;
+    let vars = ringfence_runtime::tlsrun::masked_secrets(&policy)?;
+    let secrets = vars.secrets;
     let injections = ringfence_runtime::tlsrun::header_injections(&policy)?;
     let shown: Vec<(String, String)> = secrets
         .iter()
+        .filter(|s| s.in_env)
         .map(|s| (s.name.clone(), s.placeholder.clone()))
+        .chain(vars.env)
         .collect();
     let ssl_cert_file = std::env::var_os("SSL_CERT_FILE")
         .filter(|v| !v.is_empty())

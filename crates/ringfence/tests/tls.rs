@@ -1502,3 +1502,54 @@ fn sigv4_requests_signed_with_a_masked_key_are_signed_again_with_the_real_one() 
         out.stderr
     );
 }
+
+#[test]
+fn a_variable_masked_by_extract_keeps_its_text_around_the_placeholder() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let other = upstream(&ca, "127.0.0.1");
+    let (a, b) = (api.port, other.port);
+    let n = common::unique_number();
+    let dsn = format!("postgres://me:pw{n}secret@db.internal/app");
+    let (dir, settings) = setup(
+        "tls-mask-extract",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}},
+                "credentials": {{"envVars": [
+                  {{"name": "RF_DSN", "mode": "mask", "extract": "://[^:]+:([^@]+)@",
+                    "injectHosts": ["127.0.0.1:{a}"]}},
+                  {{"name": "RF_NOMATCH", "mode": "mask", "extract": "token=(\\w+)"}},
+                  {{"name": "RF_STRICT", "mode": "mask", "extract": "token=(\\w+)",
+                    "onExtractNoMatch": "deny"}}]}}}}"#
+        ),
+    );
+    let script = format!(
+        "echo \"dsn=$RF_DSN\"; echo \"nomatch=$RF_NOMATCH\"; echo \"strict=${{RF_STRICT-unset}}\"; \
+         {CURL} -o /dev/null -w 'api=%{{http_code}}\\n' -H \"X-Dsn: $RF_DSN\" https://127.0.0.1:{a}/; \
+         {CURL} -o /dev/null -w 'leak=%{{http_code}}\\n' -H \"X-Dsn: $RF_DSN\" https://127.0.0.1:{b}/"
+    );
+    let out = run(rf(&dir)
+        .env("RF_DSN", &dsn)
+        .env("RF_NOMATCH", "plain")
+        .env("RF_STRICT", "plain")
+        .args(["run", "-s", &settings, "--", "sh", "-c", &script]));
+    let text = out.ok();
+    assert!(!text.contains(&format!("pw{n}secret")), "{text}");
+    assert!(
+        text.contains("dsn=postgres://me:ringfence_placeholder_"),
+        "{text}"
+    );
+    assert!(text.contains("@db.internal/app"), "{text}");
+    assert!(text.contains("nomatch=plain"), "{text}");
+    assert!(out.stderr.contains("UNPROTECTED"), "{}", out.stderr);
+    assert!(text.contains("strict=unset"), "{text}");
+    assert!(text.contains("api=200"), "{text}");
+    assert!(text.contains("leak=403"), "{text}");
+    let seen = api.seen.lock().unwrap().clone();
+    assert!(seen[0].contains(&format!("x-dsn: {dsn}\r\n")), "{seen:?}");
+    assert!(other.seen.lock().unwrap().is_empty());
+}
