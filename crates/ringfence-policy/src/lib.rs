@@ -30,7 +30,7 @@ pub use load::{
     load, AwsPair, CliRules, HostEnv, LoadOptions, MaskedEnv, MaskedFile, Policy, Sigv4Passthrough,
     Workspace, ASK_TIMEOUT_SECONDS,
 };
-pub use mask::{mask_spans, MaskError, Masked};
+pub use mask::{fake_jwt, is_jwt, mask_jwt_claims, mask_spans, MaskError, Masked, JWT_PATTERN};
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
 pub use protected::{is_git_dir, same_name, ProtectedNames, Protection};
 pub use requests::{normalize_path, RequestAction, RequestRule, RequestRuleSettings};

@@ -111,6 +111,10 @@ pub struct MaskedEnv {
     pub extract: Option<String>,
     /// `onExtractNoMatch` (default "warn").
     pub on_no_match: crate::OnExtractNoMatch,
+    /// `decode: "jwt"`: the value is a JWT, shown as a JWT-shaped placeholder.
+    pub decode_jwt: bool,
+    /// `maskClaims`: with decode, these payload claims get placeholders of their own.
+    pub mask_claims: Vec<String>,
 }
 
 /// A file the sandbox sees with placeholders (`credentials.files`, mode "mask").
@@ -127,6 +131,11 @@ pub struct MaskedFile {
     pub on_no_match: crate::OnExtractNoMatch,
     /// `maskDuplicates`: verbatim copies of a captured value elsewhere are masked too.
     pub mask_duplicates: bool,
+    /// `decode: "jwt"`: only captures that are JWTs are masked, by JWT-shaped placeholders
+    /// (the pattern defaults to [`crate::JWT_PATTERN`]).
+    pub decode_jwt: bool,
+    /// `maskClaims`: with decode, these payload claims get placeholders of their own.
+    pub mask_claims: Vec<String>,
     /// Hosts (allowedDomains syntax) the real value goes to; `None`: every allowed host.
     pub inject_hosts: Option<Vec<String>>,
 }
@@ -491,14 +500,14 @@ fn check_aws_pairs(p: &Policy) -> Result<(), Error> {
             seen.push(name);
             if p.masked_env
                 .iter()
-                .any(|m| &m.name == name && m.extract.is_some())
+                .any(|m| &m.name == name && (m.extract.is_some() || m.decode_jwt))
             {
                 return Err(Error::invalid(
                     file,
                     format!("{key}.{slot}"),
                     format!(
-                        "\"{name}\" is masked with extract; an AWS pair member must be masked \
-                         whole (the placeholder is the whole value)"
+                        "\"{name}\" is masked with extract or decode; an AWS pair member must be \
+                         masked whole (the placeholder is the whole value)"
                     ),
                 ));
             }
@@ -819,6 +828,8 @@ impl<'a> Merge<'a> {
                             .on_extract_no_match
                             .unwrap_or(crate::OnExtractNoMatch::Warn),
                         mask_duplicates: f.mask_duplicates == Some(true),
+                        decode_jwt: f.decode == Some(crate::DecodeFormat::Jwt),
+                        mask_claims: f.mask_claims.clone().unwrap_or_default(),
                         inject_hosts: f.inject_hosts.clone(),
                     });
                 }
@@ -889,6 +900,8 @@ impl<'a> Merge<'a> {
                         on_no_match: v
                             .on_extract_no_match
                             .unwrap_or(crate::OnExtractNoMatch::Warn),
+                        decode_jwt: v.decode == Some(crate::DecodeFormat::Jwt),
+                        mask_claims: v.mask_claims.clone().unwrap_or_default(),
                     });
                 }
             }

@@ -1203,29 +1203,24 @@ impl Settings {
         if let Some(hit) = top.into_iter().flatten().next() {
             return Some(hit);
         }
-        // A file is masked whole or by `extract`; JWT decoding is not done yet.
-        const DECODE: &str = "is not supported yet (ringfence masks the whole file or what \
-                              extract captures); remove it";
+        const NEEDS_DECODE: &str = "names claims inside a decoded value; add decode: \"jwt\" \
+                                    or remove it";
         for (i, f) in c.files.iter().flatten().enumerate() {
-            for (present, k) in [
-                (f.decode.is_some(), "decode"),
-                (f.mask_claims.is_some(), "maskClaims"),
-            ] {
-                if present {
-                    let message = if f.mode == CredentialMode::Mask {
-                        DECODE
-                    } else {
-                        MASK_ONLY
-                    };
-                    return found(true, &format!("credentials.files[{i}].{k}"), message);
-                }
-            }
             if f.mode == CredentialMode::Mask {
+                if f.mask_claims.is_some() && f.decode.is_none() {
+                    return found(
+                        true,
+                        &format!("credentials.files[{i}].maskClaims"),
+                        NEEDS_DECODE,
+                    );
+                }
                 continue;
             }
             let keys = [
                 (f.extract.is_some(), "extract"),
                 (f.on_extract_no_match.is_some(), "onExtractNoMatch"),
+                (f.decode.is_some(), "decode"),
+                (f.mask_claims.is_some(), "maskClaims"),
                 (f.mask_duplicates.is_some(), "maskDuplicates"),
                 (f.inject_hosts.is_some(), "injectHosts"),
             ];
@@ -1233,25 +1228,31 @@ impl Settings {
                 return found(true, &format!("credentials.files[{i}].{k}"), MASK_ONLY);
             }
         }
-        // A variable is masked whole or by extract (with injectHosts); JWT decoding is not
-        // done yet.
-        const MASK_PART: &str = "is not supported yet (ringfence masks the whole value or \
-                                 what extract captures); remove it";
         for (i, v) in c.env_vars.iter().flatten().enumerate() {
             let mask = v.mode == CredentialMode::Mask;
+            if mask && v.mask_claims.is_some() && v.decode.is_none() {
+                return found(
+                    true,
+                    &format!("credentials.envVars[{i}].maskClaims"),
+                    NEEDS_DECODE,
+                );
+            }
+            if mask && v.extract.is_some() && v.decode.is_some() {
+                return found(
+                    true,
+                    &format!("credentials.envVars[{i}].extract"),
+                    "cannot be combined with decode for a variable (the value is the JWT); \
+                     remove one",
+                );
+            }
             let keys = [
                 (v.extract.is_some() && !mask, "extract"),
                 (v.on_extract_no_match.is_some() && !mask, "onExtractNoMatch"),
-                (v.decode.is_some(), "decode"),
-                (v.mask_claims.is_some(), "maskClaims"),
+                (v.decode.is_some() && !mask, "decode"),
+                (v.mask_claims.is_some() && !mask, "maskClaims"),
             ];
             if let Some((_, k)) = keys.iter().find(|(present, _)| *present) {
-                let message = if v.mode == CredentialMode::Mask {
-                    MASK_PART
-                } else {
-                    MASK_ONLY
-                };
-                return found(true, &format!("credentials.envVars[{i}].{k}"), message);
+                return found(true, &format!("credentials.envVars[{i}].{k}"), MASK_ONLY);
             }
             if v.mode == CredentialMode::Deny && v.inject_hosts.is_some() {
                 return found(
@@ -1689,11 +1690,11 @@ pub(crate) mod tests {
             (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs request filtering"),
             (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: \"asSpelled\" is not supported"),
             (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credential masking and injection are not supported yet"),
-            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "decode": "jwt"}]}}"#, "credentials.files[0].decode: is not supported yet"),
+            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "maskClaims": ["sub"]}]}}"#, "credentials.files[0].maskClaims: names claims inside a decoded value"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "x"}]}}"#, "credentials.files[0].extract: \"x\" has no capture group"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "(?=a)(b)"}]}}"#, "credentials.files[0].extract: \"(?=a)(b)\" is not a pattern ringfence can use"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "extract": "(x)"}]}}"#, "credentials.files[0].extract: belongs to mode \"mask\""),
-            (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "decode": "jwt"}]}}"#, "credentials.envVars[0].decode: is not supported yet"),
+            (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "decode": "jwt", "extract": "(x)"}]}}"#, "credentials.envVars[0].extract: cannot be combined with decode"),
             (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "x"}]}}"#, "credentials.envVars[0].extract: \"x\" has no capture group"),
             (r#"{"credentials": {"files": [{"path": "x", "mode": "deny", "injectHosts": ["a.example.com"]}]}}"#, "credentials.files[0].injectHosts: belongs to mode \"mask\""),
             (r#"{"credentials": {"envVars": [{"name": "A", "mode": "deny", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: belongs to mode \"mask\""),

@@ -82,8 +82,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.envVars[].decode",
-        Refused("credentials.envVars[0].decode"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "deny", "decode": "jwt"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask", "decode": "jwt"}]}}"#,
     ),
     (
         "credentials.envVars[].extract",
@@ -97,8 +97,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.envVars[].maskClaims",
-        Refused("credentials.envVars[0].maskClaims"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "deny", "maskClaims": ["sub"]}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask", "decode": "jwt", "maskClaims": ["sub"]}]}}"#,
     ),
     (
         "credentials.envVars[].mode",
@@ -122,8 +122,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.files[].decode",
-        Refused("credentials.files[0].decode"),
-        r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "decode": "jwt"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "decode": "jwt"}]}}"#,
     ),
     (
         "credentials.files[].extract",
@@ -137,8 +137,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.files[].maskClaims",
-        Refused("credentials.files[0].maskClaims"),
-        r#"{"network": {"tlsTerminate": {}}, "credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "maskClaims": ["sub"]}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "decode": "jwt", "maskClaims": ["sub"]}]}}"#,
     ),
     (
         "credentials.files[].maskDuplicates",

@@ -81,7 +81,11 @@ fn masked_files(p: &ringfence_policy::Policy) -> Result<MaskedFiles> {
         let hosts = m.inject_hosts.as_ref().unwrap_or(&p.allowed_domains);
         let name = format!("{} ({}: {})", m.path.display(), m.origin, m.key);
         let err = |e: ringfence_proxy::Error| anyhow::anyhow!("{}: {}: {e}", m.origin, m.key);
-        let fake = match &m.extract {
+        let pattern = m
+            .extract
+            .as_deref()
+            .or(m.decode_jwt.then_some(ringfence_policy::JWT_PATTERN));
+        let fake = match pattern {
             None => {
                 let (value, end) = match content.strip_suffix('\n') {
                     Some(v) => (v, "\n"),
@@ -100,11 +104,40 @@ fn masked_files(p: &ringfence_policy::Policy) -> Result<MaskedFiles> {
                     pattern,
                     m.mask_duplicates,
                     &mut |value| {
-                        let s = ringfence_proxy::tls::Secret::from_file(
-                            &name,
-                            value.to_string(),
-                            hosts,
-                        )?;
+                        let new = |v: &str, label: &str| {
+                            ringfence_proxy::tls::Secret::from_file(
+                                &format!("{name}{label}"),
+                                v.to_string(),
+                                hosts,
+                            )
+                        };
+                        let mut s = new(value, "")?;
+                        if m.decode_jwt {
+                            // A candidate that is not a JWT is left as it is.
+                            if !ringfence_policy::is_jwt(value) {
+                                return Ok(value.to_string());
+                            }
+                            if m.mask_claims.is_empty() {
+                                s.placeholder = ringfence_policy::fake_jwt(&s.placeholder);
+                            } else {
+                                let mut claims = Vec::new();
+                                let fake = ringfence_policy::mask_jwt_claims(
+                                    value,
+                                    &m.mask_claims,
+                                    &mut |c, v| {
+                                        let c = new(v, &format!(" claim {c}"))?;
+                                        let p = c.placeholder.clone();
+                                        claims.push(c);
+                                        Ok(p)
+                                    },
+                                )?;
+                                let Some(fake) = fake else {
+                                    return Ok(value.to_string());
+                                };
+                                s.placeholder = fake;
+                                made.extend(claims);
+                            }
+                        }
                         let placeholder = s.placeholder.clone();
                         made.push(s);
                         Ok(placeholder)
@@ -222,6 +255,55 @@ pub fn masked_secrets(p: &ringfence_policy::Policy) -> Result<MaskedVars> {
         })?;
         let hosts = m.inject_hosts.as_ref().unwrap_or(&p.allowed_domains);
         let err = |e: ringfence_proxy::Error| anyhow::anyhow!("{}: {}: {e}", m.origin, m.key);
+        if m.decode_jwt {
+            let unprotected = |why: &str| {
+                eprintln!(
+                    "ringfence: warning: {}: {}: {why}; the variable {} is left UNPROTECTED (its \
+                     value is visible inside). Fix the entry or remove it",
+                    m.origin, m.key, m.name
+                );
+            };
+            if !ringfence_policy::is_jwt(&value) {
+                unprotected("decode \"jwt\", but the value is not a JWT");
+                out.unprotected.push((m.name.clone(), value));
+                continue;
+            }
+            let mut whole = ringfence_proxy::tls::Secret::new(
+                "credentials.envVars.injectHosts",
+                &m.name,
+                value.clone(),
+                hosts,
+            )
+            .map_err(err)?;
+            if m.mask_claims.is_empty() {
+                whole.placeholder = ringfence_policy::fake_jwt(&whole.placeholder);
+                out.secrets.push(whole);
+                continue;
+            }
+            let mut claims = Vec::new();
+            let fake = ringfence_policy::mask_jwt_claims(&value, &m.mask_claims, &mut |c, v| {
+                let mut s = ringfence_proxy::tls::Secret::new(
+                    "credentials.envVars.injectHosts",
+                    &format!("{} (claim {c})", m.name),
+                    v.to_string(),
+                    hosts,
+                )?;
+                s.in_env = false;
+                let placeholder = s.placeholder.clone();
+                claims.push(s);
+                Ok(placeholder)
+            })
+            .map_err(err)?;
+            let Some(fake) = fake else {
+                unprotected("none of maskClaims is a string claim of its JWT");
+                out.unprotected.push((m.name.clone(), value));
+                continue;
+            };
+            whole.placeholder = fake;
+            out.secrets.push(whole);
+            out.secrets.extend(claims);
+            continue;
+        }
         let Some(pattern) = &m.extract else {
             let s = ringfence_proxy::tls::Secret::new(
                 "credentials.envVars.injectHosts",

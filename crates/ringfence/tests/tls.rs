@@ -1553,3 +1553,67 @@ fn a_variable_masked_by_extract_keeps_its_text_around_the_placeholder() {
     assert!(seen[0].contains(&format!("x-dsn: {dsn}\r\n")), "{seen:?}");
     assert!(other.seen.lock().unwrap().is_empty());
 }
+
+#[test]
+fn decoded_jwts_are_shown_as_jwt_shaped_placeholders() {
+    if !need_curl() {
+        return;
+    }
+    const REAL: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+                        eyJzdWIiOiJ1c2VyLTEiLCJlbWFpbCI6InJlYWxAZXhhbXBsZS5jb20ifQ.cmVhbHNpZw";
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let a = api.port;
+    let (dir, _) = setup("tls-jwt", &ca, "{}");
+    dir.write(
+        "home/token.json",
+        &format!("{{\"access_token\": \"{REAL}\", \"n\": 1}}\n"),
+    );
+    let home = dir.s("home");
+    let settings = dir.settings(&format!(
+        r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}"], "tlsTerminate": {{}}}},
+            "credentials": {{
+              "envVars": [{{"name": "RF_JWT", "mode": "mask", "decode": "jwt"}},
+                          {{"name": "RF_NOT_JWT", "mode": "mask", "decode": "jwt"}}],
+              "files": [{{"path": "{home}/token.json", "mode": "mask", "decode": "jwt",
+                          "maskClaims": ["email"]}}]}}}}"#
+    ));
+    let script = format!(
+        "echo \"env=$RF_JWT\"; echo \"notjwt=$RF_NOT_JWT\"; cat {home}/token.json; \
+         T=$(sed 's/.*\"access_token\": \"\\([^\"]*\\)\".*/\\1/' {home}/token.json); \
+         {CURL} -o /dev/null -w 'env=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_JWT\" https://127.0.0.1:{a}/e; \
+         {CURL} -o /dev/null -w 'file=%{{http_code}}\\n' -H \"Authorization: Bearer $T\" https://127.0.0.1:{a}/f"
+    );
+    let out = run(rf(&dir)
+        .env("RF_JWT", REAL)
+        .env("RF_NOT_JWT", "plain")
+        .args(["run", "-s", &settings, "--", "sh", "-c", &script]));
+    let text = out.ok();
+    let payload = REAL.split('.').nth(1).unwrap();
+    assert!(!text.contains(payload), "{text}");
+    let env = text
+        .lines()
+        .find_map(|l| l.strip_prefix("env=eyJ"))
+        .unwrap();
+    assert_eq!(env.split('.').count(), 3, "{text}");
+    assert!(text.contains("notjwt=plain"), "{text}");
+    assert!(out.stderr.contains("UNPROTECTED"), "{}", out.stderr);
+    // The file keeps its form and the token's header; its payload is another.
+    assert!(
+        text.contains("{\"access_token\": \"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."),
+        "{text}"
+    );
+    assert!(text.contains("\", \"n\": 1}"), "{text}");
+    assert!(
+        text.contains("env=200") && text.contains("file=200"),
+        "{text}"
+    );
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for s in &seen {
+        assert!(
+            s.contains(&format!("authorization: Bearer {REAL}\r\n")),
+            "{seen:?}"
+        );
+    }
+}
