@@ -1165,10 +1165,10 @@ impl Settings {
     fn unsupported_key(&self) -> Option<(String, String)> {
         const REQUESTS: &str = "needs request filtering, which ringfence does not support \
                                 yet; remove this key";
-        const INJECT: &str = "credential masking and injection are not supported yet; remove \
-                              this key (mode \"deny\" works)";
-        const MASK_ONLY: &str = "belongs to mode \"mask\", which ringfence does not support \
-                                 yet; remove it";
+        const INJECT: &str = "credentials are put into requests only inside verified TLS \
+                              connections; injecting into plain http:// requests is not \
+                              supported, remove this key";
+        const MASK_ONLY: &str = "belongs to mode \"mask\"; use that mode or remove it";
         let n = &self.network;
         let found = |present: bool, key: &str, message: &str| {
             present.then(|| (key.to_string(), message.to_string()))
@@ -1689,7 +1689,7 @@ pub(crate) mod tests {
             (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: needs request filtering"),
             (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs request filtering"),
             (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: \"asSpelled\" is not supported"),
-            (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credential masking and injection are not supported yet"),
+            (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credentials are put into requests only inside verified TLS"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "maskClaims": ["sub"]}]}}"#, "credentials.files[0].maskClaims: names claims inside a decoded value"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "x"}]}}"#, "credentials.files[0].extract: \"x\" has no capture group"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "(?=a)(b)"}]}}"#, "credentials.files[0].extract: \"(?=a)(b)\" is not a pattern ringfence can use"),
