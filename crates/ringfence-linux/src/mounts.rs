@@ -427,6 +427,17 @@ pub fn apply(plan: &MountPlan) -> Result<Vec<WritableDir>> {
                     0,
                 )?;
             }
+            Step::MaskFile { path, fake } => {
+                let dst = in_new(path);
+                make_mount_point(&dst, Kind::File)?;
+                bind(
+                    &in_old(fake),
+                    &dst,
+                    false,
+                    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+                    0,
+                )?;
+            }
             Step::Reopen {
                 path,
                 kind,

@@ -48,6 +48,9 @@ pub enum Step {
     HideDir { path: PathBuf },
     /// A denied file replaced by an empty read-only file.
     HideFile { path: PathBuf },
+    /// A masked credential file (`credentials.files`, mode "mask"): `fake`, a host file with
+    /// placeholders, bound read-only over it.
+    MaskFile { path: PathBuf, fake: PathBuf },
     /// A path inside a hidden area re-opened from the host (read-write when it is also writable).
     Reopen {
         path: PathBuf,
@@ -92,6 +95,22 @@ impl fmt::Display for PlanError {
 }
 
 impl std::error::Error for PlanError {}
+
+impl MountPlan {
+    /// Shows each of `masked` (real path, file with placeholders) in place of the real file:
+    /// the step that hides it is replaced, and one in a hidden directory is added last, after
+    /// the directory was hidden.
+    pub fn mask_files(&mut self, masked: &[(PathBuf, PathBuf)]) {
+        for (path, fake) in masked {
+            self.steps
+                .retain(|s| !matches!(s, Step::HideFile { path: p } if p == path));
+            self.steps.push(Step::MaskFile {
+                path: path.clone(),
+                fake: fake.clone(),
+            });
+        }
+    }
+}
 
 fn depth(p: &Path) -> usize {
     p.components().count()
@@ -417,6 +436,9 @@ impl fmt::Display for Step {
             ),
             Step::HideDir { path } => write!(f, "hidden     {}  (empty directory)", path.display()),
             Step::HideFile { path } => write!(f, "hidden     {}  (empty file)", path.display()),
+            Step::MaskFile { path, .. } => {
+                write!(f, "masked     {}  (placeholders)", path.display())
+            }
             Step::Reopen { path, writable, .. } => write!(
                 f,
                 "re-opened  {}{}",
@@ -826,5 +848,38 @@ mod tests {
         assert!(looks_like_file(Path::new("/a/b.c")));
         assert!(!looks_like_file(Path::new("/a/.b")));
         assert!(!looks_like_file(Path::new("/a/b.")));
+    }
+
+    #[test]
+    fn a_masked_file_replaces_its_hiding_step_and_comes_last() {
+        let mut plan = MountPlan {
+            steps: vec![
+                Step::RootReadOnly,
+                Step::HideFile {
+                    path: p("/h/.netrc"),
+                },
+                Step::HideDir { path: p("/h/.aws") },
+            ],
+            ..MountPlan::default()
+        };
+        plan.mask_files(&[
+            (p("/h/.netrc"), p("/s/0.fake")),
+            (p("/h/.aws/credentials"), p("/s/1.fake")),
+        ]);
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step::RootReadOnly,
+                Step::HideDir { path: p("/h/.aws") },
+                Step::MaskFile {
+                    path: p("/h/.netrc"),
+                    fake: p("/s/0.fake")
+                },
+                Step::MaskFile {
+                    path: p("/h/.aws/credentials"),
+                    fake: p("/s/1.fake")
+                },
+            ]
+        );
     }
 }

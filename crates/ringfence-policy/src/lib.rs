@@ -10,6 +10,7 @@ mod error;
 mod inject;
 mod limits;
 mod load;
+mod mask;
 mod paths;
 mod protected;
 mod requests;
@@ -26,8 +27,10 @@ pub use error::Error;
 pub use inject::{parse_template, HeaderInjection, TemplatePart};
 pub use limits::{default_memory, format_size, parse_size, Limits};
 pub use load::{
-    load, CliRules, HostEnv, LoadOptions, MaskedEnv, Policy, Workspace, ASK_TIMEOUT_SECONDS,
+    load, AwsPair, CliRules, HostEnv, LoadOptions, MaskedEnv, MaskedFile, Policy, Sigv4Passthrough,
+    Workspace, ASK_TIMEOUT_SECONDS,
 };
+pub use mask::{fake_jwt, is_jwt, mask_jwt_claims, mask_spans, MaskError, Masked, JWT_PATTERN};
 pub use paths::{expand_glob, is_glob, is_within, normalize, resolve_path, PathRule};
 pub use protected::{is_git_dir, same_name, ProtectedNames, Protection};
 pub use requests::{normalize_path, RequestAction, RequestRule, RequestRuleSettings};

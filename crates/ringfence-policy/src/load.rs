@@ -46,6 +46,9 @@ pub struct LoadOptions {
     /// The machine's memory in bytes (MemTotal), from which the default `limits.memory` is
     /// derived; `None` when the caller does not know it.
     pub machine_memory: Option<u64>,
+    /// The caller sees requests in the clear without terminating TLS (`ringfence proxy
+    /// --reverse`): credentials and request rules do not need `network.tlsTerminate`.
+    pub clear_requests: bool,
 }
 
 impl LoadOptions {
@@ -64,6 +67,7 @@ impl LoadOptions {
             cwd,
             home,
             machine_memory: None,
+            clear_requests: false,
         }
     }
 }
@@ -103,6 +107,82 @@ pub struct MaskedEnv {
     pub name: String,
     /// Hosts (allowedDomains syntax) the real value goes to; `None`: every allowed host.
     pub inject_hosts: Option<Vec<String>>,
+    /// `extract`: a regex whose group 1 is each part of the value to mask; `None`: the whole.
+    pub extract: Option<String>,
+    /// `onExtractNoMatch` (default "warn").
+    pub on_no_match: crate::OnExtractNoMatch,
+    /// `decode: "jwt"`: the value is a JWT, shown as a JWT-shaped placeholder.
+    pub decode_jwt: bool,
+    /// `maskClaims`: with decode, these payload claims get placeholders of their own.
+    pub mask_claims: Vec<String>,
+}
+
+/// A file the sandbox sees with placeholders (`credentials.files`, mode "mask").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskedFile {
+    /// The settings file that declared it, and the entry (`credentials.files[N]`).
+    pub origin: String,
+    pub key: String,
+    /// The file, resolved (`~`, relative to the working directory); one name, never a glob.
+    pub path: PathBuf,
+    /// `extract`: a regex whose group 1 is each value to mask; `None`: the whole file.
+    pub extract: Option<String>,
+    /// `onExtractNoMatch` (default "warn").
+    pub on_no_match: crate::OnExtractNoMatch,
+    /// `maskDuplicates`: verbatim copies of a captured value elsewhere are masked too.
+    pub mask_duplicates: bool,
+    /// `decode: "jwt"`: only captures that are JWTs are masked, by JWT-shaped placeholders
+    /// (the pattern defaults to [`crate::JWT_PATTERN`]).
+    pub decode_jwt: bool,
+    /// `maskClaims`: with decode, these payload claims get placeholders of their own.
+    pub mask_claims: Vec<String>,
+    /// Hosts (allowedDomains syntax) the real value goes to; `None`: every allowed host.
+    pub inject_hosts: Option<Vec<String>>,
+}
+
+/// A `credentials.awsPairs` entry: masked variables that make one AWS credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsPair {
+    /// `FILE: credentials.awsPairs[N]`; empty for the implicit pair of the variables the AWS
+    /// tools read (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+    pub origin: String,
+    pub access_key_id_var: String,
+    pub secret_access_key_var: String,
+    pub session_token_var: Option<String>,
+}
+
+impl AwsPair {
+    /// The pair of the variables the AWS SDKs and CLI read, used as srt does when no
+    /// `credentials.awsPairs` entry names any of them.
+    pub fn conventional(pairs: &[AwsPair]) -> Option<AwsPair> {
+        let names = [
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+        ];
+        let claimed = pairs.iter().any(|a| {
+            names.iter().any(|n| {
+                a.access_key_id_var == *n
+                    || a.secret_access_key_var == *n
+                    || a.session_token_var.as_deref() == Some(n)
+            })
+        });
+        (!claimed).then(|| AwsPair {
+            origin: String::new(),
+            access_key_id_var: names[0].into(),
+            secret_access_key_var: names[1].into(),
+            session_token_var: Some(names[2].into()),
+        })
+    }
+}
+
+/// `credentials.sigv4`: the request shapes that pass un-resigned (`"passthrough"` in some
+/// layer) instead of being refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sigv4Passthrough {
+    pub streaming: bool,
+    pub presigned: bool,
+    pub sigv4a: bool,
 }
 
 /// The merged policy of all layers.
@@ -171,6 +251,12 @@ pub struct Policy {
     /// `credentials.envVars` entries with mode "mask" (also in `env.deny`: the host value is
     /// never passed in), in layer order.
     pub masked_env: Vec<MaskedEnv>,
+    /// `credentials.files` entries with mode "mask" (also in `deny_read`), in layer order.
+    pub masked_files: Vec<MaskedFile>,
+    /// `credentials.awsPairs` of every layer. The run adds the pair of the variables the AWS
+    /// tools read unless one of these names one of them (see [`AwsPair::conventional`]).
+    pub aws_pairs: Vec<AwsPair>,
+    pub sigv4_passthrough: Sigv4Passthrough,
     /// `network.tlsTerminate` (managed over user, like mitmProxy; a project file may not set it).
     pub tls_terminate: Option<crate::TlsTerminate>,
     pub http_proxy_port: Option<u16>,
@@ -318,62 +404,126 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
         .0
         .unwrap_or(merge.policy.workspace.confirm_deletes);
     check_unix_sockets_readable(&merge.policy)?;
-    for (origin, key) in [
-        (
-            &merge.policy.refuse_opaque_tunnels,
-            "network.refuseOpaqueTunnels",
-        ),
-        (
-            &merge.policy.refuse_ambiguous_paths,
-            "network.ambiguousRequestTarget",
-        ),
-        (
-            &merge.policy.strip_response_origin,
-            "network.stripResponseHeaders",
-        ),
-    ] {
-        if let (Some(origin), None) = (origin, &merge.policy.tls_terminate) {
+    check_aws_pairs(&merge.policy)?;
+    if !opts.clear_requests {
+        for (origin, key) in [
+            (
+                &merge.policy.refuse_opaque_tunnels,
+                "network.refuseOpaqueTunnels",
+            ),
+            (
+                &merge.policy.refuse_ambiguous_paths,
+                "network.ambiguousRequestTarget",
+            ),
+            (
+                &merge.policy.strip_response_origin,
+                "network.stripResponseHeaders",
+            ),
+        ] {
+            if let (Some(origin), None) = (origin, &merge.policy.tls_terminate) {
+                return Err(Error::invalid(
+                    origin,
+                    key,
+                    "needs network.tlsTerminate in ringfence (it applies to terminated tunnels); \
+                     add network.tlsTerminate",
+                ));
+            }
+        }
+        if let (Some(j), None) = (
+            merge.policy.header_injections.first(),
+            &merge.policy.tls_terminate,
+        ) {
+            let (file, key) = j.origin.rsplit_once(": ").unwrap_or(("", &j.origin));
             return Err(Error::invalid(
-                origin,
+                file,
                 key,
-                "needs network.tlsTerminate in ringfence (it applies to terminated tunnels); \
+                "needs network.tlsTerminate (the value is added only inside a verified TLS \
+                 connection); add network.tlsTerminate",
+            ));
+        }
+        if let (Some(r), None) = (
+            merge.policy.request_rules.first(),
+            &merge.policy.tls_terminate,
+        ) {
+            let (file, key) = r.origin.rsplit_once(": ").unwrap_or(("", &r.origin));
+            return Err(Error::invalid(
+                file,
+                key,
+                "needs network.tlsTerminate (rules see requests only inside terminated tunnels); \
                  add network.tlsTerminate",
             ));
         }
-    }
-    if let (Some(j), None) = (
-        merge.policy.header_injections.first(),
-        &merge.policy.tls_terminate,
-    ) {
-        let (file, key) = j.origin.rsplit_once(": ").unwrap_or(("", &j.origin));
-        return Err(Error::invalid(
-            file,
-            key,
-            "needs network.tlsTerminate (the value is added only inside a verified TLS \
-             connection); add network.tlsTerminate",
-        ));
-    }
-    if let (Some(r), None) = (
-        merge.policy.request_rules.first(),
-        &merge.policy.tls_terminate,
-    ) {
-        let (file, key) = r.origin.rsplit_once(": ").unwrap_or(("", &r.origin));
-        return Err(Error::invalid(
-            file,
-            key,
-            "needs network.tlsTerminate (rules see requests only inside terminated tunnels); \
-             add network.tlsTerminate",
-        ));
-    }
-    if let (Some(m), None) = (merge.policy.masked_env.first(), &merge.policy.tls_terminate) {
-        return Err(Error::invalid(
-            &m.origin,
-            format!("{}.mode", m.key),
-            "\"mask\" needs network.tlsTerminate (the real value is put back only inside a \
-             verified TLS connection); add network.tlsTerminate or use \"deny\"",
-        ));
+        if let (Some(m), None) = (
+            merge.policy.masked_files.first(),
+            &merge.policy.tls_terminate,
+        ) {
+            return Err(Error::invalid(
+                &m.origin,
+                format!("{}.mode", m.key),
+                "\"mask\" needs network.tlsTerminate (the real value is put back only inside a \
+                 verified TLS connection); add network.tlsTerminate or use \"deny\"",
+            ));
+        }
+        if let (Some(m), None) = (merge.policy.masked_env.first(), &merge.policy.tls_terminate) {
+            return Err(Error::invalid(
+                &m.origin,
+                format!("{}.mode", m.key),
+                "\"mask\" needs network.tlsTerminate (the real value is put back only inside a \
+                 verified TLS connection); add network.tlsTerminate or use \"deny\"",
+            ));
+        }
     }
     Ok(merge.policy)
+}
+
+/// Each `credentials.awsPairs` variable fills one slot and is a masked variable (srt's rule).
+fn check_aws_pairs(p: &Policy) -> Result<(), Error> {
+    let mut seen: Vec<&str> = Vec::new();
+    for a in &p.aws_pairs {
+        let (file, key) = a.origin.rsplit_once(": ").unwrap_or(("", &a.origin));
+        let slots = [
+            ("accessKeyIdVar", Some(&a.access_key_id_var)),
+            ("secretAccessKeyVar", Some(&a.secret_access_key_var)),
+            ("sessionTokenVar", a.session_token_var.as_ref()),
+        ];
+        for (slot, name) in slots {
+            let Some(name) = name else { continue };
+            if seen.contains(&name.as_str()) {
+                return Err(Error::invalid(
+                    file,
+                    format!("{key}.{slot}"),
+                    format!(
+                        "\"{name}\" fills more than one awsPairs slot; each variable fills one"
+                    ),
+                ));
+            }
+            seen.push(name);
+            if p.masked_env
+                .iter()
+                .any(|m| &m.name == name && (m.extract.is_some() || m.decode_jwt))
+            {
+                return Err(Error::invalid(
+                    file,
+                    format!("{key}.{slot}"),
+                    format!(
+                        "\"{name}\" is masked with extract or decode; an AWS pair member must be \
+                         masked whole (the placeholder is the whole value)"
+                    ),
+                ));
+            }
+            if !p.masked_env.iter().any(|m| &m.name == name) {
+                return Err(Error::invalid(
+                    file,
+                    format!("{key}.{slot}"),
+                    format!(
+                        "\"{name}\" is not a credentials.envVars entry with mode \"mask\"; an \
+                         AWS pair links masked variables, so add that entry"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `$NAME` or `$NAME/rest` at the start of an allowUnixSockets entry, replaced by the
@@ -666,6 +816,23 @@ impl<'a> Merge<'a> {
         if let Some(c) = &s.credentials {
             for (i, f) in c.files.iter().flatten().enumerate() {
                 let key = format!("credentials.files[{i}].path");
+                if f.mode == crate::CredentialMode::Mask {
+                    let path = crate::paths::resolve_path(&f.path, &self.opts.cwd, &self.opts.home)
+                        .map_err(|m| Error::invalid(origin, key.clone(), m))?;
+                    self.policy.masked_files.push(MaskedFile {
+                        origin: origin.to_string(),
+                        key: format!("credentials.files[{i}]"),
+                        path,
+                        extract: f.extract.clone(),
+                        on_no_match: f
+                            .on_extract_no_match
+                            .unwrap_or(crate::OnExtractNoMatch::Warn),
+                        mask_duplicates: f.mask_duplicates == Some(true),
+                        decode_jwt: f.decode == Some(crate::DecodeFormat::Jwt),
+                        mask_claims: f.mask_claims.clone().unwrap_or_default(),
+                        inject_hosts: f.inject_hosts.clone(),
+                    });
+                }
                 let src = self.source(layer, origin, &key);
                 let mut rules = resolve_rules(
                     &[PathEntry::Written(f.path.clone())],
@@ -705,6 +872,22 @@ impl<'a> Merge<'a> {
                     value: resolved,
                 });
             }
+            for (i, a) in c.aws_pairs.iter().flatten().enumerate() {
+                self.policy.aws_pairs.push(AwsPair {
+                    origin: format!("{origin}: credentials.awsPairs[{i}]"),
+                    access_key_id_var: a.access_key_id_var.clone(),
+                    secret_access_key_var: a.secret_access_key_var.clone(),
+                    session_token_var: a.session_token_var.clone(),
+                });
+            }
+            if let Some(s) = &c.sigv4 {
+                let pass =
+                    |v: Option<crate::Sigv4Policy>| v == Some(crate::Sigv4Policy::Passthrough);
+                let t = &mut self.policy.sigv4_passthrough;
+                t.streaming |= pass(s.streaming);
+                t.presigned |= pass(s.presigned);
+                t.sigv4a |= pass(s.sigv4a);
+            }
             for (i, v) in c.env_vars.iter().flatten().enumerate() {
                 self.policy.env.deny.push(v.name.clone());
                 if v.mode == crate::CredentialMode::Mask {
@@ -713,6 +896,12 @@ impl<'a> Merge<'a> {
                         key: format!("credentials.envVars[{i}]"),
                         name: v.name.clone(),
                         inject_hosts: v.inject_hosts.clone(),
+                        extract: v.extract.clone(),
+                        on_no_match: v
+                            .on_extract_no_match
+                            .unwrap_or(crate::OnExtractNoMatch::Warn),
+                        decode_jwt: v.decode == Some(crate::DecodeFormat::Jwt),
+                        mask_claims: v.mask_claims.clone().unwrap_or_default(),
                     });
                 }
             }

@@ -27,8 +27,8 @@ pub struct Settings {
     /// Filesystem restrictions: reads are allowed except what is denied; writes only where allowed.
     #[serde(default)]
     pub filesystem: FilesystemSettings,
-    /// Credential files and environment variables to protect (srt). Files with mode "deny" are
-    /// denied for reading; in ringfence "mask" currently behaves like "deny".
+    /// Credential files and environment variables to protect (srt). Mode "deny" hides them;
+    /// "mask" shows placeholders that the proxy replaces toward injectHosts.
     pub credentials: Option<CredentialSettings>,
     /// srt: command patterns (a substring of the command, or "*" for every command) mapped to
     /// substrings of the violations not to report in `<sandbox_violations>`. The activity log
@@ -409,13 +409,26 @@ pub struct HeaderInjectSettings {
     pub value: String,
 }
 
+/// Checks an `extract` pattern: it compiles (Rust's regex syntax, which has no look-around
+/// or back-references; those are refused, not approximated) and has a group 1.
+pub fn check_extract(pattern: &str) -> Result<(), String> {
+    let re = regex::Regex::new(pattern)
+        .map_err(|e| format!("\"{pattern}\" is not a pattern ringfence can use: {e}"))?;
+    if re.captures_len() < 2 {
+        return Err(format!(
+            "\"{pattern}\" has no capture group; group 1 must capture the value to mask"
+        ));
+    }
+    Ok(())
+}
+
 /// How a declared credential is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum CredentialMode {
     /// Not readable / not passed at all.
     Deny,
-    /// A placeholder inside, the real value put back by the proxy (variables only for now).
+    /// A placeholder inside, the real value put back by the proxy.
     Mask,
 }
 
@@ -1105,6 +1118,10 @@ impl Settings {
                     check_domain(d, false)
                         .map_err(|m| inv(format!("credentials.files[{i}].injectHosts[{j}]"), m))?;
                 }
+                if let Some(x) = &f.extract {
+                    check_extract(x)
+                        .map_err(|m| inv(format!("credentials.files[{i}].extract"), m))?;
+                }
             }
             for (i, v) in c.env_vars.iter().flatten().enumerate() {
                 check_env_name(&v.name)
@@ -1113,6 +1130,10 @@ impl Settings {
                     check_domain(d, false).map_err(|m| {
                         inv(format!("credentials.envVars[{i}].injectHosts[{j}]"), m)
                     })?;
+                }
+                if let Some(x) = &v.extract {
+                    check_extract(x)
+                        .map_err(|m| inv(format!("credentials.envVars[{i}].extract"), m))?;
                 }
             }
         }
@@ -1144,10 +1165,10 @@ impl Settings {
     fn unsupported_key(&self) -> Option<(String, String)> {
         const REQUESTS: &str = "needs request filtering, which ringfence does not support \
                                 yet; remove this key";
-        const INJECT: &str = "credential masking and injection are not supported yet; remove \
-                              this key (mode \"deny\" works)";
-        const MASK_ONLY: &str = "belongs to mode \"mask\", which ringfence does not support \
-                                 yet; remove it";
+        const INJECT: &str = "credentials are put into requests only inside verified TLS \
+                              connections; injecting into plain http:// requests is not \
+                              supported, remove this key";
+        const MASK_ONLY: &str = "belongs to mode \"mask\"; use that mode or remove it";
         let n = &self.network;
         let found = |present: bool, key: &str, message: &str| {
             present.then(|| (key.to_string(), message.to_string()))
@@ -1174,27 +1195,26 @@ impl Settings {
             return Some(hit);
         }
         let c = self.credentials.as_ref()?;
-        let top = [
-            found(
-                c.allow_plaintext_inject.is_some(),
-                "credentials.allowPlaintextInject",
-                INJECT,
-            ),
-            found(c.aws_pairs.is_some(), "credentials.awsPairs", INJECT),
-            found(c.sigv4.is_some(), "credentials.sigv4", INJECT),
-        ];
+        let top = [found(
+            c.allow_plaintext_inject.is_some(),
+            "credentials.allowPlaintextInject",
+            INJECT,
+        )];
         if let Some(hit) = top.into_iter().flatten().next() {
             return Some(hit);
         }
-        let mask = |list: &str, i: usize, what: &str| {
-            (
-                format!("credentials.{list}[{i}].mode"),
-                format!("\"mask\" is not supported yet; use \"deny\" ({what}) or remove the entry"),
-            )
-        };
+        const NEEDS_DECODE: &str = "names claims inside a decoded value; add decode: \"jwt\" \
+                                    or remove it";
         for (i, f) in c.files.iter().flatten().enumerate() {
             if f.mode == CredentialMode::Mask {
-                return Some(mask("files", i, "the file is hidden"));
+                if f.mask_claims.is_some() && f.decode.is_none() {
+                    return found(
+                        true,
+                        &format!("credentials.files[{i}].maskClaims"),
+                        NEEDS_DECODE,
+                    );
+                }
+                continue;
             }
             let keys = [
                 (f.extract.is_some(), "extract"),
@@ -1208,24 +1228,31 @@ impl Settings {
                 return found(true, &format!("credentials.files[{i}].{k}"), MASK_ONLY);
             }
         }
-        // Whole-value masking of a variable works (with injectHosts); its structured forms
-        // do not yet.
-        const MASK_PART: &str = "is not supported yet (ringfence masks the whole value); \
-                                 remove it";
         for (i, v) in c.env_vars.iter().flatten().enumerate() {
+            let mask = v.mode == CredentialMode::Mask;
+            if mask && v.mask_claims.is_some() && v.decode.is_none() {
+                return found(
+                    true,
+                    &format!("credentials.envVars[{i}].maskClaims"),
+                    NEEDS_DECODE,
+                );
+            }
+            if mask && v.extract.is_some() && v.decode.is_some() {
+                return found(
+                    true,
+                    &format!("credentials.envVars[{i}].extract"),
+                    "cannot be combined with decode for a variable (the value is the JWT); \
+                     remove one",
+                );
+            }
             let keys = [
-                (v.extract.is_some(), "extract"),
-                (v.on_extract_no_match.is_some(), "onExtractNoMatch"),
-                (v.decode.is_some(), "decode"),
-                (v.mask_claims.is_some(), "maskClaims"),
+                (v.extract.is_some() && !mask, "extract"),
+                (v.on_extract_no_match.is_some() && !mask, "onExtractNoMatch"),
+                (v.decode.is_some() && !mask, "decode"),
+                (v.mask_claims.is_some() && !mask, "maskClaims"),
             ];
             if let Some((_, k)) = keys.iter().find(|(present, _)| *present) {
-                let message = if v.mode == CredentialMode::Mask {
-                    MASK_PART
-                } else {
-                    MASK_ONLY
-                };
-                return found(true, &format!("credentials.envVars[{i}].{k}"), message);
+                return found(true, &format!("credentials.envVars[{i}].{k}"), MASK_ONLY);
             }
             if v.mode == CredentialMode::Deny && v.inject_hosts.is_some() {
                 return found(
@@ -1320,7 +1347,14 @@ impl Settings {
                 .any(|r| r.action == crate::RequestAction::Allow),
             "network.requests (action \"allow\")",
         );
-        // A masked variable's real value is sent on to hosts: more than removing it.
+        // A masked value is sent on to hosts: more than removing it.
+        add(
+            self.credentials
+                .iter()
+                .flat_map(|c| c.files.iter().flatten())
+                .any(|f| f.mode == CredentialMode::Mask),
+            "credentials.files (mode \"mask\")",
+        );
         add(
             self.credentials
                 .iter()
@@ -1655,11 +1689,13 @@ pub(crate) mod tests {
             (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: needs request filtering"),
             (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs request filtering"),
             (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: \"asSpelled\" is not supported"),
-            (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credential masking and injection are not supported yet"),
-            (r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#, "credentials.awsPairs: credential masking"),
-            (r#"{"credentials": {"sigv4": {"streaming": "deny"}}}"#, "credentials.sigv4: credential masking"),
-            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask"}]}}"#, "credentials.files[0].mode: \"mask\" is not supported yet; use \"deny\" (the file is hidden)"),
-            (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: is not supported yet"),
+            (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credentials are put into requests only inside verified TLS"),
+            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "maskClaims": ["sub"]}]}}"#, "credentials.files[0].maskClaims: names claims inside a decoded value"),
+            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "x"}]}}"#, "credentials.files[0].extract: \"x\" has no capture group"),
+            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "(?=a)(b)"}]}}"#, "credentials.files[0].extract: \"(?=a)(b)\" is not a pattern ringfence can use"),
+            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "extract": "(x)"}]}}"#, "credentials.files[0].extract: belongs to mode \"mask\""),
+            (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "decode": "jwt", "extract": "(x)"}]}}"#, "credentials.envVars[0].extract: cannot be combined with decode"),
+            (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "x"}]}}"#, "credentials.envVars[0].extract: \"x\" has no capture group"),
             (r#"{"credentials": {"files": [{"path": "x", "mode": "deny", "injectHosts": ["a.example.com"]}]}}"#, "credentials.files[0].injectHosts: belongs to mode \"mask\""),
             (r#"{"credentials": {"envVars": [{"name": "A", "mode": "deny", "extract": "(.*)"}]}}"#, "credentials.envVars[0].extract: belongs to mode \"mask\""),
         ];

@@ -57,23 +57,23 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.awsPairs",
-        Refused("credentials.awsPairs"),
+        Acts,
         r#"{"credentials": {"awsPairs": []}}"#,
     ),
     (
         "credentials.awsPairs[].accessKeyIdVar",
-        Refused("credentials.awsPairs"),
-        r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "A", "mode": "mask"}, {"name": "B", "mode": "mask"}, {"name": "C", "mode": "mask"}], "awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B", "sessionTokenVar": "C"}]}}"#,
     ),
     (
         "credentials.awsPairs[].secretAccessKeyVar",
-        Refused("credentials.awsPairs"),
-        r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "A", "mode": "mask"}, {"name": "B", "mode": "mask"}, {"name": "C", "mode": "mask"}], "awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B", "sessionTokenVar": "C"}]}}"#,
     ),
     (
         "credentials.awsPairs[].sessionTokenVar",
-        Refused("credentials.awsPairs"),
-        r#"{"credentials": {"awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B", "sessionTokenVar": "C"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "A", "mode": "mask"}, {"name": "B", "mode": "mask"}, {"name": "C", "mode": "mask"}], "awsPairs": [{"accessKeyIdVar": "A", "secretAccessKeyVar": "B", "sessionTokenVar": "C"}]}}"#,
     ),
     (
         "credentials.envVars",
@@ -82,13 +82,13 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.envVars[].decode",
-        Refused("credentials.envVars[0].decode"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "deny", "decode": "jwt"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask", "decode": "jwt"}]}}"#,
     ),
     (
         "credentials.envVars[].extract",
-        Refused("credentials.envVars[0].extract"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "deny", "extract": "(.*)"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "(.*)"}]}}"#,
     ),
     (
         "credentials.envVars[].injectHosts",
@@ -97,8 +97,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.envVars[].maskClaims",
-        Refused("credentials.envVars[0].maskClaims"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "deny", "maskClaims": ["sub"]}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask", "decode": "jwt", "maskClaims": ["sub"]}]}}"#,
     ),
     (
         "credentials.envVars[].mode",
@@ -112,8 +112,8 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.envVars[].onExtractNoMatch",
-        Refused("credentials.envVars[0].onExtractNoMatch"),
-        r#"{"credentials": {"envVars": [{"name": "T", "mode": "deny", "onExtractNoMatch": "deny"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "(.*)", "onExtractNoMatch": "deny"}]}}"#,
     ),
     (
         "credentials.files",
@@ -122,38 +122,38 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.files[].decode",
-        Refused("credentials.files[0].decode"),
-        r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "decode": "jwt"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "decode": "jwt"}]}}"#,
     ),
     (
         "credentials.files[].extract",
-        Refused("credentials.files[0].extract"),
-        r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "extract": "(.*)"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "password (\\S+)"}]}}"#,
     ),
     (
         "credentials.files[].injectHosts",
-        Refused("credentials.files[0].injectHosts"),
-        r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "injectHosts": ["api.example.com"]}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "injectHosts": ["api.example.com"]}]}}"#,
     ),
     (
         "credentials.files[].maskClaims",
-        Refused("credentials.files[0].maskClaims"),
-        r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "maskClaims": ["sub"]}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "decode": "jwt", "maskClaims": ["sub"]}]}}"#,
     ),
     (
         "credentials.files[].maskDuplicates",
-        Refused("credentials.files[0].maskDuplicates"),
-        r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "maskDuplicates": true}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "(x)", "maskDuplicates": true}]}}"#,
     ),
     (
         "credentials.files[].mode",
-        Refused("credentials.files[0].mode"),
-        r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"files": [{"path": "~/.netrc", "mode": "mask"}]}}"#,
     ),
     (
         "credentials.files[].onExtractNoMatch",
-        Refused("credentials.files[0].onExtractNoMatch"),
-        r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "onExtractNoMatch": "warn"}]}}"#,
+        Acts,
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "(x)", "onExtractNoMatch": "deny"}]}}"#,
     ),
     (
         "credentials.files[].path",
@@ -162,22 +162,22 @@ const KEYS: &[(&str, Kind, &str)] = &[
     ),
     (
         "credentials.sigv4",
-        Refused("credentials.sigv4"),
+        Acts,
         r#"{"credentials": {"sigv4": {}}}"#,
     ),
     (
         "credentials.sigv4.presigned",
-        Refused("credentials.sigv4"),
+        Acts,
         r#"{"credentials": {"sigv4": {"presigned": "deny"}}}"#,
     ),
     (
         "credentials.sigv4.sigv4a",
-        Refused("credentials.sigv4"),
+        Acts,
         r#"{"credentials": {"sigv4": {"sigv4a": "deny"}}}"#,
     ),
     (
         "credentials.sigv4.streaming",
-        Refused("credentials.sigv4"),
+        Acts,
         r#"{"credentials": {"sigv4": {"streaming": "passthrough"}}}"#,
     ),
     (

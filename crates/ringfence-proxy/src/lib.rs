@@ -20,6 +20,7 @@ mod policy;
 mod proxy;
 mod refusal;
 mod relay;
+mod reverse;
 mod route;
 mod service;
 mod socks;
@@ -30,6 +31,7 @@ pub mod transparent;
 pub use policy::{embedded_ipv4, local_kind, NetPolicy, Verdict};
 pub use proxy::{AskAnswer, AskQuery, Decision, DecisionRecord, Hooks, Limits, Protocol, Proxy};
 pub use relay::{Relay, RelayRecord};
+pub use reverse::Upstream;
 
 /// Errors of this crate.
 #[derive(Debug, thiserror::Error)]

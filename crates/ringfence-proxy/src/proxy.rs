@@ -37,6 +37,8 @@ pub enum Protocol {
     Transparent,
     /// A name looked up through transparent mode's DNS server.
     Dns,
+    /// A connection to the reverse proxy (`ringfence proxy --reverse`), to its upstream.
+    Reverse,
 }
 
 impl Protocol {
@@ -49,6 +51,7 @@ impl Protocol {
             Protocol::Https => "https",
             Protocol::Transparent => "transparent",
             Protocol::Dns => "dns",
+            Protocol::Reverse => "reverse",
         }
     }
 }

@@ -66,6 +66,7 @@ impl FsAsk {
                 | Step::Overlay { path, .. }
                 | Step::HideDir { path }
                 | Step::HideFile { path }
+                | Step::MaskFile { path, .. }
                 | Step::Reopen { path, .. }
                 | Step::ReadOnly { path, .. } => path.clone(),
             };

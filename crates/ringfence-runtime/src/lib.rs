@@ -43,7 +43,7 @@ pub mod prepare;
 mod run;
 pub mod runs;
 mod socket_owner;
-mod tlsrun;
+pub mod tlsrun;
 
 pub use audit::{Event, Observer};
 pub use netrun::{AskRequest, NetDenial, WriteAnswer};

@@ -383,14 +383,16 @@ pub fn print_egress(
                 };
                 writeln!(
                     out,
-                    "egress: TLS terminated (CA: {ca}){}; {} request rule(s), {} masked variable(s)",
+                    "egress: TLS terminated (CA: {ca}){}; {} request rule(s), {} masked variable(s), {} masked file(s), {} AWS pair(s)",
                     if t.exclude_domains.is_empty() {
                         String::new()
                     } else {
                         format!(" except {}", t.exclude_domains.join(", "))
                     },
                     p.request_rules.len(),
-                    p.masked_env.len()
+                    p.masked_env.len(),
+                    p.masked_files.len(),
+                    p.aws_pairs.len()
                 )?;
             }
             if let Some(m) = &p.mitm_proxy {

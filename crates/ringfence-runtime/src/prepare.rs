@@ -36,6 +36,9 @@ pub struct Sources {
     /// The working directory of the command, whose project file (`.ringfence.json`) is read;
     /// `None`: this process's working directory.
     pub cwd: Option<PathBuf>,
+    /// The caller sees requests in the clear (`ringfence proxy --reverse`); see
+    /// `LoadOptions::clear_requests`.
+    pub clear_requests: bool,
 }
 
 impl Sources {
@@ -115,6 +118,7 @@ pub fn load_policy(src: &Sources) -> Result<(Policy, PathBuf)> {
     opts.settings = src.settings.clone();
     opts.cli = src.cli.clone();
     opts.machine_memory = Some(machine_memory()?);
+    opts.clear_requests = src.clear_requests;
     let policy = ringfence_policy::load(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok((policy, cwd))
 }
@@ -369,6 +373,11 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     // The state directory (run records, activity logs, scan cache, the TLS CA) is not
     // readable inside; the trust bundle in it is (below).
     let mut deny_read = paths(&policy.deny_read);
+    // A masked file whose pattern matched nothing, with onExtractNoMatch "warn" (srt's
+    // default), is left as it is.
+    if let Some(t) = &tls {
+        deny_read.retain(|d| !t.unmasked.contains(d));
+    }
     deny_read.extend(tls.iter().flat_map(|t| t.hidden.iter().map(|p| real(p))));
     // The credential stores hidden by default; those that do not exist are skipped by the plan.
     deny_read.extend(paths(&policy.default_deny_read));
@@ -409,6 +418,9 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         tmp_size: policy.limits.tmp_size,
     };
     let mut plan = plan::build(&input, &kind).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(t) = &tls {
+        plan.mask_files(&t.masked_files);
+    }
     plan.skipped.extend(protected_skipped);
 
     check_cwd_visible(&cwd, &plan)?;

@@ -206,6 +206,7 @@ impl PolicyArgs {
             },
             srt: false,
             cwd: None,
+            clear_requests: false,
         }
     }
 }

@@ -58,6 +58,15 @@ pub struct ProxyArgs {
     /// hosts, answers, live policy updates (see the README).
     #[arg(long = "control-fd", value_name = "N")]
     control_fd: Option<i32>,
+    /// Reverse proxy to this https:// origin: clients send plain HTTP to --listen (a base
+    /// URL such as ANTHROPIC_BASE_URL), requests go on over verified TLS with the policy's
+    /// credentials and request rules applied.
+    #[arg(long = "reverse", value_name = "URL")]
+    reverse: Option<String>,
+    /// With --reverse: allow a --listen address other than loopback (the clients' requests
+    /// then cross the network in clear).
+    #[arg(long = "allow-remote")]
+    allow_remote: bool,
 }
 
 /// Where decision lines go.
@@ -157,6 +166,12 @@ fn raise_open_files() {
 }
 
 pub fn main(args: ProxyArgs) -> Result<i32> {
+    if args.reverse.is_some() {
+        return reverse(args);
+    }
+    if args.allow_remote {
+        bail!("--allow-remote: only with --reverse");
+    }
     if args.decider_fd.is_some() || args.decider_in.is_some() || args.decider_out.is_some() {
         return decided(args);
     }
@@ -260,6 +275,147 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
         );
         proxy
             .serve(listener)
+            .await
+            .with_context(|| format!("accepting on {local}"))?;
+        Ok(0)
+    })
+}
+
+/// The origin of `--reverse URL`: `https://host[:port]`, with no path, query or user name.
+fn reverse_origin(url: &str) -> Result<(String, u16)> {
+    let Some(rest) = url.strip_prefix("https://") else {
+        bail!("--reverse {url}: give an https:// URL (the upstream is reached over verified TLS)");
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        bail!("--reverse {url}: give the origin only, https://host[:port] (no path or user name)");
+    }
+    let (host, port) = ringfence_proxy::host::split_host_port(rest)
+        .map_err(|e| anyhow::anyhow!("--reverse {url}: {e}"))?;
+    let host = ringfence_proxy::host::normalize_host(host)
+        .map_err(|e| anyhow::anyhow!("--reverse {url}: {e}"))?;
+    Ok((host.to_string(), port.unwrap_or(443)))
+}
+
+/// `ringfence proxy --reverse https://host --listen ADDR`: the reverse proxy
+/// (ringfence_proxy::Proxy::serve_reverse).
+fn reverse(args: ProxyArgs) -> Result<i32> {
+    let url = args.reverse.clone().unwrap_or_default();
+    let (host, port) = reverse_origin(&url)?;
+    for (opt, set) in [
+        ("--decider-fd", args.decider_fd.is_some()),
+        ("--decider-in", args.decider_in.is_some()),
+        ("--decider-out", args.decider_out.is_some()),
+        ("--lifeline-fd", args.lifeline_fd.is_some()),
+        ("--plaintext-header-set", args.plaintext_header_set),
+        ("--ca-fd", args.ca_fd.is_some()),
+        (
+            "--strip-response-header",
+            !args.strip_response_header.is_empty(),
+        ),
+        ("--control-fd", args.control_fd.is_some()),
+    ] {
+        if set {
+            bail!("{opt}: not available with --reverse; remove it");
+        }
+    }
+    let listener = match (args.listen_fd, args.listen) {
+        (Some(fd), None) => std::net::TcpListener::from(inherited("--listen-fd", fd)?),
+        (None, Some(addr)) => {
+            if !addr.ip().is_loopback() && !args.allow_remote {
+                bail!(
+                    "--listen {addr}: not a loopback address; the reverse proxy takes requests \
+                     in clear and adds credentials to them. Listen on 127.0.0.1, or add \
+                     --allow-remote"
+                );
+            }
+            std::net::TcpListener::bind(addr).with_context(|| format!("listening on {addr}"))?
+        }
+        _ => bail!("give one of --listen ADDR and --listen-fd N"),
+    };
+    let local = listener
+        .local_addr()
+        .context("--listen-fd: not a TCP listening socket")?;
+    if !local.ip().is_loopback() && !args.allow_remote {
+        bail!("--listen-fd: the socket is bound to {local}, not loopback; add --allow-remote");
+    }
+    let (policy, _cwd) = prepare::load_policy(&Sources {
+        settings: args.settings.clone(),
+        clear_requests: true,
+        ..Sources::default()
+    })?;
+    for (key, set) in [
+        ("network.httpProxyPort", policy.http_proxy_port.is_some()),
+        ("network.socksProxyPort", policy.socks_proxy_port.is_some()),
+        ("network.tlsTerminate", policy.tls_terminate.is_some()),
+        (
+            "credentials.files (mode \"mask\")",
+            !policy.masked_files.is_empty(),
+        ),
+    ] {
+        if set {
+            bail!(
+                "{key}: has no meaning for `ringfence proxy --reverse` (its clients send plain \
+                 HTTP to it; it opens the TLS connection itself); remove {key}"
+            );
+        }
+    }
+    let net = NetPolicy::from_policy(&policy).context("network policy")?;
+    let parent = crate::netrun::Egress::from_policy(&policy)?.parent;
+    let vars = ringfence_runtime::tlsrun::masked_secrets(&policy)?;
+    let secrets = vars.secrets;
+    let injections = ringfence_runtime::tlsrun::header_injections(&policy)?;
+    let shown: Vec<(String, String)> = secrets
+        .iter()
+        .filter(|s| s.in_env)
+        .map(|s| (s.name.clone(), s.placeholder.clone()))
+        .chain(vars.env)
+        .collect();
+    let ssl_cert_file = std::env::var_os("SSL_CERT_FILE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let aws = ringfence_runtime::tlsrun::aws_pairs(&policy, &secrets)?;
+    let terminator = ringfence_proxy::tls::reverse_setup(
+        ssl_cert_file.as_deref(),
+        ringfence_proxy::tls::Credentials {
+            secrets,
+            injections,
+            aws,
+        },
+        &policy,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sink = match &args.log {
+        Some(path) => Sink::Log(
+            ringfence_audit::LogWriter::create(path, &format!("proxy-{}", std::process::id()))
+                .map_err(|e| anyhow::anyhow!("creating the decision log: {e}"))?,
+        ),
+        None => Sink::Stdout,
+    };
+    raise_open_files();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let hooks = Arc::new(GatewayHooks {
+            lines: start_writer(sink),
+            control: None,
+        });
+        let proxy = Proxy::with_parent(net, hooks, ringfence_proxy::Limits::default(), parent);
+        for (name, placeholder) in &shown {
+            eprintln!(
+                "ringfence proxy: masked {name}: give clients {name}={placeholder}; the real \
+                 value is put in toward its injectHosts"
+            );
+        }
+        eprintln!("ringfence proxy: listening on {local} (plain HTTP), reverse proxy to {url}");
+        proxy
+            .serve_reverse(
+                listener,
+                ringfence_proxy::Upstream { host, port },
+                terminator,
+            )
             .await
             .with_context(|| format!("accepting on {local}"))?;
         Ok(0)

@@ -1018,3 +1018,602 @@ fn credentials_inject_sets_a_header_only_toward_its_host() {
         out.stderr
     );
 }
+
+/// `ringfence proxy --reverse URL --listen 127.0.0.1:0` with `settings`, started; returns the
+/// child and the address it listens on (from its "listening on" line).
+// The caller kills and waits for the child.
+#[allow(clippy::zombie_processes)]
+fn reverse_proxy(dir: &TestDir, settings: &str, url: &str) -> (std::process::Child, String) {
+    let mut child = rf(dir)
+        .env("RF_REV_TOKEN", "token-outside")
+        .env("RF_REV_KEY", "key-outside")
+        .args([
+            "proxy",
+            "--reverse",
+            url,
+            "--listen",
+            "127.0.0.1:0",
+            "-s",
+            settings,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = String::new();
+    loop {
+        let mut line = String::new();
+        if err.read_line(&mut line).unwrap() == 0 {
+            let _ = child.wait();
+            panic!("the proxy stopped: {lines}");
+        }
+        lines.push_str(&line);
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().to_string();
+            // The rest of stderr is drained so that the proxy never blocks on it.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut err, &mut std::io::sink());
+            });
+            // The masked variable's placeholder was printed before.
+            return (child, format!("{addr} {lines}"));
+        }
+    }
+}
+
+#[test]
+fn the_reverse_proxy_adds_credentials_and_applies_request_rules() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let a = api.port;
+    let (dir, settings) = setup(
+        "tls-reverse",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}"],
+                "requests": [{{"host": "127.0.0.1:{a}", "method": "POST", "path": "/push/**",
+                               "action": "deny", "reason": "no pushes here"}}]}},
+                "credentials": {{
+                  "inject": [{{"host": "127.0.0.1:{a}", "header": "Authorization",
+                               "value": "Bearer ${{env:RF_REV_TOKEN}}"}}],
+                  "envVars": [{{"name": "RF_REV_KEY", "mode": "mask",
+                                "injectHosts": ["127.0.0.1:{a}"]}}]}}}}"#
+        ),
+    );
+    let (mut child, started) = reverse_proxy(&dir, &settings, &format!("https://127.0.0.1:{a}"));
+    let (addr, lines) = started.split_once(' ').unwrap();
+    let placeholder = lines
+        .split("RF_REV_KEY=")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .unwrap()
+        .to_string();
+    assert!(placeholder.starts_with("ringfence_placeholder_"), "{lines}");
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args(["--noproxy", "*", "-sS", "-w", "\ncode=%{http_code}"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let got = curl(&[
+        "-H",
+        "Authorization: Bearer mine",
+        &format!("http://{addr}/v1/models"),
+    ]);
+    assert!(got.ends_with("code=200"), "{got}");
+    let got = curl(&[
+        "-H",
+        &format!("x-api-key: {placeholder}"),
+        &format!("http://{addr}/v1/messages"),
+    ]);
+    assert!(got.ends_with("code=200"), "{got}");
+    let got = curl(&["-X", "POST", &format!("http://{addr}/push/x")]);
+    assert!(got.ends_with("code=403"), "{got}");
+    assert!(got.contains("no pushes here"), "{got}");
+    // A forward-proxy request (absolute form) is not redirected to the upstream.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(
+        b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    child.kill().unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let _ = child.wait();
+
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].starts_with("GET /v1/models HTTP/1.1"), "{seen:?}");
+    let first = seen[0].to_ascii_lowercase();
+    assert!(
+        first.contains(&format!("host: 127.0.0.1:{a}\r\n")),
+        "{seen:?}"
+    );
+    assert!(
+        seen[0].contains("authorization: Bearer token-outside\r\n"),
+        "{seen:?}"
+    );
+    assert!(!seen[0].contains("Bearer mine"), "{seen:?}");
+    assert!(seen[1].contains("x-api-key: key-outside\r\n"), "{seen:?}");
+    assert!(seen.iter().all(|s| !s.contains(&placeholder)), "{seen:?}");
+    // Every connection and the rule's refusal are decision lines; no value is in them.
+    assert!(stdout.contains("\"protocol\":\"reverse\""), "{stdout}");
+    assert!(stdout.contains("no pushes here"), "{stdout}");
+    assert!(!stdout.contains("token-outside") && !stdout.contains("key-outside"));
+}
+
+#[test]
+fn the_reverse_proxy_refuses_a_bad_upstream_certificate_and_bad_options() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let other = TestCa::new("a CA nobody trusts");
+    let bad = upstream(&other, "127.0.0.1");
+    let b = bad.port;
+    let (dir, settings) = setup(
+        "tls-reverse-bad",
+        &ca,
+        &format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{b}"]}}}}"#),
+    );
+    let (mut child, started) = reverse_proxy(&dir, &settings, &format!("https://127.0.0.1:{b}"));
+    let addr = started.split_once(' ').unwrap().0.to_string();
+    let out = Command::new("curl")
+        .args(["--noproxy", "*", "-sS", "-w", "\ncode=%{http_code}"])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(got.ends_with("code=502"), "{got}");
+    assert!(got.contains("refused"), "{got}");
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(bad.seen.lock().unwrap().is_empty());
+
+    // An upstream the policy does not allow gets 403.
+    let (dir2, denied) = setup(
+        "tls-reverse-deny",
+        &ca,
+        r#"{"network": {"allowedDomains": ["example.org"]}}"#,
+    );
+    let (mut child, started) = reverse_proxy(&dir2, &denied, &format!("https://127.0.0.1:{b}"));
+    let addr = started.split_once(' ').unwrap().0.to_string();
+    let out = Command::new("curl")
+        .args(["--noproxy", "*", "-sS", "-w", "\ncode=%{http_code}"])
+        .arg(format!("http://{addr}/"))
+        .output()
+        .unwrap();
+    let got = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(got.ends_with("code=403"), "{got}");
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    for (args, named) in [
+        (
+            vec!["--reverse", "http://127.0.0.1:1", "--listen", "127.0.0.1:0"],
+            "--reverse",
+        ),
+        (
+            vec![
+                "--reverse",
+                "https://127.0.0.1:1/v1",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+            "--reverse",
+        ),
+        (
+            vec!["--reverse", "https://127.0.0.1:1", "--listen", "0.0.0.0:0"],
+            "--listen",
+        ),
+        (
+            vec!["--allow-remote", "--listen", "127.0.0.1:0"],
+            "--allow-remote",
+        ),
+    ] {
+        let out = run(rf(&dir).arg("proxy").args(&args).args(["-s", &settings]));
+        assert_eq!(out.code(), 125, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(named), "{args:?}: {}", out.stderr);
+    }
+    // TLS termination has no meaning for a reverse proxy: refused, not ignored.
+    let tls = dir.settings(&format!(
+        r#"{{"network": {{"allowedDomains": ["127.0.0.1:{b}"], "tlsTerminate": {{}}}}}}"#
+    ));
+    let out = run(rf(&dir).args([
+        "proxy",
+        "--reverse",
+        &format!("https://127.0.0.1:{b}"),
+        "--listen",
+        "127.0.0.1:0",
+        "-s",
+        &tls,
+    ]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("network.tlsTerminate"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_masked_file_shows_placeholders_that_reach_only_its_inject_hosts() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let other = upstream(&ca, "127.0.0.1");
+    let (a, b) = (api.port, other.port);
+    let n = common::unique_number();
+    let (token, pass) = (format!("tok-{n}-real"), format!("pw-{n}-real"));
+    let (dir, _) = setup("tls-maskfile", &ca, "{}");
+    dir.write("home/token", &format!("{token}\n"));
+    dir.write(
+        "home/netrc",
+        &format!("machine x login me password {pass}\n# copy: {pass}\n"),
+    );
+    dir.write("home/empty-match", "nothing to see\n");
+    dir.write("home/strict", "nothing either\n");
+    // In a credential store that is hidden by default: shown alone in the emptied directory.
+    dir.mkdir("home/.aws");
+    dir.write(
+        "home/.aws/credentials",
+        &format!("[default]\nkey = {pass}\n"),
+    );
+    dir.write("home/.aws/config", "other\n");
+    let settings = dir.settings(&format!(
+        r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}},
+            "credentials": {{"files": [
+              {{"path": "{home}/token", "mode": "mask", "injectHosts": ["127.0.0.1:{a}"]}},
+              {{"path": "{home}/netrc", "mode": "mask", "extract": "password (\\S+)",
+                "maskDuplicates": true, "injectHosts": ["127.0.0.1:{a}"]}},
+              {{"path": "{home}/empty-match", "mode": "mask", "extract": "password (\\S+)"}},
+              {{"path": "{home}/strict", "mode": "mask", "extract": "password (\\S+)",
+                "onExtractNoMatch": "deny"}},
+              {{"path": "{home}/.aws/credentials", "mode": "mask", "extract": "key = (\\S+)"}}]}}}}"#,
+        home = dir.s("home"),
+    ));
+    let home = dir.s("home");
+    let script = format!(
+        "cat {home}/token {home}/netrc; echo; cat {home}/empty-match; \
+         echo strict=$(cat {home}/strict | wc -c); cat {home}/.aws/credentials; \
+         ls {home}/.aws; \
+         echo writes=$(echo x 2>/dev/null > {home}/token && echo yes || echo no); \
+         {CURL} -o /dev/null -w 'api=%{{http_code}}\\n' -H \"Authorization: Bearer $(cat {home}/token)\" \
+           https://127.0.0.1:{a}/api; \
+         {CURL} -o /dev/null -w 'netrc=%{{http_code}}\\n' --data-binary @{home}/netrc https://127.0.0.1:{a}/netrc; \
+         {CURL} -o /dev/null -w 'leak=%{{http_code}}\\n' -H \"Authorization: Bearer $(cat {home}/token)\" \
+           https://127.0.0.1:{b}/steal"
+    );
+    let name = format!("tls-{n}");
+    let out = run(rf(&dir).args([
+        "run", "--name", &name, "-s", &settings, "--", "sh", "-c", &script,
+    ]));
+    let text = out.ok();
+    assert!(!text.contains(&token) && !text.contains(&pass), "{text}");
+    assert!(
+        text.contains("machine x login me password ringfence_placeholder_"),
+        "{text}"
+    );
+    assert!(text.contains("# copy: ringfence_placeholder_"), "{text}");
+    // No match with "warn" (the default): left as it is, with a warning; with "deny": hidden.
+    assert!(text.contains("nothing to see"), "{text}");
+    assert!(out.stderr.contains("UNPROTECTED"), "{}", out.stderr);
+    assert!(text.contains("strict=0"), "{text}");
+    assert!(
+        text.contains("[default]\nkey = ringfence_placeholder_"),
+        "{text}"
+    );
+    assert!(!text.contains("config"), "{text}");
+    assert!(text.contains("writes=no"), "{text}");
+    assert!(text.contains("api=200"), "{text}");
+    assert!(text.contains("netrc=200"), "{text}");
+    assert!(text.contains("leak=403"), "{text}");
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen[0].contains(&format!("authorization: Bearer {token}\r\n")),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].ends_with(&format!("password {pass}\n# copy: {pass}\n")),
+        "{seen:?}"
+    );
+    assert!(other.seen.lock().unwrap().is_empty());
+    // The real files are untouched on the host.
+    assert_eq!(
+        std::fs::read_to_string(dir.join("home/token")).unwrap(),
+        format!("{token}\n")
+    );
+
+    // "error" stops the run, naming the entry.
+    let settings = dir.settings(&format!(
+        r#"{{"network": {{"tlsTerminate": {{}}}},
+            "credentials": {{"files": [{{"path": "{home}/strict", "mode": "mask",
+              "extract": "password (\\S+)", "onExtractNoMatch": "error"}}]}}}}"#
+    ));
+    let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("credentials.files[0].extract matched nothing"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Checks the SigV4 signature of a request the upstream fixture recorded (head and body)
+/// against `secret`, as AWS does for simple requests (no path escapes, plain query); returns
+/// the key id it names, or why it does not verify.
+fn verify_sigv4(request: &str, secret: &str) -> Result<String, String> {
+    use ring::{digest, hmac};
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mac = |k: &[u8], d: &str| {
+        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, k), d.as_bytes())
+            .as_ref()
+            .to_vec()
+    };
+    let (head, body) = request.split_once("\r\n\r\n").ok_or("no head")?;
+    let mut lines = head.split("\r\n");
+    let start: Vec<&str> = lines.next().ok_or("empty")?.split(' ').collect();
+    let fields: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let get = |n: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .ok_or(format!("no {n}"))
+    };
+    let auth = get("authorization")?;
+    let part = |name: &str| -> Result<String, String> {
+        let at = auth.find(&format!("{name}=")).ok_or(name.to_string())? + name.len() + 1;
+        Ok(auth[at..].split([',', ' ']).next().unwrap().to_string())
+    };
+    let cred = part("Credential")?;
+    let scope: Vec<&str> = cred.split('/').collect();
+    let signed = part("SignedHeaders")?;
+    let (path, query) = start[1].split_once('?').unwrap_or((start[1], ""));
+    let mut q: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    q.sort();
+    let header_lines: String = signed
+        .split(';')
+        .map(|n| format!("{n}:{}\n", get(n).unwrap_or_default()))
+        .collect();
+    let payload = hex(digest::digest(&digest::SHA256, body.as_bytes()).as_ref());
+    let canonical = format!(
+        "{}\n{path}\n{}\n{header_lines}\n{signed}\n{payload}",
+        start[0],
+        q.join("&")
+    );
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{}\n{}\n{}",
+        get("x-amz-date")?,
+        scope[1..].join("/"),
+        hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
+    );
+    let mut k = mac(format!("AWS4{secret}").as_bytes(), scope[1]);
+    for s in &scope[2..] {
+        k = mac(&k, s);
+    }
+    let want = hex(&mac(&k, &to_sign));
+    if part("Signature")? == want {
+        Ok(scope[0].to_string())
+    } else {
+        Err(format!("the signature does not verify: {canonical:?}"))
+    }
+}
+
+#[test]
+fn sigv4_requests_signed_with_a_masked_key_are_signed_again_with_the_real_one() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let aws = upstream(&ca, "127.0.0.1");
+    let a = aws.port;
+    let n = common::unique_number();
+    let (key_id, secret, token) = (
+        format!("AKIAREAL{n}"),
+        format!("real/secret+{n}"),
+        format!("token-{n}"),
+    );
+    let (dir, settings) = setup(
+        "tls-sigv4",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}"], "tlsTerminate": {{}}}},
+                "credentials": {{"envVars": [
+                  {{"name": "MY_KEY_ID", "mode": "mask"}},
+                  {{"name": "MY_SECRET", "mode": "mask"}},
+                  {{"name": "MY_TOKEN", "mode": "mask"}}],
+                  "awsPairs": [{{"accessKeyIdVar": "MY_KEY_ID", "secretAccessKeyVar": "MY_SECRET",
+                                 "sessionTokenVar": "MY_TOKEN"}}]}}}}"#
+        ),
+    );
+    let sig = "--aws-sigv4 aws:amz:us-east-1:execute-api --user \"$MY_KEY_ID:$MY_SECRET\"";
+    let script = format!(
+        "echo id=$MY_KEY_ID; \
+         {CURL} -o /dev/null -w 'get=%{{http_code}}\\n' {sig} 'https://127.0.0.1:{a}/v1/items?b=2&a=1'; \
+         {CURL} -o /dev/null -w 'post=%{{http_code}}\\n' {sig} -d 'x=1' https://127.0.0.1:{a}/v1/items; \
+         {CURL} -o /dev/null -w 'presigned=%{{http_code}}\\n' \
+           \"https://127.0.0.1:{a}/obj?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=$MY_KEY_ID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=00\"; \
+         {CURL} -o /dev/null -w 'streaming=%{{http_code}}\\n' {sig} -H 'x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD' -d 'x' https://127.0.0.1:{a}/up"
+    );
+    let out = run(rf(&dir)
+        .env("MY_KEY_ID", &key_id)
+        .env("MY_SECRET", &secret)
+        .env("MY_TOKEN", &token)
+        .args(["run", "-s", &settings, "--", "sh", "-c", &script]));
+    let text = out.ok();
+    assert!(!text.contains(&key_id), "{text}");
+    assert!(text.contains("id=ringfence_placeholder_"), "{text}");
+    assert!(text.contains("get=200"), "{text}");
+    assert!(text.contains("post=200"), "{text}");
+    // Shapes that cannot be re-signed are refused by default (srt's "deny").
+    assert!(text.contains("presigned=403"), "{text}");
+    assert!(text.contains("streaming=403"), "{text}");
+    let seen = aws.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for req in &seen {
+        assert_eq!(
+            verify_sigv4(req, &secret).as_deref(),
+            Ok(key_id.as_str()),
+            "{req}"
+        );
+        // The placeholder secret does not verify it: the signature is really the real key's.
+        assert!(verify_sigv4(req, "placeholder").is_err());
+        assert!(
+            req.contains(&format!("x-amz-security-token: {token}\r\n")),
+            "{req}"
+        );
+        assert!(!req.contains("ringfence_placeholder_"), "{req}");
+    }
+    assert!(seen[1].ends_with("\r\n\r\nx=1"), "{seen:?}");
+
+    // A pair member that is not a masked variable is refused, naming the slot.
+    let bad = dir.settings(
+        r#"{"network": {"tlsTerminate": {}}, "credentials": {
+             "envVars": [{"name": "K", "mode": "mask"}],
+             "awsPairs": [{"accessKeyIdVar": "K", "secretAccessKeyVar": "S"}]}}"#,
+    );
+    let out = run(rf(&dir).args(["run", "-s", &bad, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("credentials.awsPairs[0].secretAccessKeyVar"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_variable_masked_by_extract_keeps_its_text_around_the_placeholder() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let other = upstream(&ca, "127.0.0.1");
+    let (a, b) = (api.port, other.port);
+    let n = common::unique_number();
+    let dsn = format!("postgres://me:pw{n}secret@db.internal/app");
+    let (dir, settings) = setup(
+        "tls-mask-extract",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}},
+                "credentials": {{"envVars": [
+                  {{"name": "RF_DSN", "mode": "mask", "extract": "://[^:]+:([^@]+)@",
+                    "injectHosts": ["127.0.0.1:{a}"]}},
+                  {{"name": "RF_NOMATCH", "mode": "mask", "extract": "token=(\\w+)"}},
+                  {{"name": "RF_STRICT", "mode": "mask", "extract": "token=(\\w+)",
+                    "onExtractNoMatch": "deny"}}]}}}}"#
+        ),
+    );
+    let script = format!(
+        "echo \"dsn=$RF_DSN\"; echo \"nomatch=$RF_NOMATCH\"; echo \"strict=${{RF_STRICT-unset}}\"; \
+         {CURL} -o /dev/null -w 'api=%{{http_code}}\\n' -H \"X-Dsn: $RF_DSN\" https://127.0.0.1:{a}/; \
+         {CURL} -o /dev/null -w 'leak=%{{http_code}}\\n' -H \"X-Dsn: $RF_DSN\" https://127.0.0.1:{b}/"
+    );
+    let out = run(rf(&dir)
+        .env("RF_DSN", &dsn)
+        .env("RF_NOMATCH", "plain")
+        .env("RF_STRICT", "plain")
+        .args(["run", "-s", &settings, "--", "sh", "-c", &script]));
+    let text = out.ok();
+    assert!(!text.contains(&format!("pw{n}secret")), "{text}");
+    assert!(
+        text.contains("dsn=postgres://me:ringfence_placeholder_"),
+        "{text}"
+    );
+    assert!(text.contains("@db.internal/app"), "{text}");
+    assert!(text.contains("nomatch=plain"), "{text}");
+    assert!(out.stderr.contains("UNPROTECTED"), "{}", out.stderr);
+    assert!(text.contains("strict=unset"), "{text}");
+    assert!(text.contains("api=200"), "{text}");
+    assert!(text.contains("leak=403"), "{text}");
+    let seen = api.seen.lock().unwrap().clone();
+    assert!(seen[0].contains(&format!("x-dsn: {dsn}\r\n")), "{seen:?}");
+    assert!(other.seen.lock().unwrap().is_empty());
+}
+
+#[test]
+fn decoded_jwts_are_shown_as_jwt_shaped_placeholders() {
+    if !need_curl() {
+        return;
+    }
+    const REAL: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.\
+                        eyJzdWIiOiJ1c2VyLTEiLCJlbWFpbCI6InJlYWxAZXhhbXBsZS5jb20ifQ.cmVhbHNpZw";
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let a = api.port;
+    let (dir, _) = setup("tls-jwt", &ca, "{}");
+    dir.write(
+        "home/token.json",
+        &format!("{{\"access_token\": \"{REAL}\", \"n\": 1}}\n"),
+    );
+    let home = dir.s("home");
+    let settings = dir.settings(&format!(
+        r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}"], "tlsTerminate": {{}}}},
+            "credentials": {{
+              "envVars": [{{"name": "RF_JWT", "mode": "mask", "decode": "jwt"}},
+                          {{"name": "RF_NOT_JWT", "mode": "mask", "decode": "jwt"}}],
+              "files": [{{"path": "{home}/token.json", "mode": "mask", "decode": "jwt",
+                          "maskClaims": ["email"]}}]}}}}"#
+    ));
+    let script = format!(
+        "echo \"env=$RF_JWT\"; echo \"notjwt=$RF_NOT_JWT\"; cat {home}/token.json; \
+         T=$(sed 's/.*\"access_token\": \"\\([^\"]*\\)\".*/\\1/' {home}/token.json); \
+         {CURL} -o /dev/null -w 'env=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_JWT\" https://127.0.0.1:{a}/e; \
+         {CURL} -o /dev/null -w 'file=%{{http_code}}\\n' -H \"Authorization: Bearer $T\" https://127.0.0.1:{a}/f"
+    );
+    let out = run(rf(&dir)
+        .env("RF_JWT", REAL)
+        .env("RF_NOT_JWT", "plain")
+        .args(["run", "-s", &settings, "--", "sh", "-c", &script]));
+    let text = out.ok();
+    let payload = REAL.split('.').nth(1).unwrap();
+    assert!(!text.contains(payload), "{text}");
+    let env = text
+        .lines()
+        .find_map(|l| l.strip_prefix("env=eyJ"))
+        .unwrap();
+    assert_eq!(env.split('.').count(), 3, "{text}");
+    assert!(text.contains("notjwt=plain"), "{text}");
+    assert!(out.stderr.contains("UNPROTECTED"), "{}", out.stderr);
+    // The file keeps its form and the token's header; its payload is another.
+    assert!(
+        text.contains("{\"access_token\": \"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."),
+        "{text}"
+    );
+    assert!(text.contains("\", \"n\": 1}"), "{text}");
+    assert!(
+        text.contains("env=200") && text.contains("file=200"),
+        "{text}"
+    );
+    let seen = api.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for s in &seen {
+        assert!(
+            s.contains(&format!("authorization: Bearer {REAL}\r\n")),
+            "{seen:?}"
+        );
+    }
+}

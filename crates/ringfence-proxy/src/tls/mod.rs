@@ -13,6 +13,7 @@ mod ca;
 mod roots;
 pub(crate) mod rules;
 pub(crate) mod serve;
+pub mod sigv4;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,9 @@ pub struct Secret {
     pub placeholder: String,
     value: String,
     inject: DomainList,
+    /// A variable of the sandbox's environment (set to the placeholder); false for a value
+    /// from a masked file.
+    pub in_env: bool,
 }
 
 impl std::fmt::Debug for Secret {
@@ -93,7 +97,16 @@ impl Secret {
             placeholder: format!("ringfence_placeholder_{hex}"),
             value,
             inject: DomainList::parse(key, inject_hosts)?,
+            in_env: true,
         })
+    }
+
+    /// A value from a masked file (`credentials.files`, mode "mask"), shown in messages as
+    /// `name`; the sandbox's environment does not get it.
+    pub fn from_file(name: &str, value: String, inject_hosts: &[String]) -> Result<Secret, Error> {
+        let mut s = Secret::new("credentials.files.injectHosts", name, value, inject_hosts)?;
+        s.in_env = false;
+        Ok(s)
     }
 
     pub(crate) fn injects_at(&self, host: &Host, port: u16) -> bool {
@@ -142,9 +155,18 @@ impl Injection {
     }
 }
 
+/// What the proxy adds to requests: masked values, header fields, AWS keys to sign with.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    pub secrets: Vec<Secret>,
+    pub injections: Vec<Injection>,
+    pub aws: Vec<sigv4::AwsPair>,
+}
+
 /// TLS termination as configured, shared by all tunnels of a proxy.
 pub struct Terminator {
-    ca: Authority,
+    /// None for the reverse proxy, which mints no certificate (its clients speak plain HTTP).
+    ca: Option<Authority>,
     exclude: DomainList,
     /// The upstream TLS client configuration, offering h2 and HTTP/1.1 whatever the client
     /// chose (hyper carries requests between the two).
@@ -155,6 +177,9 @@ pub struct Terminator {
     pub(crate) secrets: Arc<Vec<Secret>>,
     pub(crate) rules: Arc<rules::Rules>,
     pub(crate) injections: Vec<Injection>,
+    /// Masked AWS credentials whose SigV4 signatures are made again (`credentials.awsPairs`).
+    pub(crate) aws: Vec<sigv4::AwsPair>,
+    pub(crate) sigv4_pass: sigv4::Passthrough,
     /// `network.refuseOpaqueTunnels`: every tunnel that is not terminated is refused.
     refuse_opaque: bool,
     /// `network.ambiguousRequestTarget: "refuse"`: a path normalisation changes gets 400.
@@ -198,6 +223,10 @@ pub struct Setup {
     pub env: Vec<(String, String)>,
     /// Files that must not be readable inside (a `caKeyPath` of the user's).
     pub hidden: Vec<PathBuf>,
+    /// Masked files: each real path, and the file with placeholders bound read-only over it.
+    pub masked_files: Vec<(PathBuf, PathBuf)>,
+    /// Masked files left as they are (`onExtractNoMatch: "warn"`): not hidden either.
+    pub unmasked: Vec<PathBuf>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -218,7 +247,7 @@ impl Terminator {
     /// A terminator with CA `ca` whose upstream connections trust `roots`.
     pub fn new(
         t: &ringfence_policy::TlsTerminate,
-        ca: Authority,
+        ca: Option<Authority>,
         roots: RootCertStore,
     ) -> Result<Terminator, Error> {
         let roots = Arc::new(roots);
@@ -241,6 +270,8 @@ impl Terminator {
             secrets: Arc::new(Vec::new()),
             rules: Arc::new(rules::Rules::default()),
             injections: Vec::new(),
+            aws: Vec::new(),
+            sigv4_pass: sigv4::Passthrough::default(),
             refuse_opaque: false,
             refuse_ambiguous: false,
             strip_response: Vec::new(),
@@ -288,7 +319,11 @@ impl Terminator {
                 }
             }
         }
-        let (chain, key) = self.ca.mint(host)?;
+        let ca = self
+            .ca
+            .as_ref()
+            .ok_or_else(|| tls_err("no CA to mint a certificate with"))?;
+        let (chain, key) = ca.mint(host)?;
         let mut c = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(tls_err)?
@@ -319,8 +354,7 @@ pub fn setup(
     t: &ringfence_policy::TlsTerminate,
     state_dir: &Path,
     ssl_cert_file: Option<&Path>,
-    secrets: Vec<Secret>,
-    injections: Vec<Injection>,
+    c: Credentials,
     p: &ringfence_policy::Policy,
 ) -> Result<Setup, Error> {
     let dir = state_dir.join("tls");
@@ -330,21 +364,7 @@ pub fn setup(
         None => (Authority::per_user(&dir)?, Vec::new()),
     };
     let host_roots = roots::host_roots(ssl_cert_file)?;
-    let mut store = RootCertStore::empty();
-    for text in &host_roots {
-        for block in ca::pem_blocks(text, "CERTIFICATE") {
-            // A certificate rustls cannot use as a root is left out, as other clients do.
-            if let Ok(der) = rustls::pki_types::CertificateDer::from_pem_slice(block.as_bytes()) {
-                let _ = store.add(der);
-            }
-        }
-    }
-    if store.is_empty() {
-        return Err(tls_err(
-            "network.tlsTerminate: no usable root certificate in the host's trust store; set \
-             SSL_CERT_FILE to a PEM bundle",
-        ));
-    }
+    let store = root_store(&host_roots, "network.tlsTerminate")?;
     let mut bundle = String::new();
     bundle.push_str(&ca.cert_pem);
     for text in &host_roots {
@@ -363,34 +383,100 @@ pub fn setup(
         }
     }
     let bundle_path = roots::write_bundle(&dir, &bundle)?;
-    let mut terminator = Terminator::new(t, ca, store)?;
+    let mut terminator = Terminator::new(t, Some(ca), store)?;
     let shown = bundle_path.to_string_lossy().into_owned();
     let mut env: Vec<(String, String)> = TRUST_VARS
         .iter()
         .map(|k| (k.to_string(), shown.clone()))
         .collect();
     env.extend(
-        secrets
+        c.secrets
             .iter()
+            .filter(|s| s.in_env)
             .map(|s| (s.name.clone(), s.placeholder.clone())),
     );
-    terminator.secrets = Arc::new(secrets);
-    terminator.rules = Arc::new(rules::Rules::compile(&p.request_rules)?);
-    terminator.injections = injections;
-    terminator.refuse_opaque = p.refuse_opaque_tunnels.is_some();
-    terminator.refuse_ambiguous = p.refuse_ambiguous_paths.is_some();
-    terminator.strip_response = p
-        .strip_response_headers
-        .iter()
-        .map(|h| fold_field_name(h))
-        .collect();
+    terminator.configure(c, p)?;
     let terminator = Arc::new(terminator);
     Ok(Setup {
         terminator,
         bundle: bundle_path,
         env,
         hidden,
+        masked_files: Vec::new(),
+        unmasked: Vec::new(),
     })
+}
+
+/// The roots rustls can use among the PEM texts `host_roots`; none at all refuses (`key`
+/// names the setting that needed them).
+fn root_store(host_roots: &[String], key: &str) -> Result<RootCertStore, Error> {
+    let mut store = RootCertStore::empty();
+    for text in host_roots {
+        for block in ca::pem_blocks(text, "CERTIFICATE") {
+            // A certificate rustls cannot use as a root is left out, as other clients do.
+            if let Ok(der) = rustls::pki_types::CertificateDer::from_pem_slice(block.as_bytes()) {
+                let _ = store.add(der);
+            }
+        }
+    }
+    if store.is_empty() {
+        return Err(tls_err(format!(
+            "{key}: no usable root certificate in the host's trust store; set SSL_CERT_FILE \
+             to a PEM bundle"
+        )));
+    }
+    Ok(store)
+}
+
+impl Terminator {
+    /// What the policy adds to a terminator: masked credentials, injected fields, request
+    /// rules and the request and response options.
+    fn configure(&mut self, c: Credentials, p: &ringfence_policy::Policy) -> Result<(), Error> {
+        let Credentials {
+            secrets,
+            injections,
+            aws,
+        } = c;
+        self.aws = aws;
+        self.sigv4_pass = sigv4::Passthrough {
+            streaming: p.sigv4_passthrough.streaming,
+            presigned: p.sigv4_passthrough.presigned,
+            sigv4a: p.sigv4_passthrough.sigv4a,
+        };
+        self.secrets = Arc::new(secrets);
+        self.rules = Arc::new(rules::Rules::compile(&p.request_rules)?);
+        self.injections = injections;
+        self.refuse_opaque = p.refuse_opaque_tunnels.is_some();
+        self.refuse_ambiguous = p.refuse_ambiguous_paths.is_some();
+        self.strip_response = p
+            .strip_response_headers
+            .iter()
+            .map(|h| fold_field_name(h))
+            .collect();
+        Ok(())
+    }
+}
+
+/// The request handling of TLS termination for the reverse proxy (`ringfence proxy
+/// --reverse`): no CA (its clients speak plain HTTP to it); its upstream connections are
+/// verified against the host's trust store and `ssl_cert_file`, as terminated tunnels are.
+pub fn reverse_setup(
+    ssl_cert_file: Option<&Path>,
+    c: Credentials,
+    p: &ringfence_policy::Policy,
+) -> Result<Arc<Terminator>, Error> {
+    let host_roots = roots::host_roots(ssl_cert_file)?;
+    let store = root_store(&host_roots, "--reverse")?;
+    let t = ringfence_policy::TlsTerminate {
+        ca: None,
+        exclude_domains: Vec::new(),
+        extra_ca_cert_paths: Vec::new(),
+        max_tunnels: ringfence_policy::MAX_TUNNELS,
+        handshake_timeout: Duration::from_millis(ringfence_policy::HANDSHAKE_TIMEOUT_MS),
+    };
+    let mut terminator = Terminator::new(&t, None, store)?;
+    terminator.configure(c, p)?;
+    Ok(Arc::new(terminator))
 }
 
 use rustls::pki_types::pem::PemObject;

@@ -205,6 +205,9 @@ struct State {
     terminator: Arc<super::Terminator>,
     /// The two sides of an upgraded connection, joined: the tunnel lasts until it ends.
     upgraded: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Reverse proxy: the Host field every request gets (the upstream's authority); the
+    /// client names the proxy's own address.
+    reverse_host: Option<HeaderValue>,
 }
 
 /// Serves one CONNECT tunnel to `host:port` that the policy allowed and that is to be
@@ -304,7 +307,99 @@ pub(crate) async fn run(
         refuse_ambiguous: t.refuse_ambiguous,
         terminator: t.clone(),
         upgraded: std::sync::Mutex::new(None),
+        reverse_host: None,
     });
+    serve_connection(state, TokioIo::new(tls), up, down, upstream_error).await
+}
+
+/// A connection from a client of the reverse proxy (`ringfence proxy --reverse`): plain
+/// HTTP/1.1 in, each request handled as one inside a terminated tunnel to `host:port`, over
+/// the verified TLS connection opened on `upstream`.
+pub(crate) async fn reverse(
+    t: &Arc<Terminator>,
+    host: &Host,
+    port: u16,
+    client: TcpStream,
+    upstream: Stream,
+    on_refusal: OnRefusal,
+) -> Outcome {
+    let up = Arc::new(AtomicU64::new(0));
+    let down = Arc::new(AtomicU64::new(0));
+    let authority = if port == 443 {
+        crate::route::authority(host, port)
+            .trim_end_matches(":443")
+            .to_string()
+    } else {
+        crate::route::authority(host, port)
+    };
+    let reverse_host = match HeaderValue::from_str(&authority) {
+        Ok(v) => v,
+        Err(_) => {
+            return Outcome {
+                error: Some(format!("{authority}: not a Host field value")),
+                ..Outcome::default()
+            }
+        }
+    };
+    let upstream = open_upstream(t, host, port, upstream).await;
+    let upstream_error = upstream.as_ref().err().cloned();
+    let state = Arc::new(State {
+        host: host.clone(),
+        port,
+        misdirected: None,
+        upstream,
+        client_h2: false,
+        on_refusal,
+        secrets: t.secrets.clone(),
+        rules: t.rules.clone(),
+        refuse_ambiguous: t.refuse_ambiguous,
+        terminator: t.clone(),
+        upgraded: std::sync::Mutex::new(None),
+        reverse_host: Some(reverse_host),
+    });
+    let io = ClientIo {
+        early: Vec::new(),
+        pos: 0,
+        s: client,
+        up: up.clone(),
+        down: down.clone(),
+    };
+    serve_connection(state, TokioIo::new(io), up, down, upstream_error).await
+}
+
+/// Answers every request on `client` with `status` and `message` (a reverse-proxy connection
+/// the policy refused, or whose upstream could not be reached), then closes.
+pub(crate) async fn answer_all(client: TcpStream, status: u16, message: String, blocked: bool) {
+    let svc = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        let r = text(status, &message, blocked);
+        async move { Ok::<_, Infallible>(r) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(IDLE)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(client), svc);
+    let _ = conn.await;
+}
+
+/// Carries the requests of one client connection (`io`, HTTP/2 when the state says the
+/// client chose it) until it ends or stays idle.
+async fn serve_connection<I>(
+    state: Arc<State>,
+    io: TokioIo<I>,
+    up: Arc<AtomicU64>,
+    down: Arc<AtomicU64>,
+    upstream_error: Option<String>,
+) -> Outcome
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let counts = |o: Outcome| Outcome {
+        up: up.load(Ordering::Relaxed),
+        down: down.load(Ordering::Relaxed),
+        ..o
+    };
+    let client_h2 = state.client_h2;
     let after = state.clone();
     let inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = inflight.clone();
@@ -316,7 +411,6 @@ pub(crate) async fn run(
             Ok::<_, Infallible>(handle(&st, req).await)
         }
     });
-    let io = TokioIo::new(tls);
     // A connection that moved no byte for IDLE and has no request in progress is closed
     // gracefully, so that an idle keep-alive tunnel gives its maxTunnels slot back.
     let idle = {
@@ -513,7 +607,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
+async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
     let refuse_by = |status: u16, rule: Option<String>, why: String| {
         (st.on_refusal)(
             crate::Decision::Denied,
@@ -523,6 +617,18 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
         text(status, &why, true)
     };
     let refuse = |status: u16, why: String| refuse_by(status, None, why);
+    if let Some(h) = &st.reverse_host {
+        // The reverse proxy goes to one upstream: a request that names a target of its own
+        // (a client that takes it for a forward proxy) is refused rather than redirected.
+        if req.uri().authority().is_some() || req.method() == http::Method::CONNECT {
+            return refuse(
+                400,
+                "this is a reverse proxy: send requests with a path only (origin form)".into(),
+            );
+        }
+        req.headers_mut().remove(header::HOST);
+        req.headers_mut().insert(header::HOST, h.clone());
+    }
     if let Some(why) = &st.misdirected {
         return refuse(421, why.clone());
     }
@@ -593,11 +699,17 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
     }
     let sender = match &st.upstream {
         Ok(s) => s,
-        Err(e) => return text(502, e, false),
+        Err(e) => {
+            let mut r = text(502, e, false);
+            if st.reverse_host.is_some() {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return r;
+        }
     };
     // A WebSocket (or other HTTP/1.1) upgrade passes once the request was allowed: the
     // upgrade fields go on, and after a 101 both sides are joined byte for byte.
-    let mut req = req;
     let upgrade = (!st.client_h2)
         .then(|| req.headers().get(header::UPGRADE).cloned())
         .flatten()
@@ -622,6 +734,19 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
         Some(q) => format!("{path}?{q}"),
         None => path.clone(),
     };
+    // AWS SigV4 by a masked key: judged on the request as the client signed it (the
+    // placeholder key id is the trigger), signed again once it is what goes upstream.
+    let sig_plan = super::sigv4::plan(
+        &st.terminator.aws,
+        st.terminator.sigv4_pass,
+        &parts.headers,
+        &pq,
+        &st.host,
+        st.port,
+    );
+    if let Some(super::sigv4::Plan::Refuse(why)) = sig_plan {
+        return refuse(403, why);
+    }
     // Masked credentials: the real value in place of the placeholder toward the credential's
     // own hosts; a placeholder on its way anywhere else stops the request.
     if !st.secrets.is_empty() {
@@ -701,7 +826,67 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
     {
         parts.headers.insert(j.name.clone(), j.value.clone());
     }
-    let body: Body = if st.secrets.is_empty() || body.is_end_stream() {
+    let body: Body = if let Some(plan) = &sig_plan {
+        let whole = match http_body_util::Limited::new(body, super::sigv4::MAX_BODY)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return refuse(
+                    403,
+                    format!(
+                        "an AWS SigV4 request signed with a masked credential is re-signed over \
+                         its whole body, which could not be read within {} bytes: {e}",
+                        super::sigv4::MAX_BODY
+                    ),
+                )
+            }
+        };
+        let mut buf = whole.to_vec();
+        if !st.secrets.is_empty() {
+            let scan = super::body::Scan::new(st.secrets.clone(), st.host.clone(), st.port);
+            match scan.step(&mut buf, true) {
+                Ok(out) => buf = out,
+                Err(name) => {
+                    return refuse(
+                        403,
+                        format!(
+                            "the placeholder of the masked credential {name} was sent to \
+                             {target} in the body, which is not one of its injectHosts: \
+                             refused as an attempted credential leak"
+                        ),
+                    )
+                }
+            }
+        }
+        let host = match parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(h) => h.to_string(),
+            None => authority.clone(),
+        };
+        if let Err(e) = super::sigv4::resign(
+            plan,
+            parts.method.as_str(),
+            &pq,
+            &host,
+            &mut parts.headers,
+            &buf,
+        ) {
+            return refuse(403, format!("AWS SigV4 re-signing failed: {e}"));
+        }
+        if !buf.is_empty() || parts.headers.contains_key(header::CONTENT_LENGTH) {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(buf.len()));
+        }
+        Full::new(Bytes::from(buf))
+            .map_err(|never: Infallible| match never {})
+            .boxed()
+    } else if st.secrets.is_empty() || body.is_end_stream() {
         body.map_err(Into::into).boxed()
     } else {
         let scan = super::body::Scan::new(st.secrets.clone(), st.host.clone(), st.port);
@@ -817,7 +1002,16 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
             };
             Response::from_parts(p, b.map_err(Into::into).boxed())
         }
-        Err(e) => text(502, &format!("{target}: {e}"), false),
+        Err(e) => {
+            let mut r = text(502, &format!("{target}: {e}"), false);
+            // The reverse proxy's client connection has one upstream connection: once that
+            // failed, the client is told to connect again (and gets a new one).
+            if st.reverse_host.is_some() {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            r
+        }
     }
 }
 

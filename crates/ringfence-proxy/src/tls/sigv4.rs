@@ -1,0 +1,502 @@
+//! AWS Signature Version 4 re-signing (`credentials.awsPairs`): a request signed inside the
+//! sandbox with a masked access key id carries a signature over the placeholder secret; the
+//! proxy recognises the placeholder key id in the credential scope and signs the request
+//! again, as it goes upstream, with the real key. Scope, signed-header list and x-amz-date
+//! are the client's. Shapes that cannot be re-signed here (aws-chunked streaming, presigned
+//! URLs, SigV4A) are refused unless `credentials.sigv4` lets them pass as they are.
+
+use http::HeaderMap;
+use ring::{digest, hmac};
+
+use crate::host::Host;
+use crate::policy::DomainList;
+use crate::Error;
+
+const ALGORITHM: &str = "AWS4-HMAC-SHA256";
+const ALGORITHM_A: &str = "AWS4-ECDSA-P256-SHA256";
+pub(crate) const UNSIGNED: &str = "UNSIGNED-PAYLOAD";
+/// The largest body buffered to hash it for a new signature (as srt).
+pub(crate) const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// One masked AWS credential: the placeholder access key id the sandbox signs with, and the
+/// real key.
+pub struct AwsPair {
+    placeholder_key_id: String,
+    key_id: String,
+    secret: String,
+    session_token: Option<String>,
+    inject: DomainList,
+}
+
+impl std::fmt::Debug for AwsPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsPair").finish_non_exhaustive()
+    }
+}
+
+impl AwsPair {
+    pub fn new(
+        placeholder_key_id: &str,
+        key_id: String,
+        secret: String,
+        session_token: Option<String>,
+        inject_hosts: &[String],
+    ) -> Result<AwsPair, Error> {
+        Ok(AwsPair {
+            placeholder_key_id: placeholder_key_id.to_string(),
+            key_id,
+            secret,
+            session_token,
+            inject: DomainList::parse("credentials.envVars.injectHosts", inject_hosts)?,
+        })
+    }
+}
+
+/// `credentials.sigv4`: whether each shape that cannot be re-signed passes unchanged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Passthrough {
+    pub streaming: bool,
+    pub presigned: bool,
+    pub sigv4a: bool,
+}
+
+/// What to do with one request.
+#[derive(Debug)]
+pub(crate) enum Plan<'a> {
+    Refuse(String),
+    Resign {
+        pair: &'a AwsPair,
+        auth: Authorization,
+        amz_date: String,
+        /// The client signed UNSIGNED-PAYLOAD (the body is not hashed).
+        unsigned: bool,
+    },
+}
+
+/// The parts of an `AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Authorization {
+    key_id: String,
+    date: String,
+    region: String,
+    service: String,
+    signed: Vec<String>,
+}
+
+fn field<'a>(auth: &'a str, name: &str) -> Option<&'a str> {
+    let at = auth.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &auth[at..];
+    let end = rest
+        .find(|c: char| c == ',' || c.is_whitespace())
+        .unwrap_or(rest.len());
+    Some(&rest[..end]).filter(|v| !v.is_empty())
+}
+
+fn parse_authorization(auth: &str) -> Option<Authorization> {
+    let rest = auth.strip_prefix(ALGORITHM)?;
+    if !rest.starts_with(' ') {
+        return None;
+    }
+    let cred = field(rest, "Credential")?;
+    let signed = field(rest, "SignedHeaders")?;
+    let sig = field(rest, "Signature")?;
+    if !sig.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let parts: Vec<&str> = cred.split('/').collect();
+    if parts.len() != 5 || parts[4] != "aws4_request" || parts[..4].iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    Some(Authorization {
+        key_id: parts[0].into(),
+        date: parts[1].into(),
+        region: parts[2].into(),
+        service: parts[3].into(),
+        signed: signed.split(';').map(|h| h.to_ascii_lowercase()).collect(),
+    })
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The key id of a presigned URL's `X-Amz-Credential`, when the query is a SigV4 signature.
+fn presigned_key_id(query: &str) -> Option<String> {
+    let mut algorithm = None;
+    let mut credential = None;
+    let mut signature = false;
+    for part in query.split('&') {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        let v = decode(v);
+        match decode(k).as_str() {
+            "X-Amz-Algorithm" => algorithm = Some(v),
+            "X-Amz-Credential" => credential = Some(v),
+            "X-Amz-Signature" => signature = true,
+            _ => {}
+        }
+    }
+    if algorithm.as_deref() != Some(ALGORITHM) || !signature {
+        return None;
+    }
+    credential?
+        .split('/')
+        .next()
+        .filter(|k| !k.is_empty())
+        .map(str::to_string)
+}
+
+/// Decides a request to `host:port` with `headers` (before substitution) and `target` (path
+/// and query): `None` when it carries no SigV4 signature by a masked key id for this host.
+pub(crate) fn plan<'a>(
+    pairs: &'a [AwsPair],
+    pass: Passthrough,
+    headers: &HeaderMap,
+    target: &str,
+    host: &Host,
+    port: u16,
+) -> Option<Plan<'a>> {
+    if pairs.is_empty() {
+        return None;
+    }
+    let find = |key_id: &str| {
+        pairs
+            .iter()
+            .find(|p| p.placeholder_key_id == key_id)
+            .filter(|p| p.inject.matches(host, port))
+    };
+    let auth = header(headers, "authorization");
+    let cannot = |kind: &str, pass: bool| {
+        (!pass).then(|| {
+            Plan::Refuse(format!(
+                "an AWS SigV4 {kind} request signed with a masked credential cannot be \
+                 re-signed by the proxy; refused (credentials.sigv4.{kind}: \"passthrough\" \
+                 forwards it as it is, and it then fails upstream)"
+            ))
+        })
+    };
+    if let Some(a) = auth {
+        if a.starts_with(ALGORITHM_A) {
+            let key = field(a, "Credential")?.split('/').next()?;
+            find(key)?;
+            return cannot("sigv4a", pass.sigv4a);
+        }
+        if a.starts_with(ALGORITHM) {
+            let key = field(a, "Credential")?.split('/').next()?;
+            let pair = find(key)?;
+            let sha = header(headers, "x-amz-content-sha256");
+            if sha.is_some_and(|s| s.starts_with("STREAMING-")) {
+                return cannot("streaming", pass.streaming);
+            }
+            let Some(parsed) = parse_authorization(a) else {
+                return Some(Plan::Refuse(
+                    "an AWS SigV4 request signed with a masked credential has a malformed \
+                     Authorization field; it cannot be re-signed"
+                        .into(),
+                ));
+            };
+            let Some(amz_date) = header(headers, "x-amz-date") else {
+                return Some(Plan::Refuse(
+                    "an AWS SigV4 request signed with a masked credential has no x-amz-date; \
+                     it cannot be re-signed"
+                        .into(),
+                ));
+            };
+            for name in &parsed.signed {
+                let supplied = name == "host"
+                    || (name == "x-amz-security-token" && pair.session_token.is_some());
+                if !supplied && !headers.contains_key(name.as_str()) {
+                    return Some(Plan::Refuse(format!(
+                        "an AWS SigV4 request signed with a masked credential signs the \
+                         field {name}, which it does not carry; it cannot be re-signed"
+                    )));
+                }
+            }
+            return Some(Plan::Resign {
+                pair,
+                auth: parsed,
+                amz_date: amz_date.to_string(),
+                unsigned: sha == Some(UNSIGNED),
+            });
+        }
+    }
+    let query = target.split_once('?')?.1;
+    let key = presigned_key_id(query)?;
+    find(&key)?;
+    cannot("presigned", pass.presigned)
+}
+
+/// Signs the request again: sets the session token and the body hash the pair and the body
+/// call for, then the Authorization field. `authority` is the Host the upstream sees.
+pub(crate) fn resign(
+    plan: &Plan<'_>,
+    method: &str,
+    target: &str,
+    authority: &str,
+    headers: &mut HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
+    let Plan::Resign {
+        pair,
+        auth,
+        amz_date,
+        unsigned,
+    } = plan
+    else {
+        return Err("not a re-signing plan".into());
+    };
+    let value = |s: &str| http::HeaderValue::from_str(s).map_err(|e| format!("{s:?}: {e}"));
+    let mut signed = auth.signed.clone();
+    if let Some(t) = &pair.session_token {
+        headers.insert("x-amz-security-token", value(t)?);
+        if !signed.iter().any(|s| s == "x-amz-security-token") {
+            signed.push("x-amz-security-token".into());
+        }
+    }
+    let payload = if *unsigned {
+        UNSIGNED.to_string()
+    } else {
+        hex(digest::digest(&digest::SHA256, body).as_ref())
+    };
+    if !*unsigned && headers.contains_key("x-amz-content-sha256") {
+        headers.insert("x-amz-content-sha256", value(&payload)?);
+    }
+    let scope = Scope {
+        date: &auth.date,
+        region: &auth.region,
+        service: &auth.service,
+    };
+    let field = sign(
+        method,
+        target,
+        authority,
+        headers,
+        &signed,
+        &payload,
+        amz_date,
+        &scope,
+        &pair.key_id,
+        &pair.secret,
+    )?;
+    let mut v = value(&field)?;
+    v.set_sensitive(true);
+    headers.insert(http::header::AUTHORIZATION, v);
+    Ok(())
+}
+
+pub(crate) struct Scope<'a> {
+    pub date: &'a str,
+    pub region: &'a str,
+    pub service: &'a str,
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn mac(key: &[u8], data: &str) -> hmac::Tag {
+    hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), data.as_bytes())
+}
+
+/// Percent-decoding (bytes that do not form an escape stay as they are).
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// RFC 3986 encoding of everything but the unreserved characters.
+fn encode(s: &str, keep_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
+        {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn canonical_uri(path: &str, service: &str) -> String {
+    if path.is_empty() {
+        return "/".into();
+    }
+    // S3 signs the path as sent; other services its normalised form, encoded once more.
+    if service == "s3" {
+        return path.to_string();
+    }
+    let mut segs: Vec<&str> = Vec::new();
+    for s in path.split('/') {
+        match s {
+            "" | "." => {}
+            ".." => {
+                segs.pop();
+            }
+            s => segs.push(s),
+        }
+    }
+    let slash = if !segs.is_empty() && path.ends_with('/') {
+        "/"
+    } else {
+        ""
+    };
+    encode(&format!("/{}{slash}", segs.join("/")), true)
+}
+
+fn canonical_query(query: &str) -> String {
+    let mut pairs: Vec<(String, String)> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (encode(&decode(k), false), encode(&decode(v), false))
+        })
+        .collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// The Authorization field of a SigV4 signature over the request.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sign(
+    method: &str,
+    target: &str,
+    authority: &str,
+    headers: &HeaderMap,
+    signed: &[String],
+    payload: &str,
+    amz_date: &str,
+    scope: &Scope<'_>,
+    key_id: &str,
+    secret: &str,
+) -> Result<String, String> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut names: Vec<String> = signed.iter().map(|s| s.to_ascii_lowercase()).collect();
+    names.sort();
+    names.dedup();
+    let mut lines = String::new();
+    for n in &names {
+        let values: Vec<String> = if n == "host" {
+            vec![authority.to_string()]
+        } else {
+            headers
+                .get_all(n.as_str())
+                .iter()
+                .map(|v| {
+                    v.to_str()
+                        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+                        .map_err(|_| format!("the signed field {n} is not text"))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        if values.is_empty() {
+            return Err(format!("the signed field {n} is missing"));
+        }
+        lines.push_str(&format!("{n}:{}\n", values.join(",")));
+    }
+    let signed_list = names.join(";");
+    let canonical = format!(
+        "{}\n{}\n{}\n{lines}\n{signed_list}\n{payload}",
+        method.to_ascii_uppercase(),
+        canonical_uri(path, scope.service),
+        canonical_query(query),
+    );
+    let scope_text = format!(
+        "{}/{}/{}/aws4_request",
+        scope.date, scope.region, scope.service
+    );
+    let to_sign = format!(
+        "{ALGORITHM}\n{amz_date}\n{scope_text}\n{}",
+        hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
+    );
+    let k = mac(format!("AWS4{secret}").as_bytes(), scope.date);
+    let k = mac(k.as_ref(), scope.region);
+    let k = mac(k.as_ref(), scope.service);
+    let k = mac(k.as_ref(), "aws4_request");
+    let sig = hex(mac(k.as_ref(), &to_sign).as_ref());
+    Ok(format!(
+        "{ALGORITHM} Credential={key_id}/{scope_text}, SignedHeaders={signed_list}, Signature={sig}"
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The "get-vanilla" case of AWS's SigV4 test suite.
+    #[test]
+    fn signs_the_aws_test_suite_request() {
+        let mut h = HeaderMap::new();
+        h.insert("x-amz-date", "20150830T123600Z".parse().unwrap());
+        let empty = hex(digest::digest(&digest::SHA256, b"").as_ref());
+        let field = sign(
+            "GET",
+            "/",
+            "example.amazonaws.com",
+            &h,
+            &["host".into(), "x-amz-date".into()],
+            &empty,
+            "20150830T123600Z",
+            &Scope {
+                date: "20150830",
+                region: "us-east-1",
+                service: "service",
+            },
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        )
+        .unwrap();
+        assert_eq!(
+            field,
+            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
+             SignedHeaders=host;x-amz-date, \
+             Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"
+        );
+    }
+
+    #[test]
+    fn canonical_forms() {
+        assert_eq!(canonical_uri("/a/./b/../c d", "service"), "/a/c%20d");
+        assert_eq!(canonical_uri("/a//b/", "s3"), "/a//b/");
+        assert_eq!(canonical_query("b=2&a=1&a=0&c"), "a=0&a=1&b=2&c=");
+        assert_eq!(canonical_query("k=a%20b+c"), "k=a%20b%2Bc");
+        let a = parse_authorization(
+            "AWS4-HMAC-SHA256 Credential=K/20150830/us-east-1/s3/aws4_request, \
+             SignedHeaders=Host;x-amz-date, Signature=abc123",
+        )
+        .unwrap();
+        assert_eq!(a.key_id, "K");
+        assert_eq!(a.signed, vec!["host", "x-amz-date"]);
+        assert!(parse_authorization(
+            "AWS4-HMAC-SHA256 Credential=K/x, SignedHeaders=h, Signature=0"
+        )
+        .is_none());
+        assert_eq!(
+            presigned_key_id("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=K%2F2015%2Fr%2Fs%2Faws4_request&X-Amz-Signature=00"),
+            Some("K".into())
+        );
+    }
+}
