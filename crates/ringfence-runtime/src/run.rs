@@ -533,6 +533,12 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     let proxy_ports = vec![netenv::HTTP_PORT, netenv::SOCKS_PORT];
     let host_services =
         netrun::host_services(&net_policy, &proxy_ports, &mut notes).map_err(Error::Policy)?;
+    if (prepared.policy.workspace.overlay || overlay_flag) && prepared.policy.fs_ask {
+        return Err(Error::Policy(anyhow!(
+            "filesystem.ask cannot be used with overlay mode: an approved write would reach the \
+             host without review; turn one of them off"
+        )));
+    }
     let streams = streams(stdio)?;
     // 3. The run's record, directories, overlay and log. From here on `teardown` undoes what
     // exists on every path.
@@ -571,12 +577,6 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     created.map_err(Error::Run)?;
     // Overlay mode turns the writable roots into overlays before the log records the plan.
     prepared.policy.workspace.overlay |= overlay_flag;
-    if prepared.policy.workspace.overlay && prepared.policy.fs_ask {
-        return Err(Error::Policy(anyhow!(
-            "filesystem.ask cannot be used with overlay mode: an approved write would reach the \
-             host without review; turn one of them off"
-        )));
-    }
     let overlay_state = if prepared.policy.workspace.overlay {
         let mut protected = prepared.protected.clone();
         protected.extend(prepared.not_yet.iter().cloned());
