@@ -289,8 +289,8 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
                 {"type": "user"}, {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
                 {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"},
             ],
-            "uidMappings": [{"containerID": in_uid, "hostID": uid, "size": 1}],
-            "gidMappings": [{"containerID": in_gid, "hostID": gid, "size": 1}],
+            "uidMappings": mappings(in_uid, uid),
+            "gidMappings": mappings(in_gid, gid),
             "resources": {
                 "pids": {"limit": limits.pids},
                 "memory": {"limit": limits.memory, "swap": limits.memory},
@@ -305,6 +305,20 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
         },
     });
     Ok(Bundle { config, gaps })
+}
+
+/// The run's mapping (the caller's id inside, or nobody for root). For a root caller the
+/// container's root is mapped too, to the host's nobody, because runc requires a mapping for
+/// the container's root; nothing runs as it.
+fn mappings(inside: u32, host: u32) -> Value {
+    if host == 0 && inside != 0 {
+        json!([
+            {"containerID": inside, "hostID": host, "size": 1},
+            {"containerID": 0, "hostID": 65534, "size": 1},
+        ])
+    } else {
+        json!([{"containerID": inside, "hostID": host, "size": 1}])
+    }
 }
 
 /// Writes `config.json` into `out` (created if missing).
