@@ -761,10 +761,13 @@ fn export(format: ExportFormat) -> anyhow::Result<()> {
         command,
     } = format;
     let prepared = ringfence_runtime::prepare::prepare(&policy.sources())?;
+    std::fs::create_dir_all(&out)?;
+    let out = std::fs::canonicalize(&out)?;
     let opts = oci::OciOptions {
         rootfs,
         args: command,
         host_read_only,
+        empty_file: out.join("empty"),
     };
     let bundle = oci::bundle(&prepared, &opts)?;
     export::check_gaps(&bundle.gaps, allow_weaker)?;

@@ -24,6 +24,9 @@ pub struct OciOptions {
     /// Host directories bound read-only at the same path (e.g. /usr when the root file system
     /// is nearly empty), before the policy's own mounts.
     pub host_read_only: Vec<PathBuf>,
+    /// The bundle's empty file (`OUT/empty`, absolute), bound over hidden files: masked paths
+    /// alone are not enough, gVisor's runsc ignores them for files.
+    pub empty_file: PathBuf,
 }
 
 pub struct Bundle {
@@ -54,7 +57,22 @@ fn bind(path: &Path, writable: bool) -> Value {
 pub fn mounts(
     plan: &MountPlan,
     exists: &dyn Fn(&Path) -> bool,
+    empty_file: &Path,
+    in_rootfs: &dyn Fn(&Path) -> bool,
 ) -> (Vec<Value>, Vec<String>, Vec<Gap>) {
+    // A hidden path matters only where the container sees it: under a host path bound into
+    // it, or in the root file system; a mount point elsewhere would have to be created.
+    let bound: Vec<&Path> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Writable { path } | Step::Pin { path } | Step::Reopen { path, .. } => {
+                Some(path.as_path())
+            }
+            _ => None,
+        })
+        .collect();
+    let seen = |p: &Path| bound.iter().any(|b| p.starts_with(b)) || in_rootfs(p);
     let mut mounts = Vec::new();
     let mut masked: Vec<String> = Vec::new();
     let mut gaps = Vec::new();
@@ -87,6 +105,7 @@ pub fn mounts(
                     "bound read-write: changes reach the folder directly, without review",
                 ));
             }
+            Step::HideDir { path } | Step::HideFile { path } if !seen(path) => {}
             Step::HideDir { path } => {
                 let reopened = plan.steps.iter().any(|s| {
                     matches!(s, Step::Reopen { path: p, .. } if p.starts_with(path) && p != path)
@@ -101,10 +120,16 @@ pub fn mounts(
                         "hidden by an empty tmpfs of 4 KiB that the sandbox can write to (ringfence run: read-only), so that the allowRead paths inside can be bound",
                     ));
                 } else {
+                    mounts.push(json!({"destination": path, "type": "tmpfs", "source": "tmpfs",
+                        "options": ["ro", "nosuid", "nodev", "noexec", "mode=0555", "size=4k"]}));
                     masked.push(path.display().to_string());
                 }
             }
-            Step::HideFile { path } => masked.push(path.display().to_string()),
+            Step::HideFile { path } => {
+                mounts.push(json!({"destination": path, "type": "bind", "source": empty_file,
+                    "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}));
+                masked.push(path.display().to_string());
+            }
             Step::Reopen { path, kind, writable } => {
                 let _ = kind == &Kind::Dir;
                 mounts.push(bind(path, *writable));
@@ -140,7 +165,12 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
         all_mounts.push(json!({"destination": p, "type": "bind", "source": p,
             "options": ["rbind", "ro", "nosuid", "nodev"]}));
     }
-    let (mounts, plan_masked, plan_gaps) = mounts(&prepared.plan, &|p| p.exists());
+    let (mounts, plan_masked, plan_gaps) =
+        mounts(&prepared.plan, &|p| p.exists(), &opts.empty_file, &|p| {
+            opts.host_read_only.iter().any(|h| p.starts_with(h))
+                || p.strip_prefix("/")
+                    .is_ok_and(|rel| rootfs.join(rel).symlink_metadata().is_ok())
+        });
     all_mounts.extend(mounts);
     gaps.extend(plan_gaps);
 
@@ -324,6 +354,8 @@ fn mappings(inside: u32, host: u32) -> Value {
 /// Writes `config.json` into `out` (created if missing).
 pub fn write(out: &Path, bundle: &Bundle) -> Result<PathBuf> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let empty = out.join("empty");
+    std::fs::write(&empty, b"").with_context(|| format!("writing {}", empty.display()))?;
     let file = out.join("config.json");
     let text = serde_json::to_string_pretty(&bundle.config).context("serialising config.json")?;
     std::fs::write(&file, text + "\n").with_context(|| format!("writing {}", file.display()))?;
@@ -367,7 +399,9 @@ mod tests {
             ],
             ..MountPlan::default()
         };
-        let (m, masked, gaps) = mounts(&plan, &|_| false);
+        let (m, masked, gaps) = mounts(&plan, &|_| false, Path::new("/b/empty"), &|p| {
+            p.starts_with("/h")
+        });
         let dests: Vec<&str> = m
             .iter()
             .map(|v| v["destination"].as_str().unwrap())
@@ -381,16 +415,20 @@ mod tests {
                 "/proc",
                 "/tmp",
                 "/w",
+                "/w/secret",
                 "/h",
                 "/h/ok",
+                "/w/.env",
                 "/w/.bashrc"
             ]
         );
         assert_eq!(m[4]["options"][3], "size=1048576");
         assert_eq!(m[5]["options"][1], "rw");
-        assert_eq!(m[6]["type"], "tmpfs");
-        assert_eq!(m[7]["options"][1], "ro");
+        assert_eq!(m[6]["options"][0], "ro");
+        assert_eq!(m[7]["type"], "tmpfs");
         assert_eq!(m[8]["options"][1], "ro");
+        assert_eq!(m[9]["source"], "/b/empty");
+        assert_eq!(m[10]["options"][1], "ro");
         assert_eq!(masked, ["/w/secret", "/w/.env"]);
         assert_eq!(gaps.len(), 2);
         assert!(gaps.iter().all(|g| !g.weaker));
@@ -406,7 +444,7 @@ mod tests {
             }],
             ..MountPlan::default()
         };
-        let (_, _, gaps) = mounts(&plan, &|_| true);
+        let (_, _, gaps) = mounts(&plan, &|_| true, Path::new("/b/empty"), &|_| false);
         assert!(gaps[0].weaker);
         assert!(super::super::check_gaps(&gaps, false).is_err());
         assert!(super::super::check_gaps(&gaps, true).is_ok());
