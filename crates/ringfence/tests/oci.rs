@@ -14,6 +14,7 @@ cat "$SECRET"; echo "read=$?"
 echo x > /etc/ringfence-oci-probe; echo "etc=$?"
 echo ok > "$HOMEDIR/written"; echo "home=$?"
 echo "netdev=$(wc -l < /proc/net/dev)"
+/bin/busybox unshare -U /bin/busybox true; echo "unshare=$?"
 "#;
 
 fn run_under(runtime: &str) {
@@ -91,7 +92,8 @@ fn run_under(runtime: &str) {
     let name = unique(&format!("rf-oci-{runtime}"));
     let mut cmd = Command::new(rt);
     if runtime == "runsc" {
-        cmd.arg("--network=none");
+        // runsc applies a bundle's seccomp profile only when asked.
+        cmd.args(["--network=none", "--oci-seccomp"]);
     }
     if !is_root() {
         cmd.arg("--root").arg(dir.join("state"));
@@ -131,6 +133,13 @@ fn run_under(runtime: &str) {
     assert_eq!(dir.read("work/written"), "ok\n");
     // The header (2 lines) and loopback: no other network device.
     assert!(o.contains("netdev=3"), "{o}");
+    // The seccomp profile: no new user namespace (allowed without it, as root here).
+    assert!(o.contains("unshare=1"), "{o}");
+    assert!(
+        got.stderr.contains("Operation not permitted"),
+        "{}",
+        got.stderr
+    );
 }
 
 #[test]

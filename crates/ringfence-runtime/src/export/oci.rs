@@ -221,6 +221,10 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
         "network (allowedDomains, deniedDomains, ask, TLS termination, credentials)",
         "the bundle has a network namespace of its own with no device but loopback: no egress at all. Egress must go through `ringfence proxy` as a gateway (attach the namespace to a network whose only route is the gateway, and set HTTPS_PROXY/HTTP_PROXY to it); the gateway enforces the domain policy and logs the decisions",
     ));
+    gaps.push(Gap::note(
+        "the seccomp filter under gVisor",
+        "runsc applies the bundle's seccomp profile only with `runsc --oci-seccomp`",
+    ));
     if let Some(w) = policy.limits.wall_seconds {
         gaps.push(Gap::note(
             format!("limits.wallSeconds ({w})"),
