@@ -349,6 +349,227 @@ pub fn build(opts: &FilterOptions) -> Vec<sock_filter> {
     a.finish()
 }
 
+// ---------------------------------------------------------------------------------------------
+// The same filter as data, for engines that take a declarative profile (an OCI seccomp profile
+// for crun, runc, runsc, Kubernetes). Every rule here is an errno answer for one syscall when
+// each of its argument checks holds; a syscall no rule matches is allowed. The rules of one
+// syscall are disjoint, so the order in which an engine tries them cannot matter, and every
+// check is a masked equality, which compares the low 32 bits exactly where the filter does
+// (libseccomp's SCMP_CMP_MASKED_EQ). `rules_match_the_filter` below runs both on the same
+// probes.
+// ---------------------------------------------------------------------------------------------
+
+/// The native architecture's AUDIT_ARCH value, which the filter requires.
+pub const AUDIT_ARCH: u32 = arch::AUDIT_ARCH;
+/// The x32 bit, refused on x86_64 (None on architectures without it).
+pub const X32_SYSCALL_BIT: Option<u32> = arch::X32_SYSCALL_BIT;
+
+/// `(args[index] & mask) == value`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgCheck {
+    pub index: u32,
+    pub mask: u64,
+    pub value: u64,
+}
+
+/// `syscall` answers `errno` when every check holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub syscall: c_long,
+    pub errno: i32,
+    pub args: Vec<ArgCheck>,
+}
+
+/// One argument's condition: any one of these checks (they are disjoint).
+type Alternatives = Vec<ArgCheck>;
+
+/// The low 32 bits of `args[index]` equal `value`.
+fn low_eq(index: u32, value: u32) -> Alternatives {
+    vec![ArgCheck {
+        index,
+        mask: 0xffff_ffff,
+        value: u64::from(value),
+    }]
+}
+
+/// At least one bit of `bits` is set while every bit of `clear` is clear, as disjoint checks:
+/// the first set bit of `bits`, and the lower bits of `bits` clear.
+fn any_bit(index: u32, bits: u32, clear: u32) -> Alternatives {
+    (0..32)
+        .map(|i| 1u32 << i)
+        .filter(|b| bits & b != 0)
+        .map(|b| ArgCheck {
+            index,
+            mask: u64::from(b | (bits & (b - 1)) | clear),
+            value: u64::from(b),
+        })
+        .collect()
+}
+
+/// The low `width` bits of `args[index]` hold a value outside `set`: the complement of `set`
+/// as aligned blocks, each one masked equality.
+fn not_in(index: u32, width: u32, set: &[u32]) -> Alternatives {
+    fn cover(prefix: u64, level: u32, full: u64, set: &[u64], index: u32, out: &mut Alternatives) {
+        let size = 1u64 << level;
+        if !set.iter().any(|&v| v >= prefix && v < prefix + size) {
+            out.push(ArgCheck {
+                index,
+                mask: full & !(size - 1),
+                value: prefix,
+            });
+        } else if level > 0 {
+            cover(prefix, level - 1, full, set, index, out);
+            cover(prefix + size / 2, level - 1, full, set, index, out);
+        }
+    }
+    let full = (1u64 << width) - 1;
+    let set: Vec<u64> = set.iter().map(|&v| u64::from(v) & full).collect();
+    let mut out = Vec::new();
+    cover(0, width, full, &set, index, &mut out);
+    out
+}
+
+/// The filter [`build`] assembles, as rules (the architecture checks aside: see [`AUDIT_ARCH`]
+/// and [`X32_SYSCALL_BIT`]).
+pub fn rules(opts: &FilterOptions) -> Vec<Rule> {
+    let mut out = Vec::new();
+    let mut add = |syscall: c_long, errno: i32, conds: Vec<Alternatives>| {
+        // The cartesian product of the arguments' alternatives.
+        let mut combos: Vec<Vec<ArgCheck>> = vec![Vec::new()];
+        for alternatives in conds {
+            combos = combos
+                .iter()
+                .flat_map(|c| {
+                    alternatives.iter().map(move |a| {
+                        let mut c = c.clone();
+                        c.push(*a);
+                        c
+                    })
+                })
+                .collect();
+        }
+        out.extend(combos.into_iter().map(|args| Rule {
+            syscall,
+            errno,
+            args,
+        }));
+    };
+    let (eperm, eafnosupport) = (libc::EPERM, libc::EAFNOSUPPORT);
+    add(libc::SYS_clone3, libc::ENOSYS, vec![]);
+    add(libc::SYS_openat2, libc::ENOSYS, vec![]);
+    for &syscall in DENIED.iter().chain(arch::DENIED) {
+        if opts.guard_pid1 && GUARD_PID1.contains(&syscall) {
+            continue;
+        }
+        if opts.allow_user_namespaces && syscall == libc::SYS_chroot {
+            continue;
+        }
+        add(syscall, eperm, vec![]);
+    }
+    for (syscall, namespaces) in [
+        (libc::SYS_clone, CLONE_NAMESPACES),
+        (libc::SYS_unshare, UNSHARE_NAMESPACES),
+    ] {
+        let newuser = libc::CLONE_NEWUSER as u32;
+        let flags = if opts.allow_user_namespaces {
+            any_bit(0, namespaces & !newuser, newuser)
+        } else {
+            any_bit(0, namespaces, 0)
+        };
+        add(syscall, eperm, vec![flags]);
+    }
+    add(
+        libc::SYS_ioctl,
+        eperm,
+        vec![low_eq(1, libc::TIOCSTI as u32)],
+    );
+    add(
+        libc::SYS_ioctl,
+        eperm,
+        vec![low_eq(1, libc::TIOCLINUX as u32)],
+    );
+    let (stream, dgram) = (libc::SOCK_STREAM as u32, libc::SOCK_DGRAM as u32);
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        let types = not_in(1, 4, &[stream, dgram]);
+        add(
+            libc::SYS_socket,
+            eperm,
+            vec![low_eq(0, family as u32), types],
+        );
+    }
+    let netlink = libc::AF_NETLINK as u32;
+    let protocols = not_in(2, 32, &[NETLINK_ROUTE]);
+    add(
+        libc::SYS_socket,
+        eafnosupport,
+        vec![low_eq(0, netlink), protocols],
+    );
+    let mut families = vec![libc::AF_INET as u32, libc::AF_INET6 as u32, netlink];
+    if opts.allow_unix_sockets {
+        families.push(libc::AF_UNIX as u32);
+    }
+    add(
+        libc::SYS_socket,
+        eafnosupport,
+        vec![not_in(0, 32, &families)],
+    );
+    let unix = libc::AF_UNIX as u32;
+    add(
+        libc::SYS_socketpair,
+        eafnosupport,
+        vec![not_in(0, 32, &[unix])],
+    );
+    if !opts.allow_unix_sockets {
+        let types = not_in(1, 4, &[stream, libc::SOCK_SEQPACKET as u32]);
+        add(libc::SYS_socketpair, eperm, vec![low_eq(0, unix), types]);
+    }
+    for &(syscall, mode) in arch::MODE_SETTERS {
+        add(syscall, eperm, vec![any_bit(mode, SET_ID_BITS, 0)]);
+    }
+    for &(syscall, flags, mode) in arch::OPENS {
+        let conds = vec![any_bit(flags, MODE_USED, 0), any_bit(mode, SET_ID_BITS, 0)];
+        add(syscall, eperm, conds);
+    }
+    add(
+        libc::SYS_personality,
+        eperm,
+        vec![not_in(0, 32, PERSONALITIES)],
+    );
+    out
+}
+
+/// Runs a classic BPF program the way the kernel runs a seccomp filter, for the opcodes
+/// [`build`] emits (None for any other, or a program that runs off its end). For tests and for
+/// checking exported profiles against the filter a run installs.
+pub fn evaluate(prog: &[sock_filter], arch: u32, nr: u32, args: &[u64; 6]) -> Option<u32> {
+    let mut data = [0u8; 64];
+    data[0..4].copy_from_slice(&nr.to_ne_bytes());
+    data[4..8].copy_from_slice(&arch.to_ne_bytes());
+    for (i, arg) in args.iter().enumerate() {
+        data[16 + 8 * i..24 + 8 * i].copy_from_slice(&arg.to_ne_bytes());
+    }
+    let mut acc: u32 = 0;
+    let mut pc = 0usize;
+    loop {
+        let insn = prog.get(pc)?;
+        pc += 1;
+        let branch = |taken: bool| usize::from(if taken { insn.jt } else { insn.jf });
+        match insn.code {
+            LD_W_ABS => {
+                let k = insn.k as usize;
+                let word = data.get(k..k + 4).filter(|_| k & 3 == 0)?;
+                acc = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]);
+            }
+            ALU_AND_K => acc &= insn.k,
+            JEQ_K => pc += branch(acc == insn.k),
+            JGE_K => pc += branch(acc >= insn.k),
+            JSET_K => pc += branch(acc & insn.k != 0),
+            RET_K => return Some(insn.k),
+            _ => return None,
+        }
+    }
+}
+
 /// The most frequent system calls, allowed first by both filters. None of them may appear in a
 /// rule of either filter (a unit test checks this).
 const HOT: &[c_long] = &[
@@ -780,6 +1001,153 @@ mod tests {
 
     fn c(value: i32) -> u64 {
         u64::from(value as u32)
+    }
+
+    /// What a declarative engine answers for `rules`: the errno of the matching rules (which
+    /// must agree), else allow.
+    pub(super) fn decide_rules(rules: &[Rule], nr: c_long, args: &[u64; 6]) -> u32 {
+        let mut answers = rules
+            .iter()
+            .filter(|r| r.syscall == nr)
+            .filter(|r| {
+                r.args
+                    .iter()
+                    .all(|c| args[c.index as usize] & c.mask == c.value)
+            })
+            .map(|r| r.errno);
+        let Some(first) = answers.next() else {
+            return RET_ALLOW;
+        };
+        for other in answers {
+            assert_eq!(
+                first, other,
+                "rules of syscall {nr} overlap with different answers"
+            );
+        }
+        ret_errno(first)
+    }
+
+    /// Argument values that sit on either side of every boundary the filter draws.
+    pub(super) fn probe_values() -> Vec<u64> {
+        let mut v: Vec<u64> = (0..=48).collect();
+        v.extend([
+            0o4755,
+            0o2755,
+            0o6000,
+            0o1777,
+            0o0755,
+            0o104755,
+            u64::from(libc::TIOCSTI as u32),
+            u64::from(libc::TIOCLINUX as u32),
+            u64::from(libc::TCGETS as u32),
+            u64::from(libc::O_CREAT as u32 | libc::O_WRONLY as u32),
+            u64::from(libc::O_TMPFILE as u32 | libc::O_RDWR as u32),
+            u64::from(libc::O_DIRECTORY as u32),
+            0x2_0000,
+            0x2_0008,
+            0x4_0000,
+            0x40_0000,
+            0x0400_0000,
+            0xffff_ffff,
+            0xffff_fffe,
+            0x8000_0000,
+            u64::MAX,
+        ]);
+        for ns in [
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWCGROUP,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUSER,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWNET,
+            libc::CLONE_NEWTIME,
+        ] {
+            let ns = u64::from(ns as u32);
+            v.push(ns);
+            v.push(ns | u64::from(libc::SIGCHLD as u32));
+            v.push(ns | u64::from(libc::CLONE_NEWUSER as u32));
+            v.push(ns << 32);
+        }
+        let highs: Vec<u64> = v.iter().map(|x| (1 << 32) | x).collect();
+        v.extend(highs);
+        v.extend([0xdead_beef_0000_0001, 0x0000_0002_0000_0010]);
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The syscalls the filter has rules for, plus a spread of others.
+    pub(super) fn probe_syscalls() -> Vec<c_long> {
+        let mut s: Vec<c_long> = (0..=460).collect();
+        s.extend([511, 512, 1000]);
+        s
+    }
+
+    #[test]
+    fn rules_match_the_filter() {
+        for opts in [
+            STRICT,
+            WITH_UNIX,
+            WITH_USERNS,
+            FilterOptions::default(),
+            FilterOptions {
+                allow_unix_sockets: true,
+                guard_pid1: false,
+                allow_user_namespaces: true,
+            },
+        ] {
+            let prog = build(&opts);
+            let rules = rules(&opts);
+            let values = probe_values();
+            let mut probes = 0usize;
+            for nr in probe_syscalls() {
+                let own: Vec<Rule> = rules.iter().filter(|r| r.syscall == nr).cloned().collect();
+                let mut check = |args: [u64; 6]| {
+                    probes += 1;
+                    let bpf = evaluate(&prog, AUDIT_ARCH, nr as u32, &args).unwrap();
+                    let declared = decide_rules(&own, nr, &args);
+                    assert_eq!(bpf, declared, "syscall {nr} args {args:x?} ({opts:?})");
+                };
+                check([0; 6]);
+                check([u64::MAX; 6]);
+                // The arguments the filter looks at for this syscall, alone and in pairs.
+                let mut checked: Vec<usize> = (0..4).collect();
+                if !own.is_empty() {
+                    checked = own
+                        .iter()
+                        .flat_map(|r| r.args.iter().map(|c| c.index as usize))
+                        .collect();
+                    checked.sort_unstable();
+                    checked.dedup();
+                }
+                for &i in &checked {
+                    for &a in &values {
+                        let mut args = [0; 6];
+                        args[i] = a;
+                        check(args);
+                    }
+                }
+                let pairs = if own.is_empty() {
+                    &[][..]
+                } else {
+                    &checked[..]
+                };
+                for (n, &i) in pairs.iter().enumerate() {
+                    for &j in &pairs[n + 1..] {
+                        for &a in &values {
+                            for &b in &values {
+                                let mut args = [0; 6];
+                                args[i] = a;
+                                args[j] = b;
+                                check(args);
+                            }
+                        }
+                    }
+                }
+            }
+            assert!(probes > 100_000, "{probes} probes");
+        }
     }
 
     #[test]

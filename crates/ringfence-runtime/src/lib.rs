@@ -35,6 +35,7 @@
 pub mod audit;
 pub mod caches;
 pub mod control;
+pub mod export;
 mod fsask;
 pub mod netenv;
 pub mod netrun;

@@ -93,6 +93,11 @@ enum Command {
     },
     /// Run the egress proxy on its own: ringfence proxy [-s FILE] --listen ADDR
     Proxy(proxy_cmd::ProxyArgs),
+    /// Export the policy for another engine: ringfence export oci --rootfs DIR [-s FILE] OUT/
+    Export {
+        #[command(subcommand)]
+        format: ExportFormat,
+    },
     /// Show what an overlay run changed: a unified diff for text, sizes for binary files.
     Diff {
         /// The run's name.
@@ -128,6 +133,29 @@ enum Command {
     Discard {
         /// The run's name.
         run: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExportFormat {
+    /// An OCI runtime bundle (OUT/config.json) for crun, runc or runsc.
+    Oci {
+        /// The bundle's root file system (mounted read-only).
+        #[arg(long, value_name = "DIR")]
+        rootfs: PathBuf,
+        /// Bind this host directory read-only at the same path (repeatable), e.g. /usr.
+        #[arg(long = "host-read-only", value_name = "PATH")]
+        host_read_only: Vec<PathBuf>,
+        /// Export even where the bundle is weaker than `ringfence run` (each such gap is named).
+        #[arg(long)]
+        allow_weaker: bool,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        /// The bundle's directory.
+        out: PathBuf,
+        /// The command (default /bin/sh).
+        #[arg(last = true)]
+        command: Vec<String>,
     },
 }
 
@@ -349,6 +377,7 @@ fn main() -> ExitCode {
             Ok(0)
         }
         Command::Explain(p) => explain(&p.sources()).map(|()| 0),
+        Command::Export { format } => export(format).map(|()| 0),
         Command::Mcp(p) => mcp::main(p.sources()),
         Command::Log(l) => match l.action {
             None => activity::list().map(|()| 0),
@@ -718,4 +747,41 @@ fn format_bytes(n: u64) -> String {
         n if n >= 1 << 20 => format!("{} MiB", n >> 20),
         n => format!("{} KiB", n >> 10),
     }
+}
+
+/// `ringfence export`: the policy compiled as for a run, then written for another engine; every
+/// gap is printed, and a weakening one refuses without --allow-weaker.
+fn export(format: ExportFormat) -> anyhow::Result<()> {
+    use ringfence_runtime::export::{self, oci};
+    let ExportFormat::Oci {
+        rootfs,
+        host_read_only,
+        allow_weaker,
+        policy,
+        out,
+        command,
+    } = format;
+    let prepared = ringfence_runtime::prepare::prepare(&policy.sources())?;
+    std::fs::create_dir_all(&out)?;
+    let out = std::fs::canonicalize(&out)?;
+    let opts = oci::OciOptions {
+        rootfs,
+        args: command,
+        host_read_only,
+        empty_file: out.join("empty"),
+    };
+    let bundle = oci::bundle(&prepared, &opts)?;
+    export::check_gaps(&bundle.gaps, allow_weaker)?;
+    let file = oci::write(&out, &bundle)?;
+    println!("wrote {}", file.display());
+    println!("not enforced by the bundle:");
+    for g in &bundle.gaps {
+        let mark = if g.weaker {
+            " (weaker, accepted by --allow-weaker)"
+        } else {
+            ""
+        };
+        println!("  - {}: {}{mark}", g.feature, g.instead);
+    }
+    Ok(())
 }
