@@ -130,6 +130,19 @@ pub fn mounts(
                     "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}));
                 masked.push(path.display().to_string());
             }
+            // A masked credential file shows placeholders that only the run's proxy turns back
+            // into the real value: the bundle hides the file instead (stricter).
+            Step::MaskFile { path, .. } => {
+                gaps.push(Gap::note(
+                    format!("credentials.files mask {}", path.display()),
+                    "hidden (an empty file): the placeholder copy needs the run's proxy",
+                ));
+                if seen(path) {
+                    mounts.push(json!({"destination": path, "type": "bind", "source": empty_file,
+                        "options": ["bind", "ro", "nosuid", "nodev", "noexec"]}));
+                    masked.push(path.display().to_string());
+                }
+            }
             Step::Reopen { path, kind, writable } => {
                 let _ = kind == &Kind::Dir;
                 mounts.push(bind(path, *writable));
