@@ -93,7 +93,7 @@ enum Command {
     },
     /// Run the egress proxy on its own: ringfence proxy [-s FILE] --listen ADDR
     Proxy(proxy_cmd::ProxyArgs),
-    /// Export the policy for another engine: ringfence export oci --rootfs DIR [-s FILE] OUT/
+    /// Export the policy for another engine: ringfence export oci|kubernetes ... OUT/
     Export {
         #[command(subcommand)]
         format: ExportFormat,
@@ -157,6 +157,41 @@ enum ExportFormat {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Kubernetes objects (OUT/kubernetes.yaml) and the seccomp profile for the nodes.
+    Kubernetes {
+        /// Policy file (also the gateway's policy, in a ConfigMap).
+        #[arg(short = 's', long = "settings", value_name = "FILE")]
+        settings: PathBuf,
+        /// The sandbox Pod's image.
+        #[arg(long, value_name = "IMG")]
+        image: String,
+        /// An image with the ringfence binary on its PATH, for the gateway.
+        #[arg(long = "gateway-image", value_name = "IMG", default_value = concat!("ringfence:", env!("CARGO_PKG_VERSION")))]
+        gateway_image: String,
+        /// The Pod's RuntimeClass (one of that name must exist in the cluster).
+        #[arg(long = "runtime-class", value_name = "CLASS")]
+        runtime_class: Option<RuntimeClassArg>,
+        /// The objects' base name: the Pod NAME, NAME-gateway, NAME-policy, ...
+        #[arg(long, value_name = "NAME", default_value = "ringfence")]
+        name: String,
+        /// The objects' namespace (default: kubectl's).
+        #[arg(long, value_name = "NS")]
+        namespace: Option<String>,
+        /// Export even where the objects are weaker than `ringfence run` (each such gap is named).
+        #[arg(long)]
+        allow_weaker: bool,
+        /// The output directory.
+        out: PathBuf,
+        /// The command (default: the image's).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RuntimeClassArg {
+    Gvisor,
+    Kata,
 }
 
 #[derive(Args)]
@@ -753,14 +788,45 @@ fn format_bytes(n: u64) -> String {
 /// gap is printed, and a weakening one refuses without --allow-weaker.
 fn export(format: ExportFormat) -> anyhow::Result<()> {
     use ringfence_runtime::export::{self, oci};
-    let ExportFormat::Oci {
-        rootfs,
-        host_read_only,
-        allow_weaker,
-        policy,
-        out,
-        command,
-    } = format;
+    let (rootfs, host_read_only, allow_weaker, policy, out, command) = match format {
+        ExportFormat::Oci {
+            rootfs,
+            host_read_only,
+            allow_weaker,
+            policy,
+            out,
+            command,
+        } => (rootfs, host_read_only, allow_weaker, policy, out, command),
+        ExportFormat::Kubernetes {
+            settings,
+            image,
+            gateway_image,
+            runtime_class,
+            name,
+            namespace,
+            allow_weaker,
+            out,
+            command,
+        } => {
+            return export_kubernetes(
+                export::kubernetes::KubeOptions {
+                    name,
+                    namespace,
+                    image,
+                    gateway_image,
+                    runtime_class: runtime_class.map(|r| match r {
+                        RuntimeClassArg::Gvisor => export::kubernetes::RuntimeClass::Gvisor,
+                        RuntimeClassArg::Kata => export::kubernetes::RuntimeClass::Kata,
+                    }),
+                    args: command,
+                    policy_text: String::new(),
+                    policy_file: settings,
+                },
+                allow_weaker,
+                &out,
+            )
+        }
+    };
     let prepared = ringfence_runtime::prepare::prepare(&policy.sources())?;
     std::fs::create_dir_all(&out)?;
     let out = std::fs::canonicalize(&out)?;
@@ -775,7 +841,12 @@ fn export(format: ExportFormat) -> anyhow::Result<()> {
     let file = oci::write(&out, &bundle)?;
     println!("wrote {}", file.display());
     println!("not enforced by the bundle:");
-    for g in &bundle.gaps {
+    print_gaps(&bundle.gaps);
+    Ok(())
+}
+
+fn print_gaps(gaps: &[ringfence_runtime::export::Gap]) {
+    for g in gaps {
         let mark = if g.weaker {
             " (weaker, accepted by --allow-weaker)"
         } else {
@@ -783,5 +854,36 @@ fn export(format: ExportFormat) -> anyhow::Result<()> {
         };
         println!("  - {}: {}{mark}", g.feature, g.instead);
     }
+}
+
+/// `ringfence export kubernetes`: the objects and the seccomp profile, written into `out`.
+fn export_kubernetes(
+    mut opts: ringfence_runtime::export::kubernetes::KubeOptions,
+    allow_weaker: bool,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use ringfence_runtime::export::{self, kubernetes};
+    let file = std::fs::canonicalize(&opts.policy_file)
+        .with_context(|| format!("-s {}", opts.policy_file.display()))?;
+    opts.policy_text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading -s {}", file.display()))?;
+    opts.policy_file = file.clone();
+    let prepared = ringfence_runtime::prepare::prepare(&ringfence_runtime::prepare::Sources {
+        settings: Some(file),
+        ..Default::default()
+    })?;
+    let objects = kubernetes::objects(&prepared, &opts)?;
+    export::check_gaps(&objects.gaps, allow_weaker)?;
+    let (yaml, profile) = kubernetes::write(out, &objects)?;
+    println!("wrote {} and {}", yaml.display(), profile.display());
+    println!(
+        "install {} on every node as /var/lib/kubelet/seccomp/{} (without it the Pod does not start), then: kubectl apply -f {}",
+        profile.display(),
+        objects.profile_name,
+        yaml.display()
+    );
+    println!("not enforced by the objects:");
+    print_gaps(&objects.gaps);
     Ok(())
 }

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use ringfence_linux::limits::Resource;
 use ringfence_linux::plan::{Kind, MountPlan, Step};
-use ringfence_linux::seccomp::FilterOptions;
 use serde_json::{json, Value};
 
 use super::Gap;
@@ -187,52 +186,10 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
     all_mounts.extend(mounts);
     gaps.extend(plan_gaps);
 
-    // The creation guard: names created later, renames of protecting parents, writes of
-    // single files through PID 1. None of it exists in an OCI runtime.
-    if let Some(guard) = &prepared.guard {
-        if !guard.roots.is_empty() {
-            let roots: Vec<String> = guard
-                .roots
-                .iter()
-                .map(|r| r.display().to_string())
-                .collect();
-            gaps.push(Gap::weaker(
-                "the creation guard (protected names that do not exist yet, at any depth of a writable root)",
-                format!(
-                    "not enforced: inside {} the sandbox can create .bashrc, .git/hooks/*, .vscode/ and the like, and rename .git or .claude away",
-                    roots.join(", ")
-                ),
-            ));
-        }
-        for p in prepared.not_yet.iter().chain(&prepared.deny_not_yet) {
-            gaps.push(Gap::weaker(
-                format!(
-                    "{} (protected or denyWrite, does not exist yet)",
-                    p.display()
-                ),
-                "not enforced: the sandbox can create it",
-            ));
-        }
-    }
-    if policy.fs_ask {
-        gaps.push(Gap::note(
-            "filesystem.ask",
-            "no questions: writes outside the writable roots are refused (stricter)",
-        ));
-    }
-    if prepared.unix_sockets.is_some() {
-        gaps.push(Gap::note(
-            "network.allowUnixSockets (checked by path)",
-            "path checks cannot be expressed: socket(AF_UNIX) is refused (stricter)",
-        ));
-    }
-    gaps.push(Gap::note(
-        "the activity log (exec reports, denied writes, run records)",
-        "not recorded: the bundle's engine keeps no ringfence log; network decisions are logged by the gateway",
-    ));
+    gaps.extend(super::policy_gaps(prepared));
     gaps.push(Gap::note(
         "network (allowedDomains, deniedDomains, ask, TLS termination, credentials)",
-        "the bundle has a network namespace of its own with no device but loopback: no egress at all. Egress must go through `ringfence proxy` as a gateway (attach the namespace to a network whose only route is the gateway, and set HTTPS_PROXY/HTTP_PROXY to it); the gateway enforces the domain policy and logs the decisions",
+        "the bundle has a network namespace of its own with no device but loopback: no egress at all, and no path to a gateway is built in (a unix socket bound in would not help: the seccomp profile refuses socket(AF_UNIX)). For egress, attach the namespace to a network whose only route is a `ringfence proxy` gateway (e.g. a CNI or OCI hook of your own) and add HTTPS_PROXY/HTTP_PROXY to process.env; the gateway then enforces the domain policy and logs the decisions",
     ));
     gaps.push(Gap::note(
         "the seccomp filter under gVisor",
@@ -249,12 +206,7 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
         "only PATH, HOME, TERM and RINGFENCE_SANDBOX=1 are set (stricter than env.passthrough)",
     ));
 
-    let filter = FilterOptions {
-        // A list of sockets is checked by path in a run; the bundle cannot, so it refuses them.
-        allow_unix_sockets: policy.allow_all_unix_sockets,
-        guard_pid1: false,
-        allow_user_namespaces: policy.allow_nested_user_namespaces,
-    };
+    let filter = super::filter_options(policy);
     let seccomp = super::seccomp::profile(&filter)?;
 
     let (in_uid, in_gid) = ringfence_linux::sandbox::inside_ids();
@@ -347,7 +299,7 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
             "seccomp": seccomp,
         },
         "annotations": {
-            "org.ringfence.egress": "no network device: route egress through `ringfence proxy` as the gateway",
+            "org.ringfence.egress": "no network device and no path to a gateway: attach the namespace to a network whose only route is `ringfence proxy`",
             "org.ringfence.not-enforced": not_enforced.join("\n"),
         },
     });

@@ -1,7 +1,7 @@
 //! The run's seccomp filter as an OCI seccomp profile (runtime-spec 1.0.2 `linux.seccomp`),
 //! from the same rules the BPF filter is built from (`ringfence_linux::seccomp::rules`).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use libc::c_long;
 use ringfence_linux::seccomp::{self, FilterOptions, Rule};
 use serde_json::{json, Value};
@@ -224,37 +224,121 @@ pub fn evaluate(
     Ok(Some(answer.unwrap_or(libc::SECCOMP_RET_ALLOW)))
 }
 
+/// Argument values at and around the boundaries the rules test (flags, modes, ioctl numbers,
+/// the high half of a 64-bit argument).
+fn probe_values() -> Vec<u64> {
+    let mut v: Vec<u64> = (0..=20).collect();
+    v.extend([
+        0o4755,
+        0o2000,
+        0o755,
+        u64::from(libc::TIOCSTI as u32),
+        u64::from(libc::TIOCLINUX as u32),
+        u64::from(libc::O_CREAT as u32 | libc::O_WRONLY as u32),
+        u64::from(libc::O_TMPFILE as u32 | libc::O_RDWR as u32),
+        u64::from(libc::CLONE_NEWUSER as u32),
+        u64::from(libc::CLONE_NEWNS as u32),
+        u64::from(libc::CLONE_NEWNET as u32 | libc::CLONE_NEWUSER as u32),
+        u64::from(libc::CLONE_NEWTIME as u32),
+        u64::from(libc::SIGCHLD as u32),
+        40,
+        0x2_0008,
+        0x4_0000,
+        0xffff_ffff,
+        u64::MAX,
+    ]);
+    let high: Vec<u64> = v.iter().map(|x| x | (1 << 32)).collect();
+    v.extend(high);
+    v
+}
+
+/// Checks that `profile` (as read back from its JSON) answers as the BPF filter `prog` does,
+/// by evaluating both on every syscall number up to 460 with boundary values in one and two
+/// arguments, on x32 and on a foreign architecture (where the profile kills and the filter
+/// answers EPERM or kills). Returns the number of probes; the first difference is an error.
+pub fn compare_with_filter(profile: &Value, prog: &[libc::sock_filter]) -> Result<usize> {
+    let values = probe_values();
+    let mut probes = 0;
+    for nr in 0..=460u32 {
+        // The entries naming this syscall, found once.
+        let own: Vec<Value> = profile["syscalls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e["names"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n.as_str().and_then(number) == Some(c_long::from(nr)))
+            })
+            .cloned()
+            .collect();
+        let own = json!({"syscalls": own});
+        let mut sets: Vec<[u64; 6]> = vec![[0; 6], [u64::MAX; 6]];
+        for i in 0..4 {
+            for &a in &values {
+                let mut args = [0; 6];
+                args[i] = a;
+                sets.push(args);
+            }
+        }
+        if name(c_long::from(nr)).is_some() {
+            for (i, j) in [(0, 1), (0, 2), (1, 2), (2, 3), (1, 3)] {
+                for &a in &values {
+                    for &b in &values {
+                        let mut args = [0; 6];
+                        args[i] = a;
+                        args[j] = b;
+                        sets.push(args);
+                    }
+                }
+            }
+        }
+        for args in sets {
+            probes += 1;
+            let bpf = seccomp::evaluate(prog, seccomp::AUDIT_ARCH, nr, &args)
+                .context("the filter returned no verdict")?;
+            let oci = evaluate(&own, true, nr, &args)?;
+            if oci != Some(bpf) {
+                bail!("syscall {nr} {args:x?}: the profile answers {oci:?}, the filter {bpf}");
+            }
+        }
+    }
+    // x32 and foreign architectures: refused by both (EPERM or kill by the filter, libseccomp's
+    // kill by the profile).
+    if let Some(bit) = seccomp::X32_SYSCALL_BIT {
+        let bpf = seccomp::evaluate(prog, seccomp::AUDIT_ARCH, bit, &[0; 6])
+            .context("the filter returned no verdict")?;
+        if bpf != libc::SECCOMP_RET_ERRNO | libc::EPERM as u32 {
+            bail!("x32: the filter answers {bpf}");
+        }
+        if evaluate(profile, true, bit, &[0; 6])?.is_some() {
+            bail!("x32: the profile does not kill");
+        }
+    }
+    let foreign = seccomp::evaluate(prog, 0x4000_0003, 0, &[0; 6])
+        .context("the filter returned no verdict")?;
+    if foreign != libc::SECCOMP_RET_KILL_PROCESS {
+        bail!("a foreign architecture: the filter answers {foreign}");
+    }
+    if evaluate(profile, false, 0, &[0; 6])?.is_some() {
+        bail!("a foreign architecture: the profile does not kill");
+    }
+    if profile["architectures"] != json!([OCI_ARCH]) {
+        bail!(
+            "architectures: {} (expected [{OCI_ARCH}])",
+            profile["architectures"]
+        );
+    }
+    Ok(probes)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-
-    fn values() -> Vec<u64> {
-        let mut v: Vec<u64> = (0..=20).collect();
-        v.extend([
-            0o4755,
-            0o2000,
-            0o755,
-            u64::from(libc::TIOCSTI as u32),
-            u64::from(libc::TIOCLINUX as u32),
-            u64::from(libc::O_CREAT as u32 | libc::O_WRONLY as u32),
-            u64::from(libc::O_TMPFILE as u32 | libc::O_RDWR as u32),
-            u64::from(libc::CLONE_NEWUSER as u32),
-            u64::from(libc::CLONE_NEWNS as u32),
-            u64::from(libc::CLONE_NEWNET as u32 | libc::CLONE_NEWUSER as u32),
-            u64::from(libc::CLONE_NEWTIME as u32),
-            u64::from(libc::SIGCHLD as u32),
-            40,
-            0x2_0008,
-            0x4_0000,
-            0xffff_ffff,
-            u64::MAX,
-        ]);
-        let high: Vec<u64> = v.iter().map(|x| x | (1 << 32)).collect();
-        v.extend(high);
-        v
-    }
 
     /// The profile, read back from its JSON, answers every probe as the filter `ringfence run`
     /// installs for the command does (kill for x32 where the filter answers EPERM).
@@ -268,64 +352,14 @@ mod tests {
             };
             let text = serde_json::to_string(&profile(&opts).unwrap()).unwrap();
             let back: Value = serde_json::from_str(&text).unwrap();
-            let prog = seccomp::build(&opts);
-            let values = values();
-            let mut probes = 0;
-            for nr in 0..=460u32 {
-                // The entries naming this syscall, found once.
-                let own: Vec<Value> = back["syscalls"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|e| {
-                        e["names"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .any(|n| number(n.as_str().unwrap()) == Some(c_long::from(nr)))
-                    })
-                    .cloned()
-                    .collect();
-                let own = json!({"syscalls": own});
-                let mut sets: Vec<[u64; 6]> = vec![[0; 6], [u64::MAX; 6]];
-                for i in 0..4 {
-                    for &a in &values {
-                        let mut args = [0; 6];
-                        args[i] = a;
-                        sets.push(args);
-                    }
-                }
-                if name(c_long::from(nr)).is_some() {
-                    for (i, j) in [(0, 1), (0, 2), (1, 2), (2, 3), (1, 3)] {
-                        for &a in &values {
-                            for &b in &values {
-                                let mut args = [0; 6];
-                                args[i] = a;
-                                args[j] = b;
-                                sets.push(args);
-                            }
-                        }
-                    }
-                }
-                for args in sets {
-                    probes += 1;
-                    let bpf = seccomp::evaluate(&prog, seccomp::AUDIT_ARCH, nr, &args).unwrap();
-                    let oci = evaluate(&own, true, nr, &args).unwrap();
-                    assert_eq!(oci, Some(bpf), "syscall {nr} {args:x?} {opts:?}");
-                }
-            }
+            let probes = compare_with_filter(&back, &seccomp::build(&opts)).unwrap();
             assert!(probes > 50_000);
-            // x32 and foreign architectures: refused by both (EPERM or kill by the filter,
-            // libseccomp's kill by the profile).
-            if let Some(bit) = seccomp::X32_SYSCALL_BIT {
-                let bpf = seccomp::evaluate(&prog, seccomp::AUDIT_ARCH, bit, &[0; 6]).unwrap();
-                assert_eq!(bpf, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32);
-                assert_eq!(evaluate(&back, true, bit, &[0; 6]).unwrap(), None);
-            }
-            let foreign = seccomp::evaluate(&prog, 0x4000_0003, 0, &[0; 6]).unwrap();
-            assert_eq!(foreign, libc::SECCOMP_RET_KILL_PROCESS);
-            assert_eq!(evaluate(&back, false, 0, &[0; 6]).unwrap(), None);
-            assert_eq!(back["architectures"], json!([OCI_ARCH]));
+            // Another option set's filter differs from this profile, and the check says so.
+            let other = FilterOptions {
+                allow_unix_sockets: !unix,
+                ..opts
+            };
+            assert!(compare_with_filter(&back, &seccomp::build(&other)).is_err());
         }
     }
 
