@@ -219,6 +219,30 @@ fn framing(head: &Head, is_response: bool) -> Result<Framing, String> {
     }
 }
 
+/// The user name and password of `Proxy-Authorization: Basic ...`, if any.
+fn basic_credentials(head: &Head) -> Option<(Vec<u8>, Vec<u8>)> {
+    let v = head.all("proxy-authorization").next()?;
+    let v = std::str::from_utf8(v).ok()?.trim();
+    let (scheme, cred) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64_decode(cred.trim())?;
+    let colon = raw.iter().position(|&b| b == b':')?;
+    Some((raw[..colon].to_vec(), raw[colon + 1..].to_vec()))
+}
+
+/// `407`: the gateway knows its clients, and this request named none of them.
+async fn auth_required<W: AsyncWrite + Unpin>(w: &mut W) {
+    let body = "ringfence: proxy authentication required: give your client name and token as the proxy user name and password\n";
+    let head = format!(
+        "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"ringfence\"\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = w.write_all(head.as_bytes()).await;
+    let _ = w.shutdown().await;
+}
+
 /// The proxy user name from `Proxy-Authorization: Basic ...`, if any.
 fn client_identity(head: &Head) -> Option<String> {
     let v = head.all("proxy-authorization").next()?;
@@ -378,10 +402,21 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAdd
             Ok(h) => h,
             Err(e) => return respond(&mut cw, e.status, &e.message, false).await,
         };
+        let client = match proxy.clients() {
+            None => client_identity(&head),
+            Some(clients) => {
+                let named = basic_credentials(&head)
+                    .and_then(|(u, p)| clients.authenticate(&u, &p).map(|c| c.name.clone()));
+                match named {
+                    Some(n) => Some(n),
+                    None => return auth_required(&mut cw).await,
+                }
+            }
+        };
         let ctx = Ctx {
             proxy,
             peer,
-            client: client_identity(&head),
+            client,
             started: Instant::now(),
             via: std::sync::Mutex::new(None),
         };

@@ -11,6 +11,7 @@
 //! The `--control-fd` protocol is in [`control`]; the standalone proxy with an external
 //! decider (srt's proxy-only mode) in [`decided`] and [`decider`].
 
+pub mod clients;
 pub mod control;
 pub mod decided;
 pub mod decider;

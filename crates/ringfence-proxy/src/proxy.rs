@@ -221,6 +221,8 @@ pub struct Proxy {
     active: std::sync::atomic::AtomicUsize,
     /// `network.tlsTerminate`: set once, before the proxy serves (see [`Proxy::terminate_tls`]).
     tls: std::sync::OnceLock<Arc<crate::tls::Terminator>>,
+    /// With clients, every connection must authenticate as one, and its policy decides.
+    clients: RwLock<Option<Arc<crate::clients::Clients>>>,
 }
 
 /// Counts a connection as active for as long as it is served.
@@ -295,6 +297,7 @@ impl Proxy {
             asking: Mutex::new(HashMap::new()),
             active: std::sync::atomic::AtomicUsize::new(0),
             tls: std::sync::OnceLock::new(),
+            clients: RwLock::new(None),
         })
     }
 
@@ -330,6 +333,21 @@ impl Proxy {
     /// The parent proxy, if one is configured.
     pub fn parent(&self) -> Option<&ParentProxy> {
         self.parent.as_ref()
+    }
+
+    /// Requires every connection from now on to authenticate as one of `clients`, whose own
+    /// policy then decides for it (`None`: no authentication, the proxy's policy for all).
+    /// Connections already open keep going.
+    pub fn set_clients(&self, clients: Option<crate::clients::Clients>) {
+        *self.clients.write().unwrap_or_else(PoisonError::into_inner) = clients.map(Arc::new);
+    }
+
+    /// The clients in force, if authentication is required.
+    pub(crate) fn clients(&self) -> Option<Arc<crate::clients::Clients>> {
+        self.clients
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Replaces the policy; connections already open keep going, new ones use it.
@@ -424,7 +442,22 @@ impl Proxy {
                 })
             }
         };
-        let policy = self.policy();
+        let policy = match self.clients() {
+            None => self.policy(),
+            Some(clients) => match client.and_then(|c| clients.policy(c)) {
+                Some(p) => p,
+                // Authenticated at the handshake, gone since (a reload removed it).
+                None => {
+                    return Err(Refused {
+                        host: host.to_string(),
+                        rule: None,
+                        reason: "the client is not in the clients file".into(),
+                        asked: None,
+                        own_reason: false,
+                    })
+                }
+            },
+        };
         match policy.decide_host(&host, port) {
             Verdict::Allow { rule } => Ok(Allowed {
                 host,

@@ -28,7 +28,10 @@ struct Request {
 }
 
 /// Greeting, authentication and request. `Err(Some(code))` asks for a reply first.
-async fn handshake(s: &mut TcpStream) -> Result<Request, Option<u8>> {
+async fn handshake(
+    s: &mut TcpStream,
+    clients: Option<&crate::clients::Clients>,
+) -> Result<Request, Option<u8>> {
     let mut b = [0u8; 2];
     s.read_exact(&mut b).await.map_err(|_| None)?;
     if b[0] != 5 || b[1] == 0 {
@@ -38,7 +41,7 @@ async fn handshake(s: &mut TcpStream) -> Result<Request, Option<u8>> {
     s.read_exact(&mut methods).await.map_err(|_| None)?;
     let method = if methods.contains(&0x02) {
         0x02
-    } else if methods.contains(&0x00) {
+    } else if methods.contains(&0x00) && clients.is_none() {
         0x00
     } else {
         let _ = s.write_all(&[5, 0xff]).await;
@@ -58,9 +61,19 @@ async fn handshake(s: &mut TcpStream) -> Result<Request, Option<u8>> {
         s.read_exact(&mut plen).await.map_err(|_| None)?;
         let mut pass = vec![0u8; usize::from(plen[0])];
         s.read_exact(&mut pass).await.map_err(|_| None)?;
-        s.write_all(&[1, 0]).await.map_err(|_| None)?;
-        if !user.is_empty() {
-            client = Some(String::from_utf8_lossy(&user).escape_debug().to_string());
+        if let Some(clients) = clients {
+            let Some(c) = clients.authenticate(&user, &pass) else {
+                // RFC 1929: a status other than 0 is a failure, and the connection closes.
+                let _ = s.write_all(&[1, 1]).await;
+                return Err(None);
+            };
+            s.write_all(&[1, 0]).await.map_err(|_| None)?;
+            client = Some(c.name.clone());
+        } else {
+            s.write_all(&[1, 0]).await.map_err(|_| None)?;
+            if !user.is_empty() {
+                client = Some(String::from_utf8_lossy(&user).escape_debug().to_string());
+            }
         }
     }
     let mut req = [0u8; 4];
@@ -155,7 +168,9 @@ fn ssh_reason(host: &str, port: u16, reason: &str, own: bool) -> String {
 }
 
 pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr) {
-    let req = match tokio::time::timeout(proxy.limits.head_timeout, handshake(&mut stream)).await {
+    let clients = proxy.clients();
+    let shake = handshake(&mut stream, clients.as_deref());
+    let req = match tokio::time::timeout(proxy.limits.head_timeout, shake).await {
         Ok(Ok(r)) => r,
         Ok(Err(Some(code))) => return reply(&mut stream, code, None).await,
         _ => return,

@@ -67,6 +67,13 @@ pub struct ProxyArgs {
     /// then cross the network in clear).
     #[arg(long = "allow-remote")]
     allow_remote: bool,
+    /// Clients of a shared gateway, each with a token and a policy of its own (see the
+    /// README); every connection must authenticate as one of them.
+    #[arg(long = "clients", value_name = "FILE")]
+    clients: Option<PathBuf>,
+    /// Print a new client token and its SHA-256 (for a clients file), then exit.
+    #[arg(long = "new-client-token")]
+    new_client_token: bool,
 }
 
 /// Where decision lines go.
@@ -165,31 +172,11 @@ fn raise_open_files() {
     ringfence_linux::process::raise_open_files();
 }
 
-pub fn main(args: ProxyArgs) -> Result<i32> {
-    if args.reverse.is_some() {
-        return reverse(args);
-    }
-    if args.allow_remote {
-        bail!("--allow-remote: only with --reverse");
-    }
-    if args.decider_fd.is_some() || args.decider_in.is_some() || args.decider_out.is_some() {
-        return decided(args);
-    }
-    for (opt, set) in [
-        ("--lifeline-fd", args.lifeline_fd.is_some()),
-        ("--plaintext-header-set", args.plaintext_header_set),
-        ("--ca-fd", args.ca_fd.is_some()),
-        (
-            "--strip-response-header",
-            !args.strip_response_header.is_empty(),
-        ),
-    ] {
-        if set {
-            bail!("{opt}: only with a decider (--decider-fd, or --decider-in and --decider-out)");
-        }
-    }
+/// The policy of `-s FILE` (or the layered files) for the gateway, with the keys that have no
+/// meaning for it refused.
+fn gateway_policy(settings: Option<PathBuf>) -> Result<(ringfence_policy::Policy, NetPolicy)> {
     let (policy, _cwd) = prepare::load_policy(&Sources {
-        settings: args.settings.clone(),
+        settings,
         ..Sources::default()
     })?;
     let net = NetPolicy::from_policy(&policy).context("network policy")?;
@@ -212,6 +199,137 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
              (`ringfence run` does)"
         );
     }
+    Ok((policy, net))
+}
+
+/// `--clients FILE`: `{"clients": [{"name": N, "tokenSha256": HEX, "settings": FILE}]}`, each
+/// settings file (relative to the clients file) a policy whose network section decides for
+/// that client. Returns the clients and every file read (for the reload watch).
+fn load_clients(
+    file: &std::path::Path,
+) -> Result<(ringfence_proxy::clients::Clients, Vec<PathBuf>)> {
+    use ringfence_proxy::clients::{parse_sha256, Client, Clients};
+    let what = |k: &str| format!("--clients {}: {k}", file.display());
+    let text = std::fs::read_to_string(file).with_context(|| what("reading"))?;
+    let doc: Value = serde_json::from_str(&text).with_context(|| what("not JSON"))?;
+    let Some(obj) = doc.as_object() else {
+        bail!("{}", what("give an object {\"clients\": [...]}"));
+    };
+    if let Some(k) = obj.keys().find(|k| *k != "clients") {
+        bail!("{}", what(&format!("unknown key {k}")));
+    }
+    let Some(list) = obj.get("clients").and_then(Value::as_array) else {
+        bail!("{}", what("clients: give a list"));
+    };
+    let dir = file.parent().unwrap_or(std::path::Path::new("/"));
+    let mut out = Vec::new();
+    let mut files = vec![file.to_path_buf()];
+    for (i, c) in list.iter().enumerate() {
+        let at = |k: &str| what(&format!("clients[{i}].{k}"));
+        let Some(c) = c.as_object() else {
+            bail!("{}", what(&format!("clients[{i}]: give an object")));
+        };
+        if let Some(k) = c
+            .keys()
+            .find(|k| !["name", "tokenSha256", "settings"].contains(&k.as_str()))
+        {
+            bail!(
+                "{}",
+                at(&format!("{k}: unknown key (name, tokenSha256, settings)"))
+            );
+        }
+        let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            bail!(
+                "{}",
+                at("name: give a non-empty printable name without ':'")
+            );
+        }
+        if out.iter().any(|o: &Client| o.name == name) {
+            bail!("{}", at(&format!("name: {name} is listed twice")));
+        }
+        let Some(hash) = c
+            .get("tokenSha256")
+            .and_then(Value::as_str)
+            .and_then(parse_sha256)
+        else {
+            bail!("{}", at("tokenSha256: give the token's SHA-256 as 64 hex digits (`ringfence proxy --new-client-token` prints both)"));
+        };
+        let Some(settings) = c.get("settings").and_then(Value::as_str) else {
+            bail!("{}", at("settings: give the client's policy file"));
+        };
+        let settings = dir.join(settings);
+        let (policy, net) = gateway_policy(Some(settings.clone()))
+            .with_context(|| at(&format!("settings {}", settings.display())))?;
+        // These act on every connection the gateway makes, whoever asked: they belong in -s.
+        for (key, set) in [
+            ("network.parentProxy", policy.parent_proxy.is_some()),
+            ("network.mitmProxy", policy.mitm_proxy.is_some()),
+            (
+                "network.deniedResolvedAddresses",
+                !policy.denied_resolved_addresses.is_empty(),
+            ),
+        ] {
+            if set {
+                bail!(
+                    "{}: {key} applies to all of the gateway's connections; set it in the -s file",
+                    at(&format!("settings {}", settings.display()))
+                );
+            }
+        }
+        files.push(settings);
+        out.push(Client::new(name.to_string(), hash, net));
+    }
+    if out.is_empty() {
+        bail!(
+            "{}",
+            what("clients: the list is empty, so no one could connect")
+        );
+    }
+    Ok((Clients::new(out), files))
+}
+
+pub fn main(args: ProxyArgs) -> Result<i32> {
+    if args.new_client_token {
+        let (token, hash) =
+            ringfence_proxy::clients::new_token().map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!("token: {token}");
+        println!("tokenSha256: {hash}");
+        return Ok(0);
+    }
+    if args.clients.is_some()
+        && (args.reverse.is_some() || args.decider_fd.is_some() || args.decider_in.is_some())
+    {
+        bail!("--clients: only for the forward proxy (not with --reverse or a decider)");
+    }
+    if args.reverse.is_some() {
+        return reverse(args);
+    }
+    if args.allow_remote {
+        bail!("--allow-remote: only with --reverse");
+    }
+    if args.decider_fd.is_some() || args.decider_in.is_some() || args.decider_out.is_some() {
+        return decided(args);
+    }
+    for (opt, set) in [
+        ("--lifeline-fd", args.lifeline_fd.is_some()),
+        ("--plaintext-header-set", args.plaintext_header_set),
+        ("--ca-fd", args.ca_fd.is_some()),
+        (
+            "--strip-response-header",
+            !args.strip_response_header.is_empty(),
+        ),
+    ] {
+        if set {
+            bail!("{opt}: only with a decider (--decider-fd, or --decider-in and --decider-out)");
+        }
+    }
+    let (policy, net) = gateway_policy(args.settings.clone())?;
+    let clients = args
+        .clients
+        .as_deref()
+        .map(|f| load_clients(f).map(|(c, _)| c))
+        .transpose()?;
     let parent = crate::netrun::Egress::from_policy(&policy)?.parent;
     let fixed_parent = policy.parent_proxy.clone();
     let sink = match &args.log {
@@ -256,6 +374,16 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
             control: control.clone(),
         });
         let proxy = Proxy::with_parent(net, hooks, ringfence_proxy::Limits::default(), parent);
+        let who = match &clients {
+            Some(c) => format!("; {} clients, each must authenticate", c.len()),
+            None => String::new(),
+        };
+        if let Some(c) = clients {
+            proxy.set_clients(Some(c));
+        }
+        if let Some(file) = args.clients.clone() {
+            tokio::spawn(watch_clients(proxy.clone(), file));
+        }
         if let (Some(reader), Some(control)) = (reader, control) {
             let p = proxy.clone();
             tokio::spawn(control.run_reader(reader, p, |_| {}, |e| {
@@ -266,7 +394,7 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
             .local_addr()
             .context("--listen-fd: not a TCP listening socket")?;
         eprintln!(
-            "ringfence proxy: listening on {local} (HTTP and SOCKS5){}",
+            "ringfence proxy: listening on {local} (HTTP and SOCKS5){}{who}",
             if local.ip().is_loopback() {
                 ""
             } else {
@@ -279,6 +407,53 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
             .with_context(|| format!("accepting on {local}"))?;
         Ok(0)
     })
+}
+
+/// The modification time and size of each file, to notice a change.
+fn stamps(files: &[PathBuf]) -> Vec<Option<(std::time::SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+/// Reloads the clients file and the clients' policies when one of them changes (checked every
+/// second). New connections use the new clients; open tunnels keep going. A file that does not
+/// load leaves the clients in force unchanged.
+async fn watch_clients(proxy: Arc<Proxy>, file: PathBuf) {
+    let mut files = match load_clients(&file) {
+        Ok((_, f)) => f,
+        Err(_) => vec![file.clone()],
+    };
+    let mut seen = stamps(&files);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = stamps(&files);
+        if now == seen {
+            continue;
+        }
+        let loaded = tokio::task::block_in_place(|| load_clients(&file));
+        match loaded {
+            Ok((clients, f)) => {
+                eprintln!(
+                    "ringfence proxy: reloaded {} ({} clients)",
+                    file.display(),
+                    clients.len()
+                );
+                proxy.set_clients(Some(clients));
+                files = f;
+                seen = stamps(&files);
+            }
+            Err(e) => {
+                eprintln!("ringfence proxy: {e:#}; the clients in force are unchanged");
+                seen = now;
+            }
+        }
+    }
 }
 
 /// The origin of `--reverse URL`: `https://host[:port]`, with no path, query or user name.

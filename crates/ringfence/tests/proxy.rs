@@ -123,6 +123,11 @@ impl Drop for Gateway {
 
 impl Gateway {
     fn start(settings: &str, with_control: bool) -> Gateway {
+        Self::start_with(settings, with_control, &[])
+    }
+
+    /// [`Gateway::start`] with more arguments (relative paths are in its directory).
+    fn start_with(settings: &str, with_control: bool, extra: &[&str]) -> Gateway {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "ringfence-proxy-test-{}-{}",
@@ -139,6 +144,7 @@ impl Gateway {
             .arg(&file)
             .args(["--listen", "127.0.0.1:0", "--log"])
             .arg(&log)
+            .args(extra)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -171,6 +177,17 @@ impl Gateway {
         }
         let child = cmd.spawn().unwrap();
         Self::finish(child, dir, control)
+    }
+
+    /// The directory for `start_with`'s relative paths, before the gateway starts.
+    fn next_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "ringfence-proxy-clients-{}-{}",
+            std::process::id(),
+            common::unique_number()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     fn finish(mut child: Child, dir: PathBuf, control: Option<BufReader<UnixStream>>) -> Gateway {
@@ -603,4 +620,207 @@ fn bad_settings_exit_125() {
     assert_eq!(o.status.code(), Some(125), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("network.socksProxyPort"), "{err}");
+}
+
+/// A client token from `ringfence proxy --new-client-token`: (token, its SHA-256).
+fn new_token() -> (String, String) {
+    let o = Command::new(common::bin())
+        .args(["proxy", "--new-client-token"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let field = |k: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    (field("token:"), field("tokenSha256:"))
+}
+
+#[test]
+fn clients_authenticate_and_each_has_its_own_policy() {
+    if !need_curl() {
+        return;
+    }
+    let (a, b) = (Upstream::start(), Upstream::start());
+    let (alice, alice_hash) = new_token();
+    let (bob, bob_hash) = new_token();
+    assert!(alice.len() >= 22 && alice != bob);
+    let dir = Gateway::next_dir();
+    let allow = |port: u16| format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}"]}}}}"#);
+    std::fs::write(dir.join("alice.json"), allow(a.port)).unwrap();
+    std::fs::write(dir.join("bob.json"), allow(b.port)).unwrap();
+    let clients = |alice_file: &str| {
+        format!(
+            r#"{{"clients": [
+                {{"name": "alice", "tokenSha256": "{alice_hash}", "settings": "{alice_file}"}},
+                {{"name": "bob", "tokenSha256": "{bob_hash}", "settings": "bob.json"}}]}}"#
+        )
+    };
+    let clients_file = dir.join("clients.json");
+    std::fs::write(&clients_file, clients("alice.json")).unwrap();
+    // The -s policy allows both; with clients, only each client's own policy decides.
+    let gw = Gateway::start_with(
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{}", "127.0.0.1:{}"]}}}}"#,
+            a.port, b.port
+        ),
+        false,
+        &["--clients", clients_file.to_str().unwrap()],
+    );
+    let port = gw.port;
+    let to_a = format!("http://127.0.0.1:{}/a", a.port);
+    let to_b = format!("http://127.0.0.1:{}/b", b.port);
+    let http = |user: &str, pass: &str| format!("http://{user}:{pass}@127.0.0.1:{port}");
+    let socks = |user: &str, pass: &str| format!("socks5h://{user}:{pass}@127.0.0.1:{port}");
+    let status = |o: &Output| text(o).lines().next().unwrap_or("").to_string();
+
+    // Each client reaches its own host, over HTTP, CONNECT and SOCKS5, and not the other's.
+    for (user, pass, mine, other) in [("alice", &alice, &to_a, &to_b), ("bob", &bob, &to_b, &to_a)]
+    {
+        assert!(text(&curl(&["-x", &http(user, pass), mine])).starts_with("upstream-ok"));
+        assert!(text(&curl(&["-p", "-x", &http(user, pass), mine])).starts_with("upstream-ok"));
+        assert!(text(&curl(&["--proxy", &socks(user, pass), mine])).starts_with("upstream-ok"));
+        let o = curl(&["-i", "-x", &http(user, pass), other]);
+        assert!(status(&o).starts_with("HTTP/1.1 403"), "{o:?}");
+    }
+    assert_eq!((a.count(), b.count()), (3, 3));
+
+    // No credentials, another client's token, a changed byte, an unknown name: 407, and
+    // SOCKS5 fails the authentication.
+    let mut wrong = alice.clone().into_bytes();
+    wrong[5] = if wrong[5] == b'A' { b'B' } else { b'A' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    let plain = format!("http://127.0.0.1:{port}");
+    for px in [
+        plain.clone(),
+        http("alice", &bob),
+        http("alice", &wrong),
+        http("carol", &alice),
+    ] {
+        let o = curl(&["-i", "-x", &px, &to_a]);
+        assert!(status(&o).starts_with("HTTP/1.1 407"), "{px}: {o:?}");
+        assert!(text(&o).contains("Proxy-Authenticate: Basic"), "{o:?}");
+    }
+    for px in [
+        format!("socks5h://127.0.0.1:{port}"),
+        socks("alice", &bob),
+        socks("bob", &wrong),
+    ] {
+        let o = curl(&["--proxy", &px, &to_a]);
+        assert!(!o.status.success(), "{px}: {o:?}");
+    }
+    assert_eq!((a.count(), b.count()), (3, 3));
+
+    // Every decision carries the authenticated client.
+    let d = gw.decisions();
+    assert_eq!(d.len(), 8, "{d:?}");
+    for e in &d {
+        let mine = if e["client"] == "alice" {
+            a.port
+        } else {
+            b.port
+        };
+        assert!(e["client"] == "alice" || e["client"] == "bob", "{e}");
+        assert_eq!(e["decision"] == "allow", e["port"] == mine, "{e}");
+    }
+
+    // A tunnel open across a reload keeps going; new connections get the new policy.
+    let mut t = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let basic = base64(format!("alice:{alice}").as_bytes());
+    write!(
+        t,
+        "CONNECT 127.0.0.1:{p} HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\nProxy-Authorization: Basic {basic}\r\n\r\n",
+        p = a.port
+    )
+    .unwrap();
+    let mut r = BufReader::new(t.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    while line != "\r\n" {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+    }
+    // alice now gets bob's policy file.
+    std::fs::write(&clients_file, clients("bob.json")).unwrap();
+    let mut switched = false;
+    for _ in 0..100 {
+        let o = curl(&["-i", "-x", &http("alice", &alice), &to_b]);
+        if text(&o).contains("upstream-ok") {
+            switched = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(switched, "the clients file was not reloaded");
+    let o = curl(&["-i", "-x", &http("alice", &alice), &to_a]);
+    assert!(status(&o).starts_with("HTTP/1.1 403"), "{o:?}");
+    t.write_all(b"GET /still HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("upstream-ok /still") {
+        match r.read(&mut buf) {
+            Ok(n) if n > 0 => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => break,
+        }
+    }
+    assert!(got.contains("upstream-ok /still"), "{got}");
+
+    // A clients file that does not load leaves the clients in force.
+    std::fs::write(&clients_file, "{\"clients\": [{\"name\": \"x\"}]}").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(text(&curl(&["-x", &http("alice", &alice), &to_b])).starts_with("upstream-ok"));
+}
+
+#[test]
+fn a_bad_clients_file_exits_125() {
+    let dir = Gateway::next_dir();
+    std::fs::write(dir.join("s.json"), "{}").unwrap();
+    for (text, names) in [
+        (
+            r#"{"clients": [{"name": "a", "tokenSha256": "00", "settings": "s.json"}]}"#,
+            "tokenSha256",
+        ),
+        (r#"{"clients": [], "extra": 1}"#, "unknown key extra"),
+        (r#"{"clients": []}"#, "empty"),
+        (
+            r#"{"clients": [{"name": "a", "tokenSha256": "0000000000000000000000000000000000000000000000000000000000000000", "settings": "s.json", "role": "x"}]}"#,
+            "role",
+        ),
+    ] {
+        std::fs::write(dir.join("c.json"), text).unwrap();
+        let o = Command::new(common::bin())
+            .args(["proxy", "--listen", "127.0.0.1:0", "--clients"])
+            .arg(dir.join("c.json"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(125), "{o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(names), "{names}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
