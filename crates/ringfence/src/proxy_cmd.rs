@@ -71,6 +71,10 @@ pub struct ProxyArgs {
     /// README); every connection must authenticate as one of them.
     #[arg(long = "clients", value_name = "FILE")]
     clients: Option<PathBuf>,
+    /// Serve /healthz and Prometheus /metrics on this address (plain HTTP, separate from
+    /// --listen).
+    #[arg(long = "metrics", value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
     /// Print a new client token and its SHA-256 (for a clients file), then exit.
     #[arg(long = "new-client-token")]
     new_client_token: bool,
@@ -85,11 +89,158 @@ enum Sink {
 struct GatewayHooks {
     lines: mpsc::SyncSender<Value>,
     control: Option<Arc<Control>>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// Counters for `/metrics`: decisions by client and outcome, bytes each way.
+#[derive(Default)]
+struct Metrics {
+    decisions: std::sync::Mutex<std::collections::BTreeMap<(String, String), u64>>,
+    bytes_up: std::sync::atomic::AtomicU64,
+    bytes_down: std::sync::atomic::AtomicU64,
+}
+
+impl Metrics {
+    fn count(&self, v: &Value) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        let mut key = (s("client"), s("decision"));
+        let mut map = self
+            .decisions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Without --clients a client names itself: past this many series, one bucket.
+        if map.len() >= 1000 && !map.contains_key(&key) {
+            key.0 = "(other)".into();
+        }
+        *map.entry(key).or_default() += 1;
+        drop(map);
+        self.bytes_up
+            .fetch_add(v["bytesUp"].as_u64().unwrap_or(0), Relaxed);
+        self.bytes_down
+            .fetch_add(v["bytesDown"].as_u64().unwrap_or(0), Relaxed);
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    fn render(&self, proxy: &Proxy) -> String {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let label = |v: &str| {
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP ringfence_proxy_decisions_total Requests and tunnels decided, by client and decision.");
+        let _ = writeln!(out, "# TYPE ringfence_proxy_decisions_total counter");
+        for ((client, decision), n) in self
+            .decisions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "ringfence_proxy_decisions_total{{client=\"{}\",decision=\"{}\"}} {n}",
+                label(client),
+                label(decision)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ringfence_proxy_bytes_total Bytes relayed, by direction."
+        );
+        let _ = writeln!(out, "# TYPE ringfence_proxy_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "ringfence_proxy_bytes_total{{direction=\"up\"}} {}",
+            self.bytes_up.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "ringfence_proxy_bytes_total{{direction=\"down\"}} {}",
+            self.bytes_down.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP ringfence_proxy_active_connections Client connections being served."
+        );
+        let _ = writeln!(out, "# TYPE ringfence_proxy_active_connections gauge");
+        let _ = writeln!(
+            out,
+            "ringfence_proxy_active_connections {}",
+            proxy.active_connections()
+        );
+        out
+    }
+}
+
+/// `--metrics ADDR`: `GET /healthz` (200 `ok` while the proxy serves) and `GET /metrics`.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut s, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        };
+        let proxy = proxy.clone();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            let read = async {
+                while n < buf.len() {
+                    match s.read(&mut buf[n..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) => n += k,
+                    }
+                    if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+            };
+            if tokio::time::timeout(std::time::Duration::from_secs(5), read)
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let line = head.lines().next().unwrap_or("");
+            let (status, ctype, body) = match line.split(' ').take(2).collect::<Vec<_>>()[..] {
+                ["GET", "/healthz"] => ("200 OK", "text/plain", "ok\n".to_string()),
+                ["GET", "/metrics"] => (
+                    "200 OK",
+                    "text/plain; version=0.0.4",
+                    metrics.render(&proxy),
+                ),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /healthz or /metrics\n".to_string(),
+                ),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+            let _ = s.shutdown().await;
+        });
+    }
 }
 
 impl Hooks for GatewayHooks {
     fn record(&self, d: &DecisionRecord) {
-        let _ = self.lines.send(d.to_json());
+        let v = d.to_json();
+        if let Some(m) = &self.metrics {
+            m.count(&v);
+        }
+        let _ = self.lines.send(v);
     }
 
     fn ask(&self, q: AskQuery) -> Pin<Box<dyn std::future::Future<Output = AskAnswer> + Send>> {
@@ -300,7 +451,7 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
     if args.clients.is_some()
         && (args.reverse.is_some() || args.decider_fd.is_some() || args.decider_in.is_some())
     {
-        bail!("--clients: only for the forward proxy (not with --reverse or a decider)");
+        bail!("--clients, --metrics: only for the forward proxy (not with --reverse or a decider)");
     }
     if args.reverse.is_some() {
         return reverse(args);
@@ -369,12 +520,14 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
                 "ringfence proxy: note: network.ask is on but there is no --control-fd to ask over; unlisted hosts are denied"
             );
         }
+        let metrics = args.metrics.map(|_| Arc::new(Metrics::default()));
         let hooks = Arc::new(GatewayHooks {
             lines: start_writer(sink),
             control: control.clone(),
+            metrics: metrics.clone(),
         });
         let proxy = Proxy::with_parent(net, hooks, ringfence_proxy::Limits::default(), parent);
-        let who = match &clients {
+        let mut who = match &clients {
             Some(c) => format!("; {} clients, each must authenticate", c.len()),
             None => String::new(),
         };
@@ -383,6 +536,15 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
         }
         if let Some(file) = args.clients.clone() {
             tokio::spawn(watch_clients(proxy.clone(), file));
+        }
+        if let (Some(addr), Some(m)) = (args.metrics, metrics) {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics {addr}"))?;
+            if let Ok(a) = l.local_addr() {
+                who.push_str(&format!("; /healthz and /metrics on {a}"));
+            }
+            tokio::spawn(serve_metrics(l, proxy.clone(), m));
         }
         if let (Some(reader), Some(control)) = (reader, control) {
             let p = proxy.clone();
@@ -576,6 +738,7 @@ fn reverse(args: ProxyArgs) -> Result<i32> {
         let hooks = Arc::new(GatewayHooks {
             lines: start_writer(sink),
             control: None,
+            metrics: None,
         });
         let proxy = Proxy::with_parent(net, hooks, ringfence_proxy::Limits::default(), parent);
         for (name, placeholder) in &shown {

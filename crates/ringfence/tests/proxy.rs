@@ -108,6 +108,8 @@ fn big_body() -> Vec<u8> {
 struct Gateway {
     child: Child,
     port: u16,
+    /// The gateway's first line on stderr.
+    banner: String,
     dir: PathBuf,
     /// The other end of `--control-fd 3`, when one was given.
     control: Option<BufReader<UnixStream>>,
@@ -208,6 +210,7 @@ impl Gateway {
         Gateway {
             child,
             port,
+            banner: line,
             dir,
             control,
         }
@@ -823,4 +826,66 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+#[test]
+fn healthz_and_metrics_on_their_own_address() {
+    if !need_curl() {
+        return;
+    }
+    let up = Upstream::start();
+    let gw = Gateway::start_with(
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{}"]}}}}"#,
+            up.port
+        ),
+        false,
+        &["--metrics", "127.0.0.1:0"],
+    );
+    let mport: u16 = gw
+        .banner
+        .split("/metrics on 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no metrics address: {}", gw.banner));
+    assert_ne!(mport, gw.port);
+    let m = format!("http://127.0.0.1:{mport}");
+    assert_eq!(text(&curl(&[&format!("{m}/healthz")])), "ok\n");
+    let px = format!("http://agent-3:x@127.0.0.1:{}", gw.port);
+    let target = format!("http://127.0.0.1:{}/m", up.port);
+    assert!(text(&curl(&["-x", &px, &target])).starts_with("upstream-ok"));
+    assert!(text(&curl(&["-x", &px, &target])).starts_with("upstream-ok"));
+    let o = curl(&["-x", &px, "http://denied.example/"]);
+    assert!(text(&o).contains("not allowed"), "{o:?}");
+    // The proxy port does not serve them, nor does the metrics port proxy.
+    let o = curl(&["-i", &format!("http://127.0.0.1:{}/metrics", gw.port)]);
+    assert!(!text(&o).contains("ringfence_proxy_"), "{o:?}");
+    let o = curl(&["-i", "-x", &m, &target]);
+    assert!(text(&o).starts_with("HTTP/1.1 404"), "{o:?}");
+    // Decisions are recorded when a request ends; give the writer a moment.
+    std::thread::sleep(Duration::from_millis(200));
+    let metrics = text(&curl(&[&format!("{m}/metrics")]));
+    assert!(
+        metrics.contains("# TYPE ringfence_proxy_decisions_total counter"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"ringfence_proxy_decisions_total{client="agent-3",decision="allow"} 2"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"ringfence_proxy_decisions_total{client="agent-3",decision="deny"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ringfence_proxy_active_connections "),
+        "{metrics}"
+    );
+    let up_bytes: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"ringfence_proxy_bytes_total{direction="down"} "#))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(up_bytes > 0, "{metrics}");
 }
