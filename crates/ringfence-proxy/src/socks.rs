@@ -31,6 +31,7 @@ struct Request {
 async fn handshake(
     s: &mut TcpStream,
     clients: Option<&crate::clients::Clients>,
+    auth_failed: &mut bool,
 ) -> Result<Request, Option<u8>> {
     let mut b = [0u8; 2];
     s.read_exact(&mut b).await.map_err(|_| None)?;
@@ -44,6 +45,7 @@ async fn handshake(
     } else if methods.contains(&0x00) && clients.is_none() {
         0x00
     } else {
+        *auth_failed = clients.is_some();
         let _ = s.write_all(&[5, 0xff]).await;
         return Err(None);
     };
@@ -64,6 +66,7 @@ async fn handshake(
         if let Some(clients) = clients {
             let Some(c) = clients.authenticate(&user, &pass) else {
                 // RFC 1929: a status other than 0 is a failure, and the connection closes.
+                *auth_failed = true;
                 let _ = s.write_all(&[1, 1]).await;
                 return Err(None);
             };
@@ -169,11 +172,36 @@ fn ssh_reason(host: &str, port: u16, reason: &str, own: bool) -> String {
 
 pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr) {
     let clients = proxy.clients();
-    let shake = handshake(&mut stream, clients.as_deref());
+    let mut auth_failed = false;
+    let shake = handshake(&mut stream, clients.as_deref(), &mut auth_failed);
     let req = match tokio::time::timeout(proxy.limits.head_timeout, shake).await {
         Ok(Ok(r)) => r,
         Ok(Err(Some(code))) => return reply(&mut stream, code, None).await,
-        _ => return,
+        _ => {
+            if auth_failed {
+                // Refused before the client named a destination.
+                proxy.record(&DecisionRecord {
+                    host: String::new(),
+                    port: 0,
+                    protocol: Protocol::Socks5,
+                    decision: Decision::Denied,
+                    rule: None,
+                    reason: Some(
+                        "proxy authentication required (no known client and token)".into(),
+                    ),
+                    asked: None,
+                    client: None,
+                    peer: Some(peer),
+                    resolved: None,
+                    via: None,
+                    error: None,
+                    bytes_up: 0,
+                    bytes_down: 0,
+                    duration: std::time::Duration::ZERO,
+                });
+            }
+            return;
+        }
     };
     let started = Instant::now();
     let p = Protocol::Socks5;

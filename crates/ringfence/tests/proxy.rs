@@ -719,8 +719,14 @@ fn clients_authenticate_and_each_has_its_own_policy() {
     assert_eq!((a.count(), b.count()), (3, 3));
 
     // Every decision carries the authenticated client.
-    let d = gw.decisions();
-    assert_eq!(d.len(), 8, "{d:?}");
+    let all = gw.decisions();
+    let (d, failed): (Vec<_>, Vec<_>) = all.iter().partition(|e| !e["client"].is_null());
+    assert_eq!(d.len(), 8, "{all:?}");
+    // The failed authentications are recorded too, without a client.
+    assert_eq!(failed.len(), 7, "{all:?}");
+    assert!(failed.iter().all(
+        |e| e["decision"] == "deny" && e["reason"].as_str().unwrap().contains("authentication")
+    ));
     for e in &d {
         let mine = if e["client"] == "alice" {
             a.port
