@@ -5,7 +5,8 @@
  *       LOAD_PROXY_AUTH=base64(user:pass) a Proxy-Authorization header is sent). Prints
  *       "requests rps median_us p99_us errors".
  *   load hold PROXY TARGET N
- *       opens N CONNECT tunnels through PROXY to TARGET, prints "ready", waits for stdin to close. */
+ *       opens N CONNECT tunnels through PROXY to TARGET (with LOAD_PROXY_AUTH as above),
+ *       prints "ready OPENED", waits for stdin to close. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -134,8 +135,10 @@ int main(int argc, char **argv) {
   }
   if (argc == 5 && strcmp(argv[1], "hold") == 0) {
     int n = atoi(argv[4]), ok = 0;
-    char req[256], buf[1024];
-    int m = snprintf(req, sizeof req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", argv[3], argv[3]);
+    char req[1024], buf[1024], authh[512] = "";
+    const char *auth = getenv("LOAD_PROXY_AUTH");
+    if (auth && *auth) snprintf(authh, sizeof authh, "Proxy-Authorization: Basic %s\r\n", auth);
+    int m = snprintf(req, sizeof req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n", argv[3], argv[3], authh);
     for (int i = 0; i < n; i++) {
       int s = dial(argv[2]);
       if (s < 0) continue;
