@@ -35,6 +35,10 @@ trap 'exit 130' INT TERM
 # Each tunnel is two sockets in the proxy, one in the client and one in the upstream.
 ulimit -Hn 1048576 2>/dev/null || ulimit -Hn 65536 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)"
+if [ $((TUNNELS * 2 + 1000)) -gt "$(ulimit -n)" ]; then
+  echo "note: the open-file limit is $(ulimit -n) and cannot be raised here; each proxy needs two per tunnel," \
+    "so $TUNNELS tunnels will not all open (try TUNNELS=$(( ($(ulimit -n) - 1000) / 2 )))" >&2
+fi
 WORK="$(mktemp -d /tmp/ringfence-gateway-bench.XXXXXX)"
 chmod 755 "$WORK"
 
