@@ -476,6 +476,9 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
         }
     }
     let (policy, net) = gateway_policy(args.settings.clone())?;
+    let policy_files: Vec<PathBuf> = policy.files.iter().map(|(_, f)| f.clone()).collect();
+    let fixed_parent_for_watch = policy.parent_proxy.clone();
+    let has_control = args.control_fd.is_some();
     let clients = args
         .clients
         .as_deref()
@@ -536,6 +539,14 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
         }
         if let Some(file) = args.clients.clone() {
             tokio::spawn(watch_clients(proxy.clone(), file));
+        }
+        if !has_control {
+            tokio::spawn(watch_policy(
+                proxy.clone(),
+                args.settings.clone(),
+                policy_files,
+                fixed_parent_for_watch,
+            ));
         }
         if let (Some(addr), Some(m)) = (args.metrics, metrics) {
             let l = tokio::net::TcpListener::bind(addr)
@@ -613,6 +624,41 @@ async fn watch_clients(proxy: Arc<Proxy>, file: PathBuf) {
             Err(e) => {
                 eprintln!("ringfence proxy: {e:#}; the clients in force are unchanged");
                 seen = now;
+            }
+        }
+    }
+}
+
+/// Reloads the policy (`-s` or the layered files) when one of its files changes (checked every
+/// second), for new connections; open tunnels keep going. A policy that does not load, or that
+/// changes `network.parentProxy` (fixed when the gateway starts), leaves the one in force.
+async fn watch_policy(
+    proxy: Arc<Proxy>,
+    settings: Option<PathBuf>,
+    mut files: Vec<PathBuf>,
+    parent: Option<ringfence_policy::ParentProxySettings>,
+) {
+    let mut seen = stamps(&files);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let now = stamps(&files);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let loaded = tokio::task::block_in_place(|| gateway_policy(settings.clone()));
+        match loaded {
+            Ok((policy, _)) if policy.parent_proxy != parent => eprintln!(
+                "ringfence proxy: network.parentProxy changed; it is fixed while the gateway runs (restart it); the policy in force is unchanged"
+            ),
+            Ok((policy, net)) => {
+                eprintln!("ringfence proxy: reloaded the policy");
+                proxy.set_policy(net);
+                files = policy.files.iter().map(|(_, f)| f.clone()).collect();
+                seen = stamps(&files);
+            }
+            Err(e) => {
+                eprintln!("ringfence proxy: {e:#}; the policy in force is unchanged")
             }
         }
     }

@@ -895,3 +895,67 @@ fn healthz_and_metrics_on_their_own_address() {
         .unwrap();
     assert!(up_bytes > 0, "{metrics}");
 }
+
+#[test]
+fn the_policy_file_reloads_without_dropping_tunnels() {
+    if !need_curl() {
+        return;
+    }
+    let (a, b) = (Upstream::start(), Upstream::start());
+    let allow = |port: u16| format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}"]}}}}"#);
+    let gw = Gateway::start(&allow(a.port), false);
+    let px = gw.proxy_url();
+    let to_a = format!("http://127.0.0.1:{}/a", a.port);
+    let to_b = format!("http://127.0.0.1:{}/b", b.port);
+    assert!(text(&curl(&["-x", &px, &to_a])).starts_with("upstream-ok"));
+    assert!(text(&curl(&["-i", "-x", &px, &to_b])).starts_with("HTTP/1.1 403"));
+
+    let mut t = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        t,
+        "CONNECT 127.0.0.1:{p} HTTP/1.1\r\nHost: 127.0.0.1:{p}\r\n\r\n",
+        p = a.port
+    )
+    .unwrap();
+    let mut r = BufReader::new(t.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    while line != "\r\n" {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+    }
+
+    std::fs::write(gw.dir.join("settings.json"), allow(b.port)).unwrap();
+    let mut switched = false;
+    for _ in 0..100 {
+        if text(&curl(&["-x", &px, &to_b])).starts_with("upstream-ok") {
+            switched = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(switched, "the policy file was not reloaded");
+    assert!(text(&curl(&["-i", "-x", &px, &to_a])).starts_with("HTTP/1.1 403"));
+    // The tunnel opened before still carries requests.
+    t.write_all(b"GET /still HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while !got.contains("upstream-ok /still") {
+        match r.read(&mut buf) {
+            Ok(n) if n > 0 => got.push_str(&String::from_utf8_lossy(&buf[..n])),
+            _ => break,
+        }
+    }
+    assert!(got.contains("upstream-ok /still"), "{got}");
+    // A policy that does not load leaves the one in force.
+    std::fs::write(
+        gw.dir.join("settings.json"),
+        r#"{"network": {"allowedDomains": ["a..b"]}}"#,
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(text(&curl(&["-x", &px, &to_b])).starts_with("upstream-ok"));
+}
