@@ -366,6 +366,9 @@ struct Teardown {
     record: Option<runs::Record>,
     log: Option<Arc<Mutex<Activity>>>,
     groups: Option<Cgroups>,
+    /// The run's v1 freezer group (made only if the run is paused), worked out once: probing
+    /// the cgroup mounts again at the end would lengthen every run's teardown.
+    freezer: Option<PathBuf>,
     sandbox: Option<linux_sandbox::Sandbox>,
     network: Arc<Mutex<Option<netrun::Network>>>,
     outcome: Option<Outcome>,
@@ -428,7 +431,7 @@ impl Drop for Teardown {
         if let Some(g) = &self.groups {
             g.remove();
         }
-        if let Some(f) = cgroup::own_freezer_v1(&self.name) {
+        if let Some(f) = self.freezer.take() {
             let _ = std::fs::remove_dir(f);
         }
         self.close();
@@ -568,6 +571,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         record: Some(record),
         log: None,
         groups: None,
+        freezer: None,
         sandbox: None,
         network: network_slot.clone(),
         outcome: None,
@@ -657,6 +661,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
             mechanism: prepared.mechanism.describe(),
             source,
         })?;
+    teardown.freezer = cgroup::own_freezer_v1(&run_name);
     ringfence_linux::timing::mark("cgroups created");
     if terminal {
         supervise::hold_signals();
@@ -669,7 +674,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut sb = linux_sandbox::spawn(&spec, winsize, teardown.groups.as_ref())?;
-    sb.freezer = cgroup::own_freezer_v1(&run_name);
+    sb.freezer = teardown.freezer.clone();
     let (stdin, stdout, stderr) = match streams {
         // The sandbox has its copies; ours of its ends close here.
         Some(Streams {
