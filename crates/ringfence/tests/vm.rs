@@ -8,20 +8,10 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn fixture(name: &str, body: &str) -> std::path::PathBuf {
-    let dir = std::env::current_dir().unwrap().join("target/vm-test");
-    std::fs::create_dir_all(&dir).unwrap();
-    let f = dir.join(name);
-    std::fs::write(&f, body).unwrap();
-    f
-}
-
 #[test]
 fn unknown_isolation_value_is_refused_by_name() {
-    let f = fixture(
-        &format!("bad-isolation-{}.json", std::process::id()),
-        r#"{"isolation": "container"}"#,
-    );
+    let dir = common::TestDir::new("vm-bad-isolation");
+    let f = dir.write("settings.json", r#"{"isolation": "container"}"#);
     let out = common::ringfence(&["-s", f.to_str().unwrap(), "--", "true"])
         .output()
         .unwrap();
