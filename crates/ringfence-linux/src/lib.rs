@@ -30,5 +30,6 @@ pub mod supervise;
 pub mod sys;
 pub mod timing;
 pub mod tun;
+pub mod vmm;
 
 pub use error::Error;

@@ -215,6 +215,8 @@ pub struct Policy {
     /// `network.transparent` in any layer (the policy stays the same; more programs are held
     /// to it).
     pub transparent: bool,
+    /// `isolation: "vm"` in any layer: the command runs in a virtual machine.
+    pub isolation_vm: bool,
     /// `allowNestedUserNamespaces` (srt): the command may create user namespaces.
     pub allow_nested_user_namespaces: bool,
     /// Allowed domain patterns, srt syntax, union of all layers in layer order.
@@ -943,6 +945,7 @@ impl<'a> Merge<'a> {
         self.merge_unix_sockets(layer, origin, s, &mut notes)?;
         self.policy.allow_local_binding |= values[2] == Some(true);
         self.policy.transparent |= s.network.transparent == Some(true);
+        self.policy.isolation_vm |= s.isolation == Some(crate::settings::Isolation::Vm);
         self.policy.allow_nested_user_namespaces |= values[3] == Some(true);
         self.policy.fs_ask |= values[4] == Some(true);
 
@@ -1739,6 +1742,19 @@ mod tests {
         assert!(e.err().contains("limits.cpuSeconds: a project file may only add restrictions; 61 would raise the limit of 60"));
         e.project(r#"{"limits": {"cpuSeconds": 30}}"#);
         assert_eq!(e.load().unwrap().limits.cpu_seconds, Some(30));
+    }
+
+    #[test]
+    fn vm_isolation_is_on_if_any_layer_asks_for_it() {
+        let e = Env::new();
+        assert!(!e.load().unwrap().isolation_vm);
+        e.project(r#"{"isolation": "vm"}"#);
+        assert!(e.load().unwrap().isolation_vm);
+        e.project(r#"{"isolation": "namespace"}"#);
+        e.user(r#"{"isolation": "vm"}"#);
+        assert!(e.load().unwrap().isolation_vm);
+        e.project(r#"{"isolation": "container"}"#);
+        assert!(e.load().is_err());
     }
 
     #[test]

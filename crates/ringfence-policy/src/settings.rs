@@ -78,6 +78,18 @@ pub struct Settings {
     /// How writable roots are written (ringfence): directly, or into a reviewable overlay.
     #[serde(default)]
     pub workspace: WorkspaceSettings,
+    /// The boundary around the command (ringfence): "namespace" (default, Linux namespaces
+    /// on the host's kernel) or "vm" (a virtual machine with its own kernel, the namespace
+    /// sandbox inside it as well). "vm" in any layer wins.
+    pub isolation: Option<Isolation>,
+}
+
+/// `isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    Namespace,
+    Vm,
 }
 
 /// The `permissions` section (ringfence). A rule is `Bash(WORDS)` (exactly these words) or

@@ -45,13 +45,14 @@ mod run;
 pub mod runs;
 mod socket_owner;
 pub mod tlsrun;
+pub mod vm;
 
 pub use audit::{Event, Observer};
 pub use netrun::{AskRequest, NetDenial, WriteAnswer};
 pub use prepare::{Prepared, Sources};
 pub use ringfence_linux::supervise::Outcome;
 pub use ringfence_proxy::AskAnswer as Answer;
-pub use run::{read_all, shell_argv, Builder, RunOutcome, Running, Sandbox, Stdio};
+pub use run::{read_all, shell_argv, Builder, RunOutcome, Running, Sandbox, Stdio, VmRequest};
 
 /// What can go wrong before or around a run (the command's own failures are its exit status).
 /// `ringfence run` exits 125 for each of them.

@@ -40,7 +40,8 @@ use ringfence_proxy::AskAnswer;
 use crate::audit::{Activity, Event, Observer};
 use crate::netrun::{self, AskRequest, NetDenial};
 use crate::prepare::{self, Prepared, Sources};
-use crate::{netenv, overlay, runs, Error};
+use crate::{netenv, overlay, runs, vm, Error};
+use anyhow::Context as _;
 
 /// The lines of an srt-style violations report kept in an outcome (the log keeps them all).
 const REPORT_LINES: usize = 200;
@@ -82,6 +83,7 @@ impl Sandbox {
             transparent: false,
             terminal: false,
             on_prepared: None,
+            vm: None,
         }
     }
 }
@@ -114,6 +116,18 @@ pub struct Builder {
     transparent: bool,
     terminal: bool,
     on_prepared: Option<PreparedHook>,
+    vm: Option<VmRequest>,
+}
+
+/// `--isolation vm` as `ringfence run` asks for it (also `"isolation": "vm"` in the policy).
+#[derive(Debug, Clone)]
+pub struct VmRequest {
+    /// The command line asked for a VM (the policy may ask for one without it).
+    pub forced: bool,
+    pub accel: vm::Accel,
+    /// `ringfence run`'s arguments for the run inside the guest (without the isolation
+    /// options): the same policy sources, the same command.
+    pub run_args: Vec<String>,
 }
 
 impl Builder {
@@ -210,6 +224,13 @@ impl Builder {
     /// prints it).
     pub fn on_prepared(mut self, f: impl FnOnce(&Prepared) + Send + 'static) -> Builder {
         self.on_prepared = Some(Box::new(f));
+        self
+    }
+
+    /// How a VM would be run: `ringfence run` gives it always; the VM is used when `forced`
+    /// or when the policy says `"isolation": "vm"`.
+    pub fn vm(mut self, request: VmRequest) -> Builder {
+        self.vm = Some(request);
         self
     }
 
@@ -505,11 +526,12 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         transparent,
         terminal,
         on_prepared,
+        vm: vm_request,
     } = b;
     if raw_argv.is_empty() {
         return Err(Error::NoCommand);
     }
-    let argv: Vec<CString> = raw_argv
+    let mut argv: Vec<CString> = raw_argv
         .iter()
         .map(|a| CString::new(a.clone()).map_err(|_| Error::NulInArgument))
         .collect::<Result<_, _>>()?;
@@ -532,6 +554,28 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     let net_policy = ringfence_proxy::NetPolicy::from_policy(&prepared.policy)
         .map_err(|e| Error::Policy(anyhow!("network: {e}")))?;
     let mut egress = netrun::Egress::from_policy(&prepared.policy).map_err(Error::Policy)?;
+    let in_guest = vm::in_guest();
+    if in_guest {
+        // Inside a ringfence guest the proxy relays every connection to PID 1's endpoint,
+        // which carries it to the supervisor's proxy on the host: one policy decides.
+        egress.http_port = Some(netenv::HTTP_PORT);
+        egress.socks_port = Some(netenv::SOCKS_PORT);
+        egress.parent = None;
+    }
+    let use_vm = !in_guest
+        && (prepared.policy.isolation_vm || vm_request.as_ref().is_some_and(|v| v.forced));
+    if use_vm {
+        argv = vm_argv(
+            vm_request.as_ref(),
+            &prepared,
+            overlay_flag || prepared.policy.workspace.overlay,
+            transparent || prepared.policy.transparent,
+        )
+        .map_err(Error::Policy)?;
+        // The VMM runs in the host-side sandbox: its memory is the guest's plus its own,
+        // bounded by `limits.memory` as a whole.
+        ringfence_linux::timing::mark("vm: initramfs, job");
+    }
     egress.tls = prepared.tls.as_ref().map(|t| t.terminator.clone());
     let proxy_ports = vec![netenv::HTTP_PORT, netenv::SOCKS_PORT];
     let host_services =
@@ -928,6 +972,63 @@ fn supervise_run(
     };
     drop(teardown);
     Ok(outcome)
+}
+
+/// The command of the host-side sandbox of a VM run: `ringfence __vm-host JOB`.
+fn vm_argv(
+    request: Option<&VmRequest>,
+    prepared: &Prepared,
+    overlay: bool,
+    transparent: bool,
+) -> anyhow::Result<Vec<CString>> {
+    let Some(request) = request else {
+        return Err(anyhow!(
+            "isolation: \"vm\" is supported by `ringfence run` only, not by this embedding program"
+        ));
+    };
+    for (on, what) in [
+        (overlay, "overlay mode (--overlay, workspace.mode)"),
+        (
+            transparent,
+            "transparent capture (--transparent, network.transparent)",
+        ),
+        (prepared.policy.fs_ask, "filesystem.ask (--ask-fs)"),
+    ] {
+        if on {
+            return Err(anyhow!(
+                "isolation vm: {what} is not supported inside a VM yet; turn one of them off"
+            ));
+        }
+    }
+    vm::check_accel(request.accel)?;
+    let machine = vm::machine().context("isolation vm")?;
+    let home = prepare::home()?;
+    let cache = crate::caches::root(&home, &|k| std::env::var(k).ok());
+    let cache = cache.parent().map(PathBuf::from).unwrap_or(cache);
+    let initramfs =
+        vm::initramfs::cached(&machine, &cache).context("isolation vm: the initramfs")?;
+    let job = vm::HostJob {
+        machine,
+        initramfs,
+        accel: request.accel,
+        memory_mib: vm::guest_memory_mib(prepared.policy.limits.memory)?,
+        cpus: vm::cpus(),
+        run_args: request.run_args.clone(),
+        exe: std::env::current_exe().context("isolation vm: this program's path")?,
+        timing: std::env::var_os("RINGFENCE_TIMING").is_some_and(|v| !v.is_empty() && v != "0"),
+    };
+    let job = serde_json::to_string(&job)?;
+    [
+        std::env::current_exe()
+            .context("isolation vm: this program's path")?
+            .display()
+            .to_string(),
+        vm::HOST_COMMAND.to_string(),
+        job,
+    ]
+    .into_iter()
+    .map(|a| CString::new(a).map_err(|_| anyhow!("isolation vm: a NUL byte in the VM's job")))
+    .collect()
 }
 
 /// Reads a whole stream, for callers that want the output as bytes.

@@ -102,6 +102,13 @@ pub fn main() -> Result<()> {
         "landlock: not used (mounts in a private mount namespace enforce the filesystem policy)"
     );
     println!("what ringfence will do here:");
+    for (accel, r) in ringfence_runtime::vm::availability() {
+        let what = format!("--isolation vm --vm-accel {}", accel.name());
+        match r {
+            Ok(()) => line(true, &what, "available (QEMU microvm, the Debian kernel)"),
+            Err(e) => line(false, &what, &format!("unavailable: {e:#}")),
+        }
+    }
     if required_ok {
         println!(
             "  - run commands in new user, mount, PID, network, IPC, UTS and cgroup namespaces"

@@ -50,6 +50,12 @@ enum Command {
     Check(check::CheckArgs),
     /// Show the kernel features found and what ringfence will do on this machine.
     Doctor,
+    /// The host side of a VM run (the command of its host-side sandbox).
+    #[command(name = "__vm-host", hide = true)]
+    VmHost { job: String },
+    /// PID 1 of a VM run's guest.
+    #[command(name = "__vm-guest", hide = true)]
+    VmGuest,
     /// Print the JSON Schema of the policy file (or, with --events, of activity log events).
     Schema {
         /// The schema of the activity log's events instead.
@@ -294,6 +300,14 @@ struct RunArgs {
     /// `network.transparent: true`). Needs /dev/net/tun.
     #[arg(long)]
     transparent: bool,
+    /// The boundary around the command: "namespace" (default) or "vm", a virtual machine with
+    /// a kernel of its own and the namespace sandbox inside it (also `"isolation": "vm"`).
+    #[arg(long, value_name = "MODE", value_parser = ["namespace", "vm"])]
+    isolation: Option<String>,
+    /// How the VM is accelerated: "kvm" (default; refused where /dev/kvm cannot boot the guest)
+    /// or "tcg" (QEMU's binary translation, no hardware virtualization, many times slower).
+    #[arg(long = "vm-accel", value_name = "ACCEL", value_parser = ["kvm", "tcg"], default_value = "kvm")]
+    vm_accel: String,
     /// The run's name (unique on this machine); generated when absent.
     #[arg(long = "name", value_name = "NAME")]
     name: Option<String>,
@@ -331,6 +345,8 @@ pub struct RunRequest {
     pub overlay: bool,
     pub transparent: bool,
     pub argv: Vec<Vec<u8>>,
+    /// How a VM run would be made (`--isolation`, `--vm-accel`, the arguments for the guest).
+    pub vm: Option<ringfence_runtime::VmRequest>,
 }
 
 pub use ringfence_runtime::shell_argv;
@@ -395,10 +411,21 @@ fn main() -> ExitCode {
                 overlay: args.overlay,
                 transparent: args.transparent,
                 argv,
+                vm: Some(ringfence_runtime::VmRequest {
+                    forced: args.isolation.as_deref() == Some("vm"),
+                    accel: if args.vm_accel == "tcg" {
+                        ringfence_runtime::vm::Accel::Tcg
+                    } else {
+                        ringfence_runtime::vm::Accel::Kvm
+                    },
+                    run_args: guest_run_args(std::env::args().collect()),
+                }),
             })
         }
         Command::Check(args) => check::main(args),
         Command::Doctor => doctor::main().map(|()| 0),
+        Command::VmHost { job } => ringfence_runtime::vm::host::main(&job),
+        Command::VmGuest => ringfence_runtime::vm::guest::main(),
         Command::Schema { events } => {
             let schema = if events {
                 ringfence_audit::events_schema()
@@ -630,6 +657,40 @@ fn explain(sources: &Sources) -> Result<()> {
     print_policy(&p, &mut std::io::stdout().lock()).context("writing to stdout")
 }
 
+/// `ringfence run`'s arguments for the run inside a VM's guest: the same policy sources and
+/// command, without what only the host side has (the isolation options, the control fd, the
+/// log file, the run's name, `--check`, which was answered here).
+fn guest_run_args(all: Vec<String>) -> Vec<String> {
+    let Some(start) = all.iter().position(|a| a == "run") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut it = all.into_iter().skip(start + 1);
+    while let Some(a) = it.next() {
+        if a == "--" {
+            out.push(a);
+            out.extend(it);
+            break;
+        }
+        let with_value = [
+            "--isolation",
+            "--vm-accel",
+            "--control-fd",
+            "--log",
+            "--name",
+        ];
+        if with_value.contains(&a.as_str()) {
+            it.next();
+            continue;
+        }
+        if with_value.iter().any(|k| a.starts_with(&format!("{k}="))) || a == "--check" {
+            continue;
+        }
+        out.push(a);
+    }
+    out
+}
+
 pub fn run(req: RunRequest) -> Result<i32> {
     ringfence_linux::timing::init();
     let control_fd = match req.control_fd {
@@ -655,6 +716,9 @@ pub fn run(req: RunRequest) -> Result<i32> {
     }
     if let Some(fd) = control_fd {
         builder = builder.control_fd(fd);
+    }
+    if let Some(v) = req.vm {
+        builder = builder.vm(v);
     }
     let running = builder.spawn()?;
     if !debug {

@@ -72,6 +72,7 @@ pub fn main() -> Result<i32> {
         }
     };
     run(RunRequest {
+        vm: None,
         sources,
         debug,
         name: None,
