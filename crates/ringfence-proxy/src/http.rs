@@ -681,6 +681,38 @@ fn plain_request_refusal(
     head: &Head,
     target: &str,
 ) -> Option<(String, Option<String>)> {
+    // A masked credential's placeholder is never replaced on plain HTTP, and seen on its way
+    // to a host outside its injectHosts (in the URL or a header field) it stops the request,
+    // as on a terminated tunnel.
+    let leaked = |text: &[u8]| {
+        t.secrets.iter().find(|s| {
+            !s.injects_at(host, port)
+                && text
+                    .windows(s.placeholder.len().max(1))
+                    .any(|w| w == s.placeholder.as_bytes())
+        })
+    };
+    let place = std::iter::once(("the URL".to_string(), head.target.as_bytes())).chain(
+        head.headers.iter().map(|(k, v)| {
+            (
+                format!("the {} field", k.to_ascii_lowercase()),
+                v.as_slice(),
+            )
+        }),
+    );
+    for (place, text) in place {
+        if let Some(s) = leaked(text) {
+            return Some((
+                format!(
+                    "the placeholder of the masked credential {} was sent to {host}:{port} in \
+                     {place}, which is not one of its injectHosts: refused as an attempted \
+                     credential leak",
+                    s.name
+                ),
+                None,
+            ));
+        }
+    }
     if !t.rules.cover(host, port) {
         return None;
     }

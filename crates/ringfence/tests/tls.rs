@@ -574,12 +574,13 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
     let api = upstream(&ca, "127.0.0.1");
     let other = upstream(&ca, "127.0.0.1");
     let (a, b) = (api.port, other.port);
+    let c = common::http_upstream(|_, path| format!("plain saw {path}\n"));
     let real = format!("real-secret-{}", common::unique_number());
     let (dir, settings) = setup(
         "tls-mask",
         &ca,
         &format!(
-            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}"], "tlsTerminate": {{}}}},
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.1:{b}", "127.0.0.1:{c}"], "tlsTerminate": {{}}}},
                 "credentials": {{"envVars": [{{"name": "RF_TEST_TOKEN", "mode": "mask",
                                                "injectHosts": ["127.0.0.1:{a}"]}}]}}}}"#
         ),
@@ -591,6 +592,10 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
            https://127.0.0.1:{a}/api; \
          {CURL} -w '\\nheader=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_TEST_TOKEN\" \
            https://127.0.0.1:{b}/steal; \
+         {CURL} -o /dev/null -w 'cleartext=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_TEST_TOKEN\" \
+           http://127.0.0.1:{c}/steal; \
+         {CURL} -o /dev/null -w 'cleartexturl=%{{http_code}}\\n' \"http://127.0.0.1:{c}/steal?t=$RF_TEST_TOKEN\"; \
+         {CURL} -o /dev/null -w 'cleartextok=%{{http_code}}\\n' http://127.0.0.1:{c}/fine; \
          {CURL} -w '\\nurl=%{{http_code}}\\n' \"https://127.0.0.1:{b}/steal?t=$RF_TEST_TOKEN\"; \
          {CURL} -o /dev/null -w 'plain=%{{http_code}}\\n' https://127.0.0.1:{b}/fine; \
          {CURL} -o /dev/null -w 'body=%{{http_code}}\\n' -d \"t=$RF_TEST_TOKEN&x=1\" https://127.0.0.1:{a}/body; \
@@ -617,6 +622,10 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
     assert!(text.contains("api=200"), "{text}");
     assert!(text.contains("header=403"), "{text}");
     assert!(text.contains("url=403"), "{text}");
+    // On plain HTTP too, in a header field or the URL.
+    assert!(text.contains("cleartext=403"), "{text}");
+    assert!(text.contains("cleartexturl=403"), "{text}");
+    assert!(text.contains("cleartextok=200"), "{text}");
     assert!(text.contains("plain=200"), "{text}");
     assert!(text.contains("body=200"), "{text}");
     assert!(text.contains("bodyleak=403"), "{text}");
@@ -670,7 +679,7 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
                     .is_some_and(|r| r.contains("credential leak"))
         })
         .collect();
-    assert_eq!(leaks.len(), 4, "{log:?}");
+    assert_eq!(leaks.len(), 6, "{log:?}");
     assert!(!serde_json::to_string(&log).unwrap().contains(&real));
 
     // Masking without TLS termination is refused, naming the entry.
