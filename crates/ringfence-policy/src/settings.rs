@@ -1175,8 +1175,11 @@ impl Settings {
     /// them would redirect, inspect or rewrite traffic, or hand out credentials, so none is
     /// ever ignored: the file is refused.
     fn unsupported_key(&self) -> Option<(String, String)> {
-        const REQUESTS: &str = "needs request filtering, which ringfence does not support \
-                                yet; remove this key";
+        const FILTER: &str = "is a request callback of srt's library (a function), which a \
+                              settings file cannot hold; remove it and write the rules as network.requests";
+        const HEADER_SET: &str = "only changes what a network.filterRequest callback may do on \
+                                  plain http:// requests, and there is no such callback here; \
+                                  remove this key";
         const INJECT: &str = "credentials are put into requests only inside verified TLS \
                               connections; injecting into plain http:// requests is not \
                               supported, remove this key";
@@ -1186,15 +1189,11 @@ impl Settings {
             present.then(|| (key.to_string(), message.to_string()))
         };
         let network = [
-            found(
-                n.filter_request.is_some(),
-                "network.filterRequest",
-                REQUESTS,
-            ),
+            found(n.filter_request.is_some(), "network.filterRequest", FILTER),
             found(
                 n.allow_plaintext_header_set.is_some(),
                 "network.allowPlaintextHeaderSet",
-                REQUESTS,
+                HEADER_SET,
             ),
             found(
                 n.ambiguous_request_target == Some(AmbiguousRequestTarget::AsSpelled),
@@ -1698,8 +1697,8 @@ pub(crate) mod tests {
     #[test]
     fn srt_keys_not_supported_yet_are_refused() {
         let cases = [
-            (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: needs request filtering"),
-            (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: needs request filtering"),
+            (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: is a request callback of srt's library"),
+            (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: only changes what a network.filterRequest callback"),
             (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: \"asSpelled\" is not supported"),
             (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credentials are put into requests only inside verified TLS"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "maskClaims": ["sub"]}]}}"#, "credentials.files[0].maskClaims: names claims inside a decoded value"),
