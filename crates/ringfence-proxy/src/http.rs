@@ -414,29 +414,17 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAdd
                             Ok((h, p)) if head.method == "CONNECT" => (h.to_string(), p),
                             _ => (head.target.clone(), None),
                         };
-                        proxy.record(&crate::proxy::DecisionRecord {
-                            host: host.escape_debug().to_string(),
-                            port: port.unwrap_or(0),
-                            protocol: if head.method == "CONNECT" {
-                                Protocol::Connect
-                            } else {
-                                Protocol::Http
-                            },
-                            decision: crate::proxy::Decision::Denied,
-                            rule: None,
-                            reason: Some(
-                                "proxy authentication required (no known client and token)".into(),
-                            ),
-                            asked: None,
-                            client: None,
-                            peer: Some(peer),
-                            resolved: None,
-                            via: None,
-                            error: None,
-                            bytes_up: 0,
-                            bytes_down: 0,
-                            duration: std::time::Duration::ZERO,
-                        });
+                        let protocol = if head.method == "CONNECT" {
+                            Protocol::Connect
+                        } else {
+                            Protocol::Http
+                        };
+                        proxy.record(&crate::proxy::DecisionRecord::unauthenticated(
+                            host.escape_debug().to_string(),
+                            port.unwrap_or(0),
+                            protocol,
+                            peer,
+                        ));
                         return auth_required(&mut cw).await;
                     }
                 }

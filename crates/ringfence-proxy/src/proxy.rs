@@ -126,6 +126,32 @@ pub struct DecisionRecord {
 }
 
 impl DecisionRecord {
+    /// The denial of a client that gave no known client token (`ringfence proxy --clients`).
+    pub(crate) fn unauthenticated(
+        host: String,
+        port: u16,
+        protocol: Protocol,
+        peer: SocketAddr,
+    ) -> DecisionRecord {
+        DecisionRecord {
+            host,
+            port,
+            protocol,
+            decision: Decision::Denied,
+            rule: None,
+            reason: Some("proxy authentication required (no known client and token)".into()),
+            asked: None,
+            client: None,
+            peer: Some(peer),
+            resolved: None,
+            via: None,
+            error: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration: Duration::ZERO,
+        }
+    }
+
     /// The record as a JSON object (camelCase keys), for logs and the control channel.
     pub fn to_json(&self) -> Value {
         let mut v = json!({

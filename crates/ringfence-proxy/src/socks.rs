@@ -180,25 +180,12 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: Socke
         _ => {
             if auth_failed {
                 // Refused before the client named a destination.
-                proxy.record(&DecisionRecord {
-                    host: String::new(),
-                    port: 0,
-                    protocol: Protocol::Socks5,
-                    decision: Decision::Denied,
-                    rule: None,
-                    reason: Some(
-                        "proxy authentication required (no known client and token)".into(),
-                    ),
-                    asked: None,
-                    client: None,
-                    peer: Some(peer),
-                    resolved: None,
-                    via: None,
-                    error: None,
-                    bytes_up: 0,
-                    bytes_down: 0,
-                    duration: std::time::Duration::ZERO,
-                });
+                proxy.record(&DecisionRecord::unauthenticated(
+                    String::new(),
+                    0,
+                    Protocol::Socks5,
+                    peer,
+                ));
             }
             return;
         }
