@@ -659,8 +659,8 @@ async fn connect(ctx: Ctx<'_>, head: Head, cr: BufReader<OwnedReadHalf>, mut cw:
     );
 }
 
-/// Why `network.requests` refuses a plain `http://` request (and the rule that did), if it
-/// does. A path that normalisation would change is refused for a host with rules: the rules
+/// Why a plain `http://` request is refused (and the `network.requests` rule that did), if it
+/// is: a masked credential's placeholder toward a host outside its injectHosts, or a rule. A path that normalisation would change is refused for a host with rules: the rules
 /// would judge another path than the upstream reads.
 fn plain_request_refusal(
     t: &crate::tls::Terminator,
@@ -680,25 +680,24 @@ fn plain_request_refusal(
                     .any(|w| w == s.placeholder.as_bytes())
         })
     };
-    let place = std::iter::once(("the URL".to_string(), head.target.as_bytes())).chain(
-        head.headers.iter().map(|(k, v)| {
-            (
-                format!("the {} field", k.to_ascii_lowercase()),
-                v.as_slice(),
-            )
-        }),
-    );
-    for (place, text) in place {
-        if let Some(s) = leaked(text) {
-            return Some((
-                format!(
-                    "the placeholder of the masked credential {} was sent to {host}:{port} in \
-                     {place}, which is not one of its injectHosts: refused as an attempted \
-                     credential leak",
-                    s.name
-                ),
-                None,
-            ));
+    let leak = |name: &str, place: String| {
+        Some((
+            format!(
+                "the placeholder of the masked credential {name} was sent to {host}:{port} in \
+                 {place}, which is not one of its injectHosts: refused as an attempted \
+                 credential leak"
+            ),
+            None,
+        ))
+    };
+    if !t.secrets.is_empty() {
+        if let Some(s) = leaked(head.target.as_bytes()) {
+            return leak(&s.name, "the URL".into());
+        }
+        for (k, v) in &head.headers {
+            if let Some(s) = leaked(v) {
+                return leak(&s.name, format!("the {} field", k.to_ascii_lowercase()));
+            }
         }
     }
     if !t.rules.cover(host, port) {
