@@ -65,6 +65,11 @@ struct Upstream {
 }
 
 fn upstream(ca: &TestCa, ip: &str) -> Upstream {
+    upstream_on(ca, ip, "127.0.0.1")
+}
+
+/// [`upstream`] listening on the loopback address `bind`.
+fn upstream_on(ca: &TestCa, ip: &str, bind: &str) -> Upstream {
     let (cert, key) = ca.issue(ip);
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -79,7 +84,7 @@ fn upstream(ca: &TestCa, ip: &str) -> Upstream {
         .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let config = Arc::new(config);
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = TcpListener::bind(format!("{bind}:0")).unwrap();
     let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -1628,4 +1633,138 @@ fn decoded_jwts_are_shown_as_jwt_shaped_placeholders() {
             "{seen:?}"
         );
     }
+}
+
+/// The installed srt (`RINGFENCE_SRT_DIR`, which scripts/test sets) and what its sandbox needs,
+/// or a counted skip.
+fn srt() -> Option<std::path::PathBuf> {
+    let dir = match std::env::var_os("RINGFENCE_SRT_DIR").map(std::path::PathBuf::from) {
+        Some(d) if d.join("dist/cli.js").is_file() => d,
+        _ => {
+            common::skip("RINGFENCE_SRT_DIR does not name an installed srt (dist/cli.js)");
+            return None;
+        }
+    };
+    for tool in ["node", "bwrap", "socat", "rg"] {
+        if !common::have(tool) {
+            common::skip(&format!("{tool} is not installed (srt's sandbox needs it)"));
+            return None;
+        }
+    }
+    Some(dir)
+}
+
+/// One srt 0.0.83 settings file with `tlsTerminate` and a masked variable, run under srt and
+/// under ringfence against the same two HTTPS upstreams (their own test CA, which each host
+/// side trusts: srt's Node through NODE_EXTRA_CA_CERTS, ringfence through SSL_CERT_FILE).
+/// Alike: the sandbox holds a placeholder, never the value, and the injectHost receives the
+/// real value in its place. Different on purpose (README, "TLS termination"): srt sends the
+/// placeholder on to a host outside injectHosts as it is (its `fake_value_...` reaches that
+/// host, in the header and the URL), where ringfence refuses the request with 403 and logs it
+/// as an attempted credential leak, so the other host receives nothing.
+#[test]
+fn an_srt_settings_file_with_tls_terminate_and_a_mask_behaves_as_under_srt() {
+    if !need_curl() {
+        return;
+    }
+    let Some(srt) = srt() else { return };
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let other = upstream_on(&ca, "127.0.0.2", "127.0.0.2");
+    let (a, b) = (api.port, other.port);
+    let real = format!("real-secret-{}", common::unique_number());
+    // srt's own form: injectHosts are host patterns without a port; srt wants the filesystem
+    // lists present.
+    let (dir, settings) = setup(
+        "tls-srt-side",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.2:{b}"], "deniedDomains": [],
+                              "tlsTerminate": {{}}}},
+                "filesystem": {{"denyRead": [], "allowWrite": [], "denyWrite": []}},
+                "credentials": {{"envVars": [{{"name": "RF_TEST_TOKEN", "mode": "mask",
+                                               "injectHosts": ["127.0.0.1"]}}]}}}}"#
+        ),
+    );
+    let script = format!(
+        "echo \"inside=$RF_TEST_TOKEN\"; \
+         {CURL} -o /dev/null -w 'api=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_TEST_TOKEN\" \
+           https://127.0.0.1:{a}/api; \
+         {CURL} -o /dev/null -w 'other=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_TEST_TOKEN\" \
+           \"https://127.0.0.2:{b}/other?t=$RF_TEST_TOKEN\""
+    );
+    let ca_file = dir.s("upstream-ca.pem");
+    let check_api = |who: &str, text: &str| -> String {
+        assert!(
+            !text.contains(&real),
+            "{who}: the real value is visible inside: {text}"
+        );
+        assert!(text.contains("api=200"), "{who}: {text}");
+        let seen = std::mem::take(&mut *api.seen.lock().unwrap());
+        assert_eq!(seen.len(), 1, "{who}: {seen:?}");
+        assert!(
+            seen[0]
+                .to_ascii_lowercase()
+                .contains(&format!("authorization: bearer {real}\r\n")),
+            "{who}: {seen:?}"
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix("inside="))
+            .unwrap()
+            .to_string()
+    };
+
+    // srt.
+    let out = run(Command::new("node")
+        .arg(srt.join("dist/cli.js"))
+        .args(["-s", &settings, "--", "/bin/sh", "-c", &script])
+        .current_dir(&dir.path)
+        .env("HOME", dir.s("home"))
+        .env("RF_TEST_TOKEN", &real)
+        .env("NODE_EXTRA_CA_CERTS", &ca_file)
+        .stdin(std::process::Stdio::null()));
+    let text = out.ok().to_string();
+    let sentinel = check_api("srt", &text);
+    assert!(sentinel.starts_with("fake_value_"), "srt: {text}");
+    assert!(text.contains("other=200"), "srt: {text}");
+    let seen = std::mem::take(&mut *other.seen.lock().unwrap());
+    assert_eq!(seen.len(), 1, "srt: {seen:?}");
+    assert!(
+        seen[0].starts_with(&format!("GET /other?t={sentinel} ")),
+        "srt: {seen:?}"
+    );
+    assert!(
+        seen[0].contains(&format!("Bearer {sentinel}\r\n")),
+        "srt: {seen:?}"
+    );
+    assert!(!seen[0].contains(&real), "srt: {seen:?}");
+
+    // ringfence, the same file.
+    let name = format!("tls-{}", common::unique_number());
+    let out = run(rf(&dir)
+        .env("RF_TEST_TOKEN", &real)
+        .env("NODE_EXTRA_CA_CERTS", &ca_file)
+        .args([
+            "run", "--name", &name, "-s", &settings, "--", "/bin/sh", "-c", &script,
+        ]));
+    let text = out.ok().to_string();
+    let placeholder = check_api("ringfence", &text);
+    assert!(
+        placeholder.starts_with("ringfence_placeholder_"),
+        "ringfence: {text}"
+    );
+    assert!(text.contains("other=403"), "ringfence: {text}");
+    assert!(
+        other.seen.lock().unwrap().is_empty(),
+        "ringfence: the other host was reached"
+    );
+    let leaks = decisions(&dir, &name)
+        .into_iter()
+        .filter(|e| {
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("credential leak"))
+        })
+        .count();
+    assert_eq!(leaks, 1, "ringfence: {text}");
 }
