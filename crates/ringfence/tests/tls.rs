@@ -1434,6 +1434,60 @@ fn verify_sigv4(request: &str, secret: &str) -> Result<String, String> {
     }
 }
 
+/// Checks the SigV4 signature in the query of a presigned S3 URL the upstream fixture recorded
+/// against `secret` (UNSIGNED-PAYLOAD, only `host` signed, plain values); returns the key id.
+fn verify_presigned(request: &str, secret: &str) -> Result<String, String> {
+    use ring::{digest, hmac};
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mac = |k: &[u8], d: &str| {
+        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, k), d.as_bytes())
+            .as_ref()
+            .to_vec()
+    };
+    let line = request.lines().next().ok_or("empty")?;
+    let target = line.split(' ').nth(1).ok_or("no target")?;
+    let host = request
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .ok_or("no host")?;
+    let (path, query) = target.split_once('?').ok_or("no query")?;
+    let mut sig = None;
+    let mut q: Vec<&str> = Vec::new();
+    for p in query.split('&') {
+        match p.strip_prefix("X-Amz-Signature=") {
+            Some(s) => sig = Some(s),
+            None => q.push(p),
+        }
+    }
+    q.sort();
+    let param = |n: &str| {
+        q.iter()
+            .find_map(|p| p.strip_prefix(&format!("{n}=")))
+            .ok_or(format!("no {n}"))
+    };
+    let cred = param("X-Amz-Credential")?.replace("%2F", "/");
+    let scope: Vec<&str> = cred.split('/').collect();
+    let canonical = format!(
+        "GET\n{path}\n{}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD",
+        q.join("&")
+    );
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{}\n{}\n{}",
+        param("X-Amz-Date")?,
+        scope[1..].join("/"),
+        hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
+    );
+    let mut k = mac(format!("AWS4{secret}").as_bytes(), scope[1]);
+    for s in &scope[2..] {
+        k = mac(&k, s);
+    }
+    if sig == Some(hex(&mac(&k, &to_sign)).as_str()) {
+        Ok(scope[0].to_string())
+    } else {
+        Err(format!("the signature does not verify: {canonical:?}"))
+    }
+}
+
 #[test]
 fn sigv4_requests_signed_with_a_masked_key_are_signed_again_with_the_real_one() {
     if !need_curl() {
@@ -1467,27 +1521,62 @@ fn sigv4_requests_signed_with_a_masked_key_are_signed_again_with_the_real_one() 
          {CURL} -o /dev/null -w 'get=%{{http_code}}\\n' {sig} 'https://127.0.0.1:{a}/v1/items?b=2&a=1'; \
          {CURL} -o /dev/null -w 'post=%{{http_code}}\\n' {sig} -d 'x=1' https://127.0.0.1:{a}/v1/items; \
          {CURL} -o /dev/null -w 'presigned=%{{http_code}}\\n' \
-           \"https://127.0.0.1:{a}/obj?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=$MY_KEY_ID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=00\"; \
+           \"https://127.0.0.1:{a}/obj?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=$MY_KEY_ID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20250101T000000Z&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Security-Token=$MY_TOKEN&X-Amz-Signature=00\"; \
+         {CURL} -o /dev/null -w 'undated=%{{http_code}}\\n' \
+           \"https://127.0.0.1:{a}/obj?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=$MY_KEY_ID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-SignedHeaders=host&X-Amz-Signature=00\"; \
          {CURL} --http1.1 -o /dev/null -w 'streaming=%{{http_code}}\\n' {sig} -H 'x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD' -d 'x' https://127.0.0.1:{a}/up"
     );
+    let name = format!("tls-{}", common::unique_number());
     let out = run(rf(&dir)
         .env("MY_KEY_ID", &key_id)
         .env("MY_SECRET", &secret)
         .env("MY_TOKEN", &token)
-        .args(["run", "-s", &settings, "--", "sh", "-c", &script]));
+        .args([
+            "run", "--name", &name, "-s", &settings, "--", "sh", "-c", &script,
+        ]));
     let text = out.ok();
     assert!(!text.contains(&key_id), "{text}");
     assert!(text.contains("id=ringfence_placeholder_"), "{text}");
     assert!(text.contains("get=200"), "{text}");
     assert!(text.contains("post=200"), "{text}");
-    // Shapes that cannot be re-signed are refused by default (srt's "deny"). The streaming
-    // upload goes over HTTP/1.1: over HTTP/2 a refusal that arrives while curl still sends its
-    // body can reach it as a stream reset instead of the 403 (the request is refused either
-    // way; the upstream's record below shows it never arrived).
-    assert!(text.contains("presigned=403"), "{text}");
+    // A presigned URL is signed again in its query.
+    assert!(text.contains("presigned=200"), "{text}");
+    // Shapes that cannot be re-signed are refused by default (srt's "deny"), and the log
+    // says which. The streaming upload goes over HTTP/1.1: over HTTP/2 a refusal that arrives
+    // while curl still sends its body can reach it as a stream reset instead of the 403 (the
+    // request is refused either way; the upstream's record below shows it never arrived).
+    assert!(text.contains("undated=403"), "{text}");
     assert!(text.contains("streaming=403"), "{text}");
-    let seen = aws.seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    let reasons: Vec<String> = decisions(&dir, &name)
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains(
+            "streaming request (x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD)"
+        )),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("presigned URL without X-Amz-Date")),
+        "{reasons:?}"
+    );
+    let mut seen = aws.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    let presigned = seen.remove(2);
+    assert_eq!(
+        verify_presigned(&presigned, &secret).as_deref(),
+        Ok(key_id.as_str()),
+        "{presigned}"
+    );
+    assert!(verify_presigned(&presigned, "placeholder").is_err());
+    assert!(
+        presigned.contains(&format!("X-Amz-Security-Token={token}&")),
+        "{presigned}"
+    );
+    assert!(!presigned.contains("ringfence_placeholder_"), "{presigned}");
     for req in &seen {
         assert_eq!(
             verify_sigv4(req, &secret).as_deref(),

@@ -868,7 +868,7 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
             Some(h) => h.to_string(),
             None => authority.clone(),
         };
-        if let Err(e) = super::sigv4::resign(
+        match super::sigv4::resign(
             plan,
             parts.method.as_str(),
             &pq,
@@ -876,7 +876,19 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
             &mut parts.headers,
             &buf,
         ) {
-            return refuse(403, format!("AWS SigV4 re-signing failed: {e}"));
+            Ok(None) => {}
+            // A presigned URL: the signature is in the query.
+            Ok(Some(signed)) => {
+                let uri = match sender {
+                    Sender::H1(_) => signed.parse(),
+                    Sender::H2(_) => format!("https://{authority}{signed}").parse(),
+                };
+                parts.uri = match uri {
+                    Ok(u) => u,
+                    Err(e) => return refuse(400, format!("the re-signed request target: {e}")),
+                };
+            }
+            Err(e) => return refuse(403, format!("AWS SigV4 re-signing failed: {e}")),
         }
         if !buf.is_empty() || parts.headers.contains_key(header::CONTENT_LENGTH) {
             parts
