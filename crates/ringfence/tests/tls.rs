@@ -1410,7 +1410,15 @@ fn verify_sigv4(request: &str, secret: &str) -> Result<String, String> {
         .split(';')
         .map(|n| format!("{n}:{}\n", get(n).unwrap_or_default()))
         .collect();
-    let payload = hex(digest::digest(&digest::SHA256, body.as_bytes()).as_ref());
+    // aws-chunked: the request signs the STREAMING- value; each chunk signs its data in a
+    // chain from the request's signature (checked below).
+    let streaming = get("x-amz-content-sha256")
+        .ok()
+        .filter(|v| v == "STREAMING-AWS4-HMAC-SHA256-PAYLOAD");
+    let payload = match &streaming {
+        Some(v) => v.clone(),
+        None => hex(digest::digest(&digest::SHA256, body.as_bytes()).as_ref()),
+    };
     let canonical = format!(
         "{}\n{path}\n{}\n{header_lines}\n{signed}\n{payload}",
         start[0],
@@ -1427,11 +1435,40 @@ fn verify_sigv4(request: &str, secret: &str) -> Result<String, String> {
         k = mac(&k, s);
     }
     let want = hex(&mac(&k, &to_sign));
-    if part("Signature")? == want {
-        Ok(scope[0].to_string())
-    } else {
-        Err(format!("the signature does not verify: {canonical:?}"))
+    if part("Signature")? != want {
+        return Err(format!("the signature does not verify: {canonical:?}"));
     }
+    if streaming.is_some() {
+        let empty = hex(digest::digest(&digest::SHA256, b"").as_ref());
+        let mut previous = want;
+        let mut rest = body;
+        loop {
+            let (head, after) = rest.split_once("\r\n").ok_or("a chunk head")?;
+            let (size, sig) = head
+                .split_once(";chunk-signature=")
+                .ok_or("a chunk signature")?;
+            let size = usize::from_str_radix(size, 16).map_err(|e| e.to_string())?;
+            let data = &after[..size];
+            let to_sign = format!(
+                "AWS4-HMAC-SHA256-PAYLOAD\n{}\n{}\n{previous}\n{empty}\n{}",
+                get("x-amz-date")?,
+                scope[1..].join("/"),
+                hex(digest::digest(&digest::SHA256, data.as_bytes()).as_ref())
+            );
+            previous = hex(&mac(&k, &to_sign));
+            if sig != previous {
+                return Err(format!("chunk signature {sig} does not verify"));
+            }
+            rest = &after[size + 2..];
+            if size == 0 {
+                break;
+            }
+        }
+        if get("x-amz-decoded-content-length")? != "11" {
+            return Err("x-amz-decoded-content-length".into());
+        }
+    }
+    Ok(scope[0].to_string())
 }
 
 /// Checks the SigV4 signature in the query of a presigned S3 URL the upstream fixture recorded
@@ -1524,7 +1561,10 @@ fn sigv4_requests_signed_with_a_masked_key_are_signed_again_with_the_real_one() 
            \"https://127.0.0.1:{a}/obj?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=$MY_KEY_ID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20250101T000000Z&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Security-Token=$MY_TOKEN&X-Amz-Signature=00\"; \
          {CURL} -o /dev/null -w 'undated=%{{http_code}}\\n' \
            \"https://127.0.0.1:{a}/obj?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=$MY_KEY_ID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-SignedHeaders=host&X-Amz-Signature=00\"; \
-         {CURL} --http1.1 -o /dev/null -w 'streaming=%{{http_code}}\\n' {sig} -H 'x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD' -d 'x' https://127.0.0.1:{a}/up"
+         printf 'b;chunk-signature=%064d\\r\\nhello world\\r\\n0;chunk-signature=%064d\\r\\n\\r\\n' 0 0 >/tmp/chunked; \
+         {CURL} --http1.1 -o /dev/null -w 'streaming=%{{http_code}}\\n' {sig} -H 'x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD' \
+           -H 'Content-Encoding: aws-chunked' -H 'x-amz-decoded-content-length: 11' --data-binary @/tmp/chunked https://127.0.0.1:{a}/up; \
+         {CURL} --http1.1 -o /dev/null -w 'trailer=%{{http_code}}\\n' {sig} -H 'x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER' -d 'x' https://127.0.0.1:{a}/up"
     );
     let name = format!("tls-{}", common::unique_number());
     let out = run(rf(&dir)
@@ -1541,19 +1581,21 @@ fn sigv4_requests_signed_with_a_masked_key_are_signed_again_with_the_real_one() 
     assert!(text.contains("post=200"), "{text}");
     // A presigned URL is signed again in its query.
     assert!(text.contains("presigned=200"), "{text}");
+    // An aws-chunked upload is framed again, every chunk signed.
+    assert!(text.contains("streaming=200"), "{text}");
     // Shapes that cannot be re-signed are refused by default (srt's "deny"), and the log
-    // says which. The streaming upload goes over HTTP/1.1: over HTTP/2 a refusal that arrives
+    // says which. The trailer upload goes over HTTP/1.1: over HTTP/2 a refusal that arrives
     // while curl still sends its body can reach it as a stream reset instead of the 403 (the
     // request is refused either way; the upstream's record below shows it never arrived).
     assert!(text.contains("undated=403"), "{text}");
-    assert!(text.contains("streaming=403"), "{text}");
+    assert!(text.contains("trailer=403"), "{text}");
     let reasons: Vec<String> = decisions(&dir, &name)
         .iter()
         .filter_map(|e| e["reason"].as_str().map(str::to_string))
         .collect();
     assert!(
         reasons.iter().any(|r| r.contains(
-            "streaming request (x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD)"
+            "streaming request (x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER)"
         )),
         "{reasons:?}"
     );
@@ -1564,7 +1606,7 @@ fn sigv4_requests_signed_with_a_masked_key_are_signed_again_with_the_real_one() 
         "{reasons:?}"
     );
     let mut seen = aws.seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen.len(), 4, "{seen:?}");
     let presigned = seen.remove(2);
     assert_eq!(
         verify_presigned(&presigned, &secret).as_deref(),
@@ -1592,6 +1634,10 @@ fn sigv4_requests_signed_with_a_masked_key_are_signed_again_with_the_real_one() 
         assert!(!req.contains("ringfence_placeholder_"), "{req}");
     }
     assert!(seen[1].ends_with("\r\n\r\nx=1"), "{seen:?}");
+    assert!(
+        seen[2].contains("\r\n\r\nb;chunk-signature=") && seen[2].contains("\r\nhello world\r\n0;"),
+        "{seen:?}"
+    );
 
     // A pair member that is not a masked variable is refused, naming the slot.
     let bad = dir.settings(

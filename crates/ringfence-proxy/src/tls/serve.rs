@@ -844,6 +844,17 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
             }
         };
         let mut buf = whole.to_vec();
+        if plan.streaming() {
+            buf = match super::sigv4::dechunk(&buf) {
+                Ok(b) => b,
+                Err(e) => {
+                    return refuse(
+                        400,
+                        format!("an AWS SigV4 streaming upload that cannot be read: {e}"),
+                    )
+                }
+            };
+        }
         if !st.secrets.is_empty() {
             let scan = super::body::Scan::new(st.secrets.clone(), st.host.clone(), st.port);
             match scan.step(&mut buf, true) {
@@ -874,7 +885,7 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
             &pq,
             &host,
             &mut parts.headers,
-            &buf,
+            &mut buf,
         ) {
             Ok(None) => {}
             // A presigned URL: the signature is in the query.

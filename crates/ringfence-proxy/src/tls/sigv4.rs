@@ -3,8 +3,10 @@
 //! proxy recognises the placeholder key id in the credential scope and signs the request
 //! again, as it goes upstream, with the real key. Scope, signed-header list and x-amz-date
 //! are the client's. Presigned URLs (the signature in the query) are signed again the same
-//! way, in the query. Shapes that cannot be re-signed here (aws-chunked streaming, SigV4A, a
-//! presigned URL without its date or signed-header list) are refused unless
+//! way, in the query. An aws-chunked upload (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`) is read
+//! whole and sent as one signed chunk and the final one, each signature chained from the new
+//! request signature. Shapes that cannot be re-signed here (the other aws-chunked forms,
+//! SigV4A, a presigned URL without its date or signed-header list) are refused unless
 //! `credentials.sigv4` lets them pass as they are.
 
 use http::HeaderMap;
@@ -17,6 +19,8 @@ use crate::Error;
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const ALGORITHM_A: &str = "AWS4-ECDSA-P256-SHA256";
 pub(crate) const UNSIGNED: &str = "UNSIGNED-PAYLOAD";
+/// aws-chunked with a signature on each chunk, chained from the request's signature.
+const STREAMING: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
 /// The largest body buffered to hash it for a new signature (as srt).
 pub(crate) const MAX_BODY: usize = 64 * 1024 * 1024;
 
@@ -72,6 +76,9 @@ pub(crate) enum Plan<'a> {
         amz_date: String,
         /// The client signed UNSIGNED-PAYLOAD (the body is not hashed).
         unsigned: bool,
+        /// aws-chunked (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`): the body the caller hands to
+        /// [`resign`] is the decoded payload ([`dechunk`]), which it frames again.
+        streaming: bool,
     },
     /// A presigned URL: `X-Amz-Credential`, `X-Amz-Security-Token` and `X-Amz-Signature` of
     /// the query are replaced.
@@ -227,8 +234,8 @@ pub(crate) fn plan<'a>(
             let key = field(a, "Credential")?.split('/').next()?;
             let pair = find(key)?;
             let sha = header(headers, "x-amz-content-sha256");
-            if let Some(s) = sha.filter(|s| s.starts_with("STREAMING-")) {
-                // aws-chunked: every chunk carries a signature chained to the previous one.
+            if let Some(s) = sha.filter(|s| s.starts_with("STREAMING-") && *s != STREAMING) {
+                // Trailers, unsigned chunks and ECDSA chunk signatures are not implemented.
                 return cannot(
                     "streaming",
                     &format!("x-amz-content-sha256: {s}"),
@@ -264,6 +271,7 @@ pub(crate) fn plan<'a>(
                 auth: parsed,
                 amz_date: amz_date.to_string(),
                 unsigned: sha == Some(UNSIGNED),
+                streaming: sha == Some(STREAMING),
             });
         }
     }
@@ -317,15 +325,16 @@ pub(crate) fn resign(
     target: &str,
     authority: &str,
     headers: &mut HeaderMap,
-    body: &[u8],
+    body: &mut Vec<u8>,
 ) -> Result<Option<String>, String> {
-    let (pair, auth, amz_date, unsigned) = match plan {
+    let (pair, auth, amz_date, unsigned, streaming) = match plan {
         Plan::Resign {
             pair,
             auth,
             amz_date,
             unsigned,
-        } => (pair, auth, amz_date, unsigned),
+            streaming,
+        } => (pair, auth, amz_date, unsigned, *streaming),
         Plan::Presign {
             pair,
             auth,
@@ -355,12 +364,18 @@ pub(crate) fn resign(
             signed.push("x-amz-security-token".into());
         }
     }
-    let payload = if *unsigned {
+    let payload = if streaming {
+        headers.insert(
+            "x-amz-decoded-content-length",
+            http::HeaderValue::from(body.len()),
+        );
+        STREAMING.to_string()
+    } else if *unsigned {
         UNSIGNED.to_string()
     } else {
         hex(digest::digest(&digest::SHA256, body).as_ref())
     };
-    if !*unsigned && headers.contains_key("x-amz-content-sha256") {
+    if !streaming && !*unsigned && headers.contains_key("x-amz-content-sha256") {
         headers.insert("x-amz-content-sha256", value(&payload)?);
     }
     let scope = Scope {
@@ -380,10 +395,98 @@ pub(crate) fn resign(
         &pair.key_id,
         &pair.secret,
     )?;
+    if streaming {
+        let seed = field.rsplit("Signature=").next().unwrap_or_default();
+        *body = chunked(body, seed, amz_date, &scope, &pair.secret);
+    }
     let mut v = value(&field)?;
     v.set_sensitive(true);
     headers.insert(http::header::AUTHORIZATION, v);
     Ok(None)
+}
+
+impl Plan<'_> {
+    /// The body is aws-chunked: hand [`resign`] the decoded payload.
+    pub(crate) fn streaming(&self) -> bool {
+        matches!(
+            self,
+            Plan::Resign {
+                streaming: true,
+                ..
+            }
+        )
+    }
+}
+
+/// The payload of an aws-chunked body (`SIZE;chunk-signature=SIG\r\nDATA\r\n`..., ending with a
+/// chunk of size 0); the signatures are not checked (they are over the placeholder secret).
+pub(crate) fn dechunk(body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut rest = body;
+    loop {
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("an aws-chunked body with a chunk head that does not end")?;
+        let head =
+            std::str::from_utf8(&rest[..end]).map_err(|_| "a chunk head that is not text")?;
+        let size = head.split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(size.trim(), 16)
+            .map_err(|_| format!("a chunk size that is not hexadecimal: {size:?}"))?;
+        rest = &rest[end + 2..];
+        if size == 0 {
+            // Only the final CRLF may follow (trailers are not signed this way).
+            return if rest == b"\r\n" || rest.is_empty() {
+                Ok(out)
+            } else {
+                Err("bytes after the final aws-chunked chunk".into())
+            };
+        }
+        if rest.len() < size + 2 || &rest[size..size + 2] != b"\r\n" {
+            return Err("an aws-chunked chunk shorter than its size".into());
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}
+
+/// `data` framed as aws-chunked: one chunk with it (if any) and the final empty one, each
+/// signed in a chain that starts from the request's signature `seed`.
+fn chunked(data: &[u8], seed: &str, amz_date: &str, scope: &Scope<'_>, secret: &str) -> Vec<u8> {
+    let key = signing_key(secret, scope);
+    let scope_text = format!(
+        "{}/{}/{}/aws4_request",
+        scope.date, scope.region, scope.service
+    );
+    let empty = hex(digest::digest(&digest::SHA256, b"").as_ref());
+    let mut out = Vec::with_capacity(data.len() + 200);
+    let mut previous = seed.to_string();
+    let chunks: &[&[u8]] = if data.is_empty() {
+        &[b""]
+    } else {
+        &[data, b""]
+    };
+    for chunk in chunks {
+        let to_sign = format!(
+            "AWS4-HMAC-SHA256-PAYLOAD\n{amz_date}\n{scope_text}\n{previous}\n{empty}\n{}",
+            hex(digest::digest(&digest::SHA256, chunk).as_ref())
+        );
+        previous = hex(mac(&key, &to_sign).as_ref());
+        out.extend_from_slice(
+            format!("{:x};chunk-signature={previous}\r\n", chunk.len()).as_bytes(),
+        );
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// The SigV4 signing key of `secret` for `scope`.
+fn signing_key(secret: &str, scope: &Scope<'_>) -> Vec<u8> {
+    let k = mac(format!("AWS4{secret}").as_bytes(), scope.date);
+    let k = mac(k.as_ref(), scope.region);
+    let k = mac(k.as_ref(), scope.service);
+    mac(k.as_ref(), "aws4_request").as_ref().to_vec()
 }
 
 /// A presigned URL signed again: the real key id in `X-Amz-Credential`, the real session
@@ -620,11 +723,7 @@ fn signature(
         "{ALGORITHM}\n{amz_date}\n{scope_text}\n{}",
         hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
     );
-    let k = mac(format!("AWS4{secret}").as_bytes(), scope.date);
-    let k = mac(k.as_ref(), scope.region);
-    let k = mac(k.as_ref(), scope.service);
-    let k = mac(k.as_ref(), "aws4_request");
-    let sig = hex(mac(k.as_ref(), &to_sign).as_ref());
+    let sig = hex(mac(&signing_key(secret, scope), &to_sign).as_ref());
     Ok((signed_list, sig))
 }
 
@@ -703,7 +802,7 @@ mod tests {
             &query("PLACEHOLDER", "00"),
             "examplebucket.s3.amazonaws.com",
             &mut h2,
-            b"",
+            &mut Vec::new(),
         )
         .unwrap()
         .unwrap();
@@ -722,6 +821,28 @@ mod tests {
             Some(Plan::Refuse(why)) => assert!(why.contains("X-Amz-Date"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn aws_chunked_bodies_are_read_and_framed_again() {
+        let zeros = "0".repeat(64);
+        let body = format!(
+            "5;chunk-signature={zeros}\r\nhello\r\n6;chunk-signature={zeros}\r\n world\r\n\
+             0;chunk-signature={zeros}\r\n\r\n"
+        );
+        assert_eq!(dechunk(body.as_bytes()).unwrap(), b"hello world");
+        assert!(dechunk(b"5;chunk-signature=0\r\nhel").is_err());
+        assert!(dechunk(b"zz\r\n").is_err());
+        let scope = Scope {
+            date: "20130524",
+            region: "us-east-1",
+            service: "s3",
+        };
+        let framed = chunked(b"hello world", "seed", "20130524T000000Z", &scope, "secret");
+        let text = String::from_utf8(framed.clone()).unwrap();
+        assert!(text.starts_with("b;chunk-signature="), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
+        assert_eq!(dechunk(&framed).unwrap(), b"hello world");
     }
 
     fn plan_of<'a>(pairs: &'a [AwsPair], target: &str, host: &Host) -> Option<Plan<'a>> {
