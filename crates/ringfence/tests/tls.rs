@@ -1903,3 +1903,64 @@ fn an_srt_settings_file_with_tls_terminate_and_a_mask_behaves_as_under_srt() {
         .count();
     assert_eq!(leaks, 1, "ringfence: {text}");
 }
+
+/// `network.ambiguousRequestTarget: "asSpelled"` (srt's meaning): a path goes upstream as the
+/// client spelled it, and the request rules must hold for that spelling and for its
+/// normalised form, so a deny of either reading refuses it.
+#[test]
+fn as_spelled_paths_are_forwarded_as_spelled_and_judged_on_both_readings() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = upstream(&ca, "127.0.0.1");
+    let g = up.port;
+    let (dir, settings) = setup(
+        "tls-spelled",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{g}"], "tlsTerminate": {{}},
+                "ambiguousRequestTarget": "asSpelled",
+                "requests": [{{"host": "127.0.0.1:{g}", "path": "/admin/**", "action": "deny",
+                               "reason": "no admin"}}]}}}}"#
+        ),
+    );
+    let c = |label: &str, path: &str| {
+        format!(
+            "{CURL} --path-as-is -o /dev/null -w '{label}=%{{http_code}}\\n' 'https://127.0.0.1:{g}{path}'; "
+        )
+    };
+    let script = [
+        c("dotted", "/public/./b"),
+        c("normalised", "/public/%2e%2e/admin/x"),
+        c("spelled", "/admin/../public/b"),
+        c("plain", "/public/b"),
+    ]
+    .concat();
+    let (out, name) = sandbox(&dir, &settings, &script);
+    let text = out.ok();
+    for want in ["dotted=200", "normalised=403", "spelled=403", "plain=200"] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    let seen = up.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // As spelled, not normalised.
+    assert!(seen[0].starts_with("GET /public/./b "), "{seen:?}");
+    assert!(seen[1].starts_with("GET /public/b "), "{seen:?}");
+    let denied = decisions(&dir, &name)
+        .into_iter()
+        .filter(|e| e["protocol"] == "https" && e["decision"] == "deny")
+        .count();
+    assert_eq!(denied, 2, "{text}");
+
+    // Without tlsTerminate the key is refused, naming it.
+    let settings = dir.settings(r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#);
+    let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("network.ambiguousRequestTarget: needs network.tlsTerminate"),
+        "{}",
+        out.stderr
+    );
+}

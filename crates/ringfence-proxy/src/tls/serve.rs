@@ -677,7 +677,13 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
             ),
         );
     }
-    let path = normal;
+    // asSpelled: forwarded as the client wrote it, judged on both readings.
+    let as_spelled = st.terminator.as_spelled && !st.refuse_ambiguous;
+    let (path, normal) = if as_spelled {
+        (path, normal)
+    } else {
+        (normal.clone(), normal)
+    };
     let verdict = {
         let headers = req.headers();
         let field = |name: &str| -> Vec<&str> {
@@ -687,8 +693,14 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
                 .filter_map(|v| v.to_str().ok())
                 .collect()
         };
-        st.rules
-            .decide(&st.host, st.port, req.method().as_str(), &path, &field)
+        st.rules.decide_readings(
+            &st.host,
+            st.port,
+            req.method().as_str(),
+            &path,
+            &normal,
+            &field,
+        )
     };
     match verdict {
         super::rules::RuleVerdict::Unrestricted => {}
