@@ -521,9 +521,11 @@ pub struct AwsPairSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Sigv4Settings {
-    /// Policy for aws-chunked streaming uploads.
+    /// Policy for the aws-chunked streaming uploads that are not re-signed (every form but
+    /// STREAMING-AWS4-HMAC-SHA256-PAYLOAD).
     pub streaming: Option<Sigv4Policy>,
-    /// Policy for presigned URLs.
+    /// Policy for presigned URLs that are not re-signed (no X-Amz-Date, X-Amz-SignedHeaders
+    /// or whole credential scope).
     pub presigned: Option<Sigv4Policy>,
     /// Policy for SigV4A signatures.
     pub sigv4a: Option<Sigv4Policy>,
