@@ -1718,6 +1718,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn allow_plaintext_inject_false_is_srt_default_and_accepted() {
+        let s = parse_settings(r#"{"credentials": {"allowPlaintextInject": false}}"#, "x").unwrap();
+        assert_eq!(
+            s.credentials
+                .as_ref()
+                .and_then(|c| c.allow_plaintext_inject),
+            Some(false)
+        );
+        assert!(!s.inert_keys().contains(&"credentials.allowPlaintextInject"));
+    }
+
+    #[test]
     fn literal_path_entries() {
         let s = parse_settings(
             r#"{"filesystem": {"allowWrite": [{"path": "/w/[a]", "literal": true}, "/w/*"]}}"#,
