@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use smoltcp::wire::{
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, Notify};
 
-use super::conn::{self, Cmd, Link};
+use super::conn::{self, Cmd, Downstream, Link};
 use super::dns::{self, Answer};
 use super::{Addresses, Pool};
 use crate::host::{normalize_host, Host};
@@ -184,6 +185,9 @@ struct Conn {
     from_task: mpsc::Receiver<Cmd>,
     pending: Vec<u8>,
     sent: usize,
+    /// The upstream, once its task handed it over; `ready` while a read may find data.
+    up: Option<Arc<Downstream>>,
+    up_ready: bool,
     tuple: (SocketAddrV4, SocketAddrV4),
     created: Instant,
 }
@@ -392,6 +396,8 @@ impl State {
                 from_task,
                 pending: Vec::new(),
                 sent: 0,
+                up: None,
+                up_ready: false,
                 tuple: (src, dst),
                 created: Instant::now(),
             },
@@ -445,12 +451,20 @@ impl State {
             }
             loop {
                 if c.sent == c.pending.len() {
+                    if c.up.is_some() {
+                        break;
+                    }
                     match c.from_task.try_recv() {
                         Ok(Cmd::Data(v)) => {
                             c.pending = v;
                             c.sent = 0;
                         }
-                        Ok(Cmd::Close) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                        Ok(Cmd::Upstream(d)) => {
+                            c.up = Some(d);
+                            c.up_ready = true;
+                            break;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
                             s.close();
                             break;
                         }
@@ -469,6 +483,47 @@ impl State {
                     Ok(n) => c.sent += n,
                 }
             }
+            if let Some(d) = c.up.clone() {
+                if d.readable.swap(false, Ordering::AcqRel) {
+                    c.up_ready = true;
+                }
+                // Straight from the upstream into the send buffer, while it has room.
+                while c.up_ready && s.can_send() {
+                    let read = s.send(|room| match d.read.try_read(room) {
+                        Ok(n) => (n, Ok(n)),
+                        Err(e) => (0, Err(e)),
+                    });
+                    match read {
+                        Ok(Ok(0)) => {
+                            s.close();
+                            c.up = None;
+                            d.finish();
+                        }
+                        Ok(Ok(n)) => {
+                            d.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                            continue;
+                        }
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                            c.up_ready = false;
+                            d.drained.notify_one();
+                        }
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Ok(Err(_)) => {
+                            s.abort();
+                            c.up = None;
+                            d.finish();
+                        }
+                        Err(_) => {}
+                    }
+                    break;
+                }
+                // Commands after the hand-over: only an abort (a failed wait for readiness).
+                if let Ok(Cmd::Abort) = c.from_task.try_recv() {
+                    s.abort();
+                    c.up = None;
+                    d.finish();
+                }
+            }
             let stuck = matches!(s.state(), tcp::State::Listen | tcp::State::SynReceived)
                 && c.created.elapsed() > HANDSHAKE_TIMEOUT;
             if stuck || matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) {
@@ -478,6 +533,9 @@ impl State {
         for h in over {
             if let Some(c) = self.conns.remove(&h) {
                 self.tuples.remove(&c.tuple);
+                if let Some(d) = c.up {
+                    d.finish();
+                }
             }
             sockets.remove(h);
         }
