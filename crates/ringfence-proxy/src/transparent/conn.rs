@@ -182,7 +182,7 @@ pub(crate) async fn run(
         proxy.open_tunnel(&allowed.host, port, &route),
         first_bytes(&mut rx, &notify)
     );
-    let mismatch = match &named {
+    let mismatch = |named: &Named| match named {
         Named::Host(h) => match normalize_host(h) {
             Ok(n) if n == allowed.host => None,
             _ => Some(format!(
@@ -196,7 +196,7 @@ pub(crate) async fn run(
         ),
         _ => None,
     };
-    if let Some(reason) = mismatch {
+    if let Some(reason) = mismatch(&named) {
         record(
             shown,
             Decision::Denied,
@@ -247,21 +247,47 @@ pub(crate) async fn run(
     let resolved = opened.resolved;
     let early = opened.early;
     let (r, mut w) = opened.stream.into_split();
+    // A client silent past FIRST_BYTES (the server may speak first) is still held to the
+    // host it dialled: its first bytes, whenever they come, are read as far as needed to see
+    // what they name before any of them goes upstream, so waiting does not skip the check.
+    let late_check = first.is_empty() && !eof;
     let up = async {
         let mut n = first.len() as u64;
         if !first.is_empty() && w.write_all(&first).await.is_err() {
-            return n;
+            return (n, None);
+        }
+        if late_check {
+            let mut head = Vec::new();
+            while let Some(d) = recv(&mut rx, &notify).await {
+                head.extend_from_slice(&d);
+                let named = match sniff::named_host(&head) {
+                    Named::NeedMore if head.len() < sniff::MAX_SNIFF => continue,
+                    Named::NeedMore => Named::Malformed,
+                    n => n,
+                };
+                if let Some(reason) = mismatch(&named) {
+                    send(&tx, &notify, Cmd::Abort).await;
+                    return (n, Some(reason));
+                }
+                break;
+            }
+            if !head.is_empty() {
+                if w.write_all(&head).await.is_err() {
+                    return (n, None);
+                }
+                n += head.len() as u64;
+            }
         }
         if !eof {
             while let Some(d) = recv(&mut rx, &notify).await {
                 if w.write_all(&d).await.is_err() {
-                    return n;
+                    return (n, None);
                 }
                 n += d.len() as u64;
             }
         }
         let _ = w.shutdown().await;
-        n
+        (n, None)
     };
     let down = async {
         let n = early.len() as u64;
@@ -302,12 +328,16 @@ pub(crate) async fn run(
         }
         n + ds.bytes.load(Ordering::Acquire)
     };
-    let (a, b) = tokio::join!(up, down);
+    let ((a, refused), b) = tokio::join!(up, down);
     record(
         shown,
-        Decision::Allowed,
+        if refused.is_some() {
+            Decision::Denied
+        } else {
+            Decision::Allowed
+        },
         allowed.rule,
-        None,
+        refused,
         allowed.asked,
         resolved,
         via,
