@@ -208,12 +208,20 @@ impl Proxy {
                 let Ok((inner, outer)) = loopback_pair().await else {
                     return;
                 };
-                tokio::spawn(async move {
+                let mut relay = tokio::spawn(async move {
                     let mut session = session;
                     let mut outer = outer;
                     let _ = tokio::io::copy_bidirectional(&mut session, &mut outer).await;
                 });
                 proxy.dispatch(inner, peer, known).await;
+                // The proxy is done with the connection: a client that keeps its side of the
+                // session open after the close does not keep it for long.
+                if tokio::time::timeout(Duration::from_secs(5), &mut relay)
+                    .await
+                    .is_err()
+                {
+                    relay.abort();
+                }
             });
         }
     }
