@@ -9,11 +9,13 @@
 # Usage: bench/transparent.sh --run      (from any directory; without --run it only says what
 #                                         it would measure)
 # Environment: SIZE_MB (default 200), RUNS (default 5), RPS_SECONDS (default 5),
-#   SETUPS (connections opened one after another for the setup time, default 200).
+#   SETUPS (connections opened one after another for the setup time, default 200),
+#   BASELINE (another ringfence binary, say an earlier build: its transparent download is
+#   measured in the same rounds, for a before/after in one run).
 set -euo pipefail
 
 if [ "${1:-}" != "--run" ]; then
-  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
   exit 0
 fi
 
@@ -53,26 +55,29 @@ TARGET="$ADDR:$PORT"
 echo "{\"network\":{\"allowedDomains\":[\"$TARGET\"]}}" >"$WORK/rf.json"
 
 in_proxy() { (cd / && "$RF" run -s "$WORK/rf.json" -- sh -c "HP=\"\${HTTP_PROXY#http://}\"; $1"); }
-in_tp() { (cd / && "$RF" run -s "$WORK/rf.json" --transparent -- sh -c "$1"); }
+in_tp() { (cd / && "${TP_RF:-$RF}" run -s "$WORK/rf.json" --transparent -- sh -c "$1"); }
 if ! in_tp true 2>"$WORK/tp.err"; then
   echo "transparent mode is unavailable here:"; sed 's/^/  /' "$WORK/tp.err"; exit 1
 fi
 
 URL="http://$TARGET/big"
 CURL="curl -s --noproxy '*' -o /dev/null -w '%{speed_download}'"
-declare -A T=([direct]=0 [proxy]=0 [tp]=0)
+declare -A T=([direct]=0 [proxy]=0 [tp]=0 [base]=0)
+BASELINE="${BASELINE:-}"
 keep() { local s="${2%%.*}"; [ "${s:-0}" -gt "${T[$1]}" ] && T[$1]="$s"; return 0; }
 echo "==> throughput: one ${SIZE_MB} MB download, best of $RUNS"
 for _ in $(seq "$RUNS"); do
   keep direct "$(sh -c "$CURL $URL" || echo 0)"
   keep proxy "$(in_proxy "curl -s --noproxy '' -x \"\$HTTP_PROXY\" -o /dev/null -w '%{speed_download}' $URL" || echo 0)"
   keep tp "$(in_tp "$CURL $URL" || echo 0)"
+  [ -z "$BASELINE" ] || keep base "$(TP_RF="$BASELINE" in_tp "$CURL $URL" || echo 0)"
 done
 mbs() { awk -v b="$1" 'BEGIN { printf "%8.0f MB/s", b / 1048576 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%6.2f", a / b; else printf "   n/a" }'; }
 printf '  %-26s %s\n' "direct" "$(mbs "${T[direct]}")"
 printf '  %-26s %s   %s x direct\n' "explicit proxy (run)" "$(mbs "${T[proxy]}")" "$(ratio "${T[proxy]}" "${T[direct]}")"
 printf '  %-26s %s   %s x direct   %s x proxy\n' "transparent (run)" "$(mbs "${T[tp]}")" "$(ratio "${T[tp]}" "${T[direct]}")" "$(ratio "${T[tp]}" "${T[proxy]}")"
+[ -z "$BASELINE" ] || printf '  %-26s %s   %s x direct   %s x proxy\n' "transparent (BASELINE)" "$(mbs "${T[base]}")" "$(ratio "${T[base]}" "${T[direct]}")" "$(ratio "${T[base]}" "${T[proxy]}")"
 
 echo "==> small requests (GET, keep-alive, 1 client), ${RPS_SECONDS} s each"
 read -r _ R_D M_D _ _ < <("$TOOLS/load" rps - "$TARGET" 1 "$RPS_SECONDS")

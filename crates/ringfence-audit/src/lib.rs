@@ -45,7 +45,7 @@ pub fn events_schema() -> Value {
              "required": ["op", "path", "pid", "program", "reason"]},
             {"properties": {"kind": {"const": "net.decision"}, "host": {"type": "string"},
                 "port": {"type": "integer"},
-                "protocol": {"enum": ["http", "connect", "socks5", "tcp", "transparent", "dns"]},
+                "protocol": {"enum": ["http", "connect", "socks5", "tcp", "transparent", "dns", "udp", "icmp"]},
                 "decision": {"enum": ["allow", "deny"]},
                 "rule": {"type": "string", "description": "the policy entry that decided"},
                 "reason": {"type": "string", "description": "why a connection was denied"},

@@ -28,6 +28,10 @@ const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
 const IFF_TUN: libc::c_short = 0x0001;
 const IFF_NO_PI: libc::c_short = 0x1000;
 const IFF_VNET_HDR: libc::c_short = 0x4000;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+/// The supervisor takes packets whose TCP or UDP checksum is left partial (the header before
+/// each says so), as a virtio NIC would: the sandbox's kernel does not checksum what it sends.
+const TUN_F_CSUM: libc::c_uint = 0x01;
 /// Every packet read from or written to the device starts with a `virtio_net_hdr` of this
 /// many bytes (the kernel's default size for it). The supervisor's stack marks the packets it
 /// writes as carrying a partial checksum (`VIRTIO_NET_HDR_F_NEEDS_CSUM`), as a local socket's
@@ -70,6 +74,17 @@ pub fn create() -> Result<OwnedFd> {
     // SAFETY: TUNSETIFF reads an ifreq, which ifr is.
     if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &ifr) } < 0 {
         return Err(unavailable("TUNSETIFF", io::Error::last_os_error()));
+    }
+    // SAFETY: TUNSETOFFLOAD takes an integer argument.
+    if unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            TUNSETOFFLOAD as _,
+            TUN_F_CSUM as libc::c_ulong,
+        )
+    } < 0
+    {
+        return Err(unavailable("TUNSETOFFLOAD", io::Error::last_os_error()));
     }
     // Persistent within the namespace: the supervisor's close at the end of the run does not
     // unregister the device itself (tens of milliseconds of waiting for RCU on the run's exit

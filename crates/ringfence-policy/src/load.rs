@@ -243,6 +243,9 @@ pub struct Policy {
     pub refuse_opaque_tunnels: Option<String>,
     /// `network.ambiguousRequestTarget: "refuse"` in some layer: the first file that said so.
     pub refuse_ambiguous_paths: Option<String>,
+    /// `network.ambiguousRequestTarget: "asSpelled"` in some layer (and "refuse" in none, which
+    /// wins): paths are forwarded as spelled, and request rules judge both readings.
+    pub spelled_paths: Option<String>,
     /// `network.stripResponseHeaders` of every layer, and the first file that set any.
     pub strip_response_headers: Vec<String>,
     pub strip_response_origin: Option<String>,
@@ -415,6 +418,10 @@ pub fn load(opts: &LoadOptions) -> Result<Policy, Error> {
             ),
             (
                 &merge.policy.refuse_ambiguous_paths,
+                "network.ambiguousRequestTarget",
+            ),
+            (
+                &merge.policy.spelled_paths,
                 "network.ambiguousRequestTarget",
             ),
             (
@@ -990,6 +997,11 @@ impl<'a> Merge<'a> {
             && self.policy.refuse_ambiguous_paths.is_none()
         {
             self.policy.refuse_ambiguous_paths = Some(origin.to_string());
+        }
+        if s.network.ambiguous_request_target == Some(crate::AmbiguousRequestTarget::AsSpelled)
+            && self.policy.spelled_paths.is_none()
+        {
+            self.policy.spelled_paths = Some(origin.to_string());
         }
         if let Some(list) = &s.network.strip_response_headers {
             union(&mut self.policy.strip_response_headers, list);

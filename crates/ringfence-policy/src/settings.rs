@@ -212,8 +212,9 @@ pub struct NetworkSettings {
     pub refuse_opaque_tunnels: Option<bool>,
     /// srt: answer 421 when Host or SNI names another host. ringfence always checks.
     pub require_host_match: Option<bool>,
-    /// srt: a request path that normalisation changes: "refuse" (400) or "normalize"
-    /// (forwarded normalised, the default in ringfence); "asSpelled" is refused.
+    /// srt: a request path that normalisation changes: "refuse" (400), "normalize"
+    /// (forwarded normalised, the default in ringfence) or "asSpelled" (forwarded as spelled,
+    /// request rules judge both readings; needs tlsTerminate).
     pub ambiguous_request_target: Option<AmbiguousRequestTarget>,
 }
 
@@ -396,9 +397,10 @@ pub struct CredentialSettings {
     pub files: Option<Vec<CredentialFileSettings>>,
     /// Environment variables to protect.
     pub env_vars: Option<Vec<CredentialEnvVarSettings>>,
-    /// srt: allow credential substitution over plain HTTP. No effect in ringfence.
+    /// srt: allow credential substitution over plain HTTP. `true` is refused; `false` (srt's
+    /// default) is what ringfence does.
     pub allow_plaintext_inject: Option<bool>,
-    /// srt: pairs of masked variables used for AWS SigV4 re-signing. No effect in ringfence.
+    /// srt: pairs of masked variables used for AWS SigV4 re-signing.
     pub aws_pairs: Option<Vec<AwsPairSettings>>,
     /// srt: policies for SigV4 request shapes that cannot be re-signed. No effect in ringfence.
     pub sigv4: Option<Sigv4Settings>,
@@ -519,9 +521,11 @@ pub struct AwsPairSettings {
 #[derive(Debug, Clone, PartialEq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Sigv4Settings {
-    /// Policy for aws-chunked streaming uploads.
+    /// Policy for the aws-chunked streaming uploads that are not re-signed (every form but
+    /// STREAMING-AWS4-HMAC-SHA256-PAYLOAD).
     pub streaming: Option<Sigv4Policy>,
-    /// Policy for presigned URLs.
+    /// Policy for presigned URLs that are not re-signed (no X-Amz-Date, X-Amz-SignedHeaders
+    /// or whole credential scope).
     pub presigned: Option<Sigv4Policy>,
     /// Policy for SigV4A signatures.
     pub sigv4a: Option<Sigv4Policy>,
@@ -1195,19 +1199,14 @@ impl Settings {
                 "network.allowPlaintextHeaderSet",
                 HEADER_SET,
             ),
-            found(
-                n.ambiguous_request_target == Some(AmbiguousRequestTarget::AsSpelled),
-                "network.ambiguousRequestTarget",
-                "\"asSpelled\" is not supported (request rules judge the normalised path, and \
-                 that is what is forwarded); use \"refuse\" or \"normalize\"",
-            ),
         ];
         if let Some(hit) = network.into_iter().flatten().next() {
             return Some(hit);
         }
         let c = self.credentials.as_ref()?;
+        // `false` is srt's default and what ringfence does: never on plain http://.
         let top = [found(
-            c.allow_plaintext_inject.is_some(),
+            c.allow_plaintext_inject == Some(true),
             "credentials.allowPlaintextInject",
             INJECT,
         )];
@@ -1699,8 +1698,7 @@ pub(crate) mod tests {
         let cases = [
             (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: is a request callback of srt's library"),
             (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: only changes what a network.filterRequest callback"),
-            (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: \"asSpelled\" is not supported"),
-            (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credentials are put into requests only inside verified TLS"),
+            (r#"{"credentials": {"allowPlaintextInject": true}}"#, "credentials.allowPlaintextInject: credentials are put into requests only inside verified TLS"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "maskClaims": ["sub"]}]}}"#, "credentials.files[0].maskClaims: names claims inside a decoded value"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "x"}]}}"#, "credentials.files[0].extract: \"x\" has no capture group"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "(?=a)(b)"}]}}"#, "credentials.files[0].extract: \"(?=a)(b)\" is not a pattern ringfence can use"),
@@ -1717,6 +1715,18 @@ pub(crate) mod tests {
                 "{text}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn allow_plaintext_inject_false_is_srt_default_and_accepted() {
+        let s = parse_settings(r#"{"credentials": {"allowPlaintextInject": false}}"#, "x").unwrap();
+        assert_eq!(
+            s.credentials
+                .as_ref()
+                .and_then(|c| c.allow_plaintext_inject),
+            Some(false)
+        );
+        assert!(!s.inert_keys().contains(&"credentials.allowPlaintextInject"));
     }
 
     #[test]

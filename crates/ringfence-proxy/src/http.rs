@@ -712,8 +712,10 @@ fn plain_request_refusal(
         return None;
     }
     let path = target.split('?').next().unwrap_or("/");
-    match ringfence_policy::normalize_path(path) {
-        Some(n) if n == path => {}
+    // The path goes on as it is: with asSpelled the rules judge both of its readings, else
+    // one that normalisation would change is refused.
+    let normal = match ringfence_policy::normalize_path(path) {
+        Some(n) if n == path || t.as_spelled => n,
         _ => {
             return Some((
                 format!(
@@ -723,7 +725,7 @@ fn plain_request_refusal(
                 None,
             ))
         }
-    }
+    };
     let fields: Vec<(String, &str)> = head
         .headers
         .iter()
@@ -736,7 +738,10 @@ fn plain_request_refusal(
             .map(|(_, v)| *v)
             .collect()
     };
-    match t.rules.decide(host, port, &head.method, path, &field) {
+    match t
+        .rules
+        .decide_readings(host, port, &head.method, path, &normal, &field)
+    {
         crate::tls::rules::RuleVerdict::Denied { rule, reason } => Some((reason, rule)),
         _ => None,
     }

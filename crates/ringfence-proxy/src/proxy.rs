@@ -37,6 +37,10 @@ pub enum Protocol {
     Transparent,
     /// A name looked up through transparent mode's DNS server.
     Dns,
+    /// A UDP datagram other than DNS that transparent mode received (always refused).
+    Udp,
+    /// An ICMP message that transparent mode received (always refused).
+    Icmp,
     /// A connection to the reverse proxy (`ringfence proxy --reverse`), to its upstream.
     Reverse,
     /// A TLS connection to the gateway (`ringfence proxy --tls-cert`), refused before it
@@ -54,6 +58,8 @@ impl Protocol {
             Protocol::Https => "https",
             Protocol::Transparent => "transparent",
             Protocol::Dns => "dns",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
             Protocol::Reverse => "reverse",
             Protocol::Tls => "tls",
         }

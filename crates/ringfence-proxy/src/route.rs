@@ -309,6 +309,24 @@ pub(crate) enum WriteHalf {
     Unix(unix::OwnedWriteHalf),
 }
 
+impl ReadHalf {
+    /// Waits until a read may find data (or the end, or an error).
+    pub(crate) async fn readable(&self) -> io::Result<()> {
+        match self {
+            ReadHalf::Tcp(r) => r.readable().await,
+            ReadHalf::Unix(r) => r.readable().await,
+        }
+    }
+
+    /// Reads what is there without waiting (`WouldBlock` when nothing is).
+    pub(crate) fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ReadHalf::Tcp(r) => r.try_read(buf),
+            ReadHalf::Unix(r) => r.try_read(buf),
+        }
+    }
+}
+
 impl AsyncRead for ReadHalf {
     fn poll_read(
         self: Pin<&mut Self>,

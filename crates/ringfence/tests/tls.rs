@@ -65,6 +65,11 @@ struct Upstream {
 }
 
 fn upstream(ca: &TestCa, ip: &str) -> Upstream {
+    upstream_on(ca, ip, "127.0.0.1")
+}
+
+/// [`upstream`] listening on the loopback address `bind`.
+fn upstream_on(ca: &TestCa, ip: &str, bind: &str) -> Upstream {
     let (cert, key) = ca.issue(ip);
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -79,7 +84,7 @@ fn upstream(ca: &TestCa, ip: &str) -> Upstream {
         .unwrap();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let config = Arc::new(config);
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let l = TcpListener::bind(format!("{bind}:0")).unwrap();
     let port = l.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
@@ -1405,7 +1410,15 @@ fn verify_sigv4(request: &str, secret: &str) -> Result<String, String> {
         .split(';')
         .map(|n| format!("{n}:{}\n", get(n).unwrap_or_default()))
         .collect();
-    let payload = hex(digest::digest(&digest::SHA256, body.as_bytes()).as_ref());
+    // aws-chunked: the request signs the STREAMING- value; each chunk signs its data in a
+    // chain from the request's signature (checked below).
+    let streaming = get("x-amz-content-sha256")
+        .ok()
+        .filter(|v| v == "STREAMING-AWS4-HMAC-SHA256-PAYLOAD");
+    let payload = match &streaming {
+        Some(v) => v.clone(),
+        None => hex(digest::digest(&digest::SHA256, body.as_bytes()).as_ref()),
+    };
     let canonical = format!(
         "{}\n{path}\n{}\n{header_lines}\n{signed}\n{payload}",
         start[0],
@@ -1422,7 +1435,90 @@ fn verify_sigv4(request: &str, secret: &str) -> Result<String, String> {
         k = mac(&k, s);
     }
     let want = hex(&mac(&k, &to_sign));
-    if part("Signature")? == want {
+    if part("Signature")? != want {
+        return Err(format!("the signature does not verify: {canonical:?}"));
+    }
+    if streaming.is_some() {
+        let empty = hex(digest::digest(&digest::SHA256, b"").as_ref());
+        let mut previous = want;
+        let mut rest = body;
+        loop {
+            let (head, after) = rest.split_once("\r\n").ok_or("a chunk head")?;
+            let (size, sig) = head
+                .split_once(";chunk-signature=")
+                .ok_or("a chunk signature")?;
+            let size = usize::from_str_radix(size, 16).map_err(|e| e.to_string())?;
+            let data = &after[..size];
+            let to_sign = format!(
+                "AWS4-HMAC-SHA256-PAYLOAD\n{}\n{}\n{previous}\n{empty}\n{}",
+                get("x-amz-date")?,
+                scope[1..].join("/"),
+                hex(digest::digest(&digest::SHA256, data.as_bytes()).as_ref())
+            );
+            previous = hex(&mac(&k, &to_sign));
+            if sig != previous {
+                return Err(format!("chunk signature {sig} does not verify"));
+            }
+            rest = &after[size + 2..];
+            if size == 0 {
+                break;
+            }
+        }
+        if get("x-amz-decoded-content-length")? != "11" {
+            return Err("x-amz-decoded-content-length".into());
+        }
+    }
+    Ok(scope[0].to_string())
+}
+
+/// Checks the SigV4 signature in the query of a presigned S3 URL the upstream fixture recorded
+/// against `secret` (UNSIGNED-PAYLOAD, only `host` signed, plain values); returns the key id.
+fn verify_presigned(request: &str, secret: &str) -> Result<String, String> {
+    use ring::{digest, hmac};
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mac = |k: &[u8], d: &str| {
+        hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, k), d.as_bytes())
+            .as_ref()
+            .to_vec()
+    };
+    let line = request.lines().next().ok_or("empty")?;
+    let target = line.split(' ').nth(1).ok_or("no target")?;
+    let host = request
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .ok_or("no host")?;
+    let (path, query) = target.split_once('?').ok_or("no query")?;
+    let mut sig = None;
+    let mut q: Vec<&str> = Vec::new();
+    for p in query.split('&') {
+        match p.strip_prefix("X-Amz-Signature=") {
+            Some(s) => sig = Some(s),
+            None => q.push(p),
+        }
+    }
+    q.sort();
+    let param = |n: &str| {
+        q.iter()
+            .find_map(|p| p.strip_prefix(&format!("{n}=")))
+            .ok_or(format!("no {n}"))
+    };
+    let cred = param("X-Amz-Credential")?.replace("%2F", "/");
+    let scope: Vec<&str> = cred.split('/').collect();
+    let canonical = format!(
+        "GET\n{path}\n{}\nhost:{host}\n\nhost\nUNSIGNED-PAYLOAD",
+        q.join("&")
+    );
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{}\n{}\n{}",
+        param("X-Amz-Date")?,
+        scope[1..].join("/"),
+        hex(digest::digest(&digest::SHA256, canonical.as_bytes()).as_ref())
+    );
+    let mut k = mac(format!("AWS4{secret}").as_bytes(), scope[1]);
+    for s in &scope[2..] {
+        k = mac(&k, s);
+    }
+    if sig == Some(hex(&mac(&k, &to_sign)).as_str()) {
         Ok(scope[0].to_string())
     } else {
         Err(format!("the signature does not verify: {canonical:?}"))
@@ -1462,27 +1558,67 @@ fn sigv4_requests_signed_with_a_masked_key_are_signed_again_with_the_real_one() 
          {CURL} -o /dev/null -w 'get=%{{http_code}}\\n' {sig} 'https://127.0.0.1:{a}/v1/items?b=2&a=1'; \
          {CURL} -o /dev/null -w 'post=%{{http_code}}\\n' {sig} -d 'x=1' https://127.0.0.1:{a}/v1/items; \
          {CURL} -o /dev/null -w 'presigned=%{{http_code}}\\n' \
-           \"https://127.0.0.1:{a}/obj?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=$MY_KEY_ID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=00\"; \
-         {CURL} --http1.1 -o /dev/null -w 'streaming=%{{http_code}}\\n' {sig} -H 'x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD' -d 'x' https://127.0.0.1:{a}/up"
+           \"https://127.0.0.1:{a}/obj?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=$MY_KEY_ID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20250101T000000Z&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Security-Token=$MY_TOKEN&X-Amz-Signature=00\"; \
+         {CURL} -o /dev/null -w 'undated=%{{http_code}}\\n' \
+           \"https://127.0.0.1:{a}/obj?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=$MY_KEY_ID%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-SignedHeaders=host&X-Amz-Signature=00\"; \
+         printf 'b;chunk-signature=%064d\\r\\nhello world\\r\\n0;chunk-signature=%064d\\r\\n\\r\\n' 0 0 >/tmp/chunked; \
+         {CURL} --http1.1 -o /dev/null -w 'streaming=%{{http_code}}\\n' {sig} -H 'x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD' \
+           -H 'Content-Encoding: aws-chunked' -H 'x-amz-decoded-content-length: 11' --data-binary @/tmp/chunked https://127.0.0.1:{a}/up; \
+         {CURL} --http1.1 -o /dev/null -w 'trailer=%{{http_code}}\\n' {sig} -H 'x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER' -d 'x' https://127.0.0.1:{a}/up"
     );
+    let name = format!("tls-{}", common::unique_number());
     let out = run(rf(&dir)
         .env("MY_KEY_ID", &key_id)
         .env("MY_SECRET", &secret)
         .env("MY_TOKEN", &token)
-        .args(["run", "-s", &settings, "--", "sh", "-c", &script]));
+        .args([
+            "run", "--name", &name, "-s", &settings, "--", "sh", "-c", &script,
+        ]));
     let text = out.ok();
     assert!(!text.contains(&key_id), "{text}");
     assert!(text.contains("id=ringfence_placeholder_"), "{text}");
     assert!(text.contains("get=200"), "{text}");
     assert!(text.contains("post=200"), "{text}");
-    // Shapes that cannot be re-signed are refused by default (srt's "deny"). The streaming
-    // upload goes over HTTP/1.1: over HTTP/2 a refusal that arrives while curl still sends its
-    // body can reach it as a stream reset instead of the 403 (the request is refused either
-    // way; the upstream's record below shows it never arrived).
-    assert!(text.contains("presigned=403"), "{text}");
-    assert!(text.contains("streaming=403"), "{text}");
-    let seen = aws.seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 2, "{seen:?}");
+    // A presigned URL is signed again in its query.
+    assert!(text.contains("presigned=200"), "{text}");
+    // An aws-chunked upload is framed again, every chunk signed.
+    assert!(text.contains("streaming=200"), "{text}");
+    // Shapes that cannot be re-signed are refused by default (srt's "deny"), and the log
+    // says which. The trailer upload goes over HTTP/1.1: over HTTP/2 a refusal that arrives
+    // while curl still sends its body can reach it as a stream reset instead of the 403 (the
+    // request is refused either way; the upstream's record below shows it never arrived).
+    assert!(text.contains("undated=403"), "{text}");
+    assert!(text.contains("trailer=403"), "{text}");
+    let reasons: Vec<String> = decisions(&dir, &name)
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains(
+            "streaming request (x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER)"
+        )),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("presigned URL without X-Amz-Date")),
+        "{reasons:?}"
+    );
+    let mut seen = aws.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    let presigned = seen.remove(2);
+    assert_eq!(
+        verify_presigned(&presigned, &secret).as_deref(),
+        Ok(key_id.as_str()),
+        "{presigned}"
+    );
+    assert!(verify_presigned(&presigned, "placeholder").is_err());
+    assert!(
+        presigned.contains(&format!("X-Amz-Security-Token={token}&")),
+        "{presigned}"
+    );
+    assert!(!presigned.contains("ringfence_placeholder_"), "{presigned}");
     for req in &seen {
         assert_eq!(
             verify_sigv4(req, &secret).as_deref(),
@@ -1498,6 +1634,10 @@ fn sigv4_requests_signed_with_a_masked_key_are_signed_again_with_the_real_one() 
         assert!(!req.contains("ringfence_placeholder_"), "{req}");
     }
     assert!(seen[1].ends_with("\r\n\r\nx=1"), "{seen:?}");
+    assert!(
+        seen[2].contains("\r\n\r\nb;chunk-signature=") && seen[2].contains("\r\nhello world\r\n0;"),
+        "{seen:?}"
+    );
 
     // A pair member that is not a masked variable is refused, naming the slot.
     let bad = dir.settings(
@@ -1628,4 +1768,199 @@ fn decoded_jwts_are_shown_as_jwt_shaped_placeholders() {
             "{seen:?}"
         );
     }
+}
+
+/// The installed srt (`RINGFENCE_SRT_DIR`, which scripts/test sets) and what its sandbox needs,
+/// or a counted skip.
+fn srt() -> Option<std::path::PathBuf> {
+    let dir = match std::env::var_os("RINGFENCE_SRT_DIR").map(std::path::PathBuf::from) {
+        Some(d) if d.join("dist/cli.js").is_file() => d,
+        _ => {
+            common::skip("RINGFENCE_SRT_DIR does not name an installed srt (dist/cli.js)");
+            return None;
+        }
+    };
+    for tool in ["node", "bwrap", "socat", "rg"] {
+        if !common::have(tool) {
+            common::skip(&format!("{tool} is not installed (srt's sandbox needs it)"));
+            return None;
+        }
+    }
+    Some(dir)
+}
+
+/// One srt 0.0.83 settings file with `tlsTerminate` and a masked variable, run under srt and
+/// under ringfence against the same two HTTPS upstreams (their own test CA, which each host
+/// side trusts: srt's Node through NODE_EXTRA_CA_CERTS, ringfence through SSL_CERT_FILE).
+/// Alike: the sandbox holds a placeholder, never the value, and the injectHost receives the
+/// real value in its place. Different on purpose (README, "TLS termination"): srt sends the
+/// placeholder on to a host outside injectHosts as it is (its `fake_value_...` reaches that
+/// host, in the header and the URL), where ringfence refuses the request with 403 and logs it
+/// as an attempted credential leak, so the other host receives nothing.
+#[test]
+fn an_srt_settings_file_with_tls_terminate_and_a_mask_behaves_as_under_srt() {
+    if !need_curl() {
+        return;
+    }
+    let Some(srt) = srt() else { return };
+    let ca = TestCa::new("upstream test CA");
+    let api = upstream(&ca, "127.0.0.1");
+    let other = upstream_on(&ca, "127.0.0.2", "127.0.0.2");
+    let (a, b) = (api.port, other.port);
+    let real = format!("real-secret-{}", common::unique_number());
+    // srt's own form: injectHosts are host patterns without a port; srt wants the filesystem
+    // lists present.
+    let (dir, settings) = setup(
+        "tls-srt-side",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{a}", "127.0.0.2:{b}"], "deniedDomains": [],
+                              "tlsTerminate": {{}}}},
+                "filesystem": {{"denyRead": [], "allowWrite": [], "denyWrite": []}},
+                "credentials": {{"envVars": [{{"name": "RF_TEST_TOKEN", "mode": "mask",
+                                               "injectHosts": ["127.0.0.1"]}}]}}}}"#
+        ),
+    );
+    let script = format!(
+        "echo \"inside=$RF_TEST_TOKEN\"; \
+         {CURL} -o /dev/null -w 'api=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_TEST_TOKEN\" \
+           https://127.0.0.1:{a}/api; \
+         {CURL} -o /dev/null -w 'other=%{{http_code}}\\n' -H \"Authorization: Bearer $RF_TEST_TOKEN\" \
+           \"https://127.0.0.2:{b}/other?t=$RF_TEST_TOKEN\""
+    );
+    let ca_file = dir.s("upstream-ca.pem");
+    let check_api = |who: &str, text: &str| -> String {
+        assert!(
+            !text.contains(&real),
+            "{who}: the real value is visible inside: {text}"
+        );
+        assert!(text.contains("api=200"), "{who}: {text}");
+        let seen = std::mem::take(&mut *api.seen.lock().unwrap());
+        assert_eq!(seen.len(), 1, "{who}: {seen:?}");
+        assert!(
+            seen[0]
+                .to_ascii_lowercase()
+                .contains(&format!("authorization: bearer {real}\r\n")),
+            "{who}: {seen:?}"
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix("inside="))
+            .unwrap()
+            .to_string()
+    };
+
+    // srt.
+    let out = run(Command::new("node")
+        .arg(srt.join("dist/cli.js"))
+        .args(["-s", &settings, "--", "/bin/sh", "-c", &script])
+        .current_dir(&dir.path)
+        .env("HOME", dir.s("home"))
+        .env("RF_TEST_TOKEN", &real)
+        .env("NODE_EXTRA_CA_CERTS", &ca_file)
+        .stdin(std::process::Stdio::null()));
+    let text = out.ok().to_string();
+    let sentinel = check_api("srt", &text);
+    assert!(sentinel.starts_with("fake_value_"), "srt: {text}");
+    assert!(text.contains("other=200"), "srt: {text}");
+    let seen = std::mem::take(&mut *other.seen.lock().unwrap());
+    assert_eq!(seen.len(), 1, "srt: {seen:?}");
+    assert!(
+        seen[0].starts_with(&format!("GET /other?t={sentinel} ")),
+        "srt: {seen:?}"
+    );
+    assert!(
+        seen[0].contains(&format!("Bearer {sentinel}\r\n")),
+        "srt: {seen:?}"
+    );
+    assert!(!seen[0].contains(&real), "srt: {seen:?}");
+
+    // ringfence, the same file.
+    let name = format!("tls-{}", common::unique_number());
+    let out = run(rf(&dir)
+        .env("RF_TEST_TOKEN", &real)
+        .env("NODE_EXTRA_CA_CERTS", &ca_file)
+        .args([
+            "run", "--name", &name, "-s", &settings, "--", "/bin/sh", "-c", &script,
+        ]));
+    let text = out.ok().to_string();
+    let placeholder = check_api("ringfence", &text);
+    assert!(
+        placeholder.starts_with("ringfence_placeholder_"),
+        "ringfence: {text}"
+    );
+    assert!(text.contains("other=403"), "ringfence: {text}");
+    assert!(
+        other.seen.lock().unwrap().is_empty(),
+        "ringfence: the other host was reached"
+    );
+    let leaks = decisions(&dir, &name)
+        .into_iter()
+        .filter(|e| {
+            e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("credential leak"))
+        })
+        .count();
+    assert_eq!(leaks, 1, "ringfence: {text}");
+}
+
+/// `network.ambiguousRequestTarget: "asSpelled"` (srt's meaning): a path goes upstream as the
+/// client spelled it, and the request rules must hold for that spelling and for its
+/// normalised form, so a deny of either reading refuses it.
+#[test]
+fn as_spelled_paths_are_forwarded_as_spelled_and_judged_on_both_readings() {
+    if !need_curl() {
+        return;
+    }
+    let ca = TestCa::new("upstream test CA");
+    let up = upstream(&ca, "127.0.0.1");
+    let g = up.port;
+    let (dir, settings) = setup(
+        "tls-spelled",
+        &ca,
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{g}"], "tlsTerminate": {{}},
+                "ambiguousRequestTarget": "asSpelled",
+                "requests": [{{"host": "127.0.0.1:{g}", "path": "/admin/**", "action": "deny",
+                               "reason": "no admin"}}]}}}}"#
+        ),
+    );
+    let c = |label: &str, path: &str| {
+        format!(
+            "{CURL} --path-as-is -o /dev/null -w '{label}=%{{http_code}}\\n' 'https://127.0.0.1:{g}{path}'; "
+        )
+    };
+    let script = [
+        c("dotted", "/public/./b"),
+        c("normalised", "/public/%2e%2e/admin/x"),
+        c("spelled", "/admin/../public/b"),
+        c("plain", "/public/b"),
+    ]
+    .concat();
+    let (out, name) = sandbox(&dir, &settings, &script);
+    let text = out.ok();
+    for want in ["dotted=200", "normalised=403", "spelled=403", "plain=200"] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    let seen = up.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // As spelled, not normalised.
+    assert!(seen[0].starts_with("GET /public/./b "), "{seen:?}");
+    assert!(seen[1].starts_with("GET /public/b "), "{seen:?}");
+    let denied = decisions(&dir, &name)
+        .into_iter()
+        .filter(|e| e["protocol"] == "https" && e["decision"] == "deny")
+        .count();
+    assert_eq!(denied, 2, "{text}");
+
+    // Without tlsTerminate the key is refused, naming it.
+    let settings = dir.settings(r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#);
+    let out = run(rf(&dir).args(["run", "-s", &settings, "--", "true"]));
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("network.ambiguousRequestTarget: needs network.tlsTerminate"),
+        "{}",
+        out.stderr
+    );
 }

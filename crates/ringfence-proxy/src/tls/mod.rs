@@ -184,6 +184,9 @@ pub struct Terminator {
     refuse_opaque: bool,
     /// `network.ambiguousRequestTarget: "refuse"`: a path normalisation changes gets 400.
     pub(crate) refuse_ambiguous: bool,
+    /// `network.ambiguousRequestTarget: "asSpelled"` (and not "refuse"): a path is forwarded
+    /// as the client spelled it, and request rules must hold for it and its normalised form.
+    pub(crate) as_spelled: bool,
     /// `network.stripResponseHeaders`, folded ([`fold_field_name`]).
     strip_response: Vec<String>,
 }
@@ -274,6 +277,7 @@ impl Terminator {
             sigv4_pass: sigv4::Passthrough::default(),
             refuse_opaque: false,
             refuse_ambiguous: false,
+            as_spelled: false,
             strip_response: Vec::new(),
         })
     }
@@ -448,6 +452,7 @@ impl Terminator {
         self.injections = injections;
         self.refuse_opaque = p.refuse_opaque_tunnels.is_some();
         self.refuse_ambiguous = p.refuse_ambiguous_paths.is_some();
+        self.as_spelled = !self.refuse_ambiguous && p.spelled_paths.is_some();
         self.strip_response = p
             .strip_response_headers
             .iter()

@@ -41,6 +41,27 @@ impl Rules {
         self.0.iter().any(|(d, _)| d.matches(host, port))
     }
 
+    /// [`Rules::decide`] for a path forwarded as spelled (`ambiguousRequestTarget:
+    /// "asSpelled"`): the rules must hold for both readings of it, so a deny of either wins.
+    pub(crate) fn decide_readings<'a>(
+        &self,
+        host: &Host,
+        port: u16,
+        method: &str,
+        spelled: &str,
+        normal: &str,
+        header: &dyn Fn(&str) -> Vec<&'a str>,
+    ) -> RuleVerdict {
+        let first = self.decide(host, port, method, normal, header);
+        if spelled == normal || matches!(first, RuleVerdict::Denied { .. }) {
+            return first;
+        }
+        match self.decide(host, port, method, spelled, header) {
+            denied @ RuleVerdict::Denied { .. } => denied,
+            _ => first,
+        }
+    }
+
     /// Deny beats allow; a host with allow rules gets only what one of them allows.
     pub(crate) fn decide<'a>(
         &self,
@@ -128,6 +149,23 @@ mod tests {
             r.decide(&Host::Name("other.com".into()), 443, "DELETE", "/", &none),
             RuleVerdict::Unrestricted
         );
+        // Both readings of a path forwarded as spelled: a deny of either wins.
+        let r2 = rules(
+            r#"[{"host": "github.com", "path": "/admin/**", "action": "deny"},
+                {"host": "github.com", "path": "/public/**", "action": "allow"}]"#,
+        );
+        assert!(matches!(
+            r2.decide_readings(&gh, 443, "GET", "/public/%2e%2e/admin/x", "/admin/x", &none),
+            RuleVerdict::Denied { .. }
+        ));
+        assert!(matches!(
+            r2.decide_readings(&gh, 443, "GET", "/public/a/../b", "/public/b", &none),
+            RuleVerdict::Allowed(_)
+        ));
+        assert!(matches!(
+            r2.decide_readings(&gh, 443, "GET", "/admin/../public/b", "/public/b", &none),
+            RuleVerdict::Denied { .. }
+        ));
         assert!(r.cover(&gh, 443));
         assert!(!r.cover(&Host::Name("other.com".into()), 443));
     }

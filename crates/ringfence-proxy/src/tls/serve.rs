@@ -677,7 +677,13 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
             ),
         );
     }
-    let path = normal;
+    // asSpelled: forwarded as the client wrote it, judged on both readings.
+    let as_spelled = st.terminator.as_spelled && !st.refuse_ambiguous;
+    let (path, normal) = if as_spelled {
+        (path, normal)
+    } else {
+        (normal.clone(), normal)
+    };
     let verdict = {
         let headers = req.headers();
         let field = |name: &str| -> Vec<&str> {
@@ -687,8 +693,14 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
                 .filter_map(|v| v.to_str().ok())
                 .collect()
         };
-        st.rules
-            .decide(&st.host, st.port, req.method().as_str(), &path, &field)
+        st.rules.decide_readings(
+            &st.host,
+            st.port,
+            req.method().as_str(),
+            &path,
+            &normal,
+            &field,
+        )
     };
     match verdict {
         super::rules::RuleVerdict::Unrestricted => {}
@@ -844,6 +856,17 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
             }
         };
         let mut buf = whole.to_vec();
+        if plan.streaming() {
+            buf = match super::sigv4::dechunk(&buf) {
+                Ok(b) => b,
+                Err(e) => {
+                    return refuse(
+                        400,
+                        format!("an AWS SigV4 streaming upload that cannot be read: {e}"),
+                    )
+                }
+            };
+        }
         if !st.secrets.is_empty() {
             let scan = super::body::Scan::new(st.secrets.clone(), st.host.clone(), st.port);
             match scan.step(&mut buf, true) {
@@ -868,15 +891,27 @@ async fn handle(st: &State, mut req: Request<Incoming>) -> Response<Body> {
             Some(h) => h.to_string(),
             None => authority.clone(),
         };
-        if let Err(e) = super::sigv4::resign(
+        match super::sigv4::resign(
             plan,
             parts.method.as_str(),
             &pq,
             &host,
             &mut parts.headers,
-            &buf,
+            &mut buf,
         ) {
-            return refuse(403, format!("AWS SigV4 re-signing failed: {e}"));
+            Ok(None) => {}
+            // A presigned URL: the signature is in the query.
+            Ok(Some(signed)) => {
+                let uri = match sender {
+                    Sender::H1(_) => signed.parse(),
+                    Sender::H2(_) => format!("https://{authority}{signed}").parse(),
+                };
+                parts.uri = match uri {
+                    Ok(u) => u,
+                    Err(e) => return refuse(400, format!("the re-signed request target: {e}")),
+                };
+            }
+            Err(e) => return refuse(403, format!("AWS SigV4 re-signing failed: {e}")),
         }
         if !buf.is_empty() || parts.headers.contains_key(header::CONTENT_LENGTH) {
             parts

@@ -5,7 +5,8 @@
 //! and each TCP connection is decided by name and port like a proxy request, dialled by the
 //! proxy's own dialer (route, parent proxy, resolved-address check), and recorded. A TLS
 //! server name or HTTP Host in the first bytes must name the host the connection was decided
-//! for. UDP other than DNS and ICMP get no service.
+//! for. UDP other than DNS and ICMP are refused and recorded; IPv6 is not routed to the
+//! device at all.
 
 mod conn;
 mod dns;

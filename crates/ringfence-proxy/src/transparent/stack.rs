@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,12 +14,13 @@ use smoltcp::iface::{Config, Interface, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{
-    HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet, TcpPacket,
+    HardwareAddress, Icmpv4Packet, IpAddress, IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet,
+    TcpPacket, UdpPacket,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, Notify};
 
-use super::conn::{self, Cmd, Link};
+use super::conn::{self, Cmd, Downstream, Link};
 use super::dns::{self, Answer};
 use super::{Addresses, Pool};
 use crate::host::{normalize_host, Host};
@@ -41,6 +43,9 @@ const MAX_CONNS: usize = 1024;
 /// A connection still not established after this long (its SYN lost, or never completed) is
 /// forgotten.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Refused UDP and ICMP destinations remembered so that each is recorded once (a client
+/// sends again and again); past this many the memory starts afresh.
+const MAX_REFUSED_DATAGRAMS: usize = 4096;
 
 struct Tun {
     fd: RawFd,
@@ -180,6 +185,9 @@ struct Conn {
     from_task: mpsc::Receiver<Cmd>,
     pending: Vec<u8>,
     sent: usize,
+    /// The upstream, once its task handed it over; `ready` while a read may find data.
+    up: Option<Arc<Downstream>>,
+    up_ready: bool,
     tuple: (SocketAddrV4, SocketAddrV4),
     created: Instant,
 }
@@ -202,6 +210,51 @@ fn syn_of(p: &[u8]) -> Option<(SocketAddrV4, SocketAddrV4)> {
     ))
 }
 
+/// What the stack does with a datagram that is neither TCP nor DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Refused {
+    /// UDP to a port other than 53: smoltcp answers it with ICMP port unreachable (a
+    /// connected socket gets `ECONNREFUSED`, QUIC falls back to TCP).
+    Udp,
+    /// An ICMP message the sandbox's program asked for (an echo request, say): dropped
+    /// unanswered.
+    Icmp,
+    /// An ICMP error the sandbox's kernel made itself (port unreachable for a DNS answer that
+    /// came after its client had gone): dropped, and not the program's doing.
+    IcmpError,
+}
+
+/// The kind, source and destination of a UDP datagram other than DNS, or of an ICMP message.
+fn refused_datagram(p: &[u8]) -> Option<(Refused, SocketAddrV4, SocketAddrV4)> {
+    let ip = Ipv4Packet::new_checked(p).ok()?;
+    let (src, dst): (Ipv4Addr, Ipv4Addr) = (ip.src_addr(), ip.dst_addr());
+    match ip.next_header() {
+        IpProtocol::Udp => {
+            let u = UdpPacket::new_checked(ip.payload()).ok()?;
+            (u.dst_port() != 53).then(|| {
+                (
+                    Refused::Udp,
+                    SocketAddrV4::new(src, u.src_port()),
+                    SocketAddrV4::new(dst, u.dst_port()),
+                )
+            })
+        }
+        IpProtocol::Icmp => {
+            // Destination unreachable, source quench, redirect, time exceeded, parameter
+            // problem: errors about other packets.
+            let error = Icmpv4Packet::new_checked(ip.payload())
+                .is_ok_and(|m| matches!(u8::from(m.msg_type()), 3 | 4 | 5 | 11 | 12));
+            let kind = if error {
+                Refused::IcmpError
+            } else {
+                Refused::Icmp
+            };
+            Some((kind, SocketAddrV4::new(src, 0), SocketAddrV4::new(dst, 0)))
+        }
+        _ => None,
+    }
+}
+
 struct State {
     proxy: Arc<Proxy>,
     pool: Pool,
@@ -211,9 +264,39 @@ struct State {
     tuples: HashSet<(SocketAddrV4, SocketAddrV4)>,
     /// Names already recorded as denied lookups (a resolver asks for A and AAAA, and again).
     denied_names: HashSet<String>,
+    /// Refused UDP and ICMP destinations already recorded.
+    refused: HashSet<(Refused, SocketAddrV4)>,
 }
 
 impl State {
+    /// Records a refused UDP datagram or ICMP message, once per kind and destination.
+    fn refuse_datagram(&mut self, kind: Refused, src: SocketAddrV4, dst: SocketAddrV4) {
+        let (protocol, reason) = match kind {
+            Refused::Udp => (
+                Protocol::Udp,
+                "UDP other than DNS is not carried (QUIC falls back to TCP)",
+            ),
+            Refused::Icmp => (Protocol::Icmp, "ICMP is not carried"),
+            Refused::IcmpError => return,
+        };
+        if self.refused.len() >= MAX_REFUSED_DATAGRAMS {
+            self.refused.clear();
+        }
+        if !self.refused.insert((kind, dst)) {
+            return;
+        }
+        self.refuse(
+            dst.ip().to_string(),
+            dst.port(),
+            src,
+            protocol,
+            Verdict::Deny {
+                rule: None,
+                reason: reason.into(),
+            },
+        );
+    }
+
     fn refuse(&self, host: String, port: u16, peer: SocketAddrV4, p: Protocol, v: Verdict) {
         let (rule, reason) = match v {
             Verdict::Deny { rule, reason } => (rule, reason),
@@ -313,6 +396,8 @@ impl State {
                 from_task,
                 pending: Vec::new(),
                 sent: 0,
+                up: None,
+                up_ready: false,
                 tuple: (src, dst),
                 created: Instant::now(),
             },
@@ -366,12 +451,20 @@ impl State {
             }
             loop {
                 if c.sent == c.pending.len() {
+                    if c.up.is_some() {
+                        break;
+                    }
                     match c.from_task.try_recv() {
                         Ok(Cmd::Data(v)) => {
                             c.pending = v;
                             c.sent = 0;
                         }
-                        Ok(Cmd::Close) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                        Ok(Cmd::Upstream(d)) => {
+                            c.up = Some(d);
+                            c.up_ready = true;
+                            break;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => {
                             s.close();
                             break;
                         }
@@ -390,6 +483,47 @@ impl State {
                     Ok(n) => c.sent += n,
                 }
             }
+            if let Some(d) = c.up.clone() {
+                if d.readable.swap(false, Ordering::AcqRel) {
+                    c.up_ready = true;
+                }
+                // Straight from the upstream into the send buffer, while it has room.
+                while c.up_ready && s.can_send() {
+                    let read = s.send(|room| match d.read.try_read(room) {
+                        Ok(n) => (n, Ok(n)),
+                        Err(e) => (0, Err(e)),
+                    });
+                    match read {
+                        Ok(Ok(0)) => {
+                            s.close();
+                            c.up = None;
+                            d.finish();
+                        }
+                        Ok(Ok(n)) => {
+                            d.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                            continue;
+                        }
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                            c.up_ready = false;
+                            d.drained.notify_one();
+                        }
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Ok(Err(_)) => {
+                            s.abort();
+                            c.up = None;
+                            d.finish();
+                        }
+                        Err(_) => {}
+                    }
+                    break;
+                }
+                // Commands after the hand-over: only an abort (a failed wait for readiness).
+                if let Ok(Cmd::Abort) = c.from_task.try_recv() {
+                    s.abort();
+                    c.up = None;
+                    d.finish();
+                }
+            }
             let stuck = matches!(s.state(), tcp::State::Listen | tcp::State::SynReceived)
                 && c.created.elapsed() > HANDSHAKE_TIMEOUT;
             if stuck || matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait) {
@@ -399,6 +533,9 @@ impl State {
         for h in over {
             if let Some(c) = self.conns.remove(&h) {
                 self.tuples.remove(&c.tuple);
+                if let Some(d) = c.up {
+                    d.finish();
+                }
             }
             sockets.remove(h);
         }
@@ -516,6 +653,7 @@ pub async fn serve(proxy: Arc<Proxy>, tun: OwnedFd, addrs: Addresses) -> io::Res
         conns: HashMap::new(),
         tuples: HashSet::new(),
         denied_names: HashSet::new(),
+        refused: HashSet::new(),
     };
     let _ = st.addrs;
     loop {
@@ -524,6 +662,12 @@ pub async fn serve(proxy: Arc<Proxy>, tun: OwnedFd, addrs: Addresses) -> io::Res
         while let Some(p) = dev.queue.front() {
             if let Some((src, dst)) = syn_of(p) {
                 st.on_syn(&mut sockets, src, dst);
+            } else if let Some((kind, src, dst)) = refused_datagram(p) {
+                st.refuse_datagram(kind, src, dst);
+                if kind != Refused::Udp {
+                    dev.queue.pop_front();
+                    continue;
+                }
             }
             iface.poll_ingress_single(now(), &mut dev, &mut sockets);
         }
@@ -612,6 +756,7 @@ mod tests {
             conns: HashMap::new(),
             tuples: HashSet::new(),
             denied_names: HashSet::new(),
+            refused: HashSet::new(),
         };
         (st, hooks)
     }
@@ -635,6 +780,46 @@ mod tests {
         tcp[9] = 1;
         vnet_header(&tcp, &mut hdr);
         assert_eq!(hdr, [0; VNET_HDR_LEN]);
+    }
+
+    /// An IPv4 packet from 198.18.0.1 to 192.0.2.7 with `payload` of protocol `proto`.
+    fn ipv4(proto: u8, payload: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0];
+        p.extend_from_slice(&[198, 18, 0, 1, 192, 0, 2, 7]);
+        p.extend_from_slice(payload);
+        let len = (p.len() as u16).to_be_bytes();
+        p[2..4].copy_from_slice(&len);
+        p
+    }
+
+    #[test]
+    fn udp_other_than_dns_and_icmp_are_refused_and_recorded_once() {
+        // UDP 40000 -> 443 (QUIC, say), and 40000 -> 53 (DNS, served).
+        let quic = ipv4(17, &[0x9c, 0x40, 0x01, 0xbb, 0, 12, 0, 0, 1, 2, 3, 4]);
+        let dns = ipv4(17, &[0x9c, 0x40, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4]);
+        let echo = ipv4(1, &[8, 0, 0, 0, 0, 1, 0, 1]);
+        let unreachable = ipv4(1, &[3, 3, 0, 0, 0, 0, 0, 0]);
+        let (kind, src, dst) = refused_datagram(&quic).unwrap();
+        assert_eq!(kind, Refused::Udp);
+        assert_eq!(src, "198.18.0.1:40000".parse().unwrap());
+        assert_eq!(dst, "192.0.2.7:443".parse().unwrap());
+        assert_eq!(refused_datagram(&dns), None);
+        assert_eq!(refused_datagram(&echo).unwrap().0, Refused::Icmp);
+        assert_eq!(
+            refused_datagram(&unreachable).unwrap().0,
+            Refused::IcmpError
+        );
+        let (mut st, hooks) = state(false);
+        for p in [&quic, &quic, &echo, &unreachable, &echo] {
+            let (kind, src, dst) = refused_datagram(p).unwrap();
+            st.refuse_datagram(kind, src, dst);
+        }
+        let rec = hooks.0.lock().unwrap();
+        assert_eq!(rec.len(), 2, "{rec:?}");
+        assert_eq!(rec[0].protocol, Protocol::Udp);
+        assert_eq!((rec[0].host.as_str(), rec[0].port), ("192.0.2.7", 443));
+        assert_eq!(rec[1].protocol, Protocol::Icmp);
+        assert!(rec.iter().all(|d| d.decision == Decision::Denied));
     }
 
     fn rcode(r: &[u8]) -> u8 {
