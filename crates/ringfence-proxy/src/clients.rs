@@ -1,8 +1,9 @@
 //! Clients of a shared gateway, each with its own identity and network policy: a client names
 //! itself with the proxy user name and proves it with a token as the password (HTTP
-//! `Proxy-Authorization: Basic`, SOCKS5 RFC 1929). Only the token's SHA-256 is kept; the
-//! comparison runs in constant time over every client, so a wrong guess says nothing about
-//! which byte, or which client, it missed.
+//! `Proxy-Authorization: Basic`, SOCKS5 RFC 1929), or is its TLS client certificate (mTLS,
+//! see [`crate::mtls`]). Only the token's SHA-256 is kept; the comparison runs in constant
+//! time over every client, so a wrong guess says nothing about which byte, or which client, it
+//! missed. A certificate is known by the SHA-256 of its DER encoding, which is not a secret.
 
 use std::sync::Arc;
 
@@ -11,20 +12,39 @@ use crate::policy::NetPolicy;
 /// The shortest token accepted: 22 characters, 128 bits in base64.
 pub const MIN_TOKEN_LEN: usize = 22;
 
-/// One client: its name, its token's SHA-256 and its policy.
+/// How a client proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// The SHA-256 of its token (the proxy password).
+    Token([u8; 32]),
+    /// The SHA-256 of its TLS client certificate (DER), which must also chain to the
+    /// gateway's client CA.
+    Certificate([u8; 32]),
+}
+
+/// One client: its name, its credential and its policy.
 pub struct Client {
     pub name: String,
-    hash: [u8; 32],
+    credential: Credential,
     pub policy: Arc<NetPolicy>,
 }
 
 impl Client {
+    /// A client that authenticates with a token whose SHA-256 is `token_sha256`.
     pub fn new(name: String, token_sha256: [u8; 32], policy: NetPolicy) -> Client {
+        Self::with_credential(name, Credential::Token(token_sha256), policy)
+    }
+
+    pub fn with_credential(name: String, credential: Credential, policy: NetPolicy) -> Client {
         Client {
             name,
-            hash: token_sha256,
+            credential,
             policy: Arc::new(policy),
         }
+    }
+
+    pub fn credential(&self) -> Credential {
+        self.credential
     }
 }
 
@@ -71,9 +91,15 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// 64 hex digits as a SHA-256.
+/// 64 hex digits as a SHA-256 (as `openssl x509 -fingerprint -sha256` prints it, the pairs
+/// may be separated by colons).
 pub fn parse_sha256(text: &str) -> Option<[u8; 32]> {
-    let t = text.as_bytes();
+    let plain: String = if text.len() == 95 && text.bytes().skip(2).step_by(3).all(|b| b == b':') {
+        text.chars().filter(|&c| c != ':').collect()
+    } else {
+        text.to_string()
+    };
+    let t = plain.as_bytes();
     if t.len() != 64 {
         return None;
     }
@@ -116,13 +142,33 @@ impl Clients {
         let hash = token_hash(token);
         let mut found = None;
         for c in &self.list {
+            // A certificate's client has no token: it is compared against all zeros and
+            // never matches, so that the time spent is the same.
+            let (is_token, expected) = match &c.credential {
+                Credential::Token(h) => (true, h),
+                Credential::Certificate(_) => (false, &[0u8; 32]),
+            };
             let name_ok = ct_eq(c.name.as_bytes(), user);
-            let token_ok = ct_eq(&c.hash, &hash);
-            if name_ok & token_ok {
+            let token_ok = ct_eq(expected, &hash);
+            if name_ok & token_ok & is_token {
                 found = Some(c);
             }
         }
         found
+    }
+
+    /// The client whose certificate has this SHA-256 (of its DER encoding).
+    pub fn by_certificate(&self, cert_sha256: &[u8; 32]) -> Option<&Client> {
+        self.list
+            .iter()
+            .find(|c| c.credential == Credential::Certificate(*cert_sha256))
+    }
+
+    /// Whether any client authenticates with a certificate.
+    pub fn has_certificates(&self) -> bool {
+        self.list
+            .iter()
+            .any(|c| matches!(c.credential, Credential::Certificate(_)))
     }
 
     /// The policy of the client named `name`.
@@ -151,9 +197,38 @@ mod tests {
             Client::new(
                 "agent-8".into(),
                 token_hash(b"nmlkjihgfedcba9876543210"),
-                policy,
+                policy.clone(),
             ),
+            Client::with_credential("pod-3".into(), Credential::Certificate([7; 32]), policy),
         ])
+    }
+
+    #[test]
+    fn a_certificate_client_is_found_by_its_certificate_only() {
+        let c = clients();
+        assert_eq!(
+            c.by_certificate(&[7; 32]).map(|c| c.name.as_str()),
+            Some("pod-3")
+        );
+        assert!(c.by_certificate(&[8; 32]).is_none());
+        assert!(c
+            .by_certificate(&token_hash(b"0123456789abcdefghijklmn"))
+            .is_none());
+        // No token opens a certificate's client, not even the hash it is compared with.
+        assert!(c.authenticate(b"pod-3", &[0u8; 32]).is_none());
+        assert!(c
+            .authenticate(b"pod-3", b"0123456789abcdefghijklmn")
+            .is_none());
+        assert!(c.has_certificates());
+    }
+
+    #[test]
+    fn fingerprints_with_colons_are_read() {
+        let h = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(parse_sha256(&h), Some([0xab; 32]));
+        assert_eq!(parse_sha256(&colons), Some([0xab; 32]));
+        assert!(parse_sha256(&colons.replace(':', "-")).is_none());
     }
 
     #[test]

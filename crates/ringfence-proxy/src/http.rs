@@ -379,7 +379,14 @@ impl Ctx<'_> {
     }
 }
 
-pub(crate) async fn serve(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one client connection; `known` is its identity when the connection established it
+/// (a TLS client certificate), and then no Proxy-Authorization is asked for.
+pub(crate) async fn serve(
+    proxy: &Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    known: Option<String>,
+) {
     let limits = proxy.limits;
     let (r, mut cw) = stream.into_split();
     let mut cr = BufReader::with_capacity(BUF, r);
@@ -403,6 +410,7 @@ pub(crate) async fn serve(proxy: &Arc<Proxy>, stream: TcpStream, peer: SocketAdd
             Err(e) => return respond(&mut cw, e.status, &e.message, false).await,
         };
         let client = match proxy.clients() {
+            _ if known.is_some() => known.clone(),
             None => client_identity(&head),
             Some(clients) => {
                 let named = basic_credentials(&head)

@@ -17,6 +17,7 @@ pub mod decided;
 pub mod decider;
 pub mod host;
 mod http;
+pub mod mtls;
 mod policy;
 mod proxy;
 mod refusal;

@@ -43,6 +43,9 @@ pub enum Protocol {
     Icmp,
     /// A connection to the reverse proxy (`ringfence proxy --reverse`), to its upstream.
     Reverse,
+    /// A TLS connection to the gateway (`ringfence proxy --tls-cert`), refused before it
+    /// sent a request.
+    Tls,
 }
 
 impl Protocol {
@@ -58,6 +61,7 @@ impl Protocol {
             Protocol::Udp => "udp",
             Protocol::Icmp => "icmp",
             Protocol::Reverse => "reverse",
+            Protocol::Tls => "tls",
         }
     }
 }
@@ -421,30 +425,38 @@ impl Proxy {
                 Err(e) => return Err(e),
             };
             let proxy = self.clone();
-            proxy
-                .active
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            let guard = ActiveGuard(proxy.clone());
+            let guard = ActiveGuard::new(proxy.clone());
             tokio::spawn(async move {
                 let _guard = guard;
                 let _ = stream.set_nodelay(true);
-                let mut first = [0u8; 1];
-                let n =
-                    match tokio::time::timeout(proxy.limits.head_timeout, stream.peek(&mut first))
-                        .await
-                    {
-                        Ok(Ok(n)) => n,
-                        _ => return,
-                    };
-                if n == 0 {
-                    return;
-                }
-                if first[0] == 0x05 {
-                    crate::socks::serve(&proxy, stream, peer).await;
-                } else {
-                    crate::http::serve(&proxy, stream, peer).await;
-                }
+                proxy.dispatch(stream, peer, None).await;
             });
+        }
+    }
+
+    /// Serves one client connection: the first byte picks the protocol, 0x05 is SOCKS5,
+    /// anything else HTTP. `known` is the client's identity when the connection already
+    /// established it (a TLS client certificate); otherwise the clients in force, if any,
+    /// authenticate it by its token.
+    pub(crate) async fn dispatch(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        known: Option<String>,
+    ) {
+        let mut first = [0u8; 1];
+        let n = match tokio::time::timeout(self.limits.head_timeout, stream.peek(&mut first)).await
+        {
+            Ok(Ok(n)) => n,
+            _ => return,
+        };
+        if n == 0 {
+            return;
+        }
+        if first[0] == 0x05 {
+            crate::socks::serve(self, stream, peer, known).await;
+        } else {
+            crate::http::serve(self, stream, peer, known).await;
         }
     }
 

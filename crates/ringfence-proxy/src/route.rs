@@ -370,6 +370,9 @@ pub(crate) trait Sock {
     fn fd(&self) -> BorrowedFd<'_>;
     async fn wait_readable(&self) -> io::Result<()>;
     async fn io<R>(&self, interest: Interest, f: impl FnMut() -> io::Result<R>) -> io::Result<R>;
+    /// `f` once if the socket is ready now (WouldBlock when it is not, clearing the
+    /// readiness), without waiting.
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
 }
 
 impl Sock for TcpStream {
@@ -382,6 +385,9 @@ impl Sock for TcpStream {
     async fn io<R>(&self, interest: Interest, f: impl FnMut() -> io::Result<R>) -> io::Result<R> {
         self.async_io(interest, f).await
     }
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(interest, f)
+    }
 }
 
 impl Sock for UnixStream {
@@ -393,6 +399,9 @@ impl Sock for UnixStream {
     }
     async fn io<R>(&self, interest: Interest, f: impl FnMut() -> io::Result<R>) -> io::Result<R> {
         self.async_io(interest, f).await
+    }
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(interest, f)
     }
 }
 
@@ -415,6 +424,12 @@ impl Sock for Stream {
             Stream::Unix(s) => s.async_io(interest, f).await,
         }
     }
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        match self {
+            Stream::Tcp(s) => s.try_io(interest, f),
+            Stream::Unix(s) => s.try_io(interest, f),
+        }
+    }
 }
 
 impl Sock for ReadHalf {
@@ -434,6 +449,12 @@ impl Sock for ReadHalf {
         match self {
             ReadHalf::Tcp(r) => r.as_ref().async_io(interest, f).await,
             ReadHalf::Unix(r) => r.as_ref().async_io(interest, f).await,
+        }
+    }
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        match self {
+            ReadHalf::Tcp(r) => r.as_ref().try_io(interest, f),
+            ReadHalf::Unix(r) => r.as_ref().try_io(interest, f),
         }
     }
 }

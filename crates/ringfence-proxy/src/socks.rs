@@ -170,11 +170,23 @@ fn ssh_reason(host: &str, port: u16, reason: &str, own: bool) -> String {
     }
 }
 
-pub(crate) async fn serve(proxy: &Arc<Proxy>, mut stream: TcpStream, peer: SocketAddr) {
+/// Serves one SOCKS5 connection; `known` is its identity when the connection established it
+/// (a TLS client certificate), and then no user name and password are asked for.
+pub(crate) async fn serve(
+    proxy: &Arc<Proxy>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    known: Option<String>,
+) {
     let clients = proxy.clients();
     let mut auth_failed = false;
-    let shake = handshake(&mut stream, clients.as_deref(), &mut auth_failed);
+    let shake = handshake(
+        &mut stream,
+        clients.as_deref().filter(|_| known.is_none()),
+        &mut auth_failed,
+    );
     let req = match tokio::time::timeout(proxy.limits.head_timeout, shake).await {
+        Ok(Ok(r)) if known.is_some() => Request { client: known, ..r },
         Ok(Ok(r)) => r,
         Ok(Err(Some(code))) => return reply(&mut stream, code, None).await,
         _ => {

@@ -75,6 +75,16 @@ pub struct ProxyArgs {
     /// --listen).
     #[arg(long = "metrics", value_name = "ADDR")]
     metrics: Option<SocketAddr>,
+    /// Listen with TLS: this server certificate chain (PEM), with --tls-key.
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long = "tls-key", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// With --tls-cert and --clients: every client presents a certificate that chains to
+    /// this CA (PEM) and is listed in the clients file by its certSha256.
+    #[arg(long = "client-ca", value_name = "FILE")]
+    client_ca: Option<PathBuf>,
     /// Print a new client token and its SHA-256 (for a clients file), then exit.
     #[arg(long = "new-client-token")]
     new_client_token: bool,
@@ -353,13 +363,15 @@ fn gateway_policy(settings: Option<PathBuf>) -> Result<(ringfence_policy::Policy
     Ok((policy, net))
 }
 
-/// `--clients FILE`: `{"clients": [{"name": N, "tokenSha256": HEX, "settings": FILE}]}`, each
-/// settings file (relative to the clients file) a policy whose network section decides for
-/// that client. Returns the clients and every file read (for the reload watch).
+/// `--clients FILE`: `{"clients": [{"name": N, "tokenSha256": HEX, "settings": FILE}]}` (or
+/// `certSha256` instead of `tokenSha256` with `--client-ca`), each settings file (relative to
+/// the clients file) a policy whose network section decides for that client. Returns the
+/// clients and every file read (for the reload watch).
 fn load_clients(
     file: &std::path::Path,
+    client_ca: bool,
 ) -> Result<(ringfence_proxy::clients::Clients, Vec<PathBuf>)> {
-    use ringfence_proxy::clients::{parse_sha256, Client, Clients};
+    use ringfence_proxy::clients::{parse_sha256, Client, Clients, Credential};
     let what = |k: &str| format!("--clients {}: {k}", file.display());
     let text = std::fs::read_to_string(file).with_context(|| what("reading"))?;
     let doc: Value = serde_json::from_str(&text).with_context(|| what("not JSON"))?;
@@ -382,11 +394,13 @@ fn load_clients(
         };
         if let Some(k) = c
             .keys()
-            .find(|k| !["name", "tokenSha256", "settings"].contains(&k.as_str()))
+            .find(|k| !["name", "tokenSha256", "certSha256", "settings"].contains(&k.as_str()))
         {
             bail!(
                 "{}",
-                at(&format!("{k}: unknown key (name, tokenSha256, settings)"))
+                at(&format!(
+                    "{k}: unknown key (name, tokenSha256, certSha256, settings)"
+                ))
             );
         }
         let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
@@ -399,12 +413,32 @@ fn load_clients(
         if out.iter().any(|o: &Client| o.name == name) {
             bail!("{}", at(&format!("name: {name} is listed twice")));
         }
-        let Some(hash) = c
-            .get("tokenSha256")
-            .and_then(Value::as_str)
-            .and_then(parse_sha256)
-        else {
-            bail!("{}", at("tokenSha256: give the token's SHA-256 as 64 hex digits (`ringfence proxy --new-client-token` prints both)"));
+        let credential = match (c.get("tokenSha256"), c.get("certSha256")) {
+            (Some(_), Some(_)) => bail!("{}", at("give one of tokenSha256 and certSha256")),
+            (Some(_), None) if client_ca => bail!(
+                "{}",
+                at("tokenSha256: with --client-ca every client is its certificate; give certSha256")
+            ),
+            (None, Some(_)) if !client_ca => bail!(
+                "{}",
+                at("certSha256: a client known by its certificate needs --tls-cert, --tls-key and --client-ca")
+            ),
+            (Some(t), None) => match t.as_str().and_then(parse_sha256) {
+                Some(h) => Credential::Token(h),
+                None => bail!("{}", at("tokenSha256: give the token's SHA-256 as 64 hex digits (`ringfence proxy --new-client-token` prints both)")),
+            },
+            (None, Some(t)) => match t.as_str().and_then(parse_sha256) {
+                Some(h) => Credential::Certificate(h),
+                None => bail!("{}", at("certSha256: give the SHA-256 of the certificate's DER encoding as 64 hex digits (`openssl x509 -noout -fingerprint -sha256 -in CERT`)")),
+            },
+            (None, None) => bail!(
+                "{}",
+                at(if client_ca {
+                    "certSha256: give the SHA-256 of the client's certificate"
+                } else {
+                    "tokenSha256: give the token's SHA-256 as 64 hex digits (`ringfence proxy --new-client-token` prints both)"
+                })
+            ),
         };
         let Some(settings) = c.get("settings").and_then(Value::as_str) else {
             bail!("{}", at("settings: give the client's policy file"));
@@ -429,7 +463,7 @@ fn load_clients(
             }
         }
         files.push(settings);
-        out.push(Client::new(name.to_string(), hash, net));
+        out.push(Client::with_credential(name.to_string(), credential, net));
     }
     if out.is_empty() {
         bail!(
@@ -440,6 +474,55 @@ fn load_clients(
     Ok((Clients::new(out), files))
 }
 
+/// `--tls-cert`, `--tls-key`, `--client-ca`: the TLS side of the listener, if asked for.
+fn tls_listener(args: &ProxyArgs) -> Result<Option<ringfence_proxy::mtls::TlsListener>> {
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (None, None) => {
+            if args.client_ca.is_some() {
+                bail!(
+                    "--client-ca: give --tls-cert and --tls-key too (the gateway listens with TLS)"
+                );
+            }
+            return Ok(None);
+        }
+        (Some(c), Some(k)) => (c, k),
+        (Some(_), None) => bail!("--tls-cert: give --tls-key FILE too (its private key)"),
+        (None, Some(_)) => bail!("--tls-key: give --tls-cert FILE too (its certificate)"),
+    };
+    if args.client_ca.is_some() && args.clients.is_none() {
+        bail!("--client-ca: give --clients FILE too, listing each client's certSha256 and policy");
+    }
+    let read = |opt: &str, f: &std::path::Path| {
+        std::fs::read_to_string(f).with_context(|| format!("{opt} {}", f.display()))
+    };
+    let cert_pem = read("--tls-cert", cert)?;
+    let key_pem = read("--tls-key", key)?;
+    let ca_pem = args
+        .client_ca
+        .as_deref()
+        .map(|f| read("--client-ca", f))
+        .transpose()?;
+    let names = (
+        format!("--tls-cert {}", cert.display()),
+        format!("--tls-key {}", key.display()),
+        format!(
+            "--client-ca {}",
+            args.client_ca
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+        ),
+    );
+    let t = ringfence_proxy::mtls::TlsListener::new(
+        &cert_pem,
+        &key_pem,
+        ca_pem.as_deref(),
+        (&names.0, &names.1, &names.2),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Some(t))
+}
+
 pub fn main(args: ProxyArgs) -> Result<i32> {
     if args.new_client_token {
         let (token, hash) =
@@ -448,10 +531,13 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
         println!("tokenSha256: {hash}");
         return Ok(0);
     }
-    if args.clients.is_some()
+    if (args.clients.is_some()
+        || args.tls_cert.is_some()
+        || args.tls_key.is_some()
+        || args.client_ca.is_some())
         && (args.reverse.is_some() || args.decider_fd.is_some() || args.decider_in.is_some())
     {
-        bail!("--clients, --metrics: only for the forward proxy (not with --reverse or a decider)");
+        bail!("--clients, --metrics, --tls-cert, --tls-key, --client-ca: only for the forward proxy (not with --reverse or a decider)");
     }
     if args.reverse.is_some() {
         return reverse(args);
@@ -479,10 +565,12 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
     let policy_files: Vec<PathBuf> = policy.files.iter().map(|(_, f)| f.clone()).collect();
     let fixed_parent_for_watch = policy.parent_proxy.clone();
     let has_control = args.control_fd.is_some();
+    let tls = tls_listener(&args)?;
+    let client_ca = args.client_ca.is_some();
     let clients = args
         .clients
         .as_deref()
-        .map(|f| load_clients(f).map(|(c, _)| c))
+        .map(|f| load_clients(f, client_ca).map(|(c, _)| c))
         .transpose()?;
     let parent = crate::netrun::Egress::from_policy(&policy)?.parent;
     let fixed_parent = policy.parent_proxy.clone();
@@ -538,7 +626,7 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
             proxy.set_clients(Some(c));
         }
         if let Some(file) = args.clients.clone() {
-            tokio::spawn(watch_clients(proxy.clone(), file));
+            tokio::spawn(watch_clients(proxy.clone(), file, client_ca));
         }
         if !has_control {
             tokio::spawn(watch_policy(
@@ -567,17 +655,23 @@ pub fn main(args: ProxyArgs) -> Result<i32> {
             .local_addr()
             .context("--listen-fd: not a TCP listening socket")?;
         eprintln!(
-            "ringfence proxy: listening on {local} (HTTP and SOCKS5){}{who}",
+            "ringfence proxy: listening on {local} (HTTP and SOCKS5{}){}{who}",
+            match &tls {
+                Some(t) if t.client_certs() => " over TLS, clients known by their certificates",
+                Some(_) => " over TLS",
+                None => "",
+            },
             if local.ip().is_loopback() {
                 ""
             } else {
                 "; this address is reachable from other machines"
             }
         );
-        proxy
-            .serve(listener)
-            .await
-            .with_context(|| format!("accepting on {local}"))?;
+        match tls {
+            Some(t) => proxy.serve_tls(listener, t).await,
+            None => proxy.serve(listener).await,
+        }
+        .with_context(|| format!("accepting on {local}"))?;
         Ok(0)
     })
 }
@@ -597,8 +691,8 @@ fn stamps(files: &[PathBuf]) -> Vec<Option<(std::time::SystemTime, u64)>> {
 /// Reloads the clients file and the clients' policies when one of them changes (checked every
 /// second). New connections use the new clients; open tunnels keep going. A file that does not
 /// load leaves the clients in force unchanged.
-async fn watch_clients(proxy: Arc<Proxy>, file: PathBuf) {
-    let mut files = match load_clients(&file) {
+async fn watch_clients(proxy: Arc<Proxy>, file: PathBuf, client_ca: bool) {
+    let mut files = match load_clients(&file, client_ca) {
         Ok((_, f)) => f,
         Err(_) => vec![file.clone()],
     };
@@ -609,7 +703,7 @@ async fn watch_clients(proxy: Arc<Proxy>, file: PathBuf) {
         if now == seen {
             continue;
         }
-        let loaded = tokio::task::block_in_place(|| load_clients(&file));
+        let loaded = tokio::task::block_in_place(|| load_clients(&file, client_ca));
         match loaded {
             Ok((clients, f)) => {
                 eprintln!(

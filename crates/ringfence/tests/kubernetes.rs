@@ -112,7 +112,7 @@ fn exported_objects_validate_and_carry_the_policy() {
     assert!(v.success(), "{}{}", v.stdout, v.stderr);
     assert_eq!(
         v.stdout.matches(" passed for resource ").count(),
-        7,
+        8,
         "{}",
         v.stdout
     );
@@ -133,7 +133,7 @@ fn exported_objects_validate_and_carry_the_policy() {
         .filter(|d| !d.trim().is_empty())
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();
-    assert_eq!(docs.len(), 7);
+    assert_eq!(docs.len(), 8);
     assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "agents"));
 
     // The Pod.
@@ -164,10 +164,10 @@ fn exported_objects_validate_and_carry_the_policy() {
         c["resources"]["limits"]["memory"],
         (512u64 << 20).to_string()
     );
-    let env: Vec<(String, String)> = c["env"]
-        .as_array()
-        .unwrap()
+    let env_list = c["env"].as_array().unwrap();
+    let env: Vec<(String, String)> = env_list
         .iter()
+        .filter(|e| e.get("valueFrom").is_none())
         .map(|e| {
             (
                 e["name"].as_str().unwrap().to_string(),
@@ -175,10 +175,34 @@ fn exported_objects_validate_and_carry_the_policy() {
             )
         })
         .collect();
-    let proxy = "http://$(AGENT_7_GATEWAY_SERVICE_HOST):$(AGENT_7_GATEWAY_SERVICE_PORT)";
+    // The proxy variables carry the Pod's client name and, by reference, its token from the
+    // Secret, defined before them so that Kubernetes expands it.
+    let proxy = "http://agent-7:$(RINGFENCE_GATEWAY_TOKEN)@$(AGENT_7_GATEWAY_SERVICE_HOST):$(AGENT_7_GATEWAY_SERVICE_PORT)";
     for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
         assert!(env.contains(&(name.into(), proxy.into())), "{env:?}");
     }
+    let socks = proxy.replace("http://", "socks5h://");
+    assert!(env.contains(&("ALL_PROXY".into(), socks)), "{env:?}");
+    let at_env = |n: &str| env_list.iter().position(|e| e["name"] == n).unwrap();
+    assert!(at_env("RINGFENCE_GATEWAY_TOKEN") < at_env("HTTP_PROXY"));
+    assert_eq!(
+        env_list[at_env("RINGFENCE_GATEWAY_TOKEN")]["valueFrom"],
+        json!({"secretKeyRef": {"name": "agent-7-gateway-token", "key": "token"}})
+    );
+    let secret = kind(&docs, "Secret", "agent-7-gateway-token");
+    let token = secret["stringData"]["token"].as_str().unwrap().to_string();
+    assert!(token.len() >= 43, "{token}");
+    assert!(!text_yaml.contains(&format!("{token}@")));
+    assert_eq!(
+        text_yaml.matches(token.as_str()).count(),
+        1,
+        "the token is in the Secret only"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&yaml).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // Volumes: /tmp in memory at limits.tmpSize, the writable root an emptyDir, the hidden
     // directory a read-only emptyDir, the hidden file the empty ConfigMap key.
     let vols = spec["volumes"].as_array().unwrap();
@@ -240,6 +264,15 @@ fn exported_objects_validate_and_carry_the_policy() {
     // The gateway: the policy file verbatim, the Service in front of the Deployment's pods.
     let cm = kind(&docs, "ConfigMap", "agent-7-policy");
     assert_eq!(cm["data"]["policy.json"], text.as_str());
+    // The clients file: the Pod as the one client, with the token's SHA-256 only.
+    let clients: Value =
+        serde_json::from_str(cm["data"]["clients.json"].as_str().unwrap()).unwrap();
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        clients,
+        json!({"clients": [{"name": "agent-7", "tokenSha256": hash, "settings": "policy.json"}]})
+    );
     let svc = kind(&docs, "Service", "agent-7-gateway");
     assert_eq!(svc["spec"]["selector"], *gw_labels);
     assert_eq!(svc["spec"]["ports"][0]["port"], 3128);
@@ -259,7 +292,9 @@ fn exported_objects_validate_and_carry_the_policy() {
             "-s",
             "/etc/ringfence/policy.json",
             "--listen",
-            "0.0.0.0:3128"
+            "0.0.0.0:3128",
+            "--clients",
+            "/etc/ringfence/clients.json"
         ]
     );
     assert_eq!(gw["volumeMounts"][0]["mountPath"], "/etc/ringfence");
@@ -271,14 +306,20 @@ fn exported_objects_validate_and_carry_the_policy() {
         "the Service must come first: {order:?}"
     );
 
-    // That command line starts the gateway with the ConfigMap's policy (on loopback here).
+    // That command line starts the gateway with the ConfigMap's files (on loopback here), and
+    // the Pod's credentials, as its variables expand, are the only ones it takes.
     let policy_json = dir.write(
         "gateway/policy.json",
         cm["data"]["policy.json"].as_str().unwrap(),
     );
+    let clients_json = dir.write(
+        "gateway/clients.json",
+        cm["data"]["clients.json"].as_str().unwrap(),
+    );
     let mut args = cmd[1..].to_vec();
     args[2] = policy_json.to_str().unwrap().to_string();
     args[4] = "127.0.0.1:0".into();
+    args[6] = clients_json.to_str().unwrap().to_string();
     let mut child = Command::new(bin())
         .args(&args)
         .stdin(Stdio::null())
@@ -290,9 +331,38 @@ fn exported_objects_validate_and_carry_the_policy() {
     BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    let port: u16 = line
+        .split("listening on 127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    let ask = |auth: Option<&str>| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let auth = auth
+            .map(|a| format!("Proxy-Authorization: Basic {}\r\n", base64(a)))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET http://denied.example/ HTTP/1.1\r\nHost: denied.example\r\n{auth}\r\n"
+        )
+        .unwrap();
+        let mut got = String::new();
+        let _ = s.read_to_string(&mut got);
+        got.lines().next().unwrap_or("").to_string()
+    };
+    let mine = ask(Some(&format!("agent-7:{token}")));
+    let none = ask(None);
+    let other = ask(Some(&format!("agent-8:{token}")));
     let _ = child.kill();
     let _ = child.wait();
-    assert!(line.contains("listening on 127.0.0.1:"), "{line}");
+    // Known: decided by the policy (denied.example is not allowed); unknown: 407.
+    assert!(mine.starts_with("HTTP/1.1 403"), "{mine}");
+    assert!(none.starts_with("HTTP/1.1 407"), "{none}");
+    assert!(other.starts_with("HTTP/1.1 407"), "{other}");
 
     // The profile for the nodes, compared with the filter `ringfence run` installs.
     let profile: Value =
@@ -327,4 +397,22 @@ fn a_key_the_gateway_refuses_is_refused() {
         "{}",
         got.stderr
     );
+}
+
+fn base64(text: &str) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in text.as_bytes().chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -959,3 +959,353 @@ fn the_policy_file_reloads_without_dropping_tunnels() {
     std::thread::sleep(Duration::from_millis(1500));
     assert!(text(&curl(&["-x", &px, &to_b])).starts_with("upstream-ok"));
 }
+
+/// A test CA that issues the gateway's server certificate and the clients' certificates.
+struct TestCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    fn new(name: &str) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = p.self_signed(&key).unwrap();
+        TestCa { cert, key }
+    }
+
+    /// A certificate and key: for the server at 127.0.0.1, or for the client `name`.
+    fn issue(&self, name: Option<&str>) -> (rcgen::Certificate, rcgen::KeyPair) {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, KeyPair, SanType};
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        match name {
+            None => {
+                p.subject_alt_names = vec![SanType::IpAddress("127.0.0.1".parse().unwrap())];
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            }
+            Some(n) => {
+                p.distinguished_name
+                    .push(rcgen::DnType::CommonName, n.to_string());
+                p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+            }
+        }
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert, key)
+    }
+}
+
+/// SOCKS5 over TLS with a client certificate: no user name, a CONNECT to `port` on loopback
+/// and one GET; returns what came back (empty when the gateway refused).
+fn socks_over_tls(
+    gw_port: u16,
+    ca: &TestCa,
+    client: &(rcgen::Certificate, rcgen::KeyPair),
+    port: u16,
+) -> String {
+    use rustls::pki_types::{PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.cert.der().clone()).unwrap();
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![client.0.der().clone()],
+            PrivateKeyDer::Pkcs8(client.1.serialize_der().into()),
+        )
+        .unwrap();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").unwrap())
+            .unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", gw_port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut reply = [0u8; 10];
+    if s.write_all(&[5, 1, 0]).is_err() || s.read_exact(&mut reply[..2]).is_err() {
+        return String::new();
+    }
+    assert_eq!(&reply[..2], &[5, 0]);
+    let mut req = vec![5, 1, 0, 1, 127, 0, 0, 1];
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).unwrap();
+    if s.read_exact(&mut reply).is_err() || reply[1] != 0 {
+        return String::new();
+    }
+    s.write_all(b"GET /socks-tls HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("upstream-ok") {
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn a_client_certificate_is_the_client_over_tls() {
+    if !need_curl() {
+        return;
+    }
+    let (a, b) = (Upstream::start(), Upstream::start());
+    let ca = TestCa::new("ringfence test client CA");
+    let other_ca = TestCa::new("someone else's CA");
+    let dir = Gateway::next_dir();
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let ca_file = write("ca.pem", ca.cert.pem());
+    let (server, server_key) = ca.issue(None);
+    let server_file = write("server.pem", server.pem());
+    let server_key_file = write("server.key", server_key.serialize_pem());
+    let mut pems = std::collections::HashMap::new();
+    let mut issued = std::collections::HashMap::new();
+    for (name, by) in [
+        ("alice", &ca),
+        ("bob", &ca),
+        ("carol", &ca),
+        ("mallory", &other_ca),
+    ] {
+        let c = by.issue(Some(name));
+        let cert = write(&format!("{name}.pem"), c.0.pem());
+        let key = write(&format!("{name}.key"), c.1.serialize_pem());
+        pems.insert(name, (cert, key));
+        issued.insert(name, c);
+    }
+    let fp = |name: &str| {
+        let d = ring::digest::digest(&ring::digest::SHA256, issued[name].0.der());
+        d.as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let allow = |port: u16| format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}"]}}}}"#);
+    write("alice.json", allow(a.port));
+    write("bob.json", allow(b.port));
+    // alice's fingerprint as openssl prints it (upper case, colons).
+    let alice_colons = fp("alice")
+        .to_uppercase()
+        .as_bytes()
+        .chunks(2)
+        .map(|c| std::str::from_utf8(c).unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let clients = |with_alice: bool| {
+        let mut list = vec![format!(
+            r#"{{"name": "bob", "certSha256": "{}", "settings": "bob.json"}}"#,
+            fp("bob")
+        )];
+        if with_alice {
+            list.push(format!(
+                r#"{{"name": "alice", "certSha256": "{alice_colons}", "settings": "alice.json"}}"#
+            ));
+        }
+        format!(r#"{{"clients": [{}]}}"#, list.join(","))
+    };
+    let clients_file = write("clients.json", clients(true));
+    let gw = Gateway::start_with(
+        &format!(
+            r#"{{"network": {{"allowedDomains": ["127.0.0.1:{}", "127.0.0.1:{}"]}}}}"#,
+            a.port, b.port
+        ),
+        false,
+        &[
+            "--clients",
+            &clients_file,
+            "--tls-cert",
+            &server_file,
+            "--tls-key",
+            &server_key_file,
+            "--client-ca",
+            &ca_file,
+        ],
+    );
+    assert!(gw.banner.contains("over TLS"), "{}", gw.banner);
+    let proxy = format!("https://127.0.0.1:{}", gw.port);
+    let via = |who: &str, extra: &[&str], url: &str| {
+        let mut args = vec!["-i", "-x", &proxy, "--proxy-cacert", &ca_file];
+        if let Some((c, k)) = pems.get(who) {
+            args.extend(["--proxy-cert", c.as_str(), "--proxy-key", k.as_str()]);
+        }
+        args.extend(extra);
+        args.push(url);
+        curl(&args)
+    };
+    let to_a = format!("http://127.0.0.1:{}/a", a.port);
+    let to_b = format!("http://127.0.0.1:{}/b", b.port);
+
+    // Each listed certificate reaches its own client's host (forwarded, CONNECT, SOCKS5),
+    // not the other's; a proxy user name and password change nothing.
+    for (who, mine, other, port) in [
+        ("alice", &to_a, &to_b, a.port),
+        ("bob", &to_b, &to_a, b.port),
+    ] {
+        assert!(text(&via(who, &[], mine)).contains("upstream-ok"), "{who}");
+        assert!(
+            text(&via(who, &["-p"], mine)).contains("upstream-ok"),
+            "{who}"
+        );
+        let o = via(who, &["--proxy-user", "bob:x"], mine);
+        assert!(text(&o).contains("upstream-ok"), "{who}: {o:?}");
+        let o = via(who, &[], other);
+        assert!(text(&o).starts_with("HTTP/1.1 403"), "{who}: {o:?}");
+        let got = socks_over_tls(gw.port, &ca, &issued[who], port);
+        assert!(got.contains("upstream-ok /socks-tls"), "{who}: {got}");
+    }
+    assert_eq!((a.count(), b.count()), (4, 4));
+
+    // A certificate of the CA that is not listed, one of another CA, none at all, and plain
+    // text: refused, nothing reaches an upstream.
+    for who in ["carol", "mallory", "nobody"] {
+        let o = via(who, &[], &to_a);
+        assert!(!text(&o).contains("upstream-ok"), "{who}: {o:?}");
+        let o = via(who, &["-p"], &to_a);
+        assert!(!text(&o).contains("upstream-ok"), "{who}: {o:?}");
+    }
+    assert!(socks_over_tls(gw.port, &ca, &issued["carol"], a.port).is_empty());
+    assert!(socks_over_tls(gw.port, &other_ca, &issued["mallory"], a.port).is_empty());
+    let o = curl(&["-i", "-x", &gw.proxy_url(), &to_a]);
+    assert!(!text(&o).contains("upstream-ok"), "{o:?}");
+    assert_eq!((a.count(), b.count()), (4, 4));
+
+    // Every decision carries the certificate's client; every refusal is recorded.
+    let all = gw.decisions();
+    let (named, refused): (Vec<_>, Vec<_>) = all.iter().partition(|e| !e["client"].is_null());
+    assert_eq!(named.len(), 10, "{all:?}");
+    for e in &named {
+        let mine = if e["client"] == "alice" {
+            a.port
+        } else {
+            b.port
+        };
+        assert!(e["client"] == "alice" || e["client"] == "bob", "{e}");
+        assert_eq!(e["decision"] == "allow", e["port"] == mine, "{e}");
+    }
+    assert!(refused
+        .iter()
+        .all(|e| e["decision"] == "deny" && e["protocol"] == "tls"));
+    let reasons: Vec<&str> = refused
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    let carol = format!("sha256:{} is not in the clients file", fp("carol"));
+    assert_eq!(
+        reasons.iter().filter(|r| r.contains(&carol)).count(),
+        3,
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .filter(|r| r.starts_with("TLS handshake failed"))
+            .count()
+            >= 6,
+        "{reasons:?}"
+    );
+
+    // alice is removed from the clients file: her certificate is refused from then on.
+    std::fs::write(&clients_file, clients(false)).unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        if !text(&via("alice", &[], &to_a)).contains("upstream-ok") {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gone, "the clients file was not reloaded");
+    assert!(text(&via("bob", &[], &to_b)).contains("upstream-ok"));
+}
+
+#[test]
+fn tls_listener_options_are_checked() {
+    let dir = Gateway::next_dir();
+    let ca = TestCa::new("ca");
+    let (server, key) = ca.issue(None);
+    std::fs::write(dir.join("ca.pem"), ca.cert.pem()).unwrap();
+    std::fs::write(dir.join("s.pem"), server.pem()).unwrap();
+    std::fs::write(dir.join("s.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("p.json"), "{}").unwrap();
+    let zeros = "0".repeat(64);
+    std::fs::write(
+        dir.join("tokens.json"),
+        format!(
+            r#"{{"clients": [{{"name": "a", "tokenSha256": "{zeros}", "settings": "p.json"}}]}}"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("certs.json"),
+        format!(
+            r#"{{"clients": [{{"name": "a", "certSha256": "{zeros}", "settings": "p.json"}}]}}"#
+        ),
+    )
+    .unwrap();
+    let tls = ["--tls-cert", "s.pem", "--tls-key", "s.key"];
+    let mtls = [
+        "--tls-cert",
+        "s.pem",
+        "--tls-key",
+        "s.key",
+        "--client-ca",
+        "ca.pem",
+    ];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--tls-cert", "s.pem"], "--tls-key"),
+        (vec!["--tls-key", "s.key"], "--tls-cert"),
+        (vec!["--client-ca", "ca.pem"], "--tls-cert"),
+        (mtls.to_vec(), "--clients"),
+        (
+            [&mtls[..], &["--clients", "tokens.json"]].concat(),
+            "tokenSha256",
+        ),
+        (
+            [&tls[..], &["--clients", "certs.json"]].concat(),
+            "certSha256",
+        ),
+        (
+            vec!["--tls-cert", "s.key", "--tls-key", "s.key"],
+            "--tls-cert",
+        ),
+        (
+            vec![
+                "--tls-cert",
+                "s.pem",
+                "--tls-key",
+                "s.key",
+                "--client-ca",
+                "p.json",
+                "--clients",
+                "certs.json",
+            ],
+            "--client-ca",
+        ),
+    ];
+    for (args, names) in cases {
+        let o = Command::new(common::bin())
+            .args(["proxy", "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {o:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(names), "{args:?}: {names}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -232,7 +232,7 @@ pub struct Setup {
     pub unmasked: Vec<PathBuf>,
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     // ring builds with a C compiler alone (aws-lc-rs needs cmake); the price is no
     // post-quantum key exchange, which is what the deprecation is about.
     #[allow(deprecated)]

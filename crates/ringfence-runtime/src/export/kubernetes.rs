@@ -2,7 +2,10 @@
 //! escalation, read-only root, the run's seccomp filter as a Localhost profile, sized emptyDirs
 //! for the writable roots and /tmp, the memory limit), a NetworkPolicy that lets it reach only
 //! the gateway, and the gateway itself (`ringfence proxy` as a Deployment and Service, the policy
-//! in a ConfigMap). The objects are data built here; writing and applying them is the caller's.
+//! in a ConfigMap). The Pod is a client of the gateway with a token of its own, made here: the
+//! token in a Secret that the Pod's proxy variables take it from, its SHA-256 alone in the
+//! gateway's clients file. The objects are data built here; writing and applying them is the
+//! caller's.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +18,9 @@ use crate::Prepared;
 
 /// The port the gateway listens on in its Pod, and the Service's port.
 pub const GATEWAY_PORT: u16 = 3128;
+
+/// The Pod's variable holding its gateway token (from the Secret).
+pub const TOKEN_VAR: &str = "RINGFENCE_GATEWAY_TOKEN";
 
 /// A RuntimeClass for stronger isolation than the node's default runtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +66,39 @@ pub struct Objects {
     pub profile: Value,
     pub profile_name: String,
     pub gaps: Vec<Gap>,
+}
+
+/// The keys of a client's settings file that `ringfence proxy --clients` refuses (they act on
+/// all of the gateway's connections and stay in its -s file).
+const GATEWAY_WIDE: [&str; 3] = ["parentProxy", "mitmProxy", "deniedResolvedAddresses"];
+
+/// The gateway's clients file for the one client `name`, and the client's settings file:
+/// `policy.json` itself, or (named `client.json`) the policy without the gateway-wide keys.
+fn clients_file(
+    name: &str,
+    token_sha256: &str,
+    policy_text: &str,
+) -> Result<(Value, Option<String>)> {
+    let mut doc: Value = serde_json::from_str(policy_text)
+        .map_err(|e| anyhow::anyhow!("the policy file is not JSON: {e}"))?;
+    let mut stripped = false;
+    if let Some(net) = doc.get_mut("network").and_then(Value::as_object_mut) {
+        for k in GATEWAY_WIDE {
+            stripped |= net.remove(k).is_some();
+        }
+    }
+    let client_text = stripped
+        .then(|| serde_json::to_string_pretty(&doc))
+        .transpose()?;
+    let settings = if stripped {
+        "client.json"
+    } else {
+        "policy.json"
+    };
+    let clients = json!({"clients": [
+        {"name": name, "tokenSha256": token_sha256, "settings": settings}
+    ]});
+    Ok((clients, client_text))
 }
 
 /// A DNS-1035 label short enough for the longest derived name (`NAME-gateway-ingress`).
@@ -266,7 +305,7 @@ pub fn objects(prepared: &Prepared, opts: &KubeOptions) -> Result<Objects> {
     }
     gaps.push(Gap::note(
         "network (allowedDomains, deniedDomains, credentials, request rules)",
-        format!("enforced by the gateway `{name}-gateway` (`ringfence proxy` with the -s file), which the Pod reaches through HTTP(S)_PROXY and ALL_PROXY; the NetworkPolicy `{name}-egress` allows nothing else, DNS included, and works only where the cluster's network plugin enforces NetworkPolicy"),
+        format!("enforced by the gateway `{name}-gateway` (`ringfence proxy` with the -s file), which the Pod reaches through HTTP(S)_PROXY and ALL_PROXY as the client `{name}` with the token of the Secret `{name}-gateway-token` (the gateway's clients file holds only its SHA-256; connections without it are refused); the NetworkPolicy `{name}-egress` allows nothing else, DNS included, and works only where the cluster's network plugin enforces NetworkPolicy"),
     ));
     if policy.ask {
         gaps.push(Gap::note(
@@ -302,11 +341,18 @@ pub fn objects(prepared: &Prepared, opts: &KubeOptions) -> Result<Objects> {
     // starts, and `$(VAR)` expands them: the Pod needs no DNS to find the gateway. Without the
     // Service the reference stays unexpanded, the proxy address is invalid and nothing leaves.
     let var = service.to_uppercase().replace('-', "_");
-    let proxy_url = format!("http://$({var}_SERVICE_HOST):$({var}_SERVICE_PORT)");
-    let socks_url = format!("socks5h://$({var}_SERVICE_HOST):$({var}_SERVICE_PORT)");
+    // The credentials come from the Secret through a variable defined before the ones that
+    // use it, so the Pod's spec never holds the token.
+    let token_secret = format!("{name}-gateway-token");
+    let auth = format!("{name}:$({TOKEN_VAR})");
+    let proxy_url = format!("http://{auth}@$({var}_SERVICE_HOST):$({var}_SERVICE_PORT)");
+    let socks_url = format!("socks5h://{auth}@$({var}_SERVICE_HOST):$({var}_SERVICE_PORT)");
+    let (token, token_sha256) =
+        ringfence_proxy::clients::new_token().map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut env = vec![
         json!({"name": "HOME", "value": home}),
         json!({"name": "RINGFENCE_SANDBOX", "value": "1"}),
+        json!({"name": TOKEN_VAR, "valueFrom": {"secretKeyRef": {"name": token_secret, "key": "token"}}}),
     ];
     for v in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
         env.push(json!({"name": v, "value": proxy_url}));
@@ -365,10 +411,24 @@ pub fn objects(prepared: &Prepared, opts: &KubeOptions) -> Result<Objects> {
     }
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": pod_spec});
 
+    let (clients, client_text) = clients_file(name, &token_sha256, &opts.policy_text)?;
+    let mut data = json!({
+        "policy.json": opts.policy_text,
+        "clients.json": serde_json::to_string_pretty(&clients)?,
+    });
+    if let Some(t) = client_text {
+        data["client.json"] = json!(t);
+    }
     let policy_map = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": metadata(&format!("{name}-policy"), ns, &gateway_labels),
-        "data": {"policy.json": opts.policy_text},
+        "data": data,
+    });
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": metadata(&token_secret, ns, &sandbox_labels),
+        "type": "Opaque",
+        "stringData": {"token": token},
     });
     let empty = json!({
         "apiVersion": "v1", "kind": "ConfigMap",
@@ -380,7 +440,8 @@ pub fn objects(prepared: &Prepared, opts: &KubeOptions) -> Result<Objects> {
         "name": "gateway",
         "image": opts.gateway_image,
         "command": ["ringfence", "proxy", "-s", "/etc/ringfence/policy.json",
-                    "--listen", format!("0.0.0.0:{port}")],
+                    "--listen", format!("0.0.0.0:{port}"),
+                    "--clients", "/etc/ringfence/clients.json"],
         "ports": [{"name": "proxy", "containerPort": port, "protocol": "TCP"}],
         "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 5},
         "securityContext": container_security(65534, 65534, json!({"type": "RuntimeDefault"})),
@@ -440,7 +501,9 @@ pub fn objects(prepared: &Prepared, opts: &KubeOptions) -> Result<Objects> {
         },
     });
     Ok(Objects {
-        objects: vec![policy_map, empty, deployment, svc, ingress, egress, pod],
+        objects: vec![
+            policy_map, empty, secret, deployment, svc, ingress, egress, pod,
+        ],
         profile,
         profile_name,
         gaps,
@@ -448,7 +511,8 @@ pub fn objects(prepared: &Prepared, opts: &KubeOptions) -> Result<Objects> {
 }
 
 /// Writes `OUT/kubernetes.yaml` (the objects as a multi-document YAML stream, each document in
-/// JSON form, which is YAML too) and the seccomp profile `OUT/ringfence-NAME.json`.
+/// JSON form, which is YAML too; mode 0600, as it holds the Pod's gateway token) and the
+/// seccomp profile `OUT/ringfence-NAME.json`.
 pub fn write(out: &Path, objects: &Objects) -> Result<(PathBuf, PathBuf)> {
     use anyhow::Context;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -459,7 +523,22 @@ pub fn write(out: &Path, objects: &Objects) -> Result<(PathBuf, PathBuf)> {
         text.push('\n');
     }
     let yaml = out.join("kubernetes.yaml");
-    std::fs::write(&yaml, text).with_context(|| format!("writing {}", yaml.display()))?;
+    // The Secret holds the Pod's gateway token: readable by its owner only.
+    {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&yaml)
+            .with_context(|| format!("writing {}", yaml.display()))?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("writing {}", yaml.display()))?;
+        f.write_all(text.as_bytes())
+            .with_context(|| format!("writing {}", yaml.display()))?;
+    }
     let profile = out.join(&objects.profile_name);
     let ptext =
         serde_json::to_string_pretty(&objects.profile).context("serialising the profile")?;
@@ -531,6 +610,30 @@ mod tests {
         };
         let (_, _, gaps) = volumes(&plan, 1, "e");
         assert!(gaps.iter().any(|g| g.weaker));
+    }
+
+    #[test]
+    fn the_client_settings_leave_the_gateway_wide_keys_to_the_gateway() {
+        let (c, t) = clients_file(
+            "a",
+            "00",
+            r#"{"network": {"allowedDomains": ["x.example"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c,
+            json!({"clients": [{"name": "a", "tokenSha256": "00", "settings": "policy.json"}]})
+        );
+        assert!(t.is_none());
+        let text = r#"{"network": {"allowedDomains": ["x.example"], "deniedResolvedAddresses": ["10.0.0.0/8"]}, "limits": {"memory": "1G"}}"#;
+        let (c, t) = clients_file("a", "00", text).unwrap();
+        assert_eq!(c["clients"][0]["settings"], "client.json");
+        let t: Value = serde_json::from_str(&t.unwrap()).unwrap();
+        assert_eq!(
+            t,
+            json!({"network": {"allowedDomains": ["x.example"]}, "limits": {"memory": "1G"}})
+        );
+        assert!(clients_file("a", "00", "not json").is_err());
     }
 
     #[test]
