@@ -391,6 +391,7 @@ fn command(
             spec.guard.is_some(),
             spec.guard.as_ref().is_some_and(|g| !g.files.is_empty()),
             spec.unix_sockets.is_some(),
+            spec.guard.as_ref().is_some_and(|g| g.ask.is_some()),
         )) {
             Ok(listener) if spec.unix_sockets.is_some() => {
                 if !offer_listener(&sock, &listener) {

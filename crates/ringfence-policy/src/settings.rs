@@ -299,6 +299,8 @@ pub struct FilesystemSettings {
     /// at once; an approved one is performed by the supervisor on the host. Protected names,
     /// denyWrite and hidden paths are never asked about. Not in a project file.
     pub ask: Option<bool>,
+    /// Asking before a read of a denied path. Refused by name: not implemented.
+    pub ask_read: Option<serde_json::Value>,
 }
 
 /// One entry of a filesystem list: a path as written, which is a pattern when it holds glob
@@ -1205,6 +1207,14 @@ impl Settings {
         if let Some(hit) = network.into_iter().flatten().next() {
             return Some(hit);
         }
+        if self.filesystem.ask_read.is_some() {
+            return Some((
+                "filesystem.askRead".into(),
+                "asking before a read of a denied path is not supported: denyRead paths stay \
+                 unreadable; remove this key, or narrow denyRead to what must stay hidden"
+                    .into(),
+            ));
+        }
         let c = self.credentials.as_ref()?;
         let top = [found(
             c.allow_plaintext_inject.is_some(),
@@ -1699,6 +1709,7 @@ pub(crate) mod tests {
         let cases = [
             (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: is a request callback of srt's library"),
             (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: only changes what a network.filterRequest callback"),
+            (r#"{"filesystem": {"askRead": true}}"#, "filesystem.askRead: asking before a read of a denied path is not supported"),
             (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: \"asSpelled\" is not supported"),
             (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credentials are put into requests only inside verified TLS"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "maskClaims": ["sub"]}]}}"#, "credentials.files[0].maskClaims: names claims inside a decoded value"),

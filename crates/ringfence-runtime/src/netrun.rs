@@ -51,9 +51,11 @@ pub enum AskRequest {
     /// `Once` allows this path for this run; `Always` its directory, for this run and in the
     /// user's settings (`filesystem.allowWrite`).
     Write {
-        /// `open` (for writing) or `mkdir`.
+        /// `open` (for writing), `mkdir`, `rename`, `link`, `symlink`, `unlink` or `rmdir`.
         op: &'static str,
         path: PathBuf,
+        /// The new name of a rename or a link; the target of a symlink (as written).
+        to: Option<PathBuf>,
         /// The program inside that asked.
         client: Option<String>,
     },
@@ -496,6 +498,7 @@ impl WriteAsker {
         &self,
         op: &'static str,
         path: &std::path::Path,
+        to: Option<&std::path::Path>,
         client: Option<String>,
         timeout: Duration,
     ) -> WriteAnswer {
@@ -517,6 +520,7 @@ impl WriteAsker {
                     AskRequest::Write {
                         op,
                         path: path.to_path_buf(),
+                        to: to.map(|t| t.to_path_buf()),
                         client,
                     }
                 };
@@ -529,7 +533,8 @@ impl WriteAsker {
             }
             Asker::Control(c) => {
                 let kind = if op == "connect" { "socket" } else { "write" };
-                let asked = c.ask_path(kind, op, &path.to_string_lossy(), client);
+                let to = to.map(|t| t.to_string_lossy());
+                let asked = c.ask_path(kind, op, &path.to_string_lossy(), to.as_deref(), client);
                 once_always(self.runtime.block_on(asked))
             }
             Asker::Terminal(prompts, _) => {
@@ -550,13 +555,26 @@ impl WriteAsker {
                     ),
                     _ => (
                         format!(
-                            "the sandbox wants to {} {}, outside the writable folders ({client}); allow?",
-                            if op == "mkdir" {
-                                "create the directory"
-                            } else {
-                                "write"
-                            },
-                            path.display()
+                            "the sandbox wants to {}, outside the writable folders ({client}); allow?",
+                            match (op, to) {
+                                ("mkdir", _) => format!("create the directory {}", path.display()),
+                                ("rename", Some(to)) => {
+                                    format!("rename {} to {}", path.display(), to.display())
+                                }
+                                ("link", Some(to)) => {
+                                    format!("link {} as {}", path.display(), to.display())
+                                }
+                                ("symlink", Some(to)) => format!(
+                                    "create the symlink {} (to {})",
+                                    path.display(),
+                                    to.display()
+                                ),
+                                ("unlink", _) => format!("remove {}", path.display()),
+                                ("rmdir", _) => {
+                                    format!("remove the directory {}", path.display())
+                                }
+                                _ => format!("write {}", path.display()),
+                            }
                         ),
                         &[
                             (b'o', "this file once"),
