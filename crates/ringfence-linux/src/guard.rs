@@ -664,6 +664,11 @@ impl Agent<'_> {
         }
     }
 
+    /// Whether `filesystem.ask` is on.
+    fn asking(&self) -> bool {
+        self.rules.is_some_and(|r| r.ask.is_some())
+    }
+
     /// `filesystem.ask` for a symlink the read-only view refused: the link's path, and its
     /// target as written.
     fn ask_symlink(&self, req: &Request, dir: RawFd) -> Result<i32, i32> {
@@ -817,7 +822,7 @@ impl Agent<'_> {
                         unsafe { libc::symlinkat(target.as_ptr(), d, n.as_ptr()) }
                     });
                     match r {
-                        Err(libc::EROFS) => self.ask_symlink(req, dir2),
+                        Err(libc::EROFS) if self.asking() => self.ask_symlink(req, dir2),
                         r => r,
                     }
                 }
@@ -832,7 +837,7 @@ impl Agent<'_> {
                     match r {
                         // Only a link of the name itself (no AT_SYMLINK_FOLLOW, no
                         // AT_EMPTY_PATH) is asked about.
-                        Err(libc::EROFS) if req.flags == 0 => {
+                        Err(libc::EROFS) if req.flags == 0 && self.asking() => {
                             self.ask_two(OP_LINK, req, dir1, dir2)
                         }
                         r => r,
@@ -987,7 +992,7 @@ impl Agent<'_> {
         if r < 0 {
             let e = self.failed(&new_where, &new_name);
             // RENAME_EXCHANGE and RENAME_WHITEOUT are never asked about.
-            if e == libc::EROFS && req.flags & !RENAME_NOREPLACE == 0 {
+            if e == libc::EROFS && req.flags & !RENAME_NOREPLACE == 0 && self.asking() {
                 return self.ask_two(OP_RENAME, req, dir1, dir2);
             }
             return Err(e);
@@ -2857,6 +2862,35 @@ mod tests {
         assert!(!split_batch(&[1, 0], &mut |_| panic!(
             "no report in a torn length"
         )));
+    }
+
+    #[test]
+    fn questions_carry_a_second_path_for_renames_links_and_symlinks() {
+        let msg = |op: u8, flags: i32, rest: &[u8]| {
+            let mut m = vec![op];
+            m.extend_from_slice(&flags.to_ne_bytes());
+            m.extend_from_slice(&0o644u32.to_ne_bytes());
+            m.extend_from_slice(&7u32.to_ne_bytes());
+            m.extend_from_slice(rest);
+            m
+        };
+        let q = FsQuestion::decode(&msg(OP_RENAME, 1, b"/o/a\0/o/b")).unwrap();
+        assert_eq!((q.op, q.flags, q.pid), ("rename", 1, 7));
+        assert_eq!(q.path, Path::new("/o/a"));
+        assert_eq!(q.other.as_deref(), Some(Path::new("/o/b")));
+        let q = FsQuestion::decode(&msg(OP_SYMLINK, 0, b"/o/l\0rel/target")).unwrap();
+        assert_eq!(q.other.as_deref(), Some(Path::new("rel/target")));
+        let q = FsQuestion::decode(&msg(OP_UNLINK, libc::AT_REMOVEDIR, b"/o/d")).unwrap();
+        assert_eq!((q.op, q.other), ("rmdir", None));
+        assert_eq!(
+            FsQuestion::decode(&msg(OP_UNLINK, 0, b"/o/f")).unwrap().op,
+            "unlink"
+        );
+        // A two-path question without its second path, or a one-path question with two, is
+        // malformed.
+        assert_eq!(FsQuestion::decode(&msg(OP_LINK, 0, b"/o/a")), None);
+        assert_eq!(FsQuestion::decode(&msg(OP_OPEN, 0, b"/o/a\0/o/b")), None);
+        assert_eq!(FsQuestion::decode(&msg(OP_CHMOD, 0, b"/o/a")), None);
     }
 
     #[test]
