@@ -50,6 +50,14 @@ pub struct GuardRules {
     /// performs an approved one on the host.
     /// `Some(seconds)`: how long PID 1 waits for the answer.
     pub ask: Option<u64>,
+    /// `filesystem.askRead`: an open for reading of a file in `hidden` is asked about
+    /// (`MSG_ASK_FS`, op `read`); the supervisor opens an approved one on the host. Every open
+    /// then reaches the guard; all others continue as the caller's own. `Some(seconds)`: how
+    /// long PID 1 waits for the answer.
+    pub ask_read: Option<u64>,
+    /// The hidden (denyRead) paths that may be asked about: masks of their own in the sandbox
+    /// (an empty directory, an empty file), credential files left out.
+    pub hidden: Vec<PathBuf>,
 }
 
 const OP_OPEN: u8 = 1;
@@ -63,6 +71,10 @@ const OP_BIND: u8 = 7;
 const OP_CHMOD: u8 = 8;
 const OP_CHOWN: u8 = 9;
 const OP_UNLINK: u8 = 10;
+/// A question about reading a hidden file (`filesystem.askRead`); never a report.
+const OP_READ: u8 = 13;
+/// Open flags that make an open more than a read (as `seccomp::GUARDED_OPEN`).
+const WRITING_OPEN: i32 = libc::O_CREAT | libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC;
 /// Set on the op byte of a report when the kernel refused the write (a read-only mount: the
 /// path is outside the writable roots) rather than a rule.
 const READ_ONLY: u8 = 0x80;
@@ -449,6 +461,7 @@ impl FsQuestion {
             OP_RENAME => ("rename", true),
             OP_LINK => ("link", true),
             OP_SYMLINK => ("symlink", true),
+            OP_READ => ("read", false),
             OP_UNLINK if flags & libc::AT_REMOVEDIR != 0 => ("rmdir", false),
             OP_UNLINK => ("unlink", false),
             _ => return None,
@@ -1126,7 +1139,57 @@ impl Agent<'_> {
         Err(libc::EEXIST)
     }
 
+    /// An open that only reads (it reaches the guard with `filesystem.askRead` alone): a
+    /// hidden file is asked about; an approved one is the file the supervisor opened on the
+    /// host; everything else, a denied one included, continues as the caller's own open (of
+    /// the view, where a hidden file is empty or absent).
+    fn read_open(&self, req: &Request, dir: RawFd) {
+        match self.ask_read(req, dir) {
+            Some(Ok(fd)) => self.answer(req, 0, Some(&fd)),
+            Some(Err(e)) => self.answer(req, -(e as i64), None),
+            None => continue_call(self.listener, req.id),
+        }
+    }
+
+    fn ask_read(&self, req: &Request, dir: RawFd) -> Option<Result<OwnedFd, i32>> {
+        let rules = self.rules?;
+        let wait = rules.ask_read?;
+        if rules.hidden.is_empty() || req.flags & (libc::O_DIRECTORY | libc::O_PATH) != 0 {
+            return None;
+        }
+        let (parent, where_, name) = self.parent_of(dir, &req.path1).ok()?;
+        let full = where_.join(OsStr::from_bytes(&name));
+        if !rules.hidden.iter().any(|h| full.starts_with(h)) {
+            return None;
+        }
+        // Only a file: absent from the view (inside a hidden directory) or the empty file that
+        // stands for a hidden one. A directory is listed as the view shows it.
+        let n = cstr(&name).ok()?;
+        if !matches!(
+            file_type_at(parent.as_raw_fd(), &n),
+            None | Some(libc::S_IFREG)
+        ) {
+            return None;
+        }
+        let asked = self.ask_supervisor(
+            OP_READ,
+            req.flags,
+            0,
+            req.pid,
+            full.as_os_str().as_bytes(),
+            wait,
+        );
+        match asked? {
+            Ok(Some(fd)) => Some(Ok(fd)),
+            Ok(None) => Some(Err(libc::EIO)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     fn open(&self, req: &Request, dir: RawFd) {
+        if req.flags & WRITING_OPEN == 0 {
+            return self.read_open(req, dir);
+        }
         let mut result = self.open_inner(req, dir);
         if let Ok(Some(fd)) = &result {
             // Whatever name or magic link led here: a sealed configuration is never opened for

@@ -299,8 +299,10 @@ pub struct FilesystemSettings {
     /// at once; an approved one is performed by the supervisor on the host. Protected names,
     /// denyWrite and hidden paths are never asked about. Not in a project file.
     pub ask: Option<bool>,
-    /// Asking before a read of a denied path. Refused by name: not implemented.
-    pub ask_read: Option<serde_json::Value>,
+    /// Ask before a read of a hidden (denyRead) file is answered with the empty view; an
+    /// approved one is opened by the supervisor on the host and handed to the caller.
+    /// Credential files are never asked about. Not in a project file.
+    pub ask_read: Option<bool>,
 }
 
 /// One entry of a filesystem list: a path as written, which is a pattern when it holds glob
@@ -1207,14 +1209,6 @@ impl Settings {
         if let Some(hit) = network.into_iter().flatten().next() {
             return Some(hit);
         }
-        if self.filesystem.ask_read.is_some() {
-            return Some((
-                "filesystem.askRead".into(),
-                "asking before a read of a denied path is not supported: denyRead paths stay \
-                 unreadable; remove this key, or narrow denyRead to what must stay hidden"
-                    .into(),
-            ));
-        }
         let c = self.credentials.as_ref()?;
         let top = [found(
             c.allow_plaintext_inject.is_some(),
@@ -1332,6 +1326,7 @@ impl Settings {
             "filesystem.allowGitConfig",
         );
         add(fs.ask == Some(true), "filesystem.ask");
+        add(fs.ask_read == Some(true), "filesystem.askRead");
         let n = &self.network;
         add(!n.allowed_domains.is_empty(), "network.allowedDomains");
         add(
@@ -1709,7 +1704,6 @@ pub(crate) mod tests {
         let cases = [
             (r#"{"network": {"filterRequest": {}}}"#, "network.filterRequest: is a request callback of srt's library"),
             (r#"{"network": {"allowPlaintextHeaderSet": false}}"#, "network.allowPlaintextHeaderSet: only changes what a network.filterRequest callback"),
-            (r#"{"filesystem": {"askRead": true}}"#, "filesystem.askRead: asking before a read of a denied path is not supported"),
             (r#"{"network": {"ambiguousRequestTarget": "asSpelled"}}"#, "network.ambiguousRequestTarget: \"asSpelled\" is not supported"),
             (r#"{"credentials": {"allowPlaintextInject": false}}"#, "credentials.allowPlaintextInject: credentials are put into requests only inside verified TLS"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "maskClaims": ["sub"]}]}}"#, "credentials.files[0].maskClaims: names claims inside a decoded value"),

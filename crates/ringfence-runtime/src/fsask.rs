@@ -26,6 +26,9 @@ use crate::netrun::{WriteAnswer, WriteAsker};
 struct Approved {
     files: HashSet<PathBuf>,
     dirs: Vec<PathBuf>,
+    /// Hidden files approved for reading: apart from writes, so that a folder approved for
+    /// writing never opens a hidden file in it for reading.
+    reads: HashSet<PathBuf>,
 }
 
 pub(crate) struct FsAsk {
@@ -220,9 +223,89 @@ impl FsAsk {
         }
     }
 
+    /// `filesystem.askRead`: a hidden file, asked about by its path; an approved one is
+    /// opened on the host for reading (only a regular file, reached without a symlink) and
+    /// handed to PID 1, which gives it to the caller.
+    fn answer_read(&self, q: &FsQuestion) {
+        let path = q.path.as_path();
+        let shown = path.display().to_string();
+        let plain = path.is_absolute() && !path.components().any(|c| c == Component::ParentDir);
+        let why = if !plain {
+            Some("not a plain absolute path")
+        } else if !self.rules.hidden.iter().any(|h| path.starts_with(h)) {
+            Some("not a hidden file that may be asked about")
+        } else if self.own.iter().any(|o| path.starts_with(o)) {
+            Some("ringfence's own settings")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.event(
+                "fs.ask.refused",
+                json!({"op": "read", "path": shown, "reason": why}),
+            );
+            let _ = guard::answer_fs(&self.channel, -libc::EROFS, None);
+            return;
+        }
+        let known = {
+            let ap = self.approved.lock().unwrap_or_else(|p| p.into_inner());
+            ap.reads.contains(path)
+        };
+        if !known {
+            self.event(
+                "ask",
+                json!({"kind": "read", "op": "read", "path": shown, "via": self.asker.via()}),
+            );
+            let a = self.asker.ask("read", path, None, None, self.timeout);
+            self.event(
+                "answer",
+                json!({"kind": "read", "op": "read", "path": shown, "answer": a.as_str()}),
+            );
+            if a == WriteAnswer::Deny {
+                let _ = guard::answer_fs(&self.channel, -libc::EROFS, None);
+                return;
+            }
+            {
+                let mut ap = self.approved.lock().unwrap_or_else(|p| p.into_inner());
+                ap.reads.insert(path.to_path_buf());
+            }
+            if a == WriteAnswer::Always {
+                if let Some(file) = &self.user_settings {
+                    match crate::netrun::remember_in(file, "filesystem", "allowRead", &shown) {
+                        Ok(()) => self.event(
+                            "policy.update",
+                            json!({"source": "answer", "allowRead": shown, "file": file}),
+                        ),
+                        Err(e) => eprintln!(
+                            "ringfence: could not add {shown} to {}: {e:#}\r",
+                            file.display()
+                        ),
+                    }
+                }
+            }
+        }
+        // Only reading, whatever else the caller asked for.
+        let keep = libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW;
+        let flags = (q.flags & keep) | libc::O_RDONLY;
+        match ringfence_linux::process::open_on_host(path, flags, 0) {
+            Ok(file) => {
+                self.event("fs.read", json!({"path": shown}));
+                let _ = guard::answer_fs(&self.channel, 0, Some(&file));
+            }
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                self.event("fs.read.failed", json!({"path": shown, "errno": errno}));
+                let _ = guard::answer_fs(&self.channel, -errno, None);
+            }
+        }
+    }
+
     fn answer(&self, q: &FsQuestion) {
         if q.op == "connect" {
             return self.answer_socket(q);
+        }
+        if q.op == "read" {
+            return self.answer_read(q);
         }
         let path = q.path.as_path();
         let shown = path.display().to_string();

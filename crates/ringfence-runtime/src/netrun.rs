@@ -59,6 +59,12 @@ pub enum AskRequest {
         /// The program inside that asked.
         client: Option<String>,
     },
+    /// A hidden (denyRead) file to be read (`filesystem.askRead`): `Once` allows this file for
+    /// this run, `Always` also in the user's settings (`filesystem.allowRead`).
+    Read {
+        path: PathBuf,
+        client: Option<String>,
+    },
     /// A unix socket not in `network.allowUnixSockets` (with `network.ask`): `Once` allows
     /// this connection, `Always` the socket, for this run and in the user's settings.
     Socket {
@@ -516,6 +522,11 @@ impl WriteAsker {
                         path: path.to_path_buf(),
                         client,
                     }
+                } else if op == "read" {
+                    AskRequest::Read {
+                        path: path.to_path_buf(),
+                        client,
+                    }
                 } else {
                     AskRequest::Write {
                         op,
@@ -532,7 +543,11 @@ impl WriteAsker {
                     .map_or(WriteAnswer::Deny, once_always)
             }
             Asker::Control(c) => {
-                let kind = if op == "connect" { "socket" } else { "write" };
+                let kind = match op {
+                    "connect" => "socket",
+                    "read" => "read",
+                    _ => "write",
+                };
                 let to = to.map(|t| t.to_string_lossy());
                 let asked = c.ask_path(kind, op, &path.to_string_lossy(), to.as_deref(), client);
                 once_always(self.runtime.block_on(asked))
@@ -550,6 +565,17 @@ impl WriteAsker {
                             (b'o', "once"),
                             (b'r', "for this run"),
                             (b'a', "always"),
+                            (b'd', "deny"),
+                        ],
+                    ),
+                    "read" => (
+                        format!(
+                            "the sandbox wants to read {}, which is hidden (denyRead) ({client}); allow?",
+                            path.display()
+                        ),
+                        &[
+                            (b'o', "this file for this run"),
+                            (b'a', "this file always"),
                             (b'd', "deny"),
                         ],
                     ),

@@ -418,3 +418,98 @@ fn a_directory_swapped_for_a_symlink_after_the_question_is_not_followed() {
         .count();
     assert_eq!(failed, 2, "{events:#?}");
 }
+
+#[test]
+fn a_read_of_a_hidden_file_is_asked_about_with_ask_read() {
+    let (dir, settings) = common::with_settings(
+        "fsask-read",
+        r#"{"filesystem": {"allowWrite": ["."], "denyRead": ["~/.ssh", "~/.npmrc"],
+            "askRead": true},
+            "credentials": {"files": [{"path": "~/.netrc", "mode": "deny"}]}}"#,
+    );
+    dir.mkdir("work");
+    dir.write("home/.ssh/config", "Host approved\n");
+    dir.write("home/.ssh/id_test", "SECRET-KEY\n");
+    dir.write("home/.npmrc", "npm-token\n");
+    dir.write("home/.netrc", "NETRC-SECRET\n");
+    dir.write("home/visible.txt", "visible\n");
+    let name = format!("fsask-{}", common::unique_number());
+    let script = "cat ~/.ssh/config; echo a=$?; cat ~/.ssh/id_test; echo b=$?; \
+                  cat ~/.npmrc; echo c=$?; cat ~/.netrc; echo d=$?; \
+                  echo n=$(ls -A ~/.ssh | wc -l); cat ~/.ssh/config; echo e=$?; \
+                  cat ~/visible.txt; echo f=$?";
+    let mut cmd = common::rf_in(&dir);
+    cmd.current_dir(dir.s("work")).args([
+        "run",
+        "--name",
+        &name,
+        "-s",
+        &settings,
+        "--control-fd",
+        "7",
+        "-c",
+        script,
+    ]);
+    let (out, asked) = common::run_answering(cmd, |v| {
+        assert_eq!(v["kind"], "read", "{v}");
+        let p = v["path"].as_str().unwrap();
+        if p.ends_with("/config") {
+            "once"
+        } else if p.ends_with("/.npmrc") {
+            "always"
+        } else {
+            "deny"
+        }
+    });
+    let stdout = out.ok().to_string();
+    let home = dir.s("home");
+    let paths: Vec<&str> = asked.iter().map(|v| v["path"].as_str().unwrap()).collect();
+    // Asked once each (the second read of config was already approved); the credential file
+    // and a file that is not hidden are never asked about.
+    assert_eq!(
+        paths,
+        [
+            format!("{home}/.ssh/config"),
+            format!("{home}/.ssh/id_test"),
+            format!("{home}/.npmrc"),
+        ],
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("Host approved\n").count(), 2, "{stdout}");
+    assert!(stdout.contains("npm-token\n"), "{stdout}");
+    for k in ["a", "c", "d", "e", "f"] {
+        assert!(stdout.contains(&format!("{k}=0\n")), "{k}: {stdout}");
+    }
+    // Denied: the view as without the question (nothing there); the credential stays empty,
+    // and the hidden directory still lists empty.
+    assert!(!stdout.contains("SECRET"), "{stdout}");
+    assert!(stdout.contains("b=1\n"), "{stdout}");
+    assert!(stdout.contains("n=0\n"), "{stdout}");
+    // "always" went to the settings file as allowRead of that one file.
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+    assert_eq!(
+        written["filesystem"]["allowRead"],
+        serde_json::json!([format!("{home}/.npmrc")]),
+        "{written}"
+    );
+    let events = common::log_events(common::rf_in(&dir), &name);
+    let reads = events.iter().filter(|e| e["kind"] == "fs.read").count();
+    assert_eq!(reads, 3, "{events:#?}");
+}
+
+#[test]
+fn ask_read_is_off_in_project_files() {
+    let (dir, settings) = fixture("fsask-read-project");
+    dir.write(
+        "work/.ringfence.json",
+        r#"{"filesystem": {"askRead": true}}"#,
+    );
+    let out = common::run(
+        common::rf_in(&dir)
+            .current_dir(dir.s("work"))
+            .args(["run", "-s", &settings, "--", "true"]),
+    );
+    assert_eq!(out.code(), 125, "{out:#?}");
+    assert!(out.stderr.contains("filesystem.askRead"), "{out:#?}");
+}
