@@ -3,6 +3,8 @@
 # and FILES/100 directories in the writable directory, made by one shell) run under ringfence
 # with and without `--ask-fs`, the two taking turns within each round. Nothing is outside the
 # writable roots, so nothing is asked; the difference is what the guard's extra work costs.
+# Each round first removes the previous round's tree (rm -rf): with --ask-fs every unlink and
+# rmdir passes through the guard too, so that is part of the figure.
 # Prints medians and the ratio. Measures, never asserts; removes everything it created.
 #
 # Usage: bench/fs-ask.sh            (from any directory)

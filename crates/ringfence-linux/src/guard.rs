@@ -45,10 +45,19 @@ pub struct GuardRules {
     /// Writable single files (see [`WritableDir`]): each may be created, written and replaced
     /// by a rename from a temporary name beside it; nothing else in its directory.
     pub files: Vec<PathBuf>,
-    /// `filesystem.ask`: an open for writing or a mkdir that the read-only view refuses is
-    /// asked about (`MSG_ASK_FS`); the supervisor performs an approved one on the host.
+    /// `filesystem.ask`: an open for writing, a mkdir, a rename, a link, a symlink or an
+    /// unlink that the read-only view refuses is asked about (`MSG_ASK_FS`); the supervisor
+    /// performs an approved one on the host.
     /// `Some(seconds)`: how long PID 1 waits for the answer.
     pub ask: Option<u64>,
+    /// `filesystem.askRead`: an open for reading of a file in `hidden` is asked about
+    /// (`MSG_ASK_FS`, op `read`); the supervisor opens an approved one on the host. Every open
+    /// then reaches the guard; all others continue as the caller's own. `Some(seconds)`: how
+    /// long PID 1 waits for the answer.
+    pub ask_read: Option<u64>,
+    /// The hidden (denyRead) paths that may be asked about: masks of their own in the sandbox
+    /// (an empty directory, an empty file), credential files left out.
+    pub hidden: Vec<PathBuf>,
 }
 
 const OP_OPEN: u8 = 1;
@@ -62,6 +71,10 @@ const OP_BIND: u8 = 7;
 const OP_CHMOD: u8 = 8;
 const OP_CHOWN: u8 = 9;
 const OP_UNLINK: u8 = 10;
+/// A question about reading a hidden file (`filesystem.askRead`); never a report.
+const OP_READ: u8 = 13;
+/// Open flags that make an open more than a read (as `seccomp::GUARDED_OPEN`).
+const WRITING_OPEN: i32 = libc::O_CREAT | libc::O_WRONLY | libc::O_RDWR | libc::O_TRUNC;
 /// Set on the op byte of a report when the kernel refused the write (a read-only mount: the
 /// path is outside the writable roots) rather than a rule.
 const READ_ONLY: u8 = 0x80;
@@ -413,7 +426,8 @@ pub struct Agent<'a> {
 
 /// Message tag of a refusal report on the supervisor channel.
 pub const MSG_REFUSED: u8 = b'D';
-/// A question from PID 1 (`filesystem.ask`): op, flags (i32), mode (u32), pid (u32), the path.
+/// A question from PID 1 (`filesystem.ask`): op, flags (i32), mode (u32), pid (u32), the path,
+/// and for a rename, a link or a symlink a NUL and the second path (see [`FsQuestion::other`]).
 pub const MSG_ASK_FS: u8 = b'Q';
 /// The supervisor's answer: the result (i32: >= 0, or -errno), with the opened file attached
 /// for an open.
@@ -422,32 +436,60 @@ pub const MSG_FS_ANSWER: u8 = b'A';
 /// What a `MSG_ASK_FS` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FsQuestion {
-    /// `open` or `mkdir`.
+    /// `open`, `mkdir`, `rename`, `link`, `symlink`, `unlink`, `rmdir` (or `connect`).
     pub op: &'static str,
     pub flags: i32,
     pub mode: u32,
     /// The calling thread, in the sandbox's PID namespace.
     pub pid: u32,
-    /// The path as the sandbox resolved it (its parent has no symlinks left).
+    /// The path as the sandbox resolved it (its parent has no symlinks left); for a rename or
+    /// a link the existing name, for a symlink the link to create.
     pub path: PathBuf,
+    /// For a rename or a link: the new name, resolved likewise. For a symlink: its target, as
+    /// written (never resolved).
+    pub other: Option<PathBuf>,
 }
 
 impl FsQuestion {
     pub fn decode(b: &[u8]) -> Option<FsQuestion> {
-        let op = match *b.first()? {
-            OP_OPEN => "open",
-            OP_MKDIR => "mkdir",
-            OP_CONNECT => "connect",
+        let num = |i: usize| -> Option<[u8; 4]> { b.get(i..i + 4)?.try_into().ok() };
+        let flags = i32::from_ne_bytes(num(1)?);
+        let (op, two) = match *b.first()? {
+            OP_OPEN => ("open", false),
+            OP_MKDIR => ("mkdir", false),
+            OP_CONNECT => ("connect", false),
+            OP_RENAME => ("rename", true),
+            OP_LINK => ("link", true),
+            OP_SYMLINK => ("symlink", true),
+            OP_READ => ("read", false),
+            OP_UNLINK if flags & libc::AT_REMOVEDIR != 0 => ("rmdir", false),
+            OP_UNLINK => ("unlink", false),
             _ => return None,
         };
-        let num = |i: usize| -> Option<[u8; 4]> { b.get(i..i + 4)?.try_into().ok() };
+        let rest = b.get(13..)?;
+        let (path, other) = match rest.iter().position(|&c| c == 0) {
+            Some(i) if two => (&rest[..i], Some(&rest[i + 1..])),
+            None if !two => (rest, None),
+            _ => return None,
+        };
         Some(FsQuestion {
             op,
-            flags: i32::from_ne_bytes(num(1)?),
+            flags,
             mode: u32::from_ne_bytes(num(5)?),
             pid: u32::from_ne_bytes(num(9)?),
-            path: PathBuf::from(OsStr::from_bytes(b.get(13..)?)),
+            path: PathBuf::from(OsStr::from_bytes(path)),
+            other: other.map(|o| PathBuf::from(OsStr::from_bytes(o))),
         })
+    }
+}
+
+/// The caller's result of a question: 0 when approved and done, the host's errno when approved
+/// and failed, `refused` when not approved.
+fn asked(r: Option<Result<Option<OwnedFd>, i32>>, refused: i32) -> Result<i32, i32> {
+    match r {
+        Some(Ok(_)) => Ok(0),
+        Some(Err(e)) => Err(e),
+        None => Err(refused),
     }
 }
 
@@ -557,20 +599,34 @@ impl Agent<'_> {
         name: &[u8],
         mode: u32,
     ) -> Option<Result<Option<OwnedFd>, i32>> {
+        let path = parent.join(OsStr::from_bytes(name));
+        self.ask_host_two(op, req, path.as_os_str().as_bytes(), None, mode)
+    }
+
+    /// [`ask_host`](Self::ask_host) for a path already joined, with the second path of a
+    /// rename, a link or a symlink.
+    fn ask_host_two(
+        &self,
+        op: u8,
+        req: &Request,
+        path: &[u8],
+        other: Option<&[u8]>,
+        mode: u32,
+    ) -> Option<Result<Option<OwnedFd>, i32>> {
         let wait = self.rules.and_then(|r| r.ask)?;
         let mode = mode & !req.umask;
         if !self.read_only.get() || self.refused.borrow().is_none() {
             return None;
         }
-        let path = parent.join(OsStr::from_bytes(name));
-        self.ask_supervisor(
-            op,
-            req.flags,
-            mode,
-            req.pid,
-            path.as_os_str().as_bytes(),
-            wait,
-        )
+        let mut msg = path.to_vec();
+        if let Some(o) = other {
+            if path.contains(&0) || o.contains(&0) {
+                return None;
+            }
+            msg.push(0);
+            msg.extend_from_slice(o);
+        }
+        self.ask_supervisor(op, req.flags, mode, req.pid, &msg, wait)
     }
 
     /// Sends a question (`MSG_ASK_FS`) and waits up to `wait` seconds (and a margin) for its
@@ -619,6 +675,70 @@ impl Agent<'_> {
             }
             return Some(Ok(fd));
         }
+    }
+
+    /// Whether `filesystem.ask` is on.
+    fn asking(&self) -> bool {
+        self.rules.is_some_and(|r| r.ask.is_some())
+    }
+
+    /// `filesystem.ask` for a symlink the read-only view refused: the link's path, and its
+    /// target as written.
+    fn ask_symlink(&self, req: &Request, dir: RawFd) -> Result<i32, i32> {
+        let (_, where_, name) = self.parent_of(dir, &req.path2)?;
+        let path = where_.join(OsStr::from_bytes(&name));
+        let r = self.ask_host_two(
+            OP_SYMLINK,
+            req,
+            path.as_os_str().as_bytes(),
+            Some(&req.path1),
+            0,
+        );
+        asked(r, libc::EROFS)
+    }
+
+    /// `filesystem.ask` for a link or a rename the read-only view refused: both names, each
+    /// as the sandbox resolved its parent.
+    fn ask_two(&self, op: u8, req: &Request, dir1: RawFd, dir2: RawFd) -> Result<i32, i32> {
+        let (_, old_where, old_name) = self.parent_of(dir1, &req.path1)?;
+        let (_, new_where, new_name) = self.parent_of(dir2, &req.path2)?;
+        let old = old_where.join(OsStr::from_bytes(&old_name));
+        let new = new_where.join(OsStr::from_bytes(&new_name));
+        let r = self.ask_host_two(
+            op,
+            req,
+            old.as_os_str().as_bytes(),
+            Some(new.as_os_str().as_bytes()),
+            0,
+        );
+        asked(r, libc::EROFS)
+    }
+
+    /// `filesystem.ask` for an unlink or rmdir that did not reach a writable single file: when
+    /// the name's directory is on a read-only mount (outside the writable roots), it is asked
+    /// about; `None` otherwise (the caller's own call goes on).
+    fn ask_unlink(&self, req: &Request, dir: RawFd) -> Option<Result<i32, i32>> {
+        self.rules?.ask?;
+        let (parent, where_, name) = self.parent_of(dir, &req.path1).ok()?;
+        // SAFETY: statvfs is plain data filled by fstatvfs.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: parent is a valid descriptor and st a valid buffer.
+        if unsafe { libc::fstatvfs(parent.as_raw_fd(), &mut st) } < 0
+            || st.f_flag & libc::ST_RDONLY == 0
+        {
+            return None;
+        }
+        let mut p = where_.as_os_str().as_bytes().to_vec();
+        if p.last() != Some(&b'/') {
+            p.push(b'/');
+        }
+        p.extend_from_slice(&name);
+        *self.refused.borrow_mut() = Some(p.clone());
+        self.read_only.set(true);
+        Some(asked(
+            self.ask_host_two(OP_UNLINK, req, &p, None, 0),
+            libc::EROFS,
+        ))
     }
 
     /// `filesystem.ask` for a mkdir the read-only view refused.
@@ -709,17 +829,33 @@ impl Agent<'_> {
                 unsafe { libc::mknodat(d, n.as_ptr(), req.mode as libc::mode_t, req.dev) }
             }),
             OP_SYMLINK => match cstr(&req.path1) {
-                Ok(target) => self.simple(dir2, &req.path2, Creation::Symlink, |d, n| {
-                    // SAFETY: target and n are valid strings; d a directory fd.
-                    unsafe { libc::symlinkat(target.as_ptr(), d, n.as_ptr()) }
-                }),
+                Ok(target) => {
+                    let r = self.simple(dir2, &req.path2, Creation::Symlink, |d, n| {
+                        // SAFETY: target and n are valid strings; d a directory fd.
+                        unsafe { libc::symlinkat(target.as_ptr(), d, n.as_ptr()) }
+                    });
+                    match r {
+                        Err(libc::EROFS) if self.asking() => self.ask_symlink(req, dir2),
+                        r => r,
+                    }
+                }
                 Err(e) => Err(e),
             },
             OP_LINK => match cstr(&req.path1) {
-                Ok(old) => self.simple(dir2, &req.path2, Creation::Link, |d, n| {
-                    // SAFETY: old and n are valid strings; dir1 and d are directory fds.
-                    unsafe { libc::linkat(dir1, old.as_ptr(), d, n.as_ptr(), req.flags) }
-                }),
+                Ok(old) => {
+                    let r = self.simple(dir2, &req.path2, Creation::Link, |d, n| {
+                        // SAFETY: old and n are valid strings; dir1 and d are directory fds.
+                        unsafe { libc::linkat(dir1, old.as_ptr(), d, n.as_ptr(), req.flags) }
+                    });
+                    match r {
+                        // Only a link of the name itself (no AT_SYMLINK_FOLLOW, no
+                        // AT_EMPTY_PATH) is asked about.
+                        Err(libc::EROFS) if req.flags == 0 && self.asking() => {
+                            self.ask_two(OP_LINK, req, dir1, dir2)
+                        }
+                        r => r,
+                    }
+                }
                 Err(e) => Err(e),
             },
             OP_RENAME => self.rename(req, dir1, dir2),
@@ -867,7 +1003,12 @@ impl Agent<'_> {
             )
         };
         if r < 0 {
-            return Err(self.failed(&new_where, &new_name));
+            let e = self.failed(&new_where, &new_name);
+            // RENAME_EXCHANGE and RENAME_WHITEOUT are never asked about.
+            if e == libc::EROFS && req.flags & !RENAME_NOREPLACE == 0 && self.asking() {
+                return self.ask_two(OP_RENAME, req, dir1, dir2);
+            }
+            return Err(e);
         }
         Ok(0)
     }
@@ -998,7 +1139,57 @@ impl Agent<'_> {
         Err(libc::EEXIST)
     }
 
+    /// An open that only reads (it reaches the guard with `filesystem.askRead` alone): a
+    /// hidden file is asked about; an approved one is the file the supervisor opened on the
+    /// host; everything else, a denied one included, continues as the caller's own open (of
+    /// the view, where a hidden file is empty or absent).
+    fn read_open(&self, req: &Request, dir: RawFd) {
+        match self.ask_read(req, dir) {
+            Some(Ok(fd)) => self.answer(req, 0, Some(&fd)),
+            Some(Err(e)) => self.answer(req, -(e as i64), None),
+            None => continue_call(self.listener, req.id),
+        }
+    }
+
+    fn ask_read(&self, req: &Request, dir: RawFd) -> Option<Result<OwnedFd, i32>> {
+        let rules = self.rules?;
+        let wait = rules.ask_read?;
+        if rules.hidden.is_empty() || req.flags & (libc::O_DIRECTORY | libc::O_PATH) != 0 {
+            return None;
+        }
+        let (parent, where_, name) = self.parent_of(dir, &req.path1).ok()?;
+        let full = where_.join(OsStr::from_bytes(&name));
+        if !rules.hidden.iter().any(|h| full.starts_with(h)) {
+            return None;
+        }
+        // Only a file: absent from the view (inside a hidden directory) or the empty file that
+        // stands for a hidden one. A directory is listed as the view shows it.
+        let n = cstr(&name).ok()?;
+        if !matches!(
+            file_type_at(parent.as_raw_fd(), &n),
+            None | Some(libc::S_IFREG)
+        ) {
+            return None;
+        }
+        let asked = self.ask_supervisor(
+            OP_READ,
+            req.flags,
+            0,
+            req.pid,
+            full.as_os_str().as_bytes(),
+            wait,
+        );
+        match asked? {
+            Ok(Some(fd)) => Some(Ok(fd)),
+            Ok(None) => Some(Err(libc::EIO)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     fn open(&self, req: &Request, dir: RawFd) {
+        if req.flags & WRITING_OPEN == 0 {
+            return self.read_open(req, dir);
+        }
         let mut result = self.open_inner(req, dir);
         if let Ok(Some(fd)) = &result {
             // Whatever name or magic link led here: a sealed configuration is never opened for
@@ -1539,6 +1730,7 @@ impl Denial {
             OP_LINK => "link",
             OP_RENAME => "rename",
             OP_BIND => "bind",
+            OP_UNLINK => "unlink",
             OP_CONNECT => "connect",
             OP_SEND => "send",
             _ => "create",
@@ -1930,6 +2122,11 @@ fn build(n: &libc::seccomp_notif) -> Result<(Request, Vec<OwnedFd>, OwnedFd), i3
                     req.op = OP_UNLINK;
                     req.path1 = s(a[0])?;
                 }
+                libc::SYS_rmdir => {
+                    req.op = OP_UNLINK;
+                    req.path1 = s(a[0])?;
+                    req.flags = libc::AT_REMOVEDIR;
+                }
                 _ => return Err(libc::ENOSYS),
             }
             dirs = vec![libc::AT_FDCWD, libc::AT_FDCWD];
@@ -2194,7 +2391,11 @@ impl Agent<'_> {
     /// the caller's own call reaches only what the caller can reach, and PID 1's handle is not
     /// among it whatever the path says by then.
     fn file_meta(&self, req: &Request, dir: RawFd) {
-        match self.file_meta_inner(req, dir) {
+        let mut r = self.file_meta_inner(req, dir);
+        if r.is_none() && req.op == OP_UNLINK {
+            r = self.ask_unlink(req, dir);
+        }
+        match r {
             Some(r) => self.answer(req, r.map_or_else(|e| -(e as i64), |v| v as i64), None),
             None => continue_call(self.listener, req.id),
         }
@@ -2724,6 +2925,35 @@ mod tests {
         assert!(!split_batch(&[1, 0], &mut |_| panic!(
             "no report in a torn length"
         )));
+    }
+
+    #[test]
+    fn questions_carry_a_second_path_for_renames_links_and_symlinks() {
+        let msg = |op: u8, flags: i32, rest: &[u8]| {
+            let mut m = vec![op];
+            m.extend_from_slice(&flags.to_ne_bytes());
+            m.extend_from_slice(&0o644u32.to_ne_bytes());
+            m.extend_from_slice(&7u32.to_ne_bytes());
+            m.extend_from_slice(rest);
+            m
+        };
+        let q = FsQuestion::decode(&msg(OP_RENAME, 1, b"/o/a\0/o/b")).unwrap();
+        assert_eq!((q.op, q.flags, q.pid), ("rename", 1, 7));
+        assert_eq!(q.path, Path::new("/o/a"));
+        assert_eq!(q.other.as_deref(), Some(Path::new("/o/b")));
+        let q = FsQuestion::decode(&msg(OP_SYMLINK, 0, b"/o/l\0rel/target")).unwrap();
+        assert_eq!(q.other.as_deref(), Some(Path::new("rel/target")));
+        let q = FsQuestion::decode(&msg(OP_UNLINK, libc::AT_REMOVEDIR, b"/o/d")).unwrap();
+        assert_eq!((q.op, q.other), ("rmdir", None));
+        assert_eq!(
+            FsQuestion::decode(&msg(OP_UNLINK, 0, b"/o/f")).unwrap().op,
+            "unlink"
+        );
+        // A two-path question without its second path, or a one-path question with two, is
+        // malformed.
+        assert_eq!(FsQuestion::decode(&msg(OP_LINK, 0, b"/o/a")), None);
+        assert_eq!(FsQuestion::decode(&msg(OP_OPEN, 0, b"/o/a\0/o/b")), None);
+        assert_eq!(FsQuestion::decode(&msg(OP_CHMOD, 0, b"/o/a")), None);
     }
 
     #[test]

@@ -187,3 +187,54 @@ pub fn mkdir_on_host(path: &Path, mode: u32) -> io::Result<()> {
     // SAFETY: name is a valid string and dir a directory descriptor.
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t) }).map(drop)
 }
+
+/// Renames `old` to `new` on the host for an approved rename of the sandbox: each name in its
+/// parent directory, reached without a symlink; the final names are never followed (as
+/// rename(2) never does). `flags` may only be 0 or RENAME_NOREPLACE.
+pub fn rename_on_host(old: &Path, new: &Path, flags: i32) -> io::Result<()> {
+    if flags & !libc::RENAME_NOREPLACE as i32 != 0 {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let (od, on) = host_parent(old)?;
+    let (nd, nn) = host_parent(new)?;
+    // SAFETY: both names are valid strings and both parents directory descriptors.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            od.as_raw_fd(),
+            on.as_ptr(),
+            nd.as_raw_fd(),
+            nn.as_ptr(),
+            flags as libc::c_uint,
+        )
+    };
+    check(r as libc::c_int).map(drop)
+}
+
+/// Makes `new` a hard link of `old` on the host for an approved link of the sandbox; `old`
+/// itself is linked, never what it points to when it is a symlink.
+pub fn link_on_host(old: &Path, new: &Path) -> io::Result<()> {
+    let (od, on) = host_parent(old)?;
+    let (nd, nn) = host_parent(new)?;
+    // SAFETY: both names are valid strings and both parents directory descriptors.
+    check(unsafe { libc::linkat(od.as_raw_fd(), on.as_ptr(), nd.as_raw_fd(), nn.as_ptr(), 0) })
+        .map(drop)
+}
+
+/// Creates the symlink `path` (to `target`, as written) on the host for an approved symlink
+/// of the sandbox.
+pub fn symlink_on_host(target: &Path, path: &Path) -> io::Result<()> {
+    let (dir, name) = host_parent(path)?;
+    let target = cstring(target.as_os_str())?;
+    // SAFETY: both are valid strings and dir a directory descriptor.
+    check(unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }).map(drop)
+}
+
+/// Removes `path` on the host for an approved unlink (`dir`: rmdir) of the sandbox; a final
+/// symlink is removed itself.
+pub fn unlink_on_host(path: &Path, dir: bool) -> io::Result<()> {
+    let (parent, name) = host_parent(path)?;
+    let flags = if dir { libc::AT_REMOVEDIR } else { 0 };
+    // SAFETY: name is a valid string and parent a directory descriptor.
+    check(unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), flags) }).map(drop)
+}

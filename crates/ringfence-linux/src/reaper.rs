@@ -391,6 +391,8 @@ fn command(
             spec.guard.is_some(),
             spec.guard.as_ref().is_some_and(|g| !g.files.is_empty()),
             spec.unix_sockets.is_some(),
+            spec.guard.as_ref().is_some_and(|g| g.ask.is_some()),
+            spec.guard.as_ref().is_some_and(|g| g.ask_read.is_some()),
         )) {
             Ok(listener) if spec.unix_sockets.is_some() => {
                 if !offer_listener(&sock, &listener) {

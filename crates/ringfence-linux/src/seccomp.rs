@@ -650,11 +650,26 @@ const FILE_META: &[c_long] = &[
     libc::SYS_unlinkat,
 ];
 
+/// Removals of a name (unlink, rmdir), which `filesystem.ask` asks about outside the writable
+/// roots: sent to the guard only with it (see `guard::Agent::ask_unlink`), which lets every
+/// other one continue as the caller's own call.
+#[cfg(target_arch = "x86_64")]
+const REMOVING: &[c_long] = &[libc::SYS_unlink, libc::SYS_unlinkat, libc::SYS_rmdir];
+#[cfg(target_arch = "aarch64")]
+const REMOVING: &[c_long] = &[libc::SYS_unlinkat];
+
 /// The filter PID 1 answers: every `execve` is reported (observation only, for the activity
 /// log) and, with `creation`, every syscall that could create a protected name goes to the
 /// creation guard; with `file_meta` (there are writable single files) the calls of
-/// [`FILE_META`] too. Everything else is allowed (the main filter still applies).
-pub fn build_guard(creation: bool, file_meta: bool, unix_paths: bool) -> Vec<sock_filter> {
+/// [`FILE_META`] too; with `removals` (`filesystem.ask`) those of [`REMOVING`]. Everything else
+/// is allowed (the main filter still applies); with `reads` (`filesystem.askRead`) every open.
+pub fn build_guard(
+    creation: bool,
+    file_meta: bool,
+    unix_paths: bool,
+    removals: bool,
+    reads: bool,
+) -> Vec<sock_filter> {
     let notify = libc::SECCOMP_RET_USER_NOTIF;
     let mut a = Assembler::default();
     a.load(OFFSET_ARCH);
@@ -688,6 +703,16 @@ pub fn build_guard(creation: bool, file_meta: bool, unix_paths: bool) -> Vec<soc
         for &syscall in FILE_META {
             a.ret_if(JEQ_K, nr(syscall), notify);
         }
+    }
+    if removals {
+        for &syscall in REMOVING {
+            a.ret_if(JEQ_K, nr(syscall), notify);
+        }
+    }
+    if reads {
+        a.ret_if(JEQ_K, nr(libc::SYS_openat), notify);
+        #[cfg(target_arch = "x86_64")]
+        a.ret_if(JEQ_K, nr(libc::SYS_open), notify);
     }
     a.on_syscall(libc::SYS_openat, |a| {
         a.load(arg_low(2));
@@ -1153,8 +1178,8 @@ mod tests {
     #[test]
     fn file_meta_calls_reach_the_guard_only_with_writable_files() {
         let notify = libc::SECCOMP_RET_USER_NOTIF;
-        let with = build_guard(true, true, false);
-        let without = build_guard(true, false, false);
+        let with = build_guard(true, true, false, false, false);
+        let without = build_guard(true, false, false, false, false);
         for &syscall in FILE_META {
             assert_eq!(run(&with, arch::AUDIT_ARCH, nr(syscall), &[0; 6]), notify);
             assert_eq!(
@@ -1165,11 +1190,43 @@ mod tests {
     }
 
     #[test]
+    fn removals_reach_the_guard_only_when_asked_about() {
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        let asking = build_guard(true, false, false, true, false);
+        let not = build_guard(true, false, false, false, false);
+        for &syscall in REMOVING {
+            assert_eq!(run(&asking, arch::AUDIT_ARCH, nr(syscall), &[0; 6]), notify);
+            assert_eq!(run(&not, arch::AUDIT_ARCH, nr(syscall), &[0; 6]), RET_ALLOW);
+        }
+        #[cfg(target_arch = "x86_64")]
+        assert!(REMOVING.contains(&libc::SYS_rmdir));
+        // chmod and chown stay plain calls.
+        assert_eq!(
+            run(&asking, arch::AUDIT_ARCH, nr(libc::SYS_fchmodat), &[0; 6]),
+            RET_ALLOW
+        );
+    }
+
+    #[test]
+    fn every_open_reaches_the_guard_only_when_reads_are_asked_about() {
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        let reading = build_guard(true, false, false, false, true);
+        let not = build_guard(true, false, false, false, false);
+        let read_only = [3, 0x1000, libc::O_RDONLY as u64, 0, 0, 0];
+        let o = nr(libc::SYS_openat);
+        assert_eq!(run(&reading, arch::AUDIT_ARCH, o, &read_only), notify);
+        assert_eq!(run(&not, arch::AUDIT_ARCH, o, &read_only), RET_ALLOW);
+        let creating = [3, 0x1000, libc::O_CREAT as u64, 0, 0, 0];
+        assert_eq!(run(&not, arch::AUDIT_ARCH, o, &creating), notify);
+    }
+
+    #[test]
     fn hot_calls_are_in_no_rule() {
         let mut ruled: Vec<c_long> = DENIED.iter().chain(arch::DENIED).copied().collect();
         ruled.extend(GUARD_PID1);
         ruled.extend(CREATING);
         ruled.extend(FILE_META);
+        ruled.extend(REMOVING);
         ruled.extend(arch::MODE_SETTERS.iter().map(|(s, _)| *s));
         ruled.extend(arch::OPENS.iter().map(|(s, _, _)| *s));
         ruled.extend([
@@ -1204,7 +1261,7 @@ mod tests {
         let notify = libc::SECCOMP_RET_USER_NOTIF;
         let arch = arch::AUDIT_ARCH;
         for creation in [false, true] {
-            let with = build_guard(creation, false, true);
+            let with = build_guard(creation, false, true, false, false);
             let d = |nr: c_long, args: &[u64]| run(&with, arch, nr as u32, args);
             assert_eq!(d(libc::SYS_connect, &[3, 0, 0]), notify);
             assert_eq!(d(libc::SYS_sendmsg, &[3, 0, 0]), notify);
@@ -1214,7 +1271,7 @@ mod tests {
             assert_eq!(d(libc::SYS_sendto, &[3, 1, 1, 0, 0x1000, 16]), notify);
             // A pointer whose low half is zero is still an address.
             assert_eq!(d(libc::SYS_sendto, &[3, 1, 1, 0, 1 << 32, 16]), notify);
-            let without = build_guard(creation, false, false);
+            let without = build_guard(creation, false, false, false, false);
             for nr in [libc::SYS_connect, libc::SYS_sendmsg, libc::SYS_sendto] {
                 assert_eq!(
                     run(&without, arch, nr as u32, &[3, 0, 0, 0, 0x1000, 16]),

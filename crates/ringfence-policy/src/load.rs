@@ -206,6 +206,8 @@ pub struct Policy {
     pub allow_git_config: bool,
     /// `filesystem.ask`: writes outside the writable roots are asked about, not refused.
     pub fs_ask: bool,
+    /// `filesystem.askRead`: reads of hidden files are asked about, not answered empty.
+    pub fs_ask_read: bool,
     pub allow_all_unix_sockets: bool,
     /// `network.allowUnixSockets`: unix socket paths the command may connect and send to,
     /// `$NAME` entries expanded from the host environment, symlinks resolved where the path
@@ -706,12 +708,13 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// The booleans that lower layers may switch on unless the managed layer says `false`.
-const SWITCHES: [&str; 5] = [
+const SWITCHES: [&str; 6] = [
     "filesystem.allowGitConfig",
     "network.allowAllUnixSockets",
     "network.allowLocalBinding",
     "allowNestedUserNamespaces",
     "filesystem.ask",
+    "filesystem.askRead",
 ];
 
 struct Merge<'a> {
@@ -933,6 +936,7 @@ impl<'a> Merge<'a> {
             s.network.allow_local_binding,
             s.allow_nested_user_namespaces,
             fs.ask,
+            fs.ask_read,
         ];
         for (i, v) in values.into_iter().enumerate() {
             match (layer, v) {
@@ -955,6 +959,7 @@ impl<'a> Merge<'a> {
         self.policy.isolation_vm |= s.isolation == Some(crate::settings::Isolation::Vm);
         self.policy.allow_nested_user_namespaces |= values[3] == Some(true);
         self.policy.fs_ask |= values[4] == Some(true);
+        self.policy.fs_ask_read |= values[5] == Some(true);
 
         for (pattern, parts) in s.ignore_violations.iter().flatten() {
             union(

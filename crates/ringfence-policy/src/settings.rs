@@ -300,6 +300,10 @@ pub struct FilesystemSettings {
     /// at once; an approved one is performed by the supervisor on the host. Protected names,
     /// denyWrite and hidden paths are never asked about. Not in a project file.
     pub ask: Option<bool>,
+    /// Ask before a read of a hidden (denyRead) file is answered with the empty view; an
+    /// approved one is opened by the supervisor on the host and handed to the caller.
+    /// Credential files are never asked about. Not in a project file.
+    pub ask_read: Option<bool>,
 }
 
 /// One entry of a filesystem list: a path as written, which is a pattern when it holds glob
@@ -1321,6 +1325,7 @@ impl Settings {
             "filesystem.allowGitConfig",
         );
         add(fs.ask == Some(true), "filesystem.ask");
+        add(fs.ask_read == Some(true), "filesystem.askRead");
         let n = &self.network;
         add(!n.allowed_domains.is_empty(), "network.allowedDomains");
         add(

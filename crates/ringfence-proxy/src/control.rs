@@ -211,8 +211,10 @@ impl Control {
     }
 
     /// Asks about a path: a write outside the writable roots (`filesystem.ask`, kind `write`,
-    /// op `open` or `mkdir`) or a unix socket not listed (`network.ask`, kind `socket`, op
-    /// `connect`): `{"type":"ask","id":N,"kind":...,"op":...,"path":...,"client":...}`,
+    /// op `open`, `mkdir`, `rename`, `link`, `symlink`, `unlink` or `rmdir`) or a unix socket
+    /// not listed (`network.ask`, kind `socket`, op `connect`):
+    /// `{"type":"ask","id":N,"kind":...,"op":...,"path":...,"client":...}`, with `"to"` for
+    /// the new name of a rename or a link and the target of a symlink,
     /// answered like a host question (`once`: this path, `always`: from now on and in the
     /// user's settings, `deny`).
     pub fn ask_path(
@@ -220,11 +222,16 @@ impl Control {
         kind: &str,
         op: &str,
         path: &str,
+        to: Option<&str>,
         client: Option<String>,
     ) -> Pin<Box<dyn Future<Output = AskAnswer> + Send>> {
-        self.ask_line(json!({
+        let mut q = json!({
             "type": "ask", "kind": kind, "op": op, "path": path, "client": client,
-        }))
+        });
+        if let Some(to) = to {
+            q["to"] = to.into();
+        }
+        self.ask_line(q)
     }
 
     /// Sends `question` with a fresh `id` and waits for its answer.

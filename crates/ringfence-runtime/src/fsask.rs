@@ -1,10 +1,12 @@
-//! `filesystem.ask`: a write or a directory creation outside the writable roots is asked about
-//! instead of refused. The sandbox's PID 1 (the creation guard) stops the call when the
-//! read-only view refuses it and sends the path it resolved; here the path is checked (never a
-//! protected name, a hidden or denyWrite path, ringfence's own settings, or anything the sandbox
-//! does not see as the host's own file), the user is asked through the run's asker, and an
-//! approved call is performed on the host, from `/` without following any symlink, and its
-//! result (the opened file) handed back to PID 1, which injects it into the caller. The mounts
+//! `filesystem.ask`: a write, a directory creation, a rename, a link, a symlink or a removal
+//! outside the writable roots is asked about instead of refused. The sandbox's PID 1 (the
+//! creation guard) stops the call when the read-only view refuses it and sends the paths it
+//! resolved; here they are checked (never a protected name, a hidden or denyWrite path,
+//! ringfence's own settings, a directory holding any of those or a mount, or anything the
+//! sandbox does not see as the host's own file), the user is asked through the run's asker, and
+//! an approved call is performed on the host: each name in its parent directory, opened from
+//! `/` without following any symlink, the final name never followed either. Its result (the
+//! opened file for an open) is handed back to PID 1, which gives it to the caller. The mounts
 //! stay as they are; nothing the sandbox does after the question changes what was approved.
 
 use std::collections::HashSet;
@@ -24,6 +26,9 @@ use crate::netrun::{WriteAnswer, WriteAsker};
 struct Approved {
     files: HashSet<PathBuf>,
     dirs: Vec<PathBuf>,
+    /// Hidden files approved for reading: apart from writes, so that a folder approved for
+    /// writing never opens a hidden file in it for reading.
+    reads: HashSet<PathBuf>,
 }
 
 pub(crate) struct FsAsk {
@@ -110,6 +115,12 @@ impl FsAsk {
         if self.mounted.iter().any(|m| path.starts_with(m)) {
             return Some("not the host's own file in the sandbox's view");
         }
+        // Removing or renaming a directory that holds one of those would move or remove them
+        // on the host.
+        let holds = |list: &[PathBuf]| list.iter().any(|m| m.starts_with(path));
+        if holds(&self.own) || holds(&self.deny_write) || holds(&self.mounted) {
+            return Some("a directory that holds a mount, denyWrite or ringfence's own files");
+        }
         let r = &self.rules;
         if r.protected.protects_path(path).is_some() {
             return Some("a protected name");
@@ -168,7 +179,7 @@ impl FsAsk {
                 "ask",
                 json!({"kind": "socket", "op": "connect", "path": shown, "via": self.asker.via()}),
             );
-            let a = self.asker.ask("connect", path, None, self.timeout);
+            let a = self.asker.ask("connect", path, None, None, self.timeout);
             self.event(
                 "answer",
                 json!({"kind": "socket", "op": "connect", "path": shown, "answer": a.as_str()}),
@@ -202,57 +213,177 @@ impl FsAsk {
         let _ = guard::answer_fs(&self.channel, 0, None);
     }
 
-    fn answer(&self, q: &FsQuestion) {
-        if q.op == "connect" {
-            return self.answer_socket(q);
+    /// The folder a "directory" or "always" answer about `path` allows: a new directory
+    /// itself, else the directory the name is in.
+    fn folder_of(op: &str, path: &Path) -> PathBuf {
+        if op == "mkdir" {
+            path.to_path_buf()
+        } else {
+            path.parent().unwrap_or(path).to_path_buf()
         }
+    }
+
+    /// `filesystem.askRead`: a hidden file, asked about by its path; an approved one is
+    /// opened on the host for reading (only a regular file, reached without a symlink) and
+    /// handed to PID 1, which gives it to the caller.
+    fn answer_read(&self, q: &FsQuestion) {
         let path = q.path.as_path();
         let shown = path.display().to_string();
-        if let Some(why) = self.never(path) {
+        let plain = path.is_absolute() && !path.components().any(|c| c == Component::ParentDir);
+        let why = if !plain {
+            Some("not a plain absolute path")
+        } else if !self.rules.hidden.iter().any(|h| path.starts_with(h)) {
+            Some("not a hidden file that may be asked about")
+        } else if self.own.iter().any(|o| path.starts_with(o)) {
+            Some("ringfence's own settings")
+        } else {
+            None
+        };
+        if let Some(why) = why {
             self.event(
                 "fs.ask.refused",
-                json!({"op": q.op, "path": shown, "reason": why}),
+                json!({"op": "read", "path": shown, "reason": why}),
             );
             let _ = guard::answer_fs(&self.channel, -libc::EROFS, None);
             return;
         }
-        if !self.approved(path) {
+        let known = {
+            let ap = self.approved.lock().unwrap_or_else(|p| p.into_inner());
+            ap.reads.contains(path)
+        };
+        if !known {
             self.event(
                 "ask",
-                json!({"kind": "write", "op": q.op, "path": shown, "via": self.asker.via()}),
+                json!({"kind": "read", "op": "read", "path": shown, "via": self.asker.via()}),
             );
-            let a = self.asker.ask(q.op, path, None, self.timeout);
+            let a = self.asker.ask("read", path, None, None, self.timeout);
             self.event(
                 "answer",
-                json!({"kind": "write", "op": q.op, "path": shown, "answer": a.as_str()}),
+                json!({"kind": "read", "op": "read", "path": shown, "answer": a.as_str()}),
             );
-            let dir = if q.op == "mkdir" {
-                path.to_path_buf()
-            } else {
-                path.parent().unwrap_or(path).to_path_buf()
-            };
+            if a == WriteAnswer::Deny {
+                let _ = guard::answer_fs(&self.channel, -libc::EROFS, None);
+                return;
+            }
+            {
+                let mut ap = self.approved.lock().unwrap_or_else(|p| p.into_inner());
+                ap.reads.insert(path.to_path_buf());
+            }
+            if a == WriteAnswer::Always {
+                if let Some(file) = &self.user_settings {
+                    match crate::netrun::remember_in(file, "filesystem", "allowRead", &shown) {
+                        Ok(()) => self.event(
+                            "policy.update",
+                            json!({"source": "answer", "allowRead": shown, "file": file}),
+                        ),
+                        Err(e) => eprintln!(
+                            "ringfence: could not add {shown} to {}: {e:#}\r",
+                            file.display()
+                        ),
+                    }
+                }
+            }
+        }
+        // Only reading, whatever else the caller asked for.
+        let keep = libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW;
+        let flags = (q.flags & keep) | libc::O_RDONLY;
+        match ringfence_linux::process::open_on_host(path, flags, 0) {
+            Ok(file) => {
+                self.event("fs.read", json!({"path": shown}));
+                let _ = guard::answer_fs(&self.channel, 0, Some(&file));
+            }
+            Err(e) => {
+                let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                self.event("fs.read.failed", json!({"path": shown, "errno": errno}));
+                let _ = guard::answer_fs(&self.channel, -errno, None);
+            }
+        }
+    }
+
+    fn answer(&self, q: &FsQuestion) {
+        if q.op == "connect" {
+            return self.answer_socket(q);
+        }
+        if q.op == "read" {
+            return self.answer_read(q);
+        }
+        let path = q.path.as_path();
+        let shown = path.display().to_string();
+        // The paths the operation changes: a rename both names, a link the new one and the
+        // file it gives another name (writing through that name would change the file); a
+        // symlink's target is only text, and a write through the link is asked about where
+        // it leads.
+        let mut paths = vec![path];
+        if matches!(q.op, "rename" | "link") {
+            match &q.other {
+                Some(o) => paths.push(o.as_path()),
+                None => {
+                    let _ = guard::answer_fs(&self.channel, -libc::EROFS, None);
+                    return;
+                }
+            }
+        }
+        let to = q.other.as_ref().map(|o| o.display().to_string());
+        let refusal = if q.op == "rename" && q.flags & !(libc::RENAME_NOREPLACE as i32) != 0 {
+            Some((path, "a rename flag other than RENAME_NOREPLACE"))
+        } else if q.op == "link" && q.flags != 0 {
+            Some((path, "a link flag"))
+        } else {
+            paths
+                .iter()
+                .find_map(|p| self.never(p).map(|why| (*p, why)))
+        };
+        if let Some((p, why)) = refusal {
+            self.event(
+                "fs.ask.refused",
+                json!({"op": q.op, "path": shown, "to": to, "refused": p, "reason": why}),
+            );
+            let _ = guard::answer_fs(&self.channel, -libc::EROFS, None);
+            return;
+        }
+        if !paths.iter().all(|p| self.approved(p)) {
+            self.event(
+                "ask",
+                json!({"kind": "write", "op": q.op, "path": shown, "to": to,
+                       "via": self.asker.via()}),
+            );
+            let a = self
+                .asker
+                .ask(q.op, path, q.other.as_deref(), None, self.timeout);
+            self.event(
+                "answer",
+                json!({"kind": "write", "op": q.op, "path": shown, "to": to,
+                       "answer": a.as_str()}),
+            );
+            let mut dirs: Vec<PathBuf> = Vec::new();
+            for p in &paths {
+                let d = Self::folder_of(q.op, p);
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
             {
                 let mut ap = self.approved.lock().unwrap_or_else(|p| p.into_inner());
                 match a {
                     WriteAnswer::Deny => {}
-                    WriteAnswer::File => {
-                        ap.files.insert(path.to_path_buf());
-                    }
-                    WriteAnswer::Directory | WriteAnswer::Always => ap.dirs.push(dir.clone()),
+                    WriteAnswer::File => ap.files.extend(paths.iter().map(|p| p.to_path_buf())),
+                    WriteAnswer::Directory | WriteAnswer::Always => ap.dirs.extend(dirs.clone()),
                 }
             }
             if a == WriteAnswer::Always {
                 if let Some(file) = &self.user_settings {
-                    let entry = dir.display().to_string();
-                    match crate::netrun::remember_in(file, "filesystem", "allowWrite", &entry) {
-                        Ok(()) => self.event(
-                            "policy.update",
-                            json!({"source": "answer", "allowWrite": entry, "file": file}),
-                        ),
-                        Err(e) => eprintln!(
-                            "ringfence: could not add {entry} to {}: {e:#}\r",
-                            file.display()
-                        ),
+                    for dir in &dirs {
+                        let entry = dir.display().to_string();
+                        match crate::netrun::remember_in(file, "filesystem", "allowWrite", &entry) {
+                            Ok(()) => self.event(
+                                "policy.update",
+                                json!({"source": "answer", "allowWrite": entry, "file": file}),
+                            ),
+                            Err(e) => eprintln!(
+                                "ringfence: could not add {entry} to {}: {e:#}\r",
+                                file.display()
+                            ),
+                        }
                     }
                 }
             }
@@ -261,17 +392,28 @@ impl FsAsk {
                 return;
             }
         }
+        use ringfence_linux::process as host;
+        let other = q.other.as_deref().unwrap_or(path);
         let done = match q.op {
-            "mkdir" => ringfence_linux::process::mkdir_on_host(path, q.mode).map(|()| None),
-            _ => ringfence_linux::process::open_on_host(path, q.flags, q.mode).map(Some),
+            "mkdir" => host::mkdir_on_host(path, q.mode).map(|()| None),
+            "rename" => host::rename_on_host(path, other, q.flags).map(|()| None),
+            "link" => host::link_on_host(path, other).map(|()| None),
+            "symlink" => host::symlink_on_host(other, path).map(|()| None),
+            "unlink" => host::unlink_on_host(path, false).map(|()| None),
+            "rmdir" => host::unlink_on_host(path, true).map(|()| None),
+            _ => host::open_on_host(path, q.flags, q.mode).map(Some),
         };
         match done {
             Ok(file) => {
-                self.event("fs.written", json!({"op": q.op, "path": shown}));
+                self.event("fs.written", json!({"op": q.op, "path": shown, "to": to}));
                 let _ = guard::answer_fs(&self.channel, 0, file.as_ref());
             }
             Err(e) => {
                 let errno = e.raw_os_error().unwrap_or(libc::EIO);
+                self.event(
+                    "fs.write.failed",
+                    json!({"op": q.op, "path": shown, "to": to, "errno": errno}),
+                );
                 let _ = guard::answer_fs(&self.channel, -errno, None);
             }
         }

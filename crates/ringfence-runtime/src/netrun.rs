@@ -51,10 +51,18 @@ pub enum AskRequest {
     /// `Once` allows this path for this run; `Always` its directory, for this run and in the
     /// user's settings (`filesystem.allowWrite`).
     Write {
-        /// `open` (for writing) or `mkdir`.
+        /// `open` (for writing), `mkdir`, `rename`, `link`, `symlink`, `unlink` or `rmdir`.
         op: &'static str,
         path: PathBuf,
+        /// The new name of a rename or a link; the target of a symlink (as written).
+        to: Option<PathBuf>,
         /// The program inside that asked.
+        client: Option<String>,
+    },
+    /// A hidden (denyRead) file to be read (`filesystem.askRead`): `Once` allows this file for
+    /// this run, `Always` also in the user's settings (`filesystem.allowRead`).
+    Read {
+        path: PathBuf,
         client: Option<String>,
     },
     /// A unix socket not in `network.allowUnixSockets` (with `network.ask`): `Once` allows
@@ -496,6 +504,7 @@ impl WriteAsker {
         &self,
         op: &'static str,
         path: &std::path::Path,
+        to: Option<&std::path::Path>,
         client: Option<String>,
         timeout: Duration,
     ) -> WriteAnswer {
@@ -513,10 +522,16 @@ impl WriteAsker {
                         path: path.to_path_buf(),
                         client,
                     }
+                } else if op == "read" {
+                    AskRequest::Read {
+                        path: path.to_path_buf(),
+                        client,
+                    }
                 } else {
                     AskRequest::Write {
                         op,
                         path: path.to_path_buf(),
+                        to: to.map(|t| t.to_path_buf()),
                         client,
                     }
                 };
@@ -528,8 +543,13 @@ impl WriteAsker {
                     .map_or(WriteAnswer::Deny, once_always)
             }
             Asker::Control(c) => {
-                let kind = if op == "connect" { "socket" } else { "write" };
-                let asked = c.ask_path(kind, op, &path.to_string_lossy(), client);
+                let kind = match op {
+                    "connect" => "socket",
+                    "read" => "read",
+                    _ => "write",
+                };
+                let to = to.map(|t| t.to_string_lossy());
+                let asked = c.ask_path(kind, op, &path.to_string_lossy(), to.as_deref(), client);
                 once_always(self.runtime.block_on(asked))
             }
             Asker::Terminal(prompts, _) => {
@@ -548,15 +568,39 @@ impl WriteAsker {
                             (b'd', "deny"),
                         ],
                     ),
+                    "read" => (
+                        format!(
+                            "the sandbox wants to read {}, which is hidden (denyRead) ({client}); allow?",
+                            path.display()
+                        ),
+                        &[
+                            (b'o', "this file for this run"),
+                            (b'a', "this file always"),
+                            (b'd', "deny"),
+                        ],
+                    ),
                     _ => (
                         format!(
-                            "the sandbox wants to {} {}, outside the writable folders ({client}); allow?",
-                            if op == "mkdir" {
-                                "create the directory"
-                            } else {
-                                "write"
-                            },
-                            path.display()
+                            "the sandbox wants to {}, outside the writable folders ({client}); allow?",
+                            match (op, to) {
+                                ("mkdir", _) => format!("create the directory {}", path.display()),
+                                ("rename", Some(to)) => {
+                                    format!("rename {} to {}", path.display(), to.display())
+                                }
+                                ("link", Some(to)) => {
+                                    format!("link {} as {}", path.display(), to.display())
+                                }
+                                ("symlink", Some(to)) => format!(
+                                    "create the symlink {} (to {})",
+                                    path.display(),
+                                    to.display()
+                                ),
+                                ("unlink", _) => format!("remove {}", path.display()),
+                                ("rmdir", _) => {
+                                    format!("remove the directory {}", path.display())
+                                }
+                                _ => format!("write {}", path.display()),
+                            }
                         ),
                         &[
                             (b'o', "this file once"),

@@ -479,19 +479,44 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         .collect();
     // `filesystem.ask` needs the guard even with no writable root: it is what sees the writes
     // the read-only view refuses.
-    let guard = (!writable_roots.is_empty() || policy.fs_ask).then(|| GuardRules {
-        protected: protected_names,
-        parents: vec![".git".into(), ".claude".into()],
-        paths: not_yet.clone(),
-        roots: writable_roots,
-        deny_paths: deny_not_yet.clone(),
-        files,
-        ask: policy.fs_ask.then(|| {
-            policy
-                .ask_timeout_seconds
-                .unwrap_or(ringfence_policy::ASK_TIMEOUT_SECONDS)
-        }),
-    });
+    // `filesystem.askRead`: the hidden files that may be asked about, never a credential file.
+    let hidden: Vec<PathBuf> = if policy.fs_ask_read {
+        plan.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::HideDir { path } | Step::HideFile { path } => Some(path.clone()),
+                _ => None,
+            })
+            .filter(|p| {
+                !policy
+                    .credential_files
+                    .iter()
+                    .any(|c| p.starts_with(c) || c.starts_with(p) || real(c).starts_with(p))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let guard =
+        (!writable_roots.is_empty() || policy.fs_ask || policy.fs_ask_read).then(|| GuardRules {
+            protected: protected_names,
+            parents: vec![".git".into(), ".claude".into()],
+            paths: not_yet.clone(),
+            roots: writable_roots,
+            deny_paths: deny_not_yet.clone(),
+            files,
+            ask: policy.fs_ask.then(|| {
+                policy
+                    .ask_timeout_seconds
+                    .unwrap_or(ringfence_policy::ASK_TIMEOUT_SECONDS)
+            }),
+            ask_read: policy.fs_ask_read.then(|| {
+                policy
+                    .ask_timeout_seconds
+                    .unwrap_or(ringfence_policy::ASK_TIMEOUT_SECONDS)
+            }),
+            hidden,
+        });
 
     let unix_sockets = unix_socket_rules(&policy, &plan);
     let seccomp = seccomp::build(&seccomp::FilterOptions {

@@ -580,7 +580,9 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     let proxy_ports = vec![netenv::HTTP_PORT, netenv::SOCKS_PORT];
     let host_services =
         netrun::host_services(&net_policy, &proxy_ports, &mut notes).map_err(Error::Policy)?;
-    if (prepared.policy.workspace.overlay || overlay_flag) && prepared.policy.fs_ask {
+    if (prepared.policy.workspace.overlay || overlay_flag)
+        && (prepared.policy.fs_ask || prepared.policy.fs_ask_read)
+    {
         return Err(Error::Policy(anyhow!(
             "filesystem.ask cannot be used with overlay mode: an approved write would reach the \
              host without review; turn one of them off"
@@ -734,7 +736,8 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     // sandbox moves to the supervisor thread.
     // (With `network.ask`, a unix socket not listed is asked about through the same path.)
     let socket_ask = spec.unix_sockets.as_ref().is_some_and(|u| u.ask.is_some());
-    let fs_ask_parts = match (prepared.policy.fs_ask, spec.guard.as_ref()) {
+    let asks_fs = prepared.policy.fs_ask || prepared.policy.fs_ask_read;
+    let fs_ask_parts = match (asks_fs, spec.guard.as_ref()) {
         (true, Some(rules)) => Some(rules.clone()),
         _ if socket_ask => Some(Default::default()),
         _ => None,
@@ -899,7 +902,7 @@ fn supervise_run(
                 }
             }
             supervise::Report::AskFs(q) => {
-                // PID 1 asks only with `filesystem.ask`, which sets `fs_ask`.
+                // PID 1 asks only with `filesystem.ask` or `askRead`, which set `fs_ask`.
                 if let Some(f) = &watch.fs_ask {
                     f.handle(q.clone());
                 }
@@ -993,6 +996,7 @@ fn vm_argv(
             "transparent capture (--transparent, network.transparent)",
         ),
         (prepared.policy.fs_ask, "filesystem.ask (--ask-fs)"),
+        (prepared.policy.fs_ask_read, "filesystem.askRead"),
     ] {
         if on {
             return Err(anyhow!(

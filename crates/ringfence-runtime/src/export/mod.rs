@@ -80,6 +80,12 @@ pub fn policy_gaps(prepared: &Prepared) -> Vec<Gap> {
             "no questions: writes outside the writable roots are refused (stricter)",
         ));
     }
+    if policy.fs_ask_read {
+        gaps.push(Gap::note(
+            "filesystem.askRead",
+            "no questions: hidden files stay hidden (stricter)",
+        ));
+    }
     if prepared.unix_sockets.is_some() {
         gaps.push(Gap::note(
             "network.allowUnixSockets (checked by path)",
