@@ -1007,8 +1007,10 @@ fn vm_argv(
     let cache = cache.parent().map(PathBuf::from).unwrap_or(cache);
     let initramfs =
         vm::initramfs::cached(&machine, &cache).context("isolation vm: the initramfs")?;
+    let boot_kernel = vm::kernel::cached(&machine, &cache);
     let job = vm::HostJob {
         machine,
+        boot_kernel,
         initramfs,
         accel: request.accel,
         memory_mib: vm::guest_memory_mib(prepared.policy.limits.memory)?,
@@ -1016,6 +1018,10 @@ fn vm_argv(
         run_args: request.run_args.clone(),
         exe: std::env::current_exe().context("isolation vm: this program's path")?,
         timing: std::env::var_os("RINGFENCE_TIMING").is_some_and(|v| !v.is_empty() && v != "0"),
+        tsc_khz: match request.accel {
+            vm::Accel::Tcg => ringfence_linux::vmm::tsc_khz(std::time::Duration::from_millis(10)),
+            vm::Accel::Kvm => None,
+        },
     };
     let job = serde_json::to_string(&job)?;
     [

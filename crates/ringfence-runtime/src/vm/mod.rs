@@ -19,6 +19,7 @@
 pub mod guest;
 pub mod host;
 pub mod initramfs;
+pub mod kernel;
 pub mod mux;
 
 use std::path::{Path, PathBuf};
@@ -68,6 +69,8 @@ pub struct Machine {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostJob {
     pub machine: Machine,
+    /// What QEMU boots: the cached uncompressed kernel, or the bzImage (`kernel::cached`).
+    pub boot_kernel: PathBuf,
     pub initramfs: PathBuf,
     pub accel: Accel,
     pub memory_mib: u64,
@@ -77,6 +80,9 @@ pub struct HostJob {
     pub exe: PathBuf,
     /// Print the boot's timings on stderr (RINGFENCE_TIMING on the supervisor).
     pub timing: bool,
+    /// The host's time-stamp counter rate (kHz), given to a TCG guest, whose kernel cannot
+    /// calibrate it reliably on a loaded host.
+    pub tsc_khz: Option<u64>,
 }
 
 /// The job of `__vm-guest`, written by `__vm-host` where the guest reads it through 9p.
@@ -89,6 +95,11 @@ pub struct GuestJob {
     /// Where the guest keeps the inner run's state and log (the host side's scratch directory).
     pub scratch: PathBuf,
     pub timing: bool,
+    /// The host-side command's ids, which the VMM's 9p share reports as the owner of what it
+    /// may use: the inner run starts with them (as an unprivileged user of the guest), so
+    /// that the owner's permission bits apply to it in the guest as they do to the VMM.
+    pub uid: u32,
+    pub gid: u32,
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
