@@ -211,11 +211,17 @@ pub fn check_accel(accel: Accel) -> Result<()> {
             if Path::new("/sys/module/kvm_pvm").exists() && !hardware {
                 bail!(
                     "KVM: this host's /dev/kvm is PVM (kernel module kvm_pvm, no vmx/svm in the \
-                     CPU flags), which boots only kernels built for PVM, not the Debian kernel; \
-                     use --vm-accel tcg to run without hardware virtualization (slow)"
+                     CPU flags), which runs only kernels built for PVM: the Debian kernel crawls \
+                     through its first instructions and does not boot; use --vm-accel tcg to run \
+                     without hardware virtualization (slow)"
                 );
             }
-            Ok(())
+            // The VMM runs in the host-side sandbox, whose minimal /dev has no kvm node yet:
+            // QEMU would fail there with a less clear message.
+            bail!(
+                "KVM: /dev/kvm is not yet passed into the host-side sandbox that runs the VMM; \
+                 use --vm-accel tcg to run without hardware virtualization (slow)"
+            )
         }
     }
 }

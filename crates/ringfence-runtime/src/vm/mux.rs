@@ -176,6 +176,9 @@ mod tests {
         }
         let tx = Sender::new(W(buf.clone()));
         tx.send(OPEN, 7, &3128u16.to_be_bytes()).unwrap();
+        tx.send(STARTED, 0, b"").unwrap();
+        tx.send(STDIN, 0, b"in").unwrap();
+        tx.send(STDIN, 0, b"").unwrap();
         tx.send(EXIT, 0, &42i32.to_be_bytes()).unwrap();
         let bytes = buf.lock().unwrap().clone();
         let mut seen = Vec::new();
@@ -183,9 +186,20 @@ mod tests {
             Event::Open { id, port } => seen.push(format!("open {id} {port}")),
             Event::Exit(c) => seen.push(format!("exit {c}")),
             Event::Timing(t) => seen.push(t),
+            Event::Started => seen.push("started".into()),
+            Event::Stdin(b) => seen.push(format!("stdin {b:?}")),
         })
         .unwrap();
-        assert_eq!(seen, ["open 7 3128", "exit 42"]);
+        assert_eq!(
+            seen,
+            [
+                "open 7 3128",
+                "started",
+                "stdin [105, 110]",
+                "stdin []",
+                "exit 42"
+            ]
+        );
         assert!(receive(
             &[9u8, 0, 0, 0, 0, 0, 0, 0, 0][..],
             &Streams::default(),
