@@ -13,7 +13,8 @@
 #
 # Usage: bench/vm.sh [kvm|tcg]   (default tcg; kvm is refused where /dev/kvm cannot boot the
 #   guest). Environment: RUNS (default 3), RINGFENCE_BIN (default target/debug/ringfence),
-#   DOCKER_IMAGE (default debian:bookworm-slim).
+#   DOCKER_IMAGE (default debian:bookworm-slim), VM_MEMORY (`limits.memory` for both modes,
+#   e.g. 1G; default the policy's, half the machine's memory: a large guest boots slower).
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RF=${RINGFENCE_BIN:-$ROOT/target/debug/ringfence}
@@ -22,7 +23,12 @@ RUNS=${RUNS:-3}
 DOCKER_IMAGE=${DOCKER_IMAGE:-debian:bookworm-slim}
 cd "$HOME"
 LOG=$(mktemp)
-trap 'rm -f "$LOG" "$LOG.mem"' EXIT
+SETTINGS=()
+if [ -n "${VM_MEMORY:-}" ]; then
+  printf '{"limits": {"memory": "%s"}}\n' "$VM_MEMORY" > "$LOG.json"
+  SETTINGS=(-s "$LOG.json")
+fi
+trap 'rm -f "$LOG" "$LOG.mem" "$LOG.json"' EXIT
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
@@ -66,9 +72,9 @@ for mode in namespace vm; do
   starts=(); peaks=()
   for _ in $(seq "$RUNS"); do
     if [ "$mode" = vm ]; then
-      read -r s p < <(one --isolation vm --vm-accel "$ACCEL")
+      read -r s p < <(one "${SETTINGS[@]}" --isolation vm --vm-accel "$ACCEL")
     else
-      read -r s p < <(one)
+      read -r s p < <(one "${SETTINGS[@]}")
     fi
     starts+=("$s"); peaks+=("$p")
   done
@@ -78,6 +84,7 @@ for mode in namespace vm; do
   [ "$mode" = vm ] && cp "$LOG" "$LOG.mem"
 done
 
+echo "limits.memory: ${VM_MEMORY:-policy default}"
 echo "time to the command's start (median of $RUNS):"
 echo "  namespace mode:        ${START[namespace]} ms"
 echo "  vm mode ($ACCEL):         ${START[vm]} ms"

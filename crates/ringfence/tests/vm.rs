@@ -97,6 +97,11 @@ fn accel() -> Option<&'static str> {
     None
 }
 
+/// The guest's memory follows `limits.memory` (by default half the machine's), and a large
+/// guest boots seconds slower under TCG (its kernel initialises every page's record): the
+/// tests' guests are small.
+const SMALL_GUEST: &str = r#""limits": {"memory": "1G"}"#;
+
 /// A guest boot under TCG on a loaded 2-core machine takes well over a minute at worst.
 const VM_TIMEOUT: Duration = Duration::from_secs(420);
 
@@ -118,7 +123,7 @@ fn a_command_in_the_guest_sees_its_own_kernel_and_only_the_policy() {
     let ro = dir.write("ro/file", "host original\n");
     dir.mkdir("rw");
     let settings = dir.settings(&format!(
-        r#"{{"filesystem": {{"denyRead": ["{}"], "allowWrite": ["{}"]}}}}"#,
+        r#"{{"filesystem": {{"denyRead": ["{}"], "allowWrite": ["{}"]}}, {SMALL_GUEST}}}"#,
         dir.s("secret"),
         dir.s("rw")
     ));
@@ -243,7 +248,7 @@ fn the_guests_only_way_out_is_the_supervisors_proxy() {
     let other = common::http_upstream(|_, path| format!("upstream saw {path}\n"));
     let (dir, settings) = common::with_settings(
         "vm-net",
-        &format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{allowed}"]}}}}"#),
+        &format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{allowed}"]}}, {SMALL_GUEST}}}"#),
     );
     let name = format!("vm-net-{}", common::unique_number());
     let script = format!(

@@ -175,6 +175,38 @@ pub fn cached(m: &Machine, cache_root: &Path) -> PathBuf {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    /// A 64-bit ELF header, one PT_NOTE program header and one note.
+    fn elf_with_note(name: &[u8], kind: u32) -> Vec<u8> {
+        let mut e = vec![0u8; 0x40 + 56];
+        e[..5].copy_from_slice(b"\x7fELF\x02");
+        e[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
+        e[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        e[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        let mut note = Vec::new();
+        note.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        note.extend_from_slice(&4u32.to_le_bytes());
+        note.extend_from_slice(&kind.to_le_bytes());
+        note.extend_from_slice(name);
+        while note.len() % 4 != 0 {
+            note.push(0);
+        }
+        note.extend_from_slice(&0x0100_0000u32.to_le_bytes());
+        let ph = 0x40;
+        e[ph..ph + 4].copy_from_slice(&4u32.to_le_bytes());
+        let at = e.len() as u64;
+        e[ph + 8..ph + 16].copy_from_slice(&at.to_le_bytes());
+        e[ph + 32..ph + 40].copy_from_slice(&(note.len() as u64).to_le_bytes());
+        e.extend_from_slice(&note);
+        e
+    }
+
+    #[test]
+    fn the_pvh_entry_note_is_found() {
+        assert!(super::has_pvh_note(&elf_with_note(b"Xen\0", 18)));
+        assert!(!super::has_pvh_note(&elf_with_note(b"Xen\0", 17)));
+        assert!(!super::has_pvh_note(&elf_with_note(b"GNU\0", 18)));
+    }
+
     #[test]
     fn a_file_that_is_not_a_bzimage_is_refused() {
         assert!(super::payload(&[0u8; 4096]).is_err());
