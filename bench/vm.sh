@@ -17,18 +17,21 @@
 #   e.g. 1G; default the policy's, half the machine's memory: a large guest boots slower).
 set -u
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RF=${RINGFENCE_BIN:-$ROOT/target/debug/ringfence}
+RF=$(realpath "${RINGFENCE_BIN:-$ROOT/target/debug/ringfence}")
+[ -x "$RF" ] || { echo "bench/vm.sh: $RF is not an executable (cargo build -p ringfence)" >&2; exit 1; }
 ACCEL=${1:-tcg}
 RUNS=${RUNS:-3}
 DOCKER_IMAGE=${DOCKER_IMAGE:-debian:bookworm-slim}
 cd "$HOME"
 LOG=$(mktemp)
 SETTINGS=()
+SETFILE=""
 if [ -n "${VM_MEMORY:-}" ]; then
-  printf '{"limits": {"memory": "%s"}}\n' "$VM_MEMORY" > "$LOG.json"
-  SETTINGS=(-s "$LOG.json")
+  SETFILE=$(mktemp -p "$HOME" .ringfence-vm-bench.XXXXXX)
+  printf '{"limits": {"memory": "%s"}}\n' "$VM_MEMORY" > "$SETFILE"
+  SETTINGS=(-s "$SETFILE")
 fi
-trap 'rm -f "$LOG" "$LOG.mem" "$LOG.json"' EXIT
+trap 'rm -f "$LOG" "$LOG.mem" ${SETFILE:+"$SETFILE"}' EXIT
 
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
@@ -60,8 +63,12 @@ one() {
   done
   wait "$pid"
   sleep 0.1
-  first=$(cat "$LOG.start" 2>/dev/null || echo "$t0")
+  first=$(cat "$LOG.start" 2>/dev/null || true)
   rm -f "$LOG.start"
+  if [ -z "$first" ]; then
+    echo "bench/vm.sh: a run failed: $(grep -v timing "$LOG" | head -3)" >&2
+    exit 1
+  fi
   echo "$(( first - t0 )) $peak"
 }
 

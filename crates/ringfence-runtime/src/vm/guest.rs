@@ -174,6 +174,12 @@ fn run() -> Result<i32> {
         Some(&format!("mode=0700,uid={},gid={}", job.uid, job.gid)),
     )?;
     let state = job.scratch.join("state");
+    let mut settings_args = Vec::new();
+    if let Some(content) = &job.settings {
+        let path = job.scratch.join("settings.json");
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        settings_args = vec!["-s".to_string(), path.display().to_string()];
+    }
     let mut cmd = Command::new(&job.exe);
     // Not as the guest's root: the files of the 9p share belong to the host-side command's
     // ids, and a root of the guest would lose its power over them in the inner sandbox's user
@@ -181,6 +187,7 @@ fn run() -> Result<i32> {
     // `uid` also clears the supplementary groups.
     cmd.uid(job.uid).gid(job.gid);
     cmd.arg("run")
+        .args(&settings_args)
         .args(&job.run_args)
         .env_clear()
         .envs(job.env.iter().map(|(k, v)| (k, v)))

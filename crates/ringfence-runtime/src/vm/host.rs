@@ -132,6 +132,7 @@ pub fn main(job: &str) -> Result<i32> {
     let guest_job_path = scratch.0.join("job.json");
     let guest = GuestJob {
         run_args: job.run_args.clone(),
+        settings: job.settings.clone(),
         exe: job.exe.clone(),
         cwd: std::env::current_dir().context("the working directory")?,
         env: std::env::vars().collect(),

@@ -75,8 +75,11 @@ pub struct HostJob {
     pub accel: Accel,
     pub memory_mib: u64,
     pub cpus: u32,
-    /// `ringfence run`'s arguments for the guest (without the isolation options).
+    /// `ringfence run`'s arguments for the guest (without the isolation options and without
+    /// `-s`, whose file the guest may not see: its content is `settings`).
     pub run_args: Vec<String>,
+    /// The content of the `-s` policy file, read by the supervisor.
+    pub settings: Option<String>,
     pub exe: PathBuf,
     /// Print the boot's timings on stderr (RINGFENCE_TIMING on the supervisor).
     pub timing: bool,
@@ -89,6 +92,8 @@ pub struct HostJob {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GuestJob {
     pub run_args: Vec<String>,
+    /// The `-s` policy file's content, which PID 1 writes where the inner run reads it.
+    pub settings: Option<String>,
     pub exe: PathBuf,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
@@ -239,6 +244,30 @@ pub fn guest_memory_mib(limit: u64) -> Result<u64> {
     Ok(mib - VMM_RESERVE_MIB)
 }
 
+/// `run_args` without its `-s FILE` (in any of its spellings, before `--`), and that FILE.
+pub fn split_settings(run_args: &[String]) -> (Vec<String>, Option<PathBuf>) {
+    let mut out = Vec::new();
+    let mut file = None;
+    let mut it = run_args.iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            out.push(a.clone());
+            out.extend(it.cloned());
+            break;
+        }
+        if a == "-s" || a == "--settings" {
+            file = it.next().map(PathBuf::from);
+        } else if let Some(v) = a.strip_prefix("--settings=") {
+            file = Some(PathBuf::from(v));
+        } else if let Some(v) = a.strip_prefix("-s").filter(|v| !v.is_empty()) {
+            file = Some(PathBuf::from(v.strip_prefix('=').unwrap_or(v)));
+        } else {
+            out.push(a.clone());
+        }
+    }
+    (out, file)
+}
+
 /// The guest's vCPUs: the CPUs this process may run on.
 pub fn cpus() -> u32 {
     std::thread::available_parallelism()
@@ -266,4 +295,26 @@ pub fn in_guest() -> bool {
     std::fs::read_to_string("/proc/cmdline")
         .map(|c| c.split_whitespace().any(|w| w == GUEST_MARK))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[test]
+    fn the_settings_file_is_taken_out_of_the_guests_arguments() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for args in [
+            v(&["-s", "/tmp/p.json", "--", "-s", "x"]),
+            v(&["--settings", "/tmp/p.json", "--", "-s", "x"]),
+            v(&["--settings=/tmp/p.json", "--", "-s", "x"]),
+            v(&["-s/tmp/p.json", "--", "-s", "x"]),
+        ] {
+            let (rest, file) = super::split_settings(&args);
+            assert_eq!(rest, v(&["--", "-s", "x"]), "{args:?}");
+            assert_eq!(file.unwrap().to_str().unwrap(), "/tmp/p.json");
+        }
+        let (rest, file) = super::split_settings(&v(&["-c", "true"]));
+        assert_eq!(rest, v(&["-c", "true"]));
+        assert!(file.is_none());
+    }
 }
