@@ -1011,15 +1011,32 @@ fn vm_argv(
     let cache = cache.parent().map(PathBuf::from).unwrap_or(cache);
     let initramfs =
         vm::initramfs::cached(&machine, &cache).context("isolation vm: the initramfs")?;
+    let boot_kernel = vm::kernel::cached(&machine, &cache);
+    // The `-s` file travels in the job: the guest sees the host-side sandbox's tree, where the
+    // file may be absent (under the private /tmp, or denied).
+    let (run_args, settings_file) = vm::split_settings(&request.run_args);
+    let settings = match settings_file {
+        Some(f) => Some(
+            std::fs::read_to_string(&f)
+                .with_context(|| format!("isolation vm: reading {}", f.display()))?,
+        ),
+        None => None,
+    };
     let job = vm::HostJob {
         machine,
+        boot_kernel,
         initramfs,
         accel: request.accel,
         memory_mib: vm::guest_memory_mib(prepared.policy.limits.memory)?,
         cpus: vm::cpus(),
-        run_args: request.run_args.clone(),
+        run_args,
+        settings,
         exe: std::env::current_exe().context("isolation vm: this program's path")?,
         timing: std::env::var_os("RINGFENCE_TIMING").is_some_and(|v| !v.is_empty() && v != "0"),
+        tsc_khz: match request.accel {
+            vm::Accel::Tcg => ringfence_linux::vmm::tsc_khz(std::time::Duration::from_millis(10)),
+            vm::Accel::Kvm => None,
+        },
     };
     let job = serde_json::to_string(&job)?;
     [

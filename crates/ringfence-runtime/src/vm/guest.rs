@@ -6,6 +6,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -114,10 +115,32 @@ fn run() -> Result<i32> {
             }
         });
     }
+    // The command's stdin: a pipe that a thread fills with what the host side sends (a
+    // command that does not read its stdin stalls only that thread, up to 64 chunks).
+    let (stdin_r, mut stdin_w) = std::io::pipe().context("a pipe for the command's stdin")?;
+    let (stdin_tx, stdin_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(64);
+    std::thread::spawn(move || {
+        while let Ok(chunk) = stdin_rx.recv() {
+            if std::io::Write::write_all(&mut stdin_w, &chunk).is_err() {
+                break;
+            }
+        }
+    });
     {
         let streams = streams.clone();
         std::thread::spawn(move || {
-            let _ = mux::receive(mux_file, &streams, |_| {});
+            let mut stdin_tx = Some(stdin_tx);
+            let _ = mux::receive(mux_file, &streams, |e| {
+                if let mux::Event::Stdin(chunk) = e {
+                    if chunk.is_empty() {
+                        stdin_tx = None;
+                    } else if let Some(t) = &stdin_tx {
+                        if t.send(chunk).is_err() {
+                            stdin_tx = None;
+                        }
+                    }
+                }
+            });
         });
     }
     let init_ms = std::env::var("rft_init")
@@ -143,16 +166,28 @@ fn run() -> Result<i32> {
             .as_bytes(),
         );
     }
-    // The inner run's state and caches on the guest's own memory: the 9p tree is the host
-    // side's, whose files the inner sandbox's user namespace may not own.
+    // The inner run's state and caches on the guest's own memory (the 9p tree is the host
+    // side's), owned by the user the inner run starts as.
     mount(
         "tmpfs",
         &job.scratch.display().to_string(),
-        Some("mode=0755"),
+        Some(&format!("mode=0700,uid={},gid={}", job.uid, job.gid)),
     )?;
     let state = job.scratch.join("state");
+    let mut settings_args = Vec::new();
+    if let Some(content) = &job.settings {
+        let path = job.scratch.join("settings.json");
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
+        settings_args = vec!["-s".to_string(), path.display().to_string()];
+    }
     let mut cmd = Command::new(&job.exe);
+    // Not as the guest's root: the files of the 9p share belong to the host-side command's
+    // ids, and a root of the guest would lose its power over them in the inner sandbox's user
+    // namespace (where they are unmapped) while the owner's bits would not apply to it.
+    // `uid` also clears the supplementary groups.
+    cmd.uid(job.uid).gid(job.gid);
     cmd.arg("run")
+        .args(&settings_args)
         .args(&job.run_args)
         .env_clear()
         .envs(job.env.iter().map(|(k, v)| (k, v)))
@@ -160,9 +195,11 @@ fn run() -> Result<i32> {
         // The sandbox caches of the host side are read-only here: the inner run keeps its own.
         .env("XDG_CACHE_HOME", job.scratch.join("cache"))
         .current_dir(&job.cwd)
-        .stdin(open("rf.stdin", false)?)
+        .stdin(stdin_r)
         .stdout(open("rf.stdout", true)?)
         .stderr(open("rf.stderr", true)?);
+    tx.send(mux::STARTED, 0, b"")
+        .context("telling the host side the guest started")?;
     let status = cmd
         .status()
         .with_context(|| format!("starting {} run in the guest", job.exe.display()))?;

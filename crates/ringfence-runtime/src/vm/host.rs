@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 
 use super::mux::{self, Event, Sender, Streams};
 use super::{Accel, GuestJob, HostJob, GUEST_MARK};
+use crate::netenv::{HTTP_PORT, SOCKS_PORT};
 
 /// The directory of one VM's files; removed when dropped.
 struct Scratch(PathBuf);
@@ -27,7 +28,9 @@ impl Drop for Scratch {
     }
 }
 
-const PORTS: [&str; 4] = ["rf.mux", "rf.stdin", "rf.stdout", "rf.stderr"];
+// stdin travels on the channel (an end of a virtio-serial port that the host closes before
+// the guest opened it is lost, with what it held).
+const PORTS: [&str; 3] = ["rf.mux", "rf.stdout", "rf.stderr"];
 
 /// The QEMU command line (a pure function of the job, tested as such).
 pub fn qemu_args(job: &HostJob, scratch: &Path, guest_job: &Path, fds: &[i32]) -> Vec<String> {
@@ -51,13 +54,16 @@ pub fn qemu_args(job: &HostJob, scratch: &Path, guest_job: &Path, fds: &[i32]) -
         "-serial",
         &format!("file:{}", scratch.join("console.log").display()),
     ]);
-    push(&["-kernel", &job.machine.kernel.display().to_string()]);
+    push(&["-kernel", &job.boot_kernel.display().to_string()]);
     push(&["-initrd", &job.initramfs.display().to_string()]);
-    let append = format!(
+    let mut append = format!(
         "console=ttyS0 quiet panic=-1 reboot=t {GUEST_MARK} rfexe={} rfjob={}",
         job.exe.display(),
         guest_job.display()
     );
+    if let Some(khz) = job.tsc_khz {
+        append.push_str(&format!(" tsc_early_khz={khz} tsc=reliable"));
+    }
     push(&["-append", &append]);
     // The root of this sandbox, as its mount plan shows it (denied paths absent, the host tree
     // read-only): the VMM can share no more than it sees.
@@ -126,11 +132,14 @@ pub fn main(job: &str) -> Result<i32> {
     let guest_job_path = scratch.0.join("job.json");
     let guest = GuestJob {
         run_args: job.run_args.clone(),
+        settings: job.settings.clone(),
         exe: job.exe.clone(),
         cwd: std::env::current_dir().context("the working directory")?,
         env: std::env::vars().collect(),
         scratch: scratch.0.clone(),
         timing: job.timing,
+        uid: ringfence_linux::sys::getuid(),
+        gid: ringfence_linux::sys::getgid(),
     };
     std::fs::write(&guest_job_path, serde_json::to_vec(&guest)?)
         .with_context(|| format!("writing {}", guest_job_path.display()))?;
@@ -177,30 +186,80 @@ fn serve(
 ) -> Result<Option<i32>> {
     let vmm_ms = started.elapsed().as_millis();
     let mut conns = conns.into_iter();
-    let (Some(mux_conn), Some(stdin_conn), Some(stdout_conn), Some(stderr_conn)) =
-        (conns.next(), conns.next(), conns.next(), conns.next())
+    let (Some(mux_conn), Some(stdout_conn), Some(stderr_conn)) =
+        (conns.next(), conns.next(), conns.next())
     else {
         bail!("the VMM's ports");
     };
-    // stdin: to the guest until our end, then closed (the guest reads its end).
-    copy_thread_detached(std::io::stdin(), stdin_conn);
     let out = copy_thread(stdout_conn, std::io::stdout());
     let err = copy_thread(stderr_conn, std::io::stderr());
     let tx = Sender::new(mux_conn.try_clone()?);
+    // stdin: to the guest until its end. Not joined: reading our stdin may block past the
+    // command's end.
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut stdin = std::io::stdin();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if tx.send(mux::STDIN, 0, &buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(mux::STDIN, 0, b"");
+        });
+    }
     let streams = Streams::default();
     let mut code = None;
     let timing = job.timing;
     if timing {
         eprintln!("ringfence: vm timing: VMM spawned: {vmm_ms} ms");
     }
-    let r = mux::receive(mux_conn, &streams, |e| match e {
-        Event::Open { id, port } => match TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => streams.attach(id, s, tx.clone()),
-            Err(_) => {
-                let _ = tx.send(mux::CLOSE, id, b"");
+    // A guest that does not come up (a kernel that hangs early) ends the run with 125 rather
+    // than waiting forever.
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+    let limit = boot_timeout(job.accel);
+    let vmm = child.id() as libc::pid_t;
+    let timed_out = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let timed_out = timed_out.clone();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = started_rx.recv_timeout(limit)
+            {
+                timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = ringfence_linux::sys::kill(vmm, libc::SIGKILL);
             }
-        },
+        });
+    }
+    let r = mux::receive(mux_conn, &streams, |e| match e {
+        // Only the proxy's ports: the guest reaches nothing else of this network namespace.
+        Event::Open { id, port } if port == HTTP_PORT || port == SOCKS_PORT => {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => streams.attach(id, s, tx.clone()),
+                Err(_) => {
+                    let _ = tx.send(mux::CLOSE, id, b"");
+                }
+            }
+        }
+        Event::Open { id, .. } => {
+            let _ = tx.send(mux::CLOSE, id, b"");
+        }
+        Event::Started => {
+            let _ = started_tx.send(());
+            if timing {
+                eprintln!(
+                    "ringfence: vm timing: inner run starting (host clock {} ms)",
+                    started.elapsed().as_millis()
+                );
+            }
+        }
         Event::Exit(c) => code = Some(c),
+        Event::Stdin(_) => {}
         Event::Timing(t) => {
             if timing {
                 eprintln!(
@@ -213,13 +272,24 @@ fn serve(
     let _ = child.wait();
     let _ = out.join();
     let _ = err.join();
+    if code.is_none() && timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!(
+            "the guest did not start within {} s (--vm-accel {}); the VM was stopped",
+            limit.as_secs(),
+            job.accel.name()
+        );
+    }
     if code.is_none() {
         r.context("the channel to the guest")?;
     }
     Ok(code)
 }
 
-fn copy_thread_detached(from: impl Read + Send + 'static, to: UnixStream) {
-    // Not joined: reading our stdin may block past the command's end.
-    drop(copy_thread(from, to));
+/// How long the guest may take to reach its PID 1's run: TCG is slow, and slower on a
+/// loaded host.
+fn boot_timeout(accel: Accel) -> std::time::Duration {
+    std::time::Duration::from_secs(match accel {
+        Accel::Kvm => 30,
+        Accel::Tcg => 300,
+    })
 }

@@ -19,6 +19,7 @@
 pub mod guest;
 pub mod host;
 pub mod initramfs;
+pub mod kernel;
 pub mod mux;
 
 use std::path::{Path, PathBuf};
@@ -68,27 +69,42 @@ pub struct Machine {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HostJob {
     pub machine: Machine,
+    /// What QEMU boots: the cached uncompressed kernel, or the bzImage (`kernel::cached`).
+    pub boot_kernel: PathBuf,
     pub initramfs: PathBuf,
     pub accel: Accel,
     pub memory_mib: u64,
     pub cpus: u32,
-    /// `ringfence run`'s arguments for the guest (without the isolation options).
+    /// `ringfence run`'s arguments for the guest (without the isolation options and without
+    /// `-s`, whose file the guest may not see: its content is `settings`).
     pub run_args: Vec<String>,
+    /// The content of the `-s` policy file, read by the supervisor.
+    pub settings: Option<String>,
     pub exe: PathBuf,
     /// Print the boot's timings on stderr (RINGFENCE_TIMING on the supervisor).
     pub timing: bool,
+    /// The host's time-stamp counter rate (kHz), given to a TCG guest, whose kernel cannot
+    /// calibrate it reliably on a loaded host.
+    pub tsc_khz: Option<u64>,
 }
 
 /// The job of `__vm-guest`, written by `__vm-host` where the guest reads it through 9p.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GuestJob {
     pub run_args: Vec<String>,
+    /// The `-s` policy file's content, which PID 1 writes where the inner run reads it.
+    pub settings: Option<String>,
     pub exe: PathBuf,
     pub cwd: PathBuf,
     pub env: Vec<(String, String)>,
     /// Where the guest keeps the inner run's state and log (the host side's scratch directory).
     pub scratch: PathBuf,
     pub timing: bool,
+    /// The host-side command's ids, which the VMM's 9p share reports as the owner of what it
+    /// may use: the inner run starts with them (as an unprivileged user of the guest), so
+    /// that the owner's permission bits apply to it in the guest as they do to the VMM.
+    pub uid: u32,
+    pub gid: u32,
 }
 
 fn find_in_path(name: &str) -> Option<PathBuf> {
@@ -200,11 +216,17 @@ pub fn check_accel(accel: Accel) -> Result<()> {
             if Path::new("/sys/module/kvm_pvm").exists() && !hardware {
                 bail!(
                     "KVM: this host's /dev/kvm is PVM (kernel module kvm_pvm, no vmx/svm in the \
-                     CPU flags), which boots only kernels built for PVM, not the Debian kernel; \
-                     use --vm-accel tcg to run without hardware virtualization (slow)"
+                     CPU flags), which runs only kernels built for PVM: the Debian kernel crawls \
+                     through its first instructions and does not boot; use --vm-accel tcg to run \
+                     without hardware virtualization (slow)"
                 );
             }
-            Ok(())
+            // The VMM runs in the host-side sandbox, whose minimal /dev has no kvm node yet:
+            // QEMU would fail there with a less clear message.
+            bail!(
+                "KVM: /dev/kvm is not yet passed into the host-side sandbox that runs the VMM; \
+                 use --vm-accel tcg to run without hardware virtualization (slow)"
+            )
         }
     }
 }
@@ -220,6 +242,30 @@ pub fn guest_memory_mib(limit: u64) -> Result<u64> {
         );
     }
     Ok(mib - VMM_RESERVE_MIB)
+}
+
+/// `run_args` without its `-s FILE` (in any of its spellings, before `--`), and that FILE.
+pub fn split_settings(run_args: &[String]) -> (Vec<String>, Option<PathBuf>) {
+    let mut out = Vec::new();
+    let mut file = None;
+    let mut it = run_args.iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            out.push(a.clone());
+            out.extend(it.cloned());
+            break;
+        }
+        if a == "-s" || a == "--settings" {
+            file = it.next().map(PathBuf::from);
+        } else if let Some(v) = a.strip_prefix("--settings=") {
+            file = Some(PathBuf::from(v));
+        } else if let Some(v) = a.strip_prefix("-s").filter(|v| !v.is_empty()) {
+            file = Some(PathBuf::from(v.strip_prefix('=').unwrap_or(v)));
+        } else {
+            out.push(a.clone());
+        }
+    }
+    (out, file)
 }
 
 /// The guest's vCPUs: the CPUs this process may run on.
@@ -249,4 +295,26 @@ pub fn in_guest() -> bool {
     std::fs::read_to_string("/proc/cmdline")
         .map(|c| c.split_whitespace().any(|w| w == GUEST_MARK))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[test]
+    fn the_settings_file_is_taken_out_of_the_guests_arguments() {
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for args in [
+            v(&["-s", "/tmp/p.json", "--", "-s", "x"]),
+            v(&["--settings", "/tmp/p.json", "--", "-s", "x"]),
+            v(&["--settings=/tmp/p.json", "--", "-s", "x"]),
+            v(&["-s/tmp/p.json", "--", "-s", "x"]),
+        ] {
+            let (rest, file) = super::split_settings(&args);
+            assert_eq!(rest, v(&["--", "-s", "x"]), "{args:?}");
+            assert_eq!(file.unwrap().to_str().unwrap(), "/tmp/p.json");
+        }
+        let (rest, file) = super::split_settings(&v(&["-c", "true"]));
+        assert_eq!(rest, v(&["-c", "true"]));
+        assert!(file.is_none());
+    }
 }

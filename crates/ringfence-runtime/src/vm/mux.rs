@@ -14,6 +14,10 @@ pub const DATA: u8 = 2;
 pub const CLOSE: u8 = 3;
 pub const EXIT: u8 = 4;
 pub const TIMING: u8 = 5;
+/// PID 1 is about to start the inner run: the guest booted.
+pub const STARTED: u8 = 6;
+/// The command's stdin, from the host side; an empty payload is its end.
+pub const STDIN: u8 = 7;
 
 const HEADER: usize = 9;
 const MAX_FRAME: usize = 1 << 20;
@@ -118,6 +122,8 @@ pub enum Event {
     Open { id: u32, port: u16 },
     Exit(i32),
     Timing(String),
+    Started,
+    Stdin(Vec<u8>),
 }
 
 /// Reads frames until the channel ends, delivering data and closes to `streams` and the rest
@@ -134,6 +140,8 @@ pub fn receive(mut r: impl Read, streams: &Streams, mut on: impl FnMut(Event)) -
             EXIT if payload.len() == 4 => on(Event::Exit(i32::from_be_bytes([
                 payload[0], payload[1], payload[2], payload[3],
             ]))),
+            STARTED => on(Event::Started),
+            STDIN => on(Event::Stdin(payload)),
             TIMING => on(Event::Timing(
                 String::from_utf8_lossy(&payload).into_owned(),
             )),
@@ -168,6 +176,9 @@ mod tests {
         }
         let tx = Sender::new(W(buf.clone()));
         tx.send(OPEN, 7, &3128u16.to_be_bytes()).unwrap();
+        tx.send(STARTED, 0, b"").unwrap();
+        tx.send(STDIN, 0, b"in").unwrap();
+        tx.send(STDIN, 0, b"").unwrap();
         tx.send(EXIT, 0, &42i32.to_be_bytes()).unwrap();
         let bytes = buf.lock().unwrap().clone();
         let mut seen = Vec::new();
@@ -175,9 +186,20 @@ mod tests {
             Event::Open { id, port } => seen.push(format!("open {id} {port}")),
             Event::Exit(c) => seen.push(format!("exit {c}")),
             Event::Timing(t) => seen.push(t),
+            Event::Started => seen.push("started".into()),
+            Event::Stdin(b) => seen.push(format!("stdin {b:?}")),
         })
         .unwrap();
-        assert_eq!(seen, ["open 7 3128", "exit 42"]);
+        assert_eq!(
+            seen,
+            [
+                "open 7 3128",
+                "started",
+                "stdin [105, 110]",
+                "stdin []",
+                "exit 42"
+            ]
+        );
         assert!(receive(
             &[9u8, 0, 0, 0, 0, 0, 0, 0, 0][..],
             &Streams::default(),
