@@ -280,3 +280,62 @@ impl Activity {
         }
     }
 }
+
+#[cfg(test)]
+mod schema_tests {
+    use ringfence_proxy::Protocol;
+
+    /// Every protocol the proxy records is one the documented event schema allows (the match
+    /// makes a new variant a compile error here until it is listed).
+    #[test]
+    fn the_schema_lists_every_protocol_the_proxy_records() {
+        let all = [
+            Protocol::Http,
+            Protocol::Connect,
+            Protocol::Socks5,
+            Protocol::Tcp,
+            Protocol::Https,
+            Protocol::Transparent,
+            Protocol::Dns,
+            Protocol::Udp,
+            Protocol::Icmp,
+            Protocol::Reverse,
+            Protocol::Tls,
+        ];
+        for p in all {
+            match p {
+                Protocol::Http
+                | Protocol::Connect
+                | Protocol::Socks5
+                | Protocol::Tcp
+                | Protocol::Https
+                | Protocol::Transparent
+                | Protocol::Dns
+                | Protocol::Udp
+                | Protocol::Icmp
+                | Protocol::Reverse
+                | Protocol::Tls => {}
+            }
+        }
+        let schema = ringfence_audit::events_schema();
+        let decision = schema["oneOf"]
+            .as_array()
+            .expect("oneOf")
+            .iter()
+            .find(|k| k["properties"]["kind"]["const"] == "net.decision")
+            .expect("net.decision in the schema");
+        let listed: Vec<&str> = decision["properties"]["protocol"]["enum"]
+            .as_array()
+            .expect("protocol enum")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        for p in all {
+            assert!(
+                listed.contains(&p.as_str()),
+                "{} missing from the schema",
+                p.as_str()
+            );
+        }
+    }
+}
