@@ -283,6 +283,7 @@ impl Activity {
 
 #[cfg(test)]
 mod schema_tests {
+    #![allow(clippy::expect_used)]
     use ringfence_proxy::Protocol;
 
     /// Every protocol the proxy records is one the documented event schema allows (the match
