@@ -583,9 +583,14 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     if (prepared.policy.workspace.overlay || overlay_flag)
         && (prepared.policy.fs_ask || prepared.policy.fs_ask_read)
     {
+        let key = if prepared.policy.fs_ask {
+            "filesystem.ask"
+        } else {
+            "filesystem.askRead"
+        };
         return Err(Error::Policy(anyhow!(
-            "filesystem.ask cannot be used with overlay mode: an approved write would reach the \
-             host without review; turn one of them off"
+            "{key} cannot be used with overlay mode: an approved question acts on the host's \
+             files, outside the overlay's review; turn one of them off"
         )));
     }
     let streams = streams(stdio)?;
