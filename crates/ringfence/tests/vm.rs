@@ -163,9 +163,11 @@ exit 7"#,
         secretdir = dir.s("secret"),
         ro = ro.display(),
         rw = dir.s("rw"),
-        // Split, so that this script's own command line does not hold the marker.
-        m1 = &marker[..4],
-        m2 = &marker[4..],
+        // Split, so that this script's own command line does not hold the marker, and its first
+        // letter bracketed, so that grep's own command line (a process the loop may list) does
+        // not match the pattern it holds.
+        m1 = format!("[{}]", &marker[..1]),
+        m2 = &marker[1..],
     );
     let mut cmd = common::ringfence(&[
         "--isolation",
