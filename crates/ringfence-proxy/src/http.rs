@@ -688,16 +688,7 @@ fn plain_request_refusal(
                     .any(|w| w == s.placeholder.as_bytes())
         })
     };
-    let leak = |name: &str, place: String| {
-        Some((
-            format!(
-                "the placeholder of the masked credential {name} was sent to {host}:{port} in \
-                 {place}, which is not one of its injectHosts: refused as an attempted \
-                 credential leak"
-            ),
-            None,
-        ))
-    };
+    let leak = |name: &str, place: String| Some((leak_reason(name, host, port, &place), None));
     if !t.secrets.is_empty() {
         if let Some(s) = leaked(head.target.as_bytes()) {
             return leak(&s.name, "the URL".into());
@@ -745,6 +736,21 @@ fn plain_request_refusal(
         crate::tls::rules::RuleVerdict::Denied { rule, reason } => Some((reason, rule)),
         _ => None,
     }
+}
+
+/// Why a request that carried the placeholder of a masked credential toward `host:port` (outside
+/// its injectHosts) was stopped.
+fn leak_reason(name: &str, host: &Host, port: u16, place: &str) -> String {
+    format!(
+        "the placeholder of the masked credential {name} was sent to {host}:{port} in {place}, \
+         which is not one of its injectHosts: refused as an attempted credential leak"
+    )
+}
+
+/// Whether the client waits for `100 Continue` before it sends the body.
+fn expects_continue(head: &Head) -> bool {
+    head.all("expect")
+        .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The parts of an absolute-form `http://` target.
@@ -903,6 +909,49 @@ async fn forward(
             return Err(reject(403, reason));
         }
     }
+    // A masked credential's placeholder in the body, on its way to a host outside its
+    // injectHosts, stops the request as it does in the URL. A small body is read whole first,
+    // so that the upstream hears nothing of it; a larger one is checked as it streams, the
+    // bytes that may begin a placeholder held back, and stopped before one leaves.
+    let watch = ctx
+        .proxy
+        .tls()
+        .filter(|t| t.secrets.iter().any(|s| !s.injects_at(&allowed.host, port)))
+        .map(|t| crate::tls::body::Scan::new(t.secrets.clone(), allowed.host.clone(), port));
+    let mut read_first: Option<Vec<u8>> = None;
+    if let (Some(scan), Framing::Length(n)) = (&watch, body) {
+        if n <= crate::tls::body::WHOLE {
+            let told = if expects_continue(head) {
+                cw.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await
+            } else {
+                Ok(())
+            };
+            if told.is_err() {
+                return Ok(false);
+            }
+            let mut whole = vec![0u8; n as usize];
+            if cr.read_exact(&mut whole).await.is_err() {
+                return Err(reject(400, "the request body ended early"));
+            }
+            if let Some(name) = scan.leak_in(&whole) {
+                let reason = leak_reason(name, &allowed.host, port, "the body");
+                ctx.record(
+                    shown,
+                    port,
+                    p,
+                    Decision::Denied,
+                    allowed.rule,
+                    Some(reason.clone()),
+                    allowed.asked,
+                    None,
+                    None,
+                    (0, 0),
+                );
+                return Err(reject(403, reason));
+            }
+            read_first = Some(whole);
+        }
+    }
     let route = ctx.proxy.route(&allowed.host, port, true);
     ctx.set_via(route.via());
     let key = (allowed.host.clone(), port, route.clone());
@@ -975,15 +1024,40 @@ async fn forward(
             out.extend_from_slice(format!("Proxy-Authorization: {a}\r\n").as_bytes());
         }
     }
+    // A client waiting for 100 Continue gets it from here once the request is decided and the
+    // upstream connected (the body is relayed before any response is read, so the upstream's
+    // own answer to the expectation would come only after it): the field is not sent on.
+    let has_body = matches!(body, Framing::Chunked) || matches!(body, Framing::Length(n) if n > 0);
+    let continue_first = read_first.is_none() && has_body && expects_continue(head);
     for (n, v) in forwarded_fields(head) {
+        if (read_first.is_some() || continue_first) && n.eq_ignore_ascii_case("expect") {
+            continue;
+        }
         out.extend_from_slice(n.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    let request_body = match read_first {
+        Some(whole) => {
+            out.extend_from_slice(&whole);
+            RequestBody::Sent(whole.len() as u64)
+        }
+        None => RequestBody::Follows(body, watch.as_ref(), continue_first),
+    };
     let tls = ctx.proxy.tls().cloned();
-    let result = relay(up, &out, head, body, cr, cw, &limits, tls.as_deref()).await;
+    let result = relay(
+        up,
+        &out,
+        head,
+        request_body,
+        cr,
+        cw,
+        &limits,
+        tls.as_deref(),
+    )
+    .await;
     match result {
         Ok((up_bytes, down_bytes, reuse_upstream, close_client)) => {
             if !reuse_upstream {
@@ -1023,6 +1097,24 @@ async fn forward(
             );
             Err(reject(502, e))
         }
+        Err(RelayError::Leak(name)) => {
+            // The upstream has the head and part of the body: it is dropped unfinished.
+            *upstream = None;
+            let reason = leak_reason(&name, &allowed.host, port, "the body");
+            ctx.record(
+                shown,
+                port,
+                p,
+                Decision::Denied,
+                allowed.rule,
+                Some(reason.clone()),
+                allowed.asked,
+                addr,
+                None,
+                (0, 0),
+            );
+            Err(reject(403, reason))
+        }
         Err(RelayError::Midway(e)) => {
             *upstream = None;
             ctx.record(
@@ -1047,6 +1139,18 @@ enum RelayError {
     BeforeResponse(String),
     /// Part of the response went out: the connection is closed.
     Midway(String),
+    /// The body carried this masked credential's placeholder: the request was stopped before
+    /// it left, and nothing of a response was sent.
+    Leak(String),
+}
+
+/// The request body, as [`relay`] is to send it.
+enum RequestBody<'a> {
+    /// Already sent with the head: this many bytes.
+    Sent(u64),
+    /// Still with the client, framed so, checked with the scan when there is one; the client
+    /// is told 100 Continue first when it waits for that.
+    Follows(Framing, Option<&'a crate::tls::body::Scan>, bool),
 }
 
 /// Sends the request head and body, then relays the response. Returns the body bytes each
@@ -1057,7 +1161,7 @@ async fn relay(
     up: &mut Upstream,
     out: &[u8],
     head: &Head,
-    body: Framing,
+    body: RequestBody<'_>,
     cr: &mut BufReader<OwnedReadHalf>,
     cw: &mut OwnedWriteHalf,
     limits: &Limits,
@@ -1065,14 +1169,28 @@ async fn relay(
 ) -> Result<(u64, u64, bool, bool), RelayError> {
     let before = |e: std::io::Error| RelayError::BeforeResponse(format!("upstream: {e}"));
     up.w.write_all(out).await.map_err(before)?;
+    let request_body = |e: std::io::Error| RelayError::Midway(format!("request body: {e}"));
+    if let RequestBody::Follows(_, _, true) = body {
+        cw.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .map_err(|e| RelayError::Midway(format!("client: {e}")))?;
+    }
     let up_bytes = match body {
-        Framing::None | Framing::Close => 0,
-        Framing::Length(n) => copy_exact(cr, &mut up.w, n)
+        RequestBody::Sent(n) => n,
+        RequestBody::Follows(Framing::None | Framing::Close, _, _) => 0,
+        RequestBody::Follows(Framing::Length(n), None, _) => {
+            copy_exact(cr, &mut up.w, n).await.map_err(request_body)?
+        }
+        RequestBody::Follows(Framing::Chunked, None, _) => copy_chunked(cr, &mut up.w, limits)
             .await
-            .map_err(|e| RelayError::Midway(format!("request body: {e}")))?,
-        Framing::Chunked => copy_chunked(cr, &mut up.w, limits)
-            .await
-            .map_err(|e| RelayError::Midway(format!("request body: {e}")))?,
+            .map_err(request_body)?,
+        RequestBody::Follows(framing, Some(scan), _) => {
+            match copy_watched(cr, &mut up.w, framing, scan, limits).await {
+                Ok(n) => n,
+                Err(Watched::Io(e)) => return Err(request_body(e)),
+                Err(Watched::Leak(name)) => return Err(RelayError::Leak(name)),
+            }
+        }
     };
     loop {
         let raw = match read_head(&mut up.r, limits).await {
@@ -1232,16 +1350,7 @@ where
     loop {
         line.clear();
         read_crlf_line(r, &mut line, limits.max_chunk_line).await?;
-        let text = &line[..line.len() - 2];
-        let size_part = text.split(|&b| b == b';').next().unwrap_or_default();
-        if size_part.is_empty()
-            || size_part.len() > 15
-            || !size_part.iter().all(u8::is_ascii_hexdigit)
-        {
-            return Err(bad("malformed chunk size"));
-        }
-        let size = u64::from_str_radix(&String::from_utf8_lossy(size_part), 16)
-            .map_err(|_| bad("malformed chunk size"))?;
+        let size = chunk_size(&line)?;
         w.write_all(&line).await?;
         if size == 0 {
             let mut trailer_bytes = 0;
@@ -1268,6 +1377,146 @@ where
     }
 }
 
+/// The size of a chunk, from its size line (CRLF included; extensions ignored).
+fn chunk_size(line: &[u8]) -> std::io::Result<u64> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed chunk size");
+    let text = &line[..line.len().saturating_sub(2)];
+    let size_part = text.split(|&b| b == b';').next().unwrap_or_default();
+    if size_part.is_empty() || size_part.len() > 15 || !size_part.iter().all(u8::is_ascii_hexdigit)
+    {
+        return Err(bad());
+    }
+    u64::from_str_radix(&String::from_utf8_lossy(size_part), 16).map_err(|_| bad())
+}
+
+enum Watched {
+    Io(std::io::Error),
+    /// The placeholder of this masked credential was about to be sent.
+    Leak(String),
+}
+
+impl From<std::io::Error> for Watched {
+    fn from(e: std::io::Error) -> Watched {
+        Watched::Io(e)
+    }
+}
+
+/// Relays a request body of a length or chunked, with `scan` looking for placeholders that may
+/// not go this way: what may begin one is held back until the next bytes show it does not, so
+/// that no placeholder leaves, even split between reads or chunks. A chunked body is framed
+/// again in chunks of what is let through (chunk extensions are not kept); its trailer fields
+/// are checked too. Returns the data bytes.
+async fn copy_watched<R, W>(
+    r: &mut BufReader<R>,
+    w: &mut W,
+    framing: Framing,
+    scan: &crate::tls::body::Scan,
+    limits: &Limits,
+) -> Result<u64, Watched>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let chunked = framing == Framing::Chunked;
+    let keep = scan.keep();
+    let mut carry: Vec<u8> = Vec::with_capacity(BUF + keep);
+    let mut total = 0u64;
+    // Sends what of `carry` cannot be the start of a placeholder (all of it when `last`).
+    async fn let_through<W: AsyncWrite + Unpin>(
+        w: &mut W,
+        carry: &mut Vec<u8>,
+        keep: usize,
+        last: bool,
+        chunked: bool,
+    ) -> std::io::Result<()> {
+        let cut = if last {
+            carry.len()
+        } else {
+            carry.len().saturating_sub(keep)
+        };
+        if cut == 0 {
+            return Ok(());
+        }
+        if chunked {
+            w.write_all(format!("{cut:x}\r\n").as_bytes()).await?;
+            w.write_all(&carry[..cut]).await?;
+            w.write_all(b"\r\n").await?;
+        } else {
+            w.write_all(&carry[..cut]).await?;
+        }
+        carry.drain(..cut);
+        Ok(())
+    }
+    let mut line = Vec::with_capacity(64);
+    loop {
+        let mut left = match framing {
+            // Read once: the loop ends below.
+            Framing::Length(n) => n,
+            Framing::Chunked => {
+                line.clear();
+                read_crlf_line(r, &mut line, limits.max_chunk_line).await?;
+                chunk_size(&line)?
+            }
+            Framing::None | Framing::Close => 0,
+        };
+        let last_part = left == 0;
+        while left > 0 {
+            let buf = r.fill_buf().await?;
+            if buf.is_empty() {
+                return Err(Watched::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("body ended {left} bytes short"),
+                )));
+            }
+            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            carry.extend_from_slice(&buf[..n]);
+            r.consume(n);
+            left -= n as u64;
+            total += n as u64;
+            if let Some(name) = scan.leak_in(&carry) {
+                return Err(Watched::Leak(name.to_string()));
+            }
+            let_through(w, &mut carry, keep, false, chunked).await?;
+        }
+        if chunked && !last_part {
+            let mut crlf = [0u8; 2];
+            r.read_exact(&mut crlf).await?;
+            if &crlf != b"\r\n" {
+                return Err(Watched::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "chunk data not followed by CRLF",
+                )));
+            }
+            continue;
+        }
+        // The end: what was held back goes, then (chunked) the last chunk and the trailers.
+        let_through(w, &mut carry, keep, true, chunked).await?;
+        if chunked {
+            w.write_all(b"0\r\n").await?;
+            let mut trailer_bytes = 0;
+            loop {
+                line.clear();
+                read_crlf_line(r, &mut line, limits.max_chunk_line).await?;
+                trailer_bytes += line.len();
+                if trailer_bytes > limits.max_head_bytes {
+                    return Err(Watched::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "trailer section too large",
+                    )));
+                }
+                if let Some(name) = scan.leak_in(&line) {
+                    return Err(Watched::Leak(name.to_string()));
+                }
+                w.write_all(&line).await?;
+                if line == b"\r\n" {
+                    break;
+                }
+            }
+        }
+        return Ok(total);
+    }
+}
+
 async fn read_crlf_line<R: AsyncRead + Unpin>(
     r: &mut BufReader<R>,
     line: &mut Vec<u8>,
@@ -1290,6 +1539,99 @@ mod tests {
 
     fn head(text: &str) -> Result<Head, Reject> {
         parse_request(text.as_bytes(), &Limits::default())
+    }
+
+    /// Runs [`copy_watched`] over `input` toward a host outside the secret's injectHosts, with
+    /// a small read buffer so that reads split it.
+    async fn watched(
+        secrets: &Arc<Vec<crate::tls::Secret>>,
+        input: &[u8],
+        framing: Framing,
+    ) -> (Result<u64, Watched>, Vec<u8>) {
+        let scan =
+            crate::tls::body::Scan::new(secrets.clone(), Host::Name("evil.example".into()), 80);
+        let mut r = BufReader::with_capacity(7, input);
+        let mut out = Vec::new();
+        let res = copy_watched(&mut r, &mut out, framing, &scan, &Limits::default()).await;
+        (res, out)
+    }
+
+    fn secrets() -> (Arc<Vec<crate::tls::Secret>>, String) {
+        let s = crate::tls::Secret::new(
+            "t",
+            "TOKEN",
+            "the-real-value".into(),
+            &["api.example.com".to_string()],
+        )
+        .unwrap();
+        let ph = s.placeholder.clone();
+        (Arc::new(vec![s]), ph)
+    }
+
+    #[tokio::test]
+    async fn watched_bodies_stop_before_a_placeholder_leaves() {
+        let (secrets, ph) = secrets();
+        // Split between chunks (and reads): stopped, and no byte of it was sent.
+        let (a, b) = ph.split_at(9);
+        let chunked = format!(
+            "5\r\nx=1&t\r\n{:x}\r\n={a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+            a.len() + 1,
+            b.len()
+        );
+        let (res, out) = watched(&secrets, chunked.as_bytes(), Framing::Chunked).await;
+        assert!(matches!(res, Err(Watched::Leak(ref n)) if n == "TOKEN"));
+        assert!(!String::from_utf8_lossy(&out).contains(&ph[..4]), "{out:?}");
+        // At the very end of a body of a length.
+        let body = format!("{}{ph}", "a".repeat(100));
+        let (res, out) = watched(
+            &secrets,
+            body.as_bytes(),
+            Framing::Length(body.len() as u64),
+        )
+        .await;
+        assert!(matches!(res, Err(Watched::Leak(_))));
+        assert!(out.len() < 100 && out.iter().all(|&c| c == b'a'), "{out:?}");
+        // In a trailer field.
+        let trailer = format!("3\r\nabc\r\n0\r\nX-T: {ph}\r\n\r\n");
+        let (res, _) = watched(&secrets, trailer.as_bytes(), Framing::Chunked).await;
+        assert!(matches!(res, Err(Watched::Leak(_))));
+    }
+
+    #[tokio::test]
+    async fn watched_bodies_without_a_placeholder_arrive_whole() {
+        let (secrets, _) = secrets();
+        let data = "0123456789".repeat(20);
+        let chunked = format!(
+            "{:x}\r\n{}\r\n{:x};ext=1\r\n{}\r\n0\r\nX-T: ok\r\n\r\n",
+            150,
+            &data[..150],
+            50,
+            &data[150..]
+        );
+        let (res, out) = watched(&secrets, chunked.as_bytes(), Framing::Chunked).await;
+        assert_eq!(res.ok(), Some(200));
+        // Framed again: decoding gives the same data and trailer.
+        let mut decoded = Vec::new();
+        let mut rest = &out[..];
+        loop {
+            let end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap(), 16).unwrap();
+            rest = &rest[end + 2..];
+            if n == 0 {
+                break;
+            }
+            decoded.extend_from_slice(&rest[..n]);
+            assert_eq!(&rest[n..n + 2], b"\r\n");
+            rest = &rest[n + 2..];
+        }
+        assert_eq!(decoded, data.as_bytes());
+        assert_eq!(rest, b"X-T: ok\r\n\r\n");
+        let (res, out) = watched(&secrets, data.as_bytes(), Framing::Length(200)).await;
+        assert_eq!(res.ok(), Some(200));
+        assert_eq!(out, data.as_bytes());
+        // Short of its length: an error, not a success.
+        let (res, _) = watched(&secrets, &data.as_bytes()[..150], Framing::Length(200)).await;
+        assert!(matches!(res, Err(Watched::Io(_))));
     }
 
     #[test]

@@ -94,92 +94,112 @@ fn upstream_on(ca: &TestCa, ip: &str, bind: &str) -> Upstream {
             let (config, log) = (config.clone(), log.clone());
             std::thread::spawn(move || {
                 let conn = rustls::ServerConnection::new(config).unwrap();
-                let tls = rustls::StreamOwned::new(conn, s);
-                let mut r = BufReader::new(tls);
-                loop {
-                    let mut head = String::new();
-                    loop {
-                        let mut line = String::new();
-                        match r.read_line(&mut line) {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                        head.push_str(&line);
-                        if line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse::<usize>().ok())?
-                        })
-                        .unwrap_or(0);
-                    let chunked = head
-                        .to_ascii_lowercase()
-                        .contains("transfer-encoding: chunked");
-                    let mut body = vec![0u8; len];
-                    if chunked {
-                        body.clear();
-                        loop {
-                            let mut size = String::new();
-                            if r.read_line(&mut size).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-                            if n == 0 {
-                                let mut end = String::new();
-                                let _ = r.read_line(&mut end);
-                                break;
-                            }
-                            let mut chunk = vec![0u8; n + 2];
-                            if r.read_exact(&mut chunk).is_err() {
-                                return;
-                            }
-                            body.extend_from_slice(&chunk[..n]);
-                        }
-                    } else if r.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let text = format!("{head}{}", String::from_utf8_lossy(&body));
-                    log.lock().unwrap().push(text.clone());
-                    if head.to_ascii_lowercase().contains("upgrade: websocket") {
-                        // Switch protocols, then echo every byte back.
-                        let s = r.get_mut();
-                        let _ = s.write_all(
-                            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-                              Connection: Upgrade\r\n\r\n",
-                        );
-                        let _ = s.flush();
-                        let mut buf = [0u8; 4096];
-                        loop {
-                            match r.read(&mut buf) {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => {
-                                    if r.get_mut().write_all(&buf[..n]).is_err() {
-                                        return;
-                                    }
-                                    let _ = r.get_mut().flush();
-                                }
-                            }
-                        }
-                    }
-                    let answer = format!(
-                        "HTTP/1.1 200 OK\r\nSet-Cookie: session=upstream\r\nX-Upstream: yes\r\n\
-                         Content-Length: {}\r\n\r\n{text}",
-                        text.len()
-                    );
-                    if r.get_mut().write_all(answer.as_bytes()).is_err() {
-                        return;
-                    }
-                    let _ = r.get_mut().flush();
-                }
+                answer_requests(rustls::StreamOwned::new(conn, s), &log);
             });
         }
     });
     Upstream { port, seen }
+}
+
+/// A plain HTTP server on 127.0.0.1 that answers as [`upstream`] does.
+fn plain_upstream() -> Upstream {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { continue };
+            let log = log.clone();
+            std::thread::spawn(move || answer_requests(s, &log));
+        }
+    });
+    Upstream { port, seen }
+}
+
+/// Answers each request on `s` with its own head and body (and keeps it in `log`).
+fn answer_requests<S: Read + Write>(s: S, log: &Mutex<Vec<String>>) {
+    let mut r = BufReader::new(s);
+    loop {
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            head.push_str(&line);
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let len = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        let chunked = head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked");
+        let mut body = vec![0u8; len];
+        if chunked {
+            body.clear();
+            loop {
+                let mut size = String::new();
+                if r.read_line(&mut size).unwrap_or(0) == 0 {
+                    return;
+                }
+                let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                if n == 0 {
+                    let mut end = String::new();
+                    let _ = r.read_line(&mut end);
+                    break;
+                }
+                let mut chunk = vec![0u8; n + 2];
+                if r.read_exact(&mut chunk).is_err() {
+                    return;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        } else if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        let text = format!("{head}{}", String::from_utf8_lossy(&body));
+        log.lock().unwrap().push(text.clone());
+        if head.to_ascii_lowercase().contains("upgrade: websocket") {
+            // Switch protocols, then echo every byte back.
+            let s = r.get_mut();
+            let _ = s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+                              Connection: Upgrade\r\n\r\n",
+            );
+            let _ = s.flush();
+            let mut buf = [0u8; 4096];
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if r.get_mut().write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                        let _ = r.get_mut().flush();
+                    }
+                }
+            }
+        }
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nSet-Cookie: session=upstream\r\nX-Upstream: yes\r\n\
+                         Content-Length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        if r.get_mut().write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+        let _ = r.get_mut().flush();
+    }
 }
 
 /// A fixture whose host side trusts `ca` (SSL_CERT_FILE) and a settings file with `json`.
@@ -579,7 +599,8 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
     let api = upstream(&ca, "127.0.0.1");
     let other = upstream(&ca, "127.0.0.1");
     let (a, b) = (api.port, other.port);
-    let c = common::http_upstream(|_, path| format!("plain saw {path}\n"));
+    let plain = plain_upstream();
+    let c = plain.port;
     let real = format!("real-secret-{}", common::unique_number());
     let (dir, settings) = setup(
         "tls-mask",
@@ -608,7 +629,15 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
          head -c 1500000 /dev/zero | tr '\\0' a > /tmp/big; printf %s \"$RF_TEST_TOKEN\" >> /tmp/big; \
          printf zzz >> /tmp/big; \
          {CURL} -o /dev/null -w 'big=%{{http_code}}\\n' --data-binary @/tmp/big https://127.0.0.1:{a}/big; \
-         {CURL} -o /dev/null -w 'bigleak=%{{http_code}}\\n' --data-binary @/tmp/big https://127.0.0.1:{b}/big"
+         {CURL} -o /dev/null -w 'bigleak=%{{http_code}}\\n' --data-binary @/tmp/big https://127.0.0.1:{b}/big; \
+         {CURL} -o /dev/null -w 'cleartextbody=%{{http_code}}\\n' -d \"t=$RF_TEST_TOKEN\" http://127.0.0.1:{c}/body; \
+         {CURL} -o /dev/null -w 'cleartextbodyok=%{{http_code}}\\n' -d 'x=1' http://127.0.0.1:{c}/bodyok; \
+         {CURL} -o /dev/null -w 'cleartextbig=%{{http_code}}\\n' --data-binary @/tmp/big http://127.0.0.1:{c}/big; \
+         {CURL} -o /dev/null -w 'cleartextchunked=%{{http_code}}\\n' -H 'Transfer-Encoding: chunked' \
+           --data-binary @/tmp/big http://127.0.0.1:{c}/chunked; \
+         head -c 1500000 /dev/zero | tr '\\0' b > /tmp/bigok; printf zzz >> /tmp/bigok; \
+         {CURL} -o /dev/null -w 'cleartextchunkedok=%{{http_code}}\\n' -H 'Transfer-Encoding: chunked' \
+           --data-binary @/tmp/bigok http://127.0.0.1:{c}/chunkedok"
     );
     let out = run(rf(&dir).env("RF_TEST_TOKEN", &real).args([
         "run", "--name", &name, "-s", &settings, "--", "sh", "-c", &script,
@@ -637,10 +666,48 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
     assert!(text.contains("big=200"), "{text}");
     assert!(!text.contains("bigleak=200"), "{text}");
     assert!(text.contains("attempted credential leak"), "{text}");
-    // The injectHost got the real value, in place of the placeholder.
     // (Requests are shown cut short: one body is 1.5 MB.)
     let short =
         |v: &[String]| -> Vec<String> { v.iter().map(|s| s.chars().take(400).collect()).collect() };
+    // In a plain request's body as well: small (read whole first), large, and chunked (both
+    // checked as they stream); bodies without a placeholder reach the upstream unchanged.
+    for want in [
+        "cleartextbody=403",
+        "cleartextbodyok=200",
+        "cleartextbig=403",
+        "cleartextchunked=403",
+        "cleartextchunkedok=200",
+    ] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    let plain_seen = plain.seen.lock().unwrap().clone();
+    assert!(
+        plain_seen.iter().all(|s| !s.contains(&placeholder)),
+        "a placeholder reached the plain upstream: {:?}",
+        short(&plain_seen)
+    );
+    let paths: Vec<&str> = plain_seen
+        .iter()
+        .filter_map(|s| s.split_whitespace().nth(1))
+        .collect();
+    assert!(
+        !paths.contains(&"/body") && !paths.contains(&"/big"),
+        "{paths:?}"
+    );
+    assert!(!paths.contains(&"/chunked"), "{paths:?}");
+    let ok = plain_seen
+        .iter()
+        .find(|s| s.starts_with("POST /bodyok "))
+        .unwrap_or_else(|| panic!("{:?}", short(&plain_seen)));
+    assert!(ok.ends_with("\r\n\r\nx=1"), "{ok}");
+    let chunked_ok = plain_seen
+        .iter()
+        .find(|s| s.starts_with("POST /chunkedok "))
+        .unwrap_or_else(|| panic!("{:?}", short(&plain_seen)));
+    let body = chunked_ok.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body.len(), 1_500_003, "{:?}", short(&plain_seen));
+    assert!(body.bytes().take(1_500_000).all(|b| b == b'b') && body.ends_with("zzz"));
+    // The injectHost got the real value, in place of the placeholder.
     let seen = api.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3, "{:?}", short(&seen));
     assert!(
@@ -684,7 +751,8 @@ fn a_masked_credential_stays_outside_and_reaches_only_its_inject_hosts() {
                     .is_some_and(|r| r.contains("credential leak"))
         })
         .collect();
-    assert_eq!(leaks.len(), 6, "{log:?}");
+    // (Six through the terminated tunnels and plain URL and header, three in plain bodies.)
+    assert_eq!(leaks.len(), 9, "{log:?}");
     assert!(!serde_json::to_string(&log).unwrap().contains(&real));
 
     // Masking without TLS termination is refused, naming the entry.

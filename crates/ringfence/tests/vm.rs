@@ -153,7 +153,7 @@ cat {secret} 2>/dev/null; echo "secret_read=$?"
 echo "secret_dir=[$(ls -A {secretdir} 2>/dev/null)]"
 (echo changed > {ro}) 2>/dev/null; echo "ro_write=$?"
 echo guest-wrote > {rw}/out; echo "rw_write=$?"
-m1={m1}; m2={m2}
+m1='[{m1}]'; m2={m2}
 for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr '\0' ' '; echo; done | grep -c "$m1$m2"; echo "procs_seen=$?"
 echo "netdevs=$(ls /sys/class/net | tr '\n' ' ')"
 echo "cwd=$(pwd)"
@@ -166,7 +166,7 @@ exit 7"#,
         // Split, so that this script's own command line does not hold the marker, and its first
         // letter bracketed, so that grep's own command line (a process the loop may list) does
         // not match the pattern it holds.
-        m1 = format!("[{}]", &marker[..1]),
+        m1 = &marker[..1],
         m2 = &marker[1..],
     );
     let mut cmd = common::ringfence(&[

@@ -50,6 +50,24 @@ impl Scan {
             .any(|s| s.injects_at(&self.host, self.port))
     }
 
+    /// What a streaming check must hold back between reads: a placeholder may start in it.
+    pub(crate) fn keep(&self) -> usize {
+        self.keep
+    }
+
+    /// The name of a secret whose placeholder is in `buf` and may not go to this host. For
+    /// plain HTTP, where nothing is put in: a placeholder toward one of its injectHosts goes on
+    /// as it is.
+    pub(crate) fn leak_in(&self, buf: &[u8]) -> Option<&str> {
+        self.secrets
+            .iter()
+            .find(|s| {
+                !s.injects_at(&self.host, self.port)
+                    && find(buf, s.placeholder.as_bytes()).is_some()
+            })
+            .map(|s| s.name.as_str())
+    }
+
     /// Replaces the placeholders in `buf` (all of it when `last`, else all but a tail that may
     /// hold the start of one); returns what may be sent and leaves the tail in `buf`. A
     /// placeholder that may not go here: the secret's name.
@@ -197,6 +215,9 @@ mod tests {
             "a=the-real-value&b=the-real-value!"
         );
         let other = Scan::new(secrets, Host::Name("evil.example".into()), 443);
+        assert_eq!(other.leak_in(text.as_bytes()), Some("TOKEN"));
+        assert_eq!(scan.leak_in(text.as_bytes()), None);
+        assert_eq!(other.leak_in(&text.as_bytes()[..12]), None);
         let mut buf = text.into_bytes();
         assert_eq!(other.step(&mut buf, true).unwrap_err(), "TOKEN");
     }

@@ -8,7 +8,7 @@
 //! The CA's private key stays outside the sandbox: the per-user CA lives in the state
 //! directory, which the sandbox cannot read, and a `caKeyPath` of the user's is hidden too.
 
-mod body;
+pub(crate) mod body;
 mod ca;
 mod roots;
 pub(crate) mod rules;
