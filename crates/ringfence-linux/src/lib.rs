@@ -19,6 +19,7 @@ pub mod limits;
 pub mod memwatch;
 pub mod mounts;
 pub mod net;
+pub mod netns;
 pub mod plan;
 pub mod probe;
 pub mod process;

@@ -9,6 +9,7 @@ mod check;
 mod connect;
 mod doctor;
 mod mcp;
+mod oci_hook;
 mod proxy_cmd;
 mod srt;
 mod timeline;
@@ -56,6 +57,12 @@ enum Command {
     /// PID 1 of a VM run's guest.
     #[command(name = "__vm-guest", hide = true)]
     VmGuest,
+    /// The createRuntime hook of an OCI bundle exported with --gateway.
+    #[command(name = "__oci-gateway", hide = true)]
+    OciGateway {
+        #[arg(long, value_name = "HOST:PORT")]
+        to: String,
+    },
     /// Print the JSON Schema of the policy file (or, with --events, of activity log events).
     Schema {
         /// The schema of the activity log's events instead.
@@ -155,6 +162,10 @@ enum ExportFormat {
         /// Export even where the bundle is weaker than `ringfence run` (each such gap is named).
         #[arg(long)]
         allow_weaker: bool,
+        /// Carry the bundle's egress to this `ringfence proxy` gateway (HOST:PORT as the host
+        /// reaches it), through a createRuntime hook; otherwise it has no egress at all.
+        #[arg(long, value_name = "HOST:PORT")]
+        gateway: Option<String>,
         #[command(flatten)]
         policy: PolicyArgs,
         /// The bundle's directory.
@@ -426,6 +437,7 @@ fn main() -> ExitCode {
         Command::Doctor => doctor::main().map(|()| 0),
         Command::VmHost { job } => ringfence_runtime::vm::host::main(&job),
         Command::VmGuest => ringfence_runtime::vm::guest::main(),
+        Command::OciGateway { to } => oci_hook::main(&to),
         Command::Schema { events } => {
             let schema = if events {
                 ringfence_audit::events_schema()
@@ -852,15 +864,24 @@ fn format_bytes(n: u64) -> String {
 /// gap is printed, and a weakening one refuses without --allow-weaker.
 fn export(format: ExportFormat) -> anyhow::Result<()> {
     use ringfence_runtime::export::{self, oci};
-    let (rootfs, host_read_only, allow_weaker, policy, out, command) = match format {
+    let (rootfs, host_read_only, allow_weaker, gateway, policy, out, command) = match format {
         ExportFormat::Oci {
             rootfs,
             host_read_only,
             allow_weaker,
+            gateway,
             policy,
             out,
             command,
-        } => (rootfs, host_read_only, allow_weaker, policy, out, command),
+        } => (
+            rootfs,
+            host_read_only,
+            allow_weaker,
+            gateway,
+            policy,
+            out,
+            command,
+        ),
         ExportFormat::Kubernetes {
             settings,
             image,
@@ -891,6 +912,16 @@ fn export(format: ExportFormat) -> anyhow::Result<()> {
             )
         }
     };
+    let gateway = match gateway {
+        None => None,
+        Some(to) => {
+            oci_hook::check_address(&to).map_err(|e| anyhow::anyhow!("--gateway {to}: {e}"))?;
+            let hook = std::env::current_exe()
+                .and_then(std::fs::canonicalize)
+                .map_err(|e| anyhow::anyhow!("--gateway: finding ringfence's own binary: {e}"))?;
+            Some(oci::GatewayPath { to, hook })
+        }
+    };
     let prepared = ringfence_runtime::prepare::prepare(&policy.sources())?;
     std::fs::create_dir_all(&out)?;
     let out = std::fs::canonicalize(&out)?;
@@ -899,6 +930,7 @@ fn export(format: ExportFormat) -> anyhow::Result<()> {
         args: command,
         host_read_only,
         empty_file: out.join("empty"),
+        gateway,
     };
     let bundle = oci::bundle(&prepared, &opts)?;
     export::check_gaps(&bundle.gaps, allow_weaker)?;

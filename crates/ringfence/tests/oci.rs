@@ -156,3 +156,133 @@ fn bundle_runs_under_runc() {
 fn bundle_runs_under_runsc() {
     run_under("runsc");
 }
+
+/// `ringfence proxy` on loopback with `settings`; its address.
+fn gateway(dir: &TestDir, settings: &str) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = rf_in(dir)
+        .args(["proxy", "-s", settings, "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap() > 0 {
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap().to_string();
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut err, &mut std::io::sink());
+            });
+            return (child, addr);
+        }
+    }
+    let _ = child.wait();
+    panic!("the gateway stopped: {line}");
+}
+
+/// With `--gateway`, the bundle's only way out is the gateway: an allowed host is reached
+/// through the proxy variables, a host the gateway's policy does not allow is refused, a direct
+/// connection finds nothing, the relay the hook leaves behind ends with the container, and a
+/// bundle whose gateway does not answer does not start.
+#[test]
+fn bundle_reaches_only_the_gateway_under_runc() {
+    let Some(busybox) = find_in_path("busybox") else {
+        skip("oci: busybox is not installed (Debian package busybox-static)");
+        return;
+    };
+    let Some(rt) = find_in_path("runc") else {
+        skip("oci: runc is not installed (Debian package runc)");
+        return;
+    };
+    if !is_root() {
+        not_here("oci: runc needs a mapping for the container's root, which an unprivileged user cannot give; the hook enters the container's network namespace as root");
+        return;
+    }
+    let allowed = http_upstream(|_, path| format!("upstream saw {path}\n"));
+    let other = http_upstream(|_, path| format!("upstream saw {path}\n"));
+    let (dir, settings) = with_settings("oci-gateway", "{}");
+    let gw_settings = dir.settings(&format!(
+        r#"{{"network": {{"allowedDomains": ["127.0.0.1:{allowed}"]}}}}"#
+    ));
+    let (mut gw, addr) = gateway(&dir, &gw_settings);
+    dir.mkdir("rootfs/bin");
+    std::fs::copy(&busybox, dir.join("rootfs/bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "wget", "echo"] {
+        std::os::unix::fs::symlink("busybox", dir.join(format!("rootfs/bin/{applet}"))).unwrap();
+    }
+    let script = format!(
+        "wget -q -O - http://127.0.0.1:{allowed}/through-gateway; echo allowed=$?; \
+         wget -q -O - http://127.0.0.1:{other}/other; echo other=$?; \
+         http_proxy= wget -q -O - http://127.0.0.1:{allowed}/direct; echo direct=$?"
+    );
+    let export = |gateway: &str| {
+        run(rf_in(&dir)
+            .args(["export", "oci", "--allow-weaker", "--gateway", gateway])
+            .arg("--rootfs")
+            .arg(dir.join("rootfs"))
+            .args(["-s", &settings])
+            .arg(dir.join("out"))
+            .args(["--", "/bin/sh", "-c", &script]))
+    };
+    let out = export(&addr);
+    assert!(out.status.success(), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("decided by the gateway at"),
+        "{}",
+        out.stdout
+    );
+    let bad = export("http://127.0.0.1:3128");
+    assert_eq!(bad.status.code(), Some(125), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("--gateway http://127.0.0.1:3128"),
+        "{}",
+        bad.stderr
+    );
+
+    let name = unique("rf-oci-gw");
+    let got = run(Command::new(&rt)
+        .args(["run", "--bundle"])
+        .arg(dir.join("out"))
+        .arg(&name));
+    assert!(got.status.success(), "runc: {}{}", got.stdout, got.stderr);
+    let o = &got.stdout;
+    assert!(
+        o.contains("upstream saw /through-gateway"),
+        "{o}{}",
+        got.stderr
+    );
+    assert!(o.contains("allowed=0"), "{o}");
+    assert!(
+        !o.contains("upstream saw /other") && !o.contains("other=0"),
+        "{o}"
+    );
+    assert!(got.stderr.contains("403"), "{}", got.stderr);
+    assert!(
+        !o.contains("upstream saw /direct") && !o.contains("direct=0"),
+        "{o}"
+    );
+    // The relay ended with the container.
+    let needle = format!("__oci-gateway --to {addr}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !host_process_with(&needle).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay outlived the container"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+
+    // Without its gateway the bundle does not start.
+    let _ = gw.kill();
+    let _ = gw.wait();
+    let name = unique("rf-oci-gw-down");
+    let got = run(Command::new(&rt)
+        .args(["run", "--bundle"])
+        .arg(dir.join("out"))
+        .arg(&name));
+    assert!(!got.status.success(), "{}{}", got.stdout, got.stderr);
+    assert!(!got.stdout.contains("allowed="), "{}", got.stdout);
+    assert!(got.stderr.contains("does not answer"), "{}", got.stderr);
+    let _ = Command::new(&rt).args(["delete", "-f", &name]).output();
+}

@@ -26,7 +26,22 @@ pub struct OciOptions {
     /// The bundle's empty file (`OUT/empty`, absolute), bound over hidden files: masked paths
     /// alone are not enough, gVisor's runsc ignores them for files.
     pub empty_file: PathBuf,
+    /// A `ringfence proxy` gateway to carry the bundle's egress to, through a createRuntime
+    /// hook that listens on the proxy ports inside the bundle's network namespace.
+    pub gateway: Option<GatewayPath>,
 }
+
+/// The bundle's path to a gateway.
+#[derive(Clone, Debug)]
+pub struct GatewayPath {
+    /// The gateway's address (HOST:PORT), as the host reaches it.
+    pub to: String,
+    /// The ringfence binary the runtime runs as the hook (absolute).
+    pub hook: PathBuf,
+}
+
+/// The hidden subcommand the hook runs.
+pub const GATEWAY_HOOK: &str = "__oci-gateway";
 
 pub struct Bundle {
     pub config: Value,
@@ -187,10 +202,22 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
     gaps.extend(plan_gaps);
 
     gaps.extend(super::policy_gaps(prepared));
-    gaps.push(Gap::note(
-        "network (allowedDomains, deniedDomains, ask, TLS termination, credentials)",
-        "the bundle has a network namespace of its own with no device but loopback: no egress at all, and no path to a gateway is built in (a unix socket bound in would not help: the seccomp profile refuses socket(AF_UNIX)). For egress, attach the namespace to a network whose only route is a `ringfence proxy` gateway (e.g. a CNI or OCI hook of your own) and add HTTPS_PROXY/HTTP_PROXY to process.env; the gateway then enforces the domain policy and logs the decisions",
-    ));
+    match &opts.gateway {
+        None => gaps.push(Gap::note(
+            "network (allowedDomains, deniedDomains, ask, TLS termination, credentials)",
+            "the bundle has a network namespace of its own with no device but loopback: no egress at all (a unix socket bound in would not help: the seccomp profile refuses socket(AF_UNIX)). Give it a path to a `ringfence proxy` gateway with `--gateway HOST:PORT`, or attach the namespace to a network whose only route is one; the gateway enforces the domain policy and logs the decisions",
+        )),
+        Some(g) => gaps.push(Gap::note(
+            "network (allowedDomains, deniedDomains, ask, TLS termination, credentials)",
+            format!(
+                "decided by the gateway at {} (its own policy and log), the bundle's only way out: its network namespace has no device but loopback, where a createRuntime hook ({} {GATEWAY_HOOK}) listens on 127.0.0.1:{} and :{} and carries each connection to the gateway; the proxy variables point there. runc and crun run the hook; gVisor's runsc does not reach it (its network stack is its own)",
+                g.to,
+                g.hook.display(),
+                crate::netenv::HTTP_PORT,
+                crate::netenv::SOCKS_PORT,
+            ),
+        )),
+    }
     gaps.push(Gap::note(
         "the seccomp filter under gVisor",
         "runsc applies the bundle's seccomp profile only with `runsc --oci-seccomp`",
@@ -203,7 +230,7 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
     }
     gaps.push(Gap::note(
         "environment",
-        "only PATH, HOME, TERM and RINGFENCE_SANDBOX=1 are set (stricter than env.passthrough)",
+        "only PATH, HOME, TERM and RINGFENCE_SANDBOX=1 are set, and with --gateway the proxy variables (stricter than env.passthrough)",
     ));
 
     let filter = super::filter_options(policy);
@@ -260,6 +287,34 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
         .map(|g| format!("{}: {}", g.feature, g.instead))
         .collect();
     let empty: Vec<&str> = Vec::new();
+    let mut env: Vec<String> = vec![
+        "PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin".into(),
+        format!("HOME={home}"),
+        "TERM=xterm".into(),
+        "RINGFENCE_SANDBOX=1".into(),
+    ];
+    let mut hooks = json!({});
+    let mut egress = "no network device and no path to a gateway: attach the namespace to a network whose only route is `ringfence proxy`".to_string();
+    if let Some(g) = &opts.gateway {
+        // As in a run, less ssh's ProxyCommand: `ringfence connect` is not in the bundle.
+        env.extend(
+            crate::netenv::proxy_env(&g.hook, None, None)
+                .into_iter()
+                .filter(|(k, _)| k != "GIT_SSH_COMMAND")
+                .map(|(k, v)| format!("{k}={v}")),
+        );
+        hooks = json!({"createRuntime": [{
+            "path": g.hook,
+            "args": ["ringfence", GATEWAY_HOOK, "--to", g.to],
+            "timeout": 10,
+        }]});
+        egress = format!(
+            "only through the gateway at {}: loopback's ports {} and {} are carried there by the createRuntime hook",
+            g.to,
+            crate::netenv::HTTP_PORT,
+            crate::netenv::SOCKS_PORT
+        );
+    }
     let config = json!({
         "ociVersion": "1.0.2",
         "root": {"path": rootfs, "readonly": true},
@@ -268,12 +323,7 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
             "terminal": false,
             "user": {"uid": in_uid, "gid": in_gid},
             "args": args,
-            "env": [
-                "PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin",
-                format!("HOME={home}"),
-                "TERM=xterm",
-                "RINGFENCE_SANDBOX=1",
-            ],
+            "env": env,
             "cwd": cwd,
             "capabilities": {
                 "bounding": empty, "effective": empty, "inheritable": empty,
@@ -283,6 +333,7 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
             "rlimits": rlimits,
         },
         "mounts": all_mounts,
+        "hooks": hooks,
         "linux": {
             "namespaces": [
                 {"type": "user"}, {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
@@ -299,7 +350,7 @@ pub fn bundle(prepared: &Prepared, opts: &OciOptions) -> Result<Bundle> {
             "seccomp": seccomp,
         },
         "annotations": {
-            "org.ringfence.egress": "no network device and no path to a gateway: attach the namespace to a network whose only route is `ringfence proxy`",
+            "org.ringfence.egress": egress,
             "org.ringfence.not-enforced": not_enforced.join("\n"),
         },
     });
