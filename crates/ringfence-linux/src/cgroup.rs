@@ -122,7 +122,7 @@ pub fn own_memory_limit() -> Option<u64> {
     let mounts = probe::cgroups();
     let mut lowest: Option<u64> = None;
     let mut take = |v: u64| lowest = Some(lowest.map_or(v, |l| l.min(v)));
-    for m in &mounts {
+    for m in mounts {
         let Some(dir) = own_dir(m, &text) else {
             continue;
         };
@@ -239,10 +239,8 @@ fn sweep_dir(parent: &Path) -> usize {
     };
     let mut removed = 0;
     for e in rd.flatten() {
-        let p = e.path();
-        if !p.is_dir() {
-            continue;
-        }
+        // Run groups are named `<pid>-<run>`; the parent's control files (a v1 parent has a
+        // few dozen) are passed over by name, without a stat each.
         let name = e.file_name();
         let Some(pid) = name
             .to_str()
@@ -251,6 +249,10 @@ fn sweep_dir(parent: &Path) -> usize {
         else {
             continue;
         };
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let p = e.path();
         // SAFETY: kill with signal 0 only checks that the process exists.
         if unsafe { libc::kill(pid, 0) } == 0 {
             continue;

@@ -133,7 +133,16 @@ pub struct CgroupMount {
     pub writable: bool,
 }
 
-pub fn cgroups() -> Vec<CgroupMount> {
+/// The cgroup mounts of this process's mount namespace, read once per process: a run asks
+/// several times (detection, the caller's memory limit, the freezer, the sweep), and what
+/// is mounted at the cgroup mount points does not change under a supervisor. A group
+/// directory that went away since fails when it is used, and the run stops there.
+pub fn cgroups() -> &'static [CgroupMount] {
+    static MOUNTS: std::sync::OnceLock<Vec<CgroupMount>> = std::sync::OnceLock::new();
+    MOUNTS.get_or_init(read_cgroups)
+}
+
+fn read_cgroups() -> Vec<CgroupMount> {
     let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };

@@ -3,6 +3,7 @@
 //! the mount plan, the seccomp filter, the limits and the environment. `run` and `explain` share
 //! this, so what `explain` prints is what `run` does.
 
+use std::collections::HashMap;
 use std::ffi::{CString, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -185,19 +186,61 @@ impl ProtectedLists {
     }
 }
 
-/// The real path of `p` when it exists (mounts act on real paths); for a name that does not
-/// exist yet, that name in the real path of its parent; else `p` itself.
-fn real(p: &Path) -> PathBuf {
-    if let Ok(r) = std::fs::canonicalize(p) {
-        return r;
-    }
-    match (p.parent(), p.file_name()) {
-        (Some(parent), Some(name)) if p.symlink_metadata().is_err() => {
-            std::fs::canonicalize(parent)
-                .map(|r| r.join(name))
-                .unwrap_or_else(|_| p.to_path_buf())
+/// Paths resolved for one `prepare`: real paths and the kind of entry at each, each directory
+/// resolved once. A policy names dozens of paths in the same few directories (the default
+/// credential stores are mostly in the home directory, mostly absent), and each lookup is a
+/// system call per component.
+#[derive(Default)]
+struct Resolver {
+    dirs: std::cell::RefCell<HashMap<PathBuf, Option<PathBuf>>>,
+    kinds: std::cell::RefCell<HashMap<PathBuf, Option<Kind>>>,
+}
+
+impl Resolver {
+    /// The real path of `p` when it exists (mounts act on real paths); for a name that does
+    /// not exist yet, that name in the real path of its parent; else `p` itself.
+    fn real(&self, p: &Path) -> PathBuf {
+        if p.symlink_metadata().is_ok() {
+            return std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         }
-        _ => p.to_path_buf(),
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return p.to_path_buf();
+        };
+        match self.dir(parent) {
+            Some(r) => {
+                let out = r.join(name);
+                // Absent beside `p`, so absent there too.
+                self.kinds.borrow_mut().insert(out.clone(), None);
+                out
+            }
+            None => p.to_path_buf(),
+        }
+    }
+
+    fn dir(&self, d: &Path) -> Option<PathBuf> {
+        if let Some(r) = self.dirs.borrow().get(d) {
+            return r.clone();
+        }
+        let r = std::fs::canonicalize(d).ok();
+        self.dirs.borrow_mut().insert(d.to_path_buf(), r.clone());
+        r
+    }
+
+    fn kind(&self, p: &Path) -> Option<Kind> {
+        if let Some(k) = self.kinds.borrow().get(p) {
+            return *k;
+        }
+        let k = kind(p);
+        self.kinds.borrow_mut().insert(p.to_path_buf(), k);
+        k
+    }
+
+    /// Forgets what was found at or beneath `dir` (and what leads there): directories were
+    /// created there since.
+    fn forget(&self, dir: &Path) {
+        let stale = |p: &Path| p.starts_with(dir) || dir.starts_with(p);
+        self.dirs.borrow_mut().retain(|p, _| !stale(p));
+        self.kinds.borrow_mut().retain(|p, _| !stale(p));
     }
 }
 
@@ -220,6 +263,7 @@ fn kind(p: &Path) -> Option<Kind> {
 fn unix_socket_rules(
     policy: &ringfence_policy::Policy,
     plan: &MountPlan,
+    r: &Resolver,
 ) -> Option<UnixSocketRules> {
     if policy.allow_all_unix_sockets || policy.allow_unix_sockets.is_empty() {
         return None;
@@ -227,7 +271,7 @@ fn unix_socket_rules(
     let private_tmp = plan.steps.iter().any(|s| matches!(s, Step::Tmp { .. }));
     let mut allowed = Vec::new();
     for rule in &policy.allow_unix_sockets {
-        let path = real(&rule.path);
+        let path = r.real(&rule.path);
         if private_tmp && path.starts_with("/tmp") {
             eprintln!(
                 "ringfence: note: network.allowUnixSockets: {} (from \"{}\") is not visible in the sandbox, whose /tmp is private; put the socket elsewhere (ssh-agent -a PATH) or allowWrite /tmp",
@@ -261,6 +305,7 @@ fn unix_socket_rules(
 }
 
 pub fn prepare(src: &Sources) -> Result<Prepared> {
+    let resolver = Resolver::default();
     let (policy, cwd) = load_policy(src)?;
     if policy.allow_all_unix_sockets && ringfence_linux::sys::getuid() == 0 {
         bail!(
@@ -278,7 +323,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         );
     }
     let paths = |rules: &[ringfence_policy::PathRule]| -> Vec<PathBuf> {
-        rules.iter().map(|r| real(&r.path)).collect()
+        rules.iter().map(|r| resolver.real(&r.path)).collect()
     };
     let mut allow_write = paths(&policy.allow_write);
     let home = home()?;
@@ -336,7 +381,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     let mut not_yet: Vec<PathBuf> = found.missing;
     // ringfence's and srt's own settings files are protected wherever they are.
     // ... and so is every settings file this run loaded (`-s FILE` may live in the project).
-    let loaded: Vec<PathBuf> = policy.files.iter().map(|(_, f)| real(f)).collect();
+    let loaded: Vec<PathBuf> = policy.files.iter().map(|(_, f)| resolver.real(f)).collect();
     for p in [
         home.join(".config/ringfence"),
         home.join(".srt-settings.json"),
@@ -378,12 +423,15 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     if let Some(t) = &tls {
         deny_read.retain(|d| !t.unmasked.contains(d));
     }
-    deny_read.extend(tls.iter().flat_map(|t| t.hidden.iter().map(|p| real(p))));
+    deny_read.extend(
+        tls.iter()
+            .flat_map(|t| t.hidden.iter().map(|p| resolver.real(p))),
+    );
     // The credential stores hidden by default; those that do not exist are skipped by the plan.
     deny_read.extend(paths(&policy.default_deny_read));
     let state = crate::runs::state_dir()?;
     if state.exists() {
-        deny_read.push(real(&state));
+        deny_read.push(resolver.real(&state));
     }
     // The sandbox's own package caches: writable, outside the protected-name scan and the
     // creation guard (the host never reads them).
@@ -404,20 +452,25 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
                 cache_root.display()
             )
         })?;
-        allow_write.push(real(&cache_root));
+        resolver.forget(&cache_root);
+        if let Ok(r) = std::fs::canonicalize(&cache_root) {
+            resolver.forget(&r);
+        }
+        allow_write.push(resolver.real(&cache_root));
     }
     let input = PlanInput {
         deny_read,
         allow_read: paths(&policy.allow_read)
             .into_iter()
-            .chain(tls.iter().map(|t| real(&t.bundle)))
+            .chain(tls.iter().map(|t| resolver.real(&t.bundle)))
             .collect(),
         allow_write,
         deny_write: paths(&policy.deny_write),
         protected: protected.clone(),
         tmp_size: policy.limits.tmp_size,
     };
-    let mut plan = plan::build(&input, &kind).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut plan =
+        plan::build(&input, &|p| resolver.kind(p)).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(t) = &tls {
         plan.mask_files(&t.masked_files);
     }
@@ -455,7 +508,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
         .collect();
     // The caches are used only if the plan really makes them writable (a denyRead above them
     // hides them).
-    let caches_root = real(&cache_root);
+    let caches_root = resolver.real(&cache_root);
     let caches_bound = writable_roots.iter().any(|r| caches_root.starts_with(r));
     let caches = if caches_bound {
         if let Some(c) = caches.dirs.iter().find(|d| d.ends_with("cargo")) {
@@ -488,10 +541,9 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
                 _ => None,
             })
             .filter(|p| {
-                !policy
-                    .credential_files
-                    .iter()
-                    .any(|c| p.starts_with(c) || c.starts_with(p) || real(c).starts_with(p))
+                !policy.credential_files.iter().any(|c| {
+                    p.starts_with(c) || c.starts_with(p) || resolver.real(c).starts_with(p)
+                })
             })
             .collect()
     } else {
@@ -518,7 +570,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             hidden,
         });
 
-    let unix_sockets = unix_socket_rules(&policy, &plan);
+    let unix_sockets = unix_socket_rules(&policy, &plan, &resolver);
     let seccomp = seccomp::build(&seccomp::FilterOptions {
         allow_unix_sockets: policy.allow_all_unix_sockets || unix_sockets.is_some(),
         guard_pid1: true,
@@ -743,4 +795,37 @@ fn cache_key(root: &Path, names: &[&str], nested: &[(&str, &str)], git: &[&str])
         feed(n.as_bytes());
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn the_resolver_follows_symlinked_parents_and_forgets_what_was_created() {
+        let base = std::env::temp_dir().join(format!("rf-resolver-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("real")).unwrap();
+        std::fs::write(base.join("real/file"), b"x").unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
+        let base = std::fs::canonicalize(&base).unwrap();
+        let r = Resolver::default();
+        // An existing file through a symlinked directory, and an absent one beside it.
+        assert_eq!(r.real(&base.join("link/file")), base.join("real/file"));
+        assert_eq!(r.real(&base.join("link/absent")), base.join("real/absent"));
+        assert_eq!(r.kind(&base.join("real/absent")), None);
+        assert_eq!(r.kind(&base.join("real/file")), Some(Kind::File));
+        // Beneath a directory that does not exist: the path as given.
+        assert_eq!(r.real(&base.join("no/such")), base.join("no/such"));
+        // Created since: found once forgotten.
+        std::fs::create_dir_all(base.join("real/absent")).unwrap();
+        std::fs::create_dir_all(base.join("no")).unwrap();
+        r.forget(&base.join("real/absent"));
+        r.forget(&base.join("no"));
+        assert_eq!(r.kind(&base.join("real/absent")), Some(Kind::Dir));
+        assert_eq!(r.real(&base.join("no/such")), base.join("no/such"));
+        assert_eq!(r.dir(&base.join("no")), Some(base.join("no")));
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }

@@ -75,7 +75,7 @@ pub fn main() -> Result<()> {
     if cg.is_empty() {
         line(false, "cgroups", "none mounted");
     }
-    for m in &cg {
+    for m in cg {
         let ctl = if m.controllers.is_empty() {
             "no controllers".to_string()
         } else {
