@@ -43,15 +43,23 @@ fn runtime_command(runtime: &str, rt: &std::path::Path) -> Command {
     Command::new(rt)
 }
 
-fn run_under(runtime: &str) {
+/// busybox and the runtime's binary, or a skip naming the package that is missing.
+fn tools(runtime: &str) -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let Some(busybox) = find_in_path("busybox") else {
         skip("oci: busybox is not installed (Debian package busybox-static)");
-        return;
+        return None;
     };
     let Some(rt) = find_in_path(runtime) else {
         skip(&format!(
             "oci: {runtime} is not installed (Debian package {runtime})"
         ));
+        return None;
+    };
+    Some((busybox, rt))
+}
+
+fn run_under(runtime: &str) {
+    let Some((busybox, rt)) = tools(runtime) else {
         return;
     };
     if runtime == "runc" && !is_root() {
@@ -212,14 +220,7 @@ fn gateway(dir: &TestDir, settings: &str) -> (std::process::Child, String) {
 /// connection finds nothing, the relay the hook leaves behind ends with the container, and a
 /// bundle whose gateway does not answer does not start.
 fn gateway_under(runtime: &str) {
-    let Some(busybox) = find_in_path("busybox") else {
-        skip("oci: busybox is not installed (Debian package busybox-static)");
-        return;
-    };
-    let Some(rt) = find_in_path(runtime) else {
-        skip(&format!(
-            "oci: {runtime} is not installed (Debian package {runtime})"
-        ));
+    let Some((busybox, rt)) = tools(runtime) else {
         return;
     };
     if !is_root() {
