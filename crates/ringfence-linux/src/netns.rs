@@ -2,7 +2,6 @@
 //! outside (the OCI gateway hook): a pidfd, a thread that enters the namespace, descriptors
 //! handed to a child at fixed numbers, and a wait for readable descriptors.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Child, Command};
@@ -18,14 +17,19 @@ pub fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// Runs `f` on a thread of its own that has entered the network namespace `ns` (setns of a
-/// network namespace moves only the calling thread), and returns what it returns. Sockets it
-/// makes belong to that namespace.
-pub fn in_netns<T: Send>(ns: &File, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+/// Runs `f` on a thread of its own that has entered the network namespace `ns` (a namespace
+/// descriptor, or a pidfd for that process's; setns of a network namespace moves only the
+/// calling thread), and returns what it returns. Sockets it makes belong to that namespace.
+pub fn in_netns<T: Send>(
+    ns: &impl AsRawFd,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    let ns = ns.as_raw_fd();
     std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: setns on a namespace descriptor the caller holds open.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            // SAFETY: setns on a namespace or pidfd descriptor the caller holds open for the
+            // whole call (it borrows it).
+            if unsafe { libc::setns(ns, libc::CLONE_NEWNET) } != 0 {
                 return Err(io::Error::last_os_error());
             }
             f()
@@ -55,8 +59,8 @@ pub fn spawn_with_fds(cmd: &mut Command, fds: &[RawFd]) -> io::Result<Child> {
         .unwrap_or(0)
         .max(2 + count as libc::c_int)
         + 1;
-    // SAFETY: the closure calls only async-signal-safe functions (fcntl, dup2, close, setsid)
-    // and allocates nothing.
+    // SAFETY: the closure calls only async-signal-safe functions (fcntl, dup2, close,
+    // close_range, setsid) and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
             let mut high = [-1 as libc::c_int; MAX];
@@ -72,6 +76,13 @@ pub fn spawn_with_fds(cmd: &mut Command, fds: &[RawFd]) -> io::Result<Child> {
                 }
                 libc::close(h);
             }
+            // Nothing else the caller held open goes with it.
+            libc::syscall(
+                libc::SYS_close_range,
+                3 + count as libc::c_uint,
+                libc::c_uint::MAX,
+                0,
+            );
             libc::setsid();
             Ok(())
         });
@@ -89,6 +100,30 @@ pub fn take_inherited(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: the descriptor is open, and by this function's contract the caller was handed
     // it and nothing else in this process owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// As root, becomes nobody (uid and gid 65534, no supplementary groups) with no_new_privs,
+/// for a helper that needs no privilege once it holds its descriptors; otherwise changes
+/// nothing.
+pub fn become_nobody() -> io::Result<()> {
+    // SAFETY: getuid has no arguments.
+    if unsafe { libc::getuid() } != 0 {
+        return Ok(());
+    }
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: setgroups with an empty list; setresgid and setresuid with integers.
+    unsafe {
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setresgid(65534, 65534, 65534))?;
+        check(libc::setresuid(65534, 65534, 65534))?;
+    }
+    crate::sys::set_no_new_privs()
 }
 
 /// Waits until at least one of `fds` is readable (or has hung up); returns which are.
@@ -118,6 +153,7 @@ pub fn wait_readable(fds: &[BorrowedFd<'_>]) -> io::Result<Vec<bool>> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+    use std::fs::File;
     use std::os::fd::AsFd;
 
     #[test]

@@ -320,6 +320,23 @@ async fn respond_with<W: AsyncWrite + Unpin>(
     let _ = w.shutdown().await;
 }
 
+/// After a refusal on a connection that may still carry a body the client is sending: reads
+/// and drops what comes for a while, so that closing with unread input does not reset the
+/// connection before the client has read the answer.
+async fn linger<R: AsyncRead + Unpin>(r: &mut R) {
+    let drain = async {
+        let mut buf = vec![0u8; BUF];
+        let mut total = 0usize;
+        while total < 8 << 20 {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+}
+
 /// An upstream connection kept between requests of one client connection.
 struct Upstream {
     key: (Host, u16, Route),
@@ -454,8 +471,8 @@ pub(crate) async fn serve(
             Ok(false) => return,
             Err(e) => {
                 let blocked = e.status == 403 || e.status == 405;
-                return respond_with(&mut cw, e.status, e.phrase.as_deref(), &e.message, blocked)
-                    .await;
+                respond_with(&mut cw, e.status, e.phrase.as_deref(), &e.message, blocked).await;
+                return linger(&mut cr).await;
             }
         }
     }
@@ -749,8 +766,11 @@ fn leak_reason(name: &str, host: &Host, port: u16, place: &str) -> String {
 
 /// Whether the client waits for `100 Continue` before it sends the body.
 fn expects_continue(head: &Head) -> bool {
-    head.all("expect")
-        .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
+    // An HTTP/1.0 client's expectation is ignored (RFC 9110 10.1.1): it gets no 1xx.
+    head.minor >= 1
+        && head
+            .all("expect")
+            .any(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The parts of an absolute-form `http://` target.
@@ -828,7 +848,10 @@ fn forwarded_fields(head: &Head) -> Vec<(&str, &[u8])> {
         .iter()
         .filter(|(n, _)| {
             let n = n.to_ascii_lowercase();
-            !HOP_BY_HOP.contains(&n.as_str()) && !named.contains(&n)
+            // The fields the message is framed and routed by stay, whatever Connection names:
+            // the proxy relays the body by them, and the next hop must read it the same way.
+            let kept = matches!(n.as_str(), "content-length" | "transfer-encoding" | "host");
+            !HOP_BY_HOP.contains(&n.as_str()) && (kept || !named.contains(&n))
         })
         .map(|(n, v)| (n.as_str(), v.as_slice()))
         .collect()
@@ -1097,7 +1120,7 @@ async fn forward(
             );
             Err(reject(502, e))
         }
-        Err(RelayError::Leak(name)) => {
+        Err(RelayError::Leak(name, sent)) => {
             // The upstream has the head and part of the body: it is dropped unfinished.
             *upstream = None;
             let reason = leak_reason(&name, &allowed.host, port, "the body");
@@ -1111,7 +1134,7 @@ async fn forward(
                 allowed.asked,
                 addr,
                 None,
-                (0, 0),
+                (sent, 0),
             );
             Err(reject(403, reason))
         }
@@ -1140,8 +1163,8 @@ enum RelayError {
     /// Part of the response went out: the connection is closed.
     Midway(String),
     /// The body carried this masked credential's placeholder: the request was stopped before
-    /// it left, and nothing of a response was sent.
-    Leak(String),
+    /// it left (after this many body bytes), and nothing of a response was sent.
+    Leak(String, u64),
 }
 
 /// The request body, as [`relay`] is to send it.
@@ -1188,7 +1211,7 @@ async fn relay(
             match copy_watched(cr, &mut up.w, framing, scan, limits).await {
                 Ok(n) => n,
                 Err(Watched::Io(e)) => return Err(request_body(e)),
-                Err(Watched::Leak(name)) => return Err(RelayError::Leak(name)),
+                Err(Watched::Leak(name, sent)) => return Err(RelayError::Leak(name, sent)),
             }
         }
     };
@@ -1391,8 +1414,9 @@ fn chunk_size(line: &[u8]) -> std::io::Result<u64> {
 
 enum Watched {
     Io(std::io::Error),
-    /// The placeholder of this masked credential was about to be sent.
-    Leak(String),
+    /// The placeholder of this masked credential was about to be sent; the body bytes sent
+    /// before it.
+    Leak(String, u64),
 }
 
 impl From<std::io::Error> for Watched {
@@ -1421,6 +1445,7 @@ where
     let keep = scan.keep();
     let mut carry: Vec<u8> = Vec::with_capacity(BUF + keep);
     let mut total = 0u64;
+    let mut sent = 0u64;
     // Sends what of `carry` cannot be the start of a placeholder (all of it when `last`).
     async fn let_through<W: AsyncWrite + Unpin>(
         w: &mut W,
@@ -1428,14 +1453,14 @@ where
         keep: usize,
         last: bool,
         chunked: bool,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<u64> {
         let cut = if last {
             carry.len()
         } else {
             carry.len().saturating_sub(keep)
         };
         if cut == 0 {
-            return Ok(());
+            return Ok(0);
         }
         if chunked {
             w.write_all(format!("{cut:x}\r\n").as_bytes()).await?;
@@ -1445,7 +1470,7 @@ where
             w.write_all(&carry[..cut]).await?;
         }
         carry.drain(..cut);
-        Ok(())
+        Ok(cut as u64)
     }
     let mut line = Vec::with_capacity(64);
     loop {
@@ -1474,9 +1499,9 @@ where
             left -= n as u64;
             total += n as u64;
             if let Some(name) = scan.leak_in(&carry) {
-                return Err(Watched::Leak(name.to_string()));
+                return Err(Watched::Leak(name.to_string(), sent));
             }
-            let_through(w, &mut carry, keep, false, chunked).await?;
+            sent += let_through(w, &mut carry, keep, false, chunked).await?;
         }
         if chunked && !last_part {
             let mut crlf = [0u8; 2];
@@ -1490,7 +1515,7 @@ where
             continue;
         }
         // The end: what was held back goes, then (chunked) the last chunk and the trailers.
-        let_through(w, &mut carry, keep, true, chunked).await?;
+        sent += let_through(w, &mut carry, keep, true, chunked).await?;
         if chunked {
             w.write_all(b"0\r\n").await?;
             let mut trailer_bytes = 0;
@@ -1505,7 +1530,7 @@ where
                     )));
                 }
                 if let Some(name) = scan.leak_in(&line) {
-                    return Err(Watched::Leak(name.to_string()));
+                    return Err(Watched::Leak(name.to_string(), sent));
                 }
                 w.write_all(&line).await?;
                 if line == b"\r\n" {
@@ -1579,7 +1604,7 @@ mod tests {
             b.len()
         );
         let (res, out) = watched(&secrets, chunked.as_bytes(), Framing::Chunked).await;
-        assert!(matches!(res, Err(Watched::Leak(ref n)) if n == "TOKEN"));
+        assert!(matches!(res, Err(Watched::Leak(ref n, _)) if n == "TOKEN"));
         assert!(!String::from_utf8_lossy(&out).contains(&ph[..4]), "{out:?}");
         // At the very end of a body of a length.
         let body = format!("{}{ph}", "a".repeat(100));
@@ -1589,12 +1614,12 @@ mod tests {
             Framing::Length(body.len() as u64),
         )
         .await;
-        assert!(matches!(res, Err(Watched::Leak(_))));
+        assert!(matches!(res, Err(Watched::Leak(..))));
         assert!(out.len() < 100 && out.iter().all(|&c| c == b'a'), "{out:?}");
         // In a trailer field.
         let trailer = format!("3\r\nabc\r\n0\r\nX-T: {ph}\r\n\r\n");
         let (res, _) = watched(&secrets, trailer.as_bytes(), Framing::Chunked).await;
-        assert!(matches!(res, Err(Watched::Leak(_))));
+        assert!(matches!(res, Err(Watched::Leak(..))));
     }
 
     #[tokio::test]
@@ -1714,5 +1739,34 @@ mod tests {
         assert_eq!(client_identity(&h).as_deref(), Some("agent-7"));
         let names: Vec<&str> = forwarded_fields(&h).iter().map(|(n, _)| *n).collect();
         assert_eq!(names, ["X-Keep"]);
+        // Connection cannot take away what the body is framed or routed by (else the next
+        // hop would read the body as another request).
+        let h = head(
+            "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nConnection: content-length, host, x-drop\r\nX-Drop: 1\r\n\r\n",
+        )
+        .ok()
+        .unwrap();
+        let names: Vec<&str> = forwarded_fields(&h).iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["Host", "Content-Length"]);
+        let h = head(
+            "POST http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: transfer-encoding\r\n\r\n",
+        )
+        .ok()
+        .unwrap();
+        let names: Vec<&str> = forwarded_fields(&h).iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["Host", "Transfer-Encoding"]);
+    }
+
+    #[test]
+    fn only_http_1_1_clients_get_100_continue() {
+        let h = |v: u8| {
+            head(&format!(
+                "POST http://a/ HTTP/1.{v}\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+            ))
+            .ok()
+            .unwrap()
+        };
+        assert!(expects_continue(&h(1)));
+        assert!(!expects_continue(&h(0)));
     }
 }

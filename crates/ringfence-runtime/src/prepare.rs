@@ -235,11 +235,16 @@ impl Resolver {
         k
     }
 
-    /// Forgets what was found at or beneath `dir` (and what leads there): directories were
-    /// created there since.
+    /// Forgets every directory resolved, and the kinds found at or beneath `dir` (its real
+    /// path too) and on the way there: entries were created there since.
     fn forget(&self, dir: &Path) {
-        let stale = |p: &Path| p.starts_with(dir) || dir.starts_with(p);
-        self.dirs.borrow_mut().retain(|p, _| !stale(p));
+        self.dirs.borrow_mut().clear();
+        let real = std::fs::canonicalize(dir).ok();
+        let stale = |p: &Path| {
+            std::iter::once(dir)
+                .chain(real.as_deref())
+                .any(|d| p.starts_with(d) || d.starts_with(p))
+        };
         self.kinds.borrow_mut().retain(|p, _| !stale(p));
     }
 }
@@ -415,6 +420,8 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
     protected.dedup();
 
     let tls = crate::tlsrun::setup(&policy)?;
+    // It may have made the CA and the trust bundle in the state directory.
+    resolver.forget(&crate::runs::state_dir()?);
     // The state directory (run records, activity logs, scan cache, the TLS CA) is not
     // readable inside; the trust bundle in it is (below).
     let mut deny_read = paths(&policy.deny_read);
@@ -453,9 +460,6 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             )
         })?;
         resolver.forget(&cache_root);
-        if let Ok(r) = std::fs::canonicalize(&cache_root) {
-            resolver.forget(&r);
-        }
         allow_write.push(resolver.real(&cache_root));
     }
     let input = PlanInput {

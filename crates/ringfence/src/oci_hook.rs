@@ -60,15 +60,16 @@ fn hook(to: &str) -> Result<i32> {
         .and_then(|p| i32::try_from(p).ok())
         .filter(|p| *p > 0)
         .context("the container's state on stdin has no pid")?;
-    // The gateway must answer now: a bundle whose only way out is closed does not start.
+    // The process held at once: its namespace is entered through the pidfd, never by a pid
+    // that could have been reused meanwhile.
+    let pidfd = netns::pidfd_open(pid)
+        .with_context(|| format!("pidfd_open of the container's process {pid}"))?;
+    // The gateway must answer now: a bundle whose only way out is closed does not start. The
+    // relay is given the address checked here.
     let gateway = resolve(to)?;
     TcpStream::connect_timeout(&gateway, Duration::from_secs(5))
         .with_context(|| format!("the gateway {to} ({gateway}) does not answer"))?;
-    let pidfd = netns::pidfd_open(pid)
-        .with_context(|| format!("pidfd_open of the container's process {pid}"))?;
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))
-        .with_context(|| format!("opening the network namespace of process {pid}"))?;
-    let (http, socks) = netns::in_netns(&ns, || {
+    let (http, socks) = netns::in_netns(&pidfd, || {
         ringfence_linux::mounts::loopback_up().map_err(std::io::Error::other)?;
         Ok((
             TcpListener::bind(("127.0.0.1", HTTP_PORT))?,
@@ -83,11 +84,16 @@ fn hook(to: &str) -> Result<i32> {
     })?;
     let exe = std::env::current_exe().context("finding ringfence's own binary")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args([ringfence_runtime::export::oci::GATEWAY_HOOK, "--to", to])
-        .env(RELAY, "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+    let checked = gateway.to_string();
+    cmd.args([
+        ringfence_runtime::export::oci::GATEWAY_HOOK,
+        "--to",
+        &checked,
+    ])
+    .env(RELAY, "1")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
     netns::spawn_with_fds(
         &mut cmd,
         &[http.as_raw_fd(), socks.as_raw_fd(), pidfd.as_raw_fd()],
@@ -103,14 +109,25 @@ fn resolve(to: &str) -> Result<SocketAddr> {
         .with_context(|| format!("the gateway {to} has no address"))
 }
 
+/// Connections the relay carries at once; one more waits in the listener's queue.
+const MAX_CONNECTIONS: usize = 256;
+
 /// The relay: accepts on the container's proxy ports and carries each connection to the
-/// gateway, until the container's process ends.
+/// gateway, until the container's process ends. It holds no privilege (as nobody, with
+/// no_new_privs), and at most [`MAX_CONNECTIONS`] connections at once.
 fn relay(to: &str) -> Result<i32> {
-    let gateway = resolve(to)?;
+    let gateway: SocketAddr = to
+        .parse()
+        .with_context(|| format!("the relay's gateway {to} is not an address"))?;
     let take = |fd| netns::take_inherited(fd).context("the relay's descriptors");
     let http = TcpListener::from(take(FD_HTTP)?);
     let socks = TcpListener::from(take(FD_SOCKS)?);
     let pidfd = take(FD_PIDFD)?;
+    netns::become_nobody().context("dropping privileges")?;
+    for l in [&http, &socks] {
+        l.set_nonblocking(true).context("the relay's listeners")?;
+    }
+    let active = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let ready = netns::wait_readable(&[http.as_fd(), socks.as_fd(), pidfd.as_fd()])
             .context("waiting for connections")?;
@@ -118,9 +135,32 @@ fn relay(to: &str) -> Result<i32> {
         if ready[2] {
             return Ok(0);
         }
+        if active.load(std::sync::atomic::Ordering::Acquire) >= MAX_CONNECTIONS {
+            // Full: the next connections wait in the queue until one ends.
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
         for (l, _) in [&http, &socks].into_iter().zip(&ready).filter(|(_, r)| **r) {
-            if let Ok((client, _)) = l.accept() {
-                std::thread::spawn(move || carry(client, gateway));
+            let client = match l.accept() {
+                Ok((c, _)) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => {
+                    // Out of descriptors or memory: wait rather than spin.
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            let _ = client.set_nonblocking(false);
+            active.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            let count = active.clone();
+            let spawned = std::thread::Builder::new().spawn(move || {
+                carry(client, gateway);
+                count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+            });
+            if spawned.is_err() {
+                // The connection was dropped with the closure.
+                active.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
     }
@@ -150,7 +190,9 @@ fn carry(client: TcpStream, gateway: SocketAddr) {
         }
         let _ = to.shutdown(Shutdown::Write);
     };
-    let back = std::thread::spawn(move || one_way(up2, client2));
+    let Ok(back) = std::thread::Builder::new().spawn(move || one_way(up2, client2)) else {
+        return;
+    };
     one_way(client, up);
     let _ = back.join();
 }
