@@ -14,7 +14,7 @@
 # Usage: bench/overhead.sh            (from any directory)
 # Environment: RUNS (rounds, default 5), GIT_FILES (default 30000), GIT_REPS (default 3),
 #   BUILD_FILES (default 100), EXECS (default 500), SRT_CLI (path to srt's dist/cli.js;
-#   otherwise installed with npm into a temporary dir), NO_SRT=1 to leave srt out,
+#   otherwise srt $SRT_PIN, default 0.0.83, installed with npm into a temporary dir), NO_SRT=1 to leave srt out,
 #   RINGFENCE_BIN (a built binary; otherwise target/release/ringfence is built).
 set -euo pipefail
 
@@ -72,9 +72,9 @@ export XDG_STATE_HOME="$WORK/state"
 SRT_OK=0
 if [ "${NO_SRT:-0}" != 1 ]; then
   if [ -z "${SRT_CLI:-}" ] && command -v npm >/dev/null && command -v node >/dev/null; then
-    echo "==> installing @anthropic-ai/sandbox-runtime with npm into $WORK/srt"
+    echo "==> installing @anthropic-ai/sandbox-runtime@${SRT_PIN:-0.0.83} with npm into $WORK/srt"
     if npm install --prefix "$WORK/srt" --no-audit --no-fund --loglevel=error \
-        @anthropic-ai/sandbox-runtime >/dev/null 2>"$WORK/npm.log"; then
+        "@anthropic-ai/sandbox-runtime@${SRT_PIN:-0.0.83}" >/dev/null 2>"$WORK/npm.log"; then
       SRT_CLI="$WORK/srt/node_modules/@anthropic-ai/sandbox-runtime/dist/cli.js"
     else
       echo "    npm install failed (srt left out):"; sed 's/^/    /' "$WORK/npm.log" | tail -5

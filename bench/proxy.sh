@@ -13,7 +13,7 @@
 #
 # Usage: bench/proxy.sh            (from any directory)
 # Environment: SIZE_MB (default 200), RUNS (default 5), RPS_SECONDS (default 5),
-#   CONNS (default 1000), SRT_CLI (path to srt's dist/cli.js; otherwise installed with npm
+#   CONNS (default 1000), SRT_CLI (path to srt's dist/cli.js; otherwise srt $SRT_PIN, default 0.0.83, installed with npm
 #   into a temporary dir), NO_SRT=1 to leave srt out.
 set -euo pipefail
 
@@ -72,9 +72,9 @@ RF_ADDR="$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$WORK/rf.err" | head -
 SRT=()
 if [ "${NO_SRT:-0}" != 1 ]; then
   if [ -z "${SRT_CLI:-}" ] && command -v npm >/dev/null && command -v node >/dev/null; then
-    echo "==> installing @anthropic-ai/sandbox-runtime with npm into $WORK/srt"
+    echo "==> installing @anthropic-ai/sandbox-runtime@${SRT_PIN:-0.0.83} with npm into $WORK/srt"
     if npm install --prefix "$WORK/srt" --no-audit --no-fund --loglevel=error \
-        @anthropic-ai/sandbox-runtime >/dev/null 2>"$WORK/npm.log"; then
+        "@anthropic-ai/sandbox-runtime@${SRT_PIN:-0.0.83}" >/dev/null 2>"$WORK/npm.log"; then
       SRT_CLI="$WORK/srt/node_modules/@anthropic-ai/sandbox-runtime/dist/cli.js"
     else
       echo "    npm install failed (srt left out):"; sed 's/^/    /' "$WORK/npm.log" | tail -5

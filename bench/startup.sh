@@ -9,7 +9,7 @@
 #
 # Usage: bench/startup.sh            (from any directory)
 # Environment: RUNS (default 30), TREE_RUNS (default 10), TREE_FILES (default 100000),
-#   SRT_CLI (path to srt's dist/cli.js; otherwise installed with npm into a temporary dir),
+#   SRT_CLI (path to srt's dist/cli.js; otherwise srt $SRT_PIN, default 0.0.83, installed with npm into a temporary dir),
 #   NO_SRT=1 to leave srt out; RINGFENCE_BIN (a built binary; otherwise target/release/ringfence
 #   is built); CODEX_BIN (Codex's native `codex` binary; otherwise the npm package
 #   @openai/codex is installed into BENCH_CACHE, default ~/.cache/ringfence-bench, and kept
@@ -55,9 +55,9 @@ cd /
 SRT=()
 if [ "${NO_SRT:-0}" != 1 ]; then
   if [ -z "${SRT_CLI:-}" ] && command -v npm >/dev/null && command -v node >/dev/null; then
-    echo "==> installing @anthropic-ai/sandbox-runtime with npm into $WORK/srt"
+    echo "==> installing @anthropic-ai/sandbox-runtime@${SRT_PIN:-0.0.83} with npm into $WORK/srt"
     if npm install --prefix "$WORK/srt" --no-audit --no-fund --loglevel=error \
-        @anthropic-ai/sandbox-runtime >/dev/null 2>"$WORK/npm.log"; then
+        "@anthropic-ai/sandbox-runtime@${SRT_PIN:-0.0.83}" >/dev/null 2>"$WORK/npm.log"; then
       SRT_CLI="$WORK/srt/node_modules/@anthropic-ai/sandbox-runtime/dist/cli.js"
     else
       echo "    npm install failed (srt left out):"; sed 's/^/    /' "$WORK/npm.log" | tail -5
