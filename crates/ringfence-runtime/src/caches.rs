@@ -240,6 +240,9 @@ pub fn seed_cargo(host_cargo_home: &Path, sandbox_cargo_home: &Path) -> std::io:
 /// below it, no symlink is followed (see above).
 pub fn create(plan: &CachePlan) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
+    if all_there(plan) {
+        return Ok(());
+    }
     let mut b = std::fs::DirBuilder::new();
     b.mode(0o700);
     std::fs::DirBuilder::new()
@@ -270,6 +273,24 @@ pub fn create(plan: &CachePlan) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether every planned directory, and each directory on the way to it from the root,
+/// already is a directory (not a symlink): then nothing is created, and the careful walk of
+/// [`create`] is not needed. Anything else (a missing one, a symlink planted in the cache by
+/// an earlier sandbox) takes the walk.
+fn all_there(plan: &CachePlan) -> bool {
+    let is_dir = |p: &Path| p.symlink_metadata().is_ok_and(|m| m.file_type().is_dir());
+    if !is_dir(&plan.root) {
+        return false;
+    }
+    let mut seen: std::collections::HashSet<&Path> = std::collections::HashSet::new();
+    plan.dirs.iter().all(|d| {
+        d.strip_prefix(&plan.root).is_ok()
+            && d.ancestors()
+                .take_while(|a| *a != plan.root.as_path())
+                .all(|a| !seen.insert(a) || is_dir(a))
+    })
 }
 
 #[cfg(test)]

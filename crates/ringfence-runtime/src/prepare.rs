@@ -312,6 +312,7 @@ fn unix_socket_rules(
 pub fn prepare(src: &Sources) -> Result<Prepared> {
     let resolver = Resolver::default();
     let (policy, cwd) = load_policy(src)?;
+    ringfence_linux::timing::mark("policy loaded");
     if policy.allow_all_unix_sockets && ringfence_linux::sys::getuid() == 0 {
         bail!(
             "network.allowAllUnixSockets: refused for a root caller: the sandbox keeps root's \
@@ -376,6 +377,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             let _ = std::fs::create_dir_all(&cache_dir).and_then(|()| cache.save(&cache_file));
         }
     }
+    ringfence_linux::timing::mark("protected-name scan");
     let scan = ScanStats {
         dirs: found.dirs_scanned,
         entries: found.entries_scanned,
@@ -574,6 +576,7 @@ pub fn prepare(src: &Sources) -> Result<Prepared> {
             hidden,
         });
 
+    ringfence_linux::timing::mark("mount plan");
     let unix_sockets = unix_socket_rules(&policy, &plan, &resolver);
     let seccomp = seccomp::build(&seccomp::FilterOptions {
         allow_unix_sockets: policy.allow_all_unix_sockets || unix_sockets.is_some(),

@@ -537,7 +537,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         .collect::<Result<_, _>>()?;
     // 1. The policy, compiled.
     let mut prepared = prepare::prepare(&sources).map_err(Error::Policy)?;
-    ringfence_linux::timing::mark("policy, mount plan, seccomp");
+    ringfence_linux::timing::mark("seccomp, limits, environment");
     if let Some(f) = on_prepared {
         f(&prepared);
     }

@@ -384,7 +384,11 @@ fn killing_the_supervisor_leaves_a_reviewable_layer() {
         .state()
         .join(format!("ringfence/runs/{name}/manifest.jsonl"));
     let start = Instant::now();
-    while !(f.upper(&name).join("b.txt").exists() && manifest.exists()) {
+    // The file is written (not only created) once the command has become the sleep.
+    while !(f.upper(&name).join("b.txt").exists()
+        && manifest.exists()
+        && !common::host_process_with(&format!("1000.{marker}")).is_empty())
+    {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the run did not start"
