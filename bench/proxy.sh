@@ -24,6 +24,7 @@ RPS_SECONDS="${RPS_SECONDS:-5}"
 CONNS="${CONNS:-1000}"
 
 WORK=""
+CWD=""
 PIDS=()
 SRT_SOCKS_BEFORE="$(ls -d /tmp/srt-mux-*.sock 2>/dev/null || true)"
 cleanup() {
@@ -35,12 +36,16 @@ cleanup() {
     grep -qxF -- "$s" <<<"$SRT_SOCKS_BEFORE" || rm -f -- "$s"
   done
   [ -n "$WORK" ] && rm -rf -- "$WORK"
+  [ -n "$CWD" ] && rm -rf -- "$CWD"
   return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 WORK="$(mktemp -d /tmp/ringfence-proxy-bench.XXXXXX)"
+# The sandboxes run from a small empty directory they can see (their /tmp is private); not
+# from /, which srt 0.0.83 searches for files to protect (about 10 s a start).
+CWD="$(mktemp -d /var/tmp/ringfence-proxy-bench-cwd.XXXXXX)"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "==> building ringfence (release) and the benchmark tools"
@@ -83,7 +88,7 @@ if [ "${NO_SRT:-0}" != 1 ]; then
   if [ -n "${SRT_CLI:-}" ] && [ -f "$SRT_CLI" ]; then
     echo "{\"network\":{\"allowedDomains\":[\"127.0.0.1\"],\"deniedDomains\":[]},\"filesystem\":{\"denyRead\":[],\"allowWrite\":[],\"denyWrite\":[]}}" >"$WORK/srt.json"
     SRT=(node "$SRT_CLI" -s "$WORK/srt.json" --)
-    if ! (cd / && "${SRT[@]}" true) >/dev/null 2>"$WORK/srt.err"; then
+    if ! (cd "$CWD" && "${SRT[@]}" true) >/dev/null 2>"$WORK/srt.err"; then
       echo "    srt cannot run here (it needs bubblewrap, socat and ripgrep); left out:"
       sed 's/^/    /' "$WORK/srt.err" | tail -3
       SRT=()
@@ -93,10 +98,10 @@ fi
 # Inside srt: its proxy URL is http://USER:PASS@localhost:PORT; NO_PROXY names 127.0.0.1, so
 # the proxy is given explicitly.
 SRT_ENV='P="${HTTP_PROXY#http://}"; CRED="${P%@*}"; HP="${P##*@}"; HP="127.0.0.1:${HP##*:}"; export LOAD_PROXY_AUTH="$(printf %s "$CRED" | base64 -w0)";'
-in_srt() { (cd / && "${SRT[@]}" sh -c "$SRT_ENV $1"); }
+in_srt() { (cd "$CWD" && "${SRT[@]}" sh -c "$SRT_ENV $1"); }
 # Inside `ringfence run`: the supervisor's proxy on the sandbox's own 127.0.0.1:3128.
 RF_ENV='HP="${HTTP_PROXY#http://}";'
-in_rf() { (cd / && "$RF" run -s "$WORK/rf.json" -- sh -c "$RF_ENV $1"); }
+in_rf() { (cd "$CWD" && "$RF" run -s "$WORK/rf.json" -- sh -c "$RF_ENV $1"); }
 
 # --- throughput -----------------------------------------------------------------
 URL="http://$TARGET/big"

@@ -23,6 +23,7 @@ TREE_FILES="${TREE_FILES:-100000}"
 
 WORK=""
 TREE=""
+CWD=""
 # srt leaves /tmp/srt-mux-*.sock behind; remove the ones that appear during this run.
 SRT_SOCKS_BEFORE="$(ls -d /tmp/srt-mux-*.sock 2>/dev/null || true)"
 cleanup() {
@@ -33,6 +34,7 @@ cleanup() {
   done
   [ -n "$TREE" ] && rm -rf -- "$TREE" "$TREE-workspace"
   [ -n "$WORK" ] && rm -rf -- "$WORK"
+  [ -n "$CWD" ] && rm -rf -- "$CWD"
   return 0
 }
 trap cleanup EXIT
@@ -48,8 +50,11 @@ else
   RF="$ROOT/target/release/ringfence"
 fi
 
-# Run from a directory that exists inside the sandbox too (the sandbox's /tmp is private).
-cd /
+# Run from a small empty directory that exists inside the sandbox too (the sandbox's /tmp is
+# private). Not from /: srt 0.0.83 searches its working directory for files to protect, which
+# from / takes it about 10 s a run.
+CWD="$(mktemp -d /var/tmp/ringfence-bench-cwd.XXXXXX)"
+cd "$CWD"
 
 # --- srt ----------------------------------------------------------------------
 SRT=()
@@ -202,7 +207,7 @@ cd "$WS"
 measure rf_ws "ringfence run --allow-write . -- true" "$RUNS" "$RF" run --allow-write . -- true
 [ "${#BWRAP[@]}" -gt 0 ] && measure bw_ws "bwrap ... --bind WS WS true" "$RUNS" \
   bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc --bind "$WS" "$WS" true
-cd /
+cd "$CWD"
 
 echo
 echo "==> where ringfence's start goes: median of each step over $RUNS runs (RINGFENCE_TIMING=1)"

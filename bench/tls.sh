@@ -49,8 +49,9 @@ fi
 # sandboxes can read (ringfence's /tmp is private).
 TOOLS="$ROOT/target/bench-tls"
 rm -rf "$TOOLS"
-mkdir -p "$TOOLS"
-chmod 755 "$TOOLS"
+mkdir -p "$TOOLS/cwd"
+chmod 755 "$TOOLS" "$TOOLS/cwd"
+# srt runs from this empty directory: from / it searches the whole tree for files to protect.
 gcc -O2 -pthread -o "$TOOLS/tls_upstream" "$ROOT/bench/proxy/tls_upstream.c" -lssl -lcrypto
 
 echo "==> a test CA and the upstream's certificate for 127.0.0.1"
@@ -121,7 +122,7 @@ if [ "${NO_SRT:-0}" != 1 ]; then
   fi
   if [ -n "${SRT_CLI:-}" ] && command -v node >/dev/null; then
     SRT=(node "$SRT_CLI" -s "$TOOLS/srt.json" --)
-    if ! (cd / && "${SRT[@]}" true) >/dev/null 2>"$TOOLS/srt.err"; then
+    if ! (cd "$TOOLS/cwd" && "${SRT[@]}" true) >/dev/null 2>"$TOOLS/srt.err"; then
       echo "    srt cannot run here (it needs bubblewrap, socat and ripgrep); left out:"
       sed 's/^/    /' "$TOOLS/srt.err" | tail -3
       SRT=()
@@ -154,7 +155,7 @@ for round in 1 2; do
   measure opaque env -C / "$RF" run -s "$TOOLS/opaque.json" -- sh -c "$(inner "--cacert $TOOLS/ca.pem")"
   measure terminated env -C / SSL_CERT_FILE="$TOOLS/ca.pem" "$RF" run -s "$TOOLS/terminated.json" -- sh -c "$(inner "--cacert $TOOLS/mitm.pem")"
   if [ ${#SRT[@]} -gt 0 ]; then
-    measure srt env -C / NODE_EXTRA_CA_CERTS="$TOOLS/ca.pem" "${SRT[@]}" sh -c "$(inner "--cacert $TOOLS/mitm.pem")"
+    measure srt env -C "$TOOLS/cwd" NODE_EXTRA_CA_CERTS="$TOOLS/ca.pem" "${SRT[@]}" sh -c "$(inner "--cacert $TOOLS/mitm.pem")"
   fi
 done
 
