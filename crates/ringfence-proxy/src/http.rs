@@ -1376,19 +1376,8 @@ where
         let size = chunk_size(&line)?;
         w.write_all(&line).await?;
         if size == 0 {
-            let mut trailer_bytes = 0;
-            loop {
-                line.clear();
-                read_crlf_line(r, &mut line, limits.max_chunk_line).await?;
-                trailer_bytes += line.len();
-                if trailer_bytes > limits.max_head_bytes {
-                    return Err(bad("trailer section too large"));
-                }
-                w.write_all(&line).await?;
-                if line == b"\r\n" {
-                    return Ok(total);
-                }
-            }
+            w.write_all(&read_trailers(r, limits).await?).await?;
+            return Ok(total);
         }
         total += copy_exact(r, w, size).await?;
         let mut crlf = [0u8; 2];
@@ -1397,6 +1386,30 @@ where
             return Err(bad("chunk data not followed by CRLF"));
         }
         w.write_all(&crlf).await?;
+    }
+}
+
+/// The trailer section after a chunked body's last chunk, up to and with its empty line (at
+/// most `max_head_bytes`).
+async fn read_trailers<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    limits: &Limits,
+) -> std::io::Result<Vec<u8>> {
+    let mut all = Vec::new();
+    let mut line = Vec::with_capacity(64);
+    loop {
+        line.clear();
+        read_crlf_line(r, &mut line, limits.max_chunk_line).await?;
+        all.extend_from_slice(&line);
+        if all.len() > limits.max_head_bytes {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "trailer section too large",
+            ));
+        }
+        if line == b"\r\n" {
+            return Ok(all);
+        }
     }
 }
 
@@ -1517,26 +1530,12 @@ where
         // The end: what was held back goes, then (chunked) the last chunk and the trailers.
         sent += let_through(w, &mut carry, keep, true, chunked).await?;
         if chunked {
-            w.write_all(b"0\r\n").await?;
-            let mut trailer_bytes = 0;
-            loop {
-                line.clear();
-                read_crlf_line(r, &mut line, limits.max_chunk_line).await?;
-                trailer_bytes += line.len();
-                if trailer_bytes > limits.max_head_bytes {
-                    return Err(Watched::Io(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        "trailer section too large",
-                    )));
-                }
-                if let Some(name) = scan.leak_in(&line) {
-                    return Err(Watched::Leak(name.to_string(), sent));
-                }
-                w.write_all(&line).await?;
-                if line == b"\r\n" {
-                    break;
-                }
+            let trailers = read_trailers(r, limits).await?;
+            if let Some(name) = scan.leak_in(&trailers) {
+                return Err(Watched::Leak(name.to_string(), sent));
             }
+            w.write_all(b"0\r\n").await?;
+            w.write_all(&trailers).await?;
         }
         return Ok(total);
     }

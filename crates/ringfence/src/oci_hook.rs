@@ -28,15 +28,11 @@ pub fn check_address(to: &str) -> Result<()> {
     if to.contains("://") || to.contains('@') || to.contains('/') {
         bail!("expected HOST:PORT (no scheme, credentials or path)");
     }
-    let (host, port) = to
-        .rsplit_once(':')
-        .context("expected HOST:PORT (the port is missing)")?;
-    if host.is_empty() {
-        bail!("expected HOST:PORT (the host is missing)");
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p != 0 => Ok(()),
-        _ => bail!("the port {port:?} is not a port number"),
+    match ringfence_policy::domains::split_host_port(to) {
+        Ok(("", _)) => bail!("expected HOST:PORT (the host is missing)"),
+        Ok((_, None)) => bail!("expected HOST:PORT (the port is missing)"),
+        Ok((_, Some(_))) => Ok(()),
+        Err(e) => bail!("{e}"),
     }
 }
 
@@ -79,7 +75,8 @@ fn hook(to: &str) -> Result<i32> {
     .with_context(|| {
         format!(
             "listening on 127.0.0.1:{HTTP_PORT} and :{SOCKS_PORT} in the network namespace of \
-             process {pid} (the hook runs as root, in the runtime's namespaces)"
+             process {pid} (the hook runs as root, in the runtime's namespaces, and enters it \
+             through a pidfd: Linux 5.8 or later)"
         )
     })?;
     let exe = std::env::current_exe().context("finding ringfence's own binary")?;
