@@ -49,19 +49,17 @@ pub struct WalkError {
     pub source: io::Error,
 }
 
-/// What one directory held at the last scan: enough to skip reading it again while its inode
+/// What one directory held when it was read: enough to skip reading it again while its inode
 /// and change time (and those of its repository config) are what they were.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct DirRecord {
     stamp: Stamp,
-    /// `.git/config` of a repository whose work tree this directory is. The rarely set parts
-    /// are boxed and the lists are boxed slices: a cache holds one record per directory of
-    /// the writable roots (a 10,000-directory root: about 1 MiB less than with `Vec`s).
-    git_config: Option<Box<Stamp>>,
-    subdirs: Box<[OsString]>,
-    protected: Box<[OsString]>,
+    /// `.git/config` of a repository whose work tree this directory is.
+    git_config: Option<Stamp>,
+    subdirs: Vec<OsString>,
+    protected: Vec<OsString>,
     /// `core.hooksPath` values of the repository here, resolved.
-    hooks: Box<[PathBuf]>,
+    hooks: Vec<PathBuf>,
 }
 
 /// Inode and change time: any entry added, removed or renamed in a directory changes its ctime,
@@ -84,10 +82,18 @@ fn stamp(p: &Path) -> Option<Stamp> {
     })
 }
 
-/// Scan results of earlier runs, keyed by directory path; see [`scan`].
+/// Scan results of earlier runs, one record per directory; see [`scan`].
+///
+/// The records stay in their encoded form (the cache file's bytes, and those read again during
+/// this scan appended to a second buffer), found through an index of path hashes; the path is
+/// stored in the record and compared, so a hash collision only costs a read. A root of 10,000
+/// directories costs the file's size plus about 0.3 MiB of index, where decoded records cost
+/// about 2 MiB more (a third of the supervisor's peak).
 #[derive(Debug)]
 pub struct ScanCache {
-    dirs: HashMap<PathBuf, DirRecord>,
+    old: Vec<u8>,
+    new: Vec<u8>,
+    index: HashMap<u64, Slot, std::hash::BuildHasherDefault<KeyHasher>>,
     /// Directories read again during this scan (the rest came from the cache).
     pub reread: usize,
     /// Directories changed less than this many seconds ago are not cached (negative: cache
@@ -95,10 +101,47 @@ pub struct ScanCache {
     pub settle_secs: i64,
 }
 
+/// Where one record is, and whether this scan visited its directory (only those are saved:
+/// the others are no longer in the tree).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    offset: u32,
+    new: bool,
+    seen: bool,
+}
+
+/// The index's keys are already hashes.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+fn key(path: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    // Fixed keys: the same path hashes alike in every run.
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(path);
+    h.finish()
+}
+
 impl Default for ScanCache {
     fn default() -> Self {
         ScanCache {
-            dirs: HashMap::new(),
+            old: Vec::new(),
+            new: Vec::new(),
+            index: HashMap::default(),
             reread: 0,
             settle_secs: 2,
         }
@@ -112,18 +155,78 @@ impl ScanCache {
     pub fn load(path: &Path) -> ScanCache {
         let mut cache = ScanCache::default();
         if let Ok(bytes) = fs::read(path) {
-            if let Some(dirs) = decode(&bytes) {
-                cache.dirs = dirs;
+            if let Some(index) = index_of(&bytes) {
+                cache.old = bytes;
+                cache.index = index;
             }
         }
         cache
     }
 
-    /// Writes the cache atomically (write aside, rename).
+    /// Writes the records of the directories this scan visited, atomically (write aside,
+    /// rename).
     pub fn save(&self, path: &Path) -> io::Result<()> {
+        use std::io::Write;
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        fs::write(&tmp, encode(&self.dirs))?;
+        let write = || -> io::Result<()> {
+            let mut out = io::BufWriter::with_capacity(64 * 1024, fs::File::create(&tmp)?);
+            out.write_all(CACHE_MAGIC)?;
+            for slot in self.index.values().filter(|s| s.seen) {
+                let buf = if slot.new { &self.new } else { &self.old };
+                let rest = &buf[slot.offset as usize..];
+                if let Some(v) = view(rest) {
+                    out.write_all(&rest[..v.len])?;
+                }
+            }
+            out.flush()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         fs::rename(&tmp, path)
+    }
+
+    /// The record of `dir`, if there is one (the stored path compared).
+    fn get(&self, k: u64, dir: &[u8]) -> Option<(Slot, View<'_>)> {
+        let slot = *self.index.get(&k)?;
+        let buf = if slot.new { &self.new } else { &self.old };
+        let v = view(buf.get(slot.offset as usize..)?)?;
+        (v.path == dir).then_some((slot, v))
+    }
+
+    /// Keeps `record` (one encoded record) as the current one for its key.
+    fn put(&mut self, k: u64, record: &[u8]) {
+        let Ok(offset) = u32::try_from(self.new.len()) else {
+            self.index.remove(&k);
+            return;
+        };
+        self.new.extend_from_slice(record);
+        self.index.insert(
+            k,
+            Slot {
+                offset,
+                new: true,
+                seen: true,
+            },
+        );
+    }
+
+    fn forget(&mut self, k: u64) {
+        self.index.remove(&k);
+    }
+
+    #[cfg(test)]
+    fn record(&self, dir: &Path) -> Option<DirRecord> {
+        let (_, v) = self.get(key(dir.as_os_str().as_bytes()), dir.as_os_str().as_bytes())?;
+        Some(v.decode())
+    }
+
+    #[cfg(test)]
+    fn replace(&mut self, dir: &Path, r: &DirRecord) {
+        let mut buf = Vec::new();
+        encode(&mut buf, dir.as_os_str().as_bytes(), r);
+        self.put(key(dir.as_os_str().as_bytes()), &buf);
     }
 }
 
@@ -138,30 +241,29 @@ fn put_stamp(out: &mut Vec<u8>, s: &Stamp) {
     }
 }
 
-fn encode(dirs: &HashMap<PathBuf, DirRecord>) -> Vec<u8> {
-    let mut out = CACHE_MAGIC.to_vec();
-    for (path, r) in dirs {
-        put(&mut out, path.as_os_str().as_bytes());
-        put_stamp(&mut out, &r.stamp);
-        match &r.git_config {
-            Some(s) => {
-                out.push(1);
-                put_stamp(&mut out, s);
-            }
-            None => out.push(0),
+/// One record: the path, the stamp, the repository config's stamp if any, then the lists of
+/// subdirectories, protected names and hooks paths (the cache file is these, one after another,
+/// after [`CACHE_MAGIC`]).
+fn encode(out: &mut Vec<u8>, path: &[u8], r: &DirRecord) {
+    put(out, path);
+    put_stamp(out, &r.stamp);
+    match &r.git_config {
+        Some(s) => {
+            out.push(1);
+            put_stamp(out, s);
         }
-        for list in [&r.subdirs, &r.protected] {
-            out.extend_from_slice(&(list.len() as u32).to_le_bytes());
-            for n in list.iter() {
-                put(&mut out, n.as_bytes());
-            }
-        }
-        out.extend_from_slice(&(r.hooks.len() as u32).to_le_bytes());
-        for h in &r.hooks {
-            put(&mut out, h.as_os_str().as_bytes());
+        None => out.push(0),
+    }
+    for list in [&r.subdirs, &r.protected] {
+        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for n in list.iter() {
+            put(out, n.as_bytes());
         }
     }
-    out
+    out.extend_from_slice(&(r.hooks.len() as u32).to_le_bytes());
+    for h in &r.hooks {
+        put(out, h.as_os_str().as_bytes());
+    }
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -193,62 +295,103 @@ impl<'a> Reader<'a> {
             ctime_nsec: self.u64()? as i64,
         })
     }
-    fn names(&mut self) -> Option<Vec<OsString>> {
-        let n = self.u32()? as usize;
-        (0..n)
-            .map(|_| self.bytes().map(|b| OsStr::from_bytes(b).to_os_string()))
-            .collect()
+    fn names(&mut self) -> Option<Names<'a>> {
+        let n = self.u32()?;
+        let start = self.0;
+        for _ in 0..n {
+            self.bytes()?;
+        }
+        Some(Names {
+            n,
+            bytes: &start[..start.len() - self.0.len()],
+        })
     }
 }
 
-/// How many records `bytes` holds (a first pass that allocates nothing).
-fn count_records(bytes: &[u8]) -> Option<usize> {
-    let mut r = Reader(bytes);
-    let mut n = 0;
-    while !r.0.is_empty() {
-        r.bytes()?;
-        r.take(32)?;
-        if r.take(1)?[0] == 1 {
-            r.take(32)?;
-        }
-        for _ in 0..3 {
-            for _ in 0..r.u32()? {
-                r.bytes()?;
-            }
-        }
-        n += 1;
-    }
-    Some(n)
+/// One encoded list of names.
+#[derive(Clone, Copy)]
+struct Names<'a> {
+    n: u32,
+    bytes: &'a [u8],
 }
 
-fn decode(bytes: &[u8]) -> Option<HashMap<PathBuf, DirRecord>> {
+impl<'a> Names<'a> {
+    fn iter(self) -> impl Iterator<Item = &'a OsStr> {
+        let mut r = Reader(self.bytes);
+        (0..self.n).filter_map(move |_| r.bytes().map(OsStr::from_bytes))
+    }
+}
+
+/// One record, read in place.
+struct View<'a> {
+    path: &'a [u8],
+    stamp: Stamp,
+    git_config: Option<Stamp>,
+    subdirs: Names<'a>,
+    protected: Names<'a>,
+    hooks: Names<'a>,
+    /// Its length in bytes.
+    len: usize,
+}
+
+impl View<'_> {
+    #[cfg(test)]
+    fn decode(&self) -> DirRecord {
+        DirRecord {
+            stamp: self.stamp,
+            git_config: self.git_config,
+            subdirs: self.subdirs.iter().map(OsStr::to_os_string).collect(),
+            protected: self.protected.iter().map(OsStr::to_os_string).collect(),
+            hooks: self.hooks.iter().map(PathBuf::from).collect(),
+        }
+    }
+}
+
+/// The record at the start of `buf`.
+fn view(buf: &[u8]) -> Option<View<'_>> {
+    let mut r = Reader(buf);
+    let path = r.bytes()?;
+    let stamp = r.stamp()?;
+    let git_config = match r.take(1)?[0] {
+        0 => None,
+        1 => Some(r.stamp()?),
+        _ => return None,
+    };
+    let subdirs = r.names()?;
+    let protected = r.names()?;
+    let hooks = r.names()?;
+    Some(View {
+        path,
+        stamp,
+        git_config,
+        subdirs,
+        protected,
+        hooks,
+        len: buf.len() - r.0.len(),
+    })
+}
+
+/// The index of a cache file's records, or None if it is not one.
+fn index_of(bytes: &[u8]) -> Option<HashMap<u64, Slot, std::hash::BuildHasherDefault<KeyHasher>>> {
     let body = bytes.strip_prefix(CACHE_MAGIC)?;
-    let mut r = Reader(body);
-    // Sized once: growing the map as it fills would hold the old and the new table at once,
-    // which was the largest part of the supervisor's peak memory on a root of 10,000 directories.
-    let mut dirs = HashMap::with_capacity(count_records(body)?);
-    while !r.0.is_empty() {
-        let path = PathBuf::from(OsStr::from_bytes(r.bytes()?));
-        let stamp = r.stamp()?;
-        let git_config = match r.take(1)?[0] {
-            1 => Some(Box::new(r.stamp()?)),
-            _ => None,
-        };
-        let subdirs = r.names()?.into_boxed_slice();
-        let protected = r.names()?.into_boxed_slice();
-        let hooks = r.names()?.into_iter().map(PathBuf::from).collect();
-        dirs.insert(
-            path,
-            DirRecord {
-                stamp,
-                git_config,
-                subdirs,
-                protected,
-                hooks,
+    u32::try_from(bytes.len()).ok()?;
+    let mut index = HashMap::default();
+    let mut at = CACHE_MAGIC.len();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let v = view(rest)?;
+        index.insert(
+            key(v.path),
+            Slot {
+                offset: at as u32,
+                new: false,
+                seen: false,
             },
         );
+        at += v.len;
+        rest = &rest[v.len..];
     }
-    Some(dirs)
+    Some(index)
 }
 
 /// Reads one directory and records what matters in it.
@@ -296,7 +439,7 @@ fn read_one(
             continue;
         }
         if name.to_str().is_some_and(ringfence_policy::is_git_dir) && ty.is_dir() {
-            git_config = Some(Box::new(stamp_or_missing(&entry.path().join("config"))));
+            git_config = Some(stamp_or_missing(&entry.path().join("config")));
             if let Some(h) = hooks_path(dir, &entry.path()) {
                 hooks.push(h);
             }
@@ -308,9 +451,9 @@ fn read_one(
     Ok(DirRecord {
         stamp,
         git_config,
-        subdirs: subdirs.into_boxed_slice(),
-        protected: protected.into_boxed_slice(),
-        hooks: hooks.into_boxed_slice(),
+        subdirs,
+        protected,
+        hooks,
     })
 }
 
@@ -343,8 +486,12 @@ pub fn scan(
         .map(|d| d.as_secs() as i64)
         .unwrap_or(i64::MAX);
     let mut stack = vec![root.to_path_buf()];
+    // The record of a directory read again, encoded.
+    let mut scratch = Vec::new();
     while let Some(dir) = stack.pop() {
         found.dirs_scanned += 1;
+        let dir_bytes = dir.as_os_str().as_bytes();
+        let k = key(dir_bytes);
         // A directory below the root that disappeared while the scan ran (a `git gc`, a build
         // cleaning up) holds nothing to protect: skip it. Any other failure stops the run.
         let vanished = |e: &io::Error, dir: &Path| {
@@ -353,58 +500,70 @@ pub fn scan(
         let Some(st) = stamp(&dir) else {
             let source = io::Error::last_os_error();
             if vanished(&source, &dir) {
-                cache.dirs.remove(&dir);
+                cache.forget(k);
                 continue;
             }
             return Err(WalkError { path: dir, source });
         };
-        let cached = cache.dirs.get(&dir).filter(|r| {
-            r.stamp == st
-                && r.git_config
-                    .as_deref()
-                    .is_none_or(|c| *c == stamp_or_missing(&dir.join(".git/config")))
+        let current = cache.get(k, dir_bytes).is_some_and(|(_, v)| {
+            v.stamp == st
+                && v.git_config
+                    .is_none_or(|c| c == stamp_or_missing(&dir.join(".git/config")))
         });
-        let rec = match cached {
-            Some(r) => r.clone(),
-            None => {
-                cache.reread += 1;
-                let r = match read_one(&dir, st, names, found) {
-                    Ok(r) => r,
-                    Err(e) if e.path == dir && vanished(&e.source, &dir) => {
-                        cache.dirs.remove(&dir);
-                        continue;
-                    }
-                    Err(e)
-                        if e.path == dir
-                            && dir != root
-                            && e.source.raw_os_error() == Some(libc::EACCES)
-                            && out_of_reach(&dir) =>
-                    {
-                        cache.dirs.remove(&dir);
-                        found.out_of_reach.push(dir.clone());
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                if cache.settle_secs < 0 || st.ctime < now - cache.settle_secs {
-                    cache.dirs.insert(dir.clone(), r.clone());
-                } else {
-                    cache.dirs.remove(&dir);
-                }
-                r
+        if current {
+            if let Some(slot) = cache.index.get_mut(&k) {
+                slot.seen = true;
             }
+        } else {
+            cache.reread += 1;
+            let r = match read_one(&dir, st, names, found) {
+                Ok(r) => r,
+                Err(e) if e.path == dir && vanished(&e.source, &dir) => {
+                    cache.forget(k);
+                    continue;
+                }
+                Err(e)
+                    if e.path == dir
+                        && dir != root
+                        && e.source.raw_os_error() == Some(libc::EACCES)
+                        && out_of_reach(&dir) =>
+                {
+                    cache.forget(k);
+                    found.out_of_reach.push(dir.clone());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            scratch.clear();
+            encode(&mut scratch, dir_bytes, &r);
+            if cache.settle_secs < 0 || st.ctime < now - cache.settle_secs {
+                cache.put(k, &scratch);
+            } else {
+                cache.forget(k);
+            }
+        }
+        let rec = if current {
+            cache.get(k, dir_bytes).map(|(_, v)| v)
+        } else {
+            view(&scratch)
         };
-        for p in &rec.protected {
+        let Some(rec) = rec else {
+            return Err(WalkError {
+                path: dir,
+                source: io::Error::other("the scan cache lost a record it had just checked"),
+            });
+        };
+        for p in rec.protected.iter() {
             found.paths.push(dir.join(p));
         }
-        for h in &rec.hooks {
+        for h in rec.hooks.iter().map(Path::new) {
             if h.symlink_metadata().is_ok() {
-                found.paths.push(h.clone());
+                found.paths.push(h.to_path_buf());
             } else {
-                found.missing.push(h.clone());
+                found.missing.push(h.to_path_buf());
             }
         }
-        for s in &rec.subdirs {
+        for s in rec.subdirs.iter() {
             stack.push(dir.join(s));
         }
     }
@@ -547,10 +706,9 @@ mod tests {
         scan(&base, &NAMES, &mut cache, &mut Found::default()).unwrap();
         // The root's record (still current) lists a subdirectory that is gone by the time the
         // scan reaches it, as when something deletes it mid-scan.
-        let rec = cache.dirs.get_mut(&base).unwrap();
-        let mut subdirs = rec.subdirs.to_vec();
-        subdirs.push("gone".into());
-        rec.subdirs = subdirs.into_boxed_slice();
+        let mut rec = cache.record(&base).unwrap();
+        rec.subdirs.push("gone".into());
+        cache.replace(&base, &rec);
         let mut found = Found::default();
         scan(&base, &NAMES, &mut cache, &mut found).unwrap();
         assert_eq!(found.paths, [base.join("kept/.bashrc")]);
@@ -660,6 +818,53 @@ mod tests {
         fs::write(&file, b"garbage").unwrap();
         let mut cache = ScanCache::load(&file);
         assert_eq!(run(&mut cache).len(), 4);
+        fs::remove_dir_all(&base).unwrap();
+        fs::remove_file(&file).unwrap();
+    }
+
+    #[test]
+    fn the_cache_keeps_only_visited_directories_and_compares_paths() {
+        let base = std::env::temp_dir().join(format!("rf-protect-keep-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        fs::create_dir_all(base.join("a/b")).unwrap();
+        fs::write(base.join("a/b/.bashrc"), "").unwrap();
+        let file = base.with_extension("bin");
+        let mut cache = ScanCache {
+            settle_secs: -1,
+            ..ScanCache::default()
+        };
+        scan(&base, &NAMES, &mut cache, &mut Found::default()).unwrap();
+        cache.save(&file).unwrap();
+        let cache = ScanCache::load(&file);
+        let rec = cache.record(&base.join("a/b")).unwrap();
+        assert_eq!(rec.protected, vec![OsString::from(".bashrc")]);
+        // A record found under another path's key is not that path's.
+        let (_, v) = cache
+            .get(
+                key(base.join("a").as_os_str().as_bytes()),
+                base.join("a").as_os_str().as_bytes(),
+            )
+            .unwrap();
+        assert_eq!(v.path, base.join("a").as_os_str().as_bytes());
+        assert!(cache
+            .get(
+                key(base.join("a").as_os_str().as_bytes()),
+                base.join("a/b").as_os_str().as_bytes()
+            )
+            .is_none());
+
+        // a/b removed: its record is not written again.
+        fs::remove_dir_all(base.join("a/b")).unwrap();
+        let mut cache = ScanCache::load(&file);
+        cache.settle_secs = -1;
+        let mut found = Found::default();
+        scan(&base, &NAMES, &mut cache, &mut found).unwrap();
+        assert!(found.paths.is_empty());
+        cache.save(&file).unwrap();
+        let cache = ScanCache::load(&file);
+        assert!(cache.record(&base.join("a/b")).is_none());
+        assert!(cache.record(&base.join("a")).is_some());
+        assert_eq!(cache.index.len(), 2);
         fs::remove_dir_all(&base).unwrap();
         fs::remove_file(&file).unwrap();
     }
