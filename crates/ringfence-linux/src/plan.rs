@@ -3,6 +3,7 @@
 //! a lookup), so the exact plan can be unit-tested and printed by `explain` before anything runs.
 
 use std::fmt;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// What a path is on the host, following symlinks (mounts follow them too).
@@ -112,12 +113,52 @@ impl MountPlan {
     }
 }
 
-fn depth(p: &Path) -> usize {
-    p.components().count()
+/// Whether `p` is already as [`Path::components`] gives it back: no empty or `.` component, no
+/// trailing slash. Then its components are its slash-separated names, and [`depth`] and
+/// [`under`] can work on its bytes.
+fn is_clean(p: &Path) -> bool {
+    let b = p.as_os_str().as_bytes();
+    if b == b"/" {
+        return true;
+    }
+    !b.is_empty()
+        && !b.ends_with(b"/")
+        && !b.ends_with(b"/.")
+        && b != b"."
+        && !b.starts_with(b"./")
+        && !b.windows(2).any(|w| w == b"//")
+        && !b.windows(3).any(|w| w == b"/./")
 }
 
+/// `p` as [`Path::components`] gives it back (the same path to the kernel).
+fn clean(p: &Path) -> PathBuf {
+    if is_clean(p) {
+        p.to_path_buf()
+    } else {
+        p.components().collect()
+    }
+}
+
+/// The number of components of `p`, a path made clean by [`sorted_unique`] (or a parent of
+/// one, or a constant).
+fn depth(p: &Path) -> usize {
+    debug_assert!(is_clean(p), "{}", p.display());
+    let b = p.as_os_str().as_bytes();
+    match b {
+        b"/" => 1,
+        _ => b.iter().filter(|&&c| c == b'/').count() + 1,
+    }
+}
+
+/// `p.starts_with(root)` for clean paths (see [`depth`]), on their bytes: the plan asks this
+/// for every pair of rules, which component by component was a third of a run's set-up time.
 fn under(p: &Path, root: &Path) -> bool {
-    p.starts_with(root)
+    debug_assert!(is_clean(p) && is_clean(root));
+    let (pb, rb) = (p.as_os_str().as_bytes(), root.as_os_str().as_bytes());
+    if rb == b"/" {
+        return pb.first() == Some(&b'/');
+    }
+    pb.starts_with(rb) && (pb.len() == rb.len() || pb[rb.len()] == b'/')
 }
 
 /// Read visibility of `p` from the read rules: the longest rule that contains it decides,
@@ -132,8 +173,9 @@ fn visible(p: &Path, deny: &[PathBuf], allow: &[PathBuf]) -> bool {
     }
 }
 
+/// The paths made clean, outermost first, each once.
 fn sorted_unique(v: &[PathBuf]) -> Vec<PathBuf> {
-    let mut v = v.to_vec();
+    let mut v: Vec<PathBuf> = v.iter().map(|p| clean(p)).collect();
     v.sort_by(|a, b| depth(a).cmp(&depth(b)).then(a.cmp(b)));
     v.dedup();
     v
@@ -174,7 +216,7 @@ pub fn build(
                     .into(),
             ));
         }
-        if let Some(own) = OWN_MOUNTS.iter().find(|o| under(p, Path::new(o))) {
+        if let Some(own) = OWN_MOUNTS.iter().find(|o| p.starts_with(o)) {
             return Err(PlanError(format!(
                 "allowWrite: {}: {own} is the sandbox's own; it cannot be bound from the host",
                 p.display()
@@ -485,6 +527,30 @@ mod tests {
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)
+    }
+
+    #[test]
+    fn byte_checks_agree_with_components() {
+        let raw = [
+            "/", "/a", "/a/", "/a/b", "/a//b", "/a/./b", "/a/.", "/ab", "/a-b", "/a/b/c", "/a/..",
+            "/a/../b", "/tmp", "/tmp/x", "/tmpx", "/.a", "/a/.b", "//",
+        ];
+        for a in raw {
+            let ca = clean(Path::new(a));
+            assert!(is_clean(&ca), "{a}");
+            assert_eq!(ca, Path::new(a).components().collect::<PathBuf>(), "{a}");
+            assert_eq!(depth(&ca), Path::new(a).components().count(), "{a}");
+            for b in raw {
+                let cb = clean(Path::new(b));
+                assert_eq!(
+                    under(&ca, &cb),
+                    Path::new(a).starts_with(b),
+                    "{a} under {b}"
+                );
+            }
+        }
+        assert!(!is_clean(Path::new("/a/")) && !is_clean(Path::new("/a//b")));
+        assert!(!is_clean(Path::new("/a/./b")) && !is_clean(Path::new("/a/.")));
     }
 
     /// A fake filesystem: directories and files that "exist".
