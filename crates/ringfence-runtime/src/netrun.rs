@@ -495,7 +495,8 @@ impl WriteAnswer {
 #[derive(Clone)]
 pub struct WriteAsker {
     asker: Asker,
-    runtime: tokio::runtime::Handle,
+    /// Present whenever the asker is `--control-fd`, whose runtime starts at once.
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl WriteAsker {
@@ -550,7 +551,10 @@ impl WriteAsker {
                 };
                 let to = to.map(|t| t.to_string_lossy());
                 let asked = c.ask_path(kind, op, &path.to_string_lossy(), to.as_deref(), client);
-                once_always(self.runtime.block_on(asked))
+                match &self.runtime {
+                    Some(rt) => once_always(rt.block_on(asked)),
+                    None => WriteAnswer::Deny,
+                }
             }
             Asker::Terminal(prompts, _) => {
                 let (tx, rx) = std::sync::mpsc::channel();
@@ -640,9 +644,50 @@ impl WriteAsker {
     }
 }
 
+/// A task of the proxy's runtime.
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The proxy's runtime (two worker threads) and the tasks it serves. With `--control-fd` or
+/// transparent capture it starts with the run; otherwise when the sandbox first connects to
+/// one of its listeners, so that a run that never uses the network starts no threads for it
+/// (on two CPUs they slowed the command's own start).
+struct Lazy {
+    runtime: std::sync::OnceLock<tokio::runtime::Runtime>,
+    tasks: Mutex<Vec<Task>>,
+}
+
+impl Lazy {
+    fn build() -> Result<tokio::runtime::Runtime> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ringfence-proxy")
+            .enable_all()
+            .build()
+            .context("starting the proxy's runtime")
+    }
+
+    /// Starts the runtime if it is not running yet, and spawns the tasks not yet spawned.
+    fn start(&self) -> Result<&tokio::runtime::Runtime> {
+        let rt = match self.runtime.get() {
+            Some(rt) => rt,
+            None => {
+                let built = Self::build()?;
+                self.runtime.get_or_init(|| built)
+            }
+        };
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for t in tasks {
+            rt.spawn(t);
+        }
+        Ok(rt)
+    }
+}
+
 /// The running proxy of one sandbox.
 pub struct Network {
-    runtime: tokio::runtime::Runtime,
+    runtime: Arc<Lazy>,
+    /// The waiter of a lazy start, and the pipe that ends its wait.
+    waiter: Option<(std::thread::JoinHandle<()>, OwnedFd)>,
     proxy: Arc<Proxy>,
     updates: Arc<Control>,
     log: Arc<Mutex<Activity>>,
@@ -669,15 +714,23 @@ impl Network {
         control_fd: Option<OwnedFd>,
         tun: Option<OwnedFd>,
     ) -> Result<Network> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("ringfence-proxy")
-            .enable_all()
-            .build()
-            .context("starting the proxy's runtime")?;
+        // Lazily only where nothing needs the runtime before the first connection.
+        let eager = control_fd.is_some() || tun.is_some();
+        let runtime = Arc::new(Lazy {
+            runtime: std::sync::OnceLock::new(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let handle = if eager {
+            Some(runtime.start()?.handle().clone())
+        } else {
+            None
+        };
+        let _entered = handle.as_ref().map(|h| h.enter());
+        let mut tasks: Vec<Task> = Vec::new();
+        // The listeners a lazy start waits on (copies; the tasks own the originals).
+        let mut watched: Vec<TcpListener> = Vec::new();
         let denied = Arc::new(Mutex::new(Vec::new()));
         let timeout = policy.ask_timeout();
-        let _entered = runtime.enter();
         let (reader, control) = match control_fd {
             Some(fd) => {
                 let (reader, writer) = ringfence_proxy::control::open_fd(fd)
@@ -707,7 +760,7 @@ impl Network {
         );
         let writes = WriteAsker {
             asker: asker.clone(),
-            runtime: runtime.handle().clone(),
+            runtime: handle.clone(),
         };
         let hooks = Arc::new(RunHooks {
             log: log.clone(),
@@ -737,6 +790,12 @@ impl Network {
             ("network.httpProxyPort", egress.http_port),
             ("network.socksProxyPort", egress.socks_port),
         ];
+        for l in listeners.iter().chain(services.iter().map(|(l, _)| l)) {
+            watched.push(
+                l.try_clone()
+                    .context("copying a proxy listener for the lazy start")?,
+            );
+        }
         for (i, l) in listeners.into_iter().enumerate() {
             if let Some((key, Some(port))) = external.get(i).copied() {
                 let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -760,19 +819,19 @@ impl Network {
                     }
                 });
                 relays.push(relay.clone());
-                runtime.spawn(async move {
+                tasks.push(Box::pin(async move {
                     if let Err(e) = relay.serve(l).await {
                         eprintln!("ringfence: the relay to {target} ({key}) stopped: {e}\r");
                     }
-                });
+                }));
                 continue;
             }
             let p = proxy.clone();
-            runtime.spawn(async move {
+            tasks.push(Box::pin(async move {
                 if let Err(e) = p.serve(l).await {
                     eprintln!("ringfence: the egress proxy stopped: {e}\r");
                 }
-            });
+            }));
         }
         if let Some(fd) = tun {
             let p = proxy.clone();
@@ -782,26 +841,26 @@ impl Network {
                 prefix_len: ringfence_linux::tun::PREFIX_LEN,
                 mtu: ringfence_linux::tun::MTU,
             };
-            runtime.spawn(async move {
+            tasks.push(Box::pin(async move {
                 if let Err(e) = ringfence_proxy::transparent::serve(p, fd, addrs).await {
                     eprintln!("ringfence: transparent capture stopped: {e}\r");
                 }
-            });
+            }));
         }
         let served: Vec<SocketAddr> = services.iter().map(|(_, a)| *a).collect();
         for (l, target) in services {
             let p = proxy.clone();
-            runtime.spawn(async move {
+            tasks.push(Box::pin(async move {
                 if let Err(e) = p.serve_host_service(l, target).await {
                     eprintln!("ringfence: the host service at {target} stopped: {e}\r");
                 }
-            });
+            }));
         }
         if let (Some(c), Some(reader)) = (control, reader) {
             let p = proxy.clone();
             let updated = proxy.clone();
             let noted = Mutex::new(Vec::<String>::new());
-            runtime.spawn(async move {
+            tasks.push(Box::pin(async move {
                 let applied_log = log.clone();
                 let result = c
                     .run_reader(
@@ -850,10 +909,18 @@ impl Network {
                 if let Err(e) = result {
                     eprintln!("ringfence: --control-fd: {e}\r");
                 }
-            });
+            }));
         }
+        *runtime.tasks.lock().unwrap_or_else(PoisonError::into_inner) = tasks;
+        let waiter = if eager {
+            runtime.start()?;
+            None
+        } else {
+            Some(Self::wait_for_first(runtime.clone(), watched)?)
+        };
         Ok(Network {
             runtime,
+            waiter,
             proxy: proxy.clone(),
             updates,
             log: update_log,
@@ -868,7 +935,6 @@ impl Network {
     /// or a settings document): checked the same way (the egress keys fixed at start cannot
     /// change), applied to new connections, recorded as `policy.update`.
     pub fn update(&self, line: &str) -> Result<()> {
-        let _entered = self.runtime.enter();
         match self.updates.apply(line, &self.proxy) {
             Ok(()) => {
                 let mut v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
@@ -894,7 +960,11 @@ impl Network {
 
     /// Stops serving. The sandbox is gone, so its connections end; each is recorded when it
     /// does: wait for that (at most a second, for a tunnel whose far end stays open), then stop.
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        if let Some((waiter, wake)) = self.waiter.take() {
+            drop(wake);
+            let _ = waiter.join();
+        }
         let deadline = Instant::now() + Duration::from_secs(1);
         let busy = |n: &Network| {
             n.proxy.active_connections() > 0 || n.relays.iter().any(|r| r.active_connections() > 0)
@@ -902,7 +972,46 @@ impl Network {
         while busy(&self) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
-        self.runtime.shutdown_timeout(Duration::from_millis(200));
+        if let Some(rt) = Arc::try_unwrap(self.runtime)
+            .ok()
+            .and_then(|l| l.runtime.into_inner())
+        {
+            rt.shutdown_timeout(Duration::from_millis(200));
+        }
+    }
+
+    /// A lazy start: a thread that waits, without spinning, until one of `listeners` has a
+    /// connection waiting (then starts the runtime, whose tasks accept it) or the returned pipe
+    /// is written to or closed (the run is over).
+    fn wait_for_first(
+        lazy: Arc<Lazy>,
+        listeners: Vec<TcpListener>,
+    ) -> Result<(std::thread::JoinHandle<()>, OwnedFd)> {
+        use std::os::fd::AsFd;
+        let (wake_r, wake_w) =
+            ringfence_linux::sys::pipe().context("creating the proxy's wake-up pipe")?;
+        let waiter = std::thread::Builder::new()
+            .name("ringfence-proxy".into())
+            .spawn(move || {
+                let mut fds: Vec<std::os::fd::BorrowedFd<'_>> =
+                    listeners.iter().map(|l| l.as_fd()).collect();
+                fds.push(wake_r.as_fd());
+                let ready = ringfence_linux::netns::wait_readable(&fds);
+                let connection = match &ready {
+                    Ok(r) => r.last() == Some(&false),
+                    Err(_) => true,
+                };
+                if connection {
+                    if let Err(e) = lazy.start() {
+                        eprintln!(
+                            "ringfence: the egress proxy could not start ({e:#}); nothing inside \
+                             reaches the network\r"
+                        );
+                    }
+                }
+            })
+            .context("starting the proxy's waiting thread")?;
+        Ok((waiter, wake_w))
     }
 }
 

@@ -618,3 +618,63 @@ fn always_is_remembered_in_the_settings_file() {
     );
     assert_eq!(saved["network"]["ask"], true, "{saved:#}");
 }
+
+/// The threads of process `pid` named `name`.
+fn threads_named(pid: u32, name: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.trim_end() == name)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_proxy_starts_its_workers_only_when_the_sandbox_first_connects() {
+    if !need_curl() {
+        return;
+    }
+    let port = upstream();
+    let (dir, settings) = setup(
+        "net-lazy",
+        &format!(r#"{{"network": {{"allowedDomains": ["127.0.0.1:{port}"]}}}}"#),
+    );
+    // The command says where it is on stdout and waits for a line on stdin at each step.
+    let script = format!(
+        "echo started; read a; curl -sS --noproxy '' -x \"$HTTP_PROXY\" http://127.0.0.1:{port}/lazy; \
+         echo fetched; read b"
+    );
+    let mut child = rf(&dir)
+        .args(["run", "-s", &settings, "-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "started");
+    // Before any connection: only the thread that waits for one.
+    assert_eq!(
+        threads_named(pid, "ringfence-proxy"),
+        1,
+        "before the first connection"
+    );
+    stdin.write_all(b"go\n").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "upstream saw /lazy");
+    assert_eq!(lines.next().unwrap().unwrap(), "fetched");
+    // The runtime's two workers serve now; the waiting thread is gone.
+    let workers = threads_named(pid, "ringfence-proxy");
+    assert!(
+        workers >= 2,
+        "after the first connection: {workers} proxy threads"
+    );
+    stdin.write_all(b"done\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
