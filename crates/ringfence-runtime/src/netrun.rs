@@ -697,8 +697,8 @@ pub struct Network {
 }
 
 impl Network {
-    /// Starts the async runtime (only now: the sandbox was cloned from a single thread) and
-    /// serves every listener: `listeners` are the HTTP and the SOCKS port, in that order; one
+    /// Sets up the proxy and serves every listener from its async runtime, which starts now
+    /// (the sandbox was cloned from a single thread) or at the first connection ([`Lazy`]): `listeners` are the HTTP and the SOCKS port, in that order; one
     /// that `egress` gives to the user's own proxy relays there instead. `services` are the
     /// host services' listeners inside with the address each one carries connections to.
     #[allow(clippy::too_many_arguments)]
@@ -790,11 +790,13 @@ impl Network {
             ("network.httpProxyPort", egress.http_port),
             ("network.socksProxyPort", egress.socks_port),
         ];
-        for l in listeners.iter().chain(services.iter().map(|(l, _)| l)) {
-            watched.push(
-                l.try_clone()
-                    .context("copying a proxy listener for the lazy start")?,
-            );
+        if !eager {
+            for l in listeners.iter().chain(services.iter().map(|(l, _)| l)) {
+                watched.push(
+                    l.try_clone()
+                        .context("copying a proxy listener for the lazy start")?,
+                );
+            }
         }
         for (i, l) in listeners.into_iter().enumerate() {
             if let Some((key, Some(port))) = external.get(i).copied() {
