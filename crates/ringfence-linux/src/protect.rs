@@ -486,7 +486,7 @@ pub fn scan(
         .map(|d| d.as_secs() as i64)
         .unwrap_or(i64::MAX);
     let mut stack = vec![root.to_path_buf()];
-    // The record of a directory read again, encoded.
+    // The record of a directory read again, encoded for the cache.
     let mut scratch = Vec::new();
     while let Some(dir) = stack.pop() {
         found.dirs_scanned += 1;
@@ -505,69 +505,86 @@ pub fn scan(
             }
             return Err(WalkError { path: dir, source });
         };
-        let current = cache.get(k, dir_bytes).is_some_and(|(_, v)| {
+        // A record still current is used where it lies, once.
+        if let Some((_, v)) = cache.get(k, dir_bytes).filter(|(_, v)| {
             v.stamp == st
                 && v.git_config
                     .is_none_or(|c| c == stamp_or_missing(&dir.join(".git/config")))
-        });
-        if current {
+        }) {
+            take(
+                &dir,
+                v.protected.iter(),
+                v.hooks.iter().map(Path::new),
+                v.subdirs.iter(),
+                found,
+                &mut stack,
+            );
             if let Some(slot) = cache.index.get_mut(&k) {
                 slot.seen = true;
             }
-        } else {
-            cache.reread += 1;
-            let r = match read_one(&dir, st, names, found) {
-                Ok(r) => r,
-                Err(e) if e.path == dir && vanished(&e.source, &dir) => {
-                    cache.forget(k);
-                    continue;
-                }
-                Err(e)
-                    if e.path == dir
-                        && dir != root
-                        && e.source.raw_os_error() == Some(libc::EACCES)
-                        && out_of_reach(&dir) =>
-                {
-                    cache.forget(k);
-                    found.out_of_reach.push(dir.clone());
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
+            continue;
+        }
+        cache.reread += 1;
+        let r = match read_one(&dir, st, names, found) {
+            Ok(r) => r,
+            Err(e) if e.path == dir && vanished(&e.source, &dir) => {
+                cache.forget(k);
+                continue;
+            }
+            Err(e)
+                if e.path == dir
+                    && dir != root
+                    && e.source.raw_os_error() == Some(libc::EACCES)
+                    && out_of_reach(&dir) =>
+            {
+                cache.forget(k);
+                found.out_of_reach.push(dir.clone());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if cache.settle_secs < 0 || st.ctime < now - cache.settle_secs {
             scratch.clear();
             encode(&mut scratch, dir_bytes, &r);
-            if cache.settle_secs < 0 || st.ctime < now - cache.settle_secs {
-                cache.put(k, &scratch);
-            } else {
-                cache.forget(k);
-            }
-        }
-        let rec = if current {
-            cache.get(k, dir_bytes).map(|(_, v)| v)
+            cache.put(k, &scratch);
         } else {
-            view(&scratch)
-        };
-        let Some(rec) = rec else {
-            return Err(WalkError {
-                path: dir,
-                source: io::Error::other("the scan cache lost a record it had just checked"),
-            });
-        };
-        for p in rec.protected.iter() {
-            found.paths.push(dir.join(p));
+            cache.forget(k);
         }
-        for h in rec.hooks.iter().map(Path::new) {
-            if h.symlink_metadata().is_ok() {
-                found.paths.push(h.to_path_buf());
-            } else {
-                found.missing.push(h.to_path_buf());
-            }
-        }
-        for s in rec.subdirs.iter() {
-            stack.push(dir.join(s));
-        }
+        take(
+            &dir,
+            r.protected.iter().map(OsString::as_os_str),
+            r.hooks.iter().map(PathBuf::as_path),
+            r.subdirs.iter().map(OsString::as_os_str),
+            found,
+            &mut stack,
+        );
     }
     Ok(())
+}
+
+/// What one directory's record adds to the scan: its protected entries and hooks paths found,
+/// its subdirectories still to walk.
+fn take<'a>(
+    dir: &Path,
+    protected: impl Iterator<Item = &'a OsStr>,
+    hooks: impl Iterator<Item = &'a Path>,
+    subdirs: impl Iterator<Item = &'a OsStr>,
+    found: &mut Found,
+    stack: &mut Vec<PathBuf>,
+) {
+    for p in protected {
+        found.paths.push(dir.join(p));
+    }
+    for h in hooks {
+        if h.symlink_metadata().is_ok() {
+            found.paths.push(h.to_path_buf());
+        } else {
+            found.missing.push(h.to_path_buf());
+        }
+    }
+    for s in subdirs {
+        stack.push(dir.join(s));
+    }
 }
 
 /// Whether `rel`, a path relative to a writable root, is a protected entry or lies inside one

@@ -1005,6 +1005,12 @@ impl Network {
                 };
                 if connection {
                     if let Err(e) = lazy.start() {
+                        // The listeners close with their tasks: connections inside are refused
+                        // instead of waiting for a proxy that is not coming.
+                        lazy.tasks
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .clear();
                         eprintln!(
                             "ringfence: the egress proxy could not start ({e:#}); nothing inside \
                              reaches the network\r"
