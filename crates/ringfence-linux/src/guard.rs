@@ -1447,6 +1447,26 @@ impl<'a> Agent<'a> {
             self.report_exec(&n);
             return;
         }
+        // No signal handler runs while any other notification is answered: the agent's calls
+        // (an ADDFD waits for the caller to take the descriptor) are not interrupted half way.
+        // Signals that arrive meanwhile are delivered right after. (An exec report only copies
+        // strings, and the caller waits for it: it goes without the two calls.)
+        // SAFETY: a full set, blocking this thread's signals; the old mask is restored.
+        let old = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigprocmask(libc::SIG_BLOCK, &all, &mut old);
+            old
+        };
+        self.handle_call(&n, nr);
+        // SAFETY: restoring the mask saved above.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
+
+    /// Answers a notification other than an exec.
+    fn handle_call(&self, n: &libc::seccomp_notif, nr: libc::c_long) {
+        let n = *n;
         if self.unix.is_some() && is_unix_address_call(nr) {
             self.unix_address_call(&n);
             return;
@@ -1548,24 +1568,25 @@ impl Agent<'_> {
         } else {
             (a[0], a[1])
         };
-        let file = read_string(n.pid, path).unwrap_or_default();
+        let (file, args) = read_exec(n.pid, path, argv);
         // A shell's PATH search tries directories until one works: record only the program
-        // that exists and is executable.
-        let full = if file.starts_with(b"/") {
-            file.clone()
-        } else {
-            let mut v = format!("/proc/{}/cwd/", n.pid).into_bytes();
-            v.extend_from_slice(&file);
-            v
+        // that exists and is executable. A relative path is looked up through the caller's
+        // directory, which is gone once a short program has run: checked before the caller
+        // goes on. An absolute one is checked after, so that the caller waits only for the
+        // copy of its strings.
+        let relative = !file.starts_with(b"/");
+        let runnable = |file: &[u8]| {
+            let full = if relative {
+                let mut v = format!("/proc/{}/cwd/", n.pid).into_bytes();
+                v.extend_from_slice(file);
+                v
+            } else {
+                file.to_vec()
+            };
+            // SAFETY: access with a NUL-terminated path.
+            cstr(&full).is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0)
         };
-        // SAFETY: access with a NUL-terminated path.
-        let runnable =
-            cstr(&full).is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0);
-        let args = if runnable {
-            read_args(n.pid, argv)
-        } else {
-            Vec::new()
-        };
+        let checked_first = relative && !file.is_empty() && runnable(&file);
         let resp = libc::seccomp_notif_resp {
             id: n.id,
             val: 0,
@@ -1575,7 +1596,7 @@ impl Agent<'_> {
         // SAFETY: resp is a valid seccomp_notif_resp.
         unsafe { libc::ioctl(self.listener, libc::SECCOMP_IOCTL_NOTIF_SEND, &resp) };
         crate::timing::mark("an exec answered");
-        if runnable {
+        if checked_first || (!relative && !file.is_empty() && runnable(&file)) {
             let mut msg = Vec::with_capacity(
                 5 + file.len() + args.iter().map(|s| s.len() + 1).sum::<usize>(),
             );
@@ -1819,41 +1840,156 @@ fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> Result<usize, i32> {
     Ok(n as usize)
 }
 
-/// The first `EXEC_ARGS` strings of the caller's argv array at `argv` (about 16 KiB at most).
-/// The pointers are read in one go (up to the end of their page, then on).
-fn read_args(pid: u32, argv: u64) -> Vec<Vec<u8>> {
-    let mut ptrs = [0u8; 8 * EXEC_ARGS];
-    let mut have = 0;
-    let mut at = argv;
-    while argv != 0 && have < ptrs.len() {
-        let to_page_end = 4096 - (at % 4096) as usize;
-        let want = (ptrs.len() - have).min(to_page_end);
-        match read_mem(pid, at, &mut ptrs[have..have + want]) {
-            Ok(k) => {
-                have += k;
-                at += k as u64;
-            }
-            Err(_) => break,
-        }
-        // Stop at the array's end.
-        if ptrs[..have - have % 8].chunks(8).any(|c| c == [0u8; 8]) {
+/// How many bytes from `addr` to read in one piece: at most `max`, never past the end of its
+/// page (the next page may be unmapped).
+fn piece(addr: u64, max: usize) -> usize {
+    max.min(4096 - (addr % 4096) as usize)
+}
+
+/// Reads several pieces of the caller's memory, each within one page, in one call: `buf` is
+/// filled piece after piece. Returns how many pieces were read whole; the kernel stops at the
+/// first piece it cannot read.
+fn read_pieces(pid: u32, pieces: &[(u64, usize)], buf: &mut [u8]) -> usize {
+    let mut local = Vec::with_capacity(pieces.len());
+    let mut remote = Vec::with_capacity(pieces.len());
+    let mut rest = &mut buf[..];
+    for &(addr, len) in pieces {
+        let (this, after) = rest.split_at_mut(len);
+        local.push(libc::iovec {
+            iov_base: this.as_mut_ptr() as *mut libc::c_void,
+            iov_len: len,
+        });
+        remote.push(libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        });
+        rest = after;
+    }
+    // SAFETY: every local iovec describes a distinct part of our own writable buffer; the
+    // kernel checks the remote ranges against the caller's mappings.
+    let n = unsafe {
+        libc::process_vm_readv(
+            pid as libc::pid_t,
+            local.as_ptr(),
+            local.len() as libc::c_ulong,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0,
+        )
+    };
+    let mut left = n.max(0) as usize;
+    let mut whole = 0;
+    for &(_, len) in pieces {
+        if left < len {
             break;
+        }
+        left -= len;
+        whole += 1;
+    }
+    whole
+}
+
+/// The first bytes of each string read, at most: most paths and arguments fit, so an exec
+/// is usually read in two calls (the path with the argv array, then every argument).
+const EXEC_PIECE: usize = 256;
+
+/// The program path at `path` and the first `EXEC_ARGS` strings of the argv array at `argv`
+/// (about 16 KiB at most) of an exec the caller is waiting in. Each string whose first piece
+/// holds its end costs nothing more; a longer one, or one in memory the kernel cannot read,
+/// is read on its own.
+fn read_exec(pid: u32, path: u64, argv: u64) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut first = [0u8; EXEC_PIECE + 8 * EXEC_ARGS];
+    let mut pieces = Vec::with_capacity(2);
+    if path != 0 {
+        pieces.push((path, piece(path, EXEC_PIECE)));
+    }
+    if argv != 0 {
+        pieces.push((argv, piece(argv, 8 * EXEC_ARGS)));
+    }
+    let whole = read_pieces(pid, &pieces, &mut first);
+    // The path, from its piece or read on its own.
+    let (file, ptr_at) = match pieces.first() {
+        Some(&(addr, len)) if addr == path => {
+            let s = if whole >= 1 {
+                string_from(pid, addr, &first[..len])
+            } else {
+                read_string(pid, addr).unwrap_or_default()
+            };
+            (s, len)
+        }
+        _ => (Vec::new(), 0),
+    };
+    // The argv pointers: those read with the path, then on.
+    let mut ptrs: Vec<u64> = Vec::new();
+    let mut ended = argv == 0;
+    if argv != 0 && whole == pieces.len() {
+        let len = pieces[pieces.len() - 1].1;
+        for c in first[ptr_at..ptr_at + len].chunks_exact(8) {
+            let p = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            if p == 0 {
+                ended = true;
+                break;
+            }
+            ptrs.push(p);
+            if ptrs.len() == EXEC_ARGS {
+                break;
+            }
         }
     }
-    let mut args = Vec::new();
-    let mut size = 0;
-    for c in ptrs[..have - have % 8].chunks(8) {
-        let mut p = [0u8; 8];
-        p.copy_from_slice(c);
-        let ptr = u64::from_ne_bytes(p);
-        if ptr == 0 || size > 16 * 1024 {
+    let mut at = argv + 8 * ptrs.len() as u64;
+    while !ended && ptrs.len() < EXEC_ARGS {
+        let mut b = [0u8; 8 * EXEC_ARGS];
+        let want = piece(at, 8 * (EXEC_ARGS - ptrs.len()));
+        let Ok(k) = read_mem(pid, at, &mut b[..want]) else {
+            break;
+        };
+        for c in b[..k - k % 8].chunks_exact(8) {
+            let p = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            if p == 0 {
+                ended = true;
+                break;
+            }
+            ptrs.push(p);
+        }
+        if k < 8 {
             break;
         }
-        let arg = read_string(pid, ptr).unwrap_or_default();
+        at += (k - k % 8) as u64;
+    }
+    // Every argument's first piece in one call.
+    let pieces: Vec<(u64, usize)> = ptrs.iter().map(|&p| (p, piece(p, EXEC_PIECE))).collect();
+    let mut buf = vec![0u8; pieces.iter().map(|p| p.1).sum()];
+    let whole = read_pieces(pid, &pieces, &mut buf);
+    let mut args = Vec::with_capacity(ptrs.len());
+    let mut size = 0;
+    let mut off = 0;
+    for (i, &(addr, len)) in pieces.iter().enumerate() {
+        if size > 16 * 1024 {
+            break;
+        }
+        let arg = if i < whole {
+            string_from(pid, addr, &buf[off..off + len])
+        } else {
+            read_string(pid, addr).unwrap_or_default()
+        };
+        off += len;
         size += arg.len() + 1;
         args.push(arg);
     }
-    args
+    (file, args)
+}
+
+/// The string at `addr` whose first piece is `first`: up to its NUL, or read on from where
+/// the piece ends.
+fn string_from(pid: u32, addr: u64, first: &[u8]) -> Vec<u8> {
+    if let Some(z) = first.iter().position(|&b| b == 0) {
+        return first[..z].to_vec();
+    }
+    // As `read_string`: a string that cannot be read to its end is not taken.
+    match read_string(pid, addr + first.len() as u64) {
+        Ok(rest) if first.len() + rest.len() < libc::PATH_MAX as usize => [first, &rest].concat(),
+        _ => Vec::new(),
+    }
 }
 
 /// Copies a NUL-terminated string out of the caller's memory.

@@ -192,20 +192,7 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
         }
         if fds[1].revents & libc::POLLIN != 0 {
             if let Some(a) = &agent {
-                // No signal handler runs while a notification is answered: the agent's calls
-                // (an ADDFD waits for the caller to take the descriptor) are not interrupted
-                // half way. Signals that arrive meanwhile are delivered right after.
-                // SAFETY: a full set, blocking this thread's signals; the old mask is restored.
-                let old = unsafe {
-                    let mut all: libc::sigset_t = std::mem::zeroed();
-                    let mut old: libc::sigset_t = std::mem::zeroed();
-                    libc::sigfillset(&mut all);
-                    libc::sigprocmask(libc::SIG_BLOCK, &all, &mut old);
-                    old
-                };
                 a.handle_one();
-                // SAFETY: restoring the mask saved above.
-                unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
             }
         } else if fds[1].revents != 0 {
             listening = false;

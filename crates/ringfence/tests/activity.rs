@@ -532,3 +532,58 @@ fn run_start_names_nested_user_namespaces() {
         );
     }
 }
+
+/// An exec's report holds its path and arguments as the program got them: an argument longer
+/// than the first piece read of it, more arguments than are recorded (the first 64 are), and a
+/// program run by a relative path that exits at once (its directory is looked at before it
+/// goes on).
+#[test]
+fn exec_reports_hold_long_arguments_and_relative_programs() {
+    let dir = TestDir::new("activity-exec-args");
+    dir.mkdir("work");
+    dir.mkdir("state");
+    let w = dir.s("work");
+    let state = dir.s("state");
+    std::fs::copy("/bin/true", dir.join("work/prog")).unwrap();
+    let name = format!("args-{}", common::unique_number());
+    let long = "x".repeat(3000);
+    let out = run(rf(&state).args([
+        "run",
+        "--name",
+        &name,
+        "--allow-write",
+        &w,
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "/bin/echo {long} short >/dev/null; /bin/true $(seq 1 70); cd '{w}' && ./prog relative"
+        ),
+    ]));
+    assert_eq!(out.code(), 0, "{out:#?}");
+    let shown = run(rf(&state).args(["log", "show", &name, "--json"]));
+    let execs: Vec<serde_json::Value> = shown
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "exec")
+        .collect();
+    let argv = |path: &str| -> Vec<String> {
+        let e = execs
+            .iter()
+            .find(|e| e["path"] == path)
+            .unwrap_or_else(|| panic!("no exec of {path}: {execs:#?}"));
+        e["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(argv("/bin/echo"), ["/bin/echo", long.as_str(), "short"]);
+    let trues = argv("/bin/true");
+    assert_eq!(trues.len(), 64, "{trues:?}");
+    assert_eq!(trues[0], "/bin/true");
+    assert_eq!(trues[63], "63");
+    assert_eq!(argv("./prog"), ["./prog", "relative"]);
+}
