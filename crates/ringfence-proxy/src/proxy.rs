@@ -249,7 +249,9 @@ pub struct Proxy {
     hooks: Arc<dyn Hooks>,
     /// The parent proxy allowed connections leave through, fixed for the proxy's life.
     parent: Option<ParentProxy>,
-    own_addrs: Vec<IpAddr>,
+    /// This host's interface addresses, listed when a decision first needs them (a run whose
+    /// sandbox never connects does not pay for the listing).
+    own_addrs: std::sync::OnceLock<Vec<IpAddr>>,
     pub(crate) limits: Limits,
     /// Questions in flight, with the connections waiting for the same answer.
     asking: Mutex<HashMap<(Host, u16), Waiting>>,
@@ -307,7 +309,8 @@ pub(crate) enum ConnectError {
 }
 
 impl Proxy {
-    /// A proxy with the default [`Limits`]. Reads this host's interface addresses once.
+    /// A proxy with the default [`Limits`]. This host's interface addresses are read once, when
+    /// the first decision needs them.
     pub fn new(policy: NetPolicy, hooks: Arc<dyn Hooks>) -> Arc<Proxy> {
         Self::with_limits(policy, hooks, Limits::default())
     }
@@ -328,7 +331,7 @@ impl Proxy {
             policy: RwLock::new(Arc::new(policy)),
             hooks,
             parent,
-            own_addrs: interface_addresses(),
+            own_addrs: std::sync::OnceLock::new(),
             limits,
             asking: Mutex::new(HashMap::new()),
             active: std::sync::atomic::AtomicUsize::new(0),
@@ -356,12 +359,17 @@ impl Proxy {
             .clone()
     }
 
+    /// This host's interface addresses, listed once, at the first decision that needs them.
+    fn own_addrs(&self) -> &[IpAddr] {
+        self.own_addrs.get_or_init(interface_addresses)
+    }
+
     /// Whether `ip` is an address of this host or a host-local kind (loopback, link-local,
     /// metadata endpoint, ...), which only a direct connection reaches as meant.
     pub(crate) fn is_host_local(&self, ip: IpAddr) -> bool {
         crate::policy::local_kind(ip).is_some()
             || self
-                .own_addrs
+                .own_addrs()
                 .iter()
                 .any(|o| crate::host::canonical_ip(*o) == crate::host::canonical_ip(ip))
     }
@@ -525,10 +533,10 @@ impl Proxy {
                 own_reason: false,
             }),
             // Host services are reached only through an explicit entry, never by a click.
-            Verdict::Unlisted if matches!(&host, Host::Ip(ip) if policy.refuse_resolved(*ip, &self.own_addrs).is_some()) =>
+            Verdict::Unlisted if matches!(&host, Host::Ip(ip) if policy.refuse_resolved(*ip, self.own_addrs()).is_some()) =>
             {
                 let why = match &host {
-                    Host::Ip(ip) => policy.refuse_resolved(*ip, &self.own_addrs),
+                    Host::Ip(ip) => policy.refuse_resolved(*ip, self.own_addrs()),
                     Host::Name(_) => None,
                 };
                 Err(Refused {
@@ -643,7 +651,7 @@ impl Proxy {
                 let mut passed = Vec::new();
                 let mut refused = Vec::new();
                 for a in found {
-                    match policy.refuse_resolved(a.ip(), &self.own_addrs) {
+                    match policy.refuse_resolved(a.ip(), self.own_addrs()) {
                         None => passed.push(a),
                         Some(why) => refused.push(format!("{} ({why})", a.ip())),
                     }
