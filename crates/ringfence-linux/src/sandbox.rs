@@ -100,13 +100,19 @@ pub fn inside_ids() -> (u32, u32) {
     }
 }
 
-/// The number of threads of this process.
+/// The number of threads of this process: field 20 of `/proc/self/stat`, which the kernel
+/// writes out in far less time than `/proc/self/status` (no memory accounting walk).
 pub fn threads() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    stat_threads(&stat)
+}
+
+/// `num_threads` of a `/proc/<pid>/stat` line. The command name in parentheses may hold
+/// spaces and parentheses itself, so the fields are counted from its last `)`: state is
+/// field 3, num_threads field 20.
+fn stat_threads(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_ascii_whitespace().nth(17)?.parse().ok()
 }
 
 /// Starts the sandbox. Must be called while the process has a single thread.
@@ -683,5 +689,39 @@ fn wait_until_joined(channel: RawFd) -> Result<()> {
             step: "wait for the cgroups",
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn thread_count_is_field_twenty_of_stat() {
+        let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 7 0 12345 \
+                    1000 200 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+        assert_eq!(stat_threads(line), Some(7));
+        assert_eq!(stat_threads("4242 (x) S 1"), None);
+        assert_eq!(stat_threads("no parenthesis"), None);
+    }
+
+    #[test]
+    fn this_test_thread_is_counted() {
+        let here = threads().unwrap();
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let from_status: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The test harness may start or end threads between the two reads.
+        assert!(here >= 1 && from_status >= 1);
+        let t = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_millis(300)));
+        let with_one_more = threads().unwrap();
+        t.join().unwrap();
+        assert!(with_one_more >= 2, "{with_one_more}");
     }
 }

@@ -14,7 +14,7 @@ pub fn mask_spans<E>(
     duplicates: bool,
     placeholder: &mut dyn FnMut(&str) -> Result<String, E>,
 ) -> Result<Option<Masked>, MaskError<E>> {
-    let pattern = regex::Regex::new(pattern).map_err(|e| MaskError::Pattern(e.to_string()))?;
+    let pattern = regex_lite::Regex::new(pattern).map_err(|e| MaskError::Pattern(e.to_string()))?;
     let mut values: Vec<(String, String)> = Vec::new();
     let mut spans: Vec<(usize, usize, usize)> = Vec::new();
     for c in pattern.captures_iter(content) {
@@ -218,6 +218,22 @@ mod tests {
         let text = "password s3cret\nnote s3cret and s3\npassword s3\n";
         let (out, _) = run(text, r"password (\S+)", true).unwrap();
         assert_eq!(out, "password P1\nnote P1 and P2\npassword P2\n");
+    }
+
+    #[test]
+    fn classes_are_ascii_as_in_srt_and_unicode_properties_are_refused() {
+        // As in srt's (JavaScript) patterns: `\d` and `\w` are ASCII, `.` is any character.
+        let (out, values) = run("pin=12\u{663}4 tok=h\u{e9}llo", r"pin=(\d+)", false).unwrap();
+        assert_eq!(
+            (out.as_str(), values[0].0.as_str()),
+            ("pin=P1\u{663}4 tok=h\u{e9}llo", "12")
+        );
+        let (_, values) = run("tok=h\u{e9}llo;", r"tok=(\w+)", false).unwrap();
+        assert_eq!(values[0].0, "h");
+        let (_, values) = run("tok=h\u{e9}llo;", r"tok=([^;]+)", false).unwrap();
+        assert_eq!(values[0].0, "h\u{e9}llo");
+        let r = mask_spans::<()>("x", r"(\p{L}+)", false, &mut |_| Ok("P".into()));
+        assert!(matches!(r, Err(MaskError::Pattern(_))));
     }
 
     #[test]

@@ -428,9 +428,11 @@ pub struct HeaderInjectSettings {
 }
 
 /// Checks an `extract` pattern: it compiles (Rust's regex syntax, which has no look-around
-/// or back-references; those are refused, not approximated) and has a group 1.
+/// or back-references; those are refused, not approximated) and has a group 1. The classes
+/// `\d`, `\w`, `\s` and `\b` are ASCII, as in srt's JavaScript patterns; Unicode classes
+/// (`\p{..}`) are refused.
 pub fn check_extract(pattern: &str) -> Result<(), String> {
-    let re = regex::Regex::new(pattern)
+    let re = regex_lite::Regex::new(pattern)
         .map_err(|e| format!("\"{pattern}\" is not a pattern ringfence can use: {e}"))?;
     if re.captures_len() < 2 {
         return Err(format!(
@@ -1707,6 +1709,7 @@ pub(crate) mod tests {
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "maskClaims": ["sub"]}]}}"#, "credentials.files[0].maskClaims: names claims inside a decoded value"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "x"}]}}"#, "credentials.files[0].extract: \"x\" has no capture group"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "(?=a)(b)"}]}}"#, "credentials.files[0].extract: \"(?=a)(b)\" is not a pattern ringfence can use"),
+            (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "mask", "extract": "(\\p{L}+)"}]}}"#, "credentials.files[0].extract: \"(\\p{L}+)\" is not a pattern ringfence can use"),
             (r#"{"credentials": {"files": [{"path": "~/.netrc", "mode": "deny", "extract": "(x)"}]}}"#, "credentials.files[0].extract: belongs to mode \"mask\""),
             (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "decode": "jwt", "extract": "(x)"}]}}"#, "credentials.envVars[0].extract: cannot be combined with decode"),
             (r#"{"credentials": {"envVars": [{"name": "T", "mode": "mask", "extract": "x"}]}}"#, "credentials.envVars[0].extract: \"x\" has no capture group"),
