@@ -421,18 +421,25 @@ fn command(
     let mut last_error = libc::ENOENT;
     for candidate in candidates(program, &spec.env) {
         // Each execve waits for PID 1's exec report: a directory of PATH that has no such
-        // program is passed over with a stat, as execve would fail there with ENOENT or ENOTDIR.
+        // program, or that this user may not search, is passed over with a stat, as execve
+        // would fail there the same way (ENOENT, ENOTDIR; EACCES, which is kept as the error
+        // to report if nothing else runs).
         // SAFETY: stat with a NUL-terminated path and a valid buffer.
-        let missing = unsafe {
+        let stat_error = unsafe {
             let mut st: libc::stat = std::mem::zeroed();
-            libc::stat(candidate.as_ptr(), &mut st) < 0
-                && matches!(
-                    std::io::Error::last_os_error().raw_os_error(),
-                    Some(libc::ENOENT | libc::ENOTDIR)
-                )
+            if libc::stat(candidate.as_ptr(), &mut st) < 0 {
+                std::io::Error::last_os_error().raw_os_error()
+            } else {
+                None
+            }
         };
-        if missing {
-            continue;
+        match stat_error {
+            Some(libc::ENOENT | libc::ENOTDIR) => continue,
+            Some(libc::EACCES) => {
+                last_error = libc::EACCES;
+                continue;
+            }
+            _ => {}
         }
         // SAFETY: candidate, argv and envp are NUL-terminated and live until execve returns.
         unsafe { libc::execve(candidate.as_ptr(), argv.as_ptr(), envp.as_ptr()) };

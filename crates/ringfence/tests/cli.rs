@@ -154,3 +154,39 @@ print("status", os.waitstatus_to_exitcode(status))
     );
     assert!(text.contains("status 7"), "{out:#?}");
 }
+
+#[test]
+fn a_path_directory_that_cannot_be_searched_is_passed_over_and_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TestDir::new("cli-path-closed");
+    let program = "rf-path-closed-probe";
+    for (sub, says) in [("closed", "closed"), ("open", "open")] {
+        let p = dir.write(
+            &format!("{sub}/{program}"),
+            &format!("#!/bin/sh\necho {says}\n"),
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // Mode 000: not even its owner may search it (the command has no capabilities).
+    let closed = dir.join("closed");
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let path_with = |dirs: &[&str]| {
+        let mut v: Vec<String> = dirs.iter().map(|d| dir.s(d)).collect();
+        v.push("/usr/bin:/bin".into());
+        v.join(":")
+    };
+    let passed_over = run(common::ringfence(&[])
+        .env("PATH", path_with(&["closed", "open"]))
+        .args(["--", program]));
+    let only_closed = run(common::ringfence(&[])
+        .env("PATH", path_with(&["closed"]))
+        .args(["--", program]));
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(passed_over.ok().trim(), "open", "{passed_over:#?}");
+    assert_eq!(only_closed.code(), 126, "{only_closed:#?}");
+    assert!(
+        only_closed.stderr.contains("Permission denied"),
+        "{only_closed:#?}"
+    );
+    assert!(!only_closed.stdout.contains("closed"), "{only_closed:#?}");
+}
