@@ -107,7 +107,7 @@ fn proc_cgroup(pid: Option<libc::pid_t>) -> String {
         Some(p) => format!("/proc/{p}/cgroup"),
         None => "/proc/self/cgroup".into(),
     };
-    fs::read_to_string(file).unwrap_or_default()
+    crate::sys::read_kernel_text(file).unwrap_or_default()
 }
 
 /// The directory of `pid`'s own group in hierarchy `m`.
@@ -128,7 +128,7 @@ pub fn own_memory_limit() -> Option<u64> {
         };
         if m.version == 1 && m.controllers.iter().any(|c| c == "memory") {
             // The kernel works out the lowest limit of the group and its ancestors.
-            let stat = fs::read_to_string(dir.join("memory.stat")).unwrap_or_default();
+            let stat = crate::sys::read_kernel_text(dir.join("memory.stat")).unwrap_or_default();
             if let Some(v) = stat.lines().find_map(|l| {
                 l.strip_prefix("hierarchical_memory_limit ")?
                     .trim()
@@ -142,7 +142,7 @@ pub fn own_memory_limit() -> Option<u64> {
             let root = Path::new(&m.path);
             let mut d = dir.as_path();
             while d.starts_with(root) && d != root {
-                if let Some(v) = fs::read_to_string(d.join("memory.max"))
+                if let Some(v) = crate::sys::read_kernel_text(d.join("memory.max"))
                     .ok()
                     .and_then(|s| s.trim().parse::<u64>().ok())
                 {
@@ -173,7 +173,8 @@ pub fn detect_for(pid: Option<libc::pid_t>) -> Mechanism {
         let Some(base) = own_dir(m, &text) else {
             continue;
         };
-        let sub = fs::read_to_string(base.join("cgroup.subtree_control")).unwrap_or_default();
+        let sub =
+            crate::sys::read_kernel_text(base.join("cgroup.subtree_control")).unwrap_or_default();
         let has = |c: &str| sub.split_whitespace().any(|x| x == c);
         if has("pids") && has("memory") && writable(&base) {
             return Mechanism::V2(base);

@@ -143,7 +143,7 @@ pub fn cgroups() -> &'static [CgroupMount] {
 }
 
 fn read_cgroups() -> Vec<CgroupMount> {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(info) = crate::sys::read_kernel_text("/proc/self/mountinfo") else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -170,7 +170,7 @@ fn read_cgroups() -> Vec<CgroupMount> {
                 .map(String::from)
                 .collect()
         } else {
-            fs::read_to_string(Path::new(&path).join("cgroup.controllers"))
+            crate::sys::read_kernel_text(Path::new(&path).join("cgroup.controllers"))
                 .map(|s| s.split_whitespace().map(String::from).collect())
                 .unwrap_or_default()
         };

@@ -75,8 +75,9 @@ pub struct Sandbox {
 
 pub(crate) const MSG_ERROR: u8 = b'E';
 pub(crate) const MSG_READY: u8 = b'R';
-/// The supervisor's word that the sandbox is in the run's cgroups (it may start the command).
-const MSG_JOINED: u8 = b'J';
+/// The supervisor's word that PID 1 may start the command: the sandbox is in the run's cgroups
+/// and the run's activity log is open.
+const MSG_GO: u8 = b'J';
 pub(crate) const MSG_EXITED: u8 = b'X';
 pub(crate) const MSG_SIGNALED: u8 = b'S';
 /// PID 1's report of the SysV shared memory in the sandbox (8 bytes, native order).
@@ -103,7 +104,7 @@ pub fn inside_ids() -> (u32, u32) {
 /// The number of threads of this process: field 20 of `/proc/self/stat`, which the kernel
 /// writes out in far less time than `/proc/self/status` (no memory accounting walk).
 pub fn threads() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let stat = sys::read_kernel_text("/proc/self/stat").ok()?;
     stat_threads(&stat)
 }
 
@@ -121,6 +122,76 @@ pub fn spawn(
     winsize: Option<libc::winsize>,
     cgroups: Option<&Cgroups>,
 ) -> Result<Sandbox> {
+    start(spec, winsize, cgroups)?.finish()
+}
+
+/// A sandbox that builds its filesystem view while the supervisor finishes its own part of
+/// the start (opening the activity log, say). PID 1 starts no command before `finish` gives
+/// the word; dropped unfinished, the sandbox is killed.
+#[must_use = "the sandbox starts its command only once `finish` is called"]
+pub struct Starting {
+    sandbox: Option<Sandbox>,
+    /// Listening sockets PID 1 hands over: the proxy's first, then the host services'.
+    proxy_ports: usize,
+    listeners: usize,
+    transparent: bool,
+}
+
+impl Starting {
+    /// Host pid of the sandbox's PID 1.
+    pub fn pid(&self) -> libc::pid_t {
+        self.sandbox.as_ref().map_or(0, |s| s.pid)
+    }
+
+    /// Lets PID 1 start the command once its setup is complete, and waits for that.
+    pub fn finish(mut self) -> Result<Sandbox> {
+        let Some(sandbox) = self.sandbox.take() else {
+            return Err(Error::Setup("the sandbox was already started".into()));
+        };
+        let ready = sys::write_all(&sandbox.channel, &[MSG_GO])
+            .map_err(|source| Error::Syscall {
+                step: "tell the sandbox to start the command",
+                source,
+            })
+            // A sandbox whose setup failed meanwhile has closed its end: its error says why.
+            .map_err(|e| setup_error_sent(&sandbox.channel).unwrap_or(e))
+            .and_then(|()| recv_ready(&sandbox.channel, self.listeners, self.transparent));
+        crate::timing::mark("sandbox ready");
+        match ready {
+            Ok((pty_master, mut proxy_listeners, tun)) => {
+                let service_listeners = proxy_listeners.split_off(self.proxy_ports);
+                Ok(Sandbox {
+                    pty_master,
+                    proxy_listeners,
+                    service_listeners,
+                    tun,
+                    ..sandbox
+                })
+            }
+            Err(e) => {
+                let _ = sys::kill(sandbox.pid, libc::SIGKILL);
+                reap(sandbox.pid);
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(sb) = self.sandbox.take() {
+            kill(sb);
+        }
+    }
+}
+
+/// Clones the sandbox and lets it build its view (`Starting::finish` lets it go on to the
+/// command). Must be called while the process has a single thread.
+pub fn start(
+    spec: &Spec,
+    winsize: Option<libc::winsize>,
+    cgroups: Option<&Cgroups>,
+) -> Result<Starting> {
     if threads() != Some(1) {
         return Err(Error::Setup(
             "the sandbox must be created from a single-threaded process".into(),
@@ -159,7 +230,6 @@ pub fn spawn(
         crate::timing::forget_before("clone (sandbox side)");
         let join = match &tasks {
             Some(t) => Join::Itself(t),
-            None if cgroups.is_some() => Join::WaitForSupervisor,
             None => Join::Nothing,
         };
         child(spec, theirs, root_caller, join);
@@ -197,44 +267,26 @@ pub fn spawn(
         .map_err(|e| setup_error_sent(&sandbox.channel).unwrap_or(e));
     crate::timing::mark("id maps written, setup started");
     // The sandbox builds its filesystem view meanwhile: moving it into the run's groups (a
-    // cgroup v1 move waits for an RCU grace period) overlaps with that. PID 1 waits for this
-    // message before it starts the command, so the limits bind the command from its first
-    // instruction; nothing in the sandbox forks before that.
+    // cgroup v1 move waits for an RCU grace period) overlaps with that. PID 1 waits for the
+    // word of `Starting::finish` before it starts the command, so the limits bind the command
+    // from its first instruction; nothing in the sandbox forks before that.
     let result = started.and_then(|()| match cgroups {
         Some(_) if tasks_moved => Ok(()),
         Some(c) => c
             .add(pid)
-            .and_then(|()| {
-                crate::timing::mark("cgroups joined");
-                sys::write_all(&sandbox.channel, &[MSG_JOINED]).map_err(|source| Error::Syscall {
-                    step: "tell the sandbox it is in its cgroups",
-                    source,
-                })
-            })
+            .inspect(|()| crate::timing::mark("cgroups joined"))
             // A sandbox whose setup failed meanwhile cannot be moved: its own error says why.
             .map_err(|e| setup_error_sent(&sandbox.channel).unwrap_or(e)),
         None => Ok(()),
     });
-    let listeners = spec.proxy_ports.len() + spec.host_services.len();
-    let ready = result.and_then(|()| recv_ready(&sandbox.channel, listeners, spec.transparent));
-    crate::timing::mark("sandbox ready");
-    match ready {
-        Ok((pty_master, mut proxy_listeners, tun)) => {
-            let service_listeners = proxy_listeners.split_off(spec.proxy_ports.len());
-            Ok(Sandbox {
-                pty_master,
-                proxy_listeners,
-                service_listeners,
-                tun,
-                ..sandbox
-            })
-        }
-        Err(e) => {
-            let _ = sys::kill(pid, libc::SIGKILL);
-            reap(pid);
-            Err(e)
-        }
-    }
+    let starting = Starting {
+        sandbox: Some(sandbox),
+        proxy_ports: spec.proxy_ports.len(),
+        listeners: spec.proxy_ports.len() + spec.host_services.len(),
+        transparent: spec.transparent,
+    };
+    // An error: dropping `starting` kills and reaps the sandbox.
+    result.map(|()| starting)
 }
 
 /// Ends a started sandbox that will not be waited for (the supervisor failed after `spawn`).
@@ -440,12 +492,10 @@ pub(crate) fn send_fds(fd: RawFd, buf: &[u8], pass: &[RawFd]) -> io::Result<()> 
 /// The sandbox side: runs as PID 1 of the new namespaces and never returns.
 /// How the sandbox gets into the run's cgroups.
 enum Join<'a> {
-    /// No cgroups.
+    /// No cgroups, or the supervisor moves PID 1 while it sets up (before `MSG_GO`).
     Nothing,
     /// PID 1 moves itself, through these `tasks` files, before anything else.
     Itself(&'a [TasksFile]),
-    /// The supervisor moves it while it sets up; it waits for the word before the command.
-    WaitForSupervisor,
 }
 
 /// PID 1 moves itself into the run's v1 groups; on failure it reports and ends (exit 125).
@@ -520,12 +570,7 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool, join: Join<'_>) -> ! 
         // SAFETY: _exit ends the child at once.
         unsafe { libc::_exit(125) }
     }
-    match setup(
-        spec,
-        fd,
-        root_caller,
-        matches!(join, Join::WaitForSupervisor),
-    ) {
+    match setup(spec, fd, root_caller) {
         Ok(setup) => reaper::run(spec, channel, setup),
         Err(e) => {
             let mut msg = vec![MSG_ERROR];
@@ -543,7 +588,7 @@ pub(crate) struct Ready {
     pub file_dirs: Vec<crate::guard::WritableDir>,
 }
 
-fn setup(spec: &Spec, channel: RawFd, root_caller: bool, in_cgroups: bool) -> Result<Ready> {
+fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
     // If the supervisor dies from here on, so does the sandbox (and with PID 1, all of it).
     sys::set_pdeathsig(libc::SIGKILL).map_err(|source| Error::Syscall {
         step: "PR_SET_PDEATHSIG",
@@ -644,10 +689,8 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool, in_cgroups: bool) -> Re
         limits::set(*resource, *value)?;
     }
     crate::timing::mark("listeners, cwd, pty, rlimits");
-    if in_cgroups {
-        wait_until_joined(channel)?;
-        crate::timing::mark("waited for cgroups");
-    }
+    wait_for_go(channel)?;
+    crate::timing::mark("waited for the word to start");
     // PID 1 answers the guard filter (exec reports, creation guard): it keeps CAP_SYS_PTRACE
     // (in the sandbox's user namespace only) to read the memory of callers that made themselves
     // non-dumpable, as ssh-agent and gpg-agent do. The command drops it before exec.
@@ -676,17 +719,18 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool, in_cgroups: bool) -> Re
     })
 }
 
-/// PID 1 waits for the supervisor to have moved it into the run's cgroups. Anything but the
-/// word that it did (the supervisor failed and is killing the sandbox, or is gone) ends setup.
-fn wait_until_joined(channel: RawFd) -> Result<()> {
+/// PID 1 waits for the supervisor's word that the command may start (the sandbox is in the
+/// run's cgroups, the activity log is open). Anything else (the supervisor failed and is
+/// killing the sandbox, or is gone) ends setup.
+fn wait_for_go(channel: RawFd) -> Result<()> {
     let mut b = [0u8; 1];
     match sys::read_some(channel, &mut b) {
-        Ok(1) if b[0] == MSG_JOINED => Ok(()),
+        Ok(1) if b[0] == MSG_GO => Ok(()),
         Ok(_) => Err(Error::Setup(
-            "the supervisor did not move the sandbox into its cgroups".into(),
+            "the supervisor did not give the word to start the command".into(),
         )),
         Err(source) => Err(Error::Syscall {
-            step: "wait for the cgroups",
+            step: "wait for the word to start the command",
             source,
         }),
     }

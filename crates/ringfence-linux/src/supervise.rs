@@ -267,14 +267,75 @@ pub fn wait_with(
     prompts: Option<&Prompts>,
     signals: Signals,
 ) -> (Outcome, GuardReport) {
-    let (outcome, report) = wait_inner(sandbox, wall, memory, on_report, prompts, signals);
+    let (outcome, report, pid1) = wait_unreaped(sandbox, wall, memory, on_report, prompts, signals);
+    pid1.reap();
+    (outcome, report)
+}
+
+/// PID 1 once the command's outcome is known: killed (it exits by itself after reporting),
+/// not yet reaped. The kernel takes the sandbox's namespaces down as PID 1 exits, which takes
+/// a while; a caller can finish its own bookkeeping meanwhile and reap after. Reaped when
+/// dropped if `reap` was not called, so that no sandbox outlives its supervisor's teardown.
+#[must_use = "PID 1 is reaped by `reap` (or when this is dropped)"]
+pub struct Unreaped {
+    pid: libc::pid_t,
+    reaped: bool,
+}
+
+impl Unreaped {
+    /// Waits until PID 1, and with it every process of the sandbox, is gone.
+    pub fn reap(mut self) {
+        self.wait();
+    }
+
+    fn wait(&mut self) {
+        if std::mem::replace(&mut self.reaped, true) {
+            return;
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: waitpid on our own child with a valid status pointer.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        crate::timing::mark("PID 1 reaped");
+    }
+}
+
+impl Drop for Unreaped {
+    fn drop(&mut self) {
+        self.wait();
+    }
+}
+
+/// `wait_with`, returning as soon as the outcome is known: PID 1 has been killed and is
+/// reaped through the returned `Unreaped`.
+pub fn wait_unreaped(
+    sandbox: Sandbox,
+    wall: Option<Duration>,
+    memory: Option<&MemoryWatch>,
+    on_report: &mut dyn FnMut(Report<'_>),
+    prompts: Option<&Prompts>,
+    signals: Signals,
+) -> (Outcome, GuardReport, Unreaped) {
+    let mut pid1 = Unreaped {
+        pid: sandbox.pid,
+        reaped: false,
+    };
+    let (outcome, report) = wait_inner(
+        sandbox, wall, memory, on_report, prompts, signals, &mut pid1,
+    );
+    // The command and everything it started are gone (PID 1 reports after killing the rest),
+    // so the memory cgroup's count is final.
     let outcome = match (outcome, memory) {
         (Outcome::Exited(_) | Outcome::Signaled(_), Some(w @ MemoryWatch::Cgroup(_))) => {
             w.reached(0).map_or(outcome, Outcome::MemoryLimit)
         }
         _ => outcome,
     };
-    (outcome, report)
+    (outcome, report, pid1)
 }
 
 fn wait_inner(
@@ -284,18 +345,14 @@ fn wait_inner(
     on_report: &mut dyn FnMut(Report<'_>),
     prompts: Option<&Prompts>,
     signals: Signals,
+    pid1: &mut Unreaped,
 ) -> (Outcome, GuardReport) {
     let process_signals = matches!(signals, Signals::Process);
     let (sig_read, _sig_write) = match signals {
         Signals::Pipe(fd) => (fd, None),
         Signals::Process => match sys::pipe() {
             Ok((r, w)) => (r, Some(w)),
-            Err(_) => {
-                return (
-                    kill_and_reap(&sandbox, Outcome::Lost),
-                    GuardReport::default(),
-                )
-            }
+            Err(_) => return (kill_pid1(&sandbox, Outcome::Lost), GuardReport::default()),
         },
     };
     if let (true, Some(w)) = (process_signals, &_sig_write) {
@@ -339,7 +396,7 @@ fn wait_inner(
             if now >= next_look {
                 let (reached, after) = w.look(sandbox.pid);
                 if let Some(used) = reached {
-                    break kill_and_reap(&sandbox, Outcome::MemoryLimit(used));
+                    break kill_pid1(&sandbox, Outcome::MemoryLimit(used));
                 }
                 next_look = Instant::now() + after;
             }
@@ -407,7 +464,7 @@ fn wait_inner(
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    break kill_and_reap(&sandbox, Outcome::TimedOut);
+                    break kill_pid1(&sandbox, Outcome::TimedOut);
                 }
                 left.as_millis().min(i32::MAX as u128) as i32
             }
@@ -443,7 +500,7 @@ fn wait_inner(
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            break kill_and_reap(&sandbox, Outcome::Lost);
+            break kill_pid1(&sandbox, Outcome::Lost);
         }
         for pfd in &fds[io_at..] {
             if pfd.revents == 0 {
@@ -563,11 +620,13 @@ fn wait_inner(
                 }
                 _ => Outcome::Lost,
             };
-            break kill_and_reap(&sandbox, outcome);
+            break kill_pid1(&sandbox, outcome);
         }
     };
-    // Whatever the command wrote last to its terminal.
+    // Whatever the command wrote last to its terminal: read once every end of the terminal
+    // inside is closed, that is once PID 1 is gone.
     if let (Some(m), true) = (master, master_open) {
+        pid1.wait();
         while let Ok(k) = sys::read_some(m.as_raw_fd(), &mut buf) {
             if k == 0 {
                 break;
@@ -625,22 +684,13 @@ fn report_one(
     false
 }
 
-/// Makes sure PID 1 (and with it every process of the sandbox) is gone, then reaps it.
-fn kill_and_reap(sandbox: &Sandbox, outcome: Outcome) -> Outcome {
+/// Makes sure PID 1 (and with it every process of the sandbox) goes; `Unreaped` reaps it.
+fn kill_pid1(sandbox: &Sandbox, outcome: Outcome) -> Outcome {
     crate::timing::mark("command's status received");
     // PID 1 exits by itself after reporting; killing it is harmless then and needed otherwise.
     let _ = sys::kill(sandbox.pid, libc::SIGKILL);
     if let Some(f) = &sandbox.freezer {
         let _ = std::fs::write(f.join("freezer.state"), "THAWED");
     }
-    let mut status = 0;
-    loop {
-        // SAFETY: waitpid on our own child with a valid status pointer.
-        let r = unsafe { libc::waitpid(sandbox.pid, &mut status, 0) };
-        if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            break;
-        }
-    }
-    crate::timing::mark("PID 1 reaped");
     outcome
 }

@@ -72,6 +72,16 @@ pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 
+/// The text of a small kernel file (procfs, cgroupfs): these report a size of 0, so
+/// `fs::read_to_string` reads them in growing steps from 32 bytes, a syscall each; this reads
+/// into one 16 KiB buffer (a longer file is read on to its end all the same).
+pub fn read_kernel_text(path: impl AsRef<Path>) -> io::Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::with_capacity(16 << 10);
+    std::fs::File::open(path)?.read_to_end(&mut buf)?;
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 pub fn write_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     std::fs::write(path, contents)
 }

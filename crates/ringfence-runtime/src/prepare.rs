@@ -128,7 +128,8 @@ pub fn load_policy(src: &Sources) -> Result<(Policy, PathBuf)> {
 /// derived: MemTotal, or the memory limit of the cgroup ringfence runs in when that is lower
 /// (a container or CI job sees the host's MemTotal).
 pub fn machine_memory() -> Result<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").context("reading /proc/meminfo")?;
+    let text =
+        ringfence_linux::sys::read_kernel_text("/proc/meminfo").context("reading /proc/meminfo")?;
     let total = text
         .lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
@@ -186,22 +187,35 @@ impl ProtectedLists {
     }
 }
 
-/// Paths resolved for one `prepare`: real paths and the kind of entry at each, each directory
-/// resolved once. A policy names dozens of paths in the same few directories (the default
-/// credential stores are mostly in the home directory, mostly absent), and each lookup is a
-/// system call per component.
+/// Paths resolved for one `prepare`: real paths and the kind of entry at each, each path
+/// resolved once, from its parent's resolution. A policy names dozens of paths in the same
+/// few directories (the default credential stores are mostly in the home directory, mostly
+/// absent); resolving each from scratch is a system call per component, from its resolved
+/// parent one `lstat` (and a full resolution only where a component is a symlink).
 #[derive(Default)]
 struct Resolver {
-    dirs: std::cell::RefCell<HashMap<PathBuf, Option<PathBuf>>>,
+    paths: std::cell::RefCell<HashMap<PathBuf, Resolved>>,
     kinds: std::cell::RefCell<HashMap<PathBuf, Option<Kind>>>,
+}
+
+/// What is at a path.
+#[derive(Clone)]
+enum Resolved {
+    /// An entry, at this real path.
+    Real(PathBuf),
+    /// A symlink whose target does not resolve.
+    Dangling,
+    Absent,
 }
 
 impl Resolver {
     /// The real path of `p` when it exists (mounts act on real paths); for a name that does
     /// not exist yet, that name in the real path of its parent; else `p` itself.
     fn real(&self, p: &Path) -> PathBuf {
-        if p.symlink_metadata().is_ok() {
-            return std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        match self.resolve(p) {
+            Resolved::Real(r) => return r,
+            Resolved::Dangling => return p.to_path_buf(),
+            Resolved::Absent => {}
         }
         let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
             return p.to_path_buf();
@@ -217,12 +231,59 @@ impl Resolver {
         }
     }
 
+    /// The real path of `d`, when it exists.
     fn dir(&self, d: &Path) -> Option<PathBuf> {
-        if let Some(r) = self.dirs.borrow().get(d) {
+        match self.resolve(d) {
+            Resolved::Real(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// What `canonicalize` finds at `p`, worked out from `p`'s parent when `p` is a plain
+    /// absolute path (no `.` or `..`, which `canonicalize` resolves after the symlinks before
+    /// them): the parent's real path joined with the name, unless the name is a symlink.
+    fn resolve(&self, p: &Path) -> Resolved {
+        if let Some(r) = self.paths.borrow().get(p) {
             return r.clone();
         }
-        let r = std::fs::canonicalize(d).ok();
-        self.dirs.borrow_mut().insert(d.to_path_buf(), r.clone());
+        let plain = p.is_absolute()
+            && p.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::RootDir | std::path::Component::Normal(_)
+                )
+            });
+        let full = |p: &Path| match std::fs::canonicalize(p) {
+            Ok(r) => Resolved::Real(r),
+            Err(_) if p.symlink_metadata().is_ok() => Resolved::Dangling,
+            Err(_) => Resolved::Absent,
+        };
+        let r = match (plain, p.parent(), p.file_name()) {
+            (true, Some(parent), Some(name)) => match self.resolve(parent) {
+                Resolved::Real(rp) => {
+                    let at = rp.join(name);
+                    match at.symlink_metadata() {
+                        Ok(m) if m.file_type().is_symlink() => full(&at),
+                        Ok(m) => {
+                            // Not a symlink: what `kind` would find, at both names.
+                            let k = Some(if m.is_dir() { Kind::Dir } else { Kind::File });
+                            let mut kinds = self.kinds.borrow_mut();
+                            kinds.insert(p.to_path_buf(), k);
+                            kinds.insert(at.clone(), k);
+                            Resolved::Real(at)
+                        }
+                        Err(_) => Resolved::Absent,
+                    }
+                }
+                // Beneath something that is not there (or a dangling symlink): not there.
+                Resolved::Dangling | Resolved::Absent => Resolved::Absent,
+            },
+            _ => full(p),
+        };
+        if matches!(r, Resolved::Absent) {
+            self.kinds.borrow_mut().insert(p.to_path_buf(), None);
+        }
+        self.paths.borrow_mut().insert(p.to_path_buf(), r.clone());
         r
     }
 
@@ -235,10 +296,10 @@ impl Resolver {
         k
     }
 
-    /// Forgets every directory resolved, and the kinds found at or beneath `dir` (its real
-    /// path too) and on the way there: entries were created there since.
+    /// Forgets every path resolved, and the kinds found at or beneath `dir` (its real path
+    /// too) and on the way there: entries were created there since.
     fn forget(&self, dir: &Path) {
-        self.dirs.borrow_mut().clear();
+        self.paths.borrow_mut().clear();
         let real = std::fs::canonicalize(dir).ok();
         let stale = |p: &Path| {
             std::iter::once(dir)
@@ -833,6 +894,26 @@ mod tests {
         assert_eq!(r.kind(&base.join("real/absent")), Some(Kind::Dir));
         assert_eq!(r.real(&base.join("no/such")), base.join("no/such"));
         assert_eq!(r.dir(&base.join("no")), Some(base.join("no")));
+        // As `canonicalize` has it: a symlinked directory deeper down, a relative symlink,
+        // `..` after a symlink, a dangling symlink (the path as given) and what is beneath it.
+        std::fs::create_dir_all(base.join("real/sub/deep")).unwrap();
+        std::os::unix::fs::symlink("real/sub", base.join("rel")).unwrap();
+        std::os::unix::fs::symlink(base.join("gone"), base.join("dangling")).unwrap();
+        let r = Resolver::default();
+        for p in [
+            "link/sub/deep",
+            "rel/deep",
+            "rel/../file",
+            "link/sub/deep/../../file",
+            "real/file",
+        ] {
+            let p = base.join(p);
+            assert_eq!(Some(r.real(&p)), std::fs::canonicalize(&p).ok(), "{p:?}");
+        }
+        assert_eq!(r.real(&base.join("dangling")), base.join("dangling"));
+        assert_eq!(r.real(&base.join("dangling/x")), base.join("dangling/x"));
+        assert_eq!(r.real(&base.join("real/file/x")), base.join("real/file/x"));
+        assert_eq!(r.real(&base.join("rel/new")), base.join("real/sub/new"));
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

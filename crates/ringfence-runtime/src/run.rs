@@ -7,18 +7,20 @@
 //! 2. the network policy and egress (`NetPolicy::from_policy`, `netrun::Egress::from_policy`,
 //!    `netrun::host_services`);
 //! 3. the run record in the state directory (`runs::Record::start`), writable directories that
-//!    do not exist yet (`prepare::create_dirs`), overlay mode (`overlay::start`), the activity
-//!    log with its `run.start` (`audit::Activity::start`);
+//!    do not exist yet (`prepare::create_dirs`), overlay mode (`overlay::start`);
 //! 4. the run's cgroups (`Cgroups::create`), then the sandbox itself, cloned from this
-//!    single-threaded process (`ringfence_linux::sandbox::spawn`: namespaces, mounts,
-//!    pivot_root, capabilities, no_new_privs, seccomp, PID 1 reaper, `execve`);
+//!    single-threaded process (`ringfence_linux::sandbox::start`: namespaces, mounts,
+//!    pivot_root, capabilities, no_new_privs, seccomp); while it builds its view, the activity
+//!    log with its `run.start` (`audit::Activity::start`); then `Starting::finish` lets PID 1
+//!    start the command (PID 1 reaper, `execve`);
 //! 5. only now threads: the egress proxy on the listeners the sandbox handed over
 //!    (`netrun::Network::start`), and the supervisor thread (`supervise::wait_with`: reports,
 //!    limits, signals, the terminal relay).
 //!
 //! `Running::wait` joins the supervisor thread, which tears the run down (`Teardown`): the
-//! sandbox killed and reaped, the proxy stopped, the cgroups removed, the log closed with
-//! `run.end` and the run record finished. Dropping a `Running` without waiting does the same.
+//! sandbox killed, the proxy stopped, the log closed with `run.end` and the run record
+//! finished while the kernel takes the sandbox down, then PID 1 reaped and the cgroups
+//! removed. Dropping a `Running` without waiting does the same.
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -666,12 +668,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         .as_ref()
         .map(|r| r.log_path())
         .unwrap_or_default();
-    let log = Arc::new(Mutex::new(
-        Activity::start(log_path.clone(), &run_name, &raw_argv, &prepared, observer)
-            .map_err(Error::Run)?,
-    ));
-    teardown.log = Some(log.clone());
-    ringfence_linux::timing::mark("run record, activity log");
+    ringfence_linux::timing::mark("run record");
     // 4. The cgroups and the sandbox.
     // Give back what scanning a large tree allocated before the sandbox is cloned from this
     // process: a smaller image is quicker to clone and to move into the run's cgroups.
@@ -686,12 +683,13 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         argv,
         env: std::mem::take(&mut prepared.env),
         cwd: prepared.cwd.clone(),
-        plan: std::mem::take(&mut prepared.plan),
+        // The log records the plan and the guard once the sandbox is cloned: copies here.
+        plan: prepared.plan.clone(),
         seccomp: std::mem::take(&mut prepared.seccomp),
         limits: std::mem::take(&mut prepared.limits),
         hostname: "ringfence".into(),
         pty,
-        guard: prepared.guard.take(),
+        guard: prepared.guard.clone(),
         proxy_ports,
         host_services: host_services.clone(),
         unix_sockets: prepared.unix_sockets.take(),
@@ -724,7 +722,16 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut sb = linux_sandbox::spawn(&spec, winsize, teardown.groups.as_ref())?;
+    let starting = linux_sandbox::start(&spec, winsize, teardown.groups.as_ref())?;
+    // The activity log is opened while the sandbox builds its view; the command starts only
+    // once it is open (a failure here drops `starting`, which kills the sandbox).
+    let log = Arc::new(Mutex::new(
+        Activity::start(log_path.clone(), &run_name, &raw_argv, &prepared, observer)
+            .map_err(Error::Run)?,
+    ));
+    teardown.log = Some(log.clone());
+    ringfence_linux::timing::mark("activity log");
+    let mut sb = starting.finish()?;
     sb.freezer = teardown.freezer.clone();
     let (stdin, stdout, stderr) = match streams {
         // The sandbox has its copies; ours of its ends close here.
@@ -880,7 +887,7 @@ fn supervise_run(
     };
     let mut violations: Vec<String> = Vec::new();
     let mut unreported = 0u64;
-    let (mut status, refused) = supervise::wait_with(
+    let (mut status, refused, pid1) = supervise::wait_unreaped(
         sb,
         watch.wall.map(Duration::from_secs),
         Some(&memory_watch),
@@ -935,11 +942,16 @@ fn supervise_run(
         }
     }
     teardown.outcome = Some(status);
+    // The log and the run record are closed while the kernel takes the sandbox down (the
+    // command and all it started are gone; PID 1 is killed); the groups can be removed only
+    // once PID 1 is reaped.
+    teardown.close();
+    ringfence_linux::timing::mark("proxy stopped, log closed");
+    pid1.reap();
     if let Some(g) = teardown.groups.take() {
         g.remove();
     }
-    teardown.close();
-    ringfence_linux::timing::mark("proxy stopped, cgroups removed, log closed");
+    ringfence_linux::timing::mark("cgroups removed");
     let overlay = manifest.map(|m| {
         let baseline = match m.join() {
             Ok(Ok(())) => None,
