@@ -68,7 +68,14 @@ fn handle(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) {
     }
 }
 
-pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
+/// `guard_filter`: the command's filter (`seccomp::build_guard` for `spec`), which it installs
+/// on itself and whose listener it hands to PID 1.
+pub(crate) fn run(
+    spec: &Spec,
+    channel: OwnedFd,
+    ready: Ready,
+    guard_filter: &[libc::sock_filter],
+) -> ! {
     // The command installs the creation guard on itself and hands PID 1 the listener over
     // this pair (a stream pair: the main filter allows those).
     let guard_pair = match stream_pair() {
@@ -89,7 +96,12 @@ pub(crate) fn run(spec: &Spec, channel: OwnedFd, ready: Ready) -> ! {
         drop(channel);
         drop((wake_read, wake_write));
         let guard_end = guard_pair.map(|(_, theirs)| theirs);
-        command(spec, ready.pty_slave.as_ref(), &old_mask, guard_end);
+        command(
+            spec,
+            ready.pty_slave.as_ref(),
+            &old_mask,
+            guard_end.map(|g| (g, guard_filter)),
+        );
     }
     COMMAND_PID.store(pid, Ordering::Relaxed);
     crate::timing::mark("command forked");
@@ -334,7 +346,7 @@ fn command(
     spec: &Spec,
     pty_slave: Option<&CString>,
     mask: &libc::sigset_t,
-    guard: Option<OwnedFd>,
+    guard: Option<(OwnedFd, &[libc::sock_filter])>,
 ) -> ! {
     for sig in 1..libc::SIGRTMIN() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
@@ -372,15 +384,9 @@ fn command(
             std::io::Error::other(e.to_string()),
         );
     }
-    if let Some(sock) = guard {
+    if let Some((sock, filter)) = guard {
         // Last step before exec: from here on every creating syscall waits for PID 1.
-        match seccomp::install_with_listener(&seccomp::build_guard(
-            spec.guard.is_some(),
-            spec.guard.as_ref().is_some_and(|g| !g.files.is_empty()),
-            spec.unix_sockets.is_some(),
-            spec.guard.as_ref().is_some_and(|g| g.ask.is_some()),
-            spec.guard.as_ref().is_some_and(|g| g.ask_read.is_some()),
-        )) {
+        match seccomp::install_with_listener(filter) {
             Ok(listener) if spec.unix_sockets.is_some() => {
                 if !offer_listener(&sock, &listener) {
                     fail(

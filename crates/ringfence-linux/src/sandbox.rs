@@ -207,6 +207,15 @@ pub fn start(
         Some(c) => c.tasks_files()?,
         None => None,
     };
+    // The command's own filter (see `reaper`), built here: in the command, after two forks,
+    // every page it writes would be a copy first.
+    let guard_filter = seccomp::build_guard(
+        spec.guard.is_some(),
+        spec.guard.as_ref().is_some_and(|g| !g.files.is_empty()),
+        spec.unix_sockets.is_some(),
+        spec.guard.as_ref().is_some_and(|g| g.ask.is_some()),
+        spec.guard.as_ref().is_some_and(|g| g.ask_read.is_some()),
+    );
     // SAFETY: the process is single-threaded (checked above), so the child may run arbitrary
     // code until it execs or exits; a null stack makes clone behave like fork.
     let pid = unsafe {
@@ -232,7 +241,7 @@ pub fn start(
             Some(t) => Join::Itself(t),
             None => Join::Nothing,
         };
-        child(spec, theirs, root_caller, join);
+        child(spec, theirs, root_caller, join, &guard_filter);
     }
     crate::timing::mark("clone");
     let tasks_moved = tasks.is_some();
@@ -520,7 +529,13 @@ fn join_itself(files: &[TasksFile], fd: RawFd) {
     }
 }
 
-fn child(spec: &Spec, channel: OwnedFd, root_caller: bool, join: Join<'_>) -> ! {
+fn child(
+    spec: &Spec,
+    channel: OwnedFd,
+    root_caller: bool,
+    join: Join<'_>,
+    guard_filter: &[libc::sock_filter],
+) -> ! {
     // The supervisor holds some signals while it starts the sandbox; nothing here inherits that.
     // SAFETY: an empty set, replacing this process's signal mask.
     unsafe {
@@ -571,7 +586,7 @@ fn child(spec: &Spec, channel: OwnedFd, root_caller: bool, join: Join<'_>) -> ! 
         unsafe { libc::_exit(125) }
     }
     match setup(spec, fd, root_caller) {
-        Ok(setup) => reaper::run(spec, channel, setup),
+        Ok(setup) => reaper::run(spec, channel, setup, guard_filter),
         Err(e) => {
             let mut msg = vec![MSG_ERROR];
             msg.extend_from_slice(&e.encode());
