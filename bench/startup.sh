@@ -157,42 +157,77 @@ for d in range(dirs):
         protected += 1
 print(f"    {made} files in {dirs} directories, {protected} protected entries planted")
 EOF
+# Written out before anything is timed: the tree's writeback would slow the runs that write a
+# log (ringfence, srt) and not the ones that write nothing (bwrap).
+sync
 
 # --- timing -------------------------------------------------------------------
 cat >"$WORK/timeit.py" <<'EOF'
-"""timeit.py RUNS WARMUP -- CMD...: time CMD (stdout/stderr discarded); print 'median p90 failures' in ms."""
+"""timeit.py RUNS WARMUP ::: CMD... [::: CMD...]: time each CMD (stdout/stderr discarded), the
+commands in turns so that the machine's drift touches each alike; print 'median p90 failures'
+in ms, one line per command."""
 import subprocess, sys, time
 runs, warm = int(sys.argv[1]), int(sys.argv[2])
-cmd = sys.argv[sys.argv.index("--") + 1:]
-for _ in range(warm):
-    subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-times, failures = [], 0
-for _ in range(runs):
+cmds, cur = [], None
+for a in sys.argv[3:]:
+    if a == ":::":
+        cur = []
+        cmds.append(cur)
+    else:
+        cur.append(a)
+def once(cmd):
     t0 = time.perf_counter()
     rc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
-    times.append((time.perf_counter() - t0) * 1000)
-    failures += rc != 0
-times.sort()
-median = times[len(times) // 2] if len(times) % 2 else (times[len(times) // 2 - 1] + times[len(times) // 2]) / 2
-p90 = times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
-print(f"{median:.2f} {p90:.2f} {failures}")
+    return (time.perf_counter() - t0) * 1000, rc
+for _ in range(warm):
+    for cmd in cmds:
+        once(cmd)
+times = [[] for _ in cmds]
+failures = [0 for _ in cmds]
+for _ in range(runs):
+    for i, cmd in enumerate(cmds):
+        t, rc = once(cmd)
+        times[i].append(t)
+        failures[i] += rc != 0
+for t, f in zip(times, failures):
+    t.sort()
+    median = t[len(t) // 2] if len(t) % 2 else (t[len(t) // 2 - 1] + t[len(t) // 2]) / 2
+    p90 = t[min(len(t) - 1, int(round(0.9 * (len(t) - 1))))]
+    print(f"{median:.2f} {p90:.2f} {f}")
 EOF
 declare -A MED P90
 measure() { # measure KEY LABEL RUNS CMD...
   local key="$1" label="$2" runs="$3"; shift 3
   local out med p90 fails
-  out="$(python3 "$WORK/timeit.py" "$runs" 3 -- "$@")"
-  read -r med p90 fails <<<"$out"
-  MED[$key]="$med"; P90[$key]="$p90"
-  printf '  %-44s median %8.2f ms   p90 %8.2f ms' "$label" "$med" "$p90"
-  [ "$fails" = 0 ] && echo || echo "   ($fails of $runs runs FAILED)"
+  out="$(python3 "$WORK/timeit.py" "$runs" 3 ::: "$@")"
+  show "$key" "$label" "$runs" "$out"
+}
+show() { # show KEY LABEL RUNS 'median p90 failures'
+  local med p90 fails
+  read -r med p90 fails <<<"$4"
+  MED[$1]="$med"; P90[$1]="$p90"
+  printf '  %-44s median %8.2f ms   p90 %8.2f ms' "$2" "$med" "$p90"
+  [ "$fails" = 0 ] && echo || echo "   ($fails of $3 runs FAILED)"
+}
+# measure_turns KEY1 LABEL1 KEY2 LABEL2 RUNS CMD1... ::: CMD2...: the two in turns; without
+# bubblewrap (no CMD2), CMD1 alone.
+measure_turns() {
+  local k1="$1" l1="$2" k2="$3" l2="$4" runs="$5"; shift 5
+  local out
+  out="$(python3 "$WORK/timeit.py" "$runs" 3 ::: "$@")"
+  show "$k1" "$l1" "$runs" "$(sed -n 1p <<<"$out")"
+  [ "$(wc -l <<<"$out")" -gt 1 ] && show "$k2" "$l2" "$runs" "$(sed -n 2p <<<"$out")"
+  return 0
 }
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 
 echo
 echo "==> startup of a sandboxed 'true' ($RUNS warm runs each, $(nproc) CPUs, $(uname -r))"
-measure rf "ringfence run -- true" "$RUNS" "$RF" run -- true
-[ "${#BWRAP[@]}" -gt 0 ] && measure bwrap "bwrap --unshare-all ... true" "$RUNS" "${BWRAP[@]}"
+# ringfence and bubblewrap in turns, so that the ratio compares like with like.
+BW_TURN=()
+[ "${#BWRAP[@]}" -gt 0 ] && BW_TURN=(::: "${BWRAP[@]}")
+measure_turns rf "ringfence run -- true" bwrap "bwrap --unshare-all ... true" "$RUNS" \
+  "$RF" run -- true "${BW_TURN[@]}"
 [ "${#SRT[@]}" -gt 0 ] && measure srt "srt true (srt ${SRT_VERSION:-?})" "$RUNS" "${SRT[@]}"
 [ "${#CODEX[@]}" -gt 0 ] && measure codex "codex sandbox -- true (${CODEX_VERSION:-?})" "$RUNS" "${CODEX[@]}"
 
@@ -202,11 +237,13 @@ mkdir -p "$WS/src"
 for i in $(seq 50); do echo "$i" >"$WS/src/f$i.txt"; done
 git -C "$WS" init -q 2>/dev/null && git -C "$WS" add -A 2>/dev/null \
   && git -C "$WS" -c user.name=bench -c user.email=bench@example.invalid commit -q -m init 2>/dev/null || true
+sync
 echo "  in a writable git workspace (cwd, 50 files):"
 cd "$WS"
-measure rf_ws "ringfence run --allow-write . -- true" "$RUNS" "$RF" run --allow-write . -- true
-[ "${#BWRAP[@]}" -gt 0 ] && measure bw_ws "bwrap ... --bind WS WS true" "$RUNS" \
-  bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc --bind "$WS" "$WS" true
+BW_TURN=()
+[ "${#BWRAP[@]}" -gt 0 ] && BW_TURN=(::: bwrap --unshare-all --ro-bind / / --dev /dev --proc /proc --bind "$WS" "$WS" true)
+measure_turns rf_ws "ringfence run --allow-write . -- true" bw_ws "bwrap ... --bind WS WS true" "$RUNS" \
+  "$RF" run --allow-write . -- true "${BW_TURN[@]}"
 cd "$CWD"
 
 echo
