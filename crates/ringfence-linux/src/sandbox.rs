@@ -186,13 +186,20 @@ impl Drop for Starting {
 }
 
 /// Clones the sandbox and lets it build its view (`Starting::finish` lets it go on to the
-/// command). Must be called while the process has a single thread.
+/// command). Must be called while the process has a single thread; the threads of a previous
+/// run in this process that are ending are given up to a second.
 pub fn start(
     spec: &Spec,
     winsize: Option<libc::winsize>,
     cgroups: Option<&Cgroups>,
 ) -> Result<Starting> {
-    if threads() != Some(1) {
+    let single = (0..100).any(|i| {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        threads() == Some(1)
+    });
+    if !single {
         return Err(Error::Setup(
             "the sandbox must be created from a single-threaded process".into(),
         ));

@@ -72,6 +72,23 @@ pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 
+/// The machine's memory in bytes: `MemTotal` of /proc/meminfo, from `sysinfo(2)` (the same
+/// count of pages, without the kernel writing out the rest of /proc/meminfo).
+pub fn total_memory() -> io::Result<u64> {
+    // SAFETY: sysinfo fills the zeroed struct it is given.
+    let info = unsafe {
+        let mut info: libc::sysinfo = std::mem::zeroed();
+        if libc::sysinfo(&mut info) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        info
+    };
+    // `totalram` is an unsigned long: 64 bits here, 32 on 32-bit targets.
+    #[allow(clippy::useless_conversion)]
+    let pages = u64::from(info.totalram);
+    Ok(pages.saturating_mul(u64::from(info.mem_unit.max(1))))
+}
+
 /// The text of a small kernel file (procfs, cgroupfs): these report a size of 0, so
 /// `fs::read_to_string` reads them in growing steps from 32 bytes, a syscall each; this reads
 /// into one 16 KiB buffer (a longer file is read on to its end all the same).
@@ -237,4 +254,33 @@ pub fn errno_str(e: i32) -> String {
 
 pub fn path_of(c: &CStr) -> &Path {
     Path::new(OsStr::from_bytes(c.to_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn total_memory_is_memtotal() {
+        let meminfo = read_kernel_text("/proc/meminfo").unwrap();
+        let kib: u64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap();
+        assert_eq!(total_memory().unwrap(), kib * 1024);
+    }
+
+    #[test]
+    fn kernel_text_is_read_whole_however_long() {
+        // Longer than the first buffer: the rest is read on.
+        let maps = read_kernel_text("/proc/self/maps").unwrap();
+        let direct = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        assert!(!maps.is_empty());
+        let smaps = read_kernel_text("/proc/self/smaps").unwrap();
+        assert!(smaps.len() > 16 << 10, "{}", smaps.len());
+        // Both end at a record's end (the mappings may differ between the two reads).
+        assert!(smaps.ends_with('\n') && direct.ends_with('\n'));
+    }
 }

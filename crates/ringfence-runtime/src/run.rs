@@ -715,13 +715,6 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     if terminal {
         supervise::hold_signals();
     }
-    // The threads of a previous run in this process are ending: give them a moment.
-    for _ in 0..100 {
-        if linux_sandbox::threads() == Some(1) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
     let starting = linux_sandbox::start(&spec, winsize, teardown.groups.as_ref())?;
     // The activity log is opened while the sandbox builds its view; the command starts only
     // once it is open (a failure here drops `starting`, which kills the sandbox).
