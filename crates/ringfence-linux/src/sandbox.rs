@@ -148,7 +148,8 @@ impl Starting {
         let Some(sandbox) = self.sandbox.take() else {
             return Err(Error::Setup("the sandbox was already started".into()));
         };
-        let ready = sys::write_all(&sandbox.channel, &[MSG_GO])
+        // PID 1 may have failed its setup and gone meanwhile: EPIPE then, not a SIGPIPE.
+        let ready = sys::send_message(&sandbox.channel, &[MSG_GO])
             .map_err(|source| Error::Syscall {
                 step: "tell the sandbox to start the command",
                 source,
@@ -273,7 +274,7 @@ pub fn start(
                 go[4..6].copy_from_slice(&ws.ws_xpixel.to_ne_bytes());
                 go[6..8].copy_from_slice(&ws.ws_ypixel.to_ne_bytes());
             }
-            sys::write_all(&sandbox.channel, &go).map_err(|source| Error::Syscall {
+            sys::send_message(&sandbox.channel, &go).map_err(|source| Error::Syscall {
                 step: "start sandbox",
                 source,
             })

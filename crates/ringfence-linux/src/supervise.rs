@@ -279,6 +279,7 @@ pub fn wait_with(
 #[must_use = "PID 1 is reaped by `reap` (or when this is dropped)"]
 pub struct Unreaped {
     pid: libc::pid_t,
+    freezer: Option<std::path::PathBuf>,
     reaped: bool,
 }
 
@@ -306,6 +307,14 @@ impl Unreaped {
 
 impl Drop for Unreaped {
     fn drop(&mut self) {
+        if !self.reaped {
+            // Dropped on a path that did not kill it first (a panic while waiting, say): a
+            // sandbox is never waited for while it runs on. Harmless when it was killed.
+            let _ = sys::kill(self.pid, libc::SIGKILL);
+            if let Some(f) = &self.freezer {
+                let _ = std::fs::write(f.join("freezer.state"), "THAWED");
+            }
+        }
         self.wait();
     }
 }
@@ -322,6 +331,7 @@ pub fn wait_unreaped(
 ) -> (Outcome, GuardReport, Unreaped) {
     let mut pid1 = Unreaped {
         pid: sandbox.pid,
+        freezer: sandbox.freezer.clone(),
         reaped: false,
     };
     let (outcome, report) = wait_inner(

@@ -72,23 +72,6 @@ pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub const MOUNT_ATTR_NODEV: u64 = 0x4;
 
-/// The machine's memory in bytes: `MemTotal` of /proc/meminfo, from `sysinfo(2)` (the same
-/// count of pages, without the kernel writing out the rest of /proc/meminfo).
-pub fn total_memory() -> io::Result<u64> {
-    // SAFETY: sysinfo fills the zeroed struct it is given.
-    let info = unsafe {
-        let mut info: libc::sysinfo = std::mem::zeroed();
-        if libc::sysinfo(&mut info) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        info
-    };
-    // `totalram` is an unsigned long: 64 bits here, 32 on 32-bit targets.
-    #[allow(clippy::useless_conversion)]
-    let pages = u64::from(info.totalram);
-    Ok(pages.saturating_mul(u64::from(info.mem_unit.max(1))))
-}
-
 /// The text of a small kernel file (procfs, cgroupfs): these report a size of 0, so
 /// `fs::read_to_string` reads them in growing steps from 32 bytes, a syscall each; this reads
 /// into one 16 KiB buffer (a longer file is read on to its end all the same).
@@ -211,6 +194,36 @@ pub fn write_all(fd: &impl AsRawFd, mut buf: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Sends one message on a socket, retried on EINTR, with MSG_NOSIGNAL: a peer that has gone
+/// gives EPIPE, never a SIGPIPE (which kills a process that has not ignored it).
+pub fn send_message(fd: &impl AsRawFd, buf: &[u8]) -> io::Result<()> {
+    loop {
+        // SAFETY: buf is a valid readable slice of buf.len() bytes.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                buf.as_ptr() as *const libc::c_void,
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return if n as usize == buf.len() {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "message cut short",
+                ))
+            };
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// One read, retried on EINTR. Returns 0 at end of file.
 pub fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
@@ -260,17 +273,6 @@ pub fn path_of(c: &CStr) -> &Path {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
-
-    #[test]
-    fn total_memory_is_memtotal() {
-        let meminfo = read_kernel_text("/proc/meminfo").unwrap();
-        let kib: u64 = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap();
-        assert_eq!(total_memory().unwrap(), kib * 1024);
-    }
 
     #[test]
     fn kernel_text_is_read_whole_however_long() {

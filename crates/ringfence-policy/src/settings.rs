@@ -428,9 +428,10 @@ pub struct HeaderInjectSettings {
 }
 
 /// Checks an `extract` pattern: it compiles (Rust's regex syntax, which has no look-around
-/// or back-references; those are refused, not approximated) and has a group 1. The classes
-/// `\d`, `\w`, `\s` and `\b` are ASCII, as in srt's JavaScript patterns; Unicode classes
-/// (`\p{..}`) are refused.
+/// or back-references; those are refused, not approximated) and has a group 1. Classes are
+/// ASCII (regex-lite): `\d`, `\w` and `\b` as in srt's JavaScript patterns; `\s` is ASCII
+/// whitespace only (JavaScript's takes Unicode spaces too); `(?i)` folds ASCII letters only;
+/// Unicode classes (`\p{..}`) and class set operations (`--`, `&&`) are refused.
 pub fn check_extract(pattern: &str) -> Result<(), String> {
     let re = regex_lite::Regex::new(pattern)
         .map_err(|e| format!("\"{pattern}\" is not a pattern ringfence can use: {e}"))?;

@@ -128,13 +128,16 @@ pub fn load_policy(src: &Sources) -> Result<(Policy, PathBuf)> {
 /// derived: MemTotal, or the memory limit of the cgroup ringfence runs in when that is lower
 /// (a container or CI job sees the host's MemTotal).
 pub fn machine_memory() -> Result<u64> {
-    let total = ringfence_linux::sys::total_memory()
-        .ok()
-        .filter(|&t| t > 0)
-        .context(
-            "sysinfo gave no total memory: the default limits.memory cannot be derived; \
-             set limits.memory",
-        )?;
+    // /proc/meminfo, not sysinfo(2): in a container with lxcfs only the file shows the
+    // container's memory.
+    let text =
+        ringfence_linux::sys::read_kernel_text("/proc/meminfo").context("reading /proc/meminfo")?;
+    let total = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .context("no MemTotal in /proc/meminfo: the default limits.memory cannot be derived; set limits.memory")?;
     Ok(cgroup::own_memory_limit().map_or(total, |l| l.min(total)))
 }
 

@@ -397,6 +397,8 @@ struct Teardown {
     outcome: Option<Outcome>,
     /// The log's final hash, once it is closed.
     log_hash: Option<String>,
+    /// What `end_log` got from closing the log: its hash, the refusals, the counts.
+    log_end: Option<(Option<String>, u64, Option<serde_json::Value>)>,
     counts: serde_json::Value,
 }
 
@@ -419,18 +421,30 @@ impl Teardown {
         denied
     }
 
-    /// Closes the log with `run.end` and the run record with it.
-    fn close(&mut self) {
-        let Some(record) = self.record.take() else {
+    /// Closes the log with `run.end` (once); the record is finished by `close`.
+    fn end_log(&mut self) {
+        if self.log_end.is_some() {
             return;
-        };
-        let (hash, denied, counts) = match self.log.as_ref().map(|l| l.lock()) {
+        }
+        self.log_end = Some(match self.log.as_ref().map(|l| l.lock()) {
             Some(Ok(mut l)) => {
                 let (hash, denied) = l.end(self.outcome);
                 (hash, denied, Some(l.counts()))
             }
             _ => (None, 0, None),
+        });
+    }
+
+    /// Closes the log with `run.end` (unless `end_log` did) and the run record with it.
+    fn close(&mut self) {
+        if self.record.is_none() {
+            return;
+        }
+        self.end_log();
+        let Some(record) = self.record.take() else {
+            return;
         };
+        let (hash, denied, counts) = self.log_end.take().unwrap_or((None, 0, None));
         let mut extra = serde_json::Map::new();
         if let Some(h) = &hash {
             extra.insert("logHash".into(), h.clone().into());
@@ -629,6 +643,7 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         network: network_slot.clone(),
         outcome: None,
         log_hash: None,
+        log_end: None,
         counts: serde_json::Value::Null,
     };
     created.map_err(Error::Run)?;
@@ -748,12 +763,15 @@ fn spawn(b: Builder) -> Result<Running, Error> {
         _ => None,
     };
     let fs_ask_parts = match fs_ask_parts {
-        Some(rules) => Some((
-            sb.channel.try_clone().map_err(|e| {
-                Error::Run(anyhow!("asking about paths: duplicating the channel: {e}"))
-            })?,
-            rules,
-        )),
+        Some(rules) => match sb.channel.try_clone() {
+            Ok(channel) => Some((channel, rules)),
+            Err(e) => {
+                linux_sandbox::kill(sb);
+                return Err(Error::Run(anyhow!(
+                    "asking about paths: duplicating the channel: {e}"
+                )));
+            }
+        },
         None => None,
     };
     let proxy_listeners = std::mem::take(&mut sb.proxy_listeners);
@@ -935,16 +953,18 @@ fn supervise_run(
         }
     }
     teardown.outcome = Some(status);
-    // The log and the run record are closed while the kernel takes the sandbox down (the
-    // command and all it started are gone; PID 1 is killed); the groups can be removed only
-    // once PID 1 is reaped.
-    teardown.close();
+    // The log is closed with `run.end` while the kernel takes the sandbox down (PID 1 is
+    // killed); the run record says the run ended only once PID 1, and with it every process of
+    // the sandbox, is reaped (`ps`, `stop`, overlay `apply` go by the record), and the groups
+    // can be removed only then.
+    teardown.end_log();
     ringfence_linux::timing::mark("proxy stopped, log closed");
     pid1.reap();
     if let Some(g) = teardown.groups.take() {
         g.remove();
     }
-    ringfence_linux::timing::mark("cgroups removed");
+    teardown.close();
+    ringfence_linux::timing::mark("PID 1 reaped, cgroups removed, record finished");
     let overlay = manifest.map(|m| {
         let baseline = match m.join() {
             Ok(Ok(())) => None,
