@@ -138,11 +138,6 @@ pub struct Starting {
 }
 
 impl Starting {
-    /// Host pid of the sandbox's PID 1.
-    pub fn pid(&self) -> libc::pid_t {
-        self.sandbox.as_ref().map_or(0, |s| s.pid)
-    }
-
     /// Lets PID 1 start the command once its setup is complete, and waits for that.
     pub fn finish(mut self) -> Result<Sandbox> {
         let Some(sandbox) = self.sandbox.take() else {
@@ -170,8 +165,7 @@ impl Starting {
                 })
             }
             Err(e) => {
-                let _ = sys::kill(sandbox.pid, libc::SIGKILL);
-                reap(sandbox.pid);
+                kill(sandbox);
                 Err(e)
             }
         }
@@ -308,18 +302,29 @@ pub fn start(
 
 /// Ends a started sandbox that will not be waited for (the supervisor failed after `spawn`).
 pub fn kill(sandbox: Sandbox) {
-    let _ = sys::kill(sandbox.pid, libc::SIGKILL);
-    // Frozen v1 tasks do not die until thawed.
-    if let Some(f) = &sandbox.freezer {
-        let _ = std::fs::write(f.join("freezer.state"), "THAWED");
-    }
+    kill_pid1(sandbox.pid, sandbox.freezer.as_deref());
     reap(sandbox.pid);
 }
 
-fn reap(pid: libc::pid_t) {
+/// SIGKILL to PID 1, which takes every process of the sandbox with it; a v1 freezer group is
+/// thawed (frozen v1 tasks do not die until thawed).
+pub(crate) fn kill_pid1(pid: libc::pid_t, freezer: Option<&std::path::Path>) {
+    let _ = sys::kill(pid, libc::SIGKILL);
+    if let Some(f) = freezer {
+        let _ = std::fs::write(f.join("freezer.state"), "THAWED");
+    }
+}
+
+/// Waits for our child `pid` to be gone (retried on EINTR).
+pub(crate) fn reap(pid: libc::pid_t) {
     let mut status = 0;
-    // SAFETY: waitpid on our own child with a valid status pointer.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
+    loop {
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            break;
+        }
+    }
 }
 
 fn write_id_maps(pid: libc::pid_t) -> Result<()> {

@@ -293,14 +293,7 @@ impl Unreaped {
         if std::mem::replace(&mut self.reaped, true) {
             return;
         }
-        let mut status = 0;
-        loop {
-            // SAFETY: waitpid on our own child with a valid status pointer.
-            let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
-            if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                break;
-            }
-        }
+        crate::sandbox::reap(self.pid);
         crate::timing::mark("PID 1 reaped");
     }
 }
@@ -310,10 +303,7 @@ impl Drop for Unreaped {
         if !self.reaped {
             // Dropped on a path that did not kill it first (a panic while waiting, say): a
             // sandbox is never waited for while it runs on. Harmless when it was killed.
-            let _ = sys::kill(self.pid, libc::SIGKILL);
-            if let Some(f) = &self.freezer {
-                let _ = std::fs::write(f.join("freezer.state"), "THAWED");
-            }
+            crate::sandbox::kill_pid1(self.pid, self.freezer.as_deref());
         }
         self.wait();
     }
@@ -698,9 +688,6 @@ fn report_one(
 fn kill_pid1(sandbox: &Sandbox, outcome: Outcome) -> Outcome {
     crate::timing::mark("command's status received");
     // PID 1 exits by itself after reporting; killing it is harmless then and needed otherwise.
-    let _ = sys::kill(sandbox.pid, libc::SIGKILL);
-    if let Some(f) = &sandbox.freezer {
-        let _ = std::fs::write(f.join("freezer.state"), "THAWED");
-    }
+    crate::sandbox::kill_pid1(sandbox.pid, sandbox.freezer.as_deref());
     outcome
 }

@@ -276,13 +276,10 @@ mod tests {
 
     #[test]
     fn kernel_text_is_read_whole_however_long() {
-        // Longer than the first buffer: the rest is read on.
-        let maps = read_kernel_text("/proc/self/maps").unwrap();
-        let direct = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        assert!(!maps.is_empty());
+        // Longer than the first buffer: the rest is read on, to the end of the last record.
         let smaps = read_kernel_text("/proc/self/smaps").unwrap();
         assert!(smaps.len() > 16 << 10, "{}", smaps.len());
-        // Both end at a record's end (the mappings may differ between the two reads).
-        assert!(smaps.ends_with('\n') && direct.ends_with('\n'));
+        assert!(smaps.ends_with('\n'));
+        assert!(smaps.lines().last().unwrap().starts_with("VmFlags:"));
     }
 }

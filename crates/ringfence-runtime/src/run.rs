@@ -18,9 +18,9 @@
 //!    limits, signals, the terminal relay).
 //!
 //! `Running::wait` joins the supervisor thread, which tears the run down (`Teardown`): the
-//! sandbox killed, the proxy stopped, the log closed with `run.end` and the run record
-//! finished while the kernel takes the sandbox down, then PID 1 reaped and the cgroups
-//! removed. Dropping a `Running` without waiting does the same.
+//! sandbox killed, the proxy stopped and the log closed with `run.end` while the kernel takes
+//! the sandbox down, then PID 1 reaped, the cgroups removed and the run record finished.
+//! Dropping a `Running` without waiting does the same.
 
 use std::ffi::{CString, OsStr};
 use std::fs::File;
@@ -437,13 +437,10 @@ impl Teardown {
 
     /// Closes the log with `run.end` (unless `end_log` did) and the run record with it.
     fn close(&mut self) {
-        if self.record.is_none() {
-            return;
-        }
-        self.end_log();
         let Some(record) = self.record.take() else {
             return;
         };
+        self.end_log();
         let (hash, denied, counts) = self.log_end.take().unwrap_or((None, 0, None));
         let mut extra = serde_json::Map::new();
         if let Some(h) = &hash {
