@@ -111,7 +111,7 @@ printf '==> connection setup + first answer (%s in a row): direct %s us, proxy %
   "$SETUPS" "$S_D" "$S_P" "$S_T" "$(ratio "$S_T" "$S_P")"
 
 # Startup: a sandboxed true with and without the capture.
-start_ms() { local t0 t1; t0="$(date +%s%N)"; for _ in 1 2 3 4 5 6 7 8 9 10; do (cd / && "$RF" run -s "$WORK/rf.json" "$@" -- true); done; t1="$(date +%s%N)"; echo $(( (t1 - t0) / 10000 )); }
+start_ms() { local t0 t1; t0="$(date +%s%N)"; for _ in 1 2 3 4 5 6 7 8 9 10; do (cd / && "$RF" run -s "$WORK/rf.json" "$@" -- true); done; t1="$(date +%s%N)"; echo $(( (t1 - t0) / 100000 )); }
 B="$(start_ms)"; TP="$(start_ms --transparent)"
 printf '==> startup of a sandboxed true (mean of 10): %s.%02d ms, with --transparent %s.%02d ms\n' \
   "$((B / 100))" "$((B % 100))" "$((TP / 100))" "$((TP % 100))"
