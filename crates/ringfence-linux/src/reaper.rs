@@ -3,7 +3,7 @@
 //! command's status to the supervisor.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::guard::Agent;
@@ -86,28 +86,50 @@ pub(crate) fn run(
         Ok(p) => p,
         Err(_) => report(&channel, MSG_EXITED, 125),
     };
+    let Some(program) = spec.argv.first() else {
+        eprintln!("ringfence: empty command");
+        report(&channel, MSG_EXITED, 125);
+    };
     let old_mask = block_all();
-    // SAFETY: the process is single-threaded; the child only execs or exits.
-    let pid = unsafe { libc::fork() };
+    // Everything the command's process reads until it execs, made here: it runs in this
+    // process's memory (see `Launch`). Never freed: PID 1 does not learn when the exec is
+    // done, and it lives only as long as the sandbox.
+    let launch: &Launch<'_> = Box::leak(Box::new(Launch {
+        spec,
+        pty_slave: ready.pty_slave.as_ref(),
+        mask: old_mask,
+        guard: guard_pair
+            .as_ref()
+            .map(|(_, theirs)| (theirs.as_raw_fd(), guard_filter)),
+        close: [
+            channel.as_raw_fd(),
+            wake_read.as_raw_fd(),
+            wake_write.as_raw_fd(),
+            guard_pair.as_ref().map_or(-1, |(ours, _)| ours.as_raw_fd()),
+        ],
+        argv: sys::cstr_ptrs(&spec.argv),
+        envp: sys::cstr_ptrs(&spec.env),
+        candidates: candidates(program, &spec.env),
+    }));
+    let pid = match launch_stack() {
+        // SAFETY: `launch_command` gets a pointer to a leaked, never-changed `Launch` and runs
+        // on a stack of its own; CLONE_VM with SIGCHLD makes a child process (not a thread)
+        // that shares this memory until it execs or exits, which is all it does.
+        Some(top) => unsafe {
+            libc::clone(
+                launch_command,
+                top,
+                libc::CLONE_VM | libc::SIGCHLD,
+                (launch as *const Launch<'_>).cast_mut().cast(),
+            )
+        },
+        None => -1,
+    };
     if pid < 0 {
         report(&channel, MSG_EXITED, 125);
     }
-    if pid == 0 {
-        drop(channel);
-        drop((wake_read, wake_write));
-        let guard_end = guard_pair.map(|(_, theirs)| theirs);
-        command(
-            spec,
-            ready.pty_slave.as_ref(),
-            &old_mask,
-            guard_end.map(|g| (g, guard_filter)),
-        );
-    }
     COMMAND_PID.store(pid, Ordering::Relaxed);
     crate::timing::mark("command forked");
-    // The reaper itself: not dumpable, so nothing in the sandbox can read its memory or fds.
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     CHILD_PIPE.store(wake_write.as_raw_fd(), Ordering::Relaxed);
     for &sig in FORWARDED {
         handle(sig, forward);
@@ -127,6 +149,12 @@ pub(crate) fn run(
             .ok()
             .and_then(|(_, fds)| fds.into_iter().next())
     });
+    // The reaper itself: not dumpable, so nothing in the sandbox can read its memory or fds.
+    // Only now: dumpability belongs to the memory, which the command's process shares until
+    // it execs, and PID 1 takes the listener from it with pidfd_getfd, which a process that
+    // is not dumpable refuses. The command cannot exec before PID 1 answers its execve.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     crate::timing::mark("guard listener received");
     let agent = listener.as_ref().map(|l| {
         Agent::new(
@@ -238,12 +266,12 @@ pub(crate) fn run(
 // which the command closes its copy.
 
 /// The command's side: offers `listener` and waits until PID 1 has taken it.
-fn offer_listener(sock: &OwnedFd, listener: &OwnedFd) -> bool {
+fn offer_listener(sock: RawFd, listener: &OwnedFd) -> bool {
     let n = listener.as_raw_fd().to_ne_bytes();
     // SAFETY: n is a valid buffer of 4 bytes.
-    let wrote = unsafe { libc::write(sock.as_raw_fd(), n.as_ptr().cast(), n.len()) };
+    let wrote = unsafe { libc::write(sock, n.as_ptr().cast(), n.len()) };
     let mut ack = [0u8; 1];
-    wrote == n.len() as isize && matches!(sys::read_some(sock.as_raw_fd(), &mut ack), Ok(1))
+    wrote == n.len() as isize && matches!(sys::read_some(sock, &mut ack), Ok(1))
 }
 
 /// PID 1's side: the listener of the command `pid`, taken from it.
@@ -340,15 +368,197 @@ fn report(channel: &OwnedFd, kind: u8, value: i32) -> ! {
     unsafe { libc::_exit(0) }
 }
 
+/// What the command's process works from. It is cloned with CLONE_VM, not forked: a fork
+/// copied PID 1's page tables and made both processes fault on every page either wrote
+/// afterwards, a good part of a short run's start. Until it execs it runs in PID 1's memory,
+/// beside PID 1, so:
+/// - it allocates and frees nothing (the two would share malloc's per-thread caches), and
+///   everything it reads is made before the clone and never changes;
+/// - once it has handed over the guard's listener, PID 1 runs on beside it, and it makes raw
+///   system calls only: they leave errno, which the two share, to PID 1. Before that PID 1
+///   only waits for the listener, and whatever it then reads from errno, a failure to get
+///   the listener leaves the command unable to exec (every execve waits for PID 1).
+struct Launch<'a> {
+    spec: &'a Spec,
+    pty_slave: Option<&'a CString>,
+    mask: libc::sigset_t,
+    /// The command's end of the pair the listener goes over, and the guard filter.
+    guard: Option<(RawFd, &'a [libc::sock_filter])>,
+    /// PID 1's descriptors, closed in the command at once.
+    close: [RawFd; 4],
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    candidates: Vec<CString>,
+}
+
+/// Room for the command's process until it execs (it needs a few pages; the rest is never
+/// touched), with an inaccessible page below it.
+const LAUNCH_STACK: usize = 256 * 1024;
+
+/// The top of a fresh stack for the command's process, or `None` if none could be mapped.
+/// Never unmapped, like the `Launch`.
+fn launch_stack() -> Option<*mut libc::c_void> {
+    // SAFETY: sysconf with a constant name.
+    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    // SAFETY: an anonymous private mapping; the result is checked.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            LAUNCH_STACK + page,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: the lowest page of the mapping just made.
+    if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } < 0 {
+        return None;
+    }
+    // SAFETY: one past the end of the mapping: the stack grows down from there.
+    Some(unsafe { base.cast::<u8>().add(LAUNCH_STACK + page) }.cast())
+}
+
+extern "C" fn launch_command(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the leaked `Launch` that `run` passed to clone.
+    let l = unsafe { &*(arg as *const Launch<'_>) };
+    command(l)
+}
+
+/// A system call of up to four arguments that leaves errno alone, for the command's process
+/// once PID 1 runs beside it: the kernel's result, a negative error number on failure.
+///
+/// # Safety
+/// The arguments must be valid for system call `nr`.
+unsafe fn raw_syscall(nr: libc::c_long, a: [usize; 4]) -> isize {
+    let ret: isize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the Linux x86-64 system call convention; rcx and r11 are clobbered.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: the Linux arm64 system call convention.
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            in("x8") nr,
+            inlateout("x0") a[0] as isize => ret,
+            in("x1") a[1],
+            in("x2") a[2],
+            in("x3") a[3],
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// Writes `parts` to standard error with raw writes (nothing allocated, errno untouched).
+fn say(parts: &[&[u8]]) {
+    for p in parts {
+        // SAFETY: write from a live buffer of its length.
+        unsafe { raw_syscall(libc::SYS_write, [2, p.as_ptr() as usize, p.len(), 0]) };
+    }
+}
+
+/// The text of the errors an exec or the steps before it may end with, as strerror(3) gives
+/// them (strerror itself may allocate, and saves and restores errno).
+const ERROR_TEXTS: &[(i32, &str)] = &[
+    (libc::EPERM, "Operation not permitted"),
+    (libc::ENOENT, "No such file or directory"),
+    (libc::EINTR, "Interrupted system call"),
+    (libc::EIO, "Input/output error"),
+    (libc::E2BIG, "Argument list too long"),
+    (libc::ENOEXEC, "Exec format error"),
+    (libc::EBADF, "Bad file descriptor"),
+    (libc::EAGAIN, "Resource temporarily unavailable"),
+    (libc::ENOMEM, "Cannot allocate memory"),
+    (libc::EACCES, "Permission denied"),
+    (libc::EFAULT, "Bad address"),
+    (libc::EBUSY, "Device or resource busy"),
+    (libc::ENOTDIR, "Not a directory"),
+    (libc::EISDIR, "Is a directory"),
+    (libc::EINVAL, "Invalid argument"),
+    (libc::ENFILE, "Too many open files in system"),
+    (libc::EMFILE, "Too many open files"),
+    (libc::ETXTBSY, "Text file busy"),
+    (libc::EPIPE, "Broken pipe"),
+    (libc::ENAMETOOLONG, "File name too long"),
+    (libc::ENOSYS, "Function not implemented"),
+    (libc::ELOOP, "Too many levels of symbolic links"),
+    (libc::ELIBBAD, "Accessing a corrupted shared library"),
+];
+
+/// "Permission denied (os error 13)", as `std::io::Error` shows it, in `buf`, without
+/// allocating.
+fn error_text(errno: i32, buf: &mut [u8; 80]) -> &[u8] {
+    let text = ERROR_TEXTS
+        .iter()
+        .find(|(e, _)| *e == errno)
+        .map_or("Unknown error", |(_, t)| t);
+    let mut digits = [0u8; 12];
+    let mut d = digits.len();
+    let mut v = errno.unsigned_abs();
+    loop {
+        d -= 1;
+        digits[d] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut n = 0;
+    for part in [text.as_bytes(), b" (os error ", &digits[d..], b")"] {
+        buf[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    }
+    &buf[..n]
+}
+
+/// "ringfence: WHAT: ERROR" and exit `code`, allocating nothing.
+fn fail(code: i32, what: &str, errno: i32) -> ! {
+    let mut buf = [0u8; 80];
+    say(&[
+        b"ringfence: ",
+        what.as_bytes(),
+        b": ",
+        error_text(errno, &mut buf),
+        b"\n",
+    ]);
+    // SAFETY: _exit ends the process at once.
+    unsafe { libc::_exit(code) }
+}
+
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
 /// The command's process: new session, its terminal, no inherited descriptors, default signal
 /// handling, then exec. Exits 127 when the program is not found and 126 when it cannot run.
-fn command(
-    spec: &Spec,
-    pty_slave: Option<&CString>,
-    mask: &libc::sigset_t,
-    guard: Option<(OwnedFd, &[libc::sock_filter])>,
-) -> ! {
-    for sig in 1..libc::SIGRTMIN() {
+fn command(l: &Launch<'_>) -> ! {
+    let spec = l.spec;
+    for &fd in &l.close {
+        if fd >= 0 {
+            // SAFETY: closing PID 1's descriptors in this process's own table.
+            unsafe { libc::close(fd) };
+        }
+    }
+    // The standard signals: those from 32 to SIGRTMIN are the C library's own, which it
+    // refuses to change (and says so in errno, which PID 1 shares).
+    for sig in 1..32 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
@@ -356,17 +566,17 @@ fn command(
         unsafe { libc::signal(sig, libc::SIG_DFL) };
     }
     // SAFETY: restoring the mask the supervisor had.
-    unsafe { libc::sigprocmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &l.mask, std::ptr::null_mut()) };
     // SAFETY: setsid has no arguments; a new session detaches from any host terminal.
     unsafe { libc::setsid() };
-    if let Some(slave) = pty_slave {
+    if let Some(slave) = l.pty_slave {
         // SAFETY: slave is a valid path string.
         let fd = unsafe { libc::open(slave.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if fd < 0 {
             fail(
                 126,
                 "opening the sandbox's terminal",
-                std::io::Error::last_os_error(),
+                errno_of(&std::io::Error::last_os_error()),
             );
         }
         // SAFETY: fd is our new terminal; making it the controlling terminal of our session.
@@ -378,103 +588,111 @@ fn command(
         }
     }
     if let Err(e) = caps::clear() {
-        fail(
-            125,
-            "dropping capabilities",
-            std::io::Error::other(e.to_string()),
-        );
+        let errno = match &e {
+            crate::Error::Syscall { source, .. } => errno_of(source),
+            _ => libc::EPERM,
+        };
+        fail(125, "dropping capabilities", errno);
     }
-    if let Some((sock, filter)) = guard {
+    if let Some((sock, filter)) = l.guard {
         // Last step before exec: from here on every creating syscall waits for PID 1.
         match seccomp::install_with_listener(filter) {
             Ok(listener) if spec.unix_sockets.is_some() => {
-                if !offer_listener(&sock, &listener) {
+                if !offer_listener(sock, &listener) {
                     fail(
                         125,
                         "handing over the creation guard",
-                        std::io::Error::last_os_error(),
+                        errno_of(&std::io::Error::last_os_error()),
                     );
                 }
             }
             Ok(listener) => {
-                if send_fds(sock.as_raw_fd(), &[0], &[listener.as_raw_fd()]).is_err() {
-                    fail(
-                        125,
-                        "handing over the creation guard",
-                        std::io::Error::last_os_error(),
-                    );
+                if let Err(e) = send_fds(sock, &[0], &[listener.as_raw_fd()]) {
+                    fail(125, "handing over the creation guard", errno_of(&e));
                 }
             }
-            Err(e) => {
-                eprintln!("ringfence: {e}");
+            Err(crate::Error::Seccomp { step, source }) => {
+                let mut buf = [0u8; 80];
+                say(&[
+                    b"ringfence: seccomp: ",
+                    step.as_bytes(),
+                    b": ",
+                    error_text(errno_of(&source), &mut buf),
+                    b"\n",
+                ]);
                 // SAFETY: _exit ends the process at once.
                 unsafe { libc::_exit(125) }
             }
+            Err(_) => fail(125, "installing the guard filter", libc::EINVAL),
         }
     }
-    if let Err(e) = sys::close_from(3) {
-        fail(125, "closing inherited descriptors", e);
+    // PID 1 runs beside this process from here on: raw system calls only.
+    // SAFETY: close_range with integer arguments; closing fds we do not use is the intent.
+    let r = unsafe { raw_syscall(libc::SYS_close_range, [3, u32::MAX as usize, 0, 0]) };
+    if r < 0 {
+        fail(125, "closing inherited descriptors", -r as i32);
     }
-    let argv = sys::cstr_ptrs(&spec.argv);
-    let envp = sys::cstr_ptrs(&spec.env);
-    let Some(program) = spec.argv.first() else {
-        fail(
-            125,
-            "empty command",
-            std::io::Error::from_raw_os_error(libc::EINVAL),
-        );
-    };
     let mut last_error = libc::ENOENT;
-    for candidate in candidates(program, &spec.env) {
+    for candidate in &l.candidates {
         // Each execve waits for PID 1's exec report: a directory of PATH that has no such
         // program, or that this user may not search, is passed over with a stat, as execve
         // would fail there the same way (ENOENT, ENOTDIR; EACCES, which is kept as the error
         // to report if nothing else runs).
-        // SAFETY: stat with a NUL-terminated path and a valid buffer.
-        let stat_error = unsafe {
+        // SAFETY: stat is plain data; newfstatat gets a NUL-terminated path and a buffer of
+        // its size.
+        let r = unsafe {
             let mut st: libc::stat = std::mem::zeroed();
-            if libc::stat(candidate.as_ptr(), &mut st) < 0 {
-                std::io::Error::last_os_error().raw_os_error()
-            } else {
-                None
-            }
+            raw_syscall(
+                libc::SYS_newfstatat,
+                [
+                    libc::AT_FDCWD as usize,
+                    candidate.as_ptr() as usize,
+                    &mut st as *mut libc::stat as usize,
+                    0,
+                ],
+            )
         };
-        match stat_error {
-            Some(libc::ENOENT | libc::ENOTDIR) => continue,
-            Some(libc::EACCES) => {
+        match -r as i32 {
+            libc::ENOENT | libc::ENOTDIR if r < 0 => continue,
+            libc::EACCES if r < 0 => {
                 last_error = libc::EACCES;
                 continue;
             }
             _ => {}
         }
         // SAFETY: candidate, argv and envp are NUL-terminated and live until execve returns.
-        unsafe { libc::execve(candidate.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-        let e = std::io::Error::last_os_error()
-            .raw_os_error()
-            .unwrap_or(libc::ENOENT);
-        match e {
+        let r = unsafe {
+            raw_syscall(
+                libc::SYS_execve,
+                [
+                    candidate.as_ptr() as usize,
+                    l.argv.as_ptr() as usize,
+                    l.envp.as_ptr() as usize,
+                    0,
+                ],
+            )
+        };
+        match -r as i32 {
             libc::ENOENT | libc::ENOTDIR => {}
-            _ => last_error = e,
+            e => last_error = e,
         }
     }
-    let name = program.to_string_lossy();
+    let name = spec.argv.first().map_or(&[][..], |p| p.as_bytes());
     if last_error == libc::ENOENT {
-        eprintln!("ringfence: {name}: command not found");
+        say(&[b"ringfence: ", name, b": command not found\n"]);
         // SAFETY: _exit after a failed exec.
         unsafe { libc::_exit(127) }
     }
-    eprintln!(
-        "ringfence: {name}: cannot run: {}",
-        sys::errno_str(last_error)
-    );
+    let mut buf = [0u8; 80];
+    say(&[
+        b"ringfence: ",
+        name,
+        b": cannot run: ",
+        error_text(last_error, &mut buf),
+        b"\n",
+    ]);
     // SAFETY: _exit after a failed exec.
     unsafe { libc::_exit(126) }
-}
-
-fn fail(code: i32, what: &str, e: std::io::Error) -> ! {
-    eprintln!("ringfence: {what}: {e}");
-    // SAFETY: _exit ends the process at once.
-    unsafe { libc::_exit(code) }
 }
 
 /// Where to look for `program`: itself when it has a slash, else each directory of the sandbox
@@ -502,6 +720,20 @@ fn candidates(program: &CString, env: &[CString]) -> Vec<CString> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn error_texts_read_as_the_standard_library_shows_them() {
+        for &(errno, _) in super::ERROR_TEXTS {
+            let mut buf = [0u8; 80];
+            let ours = String::from_utf8_lossy(super::error_text(errno, &mut buf)).into_owned();
+            assert_eq!(ours, std::io::Error::from_raw_os_error(errno).to_string());
+        }
+        let mut buf = [0u8; 80];
+        assert_eq!(
+            super::error_text(4095, &mut buf),
+            b"Unknown error (os error 4095)"
+        );
+    }
+
     #[test]
     fn sums_sysv_segments() {
         let text = "       key      shmid perms                  size  cpid  lpid nattch   uid   gid  cuid  cgid      atime      dtime      ctime                   rss                  swap\n\
