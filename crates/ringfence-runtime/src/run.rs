@@ -736,6 +736,10 @@ fn spawn(b: Builder) -> Result<Running, Error> {
     ));
     teardown.log = Some(log.clone());
     ringfence_linux::timing::mark("activity log");
+    // Groups left by supervisors that died, removed while the sandbox builds its view.
+    if teardown.groups.is_some() {
+        cgroup::sweep(&prepared.mechanism);
+    }
     let mut sb = starting.finish()?;
     sb.freezer = teardown.freezer.clone();
     let (stdin, stdout, stderr) = match streams {

@@ -1,7 +1,8 @@
 //! The whole-sandbox memory limit, tried from inside real sandboxes: programs that reserve
 //! large address space (Node's WebAssembly) run, a memory bomb and a group of processes that
-//! together pass the limit are stopped and the run says why, and a run started inside a
-//! memory-limited cgroup stays bounded by it.
+//! together pass the limit are stopped and the run says why, a run started inside a
+//! memory-limited cgroup stays bounded by it, and the groups of a supervisor that was killed
+//! are removed by a later run.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -274,4 +275,59 @@ fn run_stays_bounded_by_the_callers_memory_cgroup() {
         .args(["-c", &script])
         .arg(common::bin()));
     assert!(out.ok().contains(", memory 100M,"), "{out:#?}");
+}
+
+#[test]
+fn groups_a_killed_supervisor_left_are_removed_by_a_later_run() {
+    if !common::is_root() {
+        common::not_here("the runs of an unprivileged user here make no cgroups");
+        return;
+    }
+    let Some(own) = common::own_cgroup_dir(Some("pids")) else {
+        common::not_here("no cgroup v1 pids controller on this machine");
+        return;
+    };
+    let name = common::unique("rf-swept");
+    let mut supervisor = std::process::Command::new(common::bin())
+        .current_dir("/")
+        .args(["run", "--name", &name, "--", "sleep", "30"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let group = own
+        .join("ringfence")
+        .join(format!("{}-{name}", supervisor.id()));
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let start = std::time::Instant::now();
+        while !done() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "{what}: {}",
+                group.display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait_for("the run's group never appeared", &|| {
+        std::fs::read_to_string(group.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+    });
+    // Killed, the supervisor cannot remove its groups; its sandbox dies with it.
+    supervisor.kill().unwrap();
+    supervisor.wait().unwrap();
+    wait_for("the killed run's processes never left its group", &|| {
+        std::fs::read_to_string(group.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty())
+    });
+    assert!(
+        group.exists(),
+        "nothing was left to sweep: {}",
+        group.display()
+    );
+    let out = run(std::process::Command::new(common::bin())
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .args(["run", "--", "true"]));
+    assert_eq!(out.code(), 0, "{out:#?}");
+    assert!(!group.exists(), "left behind: {}", group.display());
 }
