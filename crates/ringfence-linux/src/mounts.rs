@@ -535,6 +535,26 @@ fn dev() -> Result<()> {
     make_read_only(&dev)
 }
 
+/// A procfs of the sandbox's PID namespace in the staging tmpfs (after `stage`), for PID 1's
+/// own use while it sets up: the thread that makes the network namespace names it through
+/// this, and PID 1 sets `ns_last_pid` through it. Gone with the staging tmpfs at `enter`.
+pub(crate) fn stage_proc() -> Result<OwnedFd> {
+    let dir = Path::new("/setup-proc");
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .map_err(path_err("mkdir", dir))?;
+    sys::mount(
+        Some(Path::new("proc")),
+        dir,
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    )
+    .map_err(path_err("mount proc", dir))?;
+    sys::open_path_nofollow(dir).map_err(path_err("open", dir))
+}
+
 fn proc_fs() -> Result<()> {
     let proc_dir = in_new(Path::new("/proc"));
     sys::mount(
