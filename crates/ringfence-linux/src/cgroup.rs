@@ -410,25 +410,14 @@ pub fn own_freezer_v1(run: &str) -> Option<PathBuf> {
 
 impl Cgroups {
     /// Creates the run's groups with their limits (nothing without a cgroup).
-    /// On any failure the groups created so far are removed again.
-    ///
-    /// The leftovers of dead supervisors are not swept first (the caller sweeps once the
-    /// sandbox is cloned, off the start's critical path), unless one is in the way: a group of
-    /// the same name, left by an earlier supervisor of the same pid and run name.
+    /// On any failure the groups created so far are removed again. The leftovers of dead
+    /// supervisors are not swept here: the caller sweeps (`sweep`) once the sandbox is cloned,
+    /// off the start's critical path (a leftover in the way would carry this supervisor's
+    /// own pid, which no sweep removes).
     pub fn create(mech: &Mechanism, run: &str, limits: CgroupLimits) -> Result<Option<Cgroups>> {
         if *mech == Mechanism::NoCgroup {
             return Ok(None);
         }
-        match Self::try_create(mech, run, limits) {
-            Err(Error::Path { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
-                sweep(mech);
-                Self::try_create(mech, run, limits)
-            }
-            r => r,
-        }
-    }
-
-    fn try_create(mech: &Mechanism, run: &str, limits: CgroupLimits) -> Result<Option<Cgroups>> {
         let mut groups = Cgroups {
             dirs: Vec::new(),
             procs_files: Vec::new(),

@@ -1577,14 +1577,19 @@ impl Agent<'_> {
         let relative = !file.starts_with(b"/");
         let runnable = |file: &[u8]| {
             let full = if relative {
-                let mut v = format!("/proc/{}/cwd/", n.pid).into_bytes();
+                let mut v = cwd_of(n.pid);
+                v.push(b'/');
                 v.extend_from_slice(file);
                 v
             } else {
                 file.to_vec()
             };
-            // SAFETY: access with a NUL-terminated path.
-            cstr(&full).is_ok_and(|c| unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0)
+            // With the effective credentials (AT_EACCESS): access(2) would leave
+            // CAP_SYS_PTRACE out, and /proc/PID/cwd of a non-dumpable caller needs it.
+            // SAFETY: faccessat with a NUL-terminated path.
+            cstr(&full).is_ok_and(|c| unsafe {
+                libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0
+            })
         };
         let checked_first = relative && !file.is_empty() && runnable(&file);
         let resp = libc::seccomp_notif_resp {
@@ -1821,7 +1826,8 @@ fn respond(listener: RawFd, id: u64, result: i64) {
 }
 
 /// Reads the caller's memory at `addr` into `buf` (process_vm_readv: no /proc file to open,
-/// and it works for callers that made themselves non-dumpable, PID 1 holding CAP_SYS_PTRACE).
+/// and it works for callers that made themselves non-dumpable, PID 1 holding CAP_SYS_PTRACE,
+/// and for the command before its first exec, whose memory is PID 1's own).
 fn read_mem(pid: u32, addr: u64, buf: &mut [u8]) -> Result<usize, i32> {
     let local = libc::iovec {
         iov_base: buf.as_mut_ptr() as *mut libc::c_void,
@@ -2015,13 +2021,44 @@ fn read_string(pid: u32, addr: u64) -> Result<Vec<u8>, i32> {
     Err(libc::ENAMETOOLONG)
 }
 
+/// The caller's working directory, as a path for PID 1: `/proc/PID/cwd`, except for the
+/// command before its first exec. It runs in PID 1's memory until then (see
+/// `reaper::Launch`), memory that PID 1 made non-dumpable and that belongs to the host's user
+/// namespace, so the kernel refuses PID 1 its /proc links; its directory is PID 1's own then.
+/// After an exec PID 1 may always open them (it keeps CAP_SYS_PTRACE in the sandbox's user
+/// namespace), so a refusal for the command's pid means the command has not exec'd yet.
+fn cwd_of(pid: u32) -> Vec<u8> {
+    let own = format!("/proc/{pid}/cwd");
+    if pid == crate::reaper::command_pid() {
+        // Opened as the guard opens it (effective credentials: access(2) would leave
+        // CAP_SYS_PTRACE out and be refused for any non-dumpable caller).
+        let refused = cstr(own.as_bytes()).is_ok_and(|c| {
+            // SAFETY: open with a NUL-terminated path; a descriptor returned is closed at once.
+            let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+            if fd >= 0 {
+                // SAFETY: fd was just opened and is closed once.
+                unsafe { libc::close(fd) };
+                return false;
+            }
+            matches!(
+                io::Error::last_os_error().raw_os_error(),
+                Some(libc::EACCES | libc::EPERM)
+            )
+        });
+        if refused {
+            return b"/proc/self/cwd".to_vec();
+        }
+    }
+    own.into_bytes()
+}
+
 /// The directory a path argument is relative to: the caller's cwd for AT_FDCWD, else a
 /// duplicate of its descriptor.
 fn open_dir_of(pid: u32, dirfd: i32) -> Result<OwnedFd, i32> {
     if dirfd != libc::AT_FDCWD {
         return take_fd(pid, dirfd);
     }
-    let c = cstr(format!("/proc/{pid}/cwd").as_bytes())?;
+    let c = cstr(&cwd_of(pid))?;
     // SAFETY: c is a valid string; the fd is checked before it is owned.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
     if fd < 0 {

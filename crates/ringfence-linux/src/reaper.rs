@@ -1,4 +1,4 @@
-//! PID 1 of the sandbox: forks the command, forwards the signals the supervisor sends it, reaps
+//! PID 1 of the sandbox: starts the command, forwards the signals the supervisor sends it, reaps
 //! every orphan, and when the command ends kills whatever it left behind and reports the
 //! command's status to the supervisor.
 
@@ -13,6 +13,11 @@ use crate::sandbox::{
 use crate::{caps, seccomp, sys};
 
 static COMMAND_PID: AtomicI32 = AtomicI32::new(0);
+
+/// The command's pid in the sandbox (0 before it is started and after it ended).
+pub(crate) fn command_pid() -> u32 {
+    COMMAND_PID.load(Ordering::Relaxed).max(0) as u32
+}
 
 /// Signals PID 1 passes on to the command.
 const FORWARDED: &[libc::c_int] = &[
@@ -126,10 +131,15 @@ pub(crate) fn run(
         None => -1,
     };
     if pid < 0 {
+        // Nothing runs beside PID 1 here: the standard library may print.
+        eprintln!(
+            "ringfence: starting the command (a stack of its own, then clone): {}",
+            std::io::Error::last_os_error()
+        );
         report(&channel, MSG_EXITED, 125);
     }
     COMMAND_PID.store(pid, Ordering::Relaxed);
-    crate::timing::mark("command forked");
+    crate::timing::mark("command started");
     CHILD_PIPE.store(wake_write.as_raw_fd(), Ordering::Relaxed);
     for &sig in FORWARDED {
         handle(sig, forward);
@@ -374,10 +384,12 @@ fn report(channel: &OwnedFd, kind: u8, value: i32) -> ! {
 /// beside PID 1, so:
 /// - it allocates and frees nothing (the two would share malloc's per-thread caches), and
 ///   everything it reads is made before the clone and never changes;
-/// - once it has handed over the guard's listener, PID 1 runs on beside it, and it makes raw
-///   system calls only: they leave errno, which the two share, to PID 1. Before that PID 1
-///   only waits for the listener, and whatever it then reads from errno, a failure to get
-///   the listener leaves the command unable to exec (every execve waits for PID 1).
+/// - once PID 1 has the guard's listener, PID 1 runs on beside it, and it makes raw system
+///   calls only: they leave errno, which the two share, to PID 1. Until then PID 1 sets up
+///   its signal handling and waits for the listener; the calls the command makes meanwhile
+///   touch errno only when they fail, and then the command ends (its message may show an
+///   error number of PID 1's), and whatever PID 1 reads from errno, a failure to get the
+///   listener leaves the command unable to exec (every execve waits for PID 1).
 struct Launch<'a> {
     spec: &'a Spec,
     pty_slave: Option<&'a CString>,
@@ -500,6 +512,19 @@ const ERROR_TEXTS: &[(i32, &str)] = &[
     (libc::ENOSYS, "Function not implemented"),
     (libc::ELOOP, "Too many levels of symbolic links"),
     (libc::ELIBBAD, "Accessing a corrupted shared library"),
+    (libc::ESRCH, "No such process"),
+    (libc::ENXIO, "No such device or address"),
+    (libc::ECHILD, "No child processes"),
+    (libc::EEXIST, "File exists"),
+    (libc::ENODEV, "No such device"),
+    (libc::ENOTTY, "Inappropriate ioctl for device"),
+    (libc::ENOSPC, "No space left on device"),
+    (libc::EROFS, "Read-only file system"),
+    (libc::EMLINK, "Too many links"),
+    (libc::ECONNREFUSED, "Connection refused"),
+    (libc::ENOTSOCK, "Socket operation on non-socket"),
+    (libc::EOPNOTSUPP, "Operation not supported"),
+    (libc::EDQUOT, "Disk quota exceeded"),
 ];
 
 /// "Permission denied (os error 13)", as `std::io::Error` shows it, in `buf`, without

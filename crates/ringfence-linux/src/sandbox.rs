@@ -1,5 +1,5 @@
-//! Creating the sandbox: one clone() into new user, mount, PID, network, IPC, UTS and cgroup
-//! namespaces from a single-threaded supervisor. The child maps nothing itself: the supervisor
+//! Creating the sandbox: one clone() into new user, mount, PID, IPC, UTS and cgroup namespaces
+//! from a single-threaded supervisor (the network namespace PID 1 makes itself, see `NetNs`). The child maps nothing itself: the supervisor
 //! writes its uid/gid maps, then the child builds the filesystem view, hardens itself and becomes
 //! the PID-1 reaper that runs the command (see `reaper`).
 
@@ -300,7 +300,7 @@ pub fn start(
     if pid < 0 {
         let source = io::Error::last_os_error();
         return Err(Error::Setup(format!(
-            "creating the sandbox's namespaces (user, mount, pid, network, ipc, uts, cgroup): {source}"
+            "creating the sandbox's namespaces (user, mount, pid, ipc, uts, cgroup): {source}"
         )));
     }
     if pid == 0 {

@@ -586,4 +586,25 @@ fn exec_reports_hold_long_arguments_and_relative_programs() {
     assert_eq!(trues[0], "/bin/true");
     assert_eq!(trues[63], "63");
     assert_eq!(argv("./prog"), ["./prog", "relative"]);
+
+    // The command itself by a relative path: its exec is reported before it has memory of
+    // its own (it runs in PID 1's until then).
+    let first = format!("first-{}", common::unique_number());
+    let out = run(rf(&state)
+        .current_dir(&w)
+        .args(["run", "--name", &first, "--", "./prog", "first"]));
+    assert_eq!(out.code(), 0, "{out:#?}");
+    let shown = run(rf(&state).args(["log", "show", &first, "--json"]));
+    let execs: Vec<serde_json::Value> = shown
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "exec")
+        .collect();
+    assert!(
+        execs
+            .iter()
+            .any(|e| e["path"] == "./prog" && e["argv"] == serde_json::json!(["./prog", "first"])),
+        "{execs:#?}"
+    );
 }
