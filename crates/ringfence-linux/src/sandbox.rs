@@ -118,20 +118,7 @@ impl NetNs {
                 if unsafe { libc::unshare(libc::CLONE_NEWNET) } < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                // SAFETY: openat with a valid directory fd and a NUL-terminated relative path;
-                // the result is checked before it is owned.
-                let fd = unsafe {
-                    libc::openat(
-                        proc.as_raw_fd(),
-                        c"thread-self/ns/net".as_ptr(),
-                        libc::O_RDONLY | libc::O_CLOEXEC,
-                    )
-                };
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // SAFETY: fd was just returned by openat and is owned by nobody else.
-                Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+                open_in(&proc, c"thread-self/ns/net", libc::O_RDONLY)
             })
             .map(NetNs)
             .map_err(err)
@@ -680,22 +667,23 @@ fn child(
 /// Opens the sandbox's `ns_last_pid` through `proc` and writes `value`: `None` where the kernel
 /// has no such file (no checkpoint/restore support).
 fn set_last_pid(proc: &OwnedFd, value: &[u8]) -> Result<Option<OwnedFd>> {
-    // SAFETY: openat with a valid directory fd and a NUL-terminated relative path; the result
-    // is checked before it is owned.
-    let fd = unsafe {
-        libc::openat(
-            proc.as_raw_fd(),
-            c"sys/kernel/ns_last_pid".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
+    let Ok(last) = open_in(proc, c"sys/kernel/ns_last_pid", libc::O_WRONLY) else {
         return Ok(None);
-    }
-    // SAFETY: fd was just returned by openat and is owned by nobody else.
-    let last = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    };
     write_last_pid(&last, value)?;
     Ok(Some(last))
+}
+
+/// Opens `path` beneath the directory `dir` (close-on-exec).
+fn open_in(dir: &OwnedFd, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    // SAFETY: openat with a valid directory fd and a NUL-terminated relative path; the result
+    // is checked before it is owned.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), path.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by openat and is owned by nobody else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
 /// At offset 0: a sysctl ignores a write past the start of its file.

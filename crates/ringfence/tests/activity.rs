@@ -537,6 +537,16 @@ fn run_start_names_nested_user_namespaces() {
 /// than the first piece read of it, more arguments than are recorded (the first 64 are), and a
 /// program run by a relative path that exits at once (its directory is looked at before it
 /// goes on).
+/// The exec events of run `name`, from `ringfence log show`.
+fn execs_of(state: &str, name: &str) -> Vec<serde_json::Value> {
+    run(rf(state).args(["log", "show", name, "--json"]))
+        .ok()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["kind"] == "exec")
+        .collect()
+}
+
 #[test]
 fn exec_reports_hold_long_arguments_and_relative_programs() {
     let dir = TestDir::new("activity-exec-args");
@@ -561,13 +571,7 @@ fn exec_reports_hold_long_arguments_and_relative_programs() {
         ),
     ]));
     assert_eq!(out.code(), 0, "{out:#?}");
-    let shown = run(rf(&state).args(["log", "show", &name, "--json"]));
-    let execs: Vec<serde_json::Value> = shown
-        .ok()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| e["kind"] == "exec")
-        .collect();
+    let execs = execs_of(&state, &name);
     let argv = |path: &str| -> Vec<String> {
         let e = execs
             .iter()
@@ -594,13 +598,7 @@ fn exec_reports_hold_long_arguments_and_relative_programs() {
         .current_dir(&w)
         .args(["run", "--name", &first, "--", "./prog", "first"]));
     assert_eq!(out.code(), 0, "{out:#?}");
-    let shown = run(rf(&state).args(["log", "show", &first, "--json"]));
-    let execs: Vec<serde_json::Value> = shown
-        .ok()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|e| e["kind"] == "exec")
-        .collect();
+    let execs = execs_of(&state, &first);
     assert!(
         execs
             .iter()
