@@ -1576,19 +1576,20 @@ impl Agent<'_> {
         // copy of its strings.
         let relative = !file.starts_with(b"/");
         let runnable = |file: &[u8]| {
-            let full = if relative {
-                let mut v = cwd_of(n.pid);
-                v.push(b'/');
-                v.extend_from_slice(file);
-                v
+            // A relative one beneath the caller's directory, opened as the guard opens it.
+            let dir = if relative {
+                match open_cwd_of(n.pid) {
+                    Ok(d) => Some(d),
+                    Err(_) => return false,
+                }
             } else {
-                file.to_vec()
+                None
             };
-            // With the effective credentials (AT_EACCESS): access(2) would leave
-            // CAP_SYS_PTRACE out, and /proc/PID/cwd of a non-dumpable caller needs it.
-            // SAFETY: faccessat with a NUL-terminated path.
-            cstr(&full).is_ok_and(|c| unsafe {
-                libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0
+            let dirfd = dir.as_ref().map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+            // With the effective credentials (AT_EACCESS), as for every check of the guard.
+            // SAFETY: faccessat with a valid directory fd and a NUL-terminated path.
+            cstr(file).is_ok_and(|c| unsafe {
+                libc::faccessat(dirfd, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0
             })
         };
         let checked_first = relative && !file.is_empty() && runnable(&file);
@@ -2021,35 +2022,31 @@ fn read_string(pid: u32, addr: u64) -> Result<Vec<u8>, i32> {
     Err(libc::ENAMETOOLONG)
 }
 
-/// The caller's working directory, as a path for PID 1: `/proc/PID/cwd`, except for the
-/// command before its first exec. It runs in PID 1's memory until then (see
-/// `reaper::Launch`), memory that PID 1 made non-dumpable and that belongs to the host's user
-/// namespace, so the kernel refuses PID 1 its /proc links; its directory is PID 1's own then.
-/// After an exec PID 1 may always open them (it keeps CAP_SYS_PTRACE in the sandbox's user
-/// namespace), so a refusal for the command's pid means the command has not exec'd yet.
-fn cwd_of(pid: u32) -> Vec<u8> {
-    let own = format!("/proc/{pid}/cwd");
-    if pid == crate::reaper::command_pid() {
-        // Opened as the guard opens it (effective credentials: access(2) would leave
-        // CAP_SYS_PTRACE out and be refused for any non-dumpable caller).
-        let refused = cstr(own.as_bytes()).is_ok_and(|c| {
-            // SAFETY: open with a NUL-terminated path; a descriptor returned is closed at once.
-            let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-            if fd >= 0 {
-                // SAFETY: fd was just opened and is closed once.
-                unsafe { libc::close(fd) };
-                return false;
-            }
-            matches!(
-                io::Error::last_os_error().raw_os_error(),
-                Some(libc::EACCES | libc::EPERM)
-            )
-        });
-        if refused {
-            return b"/proc/self/cwd".to_vec();
+/// Opens the caller's working directory (O_PATH): `/proc/PID/cwd`, except for the command
+/// before its first exec. It runs in PID 1's memory until then (see `reaper::Launch`), memory
+/// that PID 1 made non-dumpable and that belongs to the host's user namespace, so the kernel
+/// refuses PID 1 its /proc links; its directory is PID 1's own then. After an exec PID 1 may
+/// always open them (it keeps CAP_SYS_PTRACE in the sandbox's user namespace), so a refusal
+/// for the command's pid means the command has not exec'd yet. One open on the usual path.
+fn open_cwd_of(pid: u32) -> Result<OwnedFd, i32> {
+    let open = |path: &[u8]| -> Result<OwnedFd, i32> {
+        let c = cstr(path)?;
+        // SAFETY: c is a valid string; the fd is checked before it is owned.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::ESRCH));
         }
+        // SAFETY: fd is fresh and owned by nobody else.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    match open(format!("/proc/{pid}/cwd").as_bytes()) {
+        Err(libc::EACCES | libc::EPERM) if pid == crate::reaper::command_pid() => {
+            open(b"/proc/self/cwd")
+        }
+        r => r,
     }
-    own.into_bytes()
 }
 
 /// The directory a path argument is relative to: the caller's cwd for AT_FDCWD, else a
@@ -2058,14 +2055,7 @@ fn open_dir_of(pid: u32, dirfd: i32) -> Result<OwnedFd, i32> {
     if dirfd != libc::AT_FDCWD {
         return take_fd(pid, dirfd);
     }
-    let c = cstr(&cwd_of(pid))?;
-    // SAFETY: c is a valid string; the fd is checked before it is owned.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(libc::ESRCH);
-    }
-    // SAFETY: fd is fresh and owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    open_cwd_of(pid).map_err(|_| libc::ESRCH)
 }
 
 /// The caller's umask, read with one read(2) (the file is generated on each read).

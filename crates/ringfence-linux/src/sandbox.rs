@@ -1,7 +1,8 @@
 //! Creating the sandbox: one clone() into new user, mount, PID, IPC, UTS and cgroup namespaces
-//! from a single-threaded supervisor (the network namespace PID 1 makes itself, see `NetNs`). The child maps nothing itself: the supervisor
-//! writes its uid/gid maps, then the child builds the filesystem view, hardens itself and becomes
-//! the PID-1 reaper that runs the command (see `reaper`).
+//! from a single-threaded supervisor (the network namespace PID 1 makes itself, see `NetNs`).
+//! The child maps nothing itself: the supervisor writes its uid/gid maps, then the child builds
+//! the filesystem view, hardens itself and becomes the PID-1 reaper that runs the command (see
+//! `reaper`).
 
 use std::ffi::CString;
 use std::io;
@@ -114,10 +115,8 @@ impl NetNs {
             .name("ringfence-netns".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                // SAFETY: unshare with a flag: only this thread moves to the new namespace.
-                if unsafe { libc::unshare(libc::CLONE_NEWNET) } < 0 {
-                    return Err(io::Error::last_os_error());
-                }
+                // Only this thread moves to the new namespace.
+                new_net_ns()?;
                 open_in(&proc, c"thread-self/ns/net", libc::O_RDONLY)
             })
             .map(NetNs)
@@ -674,6 +673,15 @@ fn set_last_pid(proc: &OwnedFd, value: &[u8]) -> Result<Option<OwnedFd>> {
     Ok(Some(last))
 }
 
+/// Moves the calling thread to a new network namespace.
+fn new_net_ns() -> io::Result<()> {
+    // SAFETY: unshare with a flag.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Opens `path` beneath the directory `dir` (close-on-exec).
 fn open_in(dir: &OwnedFd, path: &std::ffi::CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: openat with a valid directory fd and a NUL-terminated relative path; the result
@@ -745,13 +753,10 @@ fn setup(spec: &Spec, channel: RawFd, root_caller: bool) -> Result<Ready> {
     // The TUN device is opened through the host's /dev, which the sandbox's root replaces, and
     // made in the namespace it serves: with one, PID 1 makes its network namespace itself, now.
     let tun = if spec.transparent {
-        // SAFETY: unshare with a flag.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } < 0 {
-            return Err(Error::Syscall {
-                step: "create the sandbox's network namespace (unshare CLONE_NEWNET)",
-                source: io::Error::last_os_error(),
-            });
-        }
+        new_net_ns().map_err(|source| Error::Syscall {
+            step: "create the sandbox's network namespace (unshare CLONE_NEWNET)",
+            source,
+        })?;
         Some(crate::tun::create()?)
     } else {
         None
